@@ -1,0 +1,152 @@
+// Package runtime is the contract between v2a components and whatever drives
+// them. Every component (agent, configuration server, process server, Azure
+// service, master target) is an Actor: it reacts to one Event at a time through
+// a Context, and never starts goroutines, reads the wall clock, sleeps, draws
+// from the global random source or dials the network itself.
+//
+// Two drivers implement Context: the deterministic simulator in sim/sched (one
+// goroutine, virtual time, every actor stepped from one ordered queue) and the
+// Real runtime in this package (one goroutine and mailbox per actor, the real
+// clock, TCP). Component code is the same under both; that is what lets a
+// scenario that passed in simulation run unchanged against real vCenter and
+// Azure.
+package runtime
+
+import (
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"strconv"
+	"time"
+)
+
+// Addr is an actor's network address, "host:port". Port numbers are the real
+// product's (443 configuration server, 9443 process server, 20004 the
+// multi-VM tag protocol) in every world.
+type Addr string
+
+// MakeAddr joins host and port into an Addr.
+func MakeAddr(host string, port int) Addr {
+	return Addr(net.JoinHostPort(host, strconv.Itoa(port)))
+}
+
+// Host is the host part of a.
+func (a Addr) Host() string {
+	h, _, err := net.SplitHostPort(string(a))
+	if err != nil {
+		return string(a)
+	}
+	return h
+}
+
+// Port is the port part of a, or 0 when a has none.
+func (a Addr) Port() int {
+	_, p, err := net.SplitHostPort(string(a))
+	if err != nil {
+		return 0
+	}
+	n, _ := strconv.Atoi(p)
+	return n
+}
+
+// The well-known ports of the product.
+const (
+	PortConfig  = 443   // configuration server: registration, management
+	PortProcess = 9443  // process server: replication data
+	PortTag     = 20004 // multi-VM consistency: distributed tag protocol
+)
+
+// Event is what an actor handles: one of Started, Message, Timer or Done.
+type Event interface{ isEvent() }
+
+// Started is the first event an actor sees, after every (re)start. An actor
+// that was restarted must rebuild its state from durable storage here.
+type Started struct{}
+
+// Message is a frame received from another actor. Data is an impl/wire frame;
+// decode it with wire.Decode, which rejects a corrupt or foreign frame.
+type Message struct {
+	From Addr
+	Data []byte
+}
+
+// Timer is a timer set with Context.After firing.
+type Timer struct {
+	ID   TimerID
+	Name string
+}
+
+// Done is the completion of an Op started with Context.Start.
+type Done struct {
+	ID    OpID
+	Name  string
+	Value any
+	Err   error
+}
+
+func (Started) isEvent() {}
+func (Message) isEvent() {}
+func (Timer) isEvent()   {}
+func (Done) isEvent()    {}
+
+// TimerID names a pending timer so that it can be cancelled.
+type TimerID uint64
+
+// OpID names a started Op; the matching Done carries it.
+type OpID uint64
+
+// Op is an I/O an actor starts: a call to a port (blob storage, vSphere, a
+// block device) whose result comes back later as a Done event.
+//
+// Run executes outside the actor's event handling in the Real runtime (on a
+// goroutine of its own), so it must only use what it captured when the Op was
+// built and must not touch the actor's fields: copy what it needs, return the
+// result, and apply the result when Done arrives. In the simulator Run
+// executes at once, in queue order, and Done is delivered after the virtual
+// time that the network model gives Bytes travelling to Peer.
+type Op struct {
+	Name  string // shown in the trace
+	Peer  string // the host the I/O talks to; "" for a local device
+	Bytes int64  // payload size, for the network model
+	Run   func() (any, error)
+}
+
+// Context is what an actor sees while it handles one event. It is valid only
+// during that call: an actor must not keep it.
+type Context interface {
+	// Self is the actor's own address.
+	Self() Addr
+	// Now is the current time: virtual in the simulator, real otherwise.
+	Now() time.Time
+	// After sets a timer that delivers Timer{Name: name} after d.
+	After(d time.Duration, name string) TimerID
+	// Cancel stops a pending timer; cancelling a fired one does nothing.
+	Cancel(id TimerID)
+	// Send delivers data (a wire frame) to the actor at to, at most once and
+	// possibly never: links lose, partition and reorder across connections.
+	// Protocols that need delivery retry on a timer.
+	Send(to Addr, data []byte)
+	// Rand is the actor's own seeded source. In the simulator it is derived
+	// from the run's seed and the actor's address, so runs are repeatable.
+	Rand() *rand.Rand
+	// Log is the actor's logger. In the simulator its records go to the
+	// event trace stamped with virtual time, so keep them deterministic.
+	Log() *slog.Logger
+	// Start begins op; its result arrives later as a Done event.
+	Start(op Op) OpID
+}
+
+// Actor is a component. Handle is called with one event at a time, never
+// concurrently, and must not block: slow work goes through Context.Start.
+type Actor interface {
+	Handle(ctx Context, ev Event)
+}
+
+// Factory builds an actor. Drivers call it at first start and again after a
+// simulated crash, so it must not carry in-memory state across calls: what
+// must survive a crash lives on a device or in storage the factory reopens.
+type Factory func() Actor
+
+// ErrStopped is returned by a driver's calls after it was stopped.
+var ErrStopped = fmt.Errorf("runtime: stopped")
