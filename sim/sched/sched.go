@@ -1,0 +1,413 @@
+// Package sched is the deterministic simulator's heart: one event queue
+// ordered by (virtual time, sequence number), stepped by one goroutine, that
+// drives v2a's actors through the same runtime.Context they get in
+// production. Given the same seed, actors and script, a run takes the same
+// steps and writes the same trace, byte for byte.
+//
+// The scheduler owns no network policy of its own: a Network decides when a
+// message or an I/O arrives, or that it is lost. Everything random comes from
+// sub-seeds of the run's seed, so adding an actor does not shift the draws of
+// the others.
+package sched
+
+import (
+	"container/heap"
+	"encoding/binary"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"math/rand/v2"
+	"sort"
+	"time"
+
+	"github.com/v2a-dr/v2a/impl/runtime"
+	"github.com/v2a-dr/v2a/impl/wire"
+)
+
+// Epoch is virtual time zero: the wall-clock date every simulated run starts
+// at, fixed so that timestamps in blobs and traces repeat.
+var Epoch = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// Network carries bytes between hosts in virtual time. Transit is asked once
+// per message or I/O, in queue order, and returns when the bytes arrive, or
+// ok=false with a reason when they are lost.
+type Network interface {
+	Transit(now time.Time, fromHost, toHost string, bytes int64, r *rand.Rand) (arrive time.Time, ok bool, why string)
+}
+
+// LocalIOLatency is the virtual time a local I/O (Op with no Peer) takes.
+const LocalIOLatency = 200 * time.Microsecond
+
+// Sim is the deterministic scheduler. It is not safe for concurrent use: the
+// harness drives it from one goroutine.
+type Sim struct {
+	seed   uint64
+	now    time.Time
+	seq    uint64
+	queue  eventQueue
+	actors map[runtime.Addr]*slot
+	net    Network
+	netRnd *rand.Rand
+	trace  *Trace
+	nextID uint64
+	down   map[string]bool // crashed hosts
+	// cancelled timers, by id; an entry is removed when the timer would fire.
+	cancelled map[runtime.TimerID]bool
+}
+
+type slot struct {
+	addr        runtime.Addr
+	factory     runtime.Factory
+	actor       runtime.Actor
+	incarnation uint64
+	rnd         *rand.Rand
+	log         *slog.Logger
+}
+
+type item struct {
+	at          time.Time
+	seq         uint64
+	to          runtime.Addr
+	incarnation uint64 // events for an older incarnation of the actor are dropped
+	ev          runtime.Event
+	fn          func() // harness callbacks: no actor
+	name        string
+}
+
+// New returns a scheduler at virtual time Epoch. net may be nil, in which
+// case every message arrives instantly.
+func New(seed uint64, net Network, trace *Trace) *Sim {
+	if trace == nil {
+		trace = NewTrace(nil)
+	}
+	s := &Sim{
+		seed:      seed,
+		now:       Epoch,
+		actors:    map[runtime.Addr]*slot{},
+		net:       net,
+		trace:     trace,
+		down:      map[string]bool{},
+		cancelled: map[runtime.TimerID]bool{},
+	}
+	s.netRnd = s.SubRand("sim/net")
+	return s
+}
+
+// Seed is the run's seed.
+func (s *Sim) Seed() uint64 { return s.seed }
+
+// Now is the current virtual time.
+func (s *Sim) Now() time.Time { return s.now }
+
+// Elapsed is the virtual time since Epoch.
+func (s *Sim) Elapsed() time.Duration { return s.now.Sub(Epoch) }
+
+// Trace is the run's event trace.
+func (s *Sim) Trace() *Trace { return s.trace }
+
+// SubRand returns a random source derived from the run's seed and name. The
+// same seed and name always give the same stream, whatever else the run
+// draws.
+func (s *Sim) SubRand(name string) *rand.Rand {
+	h := fnv.New64a()
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], s.seed)
+	h.Write(b[:])
+	h.Write([]byte(name))
+	return rand.New(rand.NewPCG(s.seed, h.Sum64()))
+}
+
+// Spawn registers an actor at addr and delivers Started to it now.
+func (s *Sim) Spawn(addr runtime.Addr, f runtime.Factory) error {
+	if _, dup := s.actors[addr]; dup {
+		return fmt.Errorf("sched: actor %s already exists", addr)
+	}
+	sl := &slot{addr: addr, factory: f}
+	s.actors[addr] = sl
+	if s.down[addr.Host()] {
+		return nil // started when its host restarts
+	}
+	s.start(sl)
+	return nil
+}
+
+func (s *Sim) start(sl *slot) {
+	sl.incarnation++
+	sl.actor = sl.factory()
+	sl.rnd = s.SubRand(fmt.Sprintf("actor/%s/%d", sl.addr, sl.incarnation))
+	sl.log = slog.New(&traceHandler{sim: s, actor: sl.addr})
+	s.trace.Add(s.Elapsed(), string(sl.addr), "start", fmt.Sprintf("incarnation=%d", sl.incarnation))
+	s.push(&item{at: s.now, to: sl.addr, incarnation: sl.incarnation, ev: runtime.Started{}})
+}
+
+// Actor returns the live actor at addr, for inspection by the harness
+// (tables, checks). It is nil while the actor's host is down.
+func (s *Sim) Actor(addr runtime.Addr) runtime.Actor {
+	sl := s.actors[addr]
+	if sl == nil || s.down[addr.Host()] {
+		return nil
+	}
+	return sl.actor
+}
+
+// Addrs lists the registered actors in order.
+func (s *Sim) Addrs() []runtime.Addr {
+	out := make([]runtime.Addr, 0, len(s.actors))
+	for a := range s.actors {
+		out = append(out, a)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	return out
+}
+
+// Crash stops every actor on host at once: their pending timers, messages
+// and I/O completions are lost, as is their in-memory state. What they wrote
+// to devices and storage stays.
+func (s *Sim) Crash(host string) {
+	if s.down[host] {
+		return
+	}
+	s.down[host] = true
+	for _, a := range s.Addrs() {
+		if a.Host() == host {
+			sl := s.actors[a]
+			sl.incarnation++ // strands every queued event of the old one
+			sl.actor = nil
+		}
+	}
+	s.trace.Add(s.Elapsed(), host, "crash", "")
+}
+
+// Restart brings a crashed host back: each of its actors is rebuilt by its
+// factory and gets Started.
+func (s *Sim) Restart(host string) {
+	if !s.down[host] {
+		return
+	}
+	delete(s.down, host)
+	s.trace.Add(s.Elapsed(), host, "restart", "")
+	for _, a := range s.Addrs() {
+		if a.Host() == host {
+			s.start(s.actors[a])
+		}
+	}
+}
+
+// Down reports whether host is crashed.
+func (s *Sim) Down(host string) bool { return s.down[host] }
+
+// After schedules fn, a harness-side callback (a workload tick, a scripted
+// fault), d from now. name appears in the trace.
+func (s *Sim) After(d time.Duration, name string, fn func()) {
+	s.push(&item{at: s.now.Add(d), fn: fn, name: name})
+}
+
+// Inject delivers ev to the actor at addr d from now, as if it came from
+// the outside (a scripted command, a test poking a component).
+func (s *Sim) Inject(d time.Duration, addr runtime.Addr, ev runtime.Event) error {
+	sl := s.actors[addr]
+	if sl == nil {
+		return fmt.Errorf("sched: no actor %s", addr)
+	}
+	s.push(&item{at: s.now.Add(d), to: addr, incarnation: sl.incarnation, ev: ev})
+	return nil
+}
+
+func (s *Sim) push(it *item) {
+	s.seq++
+	it.seq = s.seq
+	heap.Push(&s.queue, it)
+}
+
+// Pending is the number of queued events.
+func (s *Sim) Pending() int { return len(s.queue) }
+
+// Step runs the next event and reports whether there was one.
+func (s *Sim) Step() bool {
+	for len(s.queue) > 0 {
+		it := heap.Pop(&s.queue).(*item)
+		if it.at.After(s.now) {
+			s.now = it.at
+		}
+		if it.fn != nil {
+			it.fn()
+			return true
+		}
+		sl := s.actors[it.to]
+		if sl == nil || sl.actor == nil || sl.incarnation != it.incarnation {
+			continue // the actor crashed or restarted since this was queued
+		}
+		if t, ok := it.ev.(runtime.Timer); ok {
+			if s.cancelled[t.ID] {
+				delete(s.cancelled, t.ID)
+				continue
+			}
+		}
+		s.traceEvent(sl, it.ev)
+		sl.actor.Handle(&actx{sim: s, sl: sl}, it.ev)
+		return true
+	}
+	return false
+}
+
+// RunFor runs every event up to d of virtual time from now, then sets the
+// clock to exactly now+d.
+func (s *Sim) RunFor(d time.Duration) { s.RunUntil(s.now.Add(d)) }
+
+// RunUntil runs every event due at or before t, then sets the clock to t.
+func (s *Sim) RunUntil(t time.Time) {
+	for len(s.queue) > 0 && !s.queue[0].at.After(t) {
+		s.Step()
+	}
+	if t.After(s.now) {
+		s.now = t
+	}
+}
+
+// RunWhile steps while cond holds and events remain, up to the deadline;
+// it reports whether cond became false.
+func (s *Sim) RunWhile(deadline time.Time, cond func() bool) bool {
+	for cond() {
+		if len(s.queue) == 0 || s.queue[0].at.After(deadline) {
+			if deadline.After(s.now) {
+				s.now = deadline
+			}
+			return !cond()
+		}
+		s.Step()
+	}
+	return true
+}
+
+func (s *Sim) traceEvent(sl *slot, ev runtime.Event) {
+	switch e := ev.(type) {
+	case runtime.Started:
+		// traced by start
+	case runtime.Timer:
+		s.trace.Add(s.Elapsed(), string(sl.addr), "timer", e.Name)
+	case runtime.Message:
+		s.trace.Add(s.Elapsed(), string(sl.addr), "recv", fmt.Sprintf("from=%s %s bytes=%d", e.From, frameKind(e.Data), len(e.Data)))
+	case runtime.Done:
+		detail := e.Name
+		if e.Err != nil {
+			detail += " err=" + e.Err.Error()
+		}
+		s.trace.Add(s.Elapsed(), string(sl.addr), "done", detail)
+	}
+}
+
+func frameKind(b []byte) string {
+	k, _, err := wire.Open(b)
+	if err != nil {
+		return "corrupt-frame"
+	}
+	return wire.KindName(k)
+}
+
+// actx is the Context an actor gets for one event.
+type actx struct {
+	sim *Sim
+	sl  *slot
+}
+
+func (c *actx) Self() runtime.Addr        { return c.sl.addr }
+func (c *actx) Now() time.Time            { return c.sim.now }
+func (c *actx) Rand() *rand.Rand          { return c.sl.rnd }
+func (c *actx) Log() *slog.Logger         { return c.sl.log }
+func (c *actx) Cancel(id runtime.TimerID) { c.sim.cancelled[id] = true }
+
+func (c *actx) After(d time.Duration, name string) runtime.TimerID {
+	c.sim.nextID++
+	id := runtime.TimerID(c.sim.nextID)
+	c.sim.push(&item{at: c.sim.now.Add(d), to: c.sl.addr, incarnation: c.sl.incarnation,
+		ev: runtime.Timer{ID: id, Name: name}})
+	return id
+}
+
+func (c *actx) Send(to runtime.Addr, data []byte) {
+	s := c.sim
+	from := c.sl.addr
+	msg := runtime.Message{From: from, Data: append([]byte(nil), data...)}
+	dst := s.actors[to]
+	if dst == nil {
+		s.trace.Add(s.Elapsed(), string(from), "drop", fmt.Sprintf("to=%s %s why=no-such-address", to, frameKind(data)))
+		return
+	}
+	arrive := s.now
+	if s.net != nil {
+		var ok bool
+		var why string
+		arrive, ok, why = s.net.Transit(s.now, from.Host(), to.Host(), int64(len(data)), s.netRnd)
+		if !ok {
+			s.trace.Add(s.Elapsed(), string(from), "drop", fmt.Sprintf("to=%s %s why=%s", to, frameKind(data), why))
+			return
+		}
+	}
+	// The receiver's incarnation is checked at delivery, not now: a message
+	// in flight reaches whatever actor listens there when it lands.
+	s.push(&item{at: arrive, fn: func() {
+		sl := s.actors[to]
+		if sl == nil || sl.actor == nil {
+			s.trace.Add(s.Elapsed(), string(to), "drop", fmt.Sprintf("from=%s %s why=host-down", from, frameKind(msg.Data)))
+			return
+		}
+		s.traceEvent(sl, msg)
+		sl.actor.Handle(&actx{sim: s, sl: sl}, msg)
+	}})
+}
+
+func (c *actx) Start(op runtime.Op) runtime.OpID {
+	s := c.sim
+	s.nextID++
+	id := runtime.OpID(s.nextID)
+	v, err := runOp(op)
+	arrive := s.now.Add(LocalIOLatency)
+	if op.Peer != "" && s.net != nil {
+		// The request travels to the peer and the answer comes back; the
+		// payload's bytes cross the link once.
+		there, ok, why := s.net.Transit(s.now, c.sl.addr.Host(), op.Peer, op.Bytes, s.netRnd)
+		if ok {
+			arrive, ok, why = s.net.Transit(there, op.Peer, c.sl.addr.Host(), 0, s.netRnd)
+		}
+		if !ok {
+			// The I/O ran (storage may have changed) but its answer is lost:
+			// the actor sees a timeout, as a real client would.
+			err = fmt.Errorf("sched: %s to %s: %s", op.Name, op.Peer, why)
+			v = nil
+			arrive = s.now.Add(OpTimeout)
+		}
+	}
+	s.push(&item{at: arrive, to: c.sl.addr, incarnation: c.sl.incarnation,
+		ev: runtime.Done{ID: id, Name: op.Name, Value: v, Err: err}})
+	return id
+}
+
+// OpTimeout is how long an I/O whose answer was lost takes to fail.
+const OpTimeout = 30 * time.Second
+
+func runOp(op runtime.Op) (v any, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("sched: op %s panicked: %v", op.Name, r)
+		}
+	}()
+	return op.Run()
+}
+
+type eventQueue []*item
+
+func (q eventQueue) Len() int { return len(q) }
+func (q eventQueue) Less(i, j int) bool {
+	if !q[i].at.Equal(q[j].at) {
+		return q[i].at.Before(q[j].at)
+	}
+	return q[i].seq < q[j].seq
+}
+func (q eventQueue) Swap(i, j int) { q[i], q[j] = q[j], q[i] }
+func (q *eventQueue) Push(x any)   { *q = append(*q, x.(*item)) }
+func (q *eventQueue) Pop() any {
+	old := *q
+	it := old[len(old)-1]
+	*q = old[:len(old)-1]
+	return it
+}
