@@ -1,0 +1,41 @@
+package blockdev
+
+import (
+	"math/rand/v2"
+	"strconv"
+)
+
+var logWords = []string{
+	"INFO", "WARN", "DEBUG", "request", "completed", "user", "session", "GET", "POST",
+	"/api/v1/orders", "/healthz", "status=200", "status=404", "latency_ms=", "db", "commit",
+	"txn", "checkpoint", "flushed", "pages", "cache", "hit", "miss", "worker", "started",
+}
+
+// FillRealistic fills buf, block by block, with the data v2a measures and
+// simulates on: half the 4 KiB blocks log-like text (compressible), half
+// random bytes (incompressible, like media or encrypted files), chosen by r.
+// It is the reference data of the benchmarks and of simulated guest disks.
+func FillRealistic(r *rand.Rand, buf []byte) {
+	for off := 0; off < len(buf); off += BlockSize {
+		end := min(off+BlockSize, len(buf))
+		blk := buf[off:end]
+		if r.IntN(2) == 0 {
+			for i := range blk {
+				blk[i] = byte(r.Uint32())
+			}
+			continue
+		}
+		i := 0
+		for i < len(blk) {
+			var line []byte
+			line = strconv.AppendInt(line, int64(r.IntN(1_000_000_000)), 10)
+			for w := 0; w < 6; w++ {
+				line = append(line, ' ')
+				line = append(line, logWords[r.IntN(len(logWords))]...)
+			}
+			line = strconv.AppendInt(append(line, ' '), int64(r.IntN(5000)), 10)
+			line = append(line, '\n')
+			i += copy(blk[i:], line)
+		}
+	}
+}

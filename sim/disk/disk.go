@@ -1,0 +1,139 @@
+// Package disk is the simulated guest's storage: a machine's raw disks (the
+// -flat.vmdk files in the vcsim datastore), the hook where the Mobility
+// agent's write filter sits, and the history oracle that remembers every
+// acknowledged write so that any replica image can be judged against it.
+package disk
+
+import (
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/v2a-dr/v2a/impl/blockdev"
+)
+
+// Filter is where the agent's write filter sits. Capture sees every write
+// before the guest's write is acknowledged, in the order the guest issued
+// them, and returns the sequence number the write got in the change log (0
+// when nothing is tracking yet). It must not keep data past the call.
+type Filter interface {
+	Capture(disk int, off int64, data []byte) (seq uint64)
+}
+
+// Machine is one protected machine's disks as its guest sees them.
+type Machine struct {
+	Name   string
+	disks  []*blockdev.File
+	paths  []string
+	filter Filter
+	oracle *Oracle
+	clock  func() time.Duration
+
+	written  int64 // bytes the guest wrote
+	writes   int64
+	scratch  []byte
+	quiesced bool
+}
+
+// Open opens a machine's disk files (each sized to its capacity already).
+// clock gives the virtual time for the oracle's records.
+func Open(name string, paths []string, clock func() time.Duration) (*Machine, error) {
+	m := &Machine{Name: name, paths: paths, clock: clock, scratch: make([]byte, blockdev.BlockSize)}
+	for _, p := range paths {
+		d, err := blockdev.OpenFile(p, true)
+		if err != nil {
+			m.Close()
+			return nil, fmt.Errorf("disk: machine %s: %w", name, err)
+		}
+		if d.Size()%blockdev.BlockSize != 0 || d.Size() == 0 {
+			d.Close()
+			m.Close()
+			return nil, fmt.Errorf("disk: machine %s: %s is %d bytes, want a positive multiple of %d", name, p, d.Size(), blockdev.BlockSize)
+		}
+		m.disks = append(m.disks, d)
+	}
+	o, err := newOracle(m)
+	if err != nil {
+		m.Close()
+		return nil, err
+	}
+	m.oracle = o
+	return m, nil
+}
+
+// Close closes the disk files.
+func (m *Machine) Close() error {
+	for _, d := range m.disks {
+		d.Close()
+	}
+	m.disks = nil
+	return nil
+}
+
+// Disks is the number of disks.
+func (m *Machine) Disks() int { return len(m.disks) }
+
+// Device returns disk i as a block device (what the agent reads for the
+// initial copy). Writes through it bypass the filter and the oracle: only
+// the guest's Write path is tracked.
+func (m *Machine) Device(i int) blockdev.Device { return m.disks[i] }
+
+// Path is disk i's file.
+func (m *Machine) Path(i int) string { return m.paths[i] }
+
+// Oracle is the machine's write history.
+func (m *Machine) Oracle() *Oracle { return m.oracle }
+
+// SetFilter installs (or, with nil, removes) the write filter.
+func (m *Machine) SetFilter(f Filter) { m.filter = f }
+
+// Written is the bytes and writes the guest has issued.
+func (m *Machine) Written() (bytes, writes int64) { return m.written, m.writes }
+
+// Write is a guest write: the filter captures it, it reaches the disk, and
+// only then is it acknowledged and recorded by the oracle.
+func (m *Machine) Write(disk int, off int64, data []byte) error {
+	if disk < 0 || disk >= len(m.disks) {
+		return fmt.Errorf("disk: machine %s has no disk %d", m.Name, disk)
+	}
+	d := m.disks[disk]
+	if err := blockdev.Check(d.Size(), off, len(data)); err != nil {
+		return fmt.Errorf("disk: machine %s disk %d: %w", m.Name, disk, err)
+	}
+	var seq uint64
+	if m.filter != nil {
+		seq = m.filter.Capture(disk, off, data)
+	}
+	if _, err := d.WriteAt(data, off); err != nil {
+		return fmt.Errorf("disk: machine %s disk %d: %w", m.Name, disk, err)
+	}
+	m.written += int64(len(data))
+	m.writes++
+	return m.oracle.ack(disk, off, len(data), seq)
+}
+
+// Read reads from a disk as the guest sees it.
+func (m *Machine) Read(disk int, off int64, buf []byte) error {
+	if disk < 0 || disk >= len(m.disks) {
+		return fmt.Errorf("disk: machine %s has no disk %d", m.Name, disk)
+	}
+	_, err := m.disks[disk].ReadAt(buf, off)
+	return err
+}
+
+// Size is disk i's capacity.
+func (m *Machine) Size(i int) int64 { return m.disks[i].Size() }
+
+// Create makes a disk file of size bytes at path, zero-filled (sparse), or
+// resizes an existing one.
+func Create(path string, size int64) error {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return fmt.Errorf("disk: %w", err)
+	}
+	defer f.Close()
+	if err := f.Truncate(size); err != nil {
+		return fmt.Errorf("disk: size %s: %w", path, err)
+	}
+	return nil
+}

@@ -1,0 +1,248 @@
+package disk
+
+import (
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/v2a-dr/v2a/impl/blockdev"
+)
+
+const bs = blockdev.BlockSize
+
+// digest identifies a block's content. 128 bits of SHA-256 make an accidental
+// match between different contents impossible in practice.
+type digest [16]byte
+
+func hashBlock(b []byte) digest {
+	s := sha256.Sum256(b)
+	var d digest
+	copy(d[:], s[:16])
+	return d
+}
+
+var zeroDigest = hashBlock(make([]byte, bs))
+
+// version is a block's content from write K on (K=0: before any write).
+type version struct {
+	k uint64
+	d digest
+}
+
+// WriteRecord is one acknowledged guest write, as the oracle remembers it.
+type WriteRecord struct {
+	K    uint64 // 1-based position in the machine's write order
+	Seq  uint64 // the change log's sequence number for it (0: untracked)
+	Disk int
+	Off  int64
+	Len  int
+	At   time.Duration // virtual time of the acknowledgement
+}
+
+// Oracle is a machine's write history: for every block, the content it held
+// after each write that touched it. It answers "is this image exactly the
+// machine's disk after the first k writes, and for which k?" without keeping
+// the data: a block's content is known by its digest.
+type Oracle struct {
+	m      *Machine
+	writes []WriteRecord
+	// hist[disk][block] lists the versions of a block written at least once;
+	// never-written blocks keep their initial digest in initial.
+	hist    []map[int64][]version
+	initial [][]digest
+}
+
+func newOracle(m *Machine) (*Oracle, error) {
+	o := &Oracle{m: m}
+	buf := make([]byte, bs)
+	for i, d := range m.disks {
+		n := d.Size() / bs
+		init := make([]digest, n)
+		for b := int64(0); b < n; b++ {
+			if _, err := d.ReadAt(buf, b*bs); err != nil {
+				return nil, fmt.Errorf("disk: oracle: read %s disk %d block %d: %w", m.Name, i, b, err)
+			}
+			init[b] = hashBlock(buf)
+		}
+		o.initial = append(o.initial, init)
+		o.hist = append(o.hist, map[int64][]version{})
+	}
+	return o, nil
+}
+
+// K is the number of acknowledged writes so far.
+func (o *Oracle) K() uint64 { return uint64(len(o.writes)) }
+
+// Writes returns the acknowledged writes, in order.
+func (o *Oracle) Writes() []WriteRecord { return o.writes }
+
+// KForSeq is the number of acknowledged writes whose change-log sequence
+// number is below seq: the k a bookmark at log position seq stands for.
+func (o *Oracle) KForSeq(seq uint64) uint64 {
+	// Sequence numbers grow with k among tracked writes; untracked writes
+	// (seq 0) happened before tracking began and all count.
+	i := sort.Search(len(o.writes), func(i int) bool {
+		return o.writes[i].Seq != 0 && o.writes[i].Seq >= seq
+	})
+	return uint64(i)
+}
+
+func (o *Oracle) ack(disk int, off int64, n int, seq uint64) error {
+	k := uint64(len(o.writes)) + 1
+	o.writes = append(o.writes, WriteRecord{K: k, Seq: seq, Disk: disk, Off: off, Len: n, At: o.m.clock()})
+	buf := o.m.scratch
+	for b := off / bs; b*bs < off+int64(n); b++ {
+		if _, err := o.m.disks[disk].ReadAt(buf, b*bs); err != nil {
+			return fmt.Errorf("disk: oracle: read back %s disk %d block %d: %w", o.m.Name, disk, b, err)
+		}
+		h := o.hist[disk][b]
+		if h == nil {
+			h = []version{{k: 0, d: o.initial[disk][b]}}
+		}
+		o.hist[disk][b] = append(h, version{k: k, d: hashBlock(buf)})
+	}
+	return nil
+}
+
+// Interval is the closed range of write counts [Lo, Hi].
+type Interval struct{ Lo, Hi uint64 }
+
+// KSet is a sorted set of disjoint intervals of write counts.
+type KSet []Interval
+
+// Contains reports whether k is in the set.
+func (s KSet) Contains(k uint64) bool {
+	for _, iv := range s {
+		if k >= iv.Lo && k <= iv.Hi {
+			return true
+		}
+	}
+	return false
+}
+
+func (s KSet) String() string {
+	if len(s) == 0 {
+		return "{}"
+	}
+	parts := make([]string, len(s))
+	for i, iv := range s {
+		if iv.Lo == iv.Hi {
+			parts[i] = fmt.Sprint(iv.Lo)
+		} else {
+			parts[i] = fmt.Sprintf("%d..%d", iv.Lo, iv.Hi)
+		}
+	}
+	return "{" + strings.Join(parts, ",") + "}"
+}
+
+func intersect(a, b KSet) KSet {
+	var out KSet
+	i, j := 0, 0
+	for i < len(a) && j < len(b) {
+		lo, hi := max(a[i].Lo, b[j].Lo), min(a[i].Hi, b[j].Hi)
+		if lo <= hi {
+			out = append(out, Interval{lo, hi})
+		}
+		if a[i].Hi < b[j].Hi {
+			i++
+		} else {
+			j++
+		}
+	}
+	return out
+}
+
+
+// ByteRange is a half-open byte range [Off, Off+Len).
+type ByteRange struct{ Off, Len int64 }
+
+// Verdict says which write counts k an image is consistent with, and if
+// none, which block shows it.
+type Verdict struct {
+	Ks       KSet
+	Evidence string // why Ks is empty: the first conflicting block
+}
+
+// OK reports whether some k explains the image.
+func (v Verdict) OK() bool { return len(v.Ks) > 0 }
+
+// Match judges the images of every disk of the machine (nil ranges: read
+// every block) against the history: the k for which the machine's disks,
+// all together, are exactly the state after the first k writes.
+func (o *Oracle) Match(images []io.ReaderAt, allocated [][]ByteRange) (Verdict, error) {
+	if len(images) != len(o.initial) {
+		return Verdict{}, fmt.Errorf("disk: oracle: %d images for %d disks of %s", len(images), len(o.initial), o.m.Name)
+	}
+	all := KSet{{0, o.K()}}
+	buf := make([]byte, bs)
+	for disk, img := range images {
+		var ranges []ByteRange
+		if allocated != nil {
+			ranges = allocated[disk]
+		}
+		n := int64(len(o.initial[disk]))
+		for b := int64(0); b < n; b++ {
+			d := zeroDigest
+			if ranges == nil || overlaps(ranges, b*bs, bs) {
+				if _, err := img.ReadAt(buf, b*bs); err != nil && err != io.EOF {
+					return Verdict{}, fmt.Errorf("disk: oracle: read image of %s disk %d block %d: %w", o.m.Name, disk, b, err)
+				}
+				d = hashBlock(buf)
+			}
+			ks := o.blockKs(disk, b, d)
+			next := intersect(all, ks)
+			if len(next) == 0 {
+				return Verdict{Evidence: o.explain(disk, b, ks, all)}, nil
+			}
+			all = next
+		}
+	}
+	return Verdict{Ks: all}, nil
+}
+
+// blockKs is the set of k for which block b of disk held content d.
+func (o *Oracle) blockKs(disk int, b int64, d digest) KSet {
+	h := o.hist[disk][b]
+	if h == nil {
+		if d == o.initial[disk][b] {
+			return KSet{{0, o.K()}}
+		}
+		return nil
+	}
+	var out KSet
+	for i, v := range h {
+		if v.d != d {
+			continue
+		}
+		hi := o.K()
+		if i+1 < len(h) {
+			hi = h[i+1].k - 1
+		}
+		if len(out) > 0 && out[len(out)-1].Hi+1 == v.k {
+			out[len(out)-1].Hi = hi
+		} else {
+			out = append(out, Interval{v.k, hi})
+		}
+	}
+	return out
+}
+
+func (o *Oracle) explain(disk int, b int64, ks, others KSet) string {
+	where := fmt.Sprintf("%s disk %d block %d (offset %d)", o.m.Name, disk, b, b*bs)
+	if len(ks) == 0 {
+		return where + " holds content that no prefix of the write history ever gave it"
+	}
+	return fmt.Sprintf("%s matches only k in %s, but the blocks before it need k in %s", where, ks, others)
+}
+
+func overlaps(rs []ByteRange, off, n int64) bool {
+	for _, r := range rs {
+		if r.Off < off+n && off < r.Off+r.Len {
+			return true
+		}
+	}
+	return false
+}
