@@ -32,7 +32,7 @@ func init() {
 	wire.Register(kindTestMsg, "runtime.test", func() wire.Msg { return &testMsg{} })
 }
 
-func (*testMsg) WireKind() wire.Kind          { return kindTestMsg }
+func (*testMsg) WireKind() wire.Kind           { return kindTestMsg }
 func (m *testMsg) MarshalWire(e *wire.Encoder) { e.Uint(m.N); e.String(m.Text) }
 func (m *testMsg) UnmarshalWire(d *wire.Decoder) error {
 	m.N, m.Text = d.Uint(), d.String()

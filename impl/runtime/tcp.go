@@ -28,7 +28,7 @@ func init() {
 // give its Messages the sender's logical Addr rather than an ephemeral port.
 type hello struct{ From Addr }
 
-func (*hello) WireKind() wire.Kind          { return KindHello }
+func (*hello) WireKind() wire.Kind           { return KindHello }
 func (h *hello) MarshalWire(e *wire.Encoder) { e.String(string(h.From)) }
 func (h *hello) UnmarshalWire(d *wire.Decoder) error {
 	h.From = Addr(d.String())
@@ -162,8 +162,8 @@ type peer struct {
 	inc  *incarnation
 	to   Addr
 	q    chan []byte
-	conn net.Conn // owned by the writer goroutine; TLS over raw, or raw
-	raw  net.Conn // the TCP connection under conn, tracked for kill
+	conn net.Conn      // owned by the writer goroutine; TLS over raw, or raw
+	raw  net.Conn      // the TCP connection under conn, tracked for kill
 	gone chan struct{} // closed by conn's watcher when the peer hung up
 }
 
