@@ -499,7 +499,10 @@ func (l *Log) Reset() error {
 	if err != nil {
 		return err
 	}
-	base := max(l.maxSeen, l.nextSeq-1, l.trim)
+	base := max(l.maxSeen, l.trim)
+	if l.nextSeq > 0 { // 0 when Open found damage
+		base = max(base, l.nextSeq-1)
+	}
 	for _, s := range segs {
 		base = max(base, seqBound(s))
 	}
