@@ -37,6 +37,8 @@ type RealOptions struct {
 	// Resolve maps the Addr of a destination (a logical "host:port" such as
 	// "ps01:9443") to the TCP address dialled. Default: the bound address of
 	// an actor spawned in this Real at that Addr, else the Addr itself.
+	// It runs on the sender's writer goroutine, never on the actor's, and
+	// must return promptly: Crash and Stop wait for it.
 	Resolve func(Addr) (string, error)
 	// Listen maps an actor's Addr to the TCP address it listens on. Default:
 	// the Addr itself. A port of 0 picks a free port; BoundAddr reports it.
@@ -149,14 +151,17 @@ func (r *Real) Spawn(addr Addr, f Factory) error {
 	h := fnv.New64a()
 	h.Write([]byte(addr))
 	e := &entry{addr: addr, factory: f, rand: rand.New(rand.NewPCG(r.opts.Seed, h.Sum64()))}
+	// Registered before it starts: its first Started may send to a peer
+	// that answers at once, and the answer must resolve (BoundAddr).
+	r.actors[addr] = e
 	r.mu.Unlock()
 
 	if err := r.start(e); err != nil {
+		r.mu.Lock()
+		delete(r.actors, addr)
+		r.mu.Unlock()
 		return err
 	}
-	r.mu.Lock()
-	r.actors[addr] = e
-	r.mu.Unlock()
 	return nil
 }
 

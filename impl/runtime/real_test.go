@@ -552,3 +552,17 @@ func TestFrameHeaderLen(t *testing.T) {
 		t.Errorf("wire.FrameLen(%d bytes) = %d, %v, %v; want %d", frameHeaderLen, n, ok, err, len(f))
 	}
 }
+
+// TestSpawnListenFails: a Spawn whose listen fails returns the error and
+// leaves nothing behind.
+func TestSpawnListenFails(t *testing.T) {
+	r := NewReal(RealOptions{Listen: func(Addr) string { return "127.0.0.1:-1" }})
+	f, _, _ := newRecorder(nil)
+	if err := r.Spawn(addrA, f); err == nil {
+		t.Fatal("Spawn with an impossible listen address succeeded")
+	}
+	if err := r.Restart(addrA); !errors.Is(err, ErrNoActor) {
+		t.Errorf("Restart after a failed Spawn: %v, want ErrNoActor", err)
+	}
+	stop(t, r)
+}

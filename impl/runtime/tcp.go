@@ -42,36 +42,38 @@ func (h *hello) UnmarshalWire(d *wire.Decoder) error {
 // kind 2, length 4): enough for wire.FrameLen to tell the frame's length.
 const frameHeaderLen = 9
 
-// readFrame reads one frame from br and checks it with wire.Open. It returns
+// readFrame reads one frame from br, checks it with wire.Open and returns
+// its kind and bytes. It returns
 // io.EOF only for a stream that ended cleanly between frames. The frame's
 // buffer grows as bytes arrive, so a corrupt length does not allocate
 // wire.MaxPayload up front.
-func readFrame(br *bufio.Reader) ([]byte, error) {
+func readFrame(br *bufio.Reader) (wire.Kind, []byte, error) {
 	var buf bytes.Buffer
 	if _, err := io.CopyN(&buf, br, frameHeaderLen); err != nil {
 		if err == io.EOF && buf.Len() > 0 {
 			err = fmt.Errorf("%w: connection closed inside a header", wire.ErrShort)
 		}
-		return nil, err
+		return 0, nil, err
 	}
 	n, ok, err := wire.FrameLen(buf.Bytes())
 	if err != nil {
-		return nil, err
+		return 0, nil, err
 	}
 	if !ok {
-		return nil, fmt.Errorf("%w: header of %d bytes not understood", wire.ErrShort, buf.Len())
+		return 0, nil, fmt.Errorf("%w: header of %d bytes not understood", wire.ErrShort, buf.Len())
 	}
 	if _, err := io.CopyN(&buf, br, int64(n-frameHeaderLen)); err != nil {
 		if err == io.EOF {
 			err = fmt.Errorf("%w: connection closed after %d of %d bytes", wire.ErrShort, buf.Len(), n)
 		}
-		return nil, err
+		return 0, nil, err
 	}
 	frame := buf.Bytes()
-	if _, _, err := wire.Open(frame); err != nil {
-		return nil, err
+	k, _, err := wire.Open(frame)
+	if err != nil {
+		return 0, nil, err
 	}
-	return frame, nil
+	return k, frame, nil
 }
 
 // accept serves the actor's listener until the incarnation dies.
@@ -123,11 +125,9 @@ func (inc *incarnation) serve(raw net.Conn) {
 	}
 	c.SetReadDeadline(time.Time{})
 	for {
-		frame, err := readFrame(br)
-		if err == nil {
-			if k, _, _ := wire.Open(frame); k == KindHello {
-				err = fmt.Errorf("runtime: second hello on a connection")
-			}
+		k, frame, err := readFrame(br)
+		if err == nil && k == KindHello {
+			err = fmt.Errorf("runtime: second hello on a connection")
 		}
 		if err != nil {
 			if err == io.EOF || inc.dead() {
@@ -141,7 +141,7 @@ func (inc *incarnation) serve(raw net.Conn) {
 }
 
 func readHello(br *bufio.Reader) (Addr, error) {
-	frame, err := readFrame(br)
+	_, frame, err := readFrame(br)
 	if err != nil {
 		return "", err
 	}
