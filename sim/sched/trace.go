@@ -20,6 +20,7 @@ import (
 type Trace struct {
 	h     hash.Hash
 	out   io.Writer // optional live copy
+	show  func(kind string) bool
 	lines []string
 	keep  bool
 	n     int
@@ -31,24 +32,31 @@ func NewTrace(out io.Writer) *Trace {
 	return &Trace{h: sha256.New(), out: out, keep: true}
 }
 
+// SetFilter limits the live copy to events whose kind show accepts (the
+// hash and the kept lines always have everything). Kinds are the second
+// word after the actor: "log", "warn", "recv", "timer", "write", ...
+func (t *Trace) SetFilter(show func(kind string) bool) { t.show = show }
+
 // Add records one event.
 func (t *Trace) Add(at time.Duration, who, kind, detail string) {
 	line := FormatElapsed(at) + " " + who + " " + kind
 	if detail != "" {
 		line += " " + detail
 	}
-	t.AddLine(line)
+	t.add(line, kind)
 }
 
 // AddLine records a preformatted line (it must start with the virtual time).
-func (t *Trace) AddLine(line string) {
+func (t *Trace) AddLine(line string) { t.add(line, "") }
+
+func (t *Trace) add(line, kind string) {
 	t.h.Write([]byte(line))
 	t.h.Write([]byte{'\n'})
 	t.n++
 	if t.keep {
 		t.lines = append(t.lines, line)
 	}
-	if t.out != nil {
+	if t.out != nil && (t.show == nil || t.show(kind)) {
 		fmt.Fprintln(t.out, line)
 	}
 }

@@ -1,0 +1,122 @@
+package harness
+
+import (
+	"fmt"
+	"io"
+	"strings"
+)
+
+// Verdict is a check's outcome, in porcupine's terms.
+type Verdict string
+
+// The verdicts.
+const (
+	OK      Verdict = "ok"
+	Illegal Verdict = "ILLEGAL" // the property is broken: Evidence says where
+	Unknown Verdict = "unknown" // the check could not decide (say why)
+)
+
+// Result is one check of one subject (a machine, a recovery point, a group).
+type Result struct {
+	Check    string // the property: "write-order", "invariant", ...
+	Subject  string // what was checked: "db01", "db01@rp-0003"
+	Verdict  Verdict
+	Detail   string // the k found, the report of the invariant, ...
+	Evidence string // for Illegal and Unknown: the block, the write, the point
+}
+
+func (r Result) String() string {
+	s := fmt.Sprintf("%-12s %-24s %s", r.Check, r.Subject, r.Verdict)
+	if r.Detail != "" {
+		s += " " + r.Detail
+	}
+	if r.Evidence != "" {
+		s += "\n    evidence: " + r.Evidence
+	}
+	return s
+}
+
+// Tally counts check results for a run's closing line.
+type Tally struct {
+	Passed, Failed int
+	Failures       []Result
+}
+
+// Add counts results; anything not OK is a failure.
+func (t *Tally) Add(rs ...Result) {
+	for _, r := range rs {
+		if r.Verdict == OK {
+			t.Passed++
+		} else {
+			t.Failed++
+			t.Failures = append(t.Failures, r)
+		}
+	}
+}
+
+// Line is the closing line scripts and nightly jobs read.
+func (t Tally) Line() string { return fmt.Sprintf("checks: %d passed, %d failed", t.Passed, t.Failed) }
+
+// CheckLiveDisks judges every machine's current disks against its history:
+// they must be exactly the state after all K acknowledged writes. A failure
+// means a write reached a disk without the guest's write path (or the
+// oracle itself is wrong).
+func (e *Env) CheckLiveDisks() []Result {
+	var out []Result
+	for _, name := range e.names {
+		m := e.Machines[name]
+		imgs := make([]io.ReaderAt, m.Disks())
+		for i := range imgs {
+			imgs[i] = m.Device(i)
+		}
+		v, err := m.Oracle().Match(imgs, nil)
+		r := Result{Check: "write-order", Subject: name}
+		switch {
+		case err != nil:
+			r.Verdict, r.Evidence = Unknown, err.Error()
+		case !v.OK():
+			r.Verdict, r.Evidence = Illegal, v.Evidence
+		case !v.Ks.Contains(m.Oracle().K()):
+			r.Verdict = Illegal
+			r.Evidence = fmt.Sprintf("live disks match k in %s, but %d writes were acknowledged", v.Ks, m.Oracle().K())
+		default:
+			r.Verdict, r.Detail = OK, fmt.Sprintf("k=%d", m.Oracle().K())
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+// CheckLiveInvariants runs each workload's recovery and invariant on its
+// machine's current disks (a live disk is a crash-consistent image).
+func (e *Env) CheckLiveInvariants() []Result {
+	var out []Result
+	for _, name := range e.names {
+		wl := e.Workloads.Workload(name)
+		if wl == nil {
+			continue
+		}
+		m := e.Machines[name]
+		imgs := make([]io.ReaderAt, m.Disks())
+		for i := range imgs {
+			imgs[i] = m.Device(i)
+		}
+		rep, err := wl.Check(imgs, false)
+		r := Result{Check: "invariant", Subject: name, Verdict: OK, Detail: wl.Name() + " " + rep.Summary}
+		if err != nil {
+			r.Verdict, r.Evidence = Illegal, err.Error()
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+// FormatResults prints results one per line.
+func FormatResults(rs []Result) string {
+	var b strings.Builder
+	for _, r := range rs {
+		b.WriteString(r.String())
+		b.WriteByte('\n')
+	}
+	return b.String()
+}

@@ -1,0 +1,635 @@
+package harness
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/cockroachdb/datadriven"
+
+	simnet "github.com/v2a-dr/v2a/sim/net"
+	"github.com/v2a-dr/v2a/sim/sched"
+	"github.com/v2a-dr/v2a/sim/workload"
+)
+
+// Directive is one command of a scenario script: `cmd key=val ...`, an
+// optional input block, and (in files) the expected output after `----`.
+type Directive struct {
+	Pos      string // file:line, for errors
+	Cmd      string
+	Args     []datadriven.CmdArg
+	Input    string
+	Expected string
+}
+
+// ParseScript splits a .scn file (cockroachdb/datadriven format) into
+// directives. The CLI runs them; `go test` runs the same files through
+// datadriven, which also compares outputs.
+func ParseScript(name string, data []byte) ([]Directive, error) {
+	var out []Directive
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	line := 0
+	var cur *Directive
+	state := 0 // 0 between directives, 1 input, 2 expected output
+	var buf []string
+	flush := func() {
+		if cur == nil {
+			return
+		}
+		text := strings.Join(buf, "\n")
+		if state == 1 {
+			cur.Input = text
+		} else if state == 2 {
+			cur.Expected = text
+		}
+		out = append(out, *cur)
+		cur, buf, state = nil, nil, 0
+	}
+	for sc.Scan() {
+		line++
+		l := sc.Text()
+		switch {
+		case cur == nil:
+			t := strings.TrimSpace(l)
+			if t == "" || strings.HasPrefix(t, "#") {
+				continue
+			}
+			cmd, args, err := datadriven.ParseLine(t)
+			if err != nil {
+				return nil, fmt.Errorf("%s:%d: %v", name, line, err)
+			}
+			cur = &Directive{Pos: fmt.Sprintf("%s:%d", name, line), Cmd: cmd, Args: args}
+			state = 1
+		case l == "----":
+			if state == 1 {
+				cur.Input = strings.Join(buf, "\n")
+				buf = nil
+				state = 2
+			}
+		case l == "" && state == 2:
+			flush()
+		case l == "" && state == 1 && len(buf) == 0:
+			flush()
+		default:
+			buf = append(buf, l)
+		}
+	}
+	flush()
+	return out, sc.Err()
+}
+
+// Runner executes scenario directives on an environment it builds with the
+// `world` command. Every command prints something; errors are printed as
+// output (`error: ...`), never thrown, so that scripts can assert them.
+type Runner struct {
+	Ctx context.Context
+	// Target overrides the default target for `world`.
+	Target *Target
+	// Seed, when set, overrides the seed= of `world` (the CLI's --seed).
+	Seed *uint64
+	// Live and LiveFilter receive the trace as it happens.
+	Live       io.Writer
+	LiveFilter func(kind string) bool
+	// Script is the path of the script being run, for the reproduce line.
+	Script string
+
+	Env       *Env
+	traceMark int
+	Tally     Tally
+}
+
+// Commands lists the script commands, for errors and help.
+var Commands = []string{"world", "run", "write", "workload", "trace", "check", "fault", "network"}
+
+// Close releases the environment.
+func (r *Runner) Close() {
+	if r.Env != nil {
+		r.Env.Close()
+		r.Env = nil
+	}
+}
+
+// Exec runs one directive and returns its output.
+//
+// Paths under the module root are printed relative to it, so that outputs
+// are the same in every checkout.
+func (r *Runner) Exec(d Directive) string {
+	out, err := r.exec(d)
+	if err != nil {
+		out += "error: " + err.Error() + "\n"
+	}
+	if root, rerr := ModuleRoot(); rerr == nil {
+		out = strings.ReplaceAll(out, root+string(filepath.Separator), "")
+	}
+	return out
+}
+
+func (r *Runner) exec(d Directive) (string, error) {
+	a := args(d.Args)
+	if d.Cmd != "world" && r.Env == nil {
+		return "", fmt.Errorf("%s: no world yet: start the script with `world`", d.Cmd)
+	}
+	switch d.Cmd {
+	case "world":
+		return r.world(a)
+	case "run":
+		return r.run(a)
+	case "write":
+		return r.write(a)
+	case "workload":
+		return r.workload(a)
+	case "trace":
+		return r.trace(a)
+	case "check":
+		return r.check(a)
+	case "fault":
+		return r.fault(a)
+	case "network":
+		return r.network()
+	default:
+		return "", fmt.Errorf("unknown command %q (known: %s)", d.Cmd, strings.Join(Commands, ", "))
+	}
+}
+
+type argMap map[string][]string
+
+func args(cas []datadriven.CmdArg) argMap {
+	m := argMap{}
+	for _, c := range cas {
+		m[c.Key] = c.Vals
+	}
+	return m
+}
+
+func (a argMap) str(key, def string) string {
+	if v, ok := a[key]; ok && len(v) > 0 {
+		return v[0]
+	}
+	return def
+}
+
+func (a argMap) list(key string) []string { return a[key] }
+
+func (a argMap) int(key string, def int64) (int64, error) {
+	v, ok := a[key]
+	if !ok || len(v) == 0 {
+		return def, nil
+	}
+	n, err := strconv.ParseInt(v[0], 0, 64)
+	if err != nil {
+		return 0, fmt.Errorf("%s=%s: not an integer", key, v[0])
+	}
+	return n, nil
+}
+
+func (a argMap) float(key string, def float64) (float64, error) {
+	v, ok := a[key]
+	if !ok || len(v) == 0 {
+		return def, nil
+	}
+	f, err := strconv.ParseFloat(v[0], 64)
+	if err != nil {
+		return 0, fmt.Errorf("%s=%s: not a number", key, v[0])
+	}
+	return f, nil
+}
+
+func (a argMap) dur(key string, def time.Duration) (time.Duration, error) {
+	v, ok := a[key]
+	if !ok || len(v) == 0 {
+		return def, nil
+	}
+	d, err := time.ParseDuration(v[0])
+	if err != nil {
+		return 0, fmt.Errorf("%s=%s: not a duration (e.g. 90s, 10m, 2h)", key, v[0])
+	}
+	return d, nil
+}
+
+func (a argMap) need(key string) (string, error) {
+	v, ok := a[key]
+	if !ok || len(v) == 0 {
+		return "", fmt.Errorf("missing %s=", key)
+	}
+	return v[0], nil
+}
+
+// world builds the environment:
+//
+//	world [seed=N] [target=PATH] [inventory=NAME|PATH] [machines=(a,b)] [workload=KIND] [tx=N] [churn=BYTES]
+func (r *Runner) world(a argMap) (string, error) {
+	if r.Env != nil {
+		return "", fmt.Errorf("world: already built (one world per script)")
+	}
+	seed, err := a.int("seed", 1)
+	if err != nil {
+		return "", err
+	}
+	if r.Seed != nil {
+		seed = int64(*r.Seed)
+	}
+	t := r.Target
+	if p := a.str("target", ""); p != "" {
+		rp, err := Resolve(p)
+		if err != nil {
+			return "", err
+		}
+		if t, err = LoadTarget(rp); err != nil {
+			return "", err
+		}
+	}
+	if t == nil {
+		rp, err := Resolve(DefaultTarget)
+		if err != nil {
+			return "", err
+		}
+		if t, err = LoadTarget(rp); err != nil {
+			return "", err
+		}
+	}
+	if inv := a.str("inventory", ""); inv != "" {
+		c := *t
+		if !strings.ContainsAny(inv, "/.") {
+			inv = filepath.Join("fixtures", "inventory", inv+".yaml")
+		}
+		c.Inventory = inv
+		t = &c
+	}
+	ctx := r.Ctx
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	env, err := New(ctx, Options{Target: t, Seed: uint64(seed), Live: r.Live, LiveFilter: r.LiveFilter, Machines: a.list("machines")})
+	if err != nil {
+		return "", err
+	}
+	r.Env = env
+	var b strings.Builder
+	fmt.Fprintf(&b, "world %s seed=%d inventory=%s\n", t.Name, seed, filepath.Base(t.Inventory))
+	disks := 0
+	for _, vm := range env.VMs {
+		disks += len(vm.Disks)
+	}
+	fmt.Fprintf(&b, "vsphere %s: %d VMs with %d disks discovered\n", t.VSphere.Mode, len(env.VMs), disks)
+	if kind := a.str("workload", ""); kind != "" {
+		spec, err := workloadSpec(kind, a)
+		if err != nil {
+			return b.String(), err
+		}
+		for _, name := range env.MachineNames() {
+			if err := env.StartWorkload(name, spec); err != nil {
+				return b.String(), err
+			}
+		}
+	}
+	for _, name := range env.MachineNames() {
+		m := env.Machines[name]
+		var sizes []string
+		for i := 0; i < m.Disks(); i++ {
+			sizes = append(sizes, fmt.Sprintf("%dMiB", m.Size(i)>>20))
+		}
+		wl := "none"
+		if w := env.Workloads.Workload(name); w != nil {
+			wl = w.Name()
+		}
+		fmt.Fprintf(&b, "machine %s disks=[%s] workload=%s\n", name, strings.Join(sizes, " "), wl)
+	}
+	return b.String(), nil
+}
+
+// Workloads write in the second half of a machine's first disk, above the
+// guest's pre-existing data.
+func workloadSpec(kind string, a argMap) (workload.Spec, error) {
+	churn, err := a.int("churn", 64*1024)
+	if err != nil {
+		return workload.Spec{}, err
+	}
+	tx, err := a.float("tx", 2)
+	if err != nil {
+		return workload.Spec{}, err
+	}
+	return workload.Spec{Kind: kind, ChurnBps: churn, TxPerSec: tx, RegionStart: 32 << 20}, nil
+}
+
+// workload starts a workload on some machines:
+//
+//	workload kind=bank machines=(db01) [tx=N] [churn=BYTES]
+func (r *Runner) workload(a argMap) (string, error) {
+	kind, err := a.need("kind")
+	if err != nil {
+		return "", err
+	}
+	spec, err := workloadSpec(kind, a)
+	if err != nil {
+		return "", err
+	}
+	names := a.list("machines")
+	if len(names) == 0 {
+		names = r.Env.MachineNames()
+	}
+	var b strings.Builder
+	for _, n := range names {
+		if err := r.Env.StartWorkload(n, spec); err != nil {
+			return b.String(), err
+		}
+		fmt.Fprintf(&b, "workload %s on %s\n", kind, n)
+	}
+	return b.String(), nil
+}
+
+// run advances virtual time: run for=DURATION
+func (r *Runner) run(a argMap) (string, error) {
+	d, err := a.dur("for", 0)
+	if err != nil {
+		return "", err
+	}
+	if d <= 0 {
+		return "", fmt.Errorf("run: want for=DURATION > 0")
+	}
+	e := r.Env
+	e.Sim.RunFor(d)
+	var b strings.Builder
+	fmt.Fprintf(&b, "time %s\n", sched.FormatElapsed(e.Sim.Elapsed()))
+	for _, n := range e.MachineNames() {
+		bytes, writes := e.Machines[n].Written()
+		fmt.Fprintf(&b, "%-10s writes=%d bytes=%d\n", n, writes, bytes)
+	}
+	if err := e.Workloads.Err(); err != nil {
+		return b.String(), err
+	}
+	return b.String(), nil
+}
+
+// write is a scripted guest write:
+//
+//	write vm=NAME [disk=0] off=BYTES len=BYTES [byte=0xNN]
+func (r *Runner) write(a argMap) (string, error) {
+	vm, err := a.need("vm")
+	if err != nil {
+		return "", err
+	}
+	d, err := a.int("disk", 0)
+	if err != nil {
+		return "", err
+	}
+	off, err := a.int("off", -1)
+	if err != nil {
+		return "", err
+	}
+	n, err := a.int("len", 4096)
+	if err != nil {
+		return "", err
+	}
+	fill, err := a.int("byte", 0xab)
+	if err != nil {
+		return "", err
+	}
+	if off < 0 {
+		return "", fmt.Errorf("write: missing off=")
+	}
+	if err := r.Env.Write(vm, int(d), off, bytes.Repeat([]byte{byte(fill)}, int(n))); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("%s disk %d: wrote %d bytes at %d (k=%d)\n", vm, d, n, off, r.Env.Machines[vm].Oracle().K()), nil
+}
+
+// trace prints trace lines since the last `trace`:
+//
+//	trace [grep=SUBSTR] [last=N]    lines (filtered, the last N)
+//	trace hash                       the count and SHA-256 so far
+func (r *Runner) trace(a argMap) (string, error) {
+	t := r.Env.Trace
+	if _, ok := a["hash"]; ok {
+		return fmt.Sprintf("trace-lines: %d\ntrace-sha256: %s\n", t.Len(), t.Sum()), nil
+	}
+	lines := t.Lines(r.traceMark)
+	r.traceMark = t.Len()
+	grep := a.list("grep")
+	if len(grep) > 0 {
+		var kept []string
+		for _, l := range lines {
+			for _, g := range grep {
+				if strings.Contains(l, g) {
+					kept = append(kept, l)
+					break
+				}
+			}
+		}
+		lines = kept
+	}
+	last, err := a.int("last", 20)
+	if err != nil {
+		return "", err
+	}
+	var b strings.Builder
+	if int64(len(lines)) > last {
+		fmt.Fprintf(&b, "(%d earlier lines)\n", int64(len(lines))-last)
+		lines = lines[int64(len(lines))-last:]
+	}
+	for _, l := range lines {
+		b.WriteString(l)
+		b.WriteByte('\n')
+	}
+	if len(lines) == 0 {
+		b.WriteString("(no new lines)\n")
+	}
+	return b.String(), nil
+}
+
+// check runs property checks and counts them:
+//
+//	check [what=(disks,invariants)]
+func (r *Runner) check(a argMap) (string, error) {
+	what := a.list("what")
+	if len(what) == 0 {
+		what = []string{"disks", "invariants"}
+	}
+	var rs []Result
+	for _, w := range what {
+		switch w {
+		case "disks":
+			rs = append(rs, r.Env.CheckLiveDisks()...)
+		case "invariants":
+			rs = append(rs, r.Env.CheckLiveInvariants()...)
+		default:
+			return "", fmt.Errorf("check: unknown check %q (want disks or invariants)", w)
+		}
+	}
+	r.Tally.Add(rs...)
+	r.Env.Checks.Add(rs...)
+	for _, res := range rs {
+		r.Env.Trace.Add(r.Env.Sim.Elapsed(), "harness", "check", fmt.Sprintf("%s %s %s", res.Check, res.Subject, res.Verdict))
+	}
+	if len(rs) == 0 {
+		return "no subjects to check\n", nil
+	}
+	return FormatResults(rs), nil
+}
+
+// fault changes the network or crashes hosts:
+//
+//	fault partition a=X b=Y          X, Y: hosts or sites
+//	fault clog [path=internet] [from=onprem] [to=azure] factor=N for=DURATION
+//	fault loss [path=lan] [from=onprem] [to=onprem] p=0.1
+//	fault vpn state=up|down|absent
+//	fault crash host=X
+//	fault restart host=X
+//	fault heal
+func (r *Runner) fault(a argMap) (string, error) {
+	e := r.Env
+	if len(a) == 0 {
+		return "", fmt.Errorf("fault: say which: partition, clog, loss, vpn, crash, restart or heal")
+	}
+	var kind string
+	for k, v := range a {
+		if len(v) == 0 {
+			kind = k
+		}
+	}
+	var msg string
+	switch kind {
+	case "partition":
+		x, err := a.need("a")
+		if err != nil {
+			return "", err
+		}
+		y, err := a.need("b")
+		if err != nil {
+			return "", err
+		}
+		e.Net.Partition(x, y)
+		msg = fmt.Sprintf("partition %s | %s", x, y)
+	case "heal":
+		e.Net.Heal()
+		msg = "healed: partitions and clogs removed"
+	case "clog", "loss":
+		p := simnet.Path(a.str("path", map[string]string{"clog": "internet", "loss": "lan"}[kind]))
+		from, to := simnet.Site(a.str("from", "onprem")), simnet.Site(a.str("to", map[string]string{"clog": "azure", "loss": "onprem"}[kind]))
+		if kind == "clog" {
+			f, err := a.int("factor", 10)
+			if err != nil {
+				return "", err
+			}
+			d, err := a.dur("for", time.Hour)
+			if err != nil {
+				return "", err
+			}
+			if err := e.Net.Clog(p, from, to, f, e.Sim.Now().Add(d)); err != nil {
+				return "", err
+			}
+			msg = fmt.Sprintf("clog %s %s->%s bandwidth/%d for %s", p, from, to, f, d)
+		} else {
+			prob, err := a.float("p", 0.1)
+			if err != nil {
+				return "", err
+			}
+			lp, ok := e.Net.Link(p, from, to)
+			if !ok {
+				return "", fmt.Errorf("fault loss: no %s link %s->%s", p, from, to)
+			}
+			lp.Loss = prob
+			if err := e.Net.SetLink(p, from, to, lp); err != nil {
+				return "", err
+			}
+			msg = fmt.Sprintf("loss %s %s->%s p=%g", p, from, to, prob)
+		}
+	case "vpn":
+		st, err := a.need("state")
+		if err != nil {
+			return "", err
+		}
+		m := map[string]simnet.VPNState{"up": simnet.VPNUp, "down": simnet.VPNDown, "absent": simnet.VPNAbsent}
+		s, ok := m[st]
+		if !ok {
+			return "", fmt.Errorf("fault vpn: state=%s, want up, down or absent", st)
+		}
+		e.Net.SetVPN(s)
+		msg = "vpn " + st
+	case "crash", "restart":
+		h, err := a.need("host")
+		if err != nil {
+			return "", err
+		}
+		if _, ok := e.Net.Host(h); !ok {
+			return "", fmt.Errorf("fault %s: no host %q", kind, h)
+		}
+		if kind == "crash" {
+			e.Sim.Crash(h)
+		} else {
+			e.Sim.Restart(h)
+		}
+		msg = kind + " " + h
+	default:
+		return "", fmt.Errorf("fault: unknown fault %q (want partition, clog, loss, vpn, crash, restart or heal)", kind)
+	}
+	e.Trace.Add(e.Sim.Elapsed(), "harness", "fault", msg)
+	return msg + "\n", nil
+}
+
+// network prints the network: hosts, links, VPN.
+func (r *Runner) network() (string, error) {
+	e := r.Env
+	var b strings.Builder
+	for _, h := range e.Net.Hosts() {
+		pub := ""
+		if h.Public {
+			pub = " public"
+		}
+		fmt.Fprintf(&b, "host %-14s %s%s\n", h.Name, h.Site, pub)
+	}
+	type lk struct {
+		p        simnet.Path
+		from, to simnet.Site
+	}
+	var ls []lk
+	for _, p := range []simnet.Path{simnet.PathLAN, simnet.PathInternet, simnet.PathVPN} {
+		for _, f := range []simnet.Site{simnet.OnPrem, simnet.Azure} {
+			for _, t := range []simnet.Site{simnet.OnPrem, simnet.Azure} {
+				if _, ok := e.Net.Link(p, f, t); ok {
+					ls = append(ls, lk{p, f, t})
+				}
+			}
+		}
+	}
+	sort.SliceStable(ls, func(i, j int) bool { return ls[i].p < ls[j].p })
+	for _, l := range ls {
+		lp, _ := e.Net.Link(l.p, l.from, l.to)
+		fmt.Fprintf(&b, "link %-8s %s->%s latency=%s bandwidth=%.0fMbps loss=%g\n", l.p, l.from, l.to, lp.Latency, float64(lp.BytesPerSec)*8/1e6, lp.Loss)
+	}
+	fmt.Fprintf(&b, "vpn %s\n", e.Net.VPN())
+	return b.String(), nil
+}
+
+// RunFile runs a script file and writes each command and its output to w,
+// datadriven style. It returns the tally of checks; an error means the
+// script could not be read.
+func (r *Runner) RunFile(path string, w io.Writer) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("harness: %w", err)
+	}
+	ds, err := ParseScript(path, data)
+	if err != nil {
+		return fmt.Errorf("harness: %w", err)
+	}
+	for _, d := range ds {
+		fmt.Fprintf(w, "%s\n----\n", (&datadriven.TestData{Cmd: d.Cmd, CmdArgs: d.Args}).FullCmd())
+		out := r.Exec(d)
+		if strings.HasPrefix(out, "error: ") || strings.Contains(out, "\nerror: ") {
+			r.Tally.Failed++ // an error in a script is a failed run
+			r.Tally.Failures = append(r.Tally.Failures, Result{Check: "script", Subject: d.Pos, Verdict: Illegal, Evidence: strings.TrimSpace(out)})
+		}
+		fmt.Fprintln(w, strings.TrimRight(out, "\n"))
+		fmt.Fprintln(w)
+	}
+	return nil
+}

@@ -1,0 +1,191 @@
+// Package harness builds a v2a environment from a target, runs scenarios on
+// it, injects faults, records the event trace and runs the property checks.
+//
+// A target (fixtures/targets/*.yaml) says which world to build: the vSphere
+// inventory, where vSphere comes from (the in-process govmomi simulator, or
+// a vCenter URL), where blob storage comes from (an Azurite the harness
+// starts, or a connection string), and the network between the sites.
+package harness
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"sigs.k8s.io/yaml"
+)
+
+// Target selects and configures a world.
+type Target struct {
+	Name string `json:"name"`
+	// World is "sim" (virtual time, one goroutine: every scenario and check
+	// runs here), "wire" or "real" (real runtime and sockets).
+	World     string        `json:"world"`
+	Inventory string        `json:"inventory"`
+	VSphere   VSphereTarget `json:"vsphere"`
+	Storage   StorageTarget `json:"storage"`
+	Network   NetworkTarget `json:"network"`
+
+	File string `json:"-"`
+}
+
+// VSphereTarget says where vCenter is.
+type VSphereTarget struct {
+	// Mode is "vcsim" (the govmomi simulator built from Inventory) or "url"
+	// (a real vCenter, or a vcsim reached over HTTP, at URL).
+	Mode        string `json:"mode"`
+	URL         string `json:"url,omitempty"`
+	Username    string `json:"username,omitempty"`
+	PasswordEnv string `json:"passwordEnv,omitempty"` // the password is read from this variable
+	Insecure    bool   `json:"insecure,omitempty"`
+}
+
+// StorageTarget says where blob storage is.
+type StorageTarget struct {
+	// Mode is "auto" (an Azurite the harness starts: a local process if
+	// `make tools` installed one, else testcontainers if a Docker engine
+	// answers), "local", "testcontainers", or "external" (an Azurite or a
+	// real storage account reached by the connection string in
+	// ConnectionStringEnv). The environment variable V2A_AZURITE overrides
+	// it.
+	Mode                string `json:"mode"`
+	ConnectionStringEnv string `json:"connectionStringEnv,omitempty"`
+}
+
+// NetworkTarget sets the simulated network (sim world only).
+type NetworkTarget struct {
+	InternetLatency Duration `json:"internetLatency,omitempty"`
+	InternetMbps    float64  `json:"internetMbps,omitempty"`
+	VPN             string   `json:"vpn,omitempty"` // "absent" (default), "up", "down"
+}
+
+// Duration is a time.Duration written as "20ms" in YAML.
+type Duration time.Duration
+
+// UnmarshalJSON parses a duration string.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := yaml.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("duration: %w", err)
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalJSON writes a duration string.
+func (d Duration) MarshalJSON() ([]byte, error) {
+	return []byte(`"` + time.Duration(d).String() + `"`), nil
+}
+
+// DefaultTarget is the sim world on the lab inventory.
+const DefaultTarget = "fixtures/targets/sim.yaml"
+
+// LoadTarget reads a target file. Relative paths inside it are relative to
+// the module root.
+func LoadTarget(path string) (*Target, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("harness: target: %w", err)
+	}
+	var t Target
+	if err := yaml.UnmarshalStrict(data, &t); err != nil {
+		return nil, fmt.Errorf("harness: target %s: %w", path, err)
+	}
+	t.File = path
+	if err := t.Validate(); err != nil {
+		return nil, err
+	}
+	return &t, nil
+}
+
+// Validate fills defaults and checks the target.
+func (t *Target) Validate() error {
+	bad := func(field, format string, args ...any) error {
+		return fmt.Errorf("harness: target %s: %s: %s", t.File, field, fmt.Sprintf(format, args...))
+	}
+	if t.World == "" {
+		t.World = "sim"
+	}
+	if t.VSphere.Mode == "" {
+		t.VSphere.Mode = "vcsim"
+	}
+	if t.Storage.Mode == "" {
+		t.Storage.Mode = "auto"
+	}
+	if t.Network.VPN == "" {
+		t.Network.VPN = "absent"
+	}
+	switch t.World {
+	case "sim":
+	case "wire", "real":
+		return bad("world", "%q worlds run the components on the real runtime; this version of the harness drives scenarios in the sim world only (vCenter and storage can still be real: set vsphere.mode=url and storage.mode=external)", t.World)
+	default:
+		return bad("world", "unknown world %q (want sim, wire or real)", t.World)
+	}
+	switch t.VSphere.Mode {
+	case "vcsim":
+		if t.Inventory == "" {
+			return bad("inventory", "required with vsphere.mode=vcsim")
+		}
+	case "url":
+		if t.VSphere.URL == "" {
+			return bad("vsphere.url", "required with vsphere.mode=url")
+		}
+	default:
+		return bad("vsphere.mode", "unknown mode %q (want vcsim or url)", t.VSphere.Mode)
+	}
+	switch t.Storage.Mode {
+	case "auto", "local", "testcontainers":
+	case "external":
+		if t.Storage.ConnectionStringEnv == "" {
+			return bad("storage.connectionStringEnv", "required with storage.mode=external")
+		}
+	default:
+		return bad("storage.mode", "unknown mode %q (want auto, local, testcontainers or external)", t.Storage.Mode)
+	}
+	switch t.Network.VPN {
+	case "absent", "up", "down":
+	default:
+		return bad("network.vpn", "unknown state %q (want absent, up or down)", t.Network.VPN)
+	}
+	if t.Network.InternetMbps < 0 || t.Network.InternetLatency < 0 {
+		return bad("network", "negative bandwidth or latency")
+	}
+	return nil
+}
+
+// ModuleRoot finds the directory holding go.mod, walking up from the
+// working directory, so that fixtures resolve from tests and the CLI alike.
+func ModuleRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", fmt.Errorf("harness: no go.mod above the working directory: run v2a from the v2a checkout")
+		}
+		dir = parent
+	}
+}
+
+// Resolve makes a fixture path absolute against the module root.
+func Resolve(path string) (string, error) {
+	if filepath.IsAbs(path) {
+		return path, nil
+	}
+	root, err := ModuleRoot()
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(root, path), nil
+}
