@@ -419,3 +419,17 @@ func TestOverHTTP(t *testing.T) {
 		}
 	}
 }
+
+func BenchmarkBuildLab(b *testing.B) {
+	inv, err := Load(labFixture)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		w, err := Build(context.Background(), inv, b.TempDir())
+		if err != nil {
+			b.Fatal(err)
+		}
+		w.Close()
+	}
+}
