@@ -96,8 +96,9 @@ func mustOpen(t testing.TB, dir string, opts Options) (*Log, Recovery) {
 	return l, rec
 }
 
-// readAll reads every record from seq from on, copying the data.
-func readAll(t testing.TB, l *Log, from uint64) ([]Record, error) {
+// readAll reads every record from seq from on, copying the data. It takes
+// any t with Helper, so that rapid's T can use it too.
+func readAll(t interface{ Helper() }, l *Log, from uint64) ([]Record, error) {
 	t.Helper()
 	r, err := l.NewReader(from)
 	if err != nil {
