@@ -145,7 +145,8 @@ func Start(ctx context.Context, opts Options) (*Instance, error) {
 	case ModeLocal:
 		bin, err := findBin(opts)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("%w: %v; run `make tools` (%s) to install Azurite 3.37.0, or set %s",
+				ErrUnavailable, err, npmCI, EnvBin)
 		}
 		return startLocal(ctx, bin, opts.StartTimeout)
 	case ModeTestcontainers:
@@ -166,10 +167,10 @@ func Start(ctx context.Context, opts Options) (*Instance, error) {
 				return startContainer(ctx, opts.StartTimeout)
 			}
 		}
-		return nil, fmt.Errorf("%w: the local binary is not installed (%v) and no Docker engine answers (%v); "+
-			"run `make tools` (npm ci --prefix sim/azurite --no-audit --no-fund) to install Azurite 3.37.0, "+
-			"or set %s to the connection string of a running Azurite",
-			ErrUnavailable, binErr, dockerErr, EnvConnectionString)
+		return nil, fmt.Errorf("%w: %v and no Docker engine answers (%v); "+
+			"run `make tools` (%s) to install Azurite 3.37.0, "+
+			"or set %s=external and %s to the connection string of a running Azurite",
+			ErrUnavailable, binErr, dockerErr, npmCI, EnvMode, EnvConnectionString)
 	default:
 		return nil, fmt.Errorf("azurite: unknown mode %q (want auto, local, testcontainers or external)", mode)
 	}
@@ -198,7 +199,10 @@ func connectionString(url string) string {
 	return fmt.Sprintf("DefaultEndpointsProtocol=http;AccountName=%s;AccountKey=%s;BlobEndpoint=%s;", AccountName, AccountKey, url)
 }
 
-// findBin locates the azurite-blob executable, or says how to install it.
+// npmCI is the command `make tools` runs to install the pinned Azurite.
+const npmCI = "npm ci --prefix sim/azurite --no-audit --no-fund"
+
+// findBin locates the azurite-blob executable.
 func findBin(opts Options) (string, error) {
 	bin := opts.Bin
 	if bin == "" {
@@ -207,15 +211,13 @@ func findBin(opts Options) (string, error) {
 	if bin == "" {
 		root, err := moduleRoot()
 		if err != nil {
-			return "", fmt.Errorf("%w: %v; run `make tools` from the repository, or set %s", ErrUnavailable, err, EnvBin)
+			return "", fmt.Errorf("cannot find the Azurite binary: %v", err)
 		}
 		bin = filepath.Join(root, "sim", "azurite", "node_modules", ".bin", "azurite-blob")
 	}
 	st, err := os.Stat(bin)
 	if err != nil || st.IsDir() || st.Mode()&0o111 == 0 {
-		return "", fmt.Errorf("%w: Azurite binary %s not found: run `make tools` "+
-			"(npm ci --prefix sim/azurite --no-audit --no-fund), or set %s to a running Azurite's connection string "+
-			"with %s=external", ErrUnavailable, bin, EnvConnectionString, EnvMode)
+		return "", fmt.Errorf("Azurite binary %s is not installed", bin)
 	}
 	return bin, nil
 }
@@ -360,10 +362,16 @@ func waitReady(ctx context.Context, port int, timeout time.Duration, exited <-ch
 }
 
 // dockerAnswers reports whether a Docker engine is reachable, without
-// starting anything.
-func dockerAnswers(ctx context.Context) error {
+// starting anything. testcontainers panics when it finds no Docker host at
+// all; that is an answer too.
+func dockerAnswers(ctx context.Context) (err error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("no Docker host: %v", r)
+		}
+	}()
 	p, err := testcontainers.ProviderDocker.GetProvider()
 	if err != nil {
 		return err

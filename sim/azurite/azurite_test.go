@@ -106,6 +106,26 @@ func TestNoAzurite(t *testing.T) {
 	}
 }
 
+// TestLocalDies: an Azurite that exits before answering is reported with
+// what it printed.
+func TestLocalDies(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "azurite-blob")
+	script := "#!/bin/sh\necho 'listen EADDRINUSE: simulated failure' >&2\nexit 3\n"
+	if err := os.WriteFile(bin, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	in, err := Start(context.Background(), Options{Mode: ModeLocal, Bin: bin})
+	if err == nil {
+		in.Stop()
+		t.Fatal("Start succeeded with an Azurite that exits at once")
+	}
+	for _, w := range []string{"exited before answering", "EADDRINUSE: simulated failure", "exit status 3"} {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("error %q does not say %q", err, w)
+		}
+	}
+}
+
 // TestExternal: external mode only passes the connection string on, and
 // Stop leaves the borrowed Azurite running.
 func TestExternal(t *testing.T) {

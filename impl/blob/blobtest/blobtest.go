@@ -485,7 +485,7 @@ func testPageBlob(t *testing.T, s blob.Store, c string) {
 	want = append(want, make([]byte, size)...)
 	sameBytes(t, "after grow", getData(t, s, c, "disk", blob.ReadOptions{}), want)
 	write(2*size-512, pattern(9, 512))
-	if diff := cmp.Diff(rangeList(512, 512, 1536, 512, 3584, 512, 2*size - 512, 512), ranges()); diff != "" {
+	if diff := cmp.Diff(rangeList(512, 512, 1536, 512, 3584, 512, 2*size-512, 512), ranges()); diff != "" {
 		t.Errorf("ranges after grow (-want +got):\n%s", diff)
 	}
 

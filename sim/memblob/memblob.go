@@ -1,0 +1,593 @@
+// Package memblob is an in-memory blob.Store for fast unit and property
+// tests. It passes the same conformance suite (impl/blob/blobtest) as the
+// azblob adapter against Azurite, so code tested on it behaves the same on
+// Azure storage.
+//
+// It is deterministic: ETags and snapshot IDs come from counters, so the
+// same calls give the same values. Page blobs are sparse (only written
+// pages take memory) and snapshots share unchanged pages with their base,
+// so large virtual disks and many recovery points are cheap.
+//
+// Leases of finite duration expire only if the store was given a clock
+// (WithClock); without one they last until released or broken.
+package memblob
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/v2a-dr/v2a/impl/blob"
+)
+
+// Store is an in-memory storage account. It is safe for concurrent use.
+type Store struct {
+	mu         sync.Mutex
+	now        func() time.Time
+	etagSeq    uint64
+	snapSeq    uint64
+	containers map[string]map[string]*object
+}
+
+var _ blob.Store = (*Store)(nil)
+
+// Option configures New.
+type Option func(*Store)
+
+// WithClock makes finite leases expire by now (for example the simulator's
+// virtual clock).
+func WithClock(now func() time.Time) Option {
+	return func(s *Store) { s.now = now }
+}
+
+// New returns an empty store with no containers.
+func New(opts ...Option) *Store {
+	s := &Store{containers: map[string]map[string]*object{}}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
+}
+
+// content is one version of a blob's bytes and properties: the base blob's
+// current one, or a snapshot's. Page slices are never written in place, so
+// a snapshot may share them with the base.
+type content struct {
+	kind  blob.Kind
+	size  int64
+	etag  string
+	md    map[string]string
+	data  []byte           // block blob
+	pages map[int64][]byte // page blob: page index → PageSize bytes
+}
+
+func (c *content) props() blob.Props {
+	return blob.Props{Kind: c.kind, Size: c.size, ETag: c.etag, Metadata: maps.Clone(c.md)}
+}
+
+// read returns the bytes in r (which the caller has checked).
+func (c *content) read(r blob.Range) []byte {
+	if c.kind == blob.BlockBlob {
+		return slices.Clone(c.data[r.Offset:r.End()])
+	}
+	out := make([]byte, r.Length)
+	for off := r.Offset - r.Offset%blob.PageSize; off < r.End(); off += blob.PageSize {
+		p, ok := c.pages[off/blob.PageSize]
+		if !ok {
+			continue
+		}
+		lo, hi := max(off, r.Offset), min(off+blob.PageSize, r.End())
+		copy(out[lo-r.Offset:hi-r.Offset], p[lo-off:hi-off])
+	}
+	return out
+}
+
+func (c *content) ranges() []blob.Range {
+	idx := slices.Sorted(maps.Keys(c.pages))
+	rs := make([]blob.Range, 0, len(idx))
+	for _, i := range idx {
+		rs = append(rs, blob.Range{Offset: i * blob.PageSize, Length: blob.PageSize})
+	}
+	return blob.MergeRanges(rs)
+}
+
+type leaseState int
+
+const (
+	leaseNone leaseState = iota
+	leaseHeld
+	leaseBroken
+)
+
+type object struct {
+	content
+	lease     leaseState
+	leaseID   string
+	leaseDur  time.Duration // 0: infinite
+	expires   time.Time     // zero: never (infinite, or no clock)
+	snapshots []snapshot
+}
+
+type snapshot struct {
+	id string
+	content
+}
+
+// leaseActive reports whether a lease holds the blob now.
+func (s *Store) leaseActive(o *object) bool {
+	if o.lease != leaseHeld {
+		return false
+	}
+	return o.expires.IsZero() || s.now == nil || s.now().Before(o.expires)
+}
+
+func (s *Store) nextETag() string {
+	s.etagSeq++
+	return fmt.Sprintf("\"0x%015X\"", s.etagSeq)
+}
+
+func (s *Store) container(op, c, name string) (map[string]*object, error) {
+	if err := blob.CheckNames(c, name); err != nil {
+		return nil, blob.Errorf(op, c, name, err, "")
+	}
+	blobs, ok := s.containers[c]
+	if !ok {
+		return nil, blob.Errorf(op, c, name, blob.ErrNotFound, "container does not exist")
+	}
+	return blobs, nil
+}
+
+func (s *Store) object(op, c, name string) (*object, error) {
+	blobs, err := s.container(op, c, name)
+	if err != nil {
+		return nil, err
+	}
+	o, ok := blobs[name]
+	if !ok {
+		return nil, blob.Errorf(op, c, name, blob.ErrNotFound, "")
+	}
+	return o, nil
+}
+
+// errCreateOnly is the create-only conflict: ErrExists and
+// ErrConditionFailed at once (see blob.ExistsError).
+var errCreateOnly = fmt.Errorf("if-none-match *: %w (%w)", blob.ErrExists, blob.ErrConditionFailed)
+
+// checkWrite applies opts' conditions and lease to a write of o (nil when
+// the blob does not exist yet). Its errors are not yet worded with the
+// operation and names.
+func (s *Store) checkWrite(o *object, opts blob.WriteOptions) error {
+	if o == nil {
+		if opts.IfMatch != "" {
+			return fmt.Errorf("if-match on a blob that does not exist: %w", blob.ErrConditionFailed)
+		}
+		if opts.LeaseID != "" {
+			return fmt.Errorf("lease id given for a blob that does not exist: %w", blob.ErrLeased)
+		}
+		return nil
+	}
+	if opts.IfNoneMatch == "*" {
+		return errCreateOnly
+	}
+	if opts.IfMatch != "" && opts.IfMatch != o.etag {
+		return fmt.Errorf("if-match: %w", blob.ErrConditionFailed)
+	}
+	switch active := s.leaseActive(o); {
+	case active && opts.LeaseID == "":
+		return fmt.Errorf("blob is leased and no lease id was given: %w", blob.ErrLeased)
+	case active && opts.LeaseID != o.leaseID:
+		return fmt.Errorf("lease id does not match: %w", blob.ErrLeased)
+	case !active && opts.LeaseID != "":
+		return fmt.Errorf("lease id given but the blob is not leased: %w", blob.ErrLeased)
+	}
+	return nil
+}
+
+// CreateContainer implements blob.Store.
+func (s *Store) CreateContainer(_ context.Context, c string) error {
+	if err := blob.CheckNames(c, ""); err != nil {
+		return blob.Errorf("create container", c, "", err, "")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.containers[c]; !ok {
+		s.containers[c] = map[string]*object{}
+	}
+	return nil
+}
+
+// DeleteContainer implements blob.Store.
+func (s *Store) DeleteContainer(_ context.Context, c string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, err := s.container("delete container", c, ""); err != nil {
+		return err
+	}
+	delete(s.containers, c)
+	return nil
+}
+
+// List implements blob.Store.
+func (s *Store) List(_ context.Context, c, prefix string) ([]blob.Item, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	blobs, err := s.container("list", c, "")
+	if err != nil {
+		return nil, err
+	}
+	var items []blob.Item
+	for _, name := range slices.Sorted(maps.Keys(blobs)) {
+		if strings.HasPrefix(name, prefix) {
+			items = append(items, blob.Item{Name: name, Props: s.props(blobs[name])})
+		}
+	}
+	return items, nil
+}
+
+func (s *Store) props(o *object) blob.Props {
+	p := o.content.props()
+	p.Leased = s.leaseActive(o)
+	return p
+}
+
+// Put implements blob.Store.
+func (s *Store) Put(_ context.Context, c, name string, data []byte, opts blob.WriteOptions) (string, error) {
+	return s.create("put", c, name, opts, content{kind: blob.BlockBlob, size: int64(len(data)), data: slices.Clone(data)})
+}
+
+// CreatePageBlob implements blob.Store.
+func (s *Store) CreatePageBlob(_ context.Context, c, name string, sizeBytes int64, opts blob.WriteOptions) (string, error) {
+	const op = "create page blob"
+	if err := blob.CheckPageBlobSize(sizeBytes); err != nil {
+		return "", blob.Errorf(op, c, name, err, "")
+	}
+	return s.create(op, c, name, opts, content{kind: blob.PageBlob, size: sizeBytes, pages: map[int64][]byte{}})
+}
+
+// create writes a whole new version of a blob, keeping its lease and
+// snapshots.
+func (s *Store) create(op, c, name string, opts blob.WriteOptions, ct content) (string, error) {
+	if err := blob.CheckWriteOptions(opts); err != nil {
+		return "", blob.Errorf(op, c, name, err, "")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	blobs, err := s.container(op, c, name)
+	if err != nil {
+		return "", err
+	}
+	o := blobs[name]
+	if err := s.checkWrite(o, opts); err != nil {
+		return "", blob.Errorf(op, c, name, err, "")
+	}
+	if o == nil {
+		o = &object{}
+		blobs[name] = o
+	}
+	ct.md = blob.NormalizeMetadata(opts.Metadata)
+	ct.etag = s.nextETag()
+	o.content = ct
+	return ct.etag, nil
+}
+
+// Get implements blob.Store.
+func (s *Store) Get(_ context.Context, c, name string, opts blob.ReadOptions) ([]byte, blob.Props, error) {
+	const op = "get"
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if opts.Offset < 0 || opts.Length < 0 {
+		return nil, blob.Props{}, blob.Errorf(op, c, name, blob.ErrInvalidRange, fmt.Sprintf("negative offset %d or length %d", opts.Offset, opts.Length))
+	}
+	o, err := s.object(op, c, name)
+	if err != nil {
+		return nil, blob.Props{}, err
+	}
+	ct, p := &o.content, s.props(o)
+	if opts.Snapshot != "" {
+		sn := findSnapshot(o, opts.Snapshot)
+		if sn == nil {
+			return nil, blob.Props{}, blob.Errorf(op, c, name, blob.ErrNotFound, "no snapshot "+opts.Snapshot)
+		}
+		ct, p = &sn.content, sn.content.props()
+	}
+	r, err := blob.CheckRead(opts, ct.size)
+	if err != nil {
+		return nil, blob.Props{}, blob.Errorf(op, c, name, err, "")
+	}
+	return ct.read(r), p, nil
+}
+
+func findSnapshot(o *object, id string) *snapshot {
+	for i := range o.snapshots {
+		if o.snapshots[i].id == id {
+			return &o.snapshots[i]
+		}
+	}
+	return nil
+}
+
+// Properties implements blob.Store.
+func (s *Store) Properties(_ context.Context, c, name string) (blob.Props, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	o, err := s.object("properties", c, name)
+	if err != nil {
+		return blob.Props{}, err
+	}
+	return s.props(o), nil
+}
+
+// Delete implements blob.Store.
+func (s *Store) Delete(_ context.Context, c, name string, opts blob.WriteOptions) error {
+	const op = "delete"
+	if err := blob.CheckWriteOptions(opts); err != nil {
+		return blob.Errorf(op, c, name, err, "")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	o, err := s.object(op, c, name)
+	if err != nil {
+		return err
+	}
+	if err := s.checkWrite(o, opts); err != nil {
+		return blob.Errorf(op, c, name, err, "")
+	}
+	delete(s.containers[c], name)
+	return nil
+}
+
+// update runs fn on an existing blob after the write checks, and gives the
+// blob a new ETag when fn succeeds.
+func (s *Store) update(op, c, name string, opts blob.WriteOptions, fn func(o *object) error) (string, error) {
+	if err := blob.CheckWriteOptions(opts); err != nil {
+		return "", blob.Errorf(op, c, name, err, "")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	o, err := s.object(op, c, name)
+	if err != nil {
+		return "", err
+	}
+	if err := fn(o); err != nil {
+		return "", blob.Errorf(op, c, name, err, "")
+	}
+	o.etag = s.nextETag()
+	return o.etag, nil
+}
+
+// SetMetadata implements blob.Store.
+func (s *Store) SetMetadata(_ context.Context, c, name string, md map[string]string, opts blob.WriteOptions) (string, error) {
+	const op = "set metadata"
+	if err := blob.CheckMetadata(md); err != nil {
+		return "", blob.Errorf(op, c, name, err, "")
+	}
+	return s.update(op, c, name, opts, func(o *object) error {
+		if err := s.checkWrite(o, opts); err != nil {
+			return err
+		}
+		o.md = blob.NormalizeMetadata(md)
+		return nil
+	})
+}
+
+// pageUpdate is update for page blob operations: the blob must be a page
+// blob, and check (the page rules) runs before the lease and conditions,
+// as in the azblob adapter.
+func (s *Store) pageUpdate(op, c, name string, opts blob.WriteOptions, check func(size int64) error, fn func(o *object)) (string, error) {
+	return s.update(op, c, name, opts, func(o *object) error {
+		if o.kind != blob.PageBlob {
+			return fmt.Errorf("not a page blob: %w", blob.ErrInvalid)
+		}
+		if err := check(o.size); err != nil {
+			return err
+		}
+		if err := s.checkWrite(o, opts); err != nil {
+			return err
+		}
+		fn(o)
+		return nil
+	})
+}
+
+// Resize implements blob.Store.
+func (s *Store) Resize(_ context.Context, c, name string, sizeBytes int64, opts blob.WriteOptions) (string, error) {
+	return s.pageUpdate("resize", c, name, opts,
+		func(int64) error { return blob.CheckPageBlobSize(sizeBytes) },
+		func(o *object) {
+			pages := make(map[int64][]byte, len(o.pages))
+			for i, p := range o.pages {
+				if i*blob.PageSize < sizeBytes {
+					pages[i] = p
+				}
+			}
+			o.pages, o.size = pages, sizeBytes
+		})
+}
+
+// WritePages implements blob.Store.
+func (s *Store) WritePages(_ context.Context, c, name string, offset int64, data []byte, opts blob.WriteOptions) (string, error) {
+	n := int64(len(data))
+	// Alignment and the per-call limit are refused before the blob is
+	// looked at, as in the adapter.
+	if err := blob.CheckPageWrite(offset, n, offset+n); err != nil {
+		return "", blob.Errorf("write pages", c, name, err, "")
+	}
+	return s.pageUpdate("write pages", c, name, opts,
+		func(size int64) error { return blob.CheckPageWrite(offset, n, size) },
+		func(o *object) {
+			o.pages = maps.Clone(o.pages) // snapshots share the old map
+			for i := int64(0); i < n; i += blob.PageSize {
+				o.pages[(offset+i)/blob.PageSize] = slices.Clone(data[i : i+blob.PageSize])
+			}
+		})
+}
+
+// ClearPages implements blob.Store.
+func (s *Store) ClearPages(_ context.Context, c, name string, offset, length int64, opts blob.WriteOptions) (string, error) {
+	if err := blob.CheckPageClear(offset, length, offset+length); err != nil {
+		return "", blob.Errorf("clear pages", c, name, err, "")
+	}
+	return s.pageUpdate("clear pages", c, name, opts,
+		func(size int64) error { return blob.CheckPageClear(offset, length, size) },
+		func(o *object) {
+			o.pages = maps.Clone(o.pages)
+			for i := offset / blob.PageSize; i < (offset+length)/blob.PageSize; i++ {
+				delete(o.pages, i)
+			}
+		})
+}
+
+// PageRanges implements blob.Store.
+func (s *Store) PageRanges(_ context.Context, c, name, snapshotID string) ([]blob.Range, error) {
+	const op = "page ranges"
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	o, err := s.object(op, c, name)
+	if err != nil {
+		return nil, err
+	}
+	ct := &o.content
+	if snapshotID != "" {
+		sn := findSnapshot(o, snapshotID)
+		if sn == nil {
+			return nil, blob.Errorf(op, c, name, blob.ErrNotFound, "no snapshot "+snapshotID)
+		}
+		ct = &sn.content
+	}
+	if ct.kind != blob.PageBlob {
+		return nil, blob.Errorf(op, c, name, blob.ErrInvalid, "not a page blob")
+	}
+	return ct.ranges(), nil
+}
+
+// Snapshot implements blob.Store.
+func (s *Store) Snapshot(_ context.Context, c, name string, md map[string]string) (string, error) {
+	const op = "snapshot"
+	if err := blob.CheckMetadata(md); err != nil {
+		return "", blob.Errorf(op, c, name, err, "")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	o, err := s.object(op, c, name)
+	if err != nil {
+		return "", err
+	}
+	s.snapSeq++
+	sn := snapshot{id: fmt.Sprintf("snapshot-%012d", s.snapSeq), content: o.content}
+	// Pages and data are never modified in place, so sharing them is safe;
+	// the metadata map is replaced, never mutated, too.
+	if len(md) > 0 {
+		sn.md = blob.NormalizeMetadata(md)
+	}
+	o.snapshots = append(o.snapshots, sn)
+	return sn.id, nil
+}
+
+// Snapshots implements blob.Store.
+func (s *Store) Snapshots(_ context.Context, c, name string) ([]blob.Snapshot, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	o, err := s.object("snapshots", c, name)
+	if err != nil {
+		return nil, err
+	}
+	var out []blob.Snapshot
+	for _, sn := range o.snapshots {
+		out = append(out, blob.Snapshot{ID: sn.id, Size: sn.size, Metadata: maps.Clone(sn.md)})
+	}
+	return out, nil
+}
+
+// DeleteSnapshot implements blob.Store.
+func (s *Store) DeleteSnapshot(_ context.Context, c, name, snapshotID string) error {
+	const op = "delete snapshot"
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if snapshotID == "" {
+		return blob.Errorf(op, c, name, blob.ErrInvalid, "empty snapshot id")
+	}
+	o, err := s.object(op, c, name)
+	if err != nil {
+		return err
+	}
+	for i := range o.snapshots {
+		if o.snapshots[i].id == snapshotID {
+			o.snapshots = slices.Delete(o.snapshots, i, i+1)
+			return nil
+		}
+	}
+	return blob.Errorf(op, c, name, blob.ErrNotFound, "no snapshot "+snapshotID)
+}
+
+// lease runs fn on an existing blob for a lease operation.
+func (s *Store) lease(op, c, name, leaseID string, needID bool, fn func(o *object) error) error {
+	if needID && leaseID == "" {
+		return blob.Errorf(op, c, name, blob.ErrInvalid, "empty lease id")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	o, err := s.object(op, c, name)
+	if err != nil {
+		return err
+	}
+	if err := fn(o); err != nil {
+		return blob.Errorf(op, c, name, err, "")
+	}
+	return nil
+}
+
+// AcquireLease implements blob.Store.
+func (s *Store) AcquireLease(_ context.Context, c, name, leaseID string, duration time.Duration) error {
+	if err := blob.CheckLeaseDuration(duration); err != nil {
+		return blob.Errorf("acquire lease", c, name, err, "")
+	}
+	return s.lease("acquire lease", c, name, leaseID, true, func(o *object) error {
+		if s.leaseActive(o) && o.leaseID != leaseID {
+			return fmt.Errorf("held under another lease id: %w", blob.ErrLeased)
+		}
+		o.lease, o.leaseID, o.leaseDur, o.expires = leaseHeld, leaseID, duration, time.Time{}
+		if duration > 0 && s.now != nil {
+			o.expires = s.now().Add(duration)
+		}
+		return nil
+	})
+}
+
+// RenewLease implements blob.Store.
+func (s *Store) RenewLease(_ context.Context, c, name, leaseID string) error {
+	return s.lease("renew lease", c, name, leaseID, true, func(o *object) error {
+		if o.lease != leaseHeld || o.leaseID != leaseID {
+			return fmt.Errorf("not held under this lease id: %w", blob.ErrLeased)
+		}
+		if o.leaseDur > 0 && s.now != nil {
+			o.expires = s.now().Add(o.leaseDur)
+		}
+		return nil
+	})
+}
+
+// ReleaseLease implements blob.Store.
+func (s *Store) ReleaseLease(_ context.Context, c, name, leaseID string) error {
+	return s.lease("release lease", c, name, leaseID, true, func(o *object) error {
+		if o.lease == leaseNone || o.leaseID != leaseID {
+			return fmt.Errorf("not leased under this lease id: %w", blob.ErrLeased)
+		}
+		o.lease, o.leaseID, o.expires = leaseNone, "", time.Time{}
+		return nil
+	})
+}
+
+// BreakLease implements blob.Store.
+func (s *Store) BreakLease(_ context.Context, c, name string) error {
+	return s.lease("break lease", c, name, "", false, func(o *object) error {
+		if o.lease == leaseNone {
+			return fmt.Errorf("no lease to break: %w", blob.ErrLeased)
+		}
+		o.lease, o.expires = leaseBroken, time.Time{}
+		return nil
+	})
+}
