@@ -106,18 +106,21 @@ type Store interface {
 	// sets the new duration; another ID while the lease is held is
 	// ErrLeased. While leased, every write to the blob (Put, Delete,
 	// SetMetadata, page operations) must carry the ID in
-	// WriteOptions.LeaseID or fails with ErrLeased; a lease ID given for a
-	// blob that is not leased with it is also ErrLeased.
+	// WriteOptions.LeaseID or fails with ErrLeased; a lease ID given for an
+	// existing blob that is not leased with it is also ErrLeased. (Put with
+	// a lease ID of a blob that does not exist: Azure refuses, Azurite
+	// accepts; rely on neither.)
 	AcquireLease(ctx context.Context, container, name, leaseID string, duration time.Duration) error
 	// RenewLease restarts the duration of the held lease leaseID. A
 	// different ID, or a broken lease, is ErrLeased.
 	RenewLease(ctx context.Context, container, name, leaseID string) error
-	// ReleaseLease gives up the lease leaseID so that others may acquire
-	// it and writes need no ID. Another ID is ErrLeased.
+	// ReleaseLease gives up the lease leaseID (held, expired or broken) so
+	// that others may acquire it and writes need no ID. Another ID is
+	// ErrLeased.
 	ReleaseLease(ctx context.Context, container, name, leaseID string) error
 	// BreakLease ends whatever lease the blob has, at once and without its
-	// ID (for taking over from a holder that died). A blob with no lease
-	// at all is ErrLeased.
+	// ID (for taking over from a holder that died). Breaking a broken
+	// lease is not an error; a blob with no lease at all is ErrLeased.
 	BreakLease(ctx context.Context, container, name string) error
 }
 
@@ -186,7 +189,7 @@ func (r Range) End() int64 { return r.Offset + r.Length }
 // unconditionally to an unleased blob.
 type WriteOptions struct {
 	// IfMatch: write only if the blob's ETag is this (ErrConditionFailed
-	// otherwise, also when the blob does not exist).
+	// otherwise, also when the blob does not exist, for every write).
 	IfMatch string
 	// IfNoneMatch "*": write only if the blob does not exist (ErrExists,
 	// which is also ErrConditionFailed, otherwise). No other value is

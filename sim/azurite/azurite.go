@@ -293,8 +293,10 @@ func startLocal(ctx context.Context, bin string, timeout time.Duration) (*Instan
 		"--blobHost", "127.0.0.1", "--blobPort", strconv.Itoa(port),
 		"--inMemoryPersistence", "--skipApiVersionCheck", "--loose", "--disableTelemetry", "--silent")
 	cmd.Dir = dir
-	// Its own process group, so that Stop also ends node's children.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Its own process group, so that Stop also ends node's children; and
+	// killed if the test binary dies without calling Stop (a go test
+	// timeout), so that no Azurite outlives its user.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	out := &tail{}
 	cmd.Stdout = out
 	cmd.Stderr = out

@@ -187,6 +187,20 @@ func (s *Store) checkWrite(o *object, opts blob.WriteOptions) error {
 	return nil
 }
 
+// missingIfMatch is object for a write to an existing blob: with IfMatch,
+// a missing blob is ErrConditionFailed rather than ErrNotFound (as Azure
+// and Azurite answer).
+func (s *Store) missingIfMatch(op, c, name string, opts blob.WriteOptions) (*object, error) {
+	if _, err := s.container(op, c, name); err != nil {
+		return nil, err
+	}
+	o, err := s.object(op, c, name)
+	if err != nil && opts.IfMatch != "" {
+		return nil, blob.Errorf(op, c, name, blob.ErrConditionFailed, "blob does not exist")
+	}
+	return o, err
+}
+
 // CreateContainer implements blob.Store.
 func (s *Store) CreateContainer(_ context.Context, c string) error {
 	if err := blob.CheckNames(c, ""); err != nil {
@@ -329,7 +343,7 @@ func (s *Store) Delete(_ context.Context, c, name string, opts blob.WriteOptions
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	o, err := s.object(op, c, name)
+	o, err := s.missingIfMatch(op, c, name, opts)
 	if err != nil {
 		return err
 	}
@@ -348,7 +362,7 @@ func (s *Store) update(op, c, name string, opts blob.WriteOptions, fn func(o *ob
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	o, err := s.object(op, c, name)
+	o, err := s.missingIfMatch(op, c, name, opts)
 	if err != nil {
 		return "", err
 	}

@@ -116,6 +116,11 @@ func (s *Store) DeleteContainer(ctx context.Context, c string) error {
 		return fmt.Errorf("blob: delete container %s: %w", c, err)
 	}
 	_, err := s.container(c).Delete(ctx, nil)
+	if bloberror.HasCode(err, bloberror.ContainerBeingDeleted) {
+		// Real Azure deletes in the background; a second delete meanwhile
+		// finds a container that is already going.
+		return blob.Errorf("delete container", c, "", blob.ErrNotFound, "being deleted")
+	}
 	return mapErr("delete container", c, "", err)
 }
 
@@ -163,8 +168,8 @@ func itemProps(p *container.BlobProperties, md map[string]*string) blob.Props {
 	return out
 }
 
-// Put implements blob.Store. The blob is written with one Put Blob request,
-// so a conditional Put is all-or-nothing.
+// Put implements blob.Store. The blob is written with one Put Blob request
+// (at most 5000 MiB), so a conditional Put is all-or-nothing.
 func (s *Store) Put(ctx context.Context, c, name string, data []byte, opts blob.WriteOptions) (string, error) {
 	const op = "put"
 	if err := checkWrite(c, name, opts); err != nil {
@@ -333,10 +338,10 @@ func (s *Store) Resize(ctx context.Context, c, name string, sizeBytes int64, opt
 // pageBlobSize reads the size that the page rules are checked against.
 // The check and the write are two requests, so a concurrent Resize can slip
 // between them; real Azure then refuses the write itself, Azurite may not.
-func (s *Store) pageBlobSize(ctx context.Context, op, c, name string) (int64, error) {
+func (s *Store) pageBlobSize(ctx context.Context, op, c, name string, opts blob.WriteOptions) (int64, error) {
 	resp, err := s.blobClient(c, name).GetProperties(ctx, nil)
 	if err != nil {
-		return 0, mapErr(op, c, name, err)
+		return 0, mapWriteErr(op, c, name, opts, err)
 	}
 	if resp.BlobType == nil || *resp.BlobType != sdkblob.BlobTypePageBlob {
 		return 0, blob.Errorf(op, c, name, blob.ErrInvalid, "not a page blob")
@@ -359,7 +364,7 @@ func (s *Store) WritePages(ctx context.Context, c, name string, offset int64, da
 	if err := blob.CheckPageWrite(offset, int64(len(data)), offset+int64(len(data))); err != nil {
 		return "", blob.Errorf(op, c, name, err, "")
 	}
-	size, err := s.pageBlobSize(ctx, op, c, name)
+	size, err := s.pageBlobSize(ctx, op, c, name, opts)
 	if err != nil {
 		return "", err
 	}
@@ -384,7 +389,7 @@ func (s *Store) ClearPages(ctx context.Context, c, name string, offset, length i
 	if err := blob.CheckPageClear(offset, length, offset+length); err != nil {
 		return "", blob.Errorf(op, c, name, err, "")
 	}
-	size, err := s.pageBlobSize(ctx, op, c, name)
+	size, err := s.pageBlobSize(ctx, op, c, name, opts)
 	if err != nil {
 		return "", err
 	}
@@ -651,7 +656,8 @@ func mapWriteErr(op, c, name string, opts blob.WriteOptions, err error) error {
 		return blob.ExistsError(op, c, name)
 	}
 	if opts.IfMatch != "" && bloberror.HasCode(err, bloberror.BlobNotFound) {
-		// If-Match on a missing blob: Azure says 412, Azurite 404.
+		// If-Match on a missing blob: Azurite says 412 for every write;
+		// make it so whatever the server says.
 		return blob.Errorf(op, c, name, blob.ErrConditionFailed, "blob does not exist")
 	}
 	return mapErr(op, c, name, err)

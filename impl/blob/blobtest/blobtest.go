@@ -340,6 +340,27 @@ func testConditionalWrites(t *testing.T, s blob.Store, c string) {
 	_, _, err = s.Get(ctx, c, "nothing", blob.ReadOptions{})
 	wantErr(t, "Get after refused IfMatch create", err, blob.ErrNotFound)
 
+	for _, w := range []struct {
+		name string
+		fn   func() error
+	}{
+		{"SetMetadata", func() error {
+			_, err := s.SetMetadata(ctx, c, "nothing", nil, blob.WriteOptions{IfMatch: e2})
+			return err
+		}},
+		{"Delete", func() error { return s.Delete(ctx, c, "nothing", blob.WriteOptions{IfMatch: e2}) }},
+		{"CreatePageBlob", func() error {
+			_, err := s.CreatePageBlob(ctx, c, "nothing", 512, blob.WriteOptions{IfMatch: e2})
+			return err
+		}},
+		{"WritePages", func() error {
+			_, err := s.WritePages(ctx, c, "nothing", 0, make([]byte, 512), blob.WriteOptions{IfMatch: e2})
+			return err
+		}},
+	} {
+		wantErr(t, w.name+" IfMatch on a missing blob", w.fn(), blob.ErrConditionFailed)
+	}
+
 	_, err = s.SetMetadata(ctx, c, "cat", map[string]string{"k": "v"}, blob.WriteOptions{IfMatch: e1})
 	wantErr(t, "SetMetadata IfMatch stale", err, blob.ErrConditionFailed)
 	wantErr(t, "Delete IfMatch stale", s.Delete(ctx, c, "cat", blob.WriteOptions{IfMatch: e1}), blob.ErrConditionFailed)
@@ -741,8 +762,19 @@ func testLeaseBreak(t *testing.T, s blob.Store, c string) {
 			t.Errorf("Properties after break (duration %d): Leased true", d)
 		}
 		wantErr(t, "RenewLease broken", s.RenewLease(ctx, c, "b", idA), blob.ErrLeased)
-		must[string](t, "Put after break, without id")(s.Put(ctx, c, "b", []byte("y"), blob.WriteOptions{}))
+		wantErr(t, "BreakLease broken", s.BreakLease(ctx, c, "b"), nil)
+		_, err := s.Put(ctx, c, "b", []byte("y"), blob.WriteOptions{LeaseID: idA})
+		wantErr(t, "Put with a broken lease's id", err, blob.ErrLeased)
+		wantErr(t, "ReleaseLease broken", s.ReleaseLease(ctx, c, "b", idA), nil)
+		must[string](t, "Put after release, without id")(s.Put(ctx, c, "b", []byte("y"), blob.WriteOptions{}))
+
+		// Taking over: break, then write and lease under another id.
+		wantErr(t, "AcquireLease A again", s.AcquireLease(ctx, c, "b", idA, d), nil)
+		wantErr(t, "BreakLease again", s.BreakLease(ctx, c, "b"), nil)
+		must[string](t, "Put after break, without id")(s.Put(ctx, c, "b", []byte("z"), blob.WriteOptions{}))
 		wantErr(t, "AcquireLease B after break", s.AcquireLease(ctx, c, "b", idB, 0), nil)
+		_, err = s.Put(ctx, c, "b", []byte("w"), blob.WriteOptions{LeaseID: idA})
+		wantErr(t, "Put with the broken lease's id after B took over", err, blob.ErrLeased)
 		wantErr(t, "ReleaseLease B", s.ReleaseLease(ctx, c, "b", idB), nil)
 	}
 }
