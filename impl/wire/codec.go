@@ -169,3 +169,12 @@ func (d *Decoder) Strings() []string {
 	}
 	return ss
 }
+
+// Encoded returns what was encoded so far.
+func (e *Encoder) Encoded() []byte { return e.buf }
+
+// NewDecoder reads fields from b.
+func NewDecoder(b []byte) *Decoder { return &Decoder{buf: b} }
+
+// Remaining is the number of bytes not read yet.
+func (d *Decoder) Remaining() int { return len(d.buf) }
