@@ -58,7 +58,10 @@ var (
 type Options struct {
 	// SegmentBytes: a new segment file starts at the first append after
 	// the current one reaches this size, so that Trim can reclaim space
-	// by deleting whole files. Default 64 MiB.
+	// by deleting whole files. That append fsyncs the finished segment
+	// (sealed segments are always whole, which is what lets Open tell a
+	// torn tail from corruption), so it is slower than the others by
+	// whatever the last Sync left unwritten. Default 64 MiB.
 	SegmentBytes int64
 	// BufferBytes is the size of the write buffer, allocated once at Open.
 	// A record larger than the buffer is written straight to the file.
