@@ -283,4 +283,3 @@ func WritePagesSplit(ctx context.Context, s Store, container, name string, offse
 	}
 	return etag, nil
 }
-
