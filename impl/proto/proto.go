@@ -1,0 +1,551 @@
+// Package proto defines the messages v2a's components exchange, each a
+// wire.Msg registered under a fixed kind.
+//
+// Flows (ports are the product's):
+//
+//	agent  -> cs:443     Register, Heartbeat, ResyncNeeded
+//	cs     -> agent      RegisterReply, Protect, Unprotect, Checksums (relayed)
+//	agent  -> ps:9443    StreamHello, ItemMsg (the replication stream)
+//	ps     -> agent      ItemAck (cumulative, with back-pressure)
+//	ps     -> azure:443  Uploaded (a hint: the Azure side also polls storage)
+//	ps     -> cs         PSHealth
+//	cs     -> azure      PolicyFor
+//	azure  -> cs         ReplicaEvent, Checksums
+//	portal -> cs:443     EnableReplication, DisableReplication, CreatePolicy; cs answers Reply
+//
+// Every message names the machine it concerns, so that one process server
+// and one Azure service serve many machines.
+package proto
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/v2a-dr/v2a/impl/wire"
+)
+
+// Policy is a replication policy. RPOThreshold only raises an alert: it
+// never changes the schedule.
+type Policy struct {
+	Name          string
+	RPOThreshold  time.Duration
+	Retention     time.Duration
+	CrashInterval time.Duration
+	AppInterval   time.Duration
+	Compression   string // "s2" (default) or "zstd"
+}
+
+// DefaultPolicy is the product's default replication policy.
+func DefaultPolicy() Policy {
+	return Policy{Name: "default", RPOThreshold: 60 * time.Minute, Retention: 24 * time.Hour,
+		CrashInterval: 5 * time.Minute, AppInterval: 60 * time.Minute, Compression: "s2"}
+}
+
+// MaxRetention is the longest recovery-point retention a policy may ask.
+const MaxRetention = 15 * 24 * time.Hour
+
+// Validate checks a policy's values.
+func (p Policy) Validate() error {
+	switch {
+	case p.Name == "":
+		return fmt.Errorf("proto: policy has no name")
+	case p.RPOThreshold <= 0:
+		return fmt.Errorf("proto: policy %s: RPO threshold %v must be positive", p.Name, p.RPOThreshold)
+	case p.Retention <= 0 || p.Retention > MaxRetention:
+		return fmt.Errorf("proto: policy %s: retention %v must be in (0, 15 days]", p.Name, p.Retention)
+	case p.CrashInterval < time.Minute:
+		return fmt.Errorf("proto: policy %s: crash-consistent frequency %v is under a minute", p.Name, p.CrashInterval)
+	case p.AppInterval != 0 && p.AppInterval < p.CrashInterval:
+		return fmt.Errorf("proto: policy %s: app-consistent frequency %v is under the crash-consistent one", p.Name, p.AppInterval)
+	case p.Compression != "" && p.Compression != "s2" && p.Compression != "zstd":
+		return fmt.Errorf("proto: policy %s: compression %q (want s2 or zstd)", p.Name, p.Compression)
+	}
+	return nil
+}
+
+func putPolicy(e *wire.Encoder, p Policy) {
+	e.String(p.Name)
+	e.Duration(p.RPOThreshold)
+	e.Duration(p.Retention)
+	e.Duration(p.CrashInterval)
+	e.Duration(p.AppInterval)
+	e.String(p.Compression)
+}
+
+func getPolicy(d *wire.Decoder) Policy {
+	return Policy{Name: d.String(), RPOThreshold: d.Duration(), Retention: d.Duration(),
+		CrashInterval: d.Duration(), AppInterval: d.Duration(), Compression: d.String()}
+}
+
+// Message kinds, 0x0100-0x01ff.
+const (
+	KindRegister wire.Kind = 0x0100 + iota
+	KindRegisterReply
+	KindHeartbeat
+	KindProtect
+	KindUnprotect
+	KindResyncNeeded
+	KindChecksums
+	KindStreamHello
+	KindItem
+	KindItemAck
+	KindUploaded
+	KindPSHealth
+	KindPolicyFor
+	KindReplicaEvent
+	KindEnableReplication
+	KindDisableReplication
+	KindCreatePolicy
+	KindReply
+)
+
+func init() {
+	reg := func(k wire.Kind, name string, f func() wire.Msg) { wire.Register(k, name, f) }
+	reg(KindRegister, "register", func() wire.Msg { return &Register{} })
+	reg(KindRegisterReply, "register-reply", func() wire.Msg { return &RegisterReply{} })
+	reg(KindHeartbeat, "heartbeat", func() wire.Msg { return &Heartbeat{} })
+	reg(KindProtect, "protect", func() wire.Msg { return &Protect{} })
+	reg(KindUnprotect, "unprotect", func() wire.Msg { return &Unprotect{} })
+	reg(KindResyncNeeded, "resync-needed", func() wire.Msg { return &ResyncNeeded{} })
+	reg(KindChecksums, "checksums", func() wire.Msg { return &Checksums{} })
+	reg(KindStreamHello, "stream-hello", func() wire.Msg { return &StreamHello{} })
+	reg(KindItem, "item", func() wire.Msg { return &ItemMsg{} })
+	reg(KindItemAck, "item-ack", func() wire.Msg { return &ItemAck{} })
+	reg(KindUploaded, "uploaded", func() wire.Msg { return &Uploaded{} })
+	reg(KindPSHealth, "ps-health", func() wire.Msg { return &PSHealth{} })
+	reg(KindPolicyFor, "policy-for", func() wire.Msg { return &PolicyFor{} })
+	reg(KindReplicaEvent, "replica-event", func() wire.Msg { return &ReplicaEvent{} })
+	reg(KindEnableReplication, "enable-replication", func() wire.Msg { return &EnableReplication{} })
+	reg(KindDisableReplication, "disable-replication", func() wire.Msg { return &DisableReplication{} })
+	reg(KindCreatePolicy, "create-policy", func() wire.Msg { return &CreatePolicy{} })
+	reg(KindReply, "reply", func() wire.Msg { return &Reply{} })
+}
+
+// Register is an agent announcing itself to the configuration server.
+// Proof is vault.Keys.Proof(Machine): only an agent installed with the
+// vault's passphrase can make it.
+type Register struct {
+	Machine      string
+	InstanceUUID string
+	Physical     bool
+	DiskSizes    []int64
+	Proof        []byte
+	AgentVersion string
+}
+
+func (*Register) WireKind() wire.Kind { return KindRegister }
+func (m *Register) MarshalWire(e *wire.Encoder) {
+	e.String(m.Machine)
+	e.String(m.InstanceUUID)
+	e.Bool(m.Physical)
+	putInts(e, m.DiskSizes)
+	e.Bytes(m.Proof)
+	e.String(m.AgentVersion)
+}
+func (m *Register) UnmarshalWire(d *wire.Decoder) error {
+	m.Machine, m.InstanceUUID, m.Physical, m.DiskSizes, m.Proof, m.AgentVersion =
+		d.String(), d.String(), d.Bool(), getInts(d), d.Bytes(), d.String()
+	return d.Err()
+}
+
+// RegisterReply accepts or refuses a registration, saying why.
+type RegisterReply struct {
+	Machine string
+	OK      bool
+	Reason  string
+	VaultID string
+}
+
+func (*RegisterReply) WireKind() wire.Kind { return KindRegisterReply }
+func (m *RegisterReply) MarshalWire(e *wire.Encoder) {
+	e.String(m.Machine)
+	e.Bool(m.OK)
+	e.String(m.Reason)
+	e.String(m.VaultID)
+}
+func (m *RegisterReply) UnmarshalWire(d *wire.Decoder) error {
+	m.Machine, m.OK, m.Reason, m.VaultID = d.String(), d.Bool(), d.String(), d.String()
+	return d.Err()
+}
+
+// Heartbeat is an agent's periodic report.
+type Heartbeat struct {
+	Machine        string
+	Phase          string // "idle", "syncing", "replicating", "resync-required"
+	Mode           string // capture mode: "data", "metadata", "bitmap"
+	PendingBytes   int64  // change-log bytes not yet acknowledged by the process server
+	PendingRecords int64
+	AckedItems     uint64
+	SyncedBytes    int64
+	SyncTotalBytes int64
+	SentBytes      int64 // replication payload sent since start
+}
+
+func (*Heartbeat) WireKind() wire.Kind { return KindHeartbeat }
+func (m *Heartbeat) MarshalWire(e *wire.Encoder) {
+	e.String(m.Machine)
+	e.String(m.Phase)
+	e.String(m.Mode)
+	e.Int(m.PendingBytes)
+	e.Int(m.PendingRecords)
+	e.Uint(m.AckedItems)
+	e.Int(m.SyncedBytes)
+	e.Int(m.SyncTotalBytes)
+	e.Int(m.SentBytes)
+}
+func (m *Heartbeat) UnmarshalWire(d *wire.Decoder) error {
+	m.Machine, m.Phase, m.Mode = d.String(), d.String(), d.String()
+	m.PendingBytes, m.PendingRecords, m.AckedItems = d.Int(), d.Int(), d.Uint()
+	m.SyncedBytes, m.SyncTotalBytes, m.SentBytes = d.Int(), d.Int(), d.Int()
+	return d.Err()
+}
+
+// Protect tells a registered agent to replicate under a policy through a
+// process server. Gen is the sync generation to start (the configuration
+// server increments it for every resync it orders).
+type Protect struct {
+	Machine       string
+	Policy        Policy
+	ProcessServer string // address host:port
+	Gen           uint64
+}
+
+func (*Protect) WireKind() wire.Kind { return KindProtect }
+func (m *Protect) MarshalWire(e *wire.Encoder) {
+	e.String(m.Machine)
+	putPolicy(e, m.Policy)
+	e.String(m.ProcessServer)
+	e.Uint(m.Gen)
+}
+func (m *Protect) UnmarshalWire(d *wire.Decoder) error {
+	m.Machine, m.Policy, m.ProcessServer, m.Gen = d.String(), getPolicy(d), d.String(), d.Uint()
+	return d.Err()
+}
+
+// Unprotect stops replication of a machine.
+type Unprotect struct{ Machine string }
+
+func (*Unprotect) WireKind() wire.Kind           { return KindUnprotect }
+func (m *Unprotect) MarshalWire(e *wire.Encoder) { e.String(m.Machine) }
+func (m *Unprotect) UnmarshalWire(d *wire.Decoder) error {
+	m.Machine = d.String()
+	return d.Err()
+}
+
+// ResyncNeeded is an agent saying its change tracking broke (a corrupt
+// change log, bitmap mode) and the replica must be resynchronised.
+type ResyncNeeded struct {
+	Machine string
+	Reason  string
+}
+
+func (*ResyncNeeded) WireKind() wire.Kind { return KindResyncNeeded }
+func (m *ResyncNeeded) MarshalWire(e *wire.Encoder) {
+	e.String(m.Machine)
+	e.String(m.Reason)
+}
+func (m *ResyncNeeded) UnmarshalWire(d *wire.Decoder) error {
+	m.Machine, m.Reason = d.String(), d.String()
+	return d.Err()
+}
+
+// ChecksumSize is the bytes of one block checksum (SHA-256, truncated).
+const ChecksumSize = 16
+
+// Checksums carries the replica's block checksums for one region of one
+// disk, for a sync generation: the Azure side computes them when it applies
+// SyncStart, and the configuration server relays them to the agent, which
+// sends only the blocks whose checksum differs. Fresh says the replica was
+// just created (all zero): then Sums is empty. Final marks the last region
+// of the last disk.
+type Checksums struct {
+	Machine   string
+	Gen       uint64
+	Fresh     bool
+	Disk      uint16
+	Off       int64
+	BlockSize int64
+	Sums      []byte // ChecksumSize bytes per block from Off
+	Final     bool
+}
+
+func (*Checksums) WireKind() wire.Kind { return KindChecksums }
+func (m *Checksums) MarshalWire(e *wire.Encoder) {
+	e.String(m.Machine)
+	e.Uint(m.Gen)
+	e.Bool(m.Fresh)
+	e.Uint(uint64(m.Disk))
+	e.Int(m.Off)
+	e.Int(m.BlockSize)
+	e.Bytes(m.Sums)
+	e.Bool(m.Final)
+}
+func (m *Checksums) UnmarshalWire(d *wire.Decoder) error {
+	m.Machine, m.Gen, m.Fresh, m.Disk = d.String(), d.Uint(), d.Bool(), uint16(d.Uint())
+	m.Off, m.BlockSize, m.Sums, m.Final = d.Int(), d.Int(), d.Bytes(), d.Bool()
+	return d.Err()
+}
+
+// StreamHello opens (or reopens, after a restart of either side) a
+// machine's replication stream; the process server answers with an ItemAck
+// saying how far it has the stream.
+type StreamHello struct{ Machine string }
+
+func (*StreamHello) WireKind() wire.Kind           { return KindStreamHello }
+func (m *StreamHello) MarshalWire(e *wire.Encoder) { e.String(m.Machine) }
+func (m *StreamHello) UnmarshalWire(d *wire.Decoder) error {
+	m.Machine = d.String()
+	return d.Err()
+}
+
+// ItemMsg carries one stream item (batch.Item, marshalled) to the process
+// server.
+type ItemMsg struct {
+	Machine string
+	Seq     uint64
+	Data    []byte
+}
+
+func (*ItemMsg) WireKind() wire.Kind { return KindItem }
+func (m *ItemMsg) MarshalWire(e *wire.Encoder) {
+	e.String(m.Machine)
+	e.Uint(m.Seq)
+	e.Bytes(m.Data)
+}
+func (m *ItemMsg) UnmarshalWire(d *wire.Decoder) error {
+	m.Machine, m.Seq, m.Data = d.String(), d.Uint(), d.Bytes()
+	return d.Err()
+}
+
+// Ack statuses.
+const (
+	AckOK        = "ok"         // Acked is the highest item cached
+	AckCacheFull = "cache-full" // back-pressure: retry later
+	AckGap       = "gap"        // an item arrived ahead of Acked+1: resend from Acked+1
+	AckRefused   = "refused"    // the item is malformed: Reason says why
+)
+
+// ItemAck is the process server's cumulative acknowledgement: every item up
+// to Acked of the machine's stream is on its cache disk, so the agent may
+// trim its change log up to the records those items carry.
+type ItemAck struct {
+	Machine string
+	Acked   uint64
+	Status  string
+	Reason  string
+}
+
+func (*ItemAck) WireKind() wire.Kind { return KindItemAck }
+func (m *ItemAck) MarshalWire(e *wire.Encoder) {
+	e.String(m.Machine)
+	e.Uint(m.Acked)
+	e.String(m.Status)
+	e.String(m.Reason)
+}
+func (m *ItemAck) UnmarshalWire(d *wire.Decoder) error {
+	m.Machine, m.Acked, m.Status, m.Reason = d.String(), d.Uint(), d.String(), d.String()
+	return d.Err()
+}
+
+// Uploaded tells the Azure side that a machine's stream is in the cache
+// container up to item UpTo. It is only a hint: the Azure side also lists
+// the container on a timer, so a lost Uploaded delays nothing for long.
+type Uploaded struct {
+	Machine string
+	UpTo    uint64
+}
+
+func (*Uploaded) WireKind() wire.Kind { return KindUploaded }
+func (m *Uploaded) MarshalWire(e *wire.Encoder) {
+	e.String(m.Machine)
+	e.Uint(m.UpTo)
+}
+func (m *Uploaded) UnmarshalWire(d *wire.Decoder) error {
+	m.Machine, m.UpTo = d.String(), d.Uint()
+	return d.Err()
+}
+
+// PSHealth is the process server's periodic health report.
+type PSHealth struct {
+	Server         string
+	CacheUsedBytes int64
+	CacheCapBytes  int64
+	BacklogItems   int64
+	BacklogBytes   int64
+	UploadedBytes  int64 // sealed bytes uploaded since start
+	RawBytes       int64 // item bytes before compression, of what was uploaded
+	EstimateUpload time.Duration
+	Machines       []MachineBacklog
+}
+
+// MachineBacklog is one machine's share of a process server's backlog.
+type MachineBacklog struct {
+	Machine string
+	Items   int64
+	Bytes   int64
+}
+
+func (*PSHealth) WireKind() wire.Kind { return KindPSHealth }
+func (m *PSHealth) MarshalWire(e *wire.Encoder) {
+	e.String(m.Server)
+	e.Int(m.CacheUsedBytes)
+	e.Int(m.CacheCapBytes)
+	e.Int(m.BacklogItems)
+	e.Int(m.BacklogBytes)
+	e.Int(m.UploadedBytes)
+	e.Int(m.RawBytes)
+	e.Duration(m.EstimateUpload)
+	e.Uint(uint64(len(m.Machines)))
+	for _, b := range m.Machines {
+		e.String(b.Machine)
+		e.Int(b.Items)
+		e.Int(b.Bytes)
+	}
+}
+func (m *PSHealth) UnmarshalWire(d *wire.Decoder) error {
+	m.Server, m.CacheUsedBytes, m.CacheCapBytes = d.String(), d.Int(), d.Int()
+	m.BacklogItems, m.BacklogBytes, m.UploadedBytes, m.RawBytes = d.Int(), d.Int(), d.Int(), d.Int()
+	m.EstimateUpload = d.Duration()
+	n := d.Uint()
+	if n > uint64(d.Remaining()) {
+		return fmt.Errorf("%d machines", n)
+	}
+	m.Machines = nil
+	for i := uint64(0); i < n && d.Err() == nil; i++ {
+		m.Machines = append(m.Machines, MachineBacklog{Machine: d.String(), Items: d.Int(), Bytes: d.Int()})
+	}
+	return d.Err()
+}
+
+// PolicyFor gives the Azure side a machine's policy (retention) and disks.
+type PolicyFor struct {
+	Machine string
+	Policy  Policy
+}
+
+func (*PolicyFor) WireKind() wire.Kind { return KindPolicyFor }
+func (m *PolicyFor) MarshalWire(e *wire.Encoder) {
+	e.String(m.Machine)
+	putPolicy(e, m.Policy)
+}
+func (m *PolicyFor) UnmarshalWire(d *wire.Decoder) error {
+	m.Machine, m.Policy = d.String(), getPolicy(d)
+	return d.Err()
+}
+
+// Replica events.
+const (
+	EventSyncStarted  = "sync-started"
+	EventSyncComplete = "sync-complete"
+	EventPoint        = "point"
+	EventPruned       = "pruned"
+	EventApplyError   = "apply-error"
+)
+
+// ReplicaEvent reports what the Azure side did for a machine.
+type ReplicaEvent struct {
+	Machine   string
+	Event     string
+	Gen       uint64
+	PointID   string
+	Kind      string // "crash" or "app"
+	PointTime time.Time
+	Seq       uint64 // change-log position of the point's bookmark
+	Applied   uint64 // stream items applied so far
+	Detail    string
+}
+
+func (*ReplicaEvent) WireKind() wire.Kind { return KindReplicaEvent }
+func (m *ReplicaEvent) MarshalWire(e *wire.Encoder) {
+	e.String(m.Machine)
+	e.String(m.Event)
+	e.Uint(m.Gen)
+	e.String(m.PointID)
+	e.String(m.Kind)
+	e.Time(m.PointTime)
+	e.Uint(m.Seq)
+	e.Uint(m.Applied)
+	e.String(m.Detail)
+}
+func (m *ReplicaEvent) UnmarshalWire(d *wire.Decoder) error {
+	m.Machine, m.Event, m.Gen, m.PointID, m.Kind = d.String(), d.String(), d.Uint(), d.String(), d.String()
+	m.PointTime, m.Seq, m.Applied, m.Detail = d.Time(), d.Uint(), d.Uint(), d.String()
+	return d.Err()
+}
+
+// EnableReplication asks the configuration server to protect a discovered
+// machine with a named policy: push-install the agent if needed, then
+// replicate. Physical servers need the agent installed by hand.
+type EnableReplication struct {
+	Machine string
+	Policy  string
+}
+
+func (*EnableReplication) WireKind() wire.Kind { return KindEnableReplication }
+func (m *EnableReplication) MarshalWire(e *wire.Encoder) {
+	e.String(m.Machine)
+	e.String(m.Policy)
+}
+func (m *EnableReplication) UnmarshalWire(d *wire.Decoder) error {
+	m.Machine, m.Policy = d.String(), d.String()
+	return d.Err()
+}
+
+// DisableReplication stops protecting a machine.
+type DisableReplication struct{ Machine string }
+
+func (*DisableReplication) WireKind() wire.Kind           { return KindDisableReplication }
+func (m *DisableReplication) MarshalWire(e *wire.Encoder) { e.String(m.Machine) }
+func (m *DisableReplication) UnmarshalWire(d *wire.Decoder) error {
+	m.Machine = d.String()
+	return d.Err()
+}
+
+// CreatePolicy adds or replaces a replication policy.
+type CreatePolicy struct{ Policy Policy }
+
+func (*CreatePolicy) WireKind() wire.Kind           { return KindCreatePolicy }
+func (m *CreatePolicy) MarshalWire(e *wire.Encoder) { putPolicy(e, m.Policy) }
+func (m *CreatePolicy) UnmarshalWire(d *wire.Decoder) error {
+	m.Policy = getPolicy(d)
+	return d.Err()
+}
+
+// Reply answers a management request.
+type Reply struct {
+	Request string // the request's kind name
+	Subject string
+	OK      bool
+	Reason  string
+}
+
+func (*Reply) WireKind() wire.Kind { return KindReply }
+func (m *Reply) MarshalWire(e *wire.Encoder) {
+	e.String(m.Request)
+	e.String(m.Subject)
+	e.Bool(m.OK)
+	e.String(m.Reason)
+}
+func (m *Reply) UnmarshalWire(d *wire.Decoder) error {
+	m.Request, m.Subject, m.OK, m.Reason = d.String(), d.String(), d.Bool(), d.String()
+	return d.Err()
+}
+
+func putInts(e *wire.Encoder, v []int64) {
+	e.Uint(uint64(len(v)))
+	for _, x := range v {
+		e.Int(x)
+	}
+}
+
+func getInts(d *wire.Decoder) []int64 {
+	n := d.Uint()
+	if n > uint64(d.Remaining()) {
+		return nil
+	}
+	var out []int64
+	for i := uint64(0); i < n; i++ {
+		out = append(out, d.Int())
+	}
+	return out
+}

@@ -1,0 +1,72 @@
+package proto
+
+import (
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+
+	"github.com/v2a-dr/v2a/impl/wire"
+)
+
+func TestRoundTrip(t *testing.T) {
+	at := time.Date(2026, 1, 1, 0, 5, 0, 0, time.UTC)
+	msgs := []wire.Msg{
+		&Register{Machine: "db01", InstanceUUID: "u", Physical: true, DiskSizes: []int64{1 << 26}, Proof: []byte{1, 2}, AgentVersion: "9.60"},
+		&RegisterReply{Machine: "db01", OK: false, Reason: "wrong vault passphrase", VaultID: "v"},
+		&Heartbeat{Machine: "db01", Phase: "replicating", Mode: "data", PendingBytes: 5, PendingRecords: 2, AckedItems: 9, SyncedBytes: 7, SyncTotalBytes: 8, SentBytes: 10},
+		&Protect{Machine: "db01", Policy: DefaultPolicy(), ProcessServer: "ps01:9443", Gen: 2},
+		&Unprotect{Machine: "db01"},
+		&ResyncNeeded{Machine: "db01", Reason: "corrupt log"},
+		&Checksums{Machine: "db01", Gen: 2, Disk: 1, Off: 4096, BlockSize: 4096, Sums: make([]byte, 32), Final: true},
+		&StreamHello{Machine: "db01"},
+		&ItemMsg{Machine: "db01", Seq: 3, Data: []byte("item")},
+		&ItemAck{Machine: "db01", Acked: 3, Status: AckCacheFull, Reason: "cache 95% full"},
+		&Uploaded{Machine: "db01", UpTo: 3},
+		&PSHealth{Server: "ps01", CacheUsedBytes: 1, CacheCapBytes: 2, BacklogItems: 3, BacklogBytes: 4, UploadedBytes: 5, RawBytes: 6, EstimateUpload: time.Second, Machines: []MachineBacklog{{"db01", 1, 2}}},
+		&PolicyFor{Machine: "db01", Policy: DefaultPolicy()},
+		&ReplicaEvent{Machine: "db01", Event: EventPoint, Gen: 1, PointID: "rp", Kind: "crash", PointTime: at, Seq: 44, Applied: 9, Detail: "d"},
+		&EnableReplication{Machine: "db01", Policy: "default"},
+		&DisableReplication{Machine: "db01"},
+		&CreatePolicy{Policy: DefaultPolicy()},
+		&Reply{Request: "enable-replication", Subject: "db01", OK: true},
+	}
+	seen := map[wire.Kind]bool{}
+	for _, m := range msgs {
+		got, err := wire.Decode(wire.Encode(m))
+		if err != nil {
+			t.Fatalf("%T: %v", m, err)
+		}
+		if diff := cmp.Diff(m, got, cmpopts.EquateEmpty()); diff != "" {
+			t.Errorf("%T round trip (-want +got):\n%s", m, diff)
+		}
+		seen[m.WireKind()] = true
+	}
+	for k := KindRegister; k <= KindReply; k++ {
+		if !seen[k] {
+			t.Errorf("kind %s has no round-trip case", wire.KindName(k))
+		}
+	}
+}
+
+func TestPolicyValidate(t *testing.T) {
+	if err := DefaultPolicy().Validate(); err != nil {
+		t.Fatal(err)
+	}
+	bad := []func(*Policy){
+		func(p *Policy) { p.Name = "" },
+		func(p *Policy) { p.RPOThreshold = 0 },
+		func(p *Policy) { p.Retention = 16 * 24 * time.Hour },
+		func(p *Policy) { p.CrashInterval = time.Second },
+		func(p *Policy) { p.AppInterval = time.Minute * 2 },
+		func(p *Policy) { p.Compression = "lzma" },
+	}
+	for i, f := range bad {
+		p := DefaultPolicy()
+		f(&p)
+		if err := p.Validate(); err == nil {
+			t.Errorf("case %d: %+v accepted", i, p)
+		}
+	}
+}
