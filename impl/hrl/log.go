@@ -367,6 +367,17 @@ func (l *Log) sync() error {
 	return nil
 }
 
+// Flush hands buffered records to the operating system (a write, no
+// fsync). A record flushed survives the crash of the process that appended
+// it, though not a power loss; the filter flushes before it acknowledges a
+// guest write, and Syncs before the agent drains.
+func (l *Log) Flush() error {
+	if err := l.writable(); err != nil {
+		return err
+	}
+	return l.flush()
+}
+
 // Sync writes the buffered records and fsyncs them: when it returns, every
 // record appended so far survives a crash. The agent calls it before
 // acknowledging the writes it logged.

@@ -155,7 +155,6 @@ func intersect(a, b KSet) KSet {
 	return out
 }
 
-
 // ByteRange is a half-open byte range [Off, Off+Len).
 type ByteRange struct{ Off, Len int64 }
 

@@ -18,7 +18,7 @@ const kindPing wire.Kind = 0xfe01
 
 type ping struct{ N uint64 }
 
-func (*ping) WireKind() wire.Kind          { return kindPing }
+func (*ping) WireKind() wire.Kind           { return kindPing }
 func (p *ping) MarshalWire(e *wire.Encoder) { e.Uint(p.N) }
 func (p *ping) UnmarshalWire(d *wire.Decoder) error {
 	p.N = d.Uint()

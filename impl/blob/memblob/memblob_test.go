@@ -14,7 +14,7 @@ import (
 
 	"github.com/v2a-dr/v2a/impl/blob"
 	"github.com/v2a-dr/v2a/impl/blob/blobtest"
-	"github.com/v2a-dr/v2a/sim/memblob"
+	"github.com/v2a-dr/v2a/impl/blob/memblob"
 )
 
 // TestConformance: the in-memory store passes the same suite as the azblob
