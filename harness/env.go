@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/v2a-dr/v2a/impl/blob"
 	"github.com/v2a-dr/v2a/impl/blockdev"
 	"github.com/v2a-dr/v2a/impl/vsphere"
 	"github.com/v2a-dr/v2a/impl/vsphere/vcenter"
@@ -65,6 +66,8 @@ type Env struct {
 	Checks    Tally
 
 	ctx     context.Context
+	store   blob.Store
+	prefix  string
 	dir     string
 	tempDir bool
 	names   []string
