@@ -1,0 +1,264 @@
+// Package configsrv is the configuration server (cs01:443): the on-premises
+// brain of replication. It discovers VMs through the vSphere port, keeps the
+// replication policies, answers the portal's management requests, push-installs
+// the Mobility service, registers agents (checking that they know the vault's
+// passphrase), orders initial syncs and resyncs with numbered generations,
+// relays the Azure side's block checksums to agents, and watches health:
+// heartbeats, RPO, the process server's cache and backlog. It raises alerts and
+// runs jobs a person can follow; Status is its portal view.
+//
+// The server is a runtime.Actor. It keeps its state in memory: a restarted
+// configuration server rediscovers vCenter and learns agents again as they
+// register (see the package's report for what that leaves out).
+package configsrv
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/v2a-dr/v2a/impl/proto"
+	"github.com/v2a-dr/v2a/impl/runtime"
+	"github.com/v2a-dr/v2a/impl/vault"
+	"github.com/v2a-dr/v2a/impl/vsphere"
+	"github.com/v2a-dr/v2a/impl/wire"
+)
+
+// Errors the server puts in the Reason of a refused management request
+// (wrapped with the machine or policy concerned).
+var (
+	ErrUnknownMachine   = errors.New("configsrv: unknown machine")
+	ErrUnknownPolicy    = errors.New("configsrv: unknown policy")
+	ErrInvalidPolicy    = errors.New("configsrv: invalid policy")
+	ErrAlreadyProtected = errors.New("configsrv: already protected")
+	ErrNotProtected     = errors.New("configsrv: replication is not enabled")
+	ErrNoAgent          = errors.New("configsrv: no registered agent")
+	ErrNoVault          = errors.New("configsrv: no usable vault key")
+)
+
+// ReasonWrongPassphrase is the RegisterReply.Reason of an agent whose proof
+// does not verify: it was installed with another vault's passphrase.
+const ReasonWrongPassphrase = "wrong vault passphrase"
+
+// Installer paths of the Mobility service, run in the guest by push install.
+const (
+	LinuxInstaller   = "/usr/local/ASR/install.sh"
+	WindowsInstaller = `C:\ProgramData\ASR\UnifiedAgentInstaller.exe`
+)
+
+// Alert names.
+const (
+	AlertRPO                 = "rpo-threshold-exceeded"
+	AlertHeartbeatLost       = "agent-heartbeat-lost"
+	AlertPSCacheLow          = "ps-cache-low"
+	AlertPSBacklogHigh       = "ps-backlog-high"
+	AlertRegistrationRefused = "registration-refused"
+	AlertPushInstallFailed   = "push-install-failed"
+)
+
+// Health thresholds and periods that the contract fixes.
+const (
+	// CheckEvery is how often RPO and heartbeats are evaluated and pending
+	// PolicyFor messages resent.
+	CheckEvery = time.Minute
+	// CacheLowFraction: ps-cache-low is raised while the process server's
+	// free cache is under this fraction of its capacity.
+	CacheLowFraction = 0.20
+	// BacklogHigh: ps-backlog-high is raised while the process server's
+	// upload estimate exceeds it.
+	BacklogHigh = 30 * time.Minute
+	// discoverRetry bounds the wait after a failed discovery.
+	discoverRetry = time.Minute
+)
+
+// Config is everything the configuration server needs.
+type Config struct {
+	VaultID    string
+	Passphrase string // derives the vault keys that check agents' registration proofs
+	// VSphere is the vCenter port; nil means no vCenter (physical servers only).
+	VSphere vsphere.Client
+	// ProcessServer is the address agents stream to (sent in Protect).
+	ProcessServer runtime.Addr
+	// Azure is the Azure side's address (PolicyFor goes there).
+	Azure runtime.Addr
+	// Policies are created at start, beside proto.DefaultPolicy() (which one
+	// named "default" here replaces). Invalid ones are dropped and logged.
+	Policies []proto.Policy
+	// InstallAuth is the guest account push install runs the installer with.
+	InstallAuth vsphere.GuestAuth
+	// HeartbeatLost raises agent-heartbeat-lost after this long without a
+	// heartbeat from a protected machine's agent (default 15 min).
+	HeartbeatLost time.Duration
+	// RediscoverEvery is the period of vCenter discovery (default 15 min).
+	RediscoverEvery time.Duration
+}
+
+// Server is the configuration server actor. Build it with New.
+type Server struct {
+	// mu guards everything below: Handle runs on the runtime's goroutine
+	// while the harness may call Status from another.
+	mu sync.Mutex
+
+	cfg      Config
+	keys     vault.Keys
+	keysErr  error
+	badConf  []string // policies dropped from Config, logged at Started
+	policies map[string]proto.Policy
+	machines map[string]*machine
+	jobs     []*job
+	alerts   []*alert
+	ps       map[string]*psReport
+	ops      map[runtime.OpID]pendingOp
+
+	discovering    bool
+	lastDiscovery  time.Time
+	discoveryError string
+	discoveredVMs  int
+}
+
+// pendingOp says what a started Op was for, so its Done can be applied.
+type pendingOp struct {
+	kind    string // "discover" or "install"
+	machine string
+	job     int // the job that started it: a result for an older job is stale
+}
+
+// New builds a configuration server. It derives the vault keys once; a
+// passphrase that cannot be a vault's leaves the server refusing every
+// registration (and saying so in the log at start).
+func New(cfg Config) *Server {
+	if cfg.HeartbeatLost <= 0 {
+		cfg.HeartbeatLost = 15 * time.Minute
+	}
+	if cfg.RediscoverEvery <= 0 {
+		cfg.RediscoverEvery = 15 * time.Minute
+	}
+	s := &Server{cfg: cfg, policies: map[string]proto.Policy{}, machines: map[string]*machine{},
+		ps: map[string]*psReport{}, ops: map[runtime.OpID]pendingOp{}}
+	s.keys, s.keysErr = vault.Derive(cfg.VaultID, cfg.Passphrase)
+	def := proto.DefaultPolicy()
+	s.policies[def.Name] = def
+	for _, p := range cfg.Policies {
+		if err := p.Validate(); err != nil {
+			s.badConf = append(s.badConf, err.Error())
+			continue
+		}
+		s.policies[p.Name] = p
+	}
+	return s
+}
+
+// Handle implements runtime.Actor.
+func (s *Server) Handle(ctx runtime.Context, ev runtime.Event) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch ev := ev.(type) {
+	case runtime.Started:
+		s.start(ctx)
+	case runtime.Timer:
+		switch ev.Name {
+		case "discover":
+			s.discover(ctx)
+		case "check":
+			s.check(ctx)
+			ctx.After(CheckEvery, "check")
+		}
+	case runtime.Done:
+		op, ok := s.ops[ev.ID]
+		if !ok {
+			return
+		}
+		delete(s.ops, ev.ID)
+		switch op.kind {
+		case "discover":
+			s.discovered(ctx, ev)
+		case "install":
+			s.installed(ctx, op, ev)
+		}
+	case runtime.Message:
+		s.message(ctx, ev)
+	}
+}
+
+func (s *Server) start(ctx runtime.Context) {
+	for _, e := range s.badConf {
+		ctx.Log().Error("configsrv: policy from configuration dropped", "err", e)
+	}
+	if s.keysErr != nil {
+		ctx.Log().Error("configsrv: vault keys unusable; every registration will be refused", "err", s.keysErr)
+	}
+	s.discover(ctx)
+	ctx.After(CheckEvery, "check")
+}
+
+func (s *Server) message(ctx runtime.Context, ev runtime.Message) {
+	msg, err := wire.Decode(ev.Data)
+	if err != nil {
+		ctx.Log().Warn("configsrv: dropped undecodable frame", "from", string(ev.From), "err", err)
+		return
+	}
+	switch m := msg.(type) {
+	case *proto.EnableReplication:
+		s.enable(ctx, ev.From, m)
+	case *proto.DisableReplication:
+		s.disable(ctx, ev.From, m)
+	case *proto.CreatePolicy:
+		s.createPolicy(ctx, ev.From, m)
+	case *proto.Register:
+		s.register(ctx, ev.From, m)
+	case *proto.Heartbeat:
+		s.heartbeat(ctx, ev.From, m)
+	case *proto.ResyncNeeded:
+		s.resyncNeeded(ctx, m)
+	case *proto.ReplicaEvent:
+		s.replicaEvent(ctx, m)
+	case *proto.Checksums:
+		s.relayChecksums(ctx, m)
+	case *proto.PSHealth:
+		s.psHealth(ctx, ev.From, m)
+	default:
+		ctx.Log().Warn("configsrv: dropped unexpected message", "from", string(ev.From),
+			"kind", wire.KindName(msg.WireKind()))
+	}
+}
+
+// send frames and sends one message.
+func send(ctx runtime.Context, to runtime.Addr, m wire.Msg) {
+	if to == "" {
+		return
+	}
+	ctx.Send(to, wire.Encode(m))
+}
+
+// sortedMachines lists machines by name, for deterministic sweeps.
+func (s *Server) sortedMachines() []*machine {
+	out := make([]*machine, 0, len(s.machines))
+	for _, m := range s.machines {
+		out = append(out, m)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].name < out[j].name })
+	return out
+}
+
+// check is the periodic sweep: RPO, lost heartbeats, PolicyFor resends.
+// It only raises and clears alerts and resends PolicyFor: it never changes
+// a machine's state or the agent's schedule.
+func (s *Server) check(ctx runtime.Context) {
+	now := ctx.Now()
+	for _, m := range s.sortedMachines() {
+		s.evalRPO(ctx, m, now)
+		s.evalHeartbeat(ctx, m, now)
+		if m.policyPending && m.state.enabled() {
+			s.sendPolicyFor(ctx, m)
+		}
+	}
+}
+
+func describeErr(code int, err error) string {
+	if err != nil {
+		return err.Error()
+	}
+	return fmt.Sprintf("installer exited with code %d", code)
+}

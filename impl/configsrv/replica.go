@@ -1,0 +1,142 @@
+package configsrv
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/v2a-dr/v2a/impl/proto"
+	"github.com/v2a-dr/v2a/impl/runtime"
+)
+
+// sendPolicyFor tells the Azure side a machine's policy. It is resent on
+// every check until the Azure side reports anything for the machine.
+func (s *Server) sendPolicyFor(ctx runtime.Context, m *machine) {
+	send(ctx, s.cfg.Azure, &proto.PolicyFor{Machine: m.name, Policy: s.policyOf(m)})
+}
+
+// replicaEvent applies what the Azure side reports. Events are idempotent:
+// a duplicate sync-complete or point changes nothing.
+func (s *Server) replicaEvent(ctx runtime.Context, ev *proto.ReplicaEvent) {
+	m, ok := s.machines[ev.Machine]
+	if !ok {
+		ctx.Log().Warn("configsrv: replica event for an unknown machine dropped", "machine", ev.Machine, "event", ev.Event)
+		return
+	}
+	m.policyPending = false
+	if ev.Applied > m.applied {
+		m.applied = ev.Applied
+	}
+	switch ev.Event {
+	case proto.EventSyncStarted:
+		if ev.Gen > m.syncStartedGen {
+			m.syncStartedGen = ev.Gen
+		}
+	case proto.EventSyncComplete:
+		if ev.Gen > m.syncStartedGen {
+			m.syncStartedGen = ev.Gen
+		}
+		if ev.Gen != m.gen || (m.state != StateInitialSync && m.state != StateResyncing) {
+			return
+		}
+		if m.job != nil {
+			m.job.stepEnd(ctx.Now(), StepReplicate, JobSucceeded, fmt.Sprintf("gen %d synced", ev.Gen))
+			s.finish(ctx, m.job, JobSucceeded, "")
+			m.job = nil
+		}
+		s.setState(ctx, m, StateProtected, fmt.Sprintf("sync-complete for gen %d", ev.Gen))
+	case proto.EventPoint:
+		if _, dup := m.points[ev.PointID]; dup || ev.PointID == "" {
+			return
+		}
+		m.points[ev.PointID] = ev.PointTime
+		if ev.PointTime.After(m.newestPoint) {
+			m.newestPoint = ev.PointTime
+		}
+		s.evalRPO(ctx, m, ctx.Now())
+	case proto.EventPruned:
+		delete(m.points, ev.PointID)
+	case proto.EventApplyError:
+		m.lastError = ev.Detail
+		ctx.Log().Warn("configsrv: Azure side could not apply", "machine", m.name, "detail", ev.Detail)
+	}
+}
+
+// relayChecksums forwards the replica's checksums to the machine's agent.
+func (s *Server) relayChecksums(ctx runtime.Context, c *proto.Checksums) {
+	m, ok := s.machines[c.Machine]
+	if !ok || !m.registered {
+		ctx.Log().Warn("configsrv: checksums for a machine without an agent dropped", "machine", c.Machine)
+		return
+	}
+	m.policyPending = false
+	send(ctx, m.agent, c)
+}
+
+// evalRPO computes the machine's RPO (now − newest point; before the first
+// point, now − when replication was enabled) and raises or clears the
+// RPO alert. It changes nothing else: the threshold is a warning only.
+func (s *Server) evalRPO(ctx runtime.Context, m *machine, now time.Time) {
+	if !m.state.enabled() {
+		m.rpo, m.rpoAt = 0, now
+		s.clear(ctx, AlertRPO, m.name)
+		return
+	}
+	base := m.enabledAt
+	if !m.newestPoint.IsZero() {
+		base = m.newestPoint
+	}
+	m.rpo, m.rpoAt = max(now.Sub(base), 0), now
+	threshold := s.policyOf(m).RPOThreshold
+	if m.rpo > threshold {
+		s.raise(ctx, AlertRPO, m.name, fmt.Sprintf("RPO %v over the threshold %v", m.rpo, threshold))
+	} else {
+		s.clear(ctx, AlertRPO, m.name)
+	}
+}
+
+// evalHeartbeat raises agent-heartbeat-lost when an enabled machine's agent
+// has been silent for HeartbeatLost (counted from its last heartbeat, its
+// registration or the enablement, whichever is latest). A heartbeat clears it.
+func (s *Server) evalHeartbeat(ctx runtime.Context, m *machine, now time.Time) {
+	if !m.state.enabled() || !m.registered {
+		return
+	}
+	last := m.lastHeartbeat
+	for _, t := range []time.Time{m.registeredAt, m.enabledAt} {
+		if t.After(last) {
+			last = t
+		}
+	}
+	if now.Sub(last) > s.cfg.HeartbeatLost {
+		s.raise(ctx, AlertHeartbeatLost, m.name, fmt.Sprintf("no heartbeat for %v", now.Sub(last)))
+	}
+}
+
+// psReport is the last PSHealth of a process server.
+type psReport struct {
+	at time.Time
+	h  proto.PSHealth
+}
+
+// psHealth records a process server's report and raises or clears the
+// cache-low and backlog-high alerts.
+func (s *Server) psHealth(ctx runtime.Context, from runtime.Addr, h *proto.PSHealth) {
+	name := h.Server
+	if name == "" {
+		name = string(from)
+	}
+	c := *h
+	c.Machines = append([]proto.MachineBacklog(nil), h.Machines...)
+	s.ps[name] = &psReport{at: ctx.Now(), h: c}
+	free := h.CacheCapBytes - h.CacheUsedBytes
+	if h.CacheCapBytes > 0 && float64(free) < CacheLowFraction*float64(h.CacheCapBytes) {
+		s.raise(ctx, AlertPSCacheLow, name, fmt.Sprintf("cache free %d of %d bytes", free, h.CacheCapBytes))
+	} else {
+		s.clear(ctx, AlertPSCacheLow, name)
+	}
+	if h.EstimateUpload > BacklogHigh {
+		s.raise(ctx, AlertPSBacklogHigh, name, fmt.Sprintf("upload estimate %v", h.EstimateUpload))
+	} else {
+		s.clear(ctx, AlertPSBacklogHigh, name)
+	}
+}
