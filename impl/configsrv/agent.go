@@ -74,6 +74,10 @@ func (s *Server) installFailed(ctx runtime.Context, m *machine, why string) {
 // where the agent is. Registering again (retries, agent restarts) is
 // answered the same way and changes nothing else.
 func (s *Server) register(ctx runtime.Context, from runtime.Addr, r *proto.Register) {
+	if r.Machine == "" {
+		send(ctx, from, &proto.RegisterReply{OK: false, Reason: "no machine name", VaultID: s.cfg.VaultID})
+		return
+	}
 	m, ok := s.machines[r.Machine]
 	if !ok {
 		m = newMachine(r.Machine)
@@ -82,8 +86,6 @@ func (s *Server) register(ctx runtime.Context, from runtime.Addr, r *proto.Regis
 	}
 	why := ""
 	switch {
-	case r.Machine == "":
-		why = "no machine name"
 	case s.keysErr != nil:
 		why = fmt.Errorf("%w: %w", ErrNoVault, s.keysErr).Error()
 	case !s.keys.Verify(r.Machine, r.Proof):

@@ -615,6 +615,8 @@ func TestCorruptFrames(t *testing.T) {
 	good := wire.Encode(&proto.ResyncNeeded{Machine: "db01", Reason: "x"})
 	flipped := append([]byte(nil), good...)
 	flipped[len(flipped)/2] ^= 0x40
+	r.d.Receive("x:1", &proto.Register{Machine: ""})
+	diff(t, "nameless register", []wire.Msg{&proto.RegisterReply{Reason: "no machine name", VaultID: vaultID}}, r.d.SentTo("x:1"))
 	for _, frame := range [][]byte{nil, []byte("garbage"), good[:len(good)-3], flipped,
 		wire.Encode(&proto.ItemAck{Machine: "db01"})} { // decodes, but is not for the configuration server
 		r.d.ReceiveFrame(agentAddr("db01"), frame)
