@@ -1,0 +1,363 @@
+package processsrv
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+)
+
+// The cache disk: one directory per machine (its name path-escaped), holding
+//
+//	<seq %020d>.item   a cached item: record header + the item's bytes
+//	acked              the machine's highest acknowledged seq (state record)
+//	*.tmp              a write that a crash interrupted: removed on scan
+//
+// A machine's highest acknowledged seq is max(acked file, highest .item
+// file): the state file only has to be brought up to date before the
+// highest .item file is deleted, so while a backlog drains no state write
+// is needed — which is also what lets a full disk free itself: deleting the
+// lower files needs no new space.
+
+// Item record header: magic "V2AC", version, 3 reserved bytes, item length
+// (uint32 BE), CRC-32C of the item (uint32 BE).
+const (
+	recordHeaderLen = 16
+	recordVersion   = 1
+	itemSuffix      = ".item"
+	tmpSuffix       = ".tmp"
+	stateFile       = "acked"
+	stateLen        = 16 // "V2AK", seq uint64 BE, CRC-32C of the 12 bytes before it
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// recordHeader is the header of a cache file holding item.
+func recordHeader(item []byte) [recordHeaderLen]byte {
+	var h [recordHeaderLen]byte
+	copy(h[:], "V2AC")
+	h[4] = recordVersion
+	binary.BigEndian.PutUint32(h[8:], uint32(len(item)))
+	binary.BigEndian.PutUint32(h[12:], crc32.Checksum(item, castagnoli))
+	return h
+}
+
+// openRecord checks a cache file's header and CRC and returns the item it
+// holds (aliasing rec).
+func openRecord(rec []byte) ([]byte, error) {
+	if len(rec) < recordHeaderLen || string(rec[:4]) != "V2AC" || rec[4] != recordVersion {
+		return nil, fmt.Errorf("%w: bad header", ErrCorrupt)
+	}
+	n := binary.BigEndian.Uint32(rec[8:])
+	if uint64(len(rec)-recordHeaderLen) != uint64(n) {
+		return nil, fmt.Errorf("%w: %d item bytes, header says %d", ErrCorrupt, len(rec)-recordHeaderLen, n)
+	}
+	item := rec[recordHeaderLen:]
+	if crc32.Checksum(item, castagnoli) != binary.BigEndian.Uint32(rec[12:]) {
+		return nil, fmt.Errorf("%w: CRC-32C mismatch", ErrCorrupt)
+	}
+	return item, nil
+}
+
+// cacheDisk is the cache directory. Its methods do small synchronous file
+// I/O in the actor's event (an item write and its fsyncs must precede the
+// ack anyway); reading items back for sealing happens in Ops (readItem).
+type cacheDisk struct {
+	dir string
+	// write writes p to f; tests replace it to simulate a full disk
+	// (ENOSPC after a partial write, as the OS does).
+	write func(f *os.File, p []byte) (int, error)
+	// dirsMade remembers the machine directories known to exist (and whose
+	// entry in dir was fsynced).
+	dirsMade map[string]bool
+}
+
+func newCacheDisk(dir string) *cacheDisk {
+	return &cacheDisk{dir: dir, write: (*os.File).Write, dirsMade: map[string]bool{}}
+}
+
+// checkMachineName refuses names that cannot be a blob name prefix
+// (<machine>/<seq>) or that are not a plain name.
+func checkMachineName(m string) error {
+	if m == "" || m == "." || m == ".." || len(m) > 200 || strings.ContainsAny(m, "/\\") {
+		return fmt.Errorf("%w: %q", ErrMachineName, m)
+	}
+	for _, r := range m {
+		if r < 0x20 || r == 0x7f {
+			return fmt.Errorf("%w: %q", ErrMachineName, m)
+		}
+	}
+	return nil
+}
+
+func (c *cacheDisk) machineDir(m string) string { return filepath.Join(c.dir, url.PathEscape(m)) }
+
+func itemName(seq uint64) string { return fmt.Sprintf("%020d%s", seq, itemSuffix) }
+
+func (c *cacheDisk) itemPath(m string, seq uint64) string {
+	return filepath.Join(c.machineDir(m), itemName(seq))
+}
+
+// ensureDir creates a machine's directory, durably.
+func (c *cacheDisk) ensureDir(m string) error {
+	if c.dirsMade[m] {
+		return nil
+	}
+	if err := os.MkdirAll(c.dir, 0o700); err != nil {
+		return clean("create cache directory", err)
+	}
+	d := c.machineDir(m)
+	if _, err := os.Stat(d); err != nil {
+		if err := os.Mkdir(d, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+			return clean("create machine directory", err)
+		}
+		if err := syncDir(c.dir); err != nil {
+			return err
+		}
+	}
+	c.dirsMade[m] = true
+	return nil
+}
+
+// writeItem stores item as machine m's item seq: temporary file, fsync,
+// rename, directory fsync. When it returns nil the item survives a crash.
+func (c *cacheDisk) writeItem(m string, seq uint64, item []byte) error {
+	if err := c.ensureDir(m); err != nil {
+		return fmt.Errorf("item %d of %s: %w", seq, m, err)
+	}
+	h := recordHeader(item)
+	if err := c.writeAtomic(c.machineDir(m), itemName(seq), h[:], item); err != nil {
+		return fmt.Errorf("item %d of %s: %w", seq, m, err)
+	}
+	return nil
+}
+
+// writeAcked persists machine m's highest acknowledged seq.
+func (c *cacheDisk) writeAcked(m string, acked uint64) error {
+	if err := c.ensureDir(m); err != nil {
+		return err
+	}
+	var b [stateLen]byte
+	copy(b[:], "V2AK")
+	binary.BigEndian.PutUint64(b[4:], acked)
+	binary.BigEndian.PutUint32(b[12:], crc32.Checksum(b[:12], castagnoli))
+	if err := c.writeAtomic(c.machineDir(m), stateFile, b[:]); err != nil {
+		return fmt.Errorf("acked state of %s: %w", m, err)
+	}
+	return nil
+}
+
+// removeItem deletes a cached item. A missing file is not an error (a
+// crash between the delete and its bookkeeping, then a retry). The delete
+// is not fsynced: if a crash undoes it, the item is uploaded once more,
+// which Put allows (sealing a name twice gives the same bytes).
+func (c *cacheDisk) removeItem(m string, seq uint64) error {
+	if err := os.Remove(c.itemPath(m, seq)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return clean(fmt.Sprintf("remove item %d of %s", seq, m), err)
+	}
+	return nil
+}
+
+func (c *cacheDisk) writeAtomic(dir, name string, parts ...[]byte) (err error) {
+	tmp := filepath.Join(dir, name+tmpSuffix)
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return clean("create", err)
+	}
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(tmp) // a partial file must neither count nor be found by a scan
+		}
+	}()
+	for _, p := range parts {
+		for len(p) > 0 {
+			n, werr := c.write(f, p)
+			if werr != nil {
+				return clean("write", werr)
+			}
+			if n == 0 {
+				return clean("write", io.ErrShortWrite)
+			}
+			p = p[n:]
+		}
+	}
+	if err := f.Sync(); err != nil {
+		return clean("fsync", err)
+	}
+	if err := f.Close(); err != nil {
+		return clean("close", err)
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
+		return clean("rename", err)
+	}
+	return syncDir(dir)
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return clean("open directory", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return clean("fsync directory", err)
+	}
+	return nil
+}
+
+// clean drops the file path from an OS error (paths differ between runs
+// and would make the trace nondeterministic) and keeps the errno, so that
+// errors.Is(err, syscall.ENOSPC) still works.
+func clean(op string, err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return fmt.Errorf("processsrv: %s: %w", op, pe.Err)
+	}
+	var le *os.LinkError
+	if errors.As(err, &le) {
+		return fmt.Errorf("processsrv: %s: %w", op, le.Err)
+	}
+	return fmt.Errorf("processsrv: %s: %w", op, err)
+}
+
+// isNoSpace reports whether err is the disk (or the quota) being full.
+func isNoSpace(err error) bool {
+	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
+}
+
+// scannedMachine is what the cache disk holds for one machine.
+type scannedMachine struct {
+	name      string
+	acked     uint64 // max(state file, highest item)
+	persisted uint64 // the state file's value
+	items     []scannedItem
+}
+
+type scannedItem struct {
+	seq       uint64
+	fileBytes int64
+}
+
+// scan reads the cache directory after a (re)start: every machine, its
+// acknowledged seq and its cached items in seq order. It removes the
+// temporary files of interrupted writes. Machines come sorted by name.
+func (c *cacheDisk) scan() ([]scannedMachine, error) {
+	if err := os.MkdirAll(c.dir, 0o700); err != nil {
+		return nil, clean("create cache directory", err)
+	}
+	dirs, err := os.ReadDir(c.dir)
+	if err != nil {
+		return nil, clean("read cache directory", err)
+	}
+	var out []scannedMachine
+	var errs []error
+	for _, d := range dirs {
+		if !d.IsDir() {
+			continue
+		}
+		name, err := url.PathUnescape(d.Name())
+		if err != nil || checkMachineName(name) != nil {
+			errs = append(errs, fmt.Errorf("processsrv: cache directory entry %q is not a machine", d.Name()))
+			continue
+		}
+		sm, err := c.scanMachine(name)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		c.dirsMade[name] = true
+		out = append(out, sm)
+	}
+	slices.SortFunc(out, func(a, b scannedMachine) int { return strings.Compare(a.name, b.name) })
+	return out, errors.Join(errs...)
+}
+
+func (c *cacheDisk) scanMachine(m string) (scannedMachine, error) {
+	sm := scannedMachine{name: m}
+	dir := c.machineDir(m)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return sm, clean("read machine directory "+m, err)
+	}
+	var errs []error
+	for _, e := range ents {
+		n := e.Name()
+		switch {
+		case strings.HasSuffix(n, tmpSuffix):
+			if err := os.Remove(filepath.Join(dir, n)); err != nil {
+				errs = append(errs, clean("remove interrupted write of "+m, err))
+			}
+		case n == stateFile:
+			b, err := os.ReadFile(filepath.Join(dir, n))
+			if err != nil {
+				errs = append(errs, clean("read acked state of "+m, err))
+				continue
+			}
+			if len(b) != stateLen || string(b[:4]) != "V2AK" ||
+				crc32.Checksum(b[:12], castagnoli) != binary.BigEndian.Uint32(b[12:]) {
+				errs = append(errs, fmt.Errorf("%w: acked state of %s", ErrCorrupt, m))
+				continue
+			}
+			sm.persisted = binary.BigEndian.Uint64(b[4:])
+		case strings.HasSuffix(n, itemSuffix):
+			seq, err := strconv.ParseUint(strings.TrimSuffix(n, itemSuffix), 10, 64)
+			if err != nil || seq == 0 {
+				errs = append(errs, fmt.Errorf("processsrv: stray file %q in the cache of %s", n, m))
+				continue
+			}
+			info, err := e.Info()
+			if err != nil {
+				errs = append(errs, clean("stat item of "+m, err))
+				continue
+			}
+			sm.items = append(sm.items, scannedItem{seq: seq, fileBytes: info.Size()})
+		}
+	}
+	slices.SortFunc(sm.items, func(a, b scannedItem) int {
+		switch {
+		case a.seq < b.seq:
+			return -1
+		case a.seq > b.seq:
+			return 1
+		}
+		return 0
+	})
+	sm.acked = sm.persisted
+	if n := len(sm.items); n > 0 && sm.items[n-1].seq > sm.acked {
+		sm.acked = sm.items[n-1].seq
+	}
+	return sm, errors.Join(errs...)
+}
+
+// readItem reads a cached item file into buf (grown as needed) and checks
+// it; it returns the item bytes (aliasing the returned buffer) and the
+// buffer for reuse. It runs inside an Op.
+func readItem(path string, buf []byte) (item, newBuf []byte, err error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, buf, clean("open item", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, buf, clean("stat item", err)
+	}
+	n := int(st.Size())
+	if cap(buf) < n {
+		buf = make([]byte, n)
+	}
+	buf = buf[:n]
+	if _, err := io.ReadFull(f, buf); err != nil {
+		return nil, buf, clean("read item", err)
+	}
+	item, err = openRecord(buf)
+	return item, buf, err
+}

@@ -1,0 +1,396 @@
+package processsrv
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"time"
+
+	"github.com/v2a-dr/v2a/impl/batch"
+	"github.com/v2a-dr/v2a/impl/blob"
+	"github.com/v2a-dr/v2a/impl/proto"
+	"github.com/v2a-dr/v2a/impl/runtime"
+	"github.com/v2a-dr/v2a/impl/wire"
+)
+
+// entryState is where a cached item is in the pipeline.
+type entryState uint8
+
+const (
+	stateCached    entryState = iota // on the cache disk, waiting for a pipeline slot
+	stateSealing                     // a seal Op reads and seals it
+	stateUploading                   // a Put Op uploads it
+	stateUploaded                    // in the cache container; its file awaits deletion
+)
+
+// entry is one cached item (one file on the cache disk).
+type entry struct {
+	seq       uint64
+	fileBytes int64 // on the cache disk, header included
+	rawBytes  int64 // the item's bytes
+	state     entryState
+	attempts  int       // failed seal/upload attempts in a row
+	notBefore time.Time // backing off after a failure until then
+}
+
+// machine is one machine's stream as the process server has it.
+type machine struct {
+	name      string
+	acked     uint64 // highest item cached (acknowledged)
+	persisted uint64 // the acked value in the state file
+	hinted    uint64 // the last Uploaded.UpTo sent to the Azure side
+	items     []*entry
+
+	uploadedItems int64
+	rawBytes      int64
+	sealedBytes   int64
+	lastErr       string
+}
+
+// backlog counts the items (and their bytes) not uploaded yet.
+func (m *machine) backlog() (items, bytes int64) {
+	for _, e := range m.items {
+		if e.state != stateUploaded {
+			items++
+			bytes += e.rawBytes
+		}
+	}
+	return items, bytes
+}
+
+// head is the next item to start: the first one waiting, so that a
+// machine's items start in sequence order (a later item never overtakes
+// one that is backing off).
+func (m *machine) head() *entry {
+	for _, e := range m.items {
+		if e.state == stateCached {
+			return e
+		}
+	}
+	return nil
+}
+
+// uploadedUpTo is the highest seq such that every item up to it is in the
+// cache container.
+func (m *machine) uploadedUpTo() uint64 {
+	for _, e := range m.items {
+		if e.state != stateUploaded {
+			return e.seq - 1
+		}
+	}
+	return m.acked
+}
+
+func (m *machine) find(seq uint64) *entry {
+	for _, e := range m.items {
+		if e.seq == seq {
+			return e
+		}
+	}
+	return nil
+}
+
+// worker seals items: a batch.Sealer and a read buffer, handed to one Op at
+// a time (Sealer is not safe for concurrent use).
+type worker struct {
+	sealer *batch.Sealer
+	buf    []byte
+}
+
+// sealFile reads a cached item file, checks it and seals the item as the
+// blob name. It runs inside an Op: it touches only the worker.
+func (w *worker) sealFile(path, name string) ([]byte, error) {
+	item, buf, err := readItem(path, w.buf)
+	w.buf = buf
+	if err != nil {
+		return nil, err
+	}
+	return w.sealer.Seal(nil, name, item)
+}
+
+// BlobName is the name, in the cache container, of a machine's item seq;
+// sealed items are bound to it (batch.Sealer's name).
+func BlobName(machine string, seq uint64) string { return fmt.Sprintf("%s/%020d", machine, seq) }
+
+type opKind uint8
+
+const (
+	opContainer opKind = iota
+	opSeal
+	opPut
+)
+
+// opInfo is what the server remembers of an Op in flight.
+type opInfo struct {
+	kind        opKind
+	machine     string
+	seq         uint64
+	worker      *worker
+	heldBytes   int64 // pipeline memory the Op's data takes
+	sealedBytes int64
+}
+
+func (s *Server) container() string { return s.cfg.ContainerPrefix + CacheContainer }
+
+// scrub removes the container name (never logged: it names the vault) from
+// a storage error.
+func (s *Server) scrub(err error) string {
+	msg := err.Error()
+	if c := s.container(); c != "" {
+		msg = strings.ReplaceAll(msg, c, "<cache container>")
+	}
+	return msg
+}
+
+func (s *Server) createContainer(ctx runtime.Context) {
+	st, c := s.cfg.Store, s.container()
+	id := ctx.Start(runtime.Op{Name: "create cache container", Peer: s.cfg.StoragePeer,
+		Run: func() (any, error) { return nil, st.CreateContainer(context.Background(), c) }})
+	s.ops[id] = &opInfo{kind: opContainer}
+}
+
+func (s *Server) containerPending() bool {
+	for _, o := range s.ops {
+		if o.kind == opContainer {
+			return true
+		}
+	}
+	return false
+}
+
+// pump starts as many items as the pipeline has room for, taking machines
+// in turn, and arms the retry timer for items backing off.
+func (s *Server) pump(ctx runtime.Context) {
+	if !s.containerReady {
+		return
+	}
+	now := ctx.Now()
+	for s.inFlight < s.cfg.MaxUploads {
+		m, e := s.nextItem(now)
+		if e == nil {
+			break
+		}
+		s.startSeal(ctx, m, e)
+	}
+	var wake time.Time
+	for _, name := range s.order {
+		if e := s.machines[name].head(); e != nil && e.notBefore.After(now) && (wake.IsZero() || e.notBefore.Before(wake)) {
+			wake = e.notBefore
+		}
+	}
+	if !wake.IsZero() {
+		s.armRetry(ctx, wake)
+	}
+}
+
+// nextItem picks the next item to start, round-robin over machines.
+func (s *Server) nextItem(now time.Time) (*machine, *entry) {
+	n := len(s.order)
+	for i := 0; i < n; i++ {
+		idx := (s.rr + i) % n
+		m := s.machines[s.order[idx]]
+		if e := m.head(); e != nil && !e.notBefore.After(now) {
+			s.rr = (idx + 1) % n
+			return m, e
+		}
+	}
+	return nil, nil
+}
+
+func (s *Server) startSeal(ctx runtime.Context, m *machine, e *entry) {
+	var w *worker
+	if n := len(s.workers); n > 0 {
+		w, s.workers = s.workers[n-1], s.workers[:n-1]
+	} else {
+		sealer, err := batch.NewSealer(s.cfg.Key, s.cfg.Codec)
+		if err != nil { // only a bad key or codec: nothing will ever seal
+			s.fail(ctx, "cannot make a sealer", err, "error", err.Error())
+			return
+		}
+		w = &worker{sealer: sealer}
+	}
+	path, name := s.disk.itemPath(m.name, e.seq), BlobName(m.name, e.seq)
+	e.state = stateSealing
+	s.inFlight++
+	s.hold(e.fileBytes)
+	id := ctx.Start(runtime.Op{Name: "seal " + name, Run: func() (any, error) { return w.sealFile(path, name) }})
+	s.ops[id] = &opInfo{kind: opSeal, machine: m.name, seq: e.seq, worker: w, heldBytes: e.fileBytes}
+}
+
+// hold and release account the bytes the pipeline keeps in memory: an
+// item's bytes while it is read and sealed, then its sealed bytes until
+// the upload finishes.
+func (s *Server) hold(n int64) {
+	s.memBytes += n
+	s.peakMemBytes = max(s.peakMemBytes, s.memBytes)
+}
+
+func (s *Server) release(n int64) { s.memBytes -= n }
+
+// done applies an Op's result.
+func (s *Server) done(ctx runtime.Context, ev runtime.Done) {
+	info, ok := s.ops[ev.ID]
+	if !ok {
+		ctx.Log().Debug("ignored completion of an unknown op", "op", ev.Name)
+		return
+	}
+	delete(s.ops, ev.ID)
+	switch info.kind {
+	case opContainer:
+		if ev.Err != nil {
+			s.containerTries++
+			d := backoff(s.containerTries, ctx.Rand())
+			s.errs++
+			s.lastErr = "create cache container: " + s.scrub(ev.Err)
+			ctx.Log().Warn("cache container not created; retrying", "attempt", s.containerTries, "in", d, "error", s.scrub(ev.Err))
+			s.armRetry(ctx, ctx.Now().Add(d))
+			return
+		}
+		s.containerReady = true
+		ctx.Log().Info("cache container ready")
+		s.pump(ctx)
+	case opSeal:
+		s.workers = append(s.workers, info.worker)
+		s.release(info.heldBytes)
+		m := s.machines[info.machine]
+		e := m.find(info.seq)
+		if ev.Err != nil {
+			s.inFlight--
+			s.failed(ctx, m, e, "seal", ev.Err.Error())
+			s.pump(ctx)
+			return
+		}
+		sealed := ev.Value.([]byte)
+		s.startPut(ctx, m, e, sealed)
+	case opPut:
+		s.release(info.heldBytes)
+		s.inFlight--
+		m := s.machines[info.machine]
+		e := m.find(info.seq)
+		if ev.Err != nil {
+			s.failed(ctx, m, e, "upload", s.scrub(ev.Err))
+			s.pump(ctx)
+			return
+		}
+		e.state, e.attempts = stateUploaded, 0
+		m.uploadedItems++
+		m.rawBytes += e.rawBytes
+		m.sealedBytes += info.sealedBytes
+		s.rate.add(ctx.Now(), e.rawBytes)
+		ctx.Log().Debug("uploaded item", "machine", m.name, "seq", e.seq, "raw_bytes", e.rawBytes, "sealed_bytes", info.sealedBytes)
+		s.cleanup(ctx, m)
+		s.pump(ctx)
+	}
+}
+
+func (s *Server) startPut(ctx runtime.Context, m *machine, e *entry, sealed []byte) {
+	e.state = stateUploading
+	n := int64(len(sealed))
+	s.hold(n)
+	st, c, name := s.cfg.Store, s.container(), BlobName(m.name, e.seq)
+	id := ctx.Start(runtime.Op{Name: "upload " + name, Peer: s.cfg.StoragePeer, Bytes: n, Run: func() (any, error) {
+		_, err := st.Put(context.Background(), c, name, sealed, blob.WriteOptions{})
+		return nil, err
+	}})
+	s.ops[id] = &opInfo{kind: opPut, machine: m.name, seq: e.seq, heldBytes: n, sealedBytes: n}
+}
+
+// failed puts an item back to wait, backing off: it is retried in order,
+// and the items after it wait for it.
+func (s *Server) failed(ctx runtime.Context, m *machine, e *entry, what, msg string) {
+	e.state = stateCached
+	e.attempts++
+	d := backoff(e.attempts, ctx.Rand())
+	e.notBefore = ctx.Now().Add(d)
+	s.errs++
+	s.lastErr = fmt.Sprintf("%s item %d of %s: %s", what, e.seq, m.name, msg)
+	m.lastErr = s.lastErr
+	ctx.Log().Warn(what+" failed; retrying", "machine", m.name, "seq", e.seq, "attempt", e.attempts, "in", d, "error", msg)
+}
+
+// cleanup deletes the files of a machine's uploaded items and tells the
+// Azure side how far the cache container now has the stream. Before the
+// highest file goes, the acknowledged seq is persisted, so that a restart
+// still knows it.
+func (s *Server) cleanup(ctx runtime.Context, m *machine) {
+	keep := m.items[:0]
+	var retry bool
+	for i, e := range m.items {
+		if e.state != stateUploaded {
+			keep = append(keep, e)
+			continue
+		}
+		if i == len(m.items)-1 && m.persisted < m.acked {
+			if err := s.disk.writeAcked(m.name, m.acked); err != nil {
+				s.fail(ctx, "cannot persist acked seq; cached file kept", err, "machine", m.name, "acked", m.acked, "error", err.Error())
+				keep, retry = append(keep, e), true
+				continue
+			}
+			m.persisted = m.acked
+		}
+		if err := s.disk.removeItem(m.name, e.seq); err != nil {
+			s.fail(ctx, "cannot delete uploaded item; kept", err, "machine", m.name, "seq", e.seq, "error", err.Error())
+			keep, retry = append(keep, e), true
+			continue
+		}
+		s.usedBytes -= e.fileBytes
+	}
+	clear(m.items[len(keep):])
+	m.items = keep
+	if retry {
+		s.armRetry(ctx, ctx.Now().Add(backoff(1, ctx.Rand())))
+	}
+	if up := m.uploadedUpTo(); up > m.hinted {
+		m.hinted = up
+		ctx.Send(s.cfg.Azure, wire.Encode(&proto.Uploaded{Machine: m.name, UpTo: up}))
+	}
+}
+
+// retry runs when the retry timer fires: the container again if it is not
+// there, deletions that failed, items whose back-off ended.
+func (s *Server) retry(ctx runtime.Context) {
+	if !s.containerReady && !s.containerPending() {
+		s.createContainer(ctx)
+	}
+	for _, name := range s.order {
+		m := s.machines[name]
+		for _, e := range m.items {
+			if e.state == stateUploaded {
+				s.cleanup(ctx, m)
+				break
+			}
+		}
+	}
+	s.pump(ctx)
+}
+
+// armRetry makes sure the retry timer fires at or before at.
+func (s *Server) armRetry(ctx runtime.Context, at time.Time) {
+	if !s.retryAt.IsZero() && !at.Before(s.retryAt) {
+		return
+	}
+	if !s.retryAt.IsZero() {
+		ctx.Cancel(s.retryTimer)
+	}
+	s.retryAt = at
+	s.retryTimer = ctx.After(at.Sub(ctx.Now()), timerRetry)
+}
+
+// Back-off of retries: 1 s doubling to 1 min, with ±20 % jitter from the
+// actor's seeded source (so many items failing together do not retry in
+// lock-step, and runs stay repeatable).
+const (
+	backoffBase = time.Second
+	backoffMax  = time.Minute
+)
+
+func backoff(attempt int, r *rand.Rand) time.Duration {
+	d := backoffBase
+	for i := 1; i < attempt && d < backoffMax; i++ {
+		d *= 2
+	}
+	d = min(d, backoffMax)
+	j := time.Duration(r.Int64N(int64(d)*2/5+1)) - d/5
+	return d + j
+}

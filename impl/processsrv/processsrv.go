@@ -1,0 +1,378 @@
+// Package processsrv is the process server: it receives machines'
+// replication streams from their agents (port 9443), spools every item to
+// its cache disk before acknowledging it, then seals each item (compress and
+// encrypt with the vault's key, batch.Sealer) and uploads it to the cache
+// container, from where the Azure side applies it.
+//
+// The order of things, per item, is the contract the agents and the Azure
+// side rely on:
+//
+//  1. ItemMsg with Seq == Acked+1 arrives: it is checked (batch.Unmarshal;
+//     its machine and sequence number must match the message), written to
+//     <CacheDir>/<machine>/<seq %020d>.item under a temporary name, fsynced,
+//     renamed and the directory fsynced — and only then acknowledged
+//     (ItemAck, cumulative). The agent may trim its change log from there:
+//     from this point the process server alone holds the data.
+//  2. The pipeline reads the cached file back (an Op), checks its CRC-32C,
+//     seals it under the blob name <machine>/<seq %020d> (the same local
+//     Op), uploads it to <prefix>cache (a second Op, Peer StoragePeer,
+//     Bytes the sealed size), deletes the cached file and tells the Azure
+//     side with an Uploaded hint. Items of one machine are started in
+//     sequence order; at most MaxUploads items are in the pipeline at once
+//     (seal or upload), so memory holds at most MaxUploads items: the
+//     backlog lives on the cache disk.
+//  3. A restart (a new Server on the same CacheDir) rebuilds everything from
+//     the cache disk: every acknowledged item not yet uploaded is uploaded,
+//     and the highest acknowledged sequence number of each machine survives
+//     even when all its files were uploaded and deleted (a small state file
+//     written before the highest file is deleted).
+//
+// When an item would not fit in CacheCapBytes, or the disk itself is full
+// (ENOSPC), the item is answered with ItemAck{Status: cache-full} and the
+// agent retries later: nothing acknowledged is ever dropped to make room.
+package processsrv
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/v2a-dr/v2a/impl/batch"
+	"github.com/v2a-dr/v2a/impl/blob"
+	"github.com/v2a-dr/v2a/impl/proto"
+	"github.com/v2a-dr/v2a/impl/runtime"
+	"github.com/v2a-dr/v2a/impl/wire"
+)
+
+// Defaults of Config's zero fields.
+const (
+	DefaultCacheCapBytes = 2 << 30
+	DefaultStoragePeer   = "storage.azure"
+	DefaultMaxUploads    = 4
+	DefaultHealthEvery   = time.Minute
+	DefaultAzure         = runtime.Addr("asr.azure:443")
+	DefaultConfigServer  = runtime.Addr("cs01:443")
+)
+
+// CacheContainer is the suffix of the cache container's name: the
+// container is Config.ContainerPrefix + CacheContainer.
+const CacheContainer = "cache"
+
+// Errors. Each is wrapped with the machine and item it concerns.
+var (
+	ErrCacheFull   = errors.New("processsrv: cache full")
+	ErrCorrupt     = errors.New("processsrv: corrupt cache file")
+	ErrMachineName = errors.New("processsrv: unusable machine name")
+)
+
+// Config configures a process server. Zero fields take the defaults above.
+type Config struct {
+	// Name is the server's name in PSHealth; "" means the host of its own
+	// address.
+	Name string
+	// CacheDir is the cache disk's directory. It must survive restarts: it
+	// is where acknowledged items live until they are uploaded.
+	CacheDir string
+	// CacheCapBytes is the cache space the server may use (item files,
+	// headers included). An item that would not fit is answered cache-full.
+	CacheCapBytes int64
+	// Store is the storage account holding the cache container.
+	Store blob.Store
+	// StoragePeer is the Peer of storage Ops (the network model's host).
+	StoragePeer string
+	// ContainerPrefix prefixes the container names (never logged).
+	ContainerPrefix string
+	// Key is the vault's data key (vault.Keys.Data).
+	Key [32]byte
+	// Codec is the compression of sealed items. The zero value,
+	// batch.CodecNone, means the default batch.CodecS2: compressing is
+	// never worse on a WAN link, so "none" is not offered.
+	Codec batch.Codec
+	// Azure is where Uploaded hints go; ConfigServer where PSHealth goes.
+	Azure        runtime.Addr
+	ConfigServer runtime.Addr
+	// MaxUploads bounds the items in the pipeline (sealing or uploading).
+	MaxUploads int
+	// HealthEvery is the PSHealth period.
+	HealthEvery time.Duration
+}
+
+func (c Config) withDefaults() Config {
+	if c.CacheCapBytes <= 0 {
+		c.CacheCapBytes = DefaultCacheCapBytes
+	}
+	if c.StoragePeer == "" {
+		c.StoragePeer = DefaultStoragePeer
+	}
+	if c.Codec == batch.CodecNone {
+		c.Codec = batch.CodecS2
+	}
+	if c.Azure == "" {
+		c.Azure = DefaultAzure
+	}
+	if c.ConfigServer == "" {
+		c.ConfigServer = DefaultConfigServer
+	}
+	if c.MaxUploads <= 0 {
+		c.MaxUploads = DefaultMaxUploads
+	}
+	if c.HealthEvery <= 0 {
+		c.HealthEvery = DefaultHealthEvery
+	}
+	return c
+}
+
+// Server is the process server actor. Build it with New; a restart is a new
+// Server on the same CacheDir.
+type Server struct {
+	cfg Config
+
+	// mu guards everything below against Status, which the harness may call
+	// from another goroutine under the real runtime. Handle holds it for the
+	// whole event.
+	mu sync.Mutex
+
+	name      string
+	disk      *cacheDisk
+	machines  map[string]*machine
+	order     []string // machine names, sorted: the round-robin order
+	rr        int      // next machine to look at for an item to start
+	usedBytes int64    // bytes of item files on the cache disk
+	full      bool     // the last item was refused for lack of space
+
+	containerReady bool
+	containerTries int
+
+	ops      map[runtime.OpID]*opInfo
+	inFlight int       // items sealing or uploading
+	workers  []*worker // idle sealers
+
+	retryTimer runtime.TimerID
+	retryAt    time.Time // zero: no retry timer pending
+
+	memBytes     int64 // item and sealed bytes held by the pipeline
+	peakMemBytes int64
+
+	startedAt time.Time
+	lastNow   time.Time // the clock at the latest event, for Status
+	rate      uploadRate
+
+	lastErr string
+	errs    int64
+}
+
+// New builds a process server. Nothing happens until Started.
+func New(cfg Config) *Server {
+	cfg = cfg.withDefaults()
+	return &Server{cfg: cfg, disk: newCacheDisk(cfg.CacheDir)}
+}
+
+var _ runtime.Actor = (*Server)(nil)
+
+// Timer names.
+const (
+	timerHealth = "health"
+	timerRetry  = "retry"
+)
+
+// Handle implements runtime.Actor.
+func (s *Server) Handle(ctx runtime.Context, ev runtime.Event) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.lastNow = ctx.Now()
+	switch ev := ev.(type) {
+	case runtime.Started:
+		s.start(ctx)
+	case runtime.Message:
+		s.message(ctx, ev)
+	case runtime.Timer:
+		switch ev.Name {
+		case timerHealth:
+			s.sendHealth(ctx)
+			ctx.After(s.cfg.HealthEvery, timerHealth)
+		case timerRetry:
+			if ev.ID == s.retryTimer {
+				s.retryAt = time.Time{}
+			}
+			s.retry(ctx)
+		}
+	case runtime.Done:
+		s.done(ctx, ev)
+	}
+}
+
+// start rebuilds the server's state from the cache disk and creates the
+// cache container.
+func (s *Server) start(ctx runtime.Context) {
+	s.name = s.cfg.Name
+	if s.name == "" {
+		s.name = ctx.Self().Host()
+	}
+	s.machines = map[string]*machine{}
+	s.order = nil
+	s.ops = map[runtime.OpID]*opInfo{}
+	s.inFlight, s.usedBytes, s.memBytes = 0, 0, 0
+	s.containerReady = false
+	s.startedAt = ctx.Now()
+	s.retryAt = time.Time{}
+
+	found, err := s.disk.scan()
+	if err != nil {
+		s.fail(ctx, "cache disk scan failed", err, slog.String("error", describe(err)))
+	}
+	for _, f := range found {
+		m := s.machine(f.name)
+		m.acked, m.persisted = f.acked, f.persisted
+		m.hinted = f.acked
+		for _, e := range f.items {
+			m.items = append(m.items, &entry{seq: e.seq, fileBytes: e.fileBytes, rawBytes: e.fileBytes - recordHeaderLen})
+			s.usedBytes += e.fileBytes
+		}
+		if len(m.items) > 0 {
+			m.hinted = m.items[0].seq - 1
+		}
+	}
+	var backlogItems, backlogBytes int64
+	for _, name := range s.order {
+		n, b := s.machines[name].backlog()
+		backlogItems += n
+		backlogBytes += b
+	}
+	ctx.Log().Info("process server started", "machines", len(s.order), "backlog_items", backlogItems,
+		"backlog_bytes", backlogBytes, "cache_used_bytes", s.usedBytes, "cache_cap_bytes", s.cfg.CacheCapBytes)
+	s.createContainer(ctx)
+	ctx.After(s.cfg.HealthEvery, timerHealth)
+}
+
+// message handles one frame from a peer.
+func (s *Server) message(ctx runtime.Context, ev runtime.Message) {
+	msg, err := wire.Decode(ev.Data)
+	if err != nil {
+		ctx.Log().Warn("dropped undecodable frame", "from", string(ev.From), "error", err.Error())
+		return
+	}
+	switch m := msg.(type) {
+	case *proto.StreamHello:
+		if err := checkMachineName(m.Machine); err != nil {
+			s.ack(ctx, ev.From, m.Machine, 0, proto.AckRefused, err.Error())
+			return
+		}
+		var acked uint64
+		if mc, ok := s.machines[m.Machine]; ok {
+			acked = mc.acked
+		}
+		ctx.Log().Info("stream hello", "machine", m.Machine, "acked", acked)
+		s.ack(ctx, ev.From, m.Machine, acked, proto.AckOK, "")
+	case *proto.ItemMsg:
+		s.item(ctx, ev.From, m)
+	default:
+		ctx.Log().Warn("dropped unexpected message", "from", string(ev.From), "kind", wire.KindName(msg.WireKind()))
+	}
+}
+
+func (s *Server) ack(ctx runtime.Context, to runtime.Addr, machine string, acked uint64, status, reason string) {
+	ctx.Send(to, wire.Encode(&proto.ItemAck{Machine: machine, Acked: acked, Status: status, Reason: reason}))
+}
+
+// item accepts the next item of a machine's stream, or says why not.
+func (s *Server) item(ctx runtime.Context, from runtime.Addr, msg *proto.ItemMsg) {
+	if err := checkMachineName(msg.Machine); err != nil {
+		ctx.Log().Warn("refused item", "seq", msg.Seq, "error", err.Error())
+		s.ack(ctx, from, msg.Machine, 0, proto.AckRefused, err.Error())
+		return
+	}
+	var acked uint64
+	m, known := s.machines[msg.Machine]
+	if known {
+		acked = m.acked
+	}
+	switch {
+	case msg.Seq <= acked: // a duplicate (a retransmission or a lost ack): say again how far we are
+		s.ack(ctx, from, msg.Machine, acked, proto.AckOK, "")
+		return
+	case msg.Seq > acked+1:
+		ctx.Log().Debug("item ahead of the stream", "machine", msg.Machine, "seq", msg.Seq, "acked", acked)
+		s.ack(ctx, from, msg.Machine, acked, proto.AckGap, fmt.Sprintf("expected item %d", acked+1))
+		return
+	}
+	it, err := batch.Unmarshal(msg.Data)
+	if err == nil && (it.Machine != msg.Machine || it.Seq != msg.Seq) {
+		err = fmt.Errorf("%w: item is %s/%d, message says %s/%d", batch.ErrFormat, it.Machine, it.Seq, msg.Machine, msg.Seq)
+	}
+	if err != nil {
+		s.errs++
+		s.lastErr = fmt.Sprintf("refused item %d of %s: %v", msg.Seq, msg.Machine, err)
+		ctx.Log().Warn("refused malformed item", "machine", msg.Machine, "seq", msg.Seq, "error", err.Error())
+		s.ack(ctx, from, msg.Machine, acked, proto.AckRefused, err.Error())
+		return
+	}
+
+	fileBytes := recordHeaderLen + int64(len(msg.Data))
+	if s.usedBytes+fileBytes > s.cfg.CacheCapBytes {
+		s.cacheFull(ctx, msg.Machine, msg.Seq, fmt.Sprintf("cache full: %d of %d bytes used, item needs %d",
+			s.usedBytes, s.cfg.CacheCapBytes, fileBytes))
+		s.ack(ctx, from, msg.Machine, acked, proto.AckCacheFull, "cache full")
+		return
+	}
+	if err := s.disk.writeItem(msg.Machine, msg.Seq, msg.Data); err != nil {
+		reason := "cache disk write failed: " + describe(err)
+		if isNoSpace(err) {
+			reason = "cache disk full: " + describe(err)
+		}
+		s.errs++
+		s.lastErr = fmt.Sprintf("item %d of %s: %s", msg.Seq, msg.Machine, reason)
+		s.cacheFull(ctx, msg.Machine, msg.Seq, reason)
+		s.ack(ctx, from, msg.Machine, acked, proto.AckCacheFull, reason)
+		return
+	}
+	if s.full {
+		s.full = false
+		ctx.Log().Info("cache accepting items again", "cache_used_bytes", s.usedBytes+fileBytes, "cache_cap_bytes", s.cfg.CacheCapBytes)
+	}
+	if !known {
+		m = s.machine(msg.Machine)
+	}
+	m.acked = msg.Seq
+	m.items = append(m.items, &entry{seq: msg.Seq, fileBytes: fileBytes, rawBytes: int64(len(msg.Data))})
+	s.usedBytes += fileBytes
+	s.ack(ctx, from, msg.Machine, m.acked, proto.AckOK, "")
+	s.pump(ctx)
+}
+
+// cacheFull records that an item was refused for lack of space, logging the
+// first refusal of an episode only (agents retry every few seconds).
+func (s *Server) cacheFull(ctx runtime.Context, machine string, seq uint64, reason string) {
+	if s.full {
+		return
+	}
+	s.full = true
+	ctx.Log().Warn("cache full: refusing new items until uploads free space; nothing acknowledged is dropped",
+		"machine", machine, "seq", seq, "reason", reason)
+}
+
+// machine returns a machine's state, creating it.
+func (s *Server) machine(name string) *machine {
+	if m, ok := s.machines[name]; ok {
+		return m
+	}
+	m := &machine{name: name}
+	s.machines[name] = m
+	i, _ := slices.BinarySearch(s.order, name)
+	s.order = slices.Insert(s.order, i, name)
+	return m
+}
+
+// fail records an error for Status and logs it.
+func (s *Server) fail(ctx runtime.Context, what string, err error, attrs ...any) {
+	s.errs++
+	s.lastErr = what + ": " + describe(err)
+	ctx.Log().Error(what, attrs...)
+}
+
+// describe renders an error for the log and Status. Cache disk errors
+// carry no file paths (see clean): paths differ between runs and would make
+// the trace nondeterministic.
+func describe(err error) string { return err.Error() }
