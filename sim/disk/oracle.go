@@ -36,6 +36,11 @@ type version struct {
 type WriteRecord struct {
 	K    uint64 // 1-based position in the machine's write order
 	Seq  uint64 // the change log's sequence number for it (0: untracked)
+	// pos orders the write among change-log records: 2*Seq for a tracked
+	// write; 2*last+1 for an untracked one, last being the highest
+	// sequence number given out before it (it falls after that record and
+	// before the next).
+	pos  uint64
 	Disk int
 	Off  int64
 	Len  int
@@ -47,8 +52,9 @@ type WriteRecord struct {
 // machine's disk after the first k writes, and for which k?" without keeping
 // the data: a block's content is known by its digest.
 type Oracle struct {
-	m      *Machine
-	writes []WriteRecord
+	m       *Machine
+	writes  []WriteRecord
+	lastSeq uint64
 	// hist[disk][block] lists the versions of a block written at least once;
 	// never-written blocks keep their initial digest in initial.
 	hist    []map[int64][]version
@@ -79,20 +85,25 @@ func (o *Oracle) K() uint64 { return uint64(len(o.writes)) }
 // Writes returns the acknowledged writes, in order.
 func (o *Oracle) Writes() []WriteRecord { return o.writes }
 
-// KForSeq is the number of acknowledged writes whose change-log sequence
-// number is below seq: the k a bookmark at log position seq stands for.
+// KForSeq is the number of acknowledged writes that precede change-log
+// position seq: the k a bookmark at log position seq stands for. A write the
+// filter did not log (before tracking began, or while tracking was broken)
+// precedes every record numbered after the last one given out before it.
 func (o *Oracle) KForSeq(seq uint64) uint64 {
-	// Sequence numbers grow with k among tracked writes; untracked writes
-	// (seq 0) happened before tracking began and all count.
-	i := sort.Search(len(o.writes), func(i int) bool {
-		return o.writes[i].Seq != 0 && o.writes[i].Seq >= seq
-	})
+	i := sort.Search(len(o.writes), func(i int) bool { return o.writes[i].pos >= 2*seq })
 	return uint64(i)
 }
 
 func (o *Oracle) ack(disk int, off int64, n int, seq uint64) error {
 	k := uint64(len(o.writes)) + 1
-	o.writes = append(o.writes, WriteRecord{K: k, Seq: seq, Disk: disk, Off: off, Len: n, At: o.m.clock()})
+	pos := 2*o.lastSeq + 1
+	if seq != 0 {
+		if seq <= o.lastSeq {
+			return fmt.Errorf("disk: oracle: %s: write %d got log seq %d after seq %d: the filter's sequence went backwards", o.m.Name, k, seq, o.lastSeq)
+		}
+		o.lastSeq, pos = seq, 2*seq
+	}
+	o.writes = append(o.writes, WriteRecord{K: k, Seq: seq, pos: pos, Disk: disk, Off: off, Len: n, At: o.m.clock()})
 	buf := o.m.scratch
 	for b := off / bs; b*bs < off+int64(n); b++ {
 		if _, err := o.m.disks[disk].ReadAt(buf, b*bs); err != nil {

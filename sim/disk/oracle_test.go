@@ -180,7 +180,9 @@ func TestOracleAllocatedRanges(t *testing.T) {
 
 func TestKForSeq(t *testing.T) {
 	m, _ := newMachine(t, 64*1024)
-	seqs := []uint64{0, 0, 5, 6, 9}
+	// Two untracked writes before tracking, then 5 and 6, an untracked
+	// write while tracking was broken, then 9 after a reset.
+	seqs := []uint64{0, 0, 5, 6, 0, 9}
 	fs := &seqFilter{seqs: seqs}
 	m.SetFilter(fs)
 	for range seqs {
@@ -188,10 +190,21 @@ func TestKForSeq(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	for _, tt := range []struct{ seq, k uint64 }{{1, 2}, {5, 2}, {6, 3}, {7, 4}, {9, 4}, {10, 5}} {
+	for _, tt := range []struct{ seq, k uint64 }{{1, 2}, {5, 2}, {6, 3}, {7, 5}, {9, 5}, {10, 6}} {
 		if got := m.Oracle().KForSeq(tt.seq); got != tt.k {
 			t.Errorf("KForSeq(%d) = %d, want %d", tt.seq, got, tt.k)
 		}
+	}
+}
+
+func TestSeqMustGrow(t *testing.T) {
+	m, _ := newMachine(t, 64*1024)
+	m.SetFilter(&seqFilter{seqs: []uint64{7, 7}})
+	if err := m.Write(0, 0, make([]byte, 512)); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Write(0, 0, make([]byte, 512)); err == nil {
+		t.Fatal("a repeated log sequence number was accepted")
 	}
 }
 

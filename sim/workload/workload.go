@@ -97,8 +97,11 @@ type run struct {
 	wl      Workload
 	r       *rand.Rand
 	stopped bool
+	paused  bool
+	idle    bool // paused with no step scheduled
 	err     error
 	steps   int64
+	step    func()
 }
 
 // NewDriver returns a driver that schedules with after (sched.Sim.After).
@@ -115,6 +118,10 @@ func (d *Driver) Start(name string, wl Workload, r *rand.Rand, first time.Durati
 		if rn.stopped || rn.err != nil {
 			return
 		}
+		if rn.paused {
+			rn.idle = true
+			return
+		}
 		next, err := rn.wl.Step(rn.r)
 		rn.steps++
 		if err != nil {
@@ -123,7 +130,28 @@ func (d *Driver) Start(name string, wl Workload, r *rand.Rand, first time.Durati
 		}
 		d.after(next, "workload/"+name, step)
 	}
+	rn.step = step
 	d.after(first, "workload/"+name, step)
+}
+
+// Pause stops the machine's workload (its machine crashed) until Resume.
+func (d *Driver) Pause(name string) {
+	if rn := d.running[name]; rn != nil {
+		rn.paused = true
+	}
+}
+
+// Resume lets a paused workload go on from now.
+func (d *Driver) Resume(name string) {
+	rn := d.running[name]
+	if rn == nil || !rn.paused {
+		return
+	}
+	rn.paused = false
+	if rn.idle {
+		rn.idle = false
+		d.after(0, "workload/"+name, rn.step)
+	}
 }
 
 // Stop stops the machine's workload after its current step.

@@ -6,7 +6,9 @@ import (
 	"io"
 	"math/rand/v2"
 	"strings"
+	"sort"
 	"testing"
+	"time"
 )
 
 // memDisk is a guest disk in memory that keeps every write, so a test can
@@ -140,5 +142,44 @@ func TestRandomChurn(t *testing.T) {
 	}
 	if rate := float64(bytes) / elapsed; rate < 99_000 || rate > 101_000 {
 		t.Fatalf("churn %.0f B/s, want 100000", rate)
+	}
+}
+
+func TestDriverPauseResume(t *testing.T) {
+	type ev struct {
+		at time.Duration
+		fn func()
+	}
+	var q []ev
+	var now time.Duration
+	d := NewDriver(func(dl time.Duration, _ string, fn func()) { q = append(q, ev{now + dl, fn}) })
+	disk := &memDisk{size: 1 << 20}
+	wl, _ := New(Spec{Kind: "random", ChurnBps: 4096}, disk) // a 4-64 KiB write every 1-16 s
+	d.Start("vm", wl, rand.New(rand.NewPCG(1, 1)), 0)
+	runUntil := func(end time.Duration) {
+		for {
+			sort.Slice(q, func(i, j int) bool { return q[i].at < q[j].at })
+			if len(q) == 0 || q[0].at > end {
+				now = end
+				return
+			}
+			e := q[0]
+			q = q[1:]
+			now = e.at
+			e.fn()
+		}
+	}
+	runUntil(time.Minute)
+	before := len(disk.writes)
+	d.Pause("vm")
+	runUntil(10 * time.Minute)
+	if len(disk.writes) > before+1 {
+		t.Fatalf("paused workload wrote %d times", len(disk.writes)-before)
+	}
+	paused := len(disk.writes)
+	d.Resume("vm")
+	runUntil(20 * time.Minute)
+	if len(disk.writes) <= paused {
+		t.Fatal("resumed workload did not write")
 	}
 }
