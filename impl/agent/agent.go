@@ -1,0 +1,530 @@
+// Package agent is the Mobility agent: the write filter that tracks every
+// guest write in the machine's change log (Filter, over an hrl.Log), and the
+// actor (Agent) that registers with the configuration server, synchronises
+// the disks against the replica's checksums, and streams the change log to
+// the process server as ordered items.
+//
+// The stream a machine's agent produces (see impl/batch) is
+//
+//	SyncStart(gen) Chunk(gen)* SyncEnd(gen, LogFrom) Log* [SyncStart(gen+1) ...]
+//
+// with items numbered from the process server's acknowledged position on,
+// without gaps. The agent holds the invariants the Azure side relies on:
+// Log items of a generation are built only once its SyncEnd is acknowledged
+// (so every chunk lands before any record logged since the sync began), no
+// bookmark is inserted while syncing or while the log cannot honour one
+// (metadata or bitmap mode, metadata records not yet re-read), and the log
+// is trimmed only up to the records of acknowledged Log items.
+package agent
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/v2a-dr/v2a/impl/blockdev"
+	"github.com/v2a-dr/v2a/impl/hrl"
+	"github.com/v2a-dr/v2a/impl/proto"
+	"github.com/v2a-dr/v2a/impl/runtime"
+	"github.com/v2a-dr/v2a/impl/vault"
+	"github.com/v2a-dr/v2a/impl/wire"
+)
+
+// Phases of an agent (the Heartbeat's Phase).
+const (
+	PhaseIdle           = "idle"            // not protected (or not registered)
+	PhaseSyncing        = "syncing"         // a sync or resync of Status.Gen runs
+	PhaseReplicating    = "replicating"     // draining the change log
+	PhaseResyncRequired = "resync-required" // tracking broke: waiting for a Protect with a higher gen
+)
+
+// Config configures an agent. Zero durations and sizes take the defaults
+// given in each field's comment.
+type Config struct {
+	Machine      string // the machine's name; also the change log's name
+	InstanceUUID string
+	Physical     bool
+	Version      string // reported at registration; default "v2a-agent/1"
+
+	// VaultID and Passphrase are what the installer was given: the
+	// registration proof is derived from them.
+	VaultID    string
+	Passphrase string
+	// ConfigServer is the configuration server; default cs01:443.
+	ConfigServer runtime.Addr
+
+	// StateDir holds the change log and agent.state.
+	StateDir string
+	// Guest is the machine: its disks, filter driver and VSS.
+	Guest Guest
+
+	// Capture budgets of a filter the agent installs (see FilterOptions).
+	DataBudget int64
+	MetaBudget int64
+	LogOptions hrl.Options
+
+	DrainInterval     time.Duration // drain the log this often; 2 s
+	DrainBytes        int64         // ... or as soon as this much was captured; 1 MiB
+	ItemBytes         int           // data per Chunk or Log item, and sync read size; 1 MiB
+	Window            int           // items in flight to the process server; 8
+	RetransmitTimeout time.Duration // resend unacknowledged items after; 10 s
+	CacheFullBackoff  time.Duration // first back-off on cache-full, doubled up to 64x; 5 s
+	RegisterRetry     time.Duration // until a RegisterReply comes; 30 s
+	RefusedRetry      time.Duration // after a refusal; 5 min
+	HeartbeatEvery    time.Duration // 30 s
+	ResyncRetry       time.Duration // ResyncNeeded repeated until a new gen; 30 s
+	ChecksumTimeout   time.Duration // SyncStart acked but no final Checksums: sync over; 15 min
+}
+
+func (c *Config) defaults() {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	if c.ConfigServer == "" {
+		c.ConfigServer = runtime.MakeAddr("cs01", runtime.PortConfig)
+	}
+	if c.Version == "" {
+		c.Version = "v2a-agent/1"
+	}
+	def(&c.DrainInterval, 2*time.Second)
+	def(&c.RetransmitTimeout, 10*time.Second)
+	def(&c.CacheFullBackoff, 5*time.Second)
+	def(&c.RegisterRetry, 30*time.Second)
+	def(&c.RefusedRetry, 5*time.Minute)
+	def(&c.HeartbeatEvery, 30*time.Second)
+	def(&c.ResyncRetry, 30*time.Second)
+	def(&c.ChecksumTimeout, 15*time.Minute)
+	if c.DrainBytes <= 0 {
+		c.DrainBytes = 1 << 20
+	}
+	if c.ItemBytes <= 0 {
+		c.ItemBytes = 1 << 20
+	}
+	c.ItemBytes = max(blockdev.BlockSize, c.ItemBytes/blockdev.BlockSize*blockdev.BlockSize)
+	if c.Window <= 0 {
+		c.Window = 8
+	}
+}
+
+// Timer names.
+const (
+	tRegister  = "register"
+	tHeartbeat = "heartbeat"
+	tHello     = "stream-hello"
+	tRetx      = "retransmit"
+	tBackoff   = "backoff"
+	tDrain     = "drain"
+	tCrash     = "crash-bookmark"
+	tApp       = "app-bookmark"
+	tResync    = "resync-needed"
+	tChecksums = "checksums-timeout"
+	tSyncRetry = "sync-read-retry"
+)
+
+// Agent is the Mobility agent actor of one machine. Build it with New; it
+// must only be driven through Handle (and inspected with Status between
+// events).
+type Agent struct {
+	cfg    Config
+	keys   vault.Keys
+	filter *Filter
+
+	st    persisted // what agent.state holds
+	phase string
+
+	registered    bool
+	refusedReason string
+
+	timers map[string]runtime.TimerID
+	ops    map[runtime.OpID]func(runtime.Context, runtime.Done)
+	// epoch invalidates the results of ops started before a sync began or
+	// protection stopped.
+	epoch uint64
+
+	stream
+	sync     *syncState
+	lastSync SyncStatus
+
+	// Drain.
+	draining        bool   // a metadata re-read is in flight
+	drainDue        bool   // durable records may wait beyond drainFrom
+	drainFrom       uint64 // next record to put in a Log item
+	capturedAtDrain int64
+	// After a restart the records up to redrainUpTo are read again; once a
+	// metadata record among them is re-read (now, later than the bookmarks
+	// after it were inserted), those bookmarks cannot be honoured.
+	redrainUpTo uint64
+	redrainMeta bool
+
+	lastMode  Mode
+	bookmarks bookmarkStats
+	lastErr   string
+}
+
+// New builds an agent. It does nothing until it handles Started.
+func New(cfg Config) *Agent {
+	cfg.defaults()
+	return &Agent{cfg: cfg, phase: PhaseIdle, timers: map[string]runtime.TimerID{},
+		ops: map[runtime.OpID]func(runtime.Context, runtime.Done){}, bookmarks: newBookmarkStats()}
+}
+
+// Handle implements runtime.Actor.
+func (a *Agent) Handle(ctx runtime.Context, ev runtime.Event) {
+	switch ev := ev.(type) {
+	case runtime.Started:
+		a.start(ctx)
+	case runtime.Message:
+		a.message(ctx, ev)
+	case runtime.Timer:
+		if id, ok := a.timers[ev.Name]; !ok || id != ev.ID {
+			return // cancelled or replaced
+		}
+		delete(a.timers, ev.Name)
+		a.timer(ctx, ev.Name)
+	case runtime.Done:
+		if f, ok := a.ops[ev.ID]; ok {
+			delete(a.ops, ev.ID)
+			f(ctx, ev)
+		}
+	}
+	if a.filter == nil {
+		return
+	}
+	a.observe(ctx)
+	if a.sync != nil {
+		a.pumpSync(ctx)
+	} else {
+		a.pumpDrain(ctx)
+	}
+	a.transmit(ctx)
+}
+
+// start opens (or reattaches) the filter, reloads agent.state and resumes.
+func (a *Agent) start(ctx runtime.Context) {
+	keys, err := vault.Derive(a.cfg.VaultID, a.cfg.Passphrase)
+	if err != nil {
+		a.fail(ctx, "derive vault keys", err) // the registration will be refused
+	}
+	a.keys = keys
+	if a.cfg.Guest == nil {
+		a.fail(ctx, "start", fmt.Errorf("agent: no guest configured"))
+		return
+	}
+	if f := a.cfg.Guest.Filter(); f != nil {
+		a.filter = f
+	} else {
+		f, rec, err := OpenFilter(a.cfg.StateDir, a.cfg.Machine, FilterOptions{
+			DataBudget: a.cfg.DataBudget, MetaBudget: a.cfg.MetaBudget, Log: a.cfg.LogOptions})
+		if err != nil {
+			a.fail(ctx, "install filter", err)
+			a.set(ctx, tRegister, a.cfg.RegisterRetry) // try again then
+			return
+		}
+		a.cfg.Guest.Attach(f)
+		a.filter = f
+		ctx.Log().Info("agent: filter installed", "machine", a.cfg.Machine, "records", rec.Records,
+			"tornBytes", rec.TornBytes, "resyncRequired", rec.ResyncRequired)
+	}
+	a.lastMode = a.filter.Mode()
+	st, ok, err := loadState(a.cfg.StateDir)
+	if err != nil {
+		a.fail(ctx, "load state", err)
+	}
+	a.register(ctx)
+	if !ok || st.Gen == 0 {
+		return
+	}
+	a.st = st
+	a.phase = st.Phase
+	ctx.Log().Info("agent: resuming", "machine", a.cfg.Machine, "phase", st.Phase, "gen", st.Gen)
+	a.armBookmarkTimers(ctx)
+	a.set(ctx, tHeartbeat, a.cfg.HeartbeatEvery)
+	a.openStream(ctx)
+	switch {
+	case a.filter.StopReason() != "" && st.Phase != PhaseResyncRequired:
+		a.requireResync(ctx, a.filter.StopReason())
+	case st.Phase == PhaseSyncing:
+		a.beginSync(ctx, st.Gen) // over: same gen, a new SyncStart item
+	case st.Phase == PhaseReplicating:
+		fs := a.filter.Stats()
+		a.drainFrom, a.drainDue = fs.TrimSeq+1, true
+		a.redrainUpTo = fs.LastSeq
+		a.filter.requireRedrain()
+		a.set(ctx, tDrain, a.cfg.DrainInterval)
+	case st.Phase == PhaseResyncRequired:
+		a.sendResyncNeeded(ctx)
+	}
+}
+
+func (a *Agent) register(ctx runtime.Context) {
+	var sizes []int64
+	for _, d := range a.cfg.Guest.Disks() {
+		sizes = append(sizes, d.Size())
+	}
+	// With keys that could not be derived the proof is wrong, and the
+	// configuration server says so.
+	proof := a.keys.Proof(a.cfg.Machine)
+	ctx.Send(a.cfg.ConfigServer, wire.Encode(&proto.Register{Machine: a.cfg.Machine, InstanceUUID: a.cfg.InstanceUUID,
+		Physical: a.cfg.Physical, DiskSizes: sizes, Proof: proof, AgentVersion: a.cfg.Version}))
+	retry := a.cfg.RegisterRetry
+	if a.refusedReason != "" {
+		retry = a.cfg.RefusedRetry
+	}
+	a.set(ctx, tRegister, retry)
+}
+
+func (a *Agent) message(ctx runtime.Context, ev runtime.Message) {
+	msg, err := wire.Decode(ev.Data)
+	if err != nil {
+		ctx.Log().Warn("agent: dropped undecodable frame", "from", string(ev.From), "err", err)
+		return
+	}
+	if a.filter == nil {
+		return // not started properly: nothing to act with
+	}
+	switch m := msg.(type) {
+	case *proto.RegisterReply:
+		if m.Machine == a.cfg.Machine {
+			a.onRegisterReply(ctx, m)
+		}
+	case *proto.Protect:
+		if m.Machine == a.cfg.Machine {
+			a.onProtect(ctx, m)
+		}
+	case *proto.Unprotect:
+		if m.Machine == a.cfg.Machine {
+			a.onUnprotect(ctx)
+		}
+	case *proto.Checksums:
+		if m.Machine == a.cfg.Machine {
+			a.onChecksums(ctx, m)
+		}
+	case *proto.ItemAck:
+		if m.Machine == a.cfg.Machine {
+			a.onAck(ctx, m)
+		}
+	default:
+		ctx.Log().Warn("agent: unexpected message", "from", string(ev.From), "kind", wire.KindName(msg.WireKind()))
+	}
+}
+
+func (a *Agent) onRegisterReply(ctx runtime.Context, m *proto.RegisterReply) {
+	if _, waiting := a.timers[tRegister]; !waiting && (m.OK == a.registered) {
+		return // a duplicate
+	}
+	a.cancel(ctx, tRegister)
+	if !m.OK {
+		a.registered = false
+		a.refusedReason = m.Reason
+		a.lastErr = "registration refused: " + m.Reason
+		ctx.Log().Error("agent: registration refused; not replicating", "machine", a.cfg.Machine, "reason", m.Reason)
+		a.set(ctx, tRegister, a.cfg.RefusedRetry)
+		return
+	}
+	a.registered, a.refusedReason = true, ""
+	ctx.Log().Info("agent: registered", "machine", a.cfg.Machine, "vault", m.VaultID)
+	a.heartbeat(ctx)
+}
+
+func (a *Agent) onProtect(ctx runtime.Context, m *proto.Protect) {
+	if a.refusedReason != "" {
+		ctx.Log().Warn("agent: ignoring Protect: registration was refused", "machine", a.cfg.Machine)
+		return
+	}
+	a.registered = true // the configuration server accepted us, whatever became of its reply
+	a.cancel(ctx, tRegister)
+	switch {
+	case m.Gen < a.st.Gen || (m.Gen == a.st.Gen && a.phase == PhaseResyncRequired):
+		return // stale, or not the resync we asked for
+	case m.Gen == a.st.Gen && a.phase != PhaseIdle:
+		// A resent Protect: keep going, taking the new policy and server.
+		if m.Policy != a.st.Policy {
+			a.st.Policy = m.Policy
+			a.save(ctx)
+			a.armBookmarkTimers(ctx)
+		}
+		if m.ProcessServer != a.st.ProcessServer {
+			a.switchProcessServer(ctx, m.ProcessServer)
+		}
+		return
+	}
+	ctx.Log().Info("agent: protect", "machine", a.cfg.Machine, "gen", m.Gen, "policy", m.Policy.Name,
+		"processServer", m.ProcessServer)
+	psChanged := m.ProcessServer != a.st.ProcessServer
+	a.st = persisted{Machine: a.cfg.Machine, Gen: m.Gen, Policy: m.Policy, ProcessServer: m.ProcessServer, Phase: PhaseSyncing}
+	a.cancel(ctx, tResync)
+	if _, ok := a.timers[tHeartbeat]; !ok {
+		a.heartbeat(ctx)
+	}
+	a.armBookmarkTimers(ctx)
+	if psChanged || !a.streamOpen {
+		a.dropStream()
+		a.openStream(ctx)
+	}
+	a.beginSync(ctx, m.Gen)
+}
+
+// switchProcessServer moves the stream to another process server: its
+// numbering is its own, so what was queued is dropped and rebuilt.
+func (a *Agent) switchProcessServer(ctx runtime.Context, ps string) {
+	ctx.Log().Info("agent: process server changed", "machine", a.cfg.Machine, "processServer", ps)
+	a.st.ProcessServer = ps
+	a.save(ctx)
+	a.dropStream()
+	a.openStream(ctx)
+	switch a.phase {
+	case PhaseSyncing:
+		a.beginSync(ctx, a.st.Gen)
+	case PhaseReplicating:
+		a.epoch++
+		a.draining = false
+		a.drainFrom, a.drainDue = a.filter.Stats().TrimSeq+1, true
+	}
+}
+
+func (a *Agent) onUnprotect(ctx runtime.Context) {
+	if a.st.Gen == 0 && a.phase == PhaseIdle {
+		return
+	}
+	ctx.Log().Info("agent: unprotect", "machine", a.cfg.Machine)
+	a.epoch++
+	a.sync = nil
+	a.draining = false
+	a.dropStream()
+	for _, name := range []string{tHello, tRetx, tBackoff, tDrain, tCrash, tApp, tResync, tChecksums, tSyncRetry} {
+		a.cancel(ctx, name)
+	}
+	a.phase = PhaseIdle
+	a.st = persisted{}
+	if err := removeState(a.cfg.StateDir); err != nil {
+		a.fail(ctx, "remove state", err)
+	}
+}
+
+func (a *Agent) timer(ctx runtime.Context, name string) {
+	switch name {
+	case tRegister:
+		if a.filter == nil {
+			a.start(ctx) // the filter could not be installed: try again
+			return
+		}
+		a.register(ctx)
+	case tHeartbeat:
+		a.heartbeat(ctx)
+	case tHello:
+		if !a.streamOpen {
+			a.openStream(ctx)
+		}
+	case tRetx:
+		a.retransmit(ctx)
+	case tBackoff:
+		a.backingOff = false
+		a.sentUpTo = a.acked
+	case tDrain:
+		a.drainDue = true
+		a.set(ctx, tDrain, a.cfg.DrainInterval)
+	case tCrash:
+		a.set(ctx, tCrash, a.st.Policy.CrashInterval)
+		a.bookmark(ctx, hrl.CrashConsistent)
+	case tApp:
+		a.set(ctx, tApp, a.st.Policy.AppInterval)
+		a.bookmark(ctx, hrl.AppConsistent)
+	case tResync:
+		if a.phase == PhaseResyncRequired {
+			a.sendResyncNeeded(ctx)
+		}
+	case tChecksums:
+		if a.sync != nil && !a.sync.final {
+			ctx.Log().Warn("agent: replica checksums did not arrive; starting the sync over",
+				"machine", a.cfg.Machine, "gen", a.sync.gen)
+			a.beginSync(ctx, a.sync.gen)
+		}
+	case tSyncRetry:
+		if a.sync != nil {
+			a.sync.blocked = false
+		}
+	}
+}
+
+func (a *Agent) heartbeat(ctx runtime.Context) {
+	s := a.Status()
+	ctx.Send(a.cfg.ConfigServer, wire.Encode(&proto.Heartbeat{Machine: a.cfg.Machine, Phase: s.Phase, Mode: s.Mode,
+		PendingBytes: s.PendingBytes, PendingRecords: int64(s.PendingRecords), AckedItems: s.ItemsAcked,
+		SyncedBytes: s.Sync.BytesRead, SyncTotalBytes: s.Sync.TotalBytes, SentBytes: s.PayloadBytesSent}))
+	a.set(ctx, tHeartbeat, a.cfg.HeartbeatEvery)
+}
+
+// observe follows the filter: it logs mode changes, and turns a filter that
+// stopped tracking into a resync request.
+func (a *Agent) observe(ctx runtime.Context) {
+	fs := a.filter.Stats()
+	if fs.Mode != a.lastMode {
+		ctx.Log().Info("agent: capture mode", "machine", a.cfg.Machine, "from", a.lastMode.String(),
+			"to", fs.Mode.String(), "pendingBytes", fs.PendingBytes, "pendingRecords", fs.PendingRecords)
+		a.lastMode = fs.Mode
+	}
+	if fs.StopReason != "" && (a.phase == PhaseSyncing || a.phase == PhaseReplicating) {
+		a.requireResync(ctx, fs.StopReason)
+	}
+}
+
+// requireResync stops the sync or replication and asks the configuration
+// server for a resync until a Protect with a higher gen comes.
+func (a *Agent) requireResync(ctx runtime.Context, reason string) {
+	if a.phase == PhaseResyncRequired {
+		return
+	}
+	ctx.Log().Warn("agent: resync required", "machine", a.cfg.Machine, "gen", a.st.Gen, "reason", reason)
+	a.lastErr = "resync required: " + reason
+	if a.sync != nil {
+		a.epoch++ // the sync's pending reads are void
+		a.sync = nil
+	}
+	a.phase = PhaseResyncRequired
+	a.st.Phase, a.st.Reason = PhaseResyncRequired, reason
+	a.save(ctx)
+	a.sendResyncNeeded(ctx)
+}
+
+func (a *Agent) sendResyncNeeded(ctx runtime.Context) {
+	ctx.Send(a.cfg.ConfigServer, wire.Encode(&proto.ResyncNeeded{Machine: a.cfg.Machine, Reason: a.st.Reason}))
+	a.set(ctx, tResync, a.cfg.ResyncRetry)
+}
+
+func (a *Agent) save(ctx runtime.Context) {
+	if err := saveState(a.cfg.StateDir, a.st); err != nil {
+		a.fail(ctx, "save state", err)
+	}
+}
+
+// fail records an error a person should see.
+func (a *Agent) fail(ctx runtime.Context, what string, err error) {
+	a.lastErr = what + ": " + err.Error()
+	ctx.Log().Error("agent: "+what, "machine", a.cfg.Machine, "err", err)
+}
+
+// set (re)arms the timer called name.
+func (a *Agent) set(ctx runtime.Context, name string, d time.Duration) {
+	a.cancel(ctx, name)
+	a.timers[name] = ctx.After(d, name)
+}
+
+// arm sets the timer called name unless it is pending.
+func (a *Agent) arm(ctx runtime.Context, name string, d time.Duration) {
+	if _, ok := a.timers[name]; !ok {
+		a.timers[name] = ctx.After(d, name)
+	}
+}
+
+func (a *Agent) cancel(ctx runtime.Context, name string) {
+	if id, ok := a.timers[name]; ok {
+		ctx.Cancel(id)
+		delete(a.timers, name)
+	}
+}
+
+// start an op whose completion is handled by then.
+func (a *Agent) startOp(ctx runtime.Context, op runtime.Op, then func(runtime.Context, runtime.Done)) {
+	a.ops[ctx.Start(op)] = then
+}

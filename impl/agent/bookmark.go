@@ -1,0 +1,128 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+
+	"github.com/v2a-dr/v2a/impl/hrl"
+	"github.com/v2a-dr/v2a/impl/runtime"
+)
+
+// BookmarkCount counts bookmarks of one kind ("crash" or "app").
+type BookmarkCount struct {
+	Kind  string
+	Count int64
+}
+
+// SkipCount counts bookmarks of one kind not inserted (or dropped) for one
+// reason: "syncing", "resync-required", "idle", "metadata-mode",
+// "bitmap-mode", "undrained-metadata", "freeze-failed", "log-error", or
+// "metadata-reread" (inserted before a restart, dropped from the stream
+// because metadata records before it were read again after it).
+type SkipCount struct {
+	Kind   string
+	Reason string
+	Count  int64
+}
+
+type bookmarkStats struct {
+	inserted map[string]int64
+	skipped  map[[2]string]int64
+	last     string // id of the last bookmark inserted
+}
+
+func newBookmarkStats() bookmarkStats {
+	return bookmarkStats{inserted: map[string]int64{}, skipped: map[[2]string]int64{}}
+}
+
+func (b *bookmarkStats) skip(kind, reason string) { b.skipped[[2]string{kind, reason}]++ }
+
+func (b *bookmarkStats) lists() ([]BookmarkCount, []SkipCount) {
+	var ins []BookmarkCount
+	for k, n := range b.inserted {
+		ins = append(ins, BookmarkCount{Kind: k, Count: n})
+	}
+	sort.Slice(ins, func(i, j int) bool { return ins[i].Kind < ins[j].Kind })
+	var sk []SkipCount
+	for k, n := range b.skipped {
+		sk = append(sk, SkipCount{Kind: k[0], Reason: k[1], Count: n})
+	}
+	sort.Slice(sk, func(i, j int) bool {
+		if sk[i].Kind != sk[j].Kind {
+			return sk[i].Kind < sk[j].Kind
+		}
+		return sk[i].Reason < sk[j].Reason
+	})
+	return ins, sk
+}
+
+func kindName(k hrl.BookmarkKind) string {
+	if k == hrl.AppConsistent {
+		return "app"
+	}
+	return "crash"
+}
+
+// armBookmarkTimers (re)starts the policy's bookmark schedule.
+func (a *Agent) armBookmarkTimers(ctx runtime.Context) {
+	a.cancel(ctx, tCrash)
+	a.cancel(ctx, tApp)
+	if a.st.Policy.CrashInterval > 0 {
+		a.set(ctx, tCrash, a.st.Policy.CrashInterval)
+	}
+	if a.st.Policy.AppInterval > 0 {
+		a.set(ctx, tApp, a.st.Policy.AppInterval)
+	}
+}
+
+// bookmark inserts a bookmark of kind if the log can honour one now, and
+// otherwise counts and logs the skip. An app-consistent bookmark quiesces
+// the guest around the insertion.
+func (a *Agent) bookmark(ctx runtime.Context, kind hrl.BookmarkKind) {
+	name := kindName(kind)
+	reason := a.bookmarkBlocker()
+	if reason == "" && kind == hrl.AppConsistent {
+		if err := a.cfg.Guest.Freeze(); err != nil {
+			reason = "freeze-failed"
+			a.lastErr = "freeze: " + err.Error()
+		} else {
+			defer a.cfg.Guest.Thaw()
+		}
+	}
+	if reason == "" {
+		id := fmt.Sprintf("%s-%c-%d", a.cfg.Machine, name[0], a.filter.NextSeq())
+		seq, err := a.filter.InsertBookmark(kind, id, ctx.Now().UnixNano())
+		switch {
+		case errors.Is(err, ErrNotConsistent):
+			reason = "undrained-metadata"
+		case err != nil:
+			reason = "log-error"
+			a.lastErr = err.Error()
+		default:
+			a.bookmarks.inserted[name]++
+			a.bookmarks.last = id
+			ctx.Log().Info("agent: bookmark", "machine", a.cfg.Machine, "kind", name, "id", id, "seq", seq)
+			return
+		}
+	}
+	a.bookmarks.skip(name, reason)
+	ctx.Log().Info("agent: bookmark skipped", "machine", a.cfg.Machine, "kind", name, "reason", reason)
+}
+
+// bookmarkBlocker says why no bookmark can be honoured now, or "".
+func (a *Agent) bookmarkBlocker() string {
+	if a.phase != PhaseReplicating {
+		return a.phase
+	}
+	fs := a.filter.Stats()
+	switch {
+	case fs.Mode == ModeMetadata:
+		return "metadata-mode"
+	case fs.Mode == ModeBitmap:
+		return "bitmap-mode"
+	case fs.UndrainedMeta:
+		return "undrained-metadata"
+	}
+	return ""
+}

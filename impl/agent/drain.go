@@ -1,0 +1,142 @@
+package agent
+
+import (
+	"fmt"
+
+	"github.com/v2a-dr/v2a/impl/batch"
+	"github.com/v2a-dr/v2a/impl/blockdev"
+	"github.com/v2a-dr/v2a/impl/hrl"
+	"github.com/v2a-dr/v2a/impl/runtime"
+)
+
+// pumpDrain builds Log items from the change log while the window has room:
+// every DrainInterval, or as soon as DrainBytes were captured since the last
+// drain. The log is fsynced first (only durable records are read), and
+// metadata records are completed by reading their ranges from the disks in
+// an op; items are queued strictly in log order, one re-read at a time.
+func (a *Agent) pumpDrain(ctx runtime.Context) {
+	if a.phase != PhaseReplicating || !a.streamOpen || a.draining {
+		return
+	}
+	fs := a.filter.Stats()
+	if !a.drainDue && fs.CapturedBytes-a.capturedAtDrain < a.cfg.DrainBytes {
+		return
+	}
+	if len(a.queue) >= a.cfg.Window {
+		a.drainDue = true // go on when acknowledgements make room
+		return
+	}
+	if fs.LastSeq < a.drainFrom {
+		a.drainDue = false
+		return
+	}
+	a.capturedAtDrain = fs.CapturedBytes
+	if fs.DurableSeq < fs.LastSeq {
+		if err := a.filter.Sync(); err != nil {
+			a.fail(ctx, "drain", err)
+			return // the filter stopped: observe asks for a resync
+		}
+	}
+	a.drainDue = true
+	for len(a.queue) < a.cfg.Window && !a.draining {
+		recs, err := a.filter.Read(a.drainFrom, int64(a.cfg.ItemBytes))
+		if err != nil {
+			a.fail(ctx, "drain", err)
+			return
+		}
+		if len(recs) == 0 {
+			a.drainDue = false
+			return
+		}
+		a.buildLogItem(ctx, recs)
+	}
+}
+
+// metaRead is a metadata record's range to read back from a disk.
+type metaRead struct {
+	idx  int // index in the item's records
+	disk uint16
+	off  int64
+	n    uint32
+}
+
+// buildLogItem turns records into a Log item and queues it, after reading
+// the data of its metadata records from the disks if it has any.
+func (a *Agent) buildLogItem(ctx runtime.Context, recs []hrl.Record) {
+	first, last := recs[0].Seq, recs[len(recs)-1].Seq
+	it := &batch.Item{Kind: batch.KindLog, First: first, Last: last}
+	var metas []metaRead
+	for _, r := range recs {
+		switch r.Type {
+		case hrl.TypeWrite:
+			it.Records = append(it.Records, batch.Record{Seq: r.Seq, Type: batch.RecWrite, Disk: r.Disk, Off: r.Off, Data: r.Data})
+		case hrl.TypeWriteMeta:
+			if r.Seq <= a.redrainUpTo {
+				a.redrainMeta = true
+			}
+			metas = append(metas, metaRead{idx: len(it.Records), disk: r.Disk, off: r.Off, n: r.Len})
+			it.Records = append(it.Records, batch.Record{Seq: r.Seq, Type: batch.RecWrite, Disk: r.Disk, Off: r.Off})
+		case hrl.TypeBookmark:
+			if r.Seq <= a.redrainUpTo && a.redrainMeta {
+				// Inserted before this restart, when the metadata records
+				// before it had been read; they were just read again, later.
+				a.bookmarks.skip(kindName(r.BookmarkKind), "metadata-reread")
+				ctx.Log().Info("agent: bookmark dropped", "machine", a.cfg.Machine, "id", r.BookmarkID,
+					"reason", "metadata-reread")
+				continue
+			}
+			it.Records = append(it.Records, batch.Record{Seq: r.Seq, Type: batch.RecBookmark,
+				BookmarkKind: batch.BookmarkKind(r.BookmarkKind), BookmarkID: r.BookmarkID, UnixNano: r.UnixNano})
+		case hrl.TypeRevoke:
+			it.Records = append(it.Records, batch.Record{Seq: r.Seq, Type: batch.RecRevoke, BookmarkID: r.BookmarkID})
+		case hrl.TypeBitmap:
+			// Nothing to apply: the resync it calls for covers it.
+		}
+	}
+	a.drainFrom = last + 1
+	if len(metas) == 0 {
+		a.filter.MarkDrained(last)
+		a.enqueue(it, last)
+		return
+	}
+	devs := a.cfg.Guest.Disks()
+	var total int64
+	for _, m := range metas {
+		total += int64(m.n)
+	}
+	a.draining = true
+	epoch := a.epoch
+	a.startOp(ctx, runtime.Op{Name: "drain-read", Bytes: total, Run: func() (any, error) {
+		return readMetas(devs, metas)
+	}}, func(ctx runtime.Context, d runtime.Done) {
+		if epoch != a.epoch {
+			return
+		}
+		a.draining = false
+		if d.Err != nil {
+			a.fail(ctx, "drain", d.Err)
+			a.drainFrom = first // read again at the next drain
+			return
+		}
+		for i, data := range d.Value.([][]byte) {
+			it.Records[metas[i].idx].Data = data
+		}
+		a.filter.MarkDrained(last)
+		a.enqueue(it, last)
+	})
+}
+
+// readMetas reads the ranges of metadata records. It runs outside the actor.
+func readMetas(devs []blockdev.Device, metas []metaRead) ([][]byte, error) {
+	out := make([][]byte, len(metas))
+	for i, m := range metas {
+		if int(m.disk) >= len(devs) {
+			return nil, fmt.Errorf("agent: metadata record for disk %d of %d", m.disk, len(devs))
+		}
+		out[i] = make([]byte, m.n)
+		if _, err := devs[m.disk].ReadAt(out[i], m.off); err != nil {
+			return nil, fmt.Errorf("agent: re-read %d bytes at %d of disk %d: %w", m.n, m.off, m.disk, err)
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,99 @@
+package agent
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/v2a-dr/v2a/impl/proto"
+)
+
+// StateFile is the agent's persisted state in Config.StateDir.
+const StateFile = "agent.state"
+
+// persisted is what survives an agent restart: what the last Protect said
+// and how far the agent got with it.
+type persisted struct {
+	Machine       string       `json:"machine"`
+	Gen           uint64       `json:"gen"`
+	Policy        proto.Policy `json:"policy"`
+	ProcessServer string       `json:"processServer"`
+	Phase         string       `json:"phase"`            // syncing, replicating or resync-required
+	Reason        string       `json:"reason,omitempty"` // why a resync is required
+}
+
+// loadState reads agent.state; ok is false when there is none.
+func loadState(dir string) (st persisted, ok bool, err error) {
+	b, err := os.ReadFile(filepath.Join(dir, StateFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return persisted{}, false, nil
+	}
+	if err != nil {
+		return persisted{}, false, fmt.Errorf("agent: read state: %w", err)
+	}
+	if err := json.Unmarshal(b, &st); err != nil {
+		return persisted{}, false, fmt.Errorf("agent: state file %s: %w", StateFile, err)
+	}
+	switch st.Phase {
+	case PhaseSyncing, PhaseReplicating, PhaseResyncRequired:
+	default:
+		return persisted{}, false, fmt.Errorf("agent: state file %s: phase %q", StateFile, st.Phase)
+	}
+	return st, true, nil
+}
+
+// saveState replaces agent.state atomically: a temporary file, fsynced,
+// renamed over the old one, and the directory fsynced, so that a crash
+// leaves either the old state or the new one.
+func saveState(dir string, st persisted) error {
+	b, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
+		return fmt.Errorf("agent: encode state: %w", err)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("agent: save state: %w", err)
+	}
+	path := filepath.Join(dir, StateFile)
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return fmt.Errorf("agent: save state: %w", err)
+	}
+	_, err = f.Write(append(b, '\n'))
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err == nil {
+		err = syncDir(dir)
+	}
+	if err != nil {
+		return fmt.Errorf("agent: save state: %w", err)
+	}
+	return nil
+}
+
+// removeState forgets the protection (Unprotect).
+func removeState(dir string) error {
+	err := os.Remove(filepath.Join(dir, StateFile))
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("agent: remove state: %w", err)
+	}
+	return syncDir(dir)
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
