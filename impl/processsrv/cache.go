@@ -337,18 +337,17 @@ func (c *cacheDisk) scanMachine(m string) (scannedMachine, error) {
 	return sm, errors.Join(errs...)
 }
 
-// readItem reads a cached item file into buf (grown as needed) and checks
-// it; it returns the item bytes (aliasing the returned buffer) and the
-// buffer for reuse. It runs inside an Op.
-func readItem(path string, buf []byte) (item, newBuf []byte, err error) {
+// readFile reads a cached item file into buf (grown as needed) and returns
+// the buffer holding it. It runs inside an Op.
+func readFile(path string, buf []byte) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, buf, clean("open item", err)
+		return buf, clean("open item", err)
 	}
 	defer f.Close()
 	st, err := f.Stat()
 	if err != nil {
-		return nil, buf, clean("stat item", err)
+		return buf, clean("stat item", err)
 	}
 	n := int(st.Size())
 	if cap(buf) < n {
@@ -356,8 +355,7 @@ func readItem(path string, buf []byte) (item, newBuf []byte, err error) {
 	}
 	buf = buf[:n]
 	if _, err := io.ReadFull(f, buf); err != nil {
-		return nil, buf, clean("read item", err)
+		return buf, clean("read item", err)
 	}
-	item, err = openRecord(buf)
-	return item, buf, err
+	return buf, nil
 }

@@ -101,8 +101,18 @@ type worker struct {
 // sealFile reads a cached item file, checks it and seals the item as the
 // blob name. It runs inside an Op: it touches only the worker.
 func (w *worker) sealFile(path, name string) ([]byte, error) {
-	item, buf, err := readItem(path, w.buf)
+	buf, err := readFile(path, w.buf)
 	w.buf = buf
+	if err != nil {
+		return nil, err
+	}
+	return w.sealRecord(name, buf)
+}
+
+// sealRecord checks a cache record (header and CRC-32C) and seals the item
+// it holds as the blob name, into a new buffer (the upload owns it).
+func (w *worker) sealRecord(name string, rec []byte) ([]byte, error) {
+	item, err := openRecord(rec)
 	if err != nil {
 		return nil, err
 	}
@@ -339,7 +349,10 @@ func (s *Server) cleanup(ctx runtime.Context, m *machine) {
 	clear(m.items[len(keep):])
 	m.items = keep
 	if retry {
-		s.armRetry(ctx, ctx.Now().Add(backoff(1, ctx.Rand())))
+		s.cleanupTries++
+		s.armRetry(ctx, ctx.Now().Add(backoff(s.cleanupTries, ctx.Rand())))
+	} else {
+		s.cleanupTries = 0
 	}
 	if up := m.uploadedUpTo(); up > m.hinted {
 		m.hinted = up

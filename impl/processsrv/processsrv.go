@@ -145,6 +145,7 @@ type Server struct {
 
 	containerReady bool
 	containerTries int
+	cleanupTries   int // failed attempts in a row to delete uploaded files
 
 	ops      map[runtime.OpID]*opInfo
 	inFlight int       // items sealing or uploading
@@ -298,11 +299,7 @@ func (s *Server) item(ctx runtime.Context, from runtime.Addr, msg *proto.ItemMsg
 		s.ack(ctx, from, msg.Machine, acked, proto.AckGap, fmt.Sprintf("expected item %d", acked+1))
 		return
 	}
-	it, err := batch.Unmarshal(msg.Data)
-	if err == nil && (it.Machine != msg.Machine || it.Seq != msg.Seq) {
-		err = fmt.Errorf("%w: item is %s/%d, message says %s/%d", batch.ErrFormat, it.Machine, it.Seq, msg.Machine, msg.Seq)
-	}
-	if err != nil {
+	if err := checkItem(msg); err != nil {
 		s.errs++
 		s.lastErr = fmt.Sprintf("refused item %d of %s: %v", msg.Seq, msg.Machine, err)
 		ctx.Log().Warn("refused malformed item", "machine", msg.Machine, "seq", msg.Seq, "error", err.Error())
@@ -340,6 +337,19 @@ func (s *Server) item(ctx runtime.Context, from runtime.Addr, msg *proto.ItemMsg
 	s.usedBytes += fileBytes
 	s.ack(ctx, from, msg.Machine, m.acked, proto.AckOK, "")
 	s.pump(ctx)
+}
+
+// checkItem checks that an item message carries a well-formed item (what
+// batch.Unmarshal accepts) of the machine and sequence number it says.
+func checkItem(msg *proto.ItemMsg) error {
+	it, err := batch.Unmarshal(msg.Data)
+	if err != nil {
+		return err
+	}
+	if it.Machine != msg.Machine || it.Seq != msg.Seq {
+		return fmt.Errorf("%w: item is %s/%d, message says %s/%d", batch.ErrFormat, it.Machine, it.Seq, msg.Machine, msg.Seq)
+	}
+	return nil
 }
 
 // cacheFull records that an item was refused for lack of space, logging the

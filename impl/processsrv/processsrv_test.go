@@ -825,3 +825,44 @@ func TestStatusIsACopy(t *testing.T) {
 type actorFunc func(runtime.Context, runtime.Event)
 
 func (f actorFunc) Handle(c runtime.Context, ev runtime.Event) { f(c, ev) }
+
+// When the acked state cannot be written (the disk is full), the highest
+// uploaded file is kept — deleting it would lose the acknowledged position —
+// and deleted on a later retry.
+func TestStateWriteFailureKeepsFile(t *testing.T) {
+	e := newEnv(t, nil)
+	fails := 2
+	e.srv.disk.write = func(f *os.File, p []byte) (int, error) {
+		if strings.HasSuffix(f.Name(), stateFile+tmpSuffix) && fails > 0 {
+			fails--
+			return 0, &os.PathError{Op: "write", Path: f.Name(), Err: syscall.ENOSPC}
+		}
+		return f.Write(p)
+	}
+	e.sendItem("db01", 1)
+	if diff := cmp.Diff([]string{"db01/00000000000000000001.item"}, e.cacheFiles()); diff != "" {
+		t.Errorf("cache files (-want +got):\n%s", diff)
+	}
+	st := e.srv.Status()
+	if st.BacklogItems != 0 || st.Machines[0].UploadedUpTo != 1 || !strings.Contains(st.LastError, "cannot persist acked seq") {
+		t.Errorf("status: %+v", st)
+	}
+	if diff := cmp.Diff([]proto.Uploaded{{Machine: "db01", UpTo: 1}}, e.hints()); diff != "" {
+		t.Errorf("hints (-want +got):\n%s", diff)
+	}
+	e.d.Advance(10 * time.Second) // two retries: the second one succeeds
+	if diff := cmp.Diff([]string{"db01/acked"}, e.cacheFiles()); diff != "" {
+		t.Errorf("cache files after retry (-want +got):\n%s", diff)
+	}
+	if st := e.srv.Status(); st.CacheUsedBytes != 0 {
+		t.Errorf("cache used %d after deletion", st.CacheUsedBytes)
+	}
+	e.start(nil)
+	e.d.Receive(agentAddr, &proto.StreamHello{Machine: "db01"})
+	if diff := cmp.Diff([]ack{{1, proto.AckOK, ""}}, summarize(e.acks())); diff != "" {
+		t.Errorf("hello after restart (-want +got):\n%s", diff)
+	}
+	if got := len(e.store.puts); got != 1 {
+		t.Errorf("%d puts, want 1 (no re-upload)", got)
+	}
+}
