@@ -309,20 +309,24 @@ func (s *Server) item(ctx runtime.Context, from runtime.Addr, msg *proto.ItemMsg
 
 	fileBytes := recordHeaderLen + int64(len(msg.Data))
 	if s.usedBytes+fileBytes > s.cfg.CacheCapBytes {
-		s.cacheFull(ctx, msg.Machine, msg.Seq, fmt.Sprintf("cache full: %d of %d bytes used, item needs %d",
-			s.usedBytes, s.cfg.CacheCapBytes, fileBytes))
-		s.ack(ctx, from, msg.Machine, acked, proto.AckCacheFull, "cache full")
+		err := fmt.Errorf("%w: %d of %d bytes used, item %d of %s needs %d", ErrCacheFull,
+			s.usedBytes, s.cfg.CacheCapBytes, msg.Seq, msg.Machine, fileBytes)
+		s.cacheFull(ctx, msg.Machine, msg.Seq, err.Error())
+		s.ack(ctx, from, msg.Machine, acked, proto.AckCacheFull, err.Error())
 		return
 	}
 	if err := s.disk.writeItem(msg.Machine, msg.Seq, msg.Data); err != nil {
-		reason := "cache disk write failed: " + describe(err)
+		// Any failure to store the item durably is answered like a full
+		// cache: the agent keeps the item and retries later.
 		if isNoSpace(err) {
-			reason = "cache disk full: " + describe(err)
+			err = fmt.Errorf("%w: disk full: %w", ErrCacheFull, err)
+		} else {
+			err = fmt.Errorf("processsrv: cache disk write failed: %w", err)
 		}
 		s.errs++
-		s.lastErr = fmt.Sprintf("item %d of %s: %s", msg.Seq, msg.Machine, reason)
-		s.cacheFull(ctx, msg.Machine, msg.Seq, reason)
-		s.ack(ctx, from, msg.Machine, acked, proto.AckCacheFull, reason)
+		s.lastErr = describe(err)
+		s.cacheFull(ctx, msg.Machine, msg.Seq, describe(err))
+		s.ack(ctx, from, msg.Machine, acked, proto.AckCacheFull, describe(err))
 		return
 	}
 	if s.full {

@@ -365,7 +365,7 @@ func TestDiskFullENOSPC(t *testing.T) {
 		t.Errorf("cache files (-want +got):\n%s", diff)
 	}
 	st := e.srv.Status()
-	if !st.CacheFull || !strings.Contains(st.LastError, "cache disk full") || strings.Contains(st.LastError, e.cfg.CacheDir) {
+	if !st.CacheFull || !strings.Contains(st.LastError, "processsrv: cache full: disk full: item 4 of db01: processsrv: write: no space left on device") || strings.Contains(st.LastError, e.cfg.CacheDir) {
 		t.Errorf("status: full=%v last error %q (want the cause, without the cache path)", st.CacheFull, st.LastError)
 	}
 	if !strings.Contains(e.logs.String(), "cache full") {
