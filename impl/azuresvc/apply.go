@@ -1,0 +1,466 @@
+package azuresvc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/v2a-dr/v2a/impl/batch"
+	"github.com/v2a-dr/v2a/impl/blob"
+	"github.com/v2a-dr/v2a/impl/proto"
+)
+
+// ErrApply is an item that cannot be applied as it is (it does not fit the
+// replica or the stream). It is reported and retried, never skipped.
+var ErrApply = errors.New("azuresvc: item cannot be applied")
+
+// maxConflicts bounds the reload-and-retry rounds of one item after catalog
+// ETag conflicts.
+const maxConflicts = 5
+
+// Snapshot metadata keys (lower case: Azure's keys are case-insensitive).
+const (
+	mdPoint = "pointid"
+	mdKind  = "kind"
+	mdTime  = "unixnano"
+	mdGen   = "gen"
+)
+
+// note is a log line an Op wants written; Ops cannot log themselves, the
+// actor writes them when the Op is done.
+type note struct {
+	level slog.Level
+	msg   string
+	args  []any
+}
+
+// storage is what an Op needs to reach blob storage. It holds only
+// immutable values and the concurrency-safe Store.
+type storage struct {
+	store  blob.Store
+	prefix string
+}
+
+// applier applies one stream item to a machine's replica inside an Op. cat
+// is always what the store holds under etag: every change is made on a
+// clone and adopted only once its put succeeded, so a failure leaves cat and
+// etag describing the stored state exactly.
+type applier struct {
+	ctx    context.Context
+	st     storage
+	now    time.Time
+	cat    *Catalog
+	etag   string
+	events []*proto.ReplicaEvent
+	notes  []note
+	// reloaded: the catalog was reloaded after a conflict, so this attempt
+	// may meet snapshots an earlier round took for points it did not record.
+	reloaded bool
+}
+
+// applyResult is what an apply Op returns (as its Value, also on error).
+type applyResult struct {
+	cat    *Catalog
+	etag   string
+	events []*proto.ReplicaEvent
+	notes  []note
+}
+
+func (a *applier) note(level slog.Level, msg string, args ...any) {
+	a.notes = append(a.notes, note{level, msg, append([]any{"machine", a.cat.Machine}, args...)})
+}
+
+func (a *applier) event(ev *proto.ReplicaEvent) {
+	ev.Machine, ev.Applied = a.cat.Machine, a.cat.Applied
+	if ev.Gen == 0 {
+		ev.Gen = a.cat.Gen
+	}
+	a.events = append(a.events, ev)
+}
+
+// persist stores next as the catalog and adopts it.
+func (a *applier) persist(next *Catalog) error {
+	etag, err := putCatalog(a.ctx, a.st.store, a.st.prefix, next, a.etag)
+	if err != nil {
+		return err
+	}
+	a.cat, a.etag = next, etag
+	return nil
+}
+
+func (a *applier) result() applyResult {
+	return applyResult{cat: a.cat, etag: a.etag, events: a.events, notes: a.notes}
+}
+
+// run applies it, reloading the catalog and starting the item over when a
+// put loses an ETag race. Starting over is safe for the same reasons a
+// restart is (see bookmark). The cache blob is deleted once the catalog
+// records the item.
+func (a *applier) run(it *batch.Item, cacheName string) error {
+	for round := 0; ; round++ {
+		err := a.apply(it)
+		if errors.Is(err, errConflict) && round < maxConflicts {
+			a.note(slog.LevelWarn, "azuresvc: catalog changed underneath, reloading", "item", it.Seq)
+			c, etag, lerr := loadOrNew(a.ctx, a.st.store, a.st.prefix, a.cat.Machine)
+			if lerr != nil {
+				return lerr
+			}
+			a.cat, a.etag, a.reloaded = c, etag, true
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		break
+	}
+	err := a.st.store.Delete(a.ctx, cacheContainer(a.st.prefix), cacheName, blob.WriteOptions{})
+	if err != nil && !errors.Is(err, blob.ErrNotFound) {
+		// Applied and recorded: a later listing finds the blob again and
+		// deletes it then.
+		a.note(slog.LevelWarn, "azuresvc: delete applied item failed", "item", it.Seq, "err", err.Error())
+	}
+	return nil
+}
+
+func (a *applier) apply(it *batch.Item) error {
+	if it.Seq <= a.cat.Applied {
+		return nil // a duplicate: already applied and recorded
+	}
+	if it.Seq != a.cat.Applied+1 {
+		return fmt.Errorf("%w: item %d of %s, expected %d", ErrApply, it.Seq, it.Machine, a.cat.Applied+1)
+	}
+	switch it.Kind {
+	case batch.KindSyncStart:
+		return a.syncStart(it)
+	case batch.KindChunk:
+		return a.chunk(it)
+	case batch.KindSyncEnd:
+		return a.syncEnd(it)
+	case batch.KindLog:
+		return a.log(it)
+	}
+	return fmt.Errorf("%w: item %d of %s has kind %s", ErrApply, it.Seq, it.Machine, it.Kind)
+}
+
+// done records the item applied.
+func (a *applier) done(it *batch.Item, mutate func(*Catalog)) error {
+	next := a.cat.clone()
+	next.Applied = it.Seq
+	if mutate != nil {
+		mutate(next)
+	}
+	return a.persist(next)
+}
+
+func diskBlob(machine string, i int) string { return fmt.Sprintf("%s/disk%d", machine, i) }
+
+func (a *applier) syncStart(it *batch.Item) error {
+	rc := replicaContainer(a.st.prefix)
+	var disks []Disk
+	for i, size := range it.DiskSizes {
+		d := Disk{Index: i, Size: size, Blob: diskBlob(it.Machine, i)}
+		props, err := a.st.store.Properties(a.ctx, rc, d.Blob)
+		switch {
+		case errors.Is(err, blob.ErrNotFound):
+			if _, err := a.st.store.CreatePageBlob(a.ctx, rc, d.Blob, size, blob.WriteOptions{}); err != nil {
+				return fmt.Errorf("azuresvc: create replica disk %d of %s (%d bytes): %w", i, it.Machine, size, err)
+			}
+			a.note(slog.LevelInfo, "azuresvc: replica disk created", "disk", i, "bytes", size)
+		case err != nil:
+			return fmt.Errorf("azuresvc: replica disk %d of %s: %w", i, it.Machine, err)
+		case props.Size != size:
+			if _, err := a.st.store.Resize(a.ctx, rc, d.Blob, size, blob.WriteOptions{}); err != nil {
+				return fmt.Errorf("azuresvc: resize replica disk %d of %s to %d: %w", i, it.Machine, size, err)
+			}
+			a.note(slog.LevelInfo, "azuresvc: replica disk resized", "disk", i, "from", props.Size, "bytes", size)
+		}
+		disks = append(disks, d)
+	}
+	if err := a.done(it, func(c *Catalog) {
+		c.Gen, c.Synced, c.SyncItem, c.Disks = it.Gen, false, it.Seq, disks
+	}); err != nil {
+		return err
+	}
+	a.note(slog.LevelInfo, "azuresvc: sync started", "gen", it.Gen, "item", it.Seq, "disks", len(disks))
+	a.event(&proto.ReplicaEvent{Event: proto.EventSyncStarted, Gen: it.Gen})
+	return nil
+}
+
+// staleGen says whether a sync item belongs to a generation a later
+// SyncStart superseded (it is then recorded applied without effect). An
+// item of a generation whose SyncStart was never applied cannot come in a
+// well-ordered stream: it is an error, never skipped.
+func (a *applier) staleGen(it *batch.Item) (bool, error) {
+	switch {
+	case it.Gen < a.cat.Gen:
+		a.note(slog.LevelWarn, "azuresvc: item of a superseded sync generation ignored", "item", it.Seq, "gen", it.Gen, "current", a.cat.Gen)
+		return true, nil
+	case it.Gen > a.cat.Gen || a.cat.SyncItem == 0:
+		return false, fmt.Errorf("%w: %s item %d of %s is of gen %d, but the replica is at gen %d", ErrApply, it.Kind, it.Seq, it.Machine, it.Gen, a.cat.Gen)
+	}
+	return false, nil
+}
+
+func (a *applier) write(disk uint16, off int64, data []byte) error {
+	if int(disk) >= len(a.cat.Disks) {
+		return fmt.Errorf("%w: %s has no disk %d", ErrApply, a.cat.Machine, disk)
+	}
+	d := a.cat.Disks[disk]
+	if off < 0 || off+int64(len(data)) > d.Size {
+		return fmt.Errorf("%w: write of %d bytes at %d is outside disk %d of %s (%d bytes)", ErrApply, len(data), off, disk, a.cat.Machine, d.Size)
+	}
+	if len(data) == 0 {
+		return nil
+	}
+	if _, err := blob.WritePagesSplit(a.ctx, a.st.store, replicaContainer(a.st.prefix), d.Blob, off, data, blob.WriteOptions{}); err != nil {
+		return fmt.Errorf("azuresvc: write disk %d of %s: %w", disk, a.cat.Machine, err)
+	}
+	return nil
+}
+
+func (a *applier) chunk(it *batch.Item) error {
+	stale, err := a.staleGen(it)
+	if err != nil {
+		return err
+	}
+	if !stale {
+		for _, r := range it.Runs {
+			if err := a.write(it.Disk, r.Off, r.Data); err != nil {
+				return err
+			}
+		}
+	}
+	return a.done(it, nil)
+}
+
+func (a *applier) syncEnd(it *batch.Item) error {
+	stale, err := a.staleGen(it)
+	if err != nil {
+		return err
+	}
+	if stale {
+		return a.done(it, nil)
+	}
+	if err := a.done(it, func(c *Catalog) {
+		c.Synced = true
+		if it.LogFrom > 0 {
+			// Set, not raised: after a resync the agent's log may number
+			// from anywhere, and records from LogFrom on come next.
+			c.AppliedLogSeq = it.LogFrom - 1
+		}
+	}); err != nil {
+		return err
+	}
+	a.note(slog.LevelInfo, "azuresvc: sync complete", "gen", it.Gen, "item", it.Seq, "logFrom", it.LogFrom, "chunks", it.Chunks)
+	a.event(&proto.ReplicaEvent{Event: proto.EventSyncComplete, Gen: it.Gen})
+	return nil
+}
+
+func (a *applier) log(it *batch.Item) error {
+	for _, r := range it.Records {
+		if r.Seq <= a.cat.AppliedLogSeq {
+			continue // applied before (a duplicate or a restart)
+		}
+		var err error
+		switch r.Type {
+		case batch.RecWrite:
+			err = a.write(r.Disk, r.Off, r.Data)
+		case batch.RecBookmark:
+			err = a.bookmark(r)
+		case batch.RecRevoke:
+			err = a.revoke(r)
+		default:
+			err = fmt.Errorf("%w: record %d of item %d of %s has unknown type %d", ErrApply, r.Seq, it.Seq, it.Machine, r.Type)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return a.done(it, func(c *Catalog) { c.AppliedLogSeq = max(c.AppliedLogSeq, it.Last) })
+}
+
+// bookmark makes the recovery point of bookmark record r.
+//
+// Why a point made here is right even after a crash or an ETag retry: the
+// catalog is persisted, with AppliedLogSeq = r.Seq, right after the
+// snapshots and BEFORE any later record is written to the replica. So when
+// an item is applied again from a persisted AppliedLogSeq p (restart,
+// reload), the replica holds state(p) plus possibly some writes p+1..q that
+// the interrupted attempt made, and q < r.Seq for the first bookmark r
+// after p that the attempt snapshotted or would snapshot: an attempt only
+// writes past a bookmark after persisting it, or when it made no point for
+// it — and the decision (synced, revoked, already a point) depends only on
+// the catalog at p and the records p+1..r, so the new attempt decides the
+// same and does not snapshot either. Re-applying writes p+1..r on top of a
+// prefix of themselves gives exactly state(r): the replica is right at the
+// moment of the snapshot. A snapshot left by an interrupted attempt (taken,
+// catalog not updated) is not a point: after a reload it is found by its
+// metadata and deleted before the new one is taken; after a restart or a
+// failed attempt the service sweeps such orphans before applying anything.
+func (a *applier) bookmark(r batch.Record) error {
+	id := r.BookmarkID
+	skip := ""
+	switch {
+	case a.cat.revoked(id):
+		skip = "revoked"
+	case !a.cat.Synced:
+		skip = "replica not synced"
+	default:
+		if _, ok := a.cat.point(id); ok {
+			skip = "already a point"
+		}
+	}
+	if skip != "" {
+		// Persisted with the item; nothing to snapshot.
+		a.note(slog.LevelInfo, "azuresvc: bookmark makes no point", "point", id, "seq", r.Seq, "reason", skip)
+		return nil
+	}
+	rc := replicaContainer(a.st.prefix)
+	if a.reloaded {
+		if err := a.deleteOrphans(id); err != nil {
+			return err
+		}
+	}
+	pt := Point{ID: id, Kind: r.BookmarkKind.String(), Time: time.Unix(0, r.UnixNano).UTC(), Seq: r.Seq, Gen: a.cat.Gen}
+	md := map[string]string{mdPoint: id, mdKind: pt.Kind, mdTime: strconv.FormatInt(r.UnixNano, 10), mdGen: strconv.FormatUint(a.cat.Gen, 10)}
+	for _, d := range a.cat.Disks {
+		snap, err := a.st.store.Snapshot(a.ctx, rc, d.Blob, md)
+		if err != nil {
+			return fmt.Errorf("azuresvc: snapshot disk %d of %s for %s: %w", d.Index, a.cat.Machine, id, err)
+		}
+		pt.Snapshots = append(pt.Snapshots, snap)
+	}
+	next := a.cat.clone()
+	next.Points = append(next.Points, pt)
+	next.AppliedLogSeq = r.Seq
+	keep, drop := prune(next.Points, a.now, next.Policy.Retention)
+	next.Points = keep
+	if err := a.persist(next); err != nil {
+		return err
+	}
+	a.note(slog.LevelInfo, "azuresvc: recovery point", "point", id, "kind", pt.Kind, "seq", r.Seq, "gen", pt.Gen)
+	a.event(&proto.ReplicaEvent{Event: proto.EventPoint, PointID: id, Kind: pt.Kind, PointTime: pt.Time, Seq: r.Seq})
+	a.dropped(drop, "retention")
+	return nil
+}
+
+// deleteOrphans deletes snapshots of the machine's disks made for point id
+// that the catalog does not hold (left by an interrupted attempt).
+func (a *applier) deleteOrphans(id string) error {
+	return a.sweep(func(md map[string]string) bool { return md[mdPoint] == id })
+}
+
+// sweep deletes the snapshots of the machine's replica disks that carry a
+// point id matching match and that no point of the catalog references.
+func (a *applier) sweep(match func(md map[string]string) bool) error {
+	rc := replicaContainer(a.st.prefix)
+	used := map[string]bool{}
+	for _, p := range a.cat.Points {
+		for _, s := range p.Snapshots {
+			used[s] = true
+		}
+	}
+	for _, d := range a.cat.Disks {
+		snaps, err := a.st.store.Snapshots(a.ctx, rc, d.Blob)
+		if errors.Is(err, blob.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("azuresvc: list snapshots of disk %d of %s: %w", d.Index, a.cat.Machine, err)
+		}
+		for _, s := range snaps {
+			if used[s.ID] || s.Metadata[mdPoint] == "" || !match(s.Metadata) {
+				continue
+			}
+			if err := a.st.store.DeleteSnapshot(a.ctx, rc, d.Blob, s.ID); err != nil && !errors.Is(err, blob.ErrNotFound) {
+				return fmt.Errorf("azuresvc: delete orphan snapshot of disk %d of %s: %w", d.Index, a.cat.Machine, err)
+			}
+			a.note(slog.LevelInfo, "azuresvc: orphan snapshot deleted", "point", s.Metadata[mdPoint], "disk", d.Index)
+		}
+	}
+	return nil
+}
+
+// dropped deletes the snapshots of points the (already persisted) catalog
+// no longer holds and reports them. A failed delete leaves an orphan the
+// next sweep removes; the point is gone either way.
+func (a *applier) dropped(points []Point, reason string) {
+	rc := replicaContainer(a.st.prefix)
+	for _, p := range points {
+		for i, s := range p.Snapshots {
+			if i >= len(a.cat.Disks) {
+				break
+			}
+			err := a.st.store.DeleteSnapshot(a.ctx, rc, a.cat.Disks[i].Blob, s)
+			if err != nil && !errors.Is(err, blob.ErrNotFound) {
+				a.note(slog.LevelWarn, "azuresvc: delete snapshot failed", "point", p.ID, "disk", i, "err", err.Error())
+			}
+		}
+		a.note(slog.LevelInfo, "azuresvc: recovery point pruned", "point", p.ID, "reason", reason)
+		a.event(&proto.ReplicaEvent{Event: proto.EventPruned, PointID: p.ID, Kind: p.Kind, PointTime: p.Time, Seq: p.Seq, Gen: p.Gen, Detail: reason})
+	}
+}
+
+func (a *applier) revoke(r batch.Record) error {
+	id := r.BookmarkID
+	next := a.cat.clone()
+	next.AppliedLogSeq = r.Seq
+	if !next.revoked(id) {
+		next.Revoked = append(next.Revoked, id)
+	}
+	var drop []Point
+	next.Points = slices.DeleteFunc(next.Points, func(p Point) bool {
+		if p.ID == id {
+			drop = append(drop, p)
+			return true
+		}
+		return false
+	})
+	if err := a.persist(next); err != nil {
+		return err
+	}
+	a.note(slog.LevelInfo, "azuresvc: bookmark revoked", "point", id, "seq", r.Seq, "hadPoint", len(drop) > 0)
+	a.dropped(drop, "revoked")
+	return nil
+}
+
+// retain prunes the catalog's points at a.now (a policy change or time
+// passing) and sweeps orphans when asked.
+func (a *applier) retain(policy *proto.Policy, sweep bool) error {
+	for round := 0; ; round++ {
+		next := a.cat.clone()
+		if policy != nil {
+			next.Policy = *policy
+		}
+		keep, drop := prune(next.Points, a.now, next.Policy.Retention)
+		next.Points = keep
+		var err error
+		if policy != nil || len(drop) > 0 {
+			err = a.persist(next)
+		}
+		if errors.Is(err, errConflict) && round < maxConflicts {
+			c, etag, lerr := loadOrNew(a.ctx, a.st.store, a.st.prefix, a.cat.Machine)
+			if lerr != nil {
+				return lerr
+			}
+			a.cat, a.etag = c, etag
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if policy != nil {
+			a.note(slog.LevelInfo, "azuresvc: policy set", "policy", policy.Name, "retention", policy.Retention.String())
+		}
+		a.dropped(drop, "retention")
+		break
+	}
+	if sweep {
+		return a.sweep(func(map[string]string) bool { return true })
+	}
+	return nil
+}

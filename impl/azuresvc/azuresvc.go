@@ -1,0 +1,754 @@
+// Package azuresvc is what Site Recovery does inside Azure for VMware and
+// physical machines: it applies each machine's replication stream, uploaded
+// by the process server as sealed items to `<prefix>cache/<machine>/<seq>`,
+// to the machine's replica disks (page blobs in `<prefix>replica`), turns
+// bookmarks into recovery points (blob snapshots), prunes them by the
+// policy's retention, and keeps all of it in a catalog per machine
+// (`<prefix>catalog/<machine>.json`, updated with ETag conditions).
+//
+// The Service is a runtime.Actor. It learns of items from Uploaded hints and
+// from listing the cache container on a timer; the listing is the truth (a
+// hint only makes it list sooner). Per machine, items are applied strictly in
+// stream order, one storage Op chain at a time: a missing item number means
+// wait, never skip. Different machines proceed concurrently. An item that
+// does not open (tampered, corrupt, another vault's key) or does not fit the
+// replica is reported to the configuration server as
+// ReplicaEvent{apply-error}, left in place, and retried at the next poll.
+//
+// Everything durable is in storage: a Service built after a crash reloads
+// the catalogs and goes on; applying any item again changes nothing (see
+// applier.bookmark for why recovery points stay right).
+package azuresvc
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/v2a-dr/v2a/impl/batch"
+	"github.com/v2a-dr/v2a/impl/blob"
+	"github.com/v2a-dr/v2a/impl/proto"
+	"github.com/v2a-dr/v2a/impl/runtime"
+	"github.com/v2a-dr/v2a/impl/wire"
+)
+
+// Config configures a Service. Zero durations take the defaults below.
+type Config struct {
+	Store           blob.Store
+	StoragePeer     string       // host storage Ops talk to; default "storage.azure"
+	ContainerPrefix string       // e.g. "v2a-ab12-"; containers are <prefix>cache, replica, catalog
+	Key             [32]byte     // the vault's data key (vault.Keys.Data)
+	ConfigServer    runtime.Addr // where ReplicaEvents and Checksums go; default "cs01:443"
+	// PollEvery is how often the cache container is listed (default 10 s).
+	// A failed item is retried at the next poll.
+	PollEvery time.Duration
+	// ChecksumResend is how often a sync's checksums are sent again while
+	// no chunk of the sync has arrived (the agent may have missed them;
+	// default 30 s).
+	ChecksumResend time.Duration
+	// AnnounceEvery is how often sync-complete is sent again for every
+	// synced machine, so that a lost one does not leave the configuration
+	// server waiting (default 1 min).
+	AnnounceEvery time.Duration
+}
+
+// Defaults.
+const (
+	DefaultStoragePeer    = "storage.azure"
+	DefaultConfigServer   = runtime.Addr("cs01:443")
+	DefaultPollEvery      = 10 * time.Second
+	DefaultChecksumResend = 30 * time.Second
+	DefaultAnnounceEvery  = time.Minute
+)
+
+// Service is the Azure side. Build it with New; drive it as a runtime.Actor.
+type Service struct {
+	cfg      Config
+	st       storage
+	now      time.Time // of the event being (or last) handled
+	ready    bool      // containers exist
+	setup    bool      // the container set-up Op is in flight
+	listing  bool      // a listing Op is in flight
+	relist   bool      // list again when it is done (a hint came meanwhile)
+	pollList bool      // the listing in flight was the poll's (it releases held machines)
+	lastAnn  time.Time
+	machines map[string]*machine
+	ops      map[runtime.OpID]pending
+}
+
+// machine is the actor's view of one replicated machine.
+type machine struct {
+	name       string
+	cat        *Catalog // nil until loaded
+	etag       string
+	busy       bool // an Op chain of this machine is in flight
+	held       bool // an attempt failed: wait for the next poll
+	sweepDue   bool // look for orphan snapshots (after a load or a failure)
+	sealer     *batch.Sealer
+	listed     map[uint64]int64 // item seq -> sealed size, per the last listing
+	wantPolicy *proto.Policy
+	sums       []*proto.Checksums // computed for sumsItem
+	sumsItem   uint64
+	sumsSent   time.Time
+	applied    uint64 // items applied by this incarnation
+	failures   int
+	lastErr    string
+}
+
+type opKind int
+
+const (
+	opSetup opKind = iota
+	opList
+	opLoad
+	opFetch
+	opApply
+	opRanges
+	opSums
+	opRetain
+	opCleanup
+)
+
+type pending struct {
+	kind    opKind
+	machine string
+	seq     uint64 // opFetch, opApply
+	gen     uint64 // opRanges, opSums
+	item    uint64 // opRanges, opSums: the SyncStart item
+	stale   []uint64
+}
+
+// New returns a Service.
+func New(cfg Config) *Service {
+	if cfg.StoragePeer == "" {
+		cfg.StoragePeer = DefaultStoragePeer
+	}
+	if cfg.ConfigServer == "" {
+		cfg.ConfigServer = DefaultConfigServer
+	}
+	if cfg.PollEvery <= 0 {
+		cfg.PollEvery = DefaultPollEvery
+	}
+	if cfg.ChecksumResend <= 0 {
+		cfg.ChecksumResend = DefaultChecksumResend
+	}
+	if cfg.AnnounceEvery <= 0 {
+		cfg.AnnounceEvery = DefaultAnnounceEvery
+	}
+	return &Service{cfg: cfg, st: storage{store: cfg.Store, prefix: cfg.ContainerPrefix},
+		machines: map[string]*machine{}, ops: map[runtime.OpID]pending{}}
+}
+
+// Handle implements runtime.Actor.
+func (s *Service) Handle(ctx runtime.Context, ev runtime.Event) {
+	s.now = ctx.Now()
+	switch ev := ev.(type) {
+	case runtime.Started:
+		// A Service is built fresh after a crash; reset anyway so that a
+		// driver delivering Started twice gets a clean restart.
+		s.ready, s.setup, s.listing, s.relist = false, false, false, false
+		s.machines, s.ops = map[string]*machine{}, map[runtime.OpID]pending{}
+		ctx.Log().Info("azuresvc: started", "pollEvery", s.cfg.PollEvery.String())
+		s.startSetup(ctx)
+		ctx.After(s.cfg.PollEvery, "poll")
+	case runtime.Timer:
+		if ev.Name == "poll" {
+			ctx.After(s.cfg.PollEvery, "poll")
+			s.poll(ctx)
+		}
+	case runtime.Message:
+		s.message(ctx, ev)
+	case runtime.Done:
+		s.done(ctx, ev)
+	}
+}
+
+func (s *Service) message(ctx runtime.Context, ev runtime.Message) {
+	msg, err := wire.Decode(ev.Data)
+	if err != nil {
+		ctx.Log().Warn("azuresvc: undecodable frame dropped", "from", string(ev.From), "err", err.Error())
+		return
+	}
+	switch m := msg.(type) {
+	case *proto.Uploaded:
+		if m.Machine == "" {
+			return
+		}
+		mc := s.machine(m.Machine)
+		if mc.cat == nil || m.UpTo > mc.cat.Applied {
+			s.startList(ctx, false)
+		}
+	case *proto.PolicyFor:
+		if m.Machine == "" {
+			return
+		}
+		if err := m.Policy.Validate(); err != nil {
+			ctx.Log().Warn("azuresvc: invalid policy ignored", "machine", m.Machine, "err", err.Error())
+			return
+		}
+		p := m.Policy
+		mc := s.machine(m.Machine)
+		mc.wantPolicy = &p
+		s.kick(ctx, mc)
+	default:
+		ctx.Log().Debug("azuresvc: message ignored", "from", string(ev.From), "kind", wire.KindName(msg.WireKind()))
+	}
+}
+
+func (s *Service) machine(name string) *machine {
+	m, ok := s.machines[name]
+	if !ok {
+		m = &machine{name: name, listed: map[uint64]int64{}}
+		s.machines[name] = m
+	}
+	return m
+}
+
+// sortedMachines lists machines by name, so that Ops start in the same
+// order in every run.
+func (s *Service) sortedMachines() []*machine {
+	names := slices.Sorted(maps.Keys(s.machines))
+	out := make([]*machine, len(names))
+	for i, n := range names {
+		out[i] = s.machines[n]
+	}
+	return out
+}
+
+func (s *Service) send(ctx runtime.Context, msg wire.Msg) {
+	ctx.Send(s.cfg.ConfigServer, wire.Encode(msg))
+}
+
+// scrub removes the container prefix from text that goes to logs and
+// events (container names must not appear in a deterministic trace).
+func (s *Service) scrub(text string) string {
+	if s.cfg.ContainerPrefix == "" {
+		return text
+	}
+	return strings.ReplaceAll(text, s.cfg.ContainerPrefix, "")
+}
+
+func (s *Service) start(ctx runtime.Context, p pending, op runtime.Op) {
+	if op.Peer == "" {
+		op.Peer = s.cfg.StoragePeer
+	}
+	s.ops[ctx.Start(op)] = p
+}
+
+func (s *Service) poll(ctx runtime.Context) {
+	if !s.ready {
+		s.startSetup(ctx)
+		return
+	}
+	s.startList(ctx, true)
+	announce := s.now.Sub(s.lastAnn) >= s.cfg.AnnounceEvery
+	if announce {
+		s.lastAnn = s.now
+	}
+	for _, m := range s.sortedMachines() {
+		if m.cat == nil {
+			continue
+		}
+		if announce && m.cat.Synced {
+			s.send(ctx, &proto.ReplicaEvent{Machine: m.name, Event: proto.EventSyncComplete, Gen: m.cat.Gen,
+				Applied: m.cat.Applied, Detail: "announce"})
+		}
+		if m.sums != nil && s.sumsValid(m) && s.now.Sub(m.sumsSent) >= s.cfg.ChecksumResend {
+			ctx.Log().Info("azuresvc: checksums sent again", "machine", m.name, "gen", m.cat.Gen, "messages", len(m.sums))
+			s.sendSums(ctx, m)
+		}
+	}
+}
+
+// sumsValid says whether the replica still is what its SyncStart
+// checksums describe: no chunk of the sync was applied yet.
+func (s *Service) sumsValid(m *machine) bool {
+	return m.cat.SyncItem != 0 && m.cat.Applied == m.cat.SyncItem && !m.cat.Synced
+}
+
+func (s *Service) sendSums(ctx runtime.Context, m *machine) {
+	for _, c := range m.sums {
+		s.send(ctx, c)
+	}
+	m.sumsSent = s.now
+}
+
+func (s *Service) startSetup(ctx runtime.Context) {
+	if s.setup {
+		return
+	}
+	s.setup = true
+	st := s.st
+	s.start(ctx, pending{kind: opSetup}, runtime.Op{Name: "azuresvc-setup", Run: func() (any, error) {
+		for _, c := range []string{cacheContainer(st.prefix), replicaContainer(st.prefix), catalogContainer(st.prefix)} {
+			if err := st.store.CreateContainer(context.Background(), c); err != nil {
+				return nil, err
+			}
+		}
+		return nil, nil
+	}})
+}
+
+// listed is one cache listing: sealed item sizes by machine and item, and
+// the machines that have a catalog.
+type listed struct {
+	items    map[string]map[uint64]int64
+	catalogs []string
+	foreign  int // blobs whose names are not <machine>/<seq>
+}
+
+func (s *Service) startList(ctx runtime.Context, poll bool) {
+	if !s.ready {
+		return
+	}
+	if s.listing {
+		s.relist = true
+		s.pollList = s.pollList || poll
+		return
+	}
+	s.listing, s.pollList = true, poll
+	st := s.st
+	s.start(ctx, pending{kind: opList}, runtime.Op{Name: "azuresvc-list", Run: func() (any, error) {
+		bg := context.Background()
+		out := listed{items: map[string]map[uint64]int64{}}
+		items, err := st.store.List(bg, cacheContainer(st.prefix), "")
+		if err != nil && !errors.Is(err, blob.ErrNotFound) {
+			return nil, err
+		}
+		for _, it := range items {
+			m, seq, ok := parseItemName(it.Name)
+			if !ok {
+				out.foreign++
+				continue
+			}
+			if out.items[m] == nil {
+				out.items[m] = map[uint64]int64{}
+			}
+			out.items[m][seq] = it.Size
+		}
+		cats, err := st.store.List(bg, catalogContainer(st.prefix), "")
+		if err != nil && !errors.Is(err, blob.ErrNotFound) {
+			return nil, err
+		}
+		for _, c := range cats {
+			if m, ok := strings.CutSuffix(c.Name, ".json"); ok && m != "" {
+				out.catalogs = append(out.catalogs, m)
+			}
+		}
+		return out, nil
+	}})
+}
+
+// itemName is the cache blob of a machine's item.
+func itemName(machine string, seq uint64) string { return fmt.Sprintf("%s/%020d", machine, seq) }
+
+func parseItemName(name string) (string, uint64, bool) {
+	i := strings.LastIndexByte(name, '/')
+	if i <= 0 || len(name)-i-1 != 20 {
+		return "", 0, false
+	}
+	seq, err := strconv.ParseUint(name[i+1:], 10, 64)
+	if err != nil || seq == 0 {
+		return "", 0, false
+	}
+	return name[:i], seq, true
+}
+
+// kick starts the next piece of work for m, if m is idle. Order matters:
+// state first (load, orphan sweep, policy), then the checksums a sync
+// waits for, then the next item, then housekeeping.
+func (s *Service) kick(ctx runtime.Context, m *machine) {
+	if m.busy || !s.ready {
+		return
+	}
+	if m.cat == nil {
+		s.startLoad(ctx, m)
+		return
+	}
+	if m.held {
+		return
+	}
+	policyChange := m.wantPolicy != nil && *m.wantPolicy != m.cat.Policy
+	if !policyChange {
+		m.wantPolicy = nil
+	}
+	if m.sweepDue || policyChange {
+		s.startRetain(ctx, m, m.wantPolicy, m.sweepDue)
+		return
+	}
+	if s.sumsValid(m) && (m.sums == nil || m.sumsItem != m.cat.SyncItem) {
+		s.startRanges(ctx, m)
+		return
+	}
+	next := m.cat.Applied + 1
+	if size, ok := m.listed[next]; ok {
+		s.startFetch(ctx, m, next, size)
+		return
+	}
+	var stale []uint64
+	for seq := range m.listed {
+		if seq <= m.cat.Applied {
+			stale = append(stale, seq)
+		}
+	}
+	if len(stale) > 0 {
+		slices.Sort(stale)
+		s.startCleanup(ctx, m, stale)
+		return
+	}
+	if _, drop := prune(m.cat.Points, s.now, m.cat.Policy.Retention); len(drop) > 0 {
+		s.startRetain(ctx, m, nil, false)
+	}
+}
+
+func (s *Service) startLoad(ctx runtime.Context, m *machine) {
+	m.busy = true
+	st, name := s.st, m.name
+	s.start(ctx, pending{kind: opLoad, machine: name}, runtime.Op{Name: "azuresvc-load", Run: func() (any, error) {
+		c, etag, err := loadOrNew(context.Background(), st.store, st.prefix, name)
+		return applyResult{cat: c, etag: etag}, err
+	}})
+}
+
+// fetched is a downloaded, opened and decoded item.
+type fetched struct{ item *batch.Item }
+
+func (s *Service) startFetch(ctx runtime.Context, m *machine, seq uint64, size int64) {
+	if m.sealer == nil {
+		sl, err := batch.NewSealer(s.cfg.Key, batch.CodecS2)
+		if err != nil {
+			s.failed(ctx, m, seq, err)
+			return
+		}
+		m.sealer = sl
+	}
+	m.busy = true
+	st, sealer, name, machineName := s.st, m.sealer, itemName(m.name, seq), m.name
+	s.start(ctx, pending{kind: opFetch, machine: m.name, seq: seq}, runtime.Op{Name: "azuresvc-get", Bytes: size, Run: func() (any, error) {
+		sealed, _, err := st.store.Get(context.Background(), cacheContainer(st.prefix), name, blob.ReadOptions{})
+		if err != nil {
+			return nil, err
+		}
+		plain, err := sealer.Open(nil, name, sealed)
+		if err != nil {
+			return nil, err
+		}
+		it, err := batch.Unmarshal(plain)
+		if err != nil {
+			return nil, err
+		}
+		if it.Machine != machineName || it.Seq != seq {
+			return nil, fmt.Errorf("%w: %s holds item %d of %s", ErrApply, name, it.Seq, it.Machine)
+		}
+		return fetched{it}, nil
+	}})
+}
+
+func (s *Service) startApply(ctx runtime.Context, m *machine, it *batch.Item) {
+	st, now, cat, etag, name := s.st, s.now, m.cat.clone(), m.etag, itemName(m.name, it.Seq)
+	s.start(ctx, pending{kind: opApply, machine: m.name, seq: it.Seq}, runtime.Op{Name: "azuresvc-apply-" + it.Kind.String(), Bytes: it.Size(), Run: func() (any, error) {
+		a := &applier{ctx: context.Background(), st: st, now: now, cat: cat, etag: etag}
+		err := a.run(it, name)
+		return a.result(), err
+	}})
+}
+
+func (s *Service) startRetain(ctx runtime.Context, m *machine, policy *proto.Policy, sweep bool) {
+	m.busy = true
+	var pol *proto.Policy
+	if policy != nil {
+		p := *policy
+		pol = &p
+	}
+	st, now, cat, etag := s.st, s.now, m.cat.clone(), m.etag
+	s.start(ctx, pending{kind: opRetain, machine: m.name}, runtime.Op{Name: "azuresvc-retain", Run: func() (any, error) {
+		a := &applier{ctx: context.Background(), st: st, now: now, cat: cat, etag: etag}
+		err := a.retain(pol, sweep)
+		return a.result(), err
+	}})
+}
+
+func (s *Service) startRanges(ctx runtime.Context, m *machine) {
+	m.busy = true
+	st, disks := s.st, slices.Clone(m.cat.Disks)
+	p := pending{kind: opRanges, machine: m.name, gen: m.cat.Gen, item: m.cat.SyncItem}
+	s.start(ctx, p, runtime.Op{Name: "azuresvc-page-ranges", Run: func() (any, error) {
+		var out []diskRanges
+		for _, d := range disks {
+			rs, err := st.store.PageRanges(context.Background(), replicaContainer(st.prefix), d.Blob, "")
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, diskRanges{Disk: d, Ranges: rs})
+		}
+		return out, nil
+	}})
+}
+
+func (s *Service) startSums(ctx runtime.Context, m *machine, p pending, disks []diskRanges) {
+	var n int64
+	for _, d := range disks {
+		n += d.readBytes()
+	}
+	st, name := s.st, m.name
+	p.kind = opSums
+	s.start(ctx, p, runtime.Op{Name: "azuresvc-checksums", Bytes: n, Run: func() (any, error) {
+		return checksumMessages(context.Background(), st.store, replicaContainer(st.prefix), name, p.gen, disks)
+	}})
+}
+
+func (s *Service) startCleanup(ctx runtime.Context, m *machine, stale []uint64) {
+	m.busy = true
+	st, name := s.st, m.name
+	s.start(ctx, pending{kind: opCleanup, machine: m.name, stale: stale}, runtime.Op{Name: "azuresvc-delete-applied", Run: func() (any, error) {
+		for _, seq := range stale {
+			err := st.store.Delete(context.Background(), cacheContainer(st.prefix), itemName(name, seq), blob.WriteOptions{})
+			if err != nil && !errors.Is(err, blob.ErrNotFound) {
+				return nil, err
+			}
+		}
+		return nil, nil
+	}})
+}
+
+func (s *Service) done(ctx runtime.Context, ev runtime.Done) {
+	p, ok := s.ops[ev.ID]
+	if !ok {
+		return // from before a restart
+	}
+	delete(s.ops, ev.ID)
+	switch p.kind {
+	case opSetup:
+		s.setup = false
+		if ev.Err != nil {
+			ctx.Log().Warn("azuresvc: container set-up failed, retrying at the next poll", "err", s.scrub(ev.Err.Error()))
+			return
+		}
+		s.ready = true
+		s.startList(ctx, true)
+		return
+	case opList:
+		s.listDone(ctx, ev)
+		return
+	}
+	m := s.machines[p.machine]
+	switch p.kind {
+	case opLoad:
+		m.busy = false
+		if ev.Err != nil {
+			s.failed(ctx, m, 0, ev.Err)
+			return
+		}
+		r := ev.Value.(applyResult)
+		m.cat, m.etag, m.sweepDue = r.cat, r.etag, true
+		ctx.Log().Info("azuresvc: catalog loaded", "machine", m.name, "applied", m.cat.Applied,
+			"appliedLogSeq", m.cat.AppliedLogSeq, "gen", m.cat.Gen, "synced", m.cat.Synced, "points", len(m.cat.Points))
+	case opFetch:
+		if ev.Err != nil {
+			m.busy = false
+			if errors.Is(ev.Err, blob.ErrNotFound) {
+				// Listed but gone: the listing was older than the blob's
+				// deletion, or storage lags. Wait for the next listing.
+				delete(m.listed, p.seq)
+				break
+			}
+			s.failed(ctx, m, p.seq, ev.Err)
+			return
+		}
+		// Still busy: the apply Op follows at once, so no other work of
+		// this machine can come between.
+		s.startApply(ctx, m, ev.Value.(fetched).item)
+		return
+	case opApply, opRetain:
+		m.busy = false
+		r, ok := ev.Value.(applyResult)
+		if ok && r.cat != nil {
+			before := m.cat.Applied
+			m.cat, m.etag = r.cat, r.etag
+			s.report(ctx, r)
+			if m.cat.Applied > before {
+				m.applied += m.cat.Applied - before
+			}
+			if p.kind == opApply && ev.Err == nil {
+				// The Op deleted this item's blob; any other listed item
+				// at or below Applied is deleted by a cleanup Op.
+				delete(m.listed, p.seq)
+			}
+		} else {
+			m.cat = nil // unknown outcome (the Op panicked): reload
+		}
+		if ev.Err != nil {
+			m.sweepDue = true
+			s.failed(ctx, m, p.seq, ev.Err)
+			return
+		}
+		if p.kind == opRetain {
+			m.sweepDue = false
+		}
+		if p.kind == opApply {
+			ctx.Log().Info("azuresvc: item applied", "machine", m.name, "item", p.seq, "appliedLogSeq", m.cat.AppliedLogSeq)
+		}
+	case opRanges:
+		if ev.Err != nil {
+			m.busy = false
+			s.failed(ctx, m, p.item, ev.Err)
+			return
+		}
+		s.startSums(ctx, m, p, ev.Value.([]diskRanges))
+		return
+	case opSums:
+		m.busy = false
+		if ev.Err != nil {
+			s.failed(ctx, m, p.item, ev.Err)
+			return
+		}
+		m.sums, m.sumsItem = ev.Value.([]*proto.Checksums), p.item
+		if s.sumsValid(m) && m.cat.SyncItem == p.item {
+			fresh := 0
+			for _, c := range m.sums {
+				if c.Fresh {
+					fresh++
+				}
+			}
+			ctx.Log().Info("azuresvc: checksums sent", "machine", m.name, "gen", p.gen, "messages", len(m.sums), "freshDisks", fresh)
+			s.sendSums(ctx, m)
+		}
+	case opCleanup:
+		m.busy = false
+		if ev.Err != nil {
+			s.failed(ctx, m, 0, ev.Err)
+			return
+		}
+		for _, seq := range p.stale {
+			delete(m.listed, seq)
+		}
+		ctx.Log().Info("azuresvc: applied items deleted from the cache", "machine", m.name, "items", len(p.stale))
+	}
+	s.kick(ctx, m)
+}
+
+func (s *Service) listDone(ctx runtime.Context, ev runtime.Done) {
+	s.listing = false
+	poll := s.pollList
+	s.pollList = false
+	if ev.Err != nil {
+		ctx.Log().Warn("azuresvc: cache listing failed", "err", s.scrub(ev.Err.Error()))
+	} else {
+		l := ev.Value.(listed)
+		for _, name := range l.catalogs {
+			s.machine(name)
+		}
+		for name := range l.items {
+			s.machine(name)
+		}
+		for _, m := range s.sortedMachines() {
+			m.listed = l.items[m.name]
+			if m.listed == nil {
+				m.listed = map[uint64]int64{}
+			}
+		}
+		if l.foreign > 0 {
+			ctx.Log().Warn("azuresvc: cache blobs with foreign names ignored", "count", l.foreign)
+		}
+	}
+	for _, m := range s.sortedMachines() {
+		if poll {
+			m.held = false
+		}
+		s.kick(ctx, m)
+	}
+	if s.relist {
+		s.relist = false
+		s.startList(ctx, false)
+	}
+}
+
+// report logs an Op's notes and sends its events.
+func (s *Service) report(ctx runtime.Context, r applyResult) {
+	for _, n := range r.notes {
+		args := slices.Clone(n.args)
+		for i, a := range args {
+			if str, ok := a.(string); ok {
+				args[i] = s.scrub(str)
+			}
+		}
+		ctx.Log().Log(context.Background(), n.level, n.msg, args...)
+	}
+	for _, e := range r.events {
+		s.send(ctx, e)
+	}
+}
+
+// failed reports a failed attempt: an apply-error event to the
+// configuration server, a log line, and the machine held until the next
+// poll (the item stays in the cache and is tried again then).
+func (s *Service) failed(ctx runtime.Context, m *machine, seq uint64, err error) {
+	text := s.scrub(err.Error())
+	m.held, m.failures, m.lastErr = true, m.failures+1, text
+	ctx.Log().Error("azuresvc: apply failed, retrying at the next poll", "machine", m.name, "item", seq, "err", text)
+	ev := &proto.ReplicaEvent{Machine: m.name, Event: proto.EventApplyError, Seq: seq, Detail: text}
+	if m.cat != nil {
+		ev.Gen, ev.Applied = m.cat.Gen, m.cat.Applied
+	}
+	s.send(ctx, ev)
+}
+
+// Status is a snapshot of the Service for inspection.
+type Status struct {
+	// Now is the time of the last event the Service handled; RPOs are
+	// computed at it.
+	Now      time.Time
+	Machines []MachineStatus // sorted by machine name
+}
+
+// MachineStatus is one machine's replica state.
+type MachineStatus struct {
+	Machine       string
+	Loaded        bool   // the catalog was read (the other fields are zero until then)
+	Gen           uint64 // sync generation
+	Synced        bool   // SyncEnd of Gen applied: bookmarks become points
+	Applied       uint64 // last stream item applied
+	AppliedLogSeq uint64 // last change-log record applied
+	Waiting       int    // items in the cache listing not applied yet
+	// Gap is true when items after the next one are in the cache but the
+	// next one is not: the Service waits for it.
+	Gap          bool
+	Points       int
+	NewestPoint  time.Time     // zero without points
+	RPO          time.Duration // Now − NewestPoint; 0 without points
+	ItemsApplied uint64        // items this incarnation applied
+	Failures     int           // failed attempts (apply-error events) of this incarnation
+	LastError    string        // the last failure, "" if none
+}
+
+// Status returns a deep copy of the Service's state.
+func (s *Service) Status() Status {
+	st := Status{Now: s.now}
+	for _, m := range s.sortedMachines() {
+		ms := MachineStatus{Machine: m.name, Loaded: m.cat != nil, ItemsApplied: m.applied,
+			Failures: m.failures, LastError: m.lastErr}
+		if m.cat != nil {
+			ms.Gen, ms.Synced, ms.Applied, ms.AppliedLogSeq = m.cat.Gen, m.cat.Synced, m.cat.Applied, m.cat.AppliedLogSeq
+			ms.Points, ms.NewestPoint = len(m.cat.Points), m.cat.newest()
+			if !ms.NewestPoint.IsZero() {
+				ms.RPO = s.now.Sub(ms.NewestPoint)
+			}
+			for seq := range m.listed {
+				if seq > m.cat.Applied {
+					ms.Waiting++
+				}
+			}
+			_, hasNext := m.listed[m.cat.Applied+1]
+			ms.Gap = ms.Waiting > 0 && !hasNext
+		}
+		st.Machines = append(st.Machines, ms)
+	}
+	slices.SortFunc(st.Machines, func(a, b MachineStatus) int { return cmp.Compare(a.Machine, b.Machine) })
+	return st
+}
