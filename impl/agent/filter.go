@@ -408,7 +408,7 @@ func (f *Filter) Read(from uint64, maxBytes int64) ([]hrl.Record, error) {
 		if r.Type == hrl.TypeWriteMeta {
 			n = int64(r.Len)
 		}
-		if len(out) > 0 && size+n > maxBytes {
+		if len(out) > 0 && n > 0 && size+n > maxBytes {
 			f.held = &r
 			break
 		}

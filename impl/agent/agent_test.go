@@ -1,0 +1,578 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/v2a-dr/v2a/impl/batch"
+	"github.com/v2a-dr/v2a/impl/proto"
+	"github.com/v2a-dr/v2a/impl/vault"
+	"github.com/v2a-dr/v2a/impl/wire"
+)
+
+// TestRegistration: the proof is the vault's; a refusal leaves the agent
+// idle for good (a Protect is ignored, nothing reaches the process server)
+// and it asks again only rarely.
+func TestRegistration(t *testing.T) {
+	keys, err := vault.Derive(vaultID, passphrase)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name       string
+		passphrase string
+		reply      proto.RegisterReply
+		wantProof  bool
+		wantPhase  string
+		wantToPS   bool
+		// Registers sent over the next 10 minutes.
+		wantRegisters int
+	}{
+		{"right passphrase", passphrase, proto.RegisterReply{Machine: machine, OK: true}, true, PhaseReplicating, true, 0},
+		{"wrong passphrase", "wrong passphrase!", proto.RegisterReply{Machine: machine, Reason: "wrong vault passphrase"},
+			false, PhaseIdle, false, 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			g := newGuest(t, 1<<20)
+			e := newEnv(t, g, func(c *Config) { c.Passphrase = tt.passphrase })
+			e.auto = false
+			sent := e.sentToCS()
+			if len(sent) != 1 {
+				t.Fatalf("sent to cs at start: %v", sent)
+			}
+			reg := sent[0].(*proto.Register)
+			if got := keys.Verify(machine, reg.Proof); got != tt.wantProof {
+				t.Errorf("proof verifies = %v, want %v", got, tt.wantProof)
+			}
+			if diff := cmp.Diff([]int64{1 << 20}, reg.DiskSizes); diff != "" {
+				t.Errorf("disk sizes -want +got:\n%s", diff)
+			}
+			e.auto = true
+			e.receive(csAddr, &tt.reply)
+			e.protect(1)
+			if s := e.a.Status(); s.Phase != tt.wantPhase {
+				t.Errorf("phase = %s, want %s", s.Phase, tt.wantPhase)
+			}
+			if got := len(e.ps.received) > 0 || e.ps.hellos > 0; got != tt.wantToPS {
+				t.Errorf("talked to the process server = %v, want %v", got, tt.wantToPS)
+			}
+			e.sentToCS()
+			e.advance(10*time.Minute, 10*time.Second)
+			regs := 0
+			for _, m := range e.sentToCS() {
+				if _, ok := m.(*proto.Register); ok {
+					regs++
+				}
+			}
+			if regs != tt.wantRegisters {
+				t.Errorf("registrations in 10 min = %d, want %d", regs, tt.wantRegisters)
+			}
+		})
+	}
+}
+
+// TestInitialSyncSendsOnlyNonZeroBlocks: against a fresh replica, only the
+// blocks holding data travel, merged into runs, one disk per chunk.
+func TestInitialSyncSendsOnlyNonZeroBlocks(t *testing.T) {
+	g := newGuest(t, 1<<20, 512<<10)
+	// Data already on the disks before protection (not through the filter).
+	for _, w := range []struct {
+		disk int
+		off  int64
+		n    int
+	}{{0, 0, 4096}, {0, 5 * 4096, 8192}, {0, 255 * 4096, 4096}, {1, 100 * 4096, 4096}} {
+		if _, err := g.devs[w.disk].WriteAt(fill(w.n, 0xa5), w.off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e := newEnv(t, g, func(c *Config) { c.ItemBytes = 256 << 10 })
+	e.replicating()
+	want := []span{{0, 0, 4096}, {0, 5 * 4096, 8192}, {0, 255 * 4096, 4096}, {1, 100 * 4096, 4096}}
+	if diff := cmp.Diff(want, chunkSpans(e.itemsOf(batch.KindChunk))); diff != "" {
+		t.Errorf("chunk runs -want +got:\n%s", diff)
+	}
+	if diff := cmp.Diff([]batch.Kind{batch.KindSyncStart, batch.KindChunk, batch.KindChunk, batch.KindSyncEnd}, e.az.kinds); diff != "" {
+		t.Errorf("stream -want +got:\n%s", diff)
+	}
+	end := e.itemsOf(batch.KindSyncEnd)[0]
+	if end.Chunks != 2 || end.Gen != 1 || end.LogFrom == 0 {
+		t.Errorf("SyncEnd = gen %d chunks %d logFrom %d", end.Gen, end.Chunks, end.LogFrom)
+	}
+	if s := e.a.Status().Sync; s.BytesRead != 1536<<10 || s.ChunkBytes != 20480 || s.FreshDisks != 2 {
+		t.Errorf("sync status = %+v", s)
+	}
+	e.checkReplica()
+}
+
+// TestResyncSendsOnlyDifferingBlocks: a resync compares every block with
+// the replica's checksum; a lost Checksums message makes its blocks
+// unknown, and unknown blocks are sent (bandwidth, never correctness).
+func TestResyncSendsOnlyDifferingBlocks(t *testing.T) {
+	tests := []struct {
+		name string
+		drop func(i int, m *proto.Checksums) bool
+		want []span
+	}{
+		{"all checksums", nil, []span{{0, 3 * 4096, 4096}, {0, 63 * 4096, 8192}, {0, 200 * 4096, 4096}}},
+		{"second message lost", func(i int, m *proto.Checksums) bool { return i == 1 },
+			[]span{{0, 3 * 4096, 4096}, {0, 63 * 4096, 65 * 4096}, {0, 200 * 4096, 4096}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			g := newGuest(t, 1<<20)
+			for i := 0; i < 256; i += 3 {
+				g.devs[0].WriteAt(fill(4096, byte(i+1)), int64(i)*4096)
+			}
+			e := newEnv(t, g, nil)
+			e.replicating()
+			e.checkReplica()
+			// The replica drifts: two blocks changed, one block the source
+			// has zeroed is still written there, one the source now has.
+			e.az.disks[0][3*4096] ^= 1
+			copy(e.az.disks[0][64*4096:], fill(4096, 0xee))
+			g.devs[0].WriteAt(fill(4096, 0), 63*4096) // bypasses the filter: the replica still has it
+			g.devs[0].WriteAt(fill(4096, 0x77), 200*4096)
+			e.az.perMsg = 64
+			e.dropChecksum = tt.drop
+			before := len(e.itemsOf(batch.KindChunk))
+			e.protect(2)
+			if s := e.a.Status(); s.Phase != PhaseReplicating || s.Gen != 2 {
+				t.Fatalf("after resync: %+v", s)
+			}
+			if diff := cmp.Diff(tt.want, chunkSpans(e.itemsOf(batch.KindChunk)[before:])); diff != "" {
+				t.Errorf("resync runs -want +got:\n%s", diff)
+			}
+			e.checkReplica()
+		})
+	}
+}
+
+// TestWriteDuringSyncReachesStreamAfterChunks: a write made after its
+// region was read travels in a Log item, after SyncEnd, and no Log item is
+// built before SyncEnd is acknowledged.
+func TestWriteDuringSyncReachesStreamAfterChunks(t *testing.T) {
+	g := newGuest(t, 1<<20)
+	g.devs[0].WriteAt(fill(4096, 1), 0)
+	e := newEnv(t, g, func(c *Config) { c.ItemBytes = 256 << 10 })
+	e.register()
+	e.holdChecksums = true
+	e.protect(1) // SyncStart cached and applied; the checksums wait
+	e.d.AutoDeliverOps = false
+	e.holdChecksums = false
+	e.run() // the checksums arrive: the first region is read, its completion held
+	if e.d.PendingOps() != 1 {
+		t.Fatalf("%d ops pending, want the first region's read", e.d.PendingOps())
+	}
+	g.write(0, 0, fill(4096, 2))         // in the region already read
+	g.write(0, 225*4096, fill(4096, 3)) // in a region not read yet
+	e.auto = false                      // the process server holds its answers
+	e.d.DeliverOps()
+	e.advance(30*time.Second, time.Second)
+	if s := e.a.Status(); s.Phase != PhaseSyncing || s.ItemsBuilt != 3 {
+		t.Fatalf("before SyncEnd is acknowledged: phase %s, %d items built (want SyncStart, Chunk, SyncEnd)",
+			s.Phase, s.ItemsBuilt)
+	}
+	e.d.AutoDeliverOps = true
+	e.auto = true
+	e.advance(12*time.Second, time.Second) // retransmission: now acknowledged
+	e.drain()
+	want := []batch.Kind{batch.KindSyncStart, batch.KindChunk, batch.KindSyncEnd, batch.KindLog}
+	if diff := cmp.Diff(want, e.az.kinds); diff != "" {
+		t.Errorf("stream -want +got:\n%s", diff)
+	}
+	if diff := cmp.Diff([]span{{0, 0, 4096}, {0, 225 * 4096, 4096}}, chunkSpans(e.itemsOf(batch.KindChunk))); diff != "" {
+		t.Errorf("chunk runs -want +got:\n%s", diff)
+	}
+	if got := e.itemsOf(batch.KindChunk)[0].Runs[0].Data[0]; got != 1 {
+		t.Errorf("block 0 in the chunk = %d, want the data read before the write (1)", got)
+	}
+	e.checkReplica() // the Log item brought block 0's new data
+}
+
+// TestStreamWindow drives the process server's answers by hand.
+func TestStreamWindow(t *testing.T) {
+	type step func(e *env, base uint64)
+	ack := func(rel uint64, status string) step {
+		return func(e *env, base uint64) {
+			e.d.Receive(psAddr, &proto.ItemAck{Machine: machine, Acked: base + rel, Status: status})
+		}
+	}
+	wait := func(d time.Duration) step { return func(e *env, _ uint64) { e.d.Advance(d) } }
+	tests := []struct {
+		name  string
+		steps []step
+		want  [][]uint64 // items sent after each step, relative to base
+	}{
+		{"window slides on acks",
+			[]step{ack(2, proto.AckOK), ack(6, proto.AckOK)},
+			[][]uint64{{5, 6}, {7, 8, 9, 10}}},
+		{"duplicate ack sends nothing", []step{ack(0, proto.AckOK)}, [][]uint64{nil}},
+		{"gap: go back once",
+			[]step{ack(1, proto.AckGap), ack(1, proto.AckGap), ack(1, proto.AckOK)},
+			[][]uint64{{2, 3, 4, 5}, nil, nil}},
+		{"retransmit after the timeout",
+			[]step{wait(9 * time.Second), wait(time.Second)},
+			[][]uint64{nil, {1, 2, 3, 4}}},
+		{"cache-full backs off, doubling",
+			[]step{ack(0, proto.AckCacheFull), wait(4 * time.Second), wait(time.Second),
+				ack(0, proto.AckCacheFull), wait(9 * time.Second), wait(time.Second), ack(4, proto.AckOK)},
+			[][]uint64{nil, nil, {1, 2, 3, 4}, nil, nil, {1, 2, 3, 4}, {5, 6, 7, 8}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			g := newGuest(t, 1<<20)
+			e := newEnv(t, g, func(c *Config) { c.ItemBytes = 4096; c.Window = 4; c.DrainBytes = 1 << 30 })
+			e.replicating()
+			base := e.ps.acked
+			for i := 0; i < 10; i++ {
+				g.write(0, int64(i)*4096, fill(4096, byte(i+1)))
+			}
+			e.auto = false
+			e.drain()
+			if got, want := e.sentSeqs(), []uint64{base + 1, base + 2, base + 3, base + 4}; !cmp.Equal(got, want) {
+				t.Fatalf("first window %v, want %v", got, want)
+			}
+			var got [][]uint64
+			for _, s := range tt.steps {
+				s(e, base)
+				var rel []uint64
+				for _, seq := range e.sentSeqs() {
+					rel = append(rel, seq-base)
+				}
+				got = append(got, rel)
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("items sent per step -want +got:\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestStreamLossConverges: with every third transmission lost the stream
+// still delivers everything, in order, once.
+func TestStreamLossConverges(t *testing.T) {
+	g := newGuest(t, 1<<20)
+	e := newEnv(t, g, func(c *Config) { c.ItemBytes = 8192; c.Window = 4 })
+	e.replicating()
+	n := 0
+	e.ps.drop = func(uint64) bool { n++; return n%3 == 0 }
+	for i := 0; i < 40; i++ {
+		g.write(0, int64(i%100)*4096, fill(4096, byte(i+1)))
+	}
+	e.advance(2*time.Minute, time.Second)
+	e.checkReplica()
+	if s := e.a.Status(); s.Retransmits == 0 || s.Queued != 0 {
+		t.Errorf("status %+v: want retransmissions and nothing queued", s)
+	}
+}
+
+// TestTrimOnlyAfterAck: the log is trimmed up to the last record of the
+// acknowledged Log items, and no further.
+func TestTrimOnlyAfterAck(t *testing.T) {
+	g := newGuest(t, 1<<20)
+	e := newEnv(t, g, func(c *Config) { c.ItemBytes = 8192 })
+	e.replicating()
+	trim0 := e.a.Status().LogTrimSeq
+	e.auto = false
+	var seqs []uint64
+	for i := 0; i < 4; i++ {
+		g.write(0, int64(i)*4096, fill(4096, 9))
+		seqs = append(seqs, e.a.Status().LogLastSeq)
+	}
+	e.drain()
+	sent := e.sentSeqs()
+	if len(sent) != 2 {
+		t.Fatalf("sent %v, want 2 items of 2 writes", sent)
+	}
+	steps := []struct {
+		name string
+		ack  uint64
+		want uint64
+	}{
+		{"nothing acked", 0, trim0},
+		{"first acked", sent[0], seqs[1]},
+		{"both acked", sent[1], seqs[3]},
+	}
+	for _, s := range steps {
+		if s.ack != 0 {
+			e.d.Receive(psAddr, &proto.ItemAck{Machine: machine, Acked: s.ack, Status: proto.AckOK})
+		}
+		if got := e.a.Status().LogTrimSeq; got != s.want {
+			t.Errorf("%s: trim at %d, want %d", s.name, got, s.want)
+		}
+	}
+}
+
+// TestBookmarkSchedule: crash-consistent every 5 minutes, app-consistent
+// every 60 with the guest frozen around it; none while syncing.
+func TestBookmarkSchedule(t *testing.T) {
+	tests := []struct {
+		name       string
+		freezeErr  error
+		wantPoints int
+		wantIns    []BookmarkCount
+		wantSkip   []SkipCount
+		wantThaws  int
+	}{
+		{"normal", nil, 13, []BookmarkCount{{"app", 1}, {"crash", 12}}, nil, 1},
+		{"freeze fails", errors.New("vss: timeout"), 12, []BookmarkCount{{"crash", 12}},
+			[]SkipCount{{"app", "freeze-failed", 1}}, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			g := newGuest(t, 1<<20)
+			g.freezeErr = tt.freezeErr
+			e := newEnv(t, g, nil)
+			e.replicating()
+			for m := 0; m < 60; m++ {
+				g.write(0, int64(m)*4096, fill(4096, byte(m)))
+				e.advance(time.Minute, 10*time.Second)
+			}
+			e.drain()
+			s := e.a.Status()
+			if diff := cmp.Diff(tt.wantIns, s.BookmarksInserted); diff != "" {
+				t.Errorf("inserted -want +got:\n%s", diff)
+			}
+			if diff := cmp.Diff(tt.wantSkip, s.BookmarksSkipped); diff != "" {
+				t.Errorf("skipped -want +got:\n%s", diff)
+			}
+			if g.thaws != tt.wantThaws || g.freezes != tt.wantThaws {
+				t.Errorf("freezes %d thaws %d, want %d each", g.freezes, g.thaws, tt.wantThaws)
+			}
+			if len(e.az.points) != tt.wantPoints {
+				t.Fatalf("replica points %v, want %d", e.az.points, tt.wantPoints)
+			}
+			for _, id := range e.az.points {
+				if !strings.HasPrefix(id, machine+"-c-") && !strings.HasPrefix(id, machine+"-a-") {
+					t.Errorf("bookmark id %q", id)
+				}
+			}
+		})
+	}
+}
+
+// TestNoBookmarkWhileSyncing: the bookmark timers fire during a long
+// initial sync; the agent skips and counts them.
+func TestNoBookmarkWhileSyncing(t *testing.T) {
+	g := newGuest(t, 1<<20)
+	e := newEnv(t, g, nil)
+	e.holdChecksums = true
+	e.register()
+	e.protect(1)
+	e.advance(11*time.Minute, 30*time.Second)
+	want := []SkipCount{{"crash", "syncing", 2}}
+	if diff := cmp.Diff(want, e.a.Status().BookmarksSkipped); diff != "" {
+		t.Errorf("skipped -want +got:\n%s", diff)
+	}
+	if got := e.a.Status().BookmarksInserted; got != nil {
+		t.Errorf("inserted %v while syncing", got)
+	}
+}
+
+// TestMetadataMode: past the data budget the filter logs metadata only, no
+// crash bookmark is inserted, the drainer re-reads the data from the disk,
+// and once drained and trimmed the filter returns to data mode and
+// bookmarks resume.
+func TestMetadataMode(t *testing.T) {
+	g := newGuest(t, 1<<20)
+	e := newEnv(t, g, func(c *Config) { c.DataBudget = 64 << 10 })
+	e.replicating()
+	e.auto = false // the process server is unreachable for now
+	for i := 0; i < 40; i++ {
+		g.write(0, int64(i)*4096, fill(4096, byte(i+1)))
+	}
+	if s := e.a.Status(); s.Mode != "metadata" {
+		t.Fatalf("mode %s after 160 KiB with a 64 KiB budget", s.Mode)
+	}
+	e.advance(5*time.Minute, 10*time.Second)
+	want := []SkipCount{{"crash", "metadata-mode", 1}}
+	if diff := cmp.Diff(want, e.a.Status().BookmarksSkipped); diff != "" {
+		t.Errorf("skipped -want +got:\n%s", diff)
+	}
+	// Overwrite a metadata-logged block: the re-read sends the new data.
+	g.write(0, 30*4096, fill(4096, 0xcc))
+	e.d.SentTo(psAddr)
+	e.auto = true
+	e.d.Advance(10 * time.Second) // retransmission: hello and items again
+	e.run()
+	e.advance(20*time.Second, 2*time.Second)
+	if s := e.a.Status(); s.Mode != "data" || s.EnteredMetadata != 1 || s.EnteredData != 1 {
+		t.Fatalf("after draining: %+v", s)
+	}
+	e.checkReplica()
+	e.advance(5*time.Minute, 10*time.Second)
+	if got := e.a.Status().BookmarksInserted; !cmp.Equal(got, []BookmarkCount{{"crash", 1}}) {
+		t.Errorf("inserted after returning to data mode: %v", got)
+	}
+}
+
+// TestBitmapModeResync: data → metadata → bitmap under a small budget; the
+// agent asks for a resync until a Protect with a higher gen comes, then
+// resynchronises and converges.
+func TestBitmapModeResync(t *testing.T) {
+	g := newGuest(t, 1<<20)
+	e := newEnv(t, g, func(c *Config) { c.DataBudget = 16 << 10; c.MetaBudget = 8 })
+	e.replicating()
+	e.auto = false
+	var modes []string
+	for i := 0; i < 12; i++ {
+		g.write(0, int64(i)*4096, fill(4096, byte(i+1)))
+		if m := e.a.filter.Mode().String(); len(modes) == 0 || modes[len(modes)-1] != m {
+			modes = append(modes, m)
+		}
+	}
+	if diff := cmp.Diff([]string{"data", "metadata", "bitmap"}, modes); diff != "" {
+		t.Errorf("modes -want +got:\n%s", diff)
+	}
+	e.sentToCS()
+	e.d.Advance(62 * time.Second) // the drain timer at 2 s makes the agent notice
+	var resyncs int
+	for _, m := range e.sentToCS() {
+		if r, ok := m.(*proto.ResyncNeeded); ok {
+			resyncs++
+			if !strings.Contains(r.Reason, "metadata budget") {
+				t.Errorf("reason %q", r.Reason)
+			}
+		}
+	}
+	if resyncs != 3 {
+		t.Errorf("ResyncNeeded sent %d times in 62 s, want 3 (at 2 s, then every 30 s)", resyncs)
+	}
+	if s := e.a.Status(); s.Phase != PhaseResyncRequired {
+		t.Fatalf("phase %s", s.Phase)
+	}
+	e.auto = true
+	e.protect(1) // the same gen: not the resync asked for
+	if s := e.a.Status(); s.Phase != PhaseResyncRequired {
+		t.Fatalf("phase %s after a Protect of the same gen", s.Phase)
+	}
+	e.protect(2)
+	if s := e.a.Status(); s.Phase != PhaseReplicating || s.Mode != "data" || s.Gen != 2 {
+		t.Fatalf("after the resync: %+v", s)
+	}
+	e.checkReplica()
+}
+
+// TestRestartResumes: a restarted agent (process restart, or machine crash
+// with the filter reopened from its files) picks up from agent.state: a
+// sync starts over with the same gen, replication drains from the trim
+// point; the replica converges and item numbers stay contiguous (the
+// replica model fails the test otherwise).
+func TestRestartResumes(t *testing.T) {
+	tests := []struct {
+		name         string
+		syncing      bool
+		machineCrash bool
+	}{
+		{"replicating, agent restart", false, false},
+		{"replicating, machine crash", false, true},
+		{"syncing, agent restart", true, false},
+		{"syncing, machine crash", true, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			g := newGuest(t, 1<<20)
+			g.devs[0].WriteAt(fill(8192, 5), 4096)
+			e := newEnv(t, g, func(c *Config) { c.ItemBytes = 8192 })
+			e.register()
+			e.holdChecksums = tt.syncing
+			e.protect(1)
+			for i := 0; i < 6; i++ {
+				g.write(0, int64(i)*8192, fill(8192, byte(i+1)))
+			}
+			e.drain()
+			if !tt.syncing {
+				// Some items acknowledged, then the process server goes quiet.
+				e.auto = false
+				g.write(0, 100*4096, fill(4096, 0x42))
+				e.drain()
+			}
+			if tt.machineCrash {
+				g.crash()
+			}
+			e.auto, e.holdChecksums = true, false
+			e.az.out = nil // whatever the old agent was waiting for is gone with it
+			e.start()
+			sent := e.d.Sent()
+			var kinds []string
+			for _, s := range sent {
+				kinds = append(kinds, fmt.Sprintf("%s %s", s.To, wire.KindName(s.Msg.WireKind())))
+			}
+			if diff := cmp.Diff([]string{"cs01:443 register", "ps01:9443 stream-hello"}, kinds); diff != "" {
+				t.Errorf("sent at restart -want +got:\n%s", diff)
+			}
+			var toPS []wire.Msg
+			for _, s := range sent {
+				if s.To == psAddr {
+					toPS = append(toPS, s.Msg)
+				}
+			}
+			for _, ack := range e.ps.handle(t, toPS) {
+				e.d.Receive(psAddr, ack)
+			}
+			e.run()
+			g.write(0, 200*4096, fill(4096, 0x43))
+			e.advance(30*time.Second, time.Second)
+			if s := e.a.Status(); s.Phase != PhaseReplicating || s.Gen != 1 {
+				t.Fatalf("after restart: %+v", s)
+			}
+			e.checkReplica()
+			starts := len(e.itemsOf(batch.KindSyncStart))
+			if want := map[bool]int{true: 2, false: 1}[tt.syncing]; starts != want {
+				t.Errorf("SyncStart items %d, want %d", starts, want)
+			}
+		})
+	}
+}
+
+// TestCorruptLogAsksForResync: a change log damaged in the middle (found at
+// open after a machine crash) makes the agent send ResyncNeeded until a
+// Protect with a higher gen comes.
+func TestCorruptLogAsksForResync(t *testing.T) {
+	g := newGuest(t, 1<<20)
+	e := newEnv(t, g, nil)
+	e.replicating()
+	e.auto = false
+	for i := 0; i < 4; i++ {
+		g.write(0, int64(i)*4096, fill(4096, byte(i+1)))
+	}
+	g.crash()
+	corruptLog(t, e.cfg.StateDir)
+	e.auto = true
+	e.start()
+	e.run()
+	e.advance(31*time.Second, time.Second)
+	var reasons []string
+	for _, m := range e.sentToCS() {
+		if r, ok := m.(*proto.ResyncNeeded); ok {
+			reasons = append(reasons, r.Reason)
+		}
+	}
+	if len(reasons) != 2 || !strings.Contains(reasons[0], "damaged") {
+		t.Fatalf("ResyncNeeded reasons %q, want 2 naming the damage", reasons)
+	}
+	if s := e.a.Status(); s.Phase != PhaseResyncRequired {
+		t.Fatalf("phase %s", s.Phase)
+	}
+	e.protect(2)
+	if s := e.a.Status(); s.Phase != PhaseReplicating || s.Gen != 2 {
+		t.Fatalf("after the resync: %+v", s)
+	}
+	e.checkReplica()
+}
+
+// TestBadFrameDropped: a frame that does not decode is dropped.
+func TestBadFrameDropped(t *testing.T) {
+	g := newGuest(t, 1<<20)
+	e := newEnv(t, g, nil)
+	e.d.Sent()
+	e.d.ReceiveFrame(csAddr, []byte("not a frame"))
+	if got := e.d.Sent(); len(got) != 0 {
+		t.Errorf("sent %v after a bad frame", got)
+	}
+}
