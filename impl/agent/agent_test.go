@@ -3,6 +3,8 @@ package agent
 import (
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -29,12 +31,12 @@ func TestRegistration(t *testing.T) {
 		wantProof  bool
 		wantPhase  string
 		wantToPS   bool
-		// Registers sent over the next 10 minutes.
-		wantRegisters int
+		// Registers and heartbeats sent over the next 10 minutes.
+		wantRegisters, wantHeartbeats int
 	}{
-		{"right passphrase", passphrase, proto.RegisterReply{Machine: machine, OK: true}, true, PhaseReplicating, true, 0},
+		{"right passphrase", passphrase, proto.RegisterReply{Machine: machine, OK: true}, true, PhaseReplicating, true, 0, 20},
 		{"wrong passphrase", "wrong passphrase!", proto.RegisterReply{Machine: machine, Reason: "wrong vault passphrase"},
-			false, PhaseIdle, false, 2},
+			false, PhaseIdle, false, 2, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -63,14 +65,17 @@ func TestRegistration(t *testing.T) {
 			}
 			e.sentToCS()
 			e.advance(10*time.Minute, 10*time.Second)
-			regs := 0
+			regs, beats := 0, 0
 			for _, m := range e.sentToCS() {
-				if _, ok := m.(*proto.Register); ok {
+				switch m.(type) {
+				case *proto.Register:
 					regs++
+				case *proto.Heartbeat:
+					beats++
 				}
 			}
-			if regs != tt.wantRegisters {
-				t.Errorf("registrations in 10 min = %d, want %d", regs, tt.wantRegisters)
+			if regs != tt.wantRegisters || beats != tt.wantHeartbeats {
+				t.Errorf("in 10 min: %d registrations, %d heartbeats; want %d, %d", regs, beats, tt.wantRegisters, tt.wantHeartbeats)
 			}
 		})
 	}
@@ -168,7 +173,7 @@ func TestWriteDuringSyncReachesStreamAfterChunks(t *testing.T) {
 	if e.d.PendingOps() != 1 {
 		t.Fatalf("%d ops pending, want the first region's read", e.d.PendingOps())
 	}
-	g.write(0, 0, fill(4096, 2))         // in the region already read
+	g.write(0, 0, fill(4096, 2))        // in the region already read
 	g.write(0, 225*4096, fill(4096, 3)) // in a region not read yet
 	e.auto = false                      // the process server holds its answers
 	e.d.DeliverOps()
@@ -575,4 +580,59 @@ func TestBadFrameDropped(t *testing.T) {
 	if got := e.d.Sent(); len(got) != 0 {
 		t.Errorf("sent %v after a bad frame", got)
 	}
+}
+
+// TestUnprotect: replication stops, agent.state goes, and a restarted agent
+// stays idle.
+func TestUnprotect(t *testing.T) {
+	g := newGuest(t, 1<<20)
+	e := newEnv(t, g, nil)
+	e.replicating()
+	e.receive(csAddr, &proto.Unprotect{Machine: machine})
+	g.write(0, 0, fill(4096, 1))
+	received := len(e.ps.received)
+	e.advance(10*time.Minute, 10*time.Second)
+	if s := e.a.Status(); s.Phase != PhaseIdle || len(e.ps.received) != received || s.BookmarksInserted != nil {
+		t.Fatalf("after Unprotect: %+v, %d items received (was %d)", s, len(e.ps.received), received)
+	}
+	if _, err := os.Stat(filepath.Join(e.cfg.StateDir, StateFile)); !os.IsNotExist(err) {
+		t.Errorf("state file after Unprotect: %v", err)
+	}
+	e.start()
+	if s := e.a.Status(); s.Phase != PhaseIdle || s.Gen != 0 {
+		t.Errorf("restarted after Unprotect: %+v", s)
+	}
+}
+
+// TestRestartDropsBookmarkAfterRereadMetadata: a bookmark inserted after a
+// metadata record was read cannot be honoured once a restarted agent reads
+// that record again (the disk moved on since): it is dropped from the
+// stream, and the replica still converges. Until the restarted agent has
+// read the log again, it inserts no bookmark.
+func TestRestartDropsBookmarkAfterRereadMetadata(t *testing.T) {
+	g := newGuest(t, 1<<20)
+	e := newEnv(t, g, func(c *Config) { c.DataBudget = 64 << 10 })
+	e.replicating()
+	e.auto = false
+	g.write(0, 0, fill(80<<10, 1)) // over the budget on its own: a metadata record
+	e.drain()                      // re-read from the disk: data mode again
+	e.advance(5*time.Minute, 10*time.Second)
+	if got := e.a.Status().BookmarksInserted; !cmp.Equal(got, []BookmarkCount{{"crash", 1}}) {
+		t.Fatalf("inserted %v, want the crash bookmark", got)
+	}
+	g.write(0, 0, fill(4096, 2)) // after the bookmark, over the metadata record's range
+	// The agent restarts while the process server is unreachable: nothing
+	// is re-read, so no bookmark can be honoured yet.
+	e.start()
+	e.advance(5*time.Minute, 10*time.Second)
+	e.auto = true
+	e.advance(20*time.Second, time.Second)
+	want := []SkipCount{{"crash", "metadata-reread", 1}, {"crash", "undrained-metadata", 1}}
+	if diff := cmp.Diff(want, e.a.Status().BookmarksSkipped); diff != "" {
+		t.Errorf("skipped -want +got:\n%s", diff)
+	}
+	if len(e.az.points) != 0 {
+		t.Errorf("replica points %v, want none", e.az.points)
+	}
+	e.checkReplica()
 }

@@ -24,6 +24,7 @@ const (
 	ModeBitmap
 )
 
+// String names m as the Heartbeat and Status report it.
 func (m Mode) String() string {
 	switch m {
 	case ModeData:
@@ -516,4 +517,10 @@ func (f *Filter) requireRedrain() {
 	st := f.log.Stats()
 	f.metaLast = max(f.metaLast, st.LastSeq)
 	f.drained = st.TrimSeq
+}
+
+func (f *Filter) isClosed() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.closed
 }

@@ -283,3 +283,61 @@ func BenchmarkWriteSyscall4K(b *testing.B) {
 	}
 	f.Close()
 }
+
+// TestFilterConcurrentUse: the guest's write path and the agent use the
+// filter from different threads (run with -race). Every write captured is
+// read back once, in order, whatever the interleaving with drains, trims
+// and bookmarks.
+func TestFilterConcurrentUse(t *testing.T) {
+	f := openTestFilter(t, t.TempDir(), FilterOptions{})
+	defer f.Close()
+	const writes = 2000
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		data := block(1)
+		for i := 0; i < writes; i++ {
+			f.Capture(0, int64(i%64)*4096, data)
+		}
+	}()
+	var got, bookmarks int
+	next := uint64(1)
+	for finished := false; !finished; {
+		select {
+		case <-done:
+			finished = true
+		default:
+		}
+		if _, err := f.InsertBookmark(hrl.CrashConsistent, "b", 0); err == nil {
+			bookmarks++
+		}
+		if err := f.Sync(); err != nil {
+			t.Fatal(err)
+		}
+		for {
+			recs, err := f.Read(next, 64<<10)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(recs) == 0 {
+				break
+			}
+			for _, r := range recs {
+				if r.Seq != next {
+					t.Fatalf("record %d where %d was expected", r.Seq, next)
+				}
+				next++
+				if r.Type == hrl.TypeWrite {
+					got++
+				}
+			}
+			f.MarkDrained(next - 1)
+			if err := f.Trim(next - 1); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if got != writes || bookmarks == 0 {
+		t.Fatalf("read %d writes and %d bookmarks, want %d writes and some bookmarks", got, bookmarks, writes)
+	}
+}
