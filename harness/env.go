@@ -64,9 +64,12 @@ type Env struct {
 	Machines  map[string]*disk.Machine
 	Workloads *workload.Driver
 	Checks    Tally
+	// Deployment is the replication deployment, once Deploy ran.
+	Deployment *Deployment
 
 	ctx     context.Context
 	store   blob.Store
+	counts  *countingStore
 	prefix  string
 	dir     string
 	tempDir bool

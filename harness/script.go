@@ -108,7 +108,8 @@ type Runner struct {
 }
 
 // Commands lists the script commands, for errors and help.
-var Commands = []string{"world", "run", "write", "workload", "trace", "check", "fault", "network"}
+var Commands = []string{"world", "run", "write", "workload", "trace", "check", "fault", "network",
+	"deploy", "policy", "protect", "install", "wait", "status", "points", "alerts", "jobs"}
 
 // Close releases the environment.
 func (r *Runner) Close() {
@@ -155,6 +156,24 @@ func (r *Runner) exec(d Directive) (string, error) {
 		return r.fault(a)
 	case "network":
 		return r.network()
+	case "deploy":
+		return r.deploy(a)
+	case "policy":
+		return r.policy(a)
+	case "protect":
+		return r.protect(a)
+	case "install":
+		return r.install(a)
+	case "wait":
+		return r.wait(a)
+	case "status":
+		return r.status(a)
+	case "points":
+		return r.points(a)
+	case "alerts":
+		return r.alerts(a)
+	case "jobs":
+		return r.jobs(a)
 	default:
 		return "", fmt.Errorf("unknown command %q (known: %s)", d.Cmd, strings.Join(Commands, ", "))
 	}
@@ -408,6 +427,9 @@ func (r *Runner) write(a argMap) (string, error) {
 //	trace hash                       the count and SHA-256 so far
 func (r *Runner) trace(a argMap) (string, error) {
 	t := r.Env.Trace
+	if _, ok := a["storage"]; ok {
+		return r.Env.StorageRequests() + "\n", nil
+	}
 	if _, ok := a["hash"]; ok {
 		return fmt.Sprintf("trace-lines: %d\ntrace-sha256: %s\n", t.Len(), t.Sum()), nil
 	}
@@ -460,8 +482,24 @@ func (r *Runner) check(a argMap) (string, error) {
 			rs = append(rs, r.Env.CheckLiveDisks()...)
 		case "invariants":
 			rs = append(rs, r.Env.CheckLiveInvariants()...)
+		case "points", "catalog":
+			d, err := r.deployment()
+			if err != nil {
+				return "", err
+			}
+			rs = append(rs, d.CheckPoints(a.list("vms"), PointChecks{SkipImages: w == "catalog", Policy: r.policyFor(a)})...)
+		case "rpo":
+			d, err := r.deployment()
+			if err != nil {
+				return "", err
+			}
+			bound, err := a.dur("bound", 10*time.Minute)
+			if err != nil {
+				return "", err
+			}
+			rs = append(rs, d.CheckRPO(a.list("vms"), bound)...)
 		default:
-			return "", fmt.Errorf("check: unknown check %q (want disks or invariants)", w)
+			return "", fmt.Errorf("check: unknown check %q (want disks, invariants, points, catalog or rpo)", w)
 		}
 	}
 	r.Tally.Add(rs...)
@@ -554,6 +592,31 @@ func (r *Runner) fault(a argMap) (string, error) {
 		}
 		e.Net.SetVPN(s)
 		msg = "vpn " + st
+	case "machine-crash", "machine-restart":
+		d, err := r.deployment()
+		if err != nil {
+			return "", err
+		}
+		vm, err := a.need("vm")
+		if err != nil {
+			return "", err
+		}
+		if kind == "machine-crash" {
+			err = d.MachineCrash(vm)
+		} else {
+			err = d.MachineRestart(vm)
+		}
+		if err != nil {
+			return "", err
+		}
+		msg = kind + " " + vm
+	case "tear-hrl", "corrupt-hrl":
+		out, err := r.hrlFault(kind, a)
+		if err != nil {
+			return "", err
+		}
+		e.Trace.Add(e.Sim.Elapsed(), "harness", "fault", strings.TrimSpace(out))
+		return out, nil
 	case "crash", "restart":
 		h, err := a.need("host")
 		if err != nil {
@@ -569,7 +632,7 @@ func (r *Runner) fault(a argMap) (string, error) {
 		}
 		msg = kind + " " + h
 	default:
-		return "", fmt.Errorf("fault: unknown fault %q (want partition, clog, loss, vpn, crash, restart or heal)", kind)
+		return "", fmt.Errorf("fault: unknown fault %q (want partition, clog, loss, vpn, crash, restart, machine-crash, machine-restart, tear-hrl, corrupt-hrl or heal)", kind)
 	}
 	e.Trace.Add(e.Sim.Elapsed(), "harness", "fault", msg)
 	return msg + "\n", nil

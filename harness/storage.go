@@ -60,7 +60,8 @@ func (e *Env) Storage() (blob.Store, string, error) {
 	if _, err := rand.Read(b[:]); err != nil {
 		return nil, "", err
 	}
-	e.store, e.prefix = s, "v2a-"+hex.EncodeToString(b[:])+"-"
+	e.counts = &countingStore{Store: s, n: map[string]int64{}}
+	e.store, e.prefix = e.counts, "v2a-"+hex.EncodeToString(b[:])+"-"
 	e.closers = append(e.closers, e.deleteContainers)
 	return e.store, e.prefix, nil
 }
@@ -80,6 +81,14 @@ func sharedAzurite(ctx context.Context, mode azurite.Mode) (*azurite.Instance, e
 	}
 	shared.inst = inst
 	return inst, nil
+}
+
+// StorageRequests reports the requests made to blob storage so far.
+func (e *Env) StorageRequests() string {
+	if e.counts == nil {
+		return "requests=0"
+	}
+	return e.counts.Counts()
 }
 
 // deleteContainers removes the world's containers from a shared store.

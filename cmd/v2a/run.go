@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -21,6 +22,7 @@ type runFlags struct {
 	target  string
 	trace   string
 	quiet   bool
+	cpuProf string
 }
 
 func newRunCmd() *cobra.Command {
@@ -49,6 +51,7 @@ The same scenario and seed always give the same trace hash.`,
 	c.Flags().StringVar(&f.target, "target", "", "target file selecting the world (default "+harness.DefaultTarget+")")
 	c.Flags().StringVar(&f.trace, "trace", "story", "live trace: story (what happens), full (every event) or none")
 	c.Flags().BoolVar(&f.quiet, "quiet", false, "print only the banner and the closing lines")
+	c.Flags().StringVar(&f.cpuProf, "cpuprofile", "", "write a CPU profile of the run to this file")
 	return c
 }
 
@@ -74,6 +77,17 @@ func runScenario(w io.Writer, name string, f runFlags) error {
 	path, data, err := loadScript(name)
 	if err != nil {
 		return err
+	}
+	if f.cpuProf != "" {
+		pf, err := os.Create(f.cpuProf)
+		if err != nil {
+			return err
+		}
+		defer pf.Close()
+		if err := pprof.StartCPUProfile(pf); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	ds, err := harness.ParseScript(path, data)
 	if err != nil {

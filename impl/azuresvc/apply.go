@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"sort"
 	"strconv"
 	"time"
 
@@ -60,6 +61,14 @@ type applier struct {
 	// reloaded: the catalog was reloaded after a conflict, so this attempt
 	// may meet snapshots an earlier round took for points it did not record.
 	reloaded bool
+	// pending holds log writes not yet sent to the replica; see flush.
+	pending []pendingWrite
+}
+
+type pendingWrite struct {
+	disk uint16
+	off  int64
+	data []byte
 }
 
 // applyResult is what an apply Op returns (as its Value, also on error).
@@ -148,6 +157,9 @@ func (a *applier) apply(it *batch.Item) error {
 
 // done records the item applied.
 func (a *applier) done(it *batch.Item, mutate func(*Catalog)) error {
+	if err := a.flush(); err != nil {
+		return err
+	}
 	next := a.cat.clone()
 	next.Applied = it.Seq
 	if mutate != nil {
@@ -222,6 +234,75 @@ func (a *applier) write(disk uint16, off int64, data []byte) error {
 	return nil
 }
 
+// queue buffers a log write. The replica must equal the source at every
+// bookmark, not between them, so the writes between two bookmarks can be
+// coalesced: flush sends, for every sector, only the last data written to
+// it, in few large page writes instead of one per guest write. Everything
+// that depends on the replica's content (a snapshot, persisting the
+// catalog's applied position) flushes first, so what the crash reasoning
+// in bookmark says of writes holds of flushed writes.
+func (a *applier) queue(disk uint16, off int64, data []byte) error {
+	if int(disk) >= len(a.cat.Disks) {
+		return fmt.Errorf("%w: %s has no disk %d", ErrApply, a.cat.Machine, disk)
+	}
+	d := a.cat.Disks[disk]
+	if off < 0 || off+int64(len(data)) > d.Size || off%blob.PageSize != 0 || len(data)%blob.PageSize != 0 {
+		return fmt.Errorf("%w: write of %d bytes at %d is outside disk %d of %s (%d bytes) or not sector-aligned", ErrApply, len(data), off, disk, a.cat.Machine, d.Size)
+	}
+	if len(data) > 0 {
+		a.pending = append(a.pending, pendingWrite{disk, off, data})
+	}
+	return nil
+}
+
+// flush writes the queued log writes to the replica, coalesced.
+func (a *applier) flush() error {
+	if len(a.pending) == 0 {
+		return nil
+	}
+	const sector = blob.PageSize
+	latest := map[uint16]map[int64][]byte{} // disk -> sector -> its last data
+	for _, w := range a.pending {
+		m := latest[w.disk]
+		if m == nil {
+			m = map[int64][]byte{}
+			latest[w.disk] = m
+		}
+		for i := 0; i < len(w.data); i += sector {
+			m[(w.off+int64(i))/sector] = w.data[i : i+sector]
+		}
+	}
+	a.pending = a.pending[:0]
+	disks := make([]uint16, 0, len(latest))
+	for d := range latest {
+		disks = append(disks, d)
+	}
+	sort.Slice(disks, func(i, j int) bool { return disks[i] < disks[j] })
+	for _, d := range disks {
+		m := latest[d]
+		secs := make([]int64, 0, len(m))
+		for s := range m {
+			secs = append(secs, s)
+		}
+		sort.Slice(secs, func(i, j int) bool { return secs[i] < secs[j] })
+		for i := 0; i < len(secs); {
+			j := i + 1
+			for j < len(secs) && secs[j] == secs[j-1]+1 && (j-i)*sector < blob.MaxPageWrite {
+				j++
+			}
+			run := make([]byte, 0, (j-i)*sector)
+			for _, s := range secs[i:j] {
+				run = append(run, m[s]...)
+			}
+			if err := a.write(d, secs[i]*sector, run); err != nil {
+				return err
+			}
+			i = j
+		}
+	}
+	return nil
+}
+
 func (a *applier) chunk(it *batch.Item) error {
 	stale, err := a.staleGen(it)
 	if err != nil {
@@ -268,9 +349,11 @@ func (a *applier) log(it *batch.Item) error {
 		var err error
 		switch r.Type {
 		case batch.RecWrite:
-			err = a.write(r.Disk, r.Off, r.Data)
+			err = a.queue(r.Disk, r.Off, r.Data)
 		case batch.RecBookmark:
-			err = a.bookmark(r)
+			if err = a.flush(); err == nil {
+				err = a.bookmark(r)
+			}
 		case batch.RecRevoke:
 			err = a.revoke(r)
 		default:

@@ -29,6 +29,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
@@ -48,6 +49,13 @@ import (
 // Store is a blob.Store backed by one storage account.
 type Store struct {
 	client *sdk.Client
+	// sizes caches page-blob sizes this Store created, resized or read, so
+	// that the page-range check of a write needs no round trip. A write
+	// beyond the cached size re-reads the size (another client may have
+	// grown the blob). A blob another client shrinks is the one case the
+	// cache misses: real Azure then refuses the write itself
+	// (InvalidPageRange), Azurite does not.
+	sizes sync.Map // container + "/" + name -> int64
 }
 
 var _ blob.Store = (*Store)(nil)
@@ -112,6 +120,12 @@ func (s *Store) CreateContainer(ctx context.Context, c string) error {
 
 // DeleteContainer implements blob.Store.
 func (s *Store) DeleteContainer(ctx context.Context, c string) error {
+	s.sizes.Range(func(k, _ any) bool {
+		if strings.HasPrefix(k.(string), c+"/") {
+			s.sizes.Delete(k)
+		}
+		return true
+	})
 	if err := blob.CheckNames(c, ""); err != nil {
 		return fmt.Errorf("blob: delete container %s: %w", c, err)
 	}
@@ -171,6 +185,7 @@ func itemProps(p *container.BlobProperties, md map[string]*string) blob.Props {
 // Put implements blob.Store. The blob is written with one Put Blob request
 // (at most 5000 MiB), so a conditional Put is all-or-nothing.
 func (s *Store) Put(ctx context.Context, c, name string, data []byte, opts blob.WriteOptions) (string, error) {
+	s.sizes.Delete(c + "/" + name) // a block blob replaces any page blob
 	const op = "put"
 	if err := checkWrite(c, name, opts); err != nil {
 		return "", blob.Errorf(op, c, name, err, "")
@@ -279,6 +294,7 @@ func (s *Store) Delete(ctx context.Context, c, name string, opts blob.WriteOptio
 		DeleteSnapshots:  to.Ptr(sdkblob.DeleteSnapshotsOptionTypeInclude),
 		AccessConditions: accessConditions(opts),
 	})
+	s.sizes.Delete(c + "/" + name)
 	return mapWriteErr(op, c, name, opts, err)
 }
 
@@ -314,6 +330,7 @@ func (s *Store) CreatePageBlob(ctx context.Context, c, name string, sizeBytes in
 	if err != nil {
 		return "", mapWriteErr(op, c, name, opts, err)
 	}
+	s.sizes.Store(c+"/"+name, sizeBytes)
 	return etag(resp.ETag), nil
 }
 
@@ -332,6 +349,7 @@ func (s *Store) Resize(ctx context.Context, c, name string, sizeBytes int64, opt
 	if err != nil {
 		return "", mapWriteErr(op, c, name, opts, err)
 	}
+	s.sizes.Store(c+"/"+name, sizeBytes)
 	return etag(resp.ETag), nil
 }
 
@@ -339,6 +357,23 @@ func (s *Store) Resize(ctx context.Context, c, name string, sizeBytes int64, opt
 // The check and the write are two requests, so a concurrent Resize can slip
 // between them; real Azure then refuses the write itself, Azurite may not.
 func (s *Store) pageBlobSize(ctx context.Context, op, c, name string, opts blob.WriteOptions) (int64, error) {
+	return s.pageBlobSizeFor(ctx, op, c, name, opts, 0)
+}
+
+// pageBlobSizeFor returns the blob's size, from the cache when the cached
+// size already covers end.
+func (s *Store) pageBlobSizeFor(ctx context.Context, op, c, name string, opts blob.WriteOptions, end int64) (int64, error) {
+	if v, ok := s.sizes.Load(c + "/" + name); ok && end > 0 && v.(int64) >= end {
+		return v.(int64), nil
+	}
+	size, err := s.fetchPageBlobSize(ctx, op, c, name, opts)
+	if err == nil {
+		s.sizes.Store(c+"/"+name, size)
+	}
+	return size, err
+}
+
+func (s *Store) fetchPageBlobSize(ctx context.Context, op, c, name string, opts blob.WriteOptions) (int64, error) {
 	resp, err := s.blobClient(c, name).GetProperties(ctx, nil)
 	if err != nil {
 		return 0, mapWriteErr(op, c, name, opts, err)
@@ -353,8 +388,8 @@ func (s *Store) pageBlobSize(ctx context.Context, op, c, name string, opts blob.
 }
 
 // WritePages implements blob.Store. It checks the page rules against the
-// blob's current size first (one more request), because Azurite accepts
-// what Azure refuses.
+// blob's size first (cached; see Store.sizes), because Azurite accepts what
+// Azure refuses.
 func (s *Store) WritePages(ctx context.Context, c, name string, offset int64, data []byte, opts blob.WriteOptions) (string, error) {
 	const op = "write pages"
 	if err := checkWrite(c, name, opts); err != nil {
@@ -364,7 +399,7 @@ func (s *Store) WritePages(ctx context.Context, c, name string, offset int64, da
 	if err := blob.CheckPageWrite(offset, int64(len(data)), offset+int64(len(data))); err != nil {
 		return "", blob.Errorf(op, c, name, err, "")
 	}
-	size, err := s.pageBlobSize(ctx, op, c, name, opts)
+	size, err := s.pageBlobSizeFor(ctx, op, c, name, opts, offset+int64(len(data)))
 	if err != nil {
 		return "", err
 	}

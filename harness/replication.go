@@ -1,0 +1,336 @@
+package harness
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/v2a-dr/v2a/impl/agent"
+	"github.com/v2a-dr/v2a/impl/azuresvc"
+	"github.com/v2a-dr/v2a/impl/batch"
+	"github.com/v2a-dr/v2a/impl/blockdev"
+	"github.com/v2a-dr/v2a/impl/configsrv"
+	"github.com/v2a-dr/v2a/impl/processsrv"
+	"github.com/v2a-dr/v2a/impl/proto"
+	"github.com/v2a-dr/v2a/impl/runtime"
+	"github.com/v2a-dr/v2a/impl/vault"
+	"github.com/v2a-dr/v2a/impl/vsphere"
+	"github.com/v2a-dr/v2a/impl/wire"
+	"github.com/v2a-dr/v2a/sim/disk"
+	simnet "github.com/v2a-dr/v2a/sim/net"
+)
+
+// Addresses of the deployment's actors.
+var (
+	AddrConfigServer  = runtime.MakeAddr(HostConfigServer, runtime.PortConfig)
+	AddrProcessServer = runtime.MakeAddr(HostProcessServer, runtime.PortProcess)
+	AddrAzure         = runtime.MakeAddr(HostService, runtime.PortConfig)
+	AddrPortal        = runtime.MakeAddr(HostPortal, runtime.PortConfig)
+)
+
+// HostPortal is where management requests come from (the harness, as the
+// Azure portal would).
+const HostPortal = "portal"
+
+// AgentAddr is the Mobility agent's address on a machine.
+func AgentAddr(machine string) runtime.Addr { return runtime.MakeAddr(machine, runtime.PortTag) }
+
+// DeployOptions configure the replication deployment.
+type DeployOptions struct {
+	VaultID        string
+	Passphrase     string
+	CacheCapBytes  int64 // process server cache disk; 0: default
+	AgentDataBytes int64 // agent data-mode budget; 0: default
+	AgentMetaRecs  int64 // agent metadata-mode budget; 0: default
+	// AgentDrain is how often agents drain their change log to the process
+	// server. 0: DefaultSimDrain. (The agent's own default is 2 s; a
+	// simulation drains less often because every item costs blob-storage
+	// round trips of wall time, and the 5-minute bookmark schedule does not
+	// need more.)
+	AgentDrain time.Duration
+}
+
+// DefaultSimDrain is the agents' drain interval in simulated deployments.
+const DefaultSimDrain = 30 * time.Second
+
+// Deployment is the replication system deployed in a world: configuration
+// server, process server and Azure side, and an agent per machine once
+// installed.
+type Deployment struct {
+	e      *Env
+	opts   DeployOptions
+	keys   vault.Keys
+	guests map[string]*simGuest
+	// guestPassphrase is what the installer on a machine is given (a
+	// scenario may give one the wrong passphrase).
+	guestPassphrase map[string]string
+	portal          *portal
+	installs        []string
+}
+
+// Deploy starts the configuration server, the process server and the
+// Azure side, and hooks vcsim's guest operations so that a push install
+// starts the agent in the simulated guest.
+func (e *Env) Deploy(opts DeployOptions) (*Deployment, error) {
+	if e.Deployment != nil {
+		return nil, fmt.Errorf("harness: already deployed")
+	}
+	if opts.VaultID == "" {
+		opts.VaultID = "vault-1"
+	}
+	if opts.Passphrase == "" {
+		opts.Passphrase = "v2a-demo-passphrase"
+	}
+	if opts.AgentDrain == 0 {
+		opts.AgentDrain = DefaultSimDrain
+	}
+	keys, err := vault.Derive(opts.VaultID, opts.Passphrase)
+	if err != nil {
+		return nil, err
+	}
+	store, prefix, err := e.Storage()
+	if err != nil {
+		return nil, err
+	}
+	d := &Deployment{e: e, opts: opts, keys: keys, guests: map[string]*simGuest{}, guestPassphrase: map[string]string{}, portal: &portal{}}
+	if err := e.Net.AddHost(simnet.Host{Name: HostPortal, Site: simnet.OnPrem}); err != nil {
+		return nil, err
+	}
+	for name, m := range e.Machines {
+		d.guests[name] = &simGuest{e: e, m: m, name: name}
+	}
+	cacheDir := filepath.Join(e.dir, "ps01-cache")
+	if err := os.MkdirAll(cacheDir, 0o755); err != nil {
+		return nil, err
+	}
+	spawn := []struct {
+		addr runtime.Addr
+		f    runtime.Factory
+	}{
+		{AddrPortal, func() runtime.Actor { return d.portal }},
+		{AddrAzure, func() runtime.Actor {
+			return azuresvc.New(azuresvc.Config{Store: store, StoragePeer: HostStorage, ContainerPrefix: prefix,
+				Key: keys.Data, ConfigServer: AddrConfigServer})
+		}},
+		{AddrProcessServer, func() runtime.Actor {
+			return processsrv.New(processsrv.Config{Name: HostProcessServer, CacheDir: cacheDir, CacheCapBytes: opts.CacheCapBytes,
+				Store: store, StoragePeer: HostStorage, ContainerPrefix: prefix, Key: keys.Data, Codec: batch.CodecS2,
+				Azure: AddrAzure, ConfigServer: AddrConfigServer})
+		}},
+		{AddrConfigServer, func() runtime.Actor {
+			return configsrv.New(configsrv.Config{VaultID: opts.VaultID, Passphrase: opts.Passphrase, VSphere: e.VC,
+				ProcessServer: AddrProcessServer, Azure: AddrAzure,
+				InstallAuth: vsphere.GuestAuth{Username: "root", Password: "v2a"}})
+		}},
+	}
+	for _, s := range spawn {
+		if err := e.Sim.Spawn(s.addr, s.f); err != nil {
+			return nil, err
+		}
+	}
+	if e.VCSim != nil {
+		e.VCSim.OnGuestProgram(d.onGuestProgram)
+		for _, vm := range e.VMs {
+			e.VCSim.SetGuestLogin(vm.Name, "root", "v2a")
+		}
+	}
+	e.Deployment = d
+	e.Trace.Add(e.Sim.Elapsed(), "harness", "deploy", fmt.Sprintf("vault=%s cs=%s ps=%s azure=%s", opts.VaultID, AddrConfigServer, AddrProcessServer, AddrAzure))
+	return d, nil
+}
+
+// onGuestProgram is vcsim's guest-operation hook: the configuration
+// server's push install runs the installer in the guest, which installs and
+// starts the Mobility agent.
+func (d *Deployment) onGuestProgram(vm, path, args string) (int, error) {
+	if !strings.Contains(path, "ASR") {
+		return 127, nil // not our installer: "command not found"
+	}
+	if _, ok := d.e.Machines[vm]; !ok {
+		return 1, nil // a VM the world simulates no guest for
+	}
+	d.installs = append(d.installs, vm)
+	if err := d.InstallAgent(vm); err != nil {
+		return 1, nil
+	}
+	return 0, nil
+}
+
+// InstallAgent installs and starts the Mobility agent on a machine, as the
+// push install does for a VM or an administrator does by hand on a
+// physical server. A second install of a running agent does nothing.
+func (d *Deployment) InstallAgent(machine string) error {
+	g := d.guests[machine]
+	if g == nil {
+		return fmt.Errorf("harness: no machine %q", machine)
+	}
+	addr := AgentAddr(machine)
+	if d.e.Sim.Actor(addr) != nil || g.installed {
+		return nil
+	}
+	pass := d.opts.Passphrase
+	if p, ok := d.guestPassphrase[machine]; ok {
+		pass = p
+	}
+	stateDir := filepath.Join(d.e.dir, "agents", machine)
+	if err := os.MkdirAll(stateDir, 0o755); err != nil {
+		return err
+	}
+	var uuid string
+	physical := true
+	for _, vm := range d.e.VMs {
+		if vm.Name == machine {
+			uuid, physical = vm.InstanceUUID, false
+		}
+	}
+	cfg := agent.Config{Machine: machine, InstanceUUID: uuid, Physical: physical, ConfigServer: AddrConfigServer,
+		VaultID: d.opts.VaultID, Passphrase: pass, StateDir: stateDir, Guest: g,
+		DataBudget: d.opts.AgentDataBytes, MetaBudget: d.opts.AgentMetaRecs, DrainInterval: d.opts.AgentDrain}
+	g.installed = true
+	if err := d.e.Net.AddHost(simnet.Host{Name: machine, Site: simnet.OnPrem}); err != nil && !strings.Contains(err.Error(), "twice") {
+		return err
+	}
+	return d.e.Sim.Spawn(addr, func() runtime.Actor { return agent.New(cfg) })
+}
+
+// SetGuestPassphrase makes the installer on a machine use pass.
+func (d *Deployment) SetGuestPassphrase(machine, pass string) { d.guestPassphrase[machine] = pass }
+
+// Request sends a management request from the portal to the configuration
+// server.
+func (d *Deployment) Request(m wire.Msg) error {
+	return d.e.Sim.Inject(0, AddrConfigServer, runtime.Message{From: AddrPortal, Data: wire.Encode(m)})
+}
+
+// Replies returns and forgets the configuration server's answers.
+func (d *Deployment) Replies() []proto.Reply {
+	r := d.portal.replies
+	d.portal.replies = nil
+	return r
+}
+
+// ConfigServer returns the live configuration server (nil while down).
+func (d *Deployment) ConfigServer() *configsrv.Server {
+	s, _ := d.e.Sim.Actor(AddrConfigServer).(*configsrv.Server)
+	return s
+}
+
+// ProcessServer returns the live process server (nil while down).
+func (d *Deployment) ProcessServer() *processsrv.Server {
+	s, _ := d.e.Sim.Actor(AddrProcessServer).(*processsrv.Server)
+	return s
+}
+
+// Azure returns the live Azure-side service (nil while down).
+func (d *Deployment) Azure() *azuresvc.Service {
+	s, _ := d.e.Sim.Actor(AddrAzure).(*azuresvc.Service)
+	return s
+}
+
+// Agent returns a machine's live agent (nil if not installed or down).
+func (d *Deployment) Agent(machine string) *agent.Agent {
+	a, _ := d.e.Sim.Actor(AgentAddr(machine)).(*agent.Agent)
+	return a
+}
+
+// Keys are the vault's keys.
+func (d *Deployment) Keys() vault.Keys { return d.keys }
+
+// MachineCrash crashes a machine's guest OS: the agent stops, the filter
+// driver's in-memory state is lost (its log keeps what it flushed), and the
+// workload stops writing until Restart.
+func (d *Deployment) MachineCrash(machine string) error {
+	g := d.guests[machine]
+	if g == nil {
+		return fmt.Errorf("harness: no machine %q", machine)
+	}
+	d.e.Sim.Crash(machine)
+	if g.filter != nil {
+		g.filter.CrashClose()
+		g.m.SetFilter(nil)
+		g.filter = nil
+	}
+	d.e.Workloads.Pause(machine)
+	return nil
+}
+
+// MachineRestart boots a crashed machine: its agent starts again and
+// reopens its change log; the workload goes on.
+func (d *Deployment) MachineRestart(machine string) error {
+	if d.guests[machine] == nil {
+		return fmt.Errorf("harness: no machine %q", machine)
+	}
+	d.e.Sim.Restart(machine)
+	d.e.Workloads.Resume(machine)
+	return nil
+}
+
+// ChangeLogFiles lists a machine's .hrl segment files, oldest first.
+func (d *Deployment) ChangeLogFiles(machine string) ([]string, error) {
+	files, err := filepath.Glob(filepath.Join(d.e.dir, "agents", machine, "*.hrl"))
+	if err != nil {
+		return nil, err
+	}
+	sort.Strings(files)
+	return files, nil
+}
+
+// simGuest is a simulated machine as its agent sees it.
+type simGuest struct {
+	e         *Env
+	m         *disk.Machine
+	name      string
+	filter    *agent.Filter
+	installed bool
+}
+
+func (g *simGuest) Disks() []blockdev.Device {
+	out := make([]blockdev.Device, g.m.Disks())
+	for i := range out {
+		out[i] = g.m.Device(i)
+	}
+	return out
+}
+
+func (g *simGuest) Filter() *agent.Filter { return g.filter }
+
+func (g *simGuest) Attach(f *agent.Filter) {
+	g.filter = f
+	g.m.SetFilter(f)
+}
+
+func (g *simGuest) Freeze() error {
+	if wl := g.e.Workloads.Workload(g.name); wl != nil {
+		return wl.Freeze()
+	}
+	return nil
+}
+
+func (g *simGuest) Thaw() {
+	if wl := g.e.Workloads.Workload(g.name); wl != nil {
+		wl.Thaw()
+	}
+}
+
+// portal receives the configuration server's replies.
+type portal struct{ replies []proto.Reply }
+
+func (p *portal) Handle(ctx runtime.Context, ev runtime.Event) {
+	if m, ok := ev.(runtime.Message); ok {
+		if msg, err := wire.Decode(m.Data); err == nil {
+			if r, ok := msg.(*proto.Reply); ok {
+				p.replies = append(p.replies, *r)
+				ctx.Log().Info("portal: reply", "request", r.Request, "subject", r.Subject, "ok", r.OK, "reason", r.Reason)
+			}
+		}
+	}
+}
+
+// RunUntil advances virtual time until cond holds or limit passes, checking
+// every step; it reports whether cond held.
+func (e *Env) RunUntil(limit time.Duration, cond func() bool) bool {
+	return e.Sim.RunWhile(e.Sim.Now().Add(limit), func() bool { return !cond() })
+}

@@ -1,0 +1,287 @@
+package harness
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/v2a-dr/v2a/impl/configsrv"
+	"github.com/v2a-dr/v2a/impl/proto"
+)
+
+// csStatus is the configuration server's view, or an error while it is down.
+func (d *Deployment) csStatus() (configsrv.Status, error) {
+	cs := d.ConfigServer()
+	if cs == nil {
+		return configsrv.Status{}, fmt.Errorf("the configuration server is down")
+	}
+	return cs.Status(), nil
+}
+
+// MachineStatus is a machine's row in the configuration server's view.
+func (d *Deployment) MachineStatus(machine string) (configsrv.MachineStatus, bool) {
+	st, err := d.csStatus()
+	if err != nil {
+		return configsrv.MachineStatus{}, false
+	}
+	for _, m := range st.Machines {
+		if m.Name == machine {
+			return m, true
+		}
+	}
+	return configsrv.MachineStatus{}, false
+}
+
+// PolicyOf is the policy a machine is protected with (the default when
+// unknown).
+func (d *Deployment) PolicyOf(machine string) proto.Policy {
+	st, err := d.csStatus()
+	if err != nil {
+		return proto.DefaultPolicy()
+	}
+	name := "default"
+	for _, m := range st.Machines {
+		if m.Name == machine && m.Policy != "" {
+			name = m.Policy
+		}
+	}
+	for _, p := range st.Policies {
+		if p.Name == name {
+			return p
+		}
+	}
+	return proto.DefaultPolicy()
+}
+
+func (r *Runner) policyFor(a argMap) proto.Policy { return proto.Policy{} }
+
+// CheckRPO checks that each machine's RPO, as the configuration server
+// measures it, is within bound.
+func (d *Deployment) CheckRPO(machines []string, bound time.Duration) []Result {
+	if machines == nil {
+		machines = d.protectedMachines()
+	}
+	var out []Result
+	for _, m := range machines {
+		ms, ok := d.MachineStatus(m)
+		r := Result{Check: "rpo", Subject: m}
+		switch {
+		case !ok:
+			r.Verdict, r.Evidence = Unknown, "the configuration server does not know the machine (or is down)"
+		case ms.NewestPoint.IsZero():
+			r.Verdict, r.Evidence = Illegal, fmt.Sprintf("no recovery point yet (RPO %s since enabling)", fmtDur(ms.RPO))
+		default:
+			rpo := d.e.Sim.Now().Sub(ms.NewestPoint)
+			r.Detail = fmt.Sprintf("rpo=%s bound=%s", fmtDur(rpo), bound)
+			r.Verdict = OK
+			if rpo > bound {
+				r.Verdict, r.Evidence = Illegal, fmt.Sprintf("newest point at %s, RPO %s over the bound", fmtTime(d.e, ms.NewestPoint), fmtDur(rpo))
+			}
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+func (d *Deployment) protectedMachines() []string {
+	st, err := d.csStatus()
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, m := range st.Machines {
+		if m.State != configsrv.StateUnprotected && m.State != configsrv.StateDisabled && m.Policy != "" {
+			out = append(out, m.Name)
+		}
+	}
+	return out
+}
+
+// wait runs the world until machines reach a state:
+//
+//	wait [state=protected] [vms=(a,b)] [timeout=2h]
+func (r *Runner) wait(a argMap) (string, error) {
+	d, err := r.deployment()
+	if err != nil {
+		return "", err
+	}
+	want := configsrv.State(a.str("state", string(configsrv.StateProtected)))
+	timeout, err := a.dur("timeout", 2*time.Hour)
+	if err != nil {
+		return "", err
+	}
+	vms := a.list("vms")
+	if len(vms) == 0 {
+		vms = d.protectedMachines()
+	}
+	start := r.Env.Sim.Elapsed()
+	reached := r.Env.RunUntil(timeout, func() bool {
+		for _, vm := range vms {
+			ms, ok := d.MachineStatus(vm)
+			if !ok || ms.State != want {
+				return false
+			}
+		}
+		return true
+	})
+	var b strings.Builder
+	if !reached {
+		for _, vm := range vms {
+			ms, _ := d.MachineStatus(vm)
+			if ms.State != want {
+				fmt.Fprintf(&b, "%s is %s", vm, ms.State)
+				if n := len(ms.History); n > 0 {
+					fmt.Fprintf(&b, " (%s)", ms.History[n-1].Reason)
+				}
+				b.WriteByte('\n')
+			}
+		}
+		return b.String(), fmt.Errorf("wait: not all %s after %s", want, timeout)
+	}
+	fmt.Fprintf(&b, "%s %s after %s (at %s)\n", strings.Join(vms, ","), want, fmtDur(r.Env.Sim.Elapsed()-start), fmtTime(r.Env, r.Env.Sim.Now()))
+	return b.String(), nil
+}
+
+// status prints the per-machine replication table.
+func (r *Runner) status(a argMap) (string, error) {
+	d, err := r.deployment()
+	if err != nil {
+		return "", err
+	}
+	st, err := d.csStatus()
+	if err != nil {
+		return "", err
+	}
+	ratios := map[string]string{}
+	if ps := d.ProcessServer(); ps != nil {
+		for _, m := range ps.Status().Machines {
+			if m.SealedBytes > 0 {
+				ratios[m.Machine] = fmt.Sprintf("%.2f", float64(m.RawBytes)/float64(m.SealedBytes))
+			}
+		}
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%-10s %-15s %-6s %10s %10s %6s %6s %5s %9s\n", "machine", "state", "mode", "written", "sent", "ratio", "crash", "app", "rpo")
+	for _, m := range st.Machines {
+		if m.Policy == "" && !m.Registered {
+			continue
+		}
+		written := int64(0)
+		if mach := r.Env.Machines[m.Name]; mach != nil {
+			written, _ = mach.Written()
+		}
+		ratio := ratios[m.Name]
+		if ratio == "" {
+			ratio = "-"
+		}
+		crash, app := 0, 0
+		if cat, err := d.Catalog(m.Name); err == nil {
+			for _, p := range cat.Points {
+				if p.Kind == "app" {
+					app++
+				} else {
+					crash++
+				}
+			}
+		}
+		rpo := "-"
+		if !m.NewestPoint.IsZero() {
+			rpo = fmtDur(r.Env.Sim.Now().Sub(m.NewestPoint))
+		}
+		mode := m.CaptureMode
+		if mode == "" {
+			mode = "-"
+		}
+		fmt.Fprintf(&b, "%-10s %-15s %-6s %10s %10s %6s %6d %5d %9s\n", m.Name, m.State, mode, mib(written), mib(m.SentBytes), ratio, crash, app, rpo)
+	}
+	return b.String(), nil
+}
+
+func mib(n int64) string { return fmt.Sprintf("%.1fMiB", float64(n)/(1<<20)) }
+
+// points lists a machine's recovery points from its catalog:
+//
+//	points vm=NAME [last=N]
+func (r *Runner) points(a argMap) (string, error) {
+	d, err := r.deployment()
+	if err != nil {
+		return "", err
+	}
+	vm, err := a.need("vm")
+	if err != nil {
+		return "", err
+	}
+	last, err := a.int("last", 8)
+	if err != nil {
+		return "", err
+	}
+	cat, err := d.Catalog(vm)
+	if err != nil {
+		return "", err
+	}
+	var b strings.Builder
+	pts := cat.Points
+	fmt.Fprintf(&b, "%s: %d points, gen %d, synced=%v, applied item %d, log seq %d\n", vm, len(pts), cat.Gen, cat.Synced, cat.Applied, cat.AppliedLogSeq)
+	if int64(len(pts)) > last {
+		pts = pts[int64(len(pts))-last:]
+	}
+	for _, p := range pts {
+		fmt.Fprintf(&b, "  %-18s %-5s %s seq=%d\n", p.ID, p.Kind, fmtTime(r.Env, p.Time), p.Seq)
+	}
+	return b.String(), nil
+}
+
+// alerts lists the configuration server's alerts.
+func (r *Runner) alerts(a argMap) (string, error) {
+	d, err := r.deployment()
+	if err != nil {
+		return "", err
+	}
+	st, err := d.csStatus()
+	if err != nil {
+		return "", err
+	}
+	var b strings.Builder
+	for _, al := range st.Alerts {
+		cleared := "active"
+		if !al.Active() {
+			cleared = "cleared " + fmtTime(r.Env, al.Cleared)
+		}
+		fmt.Fprintf(&b, "%-24s %-10s raised %s %s: %s\n", al.Name, al.Subject, fmtTime(r.Env, al.Raised), cleared, al.Detail)
+	}
+	if len(st.Alerts) == 0 {
+		b.WriteString("no alerts\n")
+	}
+	return b.String(), nil
+}
+
+// jobs lists the configuration server's jobs.
+func (r *Runner) jobs(a argMap) (string, error) {
+	d, err := r.deployment()
+	if err != nil {
+		return "", err
+	}
+	st, err := d.csStatus()
+	if err != nil {
+		return "", err
+	}
+	var b strings.Builder
+	for _, j := range st.Jobs {
+		fmt.Fprintf(&b, "job %d %s %s: %s", j.ID, j.Kind, j.Machine, j.Status)
+		if j.Reason != "" {
+			fmt.Fprintf(&b, " (%s)", j.Reason)
+		}
+		b.WriteByte('\n')
+		for _, s := range j.Steps {
+			fmt.Fprintf(&b, "  %-22s %s", s.Name, s.Status)
+			if s.Detail != "" {
+				fmt.Fprintf(&b, " %s", s.Detail)
+			}
+			b.WriteByte('\n')
+		}
+	}
+	if len(st.Jobs) == 0 {
+		b.WriteString("no jobs\n")
+	}
+	return b.String(), nil
+}

@@ -1,0 +1,85 @@
+package harness
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+
+	"github.com/v2a-dr/v2a/impl/blob"
+)
+
+// countingStore counts the requests each method makes, for the storage
+// report (`storage` command): the simulation's wall time goes mostly to
+// these round trips.
+type countingStore struct {
+	blob.Store
+	mu sync.Mutex
+	n  map[string]int64
+}
+
+func (c *countingStore) count(m string) {
+	c.mu.Lock()
+	c.n[m]++
+	c.mu.Unlock()
+}
+
+// Counts returns requests by method, as "method=n" sorted by method.
+func (c *countingStore) Counts() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var parts []string
+	var total int64
+	for _, k := range sortedKeys(c.n) {
+		parts = append(parts, fmt.Sprintf("%s=%d", k, c.n[k]))
+		total += c.n[k]
+	}
+	return fmt.Sprintf("requests=%d %s", total, strings.Join(parts, " "))
+}
+
+func (c *countingStore) CreateContainer(ctx context.Context, ct string) error {
+	c.count("create-container")
+	return c.Store.CreateContainer(ctx, ct)
+}
+func (c *countingStore) List(ctx context.Context, ct, p string) ([]blob.Item, error) {
+	c.count("list")
+	return c.Store.List(ctx, ct, p)
+}
+func (c *countingStore) Put(ctx context.Context, ct, n string, d []byte, o blob.WriteOptions) (string, error) {
+	c.count("put")
+	return c.Store.Put(ctx, ct, n, d, o)
+}
+func (c *countingStore) Get(ctx context.Context, ct, n string, o blob.ReadOptions) ([]byte, blob.Props, error) {
+	c.count("get")
+	return c.Store.Get(ctx, ct, n, o)
+}
+func (c *countingStore) Properties(ctx context.Context, ct, n string) (blob.Props, error) {
+	c.count("properties")
+	return c.Store.Properties(ctx, ct, n)
+}
+func (c *countingStore) Delete(ctx context.Context, ct, n string, o blob.WriteOptions) error {
+	c.count("delete")
+	return c.Store.Delete(ctx, ct, n, o)
+}
+func (c *countingStore) WritePages(ctx context.Context, ct, n string, off int64, d []byte, o blob.WriteOptions) (string, error) {
+	c.count("write-pages")
+	return c.Store.WritePages(ctx, ct, n, off, d, o)
+}
+func (c *countingStore) PageRanges(ctx context.Context, ct, n, s string) ([]blob.Range, error) {
+	c.count("page-ranges")
+	return c.Store.PageRanges(ctx, ct, n, s)
+}
+func (c *countingStore) Snapshot(ctx context.Context, ct, n string, md map[string]string) (string, error) {
+	c.count("snapshot")
+	return c.Store.Snapshot(ctx, ct, n, md)
+}
+func (c *countingStore) Snapshots(ctx context.Context, ct, n string) ([]blob.Snapshot, error) {
+	c.count("snapshots")
+	return c.Store.Snapshots(ctx, ct, n)
+}
+func (c *countingStore) DeleteSnapshot(ctx context.Context, ct, n, s string) error {
+	c.count("delete-snapshot")
+	return c.Store.DeleteSnapshot(ctx, ct, n, s)
+}
+
+
