@@ -81,5 +81,3 @@ func (c *countingStore) DeleteSnapshot(ctx context.Context, ct, n, s string) err
 	c.count("delete-snapshot")
 	return c.Store.DeleteSnapshot(ctx, ct, n, s)
 }
-
-

@@ -34,8 +34,8 @@ type version struct {
 
 // WriteRecord is one acknowledged guest write, as the oracle remembers it.
 type WriteRecord struct {
-	K    uint64 // 1-based position in the machine's write order
-	Seq  uint64 // the change log's sequence number for it (0: untracked)
+	K   uint64 // 1-based position in the machine's write order
+	Seq uint64 // the change log's sequence number for it (0: untracked)
 	// pos orders the write among change-log records: 2*Seq for a tracked
 	// write; 2*last+1 for an untracked one, last being the highest
 	// sequence number given out before it (it falls after that record and
