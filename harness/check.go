@@ -120,3 +120,35 @@ func FormatResults(rs []Result) string {
 	}
 	return b.String()
 }
+
+// SummarizeResults prints one line per check with its counts, then every
+// result that is not OK in full.
+func SummarizeResults(rs []Result) string {
+	type tally struct{ ok, bad int }
+	var order []string
+	counts := map[string]*tally{}
+	for _, r := range rs {
+		t := counts[r.Check]
+		if t == nil {
+			t = &tally{}
+			counts[r.Check] = t
+			order = append(order, r.Check)
+		}
+		if r.Verdict == OK {
+			t.ok++
+		} else {
+			t.bad++
+		}
+	}
+	var b strings.Builder
+	for _, c := range order {
+		fmt.Fprintf(&b, "%-12s %d ok, %d failed\n", c, counts[c].ok, counts[c].bad)
+	}
+	for _, r := range rs {
+		if r.Verdict != OK {
+			b.WriteString(r.String())
+			b.WriteByte('\n')
+		}
+	}
+	return b.String()
+}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/v2a-dr/v2a/impl/blob"
+	"github.com/v2a-dr/v2a/impl/blob/memblob"
 	"github.com/v2a-dr/v2a/impl/blockdev"
 	"github.com/v2a-dr/v2a/impl/vsphere"
 	"github.com/v2a-dr/v2a/impl/vsphere/vcenter"
@@ -44,8 +45,12 @@ type Options struct {
 	// Machines limits which inventory machines get simulated guests
 	// (nil: all of them).
 	Machines []string
+	// MemoryStorage replaces blob storage with an in-memory store
+	// (impl/blob/memblob, which passes the same conformance suite as
+	// Azurite). Only for fast property tests: scenarios use Azurite.
+	MemoryStorage bool
 	// AllocatedMiB is how much of each disk holds data before tracking
-	// starts (the guest OS); the rest is zero. 0: a quarter of the disk.
+	// starts (the guest OS); the rest is zero. 0: an eighth of the disk.
 	AllocatedMiB int64
 }
 
@@ -67,14 +72,15 @@ type Env struct {
 	// Deployment is the replication deployment, once Deploy ran.
 	Deployment *Deployment
 
-	ctx     context.Context
-	store   blob.Store
-	counts  *countingStore
-	prefix  string
-	dir     string
-	tempDir bool
-	names   []string
-	closers []func()
+	ctx      context.Context
+	store    blob.Store
+	counts   *countingStore
+	memStore blob.Store
+	prefix   string
+	dir      string
+	tempDir  bool
+	names    []string
+	closers  []func()
 }
 
 // New builds a world as the target says.
@@ -97,10 +103,13 @@ func New(ctx context.Context, opts Options) (_ *Env, err error) {
 	}()
 	e.dir = opts.Dir
 	if e.dir == "" {
-		if e.dir, err = os.MkdirTemp("", "v2a-world-"); err != nil {
+		if e.dir, err = os.MkdirTemp(WorkBase(), "v2a-world-"); err != nil {
 			return nil, fmt.Errorf("harness: %w", err)
 		}
 		e.tempDir = true
+	}
+	if opts.MemoryStorage {
+		e.memStore = memblob.New()
 	}
 	e.Trace = sched.NewTrace(opts.Live)
 	if opts.LiveFilter != nil {
@@ -275,7 +284,7 @@ func (e *Env) fillGuestData(vm string, i int, path string, allocMiB int64) error
 		return err
 	}
 	defer dev.Close()
-	n := dev.Size() / 4
+	n := dev.Size() / 8
 	if allocMiB > 0 {
 		n = min(allocMiB<<20, dev.Size())
 	}
@@ -294,6 +303,24 @@ func (e *Env) fillGuestData(vm string, i int, path string, allocMiB int64) error
 		}
 	}
 	return nil
+}
+
+// WorkBase is where worlds keep their disks and datastores: $V2A_WORKDIR,
+// else /dev/shm where it exists (the simulated disks then live in memory,
+// and the fsyncs that the components do, correctly, cost nothing), else the
+// system's temporary directory.
+func WorkBase() string {
+	if d := os.Getenv("V2A_WORKDIR"); d != "" {
+		return d
+	}
+	if st, err := os.Stat("/dev/shm"); err == nil && st.IsDir() {
+		if f, err := os.CreateTemp("/dev/shm", ".v2a-probe-"); err == nil {
+			f.Close()
+			os.Remove(f.Name())
+			return "/dev/shm"
+		}
+	}
+	return os.TempDir()
 }
 
 // MachineNames lists the simulated machines in inventory order.

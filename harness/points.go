@@ -232,3 +232,70 @@ func checkRetention(m string, pts []azuresvc.Point, now time.Time, retention tim
 	}
 	return r
 }
+
+// CheckSchedule checks that points follow the policy: no gap between
+// consecutive points longer than the crash-consistent interval (plus a
+// minute's slack for drain and apply), and no gap between app-consistent
+// points longer than the app-consistent interval, from the first point to
+// the newest. A gap names the two points around it.
+func (d *Deployment) CheckSchedule(machines []string) []Result {
+	if machines == nil {
+		machines = d.protectedMachines()
+	}
+	var out []Result
+	for _, m := range machines {
+		cat, err := d.Catalog(m)
+		if err != nil {
+			out = append(out, Result{Check: "schedule", Subject: m, Verdict: Unknown, Evidence: err.Error()})
+			continue
+		}
+		out = append(out, checkSchedule(m, cat.Points, d.PolicyOf(m)))
+	}
+	return out
+}
+
+const scheduleSlack = time.Minute
+
+func checkSchedule(m string, pts []azuresvc.Point, p proto.Policy) Result {
+	r := Result{Check: "schedule", Subject: m, Verdict: OK}
+	pts = append([]azuresvc.Point(nil), pts...)
+	sort.Slice(pts, func(i, j int) bool { return pts[i].Time.Before(pts[j].Time) })
+	if len(pts) == 0 {
+		r.Verdict, r.Evidence = Illegal, "no recovery points"
+		return r
+	}
+	var maxGap, maxAppGap time.Duration
+	apps := 0
+	var lastApp *azuresvc.Point
+	for i := range pts {
+		if i > 0 {
+			gap := pts[i].Time.Sub(pts[i-1].Time)
+			maxGap = max(maxGap, gap)
+			if gap > p.CrashInterval+scheduleSlack {
+				r.Verdict = Illegal
+				r.Evidence = fmt.Sprintf("a %s gap between %s and %s (policy: a point every %s)", fmtDur(gap), pts[i-1].ID, pts[i].ID, p.CrashInterval)
+				return r
+			}
+		}
+		if pts[i].Kind == "app" {
+			if lastApp != nil {
+				gap := pts[i].Time.Sub(lastApp.Time)
+				maxAppGap = max(maxAppGap, gap)
+				if p.AppInterval > 0 && gap > p.AppInterval+scheduleSlack {
+					r.Verdict = Illegal
+					r.Evidence = fmt.Sprintf("app-consistent points %s and %s are %s apart (policy: every %s)", lastApp.ID, pts[i].ID, fmtDur(gap), p.AppInterval)
+					return r
+				}
+			}
+			apps++
+			lastApp = &pts[i]
+		}
+	}
+	span := pts[len(pts)-1].Time.Sub(pts[0].Time)
+	if p.AppInterval > 0 && span >= p.AppInterval+scheduleSlack && apps == 0 {
+		r.Verdict, r.Evidence = Illegal, fmt.Sprintf("no app-consistent point in %s of points (policy: every %s)", fmtDur(span), p.AppInterval)
+		return r
+	}
+	r.Detail = fmt.Sprintf("%d points over %s, largest gap %s; %d app-consistent", len(pts), fmtDur(span), fmtDur(maxGap), apps)
+	return r
+}

@@ -11,6 +11,7 @@ import (
 	"github.com/v2a-dr/v2a/impl/agent"
 	"github.com/v2a-dr/v2a/impl/azuresvc"
 	"github.com/v2a-dr/v2a/impl/batch"
+	"github.com/v2a-dr/v2a/impl/blob"
 	"github.com/v2a-dr/v2a/impl/blockdev"
 	"github.com/v2a-dr/v2a/impl/configsrv"
 	"github.com/v2a-dr/v2a/impl/processsrv"
@@ -51,6 +52,10 @@ type DeployOptions struct {
 	// round trips of wall time, and the 5-minute bookmark schedule does not
 	// need more.)
 	AgentDrain time.Duration
+	// WrapStore, when set, wraps the blob store the components use (not
+	// the one the checks read through): tests use it to inject faults or
+	// to break the system on purpose and show that a check notices.
+	WrapStore func(blob.Store) blob.Store
 }
 
 // DefaultSimDrain is the agents' drain interval in simulated deployments.
@@ -94,6 +99,9 @@ func (e *Env) Deploy(opts DeployOptions) (*Deployment, error) {
 	store, prefix, err := e.Storage()
 	if err != nil {
 		return nil, err
+	}
+	if opts.WrapStore != nil {
+		store = opts.WrapStore(store)
 	}
 	d := &Deployment{e: e, opts: opts, keys: keys, guests: map[string]*simGuest{}, guestPassphrase: map[string]string{}, portal: &portal{}}
 	if err := e.Net.AddHost(simnet.Host{Name: HostPortal, Site: simnet.OnPrem}); err != nil {

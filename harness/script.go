@@ -325,6 +325,12 @@ func (r *Runner) world(a argMap) (string, error) {
 	return b.String(), nil
 }
 
+// workloadSpecFor is a workload of the given kind with the defaults.
+func workloadSpecFor(kind string) workload.Spec {
+	s, _ := workloadSpec(kind, argMap{})
+	return s
+}
+
 // Workloads write in the second half of a machine's first disk, above the
 // guest's pre-existing data.
 func workloadSpec(kind string, a argMap) (workload.Spec, error) {
@@ -488,6 +494,12 @@ func (r *Runner) check(a argMap) (string, error) {
 				return "", err
 			}
 			rs = append(rs, d.CheckPoints(a.list("vms"), PointChecks{SkipImages: w == "catalog", Policy: r.policyFor(a)})...)
+		case "schedule":
+			d, err := r.deployment()
+			if err != nil {
+				return "", err
+			}
+			rs = append(rs, d.CheckSchedule(a.list("vms"))...)
 		case "rpo":
 			d, err := r.deployment()
 			if err != nil {
@@ -499,7 +511,7 @@ func (r *Runner) check(a argMap) (string, error) {
 			}
 			rs = append(rs, d.CheckRPO(a.list("vms"), bound)...)
 		default:
-			return "", fmt.Errorf("check: unknown check %q (want disks, invariants, points, catalog or rpo)", w)
+			return "", fmt.Errorf("check: unknown check %q (want disks, invariants, points, catalog, schedule or rpo)", w)
 		}
 	}
 	r.Tally.Add(rs...)
@@ -510,7 +522,10 @@ func (r *Runner) check(a argMap) (string, error) {
 	if len(rs) == 0 {
 		return "no subjects to check\n", nil
 	}
-	return FormatResults(rs), nil
+	if _, verbose := a["verbose"]; verbose || len(rs) <= 12 {
+		return FormatResults(rs), nil
+	}
+	return SummarizeResults(rs), nil
 }
 
 // fault changes the network or crashes hosts:

@@ -38,6 +38,11 @@ func (e *Env) Storage() (blob.Store, string, error) {
 		return e.store, e.prefix, nil
 	}
 	st := e.Target.Storage
+	if e.memStore != nil {
+		e.counts = &countingStore{Store: e.memStore, n: map[string]int64{}}
+		e.store, e.prefix = e.counts, "v2a-mem-"
+		return e.store, e.prefix, nil
+	}
 	var conn string
 	switch st.Mode {
 	case "external":
