@@ -2,6 +2,8 @@ package harness
 
 import (
 	"bytes"
+	"fmt"
+	"sort"
 	"context"
 	"io"
 	"os"
@@ -106,14 +108,31 @@ func pt(id, kind string, min int, seq uint64) azuresvc.Point {
 	return azuresvc.Point{ID: id, Kind: kind, Time: sched.Epoch.Add(time.Duration(min) * time.Minute), Seq: seq}
 }
 
+// schedNow is "now" for the schedule cases: every point is in the newest
+// two hours except where a case says otherwise.
+var schedNow = sched.Epoch.Add(4*time.Hour + 30*time.Minute)
+
 func TestCatalogChecks(t *testing.T) {
 	pol := proto.DefaultPolicy()
-	good := []azuresvc.Point{pt("c1", "crash", 5, 10), pt("c2", "crash", 10, 20), pt("a1", "app", 15, 30), pt("c3", "crash", 20, 40)}
+	good := []azuresvc.Point{pt("c1", "crash", 155, 10), pt("c2", "crash", 160, 20), pt("a1", "app", 165, 30), pt("c3", "crash", 170, 40)}
 	if r := checkMonotonic("vm", good); r.Verdict != OK {
 		t.Fatalf("monotonic on good points: %s", r)
 	}
-	if r := checkSchedule("vm", good, pol); r.Verdict != OK {
+	if r := checkSchedule("vm", good, pol, schedNow); r.Verdict != OK {
 		t.Fatalf("schedule on good points: %s", r)
+	}
+	// Hourly thinning beyond the newest two hours is no schedule gap.
+	thinned := []azuresvc.Point{pt("a0", "app", 0, 1), pt("a1", "app", 60, 2), pt("a2", "app", 120, 3)}
+	for i := 0; i <= 24; i++ {
+		thinned = append(thinned, pt(fmt.Sprintf("c%d", i), "crash", 125+5*i, uint64(10+i)))
+	}
+	thinned = append(thinned, pt("a3", "app", 180, 9), pt("a4", "app", 240, 99))
+	sort.Slice(thinned, func(i, j int) bool { return thinned[i].Time.Before(thinned[j].Time) })
+	for i := range thinned {
+		thinned[i].Seq = uint64(i + 1)
+	}
+	if r := checkSchedule("vm", thinned, pol, sched.Epoch.Add(4*time.Hour+5*time.Minute)); r.Verdict != OK {
+		t.Fatalf("schedule on thinned points: %s", r)
 	}
 	now := sched.Epoch.Add(time.Hour)
 	if r := checkRetention("vm", good, now, pol.Retention); r.Verdict != OK {
@@ -134,16 +153,22 @@ func TestCatalogChecks(t *testing.T) {
 			return checkMonotonic("vm", []azuresvc.Point{pt("c1", "crash", 5, 10), pt("c2", "crash", 10, 10)})
 		}},
 		{"a 12-minute gap", func() Result {
-			return checkSchedule("vm", []azuresvc.Point{pt("c1", "crash", 5, 10), pt("c2", "crash", 17, 20)}, pol)
+			return checkSchedule("vm", []azuresvc.Point{pt("c1", "crash", 155, 10), pt("c2", "crash", 167, 20)}, pol, schedNow)
 		}},
 		{"no app point in 2 hours", func() Result {
 			var ps []azuresvc.Point
 			for i := 0; i <= 24; i++ {
-				ps = append(ps, pt("c"+string(rune('a'+i)), "crash", 5*i, uint64(i+1)))
+				ps = append(ps, pt("c"+string(rune('a'+i)), "crash", 150+5*i, uint64(i+1)))
 			}
-			return checkSchedule("vm", ps, pol)
+			return checkSchedule("vm", ps, pol, schedNow)
 		}},
-		{"no points at all", func() Result { return checkSchedule("vm", nil, pol) }},
+		{"no points at all", func() Result { return checkSchedule("vm", nil, pol, schedNow) }},
+		{"no point in the newest two hours", func() Result {
+			return checkSchedule("vm", []azuresvc.Point{pt("c1", "crash", 5, 1)}, pol, schedNow)
+		}},
+		{"a gap inside the newest two hours", func() Result {
+			return checkSchedule("vm", []azuresvc.Point{pt("a0", "app", 0, 1), pt("c1", "crash", 200, 2), pt("a1", "app", 230, 3), pt("c2", "crash", 240, 4), pt("c3", "crash", 255, 5)}, pol, schedNow)
+		}},
 		{"older than the window", func() Result {
 			return checkRetention("vm", []azuresvc.Point{pt("c1", "crash", 0, 1), pt("c2", "crash", 60*30, 2)}, sched.Epoch.Add(30*time.Hour), 24*time.Hour)
 		}},

@@ -249,14 +249,14 @@ func (d *Deployment) CheckSchedule(machines []string) []Result {
 			out = append(out, Result{Check: "schedule", Subject: m, Verdict: Unknown, Evidence: err.Error()})
 			continue
 		}
-		out = append(out, checkSchedule(m, cat.Points, d.PolicyOf(m)))
+		out = append(out, checkSchedule(m, cat.Points, d.PolicyOf(m), d.e.Sim.Now()))
 	}
 	return out
 }
 
 const scheduleSlack = time.Minute
 
-func checkSchedule(m string, pts []azuresvc.Point, p proto.Policy) Result {
+func checkSchedule(m string, pts []azuresvc.Point, p proto.Policy, now time.Time) Result {
 	r := Result{Check: "schedule", Subject: m, Verdict: OK}
 	pts = append([]azuresvc.Point(nil), pts...)
 	sort.Slice(pts, func(i, j int) bool { return pts[i].Time.Before(pts[j].Time) })
@@ -264,6 +264,19 @@ func checkSchedule(m string, pts []azuresvc.Point, p proto.Policy) Result {
 		r.Verdict, r.Evidence = Illegal, "no recovery points"
 		return r
 	}
+	// Beyond the newest two hours retention thins points to one an hour
+	// (checked by the retention check): judge the schedule on the points
+	// the service keeps all of, from the last one before that window on.
+	cut := now.Add(-azuresvc.KeepAllFor)
+	first := len(pts)
+	for i := len(pts) - 1; i >= 0 && pts[i].Time.After(cut); i-- {
+		first = i
+	}
+	if first == len(pts) {
+		r.Verdict, r.Evidence = Illegal, fmt.Sprintf("no recovery point in the last %s", azuresvc.KeepAllFor)
+		return r
+	}
+	pts = pts[first:]
 	var maxGap, maxAppGap time.Duration
 	apps := 0
 	var lastApp *azuresvc.Point
