@@ -266,7 +266,11 @@ func (r *Runner) jobs(a argMap) (string, error) {
 		return "", err
 	}
 	var b strings.Builder
+	only := a.str("vm", "")
 	for _, j := range st.Jobs {
+		if only != "" && j.Machine != only {
+			continue
+		}
 		fmt.Fprintf(&b, "job %d %s %s: %s", j.ID, j.Kind, j.Machine, j.Status)
 		if j.Reason != "" {
 			fmt.Fprintf(&b, " (%s)", j.Reason)
@@ -284,4 +288,58 @@ func (r *Runner) jobs(a argMap) (string, error) {
 		b.WriteString("no jobs\n")
 	}
 	return b.String(), nil
+}
+
+// agentCmd prints a machine's agent as it sees itself:
+//
+//	agent vm=NAME
+func (r *Runner) agentCmd(a argMap) (string, error) {
+	d, err := r.deployment()
+	if err != nil {
+		return "", err
+	}
+	vm, err := a.need("vm")
+	if err != nil {
+		return "", err
+	}
+	ag := d.Agent(vm)
+	if ag == nil {
+		return "", fmt.Errorf("agent: %s has no running agent", vm)
+	}
+	s := ag.Status()
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s: phase=%s mode=%s gen=%d policy=%s registered=%v\n", vm, s.Phase, s.Mode, s.Gen, s.Policy, s.Registered)
+	if s.RegisterRefused != "" {
+		fmt.Fprintf(&b, "  registration refused: %s\n", s.RegisterRefused)
+	}
+	fmt.Fprintf(&b, "  log: pending %s in %d records, last seq %d, trimmed to %d\n", mib(s.PendingBytes), s.PendingRecords, s.LogLastSeq, s.LogTrimSeq)
+	fmt.Fprintf(&b, "  stream: items built %d, acked %d, sent %d (retransmits %d, go-backs %d, back-offs %d), payload %s\n",
+		s.ItemsBuilt, s.ItemsAcked, s.ItemsSent, s.Retransmits, s.GoBacks, s.Backoffs, mib(s.PayloadBytesSent))
+	sy := s.Sync
+	if sy.Gen > 0 {
+		kind := "resync (checksum comparison)"
+		if sy.FreshDisks > 0 {
+			kind = "initial copy (fresh replica: non-zero blocks only)"
+		}
+		fmt.Fprintf(&b, "  sync gen %d, %s: read %s of %s, sent %s in %d chunks\n", sy.Gen, kind, mib(sy.BytesRead), mib(sy.TotalBytes), mib(sy.ChunkBytes), sy.Chunks)
+	}
+	var ins, skip []string
+	for _, c := range s.BookmarksInserted {
+		ins = append(ins, fmt.Sprintf("%s=%d", c.Kind, c.Count))
+	}
+	for _, c := range s.BookmarksSkipped {
+		skip = append(skip, fmt.Sprintf("%s/%s=%d", c.Kind, c.Reason, c.Count))
+	}
+	fmt.Fprintf(&b, "  bookmarks: inserted %s; skipped %s\n", orNone(ins), orNone(skip))
+	if s.LastError != "" {
+		fmt.Fprintf(&b, "  last error: %s\n", s.LastError)
+	}
+	return b.String(), nil
+}
+
+func orNone(ss []string) string {
+	if len(ss) == 0 {
+		return "none"
+	}
+	return strings.Join(ss, " ")
 }

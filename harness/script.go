@@ -109,7 +109,7 @@ type Runner struct {
 
 // Commands lists the script commands, for errors and help.
 var Commands = []string{"world", "run", "write", "workload", "trace", "check", "fault", "network",
-	"deploy", "policy", "protect", "install", "wait", "status", "points", "alerts", "jobs"}
+	"deploy", "policy", "protect", "install", "wait", "status", "points", "alerts", "jobs", "agent"}
 
 // Close releases the environment.
 func (r *Runner) Close() {
@@ -174,6 +174,8 @@ func (r *Runner) exec(d Directive) (string, error) {
 		return r.alerts(a)
 	case "jobs":
 		return r.jobs(a)
+	case "agent":
+		return r.agentCmd(a)
 	default:
 		return "", fmt.Errorf("unknown command %q (known: %s)", d.Cmd, strings.Join(Commands, ", "))
 	}
