@@ -70,7 +70,7 @@ func loadScript(name string) (path string, data []byte, err error) {
 // storyKinds are the trace events a person wants to watch.
 var storyKinds = map[string]bool{
 	"log": true, "warn": true, "error": true, "fault": true, "crash": true, "restart": true,
-	"world": true, "vsphere": true, "machine": true, "workload": true, "check": true, "alert": true,
+	"world": true, "vsphere": true, "machine": true, "workload": true, "alert": true, "deploy": true,
 }
 
 func runScenario(w io.Writer, name string, f runFlags) error {
