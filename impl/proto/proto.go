@@ -11,7 +11,10 @@
 //	ps     -> cs         PSHealth
 //	cs     -> azure      PolicyFor
 //	azure  -> cs         ReplicaEvent, Checksums
-//	portal -> cs:443     EnableReplication, DisableReplication, CreatePolicy; cs answers Reply
+//	portal -> cs:443     EnableReplication, EnableGroup, DisableReplication, CreatePolicy; cs answers Reply
+//	cs     -> agent      GroupConfig (a member of a replication group)
+//	master -> member:20004  Tag (one phase of a multi-VM round); member -> master TagAck
+//	master -> cs         TagRound (a round's outcome and write holds)
 //
 // Every message names the machine it concerns, so that one process server
 // and one Azure service serve many machines.
@@ -97,6 +100,11 @@ const (
 	KindDisableReplication
 	KindCreatePolicy
 	KindReply
+	KindGroupConfig
+	KindTag
+	KindTagAck
+	KindTagRound
+	KindEnableGroup
 )
 
 func init() {
@@ -119,6 +127,11 @@ func init() {
 	reg(KindDisableReplication, "disable-replication", func() wire.Msg { return &DisableReplication{} })
 	reg(KindCreatePolicy, "create-policy", func() wire.Msg { return &CreatePolicy{} })
 	reg(KindReply, "reply", func() wire.Msg { return &Reply{} })
+	reg(KindGroupConfig, "group-config", func() wire.Msg { return &GroupConfig{} })
+	reg(KindTag, "tag", func() wire.Msg { return &Tag{} })
+	reg(KindTagAck, "tag-ack", func() wire.Msg { return &TagAck{} })
+	reg(KindTagRound, "tag-round", func() wire.Msg { return &TagRound{} })
+	reg(KindEnableGroup, "enable-group", func() wire.Msg { return &EnableGroup{} })
 }
 
 // Register is an agent announcing itself to the configuration server.
@@ -178,7 +191,10 @@ type Heartbeat struct {
 	AckedItems     uint64
 	SyncedBytes    int64
 	SyncTotalBytes int64
-	SentBytes      int64 // replication payload sent since start
+	SentBytes      int64  // replication payload sent since start
+	Gen            uint64 // the sync generation the agent works on (0: none)
+	Group          string // the replication group it is a member of
+	GroupVersion   uint64 // the GroupConfig version it applied
 }
 
 func (*Heartbeat) WireKind() wire.Kind { return KindHeartbeat }
@@ -192,11 +208,15 @@ func (m *Heartbeat) MarshalWire(e *wire.Encoder) {
 	e.Int(m.SyncedBytes)
 	e.Int(m.SyncTotalBytes)
 	e.Int(m.SentBytes)
+	e.Uint(m.Gen)
+	e.String(m.Group)
+	e.Uint(m.GroupVersion)
 }
 func (m *Heartbeat) UnmarshalWire(d *wire.Decoder) error {
 	m.Machine, m.Phase, m.Mode = d.String(), d.String(), d.String()
 	m.PendingBytes, m.PendingRecords, m.AckedItems = d.Int(), d.Int(), d.Uint()
 	m.SyncedBytes, m.SyncTotalBytes, m.SentBytes = d.Int(), d.Int(), d.Int()
+	m.Gen, m.Group, m.GroupVersion = d.Uint(), d.String(), d.Uint()
 	return d.Err()
 }
 
@@ -417,19 +437,25 @@ func (m *PSHealth) UnmarshalWire(d *wire.Decoder) error {
 	return d.Err()
 }
 
-// PolicyFor gives the Azure side a machine's policy (retention) and disks.
+// PolicyFor gives the Azure side a machine's policy (retention) and, for a
+// member of a replication group, the group and all its members (so that
+// the Azure side can tell when a tag is a group recovery point).
 type PolicyFor struct {
 	Machine string
 	Policy  Policy
+	Group   string
+	Members []string // sorted; empty when Group is ""
 }
 
 func (*PolicyFor) WireKind() wire.Kind { return KindPolicyFor }
 func (m *PolicyFor) MarshalWire(e *wire.Encoder) {
 	e.String(m.Machine)
 	putPolicy(e, m.Policy)
+	e.String(m.Group)
+	e.Strings(m.Members)
 }
 func (m *PolicyFor) UnmarshalWire(d *wire.Decoder) error {
-	m.Machine, m.Policy = d.String(), getPolicy(d)
+	m.Machine, m.Policy, m.Group, m.Members = d.String(), getPolicy(d), d.String(), d.Strings()
 	return d.Err()
 }
 
@@ -440,11 +466,13 @@ const (
 	EventPoint        = "point"
 	EventPruned       = "pruned"
 	EventApplyError   = "apply-error"
+	EventGroupPoint   = "group-point" // a tag every member of Group has as a point
 )
 
 // ReplicaEvent reports what the Azure side did for a machine.
 type ReplicaEvent struct {
-	Machine   string
+	Machine   string // for group events: the member whose point completed the group point
+	Group     string
 	Event     string
 	Gen       uint64
 	PointID   string
@@ -466,10 +494,11 @@ func (m *ReplicaEvent) MarshalWire(e *wire.Encoder) {
 	e.Uint(m.Seq)
 	e.Uint(m.Applied)
 	e.String(m.Detail)
+	e.String(m.Group)
 }
 func (m *ReplicaEvent) UnmarshalWire(d *wire.Decoder) error {
 	m.Machine, m.Event, m.Gen, m.PointID, m.Kind = d.String(), d.String(), d.Uint(), d.String(), d.String()
-	m.PointTime, m.Seq, m.Applied, m.Detail = d.Time(), d.Uint(), d.Uint(), d.String()
+	m.PointTime, m.Seq, m.Applied, m.Detail, m.Group = d.Time(), d.Uint(), d.Uint(), d.String(), d.String()
 	return d.Err()
 }
 
@@ -548,4 +577,208 @@ func getInts(d *wire.Decoder) []int64 {
 		out = append(out, d.Int())
 	}
 	return out
+}
+
+// MaxGroupMembers is the most machines a replication group may hold.
+const MaxGroupMembers = 16
+
+// TagTimeouts are the per-phase acknowledgement timeouts of the multi-VM
+// tag protocol. Quiesce applies to app-consistent rounds only.
+type TagTimeouts struct {
+	Prepare, Quiesce, Commit, Resume time.Duration
+}
+
+// Hold is the longest a member may hold its guest's writes in one round:
+// from prepare until resume, whatever fails.
+func (t TagTimeouts) Hold() time.Duration { return t.Prepare + t.Quiesce + t.Commit + t.Resume }
+
+// The real product's phase timeouts.
+var (
+	CrashTagTimeouts = TagTimeouts{Prepare: 300 * time.Millisecond, Quiesce: 100 * time.Millisecond, Commit: 100 * time.Millisecond, Resume: 100 * time.Millisecond}
+	AppTagTimeouts   = TagTimeouts{Prepare: 90 * time.Second, Quiesce: 9 * time.Second, Commit: 9 * time.Second, Resume: 40 * time.Second}
+)
+
+func putTimeouts(e *wire.Encoder, t TagTimeouts) {
+	e.Duration(t.Prepare)
+	e.Duration(t.Quiesce)
+	e.Duration(t.Commit)
+	e.Duration(t.Resume)
+}
+
+func getTimeouts(d *wire.Decoder) TagTimeouts {
+	return TagTimeouts{Prepare: d.Duration(), Quiesce: d.Duration(), Commit: d.Duration(), Resume: d.Duration()}
+}
+
+// GroupConfig tells a member agent its replication group: the members
+// (machine names; each member's agent listens on <machine>:20004), which one
+// is the master, the schedule of group tags, and the phase timeouts. The
+// configuration server sends it with Protect and again whenever a member's
+// heartbeat shows an older Version.
+type GroupConfig struct {
+	Group         string
+	Version       uint64
+	Members       []string // sorted
+	Master        string
+	CrashInterval time.Duration // group crash-consistent tags; 0: none
+	AppInterval   time.Duration // group app-consistent tags; 0: none
+	Crash, App    TagTimeouts
+}
+
+func (*GroupConfig) WireKind() wire.Kind { return KindGroupConfig }
+func (m *GroupConfig) MarshalWire(e *wire.Encoder) {
+	e.String(m.Group)
+	e.Uint(m.Version)
+	e.Strings(m.Members)
+	e.String(m.Master)
+	e.Duration(m.CrashInterval)
+	e.Duration(m.AppInterval)
+	putTimeouts(e, m.Crash)
+	putTimeouts(e, m.App)
+}
+func (m *GroupConfig) UnmarshalWire(d *wire.Decoder) error {
+	m.Group, m.Version, m.Members, m.Master = d.String(), d.Uint(), d.Strings(), d.String()
+	m.CrashInterval, m.AppInterval = d.Duration(), d.Duration()
+	m.Crash, m.App = getTimeouts(d), getTimeouts(d)
+	return d.Err()
+}
+
+// Tag phases, in protocol order; Revoke may come at any point.
+const (
+	PhaseBegin   = "begin"   // the master spawns the round and sends the tag id
+	PhasePrepare = "prepare" // hold new writes (in-flight ones finish)
+	PhaseQuiesce = "quiesce" // app-consistent rounds: quiesce the applications
+	PhaseCommit  = "commit"  // insert the tag as a bookmark in the change log
+	PhaseResume  = "resume"  // release held writes, thaw the applications
+	PhaseRevoke  = "revoke"  // abandon the tag: a member that inserted it logs a revoke
+)
+
+// Tag is a master's instruction to a member for one phase of a round.
+type Tag struct {
+	Group  string
+	TagID  string // the bookmark id every member inserts
+	Kind   string // "crash" or "app"
+	Phase  string
+	Master string // the master's machine name
+	Reason string // for revoke: why
+}
+
+func (*Tag) WireKind() wire.Kind { return KindTag }
+func (m *Tag) MarshalWire(e *wire.Encoder) {
+	e.String(m.Group)
+	e.String(m.TagID)
+	e.String(m.Kind)
+	e.String(m.Phase)
+	e.String(m.Master)
+	e.String(m.Reason)
+}
+func (m *Tag) UnmarshalWire(d *wire.Decoder) error {
+	m.Group, m.TagID, m.Kind, m.Phase, m.Master, m.Reason = d.String(), d.String(), d.String(), d.String(), d.String(), d.String()
+	return d.Err()
+}
+
+// TagAck is a member's answer to one phase. OK false says the member could
+// not do it (Reason says why: syncing, not a member, hold deadline passed,
+// ...), which makes the master revoke the round. Seq is the bookmark's
+// change-log position (commit); Held is how long the member held its
+// writes, reported with resume and revoke.
+type TagAck struct {
+	Group   string
+	TagID   string
+	Phase   string
+	Machine string
+	OK      bool
+	Reason  string
+	Seq     uint64
+	Held    time.Duration
+}
+
+func (*TagAck) WireKind() wire.Kind { return KindTagAck }
+func (m *TagAck) MarshalWire(e *wire.Encoder) {
+	e.String(m.Group)
+	e.String(m.TagID)
+	e.String(m.Phase)
+	e.String(m.Machine)
+	e.Bool(m.OK)
+	e.String(m.Reason)
+	e.Uint(m.Seq)
+	e.Duration(m.Held)
+}
+func (m *TagAck) UnmarshalWire(d *wire.Decoder) error {
+	m.Group, m.TagID, m.Phase, m.Machine = d.String(), d.String(), d.String(), d.String()
+	m.OK, m.Reason, m.Seq, m.Held = d.Bool(), d.String(), d.Uint(), d.Duration()
+	return d.Err()
+}
+
+// Round outcomes.
+const (
+	RoundCommitted = "committed"
+	RoundRevoked   = "revoked"
+)
+
+// TagRound is the master's report of a finished round to the configuration
+// server: its outcome, why it was revoked, and each member's write hold.
+type TagRound struct {
+	Group   string
+	TagID   string
+	Kind    string
+	Outcome string
+	Reason  string // for a revoked round: the phase and member that failed
+	Started time.Time
+	Holds   []MemberHold // sorted by machine
+}
+
+// MemberHold is how long one member held its writes in a round (-1: the
+// member did not report).
+type MemberHold struct {
+	Machine string
+	Held    time.Duration
+}
+
+func (*TagRound) WireKind() wire.Kind { return KindTagRound }
+func (m *TagRound) MarshalWire(e *wire.Encoder) {
+	e.String(m.Group)
+	e.String(m.TagID)
+	e.String(m.Kind)
+	e.String(m.Outcome)
+	e.String(m.Reason)
+	e.Time(m.Started)
+	e.Uint(uint64(len(m.Holds)))
+	for _, h := range m.Holds {
+		e.String(h.Machine)
+		e.Duration(h.Held)
+	}
+}
+func (m *TagRound) UnmarshalWire(d *wire.Decoder) error {
+	m.Group, m.TagID, m.Kind, m.Outcome, m.Reason, m.Started = d.String(), d.String(), d.String(), d.String(), d.String(), d.Time()
+	n := d.Uint()
+	if n > uint64(d.Remaining()) {
+		return fmt.Errorf("%d holds", n)
+	}
+	m.Holds = nil
+	for i := uint64(0); i < n && d.Err() == nil; i++ {
+		m.Holds = append(m.Holds, MemberHold{Machine: d.String(), Held: d.Duration()})
+	}
+	return d.Err()
+}
+
+// EnableGroup enables replication of several machines together as one
+// replication group (multi-VM consistency). Machines can join a group only
+// this way: a group that already replicates refuses new members.
+type EnableGroup struct {
+	Group    string
+	Machines []string
+	Policy   string
+	Master   string // "" lets the configuration server pick (the first by name)
+}
+
+func (*EnableGroup) WireKind() wire.Kind { return KindEnableGroup }
+func (m *EnableGroup) MarshalWire(e *wire.Encoder) {
+	e.String(m.Group)
+	e.Strings(m.Machines)
+	e.String(m.Policy)
+	e.String(m.Master)
+}
+func (m *EnableGroup) UnmarshalWire(d *wire.Decoder) error {
+	m.Group, m.Machines, m.Policy, m.Master = d.String(), d.Strings(), d.String(), d.String()
+	return d.Err()
 }

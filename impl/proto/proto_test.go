@@ -15,7 +15,7 @@ func TestRoundTrip(t *testing.T) {
 	msgs := []wire.Msg{
 		&Register{Machine: "db01", InstanceUUID: "u", Physical: true, DiskSizes: []int64{1 << 26}, Proof: []byte{1, 2}, AgentVersion: "9.60"},
 		&RegisterReply{Machine: "db01", OK: false, Reason: "wrong vault passphrase", VaultID: "v"},
-		&Heartbeat{Machine: "db01", Phase: "replicating", Mode: "data", PendingBytes: 5, PendingRecords: 2, AckedItems: 9, SyncedBytes: 7, SyncTotalBytes: 8, SentBytes: 10},
+		&Heartbeat{Machine: "db01", Phase: "replicating", Mode: "data", PendingBytes: 5, PendingRecords: 2, AckedItems: 9, SyncedBytes: 7, SyncTotalBytes: 8, SentBytes: 10, Gen: 2, Group: "orders", GroupVersion: 3},
 		&Protect{Machine: "db01", Policy: DefaultPolicy(), ProcessServer: "ps01:9443", Gen: 2},
 		&Unprotect{Machine: "db01"},
 		&ResyncNeeded{Machine: "db01", Reason: "corrupt log"},
@@ -25,12 +25,17 @@ func TestRoundTrip(t *testing.T) {
 		&ItemAck{Machine: "db01", Acked: 3, Status: AckCacheFull, Reason: "cache 95% full"},
 		&Uploaded{Machine: "db01", UpTo: 3},
 		&PSHealth{Server: "ps01", CacheUsedBytes: 1, CacheCapBytes: 2, BacklogItems: 3, BacklogBytes: 4, UploadedBytes: 5, RawBytes: 6, EstimateUpload: time.Second, Machines: []MachineBacklog{{"db01", 1, 2}}},
-		&PolicyFor{Machine: "db01", Policy: DefaultPolicy()},
-		&ReplicaEvent{Machine: "db01", Event: EventPoint, Gen: 1, PointID: "rp", Kind: "crash", PointTime: at, Seq: 44, Applied: 9, Detail: "d"},
+		&PolicyFor{Machine: "db01", Policy: DefaultPolicy(), Group: "orders", Members: []string{"db01", "web01"}},
+		&ReplicaEvent{Machine: "db01", Event: EventPoint, Gen: 1, PointID: "rp", Kind: "crash", PointTime: at, Seq: 44, Applied: 9, Detail: "d", Group: "orders"},
 		&EnableReplication{Machine: "db01", Policy: "default"},
 		&DisableReplication{Machine: "db01"},
 		&CreatePolicy{Policy: DefaultPolicy()},
 		&Reply{Request: "enable-replication", Subject: "db01", OK: true},
+		&GroupConfig{Group: "orders", Version: 2, Members: []string{"a", "b"}, Master: "a", CrashInterval: 5 * time.Minute, AppInterval: time.Hour, Crash: CrashTagTimeouts, App: AppTagTimeouts},
+		&Tag{Group: "orders", TagID: "t1", Kind: "crash", Phase: PhasePrepare, Master: "a", Reason: "r"},
+		&TagAck{Group: "orders", TagID: "t1", Phase: PhaseCommit, Machine: "b", OK: true, Seq: 9, Held: time.Millisecond},
+		&TagRound{Group: "orders", TagID: "t1", Kind: "crash", Outcome: RoundRevoked, Reason: "b: prepare timed out", Started: at, Holds: []MemberHold{{"a", time.Millisecond}, {"b", -1}}},
+		&EnableGroup{Group: "orders", Machines: []string{"a", "b"}, Policy: "default", Master: "a"},
 	}
 	seen := map[wire.Kind]bool{}
 	for _, m := range msgs {
@@ -43,7 +48,7 @@ func TestRoundTrip(t *testing.T) {
 		}
 		seen[m.WireKind()] = true
 	}
-	for k := KindRegister; k <= KindReply; k++ {
+	for k := KindRegister; k <= KindEnableGroup; k++ {
 		if !seen[k] {
 			t.Errorf("kind %s has no round-trip case", wire.KindName(k))
 		}
