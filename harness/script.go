@@ -131,6 +131,10 @@ func (r *Runner) Exec(d Directive) string {
 	if root, rerr := ModuleRoot(); rerr == nil {
 		out = strings.ReplaceAll(out, root+string(filepath.Separator), "")
 	}
+	if r.Env != nil && r.Env.prefix != "" {
+		// The world's container prefix is random (worlds share one Azurite).
+		out = strings.ReplaceAll(out, r.Env.prefix, "<prefix>-")
+	}
 	return out
 }
 
