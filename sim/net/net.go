@@ -36,6 +36,12 @@ type LinkParams struct {
 	Latency     time.Duration
 	BytesPerSec int64   // 0 means unlimited
 	Loss        float64 // probability that a transfer is lost, 0..1
+	// Jitter adds a uniform random delay in [0, Jitter) to each transfer,
+	// so that messages on one link can overtake each other.
+	Jitter time.Duration
+	// Dup is the probability that a message is delivered twice (the second
+	// copy up to one latency later), as retransmitting middleboxes do.
+	Dup float64
 }
 
 // Path names a route class between two hosts.
@@ -285,7 +291,28 @@ func (n *Net) Transit(now time.Time, from, to string, bytes int64, r *rand.Rand)
 		return time.Time{}, false, "lost"
 	}
 	l.bytes += bytes
-	return start.Add(tx + l.params.Latency), true, ""
+	arrive := start.Add(tx + l.params.Latency)
+	if l.params.Jitter > 0 {
+		arrive = arrive.Add(time.Duration(r.Int64N(int64(l.params.Jitter))))
+	}
+	return arrive, true, ""
+}
+
+// Duplicate says whether a message from one host to another that arrived
+// is delivered a second time, and how much later. It draws from r only on
+// links that duplicate, so turning duplication on elsewhere does not shift
+// other draws.
+func (n *Net) Duplicate(from, to string, r *rand.Rand) (time.Duration, bool) {
+	p, err := n.Route(from, to)
+	if err != nil || p == PathLocal {
+		return 0, false
+	}
+	hf, ht := n.hosts[from], n.hosts[to]
+	l := n.links[linkKey{p, hf.Site, ht.Site}]
+	if l.params.Dup <= 0 || r.Float64() >= l.params.Dup {
+		return 0, false
+	}
+	return time.Duration(r.Int64N(int64(l.params.Latency) + 1)), true
 }
 
 // Backlog is how long a new transfer on one direction of a path would wait

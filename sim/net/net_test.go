@@ -133,3 +133,35 @@ func TestAddHostErrors(t *testing.T) {
 		}
 	}
 }
+
+func TestJitterAndDuplicates(t *testing.T) {
+	n := lab(t)
+	if err := n.SetLink(PathLAN, OnPrem, OnPrem, LinkParams{Latency: time.Millisecond, Jitter: 10 * time.Millisecond, Dup: 0.5}); err != nil {
+		t.Fatal(err)
+	}
+	r := rand.New(rand.NewPCG(3, 4))
+	overtaken, dups := 0, 0
+	var prev time.Time
+	for i := 0; i < 200; i++ {
+		a, ok, _ := n.Transit(t0, "vm1", "ps", 0, r)
+		if !ok {
+			t.Fatal("lost on a lossless link")
+		}
+		if i > 0 && a.Before(prev) {
+			overtaken++
+		}
+		prev = a
+		if _, dup := n.Duplicate("vm1", "ps", r); dup {
+			dups++
+		}
+	}
+	if overtaken == 0 {
+		t.Error("jitter never reordered two messages")
+	}
+	if dups < 60 || dups > 140 {
+		t.Errorf("%d of 200 duplicated at p=0.5", dups)
+	}
+	if _, dup := n.Duplicate("ps", "blob", r); dup {
+		t.Error("a link without Dup duplicated")
+	}
+}

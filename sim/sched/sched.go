@@ -35,6 +35,11 @@ type Network interface {
 	Transit(now time.Time, fromHost, toHost string, bytes int64, r *rand.Rand) (arrive time.Time, ok bool, why string)
 }
 
+// Duplicator is a Network that may deliver a message twice.
+type Duplicator interface {
+	Duplicate(fromHost, toHost string, r *rand.Rand) (extra time.Duration, ok bool)
+}
+
 // LocalIOLatency is the virtual time a local I/O (Op with no Peer) takes.
 const LocalIOLatency = 200 * time.Microsecond
 
@@ -345,7 +350,7 @@ func (c *actx) Send(to runtime.Addr, data []byte) {
 	}
 	// The receiver's incarnation is checked at delivery, not now: a message
 	// in flight reaches whatever actor listens there when it lands.
-	s.push(&item{at: arrive, fn: func() {
+	deliver := func() {
 		sl := s.actors[to]
 		if sl == nil || sl.actor == nil {
 			s.trace.Add(s.Elapsed(), string(to), "drop", fmt.Sprintf("from=%s %s why=host-down", from, frameKind(msg.Data)))
@@ -353,7 +358,16 @@ func (c *actx) Send(to runtime.Addr, data []byte) {
 		}
 		s.traceEvent(sl, msg)
 		sl.actor.Handle(&actx{sim: s, sl: sl}, msg)
-	}})
+	}
+	s.push(&item{at: arrive, fn: deliver})
+	if d, ok := s.net.(Duplicator); ok {
+		if extra, dup := d.Duplicate(from.Host(), to.Host(), s.netRnd); dup {
+			s.push(&item{at: arrive.Add(extra), fn: func() {
+				s.trace.Add(s.Elapsed(), string(to), "dup", fmt.Sprintf("from=%s %s", from, frameKind(msg.Data)))
+				deliver()
+			}})
+		}
+	}
 }
 
 func (c *actx) Start(op runtime.Op) runtime.OpID {
