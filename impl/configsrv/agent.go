@@ -140,15 +140,20 @@ func (s *Server) protect(ctx runtime.Context, m *machine, st State, reason strin
 	s.setState(ctx, m, st, reason)
 }
 
+// sendProtect sends Protect for m's current generation and, to a member of
+// a replication group, the GroupConfig after it (an agent joins its group
+// once it knows what to replicate).
 func (s *Server) sendProtect(ctx runtime.Context, m *machine) {
 	send(ctx, m.agent, &proto.Protect{Machine: m.name, Policy: s.policyOf(m),
 		ProcessServer: string(s.cfg.ProcessServer), Gen: m.gen})
+	s.sendGroupConfig(ctx, m)
 }
 
 // heartbeat records an agent's report and reacts to what it shows the
 // agent missed: a lost Protect (idle, or still resync-required after a
 // resync was ordered) is sent again; a lost Unprotect likewise; change
-// tracking that broke orders a resync.
+// tracking that broke orders a resync; a group member that reports another
+// group or an older GroupVersion gets its GroupConfig again.
 func (s *Server) heartbeat(ctx runtime.Context, from runtime.Addr, hb *proto.Heartbeat) {
 	m, ok := s.machines[hb.Machine]
 	if !ok || !m.registered {
@@ -159,6 +164,7 @@ func (s *Server) heartbeat(ctx runtime.Context, from runtime.Addr, hb *proto.Hea
 	m.hb = *hb
 	s.clear(ctx, AlertHeartbeatLost, m.name)
 	broken := hb.Phase == PhaseResyncRequired || hb.Mode == "bitmap"
+	protectSent := true // every Protect is followed by the GroupConfig
 	switch {
 	case m.state == StateDisabled:
 		if hb.Phase != PhaseIdle && hb.Phase != "" {
@@ -166,6 +172,7 @@ func (s *Server) heartbeat(ctx runtime.Context, from runtime.Addr, hb *proto.Hea
 			send(ctx, m.agent, &proto.Unprotect{Machine: m.name})
 		}
 	case !m.state.replicating():
+		protectSent = false
 	case hb.Phase == PhaseIdle:
 		ctx.Log().Info("configsrv: agent idle; Protect resent", "machine", m.name, "gen", m.gen)
 		s.sendProtect(ctx, m)
@@ -175,9 +182,18 @@ func (s *Server) heartbeat(ctx runtime.Context, from runtime.Addr, hb *proto.Hea
 		if m.syncStartedGen < m.gen {
 			ctx.Log().Info("configsrv: agent has not started the resync; Protect resent", "machine", m.name, "gen", m.gen)
 			s.sendProtect(ctx, m)
+		} else {
+			protectSent = false
 		}
 	case broken:
 		s.orderResync(ctx, m, fmt.Sprintf("agent reports phase %s, capture mode %s", hb.Phase, hb.Mode))
+	default:
+		protectSent = false
+	}
+	if !protectSent && m.state.replicating() && s.groupConfigStale(m, hb) {
+		ctx.Log().Info("configsrv: agent has not applied its group config; GroupConfig resent", "machine", m.name,
+			"group", m.group, "agent_group", hb.Group, "agent_version", hb.GroupVersion)
+		s.sendGroupConfig(ctx, m)
 	}
 }
 

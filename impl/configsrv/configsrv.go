@@ -36,6 +36,11 @@ var (
 	ErrNotProtected     = errors.New("configsrv: replication is not enabled")
 	ErrNoAgent          = errors.New("configsrv: no registered agent")
 	ErrNoVault          = errors.New("configsrv: no usable vault key")
+	ErrInvalidGroup     = errors.New("configsrv: invalid replication group")
+	ErrGroupSize        = errors.New("configsrv: replication group size")
+	ErrGroupReplicating = errors.New("configsrv: machines can join a replication group only when it is enabled")
+	ErrInOtherGroup     = errors.New("configsrv: in another replication group")
+	ErrInGroup          = errors.New("configsrv: member of a replication group")
 )
 
 // ReasonWrongPassphrase is the RegisterReply.Reason of an agent whose proof
@@ -107,6 +112,7 @@ type Server struct {
 	badConf  []string // policies dropped from Config, logged at Started
 	policies map[string]proto.Policy
 	machines map[string]*machine
+	groups   map[string]*group
 	jobs     []*job
 	alerts   []*alert
 	ps       map[string]*psReport
@@ -136,7 +142,8 @@ func New(cfg Config) *Server {
 		cfg.RediscoverEvery = 15 * time.Minute
 	}
 	s := &Server{cfg: cfg, policies: map[string]proto.Policy{}, machines: map[string]*machine{},
-		ps: map[string]*psReport{}, ops: map[runtime.OpID]pendingOp{}}
+		groups: map[string]*group{},
+		ps:     map[string]*psReport{}, ops: map[runtime.OpID]pendingOp{}}
 	s.keys, s.keysErr = vault.Derive(cfg.VaultID, cfg.Passphrase)
 	def := proto.DefaultPolicy()
 	s.policies[def.Name] = def
@@ -202,6 +209,10 @@ func (s *Server) message(ctx runtime.Context, ev runtime.Message) {
 	switch m := msg.(type) {
 	case *proto.EnableReplication:
 		s.enable(ctx, ev.From, m)
+	case *proto.EnableGroup:
+		s.enableGroup(ctx, ev.From, m)
+	case *proto.TagRound:
+		s.tagRound(ctx, ev.From, m)
 	case *proto.DisableReplication:
 		s.disable(ctx, ev.From, m)
 	case *proto.CreatePolicy:
@@ -242,7 +253,8 @@ func (s *Server) sortedMachines() []*machine {
 	return out
 }
 
-// check is the periodic sweep: RPO, lost heartbeats, PolicyFor resends.
+// check is the periodic sweep: RPO, lost heartbeats, PolicyFor resends,
+// group RPO and the silence of group rounds.
 // It only raises and clears alerts and resends PolicyFor: it never changes
 // a machine's state or the agent's schedule.
 func (s *Server) check(ctx runtime.Context) {
@@ -253,6 +265,10 @@ func (s *Server) check(ctx runtime.Context) {
 		if m.policyPending && m.state.enabled() {
 			s.sendPolicyFor(ctx, m)
 		}
+	}
+	for _, g := range s.sortedGroups() {
+		s.evalGroupRPO(g, now)
+		s.evalGroupAlert(ctx, g, now)
 	}
 }
 

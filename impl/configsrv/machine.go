@@ -56,6 +56,7 @@ type machine struct {
 	policy  string // policy name; policies are never deleted
 	gen     uint64 // current sync generation; 0 before the first enablement
 	job     *job   // the running enable/resync job, nil when none
+	group   string // the replication group it was enabled in; see Server.memberGroup
 
 	enabledAt      time.Time
 	syncStartedGen uint64 // highest gen the Azure side reported sync-started for
@@ -91,6 +92,9 @@ func (s *Server) setState(ctx runtime.Context, m *machine, st State, reason stri
 	ctx.Log().Info("configsrv: machine state", "machine", m.name, "from", string(m.state), "to", string(st),
 		"gen", m.gen, "reason", reason)
 	m.state = st
+	if g := s.groups[m.group]; g != nil && m.group != "" && g.state != GroupDisabled {
+		s.refreshGroup(ctx, g)
+	}
 }
 
 // known makes m's first history entry, when it becomes known.

@@ -45,6 +45,9 @@ func (s *Server) createPolicy(ctx runtime.Context, from runtime.Addr, req *proto
 				s.sendPolicyFor(ctx, m)
 			}
 		}
+		if old.CrashInterval != p.CrashInterval || old.AppInterval != p.AppInterval {
+			s.groupPolicyReplaced(ctx, p.Name)
+		}
 	}
 	reply(ctx, from, req, p.Name, note, nil)
 }
@@ -53,23 +56,24 @@ func (s *Server) createPolicy(ctx runtime.Context, from runtime.Addr, req *proto
 // registered (VMs only), then Protect once the agent registers. A request
 // repeated after the machine is enabled is refused with ErrAlreadyProtected
 // and changes nothing.
+//
+// A member of a replication group that still replicates (its other members
+// enabled) is enabled again within its group, with the group's policy; a
+// machine whose group was disabled has left it and is enabled alone.
 func (s *Server) enable(ctx runtime.Context, from runtime.Addr, req *proto.EnableReplication) {
 	name := req.Machine
+	m, ok := s.machines[name]
+	if err := enableable(name, m, ok); err != nil {
+		reply(ctx, from, req, name, "", err)
+		return
+	}
+	g := s.memberGroup(m)
 	policy := req.Policy
+	if g != nil && policy == "" {
+		policy = g.policy
+	}
 	if policy == "" {
 		policy = proto.DefaultPolicy().Name
-	}
-	m, ok := s.machines[name]
-	switch {
-	case !ok:
-		reply(ctx, from, req, name, "", fmt.Errorf("%w %s: not in vCenter and no agent has registered for it "+
-			"(a physical server needs the Mobility service installed by hand)", ErrUnknownMachine, name))
-		return
-	case !m.inVCenter && !m.registered:
-		reply(ctx, from, req, name, "", fmt.Errorf("%w for %s: it is not in vCenter, so there is no push install; "+
-			"install the Mobility service by hand with the vault's passphrase (last registration: %s)",
-			ErrNoAgent, name, orNone(m.lastRefusal)))
-		return
 	}
 	if _, ok := s.policies[policy]; !ok {
 		reply(ctx, from, req, name, "", fmt.Errorf("%w %q", ErrUnknownPolicy, policy))
@@ -79,6 +83,37 @@ func (s *Server) enable(ctx runtime.Context, from runtime.Addr, req *proto.Enabl
 		reply(ctx, from, req, name, "", fmt.Errorf("%w: %s is %s with policy %s", ErrAlreadyProtected, name, m.state, m.policy))
 		return
 	}
+	if g != nil && policy != g.policy {
+		reply(ctx, from, req, name, "", fmt.Errorf("%w: %s is a member of group %s, whose policy is %s (not %s)",
+			ErrInGroup, name, g.name, g.policy, policy))
+		return
+	}
+	if g == nil {
+		m.group = ""
+	}
+	reply(ctx, from, req, name, s.enableMachine(ctx, m, policy), nil)
+}
+
+// enableable says why a machine cannot be enabled at all (unknown, or a
+// physical server without an agent), nil when it can.
+func enableable(name string, m *machine, ok bool) error {
+	switch {
+	case !ok:
+		return fmt.Errorf("%w %s: not in vCenter and no agent has registered for it "+
+			"(a physical server needs the Mobility service installed by hand)", ErrUnknownMachine, name)
+	case !m.inVCenter && !m.registered:
+		return fmt.Errorf("%w for %s: it is not in vCenter, so there is no push install; "+
+			"install the Mobility service by hand with the vault's passphrase (last registration: %s)",
+			ErrNoAgent, name, orNone(m.lastRefusal))
+	}
+	return nil
+}
+
+// enableMachine starts replication of m with policy (both checked): a new
+// generation and job, PolicyFor, then Protect at once when its agent is
+// registered, or push install. It returns what happens next.
+func (s *Server) enableMachine(ctx runtime.Context, m *machine, policy string) string {
+	name := m.name
 	now := ctx.Now()
 	m.policy = policy
 	m.gen++ // a new enablement starts a new generation, so the Azure side never mixes it with an old one
@@ -96,11 +131,10 @@ func (s *Server) enable(ctx runtime.Context, from runtime.Addr, req *proto.Enabl
 		j.stepEnd(now, StepInstall, JobSkipped, "agent already registered")
 		j.stepEnd(now, StepRegister, JobSucceeded, "agent at "+string(m.agent))
 		s.protect(ctx, m, StateInitialSync, fmt.Sprintf("Protect gen %d sent", m.gen))
-		reply(ctx, from, req, name, "agent registered; initial replication started", nil)
-		return
+		return "agent registered; initial replication started"
 	}
 	s.pushInstall(ctx, m)
-	reply(ctx, from, req, name, "push install of the Mobility service started", nil)
+	return "push install of the Mobility service started"
 }
 
 // disable stops protecting a machine: the agent is told to stop and the

@@ -2,6 +2,7 @@ package configsrv
 
 import (
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/v2a-dr/v2a/impl/proto"
@@ -10,13 +11,30 @@ import (
 
 // sendPolicyFor tells the Azure side a machine's policy. It is resent on
 // every check until the Azure side reports anything for the machine.
+// A member of a replication group's PolicyFor names the group and all its
+// members, so that the Azure side can tell group recovery points.
 func (s *Server) sendPolicyFor(ctx runtime.Context, m *machine) {
-	send(ctx, s.cfg.Azure, &proto.PolicyFor{Machine: m.name, Policy: s.policyOf(m)})
+	pf := &proto.PolicyFor{Machine: m.name, Policy: s.policyOf(m)}
+	if g := s.memberGroup(m); g != nil {
+		pf.Group, pf.Members = g.name, slices.Clone(g.members)
+	}
+	send(ctx, s.cfg.Azure, pf)
 }
 
 // replicaEvent applies what the Azure side reports. Events are idempotent:
-// a duplicate sync-complete or point changes nothing.
+// a duplicate sync-complete or point changes nothing. Group events are a
+// group-point (Machine is the member whose point completed it) and a
+// pruned event with a Group and no Machine (a group point deleted); a
+// member's own events may carry its Group and are handled as any machine's.
 func (s *Server) replicaEvent(ctx runtime.Context, ev *proto.ReplicaEvent) {
+	switch {
+	case ev.Event == proto.EventGroupPoint:
+		s.groupPoint(ctx, ev)
+		return
+	case ev.Event == proto.EventPruned && ev.Group != "" && ev.Machine == "":
+		s.groupPointPruned(ctx, ev)
+		return
+	}
 	m, ok := s.machines[ev.Machine]
 	if !ok {
 		ctx.Log().Warn("configsrv: replica event for an unknown machine dropped", "machine", ev.Machine, "event", ev.Event)

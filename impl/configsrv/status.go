@@ -11,6 +11,7 @@ import (
 // caller may keep and modify it.
 type Status struct {
 	Machines       []MachineStatus // sorted by Name
+	Groups         []GroupStatus   // replication groups, sorted by Name (disabled ones included)
 	Jobs           []JobStatus     // in the order they started (ID order)
 	Alerts         []AlertStatus   // in the order they were raised, cleared ones included
 	Policies       []proto.Policy  // sorted by Name
@@ -32,6 +33,7 @@ type MachineStatus struct {
 	History []Transition // every state change, oldest first, with its reason
 	Policy  string       // policy name; "" before the first enablement
 	Gen     uint64       // current sync generation (1 = first initial sync)
+	Group   string       // the replication group it is a member of; "" when none
 
 	Registered    bool      // an agent proved the vault passphrase
 	AgentAddr     string    // where that agent is ("" when none)
@@ -111,6 +113,7 @@ func (s *Server) Status() Status {
 		st.Machines = append(st.Machines, MachineStatus{
 			Name: m.name, InVCenter: m.inVCenter, Physical: m.physical, Ref: string(m.vm.Ref), GuestOS: m.vm.GuestOS,
 			State: m.state, History: append([]Transition(nil), m.history...), Policy: m.policy, Gen: m.gen,
+			Group:      groupName(s.memberGroup(m)),
 			Registered: m.registered, AgentAddr: string(m.agent), RegisteredAt: m.registeredAt,
 			LastRefusal: m.lastRefusal, DiskSizes: append([]int64(nil), m.diskSizes...), LastHeartbeat: m.lastHeartbeat,
 			Phase: m.hb.Phase, CaptureMode: m.hb.Mode, PendingBytes: m.hb.PendingBytes, PendingRecords: m.hb.PendingRecords,
@@ -118,6 +121,9 @@ func (s *Server) Status() Status {
 			EnabledAt: m.enabledAt, Points: len(m.points), NewestPoint: m.newestPoint, RPO: m.rpo, RPOAt: m.rpoAt,
 			Applied: m.applied, LastError: m.lastError,
 		})
+	}
+	for _, g := range s.sortedGroups() {
+		st.Groups = append(st.Groups, s.groupStatus(g))
 	}
 	for _, j := range s.jobs {
 		js := JobStatus{ID: j.id, Kind: j.kind, Machine: j.machine, Status: j.status, Started: j.started,
@@ -141,4 +147,128 @@ func (s *Server) Status() Status {
 	}
 	sort.Slice(st.ProcessServers, func(i, j int) bool { return st.ProcessServers[i].Server < st.ProcessServers[j].Server })
 	return st
+}
+
+// GroupStatus is one replication group: its members, its tag rounds as the
+// master reports them, and its group recovery points as the Azure side
+// reports them.
+type GroupStatus struct {
+	Name      string
+	Members   []GroupMemberStatus // sorted by Machine
+	Master    string              // the member whose agent runs the rounds
+	Policy    string              // the group's policy: every member's, and the group schedule
+	Version   uint64              // the GroupConfig version members must apply
+	State     GroupState
+	EnabledAt time.Time
+	// ProtectedSince is when every member last became protected; zero
+	// while one is not.
+	ProtectedSince time.Time
+
+	Stats GroupStats
+
+	Points           int           // live group recovery points
+	LatestPoint      GroupPoint    // newest group point of any kind (the latest multi-VM processed point)
+	LatestCrashPoint GroupPoint    // newest crash-consistent group point
+	LatestAppPoint   GroupPoint    // newest app-consistent group point
+	RPO              time.Duration // now − LatestPoint.Time (before it, now − EnabledAt), as of RPOAt
+	RPOAt            time.Time     // when RPO was last evaluated (every CheckEvery and on each group point)
+
+	// Alert is the group's latest multi-vm-consistency alert (Name "" when
+	// it was never raised); Alerting says whether it is active.
+	Alert    AlertStatus
+	Alerting bool
+}
+
+// GroupMemberStatus is one member of a group.
+type GroupMemberStatus struct {
+	Machine string
+	State   State // the machine's replication state
+	// AgentGroup and AgentGroupVersion are what the member's last heartbeat
+	// reported; ConfigApplied says they match the group's current config.
+	AgentGroup        string
+	AgentGroupVersion uint64
+	ConfigApplied     bool
+}
+
+// GroupStats are a group's tag rounds as its master reported them
+// (TagRound). Holds come from every round, committed or revoked.
+type GroupStats struct {
+	Rounds             int           // reported rounds (duplicates excluded)
+	Committed          int           // rounds every member committed
+	Revoked            int           // rounds revoked
+	CommittedCrash     int           // committed crash-consistent rounds
+	CommittedApp       int           // committed app-consistent rounds
+	RevokedBy          []ReasonCount // revoked rounds by the master's reason, sorted by Reason
+	ConsecutiveRevoked int           // revoked rounds since the last committed one (or group point, or the group becoming protected)
+	LastRevokeReason   string
+	LastCommitted      time.Time // when the last committed round was reported; zero before
+	Duplicates         int       // duplicated TagRound reports dropped
+	Recent             []RoundStatus
+	Holds              HoldStats // every member's hold in every round
+	CrashHolds         HoldStats // holds in crash-consistent rounds
+	AppHolds           HoldStats // holds in app-consistent rounds (they include the quiesce)
+}
+
+// ReasonCount is how many revoked rounds had one reason.
+type ReasonCount struct {
+	Reason string
+	Count  int
+}
+
+// RoundStatus is one finished round, as the master reported it.
+type RoundStatus struct {
+	TagID    string
+	Kind     string // "crash" or "app"
+	Outcome  string // proto.RoundCommitted or proto.RoundRevoked
+	Reason   string // for a revoked round: the phase and member that failed
+	Started  time.Time
+	Reported time.Time          // when the report arrived
+	Holds    []proto.MemberHold // per member, sorted by machine (-1: unknown)
+}
+
+// HoldStats is a distribution of write holds: how long members held their
+// guests' writes in rounds.
+type HoldStats struct {
+	Count     int           // holds reported
+	Unknown   int           // members that reported no hold (-1)
+	Max       time.Duration // longest hold
+	P50, P99  time.Duration // nearest-rank percentiles over the last HoldWindow holds
+	Histogram []HoldBucket  // fixed buckets, smallest first; always all of them
+}
+
+// HoldBucket is one bar of a hold histogram: the holds over the previous
+// bucket's UpTo and at most its own; the last bucket (UpTo 0) counts holds
+// over the largest bound.
+type HoldBucket struct {
+	Label string // "<=1ms", ..., ">1m0s"
+	UpTo  time.Duration
+	Count int
+}
+
+func groupName(g *group) string {
+	if g == nil {
+		return ""
+	}
+	return g.name
+}
+
+func (s *Server) groupStatus(g *group) GroupStatus {
+	gs := GroupStatus{Name: g.name, Master: g.master, Policy: g.policy, Version: g.version, State: g.state,
+		EnabledAt: g.enabledAt, ProtectedSince: g.protectedSince, Stats: g.rounds.status(), Points: len(g.points),
+		LatestPoint: g.latest, LatestCrashPoint: g.crash, LatestAppPoint: g.app, RPO: g.rpo, RPOAt: g.rpoAt}
+	for _, name := range g.members {
+		ms := GroupMemberStatus{Machine: name}
+		if m := s.machines[name]; m != nil {
+			ms.State, ms.AgentGroup, ms.AgentGroupVersion = m.state, m.hb.Group, m.hb.GroupVersion
+			ms.ConfigApplied = m.hb.Group == g.name && m.hb.GroupVersion >= g.version
+		}
+		gs.Members = append(gs.Members, ms)
+	}
+	for _, a := range s.alerts {
+		if a.name == AlertMultiVM && a.subject == g.name {
+			gs.Alert = AlertStatus{Name: a.name, Subject: a.subject, Detail: a.detail, Raised: a.raised, Cleared: a.cleared}
+		}
+	}
+	gs.Alerting = gs.Alert.Name != "" && gs.Alert.Active()
+	return gs
 }
