@@ -63,6 +63,9 @@ type applier struct {
 	reloaded bool
 	// pending holds log writes not yet sent to the replica; see flush.
 	pending []pendingWrite
+	// th is how hourly thinning chooses (group tags first for a member of
+	// a replication group).
+	th thinning
 }
 
 type pendingWrite struct {
@@ -420,7 +423,7 @@ func (a *applier) bookmark(r batch.Record) error {
 	next := a.cat.clone()
 	next.Points = append(next.Points, pt)
 	next.AppliedLogSeq = r.Seq
-	keep, drop := prune(next.Points, a.now, next.Policy.Retention)
+	keep, drop := prune(next.Points, a.now, next.Policy.Retention, a.th)
 	next.Points = keep
 	if err := a.persist(next); err != nil {
 		return err
@@ -512,17 +515,18 @@ func (a *applier) revoke(r batch.Record) error {
 }
 
 // retain prunes the catalog's points at a.now (a policy change or time
-// passing) and sweeps orphans when asked.
-func (a *applier) retain(policy *proto.Policy, sweep bool) error {
+// passing), records a PolicyFor's setting (policy, group, members) when
+// set is not nil, and sweeps orphans when asked.
+func (a *applier) retain(set *setting, sweep bool) error {
 	for round := 0; ; round++ {
 		next := a.cat.clone()
-		if policy != nil {
-			next.Policy = *policy
+		if set != nil {
+			next.Policy, next.Group, next.Members = set.Policy, set.Group, slices.Clone(set.Members)
 		}
-		keep, drop := prune(next.Points, a.now, next.Policy.Retention)
+		keep, drop := prune(next.Points, a.now, next.Policy.Retention, a.th)
 		next.Points = keep
 		var err error
-		if policy != nil || len(drop) > 0 {
+		if set != nil || len(drop) > 0 {
 			err = a.persist(next)
 		}
 		if errors.Is(err, errConflict) && round < maxConflicts {
@@ -536,8 +540,9 @@ func (a *applier) retain(policy *proto.Policy, sweep bool) error {
 		if err != nil {
 			return err
 		}
-		if policy != nil {
-			a.note(slog.LevelInfo, "azuresvc: policy set", "policy", policy.Name, "retention", policy.Retention.String())
+		if set != nil {
+			a.note(slog.LevelInfo, "azuresvc: policy set", "policy", set.Policy.Name, "retention", set.Policy.Retention.String(),
+				"group", set.Group, "members", len(set.Members))
 		}
 		a.dropped(drop, "retention")
 		break

@@ -79,6 +79,7 @@ type Service struct {
 	pollList bool      // the listing in flight was the poll's (it releases held machines)
 	lastAnn  time.Time
 	machines map[string]*machine
+	groups   map[string]*group
 	ops      map[runtime.OpID]pending
 }
 
@@ -92,7 +93,7 @@ type machine struct {
 	sweepDue   bool // look for orphan snapshots (after a load or a failure)
 	sealer     *batch.Sealer
 	listed     map[uint64]int64 // item seq -> sealed size, per the last listing
-	wantPolicy *proto.Policy
+	want       *setting         // from a PolicyFor, until the catalog holds it
 	sums       []*proto.Checksums // computed for sumsItem
 	sumsItem   uint64
 	sumsSent   time.Time
@@ -113,6 +114,8 @@ const (
 	opSums
 	opRetain
 	opCleanup
+	opGroupLoad
+	opGroupUpdate
 )
 
 type pending struct {
@@ -122,6 +125,8 @@ type pending struct {
 	gen     uint64 // opRanges, opSums
 	item    uint64 // opRanges, opSums: the SyncStart item
 	stale   []uint64
+	group   string      // opGroupLoad, opGroupUpdate
+	change  groupChange // opGroupUpdate
 }
 
 // New returns a Service.
@@ -142,7 +147,7 @@ func New(cfg Config) *Service {
 		cfg.AnnounceEvery = DefaultAnnounceEvery
 	}
 	return &Service{cfg: cfg, st: storage{store: cfg.Store, prefix: cfg.ContainerPrefix},
-		machines: map[string]*machine{}, ops: map[runtime.OpID]pending{}}
+		machines: map[string]*machine{}, groups: map[string]*group{}, ops: map[runtime.OpID]pending{}}
 }
 
 // Handle implements runtime.Actor.
@@ -153,7 +158,7 @@ func (s *Service) Handle(ctx runtime.Context, ev runtime.Event) {
 		// A Service is built fresh after a crash; reset anyway so that a
 		// driver delivering Started twice gets a clean restart.
 		s.ready, s.setup, s.listing, s.relist = false, false, false, false
-		s.machines, s.ops = map[string]*machine{}, map[runtime.OpID]pending{}
+		s.machines, s.groups, s.ops = map[string]*machine{}, map[string]*group{}, map[runtime.OpID]pending{}
 		ctx.Log().Info("azuresvc: started", "pollEvery", s.cfg.PollEvery.String())
 		s.startSetup(ctx)
 		ctx.After(s.cfg.PollEvery, "poll")
@@ -192,10 +197,19 @@ func (s *Service) message(ctx runtime.Context, ev runtime.Message) {
 			ctx.Log().Warn("azuresvc: invalid policy ignored", "machine", m.Machine, "err", err.Error())
 			return
 		}
-		p := m.Policy
+		st, ok := groupSetting(m)
+		if !ok {
+			ctx.Log().Warn("azuresvc: invalid group ignored", "machine", m.Machine, "group", m.Group, "members", len(m.Members))
+			return
+		}
 		mc := s.machine(m.Machine)
-		mc.wantPolicy = &p
+		mc.want = &st
+		if st.Group != "" {
+			g := s.group(st.Group)
+			g.members, g.fromPolicy = slices.Clone(st.Members), true
+		}
 		s.kick(ctx, mc)
+		s.evalGroups(ctx, "")
 	default:
 		ctx.Log().Debug("azuresvc: message ignored", "from", string(ev.From), "kind", wire.KindName(msg.WireKind()))
 	}
@@ -300,7 +314,8 @@ func (s *Service) startSetup(ctx runtime.Context) {
 type listed struct {
 	items    map[string]map[uint64]int64
 	catalogs []string
-	foreign  int // blobs whose names are not <machine>/<seq>
+	groups   []string // groups that have a group catalog
+	foreign  int      // blobs whose names are not <machine>/<seq>
 }
 
 func (s *Service) startList(ctx runtime.Context, poll bool) {
@@ -337,7 +352,9 @@ func (s *Service) startList(ctx runtime.Context, poll bool) {
 			return nil, err
 		}
 		for _, c := range cats {
-			if m, ok := strings.CutSuffix(c.Name, ".json"); ok && m != "" {
+			if g, ok := isGroupCatalog(c.Name); ok {
+				out.groups = append(out.groups, g)
+			} else if m, ok := strings.CutSuffix(c.Name, ".json"); ok && m != "" {
 				out.catalogs = append(out.catalogs, m)
 			}
 		}
@@ -374,12 +391,20 @@ func (s *Service) kick(ctx runtime.Context, m *machine) {
 	if m.held {
 		return
 	}
-	policyChange := m.wantPolicy != nil && *m.wantPolicy != m.cat.Policy
+	policyChange := m.want != nil && !m.want.in(m.cat)
 	if !policyChange {
-		m.wantPolicy = nil
+		m.want = nil
+	}
+	if name := s.groupName(m); name != "" {
+		// Thinning a member's points needs its group's points: wait for
+		// the group catalog (evalGroup loads it; its end kicks m).
+		if g := s.group(name); g.cat == nil {
+			s.evalGroup(ctx, g, "")
+			return
+		}
 	}
 	if m.sweepDue || policyChange {
-		s.startRetain(ctx, m, m.wantPolicy, m.sweepDue)
+		s.startRetain(ctx, m, m.want, m.sweepDue)
 		return
 	}
 	if s.sumsValid(m) && (m.sums == nil || m.sumsItem != m.cat.SyncItem) {
@@ -402,7 +427,7 @@ func (s *Service) kick(ctx runtime.Context, m *machine) {
 		s.startCleanup(ctx, m, stale)
 		return
 	}
-	if _, drop := prune(m.cat.Points, s.now, m.cat.Policy.Retention); len(drop) > 0 {
+	if _, drop := prune(m.cat.Points, s.now, m.cat.Policy.Retention, s.thinningFor(m)); len(drop) > 0 {
 		s.startRetain(ctx, m, nil, false)
 	}
 }
@@ -451,25 +476,25 @@ func (s *Service) startFetch(ctx runtime.Context, m *machine, seq uint64, size i
 }
 
 func (s *Service) startApply(ctx runtime.Context, m *machine, it *batch.Item) {
-	st, now, cat, etag, name := s.st, s.now, m.cat.clone(), m.etag, itemName(m.name, it.Seq)
+	st, now, cat, etag, name, th := s.st, s.now, m.cat.clone(), m.etag, itemName(m.name, it.Seq), s.thinningFor(m)
 	s.start(ctx, pending{kind: opApply, machine: m.name, seq: it.Seq}, runtime.Op{Name: "azuresvc-apply-" + it.Kind.String(), Bytes: it.Size(), Run: func() (any, error) {
-		a := &applier{ctx: context.Background(), st: st, now: now, cat: cat, etag: etag}
+		a := &applier{ctx: context.Background(), st: st, now: now, cat: cat, etag: etag, th: th}
 		err := a.run(it, name)
 		return a.result(), err
 	}})
 }
 
-func (s *Service) startRetain(ctx runtime.Context, m *machine, policy *proto.Policy, sweep bool) {
+func (s *Service) startRetain(ctx runtime.Context, m *machine, want *setting, sweep bool) {
 	m.busy = true
-	var pol *proto.Policy
-	if policy != nil {
-		p := *policy
-		pol = &p
+	var set *setting
+	if want != nil {
+		c := want.clone()
+		set = &c
 	}
-	st, now, cat, etag := s.st, s.now, m.cat.clone(), m.etag
+	st, now, cat, etag, th := s.st, s.now, m.cat.clone(), m.etag, s.thinningFor(m)
 	s.start(ctx, pending{kind: opRetain, machine: m.name}, runtime.Op{Name: "azuresvc-retain", Run: func() (any, error) {
-		a := &applier{ctx: context.Background(), st: st, now: now, cat: cat, etag: etag}
-		err := a.retain(pol, sweep)
+		a := &applier{ctx: context.Background(), st: st, now: now, cat: cat, etag: etag, th: th}
+		err := a.retain(set, sweep)
 		return a.result(), err
 	}})
 }
@@ -536,8 +561,17 @@ func (s *Service) done(ctx runtime.Context, ev runtime.Done) {
 	case opList:
 		s.listDone(ctx, ev)
 		return
+	case opGroupLoad, opGroupUpdate:
+		s.groupDone(ctx, p, ev)
+		return
 	}
 	m := s.machines[p.machine]
+	// Whatever the outcome, the catalog may have changed (a point made
+	// before a later step failed): see what the groups make of it.
+	defer func() {
+		s.learnMembership(m)
+		s.evalGroups(ctx, m.name)
+	}()
 	switch p.kind {
 	case opLoad:
 		m.busy = false
@@ -637,12 +671,20 @@ func (s *Service) listDone(ctx runtime.Context, ev runtime.Done) {
 	s.listing = false
 	poll := s.pollList
 	s.pollList = false
+	if poll {
+		for _, g := range s.sortedGroups() {
+			g.held = false
+		}
+	}
 	if ev.Err != nil {
 		ctx.Log().Warn("azuresvc: cache listing failed", "err", s.scrub(ev.Err.Error()))
 	} else {
 		l := ev.Value.(listed)
 		for _, name := range l.catalogs {
 			s.machine(name)
+		}
+		for _, name := range l.groups {
+			s.group(name)
 		}
 		for name := range l.items {
 			s.machine(name)
@@ -663,6 +705,7 @@ func (s *Service) listDone(ctx runtime.Context, ev runtime.Done) {
 		}
 		s.kick(ctx, m)
 	}
+	s.evalGroups(ctx, "")
 	if s.relist {
 		s.relist = false
 		s.startList(ctx, false)
@@ -705,12 +748,14 @@ type Status struct {
 	// computed at it.
 	Now      time.Time
 	Machines []MachineStatus // sorted by machine name
+	Groups   []GroupStatus   // sorted by group name
 }
 
 // MachineStatus is one machine's replica state.
 type MachineStatus struct {
 	Machine       string
 	Loaded        bool   // the catalog was read (the other fields are zero until then)
+	Group         string // the replication group the catalog names, "" for none
 	Gen           uint64 // sync generation
 	Synced        bool   // SyncEnd of Gen applied: bookmarks become points
 	Applied       uint64 // last stream item applied
@@ -735,6 +780,7 @@ func (s *Service) Status() Status {
 			Failures: m.failures, LastError: m.lastErr}
 		if m.cat != nil {
 			ms.Gen, ms.Synced, ms.Applied, ms.AppliedLogSeq = m.cat.Gen, m.cat.Synced, m.cat.Applied, m.cat.AppliedLogSeq
+			ms.Group = m.cat.Group
 			ms.Points, ms.NewestPoint = len(m.cat.Points), m.cat.newest()
 			if !ms.NewestPoint.IsZero() {
 				ms.RPO = s.now.Sub(ms.NewestPoint)
@@ -750,5 +796,6 @@ func (s *Service) Status() Status {
 		st.Machines = append(st.Machines, ms)
 	}
 	slices.SortFunc(st.Machines, func(a, b MachineStatus) int { return cmp.Compare(a.Machine, b.Machine) })
+	st.Groups = s.groupStatus()
 	return st
 }

@@ -685,7 +685,7 @@ func TestPrune(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			keep, drop := prune(tt.points, now, tt.retention)
+			keep, drop := prune(tt.points, now, tt.retention, thinning{})
 			var got []string
 			for _, p := range keep {
 				got = append(got, p.ID)
@@ -696,7 +696,7 @@ func TestPrune(t *testing.T) {
 			if len(keep)+len(drop) != len(tt.points) {
 				t.Errorf("kept %d + dropped %d of %d", len(keep), len(drop), len(tt.points))
 			}
-			if again, more := prune(keep, now, tt.retention); len(more) != 0 || len(again) != len(keep) {
+			if again, more := prune(keep, now, tt.retention, thinning{}); len(more) != 0 || len(again) != len(keep) {
 				t.Errorf("pruning again drops %d more", len(more))
 			}
 		})

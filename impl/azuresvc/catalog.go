@@ -43,6 +43,11 @@ type Catalog struct {
 	// did not commit everywhere): such an id never becomes a point.
 	Revoked []string     `json:"revoked"`
 	Policy  proto.Policy `json:"policy"`
+	// Group is the replication group the machine is a member of, "" for
+	// none, and Members all of the group's machines (sorted), as the last
+	// PolicyFor said. A restarted service rebuilds its groups from them.
+	Group   string   `json:"group"`
+	Members []string `json:"members"`
 }
 
 // Disk is one replica disk: a page blob in `<prefix>replica`.
@@ -76,6 +81,7 @@ func (c *Catalog) clone() *Catalog {
 	n := *c
 	n.Disks = slices.Clone(c.Disks)
 	n.Revoked = slices.Clone(c.Revoked)
+	n.Members = slices.Clone(c.Members)
 	n.Points = make([]Point, len(c.Points))
 	for i, p := range c.Points {
 		p.Snapshots = slices.Clone(p.Snapshots)
