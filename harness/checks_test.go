@@ -2,12 +2,12 @@ package harness
 
 import (
 	"bytes"
-	"fmt"
-	"sort"
 	"context"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
