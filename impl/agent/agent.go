@@ -120,6 +120,12 @@ const (
 	tResync    = "resync-needed"
 	tChecksums = "checksums-timeout"
 	tSyncRetry = "sync-read-retry"
+	// The multi-VM tag protocol: the master's round schedule, its phase
+	// timeout and resend; a member's hold deadline.
+	tGroupRound  = "group-round"
+	tTagPhase    = "tag-phase-timeout"
+	tTagResend   = "tag-phase-resend"
+	tTagDeadline = "tag-hold-deadline"
 )
 
 // Agent is the Mobility agent actor of one machine. Build it with New; it
@@ -160,13 +166,29 @@ type Agent struct {
 	lastMode  Mode
 	bookmarks bookmarkStats
 	lastErr   string
+
+	// Multi-VM consistency: the group (nil: in none), the master's
+	// schedule and round, the member's round and remembered answers.
+	group         *proto.GroupConfig
+	sched         groupSchedule
+	round         *masterRound
+	cur           *memberRound
+	remembered    map[string]*memberRound
+	rememberOrder []string
+	newest        map[string]uint64 // highest tag number begun, per master
+	rounds        roundStats
+	member        memberStats
+	holds         HoldStats
 }
 
 // New builds an agent. It does nothing until it handles Started.
 func New(cfg Config) *Agent {
 	cfg.defaults()
 	return &Agent{cfg: cfg, phase: PhaseIdle, timers: map[string]runtime.TimerID{},
-		ops: map[runtime.OpID]func(runtime.Context, runtime.Done){}, bookmarks: newBookmarkStats()}
+		ops: map[runtime.OpID]func(runtime.Context, runtime.Done){}, bookmarks: newBookmarkStats(),
+		remembered: map[string]*memberRound{}, newest: map[string]uint64{},
+		rounds: roundStats{revokedBy: map[string]int64{}, skipped: map[string]int64{}},
+		member: memberStats{refused: map[string]int64{}}}
 }
 
 // Handle implements runtime.Actor.
@@ -231,11 +253,16 @@ func (a *Agent) start(ctx runtime.Context) {
 	if err != nil {
 		a.fail(ctx, "load state", err)
 	}
+	if ok {
+		a.group = st.Group
+	}
+	a.recoverHold(ctx)
 	a.register(ctx)
 	if !ok || st.Gen == 0 {
 		return
 	}
 	a.st = st
+	a.scheduleGroup(ctx)
 	a.phase = st.Phase
 	ctx.Log().Info("agent: resuming", "machine", a.cfg.Machine, "phase", st.Phase, "gen", st.Gen)
 	a.armBookmarkTimers(ctx)
@@ -304,6 +331,12 @@ func (a *Agent) message(ctx runtime.Context, ev runtime.Message) {
 		if m.Machine == a.cfg.Machine {
 			a.onAck(ctx, m)
 		}
+	case *proto.GroupConfig:
+		a.onGroupConfig(ctx, m)
+	case *proto.Tag:
+		a.onTag(ctx, ev.From, m)
+	case *proto.TagAck:
+		a.roundAck(ctx, m)
 	default:
 		ctx.Log().Warn("agent: unexpected message", "from", string(ev.From), "kind", wire.KindName(msg.WireKind()))
 	}
@@ -352,7 +385,8 @@ func (a *Agent) onProtect(ctx runtime.Context, m *proto.Protect) {
 	ctx.Log().Info("agent: protect", "machine", a.cfg.Machine, "gen", m.Gen, "policy", m.Policy.Name,
 		"processServer", m.ProcessServer)
 	psChanged := m.ProcessServer != a.st.ProcessServer
-	a.st = persisted{Machine: a.cfg.Machine, Gen: m.Gen, Policy: m.Policy, ProcessServer: m.ProcessServer, Phase: PhaseSyncing}
+	a.st = persisted{Machine: a.cfg.Machine, Gen: m.Gen, Policy: m.Policy, ProcessServer: m.ProcessServer, Phase: PhaseSyncing,
+		LastTagN: a.st.LastTagN}
 	a.cancel(ctx, tResync)
 	if _, ok := a.timers[tHeartbeat]; !ok {
 		a.heartbeat(ctx)
@@ -395,8 +429,9 @@ func (a *Agent) onUnprotect(ctx runtime.Context) {
 	for _, name := range []string{tHello, tRetx, tBackoff, tDrain, tCrash, tApp, tResync, tChecksums, tSyncRetry} {
 		a.cancel(ctx, name)
 	}
+	a.leaveGroup(ctx)
 	a.phase = PhaseIdle
-	a.st = persisted{}
+	a.st = persisted{LastTagN: a.st.LastTagN} // tag numbers never repeat
 	if err := removeState(a.cfg.StateDir); err != nil {
 		a.fail(ctx, "remove state", err)
 	}
@@ -444,6 +479,14 @@ func (a *Agent) timer(ctx runtime.Context, name string) {
 		if a.sync != nil {
 			a.sync.blocked = false
 		}
+	case tGroupRound:
+		a.groupTimer(ctx)
+	case tTagPhase:
+		a.phaseTimeout(ctx)
+	case tTagResend:
+		a.resendPhase(ctx)
+	case tTagDeadline:
+		a.memberDeadline(ctx)
 	}
 }
 
@@ -451,7 +494,8 @@ func (a *Agent) heartbeat(ctx runtime.Context) {
 	s := a.Status()
 	ctx.Send(a.cfg.ConfigServer, wire.Encode(&proto.Heartbeat{Machine: a.cfg.Machine, Phase: s.Phase, Mode: s.Mode,
 		PendingBytes: s.PendingBytes, PendingRecords: int64(s.PendingRecords), AckedItems: s.ItemsAcked,
-		SyncedBytes: s.Sync.BytesRead, SyncTotalBytes: s.Sync.TotalBytes, SentBytes: s.PayloadBytesSent}))
+		SyncedBytes: s.Sync.BytesRead, SyncTotalBytes: s.Sync.TotalBytes, SentBytes: s.PayloadBytesSent,
+		Gen: s.Gen, Group: s.Group, GroupVersion: s.GroupVersion}))
 	a.set(ctx, tHeartbeat, a.cfg.HeartbeatEvery)
 }
 
@@ -493,6 +537,7 @@ func (a *Agent) sendResyncNeeded(ctx runtime.Context) {
 }
 
 func (a *Agent) save(ctx runtime.Context) {
+	a.st.Group = a.group
 	if err := saveState(a.cfg.StateDir, a.st); err != nil {
 		a.fail(ctx, "save state", err)
 	}

@@ -16,7 +16,8 @@ type BookmarkCount struct {
 }
 
 // SkipCount counts bookmarks of one kind not inserted (or dropped) for one
-// reason: "syncing", "resync-required", "idle", "metadata-mode",
+// reason: "syncing", "resync-required", "idle", "metadata-mode", "group-round"
+// (the writes were held for a multi-VM tag round),
 // "bitmap-mode", "undrained-metadata", "freeze-failed", "log-error", or
 // "metadata-reread" (inserted before a restart, dropped from the stream
 // because metadata records before it were read again after it).
@@ -82,6 +83,9 @@ func (a *Agent) armBookmarkTimers(ctx runtime.Context) {
 func (a *Agent) bookmark(ctx runtime.Context, kind hrl.BookmarkKind) {
 	name := kindName(kind)
 	reason := a.bookmarkBlocker()
+	if reason == "" && a.filter.Holding() {
+		reason = "group-round" // writes are held for a group tag: it is the point
+	}
 	if reason == "" && kind == hrl.AppConsistent {
 		if err := a.cfg.Guest.Freeze(); err != nil {
 			reason = "freeze-failed"

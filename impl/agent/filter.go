@@ -109,6 +109,11 @@ type Filter struct {
 	rd     *hrl.Reader
 	rdNext uint64
 	held   *hrl.Record
+
+	// The write gate of the multi-VM tag protocol (see Hold).
+	holding     bool
+	holdTag     string // the bookmark inserted while holding
+	releaseHook func()
 }
 
 // FilterStats is a snapshot of a Filter.
@@ -284,6 +289,9 @@ func (f *Filter) InsertBookmark(kind hrl.BookmarkKind, id string, unixNano int64
 		f.stop("change log: " + err.Error())
 		return 0, fmt.Errorf("agent: bookmark %s: %w", id, err)
 	}
+	if f.holding {
+		f.holdTag = id
+	}
 	return seq, nil
 }
 
@@ -303,6 +311,67 @@ func (f *Filter) RevokeBookmark(id string) (uint64, error) {
 		return 0, fmt.Errorf("agent: revoke %s: %w", id, err)
 	}
 	return seq, nil
+}
+
+// Hold closes the write gate: from now on Admit returns false, and the
+// guest's write path queues new writes instead of issuing them (a real
+// driver pends the IRPs). Writes already past Admit finish: a real driver
+// lets them complete before its holder acknowledges the hold; the
+// simulated guest admits and captures in one step. Capture itself never
+// blocks and keeps logging what reaches it. Holding twice is holding once.
+func (f *Filter) Hold() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.holding {
+		f.holding, f.holdTag = true, ""
+	}
+}
+
+// Release opens the write gate: Admit returns true again. Then, outside
+// the filter's mutex (the hook issues writes, which Capture), it calls the
+// release hook so that the write path resumes its queued writes. Releasing
+// an open gate does nothing.
+func (f *Filter) Release() {
+	f.mu.Lock()
+	was, hook := f.holding, f.releaseHook
+	f.holding, f.holdTag = false, ""
+	f.mu.Unlock()
+	if was && hook != nil {
+		hook()
+	}
+}
+
+// Admit says whether the guest's write path may issue a new write now;
+// false means the gate holds: queue the write until the release hook runs.
+func (f *Filter) Admit() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return !f.holding
+}
+
+// SetReleaseHook registers how the guest's write path resumes its queued
+// writes; Release calls it. nil removes it.
+func (f *Filter) SetReleaseHook(hook func()) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.releaseHook = hook
+}
+
+// Holding says whether the write gate is closed.
+func (f *Filter) Holding() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.holding
+}
+
+// HoldTag is the id of the bookmark inserted while the gate holds ("" when
+// none, or when the gate is open). The gate is kernel state that outlives
+// the agent: an agent restarted mid-round revokes this tag before it
+// releases, since it no longer knows how the round ended.
+func (f *Filter) HoldTag() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.holdTag
 }
 
 // NextSeq is the sequence number the next record will get (unless another

@@ -22,6 +22,11 @@ type persisted struct {
 	ProcessServer string       `json:"processServer"`
 	Phase         string       `json:"phase"`            // syncing, replicating or resync-required
 	Reason        string       `json:"reason,omitempty"` // why a resync is required
+	// Group is the replication group's last GroupConfig (nil: in none).
+	Group *proto.GroupConfig `json:"group,omitempty"`
+	// LastTagN is the number of the last group tag this agent started as
+	// master: tag ids never repeat, even across restarts and clock steps.
+	LastTagN uint64 `json:"lastTagN,omitempty"`
 }
 
 // loadState reads agent.state; ok is false when there is none.

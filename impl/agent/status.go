@@ -1,5 +1,7 @@
 package agent
 
+import "time"
+
 // Status is a snapshot of an agent for inspection (the harness, a CLI).
 type Status struct {
 	Machine string
@@ -59,6 +61,22 @@ type Status struct {
 
 	// LastError is the last error the agent met, "" if none.
 	LastError string
+
+	// Group is the replication group this machine is a member of ("" when
+	// none), GroupVersion the GroupConfig version applied, GroupMaster its
+	// master, IsMaster whether this agent is it.
+	Group        string
+	GroupVersion uint64
+	GroupMaster  string
+	IsMaster     bool
+	// Rounds is what this agent did as the group's master.
+	Rounds RoundStats
+	// Member is what it did as a member of group rounds.
+	Member MemberStats
+	// Holding says the filter holds the guest's writes now; Holds is how
+	// long it held them, round by round.
+	Holding bool
+	Holds   HoldStats
 }
 
 // Status returns a snapshot of the agent. Call it between events (it reads
@@ -78,7 +96,24 @@ func (a *Agent) Status() Status {
 		s.InFlight = int(a.sentUpTo - a.acked)
 	}
 	s.BookmarksInserted, s.BookmarksSkipped = a.bookmarks.lists()
+	if g := a.group; g != nil {
+		s.Group, s.GroupVersion, s.GroupMaster, s.IsMaster = g.Group, g.Version, g.Master, a.isMaster()
+	}
+	s.Rounds = RoundStats{Started: a.rounds.started, Committed: a.rounds.committed, Revoked: a.rounds.revoked,
+		RevokedBy: reasonList(a.rounds.revokedBy), Skipped: reasonList(a.rounds.skipped),
+		LastTag: a.rounds.lastTag, LastOutcome: a.rounds.lastOutcome}
+	if r := a.round; r != nil {
+		s.Rounds.Tag, s.Rounds.Kind, s.Rounds.Phase = r.tag.TagID, r.tag.Kind, r.phase
+	}
+	s.Member = MemberStats{Begun: a.member.begun, Refused: reasonList(a.member.refused), Resumed: a.member.resumed,
+		Revoked: a.member.revoked, TagsRevoked: a.member.tagsRevoked}
+	if r := a.cur; r != nil {
+		s.Member.Tag, s.Member.Phase = r.tag.TagID, r.phase
+	}
+	s.Holds = a.holds
+	s.Holds.Recent = append([]time.Duration(nil), a.holds.Recent...)
 	if a.filter != nil {
+		s.Holding = a.filter.Holding()
 		fs := a.filter.Stats()
 		s.Mode = fs.Mode.String()
 		s.PendingBytes, s.PendingRecords = fs.PendingBytes, fs.PendingRecords

@@ -1,0 +1,269 @@
+package agent
+
+import (
+	"fmt"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/v2a-dr/v2a/impl/hrl"
+	"github.com/v2a-dr/v2a/impl/proto"
+	"github.com/v2a-dr/v2a/impl/runtime"
+	"github.com/v2a-dr/v2a/impl/wire"
+)
+
+// The distributed tag protocol, master side. A round is
+//
+//	begin → prepare → [quiesce, app rounds] → commit → resume
+//
+// The master sends each phase to every other member (<machine>:20004),
+// does it itself as a member, and waits for every member's OK
+// acknowledgement within the phase's timeout. A missing or not-OK
+// acknowledgement revokes the round: Tag{revoke} to every member and
+// locally, a wait of the resume timeout for the revoke acknowledgements
+// (they carry each member's hold), then TagRound to the configuration
+// server. Committed rounds end with TagRound too.
+//
+// Safety does not rest on the master: each member bounds its own hold
+// (tagmember.go), so a master that dies mid-round leaves no writes held
+// past TagTimeouts.Hold().
+
+// Round kinds, as in Tag.Kind and TagRound.Kind.
+const (
+	kindCrash = "crash"
+	kindApp   = "app"
+)
+
+// tagPhase is one step of a round as the master drives it.
+type tagPhase struct {
+	name    string
+	timeout func(proto.TagTimeouts) time.Duration
+	appOnly bool
+}
+
+// roundPhases is the protocol, in order, with each phase's timeout. The
+// product gives no timeout of its own to begin (sending the tag id); it
+// gets prepare's, and the members' hold deadlines count from prepare.
+var roundPhases = []tagPhase{
+	{proto.PhaseBegin, func(t proto.TagTimeouts) time.Duration { return t.Prepare }, false},
+	{proto.PhasePrepare, func(t proto.TagTimeouts) time.Duration { return t.Prepare }, false},
+	{proto.PhaseQuiesce, func(t proto.TagTimeouts) time.Duration { return t.Quiesce }, true},
+	{proto.PhaseCommit, func(t proto.TagTimeouts) time.Duration { return t.Commit }, false},
+	{proto.PhaseResume, func(t proto.TagTimeouts) time.Duration { return t.Resume }, false},
+}
+
+// revokeWait is how long a revoking master collects revoke
+// acknowledgements (and the holds they report) before it reports.
+func revokeWait(t proto.TagTimeouts) time.Duration { return t.Resume }
+
+// masterRound is a round this agent runs as master.
+type masterRound struct {
+	tag      proto.Tag // Group, TagID, Kind, Master; Phase is set per send
+	timeouts proto.TagTimeouts
+	members  []string // sorted, the master included
+	started  time.Time
+	step     int    // index in roundPhases of phase
+	phase    string // the phase whose acknowledgements are awaited
+	acked    map[string]bool
+	holds    map[string]time.Duration // reported by resume and revoke acks
+	revoking bool
+	reason   string // why it was revoked
+}
+
+func timeoutsFor(gc *proto.GroupConfig, kind string) proto.TagTimeouts {
+	if kind == kindApp {
+		return gc.App
+	}
+	return gc.Crash
+}
+
+// tagNumber is the n of a tag id "<group>-<c|a>-<n>", 0 if it has none.
+func tagNumber(id string) uint64 {
+	n, _ := strconv.ParseUint(id[strings.LastIndexByte(id, '-')+1:], 10, 64)
+	return n
+}
+
+// startRound begins a round of kind. Its number is the clock in
+// milliseconds, or one more than the last one when the clock has not
+// moved past it: persisted, it never repeats.
+func (a *Agent) startRound(ctx runtime.Context, kind string) {
+	n := max(uint64(ctx.Now().UnixMilli()), a.st.LastTagN+1)
+	a.st.LastTagN = n
+	a.save(ctx)
+	gc := a.group
+	r := &masterRound{
+		tag:      proto.Tag{Group: gc.Group, TagID: fmt.Sprintf("%s-%c-%d", gc.Group, kind[0], n), Kind: kind, Master: a.cfg.Machine},
+		timeouts: timeoutsFor(gc, kind),
+		members:  slices.Clone(gc.Members),
+		started:  ctx.Now(),
+		step:     -1,
+		holds:    map[string]time.Duration{},
+	}
+	a.round = r
+	a.rounds.started++
+	ctx.Log().Info("agent: group round", "machine", a.cfg.Machine, "group", gc.Group, "tag", r.tag.TagID, "kind", kind)
+	a.enterPhase(ctx, 0)
+}
+
+// enterPhase moves the round to roundPhases[i] (skipping app-only phases
+// of crash rounds), or commits it past the last phase.
+func (a *Agent) enterPhase(ctx runtime.Context, i int) {
+	r := a.round
+	for i < len(roundPhases) && roundPhases[i].appOnly && r.tag.Kind != kindApp {
+		i++
+	}
+	if i == len(roundPhases) {
+		a.finishRound(ctx, proto.RoundCommitted)
+		return
+	}
+	p := roundPhases[i]
+	r.step, r.phase, r.acked = i, p.name, map[string]bool{}
+	a.broadcast(ctx, r, p.timeout(r.timeouts), "")
+}
+
+// broadcast sends the round's current phase to every other member, arms
+// its timeout (and a resend at half of it, against a lost message), then
+// does it locally. The local acknowledgement may move the round on, so
+// nothing follows it.
+func (a *Agent) broadcast(ctx runtime.Context, r *masterRound, timeout time.Duration, reason string) {
+	t := r.tag
+	t.Phase, t.Reason = r.phase, reason
+	frame := wire.Encode(&t)
+	for _, m := range r.members {
+		if m != a.cfg.Machine {
+			ctx.Send(runtime.MakeAddr(m, runtime.PortTag), frame)
+		}
+	}
+	a.set(ctx, tTagPhase, timeout)
+	a.set(ctx, tTagResend, timeout/2)
+	if slices.Contains(r.members, a.cfg.Machine) {
+		ack := a.memberTag(ctx, &t)
+		a.roundAck(ctx, &ack)
+	}
+}
+
+// resendPhase repeats the current phase to the members that have not
+// acknowledged it; they answer a duplicate as they answered the original.
+func (a *Agent) resendPhase(ctx runtime.Context) {
+	r := a.round
+	if r == nil {
+		return
+	}
+	t := r.tag
+	t.Phase, t.Reason = r.phase, r.reason
+	frame := wire.Encode(&t)
+	for _, m := range r.members {
+		if m != a.cfg.Machine && !r.acked[m] {
+			ctx.Send(runtime.MakeAddr(m, runtime.PortTag), frame)
+		}
+	}
+}
+
+// roundAck takes a member's acknowledgement (from the network, or the
+// master's own as a member).
+func (a *Agent) roundAck(ctx runtime.Context, m *proto.TagAck) {
+	r := a.round
+	if r == nil || m.TagID != r.tag.TagID || !slices.Contains(r.members, m.Machine) {
+		return // a late answer to a finished round, or a stranger's
+	}
+	if m.Phase == proto.PhaseResume && m.OK {
+		r.holds[m.Machine] = m.Held
+	}
+	if m.Phase == proto.PhaseRevoke {
+		r.holds[m.Machine] = m.Held
+		if !r.revoking {
+			// Unasked: the member gave up on its own (its hold deadline).
+			a.revokeRound(ctx, fmt.Sprintf("%s: %s revoked: %s", r.phase, m.Machine, m.Reason))
+			return
+		}
+		r.acked[m.Machine] = true
+		if len(r.acked) == len(r.members) {
+			a.finishRound(ctx, proto.RoundRevoked)
+		}
+		return
+	}
+	if r.revoking || m.Phase != r.phase || r.acked[m.Machine] {
+		return // a late or duplicated answer to an earlier phase
+	}
+	if !m.OK {
+		a.revokeRound(ctx, fmt.Sprintf("%s: %s refused: %s", r.phase, m.Machine, m.Reason))
+		return
+	}
+	r.acked[m.Machine] = true
+	if len(r.acked) == len(r.members) {
+		a.enterPhase(ctx, r.step+1)
+	}
+}
+
+// phaseTimeout: some member did not acknowledge in time.
+func (a *Agent) phaseTimeout(ctx runtime.Context) {
+	r := a.round
+	if r == nil {
+		return
+	}
+	if r.revoking {
+		a.finishRound(ctx, proto.RoundRevoked)
+		return
+	}
+	var missing []string
+	for _, m := range r.members {
+		if !r.acked[m] {
+			missing = append(missing, m)
+		}
+	}
+	a.revokeRound(ctx, fmt.Sprintf("%s: %s did not answer", r.phase, strings.Join(missing, ",")))
+}
+
+// revokeRound abandons the round everywhere.
+func (a *Agent) revokeRound(ctx runtime.Context, reason string) {
+	r := a.round
+	if r == nil || r.revoking {
+		return
+	}
+	ctx.Log().Info("agent: group round revoked", "machine", a.cfg.Machine, "tag", r.tag.TagID, "reason", reason)
+	r.revoking, r.reason = true, reason
+	r.phase, r.acked = proto.PhaseRevoke, map[string]bool{}
+	a.broadcast(ctx, r, revokeWait(r.timeouts), reason)
+}
+
+// finishRound reports the round to the configuration server, then starts
+// a round that came due meanwhile.
+func (a *Agent) finishRound(ctx runtime.Context, outcome string) {
+	r := a.round
+	a.round = nil
+	a.cancel(ctx, tTagPhase)
+	a.cancel(ctx, tTagResend)
+	rep := &proto.TagRound{Group: r.tag.Group, TagID: r.tag.TagID, Kind: r.tag.Kind, Outcome: outcome,
+		Reason: r.reason, Started: r.started}
+	for _, m := range r.members {
+		held, ok := r.holds[m]
+		if !ok {
+			held = -1
+		}
+		rep.Holds = append(rep.Holds, proto.MemberHold{Machine: m, Held: held})
+	}
+	sort.Slice(rep.Holds, func(i, j int) bool { return rep.Holds[i].Machine < rep.Holds[j].Machine })
+	ctx.Send(a.cfg.ConfigServer, wire.Encode(rep))
+	if outcome == proto.RoundCommitted {
+		a.rounds.committed++
+	} else {
+		a.rounds.revoked++
+		a.rounds.revokedBy[r.reason]++
+	}
+	a.rounds.lastTag, a.rounds.lastOutcome = r.tag.TagID, outcome
+	ctx.Log().Info("agent: group round done", "machine", a.cfg.Machine, "tag", r.tag.TagID, "outcome", outcome,
+		"reason", r.reason, "took", ctx.Now().Sub(r.started).String())
+	if kind := a.sched.pending; kind != "" && a.isMaster() {
+		a.sched.pending = ""
+		a.dueRound(ctx, kind)
+	}
+}
+
+func bookmarkKindOf(kind string) hrl.BookmarkKind {
+	if kind == kindApp {
+		return hrl.AppConsistent
+	}
+	return hrl.CrashConsistent
+}
