@@ -7,6 +7,12 @@
 // heartbeats, RPO, the process server's cache and backlog. It raises alerts and
 // runs jobs a person can follow; Status is its portal view.
 //
+// Replication groups (multi-VM consistency) are enabled as a whole with
+// EnableGroup: each member is enabled as EnableReplication does it and its
+// agent gets a GroupConfig after its Protect. The master's agent runs the
+// tag rounds; the server keeps their statistics (TagRound), the group
+// recovery points the Azure side reports, and the multi-vm-consistency alert.
+//
 // The server is a runtime.Actor. It keeps its state in memory: a restarted
 // configuration server rediscovers vCenter and learns agents again as they
 // register (see the package's report for what that leaves out).

@@ -51,7 +51,13 @@ type rig struct {
 
 func newRig(t *testing.T, mod func(*Config)) *rig {
 	t.Helper()
-	vc := &fakeVC{VMs: inventory()}
+	return newRigVMs(t, inventory(), mod)
+}
+
+// newRigVMs is newRig with the fake vCenter holding vms.
+func newRigVMs(t *testing.T, vms []vsphere.VM, mod func(*Config)) *rig {
+	t.Helper()
+	vc := &fakeVC{VMs: vms}
 	cfg := Config{VaultID: vaultID, Passphrase: passphrase, VSphere: vc, ProcessServer: psAddr, Azure: azure,
 		InstallAuth: installAuth}
 	if mod != nil {

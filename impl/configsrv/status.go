@@ -154,7 +154,7 @@ func (s *Server) Status() Status {
 // reports them.
 type GroupStatus struct {
 	Name      string
-	Members   []GroupMemberStatus // sorted by Machine
+	Members   []GroupMemberStatus // sorted by Machine; of a disabled group, as those machines are now
 	Master    string              // the member whose agent runs the rounds
 	Policy    string              // the group's policy: every member's, and the group schedule
 	Version   uint64              // the GroupConfig version members must apply
