@@ -109,7 +109,7 @@ func (m *Machine) Write(disk int, off int64, data []byte) error {
 	}
 	m.written += int64(len(data))
 	m.writes++
-	return m.oracle.ack(disk, off, len(data), seq)
+	return m.oracle.ack(disk, off, data, seq)
 }
 
 // Read reads from a disk as the guest sees it.

@@ -94,7 +94,9 @@ func (o *Oracle) KForSeq(seq uint64) uint64 {
 	return uint64(i)
 }
 
-func (o *Oracle) ack(disk int, off int64, n int, seq uint64) error {
+// ack records an acknowledged write of data (already on the disk).
+func (o *Oracle) ack(disk int, off int64, data []byte, seq uint64) error {
+	n := len(data)
 	k := uint64(len(o.writes)) + 1
 	pos := 2*o.lastSeq + 1
 	if seq != 0 {
@@ -106,8 +108,13 @@ func (o *Oracle) ack(disk int, off int64, n int, seq uint64) error {
 	o.writes = append(o.writes, WriteRecord{K: k, Seq: seq, pos: pos, Disk: disk, Off: off, Len: n, At: o.m.clock()})
 	buf := o.m.scratch
 	for b := off / bs; b*bs < off+int64(n); b++ {
-		if _, err := o.m.disks[disk].ReadAt(buf, b*bs); err != nil {
-			return fmt.Errorf("disk: oracle: read back %s disk %d block %d: %w", o.m.Name, disk, b, err)
+		if lo := b*bs - off; lo >= 0 && lo+bs <= int64(n) && data != nil {
+			buf = data[lo : lo+bs] // the write covers the whole block
+		} else {
+			buf = o.m.scratch
+			if _, err := o.m.disks[disk].ReadAt(buf, b*bs); err != nil {
+				return fmt.Errorf("disk: oracle: read back %s disk %d block %d: %w", o.m.Name, disk, b, err)
+			}
 		}
 		h := o.hist[disk][b]
 		if h == nil {
