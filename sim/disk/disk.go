@@ -20,6 +20,22 @@ type Filter interface {
 	Capture(disk int, off int64, data []byte) (seq uint64)
 }
 
+// Gate is the part of a filter that can hold the guest's new writes (the
+// multi-VM tag protocol's prepare phase). A write the gate does not admit
+// waits in the machine's queue until the filter calls the release hook.
+type Gate interface {
+	Admit() bool
+	SetReleaseHook(func())
+}
+
+// pendingWrite is a guest write waiting for the gate.
+type pendingWrite struct {
+	disk int
+	off  int64
+	data []byte
+	done func(k uint64, err error)
+}
+
 // Machine is one protected machine's disks as its guest sees them.
 type Machine struct {
 	Name   string
@@ -29,10 +45,15 @@ type Machine struct {
 	oracle *Oracle
 	clock  func() time.Duration
 
-	written  int64 // bytes the guest wrote
-	writes   int64
-	scratch  []byte
-	quiesced bool
+	written int64 // bytes the guest wrote
+	writes  int64
+	scratch []byte
+
+	queue    []pendingWrite
+	bypass   int  // >0 while an application flushes for a freeze (see Flushing)
+	noGate   bool // ignore the filter's gate (negative controls only)
+	draining bool
+	onIdle   func() // called when the queue empties
 }
 
 // Open opens a machine's disk files (each sized to its capacity already).
@@ -84,14 +105,91 @@ func (m *Machine) Path(i int) string { return m.paths[i] }
 // Oracle is the machine's write history.
 func (m *Machine) Oracle() *Oracle { return m.oracle }
 
-// SetFilter installs (or, with nil, removes) the write filter.
-func (m *Machine) SetFilter(f Filter) { m.filter = f }
+// SetFilter installs (or, with nil, removes) the write filter. A filter
+// that is also a Gate gets the machine's release hook.
+func (m *Machine) SetFilter(f Filter) {
+	m.filter = f
+	if g, ok := f.(Gate); ok {
+		g.SetReleaseHook(m.drain)
+	}
+	if f == nil {
+		m.drain()
+	}
+}
+
+// IgnoreGate makes the machine write through a filter's hold: the negative
+// control of the consistent-cut check (a prepare phase that holds nothing).
+func (m *Machine) IgnoreGate(on bool) { m.noGate = on }
+
+// Flushing runs fn, letting the writes it issues through a hold: an
+// application flushing as it is frozen for an app-consistent point (VSS's
+// freeze comes before the I/O hold, so its flush is never held).
+func (m *Machine) Flushing(fn func() error) error {
+	m.bypass++
+	defer func() { m.bypass-- }()
+	return fn()
+}
+
+// Held is the number of guest writes waiting for the gate.
+func (m *Machine) Held() int { return len(m.queue) }
+
+// OnIdle sets a function called whenever the held-write queue empties
+// (the workload driver resumes a blocked workload with it).
+func (m *Machine) OnIdle(fn func()) { m.onIdle = fn }
+
+func (m *Machine) admitted() bool {
+	if m.noGate || m.bypass > 0 || m.filter == nil {
+		return true
+	}
+	g, ok := m.filter.(Gate)
+	return !ok || g.Admit()
+}
+
+// Submit is a guest write that may have to wait: if the filter holds
+// writes, it queues (in order, behind any earlier held write) and done is
+// called when it is acknowledged; otherwise it is written at once and done
+// is called before Submit returns. done gets the write's position k in the
+// machine's history.
+func (m *Machine) Submit(disk int, off int64, data []byte, done func(k uint64, err error)) {
+	// A write waits behind held ones, except a freeze's flush: held writes
+	// are not acknowledged yet, so completing after it reorders nothing
+	// the guest saw.
+	if (len(m.queue) > 0 && m.bypass == 0) || !m.admitted() {
+		m.queue = append(m.queue, pendingWrite{disk, off, append([]byte(nil), data...), done})
+		return
+	}
+	err := m.Write(disk, off, data)
+	if done != nil {
+		done(m.oracle.K(), err)
+	}
+}
+
+// drain writes held writes in order while the gate admits them.
+func (m *Machine) drain() {
+	if m.draining {
+		return
+	}
+	m.draining = true
+	defer func() { m.draining = false }()
+	for len(m.queue) > 0 && m.admitted() {
+		w := m.queue[0]
+		m.queue = m.queue[1:]
+		err := m.Write(w.disk, w.off, w.data)
+		if w.done != nil {
+			w.done(m.oracle.K(), err)
+		}
+	}
+	if len(m.queue) == 0 && m.onIdle != nil {
+		m.onIdle()
+	}
+}
 
 // Written is the bytes and writes the guest has issued.
 func (m *Machine) Written() (bytes, writes int64) { return m.written, m.writes }
 
 // Write is a guest write: the filter captures it, it reaches the disk, and
-// only then is it acknowledged and recorded by the oracle.
+// only then is it acknowledged and recorded by the oracle. It does not
+// consult the gate: guests that can be held use Submit.
 func (m *Machine) Write(disk int, off int64, data []byte) error {
 	if disk < 0 || disk >= len(m.disks) {
 		return fmt.Errorf("disk: machine %s has no disk %d", m.Name, disk)

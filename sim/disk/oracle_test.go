@@ -2,6 +2,7 @@ package disk
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"os"
@@ -228,5 +229,42 @@ func TestWriteErrors(t *testing.T) {
 	}
 	if m.Oracle().K() != 0 {
 		t.Fatalf("failed writes were recorded: K=%d", m.Oracle().K())
+	}
+}
+
+// gateFilter holds writes while closed.
+type gateFilter struct {
+	seqFilter
+	closed  bool
+	release func()
+}
+
+func (g *gateFilter) Admit() bool             { return !g.closed }
+func (g *gateFilter) SetReleaseHook(f func()) { g.release = f }
+
+func TestSubmitHeldWritesWaitInOrder(t *testing.T) {
+	m, _ := newMachine(t, 64*1024)
+	g := &gateFilter{seqFilter: seqFilter{seqs: []uint64{1, 2, 3, 4}}}
+	m.SetFilter(g)
+	var acked []string
+	ack := func(name string) func(uint64, error) {
+		return func(k uint64, err error) { acked = append(acked, fmt.Sprintf("%s@k%d", name, k)) }
+	}
+	m.Submit(0, 0, make([]byte, 512), ack("a"))
+	g.closed = true
+	m.Submit(0, 512, make([]byte, 512), ack("b"))
+	m.Submit(0, 1024, make([]byte, 512), ack("c"))
+	if m.Held() != 2 || len(acked) != 1 {
+		t.Fatalf("held %d, acked %v", m.Held(), acked)
+	}
+	// A freeze's flush goes through the hold; it is written now.
+	m.Flushing(func() error { m.Submit(0, 2048, make([]byte, 512), ack("flush")); return nil })
+	idle := false
+	m.OnIdle(func() { idle = true })
+	g.closed = false
+	g.release()
+	want := []string{"a@k1", "flush@k2", "b@k3", "c@k4"}
+	if fmt.Sprint(acked) != fmt.Sprint(want) || !idle || m.Held() != 0 {
+		t.Fatalf("acked %v (want %v), idle %v, held %d", acked, want, idle, m.Held())
 	}
 }
