@@ -32,6 +32,30 @@ type Bank struct {
 	frozen   bool
 	total    int64
 	gap      time.Duration
+	blocked  bool
+	unblock  func()
+	err      error
+}
+
+// Blocked implements Blocker: a write of the bank is held.
+func (b *Bank) Blocked() bool { return b.blocked }
+
+// SetUnblock implements Blocker.
+func (b *Bank) SetUnblock(f func()) { b.unblock = f }
+
+// submit issues one write; the bank waits for its acknowledgement.
+func (b *Bank) submit(w bankWrite) error {
+	b.blocked = true
+	b.w.Submit(b.spec.Disk, w.off, w.data, func(_ uint64, err error) {
+		b.blocked = false
+		if err != nil && b.err == nil {
+			b.err = err
+		}
+		if b.unblock != nil {
+			b.unblock()
+		}
+	})
+	return b.err
 }
 
 type bankWrite struct {
@@ -140,7 +164,7 @@ func (b *Bank) Step(r *rand.Rand) (time.Duration, error) {
 	}
 	w := b.pending[0]
 	b.pending = b.pending[1:]
-	if err := b.w.Write(b.spec.Disk, w.off, w.data); err != nil {
+	if err := b.submit(w); err != nil {
 		return 0, err
 	}
 	if len(b.pending) > 0 {
@@ -176,7 +200,7 @@ func (b *Bank) transaction(r *rand.Rand) []bankWrite {
 // once (the VSS writer's flush) and no new one starts until Thaw.
 func (b *Bank) Freeze() error {
 	for _, w := range b.pending {
-		if err := b.w.Write(b.spec.Disk, w.off, w.data); err != nil {
+		if err := b.submit(w); err != nil {
 			return err
 		}
 	}

@@ -14,11 +14,21 @@ import (
 	"github.com/v2a-dr/v2a/sim/disk"
 )
 
-// Writer is what a workload writes through: a guest machine (disk.Machine).
+// Writer is what a workload writes through: a guest machine
+// (disk.Machine). Submit calls done when the write is acknowledged: at once,
+// or later if the machine's filter holds writes.
 type Writer interface {
-	Write(disk int, off int64, data []byte) error
+	Submit(disk int, off int64, data []byte, done func(k uint64, err error))
 	Size(disk int) int64
 	Disks() int
+}
+
+// Blocker is a workload that waits for a held write before its next step.
+// The driver gives it an unblock function to call when the write is
+// acknowledged.
+type Blocker interface {
+	Blocked() bool
+	SetUnblock(func())
 }
 
 // Workload is a guest application. Step does the next piece of work at the
@@ -98,7 +108,8 @@ type run struct {
 	r       *rand.Rand
 	stopped bool
 	paused  bool
-	idle    bool // paused with no step scheduled
+	idle    bool // paused or blocked with no step scheduled
+	next    time.Duration
 	err     error
 	steps   int64
 	step    func()
@@ -128,9 +139,22 @@ func (d *Driver) Start(name string, wl Workload, r *rand.Rand, first time.Durati
 			rn.err = fmt.Errorf("workload %s on %s: %w", wl.Name(), name, err)
 			return
 		}
+		if b, ok := rn.wl.(Blocker); ok && b.Blocked() {
+			// A write is held: the application waits for it.
+			rn.idle, rn.next = true, next
+			return
+		}
 		d.after(next, "workload/"+name, step)
 	}
 	rn.step = step
+	if b, ok := wl.(Blocker); ok {
+		b.SetUnblock(func() {
+			if rn.idle && !rn.paused && !rn.stopped {
+				rn.idle = false
+				d.after(rn.next, "workload/"+name, step)
+			}
+		})
+	}
 	d.after(first, "workload/"+name, step)
 }
 
@@ -187,11 +211,20 @@ func (d *Driver) Err() error {
 // Random writes uniformly over its region at a given churn: blocks of 4 to
 // 64 KiB of realistic data at 4 KiB-aligned offsets.
 type Random struct {
-	w      Writer
-	spec   Spec
-	frozen bool
-	buf    []byte
+	w       Writer
+	spec    Spec
+	frozen  bool
+	buf     []byte
+	blocked bool
+	unblock func()
+	err     error
 }
+
+// Blocked implements Blocker.
+func (wl *Random) Blocked() bool { return wl.blocked }
+
+// SetUnblock implements Blocker.
+func (wl *Random) SetUnblock(f func()) { wl.unblock = f }
 
 // Name implements Workload.
 func (*Random) Name() string { return "random" }
@@ -213,7 +246,20 @@ func (wl *Random) Step(r *rand.Rand) (time.Duration, error) {
 	}
 	buf := wl.buf[:n]
 	fillRandomish(r, buf)
-	return next, wl.w.Write(wl.spec.Disk, off, buf)
+	wl.blocked = true
+	wl.w.Submit(wl.spec.Disk, off, buf, func(_ uint64, err error) {
+		wl.blocked = false
+		if err != nil && wl.err == nil {
+			wl.err = err
+		}
+		if wl.unblock != nil {
+			wl.unblock()
+		}
+	})
+	if wl.err != nil {
+		return next, wl.err
+	}
+	return next, nil
 }
 
 // Freeze implements Workload: random writes have nothing in flight.

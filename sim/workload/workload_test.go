@@ -28,6 +28,12 @@ func (m *memDisk) Write(_ int, off int64, data []byte) error {
 	}{off, append([]byte(nil), data...)})
 	return nil
 }
+func (m *memDisk) Submit(d int, off int64, data []byte, done func(uint64, error)) {
+	err := m.Write(d, off, data)
+	if done != nil {
+		done(uint64(len(m.writes)), err)
+	}
+}
 func (m *memDisk) Size(int) int64 { return m.size }
 func (m *memDisk) Disks() int     { return 1 }
 

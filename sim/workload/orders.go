@@ -1,0 +1,269 @@
+package workload
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"math/rand/v2"
+	"time"
+)
+
+// Orders is a cross-VM order flow with real causal dependencies, the
+// canonical multi-VM consistency test application:
+//
+//   - the database VM commits order i (one 512-byte record in its order
+//     table);
+//   - only after that write is acknowledged does the web VM log order i
+//     (its log entry depends on the database write);
+//   - every ReportEvery the report VM reads both and writes a summary
+//     "orders 1..c are in both" (it depends on the web and database writes
+//     it read).
+//
+// Its invariant spans the three disks: no order in the web log without its
+// database record, and no report counting an order either lacks. A set of
+// images cut at one consistent moment always satisfies it; a cut where the
+// web VM is later than the database VM need not.
+type Orders struct {
+	db, web, report Writer
+	names           [3]string // db, web, report machine names
+	spec            Spec
+	rate            float64 // orders per second
+	next            uint64  // next order id
+	amount          map[uint64]int64
+	dbK             map[uint64]uint64 // order -> the database write's k
+	webK            map[uint64]uint64 // order -> the web write's k
+	webDone         uint64            // orders 1..webDone are logged on the web VM
+	frozen          map[string]bool
+	webWaiting      []uint64 // orders committed while the web VM is frozen
+	lastReport      time.Duration
+	clock           time.Duration
+	dep             func(machine string, k uint64, on string, onK uint64)
+	err             error
+}
+
+// Order-flow layout parameters.
+const (
+	OrdersMax       = 8192 // table slots: orders beyond are refused
+	ordersMagicDB   = 0x4f524442 // "ORDB"
+	ordersMagicWeb  = 0x4f525745 // "ORWE"
+	ordersMagicRep  = 0x4f525250 // "ORRP"
+	ordersRecord    = 512
+	OrdersReportDue = 10 * time.Second
+)
+
+// ErrOrders is returned when an order-flow image breaks the invariant.
+var ErrOrders = errors.New("workload: order-flow invariant violated")
+
+// NewOrders builds the order flow over three machines' writers. dep is
+// called for every cross-machine dependency: the write k on machine
+// happens after the write onK on machine on was acknowledged.
+func NewOrders(names [3]string, ws [3]Writer, spec Spec, rate float64, dep func(machine string, k uint64, on string, onK uint64)) (*Orders, error) {
+	for i, w := range ws {
+		if need := spec.RegionStart + OrdersMax*ordersRecord; w.Size(0) < need {
+			return nil, fmt.Errorf("workload: orders: %s's disk is %d bytes, the order flow needs %d", names[i], w.Size(0), need)
+		}
+	}
+	if rate <= 0 {
+		rate = 0.5
+	}
+	return &Orders{db: ws[0], web: ws[1], report: ws[2], names: names, spec: spec, rate: rate, next: 1,
+		amount: map[uint64]int64{}, dbK: map[uint64]uint64{}, webK: map[uint64]uint64{}, frozen: map[string]bool{}, dep: dep}, nil
+}
+
+// Name implements Workload.
+func (*Orders) Name() string { return "orders" }
+
+func (o *Orders) slot(i uint64) int64 { return o.spec.RegionStart + int64(i)*ordersRecord }
+
+func orderRecord(magic uint32, id uint64, v int64) []byte {
+	b := make([]byte, ordersRecord)
+	binary.BigEndian.PutUint32(b, magic)
+	binary.BigEndian.PutUint64(b[4:], id)
+	binary.BigEndian.PutUint64(b[12:], uint64(v))
+	binary.BigEndian.PutUint32(b[ordersRecord-4:], crc32.Checksum(b[:ordersRecord-4], crcTable))
+	return b
+}
+
+func parseRecord(b []byte, magic uint32) (id uint64, v int64, ok bool) {
+	if binary.BigEndian.Uint32(b) != magic || crc32.Checksum(b[:ordersRecord-4], crcTable) != binary.BigEndian.Uint32(b[ordersRecord-4:]) {
+		return 0, 0, false
+	}
+	return binary.BigEndian.Uint64(b[4:]), int64(binary.BigEndian.Uint64(b[12:])), true
+}
+
+// Step implements Workload: a new order, and the report when it is due.
+func (o *Orders) Step(r *rand.Rand) (time.Duration, error) {
+	gap := time.Duration(float64(time.Second) / o.rate)
+	o.clock += gap
+	if o.err != nil {
+		return gap, o.err
+	}
+	if !o.frozen[o.names[0]] && o.next < OrdersMax {
+		id := o.next
+		o.next++
+		o.amount[id] = 1 + r.Int64N(10_000)
+		o.db.Submit(0, o.slot(id), orderRecord(ordersMagicDB, id, o.amount[id]), func(k uint64, err error) {
+			if o.fail(err) {
+				return
+			}
+			o.dbK[id] = k
+			o.logOnWeb(id)
+		})
+	}
+	if o.clock-o.lastReport >= OrdersReportDue && !o.frozen[o.names[2]] && o.webDone > 0 {
+		o.lastReport = o.clock
+		c := o.webDone
+		wk, dk := o.webK[c], o.dbK[c]
+		o.report.Submit(0, o.slot(0), orderRecord(ordersMagicRep, c, int64(o.clock)), func(k uint64, err error) {
+			if o.fail(err) {
+				return
+			}
+			o.dep(o.names[2], k, o.names[1], wk)
+			o.dep(o.names[2], k, o.names[0], dk)
+		})
+	}
+	return gap, o.err
+}
+
+func (o *Orders) fail(err error) bool {
+	if err != nil && o.err == nil {
+		o.err = fmt.Errorf("workload: orders: %w", err)
+	}
+	return err != nil
+}
+
+// logOnWeb writes order id's web log entry, which depends on its database
+// record: it is issued only once that write was acknowledged.
+func (o *Orders) logOnWeb(id uint64) {
+	if o.frozen[o.names[1]] {
+		o.webWaiting = append(o.webWaiting, id)
+		return
+	}
+	dk := o.dbK[id]
+	o.web.Submit(0, o.slot(id), orderRecord(ordersMagicWeb, id, o.amount[id]), func(k uint64, err error) {
+		if o.fail(err) {
+			return
+		}
+		o.dep(o.names[1], k, o.names[0], dk)
+		o.webK[id] = k
+		for o.webK[o.webDone+1] != 0 {
+			o.webDone++
+		}
+	})
+}
+
+// Freeze implements Workload (all three machines).
+func (o *Orders) Freeze() error {
+	for _, n := range o.names {
+		o.FreezeMachine(n)
+	}
+	return nil
+}
+
+// Thaw implements Workload.
+func (o *Orders) Thaw() {
+	for _, n := range o.names {
+		o.ThawMachine(n)
+	}
+}
+
+// FreezeMachine quiesces the flow's part on one machine: it issues nothing
+// new there until ThawMachine (writes in flight complete).
+func (o *Orders) FreezeMachine(name string) error { o.frozen[name] = true; return nil }
+
+// ThawMachine lets the machine's part go on, logging the orders that
+// waited for the web VM.
+func (o *Orders) ThawMachine(name string) {
+	delete(o.frozen, name)
+	if name == o.names[1] {
+		w := o.webWaiting
+		o.webWaiting = nil
+		for _, id := range w {
+			o.logOnWeb(id)
+		}
+	}
+}
+
+// Check implements Workload for one machine alone: a machine's part has no
+// invariant of its own (see CheckGroup).
+func (o *Orders) Check([]io.ReaderAt, bool) (Report, error) {
+	return Report{Formatted: true, Summary: "order flow: checked across machines"}, nil
+}
+
+// Machines are the flow's database, web and report machines.
+func (o *Orders) Machines() [3]string { return o.names }
+
+// Orders is the number of orders committed on the database VM.
+func (o *Orders) Orders() uint64 { return uint64(len(o.dbK)) }
+
+// CheckGroup checks the cross-machine invariant on one image of each of
+// the flow's machines (disk 0 of the database, web and report machines).
+func (o *Orders) CheckGroup(db, web, report io.ReaderAt) (Report, error) {
+	return CheckOrders(db, web, report, o.spec.RegionStart)
+}
+
+// CheckOrders checks the order flow's invariant on three images.
+func CheckOrders(db, web, report io.ReaderAt, start int64) (Report, error) {
+	rec := make([]byte, ordersRecord)
+	read := func(img io.ReaderAt, i uint64) ([]byte, error) {
+		if _, err := img.ReadAt(rec, start+int64(i)*ordersRecord); err != nil && err != io.EOF {
+			return nil, err
+		}
+		return rec, nil
+	}
+	dbAmount := map[uint64]int64{}
+	var weblogged, last uint64
+	for i := uint64(1); i < OrdersMax; i++ {
+		b, err := read(db, i)
+		if err != nil {
+			return Report{}, err
+		}
+		if id, v, ok := parseRecord(b, ordersMagicDB); ok && id == i {
+			dbAmount[i] = v
+		}
+	}
+	for i := uint64(1); i < OrdersMax; i++ {
+		b, err := read(web, i)
+		if err != nil {
+			return Report{}, err
+		}
+		id, v, ok := parseRecord(b, ordersMagicWeb)
+		if !ok || id != i {
+			continue
+		}
+		weblogged++
+		last = max(last, i)
+		dv, in := dbAmount[i]
+		if !in {
+			return Report{}, fmt.Errorf("%w: order %d is in the web log but not in the database", ErrOrders, i)
+		}
+		if dv != v {
+			return Report{}, fmt.Errorf("%w: order %d is %d in the web log but %d in the database", ErrOrders, i, v, dv)
+		}
+	}
+	rep := Report{Formatted: true}
+	b, err := read(report, 0)
+	if err != nil {
+		return Report{}, err
+	}
+	reported := uint64(0)
+	if c, _, ok := parseRecord(b, ordersMagicRep); ok {
+		reported = c
+		for i := uint64(1); i <= c; i++ {
+			if _, in := dbAmount[i]; !in {
+				return rep, fmt.Errorf("%w: the report counts %d orders but order %d is not in the database", ErrOrders, c, i)
+			}
+			wb, err := read(web, i)
+			if err != nil {
+				return Report{}, err
+			}
+			if id, _, ok := parseRecord(wb, ordersMagicWeb); !ok || id != i {
+				return rep, fmt.Errorf("%w: the report counts %d orders but order %d is not in the web log", ErrOrders, c, i)
+			}
+		}
+	}
+	rep.Summary = fmt.Sprintf("orders: db=%d web=%d reported=%d", len(dbAmount), weblogged, reported)
+	return rep, nil
+}
