@@ -45,7 +45,7 @@ type Orders struct {
 
 // Order-flow layout parameters.
 const (
-	OrdersMax       = 8192 // table slots: orders beyond are refused
+	OrdersMax       = 8192 // table slots; order i lives in slot i mod OrdersMax (slot 0 is the report's)
 	ordersMagicDB   = 0x4f524442 // "ORDB"
 	ordersMagicWeb  = 0x4f525745 // "ORWE"
 	ordersMagicRep  = 0x4f525250 // "ORRP"
@@ -75,7 +75,15 @@ func NewOrders(names [3]string, ws [3]Writer, spec Spec, rate float64, dep func(
 // Name implements Workload.
 func (*Orders) Name() string { return "orders" }
 
-func (o *Orders) slot(i uint64) int64 { return o.spec.RegionStart + int64(i)*ordersRecord }
+func (o *Orders) slot(i uint64) int64 { return o.spec.RegionStart + int64(ordersSlot(i))*ordersRecord }
+
+// ordersSlot is where order i lives: slots 1..OrdersMax-1, reused in turn.
+func ordersSlot(i uint64) uint64 {
+	if i == 0 {
+		return 0
+	}
+	return 1 + (i-1)%(OrdersMax-1)
+}
 
 func orderRecord(magic uint32, id uint64, v int64) []byte {
 	b := make([]byte, ordersRecord)
@@ -100,7 +108,7 @@ func (o *Orders) Step(r *rand.Rand) (time.Duration, error) {
 	if o.err != nil {
 		return gap, o.err
 	}
-	if !o.frozen[o.names[0]] && o.next < OrdersMax {
+	if !o.frozen[o.names[0]] {
 		id := o.next
 		o.next++
 		o.amount[id] = 1 + r.Int64N(10_000)
@@ -204,66 +212,71 @@ func (o *Orders) CheckGroup(db, web, report io.ReaderAt) (Report, error) {
 	return CheckOrders(db, web, report, o.spec.RegionStart)
 }
 
-// CheckOrders checks the order flow's invariant on three images.
+// CheckOrders checks the order flow's invariant on three images. Order
+// slots are reused, so a slot may hold a later order than the one asked
+// about: since orders commit in order, a later order there means the earlier
+// one was committed too.
 func CheckOrders(db, web, report io.ReaderAt, start int64) (Report, error) {
-	rec := make([]byte, ordersRecord)
-	read := func(img io.ReaderAt, i uint64) ([]byte, error) {
-		if _, err := img.ReadAt(rec, start+int64(i)*ordersRecord); err != nil && err != io.EOF {
+	region := func(img io.ReaderAt) ([]byte, error) {
+		b := make([]byte, OrdersMax*ordersRecord)
+		if _, err := img.ReadAt(b, start); err != nil && err != io.EOF {
 			return nil, err
 		}
-		return rec, nil
+		return b, nil
 	}
-	dbAmount := map[uint64]int64{}
-	var weblogged, last uint64
-	for i := uint64(1); i < OrdersMax; i++ {
-		b, err := read(db, i)
-		if err != nil {
-			return Report{}, err
-		}
-		if id, v, ok := parseRecord(b, ordersMagicDB); ok && id == i {
-			dbAmount[i] = v
-		}
-	}
-	for i := uint64(1); i < OrdersMax; i++ {
-		b, err := read(web, i)
-		if err != nil {
-			return Report{}, err
-		}
-		id, v, ok := parseRecord(b, ordersMagicWeb)
-		if !ok || id != i {
-			continue
-		}
-		weblogged++
-		last = max(last, i)
-		dv, in := dbAmount[i]
-		if !in {
-			return Report{}, fmt.Errorf("%w: order %d is in the web log but not in the database", ErrOrders, i)
-		}
-		if dv != v {
-			return Report{}, fmt.Errorf("%w: order %d is %d in the web log but %d in the database", ErrOrders, i, v, dv)
-		}
-	}
-	rep := Report{Formatted: true}
-	b, err := read(report, 0)
+	dbR, err := region(db)
 	if err != nil {
 		return Report{}, err
 	}
+	webR, err := region(web)
+	if err != nil {
+		return Report{}, err
+	}
+	repR, err := region(report)
+	if err != nil {
+		return Report{}, err
+	}
+	rec := func(r []byte, slot uint64, magic uint32) (uint64, int64, bool) {
+		return parseRecord(r[slot*ordersRecord:(slot+1)*ordersRecord], magic)
+	}
+	var inDB, logged, newestDB uint64
+	for slot := uint64(1); slot < OrdersMax; slot++ {
+		if id, _, ok := rec(dbR, slot, ordersMagicDB); ok && ordersSlot(id) == slot {
+			inDB++
+			newestDB = max(newestDB, id)
+		}
+	}
+	for slot := uint64(1); slot < OrdersMax; slot++ {
+		id, v, ok := rec(webR, slot, ordersMagicWeb)
+		if !ok || ordersSlot(id) != slot {
+			continue
+		}
+		logged++
+		did, dv, dok := rec(dbR, slot, ordersMagicDB)
+		switch {
+		case !dok || did < id:
+			return Report{}, fmt.Errorf("%w: order %d is in the web log but not in the database", ErrOrders, id)
+		case did == id && dv != v:
+			return Report{}, fmt.Errorf("%w: order %d is %d in the web log but %d in the database", ErrOrders, id, v, dv)
+		}
+	}
+	rep := Report{Formatted: true}
 	reported := uint64(0)
-	if c, _, ok := parseRecord(b, ordersMagicRep); ok {
+	if c, _, ok := rec(repR, 0, ordersMagicRep); ok {
 		reported = c
-		for i := uint64(1); i <= c; i++ {
-			if _, in := dbAmount[i]; !in {
+		lo := uint64(1)
+		if c >= OrdersMax {
+			lo = c - (OrdersMax - 2)
+		}
+		for i := lo; i <= c; i++ {
+			if id, _, ok := rec(dbR, ordersSlot(i), ordersMagicDB); !ok || id < i {
 				return rep, fmt.Errorf("%w: the report counts %d orders but order %d is not in the database", ErrOrders, c, i)
 			}
-			wb, err := read(web, i)
-			if err != nil {
-				return Report{}, err
-			}
-			if id, _, ok := parseRecord(wb, ordersMagicWeb); !ok || id != i {
+			if id, _, ok := rec(webR, ordersSlot(i), ordersMagicWeb); !ok || id < i {
 				return rep, fmt.Errorf("%w: the report counts %d orders but order %d is not in the web log", ErrOrders, c, i)
 			}
 		}
 	}
-	rep.Summary = fmt.Sprintf("orders: db=%d web=%d reported=%d", len(dbAmount), weblogged, reported)
+	rep.Summary = fmt.Sprintf("orders: db=%d (newest %d) web=%d reported=%d", inDB, newestDB, logged, reported)
 	return rep, nil
 }

@@ -80,3 +80,19 @@ func TestOrdersFreezeDefersWeb(t *testing.T) {
 		t.Fatalf("after thaw the web VM wrote %d, want 10", len(ds[1].writes))
 	}
 }
+
+func TestOrdersWrapAround(t *testing.T) {
+	o, ds, _ := runOrders(t, OrdersMax+500)
+	if o.Orders() != OrdersMax+500 {
+		t.Fatalf("%d orders", o.Orders())
+	}
+	if _, err := CheckOrders(ds[0].image(nil, len(ds[0].writes))[0], ds[1].image(nil, len(ds[1].writes))[0], ds[2].image(nil, len(ds[2].writes))[0], 1<<20); err != nil {
+		t.Fatalf("wrapped flow: %v", err)
+	}
+	// The negative control still bites after wrapping: the web VM 100
+	// orders ahead of the database VM.
+	n := len(ds[0].writes)
+	if _, err := CheckOrders(ds[0].image(nil, n-100)[0], ds[1].image(nil, n)[0], ds[2].image(nil, 0)[0], 1<<20); !errors.Is(err, ErrOrders) {
+		t.Fatalf("inconsistent wrapped cut passed: %v", err)
+	}
+}
