@@ -85,21 +85,21 @@ type Service struct {
 
 // machine is the actor's view of one replicated machine.
 type machine struct {
-	name       string
-	cat        *Catalog // nil until loaded
-	etag       string
-	busy       bool // an Op chain of this machine is in flight
-	held       bool // an attempt failed: wait for the next poll
-	sweepDue   bool // look for orphan snapshots (after a load or a failure)
-	sealer     *batch.Sealer
-	listed     map[uint64]int64 // item seq -> sealed size, per the last listing
-	want       *setting         // from a PolicyFor, until the catalog holds it
-	sums       []*proto.Checksums // computed for sumsItem
-	sumsItem   uint64
-	sumsSent   time.Time
-	applied    uint64 // items applied by this incarnation
-	failures   int
-	lastErr    string
+	name     string
+	cat      *Catalog // nil until loaded
+	etag     string
+	busy     bool // an Op chain of this machine is in flight
+	held     bool // an attempt failed: wait for the next poll
+	sweepDue bool // look for orphan snapshots (after a load or a failure)
+	sealer   *batch.Sealer
+	listed   map[uint64]int64   // item seq -> sealed size, per the last listing
+	want     *setting           // from a PolicyFor, until the catalog holds it
+	sums     []*proto.Checksums // computed for sumsItem
+	sumsItem uint64
+	sumsSent time.Time
+	applied  uint64 // items applied by this incarnation
+	failures int
+	lastErr  string
 }
 
 type opKind int
@@ -397,10 +397,14 @@ func (s *Service) kick(ctx runtime.Context, m *machine) {
 	}
 	if name := s.groupName(m); name != "" {
 		// Thinning a member's points needs its group's points: wait for
-		// the group catalog (evalGroup loads it; its end kicks m).
-		if g := s.group(name); g.cat == nil {
+		// the group catalog (evalGroup loads it; its end kicks m) -- but
+		// not while loading it fails: replication goes on, thinning then
+		// prefers the group's tags by their ids only.
+		if g := s.group(name); g.cat == nil && !g.held {
 			s.evalGroup(ctx, g, "")
-			return
+			if g.cat == nil && !g.held {
+				return
+			}
 		}
 	}
 	if m.sweepDue || policyChange {

@@ -26,7 +26,8 @@ import (
 // (all members get the same list from the configuration server). A
 // restarted service takes it from the first member catalog it loads that
 // names the group, until a PolicyFor says otherwise. A new group point
-// needs every current member (and at least two); a recorded one is dropped
+// needs a tag id of the group (see isGroupTag) that is a point of every
+// current member (at least two); a recorded one is dropped
 // as soon as the point of one of ITS members (as recorded) is gone.
 
 // group is the actor's view of one replication group.
@@ -198,7 +199,7 @@ func (s *Service) groupDelta(g *group) (ch groupChange, ok bool) {
 		}
 	}
 	for _, p := range cats[0].Points {
-		if _, rec := g.cat.point(p.ID); rec {
+		if _, rec := g.cat.point(p.ID); rec || !isGroupTag(g.name, p.ID) {
 			continue
 		}
 		gp := GroupPoint{ID: p.ID, Kind: "app", Time: p.Time}
@@ -288,8 +289,8 @@ func (s *Service) startGroupLoad(ctx runtime.Context, g *group) {
 	g.busy = true
 	st, name := s.st, g.name
 	s.start(ctx, pending{kind: opGroupLoad, group: name}, runtime.Op{Name: "azuresvc-group-load", Run: func() (any, error) {
-		c, etag, err := loadGroupOrNew(context.Background(), st.store, st.prefix, name)
-		return groupResult{cat: c, etag: etag}, err
+		c, etag, rebuilt, err := loadGroupOrNew(context.Background(), st.store, st.prefix, name)
+		return groupResult{cat: c, etag: etag, rebuilt: rebuilt}, err
 	}})
 }
 
@@ -320,6 +321,9 @@ func (s *Service) groupDone(ctx runtime.Context, p pending, ev runtime.Done) {
 	case opGroupLoad:
 		if g.members == nil {
 			g.members = slices.Clone(g.cat.Members)
+		}
+		if r.rebuilt {
+			ctx.Log().Warn("azuresvc: malformed group catalog, rebuilding it from the members' catalogs", "group", g.name)
 		}
 		ctx.Log().Info("azuresvc: group catalog loaded", "group", g.name, "members", len(g.cat.Members), "points", len(g.cat.Points))
 	case opGroupUpdate:

@@ -15,8 +15,8 @@ import (
 
 // GroupCatalog is a replication group's recovery points, stored as JSON in
 // `<prefix>catalog/group-<group>.json` and updated only with ETag
-// conditions. A group point is a tag id that is a recovery point (not
-// revoked) of every member; it is recorded when the last member's point
+// conditions. A group point is a tag id of the group (`<group>-c-<n>` or
+// `<group>-a-<n>`) that is a recovery point (not revoked) of every member; it is recorded when the last member's point
 // appears and dropped as soon as one member's point is gone (revoked or
 // pruned). It is derived state: the members' catalogs are the truth, and
 // the service recomputes it from them after a restart, so a crash between
@@ -114,12 +114,25 @@ func LoadGroupCatalog(ctx context.Context, store blob.Store, prefix, group strin
 	return &c, props.ETag, nil
 }
 
-func loadGroupOrNew(ctx context.Context, store blob.Store, prefix, group string) (*GroupCatalog, string, error) {
-	c, etag, err := LoadGroupCatalog(ctx, store, prefix, group)
-	if errors.Is(err, blob.ErrNotFound) {
-		return &GroupCatalog{Group: group}, "", nil
+// loadGroupOrNew is LoadGroupCatalog for the service: a missing catalog
+// reads as an empty one (ETag "": the first put creates it), and so does a
+// malformed one, under the malformed blob's ETag so that the next put
+// replaces it (rebuilt says so). A group catalog is derived from the
+// members' catalogs: rebuilding it loses nothing, while refusing it would
+// stop the group for good.
+func loadGroupOrNew(ctx context.Context, store blob.Store, prefix, group string) (c *GroupCatalog, etag string, rebuilt bool, err error) {
+	c, etag, err = LoadGroupCatalog(ctx, store, prefix, group)
+	switch {
+	case errors.Is(err, blob.ErrNotFound):
+		return &GroupCatalog{Group: group}, "", false, nil
+	case errors.Is(err, ErrCatalog):
+		props, perr := store.Properties(ctx, catalogContainer(prefix), groupBlob(group))
+		if perr != nil {
+			return nil, "", false, fmt.Errorf("azuresvc: catalog of group %s: %w", group, perr)
+		}
+		return &GroupCatalog{Group: group}, props.ETag, true, nil
 	}
-	return c, etag, err
+	return c, etag, false, err
 }
 
 // putGroupCatalog writes c if the stored one still has etag ("" = must not
@@ -191,6 +204,7 @@ func (c groupChange) applyTo(g *GroupCatalog) (next *GroupCatalog, added []Group
 type groupResult struct {
 	cat     *GroupCatalog
 	etag    string
+	rebuilt bool // load: the stored catalog was malformed and is rebuilt
 	added   []GroupPoint
 	dropped []string
 	retries int // ETag conflicts met
@@ -208,7 +222,7 @@ func updateGroup(ctx context.Context, st storage, cat *GroupCatalog, etag string
 		}
 		tag, err := putGroupCatalog(ctx, st.store, st.prefix, next, etag)
 		if errors.Is(err, errConflict) && round < maxConflicts {
-			c, e, lerr := loadGroupOrNew(ctx, st.store, st.prefix, cat.Group)
+			c, e, _, lerr := loadGroupOrNew(ctx, st.store, st.prefix, cat.Group)
 			if lerr != nil {
 				return groupResult{}, lerr
 			}

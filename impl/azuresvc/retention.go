@@ -29,7 +29,7 @@ const KeepAllFor = 2 * time.Hour
 // Within a rank the earliest wins.
 type thinning struct {
 	Group    map[string]time.Time
-	Prefixes []string // tag id prefixes of the group; nil in no group
+	GroupTag string // the group's name; "" in no group
 }
 
 // groupThinning is the thinning of a member of group, with its recorded
@@ -38,7 +38,15 @@ func groupThinning(group string, points map[string]time.Time) thinning {
 	if group == "" {
 		return thinning{}
 	}
-	return thinning{Group: points, Prefixes: []string{group + "-c-", group + "-a-"}}
+	return thinning{Group: points, GroupTag: group}
+}
+
+// isGroupTag says whether id is a tag of group: the masters name them
+// `<group>-c-<n>` (crash) and `<group>-a-<n>` (app). Only such ids become
+// the group's points, so that per-VM bookmarks and other groups' tags
+// never do, whatever their ids.
+func isGroupTag(group, id string) bool {
+	return group != "" && (strings.HasPrefix(id, group+"-c-") || strings.HasPrefix(id, group+"-a-"))
 }
 
 // rank is p's preference class (lower is kept first) and the time it is
@@ -47,10 +55,8 @@ func (th thinning) rank(p Point) (int, time.Time) {
 	if t, ok := th.Group[p.ID]; ok {
 		return 0, t
 	}
-	for _, pre := range th.Prefixes {
-		if strings.HasPrefix(p.ID, pre) {
-			return 1, p.Time
-		}
+	if isGroupTag(th.GroupTag, p.ID) {
+		return 1, p.Time
 	}
 	return 2, p.Time
 }
