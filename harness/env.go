@@ -76,6 +76,8 @@ type Env struct {
 	store    blob.Store
 	counts   *countingStore
 	memStore blob.Store
+	hb       causality
+	orders   []orderFlow
 	prefix   string
 	dir      string
 	tempDir  bool
@@ -369,6 +371,19 @@ func (w *tracedWriter) Write(d int, off int64, data []byte) error {
 	}
 	w.e.Trace.Add(w.e.Sim.Elapsed(), w.m.Name, "write", fmt.Sprintf("d%d off=%d len=%d k=%d", d, off, len(data), w.m.Oracle().K()))
 	return nil
+}
+
+// Submit is a write that may be held by the filter; it is traced when
+// acknowledged.
+func (w *tracedWriter) Submit(d int, off int64, data []byte, done func(uint64, error)) {
+	w.m.Submit(d, off, data, func(k uint64, err error) {
+		if err == nil {
+			w.e.Trace.Add(w.e.Sim.Elapsed(), w.m.Name, "write", fmt.Sprintf("d%d off=%d len=%d k=%d", d, off, len(data), k))
+		}
+		if done != nil {
+			done(k, err)
+		}
+	})
 }
 func (w *tracedWriter) Size(d int) int64 { return w.m.Size(d) }
 func (w *tracedWriter) Disks() int       { return w.m.Disks() }

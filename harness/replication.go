@@ -56,6 +56,10 @@ type DeployOptions struct {
 	// the one the checks read through): tests use it to inject faults or
 	// to break the system on purpose and show that a check notices.
 	WrapStore func(blob.Store) blob.Store
+	// IgnoreHold makes the simulated guests write through the filter's
+	// hold: the negative control of the consistent-cut check (a prepare
+	// phase that holds nothing).
+	IgnoreHold bool
 }
 
 // DefaultSimDrain is the agents' drain interval in simulated deployments.
@@ -74,6 +78,10 @@ type Deployment struct {
 	guestPassphrase map[string]string
 	portal          *portal
 	installs        []string
+	// freeze and thaw reach a multi-machine workload (the order flow),
+	// which is not any one machine's.
+	freeze func(machine string) error
+	thaw   func(machine string)
 }
 
 // Deploy starts the configuration server, the process server and the
@@ -109,6 +117,18 @@ func (e *Env) Deploy(opts DeployOptions) (*Deployment, error) {
 	}
 	for name, m := range e.Machines {
 		d.guests[name] = &simGuest{e: e, m: m, name: name}
+		m.IgnoreGate(opts.IgnoreHold)
+	}
+	d.freeze = func(m string) error {
+		if o := e.orderFlowOn(m); o != nil {
+			return o.FreezeMachine(m)
+		}
+		return nil
+	}
+	d.thaw = func(m string) {
+		if o := e.orderFlowOn(m); o != nil {
+			o.ThawMachine(m)
+		}
 	}
 	cacheDir := filepath.Join(e.dir, "ps01-cache")
 	if err := os.MkdirAll(cacheDir, 0o755); err != nil {
@@ -311,15 +331,23 @@ func (g *simGuest) Attach(f *agent.Filter) {
 }
 
 func (g *simGuest) Freeze() error {
-	if wl := g.e.Workloads.Workload(g.name); wl != nil {
-		return wl.Freeze()
-	}
-	return nil
+	return g.m.Flushing(func() error {
+		if wl := g.e.Workloads.Workload(g.name); wl != nil {
+			return wl.Freeze()
+		}
+		if g.e.Deployment != nil && g.e.Deployment.freeze != nil {
+			return g.e.Deployment.freeze(g.name)
+		}
+		return nil
+	})
 }
 
 func (g *simGuest) Thaw() {
 	if wl := g.e.Workloads.Workload(g.name); wl != nil {
 		wl.Thaw()
+	}
+	if g.e.Deployment != nil && g.e.Deployment.thaw != nil {
+		g.e.Deployment.thaw(g.name)
 	}
 }
 

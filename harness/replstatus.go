@@ -7,6 +7,7 @@ import (
 
 	"github.com/v2a-dr/v2a/impl/configsrv"
 	"github.com/v2a-dr/v2a/impl/proto"
+	"github.com/v2a-dr/v2a/impl/vsphere"
 )
 
 // csStatus is the configuration server's view, or an error while it is down.
@@ -342,4 +343,39 @@ func orNone(ss []string) string {
 		return "none"
 	}
 	return strings.Join(ss, " ")
+}
+
+// power powers a VM on or off through the vSphere port:
+//
+//	power vm=NAME state=on|off
+func (r *Runner) power(a argMap) (string, error) {
+	vm, err := a.need("vm")
+	if err != nil {
+		return "", err
+	}
+	st, err := a.need("state")
+	if err != nil {
+		return "", err
+	}
+	var ref string
+	for _, v := range r.Env.VMs {
+		if v.Name == vm {
+			ref = string(v.Ref)
+		}
+	}
+	if ref == "" {
+		return "", fmt.Errorf("power: %s is not a vCenter VM", vm)
+	}
+	switch st {
+	case "on":
+		err = r.Env.VC.PowerOn(r.Env.ctx, vsphere.VMRef(ref))
+	case "off":
+		err = r.Env.VC.PowerOff(r.Env.ctx, vsphere.VMRef(ref))
+	default:
+		return "", fmt.Errorf("power: state=%s, want on or off", st)
+	}
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("%s powered %s\n", vm, st), nil
 }

@@ -109,7 +109,8 @@ type Runner struct {
 
 // Commands lists the script commands, for errors and help.
 var Commands = []string{"world", "run", "write", "workload", "trace", "check", "fault", "network",
-	"deploy", "policy", "protect", "install", "wait", "status", "points", "alerts", "jobs", "agent"}
+	"deploy", "policy", "protect", "install", "wait", "status", "points", "alerts", "jobs", "agent",
+	"protect-group", "orders", "group-points", "groups", "power"}
 
 // Close releases the environment.
 func (r *Runner) Close() {
@@ -180,6 +181,16 @@ func (r *Runner) exec(d Directive) (string, error) {
 		return r.jobs(a)
 	case "agent":
 		return r.agentCmd(a)
+	case "protect-group":
+		return r.protectGroup(a)
+	case "orders":
+		return r.ordersCmd(a)
+	case "group-points":
+		return r.groupPoints(a)
+	case "groups":
+		return r.groups(a)
+	case "power":
+		return r.power(a)
 	default:
 		return "", fmt.Errorf("unknown command %q (known: %s)", d.Cmd, strings.Join(Commands, ", "))
 	}
@@ -500,6 +511,20 @@ func (r *Runner) check(a argMap) (string, error) {
 				return "", err
 			}
 			rs = append(rs, d.CheckPoints(a.list("vms"), PointChecks{SkipImages: w == "catalog", Policy: r.policyFor(a)})...)
+		case "cut", "groups":
+			d, err := r.deployment()
+			if err != nil {
+				return "", err
+			}
+			gs := a.list("group")
+			if len(gs) == 0 {
+				for _, f := range r.Env.orders {
+					gs = append(gs, f.group)
+				}
+			}
+			for _, g := range gs {
+				rs = append(rs, d.CheckGroupPoints(g)...)
+			}
 		case "schedule":
 			d, err := r.deployment()
 			if err != nil {
@@ -517,7 +542,7 @@ func (r *Runner) check(a argMap) (string, error) {
 			}
 			rs = append(rs, d.CheckRPO(a.list("vms"), bound)...)
 		default:
-			return "", fmt.Errorf("check: unknown check %q (want disks, invariants, points, catalog, schedule or rpo)", w)
+			return "", fmt.Errorf("check: unknown check %q (want disks, invariants, points, catalog, schedule, rpo or cut)", w)
 		}
 	}
 	r.Tally.Add(rs...)

@@ -124,9 +124,13 @@ func (m *Machine) IgnoreGate(on bool) { m.noGate = on }
 // Flushing runs fn, letting the writes it issues through a hold: an
 // application flushing as it is frozen for an app-consistent point (VSS's
 // freeze comes before the I/O hold, so its flush is never held).
+//
+// The application's writes already held are its in-flight I/O: the freeze
+// completes them first, in order.
 func (m *Machine) Flushing(fn func() error) error {
 	m.bypass++
 	defer func() { m.bypass-- }()
+	m.drain()
 	return fn()
 }
 
