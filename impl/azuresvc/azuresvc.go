@@ -18,6 +18,14 @@
 // Everything durable is in storage: a Service built after a crash reloads
 // the catalogs and goes on; applying any item again changes nothing (see
 // applier.bookmark for why recovery points stay right).
+//
+// Replication groups (multi-VM consistency): a PolicyFor names a machine's
+// group and its members, kept in the machine's catalog. A tag of the group
+// that is a point of every member is a group recovery point, recorded in
+// `<prefix>catalog/group-<group>.json` (GroupCatalog) by its own Op after
+// the members' points, and reported as ReplicaEvent{group-point}; see
+// group.go for why nothing is lost across crashes, and retention.go for how
+// hourly thinning keeps the same group tags on every member.
 package azuresvc
 
 import (
