@@ -103,7 +103,9 @@ func parseRecord(b []byte, magic uint32) (id uint64, v int64, ok bool) {
 
 // Step implements Workload: a new order, and the report when it is due.
 func (o *Orders) Step(r *rand.Rand) (time.Duration, error) {
-	gap := time.Duration(float64(time.Second) / o.rate)
+	// Orders arrive as a Poisson process, as customers do (and so that no
+	// fixed phase hides a race from the tag protocol's rounds).
+	gap := time.Duration(r.ExpFloat64() / o.rate * float64(time.Second))
 	o.clock += gap
 	if o.err != nil {
 		return gap, o.err

@@ -10,8 +10,9 @@ func runOrders(t *testing.T, steps int) (*Orders, [3]*memDisk, map[string][][2]u
 	t.Helper()
 	var ds [3]*memDisk
 	var ws [3]Writer
+	clock := new(int)
 	for i := range ds {
-		ds[i] = &memDisk{size: 8 << 20}
+		ds[i] = &memDisk{size: 8 << 20, clock: clock}
 		ws[i] = ds[i]
 	}
 	deps := map[string][][2]uint64{}
@@ -32,19 +33,22 @@ func runOrders(t *testing.T, steps int) (*Orders, [3]*memDisk, map[string][][2]u
 
 func TestOrdersConsistentCutsPass(t *testing.T) {
 	o, ds, deps := runOrders(t, 120)
-	if o.Orders() != 120 || len(deps["web<-db"]) != 120 || len(deps["rep<-web"]) == 0 {
+	if o.Orders() != 120 || len(deps["web<-db"]) != 120 || len(deps["rep<-web"]) == 0 || len(ds[2].writes) < 3 {
 		t.Fatalf("orders %d, deps %d web<-db, %d rep<-web", o.Orders(), len(deps["web<-db"]), len(deps["rep<-web"]))
 	}
-	// With synchronous acks, "the state after every step" is a consistent
-	// cut: replay each machine's writes up to the same moment.
-	for n := 0; n <= len(ds[0].writes); n += 7 {
-		kWeb := min(n, len(ds[1].writes))
-		kRep := min(n/10, len(ds[2].writes)) // a report every 10 orders, after the 10th
-		rep, err := CheckOrders(ds[0].image(nil, n)[0], ds[1].image(nil, kWeb)[0], ds[2].image(nil, kRep)[0], 1<<20)
-		if err != nil {
-			t.Fatalf("cut db=%d web=%d rep=%d: %v", n, kWeb, kRep, err)
+	// With synchronous acks the writes of the three disks have one global
+	// order: cutting every disk at the same moment is a consistent cut.
+	total := len(ds[0].writes) + len(ds[1].writes) + len(ds[2].writes)
+	for g := 0; g <= total; g += 5 {
+		var ks [3]int
+		for i, d := range ds {
+			for ks[i] < len(d.at) && d.at[ks[i]] <= g {
+				ks[i]++
+			}
 		}
-		_ = rep
+		if _, err := CheckOrders(ds[0].image(nil, ks[0])[0], ds[1].image(nil, ks[1])[0], ds[2].image(nil, ks[2])[0], 1<<20); err != nil {
+			t.Fatalf("cut at global write %d (db=%d web=%d rep=%d): %v", g, ks[0], ks[1], ks[2], err)
+		}
 	}
 }
 
@@ -52,7 +56,7 @@ func TestOrdersConsistentCutsPass(t *testing.T) {
 // the web log then has orders the database image lacks, and the invariant
 // says so.
 func TestOrdersNegativeControl(t *testing.T) {
-	_, ds, _ := runOrders(t, 60)
+	_, ds, _ := runOrders(t, 120)
 	db := ds[0].image(nil, 30)[0]
 	web := ds[1].image(nil, 40)[0]
 	rep := ds[2].image(nil, 0)[0]
@@ -60,7 +64,7 @@ func TestOrdersNegativeControl(t *testing.T) {
 		t.Fatalf("inconsistent cut passed: %v", err)
 	}
 	// A report counting orders the web image does not have yet.
-	if _, err := CheckOrders(ds[0].image(nil, 60)[0], ds[1].image(nil, 10)[0], ds[2].image(nil, len(ds[2].writes))[0], 1<<20); !errors.Is(err, ErrOrders) {
+	if _, err := CheckOrders(ds[0].image(nil, 120)[0], ds[1].image(nil, 1)[0], ds[2].image(nil, len(ds[2].writes))[0], 1<<20); !errors.Is(err, ErrOrders) {
 		t.Fatalf("a report ahead of the web log passed: %v", err)
 	}
 }

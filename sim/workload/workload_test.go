@@ -14,6 +14,8 @@ import (
 // memDisk is a guest disk in memory that keeps every write, so a test can
 // rebuild the image after any prefix of the history.
 type memDisk struct {
+	clock  *int  // shared by disks whose writes have one global order
+	at     []int // the global clock of each write
 	size   int64
 	writes []struct {
 		off  int64
@@ -22,6 +24,10 @@ type memDisk struct {
 }
 
 func (m *memDisk) Write(_ int, off int64, data []byte) error {
+	if m.clock != nil {
+		*m.clock++
+		m.at = append(m.at, *m.clock)
+	}
 	m.writes = append(m.writes, struct {
 		off  int64
 		data []byte
