@@ -18,7 +18,6 @@ import (
 )
 
 const (
-	agentAddr  runtime.Addr = "vm01:20004"
 	csAddr     runtime.Addr = "cs01:443"
 	psAddr     runtime.Addr = "ps01:9443"
 	machine                 = "vm01"
@@ -35,6 +34,7 @@ type fakeGuest struct {
 	freezes   int
 	thaws     int
 	freezeErr error
+	onAttach  func(*Filter) // e.g. a gated write path registering its release hook
 }
 
 func newGuest(t testing.TB, sizes ...int64) *fakeGuest {
@@ -72,7 +72,12 @@ func (g *fakeGuest) Disks() []blockdev.Device {
 	return out
 }
 func (g *fakeGuest) Filter() *Filter  { return g.filter }
-func (g *fakeGuest) Attach(f *Filter) { g.filter = f }
+func (g *fakeGuest) Attach(f *Filter) {
+	g.filter = f
+	if g.onAttach != nil {
+		g.onAttach(f)
+	}
+}
 func (g *fakeGuest) Freeze() error {
 	if g.freezeErr != nil {
 		return g.freezeErr
@@ -112,6 +117,7 @@ func (g *fakeGuest) image(disk int) []byte {
 // acked+1, re-ack duplicates, answer a gap for items ahead, cache-full
 // while full.
 type fakePS struct {
+	machine  string
 	acked    uint64
 	items    []*batch.Item // accepted, in order
 	received []uint64      // every item seq that arrived
@@ -145,7 +151,7 @@ func (p *fakePS) handle(t testing.TB, msgs []wire.Msg) []*proto.ItemAck {
 				if err != nil {
 					t.Fatalf("item %d: %v", m.Seq, err)
 				}
-				if it.Seq != m.Seq || it.Machine != machine {
+				if it.Seq != m.Seq || it.Machine != p.machine {
 					t.Fatalf("item %d of %s in a message for %d", it.Seq, it.Machine, m.Seq)
 				}
 				p.items = append(p.items, it)
@@ -163,6 +169,7 @@ func (p *fakePS) handle(t testing.TB, msgs []wire.Msg) []*proto.ItemAck {
 // and answers SyncStart with the replica's checksums.
 type replica struct {
 	t          testing.TB
+	machine    string
 	disks      [][]byte
 	applied    uint64
 	appliedLog uint64
@@ -173,6 +180,15 @@ type replica struct {
 	out        []*proto.Checksums
 	lastFresh  bool
 	kinds      []batch.Kind
+	marks      []mark // bookmarks and revokes applied, in log order
+}
+
+// mark is a bookmark or revoke record the replica applied.
+type mark struct {
+	ID     string
+	Seq    uint64
+	Kind   batch.BookmarkKind
+	Revoke bool
 }
 
 func (r *replica) apply(it *batch.Item) {
@@ -214,6 +230,9 @@ func (r *replica) apply(it *batch.Item) {
 				copy(r.disks[rec.Disk][rec.Off:], rec.Data)
 			case batch.RecBookmark:
 				r.points = append(r.points, rec.BookmarkID)
+				r.marks = append(r.marks, mark{ID: rec.BookmarkID, Seq: rec.Seq, Kind: rec.BookmarkKind})
+			case batch.RecRevoke:
+				r.marks = append(r.marks, mark{ID: rec.BookmarkID, Seq: rec.Seq, Revoke: true})
 			}
 			r.appliedLog = rec.Seq
 		}
@@ -230,12 +249,12 @@ func (r *replica) checksums(gen uint64, fresh bool) []*proto.Checksums {
 	var out []*proto.Checksums
 	for i, d := range r.disks {
 		if fresh {
-			out = append(out, &proto.Checksums{Machine: machine, Gen: gen, Fresh: true, Disk: uint16(i), BlockSize: 4096})
+			out = append(out, &proto.Checksums{Machine: r.machine, Gen: gen, Fresh: true, Disk: uint16(i), BlockSize: 4096})
 			continue
 		}
 		nb := len(d) / 4096
 		for b0 := 0; b0 < nb; b0 += r.perMsg {
-			m := &proto.Checksums{Machine: machine, Gen: gen, Disk: uint16(i), Off: int64(b0) * 4096, BlockSize: 4096}
+			m := &proto.Checksums{Machine: r.machine, Gen: gen, Disk: uint16(i), Off: int64(b0) * 4096, BlockSize: 4096}
 			for b := b0; b < min(nb, b0+r.perMsg); b++ {
 				m.Sums = append(m.Sums, sum(d[b*4096:(b+1)*4096])...)
 			}
@@ -249,7 +268,9 @@ func (r *replica) checksums(gen uint64, fresh bool) []*proto.Checksums {
 // env is one agent driven by hand, with the process server and the Azure
 // side modelled around it.
 type env struct {
-	t   *testing.T
+	t    *testing.T
+	name string       // the machine
+	addr runtime.Addr // its agent
 	g   *fakeGuest
 	cfg Config
 	a   *Agent
@@ -265,12 +286,19 @@ type env struct {
 
 func newEnv(t *testing.T, g *fakeGuest, mod func(*Config)) *env {
 	t.Helper()
-	cfg := Config{Machine: machine, VaultID: vaultID, Passphrase: passphrase, StateDir: t.TempDir(), Guest: g,
+	return newEnvFor(t, g, machine, mod)
+}
+
+// newEnvFor is newEnv for the machine called name.
+func newEnvFor(t *testing.T, g *fakeGuest, name string, mod func(*Config)) *env {
+	t.Helper()
+	cfg := Config{Machine: name, VaultID: vaultID, Passphrase: passphrase, StateDir: t.TempDir(), Guest: g,
 		ConfigServer: csAddr}
 	if mod != nil {
 		mod(&cfg)
 	}
-	e := &env{t: t, g: g, cfg: cfg, ps: &fakePS{}, az: &replica{t: t, perMsg: 64}, auto: true}
+	e := &env{t: t, name: name, addr: runtime.MakeAddr(name, runtime.PortTag), g: g, cfg: cfg,
+		ps: &fakePS{machine: name}, az: &replica{t: t, machine: name, perMsg: 64}, auto: true}
 	e.start()
 	return e
 }
@@ -278,7 +306,7 @@ func newEnv(t *testing.T, g *fakeGuest, mod func(*Config)) *env {
 // start (re)starts the agent process.
 func (e *env) start() {
 	e.a = New(e.cfg)
-	e.d = runtimetest.New(e.t, agentAddr, e.a)
+	e.d = runtimetest.New(e.t, e.addr, e.a)
 }
 
 func (e *env) receive(from runtime.Addr, m wire.Msg) {
@@ -328,12 +356,12 @@ func (e *env) advance(d, step time.Duration) {
 
 func (e *env) register() {
 	e.t.Helper()
-	e.receive(csAddr, &proto.RegisterReply{Machine: machine, OK: true, VaultID: vaultID})
+	e.receive(csAddr, &proto.RegisterReply{Machine: e.name, OK: true, VaultID: vaultID})
 }
 
 func (e *env) protect(gen uint64) {
 	e.t.Helper()
-	e.receive(csAddr, &proto.Protect{Machine: machine, Policy: proto.DefaultPolicy(), ProcessServer: string(psAddr), Gen: gen})
+	e.receive(csAddr, &proto.Protect{Machine: e.name, Policy: proto.DefaultPolicy(), ProcessServer: string(psAddr), Gen: gen})
 }
 
 // replicating registers, protects with gen 1 and checks the sync completed.
