@@ -71,7 +71,7 @@ func (g *fakeGuest) Disks() []blockdev.Device {
 	}
 	return out
 }
-func (g *fakeGuest) Filter() *Filter  { return g.filter }
+func (g *fakeGuest) Filter() *Filter { return g.filter }
 func (g *fakeGuest) Attach(f *Filter) {
 	g.filter = f
 	if g.onAttach != nil {
@@ -271,12 +271,12 @@ type env struct {
 	t    *testing.T
 	name string       // the machine
 	addr runtime.Addr // its agent
-	g   *fakeGuest
-	cfg Config
-	a   *Agent
-	d   *runtimetest.Driver
-	ps  *fakePS
-	az  *replica
+	g    *fakeGuest
+	cfg  Config
+	a    *Agent
+	d    *runtimetest.Driver
+	ps   *fakePS
+	az   *replica
 	// auto runs the process server and Azure side after every step.
 	auto bool
 	// holdChecksums keeps the replica's checksums from the agent.

@@ -42,7 +42,7 @@ type tagNet struct {
 	// (e.g. to crash a node in a given state).
 	afterStep func()
 
-	toCS []wire.Msg       // everything sent to the configuration server
+	toCS []wire.Msg        // everything sent to the configuration server
 	gc   proto.GroupConfig // the group config last sent to every member
 
 	writeEvery time.Duration // each up node's guest writes this often; 0: no workload
