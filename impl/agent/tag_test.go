@@ -635,3 +635,166 @@ func TestGroupConfig(t *testing.T) {
 		t.Errorf("after restart: group %q v%d master %q (is master %v)", s.Group, s.GroupVersion, s.GroupMaster, s.IsMaster)
 	}
 }
+
+// TestMemberAnswers drives one member by hand: every phase's answer, for
+// duplicates, late and out-of-order messages, unknown and stale tags, the
+// hold deadline and a newer round superseding an abandoned one.
+func TestMemberAnswers(t *testing.T) {
+	const master runtime.Addr = "vm01:20004"
+	type step struct {
+		phase, id string
+		mod       func(*proto.Tag)
+		wait      time.Duration // instead of a message: let the clock run
+	}
+	tag := func(phase, id string) step { return step{phase: phase, id: id} }
+	crash := func(id string) []step {
+		return []step{tag("begin", id), tag("prepare", id), tag("commit", id), tag("resume", id)}
+	}
+	tests := []struct {
+		name    string
+		steps   []step
+		want    []string
+		marks   []string // group tags in the log: id, or "revoke id"
+		holding bool
+	}{
+		{"crash round", crash("g1-c-100"),
+			[]string{"begin g1-c-100 ok", "prepare g1-c-100 ok", "commit g1-c-100 ok seq", "resume g1-c-100 ok held 0s"},
+			[]string{"g1-c-100"}, false},
+		{"duplicates and a late prepare get the same answers, hold once",
+			[]step{tag("begin", "g1-c-100"), tag("begin", "g1-c-100"), tag("prepare", "g1-c-100"), {phase: "", wait: 5 * time.Millisecond},
+				tag("prepare", "g1-c-100"), tag("commit", "g1-c-100"), tag("commit", "g1-c-100"), {phase: "", wait: 5 * time.Millisecond},
+				tag("resume", "g1-c-100"), tag("resume", "g1-c-100"), tag("prepare", "g1-c-100")},
+			[]string{"begin g1-c-100 ok", "begin g1-c-100 ok", "prepare g1-c-100 ok", "prepare g1-c-100 ok",
+				"commit g1-c-100 ok seq", "commit g1-c-100 ok seq", "resume g1-c-100 ok held 10ms",
+				"resume g1-c-100 ok held 10ms", "prepare g1-c-100 ok"},
+			[]string{"g1-c-100"}, false},
+		{"out of order",
+			[]step{tag("begin", "g1-c-100"), tag("commit", "g1-c-100"), tag("quiesce", "g1-c-100"), tag("resume", "g1-c-100")},
+			[]string{"begin g1-c-100 ok", "commit g1-c-100 refused: out of order: commit after begin",
+				"quiesce g1-c-100 refused: out of order: quiesce after begin",
+				"resume g1-c-100 refused: out of order: resume after begin held 0s"},
+			nil, false},
+		{"unknown tag, then its late begin",
+			[]step{tag("prepare", "g1-c-100"), tag("begin", "g1-c-100")},
+			[]string{"prepare g1-c-100 refused: unknown tag", "begin g1-c-100 refused: round over after prepare"},
+			nil, false},
+		{"revoke after resume logs one revoke",
+			append(crash("g1-c-100"), tag("revoke", "g1-c-100"), tag("revoke", "g1-c-100")),
+			[]string{"begin g1-c-100 ok", "prepare g1-c-100 ok", "commit g1-c-100 ok seq", "resume g1-c-100 ok held 0s",
+				"revoke g1-c-100 ok held 0s", "revoke g1-c-100 ok held 0s"},
+			[]string{"g1-c-100", "revoke g1-c-100"}, false},
+		{"hold deadline",
+			[]step{tag("begin", "g1-c-100"), tag("prepare", "g1-c-100"), tag("commit", "g1-c-100"),
+				{wait: proto.CrashTagTimeouts.Hold()}, tag("resume", "g1-c-100"), tag("revoke", "g1-c-100")},
+			[]string{"begin g1-c-100 ok", "prepare g1-c-100 ok", "commit g1-c-100 ok seq",
+				"revoke g1-c-100 refused: hold deadline held 600ms", "resume g1-c-100 refused: round over after commit held 600ms",
+				"revoke g1-c-100 refused: hold deadline held 600ms"},
+			[]string{"g1-c-100", "revoke g1-c-100"}, false},
+		{"a newer round supersedes an abandoned one; an older begin is stale",
+			[]step{tag("begin", "g1-c-100"), tag("prepare", "g1-c-100"), tag("commit", "g1-c-100"),
+				tag("begin", "g1-c-200"), tag("revoke", "g1-c-100"), tag("begin", "g1-c-150"), tag("prepare", "g1-c-200")},
+			[]string{"begin g1-c-100 ok", "prepare g1-c-100 ok", "commit g1-c-100 ok seq", "begin g1-c-200 ok",
+				"revoke g1-c-100 refused: superseded by g1-c-200 held 0s", "begin g1-c-150 refused: stale tag", "prepare g1-c-200 ok"},
+			[]string{"g1-c-100", "revoke g1-c-100"}, true},
+		{"not from the master, not the group, not a kind",
+			[]step{{phase: "begin", id: "g1-c-1", mod: func(t *proto.Tag) { t.Master = "vm03" }},
+				{phase: "begin", id: "g2-c-1", mod: func(t *proto.Tag) { t.Group = "g2" }},
+				{phase: "begin", id: "g1-x-1", mod: func(t *proto.Tag) { t.Kind = "full" }}},
+			[]string{"begin g1-c-1 refused: not the group's master: vm03", "begin g2-c-1 refused: not a member of group g2",
+				"begin g1-x-1 refused: unknown kind full"},
+			nil, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			g := newGuest(t, 1<<20)
+			e := newEnvFor(t, g, "vm02", nil)
+			e.replicating()
+			e.receive(csAddr, &proto.GroupConfig{Group: "g1", Version: 1, Members: []string{"vm01", "vm02"}, Master: "vm01",
+				Crash: proto.CrashTagTimeouts, App: proto.AppTagTimeouts})
+			var got []string
+			collect := func() {
+				for _, m := range e.d.SentTo(master) {
+					a := m.(*proto.TagAck)
+					line := a.Phase + " " + a.TagID + " ok"
+					if !a.OK {
+						line = a.Phase + " " + a.TagID + " refused: " + a.Reason
+					}
+					if a.Seq != 0 {
+						line += " seq"
+					}
+					if a.Phase == proto.PhaseResume || a.Phase == proto.PhaseRevoke {
+						line += " held " + a.Held.String()
+					}
+					got = append(got, line)
+				}
+			}
+			for _, s := range tt.steps {
+				if s.phase == "" {
+					e.d.Advance(s.wait)
+					collect()
+					continue
+				}
+				m := &proto.Tag{Group: "g1", TagID: s.id, Kind: kindCrash, Phase: s.phase, Master: "vm01"}
+				if s.mod != nil {
+					s.mod(m)
+				}
+				e.d.Receive(master, m)
+				collect()
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("answers -want +got:\n%s", diff)
+			}
+			if h := g.filter.Holding(); h != tt.holding {
+				t.Errorf("holding %v, want %v", h, tt.holding)
+			}
+			g.filter.Release()
+			e.drain()
+			var marks []string
+			for _, m := range e.az.marks {
+				if m.Revoke {
+					marks = append(marks, "revoke "+m.ID)
+				} else {
+					marks = append(marks, m.ID)
+				}
+			}
+			if diff := cmp.Diff(tt.marks, marks); diff != "" {
+				t.Errorf("log marks -want +got:\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestPerVMBookmarkSkippedWhileHolding: the machine's own schedule goes on
+// beside group rounds, but no per-VM bookmark is inserted while the writes
+// are held for a group tag.
+func TestPerVMBookmarkSkippedWhileHolding(t *testing.T) {
+	const master runtime.Addr = "vm01:20004"
+	g := newGuest(t, 1<<20)
+	e := newEnvFor(t, g, "vm02", nil)
+	e.replicating()
+	long := proto.TagTimeouts{Prepare: 10 * time.Minute, Quiesce: time.Minute, Commit: time.Minute, Resume: time.Minute}
+	e.receive(csAddr, &proto.GroupConfig{Group: "g1", Version: 1, Members: []string{"vm01", "vm02"}, Master: "vm01",
+		Crash: proto.CrashTagTimeouts, App: long})
+	for _, ph := range []string{proto.PhaseBegin, proto.PhasePrepare} {
+		e.d.Receive(master, &proto.Tag{Group: "g1", TagID: "g1-a-1", Kind: kindApp, Phase: ph, Master: "vm01"})
+	}
+	e.advance(6*time.Minute, 30*time.Second) // the 5-minute crash bookmark comes due
+	s := e.a.Status()
+	if diff := cmp.Diff([]SkipCount{{"crash", "group-round", 1}}, s.BookmarksSkipped); diff != "" {
+		t.Errorf("skipped -want +got:\n%s", diff)
+	}
+	if !s.Holding || s.Member.Tag != "g1-a-1" || s.Member.Phase != proto.PhasePrepare {
+		t.Errorf("member %+v holding %v", s.Member, s.Holding)
+	}
+	e.advance(10*time.Minute, 30*time.Second) // past the app hold deadline (13 min), then 15 min
+	s = e.a.Status()
+	if s.Holding || s.Holds.Deadline != 1 || s.Holds.Max != long.Hold() {
+		t.Errorf("after the deadline: holding %v, holds %+v", s.Holding, s.Holds)
+	}
+	if diff := cmp.Diff([]SkipCount{{"crash", "group-round", 2}}, s.BookmarksSkipped); diff != "" {
+		t.Errorf("skipped -want +got:\n%s", diff)
+	}
+	if diff := cmp.Diff([]BookmarkCount{{"crash", 1}}, s.BookmarksInserted); diff != "" {
+		t.Errorf("inserted -want +got:\n%s", diff)
+	}
+}

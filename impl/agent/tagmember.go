@@ -78,7 +78,7 @@ func (a *Agent) memberTag(ctx runtime.Context, t *proto.Tag) proto.TagAck {
 		// here must not become part of a group point.
 		a.endMember(ctx, r, true)
 		return a.answer(r, proto.PhaseRevoke, true, "")
-	case proto.PhasePrepare, proto.PhaseQuiesce, proto.PhaseCommit, proto.PhaseResume:
+	case proto.PhaseBegin, proto.PhasePrepare, proto.PhaseQuiesce, proto.PhaseCommit, proto.PhaseResume:
 	default:
 		return a.answer(r, t.Phase, false, "unknown phase "+t.Phase)
 	}
