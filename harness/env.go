@@ -384,6 +384,9 @@ func (w *tracedWriter) Submit(d int, off int64, data []byte, done func(uint64, e
 			done(k, err)
 		}
 	})
+	if w.m.Held() > 0 && w.e.Deployment != nil {
+		w.e.Deployment.armHoldExpiry(w.m.Name)
+	}
 }
 func (w *tracedWriter) Size(d int) int64 { return w.m.Size(d) }
 func (w *tracedWriter) Disks() int       { return w.m.Disks() }

@@ -9,6 +9,7 @@ import (
 	"github.com/v2a-dr/v2a/impl/azuresvc"
 	"github.com/v2a-dr/v2a/impl/configsrv"
 	"github.com/v2a-dr/v2a/impl/proto"
+	"github.com/v2a-dr/v2a/sim/disk"
 	"github.com/v2a-dr/v2a/sim/workload"
 )
 
@@ -298,6 +299,9 @@ func (r *Runner) groups(a argMap) (string, error) {
 	if len(st.Groups) == 0 {
 		b.WriteString("no replication groups\n")
 	}
+	if h := r.Env.holdsReport(); h != "" {
+		b.WriteString("guest writes held by the prepare phase (as the guests saw them):\n" + h)
+	}
 	return b.String(), nil
 }
 
@@ -333,4 +337,38 @@ func holdBuckets(hs []configsrv.HoldBucket) []bucket {
 		out[i] = bucket{h.Label, h.Count}
 	}
 	return out
+}
+
+// CheckHolds checks, on every simulated machine, that no guest write
+// waited for a held gate longer than limit (the phase timeouts' sum).
+func (e *Env) CheckHolds(limit time.Duration) []Result {
+	var out []Result
+	for _, n := range e.names {
+		w := e.Machines[n].Waits()
+		r := Result{Check: "hold", Subject: n, Verdict: OK, Detail: fmt.Sprintf("%d writes held, longest %s, limit %s", w.Held, w.Max, limit)}
+		if w.Max > limit {
+			r.Verdict, r.Evidence = Illegal, fmt.Sprintf("a guest write waited %s for the filter's gate, over the %s the phase timeouts allow", w.Max, limit)
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+// holdsReport prints the guests' view of held writes.
+func (e *Env) holdsReport() string {
+	var b strings.Builder
+	for _, n := range e.names {
+		w := e.Machines[n].Waits()
+		if w.Held == 0 {
+			continue
+		}
+		var parts []string
+		for i, c := range w.Buckets {
+			if c > 0 {
+				parts = append(parts, fmt.Sprintf("%s:%d", disk.WaitBucketLabels[i], c))
+			}
+		}
+		fmt.Fprintf(&b, "  %s: %d writes waited, longest %s, mean %s [%s]\n", n, w.Held, w.Max, (w.Total / time.Duration(w.Held)).Round(time.Microsecond), strings.Join(parts, " "))
+	}
+	return b.String()
 }

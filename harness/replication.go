@@ -306,13 +306,35 @@ func (d *Deployment) ChangeLogFiles(machine string) ([]string, error) {
 	return files, nil
 }
 
+// armHoldExpiry is the filter driver's own timer: when a machine's writes
+// are held, the gate opens by itself at its deadline even if the agent
+// process that holds it is down (the agent's timer does it otherwise).
+func (d *Deployment) armHoldExpiry(machine string) {
+	g := d.guests[machine]
+	if g == nil || g.filter == nil {
+		return
+	}
+	dl := g.filter.HoldDeadline()
+	if dl.IsZero() || g.expiryArmed.Equal(dl) {
+		return
+	}
+	g.expiryArmed = dl
+	f := g.filter
+	d.e.Sim.After(max(0, dl.Sub(d.e.Sim.Now())), "hold-expiry/"+machine, func() {
+		if tag, ok := f.Expire(d.e.Sim.Now()); ok {
+			d.e.Trace.Add(d.e.Sim.Elapsed(), machine, "hold-expired", fmt.Sprintf("filter released writes at its own deadline; revoked tag %q", tag))
+		}
+	})
+}
+
 // simGuest is a simulated machine as its agent sees it.
 type simGuest struct {
-	e         *Env
-	m         *disk.Machine
-	name      string
-	filter    *agent.Filter
-	installed bool
+	e           *Env
+	m           *disk.Machine
+	name        string
+	filter      *agent.Filter
+	installed   bool
+	expiryArmed time.Time
 }
 
 func (g *simGuest) Disks() []blockdev.Device {

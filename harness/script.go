@@ -15,6 +15,8 @@ import (
 
 	"github.com/cockroachdb/datadriven"
 
+	"github.com/v2a-dr/v2a/impl/proto"
+
 	simnet "github.com/v2a-dr/v2a/sim/net"
 	"github.com/v2a-dr/v2a/sim/sched"
 	"github.com/v2a-dr/v2a/sim/workload"
@@ -525,6 +527,12 @@ func (r *Runner) check(a argMap) (string, error) {
 			for _, g := range gs {
 				rs = append(rs, d.CheckGroupPoints(g)...)
 			}
+		case "holds":
+			limit, err := a.dur("limit", proto.CrashTagTimeouts.Hold())
+			if err != nil {
+				return "", err
+			}
+			rs = append(rs, r.Env.CheckHolds(limit)...)
 		case "schedule":
 			d, err := r.deployment()
 			if err != nil {
@@ -542,7 +550,7 @@ func (r *Runner) check(a argMap) (string, error) {
 			}
 			rs = append(rs, d.CheckRPO(a.list("vms"), bound)...)
 		default:
-			return "", fmt.Errorf("check: unknown check %q (want disks, invariants, points, catalog, schedule, rpo or cut)", w)
+			return "", fmt.Errorf("check: unknown check %q (want disks, invariants, points, catalog, schedule, rpo, cut or holds)", w)
 		}
 	}
 	r.Tally.Add(rs...)
@@ -578,6 +586,30 @@ func (r *Runner) fault(a argMap) (string, error) {
 		if len(v) == 0 {
 			kind = k
 		}
+	}
+	if on := a.str("on", ""); on != "" {
+		// A fault triggered by an event: it happens right after the first
+		// event whose trace line (from onhost, default host=) contains on,
+		// with '-' read as a space — e.g. on=group-tag onhost=ord-db.
+		who := a.str("onhost", a.str("host", ""))
+		if who != "" {
+			who += ":"
+		}
+		rest := argMap{}
+		for k, v := range a {
+			if k != "on" && k != "onhost" {
+				rest[k] = v
+			}
+		}
+		text := strings.ReplaceAll(on, "-", " ")
+		e.Trace.OnLine(who, text, func() {
+			e.Sim.After(0, "fault/"+kind, func() {
+				if _, err := r.fault(rest); err != nil {
+					e.Trace.Add(e.Sim.Elapsed(), "harness", "error", "triggered fault: "+err.Error())
+				}
+			})
+		})
+		return fmt.Sprintf("armed: %s after the next %q of %s\n", kind, text, strings.TrimSuffix(who, ":")), nil
 	}
 	var msg string
 	switch kind {

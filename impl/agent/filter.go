@@ -6,6 +6,7 @@ import (
 	"io"
 	"math"
 	"sync"
+	"time"
 
 	"github.com/v2a-dr/v2a/impl/hrl"
 )
@@ -112,7 +113,9 @@ type Filter struct {
 
 	// The write gate of the multi-VM tag protocol (see Hold).
 	holding     bool
-	holdTag     string // the bookmark inserted while holding
+	holdTag     string    // the bookmark inserted while holding
+	holdUntil   time.Time // when the gate opens by itself (zero: never)
+	expired     int64     // holds the gate's own deadline ended
 	releaseHook func()
 }
 
@@ -334,11 +337,59 @@ func (f *Filter) Hold() {
 func (f *Filter) Release() {
 	f.mu.Lock()
 	was, hook := f.holding, f.releaseHook
-	f.holding, f.holdTag = false, ""
+	f.holding, f.holdTag, f.holdUntil = false, "", time.Time{}
 	f.mu.Unlock()
 	if was && hook != nil {
 		hook()
 	}
+}
+
+// SetHoldDeadline sets when a closed gate opens by itself. The member
+// agent sets it when it holds (prepare + TagTimeouts.Hold()); it is the
+// driver's own timer, which must fire even when the agent process is down,
+// so that no write is held longer than the phase timeouts allow whatever
+// fails. The guest's write path (or its timer) calls Expire.
+func (f *Filter) SetHoldDeadline(t time.Time) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.holding {
+		f.holdUntil = t
+	}
+}
+
+// HoldDeadline is when the closed gate opens by itself (zero: the gate is
+// open, or has no deadline).
+func (f *Filter) HoldDeadline() time.Time {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.holdUntil
+}
+
+// Expire opens a gate whose deadline has passed at now: the tag inserted
+// while holding, if any, gets a revoke record (the round's outcome is
+// unknown, so the tag must not become a point), and the gate is released.
+// It reports the revoked tag and whether it expired anything.
+func (f *Filter) Expire(now time.Time) (revoked string, expired bool) {
+	f.mu.Lock()
+	if !f.holding || f.holdUntil.IsZero() || now.Before(f.holdUntil) {
+		f.mu.Unlock()
+		return "", false
+	}
+	tag := f.holdTag
+	f.expired++
+	f.mu.Unlock()
+	if tag != "" {
+		f.RevokeBookmark(tag)
+	}
+	f.Release()
+	return tag, true
+}
+
+// Expired is the number of holds the gate's own deadline ended.
+func (f *Filter) Expired() int64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.expired
 }
 
 // Admit says whether the guest's write path may issue a new write now;

@@ -99,6 +99,7 @@ func (a *Agent) memberTag(ctx runtime.Context, t *proto.Tag) proto.TagAck {
 	switch t.Phase {
 	case proto.PhasePrepare:
 		a.filter.Hold()
+		a.filter.SetHoldDeadline(ctx.Now().Add(r.timeouts.Hold()))
 		r.holding, r.heldAt = true, ctx.Now()
 		a.set(ctx, tTagDeadline, r.timeouts.Hold())
 	case proto.PhaseQuiesce:

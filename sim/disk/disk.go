@@ -34,6 +34,30 @@ type pendingWrite struct {
 	off  int64
 	data []byte
 	done func(k uint64, err error)
+	at   time.Duration // when the guest issued it
+}
+
+// WaitStats are the guest's view of held writes: how long writes waited
+// for the filter's gate.
+type WaitStats struct {
+	Held    int64         // writes that had to wait
+	Max     time.Duration // the longest wait
+	Total   time.Duration
+	Buckets [6]int64 // waits of <=1ms, <=10ms, <=100ms, <=1s, <=10s, longer
+}
+
+// WaitBucketLabels name WaitStats.Buckets.
+var WaitBucketLabels = [6]string{"<=1ms", "<=10ms", "<=100ms", "<=1s", "<=10s", ">10s"}
+
+func (s *WaitStats) add(d time.Duration) {
+	s.Held++
+	s.Total += d
+	s.Max = max(s.Max, d)
+	i := 0
+	for lim := time.Millisecond; i < 5 && d > lim; lim *= 10 {
+		i++
+	}
+	s.Buckets[i]++
 }
 
 // Machine is one protected machine's disks as its guest sees them.
@@ -50,6 +74,7 @@ type Machine struct {
 	scratch []byte
 
 	queue    []pendingWrite
+	waits    WaitStats
 	bypass   int  // >0 while an application flushes for a freeze (see Flushing)
 	noGate   bool // ignore the filter's gate (negative controls only)
 	draining bool
@@ -134,6 +159,9 @@ func (m *Machine) Flushing(fn func() error) error {
 	return fn()
 }
 
+// Waits reports how long held writes waited, so far.
+func (m *Machine) Waits() WaitStats { return m.waits }
+
 // Held is the number of guest writes waiting for the gate.
 func (m *Machine) Held() int { return len(m.queue) }
 
@@ -159,7 +187,7 @@ func (m *Machine) Submit(disk int, off int64, data []byte, done func(k uint64, e
 	// are not acknowledged yet, so completing after it reorders nothing
 	// the guest saw.
 	if (len(m.queue) > 0 && m.bypass == 0) || !m.admitted() {
-		m.queue = append(m.queue, pendingWrite{disk, off, append([]byte(nil), data...), done})
+		m.queue = append(m.queue, pendingWrite{disk, off, append([]byte(nil), data...), done, m.clock()})
 		return
 	}
 	err := m.Write(disk, off, data)
@@ -178,6 +206,7 @@ func (m *Machine) drain() {
 	for len(m.queue) > 0 && m.admitted() {
 		w := m.queue[0]
 		m.queue = m.queue[1:]
+		m.waits.add(m.clock() - w.at)
 		err := m.Write(w.disk, w.off, w.data)
 		if w.done != nil {
 			w.done(m.oracle.K(), err)

@@ -257,13 +257,17 @@ func TestSubmitHeldWritesWaitInOrder(t *testing.T) {
 	if m.Held() != 2 || len(acked) != 1 {
 		t.Fatalf("held %d, acked %v", m.Held(), acked)
 	}
-	// A freeze's flush goes through the hold; it is written now.
-	m.Flushing(func() error { m.Submit(0, 2048, make([]byte, 512), ack("flush")); return nil })
+	// A freeze completes the application's held writes, then its flush
+	// goes through the hold.
 	idle := false
 	m.OnIdle(func() { idle = true })
+	m.Flushing(func() error { m.Submit(0, 2048, make([]byte, 512), ack("flush")); return nil })
+	if m.Waits().Held != 2 {
+		t.Fatalf("waits: %+v", m.Waits())
+	}
 	g.closed = false
 	g.release()
-	want := []string{"a@k1", "flush@k2", "b@k3", "c@k4"}
+	want := []string{"a@k1", "b@k2", "c@k3", "flush@k4"}
 	if fmt.Sprint(acked) != fmt.Sprint(want) || !idle || m.Held() != 0 {
 		t.Fatalf("acked %v (want %v), idle %v, held %d", acked, want, idle, m.Held())
 	}

@@ -18,6 +18,7 @@ import (
 // wall-clock values. Its SHA-256 is the run's fingerprint: the same scenario
 // and seed must give the same hash.
 type Trace struct {
+	watch []watch
 	h     hash.Hash
 	out   io.Writer // optional live copy
 	show  func(kind string) bool
@@ -32,6 +33,19 @@ func NewTrace(out io.Writer) *Trace {
 	return &Trace{h: sha256.New(), out: out, keep: true}
 }
 
+type watch struct {
+	who, substr string
+	fn          func()
+}
+
+// OnLine calls fn once, from the first line added after this call whose
+// actor starts with who ("" matches any) and whose text contains substr.
+// fn runs inside Add: it must only schedule work (sched.Sim.After), not do
+// it, since an actor may be in the middle of handling an event.
+func (t *Trace) OnLine(who, substr string, fn func()) {
+	t.watch = append(t.watch, watch{who, substr, fn})
+}
+
 // SetFilter limits the live copy to events whose kind show accepts (the
 // hash and the kept lines always have everything). Kinds are the second
 // word after the actor: "log", "warn", "recv", "timer", "write", ...
@@ -44,6 +58,14 @@ func (t *Trace) Add(at time.Duration, who, kind, detail string) {
 		line += " " + detail
 	}
 	t.add(line, kind)
+	for i := 0; i < len(t.watch); i++ {
+		w := t.watch[i]
+		if strings.HasPrefix(who, w.who) && strings.Contains(line, w.substr) {
+			t.watch = append(t.watch[:i], t.watch[i+1:]...)
+			i--
+			w.fn()
+		}
+	}
 }
 
 // AddLine records a preformatted line (it must start with the virtual time).
