@@ -45,7 +45,7 @@ type Orders struct {
 
 // Order-flow layout parameters.
 const (
-	OrdersMax       = 8192 // table slots; order i lives in slot i mod OrdersMax (slot 0 is the report's)
+	OrdersMax       = 8192       // table slots; order i lives in slot i mod OrdersMax (slot 0 is the report's)
 	ordersMagicDB   = 0x4f524442 // "ORDB"
 	ordersMagicWeb  = 0x4f525745 // "ORWE"
 	ordersMagicRep  = 0x4f525250 // "ORRP"
