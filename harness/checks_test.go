@@ -255,3 +255,37 @@ func TestPointChecksCatchALostWrite(t *testing.T) {
 		t.Logf("caught: %s", bad[0])
 	})
 }
+
+// TestRPOCheck shows the RPO check both ways: a healthy world keeps RPO
+// within the bound; with the site cut off from Azure for half an hour the
+// check fails with the newest point's time as evidence.
+func TestRPOCheck(t *testing.T) {
+	run := func(t *testing.T, cut bool) []Result {
+		e, err := New(context.Background(), Options{Seed: 4, Machines: []string{"db01"}, MemoryStorage: true, AllocatedMiB: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer e.Close()
+		e.StartWorkload("db01", workloadSpecFor("bank"))
+		d, err := e.Deploy(DeployOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.Sim.RunFor(time.Second)
+		d.Request(&proto.EnableReplication{Machine: "db01", Policy: "default"})
+		e.Sim.RunFor(12 * time.Minute)
+		if cut {
+			e.Net.Partition("onprem", "azure")
+		}
+		e.Sim.RunFor(30 * time.Minute)
+		return d.CheckRPO([]string{"db01"}, 10*time.Minute)
+	}
+	if rs := run(t, false); len(rs) != 1 || rs[0].Verdict != OK {
+		t.Fatalf("healthy: %v", rs)
+	}
+	rs := run(t, true)
+	if len(rs) != 1 || rs[0].Verdict != Illegal || rs[0].Evidence == "" {
+		t.Fatalf("cut off from Azure for 30 min, the RPO check said %v", rs)
+	}
+	t.Log(rs[0])
+}

@@ -284,7 +284,11 @@ func (r *Runner) groups(a argMap) (string, error) {
 			members = append(members, m.Machine)
 		}
 		fmt.Fprintf(&b, "group %s: %s, master %s, members %s\n", g.Name, g.State, g.Master, strings.Join(members, ","))
-		fmt.Fprintf(&b, "  points %d; latest crash %s, latest app %s; rpo %s\n", g.Points, pointName(r.Env, g.LatestCrashPoint.ID, g.LatestCrashPoint.Time), pointName(r.Env, g.LatestAppPoint.ID, g.LatestAppPoint.Time), fmtDur(r.Env.Sim.Now().Sub(g.LatestPoint.Time)))
+		rpo := "-"
+		if !g.LatestPoint.Time.IsZero() {
+			rpo = fmtDur(r.Env.Sim.Now().Sub(g.LatestPoint.Time))
+		}
+		fmt.Fprintf(&b, "  points %d; latest crash %s, latest app %s; rpo %s\n", g.Points, pointName(r.Env, g.LatestCrashPoint.ID, g.LatestCrashPoint.Time), pointName(r.Env, g.LatestAppPoint.ID, g.LatestAppPoint.Time), rpo)
 		s := g.Stats
 		fmt.Fprintf(&b, "  rounds %d: committed %d (crash %d, app %d), revoked %d\n", s.Rounds, s.Committed, s.CommittedCrash, s.CommittedApp, s.Revoked)
 		for _, rc := range s.RevokedBy {
@@ -371,4 +375,29 @@ func (e *Env) holdsReport() string {
 		fmt.Fprintf(&b, "  %s: %d writes waited, longest %s, mean %s [%s]\n", n, w.Held, w.Max, (w.Total / time.Duration(w.Held)).Round(time.Microsecond), strings.Join(parts, " "))
 	}
 	return b.String()
+}
+
+// CheckRoundHolds checks the write holds the members reported for the
+// group's committed and revoked crash-consistent rounds: the longest must
+// be within limit, and there must be some (a round that held nothing
+// measured nothing).
+func (d *Deployment) CheckRoundHolds(limit time.Duration) []Result {
+	st, err := d.csStatus()
+	if err != nil {
+		return []Result{{Check: "round-hold", Subject: "-", Verdict: Unknown, Evidence: err.Error()}}
+	}
+	var out []Result
+	for _, g := range st.Groups {
+		h := g.Stats.CrashHolds
+		r := Result{Check: "round-hold", Subject: g.Name, Verdict: OK,
+			Detail: fmt.Sprintf("%d member holds in crash rounds, p50 %s, max %s, limit %s", h.Count, h.P50, h.Max, limit)}
+		switch {
+		case h.Count == 0:
+			r.Verdict, r.Evidence = Unknown, "no crash-consistent round reported a hold"
+		case h.Max > limit:
+			r.Verdict, r.Evidence = Illegal, fmt.Sprintf("a member held its writes %s in a crash-consistent round, over %s", h.Max, limit)
+		}
+		out = append(out, r)
+	}
+	return out
 }

@@ -533,6 +533,16 @@ func (r *Runner) check(a argMap) (string, error) {
 				return "", err
 			}
 			rs = append(rs, r.Env.CheckHolds(limit)...)
+		case "round-holds":
+			d, err := r.deployment()
+			if err != nil {
+				return "", err
+			}
+			limit, err := a.dur("limit", proto.CrashTagTimeouts.Hold())
+			if err != nil {
+				return "", err
+			}
+			rs = append(rs, d.CheckRoundHolds(limit)...)
 		case "schedule":
 			d, err := r.deployment()
 			if err != nil {
@@ -550,7 +560,7 @@ func (r *Runner) check(a argMap) (string, error) {
 			}
 			rs = append(rs, d.CheckRPO(a.list("vms"), bound)...)
 		default:
-			return "", fmt.Errorf("check: unknown check %q (want disks, invariants, points, catalog, schedule, rpo, cut or holds)", w)
+			return "", fmt.Errorf("check: unknown check %q (want disks, invariants, points, catalog, schedule, rpo, cut, holds or round-holds)", w)
 		}
 	}
 	r.Tally.Add(rs...)
