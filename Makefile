@@ -6,8 +6,8 @@ SEED    ?= 42
 BIN     := bin/v2a
 AZURITE := sim/azurite
 AZURITE_BIN := $(AZURITE)/node_modules/.bin/azurite-blob
-# The scenario make determinism replays.
-DET_SCENARIO ?= foundation
+# The scenario make determinism replays: replication with vcsim and Azurite in the loop.
+DET_SCENARIO ?= registration
 
 .PHONY: all demo test tools build bench lint determinism rewrite fuzz clean
 

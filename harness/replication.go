@@ -140,8 +140,11 @@ func (e *Env) Deploy(opts DeployOptions) (*Deployment, error) {
 	}{
 		{AddrPortal, func() runtime.Actor { return d.portal }},
 		{AddrAzure, func() runtime.Actor {
+			// The process server's Uploaded hints trigger a listing at once;
+			// the poll is the fallback for lost hints, and every listing is
+			// a storage round trip of wall time in a simulation.
 			return azuresvc.New(azuresvc.Config{Store: store, StoragePeer: HostStorage, ContainerPrefix: prefix,
-				Key: keys.Data, ConfigServer: AddrConfigServer})
+				Key: keys.Data, ConfigServer: AddrConfigServer, PollEvery: 30 * time.Second})
 		}},
 		{AddrProcessServer, func() runtime.Actor {
 			return processsrv.New(processsrv.Config{Name: HostProcessServer, CacheDir: cacheDir, CacheCapBytes: opts.CacheCapBytes,

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/v2a-dr/v2a/sim/azurite"
 )
 
 // Target selects and configures a world.
@@ -162,20 +164,11 @@ func (t *Target) Validate() error {
 // ModuleRoot finds the directory holding go.mod, walking up from the
 // working directory, so that fixtures resolve from tests and the CLI alike.
 func ModuleRoot() (string, error) {
-	dir, err := os.Getwd()
+	root, err := azurite.ModuleRoot()
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("harness: %w: run v2a from the v2a checkout", err)
 	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", fmt.Errorf("harness: no go.mod above the working directory: run v2a from the v2a checkout")
-		}
-		dir = parent
-	}
+	return root, nil
 }
 
 // Resolve makes a fixture path absolute against the module root.

@@ -209,7 +209,7 @@ func findBin(opts Options) (string, error) {
 		bin = os.Getenv(EnvBin)
 	}
 	if bin == "" {
-		root, err := moduleRoot()
+		root, err := ModuleRoot()
 		if err != nil {
 			return "", fmt.Errorf("cannot find the Azurite binary: %v", err)
 		}
@@ -224,7 +224,10 @@ func findBin(opts Options) (string, error) {
 
 // moduleRoot walks up from the working directory to the directory holding
 // go.mod.
-func moduleRoot() (string, error) {
+// ModuleRoot finds the v2a checkout: the directory holding go.mod, walking
+// up from the working directory (tests run in their package's directory,
+// the CLI anywhere in the checkout).
+func ModuleRoot() (string, error) {
 	dir, err := os.Getwd()
 	if err != nil {
 		return "", err
