@@ -136,11 +136,13 @@ func BenchmarkProcessServerToAzurite(b *testing.B) {
 	prefix := fmt.Sprintf("bench-%d-", os.Getpid())
 	rt := runtime.NewReal(runtime.RealOptions{Seed: 1, Listen: func(runtime.Addr) string { return "127.0.0.1:0" }})
 	psAddr, feedAddr := runtime.Addr("ps01:9443"), runtime.Addr("bench:20004")
-	var ps *processsrv.Server
+	// The runtime builds the actor on its own goroutine.
+	var psp atomic.Pointer[processsrv.Server]
 	if err := rt.Spawn(psAddr, func() runtime.Actor {
-		ps = processsrv.New(processsrv.Config{Name: "ps01", CacheDir: cache, CacheCapBytes: 1 << 40, Store: s,
+		ps := processsrv.New(processsrv.Config{Name: "ps01", CacheDir: cache, CacheCapBytes: 1 << 40, Store: s,
 			ContainerPrefix: prefix, Key: [32]byte{1}, Codec: batch.CodecS2, MaxUploads: 4,
 			Azure: "nowhere:1", ConfigServer: "nowhere:2"})
+		psp.Store(ps)
 		return ps
 	}); err != nil {
 		b.Fatal(err)
@@ -152,6 +154,10 @@ func BenchmarkProcessServerToAzurite(b *testing.B) {
 		b.Fatal(err)
 	}
 	deadline := time.Now().Add(10 * time.Minute)
+	for psp.Load() == nil {
+		time.Sleep(time.Millisecond)
+	}
+	ps := psp.Load()
 	for ps.Status().UploadedItems < int64(b.N) {
 		if time.Now().After(deadline) {
 			b.Fatalf("uploaded %d of %d items in 10 minutes: %+v", ps.Status().UploadedItems, b.N, ps.Status().LastError)

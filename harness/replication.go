@@ -63,7 +63,12 @@ type DeployOptions struct {
 }
 
 // DefaultSimDrain is the agents' drain interval in simulated deployments.
-const DefaultSimDrain = 30 * time.Second
+const DefaultSimDrain = 60 * time.Second
+
+// SimItemBytes is the agents' largest stream item in simulated
+// deployments (the agent's own default is 1 MiB): with a drain a minute,
+// one item carries a minute of a machine's changes.
+const SimItemBytes = 4 << 20
 
 // Deployment is the replication system deployed in a world: configuration
 // server, process server and Azure side, and an agent per machine once
@@ -219,7 +224,8 @@ func (d *Deployment) InstallAgent(machine string) error {
 	}
 	cfg := agent.Config{Machine: machine, InstanceUUID: uuid, Physical: physical, ConfigServer: AddrConfigServer,
 		VaultID: d.opts.VaultID, Passphrase: pass, StateDir: stateDir, Guest: g,
-		DataBudget: d.opts.AgentDataBytes, MetaBudget: d.opts.AgentMetaRecs, DrainInterval: d.opts.AgentDrain}
+		DataBudget: d.opts.AgentDataBytes, MetaBudget: d.opts.AgentMetaRecs, DrainInterval: d.opts.AgentDrain,
+		ItemBytes: SimItemBytes}
 	g.installed = true
 	if err := d.e.Net.AddHost(simnet.Host{Name: machine, Site: simnet.OnPrem}); err != nil && !strings.Contains(err.Error(), "twice") {
 		return err

@@ -20,7 +20,7 @@ func (r *Runner) deployment() (*Deployment, error) {
 
 // deploy starts the configuration server, process server and Azure side:
 //
-//	deploy [passphrase=TEXT] [cache=BYTES] [agent-data=BYTES] [agent-meta=RECORDS] [drain=30s]
+//	deploy [passphrase=TEXT] [cache=BYTES] [agent-data=BYTES] [agent-meta=RECORDS] [drain=60s]
 func (r *Runner) deploy(a argMap) (string, error) {
 	cache, err := a.int("cache", 0)
 	if err != nil {
