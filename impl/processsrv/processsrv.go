@@ -308,7 +308,11 @@ func (s *Server) item(ctx runtime.Context, from runtime.Addr, msg *proto.ItemMsg
 	}
 
 	fileBytes := recordHeaderLen + int64(len(msg.Data))
-	if s.usedBytes+fileBytes > s.cfg.CacheCapBytes {
+	// An item larger than the whole cache is taken when the cache is
+	// empty: refusing it would stall its stream forever (the agent cannot
+	// split an item it already numbered), and the disk itself still has the
+	// last word (ENOSPC below).
+	if s.usedBytes+fileBytes > s.cfg.CacheCapBytes && s.usedBytes > 0 {
 		err := fmt.Errorf("%w: %d of %d bytes used, item %d of %s needs %d", ErrCacheFull,
 			s.usedBytes, s.cfg.CacheCapBytes, msg.Seq, msg.Machine, fileBytes)
 		s.cacheFull(ctx, msg.Machine, msg.Seq, err.Error())

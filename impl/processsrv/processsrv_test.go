@@ -866,3 +866,24 @@ func TestStateWriteFailureKeepsFile(t *testing.T) {
 		t.Errorf("%d puts, want 1 (no re-upload)", got)
 	}
 }
+
+// TestItemLargerThanTheCache: an item bigger than the whole cache is
+// refused while other items are cached (back-pressure) and accepted once
+// the cache is empty, so that its stream can never stall for good.
+func TestItemLargerThanTheCache(t *testing.T) {
+	fileBytes := int64(recordHeaderLen + len(makeItem("db01", 1)))
+	e := newEnv(t, func(c *Config) { c.CacheCapBytes = fileBytes / 2 })
+	e.hold()
+	// The cache is empty: the oversized item is taken.
+	got := e.sendItem("db01", 1)
+	// Now it is in use: the next oversized item waits.
+	got = append(got, e.sendItem("db01", 2)...)
+	want := []ack{{1, proto.AckOK, ""}, {1, proto.AckCacheFull, "cache full"}}
+	if diff := cmp.Diff(want, summarize(got), reasonHas); diff != "" {
+		t.Fatalf("acks (-want +got):\n%s", diff)
+	}
+	e.release() // item 1 uploads; the cache empties
+	if diff := cmp.Diff([]ack{{2, proto.AckOK, ""}}, summarize(e.sendItem("db01", 2)), reasonHas); diff != "" {
+		t.Fatalf("ack once the cache is empty (-want +got):\n%s", diff)
+	}
+}
