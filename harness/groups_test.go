@@ -2,10 +2,13 @@ package harness
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/v2a-dr/v2a/impl/proto"
+	"github.com/v2a-dr/v2a/sim/disk"
 	simnet "github.com/v2a-dr/v2a/sim/net"
 )
 
@@ -65,6 +68,17 @@ func TestCutCheckCatchesANoOpPrepare(t *testing.T) {
 		e.Sim.RunFor(time.Second)
 		d.Request(&proto.EnableGroup{Group: "orders", Machines: []string{"ord-db", "ord-web", "ord-report"}, Policy: "fast"})
 		e.Sim.RunFor(25 * time.Minute)
+		// The member-reported round holds, both ways: within two round
+		// trips of this jittery LAN (2 × 2 × (0.2 + 2) ms) plus 1 ms, and
+		// not within an impossible 10 µs.
+		if !ignoreHold {
+			if rs := d.CheckRoundHolds(10 * time.Millisecond); len(rs) != 1 || rs[0].Verdict != OK {
+				t.Errorf("round holds within 10 ms: %v", rs)
+			}
+			if rs := d.CheckRoundHolds(10 * time.Microsecond); len(rs) != 1 || rs[0].Verdict != Illegal {
+				t.Errorf("round holds over 10 µs passed: %v", rs)
+			}
+		}
 		for _, r := range d.CheckGroupPoints("orders") {
 			if r.Check == "cut" {
 				points++
@@ -91,4 +105,42 @@ func TestCutCheckCatchesANoOpPrepare(t *testing.T) {
 		}
 		t.Logf("%d of %d group points flagged; first: %s", len(bad), points, bad[0])
 	})
+}
+
+// holdingGate holds every write while closed.
+type holdingGate struct {
+	closed  bool
+	release func()
+}
+
+func (g *holdingGate) Capture(int, int64, []byte) uint64 { return 0 }
+func (g *holdingGate) Admit() bool                       { return !g.closed }
+func (g *holdingGate) SetReleaseHook(f func())           { g.release = f }
+
+// TestHoldCheck shows the guest-side hold check both ways: a write held
+// 2 ms passes a 600 ms limit and fails a 1 ms one, with evidence.
+func TestHoldCheck(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "d-flat.vmdk")
+	if err := os.WriteFile(p, make([]byte, 64<<10), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Duration(0)
+	m, err := disk.Open("vm", []string{p}, func() time.Duration { return now })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	g := &holdingGate{closed: true}
+	m.SetFilter(g)
+	m.Submit(0, 0, make([]byte, 512), nil)
+	now += 2 * time.Millisecond
+	g.closed = false
+	g.release()
+	e := &Env{names: []string{"vm"}, Machines: map[string]*disk.Machine{"vm": m}}
+	if r := e.CheckHolds(600 * time.Millisecond); r[0].Verdict != OK {
+		t.Fatalf("2 ms hold under a 600 ms limit: %s", r[0])
+	}
+	if r := e.CheckHolds(time.Millisecond); r[0].Verdict != Illegal || r[0].Evidence == "" {
+		t.Fatalf("2 ms hold over a 1 ms limit passed: %s", r[0])
+	}
 }
