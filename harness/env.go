@@ -68,7 +68,6 @@ type Env struct {
 	VMs       []vsphere.VM   // as discovered
 	Machines  map[string]*disk.Machine
 	Workloads *workload.Driver
-	Checks    Tally
 	// Deployment is the replication deployment, once Deploy ran.
 	Deployment *Deployment
 

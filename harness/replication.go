@@ -82,7 +82,6 @@ type Deployment struct {
 	// scenario may give one the wrong passphrase).
 	guestPassphrase map[string]string
 	portal          *portal
-	installs        []string
 	// freeze and thaw reach a multi-machine workload (the order flow),
 	// which is not any one machine's.
 	freeze func(machine string) error
@@ -188,7 +187,6 @@ func (d *Deployment) onGuestProgram(vm, path, args string) (int, error) {
 	if _, ok := d.e.Machines[vm]; !ok {
 		return 1, nil // a VM the world simulates no guest for
 	}
-	d.installs = append(d.installs, vm)
 	if err := d.InstallAgent(vm); err != nil {
 		return 1, nil
 	}

@@ -54,8 +54,6 @@ func (d *Deployment) PolicyOf(machine string) proto.Policy {
 	return proto.DefaultPolicy()
 }
 
-func (r *Runner) policyFor(a argMap) proto.Policy { return proto.Policy{} }
-
 // CheckRPO checks that each machine's RPO, as the configuration server
 // measures it, is within bound.
 func (d *Deployment) CheckRPO(machines []string, bound time.Duration) []Result {
