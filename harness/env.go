@@ -104,8 +104,8 @@ func New(ctx context.Context, opts Options) (_ *Env, err error) {
 	}()
 	e.dir = opts.Dir
 	if e.dir == "" {
-		if e.dir, err = os.MkdirTemp(WorkBase(), "v2a-world-"); err != nil {
-			return nil, fmt.Errorf("harness: %w", err)
+		if e.dir, err = makeWorldDir(WorkBase()); err != nil {
+			return nil, err
 		}
 		e.tempDir = true
 	}
@@ -121,6 +121,12 @@ func New(ctx context.Context, opts Options) (_ *Env, err error) {
 		return nil, err
 	}
 	e.Sim = sched.New(opts.Seed, e.Net, e.Trace)
+	// A cancelled context (Ctrl-C) stops a running command at its next
+	// event; the caller still judges and closes the world.
+	if ctx != nil {
+		stopOn := e.Sim.StopOn(ctx)
+		e.closers = append(e.closers, func() { stopOn() })
+	}
 	e.Workloads = workload.NewDriver(e.Sim.After)
 	e.Trace.Add(0, "harness", "world", fmt.Sprintf("target=%s seed=%d", t.Name, opts.Seed))
 

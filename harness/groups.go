@@ -3,6 +3,7 @@ package harness
 import (
 	"fmt"
 	"io"
+	"math"
 	"strings"
 	"time"
 
@@ -212,7 +213,7 @@ func (r *Runner) ordersCmd(a argMap) (string, error) {
 		}
 		names[i] = v
 	}
-	rate, err := a.float("rate", 0.5)
+	rate, err := a.floatIn("rate", 0.5, 1e-6, 1e4)
 	if err != nil {
 		return "", err
 	}
@@ -234,7 +235,7 @@ func (r *Runner) groupPoints(a argMap) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	last, err := a.int("last", 6)
+	last, err := a.intIn("last", 6, 0, math.MaxInt64)
 	if err != nil {
 		return "", err
 	}

@@ -2,6 +2,7 @@ package harness
 
 import (
 	"fmt"
+	"math"
 	"os"
 	"sort"
 	"strings"
@@ -22,19 +23,19 @@ func (r *Runner) deployment() (*Deployment, error) {
 //
 //	deploy [passphrase=TEXT] [cache=BYTES] [agent-data=BYTES] [agent-meta=RECORDS] [drain=60s]
 func (r *Runner) deploy(a argMap) (string, error) {
-	cache, err := a.int("cache", 0)
+	cache, err := a.intIn("cache", 0, 0, math.MaxInt64)
 	if err != nil {
 		return "", err
 	}
-	data, err := a.int("agent-data", 0)
+	data, err := a.intIn("agent-data", 0, 0, math.MaxInt64)
 	if err != nil {
 		return "", err
 	}
-	meta, err := a.int("agent-meta", 0)
+	meta, err := a.intIn("agent-meta", 0, 0, math.MaxInt64)
 	if err != nil {
 		return "", err
 	}
-	drain, err := a.dur("drain", 0)
+	drain, err := a.durMin("drain", 0, 0)
 	if err != nil {
 		return "", err
 	}
@@ -63,8 +64,9 @@ func (r *Runner) policy(a argMap) (string, error) {
 	for _, f := range []struct {
 		key string
 		dst *time.Duration
-	}{{"rpo", &p.RPOThreshold}, {"retention", &p.Retention}, {"crash", &p.CrashInterval}, {"app", &p.AppInterval}} {
-		if *f.dst, err = a.dur(f.key, *f.dst); err != nil {
+		min time.Duration // 0: the schedule is off
+	}{{"rpo", &p.RPOThreshold, 1}, {"retention", &p.Retention, 1}, {"crash", &p.CrashInterval, 0}, {"app", &p.AppInterval, 0}} {
+		if *f.dst, err = a.durMin(f.key, *f.dst, f.min); err != nil {
 			return "", err
 		}
 	}
@@ -173,7 +175,7 @@ func (r *Runner) hrlFault(kind string, a argMap) (string, error) {
 	}
 	switch kind {
 	case "tear-hrl":
-		n, err := a.int("bytes", 37)
+		n, err := a.intIn("bytes", 37, 1, 1<<20)
 		if err != nil {
 			return "", err
 		}

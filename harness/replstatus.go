@@ -2,6 +2,7 @@ package harness
 
 import (
 	"fmt"
+	"math"
 	"strings"
 	"time"
 
@@ -105,7 +106,7 @@ func (r *Runner) wait(a argMap) (string, error) {
 		return "", err
 	}
 	want := configsrv.State(a.str("state", string(configsrv.StateProtected)))
-	timeout, err := a.dur("timeout", 2*time.Hour)
+	timeout, err := a.durMin("timeout", 2*time.Hour, 1)
 	if err != nil {
 		return "", err
 	}
@@ -210,7 +211,7 @@ func (r *Runner) points(a argMap) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	last, err := a.int("last", 8)
+	last, err := a.intIn("last", 8, 0, math.MaxInt64)
 	if err != nil {
 		return "", err
 	}

@@ -4,12 +4,14 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
@@ -107,7 +109,21 @@ type Runner struct {
 	Env       *Env
 	traceMark int
 	Tally     Tally
+	// interruptSaid: the interrupt was reported (once, by the command it
+	// stopped).
+	interruptSaid bool
+	// SetupFailed is set when a command failed because the script is
+	// malformed (an unknown command, a command before `world`, `world`
+	// twice, a world that cannot be built): the run could not be set up.
+	SetupFailed bool
 }
+
+// setupError is an error in the script's structure rather than in the
+// system under test: an unknown command, a command before `world`, `world`
+// twice, a world that cannot be built. The CLI exits 2 for these.
+type setupError struct{ error }
+
+func (e setupError) Unwrap() error { return e.error }
 
 // Commands lists the script commands, for errors and help.
 var Commands = []string{"world", "run", "write", "workload", "trace", "check", "fault", "network",
@@ -128,8 +144,22 @@ func (r *Runner) Close() {
 // are the same in every checkout.
 func (r *Runner) Exec(d Directive) string {
 	out, err := r.exec(d)
+	var ae argError
+	if errors.As(err, &ae) {
+		err = fmt.Errorf("%s: %w", d.Cmd, err)
+	}
 	if err != nil {
 		out += "error: " + err.Error() + "\n"
+		var se setupError
+		if errors.As(err, &se) {
+			r.SetupFailed = true
+		}
+	}
+	if r.Env != nil && r.Env.Sim.Interrupted() && !r.interruptSaid {
+		// The context was cancelled (Ctrl-C): the command stopped at an
+		// event boundary, and what it printed is as far as it got.
+		r.interruptSaid = true
+		out += fmt.Sprintf("error: interrupted at %s of virtual time\n", sched.FormatElapsed(r.Env.Sim.Elapsed()))
 	}
 	if root, rerr := ModuleRoot(); rerr == nil {
 		out = strings.ReplaceAll(out, root+string(filepath.Separator), "")
@@ -142,9 +172,15 @@ func (r *Runner) Exec(d Directive) string {
 }
 
 func (r *Runner) exec(d Directive) (string, error) {
+	if _, ok := commandKeys[d.Cmd]; !ok {
+		return "", setupError{fmt.Errorf("unknown command %q (known: %s)", d.Cmd, strings.Join(Commands, ", "))}
+	}
+	if err := checkArgs(d.Cmd, d.Args); err != nil {
+		return "", err
+	}
 	a := args(d.Args)
 	if d.Cmd != "world" && r.Env == nil {
-		return "", fmt.Errorf("%s: no world yet: start the script with `world`", d.Cmd)
+		return "", setupError{fmt.Errorf("%s: no world yet: start the script with `world`", d.Cmd)}
 	}
 	switch d.Cmd {
 	case "world":
@@ -198,77 +234,14 @@ func (r *Runner) exec(d Directive) (string, error) {
 	}
 }
 
-type argMap map[string][]string
-
-func args(cas []datadriven.CmdArg) argMap {
-	m := argMap{}
-	for _, c := range cas {
-		m[c.Key] = c.Vals
-	}
-	return m
-}
-
-func (a argMap) str(key, def string) string {
-	if v, ok := a[key]; ok && len(v) > 0 {
-		return v[0]
-	}
-	return def
-}
-
-func (a argMap) list(key string) []string { return a[key] }
-
-func (a argMap) int(key string, def int64) (int64, error) {
-	v, ok := a[key]
-	if !ok || len(v) == 0 {
-		return def, nil
-	}
-	n, err := strconv.ParseInt(v[0], 0, 64)
-	if err != nil {
-		return 0, fmt.Errorf("%s=%s: not an integer", key, v[0])
-	}
-	return n, nil
-}
-
-func (a argMap) float(key string, def float64) (float64, error) {
-	v, ok := a[key]
-	if !ok || len(v) == 0 {
-		return def, nil
-	}
-	f, err := strconv.ParseFloat(v[0], 64)
-	if err != nil {
-		return 0, fmt.Errorf("%s=%s: not a number", key, v[0])
-	}
-	return f, nil
-}
-
-func (a argMap) dur(key string, def time.Duration) (time.Duration, error) {
-	v, ok := a[key]
-	if !ok || len(v) == 0 {
-		return def, nil
-	}
-	d, err := time.ParseDuration(v[0])
-	if err != nil {
-		return 0, fmt.Errorf("%s=%s: not a duration (e.g. 90s, 10m, 2h)", key, v[0])
-	}
-	return d, nil
-}
-
-func (a argMap) need(key string) (string, error) {
-	v, ok := a[key]
-	if !ok || len(v) == 0 {
-		return "", fmt.Errorf("missing %s=", key)
-	}
-	return v[0], nil
-}
-
 // world builds the environment:
 //
 //	world [seed=N] [target=PATH] [inventory=NAME|PATH] [machines=(a,b)] [workload=KIND] [tx=N] [churn=BYTES]
 func (r *Runner) world(a argMap) (string, error) {
 	if r.Env != nil {
-		return "", fmt.Errorf("world: already built (one world per script)")
+		return "", setupError{fmt.Errorf("world: already built (one world per script)")}
 	}
-	seed, err := a.int("seed", 1)
+	seed, err := a.intIn("seed", 1, 0, math.MaxInt64)
 	if err != nil {
 		return "", err
 	}
@@ -308,7 +281,7 @@ func (r *Runner) world(a argMap) (string, error) {
 	}
 	env, err := New(ctx, Options{Target: t, Seed: uint64(seed), Live: r.Live, LiveFilter: r.LiveFilter, Machines: a.list("machines")})
 	if err != nil {
-		return "", err
+		return "", setupError{err}
 	}
 	r.Env = env
 	var b strings.Builder
@@ -353,11 +326,11 @@ func workloadSpecFor(kind string) workload.Spec {
 // Workloads write in the second half of a machine's first disk, above the
 // guest's pre-existing data.
 func workloadSpec(kind string, a argMap) (workload.Spec, error) {
-	churn, err := a.int("churn", 64*1024)
+	churn, err := a.intIn("churn", 64*1024, 0, 1<<30)
 	if err != nil {
 		return workload.Spec{}, err
 	}
-	tx, err := a.float("tx", 2)
+	tx, err := a.floatIn("tx", 2, 0, 1e6)
 	if err != nil {
 		return workload.Spec{}, err
 	}
@@ -392,7 +365,7 @@ func (r *Runner) workload(a argMap) (string, error) {
 
 // run advances virtual time: run for=DURATION
 func (r *Runner) run(a argMap) (string, error) {
-	d, err := a.dur("for", 0)
+	d, err := a.durMin("for", 0, 1)
 	if err != nil {
 		return "", err
 	}
@@ -421,19 +394,19 @@ func (r *Runner) write(a argMap) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	d, err := a.int("disk", 0)
+	d, err := a.intIn("disk", 0, 0, 63)
 	if err != nil {
 		return "", err
 	}
-	off, err := a.int("off", -1)
+	off, err := a.intIn("off", -1, 0, math.MaxInt64)
 	if err != nil {
 		return "", err
 	}
-	n, err := a.int("len", 4096)
+	n, err := a.intIn("len", 4096, 1, 64<<20)
 	if err != nil {
 		return "", err
 	}
-	fill, err := a.int("byte", 0xab)
+	fill, err := a.intIn("byte", 0xab, 0, 0xff)
 	if err != nil {
 		return "", err
 	}
@@ -473,7 +446,7 @@ func (r *Runner) trace(a argMap) (string, error) {
 		}
 		lines = kept
 	}
-	last, err := a.int("last", 20)
+	last, err := a.intIn("last", 20, 0, math.MaxInt64)
 	if err != nil {
 		return "", err
 	}
@@ -492,6 +465,9 @@ func (r *Runner) trace(a argMap) (string, error) {
 	return b.String(), nil
 }
 
+// checkNames are the checks `check what=` runs.
+var checkNames = []string{"disks", "invariants", "points", "catalog", "schedule", "rpo", "cut", "groups", "holds", "round-holds"}
+
 // check runs property checks and counts them:
 //
 //	check [what=(disks,invariants)]
@@ -499,6 +475,20 @@ func (r *Runner) check(a argMap) (string, error) {
 	what := a.list("what")
 	if len(what) == 0 {
 		what = []string{"disks", "invariants"}
+	}
+	// Arguments first: a bad one changes nothing, whatever is deployed.
+	for _, w := range what {
+		if !slices.Contains(checkNames, w) {
+			return "", fmt.Errorf("check: unknown check %q (want %s)", w, orList(checkNames))
+		}
+	}
+	limit, err := a.durMin("limit", proto.CrashTagTimeouts.Hold(), 1)
+	if err != nil {
+		return "", err
+	}
+	bound, err := a.durMin("bound", 10*time.Minute, 1)
+	if err != nil {
+		return "", err
 	}
 	var rs []Result
 	for _, w := range what {
@@ -528,17 +518,9 @@ func (r *Runner) check(a argMap) (string, error) {
 				rs = append(rs, d.CheckGroupPoints(g)...)
 			}
 		case "holds":
-			limit, err := a.dur("limit", proto.CrashTagTimeouts.Hold())
-			if err != nil {
-				return "", err
-			}
 			rs = append(rs, r.Env.CheckHolds(limit)...)
 		case "round-holds":
 			d, err := r.deployment()
-			if err != nil {
-				return "", err
-			}
-			limit, err := a.dur("limit", proto.CrashTagTimeouts.Hold())
 			if err != nil {
 				return "", err
 			}
@@ -551,10 +533,6 @@ func (r *Runner) check(a argMap) (string, error) {
 			rs = append(rs, d.CheckSchedule(a.list("vms"))...)
 		case "rpo":
 			d, err := r.deployment()
-			if err != nil {
-				return "", err
-			}
-			bound, err := a.dur("bound", 10*time.Minute)
 			if err != nil {
 				return "", err
 			}
@@ -640,11 +618,11 @@ func (r *Runner) fault(a argMap) (string, error) {
 		p := simnet.Path(a.str("path", map[string]string{"clog": "internet", "loss": "lan"}[kind]))
 		from, to := simnet.Site(a.str("from", "onprem")), simnet.Site(a.str("to", map[string]string{"clog": "azure", "loss": "onprem"}[kind]))
 		if kind == "clog" {
-			f, err := a.int("factor", 10)
+			f, err := a.intIn("factor", 10, 1, 1<<20)
 			if err != nil {
 				return "", err
 			}
-			d, err := a.dur("for", time.Hour)
+			d, err := a.durMin("for", time.Hour, 1)
 			if err != nil {
 				return "", err
 			}
@@ -653,7 +631,7 @@ func (r *Runner) fault(a argMap) (string, error) {
 			}
 			msg = fmt.Sprintf("clog %s %s->%s bandwidth/%d for %s", p, from, to, f, d)
 		} else {
-			prob, err := a.float("p", 0.1)
+			prob, err := a.floatIn("p", 0.1, 0, 1)
 			if err != nil {
 				return "", err
 			}

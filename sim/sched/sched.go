@@ -12,12 +12,14 @@ package sched
 
 import (
 	"container/heap"
+	"context"
 	"encoding/binary"
 	"fmt"
 	"hash/fnv"
 	"log/slog"
 	"math/rand/v2"
 	"sort"
+	"sync/atomic"
 	"time"
 
 	"github.com/v2a-dr/v2a/impl/runtime"
@@ -58,6 +60,10 @@ type Sim struct {
 	down   map[string]bool // crashed hosts
 	// cancelled timers, by id; an entry is removed when the timer would fire.
 	cancelled map[runtime.TimerID]bool
+	// stopped is set, from any goroutine (a signal handler), by Interrupt:
+	// the Run methods return at the next event. It is the one field another
+	// goroutine touches, hence atomic.
+	stopped atomic.Bool
 }
 
 type slot struct {
@@ -255,24 +261,48 @@ func (s *Sim) Step() bool {
 	return false
 }
 
+// Interrupt makes the Run methods return before the next event, and every
+// later call return at once: a run being interrupted (Ctrl-C) stops between
+// two events, never inside one, so what it leaves is a consistent world that
+// can still be judged and closed. It is safe to call from any goroutine.
+func (s *Sim) Interrupt() { s.stopped.Store(true) }
+
+// Interrupted reports whether Interrupt was called. After an interrupt the
+// clock stands where the last event left it, not at the deadline asked for.
+func (s *Sim) Interrupted() bool { return s.stopped.Load() }
+
+// StopOn interrupts the simulator when ctx is done; the returned function
+// undoes the link.
+func (s *Sim) StopOn(ctx context.Context) (stop func() bool) {
+	return context.AfterFunc(ctx, s.Interrupt)
+}
+
 // RunFor runs every event up to d of virtual time from now, then sets the
-// clock to exactly now+d.
+// clock to exactly now+d (unless interrupted).
 func (s *Sim) RunFor(d time.Duration) { s.RunUntil(s.now.Add(d)) }
 
-// RunUntil runs every event due at or before t, then sets the clock to t.
+// RunUntil runs every event due at or before t, then sets the clock to t
+// (unless interrupted).
 func (s *Sim) RunUntil(t time.Time) {
 	for len(s.queue) > 0 && !s.queue[0].at.After(t) {
+		if s.stopped.Load() {
+			return
+		}
 		s.Step()
 	}
-	if t.After(s.now) {
+	if t.After(s.now) && !s.stopped.Load() {
 		s.now = t
 	}
 }
 
 // RunWhile steps while cond holds and events remain, up to the deadline;
-// it reports whether cond became false.
+// it reports whether cond became false. An interrupt ends it early with the
+// current answer.
 func (s *Sim) RunWhile(deadline time.Time, cond func() bool) bool {
 	for cond() {
+		if s.stopped.Load() {
+			return false
+		}
 		if len(s.queue) == 0 || s.queue[0].at.After(deadline) {
 			if deadline.After(s.now) {
 				s.now = deadline
