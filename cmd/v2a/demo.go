@@ -14,7 +14,9 @@ func newDemoCmd() *cobra.Command {
 		Short: "Run the demonstration scenario: a small protected estate, replicated and checked",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			f.seedSet = cmd.Flags().Changed("seed")
-			return runScenario(cmd.OutOrStdout(), demoScenario, f)
+			ctx, stop := interruptible(cmd.Context())
+			defer stop()
+			return runScenario(ctx, cmd.OutOrStdout(), demoScenario, f)
 		},
 	}
 	c.Flags().Uint64Var(&f.seed, "seed", 0, "seed for the run (default: the scenario's own)")

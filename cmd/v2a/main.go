@@ -3,12 +3,15 @@
 // the loop) and checks the recovery points they make.
 //
 // Exit codes: 0 every check passed; 1 a check failed (a correctness bug);
-// 2 the run could not be set up (bad flags, missing tools, bad fixtures).
+// 2 the run could not be set up (bad flags, missing tools, bad fixtures, a
+// malformed script); 130 interrupted (Ctrl-C, SIGTERM).
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 
 	"github.com/spf13/cobra"
@@ -21,12 +24,27 @@ const (
 	exitOK     = 0
 	exitChecks = 1
 	exitSetup  = 2
+	exitIntr   = 130
 )
 
-// errChecksFailed marks a run that completed with failed checks.
-var errChecksFailed = errors.New("checks failed")
+var (
+	// errChecksFailed marks a run that completed with failed checks.
+	errChecksFailed = errors.New("checks failed")
+	// errScriptSetup marks a run stopped by a malformed script (its error
+	// is in the output already).
+	errScriptSetup = errors.New("the script could not be set up (see the error above)")
+	// errInterrupted marks a run stopped by a signal.
+	errInterrupted = errors.New("interrupted")
+)
 
 func main() {
+	code := execute(context.Background(), os.Args[1:], os.Stdout, os.Stderr)
+	harness.Shutdown()
+	os.Exit(code)
+}
+
+// execute runs the CLI with args and returns its exit code.
+func execute(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	root := &cobra.Command{
 		Use:           "v2a",
 		Short:         "v2a: a simulation-first testbed for VMware/physical to Azure replication",
@@ -34,15 +52,30 @@ func main() {
 		SilenceErrors: true,
 	}
 	root.AddCommand(newRunCmd(), newDemoCmd(), newListCmd())
-	err := root.Execute()
-	harness.Shutdown()
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	err := root.ExecuteContext(ctx)
+	code := exitCode(err)
+	switch code {
+	case exitOK, exitChecks:
+	case exitIntr:
+		fmt.Fprintln(stderr, "v2a: interrupted")
+	default:
+		fmt.Fprintln(stderr, "v2a:", err)
+	}
+	return code
+}
+
+// exitCode maps what a command returned to the process's exit code.
+func exitCode(err error) int {
 	switch {
 	case err == nil:
-		os.Exit(exitOK)
+		return exitOK
 	case errors.Is(err, errChecksFailed):
-		os.Exit(exitChecks)
-	default:
-		fmt.Fprintln(os.Stderr, "v2a:", err)
-		os.Exit(exitSetup)
+		return exitChecks
+	case errors.Is(err, errInterrupted):
+		return exitIntr
 	}
+	return exitSetup
 }

@@ -3,26 +3,30 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
 	"runtime/pprof"
 	"strings"
+	"syscall"
 
 	"github.com/spf13/cobra"
 
 	"github.com/v2a-dr/v2a/harness"
 	"github.com/v2a-dr/v2a/scenarios"
+	"github.com/v2a-dr/v2a/sim/sched"
 )
 
 type runFlags struct {
-	seed    uint64
-	seedSet bool
-	target  string
-	trace   string
-	quiet   bool
-	cpuProf string
+	seed     uint64
+	seedSet  bool
+	target   string
+	trace    string
+	quiet    bool
+	cpuProf  string
+	failures string
 }
 
 func newRunCmd() *cobra.Command {
@@ -40,11 +44,19 @@ exactly two lines that scripts rely on:
   checks: N passed, M failed
   trace-sha256: HEX
 
-The same scenario and seed always give the same trace hash.`,
+The same scenario and seed always give the same trace hash.
+
+Exit codes: 0 every check passed; 1 a check failed; 2 the run could not be
+set up (a bad flag, a script that cannot be read or parsed, an unknown
+command, a command before 'world', 'world' twice, a world that cannot be
+built); 130 interrupted (Ctrl-C or SIGTERM: the running command stops at
+the next event, and the closing lines are still printed).`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			f.seedSet = cmd.Flags().Changed("seed")
-			return runScenario(cmd.OutOrStdout(), args[0], f)
+			ctx, stop := interruptible(cmd.Context())
+			defer stop()
+			return runScenario(ctx, cmd.OutOrStdout(), args[0], f)
 		},
 	}
 	c.Flags().Uint64Var(&f.seed, "seed", 0, "seed for the run (default: the scenario's own)")
@@ -52,6 +64,7 @@ The same scenario and seed always give the same trace hash.`,
 	c.Flags().StringVar(&f.trace, "trace", "story", "live trace: story (what happens), full (every event) or none")
 	c.Flags().BoolVar(&f.quiet, "quiet", false, "print only the banner and the closing lines")
 	c.Flags().StringVar(&f.cpuProf, "cpuprofile", "", "write a CPU profile of the run to this file")
+	c.Flags().StringVar(&f.failures, "failures", "", "write each failed check to this file as a JSON line (for tools: v2a mutants)")
 	return c
 }
 
@@ -67,16 +80,38 @@ func loadScript(name string) (path string, data []byte, err error) {
 	return "scenarios/" + strings.TrimSuffix(name, ".scn") + ".scn", data, nil
 }
 
+// interruptible is a context cancelled by the first Ctrl-C or SIGTERM. The
+// run then stops at the next event and closes cleanly; a second signal gets
+// the default behaviour (the process dies at once; the next run sweeps the
+// world directory it leaves).
+func interruptible(parent context.Context) (context.Context, context.CancelFunc) {
+	if parent == nil {
+		parent = context.Background()
+	}
+	ctx, stop := signal.NotifyContext(parent, os.Interrupt, syscall.SIGTERM)
+	context.AfterFunc(ctx, stop)
+	return ctx, stop
+}
+
 // storyKinds are the trace events a person wants to watch.
 var storyKinds = map[string]bool{
 	"log": true, "warn": true, "error": true, "fault": true, "crash": true, "restart": true,
 	"world": true, "vsphere": true, "machine": true, "workload": true, "alert": true, "deploy": true,
 }
 
-func runScenario(w io.Writer, name string, f runFlags) error {
+// runScenario runs a script until its end, its first set-up error, or ctx
+// is done, and always prints the closing lines once the script parsed. Its
+// error says which exit code applies: nil, errChecksFailed,
+// errInterrupted, errScriptSetup, or another (the run could not start).
+func runScenario(ctx context.Context, w io.Writer, name string, f runFlags) error {
 	path, data, err := loadScript(name)
 	if err != nil {
 		return err
+	}
+	switch f.trace {
+	case "story", "full", "none":
+	default:
+		return fmt.Errorf("--trace=%s: want story, full or none", f.trace)
 	}
 	if f.cpuProf != "" {
 		pf, err := os.Create(f.cpuProf)
@@ -105,9 +140,9 @@ func runScenario(w io.Writer, name string, f runFlags) error {
 		}
 		r.Target = t
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
-	defer stop()
 	r.Ctx = ctx
+	// Close removes the world's directory on every way out of here: the
+	// end, an error, an interrupt, a panic.
 	defer r.Close()
 
 	fmt.Fprintf(w, "SEED=%d scenario=%s\n", seed, path)
@@ -125,13 +160,12 @@ func runScenario(w io.Writer, name string, f runFlags) error {
 		r.Live, r.LiveFilter = out, func(k string) bool { return storyKinds[k] }
 	case "full":
 		r.Live = out
-	case "none":
-	default:
-		return fmt.Errorf("--trace=%s: want story, full or none", f.trace)
 	}
+	interrupted := false
 	for _, d := range ds {
 		if ctx.Err() != nil {
-			return fmt.Errorf("interrupted")
+			interrupted = true
+			break
 		}
 		cmdline := d.Cmd
 		for _, a := range d.Args {
@@ -139,8 +173,25 @@ func runScenario(w io.Writer, name string, f runFlags) error {
 		}
 		res := r.Exec(d)
 		fmt.Fprintf(out, "\n> %s\n%s", cmdline, indent(res))
+		if ctx.Err() != nil {
+			// The command was cut short: its output and any error it
+			// printed are not a verdict on the system.
+			interrupted = true
+			break
+		}
 		if strings.HasPrefix(res, "error: ") || strings.Contains(res, "\nerror: ") {
 			r.Tally.Add(harness.Result{Check: "script", Subject: d.Pos, Verdict: harness.Illegal, Evidence: strings.TrimSpace(res)})
+		}
+		if r.SetupFailed {
+			break // the script is malformed: what follows would only fail too
+		}
+	}
+	if interrupted {
+		fmt.Fprintf(w, "interrupted: stopped at %s of virtual time, before the end of the script\n", elapsed(r))
+	}
+	if f.failures != "" {
+		if err := writeFailures(f.failures, r.Tally.Failures); err != nil {
+			fmt.Fprintf(w, "v2a: %v\n", err)
 		}
 	}
 	for _, fl := range r.Tally.Failures {
@@ -155,8 +206,44 @@ func runScenario(w io.Writer, name string, f runFlags) error {
 		sum = r.Env.Trace.Sum()
 	}
 	fmt.Fprintf(w, "trace-sha256: %s\n", sum)
-	if r.Tally.Failed > 0 {
+	switch {
+	case interrupted:
+		return errInterrupted
+	case r.SetupFailed:
+		return errScriptSetup
+	case r.Tally.Failed > 0:
 		return errChecksFailed
+	}
+	return nil
+}
+
+func elapsed(r *harness.Runner) string {
+	if r.Env == nil {
+		return "0s"
+	}
+	return sched.FormatElapsed(r.Env.Sim.Elapsed())
+}
+
+// Failure is one failed check as --failures writes it, one JSON object a
+// line. Check "script" is an error printed by a command (the run did not
+// go as the script meant), not a property check.
+type Failure struct {
+	Check    string `json:"check"`
+	Subject  string `json:"subject"`
+	Verdict  string `json:"verdict"`
+	Evidence string `json:"evidence,omitempty"`
+}
+
+func writeFailures(path string, rs []harness.Result) error {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	for _, r := range rs {
+		if err := enc.Encode(Failure{Check: r.Check, Subject: r.Subject, Verdict: string(r.Verdict), Evidence: r.Evidence}); err != nil {
+			return err
+		}
+	}
+	if err := os.WriteFile(path, b.Bytes(), 0o644); err != nil {
+		return fmt.Errorf("--failures: %w", err)
 	}
 	return nil
 }
