@@ -9,7 +9,7 @@ AZURITE_BIN := $(AZURITE)/node_modules/.bin/azurite-blob
 # The scenario make determinism replays: replication with vcsim and Azurite in the loop.
 DET_SCENARIO ?= registration
 
-.PHONY: all demo test tools build bench lint determinism rewrite fuzz clean
+.PHONY: all demo test tools build bench lint determinism mutants rewrite fuzz clean
 
 all: build
 
@@ -29,10 +29,18 @@ build:
 demo: tools build
 	./$(BIN) demo --seed $(SEED)
 
-## test: lint, every Go test (with Azurite and vcsim in the loop), and the determinism check
+## test: lint, every Go test (with Azurite and vcsim in the loop), the determinism check and the mutant suite
 test: tools lint
 	$(GO) test -timeout 20m ./...
 	$(MAKE) --no-print-directory determinism
+	$(MAKE) --no-print-directory mutants
+
+## mutants: plant each bug of harness/testdata/mutants/*.patch in a copy of the tree and demand that
+##          its named check fails in its named scenario (MUTANTS=REGEXP picks some, MUTANT_JOBS=N)
+MUTANTS     ?=
+MUTANT_JOBS ?= 1
+mutants: tools build
+	./$(BIN) mutants --jobs $(MUTANT_JOBS) $(if $(MUTANTS),--run '$(MUTANTS)')
 
 ## lint: formatting and go vet
 lint:
