@@ -460,11 +460,9 @@ func (a *Agent) timer(ctx runtime.Context, name string) {
 		a.drainDue = true
 		a.set(ctx, tDrain, a.cfg.DrainInterval)
 	case tCrash:
-		a.set(ctx, tCrash, a.st.Policy.CrashInterval)
-		a.bookmark(ctx, hrl.CrashConsistent)
+		a.bookmarkTick(ctx, hrl.CrashConsistent)
 	case tApp:
-		a.set(ctx, tApp, a.st.Policy.AppInterval)
-		a.bookmark(ctx, hrl.AppConsistent)
+		a.bookmarkTick(ctx, hrl.AppConsistent)
 	case tResync:
 		if a.phase == PhaseResyncRequired {
 			a.sendResyncNeeded(ctx)

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"time"
 
 	"github.com/v2a-dr/v2a/impl/hrl"
 	"github.com/v2a-dr/v2a/impl/runtime"
@@ -65,16 +66,46 @@ func kindName(k hrl.BookmarkKind) string {
 	return "crash"
 }
 
-// armBookmarkTimers (re)starts the policy's bookmark schedule.
+// armBookmarkTimers (re)starts the policy's bookmark schedule. The next
+// bookmark of each kind is due an interval after the last one (persisted,
+// so a restarted agent or a rebooted machine keeps the cadence the policy
+// promises: a restart 3 minutes after a crash bookmark makes the next one 2
+// minutes later, not 5), at once if that is past, and an interval from now
+// under a new protection.
 func (a *Agent) armBookmarkTimers(ctx runtime.Context) {
 	a.cancel(ctx, tCrash)
 	a.cancel(ctx, tApp)
-	if a.st.Policy.CrashInterval > 0 {
-		a.set(ctx, tCrash, a.st.Policy.CrashInterval)
+	if every := a.st.Policy.CrashInterval; every > 0 {
+		a.set(ctx, tCrash, bookmarkDue(ctx.Now(), a.st.LastCrashBookmark, every))
 	}
-	if a.st.Policy.AppInterval > 0 {
+	if every := a.st.Policy.AppInterval; every > 0 {
+		a.set(ctx, tApp, bookmarkDue(ctx.Now(), a.st.LastAppBookmark, every))
+	}
+}
+
+// bookmarkDue is how long from now the next bookmark is due when the last
+// was at lastNano (0: none yet): never more than every (a clock stepped
+// back does not stretch the schedule), never less than zero (overdue: now).
+func bookmarkDue(now time.Time, lastNano int64, every time.Duration) time.Duration {
+	if lastNano == 0 {
+		return every
+	}
+	return min(max(time.Unix(0, lastNano).Add(every).Sub(now), 0), every)
+}
+
+// bookmarkTick runs a bookmark timer: the next is set an interval on, the
+// time of this one persisted (for armBookmarkTimers after a restart), then
+// the bookmark inserted or its skip counted.
+func (a *Agent) bookmarkTick(ctx runtime.Context, kind hrl.BookmarkKind) {
+	if kind == hrl.AppConsistent {
 		a.set(ctx, tApp, a.st.Policy.AppInterval)
+		a.st.LastAppBookmark = ctx.Now().UnixNano()
+	} else {
+		a.set(ctx, tCrash, a.st.Policy.CrashInterval)
+		a.st.LastCrashBookmark = ctx.Now().UnixNano()
 	}
+	a.save(ctx)
+	a.bookmark(ctx, kind)
 }
 
 // bookmark inserts a bookmark of kind if the log can honour one now, and

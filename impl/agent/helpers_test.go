@@ -306,7 +306,11 @@ func newEnvFor(t *testing.T, g *fakeGuest, name string, mod func(*Config)) *env 
 // start (re)starts the agent process.
 func (e *env) start() {
 	e.a = New(e.cfg)
-	e.d = runtimetest.New(e.t, e.addr, e.a)
+	now := runtimetest.Epoch
+	if e.d != nil {
+		now = e.d.Now() // a restart: time goes on
+	}
+	e.d = runtimetest.NewAt(e.t, e.addr, e.a, now)
 }
 
 func (e *env) receive(from runtime.Addr, m wire.Msg) {

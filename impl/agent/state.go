@@ -27,6 +27,12 @@ type persisted struct {
 	// LastTagN is the number of the last group tag this agent started as
 	// master: tag ids never repeat, even across restarts and clock steps.
 	LastTagN uint64 `json:"lastTagN,omitempty"`
+	// LastCrashBookmark and LastAppBookmark are when the bookmark timers
+	// last fired (Unix ns; 0: not yet under this protection), so that a
+	// restarted agent keeps the policy's cadence instead of starting it
+	// over (see armBookmarkTimers).
+	LastCrashBookmark int64 `json:"lastCrashBookmark,omitempty"`
+	LastAppBookmark   int64 `json:"lastAppBookmark,omitempty"`
 }
 
 // loadState reads agent.state; ok is false when there is none.

@@ -54,7 +54,13 @@ type Driver struct {
 // New starts the actor at addr: it delivers Started and whatever ops that
 // started complete.
 func New(t testing.TB, addr runtime.Addr, a runtime.Actor) *Driver {
-	d := &Driver{t: t, Addr: addr, Actor: a, now: Epoch, rnd: rand.New(rand.NewPCG(1, 2)),
+	return NewAt(t, addr, a, Epoch)
+}
+
+// NewAt is New with the fake clock at now: a restarted actor sees the time
+// go on from where its previous incarnation's driver left it.
+func NewAt(t testing.TB, addr runtime.Addr, a runtime.Actor, now time.Time) *Driver {
+	d := &Driver{t: t, Addr: addr, Actor: a, now: now, rnd: rand.New(rand.NewPCG(1, 2)),
 		log: slog.New(slog.DiscardHandler), timers: map[runtime.TimerID]Timer{}, AutoDeliverOps: true}
 	d.Deliver(runtime.Started{})
 	return d

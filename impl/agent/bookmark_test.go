@@ -1,0 +1,108 @@
+package agent
+
+import (
+	"testing"
+	"time"
+
+	"github.com/v2a-dr/v2a/impl/runtime/runtimetest"
+)
+
+// crashTicks counts the crash-bookmark timer's firings in this agent
+// process: inserted and skipped alike.
+func crashTicks(e *env) int64 {
+	s := e.a.Status()
+	var n int64
+	for _, c := range s.BookmarksInserted {
+		if c.Kind == "crash" {
+			n += c.Count
+		}
+	}
+	for _, c := range s.BookmarksSkipped {
+		if c.Kind == "crash" {
+			n += c.Count
+		}
+	}
+	return n
+}
+
+// TestBookmarkScheduleSurvivesRestart: the crash-bookmark schedule keeps
+// its cadence across an agent restart and a machine crash: a restart 3
+// minutes after a bookmark makes the next one due 2 minutes later (the
+// policy's 5 minutes from the last), not 5 minutes after the restart,
+// which left a 7-minute gap between crash points. A restart after the
+// interval has passed bookmarks at once.
+func TestBookmarkScheduleSurvivesRestart(t *testing.T) {
+	for _, tt := range []struct {
+		name         string
+		machineCrash bool
+		down         time.Duration // from the last bookmark to the restart
+		wantWithin   time.Duration // after the restart, the next bookmark
+	}{
+		{"agent restart", false, 3 * time.Minute, 2 * time.Minute},
+		{"machine crash", true, 3 * time.Minute, 2 * time.Minute},
+		{"overdue", false, 7 * time.Minute, 0},
+		{"machine crash, overdue", true, 26 * time.Minute, 0},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			g := newGuest(t, 1<<20)
+			e := newEnv(t, g, nil)
+			e.replicating()
+			// Up to just after the first crash bookmark (5 min after protect).
+			for crashTicks(e) == 0 {
+				g.write(0, 0, fill(4096, 1))
+				e.advance(time.Second, time.Second)
+				if e.d.Now().Sub(runtimetest.Epoch) > time.Hour {
+					t.Fatal("no crash bookmark in an hour")
+				}
+			}
+			// The agent (or the whole machine) dies right after it, and
+			// comes back tt.down later: nothing ran in between.
+			if tt.machineCrash {
+				g.crash()
+			}
+			e.a = New(e.cfg)
+			e.d = runtimetest.NewAt(t, e.addr, e.a, e.d.Now().Add(tt.down))
+			e.run()
+			// The restarted process has counted nothing yet.
+			if n := crashTicks(e); n != 0 {
+				t.Fatalf("a new agent process counts %d crash bookmarks at once", n)
+			}
+			// Just before it is due: none. Within 10 s after: one.
+			if tt.wantWithin > 0 {
+				e.advance(tt.wantWithin-10*time.Second, 10*time.Second)
+				if n := crashTicks(e); n != 0 {
+					t.Fatalf("%d crash bookmarks %s after the restart, want 0 before %s", n, tt.wantWithin-10*time.Second, tt.wantWithin)
+				}
+			}
+			e.advance(20*time.Second, 10*time.Second)
+			if n := crashTicks(e); n != 1 {
+				t.Fatalf("%d crash bookmarks %s after the restart, want 1: the schedule started again from zero", n, tt.wantWithin+10*time.Second)
+			}
+			// And the cadence goes on from there.
+			e.advance(5*time.Minute, 10*time.Second)
+			if n := crashTicks(e); n != 2 {
+				t.Fatalf("%d crash bookmarks 5 min later, want 2", n)
+			}
+		})
+	}
+}
+
+func TestBookmarkDue(t *testing.T) {
+	now := runtimetest.Epoch.Add(time.Hour)
+	at := func(d time.Duration) int64 { return now.Add(d).UnixNano() }
+	for _, c := range []struct {
+		name string
+		last int64
+		want time.Duration
+	}{
+		{"none yet", 0, 5 * time.Minute},
+		{"3 min ago", at(-3 * time.Minute), 2 * time.Minute},
+		{"just now", at(0), 5 * time.Minute},
+		{"overdue", at(-26 * time.Minute), 0},
+		{"clock stepped back", at(time.Hour), 5 * time.Minute},
+	} {
+		if got := bookmarkDue(now, c.last, 5*time.Minute); got != c.want {
+			t.Errorf("%s: due in %s, want %s", c.name, got, c.want)
+		}
+	}
+}
