@@ -122,6 +122,23 @@ func checkFaultArgs(cas []datadriven.CmdArg) error {
 	return nil
 }
 
+// checkFaultValues checks the values of a fault's numeric keys with the
+// same ranges its handler uses.
+func checkFaultValues(kind string, a argMap) error {
+	var err error
+	switch kind {
+	case "clog":
+		if _, err = a.intIn("factor", 10, 1, 1<<20); err == nil {
+			_, err = a.durMin("for", time.Hour, 1)
+		}
+	case "loss":
+		_, err = a.floatIn("p", 0.1, 0, 1)
+	case "tear-hrl":
+		_, err = a.intIn("bytes", 37, 1, 1<<20)
+	}
+	return err
+}
+
 func keyList(keys []string) string {
 	if len(keys) == 0 {
 		return "no keys"

@@ -574,6 +574,11 @@ func (r *Runner) fault(a argMap) (string, error) {
 			kind = k
 		}
 	}
+	// Values first, also for a fault armed to fire later: a bad one is
+	// refused now, not found when the trigger fires.
+	if err := checkFaultValues(kind, a); err != nil {
+		return "", err
+	}
 	if on := a.str("on", ""); on != "" {
 		// A fault triggered by an event: it happens right after the first
 		// event whose trace line (from onhost, default host=) contains on,
