@@ -114,6 +114,9 @@ func (d *Deployment) CheckGroupPoints(group string) []Result {
 	if err != nil {
 		return []Result{{Check: "cut", Subject: group, Verdict: Unknown, Evidence: err.Error()}}
 	}
+	if len(gc.Points) == 0 {
+		return []Result{d.noGroupPoints(group)}
+	}
 	var out []Result
 	cats := map[string]*azuresvc.Catalog{}
 	for _, gp := range gc.Points {
@@ -171,6 +174,37 @@ func (d *Deployment) CheckGroupPoints(group string) []Result {
 		}
 	}
 	return out
+}
+
+// noGroupPoints is the verdict on a group without group points: Illegal
+// once every member has been protected for longer than a crash interval
+// and the schedule's slack, Unknown before (too early to judge), never OK
+// (a consistent-cut check over no cuts proves nothing).
+func (d *Deployment) noGroupPoints(group string) Result {
+	r := Result{Check: "cut", Subject: group, Verdict: Unknown}
+	st, err := d.csStatus()
+	if err != nil {
+		r.Evidence = "no group points, and the configuration server is down: " + err.Error()
+		return r
+	}
+	for _, g := range st.Groups {
+		if g.Name != group {
+			continue
+		}
+		if g.ProtectedSince.IsZero() {
+			r.Evidence = fmt.Sprintf("no group points, and not every member is protected (group %s): nothing to judge", g.State)
+			return r
+		}
+		p := proto.DefaultPolicy()
+		for _, q := range st.Policies {
+			if q.Name == g.Policy {
+				p = q
+			}
+		}
+		return noPointsVerdict("cut", group, true, g.ProtectedSince, d.e.Sim.Now(), p)
+	}
+	r.Evidence = "no group points, and the configuration server knows no group " + group
+	return r
 }
 
 func cutString(cut map[string]uint64) string {

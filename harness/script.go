@@ -502,6 +502,7 @@ func (r *Runner) check(a argMap) (string, error) {
 	}
 	var rs []Result
 	for _, w := range what {
+		before := len(rs)
 		switch w {
 		case "disks":
 			rs = append(rs, r.Env.CheckLiveDisks()...)
@@ -562,13 +563,16 @@ func (r *Runner) check(a argMap) (string, error) {
 		default:
 			return "", fmt.Errorf("check: unknown check %q (want disks, invariants, points, catalog, schedule, rpo, cut, holds or round-holds)", w)
 		}
+		if len(rs) == before {
+			// A check that judged nothing must not pass: no protected
+			// machine, no group, no workload is a wrong script or a
+			// broken system, and either way nothing was shown.
+			rs = append(rs, Result{Check: w, Subject: "-", Verdict: Unknown, Evidence: "nothing to judge (no machine, group or workload this check applies to)"})
+		}
 	}
 	r.Tally.Add(rs...)
 	for _, res := range rs {
 		r.Env.Trace.Add(r.Env.Sim.Elapsed(), "harness", "check", fmt.Sprintf("%s %s %s", res.Check, res.Subject, res.Verdict))
-	}
-	if len(rs) == 0 {
-		return "no subjects to check\n", nil
 	}
 	if _, verbose := a["verbose"]; verbose || len(rs) <= 12 {
 		return FormatResults(rs), nil
