@@ -33,7 +33,9 @@ type pointRecord struct {
 	byMachine map[string]map[string]*madePoint
 }
 
-func newPointRecord() *pointRecord { return &pointRecord{byMachine: map[string]map[string]*madePoint{}} }
+func newPointRecord() *pointRecord {
+	return &pointRecord{byMachine: map[string]map[string]*madePoint{}}
+}
 
 func (r *pointRecord) observe(ev *proto.ReplicaEvent) {
 	if ev.Machine == "" || ev.PointID == "" {
