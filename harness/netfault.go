@@ -1,0 +1,110 @@
+package harness
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	simnet "github.com/v2a-dr/v2a/sim/net"
+)
+
+// linkFault sets one direction of a path to jitter, duplicate or reorder
+// its transfers:
+//
+//	fault jitter [path=lan] [from=onprem] [to=onprem] max=20ms
+//	fault duplicate [path=lan] [from=onprem] [to=onprem] p=0.05
+//	fault reorder [path=lan] [from=onprem] [to=onprem] p=0.1 window=10ms
+//
+// Each replaces only its own parameter of the link (max=0 or p=0 turns it
+// off); `fault heal` does not undo them (it removes partitions and clogs).
+func (r *Runner) linkFault(kind string, a argMap) (string, error) {
+	if err := a.only(kind, "path", "from", "to", map[string]string{"jitter": "max", "duplicate": "p", "reorder": "p"}[kind], "window"); err != nil {
+		return "", err
+	}
+	p := simnet.Path(a.str("path", "lan"))
+	from, to := simnet.Site(a.str("from", "onprem")), simnet.Site(a.str("to", "onprem"))
+	lp, ok := r.Env.Net.Link(p, from, to)
+	if !ok {
+		return "", fmt.Errorf("fault %s: no %s link %s->%s", kind, p, from, to)
+	}
+	switch kind {
+	case "jitter":
+		d, err := a.dur("max", 20*time.Millisecond)
+		if err != nil {
+			return "", err
+		}
+		if d < 0 {
+			return "", fmt.Errorf("fault jitter: max=%s, want a duration >= 0", d)
+		}
+		lp.Jitter = d
+	case "duplicate":
+		prob, err := a.prob("p", 0.05)
+		if err != nil {
+			return "", err
+		}
+		lp.Dup = prob
+	case "reorder":
+		prob, err := a.prob("p", 0.1)
+		if err != nil {
+			return "", err
+		}
+		w, err := a.dur("window", 10*time.Millisecond)
+		if err != nil {
+			return "", err
+		}
+		if w < 0 {
+			return "", fmt.Errorf("fault reorder: window=%s, want a duration >= 0", w)
+		}
+		lp.Reorder, lp.ReorderWindow = prob, w
+	}
+	if err := r.Env.Net.SetLink(p, from, to, lp); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("%s %s %s->%s%s", kind, p, from, to, linkExtras(lp)), nil
+}
+
+// prob is a probability argument: a number in [0, 1].
+func (a argMap) prob(key string, def float64) (float64, error) {
+	f, err := a.float(key, def)
+	if err != nil {
+		return 0, err
+	}
+	if !(f >= 0 && f <= 1) {
+		return 0, fmt.Errorf("%s=%g: want a probability in [0, 1]", key, f)
+	}
+	return f, nil
+}
+
+// only refuses arguments other than the bare word cmd and the given keys
+// (a misspelt key would otherwise be ignored and its default used).
+func (a argMap) only(cmd string, keys ...string) error {
+	ok := map[string]bool{cmd: true}
+	for _, k := range keys {
+		ok[k] = true
+	}
+	for _, k := range sortedKeys(a) {
+		if !ok[k] {
+			return fmt.Errorf("fault %s: unknown argument %q", cmd, k)
+		}
+	}
+	return nil
+}
+
+// linkExtras describes a link's jitter, duplication and reordering, ""
+// when it has none.
+func linkExtras(lp simnet.LinkParams) string {
+	var parts []string
+	if lp.Jitter > 0 {
+		parts = append(parts, "jitter="+lp.Jitter.String())
+	}
+	if lp.Dup > 0 {
+		parts = append(parts, fmt.Sprintf("dup=%g", lp.Dup))
+	}
+	if lp.Reorder > 0 {
+		parts = append(parts, fmt.Sprintf("reorder=%g/%s", lp.Reorder, lp.ReorderWindow))
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return " " + strings.Join(parts, " ")
+}
