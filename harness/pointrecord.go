@@ -53,6 +53,10 @@ func (r *pointRecord) observe(ev *proto.ReplicaEvent) {
 			return
 		}
 		ps[ev.PointID] = &madePoint{ID: ev.PointID, Kind: ev.Kind, Time: ev.PointTime}
+	case proto.EventPointLost:
+		if p, ok := ps[ev.PointID]; ok {
+			p.Gone = "snapshot-lost"
+		}
 	case proto.EventPruned:
 		p, ok := ps[ev.PointID]
 		if !ok {

@@ -369,7 +369,9 @@ func checkRetention(m string, pts []azuresvc.Point, now time.Time, retention tim
 // consecutive points longer than the crash-consistent interval (plus a
 // minute's slack for drain and apply), and no gap between app-consistent
 // points longer than the app-consistent interval, from the first point to
-// the newest. A gap names the two points around it.
+// the newest. A gap names the two points around it. A gap between points of
+// two generations (a resync in between) is not the schedule's: it is
+// counted, not judged.
 func (d *Deployment) CheckSchedule(machines []string) []Result {
 	if machines == nil {
 		machines = d.protectedMachines()
@@ -410,13 +412,18 @@ func checkSchedule(m string, pts []azuresvc.Point, p proto.Policy, now time.Time
 	}
 	pts = pts[first:]
 	var maxGap, maxAppGap time.Duration
-	apps := 0
+	apps, resyncs := 0, 0
 	var lastApp *azuresvc.Point
 	for i := range pts {
 		if i > 0 {
 			gap := pts[i].Time.Sub(pts[i-1].Time)
 			maxGap = max(maxGap, gap)
-			if gap > p.CrashInterval+scheduleSlack {
+			if gap > p.CrashInterval+scheduleSlack && pts[i].Gen != pts[i-1].Gen {
+				// A resync (a new generation) makes no points until the
+				// replica is whole again: the schedule cannot hold across
+				// it, and the resync was ordered with an alert.
+				resyncs++
+			} else if gap > p.CrashInterval+scheduleSlack {
 				r.Verdict = Illegal
 				r.Evidence = fmt.Sprintf("a %s gap between %s and %s (policy: a point every %s)", fmtDur(gap), pts[i-1].ID, pts[i].ID, p.CrashInterval)
 				return r
@@ -426,7 +433,7 @@ func checkSchedule(m string, pts []azuresvc.Point, p proto.Policy, now time.Time
 			if lastApp != nil {
 				gap := pts[i].Time.Sub(lastApp.Time)
 				maxAppGap = max(maxAppGap, gap)
-				if p.AppInterval > 0 && gap > p.AppInterval+scheduleSlack {
+				if p.AppInterval > 0 && gap > p.AppInterval+scheduleSlack && pts[i].Gen == lastApp.Gen {
 					r.Verdict = Illegal
 					r.Evidence = fmt.Sprintf("app-consistent points %s and %s are %s apart (policy: every %s)", lastApp.ID, pts[i].ID, fmtDur(gap), p.AppInterval)
 					return r
@@ -442,5 +449,8 @@ func checkSchedule(m string, pts []azuresvc.Point, p proto.Policy, now time.Time
 		return r
 	}
 	r.Detail = fmt.Sprintf("%d points over %s, largest gap %s; %d app-consistent", len(pts), fmtDur(span), fmtDur(maxGap), apps)
+	if resyncs > 0 {
+		r.Detail += fmt.Sprintf("; %d gap(s) across a resync", resyncs)
+	}
 	return r
 }

@@ -718,6 +718,10 @@ func (r *Runner) fault(a argMap) (string, error) {
 			return "", err
 		}
 		msg = kind + " " + vm
+	case "corrupt-blob":
+		return r.corruptBlob(a)
+	case "delete-snapshot":
+		return r.deleteSnapshot(a)
 	case "tear-hrl", "corrupt-hrl":
 		out, err := r.hrlFault(kind, a)
 		if err != nil {

@@ -467,6 +467,14 @@ const (
 	EventPruned       = "pruned"
 	EventApplyError   = "apply-error"
 	EventGroupPoint   = "group-point" // a tag every member of Group has as a point
+	// EventItemRefused: stream item Seq did not open (AES-GCM
+	// authentication or decoding failed: corrupted or tampered in
+	// storage). It is never applied; the machine needs a resync, whose
+	// SyncStart the Azure side then skips ahead to.
+	EventItemRefused = "item-refused"
+	// EventPointLost: recovery point PointID's snapshot is gone from
+	// storage; the point was dropped from the catalog.
+	EventPointLost = "point-lost"
 )
 
 // ReplicaEvent reports what the Azure side did for a machine.
