@@ -325,6 +325,11 @@ func (r *Runner) groups(a argMap) (string, error) {
 		fmt.Fprintf(&b, "  points %d; latest crash %s, latest app %s; rpo %s\n", g.Points, pointName(r.Env, g.LatestCrashPoint.ID, g.LatestCrashPoint.Time), pointName(r.Env, g.LatestAppPoint.ID, g.LatestAppPoint.Time), rpo)
 		s := g.Stats
 		fmt.Fprintf(&b, "  rounds %d: committed %d (crash %d, app %d), revoked %d\n", s.Rounds, s.Committed, s.CommittedCrash, s.CommittedApp, s.Revoked)
+		if s.Unreported > 0 {
+			// The counts above are of reports received; the masters'
+			// own tallies say how many more rounds they finished.
+			fmt.Fprintf(&b, "    reports lost: %d rounds, %d of them revoked (by the master's own count)\n", s.Unreported, s.UnreportedRevoked)
+		}
 		for _, rc := range s.RevokedBy {
 			fmt.Fprintf(&b, "    revoked %d× %s\n", rc.Count, rc.Reason)
 		}

@@ -203,6 +203,11 @@ type GroupStats struct {
 	LastRevokeReason   string
 	LastCommitted      time.Time // when the last committed round was reported; zero before
 	Duplicates         int       // duplicated TagRound reports dropped
+	// Unreported is how many rounds the masters finished (by their own
+	// count in later reports) whose reports were lost, and
+	// UnreportedRevoked how many of those they revoked: Rounds and Revoked
+	// count only reports received.
+	Unreported, UnreportedRevoked int
 	Recent             []RoundStatus
 	Holds              HoldStats // every member's hold in every round
 	CrashHolds         HoldStats // holds in crash-consistent rounds

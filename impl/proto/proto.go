@@ -733,6 +733,14 @@ type TagRound struct {
 	Reason  string // for a revoked round: the phase and member that failed
 	Started time.Time
 	Holds   []MemberHold // sorted by machine
+	// The master's own tally, so that the configuration server can tell
+	// how many reports it missed (they are sent once; a partition loses
+	// them): Since identifies the master's incarnation (when it started),
+	// Finished counts the rounds it finished since then, this one included,
+	// and RevokedSoFar how many of them it revoked.
+	Since        time.Time
+	Finished     uint64
+	RevokedSoFar uint64
 }
 
 // MemberHold is how long one member held its writes in a round (-1: the
@@ -755,6 +763,9 @@ func (m *TagRound) MarshalWire(e *wire.Encoder) {
 		e.String(h.Machine)
 		e.Duration(h.Held)
 	}
+	e.Time(m.Since)
+	e.Uint(m.Finished)
+	e.Uint(m.RevokedSoFar)
 }
 func (m *TagRound) UnmarshalWire(d *wire.Decoder) error {
 	m.Group, m.TagID, m.Kind, m.Outcome, m.Reason, m.Started = d.String(), d.String(), d.String(), d.String(), d.String(), d.Time()
@@ -766,6 +777,7 @@ func (m *TagRound) UnmarshalWire(d *wire.Decoder) error {
 	for i := uint64(0); i < n && d.Err() == nil; i++ {
 		m.Holds = append(m.Holds, MemberHold{Machine: d.String(), Held: d.Duration()})
 	}
+	m.Since, m.Finished, m.RevokedSoFar = d.Time(), d.Uint(), d.Uint()
 	return d.Err()
 }
 
