@@ -208,10 +208,10 @@ type GroupStats struct {
 	// UnreportedRevoked how many of those they revoked: Rounds and Revoked
 	// count only reports received.
 	Unreported, UnreportedRevoked int
-	Recent             []RoundStatus
-	Holds              HoldStats // every member's hold in every round
-	CrashHolds         HoldStats // holds in crash-consistent rounds
-	AppHolds           HoldStats // holds in app-consistent rounds (they include the quiesce)
+	Recent                        []RoundStatus
+	Holds                         HoldStats // every member's hold in every round
+	CrashHolds                    HoldStats // holds in crash-consistent rounds
+	AppHolds                      HoldStats // holds in app-consistent rounds (they include the quiesce)
 }
 
 // ReasonCount is how many revoked rounds had one reason.
