@@ -278,7 +278,7 @@ func TestNothingToJudgeFails(t *testing.T) {
 	}
 	for _, tt := range cases {
 		t.Run(tt.name, func(t *testing.T) {
-			r := noPointsVerdict("points", "vm", tt.protected, since, tt.now, pol)
+			r := noPointsVerdict("points", "vm", "recovery points", tt.protected, since, tt.now, pol)
 			if r.Verdict != tt.want || r.Evidence == "" {
 				t.Fatalf("got %s, want %s with evidence", r, tt.want)
 			}

@@ -201,7 +201,7 @@ func (d *Deployment) noGroupPoints(group string) Result {
 				p = q
 			}
 		}
-		return noPointsVerdict("cut", group, true, g.ProtectedSince, d.e.Sim.Now(), p)
+		return noPointsVerdict("cut", group, "group recovery points", true, g.ProtectedSince, d.e.Sim.Now(), p)
 	}
 	r.Evidence = "no group points, and the configuration server knows no group " + group
 	return r

@@ -18,6 +18,14 @@ import (
 // Each replaces only its own parameter of the link (max=0 or p=0 turns it
 // off); `fault heal` does not undo them (it removes partitions and clogs).
 func (r *Runner) linkFault(kind string, a argMap) (string, error) {
+	msg, err := r.setLinkFault(kind, a)
+	if err != nil && !strings.HasPrefix(err.Error(), "fault ") {
+		err = fmt.Errorf("fault %s: %w", kind, err)
+	}
+	return msg, err
+}
+
+func (r *Runner) setLinkFault(kind string, a argMap) (string, error) {
 	if err := a.only(kind, "path", "from", "to", map[string]string{"jitter": "max", "duplicate": "p", "reorder": "p"}[kind], "window"); err != nil {
 		return "", err
 	}
@@ -25,7 +33,7 @@ func (r *Runner) linkFault(kind string, a argMap) (string, error) {
 	from, to := simnet.Site(a.str("from", "onprem")), simnet.Site(a.str("to", "onprem"))
 	lp, ok := r.Env.Net.Link(p, from, to)
 	if !ok {
-		return "", fmt.Errorf("fault %s: no %s link %s->%s", kind, p, from, to)
+		return "", fmt.Errorf("fault %s: no %s link %s->%s (paths: lan, internet, vpn; sites: onprem, azure)", kind, p, from, to)
 	}
 	switch kind {
 	case "jitter":

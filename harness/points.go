@@ -174,26 +174,26 @@ func (d *Deployment) checkCatalog(m string, cat *azuresvc.Catalog, pc PointCheck
 // noPointsVerdict.
 func (d *Deployment) noPoints(check, m string) Result {
 	since, ok := d.protectedSince(m)
-	return noPointsVerdict(check, m, ok, since, d.e.Sim.Now(), d.PolicyOf(m))
+	return noPointsVerdict(check, m, "recovery points", ok, since, d.e.Sim.Now(), d.PolicyOf(m))
 }
 
 // noPointsVerdict is the verdict on a subject without recovery points:
 // Illegal once it has been protected (sync complete at since) for longer
 // than a crash interval and the schedule's slack, Unknown before that (too
 // early to judge) or when it is not protected, never OK.
-func noPointsVerdict(check, subj string, protected bool, since, now time.Time, p proto.Policy) Result {
+func noPointsVerdict(check, subj, what string, protected bool, since, now time.Time, p proto.Policy) Result {
 	r := Result{Check: check, Subject: subj, Verdict: Unknown}
 	if !protected {
-		r.Evidence = "no recovery points, and not protected (sync not complete): nothing to judge"
+		r.Evidence = fmt.Sprintf("no %s, and not protected (sync not complete): nothing to judge", what)
 		return r
 	}
 	waited := now.Sub(since)
 	if waited <= p.CrashInterval+scheduleSlack {
-		r.Evidence = fmt.Sprintf("no recovery points yet: protected only %s ago (policy: a point every %s)", fmtDur(waited), p.CrashInterval)
+		r.Evidence = fmt.Sprintf("no %s yet: protected only %s ago (policy: a point every %s)", what, fmtDur(waited), p.CrashInterval)
 		return r
 	}
 	r.Verdict = Illegal
-	r.Evidence = fmt.Sprintf("no recovery points, %s after sync complete (policy: a point every %s)", fmtDur(waited), p.CrashInterval)
+	r.Evidence = fmt.Sprintf("no %s, %s after sync complete (policy: a point every %s)", what, fmtDur(waited), p.CrashInterval)
 	return r
 }
 
