@@ -134,6 +134,20 @@ func TestCatalogChecks(t *testing.T) {
 	if r := checkSchedule("vm", thinned, pol, sched.Epoch.Add(4*time.Hour+5*time.Minute)); r.Verdict != OK {
 		t.Fatalf("schedule on thinned points: %s", r)
 	}
+	// A resync (a new generation) makes no points until the replica is
+	// whole: a gap across it is counted, not judged; the same gap inside
+	// one generation is a failure.
+	resync := []azuresvc.Point{pt("c1", "crash", 155, 10), pt("c2", "crash", 160, 20), pt("c3", "crash", 175, 30), pt("c4", "crash", 180, 40)}
+	for i := range resync {
+		resync[i].Gen = uint64(1 + i/2)
+	}
+	if r := checkSchedule("vm", resync, pol, schedNow); r.Verdict != OK || !strings.Contains(r.Detail, "across a resync") {
+		t.Fatalf("schedule across a resync: %s", r)
+	}
+	resync[2].Gen, resync[3].Gen = 1, 1
+	if r := checkSchedule("vm", resync, pol, schedNow); r.Verdict != Illegal {
+		t.Fatalf("a 15-minute gap inside one generation passed: %s", r)
+	}
 	now := sched.Epoch.Add(time.Hour)
 	if r := checkRetention("vm", good, now, pol.Retention, madeOf(good), false); r.Verdict != OK {
 		t.Fatalf("retention on good points: %s", r)
