@@ -56,11 +56,16 @@ var faultKeys = map[string][]string{
 	"machine-restart": {"vm"},
 	"tear-hrl":        {"vm", "bytes"},
 	"corrupt-hrl":     {"vm"},
+	"jitter":          {"path", "from", "to", "max"},
+	"duplicate":       {"path", "from", "to", "p"},
+	"reorder":         {"path", "from", "to", "p", "window"},
+	"corrupt-blob":    {"vm", "container"},
+	"delete-snapshot": {"vm", "point"},
 }
 
 // faultNames lists the faults in the order errors name them.
-var faultNames = []string{"partition", "clog", "loss", "vpn", "crash", "restart",
-	"machine-crash", "machine-restart", "tear-hrl", "corrupt-hrl", "heal"}
+var faultNames = []string{"partition", "clog", "loss", "jitter", "duplicate", "reorder", "vpn", "crash", "restart",
+	"machine-crash", "machine-restart", "tear-hrl", "corrupt-hrl", "corrupt-blob", "delete-snapshot", "heal"}
 
 // checkArgs rejects a directive whose keys its command does not take, or
 // that gives a key twice. It runs before the handler, so a bad directive
@@ -133,6 +138,14 @@ func checkFaultValues(kind string, a argMap) error {
 		}
 	case "loss":
 		_, err = a.floatIn("p", 0.1, 0, 1)
+	case "duplicate":
+		_, err = a.floatIn("p", 0.05, 0, 1)
+	case "reorder":
+		if _, err = a.floatIn("p", 0.1, 0, 1); err == nil {
+			_, err = a.durMin("window", 10*time.Millisecond, 0)
+		}
+	case "jitter":
+		_, err = a.durMin("max", 20*time.Millisecond, 0)
 	case "tear-hrl":
 		_, err = a.intIn("bytes", 37, 1, 1<<20)
 	}

@@ -134,8 +134,22 @@ func TestCatalogChecks(t *testing.T) {
 	if r := checkSchedule("vm", thinned, pol, sched.Epoch.Add(4*time.Hour+5*time.Minute)); r.Verdict != OK {
 		t.Fatalf("schedule on thinned points: %s", r)
 	}
+	// A resync (a new generation) makes no points until the replica is
+	// whole: a gap across it is counted, not judged; the same gap inside
+	// one generation is a failure.
+	resync := []azuresvc.Point{pt("c1", "crash", 155, 10), pt("c2", "crash", 160, 20), pt("c3", "crash", 175, 30), pt("c4", "crash", 180, 40)}
+	for i := range resync {
+		resync[i].Gen = uint64(1 + i/2)
+	}
+	if r := checkSchedule("vm", resync, pol, schedNow); r.Verdict != OK || !strings.Contains(r.Detail, "across a resync") {
+		t.Fatalf("schedule across a resync: %s", r)
+	}
+	resync[2].Gen, resync[3].Gen = 1, 1
+	if r := checkSchedule("vm", resync, pol, schedNow); r.Verdict != Illegal {
+		t.Fatalf("a 15-minute gap inside one generation passed: %s", r)
+	}
 	now := sched.Epoch.Add(time.Hour)
-	if r := checkRetention("vm", good, now, pol.Retention); r.Verdict != OK {
+	if r := checkRetention("vm", good, now, pol.Retention, madeOf(good), false); r.Verdict != OK {
 		t.Fatalf("retention on good points: %s", r)
 	}
 	// Negative controls: each breaks one property.
@@ -170,10 +184,10 @@ func TestCatalogChecks(t *testing.T) {
 			return checkSchedule("vm", []azuresvc.Point{pt("a0", "app", 0, 1), pt("c1", "crash", 200, 2), pt("a1", "app", 230, 3), pt("c2", "crash", 240, 4), pt("c3", "crash", 255, 5)}, pol, schedNow)
 		}},
 		{"older than the window", func() Result {
-			return checkRetention("vm", []azuresvc.Point{pt("c1", "crash", 0, 1), pt("c2", "crash", 60*30, 2)}, sched.Epoch.Add(30*time.Hour), 24*time.Hour)
+			return checkRetention("vm", []azuresvc.Point{pt("c1", "crash", 0, 1), pt("c2", "crash", 60*30, 2)}, sched.Epoch.Add(30*time.Hour), 24*time.Hour, nil, false)
 		}},
 		{"not thinned beyond two hours", func() Result {
-			return checkRetention("vm", []azuresvc.Point{pt("c1", "crash", 5, 1), pt("c2", "crash", 10, 2), pt("c3", "crash", 6*60, 3)}, sched.Epoch.Add(6*time.Hour), 24*time.Hour)
+			return checkRetention("vm", []azuresvc.Point{pt("c1", "crash", 5, 1), pt("c2", "crash", 10, 2), pt("c3", "crash", 6*60, 3)}, sched.Epoch.Add(6*time.Hour), 24*time.Hour, nil, false)
 		}},
 	}
 	for _, tt := range bad {
@@ -181,6 +195,106 @@ func TestCatalogChecks(t *testing.T) {
 			r := tt.check()
 			if r.Verdict != Illegal || r.Evidence == "" {
 				t.Fatalf("broken points passed: %s", r)
+			}
+		})
+	}
+}
+
+// madeOf is a record of making exactly these points.
+func madeOf(pts []azuresvc.Point) []madePoint {
+	var out []madePoint
+	for _, p := range pts {
+		out = append(out, madePoint{ID: p.ID, Kind: p.Kind, Time: p.Time})
+	}
+	return out
+}
+
+// thinnedRun is 3 h 20 min of points every 5 minutes, as made, and as a
+// correct retention keeps them at its end: every point of the newest two
+// hours, the earliest of each older hour.
+func thinnedRun() (made, kept []azuresvc.Point, now time.Time) {
+	now = sched.Epoch.Add(3*time.Hour + 20*time.Minute)
+	hourKept := map[int64]bool{}
+	for i := 1; i <= 40; i++ {
+		p := pt(fmt.Sprintf("c%02d", i), "crash", 5*i, uint64(i))
+		made = append(made, p)
+		if !p.Time.Before(now.Add(-azuresvc.KeepAllFor)) {
+			kept = append(kept, p)
+			continue
+		}
+		if h := p.Time.Unix() / 3600; !hourKept[h] {
+			hourKept[h] = true
+			kept = append(kept, p)
+		}
+	}
+	return made, kept, now
+}
+
+// TestRetentionBothWays: the retention check compares the catalog with the
+// record of every point made, so a retention that deletes too much is
+// caught, not only one that keeps too much.
+func TestRetentionBothWays(t *testing.T) {
+	pol := proto.DefaultPolicy()
+	made, kept, now := thinnedRun()
+	if r := checkRetention("vm", kept, now, pol.Retention, madeOf(made), false); r.Verdict != OK {
+		t.Fatalf("correct thinning: %s", r)
+	}
+	if r := checkRetention("vm", kept, now, pol.Retention, madeOf(made), true); r.Verdict != OK {
+		t.Fatalf("correct thinning of a group member: %s", r)
+	}
+	// A revoked point is not owed.
+	gone := madeOf(append(made, pt("r1", "crash", 197, 41)))
+	gone[len(gone)-1].Gone = "revoked"
+	if r := checkRetention("vm", kept, now, pol.Retention, gone, false); r.Verdict != OK {
+		t.Fatalf("a revoked point was owed: %s", r)
+	}
+	var recentOnly []azuresvc.Point // the planted bug: nothing older than 2 h kept
+	for _, p := range kept {
+		if !p.Time.Before(now.Add(-azuresvc.KeepAllFor)) {
+			recentOnly = append(recentOnly, p)
+		}
+	}
+	bad := []struct {
+		name  string
+		pts   []azuresvc.Point
+		group bool
+	}{
+		{"thinning keeps nothing older than 2 h", recentOnly, false},
+		{"thinning keeps nothing older than 2 h (group member)", recentOnly, true},
+		{"a point of the newest two hours deleted", append(append([]azuresvc.Point(nil), kept[:len(kept)-3]...), kept[len(kept)-2:]...), false},
+		{"an hour's earliest point deleted", kept[1:], false},
+	}
+	for _, tt := range bad {
+		t.Run(tt.name, func(t *testing.T) {
+			r := checkRetention("vm", tt.pts, now, pol.Retention, madeOf(made), tt.group)
+			if r.Verdict != Illegal || r.Evidence == "" {
+				t.Fatalf("points wrongly deleted passed: %s", r)
+			}
+		})
+	}
+}
+
+// TestNothingToJudgeFails: a machine or group that should have points and
+// has none fails; too early to judge is unknown; never ok.
+func TestNothingToJudgeFails(t *testing.T) {
+	pol := proto.DefaultPolicy()
+	since := sched.Epoch
+	cases := []struct {
+		name      string
+		protected bool
+		now       time.Time
+		want      Verdict
+	}{
+		{"protected an hour, no points", true, since.Add(time.Hour), Illegal},
+		{"protected one crash interval and the slack, no points", true, since.Add(pol.CrashInterval + scheduleSlack + time.Second), Illegal},
+		{"protected a minute ago", true, since.Add(time.Minute), Unknown},
+		{"not protected", false, since.Add(time.Hour), Unknown},
+	}
+	for _, tt := range cases {
+		t.Run(tt.name, func(t *testing.T) {
+			r := noPointsVerdict("points", "vm", "recovery points", tt.protected, since, tt.now, pol)
+			if r.Verdict != tt.want || r.Evidence == "" {
+				t.Fatalf("got %s, want %s with evidence", r, tt.want)
 			}
 		})
 	}

@@ -115,6 +115,9 @@ func (d *Deployment) CheckGroupPoints(group string) []Result {
 	if err != nil {
 		return []Result{{Check: "cut", Subject: group, Verdict: Unknown, Evidence: err.Error()}}
 	}
+	if len(gc.Points) == 0 {
+		return []Result{d.noGroupPoints(group)}
+	}
 	var out []Result
 	cats := map[string]*azuresvc.Catalog{}
 	for _, gp := range gc.Points {
@@ -172,6 +175,37 @@ func (d *Deployment) CheckGroupPoints(group string) []Result {
 		}
 	}
 	return out
+}
+
+// noGroupPoints is the verdict on a group without group points: Illegal
+// once every member has been protected for longer than a crash interval
+// and the schedule's slack, Unknown before (too early to judge), never OK
+// (a consistent-cut check over no cuts proves nothing).
+func (d *Deployment) noGroupPoints(group string) Result {
+	r := Result{Check: "cut", Subject: group, Verdict: Unknown}
+	st, err := d.csStatus()
+	if err != nil {
+		r.Evidence = "no group points, and the configuration server is down: " + err.Error()
+		return r
+	}
+	for _, g := range st.Groups {
+		if g.Name != group {
+			continue
+		}
+		if g.ProtectedSince.IsZero() {
+			r.Evidence = fmt.Sprintf("no group points, and not every member is protected (group %s): nothing to judge", g.State)
+			return r
+		}
+		p := proto.DefaultPolicy()
+		for _, q := range st.Policies {
+			if q.Name == g.Policy {
+				p = q
+			}
+		}
+		return noPointsVerdict("cut", group, "group recovery points", true, g.ProtectedSince, d.e.Sim.Now(), p)
+	}
+	r.Evidence = "no group points, and the configuration server knows no group " + group
+	return r
 }
 
 func cutString(cut map[string]uint64) string {
@@ -292,6 +326,11 @@ func (r *Runner) groups(a argMap) (string, error) {
 		fmt.Fprintf(&b, "  points %d; latest crash %s, latest app %s; rpo %s\n", g.Points, pointName(r.Env, g.LatestCrashPoint.ID, g.LatestCrashPoint.Time), pointName(r.Env, g.LatestAppPoint.ID, g.LatestAppPoint.Time), rpo)
 		s := g.Stats
 		fmt.Fprintf(&b, "  rounds %d: committed %d (crash %d, app %d), revoked %d\n", s.Rounds, s.Committed, s.CommittedCrash, s.CommittedApp, s.Revoked)
+		if s.Unreported > 0 {
+			// The counts above are of reports received; the masters'
+			// own tallies say how many more rounds they finished.
+			fmt.Fprintf(&b, "    reports lost: %d rounds, %d of them revoked (by the master's own count)\n", s.Unreported, s.UnreportedRevoked)
+		}
 		for _, rc := range s.RevokedBy {
 			fmt.Fprintf(&b, "    revoked %d× %s\n", rc.Count, rc.Reason)
 		}

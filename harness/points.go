@@ -9,6 +9,7 @@ import (
 
 	"github.com/v2a-dr/v2a/impl/azuresvc"
 	"github.com/v2a-dr/v2a/impl/blob"
+	"github.com/v2a-dr/v2a/impl/configsrv"
 	"github.com/v2a-dr/v2a/impl/proto"
 	"github.com/v2a-dr/v2a/sim/disk"
 )
@@ -139,6 +140,12 @@ func (d *Deployment) checkCatalog(m string, cat *azuresvc.Catalog, pc PointCheck
 	mach := d.e.Machines[m]
 	pts := append([]azuresvc.Point(nil), cat.Points...)
 	sort.Slice(pts, func(i, j int) bool { return pts[i].Seq < pts[j].Seq })
+	if len(pts) == 0 {
+		// Nothing to judge is never a pass: monotonic and retention hold
+		// trivially on no points, and that is exactly what a replica that
+		// lost every point would look like.
+		return []Result{d.noPoints("points", m)}
+	}
 	if !pc.SkipImages && mach != nil {
 		wl := d.e.Workloads.Workload(m)
 		for _, p := range pts {
@@ -159,8 +166,56 @@ func (d *Deployment) checkCatalog(m string, cat *azuresvc.Catalog, pc PointCheck
 			}
 		}
 	}
-	out = append(out, checkMonotonic(m, pts), checkRetention(m, pts, d.e.Sim.Now(), pc.Policy.Retention))
+	out = append(out, checkMonotonic(m, pts), checkRetention(m, pts, d.e.Sim.Now(), pc.Policy.Retention, d.made.made(m), d.inGroup(m)))
 	return out
+}
+
+// noPoints is the verdict on a machine without recovery points; see
+// noPointsVerdict.
+func (d *Deployment) noPoints(check, m string) Result {
+	since, ok := d.protectedSince(m)
+	return noPointsVerdict(check, m, "recovery points", ok, since, d.e.Sim.Now(), d.PolicyOf(m))
+}
+
+// noPointsVerdict is the verdict on a subject without recovery points:
+// Illegal once it has been protected (sync complete at since) for longer
+// than a crash interval and the schedule's slack, Unknown before that (too
+// early to judge) or when it is not protected, never OK.
+func noPointsVerdict(check, subj, what string, protected bool, since, now time.Time, p proto.Policy) Result {
+	r := Result{Check: check, Subject: subj, Verdict: Unknown}
+	if !protected {
+		r.Evidence = fmt.Sprintf("no %s, and not protected (sync not complete): nothing to judge", what)
+		return r
+	}
+	waited := now.Sub(since)
+	if waited <= p.CrashInterval+scheduleSlack {
+		r.Evidence = fmt.Sprintf("no %s yet: protected only %s ago (policy: a point every %s)", what, fmtDur(waited), p.CrashInterval)
+		return r
+	}
+	r.Verdict = Illegal
+	r.Evidence = fmt.Sprintf("no %s, %s after sync complete (policy: a point every %s)", what, fmtDur(waited), p.CrashInterval)
+	return r
+}
+
+// inGroup says whether the machine is a member of a replication group.
+func (d *Deployment) inGroup(m string) bool {
+	ms, ok := d.MachineStatus(m)
+	return ok && ms.Group != ""
+}
+
+// protectedSince is when the machine last became protected (its sync
+// completed), if it is protected now.
+func (d *Deployment) protectedSince(m string) (time.Time, bool) {
+	ms, ok := d.MachineStatus(m)
+	if !ok || ms.State != configsrv.StateProtected {
+		return time.Time{}, false
+	}
+	for i := len(ms.History) - 1; i >= 0; i-- {
+		if ms.History[i].To == configsrv.StateProtected && ms.History[i].From != configsrv.StateProtected {
+			return ms.History[i].At, true
+		}
+	}
+	return time.Time{}, false
 }
 
 // judgePoint is the write-order and durability check of one point: its
@@ -202,26 +257,47 @@ func checkMonotonic(m string, pts []azuresvc.Point) Result {
 	return r
 }
 
-func checkRetention(m string, pts []azuresvc.Point, now time.Time, retention time.Duration) Result {
-	r := Result{Check: "retention", Subject: m, Verdict: OK, Detail: fmt.Sprintf("window %s", retention)}
+// retentionSlack is how late retention may act: a point is pruned when
+// the next point arrives or the service next looks, so a point may outlive
+// its window by about a crash interval.
+const retentionSlack = 10 * time.Minute
+
+// checkRetention checks the catalog's points against the policy both ways:
+//
+//   - nothing kept too long: no point older than the window (plus slack),
+//     and at most one point per clock hour beyond the newest two hours;
+//   - nothing dropped that the policy keeps, judged against made, the
+//     record of every point the Azure side reported making (not the
+//     catalog itself): every made point of the last azuresvc.KeepAllFor is
+//     there, and every clock hour inside the window and beyond the newest
+//     two hours in which points were made still has one.
+//
+// Points the Azure side took away for reasons retention does not decide
+// (made[i].Gone: a revoked group round, a lost snapshot) are not owed.
+func checkRetention(m string, pts []azuresvc.Point, now time.Time, retention time.Duration, made []madePoint, group bool) Result {
+	if retention <= 0 {
+		retention = proto.DefaultPolicy().Retention
+	}
+	r := Result{Check: "retention", Subject: m, Verdict: OK}
 	if len(pts) == 0 {
+		r.Verdict, r.Evidence = Unknown, "no points to judge"
 		return r
 	}
 	newest := pts[0].Time
+	have := map[string]bool{}
 	for _, p := range pts {
 		if p.Time.After(newest) {
 			newest = p.Time
 		}
+		have[p.ID] = true
 	}
 	perHour := map[int64]string{}
 	for _, p := range pts {
-		// A point is pruned when a newer one arrives, so allow one crash
-		// interval of slack past the window.
-		if p.Time.Before(now.Add(-retention - 10*time.Minute)) {
+		if p.Time.Before(now.Add(-retention - retentionSlack)) {
 			r.Verdict, r.Evidence = Illegal, fmt.Sprintf("point %s at %s is older than the %s window", p.ID, p.Time.Format(time.DateTime), retention)
 			return r
 		}
-		if p.Time.Before(newest.Add(-2*time.Hour - 10*time.Minute)) {
+		if p.Time.Before(newest.Add(-azuresvc.KeepAllFor - retentionSlack)) {
 			h := p.Time.Unix() / 3600
 			if other, ok := perHour[h]; ok {
 				r.Verdict, r.Evidence = Illegal, fmt.Sprintf("points %s and %s share an hour beyond the newest two hours (not thinned)", other, p.ID)
@@ -230,6 +306,62 @@ func checkRetention(m string, pts []azuresvc.Point, now time.Time, retention tim
 			perHour[h] = p.ID
 		}
 	}
+	// The other way. Every point of the newest two hours is kept: the
+	// service prunes at some time <= now, keeping everything at most
+	// KeepAllFor older than that. Beyond them, in each clock hour inside
+	// the window, thinning keeps the hour's earliest point (for a member
+	// of a replication group, the group's tags come first and are
+	// bucketed by the group point's time, which may lie a little across
+	// the hour from the member's own: there, some point of the hour, give
+	// or take the slack, must be kept).
+	recent, hours := 0, 0
+	seenHour := map[int64]bool{}
+	for _, p := range made {
+		if p.Gone != "" {
+			continue
+		}
+		if !p.Time.Before(now.Add(-azuresvc.KeepAllFor)) {
+			recent++
+			if !have[p.ID] {
+				r.Verdict = Illegal
+				r.Evidence = fmt.Sprintf("point %s (%s, %s) of the newest %s was made and is gone (the policy keeps every point that recent)", p.ID, p.Kind, p.Time.Format(time.DateTime), azuresvc.KeepAllFor)
+				return r
+			}
+			continue
+		}
+		if p.Time.Before(now.Add(-retention + retentionSlack)) {
+			continue // expired, or about to be
+		}
+		hs := p.Time.UTC().Truncate(time.Hour)
+		h := hs.Unix() / 3600
+		if seenHour[h] {
+			continue // not the hour's earliest
+		}
+		seenHour[h] = true
+		hours++
+		if !group {
+			if !have[p.ID] {
+				r.Verdict = Illegal
+				r.Evidence = fmt.Sprintf("point %s (%s, %s), the earliest of its hour, was made and is gone (the policy keeps one point an hour for %s)", p.ID, p.Kind, p.Time.Format(time.DateTime), retention)
+				return r
+			}
+			continue
+		}
+		lo, hi := hs.Add(-retentionSlack), hs.Add(time.Hour+retentionSlack)
+		found := false
+		for _, q := range pts {
+			if !q.Time.Before(lo) && q.Time.Before(hi) {
+				found = true
+				break
+			}
+		}
+		if !found {
+			r.Verdict = Illegal
+			r.Evidence = fmt.Sprintf("no point kept for the hour from %s, which had points (e.g. %s): the policy keeps one an hour for %s", hs.Format(time.DateTime), p.ID, retention)
+			return r
+		}
+	}
+	r.Detail = fmt.Sprintf("window %s; %d points, %d made in the newest %s all kept, %d older hours each with its point", retention, len(pts), recent, azuresvc.KeepAllFor, hours)
 	return r
 }
 
@@ -237,7 +369,9 @@ func checkRetention(m string, pts []azuresvc.Point, now time.Time, retention tim
 // consecutive points longer than the crash-consistent interval (plus a
 // minute's slack for drain and apply), and no gap between app-consistent
 // points longer than the app-consistent interval, from the first point to
-// the newest. A gap names the two points around it.
+// the newest. A gap names the two points around it. A gap between points of
+// two generations (a resync in between) is not the schedule's: it is
+// counted, not judged.
 func (d *Deployment) CheckSchedule(machines []string) []Result {
 	if machines == nil {
 		machines = d.protectedMachines()
@@ -278,13 +412,18 @@ func checkSchedule(m string, pts []azuresvc.Point, p proto.Policy, now time.Time
 	}
 	pts = pts[first:]
 	var maxGap, maxAppGap time.Duration
-	apps := 0
+	apps, resyncs := 0, 0
 	var lastApp *azuresvc.Point
 	for i := range pts {
 		if i > 0 {
 			gap := pts[i].Time.Sub(pts[i-1].Time)
 			maxGap = max(maxGap, gap)
-			if gap > p.CrashInterval+scheduleSlack {
+			if gap > p.CrashInterval+scheduleSlack && pts[i].Gen != pts[i-1].Gen {
+				// A resync (a new generation) makes no points until the
+				// replica is whole again: the schedule cannot hold across
+				// it, and the resync was ordered with an alert.
+				resyncs++
+			} else if gap > p.CrashInterval+scheduleSlack {
 				r.Verdict = Illegal
 				r.Evidence = fmt.Sprintf("a %s gap between %s and %s (policy: a point every %s)", fmtDur(gap), pts[i-1].ID, pts[i].ID, p.CrashInterval)
 				return r
@@ -294,7 +433,7 @@ func checkSchedule(m string, pts []azuresvc.Point, p proto.Policy, now time.Time
 			if lastApp != nil {
 				gap := pts[i].Time.Sub(lastApp.Time)
 				maxAppGap = max(maxAppGap, gap)
-				if p.AppInterval > 0 && gap > p.AppInterval+scheduleSlack {
+				if p.AppInterval > 0 && gap > p.AppInterval+scheduleSlack && pts[i].Gen == lastApp.Gen {
 					r.Verdict = Illegal
 					r.Evidence = fmt.Sprintf("app-consistent points %s and %s are %s apart (policy: every %s)", lastApp.ID, pts[i].ID, fmtDur(gap), p.AppInterval)
 					return r
@@ -310,5 +449,8 @@ func checkSchedule(m string, pts []azuresvc.Point, p proto.Policy, now time.Time
 		return r
 	}
 	r.Detail = fmt.Sprintf("%d points over %s, largest gap %s; %d app-consistent", len(pts), fmtDur(span), fmtDur(maxGap), apps)
+	if resyncs > 0 {
+		r.Detail += fmt.Sprintf("; %d gap(s) across a resync", resyncs)
+	}
 	return r
 }

@@ -82,6 +82,9 @@ type Deployment struct {
 	// scenario may give one the wrong passphrase).
 	guestPassphrase map[string]string
 	portal          *portal
+	// made records every recovery point the Azure side reported (the
+	// retention check's other direction).
+	made *pointRecord
 	// freeze and thaw reach a multi-machine workload (the order flow),
 	// which is not any one machine's.
 	freeze func(machine string) error
@@ -115,7 +118,7 @@ func (e *Env) Deploy(opts DeployOptions) (*Deployment, error) {
 	if opts.WrapStore != nil {
 		store = opts.WrapStore(store)
 	}
-	d := &Deployment{e: e, opts: opts, keys: keys, guests: map[string]*simGuest{}, guestPassphrase: map[string]string{}, portal: &portal{}}
+	d := &Deployment{e: e, opts: opts, keys: keys, guests: map[string]*simGuest{}, guestPassphrase: map[string]string{}, portal: &portal{}, made: newPointRecord()}
 	if err := e.Net.AddHost(simnet.Host{Name: HostPortal, Site: simnet.OnPrem}); err != nil {
 		return nil, err
 	}
@@ -156,9 +159,9 @@ func (e *Env) Deploy(opts DeployOptions) (*Deployment, error) {
 				Azure: AddrAzure, ConfigServer: AddrConfigServer})
 		}},
 		{AddrConfigServer, func() runtime.Actor {
-			return configsrv.New(configsrv.Config{VaultID: opts.VaultID, Passphrase: opts.Passphrase, VSphere: e.VC,
+			return &csTap{rec: d.made, Server: configsrv.New(configsrv.Config{VaultID: opts.VaultID, Passphrase: opts.Passphrase, VSphere: e.VC,
 				ProcessServer: AddrProcessServer, Azure: AddrAzure,
-				InstallAuth: vsphere.GuestAuth{Username: "root", Password: "v2a"}})
+				InstallAuth: vsphere.GuestAuth{Username: "root", Password: "v2a"}})}
 		}},
 	}
 	for _, s := range spawn {
@@ -249,8 +252,13 @@ func (d *Deployment) Replies() []proto.Reply {
 
 // ConfigServer returns the live configuration server (nil while down).
 func (d *Deployment) ConfigServer() *configsrv.Server {
-	s, _ := d.e.Sim.Actor(AddrConfigServer).(*configsrv.Server)
-	return s
+	switch s := d.e.Sim.Actor(AddrConfigServer).(type) {
+	case *csTap:
+		return s.Server
+	case *configsrv.Server:
+		return s
+	}
+	return nil
 }
 
 // ProcessServer returns the live process server (nil while down).

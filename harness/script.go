@@ -492,6 +492,7 @@ func (r *Runner) check(a argMap) (string, error) {
 	}
 	var rs []Result
 	for _, w := range what {
+		before := len(rs)
 		switch w {
 		case "disks":
 			rs = append(rs, r.Env.CheckLiveDisks()...)
@@ -540,13 +541,16 @@ func (r *Runner) check(a argMap) (string, error) {
 		default:
 			return "", fmt.Errorf("check: unknown check %q (want disks, invariants, points, catalog, schedule, rpo, cut, holds or round-holds)", w)
 		}
+		if len(rs) == before {
+			// A check that judged nothing must not pass: no protected
+			// machine, no group, no workload is a wrong script or a
+			// broken system, and either way nothing was shown.
+			rs = append(rs, Result{Check: w, Subject: "-", Verdict: Unknown, Evidence: "nothing to judge (no machine, group or workload this check applies to)"})
+		}
 	}
 	r.Tally.Add(rs...)
 	for _, res := range rs {
 		r.Env.Trace.Add(r.Env.Sim.Elapsed(), "harness", "check", fmt.Sprintf("%s %s %s", res.Check, res.Subject, res.Verdict))
-	}
-	if len(rs) == 0 {
-		return "no subjects to check\n", nil
 	}
 	if _, verbose := a["verbose"]; verbose || len(rs) <= 12 {
 		return FormatResults(rs), nil
@@ -559,6 +563,11 @@ func (r *Runner) check(a argMap) (string, error) {
 //	fault partition a=X b=Y          X, Y: hosts or sites
 //	fault clog [path=internet] [from=onprem] [to=azure] factor=N for=DURATION
 //	fault loss [path=lan] [from=onprem] [to=onprem] p=0.1
+//	fault jitter [path=lan] [from=onprem] [to=onprem] max=20ms
+//	fault duplicate [path=lan] [from=onprem] [to=onprem] p=0.05
+//	fault reorder [path=lan] [from=onprem] [to=onprem] p=0.1 window=10ms
+//	fault corrupt-blob vm=X [container=cache]
+//	fault delete-snapshot vm=X [point=ID|oldest]
 //	fault vpn state=up|down|absent
 //	fault crash host=X
 //	fault restart host=X
@@ -568,12 +577,18 @@ func (r *Runner) fault(a argMap) (string, error) {
 	if len(a) == 0 {
 		return "", fmt.Errorf("fault: say which: partition, clog, loss, vpn, crash, restart or heal")
 	}
-	var kind string
-	for k, v := range a {
-		if len(v) == 0 {
-			kind = k
+	// The fault is the one bare word (a key without a value). Two are
+	// refused: ranging over the arguments would pick one at random.
+	var bare []string
+	for _, k := range sortedKeys(a) {
+		if len(a[k]) == 0 {
+			bare = append(bare, k)
 		}
 	}
+	if len(bare) != 1 {
+		return "", fmt.Errorf("fault: name exactly one fault, got %d (%s)", len(bare), strings.Join(bare, ", "))
+	}
+	kind := bare[0]
 	// Values first, also for a fault armed to fire later: a bad one is
 	// refused now, not found when the trigger fires.
 	if err := checkFaultValues(kind, a); err != nil {
@@ -650,6 +665,12 @@ func (r *Runner) fault(a argMap) (string, error) {
 			}
 			msg = fmt.Sprintf("loss %s %s->%s p=%g", p, from, to, prob)
 		}
+	case "jitter", "duplicate", "reorder":
+		m, err := r.linkFault(kind, a)
+		if err != nil {
+			return "", err
+		}
+		msg = m
 	case "vpn":
 		st, err := a.need("state")
 		if err != nil {
@@ -680,6 +701,10 @@ func (r *Runner) fault(a argMap) (string, error) {
 			return "", err
 		}
 		msg = kind + " " + vm
+	case "corrupt-blob":
+		return r.corruptBlob(a)
+	case "delete-snapshot":
+		return r.deleteSnapshot(a)
 	case "tear-hrl", "corrupt-hrl":
 		out, err := r.hrlFault(kind, a)
 		if err != nil {
@@ -702,7 +727,7 @@ func (r *Runner) fault(a argMap) (string, error) {
 		}
 		msg = kind + " " + h
 	default:
-		return "", fmt.Errorf("fault: unknown fault %q (want partition, clog, loss, vpn, crash, restart, machine-crash, machine-restart, tear-hrl, corrupt-hrl or heal)", kind)
+		return "", fmt.Errorf("fault: unknown fault %q (want partition, clog, loss, jitter, duplicate, reorder, vpn, crash, restart, machine-crash, machine-restart, tear-hrl, corrupt-hrl, corrupt-blob, delete-snapshot or heal)", kind)
 	}
 	e.Trace.Add(e.Sim.Elapsed(), "harness", "fault", msg)
 	return msg + "\n", nil
@@ -736,7 +761,7 @@ func (r *Runner) network() (string, error) {
 	sort.SliceStable(ls, func(i, j int) bool { return ls[i].p < ls[j].p })
 	for _, l := range ls {
 		lp, _ := e.Net.Link(l.p, l.from, l.to)
-		fmt.Fprintf(&b, "link %-8s %s->%s latency=%s bandwidth=%.0fMbps loss=%g\n", l.p, l.from, l.to, lp.Latency, float64(lp.BytesPerSec)*8/1e6, lp.Loss)
+		fmt.Fprintf(&b, "link %-8s %s->%s latency=%s bandwidth=%.0fMbps loss=%g%s\n", l.p, l.from, l.to, lp.Latency, float64(lp.BytesPerSec)*8/1e6, lp.Loss, linkExtras(lp))
 	}
 	fmt.Fprintf(&b, "vpn %s\n", e.Net.VPN())
 	return b.String(), nil

@@ -177,6 +177,7 @@ type Agent struct {
 	rememberOrder []string
 	newest        map[string]uint64 // highest tag number begun, per master
 	rounds        roundStats
+	startedAt     time.Time // when this incarnation started: names it in TagRound reports
 	member        memberStats
 	holds         HoldStats
 }
@@ -195,6 +196,7 @@ func New(cfg Config) *Agent {
 func (a *Agent) Handle(ctx runtime.Context, ev runtime.Event) {
 	switch ev := ev.(type) {
 	case runtime.Started:
+		a.startedAt = ctx.Now()
 		a.start(ctx)
 	case runtime.Message:
 		a.message(ctx, ev)

@@ -235,8 +235,13 @@ func (a *Agent) finishRound(ctx runtime.Context, outcome string) {
 	a.round = nil
 	a.cancel(ctx, tTagPhase)
 	a.cancel(ctx, tTagResend)
+	revoked := uint64(a.rounds.revoked)
+	if outcome != proto.RoundCommitted {
+		revoked++
+	}
 	rep := &proto.TagRound{Group: r.tag.Group, TagID: r.tag.TagID, Kind: r.tag.Kind, Outcome: outcome,
-		Reason: r.reason, Started: r.started}
+		Reason: r.reason, Started: r.started, Since: a.startedAt,
+		Finished: uint64(a.rounds.committed+a.rounds.revoked) + 1, RevokedSoFar: revoked}
 	for _, m := range r.members {
 		held, ok := r.holds[m]
 		if !ok {

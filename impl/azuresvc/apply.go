@@ -66,6 +66,9 @@ type applier struct {
 	// th is how hourly thinning chooses (group tags first for a member of
 	// a replication group).
 	th thinning
+	// resync allows a SyncStart of a newer generation to skip the items
+	// between Applied and it: the service found it past a refused item.
+	resync bool
 }
 
 type pendingWrite struct {
@@ -142,7 +145,8 @@ func (a *applier) apply(it *batch.Item) error {
 	if it.Seq <= a.cat.Applied {
 		return nil // a duplicate: already applied and recorded
 	}
-	if it.Seq != a.cat.Applied+1 {
+	skip := a.resync && it.Kind == batch.KindSyncStart && it.Gen > a.cat.Gen
+	if it.Seq != a.cat.Applied+1 && !skip {
 		return fmt.Errorf("%w: item %d of %s, expected %d", ErrApply, it.Seq, it.Machine, a.cat.Applied+1)
 	}
 	switch it.Kind {
@@ -551,4 +555,71 @@ func (a *applier) retain(set *setting, sweep bool) error {
 		return a.sweep(func(map[string]string) bool { return true })
 	}
 	return nil
+}
+
+// verify checks that every point's snapshots are still in storage. A
+// point whose snapshot of some disk is gone (deleted outside the service)
+// can no longer be recovered: it is dropped from the catalog, its other
+// snapshots deleted, and it is reported as EventPointLost.
+func (a *applier) verify() error {
+	rc := replicaContainer(a.st.prefix)
+	have := make([]map[string]bool, len(a.cat.Disks))
+	for i, d := range a.cat.Disks {
+		snaps, err := a.st.store.Snapshots(a.ctx, rc, d.Blob)
+		if err != nil && !errors.Is(err, blob.ErrNotFound) {
+			return fmt.Errorf("azuresvc: list snapshots of disk %d of %s: %w", d.Index, a.cat.Machine, err)
+		}
+		have[i] = map[string]bool{}
+		for _, s := range snaps {
+			have[i][s.ID] = true
+		}
+	}
+	missing := func(p Point) int {
+		for i, s := range p.Snapshots {
+			if i < len(have) && !have[i][s] {
+				return i
+			}
+		}
+		return -1
+	}
+	for round := 0; ; round++ {
+		next := a.cat.clone()
+		var lost []Point
+		next.Points = slices.DeleteFunc(next.Points, func(p Point) bool {
+			if missing(p) >= 0 {
+				lost = append(lost, p)
+				return true
+			}
+			return false
+		})
+		if len(lost) == 0 {
+			return nil
+		}
+		err := a.persist(next)
+		if errors.Is(err, errConflict) && round < maxConflicts {
+			c, etag, lerr := loadOrNew(a.ctx, a.st.store, a.st.prefix, a.cat.Machine)
+			if lerr != nil {
+				return lerr
+			}
+			a.cat, a.etag = c, etag
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		for _, p := range lost {
+			disk := missing(p)
+			for i, s := range p.Snapshots {
+				if i < len(a.cat.Disks) && have[i][s] {
+					if err := a.st.store.DeleteSnapshot(a.ctx, rc, a.cat.Disks[i].Blob, s); err != nil && !errors.Is(err, blob.ErrNotFound) {
+						a.note(slog.LevelWarn, "azuresvc: delete snapshot failed", "point", p.ID, "disk", i, "err", err.Error())
+					}
+				}
+			}
+			detail := fmt.Sprintf("snapshot of disk %d gone from storage", disk)
+			a.note(slog.LevelError, "azuresvc: recovery point lost", "point", p.ID, "reason", detail)
+			a.event(&proto.ReplicaEvent{Event: proto.EventPointLost, PointID: p.ID, Kind: p.Kind, PointTime: p.Time, Seq: p.Seq, Gen: p.Gen, Detail: detail})
+		}
+		return nil
+	}
 }

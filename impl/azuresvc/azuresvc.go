@@ -64,6 +64,10 @@ type Config struct {
 	// synced machine, so that a lost one does not leave the configuration
 	// server waiting (default 1 min).
 	AnnounceEvery time.Duration
+	// VerifyEvery is how often each machine's catalog is verified against
+	// storage: a point whose snapshot is gone is dropped and reported
+	// (EventPointLost) (default 15 min).
+	VerifyEvery time.Duration
 }
 
 // Defaults.
@@ -73,6 +77,7 @@ const (
 	DefaultPollEvery      = 10 * time.Second
 	DefaultChecksumResend = 30 * time.Second
 	DefaultAnnounceEvery  = time.Minute
+	DefaultVerifyEvery    = 15 * time.Minute
 )
 
 // Service is the Azure side. Build it with New; drive it as a runtime.Actor.
@@ -108,6 +113,12 @@ type machine struct {
 	applied  uint64 // items applied by this incarnation
 	failures int
 	lastErr  string
+	// refused is an item that did not open (corrupt in storage): it is
+	// never applied. Until a SyncStart of a newer generation arrives (the
+	// resync the configuration server orders), the items after it are
+	// only probed for that SyncStart; probed is the last one probed.
+	refused, probed uint64
+	verified        time.Time // when the catalog was last verified against storage
 }
 
 type opKind int
@@ -124,12 +135,14 @@ const (
 	opCleanup
 	opGroupLoad
 	opGroupUpdate
+	opVerify
 )
 
 type pending struct {
 	kind    opKind
 	machine string
 	seq     uint64 // opFetch, opApply
+	probe   bool   // opFetch: looking past a refused item for a newer generation's SyncStart
 	gen     uint64 // opRanges, opSums
 	item    uint64 // opRanges, opSums: the SyncStart item
 	stale   []uint64
@@ -153,6 +166,9 @@ func New(cfg Config) *Service {
 	}
 	if cfg.AnnounceEvery <= 0 {
 		cfg.AnnounceEvery = DefaultAnnounceEvery
+	}
+	if cfg.VerifyEvery <= 0 {
+		cfg.VerifyEvery = DefaultVerifyEvery
 	}
 	return &Service{cfg: cfg, st: storage{store: cfg.Store, prefix: cfg.ContainerPrefix},
 		machines: map[string]*machine{}, groups: map[string]*group{}, ops: map[runtime.OpID]pending{}}
@@ -424,8 +440,17 @@ func (s *Service) kick(ctx runtime.Context, m *machine) {
 		return
 	}
 	next := m.cat.Applied + 1
-	if size, ok := m.listed[next]; ok {
-		s.startFetch(ctx, m, next, size)
+	if m.refused != 0 && m.refused != next {
+		m.refused, m.probed = 0, 0 // the resync's SyncStart was applied
+	}
+	if m.refused != 0 {
+		// Never the refused item: look past it for the resync's SyncStart.
+		if seq, size, ok := m.nextProbe(); ok {
+			s.startFetch(ctx, m, seq, size, true)
+			return
+		}
+	} else if size, ok := m.listed[next]; ok {
+		s.startFetch(ctx, m, next, size, false)
 		return
 	}
 	var stale []uint64
@@ -439,9 +464,61 @@ func (s *Service) kick(ctx runtime.Context, m *machine) {
 		s.startCleanup(ctx, m, stale)
 		return
 	}
+	if len(m.cat.Points) > 0 && s.now.Sub(m.verified) >= s.cfg.VerifyEvery {
+		s.startVerify(ctx, m)
+		return
+	}
 	if _, drop := prune(m.cat.Points, s.now, m.cat.Policy.Retention, s.thinningFor(m)); len(drop) > 0 {
 		s.startRetain(ctx, m, nil, false)
 	}
+}
+
+// nextProbe is the first listed item after the refused one (and after
+// those already probed).
+func (m *machine) nextProbe() (seq uint64, size int64, ok bool) {
+	from := max(m.refused, m.probed)
+	for q, sz := range m.listed {
+		if q > from && (!ok || q < seq) {
+			seq, size, ok = q, sz, true
+		}
+	}
+	return seq, size, ok
+}
+
+// startVerify checks that every point's snapshots are still in storage.
+func (s *Service) startVerify(ctx runtime.Context, m *machine) {
+	m.busy, m.verified = true, s.now
+	st, now, cat, etag, th := s.st, s.now, m.cat.clone(), m.etag, s.thinningFor(m)
+	s.start(ctx, pending{kind: opVerify, machine: m.name}, runtime.Op{Name: "azuresvc-verify", Run: func() (any, error) {
+		a := &applier{ctx: context.Background(), st: st, now: now, cat: cat, etag: etag, th: th}
+		err := a.verify()
+		return a.result(), err
+	}})
+}
+
+// refusable says whether err means the item's blob does not open: it
+// failed AES-GCM authentication, is not a sealed item, or does not
+// decode. Such an item is corrupt in storage; trying again cannot help.
+func refusable(err error) bool {
+	return errors.Is(err, batch.ErrTamper) || errors.Is(err, batch.ErrSealed) || errors.Is(err, batch.ErrDecoded) || errors.Is(err, batch.ErrFormat)
+}
+
+// refuse records that item seq of m does not open: it is never applied.
+// The configuration server is told (EventItemRefused): it raises an alert
+// and orders a resync, whose SyncStart, numbered after every item the
+// agent had sent, the service then skips ahead to (see kick and apply).
+// Nothing is lost: the resync's checksums are computed against the
+// replica as it is, so the writes of the refused item and of the items
+// skipped after it are sent again as blocks that differ.
+func (s *Service) refuse(ctx runtime.Context, m *machine, seq uint64, err error) {
+	text := s.scrub(err.Error())
+	m.refused, m.probed, m.lastErr = seq, seq, text
+	ctx.Log().Error("azuresvc: item refused, never applied: waiting for a resync", "machine", m.name, "item", seq, "err", text)
+	ev := &proto.ReplicaEvent{Machine: m.name, Event: proto.EventItemRefused, Seq: seq, Detail: text}
+	if m.cat != nil {
+		ev.Gen, ev.Applied = m.cat.Gen, m.cat.Applied
+	}
+	s.send(ctx, ev)
 }
 
 func (s *Service) startLoad(ctx runtime.Context, m *machine) {
@@ -456,7 +533,7 @@ func (s *Service) startLoad(ctx runtime.Context, m *machine) {
 // fetched is a downloaded, opened and decoded item.
 type fetched struct{ item *batch.Item }
 
-func (s *Service) startFetch(ctx runtime.Context, m *machine, seq uint64, size int64) {
+func (s *Service) startFetch(ctx runtime.Context, m *machine, seq uint64, size int64, probe bool) {
 	if m.sealer == nil {
 		sl, err := batch.NewSealer(s.cfg.Key, batch.CodecS2)
 		if err != nil {
@@ -467,7 +544,7 @@ func (s *Service) startFetch(ctx runtime.Context, m *machine, seq uint64, size i
 	}
 	m.busy = true
 	st, sealer, name, machineName := s.st, m.sealer, itemName(m.name, seq), m.name
-	s.start(ctx, pending{kind: opFetch, machine: m.name, seq: seq}, runtime.Op{Name: "azuresvc-get", Bytes: size, Run: func() (any, error) {
+	s.start(ctx, pending{kind: opFetch, machine: m.name, seq: seq, probe: probe}, runtime.Op{Name: "azuresvc-get", Bytes: size, Run: func() (any, error) {
 		sealed, _, err := st.store.Get(context.Background(), cacheContainer(st.prefix), name, blob.ReadOptions{})
 		if err != nil {
 			return nil, err
@@ -487,10 +564,12 @@ func (s *Service) startFetch(ctx runtime.Context, m *machine, seq uint64, size i
 	}})
 }
 
-func (s *Service) startApply(ctx runtime.Context, m *machine, it *batch.Item) {
+// startApply applies it; resync says it is the SyncStart of a newer
+// generation found past a refused item, which may skip ahead.
+func (s *Service) startApply(ctx runtime.Context, m *machine, it *batch.Item, resync bool) {
 	st, now, cat, etag, name, th := s.st, s.now, m.cat.clone(), m.etag, itemName(m.name, it.Seq), s.thinningFor(m)
 	s.start(ctx, pending{kind: opApply, machine: m.name, seq: it.Seq}, runtime.Op{Name: "azuresvc-apply-" + it.Kind.String(), Bytes: it.Size(), Run: func() (any, error) {
-		a := &applier{ctx: context.Background(), st: st, now: now, cat: cat, etag: etag, th: th}
+		a := &applier{ctx: context.Background(), st: st, now: now, cat: cat, etag: etag, th: th, resync: resync}
 		err := a.run(it, name)
 		return a.result(), err
 	}})
@@ -604,14 +683,34 @@ func (s *Service) done(ctx runtime.Context, ev runtime.Done) {
 				delete(m.listed, p.seq)
 				break
 			}
+			if refusable(ev.Err) {
+				if p.probe {
+					// Past the refused item: skipped with it by the resync.
+					m.probed = p.seq
+					ctx.Log().Warn("azuresvc: item past a refused one does not open either", "machine", m.name, "item", p.seq)
+				} else {
+					s.refuse(ctx, m, p.seq, ev.Err)
+				}
+				break
+			}
 			s.failed(ctx, m, p.seq, ev.Err)
 			return
 		}
+		it := ev.Value.(fetched).item
+		if p.probe {
+			if it.Kind != batch.KindSyncStart || it.Gen <= m.cat.Gen {
+				// Not the resync yet: never applied (the resync sends
+				// its writes again).
+				m.busy, m.probed = false, p.seq
+				break
+			}
+			ctx.Log().Info("azuresvc: resync past the refused item", "machine", m.name, "refused", m.refused, "syncStart", it.Seq, "gen", it.Gen)
+		}
 		// Still busy: the apply Op follows at once, so no other work of
 		// this machine can come between.
-		s.startApply(ctx, m, ev.Value.(fetched).item)
+		s.startApply(ctx, m, it, p.probe)
 		return
-	case opApply, opRetain:
+	case opApply, opRetain, opVerify:
 		m.busy = false
 		r, ok := ev.Value.(applyResult)
 		if ok && r.cat != nil {

@@ -1,6 +1,7 @@
 package azuresvc
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
@@ -398,9 +399,15 @@ func TestCrashConverges(t *testing.T) {
 	}
 }
 
-func TestTamperedItem(t *testing.T) {
+// tamperings are the ways an item's blob can be damaged in storage so that
+// it does not open; want is the error opening (or applying) it gives.
+func tamperings() []struct {
+	name    string
+	corrupt func(t *testing.T, it *batch.Item, good []byte) []byte
+	want    error
+} {
 	otherKey := [32]byte{9}
-	tests := []struct {
+	return []struct {
 		name    string
 		corrupt func(t *testing.T, it *batch.Item, good []byte) []byte
 		want    error
@@ -427,6 +434,18 @@ func TestTamperedItem(t *testing.T) {
 			b, _ := s.Seal(nil, itemName(it.Machine, it.Seq), []byte("not an item"))
 			return b
 		}, batch.ErrFormat},
+	}
+}
+
+// TestTamperedItem: an item that opens but does not fit the replica is
+// reported and retried at every poll (it is never skipped); an intact copy
+// is then applied.
+func TestTamperedItem(t *testing.T) {
+	tests := []struct {
+		name    string
+		corrupt func(t *testing.T, it *batch.Item, good []byte) []byte
+		want    error
+	}{
 		{"write outside the disk", func(t *testing.T, it *batch.Item, good []byte) []byte {
 			bad := *it
 			bad.Runs = []batch.Run{{Off: disk1Size, Data: make([]byte, 4096)}}
@@ -492,6 +511,136 @@ func TestTamperedItem(t *testing.T) {
 				t.Errorf("cache still holds %v", got)
 			}
 		})
+	}
+}
+
+// TestRefusedItemResync: an item whose blob does not open (it fails AES-GCM
+// authentication, or does not decode) is refused: reported once as
+// item-refused, never applied, never retried; the items after it are not
+// applied either. The resync the configuration server then orders starts
+// with a SyncStart of a newer generation numbered after them: the service
+// skips ahead to it, and the resync leaves the replica exactly the source.
+func TestRefusedItemResync(t *testing.T) {
+	for _, tt := range tamperings() {
+		t.Run(tt.name, func(t *testing.T) {
+			store := memStore()
+			d := start(t, store)
+			m := newModel("db01")
+			items := stream(m)
+			target := items[5] // the second log item: points a-5 and c-8
+			name := itemName("db01", target.Seq)
+			upload(t, store, items...)
+			if _, err := store.Put(context.Background(), cacheContainer(testPrefix), name, tt.corrupt(t, target, sealed(t, target)), blob.WriteOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			hint(d, "db01", last(items))
+			for round := 1; round <= 3; round++ {
+				evs, _ := toCS(t, d)
+				var refused []*proto.ReplicaEvent
+				for _, e := range evs {
+					switch e.Event {
+					case proto.EventItemRefused:
+						refused = append(refused, e)
+					case proto.EventApplyError:
+						t.Errorf("round %d: apply-error %+v: a refused item is not retried", round, e)
+					}
+				}
+				if want := map[bool]int{true: 1, false: 0}[round == 1]; len(refused) != want {
+					t.Fatalf("round %d: item-refused events %+v, want %d", round, refused, want)
+				}
+				if round == 1 && (refused[0].Seq != target.Seq || refused[0].Detail == "" || strings.Contains(refused[0].Detail, testPrefix+"cache")) {
+					t.Errorf("refused %+v, want item %d with a detail naming no container", refused[0], target.Seq)
+				}
+				if st := service(d).Status().Machines[0]; st.Applied != target.Seq-1 {
+					t.Fatalf("round %d: applied %d, want %d (nothing past the refused item)", round, st.Applied, target.Seq-1)
+				}
+				d.Advance(DefaultPollEvery)
+			}
+			// Refused for the expected reason.
+			sl, _ := batch.NewSealer(testKey, batch.CodecS2)
+			raw, _, _ := store.Get(context.Background(), cacheContainer(testPrefix), name, blob.ReadOptions{})
+			plain, err := sl.Open(nil, name, raw)
+			if err == nil {
+				_, err = batch.Unmarshal(plain)
+			}
+			if !errors.Is(err, tt.want) || !refusable(err) {
+				t.Errorf("error %v, want %v (refusable)", err, tt.want)
+			}
+			// The refused item's and the skipped item's bookmarks never
+			// become points.
+			for _, id := range []string{"db01-a-5", "db01-c-8", "db01-c-10"} {
+				delete(m.points, id)
+			}
+			// The resync: the source as it is now, sent again whole.
+			resync := []*batch.Item{m.syncStart(disk0Size, disk1Size)}
+			resync = append(resync,
+				m.chunk(0, batch.Run{Off: 0, Data: bytes.Clone(m.disks[0][:8<<20])}),
+				m.chunk(1, batch.Run{Off: 0, Data: bytes.Clone(m.disks[1][:8192])}))
+			resync = append(resync, m.syncEnd(2), m.log(
+				m.write(0, 4096, m.data(4096)),
+				m.bookmark(batch.CrashConsistent, "db01-c-20", runtimetest.Epoch.Add(10*time.Minute))))
+			upload(t, store, resync...)
+			hint(d, "db01", last(resync))
+			d.Advance(DefaultPollEvery)
+			evs, _ := toCS(t, d)
+			if names := eventNames(evs); !slices.Contains(names, "point:db01-c-20") || slices.Contains(names, proto.EventItemRefused) {
+				t.Errorf("events after the resync: %v", names)
+			}
+			c := loadCatalog(t, store, "db01")
+			if c.Gen != 2 || !c.Synced || c.Applied != last(resync) {
+				t.Errorf("catalog gen %d synced %v applied %d, want gen 2, synced, %d", c.Gen, c.Synced, c.Applied, last(resync))
+			}
+			checkReplica(t, store, m)
+			checkPoints(t, store, m)
+			d.Advance(DefaultPollEvery)
+			if got := cacheBlobs(t, store); len(got) != 0 {
+				t.Errorf("cache still holds %v", got)
+			}
+		})
+	}
+}
+
+// TestSnapshotLost: a point whose snapshot disappeared from storage is
+// found when the catalog is verified, dropped, and reported (point-lost);
+// its snapshots of the other disks are deleted; the other points stay.
+func TestSnapshotLost(t *testing.T) {
+	store := memStore()
+	d := start(t, store)
+	m := newModel("db01")
+	items := stream(m)
+	upload(t, store, items...)
+	hint(d, "db01", last(items))
+	checkPoints(t, store, m)
+	toCS(t, d)
+	c := loadCatalog(t, store, "db01")
+	var lost Point
+	for _, p := range c.Points {
+		if p.ID == "db01-c-8" {
+			lost = p
+		}
+	}
+	if lost.ID == "" {
+		t.Fatalf("no point db01-c-8 in %+v", c.Points)
+	}
+	if err := store.DeleteSnapshot(context.Background(), replicaContainer(testPrefix), c.Disks[1].Blob, lost.Snapshots[1]); err != nil {
+		t.Fatal(err)
+	}
+	d.Advance(DefaultVerifyEvery)
+	evs, _ := toCS(t, d)
+	var got []*proto.ReplicaEvent
+	for _, e := range evs {
+		if e.Event == proto.EventPointLost {
+			got = append(got, e)
+		}
+	}
+	if len(got) != 1 || got[0].PointID != "db01-c-8" || got[0].Detail == "" || !got[0].PointTime.Equal(lost.Time) {
+		t.Fatalf("point-lost events %+v, want one for db01-c-8", got)
+	}
+	delete(m.points, "db01-c-8")
+	checkPoints(t, store, m) // also: no snapshot of the lost point left on disk 0
+	d.Advance(DefaultVerifyEvery)
+	if evs, _ := toCS(t, d); slices.Contains(eventNames(evs), proto.EventPointLost+":db01-c-8") {
+		t.Errorf("the lost point was reported again: %v", eventNames(evs))
 	}
 }
 

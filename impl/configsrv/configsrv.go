@@ -67,6 +67,13 @@ const (
 	AlertPSBacklogHigh       = "ps-backlog-high"
 	AlertRegistrationRefused = "registration-refused"
 	AlertPushInstallFailed   = "push-install-failed"
+	// AlertItemRefused: the Azure side refused a stream item that does not
+	// open (corrupt in storage); a resync was ordered. Cleared when the
+	// resync completes.
+	AlertItemRefused = "replica-item-refused"
+	// AlertPointLost: a recovery point's snapshot disappeared from
+	// storage; the point is gone. Subject: machine/point.
+	AlertPointLost = "recovery-point-lost"
 )
 
 // Health thresholds and periods that the contract fixes.

@@ -642,3 +642,36 @@ func TestStatusIsACopy(t *testing.T) {
 }
 
 var _ runtime.Actor = (*Server)(nil)
+
+// TestItemRefusedResync: the Azure side refusing an item (it does not open)
+// raises an alert and orders a resync once; a duplicate of the event
+// changes nothing; the resync's sync-complete clears the alert.
+func TestItemRefusedResync(t *testing.T) {
+	r := newRig(t, nil)
+	r.protect("db01")
+	ev := proto.ReplicaEvent{Machine: "db01", Event: proto.EventItemRefused, Seq: 27, Gen: 1, Detail: "batch: sealed item failed authentication"}
+	r.event(ev)
+	r.event(ev) // duplicated on the network
+	want := proto.Protect{Machine: "db01", Policy: proto.DefaultPolicy(), ProcessServer: string(psAddr), Gen: 2}
+	diff(t, "protect", []proto.Protect{want}, protects(r.toAgent("db01")))
+	active := func() []string {
+		var out []string
+		for _, a := range r.s.Status().Alerts {
+			if a.Cleared.IsZero() {
+				out = append(out, a.Name+" "+a.Subject)
+			}
+		}
+		return out
+	}
+	diff(t, "alerts", []string{AlertItemRefused + " db01"}, active())
+	r.event(proto.ReplicaEvent{Machine: "db01", Event: proto.EventSyncStarted, Gen: 2})
+	r.event(proto.ReplicaEvent{Machine: "db01", Event: proto.EventSyncComplete, Gen: 2})
+	if st := r.machine("db01").State; st != StateProtected {
+		t.Fatalf("state %s after the resync", st)
+	}
+	if a := active(); len(a) != 0 {
+		t.Errorf("alerts still active after the resync: %v", a)
+	}
+	r.event(proto.ReplicaEvent{Machine: "db01", Event: proto.EventPointLost, PointID: "db01-c-9", Kind: "crash", Detail: "snapshot of disk 0 gone from storage"})
+	diff(t, "alerts", []string{AlertPointLost + " db01/db01-c-9"}, active())
+}

@@ -654,3 +654,28 @@ func TestGroupMemberDisabled(t *testing.T) {
 		t.Errorf("groups %+v", st.Groups)
 	}
 }
+
+// TestTagRoundReportsLost: reports a master sends once can be lost in a
+// partition; its own tally in the next report that arrives tells how many
+// rounds (and revokes) the server missed, per master incarnation. Before
+// the tally, the view said "revoked 0" for rounds revoked behind a
+// partition.
+func TestTagRoundReportsLost(t *testing.T) {
+	r := newGroupRig(t)
+	r.protectGroup("default")
+	boot1, boot2 := at(0), at(time.Hour)
+	rep := func(id, outcome string, since time.Time, finished, revoked uint64) *proto.TagRound {
+		return &proto.TagRound{Group: "g1", TagID: id, Kind: "crash", Outcome: outcome, Reason: "begin: web01 did not answer",
+			Started: at(time.Minute), Since: since, Finished: finished, RevokedSoFar: revoked}
+	}
+	r.d.Receive(agentAddr("app01"), rep("g1-c-1", proto.RoundCommitted, boot1, 1, 0))
+	// g1-c-2, c-3 and c-4 revoked behind a partition: their reports lost.
+	r.d.Receive(agentAddr("app01"), rep("g1-c-5", proto.RoundCommitted, boot1, 5, 3))
+	r.d.Receive(agentAddr("app01"), rep("g1-c-5", proto.RoundCommitted, boot1, 5, 3)) // a duplicate counts once
+	// The master restarts: its tally starts again, under another incarnation.
+	r.d.Receive(agentAddr("app01"), rep("g1-c-7", proto.RoundRevoked, boot2, 2, 2))
+	st := r.group("g1").Stats
+	type counts struct{ Rounds, Revoked, Unreported, UnreportedRevoked int }
+	diff(t, "counts", counts{Rounds: 3, Revoked: 1, Unreported: 4, UnreportedRevoked: 4},
+		counts{st.Rounds, st.Revoked, st.Unreported, st.UnreportedRevoked})
+}

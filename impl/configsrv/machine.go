@@ -60,6 +60,7 @@ type machine struct {
 
 	enabledAt      time.Time
 	syncStartedGen uint64 // highest gen the Azure side reported sync-started for
+	refusedItem    uint64 // highest stream item the Azure side refused (a resync was ordered for it)
 	policyPending  bool   // PolicyFor not yet confirmed by any report from the Azure side
 
 	agent         runtime.Addr

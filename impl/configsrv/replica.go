@@ -62,6 +62,7 @@ func (s *Server) replicaEvent(ctx runtime.Context, ev *proto.ReplicaEvent) {
 			m.job = nil
 		}
 		s.setState(ctx, m, StateProtected, fmt.Sprintf("sync-complete for gen %d", ev.Gen))
+		s.clear(ctx, AlertItemRefused, m.name)
 	case proto.EventPoint:
 		if _, dup := m.points[ev.PointID]; dup || ev.PointID == "" {
 			return
@@ -73,6 +74,19 @@ func (s *Server) replicaEvent(ctx runtime.Context, ev *proto.ReplicaEvent) {
 		s.evalRPO(ctx, m, ctx.Now())
 	case proto.EventPruned:
 		delete(m.points, ev.PointID)
+	case proto.EventItemRefused:
+		m.lastError = ev.Detail
+		if ev.Seq <= m.refusedItem {
+			return // a duplicate, or an item a resync already replaced
+		}
+		m.refusedItem = ev.Seq
+		s.raise(ctx, AlertItemRefused, m.name, fmt.Sprintf("item %d refused by the Azure side, never applied: %s", ev.Seq, ev.Detail))
+		if m.state.enabled() {
+			s.orderResync(ctx, m, fmt.Sprintf("Azure side refused item %d (does not open)", ev.Seq))
+		}
+	case proto.EventPointLost:
+		delete(m.points, ev.PointID)
+		s.raise(ctx, AlertPointLost, m.name+"/"+ev.PointID, fmt.Sprintf("recovery point %s (%s) lost: %s", ev.PointID, ev.Kind, ev.Detail))
 	case proto.EventApplyError:
 		m.lastError = ev.Detail
 		ctx.Log().Warn("configsrv: Azure side could not apply", "machine", m.name, "detail", ev.Detail)

@@ -1,6 +1,7 @@
 package configsrv
 
 import (
+	"fmt"
 	"slices"
 	"sort"
 	"time"
@@ -100,10 +101,52 @@ type roundStats struct {
 	seen                         map[string]bool // tag ids of reported rounds (the last roundMemory)
 	seenOrder                    []string
 	duplicates                   int
+	// masters tallies, per master incarnation (master@since), the reports
+	// received against the master's own counts in them: the difference is
+	// reports lost on the way (a master sends each once).
+	masters     map[string]*masterTally
+	masterOrder []string
+}
+
+// masterTally is one master incarnation's reports as received, and its own
+// counts as of the latest of them.
+type masterTally struct {
+	received, receivedRevoked int
+	finished, revoked         uint64
 }
 
 func newRoundStats() roundStats {
-	return roundStats{revokedBy: map[string]int{}, seen: map[string]bool{}}
+	return roundStats{revokedBy: map[string]int{}, seen: map[string]bool{}, masters: map[string]*masterTally{}}
+}
+
+// tally counts a new report against its master's own counts.
+func (r *roundStats) tally(from runtime.Addr, tr *proto.TagRound) {
+	if tr.Finished == 0 {
+		return // a master that keeps no tally
+	}
+	key := fmt.Sprintf("%s@%d", from.Host(), tr.Since.UnixNano())
+	m := r.masters[key]
+	if m == nil {
+		m = &masterTally{}
+		r.masters[key] = m
+		r.masterOrder = append(r.masterOrder, key)
+	}
+	m.received++
+	if tr.Outcome == proto.RoundRevoked {
+		m.receivedRevoked++
+	}
+	m.finished, m.revoked = max(m.finished, tr.Finished), max(m.revoked, tr.RevokedSoFar)
+}
+
+// lost is how many rounds the masters finished whose reports never came,
+// and how many of those they revoked (both as of their latest report).
+func (r *roundStats) lost() (rounds, revoked int) {
+	for _, k := range r.masterOrder {
+		m := r.masters[k]
+		rounds += max(int(m.finished)-m.received, 0)
+		revoked += max(int(m.revoked)-m.receivedRevoked, 0)
+	}
+	return rounds, revoked
 }
 
 // remember records a round's tag id and reports whether it is new.
@@ -139,6 +182,7 @@ func (s *Server) tagRound(ctx runtime.Context, from runtime.Addr, tr *proto.TagR
 	if !r.remember(tr.TagID) {
 		return
 	}
+	r.tally(from, tr)
 	now := ctx.Now()
 	rs := RoundStatus{TagID: tr.TagID, Kind: tr.Kind, Outcome: tr.Outcome, Reason: tr.Reason, Started: tr.Started,
 		Reported: now, Holds: slices.Clone(tr.Holds)}
@@ -185,6 +229,7 @@ func (r *roundStats) status() GroupStats {
 		CommittedCrash: r.committedCrash, CommittedApp: r.committedApp, ConsecutiveRevoked: r.consecutiveRevoked,
 		LastRevokeReason: r.lastRevokeReason, LastCommitted: r.lastCommitted, Duplicates: r.duplicates,
 		Holds: r.holds.status(), CrashHolds: r.crashHolds.status(), AppHolds: r.appHolds.status()}
+	st.Unreported, st.UnreportedRevoked = r.lost()
 	for reason, n := range r.revokedBy {
 		st.RevokedBy = append(st.RevokedBy, ReasonCount{Reason: reason, Count: n})
 	}

@@ -203,10 +203,15 @@ type GroupStats struct {
 	LastRevokeReason   string
 	LastCommitted      time.Time // when the last committed round was reported; zero before
 	Duplicates         int       // duplicated TagRound reports dropped
-	Recent             []RoundStatus
-	Holds              HoldStats // every member's hold in every round
-	CrashHolds         HoldStats // holds in crash-consistent rounds
-	AppHolds           HoldStats // holds in app-consistent rounds (they include the quiesce)
+	// Unreported is how many rounds the masters finished (by their own
+	// count in later reports) whose reports were lost, and
+	// UnreportedRevoked how many of those they revoked: Rounds and Revoked
+	// count only reports received.
+	Unreported, UnreportedRevoked int
+	Recent                        []RoundStatus
+	Holds                         HoldStats // every member's hold in every round
+	CrashHolds                    HoldStats // holds in crash-consistent rounds
+	AppHolds                      HoldStats // holds in app-consistent rounds (they include the quiesce)
 }
 
 // ReasonCount is how many revoked rounds had one reason.

@@ -467,6 +467,14 @@ const (
 	EventPruned       = "pruned"
 	EventApplyError   = "apply-error"
 	EventGroupPoint   = "group-point" // a tag every member of Group has as a point
+	// EventItemRefused: stream item Seq did not open (AES-GCM
+	// authentication or decoding failed: corrupted or tampered in
+	// storage). It is never applied; the machine needs a resync, whose
+	// SyncStart the Azure side then skips ahead to.
+	EventItemRefused = "item-refused"
+	// EventPointLost: recovery point PointID's snapshot is gone from
+	// storage; the point was dropped from the catalog.
+	EventPointLost = "point-lost"
 )
 
 // ReplicaEvent reports what the Azure side did for a machine.
@@ -725,6 +733,14 @@ type TagRound struct {
 	Reason  string // for a revoked round: the phase and member that failed
 	Started time.Time
 	Holds   []MemberHold // sorted by machine
+	// The master's own tally, so that the configuration server can tell
+	// how many reports it missed (they are sent once; a partition loses
+	// them): Since identifies the master's incarnation (when it started),
+	// Finished counts the rounds it finished since then, this one included,
+	// and RevokedSoFar how many of them it revoked.
+	Since        time.Time
+	Finished     uint64
+	RevokedSoFar uint64
 }
 
 // MemberHold is how long one member held its writes in a round (-1: the
@@ -747,6 +763,9 @@ func (m *TagRound) MarshalWire(e *wire.Encoder) {
 		e.String(h.Machine)
 		e.Duration(h.Held)
 	}
+	e.Time(m.Since)
+	e.Uint(m.Finished)
+	e.Uint(m.RevokedSoFar)
 }
 func (m *TagRound) UnmarshalWire(d *wire.Decoder) error {
 	m.Group, m.TagID, m.Kind, m.Outcome, m.Reason, m.Started = d.String(), d.String(), d.String(), d.String(), d.String(), d.Time()
@@ -758,6 +777,7 @@ func (m *TagRound) UnmarshalWire(d *wire.Decoder) error {
 	for i := uint64(0); i < n && d.Err() == nil; i++ {
 		m.Holds = append(m.Holds, MemberHold{Machine: d.String(), Held: d.Duration()})
 	}
+	m.Since, m.Finished, m.RevokedSoFar = d.Time(), d.Uint(), d.Uint()
 	return d.Err()
 }
 

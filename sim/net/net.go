@@ -42,6 +42,36 @@ type LinkParams struct {
 	// Dup is the probability that a message is delivered twice (the second
 	// copy up to one latency later), as retransmitting middleboxes do.
 	Dup float64
+	// Reorder is the probability that a transfer is held back by a uniform
+	// random delay in [0, ReorderWindow], so that later transfers on the
+	// link overtake it (a multipath or load-balanced route).
+	Reorder       float64
+	ReorderWindow time.Duration
+}
+
+// Validate says what is wrong with p, if anything: probabilities must be
+// in [0, 1] and durations not negative.
+func (p LinkParams) Validate() error {
+	for _, f := range []struct {
+		name string
+		v    float64
+	}{{"loss", p.Loss}, {"dup", p.Dup}, {"reorder", p.Reorder}} {
+		if !(f.v >= 0 && f.v <= 1) {
+			return fmt.Errorf("net: %s=%g, want a probability in [0, 1]", f.name, f.v)
+		}
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"latency", p.Latency}, {"jitter", p.Jitter}, {"reorder window", p.ReorderWindow}} {
+		if d.v < 0 {
+			return fmt.Errorf("net: %s=%s, want a duration >= 0", d.name, d.v)
+		}
+	}
+	if p.BytesPerSec < 0 {
+		return fmt.Errorf("net: bandwidth %d bytes/s, want >= 0", p.BytesPerSec)
+	}
+	return nil
 }
 
 // Path names a route class between two hosts.
@@ -167,6 +197,9 @@ func (n *Net) SetLink(p Path, from, to Site, lp LinkParams) error {
 	l := n.links[linkKey{p, from, to}]
 	if l == nil {
 		return fmt.Errorf("net: no %s link from %s to %s", p, from, to)
+	}
+	if err := lp.Validate(); err != nil {
+		return err
 	}
 	l.params = lp
 	return nil
@@ -294,6 +327,11 @@ func (n *Net) Transit(now time.Time, from, to string, bytes int64, r *rand.Rand)
 	arrive := start.Add(tx + l.params.Latency)
 	if l.params.Jitter > 0 {
 		arrive = arrive.Add(time.Duration(r.Int64N(int64(l.params.Jitter))))
+	}
+	// Drawn only on links that reorder, so that turning it on elsewhere
+	// does not shift other draws.
+	if l.params.Reorder > 0 && r.Float64() < l.params.Reorder {
+		arrive = arrive.Add(time.Duration(r.Int64N(int64(l.params.ReorderWindow) + 1)))
 	}
 	return arrive, true, ""
 }

@@ -165,3 +165,46 @@ func TestJitterAndDuplicates(t *testing.T) {
 		t.Error("a link without Dup duplicated")
 	}
 }
+
+func TestReorder(t *testing.T) {
+	n := lab(t)
+	if err := n.SetLink(PathLAN, OnPrem, OnPrem, LinkParams{Latency: time.Millisecond, Reorder: 0.2, ReorderWindow: 10 * time.Millisecond}); err != nil {
+		t.Fatal(err)
+	}
+	r := rand.New(rand.NewPCG(5, 6))
+	held := 0
+	for i := 0; i < 200; i++ {
+		// One message a millisecond: only a held-back one arrives late.
+		now := t0.Add(time.Duration(i) * time.Millisecond)
+		a, ok, _ := n.Transit(now, "vm1", "ps", 0, r)
+		if !ok {
+			t.Fatal("lost on a lossless link")
+		}
+		if late := a.Sub(now) - time.Millisecond; late > 0 {
+			held++
+			if late > 10*time.Millisecond {
+				t.Fatalf("held %s, past the 10ms window", late)
+			}
+		}
+	}
+	if held < 20 || held > 60 {
+		t.Errorf("%d of 200 held back at p=0.2", held)
+	}
+}
+
+func TestLinkParamsValidate(t *testing.T) {
+	n := lab(t)
+	before, _ := n.Link(PathLAN, OnPrem, OnPrem)
+	bad := []LinkParams{
+		{Loss: 1.5}, {Loss: -1}, {Dup: 2}, {Reorder: -0.1}, {Jitter: -time.Millisecond},
+		{Reorder: 0.1, ReorderWindow: -time.Second}, {Latency: -1}, {BytesPerSec: -1},
+	}
+	for _, lp := range bad {
+		if err := n.SetLink(PathLAN, OnPrem, OnPrem, lp); err == nil {
+			t.Errorf("SetLink(%+v) accepted", lp)
+		}
+	}
+	if lp, _ := n.Link(PathLAN, OnPrem, OnPrem); lp != before {
+		t.Errorf("a refused SetLink changed the link: %+v, was %+v", lp, before)
+	}
+}
