@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/v2a-dr/v2a/impl/blockdev"
+	"github.com/v2a-dr/v2a/impl/fsys"
 	"github.com/v2a-dr/v2a/impl/hrl"
 	"github.com/v2a-dr/v2a/impl/proto"
 	"github.com/v2a-dr/v2a/impl/runtime"
@@ -54,6 +55,9 @@ type Config struct {
 
 	// StateDir holds the change log and agent.state.
 	StateDir string
+	// FS is the file system holding StateDir (and, unless LogOptions.FS
+	// says otherwise, the change log). Default fsys.OS{}.
+	FS fsys.FS
 	// Guest is the machine: its disks, filter driver and VSS.
 	Guest Guest
 
@@ -80,6 +84,12 @@ func (c *Config) defaults() {
 		if *d <= 0 {
 			*d = v
 		}
+	}
+	if c.FS == nil {
+		c.FS = fsys.OS{}
+	}
+	if c.LogOptions.FS == nil {
+		c.LogOptions.FS = c.FS
 	}
 	if c.ConfigServer == "" {
 		c.ConfigServer = runtime.MakeAddr("cs01", runtime.PortConfig)
@@ -249,7 +259,7 @@ func (a *Agent) start(ctx runtime.Context) {
 			"tornBytes", rec.TornBytes, "resyncRequired", rec.ResyncRequired)
 	}
 	a.lastMode = a.filter.Mode()
-	st, ok, err := loadState(a.cfg.StateDir)
+	st, ok, err := loadState(a.cfg.FS, a.cfg.StateDir)
 	if err != nil {
 		a.fail(ctx, "load state", err)
 	}
@@ -432,7 +442,7 @@ func (a *Agent) onUnprotect(ctx runtime.Context) {
 	a.leaveGroup(ctx)
 	a.phase = PhaseIdle
 	a.st = persisted{LastTagN: a.st.LastTagN} // tag numbers never repeat
-	if err := removeState(a.cfg.StateDir); err != nil {
+	if err := removeState(a.cfg.FS, a.cfg.StateDir); err != nil {
 		a.fail(ctx, "remove state", err)
 	}
 }
@@ -538,7 +548,7 @@ func (a *Agent) sendResyncNeeded(ctx runtime.Context) {
 
 func (a *Agent) save(ctx runtime.Context) {
 	a.st.Group = a.group
-	if err := saveState(a.cfg.StateDir, a.st); err != nil {
+	if err := saveState(a.cfg.FS, a.cfg.StateDir, a.st); err != nil {
 		a.fail(ctx, "save state", err)
 	}
 }

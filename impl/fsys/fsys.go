@@ -60,6 +60,8 @@ type File interface {
 	Sync() error
 	Truncate(size int64) error
 	Stat() (fs.FileInfo, error)
+	// Name is the name the file was opened with.
+	Name() string
 }
 
 // SyncDir makes the creations, renames and removals of names in dir

@@ -20,6 +20,7 @@ import (
 
 	"github.com/v2a-dr/v2a/impl/batch"
 	"github.com/v2a-dr/v2a/impl/blob"
+	"github.com/v2a-dr/v2a/impl/fsys"
 	"github.com/v2a-dr/v2a/impl/blob/memblob"
 	"github.com/v2a-dr/v2a/impl/blockdev"
 	"github.com/v2a-dr/v2a/impl/proto"
@@ -124,10 +125,12 @@ func makeItem(m string, seq uint64) []byte {
 	return it.Marshal()
 }
 
-// send delivers an item message and returns the acks the agent got.
+// send delivers an item message, lets the group commit run, and returns
+// the acks the agent got.
 func (e *env) send(msg *proto.ItemMsg) []*proto.ItemAck {
 	e.t.Helper()
 	e.d.Receive(agentAddr, msg)
+	e.d.Advance(e.srv.cfg.GroupCommit)
 	return e.acks()
 }
 
@@ -326,8 +329,8 @@ func TestCacheFullBackPressure(t *testing.T) {
 // tinyDisk makes the cache disk behave as a file system of capBytes: a
 // write that would go past it writes what fits and fails with ENOSPC, as
 // the OS does.
-func tinyDisk(dir string, capBytes int64) func(f *os.File, p []byte) (int, error) {
-	return func(f *os.File, p []byte) (int, error) {
+func tinyDisk(dir string, capBytes int64) func(f fsys.File, p []byte) (int, error) {
+	return func(f fsys.File, p []byte) (int, error) {
 		var used int64
 		filepath.WalkDir(dir, func(_ string, d os.DirEntry, err error) error {
 			if err == nil && !d.IsDir() {
@@ -832,7 +835,7 @@ func (f actorFunc) Handle(c runtime.Context, ev runtime.Event) { f(c, ev) }
 func TestStateWriteFailureKeepsFile(t *testing.T) {
 	e := newEnv(t, nil)
 	fails := 2
-	e.srv.disk.write = func(f *os.File, p []byte) (int, error) {
+	e.srv.disk.write = func(f fsys.File, p []byte) (int, error) {
 		if strings.HasSuffix(f.Name(), stateFile+tmpSuffix) && fails > 0 {
 			fails--
 			return 0, &os.PathError{Op: "write", Path: f.Name(), Err: syscall.ENOSPC}

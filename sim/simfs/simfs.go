@@ -551,6 +551,8 @@ func (h *file) Stat() (fs.FileInfo, error) {
 	return info(filepath.Base(h.name), h.n), nil
 }
 
+func (h *file) Name() string { return h.name }
+
 func (h *file) Close() error {
 	h.fs.mu.Lock()
 	defer h.fs.mu.Unlock()
