@@ -395,13 +395,20 @@ func (a *Agent) onProtect(ctx runtime.Context, m *proto.Protect) {
 	ctx.Log().Info("agent: protect", "machine", a.cfg.Machine, "gen", m.Gen, "policy", m.Policy.Name,
 		"processServer", m.ProcessServer)
 	psChanged := m.ProcessServer != a.st.ProcessServer
+	floor := a.st.StreamFloor // the process server's numbering, unless it is another one
+	if psChanged {
+		floor = 0
+	}
 	a.st = persisted{Machine: a.cfg.Machine, Gen: m.Gen, Policy: m.Policy, ProcessServer: m.ProcessServer, Phase: PhaseSyncing,
-		LastTagN: a.st.LastTagN}
+		LastTagN: a.st.LastTagN, StreamFloor: floor}
 	a.cancel(ctx, tResync)
 	if _, ok := a.timers[tHeartbeat]; !ok {
 		a.heartbeat(ctx)
 	}
 	a.armBookmarkTimers(ctx)
+	if psChanged {
+		a.psEpoch, a.pastEpochs, a.ackedLogs = 0, nil, nil
+	}
 	if psChanged || !a.streamOpen {
 		a.dropStream()
 		a.openStream(ctx)
@@ -413,7 +420,8 @@ func (a *Agent) onProtect(ctx runtime.Context, m *proto.Protect) {
 // numbering is its own, so what was queued is dropped and rebuilt.
 func (a *Agent) switchProcessServer(ctx runtime.Context, ps string) {
 	ctx.Log().Info("agent: process server changed", "machine", a.cfg.Machine, "processServer", ps)
-	a.st.ProcessServer = ps
+	a.st.ProcessServer, a.st.StreamFloor = ps, 0
+	a.psEpoch, a.pastEpochs, a.ackedLogs = 0, nil, nil
 	a.save(ctx)
 	a.dropStream()
 	a.openStream(ctx)

@@ -28,6 +28,9 @@ type persisted struct {
 	// LastTagN is the number of the last group tag this agent started as
 	// master: tag ids never repeat, even across restarts and clock steps.
 	LastTagN uint64 `json:"lastTagN,omitempty"`
+	// StreamFloor is the stream position to number on from after the
+	// process server lost acknowledged items (0: none): see stream.
+	StreamFloor uint64 `json:"streamFloor,omitempty"`
 }
 
 // loadState reads agent.state; ok is false when there is none.

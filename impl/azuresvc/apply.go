@@ -143,7 +143,13 @@ func (a *applier) apply(it *batch.Item) error {
 		return nil // a duplicate: already applied and recorded
 	}
 	if it.Seq != a.cat.Applied+1 {
-		return fmt.Errorf("%w: item %d of %s, expected %d", ErrApply, it.Seq, it.Machine, a.cat.Applied+1)
+		if it.Kind != batch.KindSyncStart || it.Gen <= a.cat.Gen {
+			return fmt.Errorf("%w: item %d of %s, expected %d", ErrApply, it.Seq, it.Machine, a.cat.Applied+1)
+		}
+		// The process server lost items before it (its cache disk) and
+		// the agent resyncs: the new sync covers what they held.
+		a.note(slog.LevelWarn, "azuresvc: items never arrived; a resync starts past them", "from", a.cat.Applied+1,
+			"to", it.Seq-1, "gen", it.Gen)
 	}
 	switch it.Kind {
 	case batch.KindSyncStart:

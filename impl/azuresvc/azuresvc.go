@@ -100,7 +100,10 @@ type machine struct {
 	held     bool // an attempt failed: wait for the next poll
 	sweepDue bool // look for orphan snapshots (after a load or a failure)
 	sealer   *batch.Sealer
-	listed   map[uint64]int64   // item seq -> sealed size, per the last listing
+	listed   map[uint64]int64 // item seq -> sealed size, per the last listing
+	// probed are listed items past a gap that were fetched and found not
+	// to be a newer sync's SyncStart (see evalGap): not fetched again.
+	probed   map[uint64]bool
 	want     *setting           // from a PolicyFor, until the catalog holds it
 	sums     []*proto.Checksums // computed for sumsItem
 	sumsItem uint64
@@ -428,6 +431,9 @@ func (s *Service) kick(ctx runtime.Context, m *machine) {
 		s.startFetch(ctx, m, next, size)
 		return
 	}
+	if s.evalGap(ctx, m) {
+		return
+	}
 	var stale []uint64
 	for seq := range m.listed {
 		if seq <= m.cat.Applied {
@@ -442,6 +448,32 @@ func (s *Service) kick(ctx runtime.Context, m *machine) {
 	if _, drop := prune(m.cat.Points, s.now, m.cat.Policy.Retention, s.thinningFor(m)); len(drop) > 0 {
 		s.startRetain(ctx, m, nil, false)
 	}
+}
+
+// evalGap looks past a gap in the listed items: when the process server
+// lost items (its cache disk), the agent resyncs and numbers the resync's
+// SyncStart on from its own position, so the items before it never come.
+// The lowest listed item past the gap not fetched yet is fetched; if it is a SyncStart
+// of a newer sync generation it is applied (the resync covers whatever the
+// missing items held), else it waits for the gap to fill. It reports
+// whether it started a fetch.
+func (s *Service) evalGap(ctx runtime.Context, m *machine) bool {
+	for seq := range m.probed {
+		if seq <= m.cat.Applied {
+			delete(m.probed, seq)
+		}
+	}
+	var low uint64
+	for seq := range m.listed {
+		if seq > m.cat.Applied+1 && !m.probed[seq] && (low == 0 || seq < low) {
+			low = seq
+		}
+	}
+	if low == 0 {
+		return false
+	}
+	s.startFetch(ctx, m, low, m.listed[low])
+	return true
 }
 
 func (s *Service) startLoad(ctx runtime.Context, m *machine) {
@@ -607,9 +639,19 @@ func (s *Service) done(ctx runtime.Context, ev runtime.Done) {
 			s.failed(ctx, m, p.seq, ev.Err)
 			return
 		}
+		it := ev.Value.(fetched).item
+		if m.cat != nil && it.Seq > m.cat.Applied+1 && !(it.Kind == batch.KindSyncStart && it.Gen > m.cat.Gen) {
+			// A probe past a gap (evalGap) that found no newer sync: wait.
+			m.busy = false
+			if m.probed == nil {
+				m.probed = map[uint64]bool{}
+			}
+			m.probed[it.Seq] = true
+			break
+		}
 		// Still busy: the apply Op follows at once, so no other work of
 		// this machine can come between.
-		s.startApply(ctx, m, ev.Value.(fetched).item)
+		s.startApply(ctx, m, it)
 		return
 	case opApply, opRetain:
 		m.busy = false

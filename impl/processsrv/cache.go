@@ -23,6 +23,9 @@ import (
 //	acked              the machine's highest acknowledged seq (state record)
 //	*.tmp              a write that a crash interrupted: removed on scan
 //
+// and, at the top, epoch: the cache disk's epoch (proto.ItemAck.Epoch), a
+// random number written when the server first finds the disk without one.
+//
 // A machine's highest acknowledged seq is max(acked file, highest .item
 // file): the state file only has to be brought up to date before the
 // highest .item file is deleted, so while a backlog drains no state write
@@ -281,6 +284,28 @@ func clean(op string, err error) error {
 		return fmt.Errorf("processsrv: %s: %w", op, le.Err)
 	}
 	return fmt.Errorf("processsrv: %s: %w", op, err)
+}
+
+const epochFile = "epoch"
+
+// epoch returns the cache disk's epoch, making one (from draw, never 0) if
+// the disk has none: a new or a lost-and-replaced cache disk.
+func (c *cacheDisk) epoch(draw func() uint64) (uint64, error) {
+	if err := c.fs.MkdirAll(c.dir, 0o700); err != nil {
+		return 0, clean("create cache directory", err)
+	}
+	b, err := c.fs.ReadFile(filepath.Join(c.dir, epochFile))
+	if err == nil && len(b) == 8 && binary.BigEndian.Uint64(b) != 0 {
+		return binary.BigEndian.Uint64(b), nil
+	}
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return 0, clean("read epoch", err)
+	}
+	e := draw() | 1
+	if err := c.writeAtomic(c.dir, epochFile, binary.BigEndian.AppendUint64(nil, e)); err != nil {
+		return 0, fmt.Errorf("processsrv: write epoch: %w", err)
+	}
+	return e, nil
 }
 
 // isNoSpace reports whether err is the disk (or the quota) being full.

@@ -30,7 +30,12 @@
 //     sequence order; at most MaxUploads items are in the pipeline at once
 //     (seal or upload), so memory holds at most MaxUploads items: the
 //     backlog lives on the cache disk.
-//  4. A restart (a new Server on the same CacheDir) rebuilds everything from
+//  4. A stream the cache holds no record of (a new machine, or a cache disk
+//     lost and replaced: a new epoch, see proto.ItemAck) starts at item 1,
+//     or at a SyncStart item of any seq: an agent whose acknowledged items
+//     were lost resyncs, numbering on from where it was, so that the Azure
+//     side's numbering never goes back.
+//  5. A restart (a new Server on the same CacheDir) rebuilds everything from
 //     the cache disk: every acknowledged item not yet uploaded is uploaded,
 //     and the highest acknowledged sequence number of each machine survives
 //     even when all its files were uploaded and deleted (a small state file
@@ -160,6 +165,7 @@ type Server struct {
 
 	name      string
 	disk      *cacheDisk
+	epoch     uint64 // the cache disk's epoch, in every ItemAck
 	machines  map[string]*machine
 	order     []string // machine names, sorted: the round-robin order
 	rr        int      // next machine to look at for an item to start
@@ -252,6 +258,10 @@ func (s *Server) start(ctx runtime.Context) {
 	s.retryAt = time.Time{}
 	s.pending, s.commitArmed = nil, false
 
+	var err error
+	if s.epoch, err = s.disk.epoch(ctx.Rand().Uint64); err != nil {
+		s.fail(ctx, "cache disk epoch", err, slog.String("error", describe(err)))
+	}
 	found, err := s.disk.scan()
 	if err != nil {
 		s.fail(ctx, "cache disk scan failed", err, slog.String("error", describe(err)))
@@ -307,7 +317,7 @@ func (s *Server) message(ctx runtime.Context, ev runtime.Message) {
 }
 
 func (s *Server) ack(ctx runtime.Context, to runtime.Addr, machine string, acked uint64, status, reason string) {
-	ctx.Send(to, wire.Encode(&proto.ItemAck{Machine: machine, Acked: acked, Status: status, Reason: reason}))
+	ctx.Send(to, wire.Encode(&proto.ItemAck{Machine: machine, Acked: acked, Status: status, Reason: reason, Epoch: s.epoch}))
 }
 
 // item accepts the next item of a machine's stream, or says why not.
@@ -328,6 +338,9 @@ func (s *Server) item(ctx runtime.Context, from runtime.Addr, msg *proto.ItemMsg
 		return
 	case msg.Seq <= received: // written, not yet durable: the group commit answers
 		return
+	case msg.Seq > received+1 && !known && isSyncStart(msg.Data):
+		ctx.Log().Info("stream starts at a sync: the cache holds no record of this machine", "machine", msg.Machine, "seq", msg.Seq)
+		acked = msg.Seq - 1
 	case msg.Seq > received+1:
 		ctx.Log().Debug("item ahead of the stream", "machine", msg.Machine, "seq", msg.Seq, "acked", acked)
 		s.ack(ctx, from, msg.Machine, acked, proto.AckGap, fmt.Sprintf("expected item %d", received+1))
@@ -374,6 +387,7 @@ func (s *Server) item(ctx runtime.Context, from runtime.Addr, msg *proto.ItemMsg
 	}
 	if !known {
 		m = s.machine(msg.Machine)
+		m.acked, m.hinted = acked, acked
 	}
 	m.received, m.from = msg.Seq, from
 	s.pending = append(s.pending, &pendingItem{m: m, seq: msg.Seq, f: f, fileBytes: fileBytes, rawBytes: int64(len(msg.Data))})
@@ -450,6 +464,12 @@ func (s *Server) groupCommit(ctx runtime.Context) {
 		s.ack(ctx, m.from, m.name, m.acked, proto.AckOK, "")
 	}
 	s.pump(ctx)
+}
+
+// isSyncStart says whether data is a SyncStart item.
+func isSyncStart(data []byte) bool {
+	it, err := batch.Unmarshal(data)
+	return err == nil && it.Kind == batch.KindSyncStart
 }
 
 // checkItem checks that an item message carries a well-formed item (what

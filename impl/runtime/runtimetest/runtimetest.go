@@ -54,7 +54,13 @@ type Driver struct {
 // New starts the actor at addr: it delivers Started and whatever ops that
 // started complete.
 func New(t testing.TB, addr runtime.Addr, a runtime.Actor) *Driver {
-	d := &Driver{t: t, Addr: addr, Actor: a, now: Epoch, rnd: rand.New(rand.NewPCG(1, 2)),
+	return NewSeeded(t, addr, a, 1)
+}
+
+// NewSeeded is New with the actor's random source seeded from seed (New
+// uses 1): a restarted actor in the simulator draws from a new source too.
+func NewSeeded(t testing.TB, addr runtime.Addr, a runtime.Actor, seed uint64) *Driver {
+	d := &Driver{t: t, Addr: addr, Actor: a, now: Epoch, rnd: rand.New(rand.NewPCG(seed, seed+1)),
 		log: slog.New(slog.DiscardHandler), timers: map[runtime.TimerID]Timer{}, AutoDeliverOps: true}
 	d.Deliver(runtime.Started{})
 	return d
