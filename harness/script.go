@@ -582,8 +582,13 @@ func (r *Runner) check(a argMap) (string, error) {
 //	fault clog [path=internet] [from=onprem] [to=azure] factor=N for=DURATION
 //	fault loss [path=lan] [from=onprem] [to=onprem] p=0.1
 //	fault vpn state=up|down|absent
-//	fault crash host=X
+//	fault crash host=X               a protected machine: its agent process (the
+//	                                 filter and page cache live on); any other
+//	                                 host: the host, whose disk loses what was
+//	                                 not fsynced
 //	fault restart host=X
+//	fault lose-cache host=ps01       the process server crashes and comes back
+//	                                 on a new, empty cache disk
 //	fault heal
 func (r *Runner) fault(a argMap) (string, error) {
 	e := r.Env
@@ -704,6 +709,22 @@ func (r *Runner) fault(a argMap) (string, error) {
 		}
 		e.Trace.Add(e.Sim.Elapsed(), "harness", "fault", strings.TrimSpace(out))
 		return out, nil
+	case "lose-cache":
+		d, err := r.deployment()
+		if err != nil {
+			return "", err
+		}
+		h, err := a.need("host")
+		if err != nil {
+			return "", err
+		}
+		if h != HostProcessServer {
+			return "", fmt.Errorf("fault lose-cache: host=%s has no cache disk (want host=%s)", h, HostProcessServer)
+		}
+		if err := d.LoseCache(); err != nil {
+			return "", err
+		}
+		msg = "lose-cache " + h + ": restarted on an empty cache disk"
 	case "crash", "restart":
 		h, err := a.need("host")
 		if err != nil {
@@ -719,7 +740,7 @@ func (r *Runner) fault(a argMap) (string, error) {
 		}
 		msg = kind + " " + h
 	default:
-		return "", fmt.Errorf("fault: unknown fault %q (want partition, clog, loss, vpn, crash, restart, machine-crash, machine-restart, tear-hrl, corrupt-hrl or heal)", kind)
+		return "", fmt.Errorf("fault: unknown fault %q (want partition, clog, loss, vpn, crash, restart, lose-cache, machine-crash, machine-restart, tear-hrl, corrupt-hrl or heal)", kind)
 	}
 	e.Trace.Add(e.Sim.Elapsed(), "harness", "fault", msg)
 	return msg + "\n", nil

@@ -40,8 +40,11 @@ var ErrStale = errors.New("simfs: stale file handle (opened before a crash)")
 // node is an inode: a file or a directory.
 type node struct {
 	dir bool
-	// A file's content now, and what survives a crash.
+	// A file's content now, and what survives a crash. dirtyFrom is the
+	// lowest offset changed since the last Sync (-1: none), so that a
+	// Sync after appends copies only the appended bytes.
 	data, durable []byte
+	dirtyFrom     int
 	// A directory's entries now, and what survives a crash.
 	ents, durEnts map[string]*node
 }
@@ -124,6 +127,7 @@ func (f *FS) crashFile(n *node, rnd *rand.Rand) {
 	}
 	n.data = slices.Clone(keep)
 	n.durable = slices.Clone(keep)
+	n.dirtyFrom = -1
 }
 
 // Wipe replaces the disk by an empty one (a lost disk, a new one mounted in
@@ -148,7 +152,7 @@ func (f *FS) SyncAll() error {
 	var walk func(n *node)
 	walk = func(n *node) {
 		if !n.dir {
-			n.durable = slices.Clone(n.data)
+			n.sync()
 			return
 		}
 		n.durEnts = maps(n.ents)
@@ -235,7 +239,7 @@ func (f *FS) OpenFile(name string, flag int, perm fs.FileMode) (fsys.File, error
 	case !ok && flag&os.O_CREATE == 0:
 		return nil, perr("open", name, fs.ErrNotExist)
 	case !ok:
-		n = &node{}
+		n = &node{dirtyFrom: -1}
 		p.ents[base] = n
 	}
 	if n.dir && flag&(os.O_WRONLY|os.O_RDWR) != 0 {
@@ -243,6 +247,7 @@ func (f *FS) OpenFile(name string, flag int, perm fs.FileMode) (fsys.File, error
 	}
 	if flag&os.O_TRUNC != 0 && !n.dir {
 		n.data = nil
+		n.dirty(0)
 	}
 	return &file{fs: f, n: n, name: name, gen: f.gen, flag: flag}, nil
 }
@@ -386,7 +391,28 @@ func (f *FS) Truncate(name string, size int64) error {
 		return perr("truncate", name, syscall.EISDIR)
 	}
 	n.data = resize(n.data, size)
+	n.dirty(int(size))
 	return nil
+}
+
+// dirty notes a change at off.
+func (n *node) dirty(off int) {
+	if n.dirtyFrom < 0 || off < n.dirtyFrom {
+		n.dirtyFrom = off
+	}
+}
+
+// sync makes a file's content durable, copying only what changed when
+// the change is a pure append.
+func (n *node) sync() {
+	switch {
+	case n.dirtyFrom < 0:
+	case n.dirtyFrom >= len(n.durable) && len(n.data) >= len(n.durable):
+		n.durable = append(n.durable, n.data[len(n.durable):]...)
+	default:
+		n.durable = slices.Clone(n.data)
+	}
+	n.dirtyFrom = -1
 }
 
 func resize(b []byte, size int64) []byte {
@@ -508,6 +534,7 @@ func (h *file) WriteAt(p []byte, off int64) (int, error) {
 }
 
 func (h *file) writeAt(p []byte, off int64) {
+	h.n.dirty(int(off))
 	if end := off + int64(len(p)); end > int64(len(h.n.data)) {
 		h.n.data = resize(h.n.data, end)
 	}
@@ -524,7 +551,7 @@ func (h *file) Sync() error {
 	if h.n.dir {
 		h.n.durEnts = maps(h.n.ents)
 	} else {
-		h.n.durable = slices.Clone(h.n.data)
+		h.n.sync()
 	}
 	return nil
 }
@@ -539,6 +566,7 @@ func (h *file) Truncate(size int64) error {
 		return perr("truncate", h.name, fs.ErrInvalid)
 	}
 	h.n.data = resize(h.n.data, size)
+	h.n.dirty(int(size))
 	return nil
 }
 
