@@ -395,6 +395,10 @@ func (a *Agent) onProtect(ctx runtime.Context, m *proto.Protect) {
 	ctx.Log().Info("agent: protect", "machine", a.cfg.Machine, "gen", m.Gen, "policy", m.Policy.Name,
 		"processServer", m.ProcessServer)
 	psChanged := m.ProcessServer != a.st.ProcessServer
+	// A resync (a new gen, same policy) keeps the bookmark schedule going:
+	// restarting it would leave a gap of up to two intervals between points.
+	_, scheduled := a.timers[tCrash]
+	keepSchedule := scheduled && m.Policy == a.st.Policy
 	floor := a.st.StreamFloor // the process server's numbering, unless it is another one
 	if psChanged {
 		floor = 0
@@ -405,7 +409,9 @@ func (a *Agent) onProtect(ctx runtime.Context, m *proto.Protect) {
 	if _, ok := a.timers[tHeartbeat]; !ok {
 		a.heartbeat(ctx)
 	}
-	a.armBookmarkTimers(ctx)
+	if !keepSchedule {
+		a.armBookmarkTimers(ctx)
+	}
 	if psChanged {
 		a.psEpoch, a.pastEpochs, a.ackedLogs = 0, nil, nil
 	}

@@ -667,7 +667,7 @@ func TestProcessServerLostCache(t *testing.T) {
 			reasons = append(reasons, r.Reason)
 		}
 	}
-	if len(reasons) == 0 || !strings.Contains(reasons[0], "lost items") {
+	if len(reasons) == 0 || !strings.Contains(reasons[0], "no longer has items") {
 		t.Fatalf("ResyncNeeded %q, want one saying the process server lost items (status %+v)", reasons, e.a.Status())
 	}
 	if s := e.a.Status(); s.Phase != PhaseResyncRequired || s.PSLosses != 1 {

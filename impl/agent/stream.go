@@ -280,7 +280,7 @@ func (a *Agent) psLost(ctx runtime.Context, acked uint64) {
 		a.save(ctx)
 		return
 	}
-	reason := fmt.Sprintf("the process server lost items %d to %d it had acknowledged, and the change log no longer holds them", acked+1, a.acked)
+	reason := fmt.Sprintf("the process server no longer has items %d to %d it had acknowledged (its cache was lost), and the change log no longer holds their records", acked+1, a.acked)
 	if a.phase == PhaseResyncRequired {
 		a.save(ctx)
 		return

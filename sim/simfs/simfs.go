@@ -63,7 +63,7 @@ type FS struct {
 // Stats counts what crashes did.
 type Stats struct {
 	Crashes   int
-	LostBytes int64 // unsynced bytes dropped by crashes
+	LostBytes int64 // bytes of file content gone after crashes (unsynced writes, files whose names were not durable)
 	TornBytes int64 // unsynced bytes a torn sector kept
 }
 
@@ -89,6 +89,13 @@ func (f *FS) Crash(rnd *rand.Rand) {
 	defer f.mu.Unlock()
 	f.gen++
 	f.stats.Crashes++
+	before := f.fileSizes()
+	defer func() {
+		after := f.fileSizes()
+		for n, size := range before {
+			f.stats.LostBytes += max(0, size-after[n])
+		}
+	}()
 	seen := map[*node]bool{}
 	var walk func(n *node)
 	walk = func(n *node) {
@@ -118,16 +125,32 @@ func (f *FS) crashFile(n *node, rnd *rand.Rand) {
 			f.stats.TornBytes += int64(k)
 		}
 	}
-	switch {
-	case bytes.Equal(n.data, keep):
-	case len(n.data) > len(keep) && bytes.Equal(n.data[:len(keep)], keep):
-		f.stats.LostBytes += int64(len(n.data) - len(keep))
-	default: // rewritten or truncated since the last Sync: count it all
-		f.stats.LostBytes += int64(len(n.data))
-	}
 	n.data = slices.Clone(keep)
 	n.durable = slices.Clone(keep)
 	n.dirtyFrom = -1
+}
+
+// fileSizes maps the files reachable now to their sizes; the caller holds
+// mu.
+func (f *FS) fileSizes() map[*node]int64 {
+	sizes := map[*node]int64{}
+	seen := map[*node]bool{}
+	var walk func(n *node)
+	walk = func(n *node) {
+		if seen[n] {
+			return
+		}
+		seen[n] = true
+		if !n.dir {
+			sizes[n] = int64(len(n.data))
+			return
+		}
+		for _, c := range n.ents {
+			walk(c)
+		}
+	}
+	walk(f.root)
+	return sizes
 }
 
 // Wipe replaces the disk by an empty one (a lost disk, a new one mounted in
