@@ -61,10 +61,11 @@ var faultKeys = map[string][]string{
 	"reorder":         {"path", "from", "to", "p", "window"},
 	"corrupt-blob":    {"vm", "container"},
 	"delete-snapshot": {"vm", "point"},
+	"lose-cache":      {"host"},
 }
 
 // faultNames lists the faults in the order errors name them.
-var faultNames = []string{"partition", "clog", "loss", "jitter", "duplicate", "reorder", "vpn", "crash", "restart",
+var faultNames = []string{"partition", "clog", "loss", "jitter", "duplicate", "reorder", "vpn", "crash", "restart", "lose-cache",
 	"machine-crash", "machine-restart", "tear-hrl", "corrupt-hrl", "corrupt-blob", "delete-snapshot", "heal"}
 
 // checkArgs rejects a directive whose keys its command does not take, or

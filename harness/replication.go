@@ -2,8 +2,7 @@ package harness
 
 import (
 	"fmt"
-	"os"
-	"path/filepath"
+	"path"
 	"sort"
 	"strings"
 	"time"
@@ -14,6 +13,7 @@ import (
 	"github.com/v2a-dr/v2a/impl/blob"
 	"github.com/v2a-dr/v2a/impl/blockdev"
 	"github.com/v2a-dr/v2a/impl/configsrv"
+	"github.com/v2a-dr/v2a/impl/hrl"
 	"github.com/v2a-dr/v2a/impl/processsrv"
 	"github.com/v2a-dr/v2a/impl/proto"
 	"github.com/v2a-dr/v2a/impl/runtime"
@@ -22,6 +22,7 @@ import (
 	"github.com/v2a-dr/v2a/impl/wire"
 	"github.com/v2a-dr/v2a/sim/disk"
 	simnet "github.com/v2a-dr/v2a/sim/net"
+	"github.com/v2a-dr/v2a/sim/simfs"
 )
 
 // Addresses of the deployment's actors.
@@ -89,6 +90,46 @@ type Deployment struct {
 	// which is not any one machine's.
 	freeze func(machine string) error
 	thaw   func(machine string)
+	// disks are the hosts' own disks (sim/simfs), where components keep
+	// their files: ps01's cache, each protected machine's .hrl and agent
+	// state. A host crash loses what was not fsynced on them.
+	disks   map[string]*simfs.FS
+	crashes int // disk crashes so far: each draws from its own sub-seed
+}
+
+// Paths on the hosts' disks (every host has its own).
+const (
+	psCacheDir = "/ps01-cache"
+	agentDir   = "/agent"
+)
+
+// HostDisk returns a host's own disk, creating it (empty, holding dir
+// durably) on first use.
+func (d *Deployment) HostDisk(host, dir string) (*simfs.FS, error) {
+	if fs, ok := d.disks[host]; ok {
+		return fs, nil
+	}
+	fs := simfs.New()
+	if err := fs.Wipe(dir); err != nil {
+		return nil, err
+	}
+	d.disks[host] = fs
+	return fs, nil
+}
+
+// crashDisk is a power loss of host's disk: unsynced writes and directory
+// entries are lost, and the last partly written sector of an unsynced
+// append may be torn.
+func (d *Deployment) crashDisk(host string) {
+	fs := d.disks[host]
+	if fs == nil {
+		return
+	}
+	d.crashes++
+	before := fs.Stats()
+	fs.Crash(d.e.Sim.SubRand(fmt.Sprintf("simfs/%s/%d", host, d.crashes)))
+	after := fs.Stats()
+	d.e.Trace.Add(d.e.Sim.Elapsed(), host, "disk-crash", fmt.Sprintf("lost=%d torn=%d", after.LostBytes-before.LostBytes, after.TornBytes-before.TornBytes))
 }
 
 // Deploy starts the configuration server, the process server and the
@@ -118,7 +159,8 @@ func (e *Env) Deploy(opts DeployOptions) (*Deployment, error) {
 	if opts.WrapStore != nil {
 		store = opts.WrapStore(store)
 	}
-	d := &Deployment{e: e, opts: opts, keys: keys, guests: map[string]*simGuest{}, guestPassphrase: map[string]string{}, portal: &portal{}, made: newPointRecord()}
+	d := &Deployment{e: e, opts: opts, keys: keys, guests: map[string]*simGuest{}, guestPassphrase: map[string]string{}, portal: &portal{},
+		made: newPointRecord(), disks: map[string]*simfs.FS{}}
 	if err := e.Net.AddHost(simnet.Host{Name: HostPortal, Site: simnet.OnPrem}); err != nil {
 		return nil, err
 	}
@@ -137,10 +179,20 @@ func (e *Env) Deploy(opts DeployOptions) (*Deployment, error) {
 			o.ThawMachine(m)
 		}
 	}
-	cacheDir := filepath.Join(e.dir, "ps01-cache")
-	if err := os.MkdirAll(cacheDir, 0o755); err != nil {
+	psDisk, err := d.HostDisk(HostProcessServer, psCacheDir)
+	if err != nil {
 		return nil, err
 	}
+	// A crash of a host that is not a protected machine (ps01; cs01 and
+	// the Azure side keep no files) is a crash of the machine: its disk
+	// loses what was not fsynced. On a protected machine, "crash host=" is
+	// the agent process only — the filter driver and the page cache live
+	// on (see MachineCrash for the machine itself).
+	e.Sim.OnCrash(func(host string) {
+		if _, machine := d.guests[host]; !machine {
+			d.crashDisk(host)
+		}
+	})
 	spawn := []struct {
 		addr runtime.Addr
 		f    runtime.Factory
@@ -154,7 +206,7 @@ func (e *Env) Deploy(opts DeployOptions) (*Deployment, error) {
 				Key: keys.Data, ConfigServer: AddrConfigServer, PollEvery: 30 * time.Second})
 		}},
 		{AddrProcessServer, func() runtime.Actor {
-			return processsrv.New(processsrv.Config{Name: HostProcessServer, CacheDir: cacheDir, CacheCapBytes: opts.CacheCapBytes,
+			return processsrv.New(processsrv.Config{Name: HostProcessServer, CacheDir: psCacheDir, FS: psDisk, CacheCapBytes: opts.CacheCapBytes,
 				Store: store, StoragePeer: HostStorage, ContainerPrefix: prefix, Key: keys.Data, Codec: batch.CodecS2,
 				Azure: AddrAzure, ConfigServer: AddrConfigServer})
 		}},
@@ -212,8 +264,8 @@ func (d *Deployment) InstallAgent(machine string) error {
 	if p, ok := d.guestPassphrase[machine]; ok {
 		pass = p
 	}
-	stateDir := filepath.Join(d.e.dir, "agents", machine)
-	if err := os.MkdirAll(stateDir, 0o755); err != nil {
+	disk, err := d.HostDisk(machine, agentDir)
+	if err != nil {
 		return err
 	}
 	var uuid string
@@ -224,7 +276,11 @@ func (d *Deployment) InstallAgent(machine string) error {
 		}
 	}
 	cfg := agent.Config{Machine: machine, InstanceUUID: uuid, Physical: physical, ConfigServer: AddrConfigServer,
-		VaultID: d.opts.VaultID, Passphrase: pass, StateDir: stateDir, Guest: g,
+		VaultID: d.opts.VaultID, Passphrase: pass, StateDir: agentDir, FS: disk, Guest: g,
+		// Guest disks are write-through (sim/disk): a record must be
+		// durable before the guest's write is acknowledged, or a machine
+		// crash would lose a write the disk has.
+		LogOptions: hrl.Options{SyncEveryAppend: true},
 		DataBudget: d.opts.AgentDataBytes, MetaBudget: d.opts.AgentMetaRecs, DrainInterval: d.opts.AgentDrain,
 		ItemBytes: SimItemBytes}
 	g.installed = true
@@ -283,8 +339,9 @@ func (d *Deployment) Agent(machine string) *agent.Agent {
 func (d *Deployment) Keys() vault.Keys { return d.keys }
 
 // MachineCrash crashes a machine's guest OS: the agent stops, the filter
-// driver's in-memory state is lost (its log keeps what it flushed), and the
-// workload stops writing until Restart.
+// driver's in-memory state is lost, its disk loses what was not fsynced
+// (the log keeps what it synced), and the workload stops writing until
+// Restart.
 func (d *Deployment) MachineCrash(machine string) error {
 	g := d.guests[machine]
 	if g == nil {
@@ -296,6 +353,7 @@ func (d *Deployment) MachineCrash(machine string) error {
 		g.m.SetFilter(nil)
 		g.filter = nil
 	}
+	d.crashDisk(machine)
 	d.e.Workloads.Pause(machine)
 	return nil
 }
@@ -311,14 +369,41 @@ func (d *Deployment) MachineRestart(machine string) error {
 	return nil
 }
 
-// ChangeLogFiles lists a machine's .hrl segment files, oldest first.
+// ChangeLogFiles lists a machine's .hrl segment files on its disk (see
+// HostDisk), oldest first.
 func (d *Deployment) ChangeLogFiles(machine string) ([]string, error) {
-	files, err := filepath.Glob(filepath.Join(d.e.dir, "agents", machine, "*.hrl"))
+	fs := d.disks[machine]
+	if fs == nil {
+		return nil, fmt.Errorf("harness: %s has no agent installed", machine)
+	}
+	ents, err := fs.ReadDir(agentDir)
 	if err != nil {
 		return nil, err
 	}
+	var files []string
+	for _, e := range ents {
+		if strings.HasSuffix(e.Name(), ".hrl") {
+			files = append(files, path.Join(agentDir, e.Name()))
+		}
+	}
 	sort.Strings(files)
 	return files, nil
+}
+
+// LoseCache is a process server whose cache disk is lost: it crashes, and
+// comes back on a new, empty disk.
+func (d *Deployment) LoseCache() error {
+	d.e.Sim.Crash(HostProcessServer)
+	fs := d.disks[HostProcessServer]
+	if fs == nil {
+		return fmt.Errorf("harness: no process server disk")
+	}
+	if err := fs.Wipe(psCacheDir); err != nil {
+		return err
+	}
+	d.e.Trace.Add(d.e.Sim.Elapsed(), HostProcessServer, "disk-lost", "cache disk replaced by an empty one")
+	d.e.Sim.Restart(HostProcessServer)
+	return nil
 }
 
 // armHoldExpiry is the filter driver's own timer: when a machine's writes

@@ -168,8 +168,11 @@ func (r *Runner) hrlFault(kind string, a argMap) (string, error) {
 	if err != nil || len(files) == 0 {
 		return "", fmt.Errorf("fault %s: %s has no change log (%v)", kind, vm, err)
 	}
+	// The damage is done on the machine's own disk (sim/simfs), and made
+	// durable: it is what the crash left on stable media.
+	fs := d.disks[vm]
 	last := files[len(files)-1]
-	st, err := os.Stat(last)
+	st, err := fs.Stat(last)
 	if err != nil {
 		return "", err
 	}
@@ -184,11 +187,14 @@ func (r *Runner) hrlFault(kind string, a argMap) (string, error) {
 		for i := range garbage {
 			garbage[i] = byte(rnd.Uint32())
 		}
-		f, err := os.OpenFile(last, os.O_WRONLY|os.O_APPEND, 0)
+		f, err := fs.OpenFile(last, os.O_WRONLY|os.O_APPEND, 0)
 		if err != nil {
 			return "", err
 		}
 		_, err = f.Write(garbage)
+		if err == nil {
+			err = f.Sync()
+		}
 		f.Close()
 		if err != nil {
 			return "", err
@@ -198,13 +204,20 @@ func (r *Runner) hrlFault(kind string, a argMap) (string, error) {
 		if st.Size() < 64 {
 			return "", fmt.Errorf("fault corrupt-hrl: %s's log is too short (%d bytes) to corrupt inside", vm, st.Size())
 		}
-		b, err := os.ReadFile(last)
+		f, err := fs.OpenFile(last, os.O_RDWR, 0)
 		if err != nil {
 			return "", err
 		}
 		at := st.Size() / 3
-		b[at] ^= 0x5a
-		if err := os.WriteFile(last, b, 0o644); err != nil {
+		b := make([]byte, 1)
+		if _, err = f.ReadAt(b, at); err == nil {
+			b[0] ^= 0x5a
+			if _, err = f.WriteAt(b, at); err == nil {
+				err = f.Sync()
+			}
+		}
+		f.Close()
+		if err != nil {
 			return "", err
 		}
 		return fmt.Sprintf("corrupted %s's change log: flipped a byte a third of the way into its last segment\n", vm), nil

@@ -315,6 +315,9 @@ func (r *Runner) agentCmd(a argMap) (string, error) {
 	fmt.Fprintf(&b, "  log: pending %s in %d records, last seq %d, trimmed to %d\n", mib(s.PendingBytes), s.PendingRecords, s.LogLastSeq, s.LogTrimSeq)
 	fmt.Fprintf(&b, "  stream: items built %d, acked %d, sent %d (retransmits %d, go-backs %d, back-offs %d), payload %s\n",
 		s.ItemsBuilt, s.ItemsAcked, s.ItemsSent, s.Retransmits, s.GoBacks, s.Backoffs, mib(s.PayloadBytesSent))
+	if s.PSLosses > 0 {
+		fmt.Fprintf(&b, "  the process server lost items it had acknowledged %d time(s)\n", s.PSLosses)
+	}
 	sy := s.Sync
 	if sy.Gen > 0 {
 		kind := "resync (checksum comparison)"

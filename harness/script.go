@@ -569,8 +569,13 @@ func (r *Runner) check(a argMap) (string, error) {
 //	fault corrupt-blob vm=X [container=cache]
 //	fault delete-snapshot vm=X [point=ID|oldest]
 //	fault vpn state=up|down|absent
-//	fault crash host=X
+//	fault crash host=X               a protected machine: its agent process (the
+//	                                 filter and page cache live on); any other
+//	                                 host: the host, whose disk loses what was
+//	                                 not fsynced
 //	fault restart host=X
+//	fault lose-cache host=ps01       the process server crashes and comes back
+//	                                 on a new, empty cache disk
 //	fault heal
 func (r *Runner) fault(a argMap) (string, error) {
 	e := r.Env
@@ -712,6 +717,22 @@ func (r *Runner) fault(a argMap) (string, error) {
 		}
 		e.Trace.Add(e.Sim.Elapsed(), "harness", "fault", strings.TrimSpace(out))
 		return out, nil
+	case "lose-cache":
+		d, err := r.deployment()
+		if err != nil {
+			return "", err
+		}
+		h, err := a.need("host")
+		if err != nil {
+			return "", err
+		}
+		if h != HostProcessServer {
+			return "", fmt.Errorf("fault lose-cache: host=%s has no cache disk (want host=%s)", h, HostProcessServer)
+		}
+		if err := d.LoseCache(); err != nil {
+			return "", err
+		}
+		msg = "lose-cache " + h + ": restarted on an empty cache disk"
 	case "crash", "restart":
 		h, err := a.need("host")
 		if err != nil {
@@ -727,7 +748,7 @@ func (r *Runner) fault(a argMap) (string, error) {
 		}
 		msg = kind + " " + h
 	default:
-		return "", fmt.Errorf("fault: unknown fault %q (want partition, clog, loss, jitter, duplicate, reorder, vpn, crash, restart, machine-crash, machine-restart, tear-hrl, corrupt-hrl, corrupt-blob, delete-snapshot or heal)", kind)
+		return "", fmt.Errorf("fault: unknown fault %q (want partition, clog, loss, jitter, duplicate, reorder, vpn, crash, restart, lose-cache, machine-crash, machine-restart, tear-hrl, corrupt-hrl, corrupt-blob, delete-snapshot or heal)", kind)
 	}
 	e.Trace.Add(e.Sim.Elapsed(), "harness", "fault", msg)
 	return msg + "\n", nil

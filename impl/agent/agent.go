@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/v2a-dr/v2a/impl/blockdev"
+	"github.com/v2a-dr/v2a/impl/fsys"
 	"github.com/v2a-dr/v2a/impl/hrl"
 	"github.com/v2a-dr/v2a/impl/proto"
 	"github.com/v2a-dr/v2a/impl/runtime"
@@ -54,6 +55,9 @@ type Config struct {
 
 	// StateDir holds the change log and agent.state.
 	StateDir string
+	// FS is the file system holding StateDir (and, unless LogOptions.FS
+	// says otherwise, the change log). Default fsys.OS{}.
+	FS fsys.FS
 	// Guest is the machine: its disks, filter driver and VSS.
 	Guest Guest
 
@@ -80,6 +84,12 @@ func (c *Config) defaults() {
 		if *d <= 0 {
 			*d = v
 		}
+	}
+	if c.FS == nil {
+		c.FS = fsys.OS{}
+	}
+	if c.LogOptions.FS == nil {
+		c.LogOptions.FS = c.FS
 	}
 	if c.ConfigServer == "" {
 		c.ConfigServer = runtime.MakeAddr("cs01", runtime.PortConfig)
@@ -251,7 +261,7 @@ func (a *Agent) start(ctx runtime.Context) {
 			"tornBytes", rec.TornBytes, "resyncRequired", rec.ResyncRequired)
 	}
 	a.lastMode = a.filter.Mode()
-	st, ok, err := loadState(a.cfg.StateDir)
+	st, ok, err := loadState(a.cfg.FS, a.cfg.StateDir)
 	if err != nil {
 		a.fail(ctx, "load state", err)
 	}
@@ -387,13 +397,26 @@ func (a *Agent) onProtect(ctx runtime.Context, m *proto.Protect) {
 	ctx.Log().Info("agent: protect", "machine", a.cfg.Machine, "gen", m.Gen, "policy", m.Policy.Name,
 		"processServer", m.ProcessServer)
 	psChanged := m.ProcessServer != a.st.ProcessServer
+	// A resync (a new gen, same policy) keeps the bookmark schedule going:
+	// restarting it would leave a gap of up to two intervals between points.
+	_, scheduled := a.timers[tCrash]
+	keepSchedule := scheduled && m.Policy == a.st.Policy
+	floor := a.st.StreamFloor // the process server's numbering, unless it is another one
+	if psChanged {
+		floor = 0
+	}
 	a.st = persisted{Machine: a.cfg.Machine, Gen: m.Gen, Policy: m.Policy, ProcessServer: m.ProcessServer, Phase: PhaseSyncing,
-		LastTagN: a.st.LastTagN}
+		LastTagN: a.st.LastTagN, StreamFloor: floor}
 	a.cancel(ctx, tResync)
 	if _, ok := a.timers[tHeartbeat]; !ok {
 		a.heartbeat(ctx)
 	}
-	a.armBookmarkTimers(ctx)
+	if !keepSchedule {
+		a.armBookmarkTimers(ctx)
+	}
+	if psChanged {
+		a.psEpoch, a.pastEpochs, a.ackedLogs = 0, nil, nil
+	}
 	if psChanged || !a.streamOpen {
 		a.dropStream()
 		a.openStream(ctx)
@@ -405,7 +428,8 @@ func (a *Agent) onProtect(ctx runtime.Context, m *proto.Protect) {
 // numbering is its own, so what was queued is dropped and rebuilt.
 func (a *Agent) switchProcessServer(ctx runtime.Context, ps string) {
 	ctx.Log().Info("agent: process server changed", "machine", a.cfg.Machine, "processServer", ps)
-	a.st.ProcessServer = ps
+	a.st.ProcessServer, a.st.StreamFloor = ps, 0
+	a.psEpoch, a.pastEpochs, a.ackedLogs = 0, nil, nil
 	a.save(ctx)
 	a.dropStream()
 	a.openStream(ctx)
@@ -434,7 +458,7 @@ func (a *Agent) onUnprotect(ctx runtime.Context) {
 	a.leaveGroup(ctx)
 	a.phase = PhaseIdle
 	a.st = persisted{LastTagN: a.st.LastTagN} // tag numbers never repeat
-	if err := removeState(a.cfg.StateDir); err != nil {
+	if err := removeState(a.cfg.FS, a.cfg.StateDir); err != nil {
 		a.fail(ctx, "remove state", err)
 	}
 }
@@ -538,7 +562,7 @@ func (a *Agent) sendResyncNeeded(ctx runtime.Context) {
 
 func (a *Agent) save(ctx runtime.Context) {
 	a.st.Group = a.group
-	if err := saveState(a.cfg.StateDir, a.st); err != nil {
+	if err := saveState(a.cfg.FS, a.cfg.StateDir, a.st); err != nil {
 		a.fail(ctx, "save state", err)
 	}
 }

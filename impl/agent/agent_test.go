@@ -636,3 +636,57 @@ func TestRestartDropsBookmarkAfterRereadMetadata(t *testing.T) {
 	}
 	e.checkReplica()
 }
+
+// TestProcessServerLostCache: a process server that loses its cache disk
+// answers from a new epoch with a lower Acked. The agent's log no longer
+// holds the lost items' records, so it asks for a resync and numbers the
+// resync on from its own position; the replica ends equal to the source.
+// (Before the fix the agent ignored the lower ack and its stream stalled
+// for good.)
+func TestProcessServerLostCache(t *testing.T) {
+	g := newGuest(t, 1<<20)
+	e := newEnv(t, g, func(c *Config) { c.ItemBytes = 8192 })
+	e.ps.epoch = 1
+	e.replicating()
+	for i := 0; i < 6; i++ {
+		g.write(0, int64(i)*4096, fill(4096, byte(i+1)))
+	}
+	e.drain()
+	had := e.a.Status().ItemsAcked
+	if had == 0 {
+		t.Fatal("nothing acknowledged before the loss")
+	}
+	e.ps.loseCache()
+	for i := 6; i < 10; i++ {
+		g.write(0, int64(i)*4096, fill(4096, byte(i+1)))
+	}
+	e.drain()
+	var reasons []string
+	for _, m := range e.sentToCS() {
+		if r, ok := m.(*proto.ResyncNeeded); ok {
+			reasons = append(reasons, r.Reason)
+		}
+	}
+	if len(reasons) == 0 || !strings.Contains(reasons[0], "no longer has items") {
+		t.Fatalf("ResyncNeeded %q, want one saying the process server lost items (status %+v)", reasons, e.a.Status())
+	}
+	if s := e.a.Status(); s.Phase != PhaseResyncRequired || s.PSLosses != 1 {
+		t.Fatalf("status %+v: want resync-required after one loss", s)
+	}
+	e.protect(2)
+	starts := e.itemsOf(batch.KindSyncStart)
+	if len(starts) == 0 || starts[len(starts)-1].Seq != had+1 {
+		t.Fatalf("the resync's SyncStart is not numbered on from %d: %v", had, starts)
+	}
+	e.advance(time.Minute, time.Second)
+	if s := e.a.Status(); s.Phase != PhaseReplicating || s.Gen != 2 {
+		t.Fatalf("after the resync: %+v", s)
+	}
+	e.checkReplica()
+
+	// A stale answer from the old epoch changes nothing.
+	e.d.Receive(psAddr, &proto.ItemAck{Machine: machine, Acked: 1, Status: proto.AckOK, Epoch: 1})
+	if s := e.a.Status(); s.PSLosses != 1 || s.Phase != PhaseReplicating {
+		t.Fatalf("a stale ack of the old epoch: %+v", s)
+	}
+}

@@ -80,7 +80,11 @@ type FilterOptions struct {
 // Every method takes the filter's mutex, so both sides may call at any
 // time. Each method that appends leaves the log's user-space buffer empty
 // (it Flushes before unlocking), which is what makes a record "seen by the
-// operating system" by the time a guest write is acknowledged.
+// operating system" by the time a guest write is acknowledged: that
+// survives an agent crash, not a machine crash. Where the guest's disks are
+// write-through (a hypervisor honouring FUA, as the simulator's are), a
+// machine crash would then keep a write whose record it lost: run the log
+// with hrl.Options.SyncEveryAppend, so that the record is durable first.
 //
 // Metadata records carry no data: the drainer re-reads the range from the
 // disk after the record was logged. Capture runs before the guest's write

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/v2a-dr/v2a/impl/fsys"
 	"github.com/v2a-dr/v2a/impl/proto"
 )
 
@@ -33,11 +34,14 @@ type persisted struct {
 	// over (see armBookmarkTimers).
 	LastCrashBookmark int64 `json:"lastCrashBookmark,omitempty"`
 	LastAppBookmark   int64 `json:"lastAppBookmark,omitempty"`
+	// StreamFloor is the stream position to number on from after the
+	// process server lost acknowledged items (0: none): see stream.
+	StreamFloor uint64 `json:"streamFloor,omitempty"`
 }
 
 // loadState reads agent.state; ok is false when there is none.
-func loadState(dir string) (st persisted, ok bool, err error) {
-	b, err := os.ReadFile(filepath.Join(dir, StateFile))
+func loadState(fsy fsys.FS, dir string) (st persisted, ok bool, err error) {
+	b, err := fsy.ReadFile(filepath.Join(dir, StateFile))
 	if errors.Is(err, os.ErrNotExist) {
 		return persisted{}, false, nil
 	}
@@ -58,17 +62,17 @@ func loadState(dir string) (st persisted, ok bool, err error) {
 // saveState replaces agent.state atomically: a temporary file, fsynced,
 // renamed over the old one, and the directory fsynced, so that a crash
 // leaves either the old state or the new one.
-func saveState(dir string, st persisted) error {
+func saveState(fsy fsys.FS, dir string, st persisted) error {
 	b, err := json.MarshalIndent(st, "", "  ")
 	if err != nil {
 		return fmt.Errorf("agent: encode state: %w", err)
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := fsy.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("agent: save state: %w", err)
 	}
 	path := filepath.Join(dir, StateFile)
 	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	f, err := fsy.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
 		return fmt.Errorf("agent: save state: %w", err)
 	}
@@ -80,10 +84,10 @@ func saveState(dir string, st persisted) error {
 		err = cerr
 	}
 	if err == nil {
-		err = os.Rename(tmp, path)
+		err = fsy.Rename(tmp, path)
 	}
 	if err == nil {
-		err = syncDir(dir)
+		err = fsys.SyncDir(fsy, dir)
 	}
 	if err != nil {
 		return fmt.Errorf("agent: save state: %w", err)
@@ -92,19 +96,10 @@ func saveState(dir string, st persisted) error {
 }
 
 // removeState forgets the protection (Unprotect).
-func removeState(dir string) error {
-	err := os.Remove(filepath.Join(dir, StateFile))
+func removeState(fsy fsys.FS, dir string) error {
+	err := fsy.Remove(filepath.Join(dir, StateFile))
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("agent: remove state: %w", err)
 	}
-	return syncDir(dir)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return fsys.SyncDir(fsy, dir)
 }

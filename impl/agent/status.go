@@ -46,6 +46,9 @@ type Status struct {
 	// first; GoBacks the go-back-N resends on a gap; Backoffs the back-offs
 	// on cache-full or refused answers.
 	ItemsSent, Retransmits, GoBacks, Backoffs uint64
+	// PSLosses counts the times the process server lost items it had
+	// acknowledged (a lost cache).
+	PSLosses uint64
 	// PayloadBytesSent is the data (chunk runs and write records) of items
 	// sent, counted once per item.
 	PayloadBytesSent int64
@@ -86,7 +89,7 @@ func (a *Agent) Status() Status {
 		Machine: a.cfg.Machine, Phase: a.phase, Registered: a.registered, RegisterRefused: a.refusedReason,
 		Gen: a.st.Gen, Policy: a.st.Policy.Name, ProcessServer: a.st.ProcessServer, ResyncReason: a.st.Reason,
 		StreamOpen: a.streamOpen, ItemsAcked: a.acked, Queued: len(a.queue),
-		ItemsSent: a.itemsSent, Retransmits: a.retransmits, GoBacks: a.goBacks, Backoffs: a.backoffs,
+		ItemsSent: a.itemsSent, Retransmits: a.retransmits, GoBacks: a.goBacks, Backoffs: a.backoffs, PSLosses: a.psLosses,
 		PayloadBytesSent: a.payloadSent, Sync: a.lastSync, LastBookmark: a.bookmarks.last, LastError: a.lastErr,
 	}
 	if a.nextItem > 0 {

@@ -1,6 +1,8 @@
 package agent
 
 import (
+	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -19,6 +21,17 @@ import (
 // acknowledged. At most Window items past the acknowledged one are sent;
 // a gap answer or the retransmission timer resends from acked+1, a
 // cache-full answer stops sending for a growing back-off.
+//
+// A process server that loses its cache disk loses items it had
+// acknowledged: its answers then come from a new cache epoch
+// (proto.ItemAck.Epoch) with a lower Acked. The agent resends the lost
+// items from its change log if the log still holds their records, and
+// otherwise — the usual case: records are trimmed as soon as their items
+// are acknowledged — asks for a resync, whose SyncStart it numbers on from
+// its own position so that the Azure side's numbering never goes back. (A
+// lower Acked in the same epoch is a stale answer, overtaken by a later
+// one, and is ignored.) Not covered: a cache lost while the agent was also
+// restarted, as it then knows neither the old epoch nor its position.
 type stream struct {
 	streamOpen bool
 	acked      uint64     // highest item the process server acknowledged
@@ -32,7 +45,20 @@ type stream struct {
 
 	itemsSent, retransmits, goBacks, backoffs uint64
 	payloadSent                               int64
+
+	psEpoch    uint64   // the process server's cache epoch (0: not known yet)
+	pastEpochs []uint64 // earlier epochs of it: their answers are stale
+	// ackedLogs remembers the last record of recently acknowledged Log
+	// items, oldest first: where a resend after a lost cache would start.
+	ackedLogs []ackedLog
+	psLosses  uint64 // times the process server lost acknowledged items
 }
+
+// ackedLog is an acknowledged Log item and the last record it carried.
+type ackedLog struct{ seq, last uint64 }
+
+// maxAckedLogs bounds ackedLogs.
+const maxAckedLogs = 64
 
 // outItem is a built item waiting for its acknowledgement.
 type outItem struct {
@@ -107,11 +133,20 @@ func (a *Agent) onAck(ctx runtime.Context, m *proto.ItemAck) {
 	if a.st.ProcessServer == "" {
 		return
 	}
-	if !a.streamOpen {
-		// The answer to StreamHello: the stream continues after m.Acked.
+	if a.newEpoch(m) && m.Acked < a.acked {
 		a.cancel(ctx, tHello)
 		a.streamOpen = true
-		a.acked, a.nextItem, a.sentUpTo, a.maxSent = m.Acked, m.Acked+1, m.Acked, m.Acked
+		a.psLost(ctx, m.Acked)
+		return
+	}
+	if !a.streamOpen {
+		// The answer to StreamHello: the stream continues after m.Acked —
+		// or after the agent's own position, if it is numbering on past a
+		// cache the process server lost (see psLost).
+		pos := max(m.Acked, a.st.StreamFloor)
+		a.cancel(ctx, tHello)
+		a.streamOpen = true
+		a.acked, a.nextItem, a.sentUpTo, a.maxSent = pos, pos+1, pos, pos
 		a.queue = nil
 		ctx.Log().Info("agent: stream open", "machine", a.cfg.Machine, "acked", m.Acked)
 	}
@@ -170,6 +205,10 @@ func (a *Agent) advance(ctx runtime.Context, acked uint64) {
 		switch it.kind {
 		case batch.KindLog:
 			trimTo = max(trimTo, it.last)
+			if len(a.ackedLogs) == maxAckedLogs {
+				a.ackedLogs = append(a.ackedLogs[:0], a.ackedLogs[1:]...)
+			}
+			a.ackedLogs = append(a.ackedLogs, ackedLog{it.seq, it.last})
 		case batch.KindSyncStart:
 			startAcked = startAcked || (a.sync != nil && a.sync.startItem == it.seq)
 		case batch.KindSyncEnd:
@@ -179,6 +218,10 @@ func (a *Agent) advance(ctx runtime.Context, acked uint64) {
 	a.acked = acked
 	a.sentUpTo = max(a.sentUpTo, acked)
 	a.backoff = 0
+	if a.st.StreamFloor != 0 && acked > a.st.StreamFloor {
+		a.st.StreamFloor = 0 // the process server has the stream past it now
+		a.save(ctx)
+	}
 	a.cancel(ctx, tRetx) // transmit re-arms it for what is still in flight
 	if trimTo > 0 {
 		if err := a.filter.Trim(trimTo); err != nil {
@@ -191,4 +234,77 @@ func (a *Agent) advance(ctx runtime.Context, acked uint64) {
 	if endAcked {
 		a.finishSync(ctx)
 	}
+}
+
+// newEpoch reports whether m comes from a cache epoch of the process server
+// newer than the one the agent knew, and makes it the known one.
+func (a *Agent) newEpoch(m *proto.ItemAck) bool {
+	if m.Epoch == 0 || m.Epoch == a.psEpoch || slices.Contains(a.pastEpochs, m.Epoch) {
+		return false
+	}
+	known := a.psEpoch != 0
+	if known {
+		if len(a.pastEpochs) == 8 {
+			a.pastEpochs = append(a.pastEpochs[:0], a.pastEpochs[1:]...)
+		}
+		a.pastEpochs = append(a.pastEpochs, a.psEpoch)
+	}
+	a.psEpoch = m.Epoch
+	return known
+}
+
+// psLost handles a process server that lost the items after acked which it
+// had acknowledged (see stream): resend them from the change log if it
+// still holds their records, else resync.
+func (a *Agent) psLost(ctx runtime.Context, acked uint64) {
+	a.psLosses++
+	ctx.Log().Warn("agent: process server lost items it had acknowledged", "machine", a.cfg.Machine,
+		"from", acked+1, "to", a.acked)
+	a.queue, a.goBackAt, a.backingOff = nil, 0, false
+	a.cancel(ctx, tRetx)
+	a.cancel(ctx, tBackoff)
+	if from, ok := a.heldFrom(acked); ok && a.phase == PhaseReplicating {
+		ctx.Log().Info("agent: resending lost items from the change log", "machine", a.cfg.Machine, "from-record", from)
+		a.acked, a.nextItem, a.sentUpTo = acked, acked+1, acked
+		a.epoch++ // a metadata re-read in flight is for an item no longer queued
+		a.draining = false
+		a.drainFrom, a.drainDue = from, true
+		return
+	}
+	// Number on from our own position: the process server takes a
+	// SyncStart at any seq on a stream it has no record of, and the Azure
+	// side applies a resync's SyncStart after a gap.
+	a.sentUpTo, a.nextItem = a.acked, a.acked+1
+	a.st.StreamFloor = a.acked
+	if a.phase == PhaseIdle {
+		a.save(ctx)
+		return
+	}
+	reason := fmt.Sprintf("the process server no longer has items %d to %d it had acknowledged (its cache was lost), and the change log no longer holds their records", acked+1, a.acked)
+	if a.phase == PhaseResyncRequired {
+		a.save(ctx)
+		return
+	}
+	if a.phase == PhaseSyncing && a.sync != nil {
+		a.epoch++
+		a.sync = nil
+	}
+	a.phase = PhaseReplicating // so that requireResync acts whatever the phase was
+	a.requireResync(ctx, reason)
+}
+
+// heldFrom returns the first record of the items after item acked, if the
+// change log still holds every record from there on.
+func (a *Agent) heldFrom(acked uint64) (uint64, bool) {
+	var last uint64
+	found := false
+	for _, l := range a.ackedLogs {
+		if l.seq <= acked {
+			last, found = l.last, true
+		}
+	}
+	if !found || a.filter.Stats().TrimSeq > last {
+		return 0, false
+	}
+	return last + 1, true
 }

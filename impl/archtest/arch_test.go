@@ -56,10 +56,27 @@ var allowList = []struct {
 	{"impl/compute/*/...", "Azure compute adapters (armcompute); impl/compute is the port"},
 }
 
+// fileAllowList names the component packages that may do file I/O with
+// package os directly (same patterns as allowList). Every other component
+// keeps its files through the fsys port, so that a simulation can give it a
+// disk that loses unsynced writes on a crash (sim/simfs).
+var fileAllowList = []struct {
+	pattern string
+	why     string
+}{
+	{"impl/fsys", "fsys.OS is the port's real implementation: a thin wrapper over os"},
+	{"impl/blockdev", "the guest disk device (an *os.File on a disk image or block device), not a file a component keeps; simulated guest disks are write-through (sim/disk)"},
+}
+
+// fileAllowed reports whether the package in dir is on fileAllowList.
+func fileAllowed(dir string) bool { return matches(fileAllowList, dir) }
+
 // allowed reports whether the package in dir (slash-separated, relative to
 // the module root) is on the allow-list.
-func allowed(dir string) bool {
-	for _, a := range allowList {
+func allowed(dir string) bool { return matches(allowList, dir) }
+
+func matches(list []struct{ pattern, why string }, dir string) bool {
+	for _, a := range list {
 		switch {
 		case strings.HasSuffix(a.pattern, "/*/..."):
 			if strings.HasPrefix(dir, strings.TrimSuffix(a.pattern, "*/...")) {
@@ -95,6 +112,10 @@ var (
 	// the global source: constructors of seeded sources and their types.
 	randAllowed = set("New", "NewPCG", "NewChaCha8", "NewSource", "NewZipf",
 		"Rand", "Source", "Source64", "PCG", "ChaCha8", "Zipf")
+	// fileFuncs are the os functions that touch files by name: components
+	// use the fsys port instead (fileAllowList excepted).
+	fileFuncs = set("OpenFile", "Open", "Create", "CreateTemp", "ReadFile", "WriteFile", "ReadDir",
+		"Mkdir", "MkdirAll", "MkdirTemp", "Remove", "RemoveAll", "Rename", "Truncate")
 )
 
 func set(names ...string) map[string]bool {
@@ -122,6 +143,12 @@ func layered(module, path string) bool {
 // per file, aliases included; an identifier that the parser resolves to a
 // local declaration (a variable named time, say) is not the package.
 func checkSource(fset *token.FileSet, filename string, src []byte, module string, component bool) ([]violation, error) {
+	return checkSourceRules(fset, filename, src, module, component, component)
+}
+
+// checkSourceRules is checkSource with the file-I/O rule (no os file
+// functions: use fsys) switched separately.
+func checkSourceRules(fset *token.FileSet, filename string, src []byte, module string, component, files bool) ([]violation, error) {
 	f, err := parser.ParseFile(fset, filename, src, 0) // with object resolution: see id.Obj below
 	if err != nil {
 		return nil, err
@@ -148,6 +175,11 @@ func checkSource(fset *token.FileSet, filename string, src []byte, module string
 			def = "rand"
 		case "net":
 			def = "net"
+		case "os":
+			if !files {
+				continue
+			}
+			def = "os"
 		default:
 			continue
 		}
@@ -188,6 +220,8 @@ func checkSource(fset *token.FileSet, filename string, src []byte, module string
 				add(n.Pos(), "rand", "%s.%s uses the global source: use Context.Rand", path, sel)
 			case path == "net" && (strings.HasPrefix(sel, "Dial") || strings.HasPrefix(sel, "Listen")):
 				add(n.Pos(), "net", "net.%s: send with Context.Send; sockets are the runtime's", sel)
+			case path == "os" && fileFuncs[sel]:
+				add(n.Pos(), "file", "os.%s: keep files through an fsys.FS (Config.FS), so a simulation can crash the disk", sel)
 			}
 		}
 		return true
@@ -249,7 +283,8 @@ func checkTree(root, module string, honourAllowList bool) ([]violation, int, err
 			return err
 		}
 		files++
-		vs, err := checkSource(fset, filepath.ToSlash(rel), src, module, !(honourAllowList && allowed(dir)))
+		component := !(honourAllowList && allowed(dir))
+		vs, err := checkSourceRules(fset, filepath.ToSlash(rel), src, module, component, component && !(honourAllowList && fileAllowed(dir)))
 		if err != nil {
 			// A file that does not parse cannot be checked; it will not
 			// build either, but say so here rather than pass it.
@@ -481,6 +516,49 @@ func f() { go time.Sleep(1); _ = sim.X }
 				t.Errorf("violations (-want +got):\n%s\nall: %v", diff, vs)
 			}
 		})
+	}
+}
+
+// TestCheckSourceFileIO: os file functions are flagged in components, not
+// in packages on fileAllowList; os constants and types stay usable.
+func TestCheckSourceFileIO(t *testing.T) {
+	const module = "github.com/v2a-dr/v2a"
+	src := `package c
+import "os"
+func f() {
+	_, _ = os.ReadFile("x")
+	_ = os.Rename("a", "b")
+	_ = os.O_APPEND | os.O_CREATE
+	_ = os.ErrNotExist
+	var f *os.File
+	_ = f
+	_ = os.Getpid()
+}
+`
+	for _, tc := range []struct {
+		files bool
+		want  []int
+	}{{true, []int{4, 5}}, {false, nil}} {
+		vs, err := checkSourceRules(token.NewFileSet(), "c.go", []byte(src), module, true, tc.files)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []int
+		for _, v := range vs {
+			if v.Rule != "file" {
+				t.Errorf("unexpected violation %v", v)
+			}
+			line, _ := strconv.Atoi(strings.Split(v.Pos, ":")[1])
+			got = append(got, line)
+		}
+		if diff := cmp.Diff(tc.want, got); diff != "" {
+			t.Errorf("files=%v: lines (-want +got):\n%s", tc.files, diff)
+		}
+	}
+	for dir, want := range map[string]bool{"impl/fsys": true, "impl/blockdev": true, "impl/fsys/fsystest": false, "impl/hrl": false} {
+		if got := fileAllowed(dir); got != want {
+			t.Errorf("fileAllowed(%q) = %v, want %v", dir, got, want)
+		}
 	}
 }
 

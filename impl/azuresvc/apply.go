@@ -146,8 +146,14 @@ func (a *applier) apply(it *batch.Item) error {
 		return nil // a duplicate: already applied and recorded
 	}
 	skip := a.resync && it.Kind == batch.KindSyncStart && it.Gen > a.cat.Gen
-	if it.Seq != a.cat.Applied+1 && !skip {
-		return fmt.Errorf("%w: item %d of %s, expected %d", ErrApply, it.Seq, it.Machine, a.cat.Applied+1)
+	if it.Seq != a.cat.Applied+1 {
+		if !skip {
+			return fmt.Errorf("%w: item %d of %s, expected %d", ErrApply, it.Seq, it.Machine, a.cat.Applied+1)
+		}
+		// Items before it were refused or lost (the process server's
+		// cache): the new sync covers whatever they held.
+		a.note(slog.LevelWarn, "azuresvc: a resync starts past items never applied", "from", a.cat.Applied+1,
+			"to", it.Seq-1, "gen", it.Gen)
 	}
 	switch it.Kind {
 	case batch.KindSyncStart:

@@ -105,7 +105,7 @@ type machine struct {
 	held     bool // an attempt failed: wait for the next poll
 	sweepDue bool // look for orphan snapshots (after a load or a failure)
 	sealer   *batch.Sealer
-	listed   map[uint64]int64   // item seq -> sealed size, per the last listing
+	listed   map[uint64]int64 // item seq -> sealed size, per the last listing
 	want     *setting           // from a PolicyFor, until the catalog holds it
 	sums     []*proto.Checksums // computed for sumsItem
 	sumsItem uint64
@@ -116,7 +116,10 @@ type machine struct {
 	// refused is an item that did not open (corrupt in storage): it is
 	// never applied. Until a SyncStart of a newer generation arrives (the
 	// resync the configuration server orders), the items after it are
-	// only probed for that SyncStart; probed is the last one probed.
+	// only probed for that SyncStart. The same probing looks past a gap:
+	// items the process server lost with its cache never come, and the
+	// agent's resync numbers its SyncStart on past them. probed is the
+	// last item probed and found not to be such a SyncStart.
 	refused, probed uint64
 	verified        time.Time // when the catalog was last verified against storage
 }
@@ -142,7 +145,7 @@ type pending struct {
 	kind    opKind
 	machine string
 	seq     uint64 // opFetch, opApply
-	probe   bool   // opFetch: looking past a refused item for a newer generation's SyncStart
+	probe   bool   // opFetch: looking past a refused or missing item for a newer generation's SyncStart
 	gen     uint64 // opRanges, opSums
 	item    uint64 // opRanges, opSums: the SyncStart item
 	stale   []uint64
@@ -441,16 +444,22 @@ func (s *Service) kick(ctx runtime.Context, m *machine) {
 	}
 	next := m.cat.Applied + 1
 	if m.refused != 0 && m.refused != next {
-		m.refused, m.probed = 0, 0 // the resync's SyncStart was applied
+		m.refused = 0 // the resync's SyncStart was applied
 	}
-	if m.refused != 0 {
-		// Never the refused item: look past it for the resync's SyncStart.
-		if seq, size, ok := m.nextProbe(); ok {
-			s.startFetch(ctx, m, seq, size, true)
+	if m.probed < next && m.refused == 0 {
+		m.probed = 0
+	}
+	if m.refused == 0 {
+		if size, ok := m.listed[next]; ok {
+			s.startFetch(ctx, m, next, size, false)
 			return
 		}
-	} else if size, ok := m.listed[next]; ok {
-		s.startFetch(ctx, m, next, size, false)
+	}
+	// The next item is refused, or not listed yet (still uploading, or
+	// lost with the process server's cache): look past it, each item
+	// once, for a newer sync's SyncStart.
+	if seq, size, ok := m.nextProbe(next); ok {
+		s.startFetch(ctx, m, seq, size, true)
 		return
 	}
 	var stale []uint64
@@ -473,10 +482,10 @@ func (s *Service) kick(ctx runtime.Context, m *machine) {
 	}
 }
 
-// nextProbe is the first listed item after the refused one (and after
-// those already probed).
-func (m *machine) nextProbe() (seq uint64, size int64, ok bool) {
-	from := max(m.refused, m.probed)
+// nextProbe is the first listed item after next (the refused or missing
+// one) and after those already probed.
+func (m *machine) nextProbe(next uint64) (seq uint64, size int64, ok bool) {
+	from := max(next, m.probed)
 	for q, sz := range m.listed {
 		if q > from && (!ok || q < seq) {
 			seq, size, ok = q, sz, true
@@ -685,9 +694,9 @@ func (s *Service) done(ctx runtime.Context, ev runtime.Done) {
 			}
 			if refusable(ev.Err) {
 				if p.probe {
-					// Past the refused item: skipped with it by the resync.
+					// Past the stuck position: skipped with it by the resync.
 					m.probed = p.seq
-					ctx.Log().Warn("azuresvc: item past a refused one does not open either", "machine", m.name, "item", p.seq)
+					ctx.Log().Warn("azuresvc: a probed item does not open either", "machine", m.name, "item", p.seq)
 				} else {
 					s.refuse(ctx, m, p.seq, ev.Err)
 				}
@@ -704,7 +713,8 @@ func (s *Service) done(ctx runtime.Context, ev runtime.Done) {
 				m.busy, m.probed = false, p.seq
 				break
 			}
-			ctx.Log().Info("azuresvc: resync past the refused item", "machine", m.name, "refused", m.refused, "syncStart", it.Seq, "gen", it.Gen)
+			ctx.Log().Info("azuresvc: a resync starts past items never applied", "machine", m.name, "refused", m.refused,
+				"from", m.cat.Applied+1, "syncStart", it.Seq, "gen", it.Gen)
 		}
 		// Still busy: the apply Op follows at once, so no other work of
 		// this machine can come between.

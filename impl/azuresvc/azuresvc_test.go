@@ -982,3 +982,34 @@ func TestAnnounce(t *testing.T) {
 		t.Errorf("announcements %+v", evs)
 	}
 }
+
+// TestResyncPastLostItems: items a process server lost with its cache
+// never arrive; the agent's resync numbers its SyncStart past them, and the
+// Azure side applies it (and the sync after it) past the gap. A listed item
+// past a gap that is not a newer sync's SyncStart is not applied.
+func TestResyncPastLostItems(t *testing.T) {
+	store := memStore()
+	d := start(t, store)
+	m := newModel("db01")
+	items := stream(m)
+	upload(t, store, items[:5]...) // items[5:] were lost with the cache
+	hint(d, "db01", items[4].Seq)
+	stray := m.log(m.write(0, 0, m.data(4096))) // a log item past the gap: must wait
+	upload(t, store, stray)
+	d.Advance(DefaultPollEvery)
+	if got := service(d).Status().Machines[0]; got.Applied != items[4].Seq || !got.Gap {
+		t.Fatalf("before the resync: applied %d gap %v, want %d true", got.Applied, got.Gap, items[4].Seq)
+	}
+	resync := []*batch.Item{m.syncStart(disk0Size, disk1Size)}
+	for i := range m.disks {
+		resync = append(resync, m.chunk(uint16(i), batch.Run{Off: 0, Data: append([]byte(nil), m.disks[i]...)}))
+	}
+	resync = append(resync, m.syncEnd(uint64(len(m.disks))))
+	upload(t, store, resync...)
+	d.Advance(DefaultPollEvery)
+	got := service(d).Status().Machines[0]
+	if last := resync[len(resync)-1].Seq; got.Applied != last || got.Gen != 2 || !got.Synced {
+		t.Fatalf("after the resync: %+v, want applied %d, gen 2, synced", got, last)
+	}
+	checkReplica(t, store, m)
+}

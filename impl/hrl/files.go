@@ -11,6 +11,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/v2a-dr/v2a/impl/fsys"
 )
 
 // Files of a log named N in its directory:
@@ -44,8 +46,8 @@ func (l *Log) trimPath() string { return filepath.Join(l.dir, l.name+trimSuffix)
 
 // listSegments returns the log's segments sorted by first seq, with their
 // sizes.
-func listSegments(dir, name string) ([]segment, error) {
-	ents, err := os.ReadDir(dir)
+func listSegments(fsy fsys.FS, dir, name string) ([]segment, error) {
+	ents, err := fsy.ReadDir(dir)
 	if err != nil {
 		return nil, fmt.Errorf("hrl: list %s: %w", dir, err)
 	}
@@ -76,8 +78,8 @@ func listSegments(dir, name string) ([]segment, error) {
 
 // readTrim returns the persisted trim point: 0 when there is no trim file,
 // and a problem description when the file is damaged.
-func readTrim(path string) (uint64, string, error) {
-	b, err := os.ReadFile(path)
+func readTrim(fsy fsys.FS, path string) (uint64, string, error) {
+	b, err := fsy.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return 0, "", nil
 	}
@@ -100,7 +102,7 @@ func (l *Log) writeTrim(seq uint64) error {
 	b = binary.LittleEndian.AppendUint64(b, seq)
 	b = binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, castagnoli))
 	tmp := l.trimPath() + tmpSuffix
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	f, err := l.fs.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
 		return fmt.Errorf("hrl: write trim file: %w", err)
 	}
@@ -112,10 +114,10 @@ func (l *Log) writeTrim(seq uint64) error {
 		err = cerr
 	}
 	if err == nil {
-		err = os.Rename(tmp, l.trimPath())
+		err = l.fs.Rename(tmp, l.trimPath())
 	}
 	if err == nil {
-		err = syncDir(l.dir)
+		err = fsys.SyncDir(l.fs, l.dir)
 	}
 	if err != nil {
 		return fmt.Errorf("hrl: write trim file: %w", err)
@@ -123,23 +125,10 @@ func (l *Log) writeTrim(seq uint64) error {
 	return nil
 }
 
-// syncDir makes file creations, renames and removals in dir durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
-}
-
 // removeSegment deletes a segment file; one already gone is not an error
 // (a crash may have interrupted an earlier removal).
 func (l *Log) removeSegment(first uint64) error {
-	if err := os.Remove(l.segPath(first)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err := l.fs.Remove(l.segPath(first)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("hrl: remove segment: %w", err)
 	}
 	return nil

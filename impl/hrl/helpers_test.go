@@ -1,6 +1,8 @@
 package hrl
 
 import (
+	"github.com/v2a-dr/v2a/impl/fsys"
+
 	"bytes"
 	"errors"
 	"io"
@@ -124,7 +126,7 @@ func readAll(t interface{ Helper() }, l *Log, from uint64) ([]Record, error) {
 // segmentFiles lists the log's segment files in order.
 func segmentFiles(t testing.TB, dir string) []string {
 	t.Helper()
-	segs, err := listSegments(dir, "vm")
+	segs, err := listSegments(fsys.OS{}, dir, "vm")
 	if err != nil {
 		t.Fatal(err)
 	}

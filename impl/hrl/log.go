@@ -34,6 +34,8 @@ import (
 	"hash/crc32"
 	"os"
 	"strings"
+
+	"github.com/v2a-dr/v2a/impl/fsys"
 )
 
 // Errors. Every error the package returns wraps one of these or an I/O error,
@@ -71,6 +73,9 @@ type Options struct {
 	// so that every returned sequence number is durable. It costs an fsync
 	// per record; the agent normally calls Sync once per batch instead.
 	SyncEveryAppend bool
+	// FS is the file system holding the log's directory. Default
+	// fsys.OS{}; simulations give each machine its own crash-model disk.
+	FS fsys.FS
 }
 
 const (
@@ -124,7 +129,8 @@ type Log struct {
 	opts      Options
 
 	segs []segment // sorted by first seq; the last one is the active one
-	f    *os.File  // the active segment, opened for append; nil when not writable
+	fs   fsys.FS
+	f    fsys.File // the active segment, opened for append; nil when not writable
 	wbuf []byte    // buffered records not yet written to f; cap is BufferBytes
 	hdr  [headerLen + bookmarkFixed]byte
 
@@ -160,11 +166,14 @@ func Open(dir, name string, opts Options) (*Log, Recovery, error) {
 	if opts.BufferBytes <= 0 {
 		opts.BufferBytes = defaultBufferBytes
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if opts.FS == nil {
+		opts.FS = fsys.OS{}
+	}
+	if err := opts.FS.MkdirAll(dir, 0o755); err != nil {
 		return nil, Recovery{}, fmt.Errorf("hrl: open %s: %w", dir, err)
 	}
-	l := &Log{dir: dir, name: name, opts: opts, wbuf: make([]byte, 0, opts.BufferBytes)}
-	if err := os.Remove(l.trimPath() + tmpSuffix); err != nil && !os.IsNotExist(err) {
+	l := &Log{dir: dir, name: name, opts: opts, fs: opts.FS, wbuf: make([]byte, 0, opts.BufferBytes)}
+	if err := l.fs.Remove(l.trimPath() + tmpSuffix); err != nil && !os.IsNotExist(err) {
 		return nil, Recovery{}, fmt.Errorf("hrl: open: %w", err)
 	}
 	rec, err := l.recover()
@@ -404,9 +413,9 @@ func (l *Log) startSegment(first uint64, keep bool) error {
 		l.f.Close()
 		l.f = nil
 	}
-	f, err := os.OpenFile(l.segPath(first), os.O_RDWR|os.O_CREATE|os.O_EXCL|os.O_APPEND, 0o644)
+	f, err := l.fs.OpenFile(l.segPath(first), os.O_RDWR|os.O_CREATE|os.O_EXCL|os.O_APPEND, 0o644)
 	if err == nil {
-		if err = syncDir(l.dir); err != nil {
+		if err = fsys.SyncDir(l.fs, l.dir); err != nil {
 			f.Close()
 		}
 	}
@@ -479,7 +488,7 @@ func (l *Log) skip(seq uint64, off int64, target uint64) (int64, error) {
 	f := l.f
 	if len(l.segs) > 1 {
 		var err error
-		if f, err = os.Open(l.segPath(l.segs[0].first)); err != nil {
+		if f, err = l.fs.Open(l.segPath(l.segs[0].first)); err != nil {
 			return 0, fmt.Errorf("hrl: trim: %w", err)
 		}
 		defer f.Close()
@@ -509,7 +518,7 @@ func (l *Log) Reset() error {
 	if l.closed {
 		return ErrClosed
 	}
-	segs, err := listSegments(l.dir, l.name)
+	segs, err := listSegments(l.fs, l.dir, l.name)
 	if err != nil {
 		return err
 	}

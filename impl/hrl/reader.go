@@ -3,7 +3,8 @@ package hrl
 import (
 	"fmt"
 	"io"
-	"os"
+
+	"github.com/v2a-dr/v2a/impl/fsys"
 )
 
 // readChunk is how much a Reader reads from a segment at a time.
@@ -18,7 +19,7 @@ type Reader struct {
 	gen  uint64
 	next uint64 // the seq Next yields next
 
-	f      *os.File
+	f      fsys.File
 	idx    int    // index of the open segment in l.segs, checked before use
 	seg    uint64 // first seq of the open segment
 	off    int64  // byte offset of record segSeq in the open segment
@@ -145,7 +146,7 @@ func (r *Reader) locate() error {
 func (r *Reader) open(i int, seq uint64, off int64) error {
 	r.drop()
 	first := r.l.segs[i].first
-	f, err := os.Open(r.l.segPath(first))
+	f, err := r.l.fs.Open(r.l.segPath(first))
 	if err != nil {
 		return fmt.Errorf("hrl: read %s: %w", segmentName(r.l.name, first), err)
 	}

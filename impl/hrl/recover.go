@@ -18,11 +18,11 @@ import (
 // sequence, a segment missing from the sequence — means records the agent
 // may have acknowledged are lost, so the log requires a resync.
 func (l *Log) recover() (Recovery, error) {
-	trim, bad, err := readTrim(l.trimPath())
+	trim, bad, err := readTrim(l.fs, l.trimPath())
 	if err != nil {
 		return Recovery{}, err
 	}
-	segs, err := listSegments(l.dir, l.name)
+	segs, err := listSegments(l.fs, l.dir, l.name)
 	if err != nil {
 		return Recovery{}, err
 	}
@@ -67,7 +67,7 @@ func (l *Log) recover() (Recovery, error) {
 		if s.first != expect {
 			return resync("segment %s starts at seq %d, expected %d: a segment is missing", name, s.first, expect)
 		}
-		b, err := os.ReadFile(l.segPath(s.first))
+		b, err := l.fs.ReadFile(l.segPath(s.first))
 		if err != nil {
 			return Recovery{}, fmt.Errorf("hrl: read %s: %w", name, err)
 		}
@@ -95,7 +95,7 @@ func (l *Log) recover() (Recovery, error) {
 					name, off, problem, seq, at)
 			}
 			rec.TornBytes = int64(len(b) - off)
-			if err := os.Truncate(l.segPath(s.first), int64(off)); err != nil {
+			if err := l.fs.Truncate(l.segPath(s.first), int64(off)); err != nil {
 				return Recovery{}, fmt.Errorf("hrl: cut torn tail of %s: %w", name, err)
 			}
 			s.size = int64(off)
@@ -124,7 +124,7 @@ func (l *Log) recover() (Recovery, error) {
 			l.segs = append(l.segs[:0], l.segs[1:]...)
 		}
 	} else {
-		f, err := os.OpenFile(l.segPath(active.first), os.O_RDWR|os.O_APPEND, 0)
+		f, err := l.fs.OpenFile(l.segPath(active.first), os.O_RDWR|os.O_APPEND, 0)
 		if err != nil {
 			return Recovery{}, fmt.Errorf("hrl: open %s: %w", segmentName(l.name, active.first), err)
 		}

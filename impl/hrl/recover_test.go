@@ -1,6 +1,8 @@
 package hrl
 
 import (
+	"github.com/v2a-dr/v2a/impl/fsys"
+
 	"errors"
 	"fmt"
 	"os"
@@ -344,12 +346,12 @@ func TestInterruptedOperations(t *testing.T) {
 	opts := Options{SegmentBytes: 300}
 	const n = 24
 	src, recs, _ := buildLog(t, opts, someOps(n))
-	segs, err := listSegments(src, "vm")
+	segs, err := listSegments(fsys.OS{}, src, "vm")
 	if err != nil {
 		t.Fatal(err)
 	}
 	writeTrim := func(t *testing.T, dir string, seq uint64) {
-		l := &Log{dir: dir, name: "vm"}
+		l := &Log{dir: dir, name: "vm", fs: fsys.OS{}}
 		if err := l.writeTrim(seq); err != nil {
 			t.Fatal(err)
 		}

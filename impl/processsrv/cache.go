@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
+	"github.com/v2a-dr/v2a/impl/fsys"
 )
 
 // The cache disk: one directory per machine (its name path-escaped), holding
@@ -20,6 +22,9 @@ import (
 //	<seq %020d>.item   a cached item: record header + the item's bytes
 //	acked              the machine's highest acknowledged seq (state record)
 //	*.tmp              a write that a crash interrupted: removed on scan
+//
+// and, at the top, epoch: the cache disk's epoch (proto.ItemAck.Epoch), a
+// random number written when the server first finds the disk without one.
 //
 // A machine's highest acknowledged seq is max(acked file, highest .item
 // file): the state file only has to be brought up to date before the
@@ -71,17 +76,18 @@ func openRecord(rec []byte) ([]byte, error) {
 // I/O in the actor's event (an item write and its fsyncs must precede the
 // ack anyway); reading items back for sealing happens in Ops (readItem).
 type cacheDisk struct {
+	fs  fsys.FS
 	dir string
 	// write writes p to f; tests replace it to simulate a full disk
 	// (ENOSPC after a partial write, as the OS does).
-	write func(f *os.File, p []byte) (int, error)
+	write func(f fsys.File, p []byte) (int, error)
 	// dirsMade remembers the machine directories known to exist (and whose
 	// entry in dir was fsynced).
 	dirsMade map[string]bool
 }
 
-func newCacheDisk(dir string) *cacheDisk {
-	return &cacheDisk{dir: dir, write: (*os.File).Write, dirsMade: map[string]bool{}}
+func newCacheDisk(fsy fsys.FS, dir string) *cacheDisk {
+	return &cacheDisk{fs: fsy, dir: dir, write: fsys.File.Write, dirsMade: map[string]bool{}}
 }
 
 // checkMachineName refuses names that cannot be a blob name prefix
@@ -111,15 +117,15 @@ func (c *cacheDisk) ensureDir(m string) error {
 	if c.dirsMade[m] {
 		return nil
 	}
-	if err := os.MkdirAll(c.dir, 0o700); err != nil {
+	if err := c.fs.MkdirAll(c.dir, 0o700); err != nil {
 		return clean("create cache directory", err)
 	}
 	d := c.machineDir(m)
-	if _, err := os.Stat(d); err != nil {
-		if err := os.Mkdir(d, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+	if _, err := c.fs.Stat(d); err != nil {
+		if err := c.fs.Mkdir(d, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
 			return clean("create machine directory", err)
 		}
-		if err := syncDir(c.dir); err != nil {
+		if err := c.syncDir(c.dir); err != nil {
 			return err
 		}
 	}
@@ -127,18 +133,42 @@ func (c *cacheDisk) ensureDir(m string) error {
 	return nil
 }
 
-// writeItem stores item as machine m's item seq: temporary file, fsync,
-// rename, directory fsync. When it returns nil the item survives a crash.
-func (c *cacheDisk) writeItem(m string, seq uint64, item []byte) error {
+// stageItem writes item as machine m's item seq under its temporary name,
+// without fsync, and returns the open file: the item is not durable until
+// commitItem and then syncMachineDir.
+func (c *cacheDisk) stageItem(m string, seq uint64, item []byte) (fsys.File, error) {
 	if err := c.ensureDir(m); err != nil {
-		return fmt.Errorf("item %d of %s: %w", seq, m, err)
+		return nil, fmt.Errorf("item %d of %s: %w", seq, m, err)
 	}
 	h := recordHeader(item)
-	if err := c.writeAtomic(c.machineDir(m), itemName(seq), h[:], item); err != nil {
+	f, err := c.stage(c.machineDir(m), itemName(seq), h[:], item)
+	if err != nil {
+		return nil, fmt.Errorf("item %d of %s: %w", seq, m, err)
+	}
+	return f, nil
+}
+
+// commitItem fsyncs a staged item and renames it to its final name. The
+// rename is durable only after syncMachineDir.
+func (c *cacheDisk) commitItem(m string, seq uint64, f fsys.File) error {
+	if err := c.finish(c.machineDir(m), itemName(seq), f); err != nil {
 		return fmt.Errorf("item %d of %s: %w", seq, m, err)
 	}
 	return nil
 }
+
+// abortItem drops a staged (or committed, not yet durable) item's files.
+func (c *cacheDisk) abortItem(m string, seq uint64, f fsys.File) {
+	if f != nil {
+		f.Close()
+	}
+	p := c.itemPath(m, seq)
+	c.fs.Remove(p + tmpSuffix)
+	c.fs.Remove(p)
+}
+
+// syncMachineDir makes the renames of machine m's committed items durable.
+func (c *cacheDisk) syncMachineDir(m string) error { return c.syncDir(c.machineDir(m)) }
 
 // writeAcked persists machine m's highest acknowledged seq.
 func (c *cacheDisk) writeAcked(m string, acked uint64) error {
@@ -160,50 +190,77 @@ func (c *cacheDisk) writeAcked(m string, acked uint64) error {
 // is not fsynced: if a crash undoes it, the item is uploaded once more,
 // which Put allows (sealing a name twice gives the same bytes).
 func (c *cacheDisk) removeItem(m string, seq uint64) error {
-	if err := os.Remove(c.itemPath(m, seq)); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if err := c.fs.Remove(c.itemPath(m, seq)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return clean(fmt.Sprintf("remove item %d of %s", seq, m), err)
 	}
 	return nil
 }
 
-func (c *cacheDisk) writeAtomic(dir, name string, parts ...[]byte) (err error) {
-	tmp := filepath.Join(dir, name+tmpSuffix)
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+// writeAtomic replaces dir/name durably: stage, finish, directory fsync.
+func (c *cacheDisk) writeAtomic(dir, name string, parts ...[]byte) error {
+	f, err := c.stage(dir, name, parts...)
 	if err != nil {
-		return clean("create", err)
+		return err
+	}
+	if err := c.finish(dir, name, f); err != nil {
+		return err
+	}
+	return c.syncDir(dir)
+}
+
+// stage writes parts to dir/name.tmp (no fsync) and returns the open file.
+// On failure the partial file is removed.
+func (c *cacheDisk) stage(dir, name string, parts ...[]byte) (_ fsys.File, err error) {
+	tmp := filepath.Join(dir, name+tmpSuffix)
+	f, err := c.fs.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return nil, clean("create", err)
 	}
 	defer func() {
 		if err != nil {
 			f.Close()
-			os.Remove(tmp) // a partial file must neither count nor be found by a scan
+			c.fs.Remove(tmp) // a partial file must neither count nor be found by a scan
 		}
 	}()
 	for _, p := range parts {
 		for len(p) > 0 {
 			n, werr := c.write(f, p)
 			if werr != nil {
-				return clean("write", werr)
+				return nil, clean("write", werr)
 			}
 			if n == 0 {
-				return clean("write", io.ErrShortWrite)
+				return nil, clean("write", io.ErrShortWrite)
 			}
 			p = p[n:]
 		}
 	}
+	return f, nil
+}
+
+// finish fsyncs and closes a staged file and renames it to dir/name. On
+// failure the temporary file is removed.
+func (c *cacheDisk) finish(dir, name string, f fsys.File) (err error) {
+	tmp := filepath.Join(dir, name+tmpSuffix)
+	defer func() {
+		if err != nil {
+			c.fs.Remove(tmp)
+		}
+	}()
 	if err := f.Sync(); err != nil {
+		f.Close()
 		return clean("fsync", err)
 	}
 	if err := f.Close(); err != nil {
 		return clean("close", err)
 	}
-	if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
+	if err := c.fs.Rename(tmp, filepath.Join(dir, name)); err != nil {
 		return clean("rename", err)
 	}
-	return syncDir(dir)
+	return nil
 }
 
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
+func (c *cacheDisk) syncDir(dir string) error {
+	d, err := c.fs.Open(dir)
 	if err != nil {
 		return clean("open directory", err)
 	}
@@ -229,6 +286,28 @@ func clean(op string, err error) error {
 	return fmt.Errorf("processsrv: %s: %w", op, err)
 }
 
+const epochFile = "epoch"
+
+// epoch returns the cache disk's epoch, making one (from draw, never 0) if
+// the disk has none: a new or a lost-and-replaced cache disk.
+func (c *cacheDisk) epoch(draw func() uint64) (uint64, error) {
+	if err := c.fs.MkdirAll(c.dir, 0o700); err != nil {
+		return 0, clean("create cache directory", err)
+	}
+	b, err := c.fs.ReadFile(filepath.Join(c.dir, epochFile))
+	if err == nil && len(b) == 8 && binary.BigEndian.Uint64(b) != 0 {
+		return binary.BigEndian.Uint64(b), nil
+	}
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return 0, clean("read epoch", err)
+	}
+	e := draw() | 1
+	if err := c.writeAtomic(c.dir, epochFile, binary.BigEndian.AppendUint64(nil, e)); err != nil {
+		return 0, fmt.Errorf("processsrv: write epoch: %w", err)
+	}
+	return e, nil
+}
+
 // isNoSpace reports whether err is the disk (or the quota) being full.
 func isNoSpace(err error) bool {
 	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
@@ -251,10 +330,10 @@ type scannedItem struct {
 // acknowledged seq and its cached items in seq order. It removes the
 // temporary files of interrupted writes. Machines come sorted by name.
 func (c *cacheDisk) scan() ([]scannedMachine, error) {
-	if err := os.MkdirAll(c.dir, 0o700); err != nil {
+	if err := c.fs.MkdirAll(c.dir, 0o700); err != nil {
 		return nil, clean("create cache directory", err)
 	}
-	dirs, err := os.ReadDir(c.dir)
+	dirs, err := c.fs.ReadDir(c.dir)
 	if err != nil {
 		return nil, clean("read cache directory", err)
 	}
@@ -283,7 +362,7 @@ func (c *cacheDisk) scan() ([]scannedMachine, error) {
 func (c *cacheDisk) scanMachine(m string) (scannedMachine, error) {
 	sm := scannedMachine{name: m}
 	dir := c.machineDir(m)
-	ents, err := os.ReadDir(dir)
+	ents, err := c.fs.ReadDir(dir)
 	if err != nil {
 		return sm, clean("read machine directory "+m, err)
 	}
@@ -292,11 +371,11 @@ func (c *cacheDisk) scanMachine(m string) (scannedMachine, error) {
 		n := e.Name()
 		switch {
 		case strings.HasSuffix(n, tmpSuffix):
-			if err := os.Remove(filepath.Join(dir, n)); err != nil {
+			if err := c.fs.Remove(filepath.Join(dir, n)); err != nil {
 				errs = append(errs, clean("remove interrupted write of "+m, err))
 			}
 		case n == stateFile:
-			b, err := os.ReadFile(filepath.Join(dir, n))
+			b, err := c.fs.ReadFile(filepath.Join(dir, n))
 			if err != nil {
 				errs = append(errs, clean("read acked state of "+m, err))
 				continue
@@ -339,8 +418,8 @@ func (c *cacheDisk) scanMachine(m string) (scannedMachine, error) {
 
 // readFile reads a cached item file into buf (grown as needed) and returns
 // the buffer holding it. It runs inside an Op.
-func readFile(path string, buf []byte) ([]byte, error) {
-	f, err := os.Open(path)
+func readFile(fsy fsys.FS, path string, buf []byte) ([]byte, error) {
+	f, err := fsy.Open(path)
 	if err != nil {
 		return buf, clean("open item", err)
 	}

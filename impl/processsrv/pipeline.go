@@ -9,6 +9,7 @@ import (
 
 	"github.com/v2a-dr/v2a/impl/batch"
 	"github.com/v2a-dr/v2a/impl/blob"
+	"github.com/v2a-dr/v2a/impl/fsys"
 	"github.com/v2a-dr/v2a/impl/proto"
 	"github.com/v2a-dr/v2a/impl/runtime"
 	"github.com/v2a-dr/v2a/impl/wire"
@@ -37,9 +38,11 @@ type entry struct {
 // machine is one machine's stream as the process server has it.
 type machine struct {
 	name      string
-	acked     uint64 // highest item cached (acknowledged)
-	persisted uint64 // the acked value in the state file
-	hinted    uint64 // the last Uploaded.UpTo sent to the Azure side
+	acked     uint64       // highest item cached durably (acknowledged)
+	received  uint64       // highest item written (acked, or waiting for the group commit)
+	from      runtime.Addr // where the machine's items last came from: acks go there
+	persisted uint64       // the acked value in the state file
+	hinted    uint64       // the last Uploaded.UpTo sent to the Azure side
 	items     []*entry
 
 	uploadedItems int64
@@ -100,8 +103,8 @@ type worker struct {
 
 // sealFile reads a cached item file, checks it and seals the item as the
 // blob name. It runs inside an Op: it touches only the worker.
-func (w *worker) sealFile(path, name string) ([]byte, error) {
-	buf, err := readFile(path, w.buf)
+func (w *worker) sealFile(fsy fsys.FS, path, name string) ([]byte, error) {
+	buf, err := readFile(fsy, path, w.buf)
 	w.buf = buf
 	if err != nil {
 		return nil, err
@@ -220,11 +223,11 @@ func (s *Server) startSeal(ctx runtime.Context, m *machine, e *entry) {
 		}
 		w = &worker{sealer: sealer}
 	}
-	path, name := s.disk.itemPath(m.name, e.seq), BlobName(m.name, e.seq)
+	path, name, fsy := s.disk.itemPath(m.name, e.seq), BlobName(m.name, e.seq), s.disk.fs
 	e.state = stateSealing
 	s.inFlight++
 	s.hold(e.fileBytes)
-	id := ctx.Start(runtime.Op{Name: "seal " + name, Run: func() (any, error) { return w.sealFile(path, name) }})
+	id := ctx.Start(runtime.Op{Name: "seal " + name, Run: func() (any, error) { return w.sealFile(fsy, path, name) }})
 	s.ops[id] = &opInfo{kind: opSeal, machine: m.name, seq: e.seq, worker: w, heldBytes: e.fileBytes}
 }
 

@@ -7,13 +7,22 @@
 // The order of things, per item, is the contract the agents and the Azure
 // side rely on:
 //
-//  1. ItemMsg with Seq == Acked+1 arrives: it is checked (batch.Unmarshal;
-//     its machine and sequence number must match the message), written to
-//     <CacheDir>/<machine>/<seq %020d>.item under a temporary name, fsynced,
-//     renamed and the directory fsynced — and only then acknowledged
-//     (ItemAck, cumulative). The agent may trim its change log from there:
-//     from this point the process server alone holds the data.
-//  2. The pipeline reads the cached file back (an Op), checks its CRC-32C,
+//  1. ItemMsg with Seq == Received+1 arrives (Received is the highest item
+//     written, Acked the highest made durable; Received >= Acked): it is
+//     checked (batch.Unmarshal; its machine and sequence number must match
+//     the message) and written to <CacheDir>/<machine>/<seq %020d>.item
+//     under a temporary name, not fsynced, and not acknowledged yet.
+//  2. Group commit, GroupCommit after the first item written since the last
+//     one: every item written meanwhile is fsynced and renamed to its final
+//     name, each machine directory touched is fsynced — and only then are
+//     the items acknowledged (ItemAck, cumulative, one per machine). The
+//     agent may trim its change log from there: from this point the process
+//     server alone holds the data. A crash before the group commit loses
+//     the items written since the last one; they were never acknowledged,
+//     so the agent still has them and resends them (go-back-N). An item
+//     that arrives again while written but not committed is not answered:
+//     the group commit answers it.
+//  3. The pipeline reads the cached file back (an Op), checks its CRC-32C,
 //     seals it under the blob name <machine>/<seq %020d> (the same local
 //     Op), uploads it to <prefix>cache (a second Op, Peer StoragePeer,
 //     Bytes the sealed size), deletes the cached file and tells the Azure
@@ -21,7 +30,12 @@
 //     sequence order; at most MaxUploads items are in the pipeline at once
 //     (seal or upload), so memory holds at most MaxUploads items: the
 //     backlog lives on the cache disk.
-//  3. A restart (a new Server on the same CacheDir) rebuilds everything from
+//  4. A stream the cache holds no record of (a new machine, or a cache disk
+//     lost and replaced: a new epoch, see proto.ItemAck) starts at item 1,
+//     or at a SyncStart item of any seq: an agent whose acknowledged items
+//     were lost resyncs, numbering on from where it was, so that the Azure
+//     side's numbering never goes back.
+//  5. A restart (a new Server on the same CacheDir) rebuilds everything from
 //     the cache disk: every acknowledged item not yet uploaded is uploaded,
 //     and the highest acknowledged sequence number of each machine survives
 //     even when all its files were uploaded and deleted (a small state file
@@ -42,6 +56,7 @@ import (
 
 	"github.com/v2a-dr/v2a/impl/batch"
 	"github.com/v2a-dr/v2a/impl/blob"
+	"github.com/v2a-dr/v2a/impl/fsys"
 	"github.com/v2a-dr/v2a/impl/proto"
 	"github.com/v2a-dr/v2a/impl/runtime"
 	"github.com/v2a-dr/v2a/impl/wire"
@@ -55,6 +70,7 @@ const (
 	DefaultHealthEvery   = time.Minute
 	DefaultAzure         = runtime.Addr("asr.azure:443")
 	DefaultConfigServer  = runtime.Addr("cs01:443")
+	DefaultGroupCommit   = 2 * time.Millisecond
 )
 
 // CacheContainer is the suffix of the cache container's name: the
@@ -76,6 +92,12 @@ type Config struct {
 	// CacheDir is the cache disk's directory. It must survive restarts: it
 	// is where acknowledged items live until they are uploaded.
 	CacheDir string
+	// FS is the file system holding CacheDir. Default fsys.OS{}.
+	FS fsys.FS
+	// GroupCommit is how long items written to the cache wait for the
+	// fsync that makes them durable (and lets them be acknowledged): one
+	// fsync per machine directory per period instead of per item.
+	GroupCommit time.Duration
 	// CacheCapBytes is the cache space the server may use (item files,
 	// headers included). An item that would not fit is answered cache-full.
 	CacheCapBytes int64
@@ -122,6 +144,12 @@ func (c Config) withDefaults() Config {
 	if c.HealthEvery <= 0 {
 		c.HealthEvery = DefaultHealthEvery
 	}
+	if c.FS == nil {
+		c.FS = fsys.OS{}
+	}
+	if c.GroupCommit <= 0 {
+		c.GroupCommit = DefaultGroupCommit
+	}
 	return c
 }
 
@@ -137,11 +165,17 @@ type Server struct {
 
 	name      string
 	disk      *cacheDisk
+	epoch     uint64 // the cache disk's epoch, in every ItemAck
 	machines  map[string]*machine
 	order     []string // machine names, sorted: the round-robin order
 	rr        int      // next machine to look at for an item to start
 	usedBytes int64    // bytes of item files on the cache disk
 	full      bool     // the last item was refused for lack of space
+
+	// pending are the items written since the last group commit, in the
+	// order they came; commitArmed says the group-commit timer runs.
+	pending     []*pendingItem
+	commitArmed bool
 
 	containerReady bool
 	containerTries int
@@ -168,7 +202,7 @@ type Server struct {
 // New builds a process server. Nothing happens until Started.
 func New(cfg Config) *Server {
 	cfg = cfg.withDefaults()
-	return &Server{cfg: cfg, disk: newCacheDisk(cfg.CacheDir)}
+	return &Server{cfg: cfg, disk: newCacheDisk(cfg.FS, cfg.CacheDir)}
 }
 
 var _ runtime.Actor = (*Server)(nil)
@@ -177,6 +211,7 @@ var _ runtime.Actor = (*Server)(nil)
 const (
 	timerHealth = "health"
 	timerRetry  = "retry"
+	timerCommit = "group-commit"
 )
 
 // Handle implements runtime.Actor.
@@ -199,6 +234,8 @@ func (s *Server) Handle(ctx runtime.Context, ev runtime.Event) {
 				s.retryAt = time.Time{}
 			}
 			s.retry(ctx)
+		case timerCommit:
+			s.groupCommit(ctx)
 		}
 	case runtime.Done:
 		s.done(ctx, ev)
@@ -219,14 +256,19 @@ func (s *Server) start(ctx runtime.Context) {
 	s.containerReady = false
 	s.startedAt = ctx.Now()
 	s.retryAt = time.Time{}
+	s.pending, s.commitArmed = nil, false
 
+	var err error
+	if s.epoch, err = s.disk.epoch(ctx.Rand().Uint64); err != nil {
+		s.fail(ctx, "cache disk epoch", err, slog.String("error", describe(err)))
+	}
 	found, err := s.disk.scan()
 	if err != nil {
 		s.fail(ctx, "cache disk scan failed", err, slog.String("error", describe(err)))
 	}
 	for _, f := range found {
 		m := s.machine(f.name)
-		m.acked, m.persisted = f.acked, f.persisted
+		m.acked, m.persisted, m.received = f.acked, f.persisted, f.acked
 		m.hinted = f.acked
 		for _, e := range f.items {
 			m.items = append(m.items, &entry{seq: e.seq, fileBytes: e.fileBytes, rawBytes: e.fileBytes - recordHeaderLen})
@@ -275,7 +317,7 @@ func (s *Server) message(ctx runtime.Context, ev runtime.Message) {
 }
 
 func (s *Server) ack(ctx runtime.Context, to runtime.Addr, machine string, acked uint64, status, reason string) {
-	ctx.Send(to, wire.Encode(&proto.ItemAck{Machine: machine, Acked: acked, Status: status, Reason: reason}))
+	ctx.Send(to, wire.Encode(&proto.ItemAck{Machine: machine, Acked: acked, Status: status, Reason: reason, Epoch: s.epoch}))
 }
 
 // item accepts the next item of a machine's stream, or says why not.
@@ -285,18 +327,23 @@ func (s *Server) item(ctx runtime.Context, from runtime.Addr, msg *proto.ItemMsg
 		s.ack(ctx, from, msg.Machine, 0, proto.AckRefused, err.Error())
 		return
 	}
-	var acked uint64
+	var acked, received uint64
 	m, known := s.machines[msg.Machine]
 	if known {
-		acked = m.acked
+		acked, received = m.acked, m.received
 	}
 	switch {
 	case msg.Seq <= acked: // a duplicate (a retransmission or a lost ack): say again how far we are
 		s.ack(ctx, from, msg.Machine, acked, proto.AckOK, "")
 		return
-	case msg.Seq > acked+1:
+	case msg.Seq <= received: // written, not yet durable: the group commit answers
+		return
+	case msg.Seq > received+1 && !known && isSyncStart(msg.Data):
+		ctx.Log().Info("stream starts at a sync: the cache holds no record of this machine", "machine", msg.Machine, "seq", msg.Seq)
+		acked = msg.Seq - 1
+	case msg.Seq > received+1:
 		ctx.Log().Debug("item ahead of the stream", "machine", msg.Machine, "seq", msg.Seq, "acked", acked)
-		s.ack(ctx, from, msg.Machine, acked, proto.AckGap, fmt.Sprintf("expected item %d", acked+1))
+		s.ack(ctx, from, msg.Machine, acked, proto.AckGap, fmt.Sprintf("expected item %d", received+1))
 		return
 	}
 	if err := checkItem(msg); err != nil {
@@ -319,7 +366,8 @@ func (s *Server) item(ctx runtime.Context, from runtime.Addr, msg *proto.ItemMsg
 		s.ack(ctx, from, msg.Machine, acked, proto.AckCacheFull, err.Error())
 		return
 	}
-	if err := s.disk.writeItem(msg.Machine, msg.Seq, msg.Data); err != nil {
+	f, err := s.disk.stageItem(msg.Machine, msg.Seq, msg.Data)
+	if err != nil {
 		// Any failure to store the item durably is answered like a full
 		// cache: the agent keeps the item and retries later.
 		if isNoSpace(err) {
@@ -339,12 +387,89 @@ func (s *Server) item(ctx runtime.Context, from runtime.Addr, msg *proto.ItemMsg
 	}
 	if !known {
 		m = s.machine(msg.Machine)
+		m.acked, m.hinted = acked, acked
 	}
-	m.acked = msg.Seq
-	m.items = append(m.items, &entry{seq: msg.Seq, fileBytes: fileBytes, rawBytes: int64(len(msg.Data))})
+	m.received, m.from = msg.Seq, from
+	s.pending = append(s.pending, &pendingItem{m: m, seq: msg.Seq, f: f, fileBytes: fileBytes, rawBytes: int64(len(msg.Data))})
 	s.usedBytes += fileBytes
-	s.ack(ctx, from, msg.Machine, m.acked, proto.AckOK, "")
+	if !s.commitArmed {
+		s.commitArmed = true
+		ctx.After(s.cfg.GroupCommit, timerCommit)
+	}
+}
+
+// pendingItem is an item written to the cache but not yet durable.
+type pendingItem struct {
+	m                   *machine
+	seq                 uint64
+	f                   fsys.File // open on the temporary file
+	fileBytes, rawBytes int64
+}
+
+// groupCommit makes the items written since the last group commit durable
+// — fsync each, rename it, fsync each machine directory touched — and only
+// then acknowledges them (see the package comment). A machine whose commit
+// fails loses its pending items (their files are removed) and is answered
+// like a full cache: the agent keeps them and retries later.
+func (s *Server) groupCommit(ctx runtime.Context) {
+	batch := s.pending
+	s.pending, s.commitArmed = nil, false
+	var touched []*machine
+	failed := map[*machine]error{}
+	for _, p := range batch {
+		if !slices.Contains(touched, p.m) {
+			touched = append(touched, p.m)
+		}
+		if failed[p.m] != nil {
+			s.disk.abortItem(p.m.name, p.seq, p.f)
+			continue
+		}
+		if err := s.disk.commitItem(p.m.name, p.seq, p.f); err != nil {
+			failed[p.m] = err
+			s.disk.abortItem(p.m.name, p.seq, nil)
+		}
+	}
+	for _, m := range touched {
+		if failed[m] == nil {
+			if err := s.disk.syncMachineDir(m.name); err != nil {
+				failed[m] = err
+			}
+		}
+	}
+	for _, p := range batch {
+		m := p.m
+		if err := failed[m]; err != nil {
+			// Not durable: forget it (its file too, if it got renamed).
+			s.disk.abortItem(m.name, p.seq, nil)
+			s.usedBytes -= p.fileBytes
+			m.received = m.acked
+			continue
+		}
+		m.acked = p.seq
+		m.items = append(m.items, &entry{seq: p.seq, fileBytes: p.fileBytes, rawBytes: p.rawBytes})
+	}
+	for _, m := range touched {
+		if err := failed[m]; err != nil {
+			if isNoSpace(err) {
+				err = fmt.Errorf("%w: disk full: %w", ErrCacheFull, err)
+			} else {
+				err = fmt.Errorf("processsrv: cache disk commit failed: %w", err)
+			}
+			s.errs++
+			s.lastErr = describe(err)
+			s.cacheFull(ctx, m.name, m.acked+1, describe(err))
+			s.ack(ctx, m.from, m.name, m.acked, proto.AckCacheFull, describe(err))
+			continue
+		}
+		s.ack(ctx, m.from, m.name, m.acked, proto.AckOK, "")
+	}
 	s.pump(ctx)
+}
+
+// isSyncStart says whether data is a SyncStart item.
+func isSyncStart(data []byte) bool {
+	it, err := batch.Unmarshal(data)
+	return err == nil && it.Kind == batch.KindSyncStart
 }
 
 // checkItem checks that an item message carries a well-formed item (what

@@ -22,6 +22,7 @@ import (
 	"github.com/v2a-dr/v2a/impl/blob"
 	"github.com/v2a-dr/v2a/impl/blob/memblob"
 	"github.com/v2a-dr/v2a/impl/blockdev"
+	"github.com/v2a-dr/v2a/impl/fsys"
 	"github.com/v2a-dr/v2a/impl/proto"
 	"github.com/v2a-dr/v2a/impl/runtime"
 	"github.com/v2a-dr/v2a/impl/runtime/runtimetest"
@@ -124,10 +125,12 @@ func makeItem(m string, seq uint64) []byte {
 	return it.Marshal()
 }
 
-// send delivers an item message and returns the acks the agent got.
+// send delivers an item message, lets the group commit run, and returns
+// the acks the agent got.
 func (e *env) send(msg *proto.ItemMsg) []*proto.ItemAck {
 	e.t.Helper()
 	e.d.Receive(agentAddr, msg)
+	e.d.Advance(e.srv.cfg.GroupCommit)
 	return e.acks()
 }
 
@@ -179,6 +182,9 @@ func (e *env) cacheFiles() []string {
 			return err
 		}
 		rel, _ := filepath.Rel(e.cfg.CacheDir, p)
+		if rel == epochFile { // the disk's epoch: TestEpoch pins it
+			return nil
+		}
 		out = append(out, filepath.ToSlash(rel))
 		return nil
 	})
@@ -326,8 +332,8 @@ func TestCacheFullBackPressure(t *testing.T) {
 // tinyDisk makes the cache disk behave as a file system of capBytes: a
 // write that would go past it writes what fits and fails with ENOSPC, as
 // the OS does.
-func tinyDisk(dir string, capBytes int64) func(f *os.File, p []byte) (int, error) {
-	return func(f *os.File, p []byte) (int, error) {
+func tinyDisk(dir string, capBytes int64) func(f fsys.File, p []byte) (int, error) {
+	return func(f fsys.File, p []byte) (int, error) {
 		var used int64
 		filepath.WalkDir(dir, func(_ string, d os.DirEntry, err error) error {
 			if err == nil && !d.IsDir() {
@@ -832,7 +838,7 @@ func (f actorFunc) Handle(c runtime.Context, ev runtime.Event) { f(c, ev) }
 func TestStateWriteFailureKeepsFile(t *testing.T) {
 	e := newEnv(t, nil)
 	fails := 2
-	e.srv.disk.write = func(f *os.File, p []byte) (int, error) {
+	e.srv.disk.write = func(f fsys.File, p []byte) (int, error) {
 		if strings.HasSuffix(f.Name(), stateFile+tmpSuffix) && fails > 0 {
 			fails--
 			return 0, &os.PathError{Op: "write", Path: f.Name(), Err: syscall.ENOSPC}
@@ -885,5 +891,51 @@ func TestItemLargerThanTheCache(t *testing.T) {
 	e.release() // item 1 uploads; the cache empties
 	if diff := cmp.Diff([]ack{{2, proto.AckOK, ""}}, summarize(e.sendItem("db01", 2)), reasonHas); diff != "" {
 		t.Fatalf("ack once the cache is empty (-want +got):\n%s", diff)
+	}
+}
+
+// TestEpoch: the cache disk's epoch is in every ack, survives restarts, and
+// changes when the disk is lost; a stream the cache has no record of may
+// start at a SyncStart of any seq (an agent that resyncs after its
+// acknowledged items were lost), but a known stream may not jump.
+func TestEpoch(t *testing.T) {
+	e := newEnv(t, nil)
+	e.d.Receive(agentAddr, &proto.StreamHello{Machine: "db01"})
+	first := e.acks()[0].Epoch
+	if first == 0 {
+		t.Fatal("ack without an epoch")
+	}
+	e.sendItem("db01", 1)
+	e.start(nil)
+	e.d.Receive(agentAddr, &proto.StreamHello{Machine: "db01"})
+	if a := e.acks()[0]; a.Epoch != first || a.Acked != 1 {
+		t.Fatalf("after a restart: %+v, want acked 1 in epoch %d", a, first)
+	}
+	syncStart := func(seq uint64) *proto.ItemMsg {
+		it := &batch.Item{Machine: "db01", Seq: seq, Kind: batch.KindSyncStart, Gen: 2, DiskSizes: []int64{1 << 20}}
+		return &proto.ItemMsg{Machine: "db01", Seq: seq, Data: it.Marshal()}
+	}
+	if diff := cmp.Diff([]ack{{1, proto.AckGap, "expected item 2"}}, summarize(e.send(syncStart(9))), reasonHas); diff != "" {
+		t.Fatalf("a known stream jumped (-want +got):\n%s", diff)
+	}
+
+	if err := os.RemoveAll(e.cfg.CacheDir); err != nil { // the cache disk is lost
+		t.Fatal(err)
+	}
+	e.srv = New(e.cfg)
+	e.d = runtimetest.NewSeeded(t, psAddr, e.srv, 2)
+	e.d.Receive(agentAddr, &proto.StreamHello{Machine: "db01"})
+	a := e.acks()[0]
+	if a.Epoch == first || a.Epoch == 0 || a.Acked != 0 {
+		t.Fatalf("after losing the disk: %+v, want acked 0 in a new epoch", a)
+	}
+	if diff := cmp.Diff([]ack{{0, proto.AckGap, "expected item 1"}}, summarize(e.sendItem("db01", 9)), reasonHas); diff != "" {
+		t.Fatalf("a log item at seq 9 on an unknown stream (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]ack{{9, proto.AckOK, ""}}, summarize(e.send(syncStart(9))), reasonHas); diff != "" {
+		t.Fatalf("a SyncStart at seq 9 on an unknown stream (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]ack{{10, proto.AckOK, ""}}, summarize(e.sendItem("db01", 10))); diff != "" {
+		t.Fatalf("the stream goes on (-want +got):\n%s", diff)
 	}
 }

@@ -348,11 +348,17 @@ const (
 // ItemAck is the process server's cumulative acknowledgement: every item up
 // to Acked of the machine's stream is on its cache disk, so the agent may
 // trim its change log up to the records those items carry.
+//
+// Epoch names the process server's cache disk: it changes only when the
+// cache is lost (a new, empty disk). Within one epoch Acked never goes
+// down, so a lower Acked is a stale answer; a lower Acked in a new epoch
+// means the process server lost items it had acknowledged. 0: unknown.
 type ItemAck struct {
 	Machine string
 	Acked   uint64
 	Status  string
 	Reason  string
+	Epoch   uint64
 }
 
 func (*ItemAck) WireKind() wire.Kind { return KindItemAck }
@@ -361,9 +367,10 @@ func (m *ItemAck) MarshalWire(e *wire.Encoder) {
 	e.Uint(m.Acked)
 	e.String(m.Status)
 	e.String(m.Reason)
+	e.Uint(m.Epoch)
 }
 func (m *ItemAck) UnmarshalWire(d *wire.Decoder) error {
-	m.Machine, m.Acked, m.Status, m.Reason = d.String(), d.Uint(), d.String(), d.String()
+	m.Machine, m.Acked, m.Status, m.Reason, m.Epoch = d.String(), d.Uint(), d.String(), d.String(), d.Uint()
 	return d.Err()
 }
 

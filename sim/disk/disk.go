@@ -2,6 +2,12 @@
 // -flat.vmdk files in the vcsim datastore), the hook where the Mobility
 // agent's write filter sits, and the history oracle that remembers every
 // acknowledged write so that any replica image can be judged against it.
+//
+// Guest disks are write-through: a guest write is on stable media when it
+// is acknowledged, as a hypervisor honours FUA and flushes for its guests,
+// so a machine crash loses no acknowledged guest write. (The files that
+// components keep — the .hrl, agent state, the process server's cache —
+// live on sim/simfs disks instead, which do lose what was not fsynced.)
 package disk
 
 import (

@@ -58,6 +58,8 @@ type Sim struct {
 	trace  *Trace
 	nextID uint64
 	down   map[string]bool // crashed hosts
+	// onCrash are called for every host crash (OnCrash).
+	onCrash []func(host string)
 	// cancelled timers, by id; an entry is removed when the timer would fire.
 	cancelled map[runtime.TimerID]bool
 	// stopped is set, from any goroutine (a signal handler), by Interrupt:
@@ -187,7 +189,14 @@ func (s *Sim) Crash(host string) {
 		}
 	}
 	s.trace.Add(s.Elapsed(), host, "crash", "")
+	for _, fn := range s.onCrash {
+		fn(host)
+	}
 }
+
+// OnCrash calls fn after every Crash, with the host: what else the crash
+// takes with it (a host's disk losing its unsynced writes) hooks in here.
+func (s *Sim) OnCrash(fn func(host string)) { s.onCrash = append(s.onCrash, fn) }
 
 // Restart brings a crashed host back: each of its actors is rebuilt by its
 // factory and gets Started.

@@ -60,7 +60,17 @@ func New(t testing.TB, addr runtime.Addr, a runtime.Actor) *Driver {
 // NewAt is New with the fake clock at now: a restarted actor sees the time
 // go on from where its previous incarnation's driver left it.
 func NewAt(t testing.TB, addr runtime.Addr, a runtime.Actor, now time.Time) *Driver {
-	d := &Driver{t: t, Addr: addr, Actor: a, now: now, rnd: rand.New(rand.NewPCG(1, 2)),
+	return newDriver(t, addr, a, now, 1)
+}
+
+// NewSeeded is New with the actor's random source seeded from seed (New
+// uses 1): a restarted actor in the simulator draws from a new source too.
+func NewSeeded(t testing.TB, addr runtime.Addr, a runtime.Actor, seed uint64) *Driver {
+	return newDriver(t, addr, a, Epoch, seed)
+}
+
+func newDriver(t testing.TB, addr runtime.Addr, a runtime.Actor, now time.Time, seed uint64) *Driver {
+	d := &Driver{t: t, Addr: addr, Actor: a, now: now, rnd: rand.New(rand.NewPCG(seed, seed+1)),
 		log: slog.New(slog.DiscardHandler), timers: map[runtime.TimerID]Timer{}, AutoDeliverOps: true}
 	d.Deliver(runtime.Started{})
 	return d
