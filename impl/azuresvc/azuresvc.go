@@ -708,13 +708,12 @@ func (s *Service) done(ctx runtime.Context, ev runtime.Done) {
 		it := ev.Value.(fetched).item
 		if p.probe {
 			if it.Kind != batch.KindSyncStart || it.Gen <= m.cat.Gen {
-				// Not the resync yet: never applied (the resync sends
-				// its writes again).
+				// Not a newer sync: not applied now. Past a gap it is
+				// fetched again in order once the gap fills; past a
+				// refused item the resync sends its writes again.
 				m.busy, m.probed = false, p.seq
 				break
 			}
-			ctx.Log().Info("azuresvc: a resync starts past items never applied", "machine", m.name, "refused", m.refused,
-				"from", m.cat.Applied+1, "syncStart", it.Seq, "gen", it.Gen)
 		}
 		// Still busy: the apply Op follows at once, so no other work of
 		// this machine can come between.
