@@ -62,7 +62,6 @@ func (r *Runner) setLinkFault(kind string, a argMap) (string, error) {
 	return fmt.Sprintf("%s %s %s->%s%s", kind, p, from, to, linkExtras(lp)), nil
 }
 
-
 // linkExtras describes a link's jitter, duplication and reordering, ""
 // when it has none.
 func linkExtras(lp simnet.LinkParams) string {

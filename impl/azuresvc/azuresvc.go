@@ -105,7 +105,7 @@ type machine struct {
 	held     bool // an attempt failed: wait for the next poll
 	sweepDue bool // look for orphan snapshots (after a load or a failure)
 	sealer   *batch.Sealer
-	listed   map[uint64]int64 // item seq -> sealed size, per the last listing
+	listed   map[uint64]int64   // item seq -> sealed size, per the last listing
 	want     *setting           // from a PolicyFor, until the catalog holds it
 	sums     []*proto.Checksums // computed for sumsItem
 	sumsItem uint64
