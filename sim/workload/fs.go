@@ -19,8 +19,10 @@ import (
 //
 //  1. the file's data blocks, at an extent the allocator picks (create);
 //  2. a copy of the inode-table block it changed, into the journal;
-//  3. a commit block naming the transaction, the block the copy is for and
-//     the copy's checksum — the transaction exists once this is on disk;
+//  3. a commit record naming the transaction, the block the copy is for and
+//     the copy's checksum — the transaction exists once this is on disk. It
+//     is one 512-byte sector (as XFS's log and database logs write their
+//     commit records), in the journal block after the copy;
 //
 // and, lazily, a checkpoint writes every changed inode-table block into
 // place and then a checkpoint marker, after which the journal may reuse the
@@ -69,7 +71,6 @@ type fsInode struct {
 
 // FS layout parameters.
 const (
-	fsInodeBlocks    = 32
 	fsInodesPerBlock = 15
 	fsInodeLen       = 270
 	fsBlockHeader    = 16
@@ -79,7 +80,8 @@ const (
 	fsMagicCommit    = 0x46534354 // "FSCT"
 	fsMagicMarker    = 0x46534d4b // "FSMK"
 	fsWriteSpacing   = time.Millisecond
-	fsMinBlocks      = 3 + 16 + fsInodeBlocks + 4*fsMaxFileBlocks
+	fsCommitLen      = 512
+	fsMinBlocks      = 128
 )
 
 // ErrFS is returned by Check when a recovered image breaks the file
@@ -88,14 +90,17 @@ var ErrFS = errors.New("workload: fs invariant violated")
 
 type fsLayout struct {
 	journal, slots int64 // journal: first block, blocks
-	itable         int64 // first inode-table block
+	itable, nitab  int64 // inode table: first block, blocks
 	data, ndata    int64 // data area: first block, blocks
 }
 
+// newFSLayout sizes a file system for a region: 3/8 of it journal, an
+// inode-table block per 256 blocks (a file per ~17 blocks), the rest data.
 func newFSLayout(regionBlocks int64) fsLayout {
 	slots := (regionBlocks * 3 / 8) &^ 1 // an even number: 2 slots a transaction
 	it := 3 + slots
-	return fsLayout{journal: 3, slots: slots, itable: it, data: it + fsInodeBlocks, ndata: regionBlocks - it - fsInodeBlocks}
+	nit := max(1, regionBlocks/256)
+	return fsLayout{journal: 3, slots: slots, itable: it, nitab: nit, data: it + nit, ndata: regionBlocks - it - nit}
 }
 
 // NewFS builds the file system on spec's region, formatted by its first
@@ -106,7 +111,7 @@ func NewFS(w Writer, spec Spec) (*FS, error) {
 		return nil, fmt.Errorf("workload: fs needs %d bytes, region has %d", fsMinBlocks*blockdev.BlockSize, spec.RegionLen)
 	}
 	lay := newFSLayout(blocks)
-	f := &FS{w: w, spec: spec, lay: lay, inodes: make([]fsInode, fsInodeBlocks*fsInodesPerBlock),
+	f := &FS{w: w, spec: spec, lay: lay, inodes: make([]fsInode, lay.nitab*fsInodesPerBlock),
 		used: make([]bool, lay.ndata), dirty: map[int64]bool{}, gap: time.Duration(float64(time.Second) / spec.TxPerSec)}
 	f.pending = f.formatWrites()
 	return f, nil
@@ -142,6 +147,7 @@ func (f *FS) formatWrites() []bankWrite {
 	binary.BigEndian.PutUint32(sb[0:], fsMagicSuper)
 	binary.BigEndian.PutUint64(sb[4:], uint64(f.lay.slots))
 	binary.BigEndian.PutUint64(sb[12:], uint64(f.lay.ndata))
+	binary.BigEndian.PutUint64(sb[20:], uint64(f.lay.nitab))
 	copy(sb[64:], "v2a fs: superblock, 2 checkpoint markers, physical metadata journal, inode table, data\n")
 	sealBlock(sb)
 	// An inode-table block of zeros holds free inodes: nothing to format
@@ -216,11 +222,11 @@ func (f *FS) Step(r *rand.Rand) (time.Duration, error) {
 	return f.gap, nil
 }
 
-// operation creates or deletes a file, keeping between a quarter and a
-// half of the inodes in use.
+// operation creates or deletes a file, keeping 80–95% of the inodes in
+// use (a full file system, whose inode-table blocks are dense).
 func (f *FS) operation(r *rand.Rand) []bankWrite {
 	n := len(f.inodes)
-	create := f.live < n/4 || (f.live < n/2 && r.IntN(2) == 0)
+	create := f.live < n*80/100 || (f.live < n*95/100 && r.IntN(2) == 0)
 	var ws []bankWrite
 	var ino int
 	if create {
@@ -234,7 +240,13 @@ func (f *FS) operation(r *rand.Rand) []bankWrite {
 				ino = (ino + 1) % n
 			}
 			data := make([]byte, size*blockdev.BlockSize)
-			fillRecords(r, data)
+			if r.IntN(4) == 0 {
+				// A quarter of the files are already compressed (media,
+				// archives): no codec gains anything on them.
+				appendBinary(data[:0], r, len(data))
+			} else {
+				fillRecords(r, data)
+			}
 			f.txid++
 			f.inodes[ino] = fsInode{gen: uint32(f.txid), start: start, nblocks: size, crc: crc32.Checksum(data, crcTable), txid: f.txid}
 			f.live++
@@ -261,7 +273,7 @@ func (f *FS) operation(r *rand.Rand) []bankWrite {
 	f.dirty[ib] = true
 	cp := f.inodeBlock(ib)
 	slot := int64(2*(f.txid-1)) % f.lay.slots
-	cm := make([]byte, blockdev.BlockSize)
+	cm := make([]byte, fsCommitLen)
 	binary.BigEndian.PutUint32(cm[0:], fsMagicCommit)
 	binary.BigEndian.PutUint64(cm[4:], f.txid)
 	binary.BigEndian.PutUint32(cm[12:], uint32(ib))
@@ -362,15 +374,15 @@ func CheckFS(img io.ReaderAt, start int64, clean bool) (Report, error) {
 	if !blockSealed(sb) {
 		return Report{}, fmt.Errorf("%w: superblock checksum", ErrFS)
 	}
-	slots, ndata := int64(binary.BigEndian.Uint64(sb[4:])), int64(binary.BigEndian.Uint64(sb[12:]))
-	lay := fsLayout{journal: 3, slots: slots, itable: 3 + slots, data: 3 + slots + fsInodeBlocks, ndata: ndata}
+	slots, ndata, nitab := int64(binary.BigEndian.Uint64(sb[4:])), int64(binary.BigEndian.Uint64(sb[12:])), int64(binary.BigEndian.Uint64(sb[20:]))
+	lay := fsLayout{journal: 3, slots: slots, itable: 3 + slots, nitab: nitab, data: 3 + slots + nitab, ndata: ndata}
 	var ckpt uint64
 	for _, m := range [][]byte{head[bs : 2*bs], head[2*bs:]} {
 		if binary.BigEndian.Uint32(m) == fsMagicMarker && blockSealed(m) {
 			ckpt = max(ckpt, binary.BigEndian.Uint64(m[12:]))
 		}
 	}
-	itable, err := readBlocks(img, start, lay.itable, fsInodeBlocks, "fs")
+	itable, err := readBlocks(img, start, lay.itable, lay.nitab, "fs")
 	if err != nil {
 		return Report{}, err
 	}
@@ -387,7 +399,7 @@ func CheckFS(img io.ReaderAt, start int64, clean bool) (Report, error) {
 	}
 	var commits []commit
 	for s := int64(1); s < lay.slots; s += 2 {
-		cm := journal[s*bs : (s+1)*bs]
+		cm := journal[s*bs : s*bs+fsCommitLen]
 		if binary.BigEndian.Uint32(cm) != fsMagicCommit || !blockSealed(cm) {
 			continue
 		}
@@ -402,7 +414,7 @@ func CheckFS(img io.ReaderAt, start int64, clean bool) (Report, error) {
 			return Report{Formatted: true}, fmt.Errorf("%w: journal commits transaction %d but not %d (checkpoint at %d)", ErrFS, c.txid, want, ckpt)
 		}
 		cp := journal[c.slot*bs : (c.slot+1)*bs]
-		if c.block >= fsInodeBlocks || crc32.Checksum(cp, crcTable) != c.crc {
+		if c.block >= lay.nitab || crc32.Checksum(cp, crcTable) != c.crc {
 			return Report{Formatted: true}, fmt.Errorf("%w: transaction %d is committed but its journal copy of inode block %d is not there", ErrFS, c.txid, c.block)
 		}
 		copy(itable[c.block*bs:], cp)
@@ -412,7 +424,7 @@ func CheckFS(img io.ReaderAt, start int64, clean bool) (Report, error) {
 	// matching its checksum.
 	owner := make([]int, ndata)
 	files, blocks := 0, int64(0)
-	for b := int64(0); b < fsInodeBlocks; b++ {
+	for b := int64(0); b < lay.nitab; b++ {
 		blk := itable[b*bs : (b+1)*bs]
 		if isZero(blk) {
 			continue
