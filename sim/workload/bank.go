@@ -51,7 +51,6 @@ type Bank struct {
 	frozen  bool
 	total   int64
 	gap     time.Duration
-	stride  int // spreads the hot set over the pages
 	blocked bool
 	unblock func()
 	err     error
@@ -95,7 +94,7 @@ const (
 	bankMagicMarker  = 0x42434b50 // "BCKP"
 	bankWriteSpacing = time.Millisecond
 	bankHotPercent   = 2  // the hot set: 2% of the accounts...
-	bankHotChance    = 80 // ...take 80% of the transfers
+	bankHotChance    = 95 // ...take 95% of the transfers
 	bankMinBlocks    = 3 + 2*8
 )
 
@@ -136,16 +135,10 @@ func NewBank(w Writer, spec Spec) (*Bank, error) {
 	}
 	lay := newBankLayout(blocks)
 	b := &Bank{w: w, spec: spec, lay: lay, bal: make([]int64, lay.accounts), lastTx: make([]uint64, lay.accounts),
-		dirty: map[int]bool{}, gap: time.Duration(float64(time.Second) / spec.TxPerSec), stride: 1}
+		dirty: map[int]bool{}, gap: time.Duration(float64(time.Second) / spec.TxPerSec)}
 	for i := range b.bal {
 		b.bal[i] = bankInitial
 		b.total += bankInitial
-	}
-	for _, s := range []int{7919, 104729, 1299709} { // a stride coprime to the account count
-		if gcd(s%lay.accounts, lay.accounts) == 1 {
-			b.stride = s % lay.accounts
-			break
-		}
 	}
 	b.pending = b.formatWrites()
 	return b, nil
@@ -239,9 +232,12 @@ func logRecord(r *rand.Rand, txid uint64, es []entry) []byte {
 }
 
 // account picks an account: one of the hot set most of the time, else any.
+// The hot set is the newest accounts, on the last pages (as a table grows
+// at its end): a checkpoint writes those pages as one run, and only the
+// cold tail's pages one by one.
 func (b *Bank) account(r *rand.Rand) int {
 	if hot := max(1, b.lay.accounts*bankHotPercent/100); r.IntN(100) < bankHotChance {
-		return (r.IntN(hot) * b.stride) % b.lay.accounts
+		return b.lay.accounts - 1 - r.IntN(hot)
 	}
 	return r.IntN(b.lay.accounts)
 }
@@ -457,13 +453,6 @@ func cmpU64(a, b uint64) int {
 		return 1
 	}
 	return 0
-}
-
-func gcd(a, b int) int {
-	for b != 0 {
-		a, b = b, a%b
-	}
-	return a
 }
 
 func isZero(b []byte) bool {

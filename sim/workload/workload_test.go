@@ -133,7 +133,7 @@ func TestFrozenImageIsClean(t *testing.T) {
 // TestBankNegativeControl drops writes one at a time — what a broken
 // replication pipeline does — and shows the invariant catches it.
 func TestBankNegativeControl(t *testing.T) {
-	d, wl := runBank(t, 300)
+	d, wl := runBank(t, 800)
 	b := wl.(*Bank)
 	journalEnd := b.blockOff(b.lay.pages)
 	var journal, pages []int
