@@ -145,7 +145,5 @@ func appendRowText(dst []byte, r *rand.Rand) []byte {
 	dst = append(append(dst, pick(r, statuses)...), '|')
 	dst = appendToken(dst, r, 18)
 	dst = append(dst, '|')
-	return appendBinary(dst, r, rowBinary)
+	return appendBinary(dst, r, 96)
 }
-
-const rowBinary = 96
