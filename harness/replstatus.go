@@ -152,16 +152,21 @@ func (r *Runner) status(a argMap) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	ratios := map[string]string{}
+	// ratio is the compression the process server achieved on the machine's
+	// items since it started: item bytes before sealing over sealed bytes
+	// uploaded (compressed, plus 34 bytes of header and AES-GCM tag an
+	// item); codec is the compression of its latest item (the policy's).
+	ratios, codecs := map[string]string{}, map[string]string{}
 	if ps := d.ProcessServer(); ps != nil {
 		for _, m := range ps.Status().Machines {
 			if m.SealedBytes > 0 {
 				ratios[m.Machine] = fmt.Sprintf("%.2f", float64(m.RawBytes)/float64(m.SealedBytes))
+				codecs[m.Machine] = m.Codec
 			}
 		}
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "%-10s %-15s %-6s %10s %10s %6s %6s %5s %9s\n", "machine", "state", "mode", "written", "sent", "ratio", "crash", "app", "rpo")
+	fmt.Fprintf(&b, "%-10s %-15s %-6s %10s %10s %6s %-5s %6s %5s %9s\n", "machine", "state", "mode", "written", "sent", "ratio", "codec", "crash", "app", "rpo")
 	for _, m := range st.Machines {
 		if m.Policy == "" && !m.Registered {
 			continue
@@ -170,9 +175,12 @@ func (r *Runner) status(a argMap) (string, error) {
 		if mach := r.Env.Machines[m.Name]; mach != nil {
 			written, _ = mach.Written()
 		}
-		ratio := ratios[m.Name]
+		ratio, codec := ratios[m.Name], codecs[m.Name]
 		if ratio == "" {
 			ratio = "-"
+		}
+		if codec == "" {
+			codec = "-"
 		}
 		crash, app := 0, 0
 		if cat, err := d.Catalog(m.Name); err == nil {
@@ -192,7 +200,7 @@ func (r *Runner) status(a argMap) (string, error) {
 		if mode == "" {
 			mode = "-"
 		}
-		fmt.Fprintf(&b, "%-10s %-15s %-6s %10s %10s %6s %6d %5d %9s\n", m.Name, m.State, mode, mib(written), mib(m.SentBytes), ratio, crash, app, rpo)
+		fmt.Fprintf(&b, "%-10s %-15s %-6s %10s %10s %6s %-5s %6d %5d %9s\n", m.Name, m.State, mode, mib(written), mib(m.SentBytes), ratio, codec, crash, app, rpo)
 	}
 	return b.String(), nil
 }

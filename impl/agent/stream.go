@@ -103,7 +103,7 @@ func (a *Agent) transmit(ctx runtime.Context) {
 	ps := runtime.Addr(a.st.ProcessServer)
 	for a.sentUpTo+1 < a.nextItem && a.sentUpTo < a.acked+uint64(a.cfg.Window) {
 		it := a.queue[a.sentUpTo-a.acked]
-		ctx.Send(ps, wire.Encode(&proto.ItemMsg{Machine: a.cfg.Machine, Seq: it.seq, Data: it.data}))
+		ctx.Send(ps, wire.Encode(&proto.ItemMsg{Machine: a.cfg.Machine, Seq: it.seq, Data: it.data, Codec: a.st.Policy.Compression}))
 		a.sentUpTo = it.seq
 		a.itemsSent++
 		if it.seq <= a.maxSent {

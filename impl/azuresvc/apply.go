@@ -241,11 +241,34 @@ func (a *applier) write(disk uint16, off int64, data []byte) error {
 	if len(data) == 0 {
 		return nil
 	}
-	if _, err := blob.WritePagesSplit(a.ctx, a.st.store, replicaContainer(a.st.prefix), d.Blob, off, data, blob.WriteOptions{}); err != nil {
-		return fmt.Errorf("azuresvc: write disk %d of %s: %w", disk, a.cat.Machine, err)
+	for len(data) > 0 {
+		n := min(len(data), blob.MaxPageWrite)
+		var err error
+		for try := 1; try <= pageWriteTries; try++ {
+			if _, err = blob.WritePagesSplit(a.ctx, a.st.store, replicaContainer(a.st.prefix), d.Blob, off, data[:n], blob.WriteOptions{}); err == nil {
+				break
+			}
+			if errors.Is(err, blob.ErrInvalidRange) || errors.Is(err, blob.ErrInvalid) || errors.Is(err, blob.ErrNotFound) {
+				break // not transient: another try would fail the same way
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("azuresvc: write disk %d of %s: %w", disk, a.cat.Machine, err)
+		}
+		off += int64(n)
+		data = data[n:]
 	}
 	return nil
 }
+
+// pageWriteTries bounds the attempts of one page write. An item makes a
+// page write per run of changed sectors — hundreds when the guest writes
+// all over its disk, as databases and file systems do — and a failed item
+// is retried whole at the next poll: if any one of its writes meeting a
+// transient error (a 503) failed the item, an item with many runs would
+// almost never apply. Page writes are idempotent, so a failed one (of at
+// most blob.MaxPageWrite bytes) is retried at once first.
+const pageWriteTries = 3
 
 // queue buffers a log write. The replica must equal the source at every
 // bookmark, not between them, so the writes between two bookmarks can be

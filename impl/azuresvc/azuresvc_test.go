@@ -921,6 +921,44 @@ func TestCatalogConflictRetried(t *testing.T) {
 	}
 }
 
+// TestTransientPageWriteRetried: every other page write fails with a
+// transient error. Each is retried at once, so every item applies at the
+// first poll; retrying only whole items would never get one with two page
+// writes through.
+func TestTransientPageWriteRetried(t *testing.T) {
+	inner := memStore()
+	writes := 0
+	store := &hookStore{Store: inner, hook: func(op, _, _ string) error {
+		if op != "WritePages" {
+			return nil
+		}
+		writes++
+		if writes%2 == 1 {
+			return errors.New("503 Server Busy")
+		}
+		return nil
+	}}
+	d := start(t, store)
+	m := newModel("db01")
+	items := stream(m)
+	upload(t, inner, items...)
+	hint(d, "db01", last(items))
+	evs, _ := toCS(t, d)
+	for _, e := range evs {
+		if e.Event == proto.EventApplyError {
+			t.Errorf("apply error despite the retry: %s", e.Detail)
+		}
+	}
+	if writes < 4 {
+		t.Fatalf("only %d page writes: the test judged little", writes)
+	}
+	checkReplica(t, inner, m)
+	checkPoints(t, inner, m)
+	if c := loadCatalog(t, inner, "db01"); c.Applied != last(items) {
+		t.Errorf("applied %d, want %d", c.Applied, last(items))
+	}
+}
+
 func TestCorruptFrameDropped(t *testing.T) {
 	store := memStore()
 	d := start(t, store)

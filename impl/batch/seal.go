@@ -89,6 +89,10 @@ func NewSealer(key [32]byte, codec Codec) (*Sealer, error) {
 	return s, nil
 }
 
+// SetCodec makes the following Seals compress with c (the machine's
+// policy picks it per item).
+func (s *Sealer) SetCodec(c Codec) { s.codec = c }
+
 // Seal compresses and encrypts plain for the blob called name, appending to
 // dst. The nonce is derived from name: names are unique per key (a stream
 // position never repeats for a machine), and sealing the same name twice

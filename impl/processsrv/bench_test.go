@@ -78,13 +78,13 @@ func pipelineStep(b *testing.B, w *worker, msg *proto.ItemMsg) int {
 	if err := checkItem(msg); err != nil {
 		b.Fatal(err)
 	}
-	h := recordHeader(msg.Data)
+	h := recordHeader(msg.Data, batch.CodecS2)
 	w.buf = append(append(w.buf[:0], h[:]...), msg.Data...)
-	sealed, err := w.sealRecord(BlobName(msg.Machine, msg.Seq), w.buf)
+	out, err := w.sealRecord(BlobName(msg.Machine, msg.Seq), w.buf)
 	if err != nil {
 		b.Fatal(err)
 	}
-	return len(sealed)
+	return len(out.data)
 }
 
 func newWorker(b *testing.B) *worker {
@@ -92,7 +92,7 @@ func newWorker(b *testing.B) *worker {
 	if err != nil {
 		b.Fatal(err)
 	}
-	return &worker{sealer: s}
+	return &worker{sealer: s, codec: batch.CodecS2}
 }
 
 func BenchmarkReferenceLoop(b *testing.B) {

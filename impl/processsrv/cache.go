@@ -14,6 +14,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/v2a-dr/v2a/impl/batch"
 	"github.com/v2a-dr/v2a/impl/fsys"
 )
 
@@ -32,8 +33,11 @@ import (
 // is needed — which is also what lets a full disk free itself: deleting the
 // lower files needs no new space.
 
-// Item record header: magic "V2AC", version, 3 reserved bytes, item length
-// (uint32 BE), CRC-32C of the item (uint32 BE).
+// Item record header: magic "V2AC", version, the codec the item is to be
+// sealed with (batch.Codec; 0: the server's Config.Codec), 2 reserved
+// bytes, item length (uint32 BE), CRC-32C of the item (uint32 BE). The
+// codec is kept with the item so that a restart seals the backlog as the
+// machine's policy asked.
 const (
 	recordHeaderLen = 16
 	recordVersion   = 1
@@ -46,30 +50,31 @@ const (
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // recordHeader is the header of a cache file holding item.
-func recordHeader(item []byte) [recordHeaderLen]byte {
+func recordHeader(item []byte, codec batch.Codec) [recordHeaderLen]byte {
 	var h [recordHeaderLen]byte
 	copy(h[:], "V2AC")
 	h[4] = recordVersion
+	h[5] = byte(codec)
 	binary.BigEndian.PutUint32(h[8:], uint32(len(item)))
 	binary.BigEndian.PutUint32(h[12:], crc32.Checksum(item, castagnoli))
 	return h
 }
 
 // openRecord checks a cache file's header and CRC and returns the item it
-// holds (aliasing rec).
-func openRecord(rec []byte) ([]byte, error) {
+// holds (aliasing rec) and the codec it is to be sealed with.
+func openRecord(rec []byte) ([]byte, batch.Codec, error) {
 	if len(rec) < recordHeaderLen || string(rec[:4]) != "V2AC" || rec[4] != recordVersion {
-		return nil, fmt.Errorf("%w: bad header", ErrCorrupt)
+		return nil, 0, fmt.Errorf("%w: bad header", ErrCorrupt)
 	}
 	n := binary.BigEndian.Uint32(rec[8:])
 	if uint64(len(rec)-recordHeaderLen) != uint64(n) {
-		return nil, fmt.Errorf("%w: %d item bytes, header says %d", ErrCorrupt, len(rec)-recordHeaderLen, n)
+		return nil, 0, fmt.Errorf("%w: %d item bytes, header says %d", ErrCorrupt, len(rec)-recordHeaderLen, n)
 	}
 	item := rec[recordHeaderLen:]
 	if crc32.Checksum(item, castagnoli) != binary.BigEndian.Uint32(rec[12:]) {
-		return nil, fmt.Errorf("%w: CRC-32C mismatch", ErrCorrupt)
+		return nil, 0, fmt.Errorf("%w: CRC-32C mismatch", ErrCorrupt)
 	}
-	return item, nil
+	return item, batch.Codec(rec[5]), nil
 }
 
 // cacheDisk is the cache directory. Its methods do small synchronous file
@@ -133,14 +138,14 @@ func (c *cacheDisk) ensureDir(m string) error {
 	return nil
 }
 
-// stageItem writes item as machine m's item seq under its temporary name,
-// without fsync, and returns the open file: the item is not durable until
-// commitItem and then syncMachineDir.
-func (c *cacheDisk) stageItem(m string, seq uint64, item []byte) (fsys.File, error) {
+// stageItem writes item as machine m's item seq, to be sealed with codec,
+// under its temporary name, without fsync, and returns the open file: the
+// item is not durable until commitItem and then syncMachineDir.
+func (c *cacheDisk) stageItem(m string, seq uint64, item []byte, codec batch.Codec) (fsys.File, error) {
 	if err := c.ensureDir(m); err != nil {
 		return nil, fmt.Errorf("item %d of %s: %w", seq, m, err)
 	}
-	h := recordHeader(item)
+	h := recordHeader(item, codec)
 	f, err := c.stage(c.machineDir(m), itemName(seq), h[:], item)
 	if err != nil {
 		return nil, fmt.Errorf("item %d of %s: %w", seq, m, err)

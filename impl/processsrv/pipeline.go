@@ -48,6 +48,7 @@ type machine struct {
 	uploadedItems int64
 	rawBytes      int64
 	sealedBytes   int64
+	codec         batch.Codec // of the latest item sealed
 	lastErr       string
 }
 
@@ -98,28 +99,40 @@ func (m *machine) find(seq uint64) *entry {
 // a time (Sealer is not safe for concurrent use).
 type worker struct {
 	sealer *batch.Sealer
+	codec  batch.Codec // for records that name none: the server's Config.Codec
 	buf    []byte
+}
+
+// sealed is a seal Op's result.
+type sealed struct {
+	data  []byte
+	codec batch.Codec
 }
 
 // sealFile reads a cached item file, checks it and seals the item as the
 // blob name. It runs inside an Op: it touches only the worker.
-func (w *worker) sealFile(fsy fsys.FS, path, name string) ([]byte, error) {
+func (w *worker) sealFile(fsy fsys.FS, path, name string) (sealed, error) {
 	buf, err := readFile(fsy, path, w.buf)
 	w.buf = buf
 	if err != nil {
-		return nil, err
+		return sealed{}, err
 	}
 	return w.sealRecord(name, buf)
 }
 
 // sealRecord checks a cache record (header and CRC-32C) and seals the item
 // it holds as the blob name, into a new buffer (the upload owns it).
-func (w *worker) sealRecord(name string, rec []byte) ([]byte, error) {
-	item, err := openRecord(rec)
+func (w *worker) sealRecord(name string, rec []byte) (sealed, error) {
+	item, codec, err := openRecord(rec)
 	if err != nil {
-		return nil, err
+		return sealed{}, err
 	}
-	return w.sealer.Seal(nil, name, item)
+	if codec == batch.CodecNone {
+		codec = w.codec
+	}
+	w.sealer.SetCodec(codec)
+	out, err := w.sealer.Seal(nil, name, item)
+	return sealed{out, codec}, err
 }
 
 // BlobName is the name, in the cache container, of a machine's item seq;
@@ -221,7 +234,7 @@ func (s *Server) startSeal(ctx runtime.Context, m *machine, e *entry) {
 			s.fail(ctx, "cannot make a sealer", err, "error", err.Error())
 			return
 		}
-		w = &worker{sealer: sealer}
+		w = &worker{sealer: sealer, codec: s.cfg.Codec}
 	}
 	path, name, fsy := s.disk.itemPath(m.name, e.seq), BlobName(m.name, e.seq), s.disk.fs
 	e.state = stateSealing
@@ -274,8 +287,9 @@ func (s *Server) done(ctx runtime.Context, ev runtime.Done) {
 			s.pump(ctx)
 			return
 		}
-		sealed := ev.Value.([]byte)
-		s.startPut(ctx, m, e, sealed)
+		out := ev.Value.(sealed)
+		m.codec = out.codec
+		s.startPut(ctx, m, e, out.data)
 	case opPut:
 		s.release(info.heldBytes)
 		s.inFlight--

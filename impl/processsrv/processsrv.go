@@ -354,6 +354,15 @@ func (s *Server) item(ctx runtime.Context, from runtime.Addr, msg *proto.ItemMsg
 		return
 	}
 
+	codec, err := s.itemCodec(msg)
+	if err != nil {
+		s.errs++
+		s.lastErr = fmt.Sprintf("refused item %d of %s: %v", msg.Seq, msg.Machine, err)
+		ctx.Log().Warn("refused item with an unknown codec", "machine", msg.Machine, "seq", msg.Seq, "error", err.Error())
+		s.ack(ctx, from, msg.Machine, acked, proto.AckRefused, err.Error())
+		return
+	}
+
 	fileBytes := recordHeaderLen + int64(len(msg.Data))
 	// An item larger than the whole cache is taken when the cache is
 	// empty: refusing it would stall its stream forever (the agent cannot
@@ -366,7 +375,7 @@ func (s *Server) item(ctx runtime.Context, from runtime.Addr, msg *proto.ItemMsg
 		s.ack(ctx, from, msg.Machine, acked, proto.AckCacheFull, err.Error())
 		return
 	}
-	f, err := s.disk.stageItem(msg.Machine, msg.Seq, msg.Data)
+	f, err := s.disk.stageItem(msg.Machine, msg.Seq, msg.Data, codec)
 	if err != nil {
 		// Any failure to store the item durably is answered like a full
 		// cache: the agent keeps the item and retries later.
@@ -470,6 +479,23 @@ func (s *Server) groupCommit(ctx runtime.Context) {
 func isSyncStart(data []byte) bool {
 	it, err := batch.Unmarshal(data)
 	return err == nil && it.Kind == batch.KindSyncStart
+}
+
+// ErrCodec refuses an item whose message names a compression the process
+// server does not seal with.
+var ErrCodec = errors.New("processsrv: unknown compression")
+
+// itemCodec is the codec an item is to be sealed with: the one its message
+// names (the machine's policy), or the server's own when it names none.
+func (s *Server) itemCodec(msg *proto.ItemMsg) (batch.Codec, error) {
+	if msg.Codec == "" {
+		return s.cfg.Codec, nil
+	}
+	c, err := batch.ParseCodec(msg.Codec)
+	if err != nil || c == batch.CodecNone {
+		return 0, fmt.Errorf("%w %q (want s2 or zstd)", ErrCodec, msg.Codec)
+	}
+	return c, nil
 }
 
 // checkItem checks that an item message carries a well-formed item (what

@@ -441,7 +441,7 @@ func TestRestart(t *testing.T) {
 	}
 	st := e.srv.Status()
 	if diff := cmp.Diff([]MachineStatus{
-		{Machine: "db01", Acked: 4, UploadedUpTo: 4, UploadedItems: 1, RawBytes: int64(len(makeItem("db01", 4))), SealedBytes: st.Machines[0].SealedBytes, Ratio: st.Machines[0].Ratio},
+		{Machine: "db01", Acked: 4, UploadedUpTo: 4, UploadedItems: 1, RawBytes: int64(len(makeItem("db01", 4))), SealedBytes: st.Machines[0].SealedBytes, Ratio: st.Machines[0].Ratio, Codec: "s2"},
 		{Machine: "web01", Acked: 1, UploadedUpTo: 1},
 	}, st.Machines); diff != "" {
 		t.Errorf("machines (-want +got):\n%s", diff)
@@ -519,6 +519,60 @@ func TestSealedBlobOpens(t *testing.T) {
 				t.Errorf("open under another name: %v, want ErrTamper", err)
 			}
 		})
+	}
+}
+
+// TestItemCodec: each item is sealed with the compression its message names
+// (the machine's policy), also after a restart that finds it in the cache;
+// an item naming none takes the server's; an unknown one is refused and
+// nothing is cached.
+func TestItemCodec(t *testing.T) {
+	e := newEnv(t, nil) // the server's default: s2
+	codecOf := func(seq uint64) batch.Codec {
+		t.Helper()
+		sealed, _, err := e.store.Get(context.Background(), prefix+CacheContainer, BlobName("db01", seq), blob.ReadOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, _ := batch.NewSealer(testKey, batch.CodecS2)
+		plain, err := s.Open(nil, BlobName("db01", seq), sealed)
+		if err != nil || !bytes.Equal(plain, makeItem("db01", seq)) {
+			t.Fatalf("item %d does not open to what was sent: %v", seq, err)
+		}
+		return batch.Codec(sealed[5]) // the sealed header's codec byte
+	}
+	send := func(seq uint64, codec string) []*proto.ItemAck {
+		return e.send(&proto.ItemMsg{Machine: "db01", Seq: seq, Data: makeItem("db01", seq), Codec: codec})
+	}
+	send(1, "zstd")
+	send(2, "s2")
+	send(3, "")
+	for seq, want := range map[uint64]batch.Codec{1: batch.CodecZstd, 2: batch.CodecS2, 3: batch.CodecS2} {
+		if got := codecOf(seq); got != want {
+			t.Errorf("item %d sealed with %v, want %v", seq, got, want)
+		}
+	}
+	if got := e.srv.Status().Machines[0].Codec; got != "s2" {
+		t.Errorf("status codec %q after an s2 item, want s2", got)
+	}
+	// Cached under zstd, sealed after a restart: still zstd.
+	e.hold()
+	send(4, "zstd")
+	e.start(nil)
+	if got := codecOf(4); got != batch.CodecZstd {
+		t.Errorf("item 4, sealed after a restart, with %v, want zstd", got)
+	}
+	if got := e.srv.Status().Machines[0].Codec; got != "zstd" {
+		t.Errorf("status codec %q after a zstd item, want zstd", got)
+	}
+	got := summarize(send(5, "lz4"))
+	if diff := cmp.Diff([]ack{{4, proto.AckRefused, "processsrv: unknown compression"}}, got, reasonHas); diff != "" {
+		t.Errorf("item with an unknown codec (-want +got):\n%s", diff)
+	}
+	for _, f := range e.cacheFiles() {
+		if strings.Contains(f, itemName(5)) {
+			t.Errorf("refused item left a cache file: %s", f)
+		}
 	}
 }
 
@@ -772,7 +826,7 @@ func TestEstimate(t *testing.T) {
 
 func TestOpenRecord(t *testing.T) {
 	item := []byte("some item bytes")
-	h := recordHeader(item)
+	h := recordHeader(item, batch.CodecZstd)
 	good := append(h[:], item...)
 	for _, tc := range []struct {
 		name string
@@ -785,8 +839,8 @@ func TestOpenRecord(t *testing.T) {
 		{"bit flip", func() []byte { b := bytes.Clone(good); b[20] ^= 4; return b }(), false},
 		{"bad magic", func() []byte { b := bytes.Clone(good); b[0] = 'X'; return b }(), false},
 	} {
-		got, err := openRecord(tc.rec)
-		if (err == nil) != tc.ok || (tc.ok && !bytes.Equal(got, item)) || (!tc.ok && !errors.Is(err, ErrCorrupt)) {
+		got, codec, err := openRecord(tc.rec)
+		if (err == nil) != tc.ok || (tc.ok && (!bytes.Equal(got, item) || codec != batch.CodecZstd)) || (!tc.ok && !errors.Is(err, ErrCorrupt)) {
 			t.Errorf("%s: %q, %v", tc.name, got, err)
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"math"
 	"time"
 
+	"github.com/v2a-dr/v2a/impl/batch"
 	"github.com/v2a-dr/v2a/impl/proto"
 	"github.com/v2a-dr/v2a/impl/runtime"
 	"github.com/v2a-dr/v2a/impl/wire"
@@ -114,6 +115,7 @@ type MachineStatus struct {
 	RawBytes      int64   // item bytes uploaded since start
 	SealedBytes   int64   // sealed bytes uploaded since start
 	Ratio         float64 // RawBytes / SealedBytes; 0 before the first upload
+	Codec         string  // the compression of the latest item sealed ("" before the first)
 	LastError     string  // the latest upload error of this machine, "" if none
 }
 
@@ -131,6 +133,9 @@ func (s *Server) Status() Status {
 		ms := MachineStatus{Machine: name, Acked: m.acked, UploadedUpTo: m.uploadedUpTo(),
 			UploadedItems: m.uploadedItems, RawBytes: m.rawBytes, SealedBytes: m.sealedBytes,
 			Ratio: ratio(m.rawBytes, m.sealedBytes), LastError: m.lastErr}
+		if m.codec != batch.CodecNone {
+			ms.Codec = m.codec.String()
+		}
 		ms.BacklogItems, ms.BacklogBytes = m.backlog()
 		st.Machines = append(st.Machines, ms)
 		st.BacklogItems += ms.BacklogItems

@@ -319,11 +319,15 @@ func (m *StreamHello) UnmarshalWire(d *wire.Decoder) error {
 }
 
 // ItemMsg carries one stream item (batch.Item, marshalled) to the process
-// server.
+// server. Codec is the compression the machine's policy asks for
+// (Policy.Compression: "s2" or "zstd"; "" leaves it to the process server):
+// the policy applies per machine, and the agent is the component on the
+// data path that holds it.
 type ItemMsg struct {
 	Machine string
 	Seq     uint64
 	Data    []byte
+	Codec   string
 }
 
 func (*ItemMsg) WireKind() wire.Kind { return KindItem }
@@ -331,9 +335,10 @@ func (m *ItemMsg) MarshalWire(e *wire.Encoder) {
 	e.String(m.Machine)
 	e.Uint(m.Seq)
 	e.Bytes(m.Data)
+	e.String(m.Codec)
 }
 func (m *ItemMsg) UnmarshalWire(d *wire.Decoder) error {
-	m.Machine, m.Seq, m.Data = d.String(), d.Uint(), d.Bytes()
+	m.Machine, m.Seq, m.Data, m.Codec = d.String(), d.Uint(), d.Bytes(), d.String()
 	return d.Err()
 }
 

@@ -7,34 +7,54 @@ import (
 	"hash/crc32"
 	"io"
 	"math/rand/v2"
-	"sort"
+	"slices"
 	"time"
 
 	"github.com/v2a-dr/v2a/impl/blockdev"
 )
 
-// Bank is a tiny transactional store, the canonical crash-consistency test
-// application. Each transaction moves money between two accounts on
-// different pages and writes, in this order, a write-ahead log record with
-// the new balances, the two data pages, and the commit marker — one block
-// each, a millisecond apart, so that a crash-consistent cut can fall inside
-// a transaction. Recovery replays the log; the invariant is that the total
-// balance never changes and no balance is negative.
+// Bank is a small transactional store laid out like a real database, the
+// canonical crash-consistency test application. Each transaction moves
+// money between two accounts and is committed by one write: its record,
+// appended to a circular write-ahead journal. Account pages are written
+// back lazily, as a database's buffer pool does: a checkpoint writes every
+// dirty page, then a checkpoint marker naming the newest transaction the
+// pages hold, and only then may the journal reuse the slots of older
+// transactions. Recovery reads the newest marker and replays, in order,
+// every journal record after it; the invariant is that the total balance
+// never changes, no balance is negative, and the journal after the marker
+// has no hole (a transaction missing while a later one is there means a
+// write was lost or reordered).
 //
-// On-disk layout (4 KiB blocks from the region's start): superblock, commit
-// block, BankLogSlots log slots, then the account pages.
+// The layout spreads the store over its whole region, so that a lost write
+// stays visible: the journal's head moves through thousands of blocks and a
+// journal block is rewritten only after the journal wraps; a page is
+// rewritten at most once per checkpoint, and a checkpoint comes only when
+// half the journal is used (at the fixtures' 2 transactions a second, every
+// 17 minutes). Accounts are chosen with a hot set and a cold tail, as real
+// customers are.
+//
+// On-disk layout (4 KiB blocks from the region's start): superblock, two
+// checkpoint markers (written in turn), the journal (half the region), then
+// the account pages (16 rows each) to the region's end. A page never written
+// (all zeros) holds every one of its accounts at the initial balance.
 type Bank struct {
-	w        Writer
-	spec     Spec
-	accounts []int64
-	txid     uint64
-	pending  []bankWrite // the rest of the transaction in flight
-	frozen   bool
-	total    int64
-	gap      time.Duration
-	blocked  bool
-	unblock  func()
-	err      error
+	w       Writer
+	spec    Spec
+	lay     bankLayout
+	bal     []int64  // balance per account
+	lastTx  []uint64 // the transaction that last changed each account (0: none)
+	dirty   map[int]bool
+	txid    uint64 // the newest transaction issued
+	ckptTx  uint64 // the newest checkpoint marker issued
+	ckptSeq uint64 // checkpoints issued
+	pending []bankWrite
+	frozen  bool
+	total   int64
+	gap     time.Duration
+	blocked bool
+	unblock func()
+	err     error
 }
 
 // Blocked implements Blocker: a write of the bank is held.
@@ -65,14 +85,18 @@ type bankWrite struct {
 
 // Bank layout parameters.
 const (
-	BankAccounts     = 2048
-	BankLogSlots     = 64
-	bankPerPage      = blockdev.BlockSize / 8
+	bankRowsPerPage  = 16
+	bankRowLen       = 254 // 32-byte page header + 16 rows = 4096
+	bankPageHeader   = 32
 	bankInitial      = 100_000
 	bankMagicSuper   = 0x42414e4b // "BANK"
 	bankMagicLog     = 0x424c4f47 // "BLOG"
-	bankMagicCommit  = 0x42434d54 // "BCMT"
+	bankMagicPage    = 0x42504147 // "BPAG"
+	bankMagicMarker  = 0x42434b50 // "BCKP"
 	bankWriteSpacing = time.Millisecond
+	bankHotPercent   = 2  // the hot set: 2% of the accounts...
+	bankHotChance    = 95 // ...take 95% of the transfers
+	bankMinBlocks    = 3 + 2*8
 )
 
 var crcTable = crc32.MakeTable(crc32.Castagnoli)
@@ -81,18 +105,33 @@ var crcTable = crc32.MakeTable(crc32.Castagnoli)
 // bank's invariant.
 var ErrInvariant = errors.New("workload: bank invariant violated")
 
-func bankBlocks() int64 { return 2 + BankLogSlots + BankAccounts/bankPerPage }
+// bankLayout is where things are, in blocks from the region's start.
+type bankLayout struct {
+	journal  int64 // first journal block
+	slots    int64 // journal blocks
+	pages    int64 // first page block
+	npages   int64
+	accounts int
+}
+
+func newBankLayout(regionBlocks int64) bankLayout {
+	slots := (regionBlocks - 3) / 2
+	np := regionBlocks - 3 - slots
+	return bankLayout{journal: 3, slots: slots, pages: 3 + slots, npages: np, accounts: int(np) * bankRowsPerPage}
+}
 
 // NewBank builds a bank on spec's region. The store is formatted by the
 // first steps, through the guest's write path like everything else.
 func NewBank(w Writer, spec Spec) (*Bank, error) {
-	if need := bankBlocks() * blockdev.BlockSize; spec.RegionLen < need {
-		return nil, fmt.Errorf("workload: bank needs %d bytes, region has %d", need, spec.RegionLen)
+	blocks := spec.RegionLen / blockdev.BlockSize
+	if blocks < bankMinBlocks {
+		return nil, fmt.Errorf("workload: bank needs %d bytes, region has %d", bankMinBlocks*blockdev.BlockSize, spec.RegionLen)
 	}
-	b := &Bank{w: w, spec: spec, accounts: make([]int64, BankAccounts),
-		gap: time.Duration(float64(time.Second) / spec.TxPerSec)}
-	for i := range b.accounts {
-		b.accounts[i] = bankInitial
+	lay := newBankLayout(blocks)
+	b := &Bank{w: w, spec: spec, lay: lay, bal: make([]int64, lay.accounts), lastTx: make([]uint64, lay.accounts),
+		dirty: map[int]bool{}, gap: time.Duration(float64(time.Second) / spec.TxPerSec)}
+	for i := range b.bal {
+		b.bal[i] = bankInitial
 		b.total += bankInitial
 	}
 	b.pending = b.formatWrites()
@@ -103,35 +142,64 @@ func NewBank(w Writer, spec Spec) (*Bank, error) {
 func (*Bank) Name() string { return "bank" }
 
 func (b *Bank) blockOff(i int64) int64 { return b.spec.RegionStart + i*blockdev.BlockSize }
-func (b *Bank) pageOff(p int) int64    { return b.blockOff(2 + BankLogSlots + int64(p)) }
 
 func (b *Bank) formatWrites() []bankWrite {
-	var ws []bankWrite
-	for p := 0; p < BankAccounts/bankPerPage; p++ {
-		ws = append(ws, bankWrite{b.pageOff(p), b.page(p)})
-	}
-	ws = append(ws, bankWrite{b.blockOff(1), commitBlock(0)})
 	sb := make([]byte, blockdev.BlockSize)
 	binary.BigEndian.PutUint32(sb[0:], bankMagicSuper)
-	binary.BigEndian.PutUint32(sb[4:], BankAccounts)
-	binary.BigEndian.PutUint32(sb[8:], BankLogSlots)
-	binary.BigEndian.PutUint64(sb[12:], uint64(b.total))
-	// The superblock goes last: a store is formatted once it is there.
-	return append(ws, bankWrite{b.blockOff(0), sb})
+	binary.BigEndian.PutUint64(sb[4:], uint64(b.lay.slots))
+	binary.BigEndian.PutUint64(sb[12:], uint64(b.lay.npages))
+	binary.BigEndian.PutUint64(sb[20:], uint64(b.total))
+	binary.BigEndian.PutUint32(sb[28:], bankInitial)
+	copy(sb[64:], "v2a bank store: superblock, 2 checkpoint markers, circular journal, account pages of 16 rows\n")
+	sealBlock(sb)
+	// The superblock goes last: a store is formatted once it is there. The
+	// pages need no formatting: a page of zeros holds initial balances.
+	return []bankWrite{{b.blockOff(1), b.marker()}, {b.blockOff(0), sb}}
 }
 
-func (b *Bank) page(p int) []byte {
+// sealBlock puts the CRC-32C of a block's first 4092 bytes in its last 4.
+func sealBlock(blk []byte) {
+	n := len(blk) - 4
+	binary.BigEndian.PutUint32(blk[n:], crc32.Checksum(blk[:n], crcTable))
+}
+
+func blockSealed(blk []byte) bool {
+	n := len(blk) - 4
+	return crc32.Checksum(blk[:n], crcTable) == binary.BigEndian.Uint32(blk[n:])
+}
+
+// marker is the next checkpoint marker: the pages hold every transaction
+// up to b.txid.
+func (b *Bank) marker() []byte {
 	buf := make([]byte, blockdev.BlockSize)
-	for i := 0; i < bankPerPage; i++ {
-		binary.BigEndian.PutUint64(buf[8*i:], uint64(b.accounts[p*bankPerPage+i]))
-	}
+	binary.BigEndian.PutUint32(buf[0:], bankMagicMarker)
+	binary.BigEndian.PutUint64(buf[4:], b.ckptSeq)
+	binary.BigEndian.PutUint64(buf[12:], b.txid)
+	sealBlock(buf)
 	return buf
 }
 
-func commitBlock(txid uint64) []byte {
+// page renders account page p: a header, then 16 rows of a binary part
+// (account, balance, last transaction) and the customer's record as text.
+func (b *Bank) page(p int) []byte {
 	buf := make([]byte, blockdev.BlockSize)
-	binary.BigEndian.PutUint32(buf[0:], bankMagicCommit)
-	binary.BigEndian.PutUint64(buf[4:], txid)
+	binary.BigEndian.PutUint32(buf[0:], bankMagicPage)
+	binary.BigEndian.PutUint32(buf[4:], uint32(p))
+	binary.BigEndian.PutUint64(buf[8:], b.txid)
+	var line []byte
+	for i := 0; i < bankRowsPerPage; i++ {
+		a := p*bankRowsPerPage + i
+		row := buf[bankPageHeader+i*bankRowLen : bankPageHeader+(i+1)*bankRowLen]
+		binary.BigEndian.PutUint32(row[0:], uint32(a))
+		binary.BigEndian.PutUint64(row[4:], uint64(b.bal[a]))
+		binary.BigEndian.PutUint64(row[12:], b.lastTx[a])
+		// The row's text is the customer's record as of its last change:
+		// a function of the account and that transaction.
+		line = appendRowText(line[:0], rand.New(rand.NewPCG(uint64(a), b.lastTx[a])))
+		copy(row[20:], line)
+	}
+	// The last row's tail holds the page's CRC.
+	sealBlock(buf)
 	return buf
 }
 
@@ -140,7 +208,10 @@ type entry struct {
 	balance int64
 }
 
-func logRecord(txid uint64, es []entry) []byte {
+// logRecord is a transaction's journal record: its changes, then its
+// audit trail (the remittance text a real transfer carries), filling the
+// block.
+func logRecord(r *rand.Rand, txid uint64, es []entry) []byte {
 	buf := make([]byte, blockdev.BlockSize)
 	binary.BigEndian.PutUint32(buf[0:], bankMagicLog)
 	binary.BigEndian.PutUint64(buf[4:], txid)
@@ -149,18 +220,33 @@ func logRecord(txid uint64, es []entry) []byte {
 		binary.BigEndian.PutUint32(buf[14+12*i:], e.acct)
 		binary.BigEndian.PutUint64(buf[18+12*i:], uint64(e.balance))
 	}
-	binary.BigEndian.PutUint32(buf[blockdev.BlockSize-4:], crc32.Checksum(buf[:blockdev.BlockSize-4], crcTable))
+	fillRecords(r, buf[64:blockdev.BlockSize-4])
+	sealBlock(buf)
 	return buf
 }
 
-// Step implements Workload: it issues the next write of the transaction in
-// flight, or starts a new transaction.
+// account picks an account: one of the hot set most of the time, else any.
+// The hot set is the newest accounts, on the last pages (as a table grows
+// at its end): a checkpoint writes those pages as one run, and only the
+// cold tail's pages one by one.
+func (b *Bank) account(r *rand.Rand) int {
+	if hot := max(1, b.lay.accounts*bankHotPercent/100); r.IntN(100) < bankHotChance {
+		return b.lay.accounts - 1 - r.IntN(hot)
+	}
+	return r.IntN(b.lay.accounts)
+}
+
+// Step implements Workload: it issues the next write of the checkpoint in
+// flight, or commits a new transaction.
 func (b *Bank) Step(r *rand.Rand) (time.Duration, error) {
 	if len(b.pending) == 0 {
 		if b.frozen {
 			return b.gap, nil
 		}
 		b.pending = b.transaction(r)
+		if int64(b.txid-b.ckptTx) >= b.lay.slots/2 {
+			b.pending = append(b.pending, b.checkpoint()...)
+		}
 	}
 	w := b.pending[0]
 	b.pending = b.pending[1:]
@@ -174,37 +260,57 @@ func (b *Bank) Step(r *rand.Rand) (time.Duration, error) {
 }
 
 func (b *Bank) transaction(r *rand.Rand) []bankWrite {
-	pages := BankAccounts / bankPerPage
-	pf := r.IntN(pages)
-	pt := (pf + 1 + r.IntN(pages-1)) % pages
-	from := pf*bankPerPage + r.IntN(bankPerPage)
-	to := pt*bankPerPage + r.IntN(bankPerPage)
+	from := b.account(r)
+	to := b.account(r)
+	if to == from {
+		to = (from + 1 + r.IntN(b.lay.accounts-1)) % b.lay.accounts
+	}
 	amount := int64(0)
-	if b.accounts[from] > 0 {
-		amount = 1 + r.Int64N(b.accounts[from])
+	if b.bal[from] > 0 {
+		amount = 1 + r.Int64N(min(b.bal[from], 5*bankInitial))
 	}
-	b.accounts[from] -= amount
-	b.accounts[to] += amount
 	b.txid++
-	rec := logRecord(b.txid, []entry{{uint32(from), b.accounts[from]}, {uint32(to), b.accounts[to]}})
-	slot := int64((b.txid - 1) % BankLogSlots)
-	return []bankWrite{
-		{b.blockOff(2 + slot), rec},
-		{b.pageOff(pf), b.page(pf)},
-		{b.pageOff(pt), b.page(pt)},
-		{b.blockOff(1), commitBlock(b.txid)},
-	}
+	b.bal[from] -= amount
+	b.bal[to] += amount
+	b.lastTx[from], b.lastTx[to] = b.txid, b.txid
+	b.dirty[from/bankRowsPerPage] = true
+	b.dirty[to/bankRowsPerPage] = true
+	rec := logRecord(r, b.txid, []entry{{uint32(from), b.bal[from]}, {uint32(to), b.bal[to]}})
+	slot := int64((b.txid - 1) % uint64(b.lay.slots))
+	return []bankWrite{{b.blockOff(b.lay.journal + slot), rec}}
 }
 
-// Freeze implements Workload: the transaction in flight is finished at
-// once (the VSS writer's flush) and no new one starts until Thaw.
+// checkpoint writes every dirty page, in page order, then the marker.
+func (b *Bank) checkpoint() []bankWrite {
+	pages := make([]int, 0, len(b.dirty))
+	for p := range b.dirty {
+		pages = append(pages, p)
+	}
+	slices.Sort(pages)
+	ws := make([]bankWrite, 0, len(pages)+1)
+	for _, p := range pages {
+		ws = append(ws, bankWrite{b.blockOff(b.lay.pages + int64(p)), b.page(p)})
+	}
+	clear(b.dirty)
+	b.ckptSeq++
+	b.ckptTx = b.txid
+	return append(ws, bankWrite{b.blockOff(1 + int64(b.ckptSeq%2)), b.marker()})
+}
+
+// Freeze implements Workload: what is in flight is finished at once and a
+// checkpoint makes the pages hold every transaction (the VSS writer's
+// flush); no new transaction starts until Thaw.
 func (b *Bank) Freeze() error {
-	for _, w := range b.pending {
+	ws := b.pending
+	if b.ckptTx != b.txid || len(b.dirty) > 0 {
+		ws = append(ws, b.checkpoint()...)
+	}
+	b.pending = nil
+	for _, w := range ws {
 		if err := b.submit(w); err != nil {
 			return err
 		}
 	}
-	b.pending = nil
 	b.frozen = true
 	return nil
 }
@@ -220,94 +326,134 @@ func (b *Bank) Check(images []io.ReaderAt, clean bool) (Report, error) {
 	return CheckBank(images[b.spec.Disk], b.spec.RegionStart, clean)
 }
 
+// readBlocks reads n blocks from block i of the region at start.
+func readBlocks(img io.ReaderAt, start, i, n int64, what string) ([]byte, error) {
+	buf := make([]byte, n*blockdev.BlockSize)
+	if _, err := img.ReadAt(buf, start+i*blockdev.BlockSize); err != nil && err != io.EOF {
+		return nil, fmt.Errorf("workload: %s: read blocks %d..%d: %w", what, i, i+n-1, err)
+	}
+	return buf, nil
+}
+
 // CheckBank recovers a bank store from img (in memory: img is not changed)
 // and checks its invariant. With clean set, recovery must have nothing to
-// replay that the pages do not already hold.
+// replay: the pages hold every committed transaction.
 func CheckBank(img io.ReaderAt, start int64, clean bool) (Report, error) {
-	blk := make([]byte, blockdev.BlockSize)
-	read := func(i int64) ([]byte, error) {
-		if _, err := img.ReadAt(blk, start+i*blockdev.BlockSize); err != nil && err != io.EOF {
-			return nil, fmt.Errorf("workload: bank: read block %d: %w", i, err)
-		}
-		return blk, nil
-	}
-	sb, err := read(0)
+	const bs = blockdev.BlockSize
+	head, err := readBlocks(img, start, 0, 3, "bank")
 	if err != nil {
 		return Report{}, err
 	}
+	sb := head[:bs]
 	if binary.BigEndian.Uint32(sb) != bankMagicSuper {
 		return Report{Formatted: false, Summary: "not formatted yet"}, nil
 	}
-	n, slots, total := int(binary.BigEndian.Uint32(sb[4:])), int64(binary.BigEndian.Uint32(sb[8:])), int64(binary.BigEndian.Uint64(sb[12:]))
-	if n != BankAccounts || slots != BankLogSlots {
-		return Report{}, fmt.Errorf("%w: superblock says %d accounts and %d slots", ErrInvariant, n, slots)
+	if !blockSealed(sb) {
+		return Report{}, fmt.Errorf("%w: superblock checksum", ErrInvariant)
 	}
-	acct := make([]int64, n)
-	for p := 0; p < n/bankPerPage; p++ {
-		pg, err := read(2 + slots + int64(p))
-		if err != nil {
-			return Report{}, err
+	slots, npages := int64(binary.BigEndian.Uint64(sb[4:])), int64(binary.BigEndian.Uint64(sb[12:]))
+	total, initial := int64(binary.BigEndian.Uint64(sb[20:])), int64(binary.BigEndian.Uint32(sb[28:]))
+	lay := bankLayout{journal: 3, slots: slots, pages: 3 + slots, npages: npages, accounts: int(npages) * bankRowsPerPage}
+	// The newest valid marker says what the pages hold.
+	var ckpt uint64
+	for _, m := range [][]byte{head[bs : 2*bs], head[2*bs:]} {
+		if binary.BigEndian.Uint32(m) == bankMagicMarker && blockSealed(m) {
+			ckpt = max(ckpt, binary.BigEndian.Uint64(m[12:]))
 		}
-		for i := 0; i < bankPerPage; i++ {
-			acct[p*bankPerPage+i] = int64(binary.BigEndian.Uint64(pg[8*i:]))
+	}
+	pages, err := readBlocks(img, start, lay.pages, lay.npages, "bank")
+	if err != nil {
+		return Report{}, err
+	}
+	bal := make([]int64, lay.accounts)
+	for p := int64(0); p < lay.npages; p++ {
+		pg := pages[p*bs : (p+1)*bs]
+		if isZero(pg) {
+			for i := 0; i < bankRowsPerPage; i++ {
+				bal[int(p)*bankRowsPerPage+i] = initial
+			}
+			continue
 		}
+		if binary.BigEndian.Uint32(pg) != bankMagicPage || !blockSealed(pg) || int64(binary.BigEndian.Uint32(pg[4:])) != p {
+			return Report{}, fmt.Errorf("%w: account page %d is torn or misplaced", ErrInvariant, p)
+		}
+		for i := 0; i < bankRowsPerPage; i++ {
+			row := pg[bankPageHeader+i*bankRowLen:]
+			bal[int(p)*bankRowsPerPage+i] = int64(binary.BigEndian.Uint64(row[4:]))
+		}
+	}
+	journal, err := readBlocks(img, start, lay.journal, lay.slots, "bank")
+	if err != nil {
+		return Report{}, err
 	}
 	type rec struct {
 		txid uint64
 		es   []entry
 	}
 	var recs []rec
-	for s := int64(0); s < slots; s++ {
-		lb, err := read(2 + s)
-		if err != nil {
-			return Report{}, err
-		}
-		if binary.BigEndian.Uint32(lb) != bankMagicLog ||
-			crc32.Checksum(lb[:blockdev.BlockSize-4], crcTable) != binary.BigEndian.Uint32(lb[blockdev.BlockSize-4:]) {
+	for s := int64(0); s < lay.slots; s++ {
+		lb := journal[s*bs : (s+1)*bs]
+		if binary.BigEndian.Uint32(lb) != bankMagicLog || !blockSealed(lb) {
 			continue
 		}
 		r := rec{txid: binary.BigEndian.Uint64(lb[4:])}
+		if r.txid <= ckpt {
+			continue // the pages hold it already (or a stale slot)
+		}
 		for i := 0; i < int(binary.BigEndian.Uint16(lb[12:])); i++ {
 			r.es = append(r.es, entry{binary.BigEndian.Uint32(lb[14+12*i:]), int64(binary.BigEndian.Uint64(lb[18+12*i:]))})
 		}
 		recs = append(recs, r)
 	}
-	sort.Slice(recs, func(i, j int) bool { return recs[i].txid < recs[j].txid })
-	// Redo: each account takes the balance of the newest record naming it.
-	// A record "replays" when it changes what the pages say.
-	replayedTx := map[uint64]bool{}
-	latest := map[uint32]uint64{}
-	for _, r := range recs {
+	slices.SortFunc(recs, func(a, b rec) int { return cmpU64(a.txid, b.txid) })
+	// Redo, in order: each record sets the new balances it carries. The
+	// records after the marker must follow it without a hole: one record is
+	// one write, and a later write on the image without an earlier one is
+	// a write lost or reordered.
+	for i, r := range recs {
+		if want := ckpt + uint64(i) + 1; r.txid != want {
+			return Report{Formatted: true}, fmt.Errorf("%w: journal holds transaction %d but not %d (checkpoint at %d)", ErrInvariant, r.txid, want, ckpt)
+		}
 		for _, e := range r.es {
-			if int(e.acct) >= n {
-				return Report{}, fmt.Errorf("%w: log record %d names account %d", ErrInvariant, r.txid, e.acct)
+			if int(e.acct) >= lay.accounts {
+				return Report{}, fmt.Errorf("%w: journal record %d names account %d", ErrInvariant, r.txid, e.acct)
 			}
-			latest[e.acct] = r.txid
+			bal[e.acct] = e.balance
 		}
 	}
-	for _, r := range recs {
-		for _, e := range r.es {
-			if latest[e.acct] == r.txid && acct[e.acct] != e.balance {
-				acct[e.acct] = e.balance
-				replayedTx[r.txid] = true
-			}
-		}
-	}
-	replayed := len(replayedTx)
-	rep := Report{Formatted: true, Replayed: replayed}
+	rep := Report{Formatted: true, Replayed: len(recs)}
 	var sum int64
-	for i, a := range acct {
+	for i, a := range bal {
 		if a < 0 {
 			return rep, fmt.Errorf("%w: account %d has balance %d", ErrInvariant, i, a)
 		}
 		sum += a
 	}
-	rep.Summary = fmt.Sprintf("accounts=%d total=%d replayed=%d", n, sum, replayed)
+	rep.Summary = fmt.Sprintf("accounts=%d total=%d replayed=%d", lay.accounts, sum, len(recs))
 	if sum != total {
 		return rep, fmt.Errorf("%w: total %d after recovery, want %d", ErrInvariant, sum, total)
 	}
-	if clean && replayed > 0 {
-		return rep, fmt.Errorf("%w: app-consistent image needed %d log records replayed", ErrInvariant, replayed)
+	if clean && len(recs) > 0 {
+		return rep, fmt.Errorf("%w: app-consistent image needed %d journal records replayed", ErrInvariant, len(recs))
 	}
 	return rep, nil
+}
+
+func cmpU64(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+func isZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
 }

@@ -38,14 +38,21 @@ type Orders struct {
 	frozen          map[string]bool
 	webWaiting      []uint64 // orders committed while the web VM is frozen
 	lastReport      time.Duration
+	reports         uint64 // reports written
+	slots           int64  // record slots of each machine's region
 	clock           time.Duration
 	dep             func(machine string, k uint64, on string, onK uint64)
 	err             error
 }
 
-// Order-flow layout parameters.
+// Order-flow layout parameters. Each machine's region is a table of
+// 512-byte record slots, as many as the region holds: order i lives in slot
+// (i-1) mod slots of the database and the web machine, report j in slot
+// (j-1) mod slots of the report machine. A slot is rewritten only when the
+// table wraps (hours at the scenarios' rates), so a lost write stays
+// visible on the replica.
 const (
-	OrdersMax       = 8192       // table slots; order i lives in slot i mod OrdersMax (slot 0 is the report's)
+	ordersMinSlots  = 64
 	ordersMagicDB   = 0x4f524442 // "ORDB"
 	ordersMagicWeb  = 0x4f525745 // "ORWE"
 	ordersMagicRep  = 0x4f525250 // "ORRP"
@@ -60,36 +67,45 @@ var ErrOrders = errors.New("workload: order-flow invariant violated")
 // called for every cross-machine dependency: the write k on machine
 // happens after the write onK on machine on was acknowledged.
 func NewOrders(names [3]string, ws [3]Writer, spec Spec, rate float64, dep func(machine string, k uint64, on string, onK uint64)) (*Orders, error) {
+	slots := int64(-1)
 	for i, w := range ws {
-		if need := spec.RegionStart + OrdersMax*ordersRecord; w.Size(0) < need {
-			return nil, fmt.Errorf("workload: orders: %s's disk is %d bytes, the order flow needs %d", names[i], w.Size(0), need)
+		region := w.Size(0) - spec.RegionStart
+		if spec.RegionLen > 0 {
+			region = min(region, spec.RegionLen)
+		}
+		if need := int64(ordersMinSlots * ordersRecord); region < need {
+			return nil, fmt.Errorf("workload: orders: %s's disk has %d bytes from %d, the order flow needs %d", names[i], max(region, 0), spec.RegionStart, need)
+		}
+		if n := region / ordersRecord; slots < 0 || n < slots {
+			slots = n
 		}
 	}
 	if rate <= 0 {
 		rate = 0.5
 	}
-	return &Orders{db: ws[0], web: ws[1], report: ws[2], names: names, spec: spec, rate: rate, next: 1,
+	return &Orders{db: ws[0], web: ws[1], report: ws[2], names: names, spec: spec, rate: rate, next: 1, slots: slots,
 		amount: map[uint64]int64{}, dbK: map[uint64]uint64{}, webK: map[uint64]uint64{}, frozen: map[string]bool{}, dep: dep}, nil
 }
 
 // Name implements Workload.
 func (*Orders) Name() string { return "orders" }
 
-func (o *Orders) slot(i uint64) int64 { return o.spec.RegionStart + int64(ordersSlot(i))*ordersRecord }
-
-// ordersSlot is where order i lives: slots 1..OrdersMax-1, reused in turn.
-func ordersSlot(i uint64) uint64 {
-	if i == 0 {
-		return 0
-	}
-	return 1 + (i-1)%(OrdersMax-1)
+// slot is the offset of record i (order or report number, from 1).
+func (o *Orders) slot(i uint64) int64 {
+	return o.spec.RegionStart + ordersSlot(i, o.slots)*ordersRecord
 }
 
-func orderRecord(magic uint32, id uint64, v int64) []byte {
+// ordersSlot is where record i (from 1) lives in a table of n slots.
+func ordersSlot(i uint64, n int64) int64 { return int64((i - 1) % uint64(n)) }
+
+// orderRecord is a 512-byte record: magic, id, value, then the record's
+// text (the order's customer and items, a log line, a report), and a CRC.
+func orderRecord(r *rand.Rand, magic uint32, id uint64, v int64) []byte {
 	b := make([]byte, ordersRecord)
 	binary.BigEndian.PutUint32(b, magic)
 	binary.BigEndian.PutUint64(b[4:], id)
 	binary.BigEndian.PutUint64(b[12:], uint64(v))
+	fillRecords(r, b[20:ordersRecord-4])
 	binary.BigEndian.PutUint32(b[ordersRecord-4:], crc32.Checksum(b[:ordersRecord-4], crcTable))
 	return b
 }
@@ -114,19 +130,20 @@ func (o *Orders) Step(r *rand.Rand) (time.Duration, error) {
 		id := o.next
 		o.next++
 		o.amount[id] = 1 + r.Int64N(10_000)
-		o.db.Submit(0, o.slot(id), orderRecord(ordersMagicDB, id, o.amount[id]), func(k uint64, err error) {
+		o.db.Submit(0, o.slot(id), orderRecord(r, ordersMagicDB, id, o.amount[id]), func(k uint64, err error) {
 			if o.fail(err) {
 				return
 			}
 			o.dbK[id] = k
-			o.logOnWeb(id)
+			o.logOnWeb(r, id)
 		})
 	}
 	if o.clock-o.lastReport >= OrdersReportDue && !o.frozen[o.names[2]] && o.webDone > 0 {
 		o.lastReport = o.clock
 		c := o.webDone
 		wk, dk := o.webK[c], o.dbK[c]
-		o.report.Submit(0, o.slot(0), orderRecord(ordersMagicRep, c, int64(o.clock)), func(k uint64, err error) {
+		o.reports++
+		o.report.Submit(0, o.slot(o.reports), orderRecord(r, ordersMagicRep, o.reports, int64(c)), func(k uint64, err error) {
 			if o.fail(err) {
 				return
 			}
@@ -146,13 +163,14 @@ func (o *Orders) fail(err error) bool {
 
 // logOnWeb writes order id's web log entry, which depends on its database
 // record: it is issued only once that write was acknowledged.
-func (o *Orders) logOnWeb(id uint64) {
+// r is the flow's random stream, used for the entry's text.
+func (o *Orders) logOnWeb(r *rand.Rand, id uint64) {
 	if o.frozen[o.names[1]] {
 		o.webWaiting = append(o.webWaiting, id)
 		return
 	}
 	dk := o.dbK[id]
-	o.web.Submit(0, o.slot(id), orderRecord(ordersMagicWeb, id, o.amount[id]), func(k uint64, err error) {
+	o.web.Submit(0, o.slot(id), orderRecord(r, ordersMagicWeb, id, o.amount[id]), func(k uint64, err error) {
 		if o.fail(err) {
 			return
 		}
@@ -190,8 +208,11 @@ func (o *Orders) ThawMachine(name string) {
 	if name == o.names[1] {
 		w := o.webWaiting
 		o.webWaiting = nil
+		// The entries' text comes from a stream of their own: a thaw is
+		// not a step and has no step's random stream.
+		r := rand.New(rand.NewPCG(o.next, uint64(len(w))))
 		for _, id := range w {
-			o.logOnWeb(id)
+			o.logOnWeb(r, id)
 		}
 	}
 }
@@ -211,18 +232,21 @@ func (o *Orders) Orders() uint64 { return uint64(len(o.dbK)) }
 // CheckGroup checks the cross-machine invariant on one image of each of
 // the flow's machines (disk 0 of the database, web and report machines).
 func (o *Orders) CheckGroup(db, web, report io.ReaderAt) (Report, error) {
-	return CheckOrders(db, web, report, o.spec.RegionStart)
+	return CheckOrders(db, web, report, o.spec.RegionStart, o.slots)
 }
 
-// CheckOrders checks the order flow's invariant on three images. Order
-// slots are reused, so a slot may hold a later order than the one asked
-// about: since orders commit in order, a later order there means the earlier
-// one was committed too.
-func CheckOrders(db, web, report io.ReaderAt, start int64) (Report, error) {
+// Slots is the number of record slots of each machine's table.
+func (o *Orders) Slots() int64 { return o.slots }
+
+// CheckOrders checks the order flow's invariant on three images whose
+// tables have n slots each. Order slots are reused, so a slot may hold a
+// later order than the one asked about: since orders commit in order, a
+// later order there means the earlier one was committed too.
+func CheckOrders(db, web, report io.ReaderAt, start, n int64) (Report, error) {
 	region := func(img io.ReaderAt) ([]byte, error) {
-		b := make([]byte, OrdersMax*ordersRecord)
+		b := make([]byte, n*ordersRecord)
 		if _, err := img.ReadAt(b, start); err != nil && err != io.EOF {
-			return nil, err
+			return nil, fmt.Errorf("workload: orders: read table: %w", err)
 		}
 		return b, nil
 	}
@@ -238,19 +262,19 @@ func CheckOrders(db, web, report io.ReaderAt, start int64) (Report, error) {
 	if err != nil {
 		return Report{}, err
 	}
-	rec := func(r []byte, slot uint64, magic uint32) (uint64, int64, bool) {
+	rec := func(r []byte, slot int64, magic uint32) (uint64, int64, bool) {
 		return parseRecord(r[slot*ordersRecord:(slot+1)*ordersRecord], magic)
 	}
 	var inDB, logged, newestDB uint64
-	for slot := uint64(1); slot < OrdersMax; slot++ {
-		if id, _, ok := rec(dbR, slot, ordersMagicDB); ok && ordersSlot(id) == slot {
+	for slot := int64(0); slot < n; slot++ {
+		if id, _, ok := rec(dbR, slot, ordersMagicDB); ok && ordersSlot(id, n) == slot {
 			inDB++
 			newestDB = max(newestDB, id)
 		}
 	}
-	for slot := uint64(1); slot < OrdersMax; slot++ {
+	for slot := int64(0); slot < n; slot++ {
 		id, v, ok := rec(webR, slot, ordersMagicWeb)
-		if !ok || ordersSlot(id) != slot {
+		if !ok || ordersSlot(id, n) != slot {
 			continue
 		}
 		logged++
@@ -262,23 +286,29 @@ func CheckOrders(db, web, report io.ReaderAt, start int64) (Report, error) {
 			return Report{}, fmt.Errorf("%w: order %d is %d in the web log but %d in the database", ErrOrders, id, v, dv)
 		}
 	}
+	// The newest report is the one that counts.
+	var newestRep uint64
+	var c uint64
+	for slot := int64(0); slot < n; slot++ {
+		if id, v, ok := rec(repR, slot, ordersMagicRep); ok && ordersSlot(id, n) == slot && id > newestRep {
+			newestRep, c = id, uint64(v)
+		}
+	}
 	rep := Report{Formatted: true}
-	reported := uint64(0)
-	if c, _, ok := rec(repR, 0, ordersMagicRep); ok {
-		reported = c
+	if c > 0 {
 		lo := uint64(1)
-		if c >= OrdersMax {
-			lo = c - (OrdersMax - 2)
+		if c > uint64(n) {
+			lo = c - uint64(n) + 1
 		}
 		for i := lo; i <= c; i++ {
-			if id, _, ok := rec(dbR, ordersSlot(i), ordersMagicDB); !ok || id < i {
+			if id, _, ok := rec(dbR, ordersSlot(i, n), ordersMagicDB); !ok || id < i {
 				return rep, fmt.Errorf("%w: the report counts %d orders but order %d is not in the database", ErrOrders, c, i)
 			}
-			if id, _, ok := rec(webR, ordersSlot(i), ordersMagicWeb); !ok || id < i {
+			if id, _, ok := rec(webR, ordersSlot(i, n), ordersMagicWeb); !ok || id < i {
 				return rep, fmt.Errorf("%w: the report counts %d orders but order %d is not in the web log", ErrOrders, c, i)
 			}
 		}
 	}
-	rep.Summary = fmt.Sprintf("orders: db=%d (newest %d) web=%d reported=%d", inDB, newestDB, logged, reported)
+	rep.Summary = fmt.Sprintf("orders: db=%d (newest %d) web=%d reported=%d", inDB, newestDB, logged, c)
 	return rep, nil
 }

@@ -46,7 +46,7 @@ func TestOrdersConsistentCutsPass(t *testing.T) {
 				ks[i]++
 			}
 		}
-		if _, err := CheckOrders(ds[0].image(nil, ks[0])[0], ds[1].image(nil, ks[1])[0], ds[2].image(nil, ks[2])[0], 1<<20); err != nil {
+		if _, err := CheckOrders(ds[0].image(nil, ks[0])[0], ds[1].image(nil, ks[1])[0], ds[2].image(nil, ks[2])[0], 1<<20, o.Slots()); err != nil {
 			t.Fatalf("cut at global write %d (db=%d web=%d rep=%d): %v", g, ks[0], ks[1], ks[2], err)
 		}
 	}
@@ -56,15 +56,15 @@ func TestOrdersConsistentCutsPass(t *testing.T) {
 // the web log then has orders the database image lacks, and the invariant
 // says so.
 func TestOrdersNegativeControl(t *testing.T) {
-	_, ds, _ := runOrders(t, 120)
+	o, ds, _ := runOrders(t, 120)
 	db := ds[0].image(nil, 30)[0]
 	web := ds[1].image(nil, 40)[0]
 	rep := ds[2].image(nil, 0)[0]
-	if _, err := CheckOrders(db, web, rep, 1<<20); !errors.Is(err, ErrOrders) {
+	if _, err := CheckOrders(db, web, rep, 1<<20, o.Slots()); !errors.Is(err, ErrOrders) {
 		t.Fatalf("inconsistent cut passed: %v", err)
 	}
 	// A report counting orders the web image does not have yet.
-	if _, err := CheckOrders(ds[0].image(nil, 120)[0], ds[1].image(nil, 1)[0], ds[2].image(nil, len(ds[2].writes))[0], 1<<20); !errors.Is(err, ErrOrders) {
+	if _, err := CheckOrders(ds[0].image(nil, 120)[0], ds[1].image(nil, 1)[0], ds[2].image(nil, len(ds[2].writes))[0], 1<<20, o.Slots()); !errors.Is(err, ErrOrders) {
 		t.Fatalf("a report ahead of the web log passed: %v", err)
 	}
 }
@@ -86,17 +86,18 @@ func TestOrdersFreezeDefersWeb(t *testing.T) {
 }
 
 func TestOrdersWrapAround(t *testing.T) {
-	o, ds, _ := runOrders(t, OrdersMax+500)
-	if o.Orders() != OrdersMax+500 {
+	const slots = (8<<20 - 1<<20) / ordersRecord
+	o, ds, _ := runOrders(t, slots+500)
+	if o.Slots() != slots || o.Orders() != slots+500 {
 		t.Fatalf("%d orders", o.Orders())
 	}
-	if _, err := CheckOrders(ds[0].image(nil, len(ds[0].writes))[0], ds[1].image(nil, len(ds[1].writes))[0], ds[2].image(nil, len(ds[2].writes))[0], 1<<20); err != nil {
+	if _, err := CheckOrders(ds[0].image(nil, len(ds[0].writes))[0], ds[1].image(nil, len(ds[1].writes))[0], ds[2].image(nil, len(ds[2].writes))[0], 1<<20, o.Slots()); err != nil {
 		t.Fatalf("wrapped flow: %v", err)
 	}
 	// The negative control still bites after wrapping: the web VM 100
 	// orders ahead of the database VM.
 	n := len(ds[0].writes)
-	if _, err := CheckOrders(ds[0].image(nil, n-100)[0], ds[1].image(nil, n)[0], ds[2].image(nil, 0)[0], 1<<20); !errors.Is(err, ErrOrders) {
+	if _, err := CheckOrders(ds[0].image(nil, n-100)[0], ds[1].image(nil, n)[0], ds[2].image(nil, 0)[0], 1<<20, o.Slots()); !errors.Is(err, ErrOrders) {
 		t.Fatalf("inconsistent wrapped cut passed: %v", err)
 	}
 }

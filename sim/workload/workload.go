@@ -58,9 +58,9 @@ type Report struct {
 // Spec names a workload and its parameters, as fixtures and scenario
 // scripts give them.
 type Spec struct {
-	Kind        string  // "random", "bank" or "idle"
+	Kind        string  // "random", "bank", "fs" or "idle"
 	ChurnBps    int64   // random: bytes written per second
-	TxPerSec    float64 // bank: transactions per second
+	TxPerSec    float64 // bank: transactions per second; fs: operations per second
 	Disk        int     // which disk it writes
 	RegionStart int64   // first byte of the region it owns
 	RegionLen   int64   // 0: to the end of the disk
@@ -89,10 +89,15 @@ func New(spec Spec, w Writer) (Workload, error) {
 			spec.TxPerSec = 2
 		}
 		return NewBank(w, spec)
+	case "fs":
+		if spec.TxPerSec <= 0 {
+			spec.TxPerSec = 2
+		}
+		return NewFS(w, spec)
 	case "idle":
 		return idle{}, nil
 	default:
-		return nil, fmt.Errorf("workload: unknown kind %q (want random, bank or idle)", spec.Kind)
+		return nil, fmt.Errorf("workload: unknown kind %q (want random, bank, fs or idle)", spec.Kind)
 	}
 }
 

@@ -2,6 +2,7 @@ package workload
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"io"
 	"math/rand/v2"
@@ -9,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/v2a-dr/v2a/impl/blockdev"
 )
 
 // memDisk is a guest disk in memory that keeps every write, so a test can
@@ -44,19 +47,28 @@ func (m *memDisk) Size(int) int64 { return m.size }
 func (m *memDisk) Disks() int     { return 1 }
 
 func (m *memDisk) image(skip map[int]bool, k int) []io.ReaderAt {
+	return []io.ReaderAt{bytes.NewReader(m.imageBytes(skip, k))}
+}
+
+func (m *memDisk) imageBytes(skip map[int]bool, k int) []byte {
 	b := make([]byte, m.size)
 	for i, w := range m.writes[:k] {
 		if !skip[i] {
 			copy(b[w.off:], w.data)
 		}
 	}
-	return []io.ReaderAt{bytes.NewReader(b)}
+	return b
 }
 
 func runBank(t *testing.T, steps int) (*memDisk, Workload) {
 	t.Helper()
+	return runKind(t, "bank", steps)
+}
+
+func runKind(t *testing.T, kind string, steps int) (*memDisk, Workload) {
+	t.Helper()
 	d := &memDisk{size: 1 << 20}
-	wl, err := New(Spec{Kind: "bank", TxPerSec: 10, RegionStart: 64 * 1024}, d)
+	wl, err := New(Spec{Kind: kind, TxPerSec: 10, RegionStart: 64 * 1024}, d)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,53 +81,154 @@ func runBank(t *testing.T, steps int) (*memDisk, Workload) {
 	return d, wl
 }
 
-func TestBankEveryPrefixRecovers(t *testing.T) {
-	d, wl := runBank(t, 400)
-	formatted := 0
-	for k := 0; k <= len(d.writes); k++ {
-		rep, err := wl.Check(d.image(nil, k), false)
-		if err != nil {
-			t.Fatalf("crash image after %d writes: %v", k, err)
-		}
-		if rep.Formatted {
-			formatted++
-		}
-	}
-	if formatted < 300 {
-		t.Fatalf("only %d of %d prefixes were formatted: the check saw little", formatted, len(d.writes)+1)
+// TestEveryPrefixRecovers cuts the disk after every write (a crash at any
+// moment): each image recovers and passes the invariant, through several
+// checkpoints and journal wraps.
+func TestEveryPrefixRecovers(t *testing.T) {
+	for _, kind := range []string{"bank", "fs"} {
+		t.Run(kind, func(t *testing.T) {
+			d, wl := runKind(t, kind, 600)
+			formatted, replayed := 0, 0
+			for k := 0; k <= len(d.writes); k++ {
+				rep, err := wl.Check(d.image(nil, k), false)
+				if err != nil {
+					t.Fatalf("crash image after %d writes: %v", k, err)
+				}
+				if rep.Formatted {
+					formatted++
+				}
+				replayed = max(replayed, rep.Replayed)
+			}
+			if formatted < 500 || replayed == 0 {
+				t.Fatalf("%d of %d prefixes formatted, at most %d records replayed: the check saw little", formatted, len(d.writes)+1, replayed)
+			}
+		})
 	}
 }
 
-func TestBankFrozenImageIsClean(t *testing.T) {
-	d, wl := runBank(t, 203) // stop mid-transaction
+func TestFrozenImageIsClean(t *testing.T) {
+	for _, kind := range []string{"bank", "fs"} {
+		t.Run(kind, func(t *testing.T) {
+			d, wl := runKind(t, kind, 203)
+			if err := wl.Freeze(); err != nil {
+				t.Fatal(err)
+			}
+			rep, err := wl.Check(d.image(nil, len(d.writes)), true)
+			if err != nil {
+				t.Fatalf("frozen image: %v", err)
+			}
+			if !strings.Contains(rep.Summary, "replayed=0") {
+				t.Fatalf("summary %q", rep.Summary)
+			}
+			// Without the freeze the same image needs replay, and the clean
+			// check says so.
+			d2, wl2 := runKind(t, kind, 203)
+			if _, err := wl2.Check(d2.image(nil, len(d2.writes)), true); !errors.Is(err, ErrInvariant) && !errors.Is(err, ErrFS) {
+				t.Fatalf("an image that needs replay passed the clean check: %v", err)
+			}
+		})
+	}
+}
+
+// TestBankNegativeControl drops writes one at a time — what a broken
+// replication pipeline does — and shows the invariant catches it.
+func TestBankNegativeControl(t *testing.T) {
+	d, wl := runBank(t, 800)
+	b := wl.(*Bank)
+	journalEnd := b.blockOff(b.lay.pages)
+	var journal, pages []int
+	for i, w := range d.writes {
+		switch {
+		case w.off >= b.blockOff(b.lay.journal) && w.off < journalEnd:
+			journal = append(journal, i)
+		case w.off >= journalEnd:
+			pages = append(pages, i)
+		}
+	}
+	if len(journal) < 100 || len(pages) < 10 {
+		t.Fatalf("%d journal writes, %d page writes", len(journal), len(pages))
+	}
+	// A journal record lost while a later one is there.
+	lost := journal[len(journal)/2]
+	if _, err := wl.Check(d.image(map[int]bool{lost: true}, lost+3), false); !errors.Is(err, ErrInvariant) {
+		t.Fatalf("image missing journal record (write %d) passed: %v", lost, err)
+	}
+	// A checkpoint's page write lost, its marker there: the journal no
+	// longer replays what the page missed (the image ends at the marker:
+	// a later checkpoint may rewrite the page).
+	caught, judged := 0, 0
+	for _, p := range pages {
+		end := p + 1
+		for end <= len(d.writes) && d.writes[end-1].off != b.blockOff(1) && d.writes[end-1].off != b.blockOff(2) {
+			end++
+		}
+		if end > len(d.writes) {
+			continue // its checkpoint is not finished: the journal still covers it
+		}
+		judged++
+		if _, err := wl.Check(d.image(map[int]bool{p: true}, end), false); errors.Is(err, ErrInvariant) {
+			caught++
+		}
+	}
+	if judged < 50 || caught < judged*9/10 {
+		t.Fatalf("only %d of %d lost page writes broke the invariant", caught, judged)
+	}
+	t.Logf("%d of %d lost page writes broke the invariant (the others' transfers cancel out within the page)", caught, judged)
+}
+
+// TestFSNegativeControl loses a file's data write, a journal copy, and two
+// files sharing a block, and shows each breaks the invariant.
+func TestFSNegativeControl(t *testing.T) {
+	d, wl := runKind(t, "fs", 400)
+	f := wl.(*FS)
+	var data, copies []int
+	for i, w := range d.writes {
+		switch {
+		case w.off >= f.blockOff(f.lay.data) && i+3 <= len(d.writes): // its commit is there too
+			data = append(data, i)
+		case w.off >= f.blockOff(f.lay.journal) && w.off < f.blockOff(f.lay.itable) && (w.off-f.blockOff(f.lay.journal))/blockdev.BlockSize%2 == 0:
+			copies = append(copies, i)
+		}
+	}
+	if len(data) < 20 || len(copies) < 50 {
+		t.Fatalf("%d data writes, %d journal copies", len(data), len(copies))
+	}
+	caught := 0
+	for _, w := range data {
+		// The file's data lost, its transaction committed right after.
+		if _, err := wl.Check(d.image(map[int]bool{w: true}, w+3), false); errors.Is(err, ErrFS) {
+			caught++
+		}
+	}
+	if caught != len(data) {
+		t.Fatalf("only %d of %d lost data writes broke the invariant", caught, len(data))
+	}
+	c := copies[len(copies)/2]
+	if _, err := wl.Check(d.image(map[int]bool{c: true}, c+2), false); !errors.Is(err, ErrFS) {
+		t.Fatalf("a commit without its journal copy passed: %v", err)
+	}
+	// Two live files pointing at one block.
 	if err := wl.Freeze(); err != nil {
 		t.Fatal(err)
 	}
-	rep, err := wl.Check(d.image(nil, len(d.writes)), true)
-	if err != nil {
-		t.Fatalf("frozen image: %v", err)
+	buf := d.imageBytes(nil, len(d.writes))
+	var recs []int64
+	for b := int64(0); b < f.lay.nitab; b++ {
+		off := f.blockOff(f.lay.itable+b) + fsBlockHeader
+		for i := int64(0); i < fsInodesPerBlock; i++ {
+			if binary.BigEndian.Uint32(buf[off+i*fsInodeLen:]) != 0 {
+				recs = append(recs, off+i*fsInodeLen)
+			}
+		}
 	}
-	if !strings.Contains(rep.Summary, "total=204800000") {
-		t.Fatalf("summary %q", rep.Summary)
+	if len(recs) < 2 {
+		t.Fatalf("%d live files", len(recs))
 	}
-	// Without the freeze the same cut mid-transaction needs replay, and the
-	// clean check says so.
-	d2, wl2 := runBank(t, 203)
-	if _, err := wl2.Check(d2.image(nil, len(d2.writes)), true); !errors.Is(err, ErrInvariant) {
-		t.Fatalf("mid-transaction image passed the clean check: %v", err)
-	}
-}
-
-// TestBankNegativeControl drops the write-ahead log record of one
-// transaction while keeping its page writes — the reordering a broken
-// replication pipeline would cause — and shows the invariant catches it.
-func TestBankNegativeControl(t *testing.T) {
-	d, wl := runBank(t, 40)
-	// Writes 0-5 format the store; each transaction is log, page, page, commit.
-	logWrite := 6 + 4*3
-	img := d.image(map[int]bool{logWrite: true}, logWrite+2) // log dropped, first page kept
-	if _, err := wl.Check(img, false); !errors.Is(err, ErrInvariant) {
-		t.Fatalf("image with a page write but no log record passed: %v", err)
+	copy(buf[recs[1]+4:recs[1]+16], buf[recs[0]+4:recs[0]+16]) // the same extent and checksum
+	blk := f.blockOff(f.lay.itable) + (recs[1]-f.blockOff(f.lay.itable))/blockdev.BlockSize*blockdev.BlockSize
+	sealBlock(buf[blk : blk+blockdev.BlockSize])
+	if _, err := CheckFS(bytes.NewReader(buf), 64*1024, false); !errors.Is(err, ErrFS) || !strings.Contains(err.Error(), "belongs to inodes") {
+		t.Fatalf("two files sharing blocks passed: %v", err)
 	}
 }
 
