@@ -1,11 +1,13 @@
 package harness
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"strings"
 	"time"
 
+	"github.com/v2a-dr/v2a/impl/blob"
 	"github.com/v2a-dr/v2a/impl/configsrv"
 	"github.com/v2a-dr/v2a/impl/proto"
 	"github.com/v2a-dr/v2a/impl/vsphere"
@@ -224,6 +226,10 @@ func (r *Runner) points(a argMap) (string, error) {
 		return "", err
 	}
 	cat, err := d.Catalog(vm)
+	if errors.Is(err, blob.ErrNotFound) {
+		// Not an error: the answer is that there are none, and why.
+		return noReplica(d, vm), nil
+	}
 	if err != nil {
 		return "", err
 	}
@@ -388,4 +394,18 @@ func (r *Runner) power(a argMap) (string, error) {
 		return "", err
 	}
 	return fmt.Sprintf("%s powered %s\n", vm, st), nil
+}
+
+// noReplica says why a machine has no replica in Azure (no catalog): it
+// was never enabled, or replication never reached the Azure side.
+func noReplica(d *Deployment, vm string) string {
+	ms, ok := d.MachineStatus(vm)
+	switch {
+	case !ok:
+		return fmt.Sprintf("%s: no recovery points: the configuration server does not know it\n", vm)
+	case ms.LastRefusal != "":
+		return fmt.Sprintf("%s: no recovery points: it never replicated (%s; its agent's registration was refused: %s)\n", vm, ms.State, ms.LastRefusal)
+	default:
+		return fmt.Sprintf("%s: no recovery points: nothing of it has reached the Azure side yet (%s)\n", vm, ms.State)
+	}
 }
