@@ -404,7 +404,7 @@ func noReplica(d *Deployment, vm string) string {
 	case !ok:
 		return fmt.Sprintf("%s: no recovery points: the configuration server does not know it\n", vm)
 	case ms.LastRefusal != "":
-		return fmt.Sprintf("%s: no recovery points: it never replicated (%s; its agent's registration was refused: %s)\n", vm, ms.State, ms.LastRefusal)
+		return fmt.Sprintf("%s: no recovery points: it never replicated (%s; its agent's registration was %s)\n", vm, ms.State, ms.LastRefusal)
 	default:
 		return fmt.Sprintf("%s: no recovery points: nothing of it has reached the Azure side yet (%s)\n", vm, ms.State)
 	}
