@@ -107,6 +107,50 @@ func (a *applier) persist(next *Catalog) error {
 	return nil
 }
 
+// reload adopts the stored catalog and its ETag (after an ETag conflict).
+// On error a.cat and a.etag are left as they were.
+func (a *applier) reload() error {
+	c, etag, err := loadOrNew(a.ctx, a.st.store, a.st.prefix, a.cat.Machine)
+	if err != nil {
+		return err
+	}
+	a.cat, a.etag = c, etag
+	return nil
+}
+
+// update is the optimistic-concurrency loop of a change to the catalog
+// alone. It calls change on a clone of a.cat; when change reports the clone
+// changed, update persists it under a.etag and adopts it. When that put
+// loses an ETag race, update reloads the catalog and calls change again on
+// a clone of the reloaded one, for at most maxConflicts reloads; after the
+// last, the conflict is returned.
+//
+// change may therefore run more than once, each time on a fresh clone: it
+// must compute everything from next, and whatever it records for the
+// caller must be reset by each call, so that what the caller reads after
+// update returns nil is what the last call saw — the change now stored. An
+// error from change is returned at once, with nothing persisted; unchanged
+// (false) ends update with nil and nothing persisted. On any error a.cat
+// and a.etag still describe the stored state (or the state before a failed
+// reload).
+func (a *applier) update(change func(next *Catalog) (changed bool, err error)) error {
+	for round := 0; ; round++ {
+		next := a.cat.clone()
+		changed, err := change(next)
+		if err != nil || !changed {
+			return err
+		}
+		err = a.persist(next)
+		if errors.Is(err, errConflict) && round < maxConflicts {
+			if err := a.reload(); err != nil {
+				return err
+			}
+			continue
+		}
+		return err
+	}
+}
+
 func (a *applier) result() applyResult {
 	return applyResult{cat: a.cat, etag: a.etag, events: a.events, notes: a.notes}
 }
@@ -120,11 +164,10 @@ func (a *applier) run(it *batch.Item, cacheName string) error {
 		err := a.apply(it)
 		if errors.Is(err, errConflict) && round < maxConflicts {
 			a.note(slog.LevelWarn, "azuresvc: catalog changed underneath, reloading", "item", it.Seq)
-			c, etag, lerr := loadOrNew(a.ctx, a.st.store, a.st.prefix, a.cat.Machine)
-			if lerr != nil {
-				return lerr
+			if err := a.reload(); err != nil {
+				return err
 			}
-			a.cat, a.etag, a.reloaded = c, etag, true
+			a.reloaded = true
 			continue
 		}
 		if err != nil {
@@ -551,35 +594,22 @@ func (a *applier) revoke(r batch.Record) error {
 // passing), records a PolicyFor's setting (policy, group, members) when
 // set is not nil, and sweeps orphans when asked.
 func (a *applier) retain(set *setting, sweep bool) error {
-	for round := 0; ; round++ {
-		next := a.cat.clone()
+	var drop []Point
+	err := a.update(func(next *Catalog) (bool, error) {
 		if set != nil {
 			next.Policy, next.Group, next.Members = set.Policy, set.Group, slices.Clone(set.Members)
 		}
-		keep, drop := prune(next.Points, a.now, next.Policy.Retention, a.th)
-		next.Points = keep
-		var err error
-		if set != nil || len(drop) > 0 {
-			err = a.persist(next)
-		}
-		if errors.Is(err, errConflict) && round < maxConflicts {
-			c, etag, lerr := loadOrNew(a.ctx, a.st.store, a.st.prefix, a.cat.Machine)
-			if lerr != nil {
-				return lerr
-			}
-			a.cat, a.etag = c, etag
-			continue
-		}
-		if err != nil {
-			return err
-		}
-		if set != nil {
-			a.note(slog.LevelInfo, "azuresvc: policy set", "policy", set.Policy.Name, "retention", set.Policy.Retention.String(),
-				"group", set.Group, "members", len(set.Members))
-		}
-		a.dropped(drop, "retention")
-		break
+		next.Points, drop = prune(next.Points, a.now, next.Policy.Retention, a.th)
+		return set != nil || len(drop) > 0, nil
+	})
+	if err != nil {
+		return err
 	}
+	if set != nil {
+		a.note(slog.LevelInfo, "azuresvc: policy set", "policy", set.Policy.Name, "retention", set.Policy.Retention.String(),
+			"group", set.Group, "members", len(set.Members))
+	}
+	a.dropped(drop, "retention")
 	if sweep {
 		return a.sweep(func(map[string]string) bool { return true })
 	}
@@ -611,9 +641,9 @@ func (a *applier) verify() error {
 		}
 		return -1
 	}
-	for round := 0; ; round++ {
-		next := a.cat.clone()
-		var lost []Point
+	var lost []Point
+	err := a.update(func(next *Catalog) (bool, error) {
+		lost = nil
 		next.Points = slices.DeleteFunc(next.Points, func(p Point) bool {
 			if missing(p) >= 0 {
 				lost = append(lost, p)
@@ -621,34 +651,23 @@ func (a *applier) verify() error {
 			}
 			return false
 		})
-		if len(lost) == 0 {
-			return nil
-		}
-		err := a.persist(next)
-		if errors.Is(err, errConflict) && round < maxConflicts {
-			c, etag, lerr := loadOrNew(a.ctx, a.st.store, a.st.prefix, a.cat.Machine)
-			if lerr != nil {
-				return lerr
-			}
-			a.cat, a.etag = c, etag
-			continue
-		}
-		if err != nil {
-			return err
-		}
-		for _, p := range lost {
-			disk := missing(p)
-			for i, s := range p.Snapshots {
-				if i < len(a.cat.Disks) && have[i][s] {
-					if err := a.st.store.DeleteSnapshot(a.ctx, rc, a.cat.Disks[i].Blob, s); err != nil && !errors.Is(err, blob.ErrNotFound) {
-						a.note(slog.LevelWarn, "azuresvc: delete snapshot failed", "point", p.ID, "disk", i, "err", err.Error())
-					}
+		return len(lost) > 0, nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, p := range lost {
+		disk := missing(p)
+		for i, s := range p.Snapshots {
+			if i < len(a.cat.Disks) && have[i][s] {
+				if err := a.st.store.DeleteSnapshot(a.ctx, rc, a.cat.Disks[i].Blob, s); err != nil && !errors.Is(err, blob.ErrNotFound) {
+					a.note(slog.LevelWarn, "azuresvc: delete snapshot failed", "point", p.ID, "disk", i, "err", err.Error())
 				}
 			}
-			detail := fmt.Sprintf("snapshot of disk %d gone from storage", disk)
-			a.note(slog.LevelError, "azuresvc: recovery point lost", "point", p.ID, "reason", detail)
-			a.event(&proto.ReplicaEvent{Event: proto.EventPointLost, PointID: p.ID, Kind: p.Kind, PointTime: p.Time, Seq: p.Seq, Gen: p.Gen, Detail: detail})
 		}
-		return nil
+		detail := fmt.Sprintf("snapshot of disk %d gone from storage", disk)
+		a.note(slog.LevelError, "azuresvc: recovery point lost", "point", p.ID, "reason", detail)
+		a.event(&proto.ReplicaEvent{Event: proto.EventPointLost, PointID: p.ID, Kind: p.Kind, PointTime: p.Time, Seq: p.Seq, Gen: p.Gen, Detail: detail})
 	}
+	return nil
 }
