@@ -4,10 +4,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"io"
 	"math/rand/v2"
-	"slices"
 	"time"
 
 	"github.com/v2a-dr/v2a/impl/blockdev"
@@ -38,68 +36,31 @@ import (
 // checkpoint markers (written in turn), the journal (half the region), then
 // the account pages (16 rows each) to the region's end. A page never written
 // (all zeros) holds every one of its accounts at the initial balance.
+//
+// The write path (journal, checkpoints, markers, Freeze and Thaw, Blocker)
+// is journaled's; the account pages are its home blocks.
 type Bank struct {
-	w       Writer
-	spec    Spec
-	lay     bankLayout
-	bal     []int64  // balance per account
-	lastTx  []uint64 // the transaction that last changed each account (0: none)
-	dirty   map[int]bool
-	txid    uint64 // the newest transaction issued
-	ckptTx  uint64 // the newest checkpoint marker issued
-	ckptSeq uint64 // checkpoints issued
-	pending []bankWrite
-	frozen  bool
-	total   int64
-	gap     time.Duration
-	blocked bool
-	unblock func()
-	err     error
-}
-
-// Blocked implements Blocker: a write of the bank is held.
-func (b *Bank) Blocked() bool { return b.blocked }
-
-// SetUnblock implements Blocker.
-func (b *Bank) SetUnblock(f func()) { b.unblock = f }
-
-// submit issues one write; the bank waits for its acknowledgement.
-func (b *Bank) submit(w bankWrite) error {
-	b.blocked = true
-	b.w.Submit(b.spec.Disk, w.off, w.data, func(_ uint64, err error) {
-		b.blocked = false
-		if err != nil && b.err == nil {
-			b.err = err
-		}
-		if b.unblock != nil {
-			b.unblock()
-		}
-	})
-	return b.err
-}
-
-type bankWrite struct {
-	off  int64
-	data []byte
+	journaled
+	lay    bankLayout
+	bal    []int64  // balance per account
+	lastTx []uint64 // the transaction that last changed each account (0: none)
+	total  int64
 }
 
 // Bank layout parameters.
 const (
-	bankRowsPerPage  = 16
-	bankRowLen       = 254 // 32-byte page header + 16 rows = 4096
-	bankPageHeader   = 32
-	bankInitial      = 100_000
-	bankMagicSuper   = 0x42414e4b // "BANK"
-	bankMagicLog     = 0x424c4f47 // "BLOG"
-	bankMagicPage    = 0x42504147 // "BPAG"
-	bankMagicMarker  = 0x42434b50 // "BCKP"
-	bankWriteSpacing = time.Millisecond
-	bankHotPercent   = 2  // the hot set: 2% of the accounts...
-	bankHotChance    = 95 // ...take 95% of the transfers
-	bankMinBlocks    = 3 + 2*8
+	bankRowsPerPage = 16
+	bankRowLen      = 254 // 32-byte page header + 16 rows = 4096
+	bankPageHeader  = 32
+	bankInitial     = 100_000
+	bankMagicSuper  = 0x42414e4b // "BANK"
+	bankMagicLog    = 0x424c4f47 // "BLOG"
+	bankMagicPage   = 0x42504147 // "BPAG"
+	bankMagicMarker = 0x42434b50 // "BCKP"
+	bankHotPercent  = 2          // the hot set: 2% of the accounts...
+	bankHotChance   = 95         // ...take 95% of the transfers
+	bankMinBlocks   = 3 + 2*8
 )
-
-var crcTable = crc32.MakeTable(crc32.Castagnoli)
 
 // ErrInvariant is returned by Check when a recovered image breaks the
 // bank's invariant.
@@ -128,8 +89,10 @@ func NewBank(w Writer, spec Spec) (*Bank, error) {
 		return nil, fmt.Errorf("workload: bank needs %d bytes, region has %d", bankMinBlocks*blockdev.BlockSize, spec.RegionLen)
 	}
 	lay := newBankLayout(blocks)
-	b := &Bank{w: w, spec: spec, lay: lay, bal: make([]int64, lay.accounts), lastTx: make([]uint64, lay.accounts),
-		dirty: map[int]bool{}, gap: time.Duration(float64(time.Second) / spec.TxPerSec)}
+	b := &Bank{lay: lay, bal: make([]int64, lay.accounts), lastTx: make([]uint64, lay.accounts)}
+	b.journaled = journaled{w: w, spec: spec, magicMarker: bankMagicMarker, home: lay.pages,
+		render: func(p int64) []byte { return b.page(int(p)) }, dirty: map[int64]bool{},
+		gap: time.Duration(float64(time.Second) / spec.TxPerSec)}
 	for i := range b.bal {
 		b.bal[i] = bankInitial
 		b.total += bankInitial
@@ -141,9 +104,7 @@ func NewBank(w Writer, spec Spec) (*Bank, error) {
 // Name implements Workload.
 func (*Bank) Name() string { return "bank" }
 
-func (b *Bank) blockOff(i int64) int64 { return b.spec.RegionStart + i*blockdev.BlockSize }
-
-func (b *Bank) formatWrites() []bankWrite {
+func (b *Bank) formatWrites() []blockWrite {
 	sb := make([]byte, blockdev.BlockSize)
 	binary.BigEndian.PutUint32(sb[0:], bankMagicSuper)
 	binary.BigEndian.PutUint64(sb[4:], uint64(b.lay.slots))
@@ -151,32 +112,8 @@ func (b *Bank) formatWrites() []bankWrite {
 	binary.BigEndian.PutUint64(sb[20:], uint64(b.total))
 	binary.BigEndian.PutUint32(sb[28:], bankInitial)
 	copy(sb[64:], "v2a bank store: superblock, 2 checkpoint markers, circular journal, account pages of 16 rows\n")
-	sealBlock(sb)
-	// The superblock goes last: a store is formatted once it is there. The
-	// pages need no formatting: a page of zeros holds initial balances.
-	return []bankWrite{{b.blockOff(1), b.marker()}, {b.blockOff(0), sb}}
-}
-
-// sealBlock puts the CRC-32C of a block's first 4092 bytes in its last 4.
-func sealBlock(blk []byte) {
-	n := len(blk) - 4
-	binary.BigEndian.PutUint32(blk[n:], crc32.Checksum(blk[:n], crcTable))
-}
-
-func blockSealed(blk []byte) bool {
-	n := len(blk) - 4
-	return crc32.Checksum(blk[:n], crcTable) == binary.BigEndian.Uint32(blk[n:])
-}
-
-// marker is the next checkpoint marker: the pages hold every transaction
-// up to b.txid.
-func (b *Bank) marker() []byte {
-	buf := make([]byte, blockdev.BlockSize)
-	binary.BigEndian.PutUint32(buf[0:], bankMagicMarker)
-	binary.BigEndian.PutUint64(buf[4:], b.ckptSeq)
-	binary.BigEndian.PutUint64(buf[12:], b.txid)
-	sealBlock(buf)
-	return buf
+	// The pages need no formatting: a page of zeros holds initial balances.
+	return b.format(sb)
 }
 
 // page renders account page p: a header, then 16 rows of a binary part
@@ -237,29 +174,13 @@ func (b *Bank) account(r *rand.Rand) int {
 }
 
 // Step implements Workload: it issues the next write of the checkpoint in
-// flight, or commits a new transaction.
+// flight, or commits a new transaction; a checkpoint follows once half the
+// journal is used.
 func (b *Bank) Step(r *rand.Rand) (time.Duration, error) {
-	if len(b.pending) == 0 {
-		if b.frozen {
-			return b.gap, nil
-		}
-		b.pending = b.transaction(r)
-		if int64(b.txid-b.ckptTx) >= b.lay.slots/2 {
-			b.pending = append(b.pending, b.checkpoint()...)
-		}
-	}
-	w := b.pending[0]
-	b.pending = b.pending[1:]
-	if err := b.submit(w); err != nil {
-		return 0, err
-	}
-	if len(b.pending) > 0 {
-		return bankWriteSpacing, nil
-	}
-	return b.gap, nil
+	return b.step(r, b.transaction, b.lay.slots/2)
 }
 
-func (b *Bank) transaction(r *rand.Rand) []bankWrite {
+func (b *Bank) transaction(r *rand.Rand) []blockWrite {
 	from := b.account(r)
 	to := b.account(r)
 	if to == from {
@@ -273,66 +194,20 @@ func (b *Bank) transaction(r *rand.Rand) []bankWrite {
 	b.bal[from] -= amount
 	b.bal[to] += amount
 	b.lastTx[from], b.lastTx[to] = b.txid, b.txid
-	b.dirty[from/bankRowsPerPage] = true
-	b.dirty[to/bankRowsPerPage] = true
+	b.dirty[int64(from/bankRowsPerPage)] = true
+	b.dirty[int64(to/bankRowsPerPage)] = true
 	rec := logRecord(r, b.txid, []entry{{uint32(from), b.bal[from]}, {uint32(to), b.bal[to]}})
 	slot := int64((b.txid - 1) % uint64(b.lay.slots))
-	return []bankWrite{{b.blockOff(b.lay.journal + slot), rec}}
+	return []blockWrite{{b.blockOff(b.lay.journal + slot), rec}}
 }
-
-// checkpoint writes every dirty page, in page order, then the marker.
-func (b *Bank) checkpoint() []bankWrite {
-	pages := make([]int, 0, len(b.dirty))
-	for p := range b.dirty {
-		pages = append(pages, p)
-	}
-	slices.Sort(pages)
-	ws := make([]bankWrite, 0, len(pages)+1)
-	for _, p := range pages {
-		ws = append(ws, bankWrite{b.blockOff(b.lay.pages + int64(p)), b.page(p)})
-	}
-	clear(b.dirty)
-	b.ckptSeq++
-	b.ckptTx = b.txid
-	return append(ws, bankWrite{b.blockOff(1 + int64(b.ckptSeq%2)), b.marker()})
-}
-
-// Freeze implements Workload: what is in flight is finished at once and a
-// checkpoint makes the pages hold every transaction (the VSS writer's
-// flush); no new transaction starts until Thaw.
-func (b *Bank) Freeze() error {
-	ws := b.pending
-	if b.ckptTx != b.txid || len(b.dirty) > 0 {
-		ws = append(ws, b.checkpoint()...)
-	}
-	b.pending = nil
-	for _, w := range ws {
-		if err := b.submit(w); err != nil {
-			return err
-		}
-	}
-	b.frozen = true
-	return nil
-}
-
-// Thaw implements Workload.
-func (b *Bank) Thaw() { b.frozen = false }
 
 // Check implements Workload.
 func (b *Bank) Check(images []io.ReaderAt, clean bool) (Report, error) {
-	if b.spec.Disk >= len(images) {
-		return Report{}, fmt.Errorf("workload: bank: no image for disk %d", b.spec.Disk)
+	img, err := b.image(images, "bank")
+	if err != nil {
+		return Report{}, err
 	}
-	return CheckBank(images[b.spec.Disk], b.spec.RegionStart, clean)
-}
-
-// readBlocks reads n blocks from block i of the region at start.
-func readBlocks(img io.ReaderAt, start, i, n int64, what string) ([]byte, error) {
-	buf := make([]byte, n*blockdev.BlockSize)
-	if _, err := img.ReadAt(buf, start+i*blockdev.BlockSize); err != nil && err != io.EOF {
-		return nil, fmt.Errorf("workload: %s: read blocks %d..%d: %w", what, i, i+n-1, err)
-	}
-	return buf, nil
+	return CheckBank(img, b.spec.RegionStart, clean)
 }
 
 // CheckBank recovers a bank store from img (in memory: img is not changed)
@@ -340,27 +215,17 @@ func readBlocks(img io.ReaderAt, start, i, n int64, what string) ([]byte, error)
 // replay: the pages hold every committed transaction.
 func CheckBank(img io.ReaderAt, start int64, clean bool) (Report, error) {
 	const bs = blockdev.BlockSize
-	head, err := readBlocks(img, start, 0, 3, "bank")
+	// The newest valid marker says what the pages hold.
+	sb, ckpt, err := readJournalHead(img, start, "bank", bankMagicSuper, bankMagicMarker, ErrInvariant)
 	if err != nil {
 		return Report{}, err
 	}
-	sb := head[:bs]
-	if binary.BigEndian.Uint32(sb) != bankMagicSuper {
+	if sb == nil {
 		return Report{Formatted: false, Summary: "not formatted yet"}, nil
-	}
-	if !blockSealed(sb) {
-		return Report{}, fmt.Errorf("%w: superblock checksum", ErrInvariant)
 	}
 	slots, npages := int64(binary.BigEndian.Uint64(sb[4:])), int64(binary.BigEndian.Uint64(sb[12:]))
 	total, initial := int64(binary.BigEndian.Uint64(sb[20:])), int64(binary.BigEndian.Uint32(sb[28:]))
 	lay := bankLayout{journal: 3, slots: slots, pages: 3 + slots, npages: npages, accounts: int(npages) * bankRowsPerPage}
-	// The newest valid marker says what the pages hold.
-	var ckpt uint64
-	for _, m := range [][]byte{head[bs : 2*bs], head[2*bs:]} {
-		if binary.BigEndian.Uint32(m) == bankMagicMarker && blockSealed(m) {
-			ckpt = max(ckpt, binary.BigEndian.Uint64(m[12:]))
-		}
-	}
 	pages, err := readBlocks(img, start, lay.pages, lay.npages, "bank")
 	if err != nil {
 		return Report{}, err
@@ -405,14 +270,12 @@ func CheckBank(img io.ReaderAt, start int64, clean bool) (Report, error) {
 		}
 		recs = append(recs, r)
 	}
-	slices.SortFunc(recs, func(a, b rec) int { return cmpU64(a.txid, b.txid) })
+	sortByTx(recs, func(r rec) uint64 { return r.txid })
 	// Redo, in order: each record sets the new balances it carries. The
-	// records after the marker must follow it without a hole: one record is
-	// one write, and a later write on the image without an earlier one is
-	// a write lost or reordered.
+	// records after the marker must follow it without a hole.
 	for i, r := range recs {
-		if want := ckpt + uint64(i) + 1; r.txid != want {
-			return Report{Formatted: true}, fmt.Errorf("%w: journal holds transaction %d but not %d (checkpoint at %d)", ErrInvariant, r.txid, want, ckpt)
+		if err := follows(ErrInvariant, "holds", ckpt, i, r.txid); err != nil {
+			return Report{Formatted: true}, err
 		}
 		for _, e := range r.es {
 			if int(e.acct) >= lay.accounts {
@@ -437,23 +300,4 @@ func CheckBank(img io.ReaderAt, start int64, clean bool) (Report, error) {
 		return rep, fmt.Errorf("%w: app-consistent image needed %d journal records replayed", ErrInvariant, len(recs))
 	}
 	return rep, nil
-}
-
-func cmpU64(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
-}
-
-func isZero(b []byte) bool {
-	for _, c := range b {
-		if c != 0 {
-			return false
-		}
-	}
-	return true
 }

@@ -7,7 +7,6 @@ import (
 	"hash/crc32"
 	"io"
 	"math/rand/v2"
-	"slices"
 	"time"
 
 	"github.com/v2a-dr/v2a/impl/blockdev"
@@ -41,24 +40,16 @@ import (
 // On-disk layout (4 KiB blocks from the region's start): superblock, two
 // checkpoint markers (in turn), the journal (3/8 of the region), the inode
 // table (fsInodeBlocks blocks of fsInodesPerBlock inodes), the data area.
+//
+// The write path (journal slots, checkpoints, markers, Freeze and Thaw,
+// Blocker) is journaled's; the inode-table blocks are its home blocks.
 type FS struct {
-	w       Writer
-	spec    Spec
-	lay     fsLayout
-	inodes  []fsInode
-	used    []bool // data blocks in use
-	cursor  int64  // next-fit allocator position in the data area
-	live    int
-	dirty   map[int64]bool // inode-table blocks changed since the checkpoint
-	txid    uint64
-	ckptTx  uint64
-	ckptSeq uint64
-	pending []bankWrite
-	frozen  bool
-	gap     time.Duration
-	blocked bool
-	unblock func()
-	err     error
+	journaled
+	lay    fsLayout
+	inodes []fsInode
+	used   []bool // data blocks in use
+	cursor int64  // next-fit allocator position in the data area
+	live   int
 }
 
 type fsInode struct {
@@ -79,7 +70,6 @@ const (
 	fsMagicInodes    = 0x46534942 // "FSIB"
 	fsMagicCommit    = 0x46534354 // "FSCT"
 	fsMagicMarker    = 0x46534d4b // "FSMK"
-	fsWriteSpacing   = time.Millisecond
 	fsCommitLen      = 512
 	fsMinBlocks      = 128
 )
@@ -111,8 +101,9 @@ func NewFS(w Writer, spec Spec) (*FS, error) {
 		return nil, fmt.Errorf("workload: fs needs %d bytes, region has %d", fsMinBlocks*blockdev.BlockSize, spec.RegionLen)
 	}
 	lay := newFSLayout(blocks)
-	f := &FS{w: w, spec: spec, lay: lay, inodes: make([]fsInode, lay.nitab*fsInodesPerBlock),
-		used: make([]bool, lay.ndata), dirty: map[int64]bool{}, gap: time.Duration(float64(time.Second) / spec.TxPerSec)}
+	f := &FS{lay: lay, inodes: make([]fsInode, lay.nitab*fsInodesPerBlock), used: make([]bool, lay.ndata)}
+	f.journaled = journaled{w: w, spec: spec, magicMarker: fsMagicMarker, home: lay.itable, render: f.inodeBlock,
+		dirty: map[int64]bool{}, gap: time.Duration(float64(time.Second) / spec.TxPerSec)}
 	f.pending = f.formatWrites()
 	return f, nil
 }
@@ -120,48 +111,16 @@ func NewFS(w Writer, spec Spec) (*FS, error) {
 // Name implements Workload.
 func (*FS) Name() string { return "fs" }
 
-// Blocked implements Blocker.
-func (f *FS) Blocked() bool { return f.blocked }
-
-// SetUnblock implements Blocker.
-func (f *FS) SetUnblock(fn func()) { f.unblock = fn }
-
-func (f *FS) submit(w bankWrite) error {
-	f.blocked = true
-	f.w.Submit(f.spec.Disk, w.off, w.data, func(_ uint64, err error) {
-		f.blocked = false
-		if err != nil && f.err == nil {
-			f.err = err
-		}
-		if f.unblock != nil {
-			f.unblock()
-		}
-	})
-	return f.err
-}
-
-func (f *FS) blockOff(i int64) int64 { return f.spec.RegionStart + i*blockdev.BlockSize }
-
-func (f *FS) formatWrites() []bankWrite {
+func (f *FS) formatWrites() []blockWrite {
 	sb := make([]byte, blockdev.BlockSize)
 	binary.BigEndian.PutUint32(sb[0:], fsMagicSuper)
 	binary.BigEndian.PutUint64(sb[4:], uint64(f.lay.slots))
 	binary.BigEndian.PutUint64(sb[12:], uint64(f.lay.ndata))
 	binary.BigEndian.PutUint64(sb[20:], uint64(f.lay.nitab))
 	copy(sb[64:], "v2a fs: superblock, 2 checkpoint markers, physical metadata journal, inode table, data\n")
-	sealBlock(sb)
 	// An inode-table block of zeros holds free inodes: nothing to format
 	// but the marker and, last, the superblock.
-	return []bankWrite{{f.blockOff(1), f.marker()}, {f.blockOff(0), sb}}
-}
-
-func (f *FS) marker() []byte {
-	buf := make([]byte, blockdev.BlockSize)
-	binary.BigEndian.PutUint32(buf[0:], fsMagicMarker)
-	binary.BigEndian.PutUint64(buf[4:], f.ckptSeq)
-	binary.BigEndian.PutUint64(buf[12:], f.txid)
-	sealBlock(buf)
-	return buf
+	return f.format(sb)
 }
 
 // inodeBlock renders inode-table block b: a header, then its inodes, each
@@ -197,37 +156,19 @@ func (f *FS) inodeBlock(b int64) []byte {
 }
 
 // Step implements Workload: the next write of the operation or checkpoint
-// in flight, or a new operation.
+// in flight, or a new operation (none when there is no room to create a
+// file and nothing to delete). A checkpoint follows once half the journal
+// is used (2 slots a transaction).
 func (f *FS) Step(r *rand.Rand) (time.Duration, error) {
-	if len(f.pending) == 0 {
-		if f.frozen {
-			return f.gap, nil
-		}
-		f.pending = f.operation(r)
-		if len(f.pending) == 0 {
-			return f.gap, nil // nothing to create room for, nothing to delete
-		}
-		if int64(f.txid-f.ckptTx) >= f.lay.slots/4 {
-			f.pending = append(f.pending, f.checkpoint()...)
-		}
-	}
-	w := f.pending[0]
-	f.pending = f.pending[1:]
-	if err := f.submit(w); err != nil {
-		return 0, err
-	}
-	if len(f.pending) > 0 {
-		return fsWriteSpacing, nil
-	}
-	return f.gap, nil
+	return f.step(r, f.operation, f.lay.slots/4)
 }
 
 // operation creates or deletes a file, keeping 80–95% of the inodes in
 // use (a full file system, whose inode-table blocks are dense).
-func (f *FS) operation(r *rand.Rand) []bankWrite {
+func (f *FS) operation(r *rand.Rand) []blockWrite {
 	n := len(f.inodes)
 	create := f.live < n*80/100 || (f.live < n*95/100 && r.IntN(2) == 0)
-	var ws []bankWrite
+	var ws []blockWrite
 	var ino int
 	if create {
 		size := 1 + r.Int64N(fsMaxFileBlocks)
@@ -250,7 +191,7 @@ func (f *FS) operation(r *rand.Rand) []bankWrite {
 			f.txid++
 			f.inodes[ino] = fsInode{gen: uint32(f.txid), start: start, nblocks: size, crc: crc32.Checksum(data, crcTable), txid: f.txid}
 			f.live++
-			ws = append(ws, bankWrite{f.blockOff(f.lay.data + start), data})
+			ws = append(ws, blockWrite{f.blockOff(f.lay.data + start), data})
 		}
 	}
 	if !create {
@@ -281,7 +222,7 @@ func (f *FS) operation(r *rand.Rand) []bankWrite {
 	text := appendDate(append([]byte("jbd2 commit "), ' '), r)
 	copy(cm[32:], appendToken(text, r, 32))
 	sealBlock(cm)
-	return append(ws, bankWrite{f.blockOff(f.lay.journal + slot), cp}, bankWrite{f.blockOff(f.lay.journal + slot + 1), cm})
+	return append(ws, blockWrite{f.blockOff(f.lay.journal + slot), cp}, blockWrite{f.blockOff(f.lay.journal + slot + 1), cm})
 }
 
 // allocate finds n free contiguous data blocks, next-fit from the cursor.
@@ -313,75 +254,28 @@ func (f *FS) allocate(n int64) (int64, bool) {
 	return 0, false
 }
 
-// checkpoint writes every changed inode-table block into place, then the
-// marker.
-func (f *FS) checkpoint() []bankWrite {
-	blocks := make([]int64, 0, len(f.dirty))
-	for b := range f.dirty {
-		blocks = append(blocks, b)
-	}
-	slices.Sort(blocks)
-	ws := make([]bankWrite, 0, len(blocks)+1)
-	for _, b := range blocks {
-		ws = append(ws, bankWrite{f.blockOff(f.lay.itable + b), f.inodeBlock(b)})
-	}
-	clear(f.dirty)
-	f.ckptSeq++
-	f.ckptTx = f.txid
-	return append(ws, bankWrite{f.blockOff(1 + int64(f.ckptSeq%2)), f.marker()})
-}
-
-// Freeze implements Workload: the operation in flight is finished and a
-// checkpoint puts every inode in place (fsfreeze); nothing new until Thaw.
-func (f *FS) Freeze() error {
-	ws := f.pending
-	if f.ckptTx != f.txid || len(f.dirty) > 0 {
-		ws = append(ws, f.checkpoint()...)
-	}
-	f.pending = nil
-	for _, w := range ws {
-		if err := f.submit(w); err != nil {
-			return err
-		}
-	}
-	f.frozen = true
-	return nil
-}
-
-// Thaw implements Workload.
-func (f *FS) Thaw() { f.frozen = false }
-
 // Check implements Workload.
 func (f *FS) Check(images []io.ReaderAt, clean bool) (Report, error) {
-	if f.spec.Disk >= len(images) {
-		return Report{}, fmt.Errorf("workload: fs: no image for disk %d", f.spec.Disk)
+	img, err := f.image(images, "fs")
+	if err != nil {
+		return Report{}, err
 	}
-	return CheckFS(images[f.spec.Disk], f.spec.RegionStart, clean)
+	return CheckFS(img, f.spec.RegionStart, clean)
 }
 
 // CheckFS recovers the file system on img (in memory) and checks its
 // invariant. With clean set, recovery must have nothing to replay.
 func CheckFS(img io.ReaderAt, start int64, clean bool) (Report, error) {
 	const bs = blockdev.BlockSize
-	head, err := readBlocks(img, start, 0, 3, "fs")
+	sb, ckpt, err := readJournalHead(img, start, "fs", fsMagicSuper, fsMagicMarker, ErrFS)
 	if err != nil {
 		return Report{}, err
 	}
-	sb := head[:bs]
-	if binary.BigEndian.Uint32(sb) != fsMagicSuper {
+	if sb == nil {
 		return Report{Formatted: false, Summary: "not formatted yet"}, nil
-	}
-	if !blockSealed(sb) {
-		return Report{}, fmt.Errorf("%w: superblock checksum", ErrFS)
 	}
 	slots, ndata, nitab := int64(binary.BigEndian.Uint64(sb[4:])), int64(binary.BigEndian.Uint64(sb[12:])), int64(binary.BigEndian.Uint64(sb[20:]))
 	lay := fsLayout{journal: 3, slots: slots, itable: 3 + slots, nitab: nitab, data: 3 + slots + nitab, ndata: ndata}
-	var ckpt uint64
-	for _, m := range [][]byte{head[bs : 2*bs], head[2*bs:]} {
-		if binary.BigEndian.Uint32(m) == fsMagicMarker && blockSealed(m) {
-			ckpt = max(ckpt, binary.BigEndian.Uint64(m[12:]))
-		}
-	}
 	itable, err := readBlocks(img, start, lay.itable, lay.nitab, "fs")
 	if err != nil {
 		return Report{}, err
@@ -408,10 +302,10 @@ func CheckFS(img io.ReaderAt, start int64, clean bool) (Report, error) {
 			commits = append(commits, c)
 		}
 	}
-	slices.SortFunc(commits, func(a, b commit) int { return cmpU64(a.txid, b.txid) })
+	sortByTx(commits, func(c commit) uint64 { return c.txid })
 	for i, c := range commits {
-		if want := ckpt + uint64(i) + 1; c.txid != want {
-			return Report{Formatted: true}, fmt.Errorf("%w: journal commits transaction %d but not %d (checkpoint at %d)", ErrFS, c.txid, want, ckpt)
+		if err := follows(ErrFS, "commits", ckpt, i, c.txid); err != nil {
+			return Report{Formatted: true}, err
 		}
 		cp := journal[c.slot*bs : (c.slot+1)*bs]
 		if c.block >= lay.nitab || crc32.Checksum(cp, crcTable) != c.crc {
