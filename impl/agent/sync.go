@@ -2,6 +2,7 @@ package agent
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"fmt"
 	"time"
@@ -139,7 +140,7 @@ func (a *Agent) pumpSync(ctx runtime.Context) {
 	}
 	s.reading = true
 	epoch := a.epoch
-	a.startOp(ctx, runtime.Op{Name: "sync-read", Bytes: n, Run: func() (any, error) {
+	a.startOp(ctx, runtime.Op{Name: "sync-read", Bytes: n, Run: func(context.Context) (any, error) {
 		return compareRegion(dev, off, n, fresh, sums, known)
 	}}, func(ctx runtime.Context, d runtime.Done) {
 		if epoch != a.epoch || a.sync != s {

@@ -17,8 +17,8 @@ func (s *Server) discover(ctx runtime.Context) {
 	s.discovering = true
 	client := s.cfg.VSphere
 	// vCenter is on-premises beside the configuration server: Peer "".
-	id := ctx.Start(runtime.Op{Name: "discover vcenter", Run: func() (any, error) {
-		return client.Discover(context.Background())
+	id := ctx.Start(runtime.Op{Name: "discover vcenter", Run: func(ctx context.Context) (any, error) {
+		return client.Discover(ctx)
 	}})
 	s.ops[id] = pendingOp{kind: "discover"}
 }

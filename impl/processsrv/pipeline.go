@@ -172,7 +172,7 @@ func (s *Server) scrub(err error) string {
 func (s *Server) createContainer(ctx runtime.Context) {
 	st, c := s.cfg.Store, s.container()
 	id := ctx.Start(runtime.Op{Name: "create cache container", Peer: s.cfg.StoragePeer,
-		Run: func() (any, error) { return nil, st.CreateContainer(context.Background(), c) }})
+		Run: func(ctx context.Context) (any, error) { return nil, st.CreateContainer(ctx, c) }})
 	s.ops[id] = &opInfo{kind: opContainer}
 }
 
@@ -240,7 +240,7 @@ func (s *Server) startSeal(ctx runtime.Context, m *machine, e *entry) {
 	e.state = stateSealing
 	s.inFlight++
 	s.hold(e.fileBytes)
-	id := ctx.Start(runtime.Op{Name: "seal " + name, Run: func() (any, error) { return w.sealFile(fsy, path, name) }})
+	id := ctx.Start(runtime.Op{Name: "seal " + name, Run: func(context.Context) (any, error) { return w.sealFile(fsy, path, name) }})
 	s.ops[id] = &opInfo{kind: opSeal, machine: m.name, seq: e.seq, worker: w, heldBytes: e.fileBytes}
 }
 
@@ -316,8 +316,8 @@ func (s *Server) startPut(ctx runtime.Context, m *machine, e *entry, sealed []by
 	n := int64(len(sealed))
 	s.hold(n)
 	st, c, name := s.cfg.Store, s.container(), BlobName(m.name, e.seq)
-	id := ctx.Start(runtime.Op{Name: "upload " + name, Peer: s.cfg.StoragePeer, Bytes: n, Run: func() (any, error) {
-		_, err := st.Put(context.Background(), c, name, sealed, blob.WriteOptions{})
+	id := ctx.Start(runtime.Op{Name: "upload " + name, Peer: s.cfg.StoragePeer, Bytes: n, Run: func(ctx context.Context) (any, error) {
+		_, err := st.Put(ctx, c, name, sealed, blob.WriteOptions{})
 		return nil, err
 	}})
 	s.ops[id] = &opInfo{kind: opPut, machine: m.name, seq: e.seq, heldBytes: n, sealedBytes: n}
