@@ -133,6 +133,18 @@ func (o *Ops[T]) Reset() { o.epoch++ }
 // Epoch is the current epoch, counting Resets.
 func (o *Ops[T]) Epoch() uint64 { return o.epoch }
 
+// Any reports whether the tag of a live op (not yet completed, and not
+// made stale by a Reset) satisfies pred. It visits the ops in no fixed
+// order, so pred must not have effects.
+func (o *Ops[T]) Any(pred func(T) bool) bool {
+	for _, e := range o.pending {
+		if (e.durable || e.epoch == o.epoch) && pred(e.tag) {
+			return true
+		}
+	}
+	return false
+}
+
 // InFlight is the number of ops started and not completed, stale ones
 // included: what still occupies the driver.
 func (o *Ops[T]) InFlight() int { return len(o.pending) }
