@@ -137,3 +137,41 @@ func TestStopBounded(t *testing.T) {
 		t.Errorf("Stop took %s with a 50ms StopTimeout", took)
 	}
 }
+
+// TestRealOpsEpoch: on the real runtime too, a completion of an epoch that
+// Reset ended is dropped and a live one comes back with its tag.
+func TestRealOpsEpoch(t *testing.T) {
+	r := NewReal(RealOptions{Listen: loopback})
+	var ops Ops[string]
+	got := make(chan string, 10)
+	f, _, _ := newRecorder(func(ctx Context, ev Event) {
+		switch ev := ev.(type) {
+		case Started:
+			ops.Start(ctx, Op{Name: "stale", Run: func(context.Context) (any, error) { return nil, nil }}, "stale")
+			ops.Reset()
+			ops.Start(ctx, Op{Name: "fresh", Run: func(context.Context) (any, error) { return nil, nil }}, "fresh")
+		case Done:
+			if tag, ok := ops.Complete(ev); ok {
+				got <- tag
+			} else {
+				got <- "dropped " + ev.Name
+			}
+		}
+	})
+	if err := r.Spawn(addrA, f); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for range 2 {
+		select {
+		case s := <-got:
+			seen[s] = true
+		case <-time.After(20 * time.Second):
+			t.Fatalf("gave up waiting for completions; got %v", seen)
+		}
+	}
+	stop(t, r)
+	if !seen["fresh"] || !seen["dropped stale"] {
+		t.Errorf("completions %v, want fresh and dropped stale", seen)
+	}
+}
