@@ -93,7 +93,8 @@ type Service struct {
 	lastAnn  time.Time
 	machines map[string]*machine
 	groups   map[string]*group
-	ops      map[runtime.OpID]pending
+	ops      runtime.Ops[pending]
+	timers   runtime.Timers
 }
 
 // machine is the actor's view of one replicated machine.
@@ -174,7 +175,7 @@ func New(cfg Config) *Service {
 		cfg.VerifyEvery = DefaultVerifyEvery
 	}
 	return &Service{cfg: cfg, st: storage{store: cfg.Store, prefix: cfg.ContainerPrefix},
-		machines: map[string]*machine{}, groups: map[string]*group{}, ops: map[runtime.OpID]pending{}}
+		machines: map[string]*machine{}, groups: map[string]*group{}}
 }
 
 // Handle implements runtime.Actor.
@@ -185,13 +186,14 @@ func (s *Service) Handle(ctx runtime.Context, ev runtime.Event) {
 		// A Service is built fresh after a crash; reset anyway so that a
 		// driver delivering Started twice gets a clean restart.
 		s.ready, s.setup, s.listing, s.relist = false, false, false, false
-		s.machines, s.groups, s.ops = map[string]*machine{}, map[string]*group{}, map[runtime.OpID]pending{}
+		s.machines, s.groups = map[string]*machine{}, map[string]*group{}
+		s.ops, s.timers = runtime.Ops[pending]{}, runtime.Timers{}
 		ctx.Log().Info("azuresvc: started", "pollEvery", s.cfg.PollEvery.String())
 		s.startSetup(ctx)
-		ctx.After(s.cfg.PollEvery, "poll")
+		s.timers.Set(ctx, timerPoll, s.cfg.PollEvery)
 	case runtime.Timer:
-		if ev.Name == "poll" {
-			ctx.After(s.cfg.PollEvery, "poll")
+		if s.timers.Fired(ev) && ev.Name == timerPoll {
+			s.timers.Set(ctx, timerPoll, s.cfg.PollEvery)
 			s.poll(ctx)
 		}
 	case runtime.Message:
@@ -279,8 +281,11 @@ func (s *Service) start(ctx runtime.Context, p pending, op runtime.Op) {
 	if op.Peer == "" {
 		op.Peer = s.cfg.StoragePeer
 	}
-	s.ops[ctx.Start(op)] = p
+	s.ops.Start(ctx, op, p)
 }
+
+// timerPoll is the period of the cache listing.
+const timerPoll = "poll"
 
 func (s *Service) poll(ctx runtime.Context) {
 	if !s.ready {
@@ -642,11 +647,10 @@ func (s *Service) startCleanup(ctx runtime.Context, m *machine, stale []uint64) 
 }
 
 func (s *Service) done(ctx runtime.Context, ev runtime.Done) {
-	p, ok := s.ops[ev.ID]
+	p, ok := s.ops.Complete(ev)
 	if !ok {
 		return // from before a restart
 	}
-	delete(s.ops, ev.ID)
 	switch p.kind {
 	case opSetup:
 		s.setup = false
