@@ -1,6 +1,7 @@
 package harness
 
 import (
+	"context"
 	"fmt"
 	"path"
 	"sort"
@@ -306,7 +307,37 @@ func (d *Deployment) Replies() []proto.Reply {
 	return r
 }
 
-// ConfigServer returns the live configuration server (nil while down).
+// ConfigStatus is the configuration server's Status, read on its own turn
+// through the runtime's Inspect (as a daemon's status page would under the
+// Real runtime), or an error while it is down.
+func (d *Deployment) ConfigStatus() (configsrv.Status, error) {
+	return runtime.InspectAs(context.Background(), d.e.Sim, AddrConfigServer, func(a runtime.Actor) configsrv.Status {
+		if t, ok := a.(*csTap); ok {
+			return t.Server.Status()
+		}
+		return a.(*configsrv.Server).Status()
+	})
+}
+
+// ProcessStatus is the process server's Status, read through Inspect, or an
+// error while it is down.
+func (d *Deployment) ProcessStatus() (processsrv.Status, error) {
+	return runtime.InspectAs(context.Background(), d.e.Sim, AddrProcessServer, func(a runtime.Actor) processsrv.Status {
+		return a.(*processsrv.Server).Status()
+	})
+}
+
+// AgentStatus is a machine's agent's Status, read through Inspect, or an
+// error when it has no agent or the agent is down.
+func (d *Deployment) AgentStatus(machine string) (agent.Status, error) {
+	return runtime.InspectAs(context.Background(), d.e.Sim, AgentAddr(machine), func(a runtime.Actor) agent.Status {
+		return a.(*agent.Agent).Status()
+	})
+}
+
+// ConfigServer returns the live configuration server (nil while down). It
+// is the actor itself, safe to touch only from the simulator's goroutine
+// between events; status goes through ConfigStatus.
 func (d *Deployment) ConfigServer() *configsrv.Server {
 	switch s := d.e.Sim.Actor(AddrConfigServer).(type) {
 	case *csTap:

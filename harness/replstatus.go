@@ -15,11 +15,11 @@ import (
 
 // csStatus is the configuration server's view, or an error while it is down.
 func (d *Deployment) csStatus() (configsrv.Status, error) {
-	cs := d.ConfigServer()
-	if cs == nil {
+	st, err := d.ConfigStatus()
+	if err != nil {
 		return configsrv.Status{}, fmt.Errorf("the configuration server is down")
 	}
-	return cs.Status(), nil
+	return st, nil
 }
 
 // MachineStatus is a machine's row in the configuration server's view.
@@ -159,8 +159,8 @@ func (r *Runner) status(a argMap) (string, error) {
 	// uploaded (compressed, plus 34 bytes of header and AES-GCM tag an
 	// item); codec is the compression of its latest item (the policy's).
 	ratios, codecs := map[string]string{}, map[string]string{}
-	if ps := d.ProcessServer(); ps != nil {
-		for _, m := range ps.Status().Machines {
+	if ps, err := d.ProcessStatus(); err == nil {
+		for _, m := range ps.Machines {
 			if m.SealedBytes > 0 {
 				ratios[m.Machine] = fmt.Sprintf("%.2f", float64(m.RawBytes)/float64(m.SealedBytes))
 				codecs[m.Machine] = m.Codec
@@ -316,11 +316,10 @@ func (r *Runner) agentCmd(a argMap) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	ag := d.Agent(vm)
-	if ag == nil {
+	s, err := d.AgentStatus(vm)
+	if err != nil {
 		return "", fmt.Errorf("agent: %s has no running agent", vm)
 	}
-	s := ag.Status()
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s: phase=%s mode=%s gen=%d policy=%s registered=%v\n", vm, s.Phase, s.Mode, s.Gen, s.Policy, s.Registered)
 	if s.RegisterRefused != "" {

@@ -152,11 +152,11 @@ type Agent struct {
 	registered    bool
 	refusedReason string
 
-	timers map[string]runtime.TimerID
-	ops    map[runtime.OpID]func(runtime.Context, runtime.Done)
-	// epoch invalidates the results of ops started before a sync began or
-	// protection stopped.
-	epoch uint64
+	timers runtime.Timers
+	// ops are the reads in flight; ops.Reset voids the results of those
+	// started before a sync began, protection stopped or the queue was
+	// rebuilt.
+	ops runtime.Callbacks
 
 	stream
 	sync     *syncState
@@ -195,8 +195,7 @@ type Agent struct {
 // New builds an agent. It does nothing until it handles Started.
 func New(cfg Config) *Agent {
 	cfg.defaults()
-	return &Agent{cfg: cfg, phase: PhaseIdle, timers: map[string]runtime.TimerID{},
-		ops: map[runtime.OpID]func(runtime.Context, runtime.Done){}, bookmarks: newBookmarkStats(),
+	return &Agent{cfg: cfg, phase: PhaseIdle, bookmarks: newBookmarkStats(),
 		remembered: map[string]*memberRound{}, newest: map[string]uint64{},
 		rounds: roundStats{revokedBy: map[string]int64{}, skipped: map[string]int64{}},
 		member: memberStats{refused: map[string]int64{}}}
@@ -211,16 +210,12 @@ func (a *Agent) Handle(ctx runtime.Context, ev runtime.Event) {
 	case runtime.Message:
 		a.message(ctx, ev)
 	case runtime.Timer:
-		if id, ok := a.timers[ev.Name]; !ok || id != ev.ID {
+		if !a.timers.Fired(ev) {
 			return // cancelled or replaced
 		}
-		delete(a.timers, ev.Name)
 		a.timer(ctx, ev.Name)
 	case runtime.Done:
-		if f, ok := a.ops[ev.ID]; ok {
-			delete(a.ops, ev.ID)
-			f(ctx, ev)
-		}
+		a.ops.Dispatch(ctx, ev)
 	}
 	if a.filter == nil {
 		return
@@ -355,7 +350,7 @@ func (a *Agent) message(ctx runtime.Context, ev runtime.Message) {
 }
 
 func (a *Agent) onRegisterReply(ctx runtime.Context, m *proto.RegisterReply) {
-	if _, waiting := a.timers[tRegister]; !waiting && (m.OK == a.registered) {
+	if waiting := a.timers.Pending(tRegister); !waiting && (m.OK == a.registered) {
 		return // a duplicate
 	}
 	a.cancel(ctx, tRegister)
@@ -399,7 +394,7 @@ func (a *Agent) onProtect(ctx runtime.Context, m *proto.Protect) {
 	psChanged := m.ProcessServer != a.st.ProcessServer
 	// A resync (a new gen, same policy) keeps the bookmark schedule going:
 	// restarting it would leave a gap of up to two intervals between points.
-	_, scheduled := a.timers[tCrash]
+	scheduled := a.timers.Pending(tCrash)
 	keepSchedule := scheduled && m.Policy == a.st.Policy
 	floor := a.st.StreamFloor // the process server's numbering, unless it is another one
 	if psChanged {
@@ -408,7 +403,7 @@ func (a *Agent) onProtect(ctx runtime.Context, m *proto.Protect) {
 	a.st = persisted{Machine: a.cfg.Machine, Gen: m.Gen, Policy: m.Policy, ProcessServer: m.ProcessServer, Phase: PhaseSyncing,
 		LastTagN: a.st.LastTagN, StreamFloor: floor}
 	a.cancel(ctx, tResync)
-	if _, ok := a.timers[tHeartbeat]; !ok {
+	if !a.timers.Pending(tHeartbeat) {
 		a.heartbeat(ctx)
 	}
 	if !keepSchedule {
@@ -437,7 +432,7 @@ func (a *Agent) switchProcessServer(ctx runtime.Context, ps string) {
 	case PhaseSyncing:
 		a.beginSync(ctx, a.st.Gen)
 	case PhaseReplicating:
-		a.epoch++
+		a.ops.Reset()
 		a.draining = false
 		a.drainFrom, a.drainDue = a.filter.Stats().TrimSeq+1, true
 	}
@@ -448,7 +443,7 @@ func (a *Agent) onUnprotect(ctx runtime.Context) {
 		return
 	}
 	ctx.Log().Info("agent: unprotect", "machine", a.cfg.Machine)
-	a.epoch++
+	a.ops.Reset()
 	a.sync = nil
 	a.draining = false
 	a.dropStream()
@@ -546,7 +541,7 @@ func (a *Agent) requireResync(ctx runtime.Context, reason string) {
 	ctx.Log().Warn("agent: resync required", "machine", a.cfg.Machine, "gen", a.st.Gen, "reason", reason)
 	a.lastErr = "resync required: " + reason
 	if a.sync != nil {
-		a.epoch++ // the sync's pending reads are void
+		a.ops.Reset() // the sync's pending reads are void
 		a.sync = nil
 	}
 	a.phase = PhaseResyncRequired
@@ -575,25 +570,20 @@ func (a *Agent) fail(ctx runtime.Context, what string, err error) {
 
 // set (re)arms the timer called name.
 func (a *Agent) set(ctx runtime.Context, name string, d time.Duration) {
-	a.cancel(ctx, name)
-	a.timers[name] = ctx.After(d, name)
+	a.timers.Set(ctx, name, d)
 }
 
 // arm sets the timer called name unless it is pending.
 func (a *Agent) arm(ctx runtime.Context, name string, d time.Duration) {
-	if _, ok := a.timers[name]; !ok {
-		a.timers[name] = ctx.After(d, name)
-	}
+	a.timers.Arm(ctx, name, d)
 }
 
 func (a *Agent) cancel(ctx runtime.Context, name string) {
-	if id, ok := a.timers[name]; ok {
-		ctx.Cancel(id)
-		delete(a.timers, name)
-	}
+	a.timers.Cancel(ctx, name)
 }
 
-// start an op whose completion is handled by then.
+// startOp starts op in the current epoch; then handles its completion
+// unless an ops.Reset came first.
 func (a *Agent) startOp(ctx runtime.Context, op runtime.Op, then func(runtime.Context, runtime.Done)) {
-	a.ops[ctx.Start(op)] = then
+	a.ops.Go(ctx, op, then)
 }

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/v2a-dr/v2a/impl/batch"
@@ -105,13 +106,9 @@ func (a *Agent) buildLogItem(ctx runtime.Context, recs []hrl.Record) {
 		total += int64(m.n)
 	}
 	a.draining = true
-	epoch := a.epoch
-	a.startOp(ctx, runtime.Op{Name: "drain-read", Bytes: total, Run: func() (any, error) {
+	a.startOp(ctx, runtime.Op{Name: "drain-read", Bytes: total, Run: func(context.Context) (any, error) {
 		return readMetas(devs, metas)
 	}}, func(ctx runtime.Context, d runtime.Done) {
-		if epoch != a.epoch {
-			return
-		}
 		a.draining = false
 		if d.Err != nil {
 			a.fail(ctx, "drain", d.Err)

@@ -266,7 +266,7 @@ func (a *Agent) psLost(ctx runtime.Context, acked uint64) {
 	if from, ok := a.heldFrom(acked); ok && a.phase == PhaseReplicating {
 		ctx.Log().Info("agent: resending lost items from the change log", "machine", a.cfg.Machine, "from-record", from)
 		a.acked, a.nextItem, a.sentUpTo = acked, acked+1, acked
-		a.epoch++ // a metadata re-read in flight is for an item no longer queued
+		a.ops.Reset() // a metadata re-read in flight is for an item no longer queued
 		a.draining = false
 		a.drainFrom, a.drainDue = from, true
 		return
@@ -286,7 +286,7 @@ func (a *Agent) psLost(ctx runtime.Context, acked uint64) {
 		return
 	}
 	if a.phase == PhaseSyncing && a.sync != nil {
-		a.epoch++
+		a.ops.Reset()
 		a.sync = nil
 	}
 	a.phase = PhaseReplicating // so that requireResync acts whatever the phase was

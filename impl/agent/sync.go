@@ -2,6 +2,7 @@ package agent
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"fmt"
 	"time"
@@ -69,7 +70,7 @@ type SyncStatus struct {
 // beginSync starts generation gen over from scratch: the log is reset, so
 // the chunks read from now on cover everything logged before.
 func (a *Agent) beginSync(ctx runtime.Context, gen uint64) {
-	a.epoch++
+	a.ops.Reset()
 	a.draining = false
 	a.cancel(ctx, tChecksums)
 	a.cancel(ctx, tSyncRetry)
@@ -138,11 +139,10 @@ func (a *Agent) pumpSync(ctx runtime.Context) {
 		known = append([]bool(nil), rs.known[b0:b1]...)
 	}
 	s.reading = true
-	epoch := a.epoch
-	a.startOp(ctx, runtime.Op{Name: "sync-read", Bytes: n, Run: func() (any, error) {
+	a.startOp(ctx, runtime.Op{Name: "sync-read", Bytes: n, Run: func(context.Context) (any, error) {
 		return compareRegion(dev, off, n, fresh, sums, known)
 	}}, func(ctx runtime.Context, d runtime.Done) {
-		if epoch != a.epoch || a.sync != s {
+		if a.sync != s {
 			return
 		}
 		s.reading = false

@@ -7,7 +7,14 @@
 //     below) does not read the clock or sleep (time.Now, time.Sleep, timers,
 //     tickers), start goroutines, draw from the global math/rand sources, or
 //     dial or listen on the network. Those belong to the runtime: the
-//     simulator must be able to drive every component deterministically.
+//     simulator must be able to drive every component deterministically;
+//   - component code makes no context of its own (context.Background,
+//     context.TODO): an Op's Run gets its context from the runtime, which
+//     cancels it on a crash or Stop (contextAllowList excepted);
+//   - component code declares no sync.Mutex or sync.RWMutex: an actor's
+//     state is owned by its turn and read through the runtime's Inspect,
+//     never guarded for another goroutine (mutexAllowList excepted, each
+//     entry with its reason).
 //
 // The checks parse source with go/parser and ask `go list` for imports, so
 // the module needs no dependency on golang.org/x/tools.
@@ -66,6 +73,39 @@ var fileAllowList = []struct {
 }{
 	{"impl/fsys", "fsys.OS is the port's real implementation: a thin wrapper over os"},
 	{"impl/blockdev", "the guest disk device (an *os.File on a disk image or block device), not a file a component keeps; simulated guest disks are write-through (sim/disk)"},
+}
+
+// contextAllowList names the component packages that may make a root
+// context (same patterns as allowList): test drivers, which have no
+// runtime above them.
+var contextAllowList = []struct {
+	pattern string
+	why     string
+}{
+	{"impl/runtime/runtimetest", "the unit-test driver runs an op synchronously inside the test: nothing can cancel it"},
+	{"impl/blob/blobtest", "the blob conformance suite, run by tests against each backend"},
+}
+
+// mutexAllowList names the files of component packages that may declare a
+// mutex, and why: none of them guards an actor's state for a status reader.
+var mutexAllowList = []struct {
+	file string
+	why  string
+}{
+	{"impl/agent/filter.go", "the filter driver sits in the guest's write path: the guest's I/O thread and the agent's drainer call it concurrently in a real kernel"},
+	{"impl/wire/wire.go", "the message registry is filled by init functions and read by every goroutine that decodes a frame"},
+	{"impl/blob/memblob/memblob.go", "an in-memory blob store shared by actors that, under the Real runtime, run on different goroutines"},
+}
+
+func contextAllowed(dir string) bool { return matches(contextAllowList, dir) }
+
+func mutexAllowed(file string) bool {
+	for _, a := range mutexAllowList {
+		if a.file == file {
+			return true
+		}
+	}
+	return false
 }
 
 // fileAllowed reports whether the package in dir is on fileAllowList.
@@ -149,6 +189,17 @@ func checkSource(fset *token.FileSet, filename string, src []byte, module string
 // checkSourceRules is checkSource with the file-I/O rule (no os file
 // functions: use fsys) switched separately.
 func checkSourceRules(fset *token.FileSet, filename string, src []byte, module string, component, files bool) ([]violation, error) {
+	return checkFile(fset, filename, src, module, rules{component: component, files: files, context: component, mutex: component})
+}
+
+// rules says which rules apply to a file: component switches the
+// determinism rules (clock, goroutines, rand, net); files, context and
+// mutex the file-I/O, root-context and mutex rules, each with its own
+// allow-list.
+type rules struct{ component, files, context, mutex bool }
+
+func checkFile(fset *token.FileSet, filename string, src []byte, module string, r rules) ([]violation, error) {
+	component, files := r.component, r.files
 	f, err := parser.ParseFile(fset, filename, src, 0) // with object resolution: see id.Obj below
 	if err != nil {
 		return nil, err
@@ -180,6 +231,16 @@ func checkSourceRules(fset *token.FileSet, filename string, src []byte, module s
 				continue
 			}
 			def = "os"
+		case "context":
+			if !r.context {
+				continue
+			}
+			def = "context"
+		case "sync":
+			if !r.mutex {
+				continue
+			}
+			def = "sync"
 		default:
 			continue
 		}
@@ -222,6 +283,10 @@ func checkSourceRules(fset *token.FileSet, filename string, src []byte, module s
 				add(n.Pos(), "net", "net.%s: send with Context.Send; sockets are the runtime's", sel)
 			case path == "os" && fileFuncs[sel]:
 				add(n.Pos(), "file", "os.%s: keep files through an fsys.FS (Config.FS), so a simulation can crash the disk", sel)
+			case path == "context" && (sel == "Background" || sel == "TODO"):
+				add(n.Pos(), "context", "context.%s: use the context an Op's Run is given; the runtime cancels it", sel)
+			case path == "sync" && (sel == "Mutex" || sel == "RWMutex"):
+				add(n.Pos(), "mutex", "sync.%s: an actor's state is read on its turn (runtime.Inspect), not locked", sel)
 			}
 		}
 		return true
@@ -284,7 +349,13 @@ func checkTree(root, module string, honourAllowList bool) ([]violation, int, err
 		}
 		files++
 		component := !(honourAllowList && allowed(dir))
-		vs, err := checkSourceRules(fset, filepath.ToSlash(rel), src, module, component, component && !(honourAllowList && fileAllowed(dir)))
+		r := rules{
+			component: component,
+			files:     component && !(honourAllowList && fileAllowed(dir)),
+			context:   component && !(honourAllowList && contextAllowed(dir)),
+			mutex:     component && !(honourAllowList && mutexAllowed(filepath.ToSlash(rel))),
+		}
+		vs, err := checkFile(fset, filepath.ToSlash(rel), src, module, r)
 		if err != nil {
 			// A file that does not parse cannot be checked; it will not
 			// build either, but say so here rather than pass it.
@@ -487,6 +558,27 @@ import (
 )
 var _ = harness.X
 `, true, []found{{3, "layer"}, {4, "layer"}}},
+		{"root contexts", `package c
+import (
+	"context"
+	stdctx "context"
+)
+func f(ctx context.Context) {
+	_ = context.Background()
+	_ = stdctx.TODO()
+	_, cancel := context.WithCancel(ctx) // derived from the op's: fine
+	cancel()
+}
+`, true, []found{{7, "context"}, {8, "context"}}},
+		{"mutex for status", `package c
+import "sync"
+type server struct {
+	mu    sync.Mutex
+	rw    *sync.RWMutex
+	once  sync.Once // not a lock on state a reader shares: fine
+	state int
+}
+`, true, []found{{4, "mutex"}, {5, "mutex"}}},
 		{"dot import", `package c
 import . "time"
 func f() { _ = Now() }
@@ -517,6 +609,44 @@ func f() { go time.Sleep(1); _ = sim.X }
 			}
 		})
 	}
+}
+
+// TestMutexAndContextAllowLists: every allow-listed file exists and
+// declares the mutex it is excused for (an entry that no longer excuses
+// anything must go), and without the allow-lists the real tree's
+// excused mutexes and root contexts are reported: the check reaches them.
+func TestMutexAndContextAllowLists(t *testing.T) {
+	root, module := moduleRoot(t)
+	for _, a := range mutexAllowList {
+		src, err := os.ReadFile(filepath.Join(root, a.file))
+		if err != nil {
+			t.Errorf("mutexAllowList: %s: %v", a.file, err)
+			continue
+		}
+		vs, err := checkFile(token.NewFileSet(), a.file, src, module, rules{component: true, mutex: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !hasRule(vs, "mutex") {
+			t.Errorf("mutexAllowList: %s declares no mutex any more; drop its entry", a.file)
+		}
+	}
+	all, _, err := checkTree(root, module, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !hasRule(all, "context") {
+		t.Error("ignoring the allow-lists, no root context is reported: the check cannot see context.Background")
+	}
+}
+
+func hasRule(vs []violation, rule string) bool {
+	for _, v := range vs {
+		if v.Rule == rule {
+			return true
+		}
+	}
+	return false
 }
 
 // TestCheckSourceFileIO: os file functions are flagged in components, not

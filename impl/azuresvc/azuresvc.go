@@ -93,7 +93,8 @@ type Service struct {
 	lastAnn  time.Time
 	machines map[string]*machine
 	groups   map[string]*group
-	ops      map[runtime.OpID]pending
+	ops      runtime.Ops[pending]
+	timers   runtime.Timers
 }
 
 // machine is the actor's view of one replicated machine.
@@ -174,7 +175,7 @@ func New(cfg Config) *Service {
 		cfg.VerifyEvery = DefaultVerifyEvery
 	}
 	return &Service{cfg: cfg, st: storage{store: cfg.Store, prefix: cfg.ContainerPrefix},
-		machines: map[string]*machine{}, groups: map[string]*group{}, ops: map[runtime.OpID]pending{}}
+		machines: map[string]*machine{}, groups: map[string]*group{}}
 }
 
 // Handle implements runtime.Actor.
@@ -185,13 +186,14 @@ func (s *Service) Handle(ctx runtime.Context, ev runtime.Event) {
 		// A Service is built fresh after a crash; reset anyway so that a
 		// driver delivering Started twice gets a clean restart.
 		s.ready, s.setup, s.listing, s.relist = false, false, false, false
-		s.machines, s.groups, s.ops = map[string]*machine{}, map[string]*group{}, map[runtime.OpID]pending{}
+		s.machines, s.groups = map[string]*machine{}, map[string]*group{}
+		s.ops, s.timers = runtime.Ops[pending]{}, runtime.Timers{}
 		ctx.Log().Info("azuresvc: started", "pollEvery", s.cfg.PollEvery.String())
 		s.startSetup(ctx)
-		ctx.After(s.cfg.PollEvery, "poll")
+		s.timers.Set(ctx, timerPoll, s.cfg.PollEvery)
 	case runtime.Timer:
-		if ev.Name == "poll" {
-			ctx.After(s.cfg.PollEvery, "poll")
+		if s.timers.Fired(ev) && ev.Name == timerPoll {
+			s.timers.Set(ctx, timerPoll, s.cfg.PollEvery)
 			s.poll(ctx)
 		}
 	case runtime.Message:
@@ -279,8 +281,11 @@ func (s *Service) start(ctx runtime.Context, p pending, op runtime.Op) {
 	if op.Peer == "" {
 		op.Peer = s.cfg.StoragePeer
 	}
-	s.ops[ctx.Start(op)] = p
+	s.ops.Start(ctx, op, p)
 }
+
+// timerPoll is the period of the cache listing.
+const timerPoll = "poll"
 
 func (s *Service) poll(ctx runtime.Context) {
 	if !s.ready {
@@ -326,9 +331,9 @@ func (s *Service) startSetup(ctx runtime.Context) {
 	}
 	s.setup = true
 	st := s.st
-	s.start(ctx, pending{kind: opSetup}, runtime.Op{Name: "azuresvc-setup", Run: func() (any, error) {
+	s.start(ctx, pending{kind: opSetup}, runtime.Op{Name: "azuresvc-setup", Run: func(ctx context.Context) (any, error) {
 		for _, c := range []string{cacheContainer(st.prefix), replicaContainer(st.prefix), catalogContainer(st.prefix)} {
-			if err := st.store.CreateContainer(context.Background(), c); err != nil {
+			if err := st.store.CreateContainer(ctx, c); err != nil {
 				return nil, err
 			}
 		}
@@ -356,10 +361,9 @@ func (s *Service) startList(ctx runtime.Context, poll bool) {
 	}
 	s.listing, s.pollList = true, poll
 	st := s.st
-	s.start(ctx, pending{kind: opList}, runtime.Op{Name: "azuresvc-list", Run: func() (any, error) {
-		bg := context.Background()
+	s.start(ctx, pending{kind: opList}, runtime.Op{Name: "azuresvc-list", Run: func(ctx context.Context) (any, error) {
 		out := listed{items: map[string]map[uint64]int64{}}
-		items, err := st.store.List(bg, cacheContainer(st.prefix), "")
+		items, err := st.store.List(ctx, cacheContainer(st.prefix), "")
 		if err != nil && !errors.Is(err, blob.ErrNotFound) {
 			return nil, err
 		}
@@ -374,7 +378,7 @@ func (s *Service) startList(ctx runtime.Context, poll bool) {
 			}
 			out.items[m][seq] = it.Size
 		}
-		cats, err := st.store.List(bg, catalogContainer(st.prefix), "")
+		cats, err := st.store.List(ctx, catalogContainer(st.prefix), "")
 		if err != nil && !errors.Is(err, blob.ErrNotFound) {
 			return nil, err
 		}
@@ -498,8 +502,8 @@ func (m *machine) nextProbe(next uint64) (seq uint64, size int64, ok bool) {
 func (s *Service) startVerify(ctx runtime.Context, m *machine) {
 	m.busy, m.verified = true, s.now
 	st, now, cat, etag, th := s.st, s.now, m.cat.clone(), m.etag, s.thinningFor(m)
-	s.start(ctx, pending{kind: opVerify, machine: m.name}, runtime.Op{Name: "azuresvc-verify", Run: func() (any, error) {
-		a := &applier{ctx: context.Background(), st: st, now: now, cat: cat, etag: etag, th: th}
+	s.start(ctx, pending{kind: opVerify, machine: m.name}, runtime.Op{Name: "azuresvc-verify", Run: func(ctx context.Context) (any, error) {
+		a := &applier{ctx: ctx, st: st, now: now, cat: cat, etag: etag, th: th}
 		err := a.verify()
 		return a.result(), err
 	}})
@@ -533,8 +537,8 @@ func (s *Service) refuse(ctx runtime.Context, m *machine, seq uint64, err error)
 func (s *Service) startLoad(ctx runtime.Context, m *machine) {
 	m.busy = true
 	st, name := s.st, m.name
-	s.start(ctx, pending{kind: opLoad, machine: name}, runtime.Op{Name: "azuresvc-load", Run: func() (any, error) {
-		c, etag, err := loadOrNew(context.Background(), st.store, st.prefix, name)
+	s.start(ctx, pending{kind: opLoad, machine: name}, runtime.Op{Name: "azuresvc-load", Run: func(ctx context.Context) (any, error) {
+		c, etag, err := loadOrNew(ctx, st.store, st.prefix, name)
 		return applyResult{cat: c, etag: etag}, err
 	}})
 }
@@ -553,8 +557,8 @@ func (s *Service) startFetch(ctx runtime.Context, m *machine, seq uint64, size i
 	}
 	m.busy = true
 	st, sealer, name, machineName := s.st, m.sealer, itemName(m.name, seq), m.name
-	s.start(ctx, pending{kind: opFetch, machine: m.name, seq: seq, probe: probe}, runtime.Op{Name: "azuresvc-get", Bytes: size, Run: func() (any, error) {
-		sealed, _, err := st.store.Get(context.Background(), cacheContainer(st.prefix), name, blob.ReadOptions{})
+	s.start(ctx, pending{kind: opFetch, machine: m.name, seq: seq, probe: probe}, runtime.Op{Name: "azuresvc-get", Bytes: size, Run: func(ctx context.Context) (any, error) {
+		sealed, _, err := st.store.Get(ctx, cacheContainer(st.prefix), name, blob.ReadOptions{})
 		if err != nil {
 			return nil, err
 		}
@@ -577,8 +581,8 @@ func (s *Service) startFetch(ctx runtime.Context, m *machine, seq uint64, size i
 // generation found past a refused item, which may skip ahead.
 func (s *Service) startApply(ctx runtime.Context, m *machine, it *batch.Item, resync bool) {
 	st, now, cat, etag, name, th := s.st, s.now, m.cat.clone(), m.etag, itemName(m.name, it.Seq), s.thinningFor(m)
-	s.start(ctx, pending{kind: opApply, machine: m.name, seq: it.Seq}, runtime.Op{Name: "azuresvc-apply-" + it.Kind.String(), Bytes: it.Size(), Run: func() (any, error) {
-		a := &applier{ctx: context.Background(), st: st, now: now, cat: cat, etag: etag, th: th, resync: resync}
+	s.start(ctx, pending{kind: opApply, machine: m.name, seq: it.Seq}, runtime.Op{Name: "azuresvc-apply-" + it.Kind.String(), Bytes: it.Size(), Run: func(ctx context.Context) (any, error) {
+		a := &applier{ctx: ctx, st: st, now: now, cat: cat, etag: etag, th: th, resync: resync}
 		err := a.run(it, name)
 		return a.result(), err
 	}})
@@ -592,8 +596,8 @@ func (s *Service) startRetain(ctx runtime.Context, m *machine, want *setting, sw
 		set = &c
 	}
 	st, now, cat, etag, th := s.st, s.now, m.cat.clone(), m.etag, s.thinningFor(m)
-	s.start(ctx, pending{kind: opRetain, machine: m.name}, runtime.Op{Name: "azuresvc-retain", Run: func() (any, error) {
-		a := &applier{ctx: context.Background(), st: st, now: now, cat: cat, etag: etag, th: th}
+	s.start(ctx, pending{kind: opRetain, machine: m.name}, runtime.Op{Name: "azuresvc-retain", Run: func(ctx context.Context) (any, error) {
+		a := &applier{ctx: ctx, st: st, now: now, cat: cat, etag: etag, th: th}
 		err := a.retain(set, sweep)
 		return a.result(), err
 	}})
@@ -603,10 +607,10 @@ func (s *Service) startRanges(ctx runtime.Context, m *machine) {
 	m.busy = true
 	st, disks := s.st, slices.Clone(m.cat.Disks)
 	p := pending{kind: opRanges, machine: m.name, gen: m.cat.Gen, item: m.cat.SyncItem}
-	s.start(ctx, p, runtime.Op{Name: "azuresvc-page-ranges", Run: func() (any, error) {
+	s.start(ctx, p, runtime.Op{Name: "azuresvc-page-ranges", Run: func(ctx context.Context) (any, error) {
 		var out []diskRanges
 		for _, d := range disks {
-			rs, err := st.store.PageRanges(context.Background(), replicaContainer(st.prefix), d.Blob, "")
+			rs, err := st.store.PageRanges(ctx, replicaContainer(st.prefix), d.Blob, "")
 			if err != nil {
 				return nil, err
 			}
@@ -623,17 +627,17 @@ func (s *Service) startSums(ctx runtime.Context, m *machine, p pending, disks []
 	}
 	st, name := s.st, m.name
 	p.kind = opSums
-	s.start(ctx, p, runtime.Op{Name: "azuresvc-checksums", Bytes: n, Run: func() (any, error) {
-		return checksumMessages(context.Background(), st.store, replicaContainer(st.prefix), name, p.gen, disks)
+	s.start(ctx, p, runtime.Op{Name: "azuresvc-checksums", Bytes: n, Run: func(ctx context.Context) (any, error) {
+		return checksumMessages(ctx, st.store, replicaContainer(st.prefix), name, p.gen, disks)
 	}})
 }
 
 func (s *Service) startCleanup(ctx runtime.Context, m *machine, stale []uint64) {
 	m.busy = true
 	st, name := s.st, m.name
-	s.start(ctx, pending{kind: opCleanup, machine: m.name, stale: stale}, runtime.Op{Name: "azuresvc-delete-applied", Run: func() (any, error) {
+	s.start(ctx, pending{kind: opCleanup, machine: m.name, stale: stale}, runtime.Op{Name: "azuresvc-delete-applied", Run: func(ctx context.Context) (any, error) {
 		for _, seq := range stale {
-			err := st.store.Delete(context.Background(), cacheContainer(st.prefix), itemName(name, seq), blob.WriteOptions{})
+			err := st.store.Delete(ctx, cacheContainer(st.prefix), itemName(name, seq), blob.WriteOptions{})
 			if err != nil && !errors.Is(err, blob.ErrNotFound) {
 				return nil, err
 			}
@@ -643,11 +647,10 @@ func (s *Service) startCleanup(ctx runtime.Context, m *machine, stale []uint64) 
 }
 
 func (s *Service) done(ctx runtime.Context, ev runtime.Done) {
-	p, ok := s.ops[ev.ID]
+	p, ok := s.ops.Complete(ev)
 	if !ok {
 		return // from before a restart
 	}
-	delete(s.ops, ev.ID)
 	switch p.kind {
 	case opSetup:
 		s.setup = false
@@ -841,7 +844,7 @@ func (s *Service) report(ctx runtime.Context, r applyResult) {
 				args[i] = s.scrub(str)
 			}
 		}
-		ctx.Log().Log(context.Background(), n.level, n.msg, args...)
+		runtime.LogAt(ctx.Log(), n.level, n.msg, args...)
 	}
 	for _, e := range r.events {
 		s.send(ctx, e)

@@ -288,8 +288,8 @@ func (s *Service) evalGroup(ctx runtime.Context, g *group, by string) {
 func (s *Service) startGroupLoad(ctx runtime.Context, g *group) {
 	g.busy = true
 	st, name := s.st, g.name
-	s.start(ctx, pending{kind: opGroupLoad, group: name}, runtime.Op{Name: "azuresvc-group-load", Run: func() (any, error) {
-		c, etag, rebuilt, err := loadGroupOrNew(context.Background(), st.store, st.prefix, name)
+	s.start(ctx, pending{kind: opGroupLoad, group: name}, runtime.Op{Name: "azuresvc-group-load", Run: func(ctx context.Context) (any, error) {
+		c, etag, rebuilt, err := loadGroupOrNew(ctx, st.store, st.prefix, name)
 		return groupResult{cat: c, etag: etag, rebuilt: rebuilt}, err
 	}})
 }
@@ -297,8 +297,8 @@ func (s *Service) startGroupLoad(ctx runtime.Context, g *group) {
 func (s *Service) startGroupUpdate(ctx runtime.Context, g *group, ch groupChange) {
 	g.busy = true
 	st, cat, etag := s.st, g.cat.clone(), g.etag
-	s.start(ctx, pending{kind: opGroupUpdate, group: g.name, change: ch}, runtime.Op{Name: "azuresvc-group-update", Run: func() (any, error) {
-		return updateGroup(context.Background(), st, cat, etag, ch)
+	s.start(ctx, pending{kind: opGroupUpdate, group: g.name, change: ch}, runtime.Op{Name: "azuresvc-group-update", Run: func(ctx context.Context) (any, error) {
+		return updateGroup(ctx, st, cat, etag, ch)
 	}})
 }
 

@@ -27,10 +27,9 @@ func (s *Server) pushInstall(ctx runtime.Context, m *machine) {
 		return
 	}
 	ctx.Log().Info("configsrv: push install", "machine", m.name, "program", program)
-	id := ctx.Start(runtime.Op{Name: "push install " + m.name, Run: func() (any, error) {
-		return client.RunInGuest(context.Background(), ref, auth, program, args)
-	}})
-	s.ops[id] = pendingOp{kind: "install", machine: m.name, job: m.job.id}
+	s.ops.Start(ctx, runtime.Op{Name: "push install " + m.name, Run: func(ctx context.Context) (any, error) {
+		return client.RunInGuest(ctx, ref, auth, program, args)
+	}}, pendingOp{kind: opInstall, machine: m.name, job: m.job.id})
 }
 
 // installed applies a push install's result. The agent may have registered

@@ -22,7 +22,6 @@ import (
 	"errors"
 	"fmt"
 	"sort"
-	"sync"
 	"time"
 
 	"github.com/v2a-dr/v2a/impl/proto"
@@ -113,12 +112,10 @@ type Config struct {
 	RediscoverEvery time.Duration
 }
 
-// Server is the configuration server actor. Build it with New.
+// Server is the configuration server actor. Build it with New. It is
+// owned by its runtime's goroutine: read it (Status) only through the
+// runtime's Inspect, between events.
 type Server struct {
-	// mu guards everything below: Handle runs on the runtime's goroutine
-	// while the harness may call Status from another.
-	mu sync.Mutex
-
 	cfg      Config
 	keys     vault.Keys
 	keysErr  error
@@ -129,7 +126,8 @@ type Server struct {
 	jobs     []*job
 	alerts   []*alert
 	ps       map[string]*psReport
-	ops      map[runtime.OpID]pendingOp
+	ops      runtime.Ops[pendingOp]
+	timers   runtime.Timers
 
 	discovering    bool
 	lastDiscovery  time.Time
@@ -139,10 +137,24 @@ type Server struct {
 
 // pendingOp says what a started Op was for, so its Done can be applied.
 type pendingOp struct {
-	kind    string // "discover" or "install"
+	kind    opKind
 	machine string
 	job     int // the job that started it: a result for an older job is stale
 }
+
+// opKind is what an Op of the server does.
+type opKind int
+
+const (
+	opDiscover opKind = iota // a vCenter discovery
+	opInstall                // a push install of the Mobility service
+)
+
+// Timer names.
+const (
+	timerDiscover = "discover"
+	timerCheck    = "check"
+)
 
 // New builds a configuration server. It derives the vault keys once; a
 // passphrase that cannot be a vault's leaves the server refusing every
@@ -156,7 +168,7 @@ func New(cfg Config) *Server {
 	}
 	s := &Server{cfg: cfg, policies: map[string]proto.Policy{}, machines: map[string]*machine{},
 		groups: map[string]*group{},
-		ps:     map[string]*psReport{}, ops: map[runtime.OpID]pendingOp{}}
+		ps:     map[string]*psReport{}}
 	s.keys, s.keysErr = vault.Derive(cfg.VaultID, cfg.Passphrase)
 	def := proto.DefaultPolicy()
 	s.policies[def.Name] = def
@@ -172,29 +184,29 @@ func New(cfg Config) *Server {
 
 // Handle implements runtime.Actor.
 func (s *Server) Handle(ctx runtime.Context, ev runtime.Event) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	switch ev := ev.(type) {
 	case runtime.Started:
 		s.start(ctx)
 	case runtime.Timer:
+		if !s.timers.Fired(ev) {
+			return
+		}
 		switch ev.Name {
-		case "discover":
+		case timerDiscover:
 			s.discover(ctx)
-		case "check":
+		case timerCheck:
 			s.check(ctx)
-			ctx.After(CheckEvery, "check")
+			s.timers.Set(ctx, timerCheck, CheckEvery)
 		}
 	case runtime.Done:
-		op, ok := s.ops[ev.ID]
+		op, ok := s.ops.Complete(ev)
 		if !ok {
 			return
 		}
-		delete(s.ops, ev.ID)
 		switch op.kind {
-		case "discover":
+		case opDiscover:
 			s.discovered(ctx, ev)
-		case "install":
+		case opInstall:
 			s.installed(ctx, op, ev)
 		}
 	case runtime.Message:
@@ -210,7 +222,7 @@ func (s *Server) start(ctx runtime.Context) {
 		ctx.Log().Error("configsrv: vault keys unusable; every registration will be refused", "err", s.keysErr)
 	}
 	s.discover(ctx)
-	ctx.After(CheckEvery, "check")
+	s.timers.Set(ctx, timerCheck, CheckEvery)
 }
 
 func (s *Server) message(ctx runtime.Context, ev runtime.Message) {

@@ -17,10 +17,9 @@ func (s *Server) discover(ctx runtime.Context) {
 	s.discovering = true
 	client := s.cfg.VSphere
 	// vCenter is on-premises beside the configuration server: Peer "".
-	id := ctx.Start(runtime.Op{Name: "discover vcenter", Run: func() (any, error) {
-		return client.Discover(context.Background())
-	}})
-	s.ops[id] = pendingOp{kind: "discover"}
+	s.ops.Start(ctx, runtime.Op{Name: "discover vcenter", Run: func(ctx context.Context) (any, error) {
+		return client.Discover(ctx)
+	}}, pendingOp{kind: opDiscover})
 }
 
 // discovered merges a discovery into the machine list. VMs that vanished
@@ -31,7 +30,7 @@ func (s *Server) discovered(ctx runtime.Context, ev runtime.Done) {
 	if ev.Err != nil {
 		s.discoveryError = ev.Err.Error()
 		ctx.Log().Warn("configsrv: discovery failed", "err", ev.Err)
-		ctx.After(min(discoverRetry, s.cfg.RediscoverEvery), "discover")
+		s.timers.Set(ctx, timerDiscover, min(discoverRetry, s.cfg.RediscoverEvery))
 		return
 	}
 	vms, _ := ev.Value.([]vsphere.VM)
@@ -58,7 +57,7 @@ func (s *Server) discovered(ctx runtime.Context, ev runtime.Done) {
 	}
 	s.discoveredVMs = len(vms)
 	ctx.Log().Info("configsrv: discovery", "vms", len(vms), "new", added)
-	ctx.After(s.cfg.RediscoverEvery, "discover")
+	s.timers.Set(ctx, timerDiscover, s.cfg.RediscoverEvery)
 }
 
 func cloneVM(vm vsphere.VM) vsphere.VM {

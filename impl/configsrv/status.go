@@ -104,10 +104,9 @@ type PSStatus struct {
 	EstimateUpload time.Duration
 }
 
-// Status returns a deep copy of the server's state.
+// Status returns a deep copy of the server's state. Call it on the
+// server's turn: from Handle's goroutine, or through the runtime's Inspect.
 func (s *Server) Status() Status {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	st := Status{LastDiscovery: s.lastDiscovery, DiscoveredVMs: s.discoveredVMs, DiscoveryError: s.discoveryError}
 	for _, m := range s.sortedMachines() {
 		st.Machines = append(st.Machines, MachineStatus{

@@ -171,18 +171,12 @@ func (s *Server) scrub(err error) string {
 
 func (s *Server) createContainer(ctx runtime.Context) {
 	st, c := s.cfg.Store, s.container()
-	id := ctx.Start(runtime.Op{Name: "create cache container", Peer: s.cfg.StoragePeer,
-		Run: func() (any, error) { return nil, st.CreateContainer(context.Background(), c) }})
-	s.ops[id] = &opInfo{kind: opContainer}
+	s.ops.Start(ctx, runtime.Op{Name: "create cache container", Peer: s.cfg.StoragePeer,
+		Run: func(ctx context.Context) (any, error) { return nil, st.CreateContainer(ctx, c) }}, &opInfo{kind: opContainer})
 }
 
 func (s *Server) containerPending() bool {
-	for _, o := range s.ops {
-		if o.kind == opContainer {
-			return true
-		}
-	}
-	return false
+	return s.ops.Any(func(o *opInfo) bool { return o.kind == opContainer })
 }
 
 // pump starts as many items as the pipeline has room for, taking machines
@@ -240,8 +234,8 @@ func (s *Server) startSeal(ctx runtime.Context, m *machine, e *entry) {
 	e.state = stateSealing
 	s.inFlight++
 	s.hold(e.fileBytes)
-	id := ctx.Start(runtime.Op{Name: "seal " + name, Run: func() (any, error) { return w.sealFile(fsy, path, name) }})
-	s.ops[id] = &opInfo{kind: opSeal, machine: m.name, seq: e.seq, worker: w, heldBytes: e.fileBytes}
+	s.ops.Start(ctx, runtime.Op{Name: "seal " + name, Run: func(context.Context) (any, error) { return w.sealFile(fsy, path, name) }},
+		&opInfo{kind: opSeal, machine: m.name, seq: e.seq, worker: w, heldBytes: e.fileBytes})
 }
 
 // hold and release account the bytes the pipeline keeps in memory: an
@@ -256,12 +250,11 @@ func (s *Server) release(n int64) { s.memBytes -= n }
 
 // done applies an Op's result.
 func (s *Server) done(ctx runtime.Context, ev runtime.Done) {
-	info, ok := s.ops[ev.ID]
+	info, ok := s.ops.Complete(ev)
 	if !ok {
 		ctx.Log().Debug("ignored completion of an unknown op", "op", ev.Name)
 		return
 	}
-	delete(s.ops, ev.ID)
 	switch info.kind {
 	case opContainer:
 		if ev.Err != nil {
@@ -316,11 +309,10 @@ func (s *Server) startPut(ctx runtime.Context, m *machine, e *entry, sealed []by
 	n := int64(len(sealed))
 	s.hold(n)
 	st, c, name := s.cfg.Store, s.container(), BlobName(m.name, e.seq)
-	id := ctx.Start(runtime.Op{Name: "upload " + name, Peer: s.cfg.StoragePeer, Bytes: n, Run: func() (any, error) {
-		_, err := st.Put(context.Background(), c, name, sealed, blob.WriteOptions{})
+	s.ops.Start(ctx, runtime.Op{Name: "upload " + name, Peer: s.cfg.StoragePeer, Bytes: n, Run: func(ctx context.Context) (any, error) {
+		_, err := st.Put(ctx, c, name, sealed, blob.WriteOptions{})
 		return nil, err
-	}})
-	s.ops[id] = &opInfo{kind: opPut, machine: m.name, seq: e.seq, heldBytes: n, sealedBytes: n}
+	}}, &opInfo{kind: opPut, machine: m.name, seq: e.seq, heldBytes: n, sealedBytes: n})
 }
 
 // failed puts an item back to wait, backing off: it is retried in order,
@@ -400,11 +392,8 @@ func (s *Server) armRetry(ctx runtime.Context, at time.Time) {
 	if !s.retryAt.IsZero() && !at.Before(s.retryAt) {
 		return
 	}
-	if !s.retryAt.IsZero() {
-		ctx.Cancel(s.retryTimer)
-	}
 	s.retryAt = at
-	s.retryTimer = ctx.After(at.Sub(ctx.Now()), timerRetry)
+	s.timers.Set(ctx, timerRetry, at.Sub(ctx.Now())) // replaces a later one
 }
 
 // Back-off of retries: 1 s doubling to 1 min, with ±20 % jitter from the

@@ -51,7 +51,6 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
-	"sync"
 	"time"
 
 	"github.com/v2a-dr/v2a/impl/batch"
@@ -158,10 +157,8 @@ func (c Config) withDefaults() Config {
 type Server struct {
 	cfg Config
 
-	// mu guards everything below against Status, which the harness may call
-	// from another goroutine under the real runtime. Handle holds it for the
-	// whole event.
-	mu sync.Mutex
+	// Everything below is owned by the runtime's goroutine: Status is read
+	// through the runtime's Inspect, between events, never concurrently.
 
 	name      string
 	disk      *cacheDisk
@@ -173,20 +170,19 @@ type Server struct {
 	full      bool     // the last item was refused for lack of space
 
 	// pending are the items written since the last group commit, in the
-	// order they came; commitArmed says the group-commit timer runs.
-	pending     []*pendingItem
-	commitArmed bool
+	// order they came; the group-commit timer is pending while any are.
+	pending []*pendingItem
 
 	containerReady bool
 	containerTries int
 	cleanupTries   int // failed attempts in a row to delete uploaded files
 
-	ops      map[runtime.OpID]*opInfo
+	ops      runtime.Ops[*opInfo]
 	inFlight int       // items sealing or uploading
 	workers  []*worker // idle sealers
 
-	retryTimer runtime.TimerID
-	retryAt    time.Time // zero: no retry timer pending
+	timers  runtime.Timers
+	retryAt time.Time // when the retry timer fires; zero: none pending
 
 	memBytes     int64 // item and sealed bytes held by the pipeline
 	peakMemBytes int64
@@ -216,8 +212,6 @@ const (
 
 // Handle implements runtime.Actor.
 func (s *Server) Handle(ctx runtime.Context, ev runtime.Event) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	s.lastNow = ctx.Now()
 	switch ev := ev.(type) {
 	case runtime.Started:
@@ -225,14 +219,15 @@ func (s *Server) Handle(ctx runtime.Context, ev runtime.Event) {
 	case runtime.Message:
 		s.message(ctx, ev)
 	case runtime.Timer:
+		if !s.timers.Fired(ev) {
+			return
+		}
 		switch ev.Name {
 		case timerHealth:
 			s.sendHealth(ctx)
-			ctx.After(s.cfg.HealthEvery, timerHealth)
+			s.timers.Set(ctx, timerHealth, s.cfg.HealthEvery)
 		case timerRetry:
-			if ev.ID == s.retryTimer {
-				s.retryAt = time.Time{}
-			}
+			s.retryAt = time.Time{}
 			s.retry(ctx)
 		case timerCommit:
 			s.groupCommit(ctx)
@@ -251,12 +246,12 @@ func (s *Server) start(ctx runtime.Context) {
 	}
 	s.machines = map[string]*machine{}
 	s.order = nil
-	s.ops = map[runtime.OpID]*opInfo{}
+	s.ops = runtime.Ops[*opInfo]{}
 	s.inFlight, s.usedBytes, s.memBytes = 0, 0, 0
 	s.containerReady = false
 	s.startedAt = ctx.Now()
 	s.retryAt = time.Time{}
-	s.pending, s.commitArmed = nil, false
+	s.pending = nil
 
 	var err error
 	if s.epoch, err = s.disk.epoch(ctx.Rand().Uint64); err != nil {
@@ -287,7 +282,7 @@ func (s *Server) start(ctx runtime.Context) {
 	ctx.Log().Info("process server started", "machines", len(s.order), "backlog_items", backlogItems,
 		"backlog_bytes", backlogBytes, "cache_used_bytes", s.usedBytes, "cache_cap_bytes", s.cfg.CacheCapBytes)
 	s.createContainer(ctx)
-	ctx.After(s.cfg.HealthEvery, timerHealth)
+	s.timers.Set(ctx, timerHealth, s.cfg.HealthEvery)
 }
 
 // message handles one frame from a peer.
@@ -401,10 +396,7 @@ func (s *Server) item(ctx runtime.Context, from runtime.Addr, msg *proto.ItemMsg
 	m.received, m.from = msg.Seq, from
 	s.pending = append(s.pending, &pendingItem{m: m, seq: msg.Seq, f: f, fileBytes: fileBytes, rawBytes: int64(len(msg.Data))})
 	s.usedBytes += fileBytes
-	if !s.commitArmed {
-		s.commitArmed = true
-		ctx.After(s.cfg.GroupCommit, timerCommit)
-	}
+	s.timers.Arm(ctx, timerCommit, s.cfg.GroupCommit)
 }
 
 // pendingItem is an item written to the cache but not yet durable.
@@ -422,7 +414,7 @@ type pendingItem struct {
 // like a full cache: the agent keeps them and retries later.
 func (s *Server) groupCommit(ctx runtime.Context) {
 	batch := s.pending
-	s.pending, s.commitArmed = nil, false
+	s.pending = nil
 	var touched []*machine
 	failed := map[*machine]error{}
 	for _, p := range batch {

@@ -119,10 +119,9 @@ type MachineStatus struct {
 	LastError     string  // the latest upload error of this machine, "" if none
 }
 
-// Status returns the server's state. It may be called from any goroutine.
+// Status returns the server's state. Call it on the server's turn: from
+// Handle's goroutine, or through the runtime's Inspect.
 func (s *Server) Status() Status {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	st := Status{
 		Server: s.name, CacheUsedBytes: s.usedBytes, CacheCapBytes: s.cfg.CacheCapBytes, CacheFull: s.full,
 		ContainerReady: s.containerReady, InFlight: s.inFlight, PipelineBytes: s.memBytes,

@@ -21,6 +21,7 @@ var (
 	ErrOpPanic      = errors.New("runtime: op panicked")
 	ErrNotFrame     = errors.New("runtime: send of a frame that wire.Open refuses")
 	ErrHelloMissing = errors.New("runtime: connection did not start with a hello frame")
+	ErrStopTimeout  = errors.New("runtime: ops still running after the stop timeout")
 )
 
 // RealOptions configures a Real. The zero value is usable: actors listen on
@@ -68,6 +69,12 @@ type RealOptions struct {
 	// slow actor, at the cost of memory growing with its backlog — up to
 	// what peers send in the time the actor falls behind.
 	MailboxLimit int
+	// StopTimeout bounds how long Stop waits for Ops that are still running
+	// after their actors were stopped (and their contexts cancelled). An Op
+	// that ignores its context and never returns is abandoned after it: its
+	// goroutine leaks, its Done is dropped, and Stop reports ErrStopTimeout.
+	// Default 10 s.
+	StopTimeout time.Duration
 }
 
 // Real is the runtime of the wire and real worlds: one goroutine and
@@ -129,6 +136,9 @@ func NewReal(opts RealOptions) *Real {
 	}
 	if opts.SendQueue <= 0 {
 		opts.SendQueue = 1024
+	}
+	if opts.StopTimeout <= 0 {
+		opts.StopTimeout = 10 * time.Second
 	}
 	return &Real{opts: opts, log: opts.Logger, actors: map[Addr]*entry{}}
 }
@@ -245,10 +255,12 @@ func (r *Real) BoundAddr(addr Addr) string {
 	return e.cur.ln.Addr().String()
 }
 
-// Stop stops every actor, then waits for all the goroutines the Real
-// started, Ops included (an Op that never returns makes Stop wait forever).
-// It returns the panics of actors that died of one, joined, or nil. Calls
-// after Stop return ErrStopped.
+// Stop stops every actor (which cancels the contexts of their running
+// Ops), then waits for all the goroutines the Real started. It waits for
+// Ops at most RealOptions.StopTimeout: an Op still running then is
+// abandoned and Stop's error includes ErrStopTimeout. It returns the panics
+// of actors that died of one and that timeout, joined, or nil. Calls after
+// Stop return ErrStopped.
 func (r *Real) Stop() error {
 	r.ctl.Lock()
 	defer r.ctl.Unlock()
@@ -263,10 +275,21 @@ func (r *Real) Stop() error {
 		r.crash(e)
 	}
 	// Every loop has returned, so no Start can add to r.ops any more.
-	r.ops.Wait()
+	opsDone := make(chan struct{})
+	go func() {
+		r.ops.Wait()
+		close(opsDone)
+	}()
+	var hung error
+	select {
+	case <-opsDone:
+	case <-time.After(r.opts.StopTimeout):
+		hung = fmt.Errorf("%w (%s)", ErrStopTimeout, r.opts.StopTimeout)
+		r.log.Error("runtime: stop abandons ops that ignore their context", "timeout", r.opts.StopTimeout)
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return errors.Join(r.failures...)
+	return errors.Join(append(append([]error(nil), r.failures...), hung)...)
 }
 
 func (r *Real) fail(err error) {

@@ -126,6 +126,10 @@ func (inc *incarnation) loop() {
 			if inc.dead() {
 				return
 			}
+			if req, ok := ev.(inspectReq); ok {
+				runInspect(inc.actor, req)
+				continue
+			}
 			if t, ok := ev.(Timer); ok {
 				// A timer cancelled after it fired but before it was handled
 				// is still in the queue: only pending ids are delivered.
@@ -268,6 +272,9 @@ func (c *realContext) Send(to Addr, data []byte) {
 	}
 }
 
+// Start runs op on a goroutine of its own with the incarnation's context:
+// a crash (and so Stop) cancels it, and its Done, if it still comes, is
+// dropped by the closed mailbox.
 func (c *realContext) Start(op Op) OpID {
 	inc := c.inc
 	inc.e.nextOp++
@@ -275,18 +282,18 @@ func (c *realContext) Start(op Op) OpID {
 	inc.r.ops.Add(1)
 	go func() {
 		defer inc.r.ops.Done()
-		v, err := runOp(op)
+		v, err := runOp(inc.ctx, op)
 		inc.mb.put(Done{ID: id, Name: op.Name, Value: v, Err: err}, false)
 	}()
 	return id
 }
 
 // runOp runs op.Run, turning a panic into an error wrapping ErrOpPanic.
-func runOp(op Op) (v any, err error) {
+func runOp(ctx context.Context, op Op) (v any, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			v, err = nil, fmt.Errorf("%w: %s: %v", ErrOpPanic, op.Name, p)
 		}
 	}()
-	return op.Run()
+	return op.Run(ctx)
 }

@@ -3,6 +3,7 @@ package runtime
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/x509"
 	"encoding/binary"
 	"errors"
@@ -188,11 +189,11 @@ func TestOps(t *testing.T) {
 	errDisk := errors.New("disk: gone")
 	release := make(chan struct{})
 	ops := []Op{
-		{Name: "value", Run: func() (any, error) { return 42, nil }},
-		{Name: "error", Run: func() (any, error) { return nil, errDisk }},
-		{Name: "panic", Run: func() (any, error) { panic("boom") }},
+		{Name: "value", Run: func(context.Context) (any, error) { return 42, nil }},
+		{Name: "error", Run: func(context.Context) (any, error) { return nil, errDisk }},
+		{Name: "panic", Run: func(context.Context) (any, error) { panic("boom") }},
 		{Name: "nil-run"},
-		{Name: "slow", Run: func() (any, error) { <-release; return "late", nil }},
+		{Name: "slow", Run: func(context.Context) (any, error) { <-release; return "late", nil }},
 	}
 	var dones atomic.Pointer[map[string]Done]
 	m := map[string]Done{}
@@ -498,7 +499,7 @@ func TestStop(t *testing.T) {
 	var finished bool // written by the Op, read after Stop: -race checks Stop waited
 	f, _, seen := newRecorder(func(ctx Context, ev Event) {
 		if _, ok := ev.(Started); ok {
-			ctx.Start(Op{Name: "slow", Run: func() (any, error) {
+			ctx.Start(Op{Name: "slow", Run: func(context.Context) (any, error) {
 				<-release
 				for range 1000 {
 					goruntime.Gosched()

@@ -13,6 +13,7 @@
 package runtime
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -105,11 +106,18 @@ type OpID uint64
 // result, and apply the result when Done arrives. In the simulator Run
 // executes at once, in queue order, and Done is delivered after the virtual
 // time that the network model gives Bytes travelling to Peer.
+//
+// Run's ctx is the op's lifetime: the Real runtime cancels it when the actor
+// crashes or the runtime stops (its Done is dropped then anyway), so a port
+// call must pass it on and return soon after it is done. The simulator and
+// runtimetest run ops synchronously with a context that is never cancelled.
+// Component code never makes a context of its own (context.Background is
+// forbidden in impl/ outside tests): it uses this one.
 type Op struct {
 	Name  string // shown in the trace
 	Peer  string // the host the I/O talks to; "" for a local device
 	Bytes int64  // payload size, for the network model
-	Run   func() (any, error)
+	Run   func(ctx context.Context) (any, error)
 }
 
 // Context is what an actor sees while it handles one event. It is valid only

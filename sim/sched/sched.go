@@ -163,6 +163,26 @@ func (s *Sim) Actor(addr runtime.Addr) runtime.Actor {
 	return sl.actor
 }
 
+// Inspect implements runtime.Inspector. The simulator is driven from one
+// goroutine and every event runs to completion before the next, so fn runs
+// at once: between two events, on the actor's turn, as the Real runtime runs
+// it. It takes no virtual time and leaves no trace. ctx is not consulted.
+func (s *Sim) Inspect(_ context.Context, addr runtime.Addr, fn func(runtime.Actor) any) (v any, err error) {
+	sl := s.actors[addr]
+	if sl == nil {
+		return nil, fmt.Errorf("sched: inspect %s: %w", addr, runtime.ErrNoActor)
+	}
+	if sl.actor == nil || s.down[addr.Host()] {
+		return nil, fmt.Errorf("sched: inspect %s: %w", addr, runtime.ErrActorDown)
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			v, err = nil, fmt.Errorf("%w: %v", runtime.ErrInspectPanic, p)
+		}
+	}()
+	return fn(sl.actor), nil
+}
+
 // Addrs lists the registered actors in order.
 func (s *Sim) Addrs() []runtime.Addr {
 	out := make([]runtime.Addr, 0, len(s.actors))
@@ -444,7 +464,8 @@ func runOp(op runtime.Op) (v any, err error) {
 			err = fmt.Errorf("sched: op %s panicked: %v", op.Name, r)
 		}
 	}()
-	return op.Run()
+	// Ops run synchronously, in queue order: nothing can cancel one.
+	return op.Run(context.Background())
 }
 
 type eventQueue []*item

@@ -1,6 +1,7 @@
 package sched_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"testing"
@@ -156,9 +157,9 @@ type ioActor struct {
 func (a *ioActor) Handle(ctx runtime.Context, ev runtime.Event) {
 	switch e := ev.(type) {
 	case runtime.Started:
-		ctx.Start(runtime.Op{Name: "upload", Peer: a.peer, Bytes: 12_500_000, Run: func() (any, error) { return 42, nil }})
-		ctx.Start(runtime.Op{Name: "fail", Run: func() (any, error) { return nil, errors.New("boom") }})
-		ctx.Start(runtime.Op{Name: "panic", Run: func() (any, error) { panic("oops") }})
+		ctx.Start(runtime.Op{Name: "upload", Peer: a.peer, Bytes: 12_500_000, Run: func(context.Context) (any, error) { return 42, nil }})
+		ctx.Start(runtime.Op{Name: "fail", Run: func(context.Context) (any, error) { return nil, errors.New("boom") }})
+		ctx.Start(runtime.Op{Name: "panic", Run: func(context.Context) (any, error) { panic("oops") }})
 	case runtime.Done:
 		*a.done = append(*a.done, fmt.Sprintf("%s %v %v @%v", e.Name, e.Value, e.Err, ctx.Now().Sub(sched.Epoch)))
 	}

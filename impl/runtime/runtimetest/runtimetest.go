@@ -6,6 +6,7 @@
 package runtimetest
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -225,5 +226,20 @@ func run(op runtime.Op) (v any, err error) {
 			err = fmt.Errorf("runtimetest: op %s panicked: %v", op.Name, r)
 		}
 	}()
-	return op.Run()
+	// Ops run synchronously, in queue order: nothing can cancel one.
+	return op.Run(context.Background())
+}
+
+// Inspect implements runtime.Inspector for the driven actor: fn runs at
+// once (the test is between events). Another addr is ErrNoActor.
+func (d *Driver) Inspect(_ context.Context, addr runtime.Addr, fn func(runtime.Actor) any) (v any, err error) {
+	if addr != d.Addr {
+		return nil, fmt.Errorf("runtimetest: inspect %s: %w", addr, runtime.ErrNoActor)
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			v, err = nil, fmt.Errorf("%w: %v", runtime.ErrInspectPanic, p)
+		}
+	}()
+	return fn(d.Actor), nil
 }

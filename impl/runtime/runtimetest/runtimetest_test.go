@@ -1,6 +1,7 @@
 package runtimetest
 
 import (
+	"context"
 	"errors"
 	"testing"
 	"time"
@@ -29,7 +30,7 @@ func (e *echo) Handle(ctx runtime.Context, ev runtime.Event) {
 		e.ticks++
 		n := e.ticks
 		ctx.After(time.Second, "tick")
-		ctx.Start(runtime.Op{Name: "io", Run: func() (any, error) {
+		ctx.Start(runtime.Op{Name: "io", Run: func(context.Context) (any, error) {
 			if n == 2 {
 				return nil, errors.New("boom")
 			}
