@@ -269,9 +269,6 @@ func (m *ResyncNeeded) UnmarshalWire(d *wire.Decoder) error {
 	return d.Err()
 }
 
-// ChecksumSize is the bytes of one block checksum (SHA-256, truncated).
-const ChecksumSize = 16
-
 // Checksums carries the replica's block checksums for one region of one
 // disk, for a sync generation: the Azure side computes them when it applies
 // SyncStart, and the configuration server relays them to the agent, which
