@@ -92,7 +92,7 @@ func (d *Deployment) PointImages(cat *azuresvc.Catalog, p azuresvc.Point) ([]io.
 		if i >= len(p.Snapshots) {
 			return nil, nil, fmt.Errorf("point %s has %d snapshots for %d disks", p.ID, len(p.Snapshots), len(cat.Disks))
 		}
-		img, err := ReadImage(d.e.ctx, store, prefix+"replica", dk.Blob, p.Snapshots[i])
+		img, err := ReadImage(d.e.ctx, store, prefix+proto.ContainerReplica, dk.Blob, p.Snapshots[i])
 		if err != nil {
 			return nil, nil, fmt.Errorf("point %s disk %d: %w", p.ID, i, err)
 		}

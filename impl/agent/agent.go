@@ -50,7 +50,7 @@ type Config struct {
 	// registration proof is derived from them.
 	VaultID    string
 	Passphrase string
-	// ConfigServer is the configuration server; default cs01:443.
+	// ConfigServer is the configuration server; default proto.HostConfigServer:443.
 	ConfigServer runtime.Addr
 
 	// StateDir holds the change log and agent.state.
@@ -92,7 +92,7 @@ func (c *Config) defaults() {
 		c.LogOptions.FS = c.FS
 	}
 	if c.ConfigServer == "" {
-		c.ConfigServer = runtime.MakeAddr("cs01", runtime.PortConfig)
+		c.ConfigServer = runtime.MakeAddr(proto.HostConfigServer, runtime.PortConfig)
 	}
 	if c.Version == "" {
 		c.Version = "v2a-agent/1"

@@ -3,7 +3,6 @@ package azuresvc
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"slices"
@@ -163,10 +162,8 @@ func directSums(t *testing.T, store blob.Store, d Disk) []byte {
 	img := readDisk(t, store, d, "")
 	var out []byte
 	for off := 0; off < len(img); off += BlockSize {
-		blk := make([]byte, BlockSize)
-		copy(blk, img[off:min(off+BlockSize, len(img))])
-		s := sha256.Sum256(blk)
-		out = append(out, s[:proto.ChecksumSize]...)
+		s := proto.BlockSum(img[off:min(off+BlockSize, len(img))])
+		out = append(out, s[:]...)
 	}
 	return out
 }
@@ -421,7 +418,7 @@ func tamperings() []struct {
 		{"not sealed", func(t *testing.T, it *batch.Item, good []byte) []byte { return []byte("hello") }, batch.ErrSealed},
 		{"another vault's key", func(t *testing.T, it *batch.Item, good []byte) []byte {
 			s, _ := batch.NewSealer(otherKey, batch.CodecS2)
-			b, _ := s.Seal(nil, itemName(it.Machine, it.Seq), it.Marshal())
+			b, _ := s.Seal(nil, proto.CacheBlobName(it.Machine, it.Seq), it.Marshal())
 			return b
 		}, batch.ErrTamper},
 		{"another item's blob", func(t *testing.T, it *batch.Item, good []byte) []byte {
@@ -431,7 +428,7 @@ func tamperings() []struct {
 		}, batch.ErrTamper},
 		{"sealed garbage", func(t *testing.T, it *batch.Item, good []byte) []byte {
 			s, _ := batch.NewSealer(testKey, batch.CodecS2)
-			b, _ := s.Seal(nil, itemName(it.Machine, it.Seq), []byte("not an item"))
+			b, _ := s.Seal(nil, proto.CacheBlobName(it.Machine, it.Seq), []byte("not an item"))
 			return b
 		}, batch.ErrFormat},
 	}
@@ -459,7 +456,7 @@ func TestTamperedItem(t *testing.T) {
 			m := newModel("db01")
 			items := stream(m)
 			target := items[2] // the chunk of disk 1
-			name := itemName("db01", target.Seq)
+			name := proto.CacheBlobName("db01", target.Seq)
 			upload(t, store, items...)
 			good := sealed(t, target)
 			if _, err := store.Put(context.Background(), cacheContainer(testPrefix), name, tt.corrupt(t, target, good), blob.WriteOptions{}); err != nil {
@@ -528,7 +525,7 @@ func TestRefusedItemResync(t *testing.T) {
 			m := newModel("db01")
 			items := stream(m)
 			target := items[5] // the second log item: points a-5 and c-8
-			name := itemName("db01", target.Seq)
+			name := proto.CacheBlobName("db01", target.Seq)
 			upload(t, store, items...)
 			if _, err := store.Put(context.Background(), cacheContainer(testPrefix), name, tt.corrupt(t, target, sealed(t, target)), blob.WriteOptions{}); err != nil {
 				t.Fatal(err)

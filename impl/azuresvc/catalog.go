@@ -113,9 +113,9 @@ func (c *Catalog) newest() time.Time {
 }
 
 // Container names under a prefix.
-func cacheContainer(prefix string) string   { return prefix + "cache" }
-func replicaContainer(prefix string) string { return prefix + "replica" }
-func catalogContainer(prefix string) string { return prefix + "catalog" }
+func cacheContainer(prefix string) string   { return prefix + proto.ContainerCache }
+func replicaContainer(prefix string) string { return prefix + proto.ContainerReplica }
+func catalogContainer(prefix string) string { return prefix + proto.ContainerCatalog }
 
 func catalogBlob(machine string) string { return machine + ".json" }
 

@@ -19,17 +19,17 @@ type BlockSumCase struct {
 }
 
 // BlockSumCases are the blocks whose checksums the agent and the Azure
-// side must agree on, including the short last block (zero-padded: the
-// short block, the same block padded and a full zero block relate as the
-// rule says).
+// side must agree on, including a disk's short last block, which sums as
+// the same bytes zero-padded to a whole block (proto.BlockSum's rule). Each
+// block is a whole number of sectors (512 bytes), as a disk's end is.
 func BlockSumCases() []BlockSumCase {
 	full := bytes.Repeat([]byte("v2a!"), proto.ChecksumBlockSize/4)
-	short := bytes.Repeat([]byte{0xab}, 1000)
+	short := bytes.Repeat([]byte{0xab}, 3*512) // three sectors: disks are whole sectors
 	padded := append(append([]byte(nil), short...), make([]byte, proto.ChecksumBlockSize-len(short))...)
 	return []BlockSumCase{
 		{Name: "zero block", Block: make([]byte, proto.ChecksumBlockSize), Sum: "ad7facb2586fc6e966c004d7d1d16b02"},
 		{Name: "full block", Block: full, Sum: "6c948fd0e41b39b4e9f34429e11862e9"},
-		{Name: "short last block", Block: short, Sum: "3ea349b16759ab6903fe269768325015"},
-		{Name: "short block padded", Block: padded, Sum: "3ea349b16759ab6903fe269768325015"},
+		{Name: "short last block", Block: short, Sum: "880acd4f199315bd36f96575250db9bc"},
+		{Name: "short block padded", Block: padded, Sum: "880acd4f199315bd36f96575250db9bc"},
 	}
 }
