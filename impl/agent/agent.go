@@ -486,9 +486,9 @@ func (a *Agent) timer(ctx runtime.Context, name string) {
 		a.drainDue = true
 		a.set(ctx, tDrain, a.cfg.DrainInterval)
 	case tCrash:
-		a.bookmarkTick(ctx, hrl.CrashConsistent)
+		a.bookmarkTick(ctx, proto.Crash)
 	case tApp:
-		a.bookmarkTick(ctx, hrl.AppConsistent)
+		a.bookmarkTick(ctx, proto.App)
 	case tResync:
 		if a.phase == PhaseResyncRequired {
 			a.sendResyncNeeded(ctx)

@@ -203,7 +203,7 @@ type replica struct {
 type mark struct {
 	ID     string
 	Seq    uint64
-	Kind   batch.BookmarkKind
+	Kind   proto.Consistency
 	Revoke bool
 }
 

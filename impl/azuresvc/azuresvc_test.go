@@ -40,19 +40,19 @@ func stream(m *model) []*batch.Item {
 	items = append(items, m.log(
 		m.write(0, 0, m.data(8192)),
 		m.write(1, 512, m.data(1024)),
-		m.bookmark(batch.CrashConsistent, m.machine+"-c-3", t0.Add(time.Minute)),
+		m.bookmark(proto.Crash, m.machine+"-c-3", t0.Add(time.Minute)),
 	))
 	items = append(items, m.log(
 		m.write(0, 4096, m.data(8192)),
-		m.bookmark(batch.AppConsistent, m.machine+"-a-5", t0.Add(2*time.Minute)),
+		m.bookmark(proto.App, m.machine+"-a-5", t0.Add(2*time.Minute)),
 		m.write(0, 0, m.data(16384)),
 		m.write(1, 0, m.data(512)),
-		m.bookmark(batch.CrashConsistent, m.machine+"-c-8", t0.Add(3*time.Minute)),
+		m.bookmark(proto.Crash, m.machine+"-c-8", t0.Add(3*time.Minute)),
 		m.write(0, 8192, m.data(4096)),
 	))
 	items = append(items, m.log(
 		m.write(0, 3<<20-4096, m.data(4096+(4<<20))), // over 4 MiB: a split page write
-		m.bookmark(batch.CrashConsistent, m.machine+"-c-10", t0.Add(4*time.Minute)),
+		m.bookmark(proto.Crash, m.machine+"-c-10", t0.Add(4*time.Minute)),
 	))
 	return items
 }
@@ -109,7 +109,7 @@ func TestFullStream(t *testing.T) {
 			if c.Applied != last(items) || c.AppliedLogSeq != m.logSeq || !c.Synced || c.Gen != 1 {
 				t.Errorf("catalog applied %d log %d synced %v gen %d, want %d %d true 1", c.Applied, c.AppliedLogSeq, c.Synced, c.Gen, last(items), m.logSeq)
 			}
-			wantKinds := map[string]string{"db01-c-3": "crash", "db01-a-5": "app", "db01-c-8": "crash", "db01-c-10": "crash"}
+			wantKinds := map[string]proto.Consistency{"db01-c-3": proto.Crash, "db01-a-5": proto.App, "db01-c-8": proto.Crash, "db01-c-10": proto.Crash}
 			for _, p := range c.Points {
 				if p.Kind != wantKinds[p.ID] || p.Gen != 1 || p.Time.Before(runtimetest.Epoch) {
 					t.Errorf("point %+v", p)
@@ -289,10 +289,10 @@ func TestDuplicates(t *testing.T) {
 			return []*batch.Item{it}
 		}},
 		{"bookmark id already a point", func(t *testing.T, store blob.Store, m *model, items []*batch.Item) []*batch.Item {
-			return []*batch.Item{m.log(m.write(0, 0, m.data(512)), m.bookmark(batch.CrashConsistent, "db01-c-3", runtimetest.Epoch.Add(time.Hour)))}
+			return []*batch.Item{m.log(m.write(0, 0, m.data(512)), m.bookmark(proto.Crash, "db01-c-3", runtimetest.Epoch.Add(time.Hour)))}
 		}},
 		{"the same item twice before it is applied", func(t *testing.T, store blob.Store, m *model, items []*batch.Item) []*batch.Item {
-			it := m.log(m.write(0, 512, m.data(1024)), m.bookmark(batch.CrashConsistent, "db01-c-x", runtimetest.Epoch.Add(5*time.Minute)))
+			it := m.log(m.write(0, 512, m.data(1024)), m.bookmark(proto.Crash, "db01-c-x", runtimetest.Epoch.Add(5*time.Minute)))
 			return []*batch.Item{it, it}
 		}},
 	}
@@ -575,7 +575,7 @@ func TestRefusedItemResync(t *testing.T) {
 				m.chunk(1, batch.Run{Off: 0, Data: bytes.Clone(m.disks[1][:8192])}))
 			resync = append(resync, m.syncEnd(2), m.log(
 				m.write(0, 4096, m.data(4096)),
-				m.bookmark(batch.CrashConsistent, "db01-c-20", runtimetest.Epoch.Add(10*time.Minute))))
+				m.bookmark(proto.Crash, "db01-c-20", runtimetest.Epoch.Add(10*time.Minute))))
 			upload(t, store, resync...)
 			hint(d, "db01", last(resync))
 			d.Advance(DefaultPollEvery)
@@ -664,10 +664,10 @@ func TestRevoke(t *testing.T) {
 	m := newModel("db01")
 	t0 := runtimetest.Epoch
 	items := []*batch.Item{m.syncStart(64 << 10), m.chunk(0, batch.Run{Off: 0, Data: m.data(8192)}), m.syncEnd(1)}
-	items = append(items, m.log(m.write(0, 0, m.data(4096)), m.bookmark(batch.CrashConsistent, "b1", t0), m.write(0, 4096, m.data(4096))))
+	items = append(items, m.log(m.write(0, 0, m.data(4096)), m.bookmark(proto.Crash, "b1", t0), m.write(0, 4096, m.data(4096))))
 	items = append(items, m.log(m.revoke("b1"), m.write(0, 512, m.data(512)), m.revoke("b2"),
-		m.bookmark(batch.CrashConsistent, "b2", t0.Add(time.Second)), m.bookmark(batch.AppConsistent, "b3", t0.Add(2*time.Second))))
-	items = append(items, m.log(m.bookmark(batch.CrashConsistent, "b1", t0.Add(3*time.Second))))
+		m.bookmark(proto.Crash, "b2", t0.Add(time.Second)), m.bookmark(proto.App, "b3", t0.Add(2*time.Second))))
+	items = append(items, m.log(m.bookmark(proto.Crash, "b1", t0.Add(3*time.Second))))
 	upload(t, store, items...)
 	hint(d, "db01", last(items))
 	evs, _ := toCS(t, d)
@@ -730,7 +730,7 @@ func TestRetention(t *testing.T) {
 					}
 				}
 				id := "db01-c-" + d.Now().Format("150405-02")
-				it := m.log(m.write(0, 0, m.data(512)), m.bookmark(batch.CrashConsistent, id, d.Now()))
+				it := m.log(m.write(0, 0, m.data(512)), m.bookmark(proto.Crash, id, d.Now()))
 				times[id] = d.Now()
 				upload(t, store, it)
 				hint(d, "db01", it.Seq)

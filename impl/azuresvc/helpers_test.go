@@ -106,7 +106,7 @@ func (m *model) snapshotImages() [][]byte {
 	return out
 }
 
-func (m *model) bookmark(kind batch.BookmarkKind, id string, at time.Time) batch.Record {
+func (m *model) bookmark(kind proto.Consistency, id string, at time.Time) batch.Record {
 	m.logSeq++
 	if m.synced && !m.revoked[id] && m.points[id] == nil {
 		m.points[id] = m.snapshotImages()

@@ -8,6 +8,7 @@ import (
 
 	"github.com/v2a-dr/v2a/impl/proto"
 	"github.com/v2a-dr/v2a/impl/proto/prototest"
+	"github.com/v2a-dr/v2a/impl/wire"
 )
 
 func TestCacheBlobNameRoundTrip(t *testing.T) {
@@ -137,4 +138,18 @@ func TestBlockSum(t *testing.T) {
 		}
 	}()
 	proto.BlockSum(make([]byte, proto.ChecksumBlockSize+1))
+}
+
+// A message carrying a kind no side knows does not decode: the wire keeps
+// the kind's text, and only "", "crash" and "app" are kinds.
+func TestMessageWithUnknownKindRefused(t *testing.T) {
+	for _, m := range []wire.Msg{
+		&proto.Tag{Group: "g", TagID: "g:c:1", Kind: proto.Consistency(7), Phase: proto.PhaseBegin},
+		&proto.TagRound{Group: "g", TagID: "g:c:1", Kind: proto.Consistency(7)},
+		&proto.ReplicaEvent{Machine: "m", Event: proto.EventPoint, Kind: proto.Consistency(7)},
+	} {
+		if _, err := wire.Decode(wire.Encode(m)); err == nil || !strings.Contains(err.Error(), "proto: unknown consistency") {
+			t.Errorf("%T with kind 7 decoded: %v", m, err)
+		}
+	}
 }
