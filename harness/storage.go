@@ -100,7 +100,7 @@ func (e *Env) StorageRequests() string {
 // deleteContainers removes the world's containers from a shared store.
 func (e *Env) deleteContainers() {
 	ctx := context.Background()
-	for _, c := range proto.Containers {
+	for _, c := range proto.Containers() {
 		e.store.DeleteContainer(ctx, e.prefix+c)
 	}
 }

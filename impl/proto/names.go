@@ -29,7 +29,7 @@ const (
 )
 
 // Containers lists every container a deployment uses, in a fixed order.
-var Containers = []string{ContainerCache, ContainerReplica, ContainerCatalog}
+func Containers() []string { return []string{ContainerCache, ContainerReplica, ContainerCatalog} }
 
 // cacheSeqDigits is the width of the sequence number in a cache blob name:
 // zero-padded so that a listing's lexical order is the stream's order.

@@ -18,6 +18,22 @@
 //
 // Every message names the machine it concerns, so that one process server
 // and one Azure service serve many machines.
+//
+// proto is also the one home of every other contract two components share,
+// each defined once with its make, its parse and its tests, so that no
+// component spells one of them itself:
+//
+//   - Consistency (consistency.go): a point's kind, crash or app, with its
+//     stored number (.hrl, stream items) and its text (messages, catalogs);
+//   - CacheBlobName / ParseCacheBlobName and the container names
+//     (names.go): where the process server puts an item and the Azure side
+//     finds it;
+//   - TagID and BookmarkID (tagid.go): a group round's id and a machine's
+//     own bookmark id, which can never be mistaken for each other;
+//   - BlockSum (checksum.go): the replica block checksum the Azure side
+//     computes and the agent compares, one rule for a short last block,
+//     tested from both sides with prototest.BlockSumCases;
+//   - the well-known hosts (names.go), each component's default peer.
 package proto
 
 import (
