@@ -499,9 +499,13 @@ func TestPruneGroupThinning(t *testing.T) {
 		// The member's own time is past the hour; the group time (the
 		// earliest member's) is not: bucketed with the group time, so the
 		// tag loses to the hour's first group point on every member.
-		{"bucketed by the group time", []Point{pt("g1:c:1", h9.Add(3*time.Minute)), pt("g1:c:b", h9.Add(time.Hour+time.Millisecond)), pt("g1:c:3", h9.Add(time.Hour+3*time.Minute))},
-			map[string]time.Time{"g1:c:1": h9.Add(3 * time.Minute), "g1:c:b": h9.Add(time.Hour - time.Millisecond), "g1:c:3": h9.Add(time.Hour + 3*time.Minute)},
+		{"bucketed by the group time", []Point{pt("g1:c:1", h9.Add(3*time.Minute)), pt("g1:c:2", h9.Add(time.Hour+time.Millisecond)), pt("g1:c:3", h9.Add(time.Hour+3*time.Minute))},
+			map[string]time.Time{"g1:c:1": h9.Add(3 * time.Minute), "g1:c:2": h9.Add(time.Hour - time.Millisecond), "g1:c:3": h9.Add(time.Hour + 3*time.Minute)},
 			[]string{"g1:c:1", "g1:c:3"}},
+		// A member named like its group: its own bookmarks ("g1-c-N") are
+		// plain points, and the group's tag is kept, not the earliest of them.
+		{"a machine named like its group", []Point{pt("g1-c-1", h9.Add(time.Minute)), pt("g1-a-7", h9.Add(2*time.Minute)), pt("g1:c:9", h9.Add(3*time.Minute))},
+			nil, []string{"g1:c:9"}},
 		{"another group's tags are plain points", []Point{pt("vm1-c-1", h9.Add(time.Minute)), pt("g2:c:1", h9.Add(2*time.Minute))}, nil, []string{"vm1-c-1"}},
 	}
 	for _, tt := range tests {
