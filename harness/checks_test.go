@@ -105,7 +105,11 @@ func TestJudgePoint(t *testing.T) {
 }
 
 func pt(id, kind string, min int, seq uint64) azuresvc.Point {
-	return azuresvc.Point{ID: id, Kind: kind, Time: sched.Epoch.Add(time.Duration(min) * time.Minute), Seq: seq}
+	k, err := proto.ParseConsistency(kind)
+	if err != nil {
+		panic(err)
+	}
+	return azuresvc.Point{ID: id, Kind: k, Time: sched.Epoch.Add(time.Duration(min) * time.Minute), Seq: seq}
 }
 
 // schedNow is "now" for the schedule cases: every point is in the newest

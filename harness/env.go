@@ -14,6 +14,7 @@ import (
 	"github.com/v2a-dr/v2a/impl/blob"
 	"github.com/v2a-dr/v2a/impl/blob/memblob"
 	"github.com/v2a-dr/v2a/impl/blockdev"
+	"github.com/v2a-dr/v2a/impl/proto"
 	"github.com/v2a-dr/v2a/impl/vsphere"
 	"github.com/v2a-dr/v2a/impl/vsphere/vcenter"
 	"github.com/v2a-dr/v2a/sim/disk"
@@ -26,10 +27,10 @@ import (
 // Host names of the simulated deployment. Machines are hosts named after
 // themselves.
 const (
-	HostConfigServer  = "cs01"          // configuration server (on-prem)
-	HostProcessServer = "ps01"          // process server (on-prem)
-	HostStorage       = "storage.azure" // the storage account's public endpoint
-	HostService       = "asr.azure"     // Site Recovery's service endpoint
+	HostConfigServer  = proto.HostConfigServer // configuration server (on-prem)
+	HostProcessServer = "ps01"                 // process server (on-prem)
+	HostStorage       = proto.HostStorage      // the storage account's public endpoint
+	HostService       = proto.HostService      // Site Recovery's service endpoint
 )
 
 // Options configure New.

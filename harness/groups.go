@@ -167,7 +167,7 @@ func (d *Deployment) CheckGroupPoints(group string) []Result {
 				continue
 			}
 			rep, err := f.o.CheckGroup(images[ns[0]][0], images[ns[1]][0], images[ns[2]][0])
-			gr := Result{Check: "group-inv", Subject: subj, Verdict: OK, Detail: gp.Kind + " " + rep.Summary}
+			gr := Result{Check: "group-inv", Subject: subj, Verdict: OK, Detail: gp.Kind.String() + " " + rep.Summary}
 			if err != nil {
 				gr.Verdict, gr.Evidence = Illegal, err.Error()
 			}
@@ -281,7 +281,7 @@ func (r *Runner) groupPoints(a argMap) (string, error) {
 	var b strings.Builder
 	crash, app := 0, 0
 	for _, p := range pts {
-		if p.Kind == "app" {
+		if p.Kind == proto.App {
 			app++
 		} else {
 			crash++

@@ -13,7 +13,7 @@ import (
 // madePoint is a recovery point the Azure side reported making.
 type madePoint struct {
 	ID   string
-	Kind string
+	Kind proto.Consistency
 	Time time.Time
 	// Gone says why the Azure side took it away for a reason retention
 	// does not decide ("revoked": a group round was revoked after the

@@ -92,7 +92,7 @@ func (d *Deployment) PointImages(cat *azuresvc.Catalog, p azuresvc.Point) ([]io.
 		if i >= len(p.Snapshots) {
 			return nil, nil, fmt.Errorf("point %s has %d snapshots for %d disks", p.ID, len(p.Snapshots), len(cat.Disks))
 		}
-		img, err := ReadImage(d.e.ctx, store, prefix+"replica", dk.Blob, p.Snapshots[i])
+		img, err := ReadImage(d.e.ctx, store, prefix+proto.ContainerReplica, dk.Blob, p.Snapshots[i])
 		if err != nil {
 			return nil, nil, fmt.Errorf("point %s disk %d: %w", p.ID, i, err)
 		}
@@ -175,8 +175,8 @@ func (d *Deployment) checkCatalog(m string, cat *azuresvc.Catalog, pc PointCheck
 			}
 			out = append(out, judgePoint(mach.Oracle(), subj, p.Seq, imgs, ranges))
 			if wl != nil {
-				rep, err := wl.Check(imgs, p.Kind == "app")
-				r := Result{Check: "invariant", Subject: subj, Verdict: OK, Detail: p.Kind + " " + rep.Summary}
+				rep, err := wl.Check(imgs, p.Kind == proto.App)
+				r := Result{Check: "invariant", Subject: subj, Verdict: OK, Detail: p.Kind.String() + " " + rep.Summary}
 				if err != nil {
 					r.Verdict, r.Evidence = Illegal, err.Error()
 				}
@@ -447,7 +447,7 @@ func checkSchedule(m string, pts []azuresvc.Point, p proto.Policy, now time.Time
 				return r
 			}
 		}
-		if pts[i].Kind == "app" {
+		if pts[i].Kind == proto.App {
 			if lastApp != nil {
 				gap := pts[i].Time.Sub(lastApp.Time)
 				maxAppGap = max(maxAppGap, gap)

@@ -187,7 +187,7 @@ func (r *Runner) status(a argMap) (string, error) {
 		crash, app := 0, 0
 		if cat, err := d.Catalog(m.Name); err == nil {
 			for _, p := range cat.Points {
-				if p.Kind == "app" {
+				if p.Kind == proto.App {
 					app++
 				} else {
 					crash++

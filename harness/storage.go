@@ -10,6 +10,7 @@ import (
 
 	"github.com/v2a-dr/v2a/impl/blob"
 	"github.com/v2a-dr/v2a/impl/blob/azblob"
+	"github.com/v2a-dr/v2a/impl/proto"
 	"github.com/v2a-dr/v2a/sim/azurite"
 )
 
@@ -99,7 +100,7 @@ func (e *Env) StorageRequests() string {
 // deleteContainers removes the world's containers from a shared store.
 func (e *Env) deleteContainers() {
 	ctx := context.Background()
-	for _, c := range []string{"cache", "replica", "catalog"} {
+	for _, c := range proto.Containers() {
 		e.store.DeleteContainer(ctx, e.prefix+c)
 	}
 }

@@ -12,7 +12,7 @@ import (
 
 	"github.com/v2a-dr/v2a/impl/batch"
 	"github.com/v2a-dr/v2a/impl/blob"
-	"github.com/v2a-dr/v2a/impl/processsrv"
+	"github.com/v2a-dr/v2a/impl/proto"
 )
 
 // corruptBlob arms a corruption of a machine's next stream item uploaded
@@ -40,7 +40,7 @@ func (r *Runner) corruptBlob(a argMap) (string, error) {
 	if _, ok := r.Env.Machines[vm]; !ok {
 		return "", fmt.Errorf("fault corrupt-blob: no machine %q", vm)
 	}
-	if c := a.str("container", processsrv.CacheContainer); c != processsrv.CacheContainer {
+	if c := a.str("container", proto.ContainerCache); c != proto.ContainerCache {
 		return "", fmt.Errorf("fault corrupt-blob: container=%s: only the cache container's items can be corrupted", c)
 	}
 	e := r.Env
@@ -64,7 +64,7 @@ func (d *Deployment) corruptNewestItem(vm string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	c := prefix + processsrv.CacheContainer
+	c := prefix + proto.ContainerCache
 	items, err := store.List(d.e.ctx, c, vm+"/")
 	if err != nil {
 		return "", err
@@ -136,7 +136,7 @@ func (r *Runner) deleteSnapshot(a argMap) (string, error) {
 		if k >= len(cat.Disks) {
 			break
 		}
-		if err := store.DeleteSnapshot(d.e.ctx, prefix+"replica", cat.Disks[k].Blob, s); err != nil {
+		if err := store.DeleteSnapshot(d.e.ctx, prefix+proto.ContainerReplica, cat.Disks[k].Blob, s); err != nil {
 			return "", fmt.Errorf("fault delete-snapshot: disk %d of %s: %w", k, vm, err)
 		}
 	}

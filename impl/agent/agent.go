@@ -50,7 +50,7 @@ type Config struct {
 	// registration proof is derived from them.
 	VaultID    string
 	Passphrase string
-	// ConfigServer is the configuration server; default cs01:443.
+	// ConfigServer is the configuration server; default proto.HostConfigServer:443.
 	ConfigServer runtime.Addr
 
 	// StateDir holds the change log and agent.state.
@@ -92,7 +92,7 @@ func (c *Config) defaults() {
 		c.LogOptions.FS = c.FS
 	}
 	if c.ConfigServer == "" {
-		c.ConfigServer = runtime.MakeAddr("cs01", runtime.PortConfig)
+		c.ConfigServer = runtime.MakeAddr(proto.HostConfigServer, runtime.PortConfig)
 	}
 	if c.Version == "" {
 		c.Version = "v2a-agent/1"
@@ -481,9 +481,9 @@ func (a *Agent) timer(ctx runtime.Context, name string) {
 		a.drainDue = true
 		a.set(ctx, tDrain, a.cfg.DrainInterval)
 	case tCrash:
-		a.bookmarkTick(ctx, hrl.CrashConsistent)
+		a.bookmarkTick(ctx, proto.Crash)
 	case tApp:
-		a.bookmarkTick(ctx, hrl.AppConsistent)
+		a.bookmarkTick(ctx, proto.App)
 	case tResync:
 		if a.phase == PhaseResyncRequired {
 			a.sendResyncNeeded(ctx)

@@ -2,11 +2,10 @@ package agent
 
 import (
 	"errors"
-	"fmt"
 	"sort"
 	"time"
 
-	"github.com/v2a-dr/v2a/impl/hrl"
+	"github.com/v2a-dr/v2a/impl/proto"
 	"github.com/v2a-dr/v2a/impl/runtime"
 )
 
@@ -59,13 +58,6 @@ func (b *bookmarkStats) lists() ([]BookmarkCount, []SkipCount) {
 	return ins, sk
 }
 
-func kindName(k hrl.BookmarkKind) string {
-	if k == hrl.AppConsistent {
-		return "app"
-	}
-	return "crash"
-}
-
 // armBookmarkTimers (re)starts the policy's bookmark schedule. The next
 // bookmark of each kind is due an interval after the last one (persisted,
 // so a restarted agent or a rebooted machine keeps the cadence the policy
@@ -96,8 +88,8 @@ func bookmarkDue(now time.Time, lastNano int64, every time.Duration) time.Durati
 // bookmarkTick runs a bookmark timer: the next is set an interval on, the
 // time of this one persisted (for armBookmarkTimers after a restart), then
 // the bookmark inserted or its skip counted.
-func (a *Agent) bookmarkTick(ctx runtime.Context, kind hrl.BookmarkKind) {
-	if kind == hrl.AppConsistent {
+func (a *Agent) bookmarkTick(ctx runtime.Context, kind proto.Consistency) {
+	if kind == proto.App {
 		a.set(ctx, tApp, a.st.Policy.AppInterval)
 		a.st.LastAppBookmark = ctx.Now().UnixNano()
 	} else {
@@ -111,13 +103,13 @@ func (a *Agent) bookmarkTick(ctx runtime.Context, kind hrl.BookmarkKind) {
 // bookmark inserts a bookmark of kind if the log can honour one now, and
 // otherwise counts and logs the skip. An app-consistent bookmark quiesces
 // the guest around the insertion.
-func (a *Agent) bookmark(ctx runtime.Context, kind hrl.BookmarkKind) {
-	name := kindName(kind)
+func (a *Agent) bookmark(ctx runtime.Context, kind proto.Consistency) {
+	name := kind.String()
 	reason := a.bookmarkBlocker()
 	if reason == "" && a.filter.Holding() {
 		reason = "group-round" // writes are held for a group tag: it is the point
 	}
-	if reason == "" && kind == hrl.AppConsistent {
+	if reason == "" && kind == proto.App {
 		if err := a.cfg.Guest.Freeze(); err != nil {
 			reason = "freeze-failed"
 			a.lastErr = "freeze: " + err.Error()
@@ -126,7 +118,7 @@ func (a *Agent) bookmark(ctx runtime.Context, kind hrl.BookmarkKind) {
 		}
 	}
 	if reason == "" {
-		id := fmt.Sprintf("%s-%c-%d", a.cfg.Machine, name[0], a.filter.NextSeq())
+		id := proto.BookmarkID(a.cfg.Machine, kind, a.filter.NextSeq())
 		seq, err := a.filter.InsertBookmark(kind, id, ctx.Now().UnixNano())
 		switch {
 		case errors.Is(err, ErrNotConsistent):

@@ -81,13 +81,13 @@ func (a *Agent) buildLogItem(ctx runtime.Context, recs []hrl.Record) {
 			if r.Seq <= a.redrainUpTo && a.redrainMeta {
 				// Inserted before this restart, when the metadata records
 				// before it had been read; they were just read again, later.
-				a.bookmarks.skip(kindName(r.BookmarkKind), "metadata-reread")
+				a.bookmarks.skip(r.BookmarkKind.String(), "metadata-reread")
 				ctx.Log().Info("agent: bookmark dropped", "machine", a.cfg.Machine, "id", r.BookmarkID,
 					"reason", "metadata-reread")
 				continue
 			}
 			it.Records = append(it.Records, batch.Record{Seq: r.Seq, Type: batch.RecBookmark,
-				BookmarkKind: batch.BookmarkKind(r.BookmarkKind), BookmarkID: r.BookmarkID, UnixNano: r.UnixNano})
+				BookmarkKind: r.BookmarkKind, BookmarkID: r.BookmarkID, UnixNano: r.UnixNano})
 		case hrl.TypeRevoke:
 			it.Records = append(it.Records, batch.Record{Seq: r.Seq, Type: batch.RecRevoke, BookmarkID: r.BookmarkID})
 		case hrl.TypeBitmap:

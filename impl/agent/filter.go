@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/v2a-dr/v2a/impl/hrl"
+	"github.com/v2a-dr/v2a/impl/proto"
 )
 
 // Mode is the filter's capture mode, as in the real filter driver.
@@ -275,7 +276,7 @@ func (f *Filter) stop(reason string) {
 // it, and returns its sequence number. It refuses (ErrNotConsistent) when
 // the log cannot honour a bookmark: outside data mode, or while metadata
 // records wait to be re-read.
-func (f *Filter) InsertBookmark(kind hrl.BookmarkKind, id string, unixNano int64) (uint64, error) {
+func (f *Filter) InsertBookmark(kind proto.Consistency, id string, unixNano int64) (uint64, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.closed {

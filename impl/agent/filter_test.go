@@ -8,6 +8,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/v2a-dr/v2a/impl/hrl"
+	"github.com/v2a-dr/v2a/impl/proto"
 )
 
 func openTestFilter(t testing.TB, dir string, opts FilterOptions) *Filter {
@@ -113,7 +114,7 @@ func TestFilterBookmarkRefusal(t *testing.T) {
 			f := openTestFilter(t, t.TempDir(), FilterOptions{DataBudget: 16 << 10, MetaBudget: 20})
 			defer f.Close()
 			tt.prepare(f)
-			seq, err := f.InsertBookmark(hrl.CrashConsistent, "b", 1)
+			seq, err := f.InsertBookmark(proto.Crash, "b", 1)
 			if !errors.Is(err, tt.wantErr) || (err == nil && seq == 0) {
 				t.Fatalf("InsertBookmark = %d, %v; want error %v", seq, err, tt.wantErr)
 			}
@@ -131,7 +132,7 @@ func TestFilterRead(t *testing.T) {
 	}
 	big := make([]byte, 12288)
 	f.Capture(1, 0, big)
-	if _, err := f.InsertBookmark(hrl.AppConsistent, "vm01-a-7", 42); err != nil {
+	if _, err := f.InsertBookmark(proto.App, "vm01-a-7", 42); err != nil {
 		t.Fatal(err)
 	}
 	if err := f.Sync(); err != nil {
@@ -308,7 +309,7 @@ func TestFilterConcurrentUse(t *testing.T) {
 			finished = true
 		default:
 		}
-		if _, err := f.InsertBookmark(hrl.CrashConsistent, "b", 0); err == nil {
+		if _, err := f.InsertBookmark(proto.Crash, "b", 0); err == nil {
 			bookmarks++
 		}
 		if err := f.Sync(); err != nil {

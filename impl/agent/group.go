@@ -18,8 +18,8 @@ import (
 
 // groupSchedule is when the master's next group rounds are due.
 type groupSchedule struct {
-	nextCrash, nextApp time.Time // zero: none of that kind
-	pending            string    // a round that came due while another ran
+	nextCrash, nextApp time.Time         // zero: none of that kind
+	pending            proto.Consistency // a round that came due while another ran; 0: none
 }
 
 // onGroupConfig applies a GroupConfig: a newer version (or another group)
@@ -130,29 +130,29 @@ func (a *Agent) groupTimer(ctx runtime.Context) {
 		return
 	}
 	now := ctx.Now()
-	kind := ""
+	var kind proto.Consistency
 	if !a.sched.nextApp.IsZero() && !now.Before(a.sched.nextApp) {
-		kind = kindApp
+		kind = proto.App
 		a.sched.nextApp = now.Add(a.group.AppInterval)
 	}
 	if !a.sched.nextCrash.IsZero() && !now.Before(a.sched.nextCrash) {
-		if kind == "" {
-			kind = kindCrash
+		if kind == 0 {
+			kind = proto.Crash
 		}
 		a.sched.nextCrash = now.Add(a.group.CrashInterval)
 	}
 	a.armGroupTimer(ctx)
-	if kind != "" {
+	if kind != 0 {
 		a.dueRound(ctx, kind)
 	}
 }
 
 // dueRound starts a round of kind, or keeps it for when the running round
 // ends, or counts why it cannot run.
-func (a *Agent) dueRound(ctx runtime.Context, kind string) {
+func (a *Agent) dueRound(ctx runtime.Context, kind proto.Consistency) {
 	switch {
 	case a.round != nil:
-		if a.sched.pending != kindApp {
+		if a.sched.pending != proto.App {
 			a.sched.pending = kind
 		}
 	case a.phase != PhaseReplicating:
@@ -192,7 +192,8 @@ type RoundStats struct {
 	// Tag, Kind and Phase are the round in progress ("" when none); Phase
 	// is the one whose acknowledgements the master waits for ("revoke"
 	// while it collects revoke acknowledgements).
-	Tag, Kind, Phase string
+	Tag, Phase string
+	Kind       proto.Consistency
 	// LastTag and LastOutcome are the last finished round's.
 	LastTag, LastOutcome string
 }

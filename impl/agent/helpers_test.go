@@ -2,7 +2,6 @@ package agent
 
 import (
 	"bytes"
-	"crypto/sha256"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -203,7 +202,7 @@ type replica struct {
 type mark struct {
 	ID     string
 	Seq    uint64
-	Kind   batch.BookmarkKind
+	Kind   proto.Consistency
 	Revoke bool
 }
 
@@ -258,9 +257,10 @@ func (r *replica) apply(it *batch.Item) {
 	}
 }
 
+// sum is the Azure side's checksum of a block: proto's, the one rule.
 func sum(b []byte) []byte {
-	h := sha256.Sum256(b)
-	return h[:proto.ChecksumSize]
+	h := proto.BlockSum(b)
+	return h[:]
 }
 
 func (r *replica) checksums(gen uint64, fresh bool) []*proto.Checksums {

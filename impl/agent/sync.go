@@ -3,7 +3,6 @@ package agent
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"fmt"
 	"time"
 
@@ -133,7 +132,7 @@ func (a *Agent) pumpSync(ctx runtime.Context) {
 	var sums []byte
 	var known []bool
 	if !fresh && rs.sums != nil {
-		b0, b1 := off/blockdev.BlockSize, (off+n+blockdev.BlockSize-1)/blockdev.BlockSize
+		b0, b1 := off/proto.ChecksumBlockSize, (off+n+proto.ChecksumBlockSize-1)/proto.ChecksumBlockSize
 		b1 = min(b1, int64(len(rs.known)))
 		sums = append([]byte(nil), rs.sums[b0*proto.ChecksumSize:b1*proto.ChecksumSize]...)
 		known = append([]bool(nil), rs.known[b0:b1]...)
@@ -212,17 +211,17 @@ func (a *Agent) onChecksums(ctx runtime.Context, m *proto.Checksums) {
 			a.lastSync.FreshDisks++
 		}
 		rs.fresh = true
-	case m.BlockSize != blockdev.BlockSize || m.Off < 0 || m.Off%blockdev.BlockSize != 0 || len(m.Sums)%proto.ChecksumSize != 0:
+	case m.BlockSize != proto.ChecksumBlockSize || m.Off < 0 || m.Off%proto.ChecksumBlockSize != 0 || len(m.Sums)%proto.ChecksumSize != 0:
 		// Unusable: those blocks stay unknown, and unknown blocks are sent.
 		ctx.Log().Warn("agent: malformed checksums", "machine", a.cfg.Machine, "disk", m.Disk, "off", m.Off,
 			"blockSize", m.BlockSize, "sumBytes", len(m.Sums))
 	default:
-		nb := (s.sizes[m.Disk] + blockdev.BlockSize - 1) / blockdev.BlockSize
+		nb := (s.sizes[m.Disk] + proto.ChecksumBlockSize - 1) / proto.ChecksumBlockSize
 		if rs.sums == nil {
 			rs.sums = make([]byte, nb*proto.ChecksumSize)
 			rs.known = make([]bool, nb)
 		}
-		b0 := m.Off / blockdev.BlockSize
+		b0 := m.Off / proto.ChecksumBlockSize
 		for i := int64(0); i < int64(len(m.Sums)/proto.ChecksumSize) && b0+i < nb; i++ {
 			copy(rs.sums[(b0+i)*proto.ChecksumSize:], m.Sums[i*proto.ChecksumSize:(i+1)*proto.ChecksumSize])
 			rs.known[b0+i] = true
@@ -237,17 +236,14 @@ func (a *Agent) onChecksums(ctx runtime.Context, m *proto.Checksums) {
 	}
 }
 
-var zeroSum = func() (s [proto.ChecksumSize]byte) {
-	h := sha256.Sum256(make([]byte, blockdev.BlockSize))
-	copy(s[:], h[:])
-	return s
-}()
-
-// compareRegion reads n bytes at off and returns the runs of 4 KiB blocks
-// the replica lacks: against a fresh replica the non-zero blocks, otherwise
-// the blocks whose checksum differs or is unknown (a lost Checksums message
-// costs bandwidth, never correctness). sums and known cover the region's
-// blocks. It runs outside the actor.
+// compareRegion reads n bytes at off and returns the runs of checksum
+// blocks (proto.ChecksumBlockSize) the replica lacks: against a fresh
+// replica the non-zero blocks, otherwise the blocks whose checksum
+// (proto.BlockSum, the Azure side's) differs or is unknown (a lost
+// Checksums message costs bandwidth, never correctness). sums and known
+// cover the region's blocks. off is block-aligned and n a whole number of
+// blocks except at a disk's end, where the short last block is compared
+// zero-padded, as the Azure side sums it. It runs outside the actor.
 func compareRegion(dev blockdev.Device, off, n int64, fresh bool, sums []byte, known []bool) ([]batch.Run, error) {
 	buf := make([]byte, n)
 	if _, err := dev.ReadAt(buf, off); err != nil {
@@ -255,8 +251,8 @@ func compareRegion(dev blockdev.Device, off, n int64, fresh bool, sums []byte, k
 	}
 	var runs []batch.Run
 	start := int64(-1)
-	for b := int64(0); b*blockdev.BlockSize < n; b++ {
-		lo, hi := b*blockdev.BlockSize, min((b+1)*blockdev.BlockSize, n)
+	for b := int64(0); b*proto.ChecksumBlockSize < n; b++ {
+		lo, hi := b*proto.ChecksumBlockSize, min((b+1)*proto.ChecksumBlockSize, n)
 		if blockDiffers(buf[lo:hi], b, fresh, sums, known) {
 			if start < 0 {
 				start = lo
@@ -279,13 +275,13 @@ func blockDiffers(blk []byte, b int64, fresh bool, sums []byte, known []bool) bo
 	if fresh {
 		return !zero
 	}
-	if b >= int64(len(known)) || !known[b] || len(blk) != blockdev.BlockSize {
+	if b >= int64(len(known)) || !known[b] {
 		return true
 	}
 	want := sums[b*proto.ChecksumSize : (b+1)*proto.ChecksumSize]
 	if zero {
-		return !bytes.Equal(want, zeroSum[:])
+		return !bytes.Equal(want, proto.ZeroBlockSum[:])
 	}
-	h := sha256.Sum256(blk)
-	return !bytes.Equal(h[:proto.ChecksumSize], want)
+	sum := proto.BlockSum(blk)
+	return !bytes.Equal(sum[:], want)
 }

@@ -4,11 +4,9 @@ import (
 	"fmt"
 	"slices"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
-	"github.com/v2a-dr/v2a/impl/hrl"
 	"github.com/v2a-dr/v2a/impl/proto"
 	"github.com/v2a-dr/v2a/impl/runtime"
 	"github.com/v2a-dr/v2a/impl/wire"
@@ -29,12 +27,6 @@ import (
 // Safety does not rest on the master: each member bounds its own hold
 // (tagmember.go), so a master that dies mid-round leaves no writes held
 // past TagTimeouts.Hold().
-
-// Round kinds, as in Tag.Kind and TagRound.Kind.
-const (
-	kindCrash = "crash"
-	kindApp   = "app"
-)
 
 // tagPhase is one step of a round as the master drives it.
 type tagPhase struct {
@@ -72,29 +64,29 @@ type masterRound struct {
 	reason   string // why it was revoked
 }
 
-func timeoutsFor(gc *proto.GroupConfig, kind string) proto.TagTimeouts {
-	if kind == kindApp {
+func timeoutsFor(gc *proto.GroupConfig, kind proto.Consistency) proto.TagTimeouts {
+	if kind == proto.App {
 		return gc.App
 	}
 	return gc.Crash
 }
 
-// tagNumber is the n of a tag id "<group>-<c|a>-<n>", 0 if it has none.
+// tagNumber is the round number of a tag id, 0 if id is not one.
 func tagNumber(id string) uint64 {
-	n, _ := strconv.ParseUint(id[strings.LastIndexByte(id, '-')+1:], 10, 64)
-	return n
+	t, _ := proto.ParseTagID(id)
+	return t.N
 }
 
 // startRound begins a round of kind. Its number is the clock in
 // milliseconds, or one more than the last one when the clock has not
 // moved past it: persisted, it never repeats.
-func (a *Agent) startRound(ctx runtime.Context, kind string) {
+func (a *Agent) startRound(ctx runtime.Context, kind proto.Consistency) {
 	n := max(uint64(ctx.Now().UnixMilli()), a.st.LastTagN+1)
 	a.st.LastTagN = n
 	a.save(ctx)
 	gc := a.group
 	r := &masterRound{
-		tag:      proto.Tag{Group: gc.Group, TagID: fmt.Sprintf("%s-%c-%d", gc.Group, kind[0], n), Kind: kind, Master: a.cfg.Machine},
+		tag:      proto.Tag{Group: gc.Group, TagID: proto.TagID{Group: gc.Group, Kind: kind, N: n}.String(), Kind: kind, Master: a.cfg.Machine},
 		timeouts: timeoutsFor(gc, kind),
 		members:  slices.Clone(gc.Members),
 		started:  ctx.Now(),
@@ -111,7 +103,7 @@ func (a *Agent) startRound(ctx runtime.Context, kind string) {
 // of crash rounds), or commits it past the last phase.
 func (a *Agent) enterPhase(ctx runtime.Context, i int) {
 	r := a.round
-	for i < len(roundPhases) && roundPhases[i].appOnly && r.tag.Kind != kindApp {
+	for i < len(roundPhases) && roundPhases[i].appOnly && r.tag.Kind != proto.App {
 		i++
 	}
 	if i == len(roundPhases) {
@@ -260,15 +252,8 @@ func (a *Agent) finishRound(ctx runtime.Context, outcome string) {
 	a.rounds.lastTag, a.rounds.lastOutcome = r.tag.TagID, outcome
 	ctx.Log().Info("agent: group round done", "machine", a.cfg.Machine, "tag", r.tag.TagID, "outcome", outcome,
 		"reason", r.reason, "took", ctx.Now().Sub(r.started).String())
-	if kind := a.sched.pending; kind != "" && a.isMaster() {
-		a.sched.pending = ""
+	if kind := a.sched.pending; kind != 0 && a.isMaster() {
+		a.sched.pending = 0
 		a.dueRound(ctx, kind)
 	}
-}
-
-func bookmarkKindOf(kind string) hrl.BookmarkKind {
-	if kind == kindApp {
-		return hrl.AppConsistent
-	}
-	return hrl.CrashConsistent
 }

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/v2a-dr/v2a/impl/hrl"
 	"github.com/v2a-dr/v2a/impl/proto"
 	"github.com/v2a-dr/v2a/impl/runtime"
 	"github.com/v2a-dr/v2a/impl/runtime/runtimetest"
@@ -77,7 +76,7 @@ func TestFilterGate(t *testing.T) {
 	f.Hold()
 	f.Hold()
 	note("hold")
-	if _, err := f.InsertBookmark(hrl.CrashConsistent, "g1-c-1", 0); err != nil {
+	if _, err := f.InsertBookmark(proto.Crash, "g1:c:1", 0); err != nil {
 		t.Fatal(err)
 	}
 	note("tagged")
@@ -88,7 +87,7 @@ func TestFilterGate(t *testing.T) {
 	want := []string{
 		`open: admit=true holding=false tag=""`,
 		`hold: admit=false holding=true tag=""`,
-		`tagged: admit=false holding=true tag="g1-c-1"`,
+		`tagged: admit=false holding=true tag="g1:c:1"`,
 		`released: admit=true holding=false tag=""`,
 		`released again: admit=true holding=false tag=""`,
 	}
@@ -180,7 +179,7 @@ func TestCrashRoundConsistentCut(t *testing.T) {
 			n.run(1500 * time.Millisecond)
 			n.settle()
 			rs := n.rounds()
-			if len(rs) == 0 || rs[0].Outcome != proto.RoundCommitted || !strings.HasPrefix(rs[0].TagID, "g1-c-") {
+			if len(rs) == 0 || rs[0].Outcome != proto.RoundCommitted || !strings.HasPrefix(rs[0].TagID, "g1:c:") {
 				t.Fatalf("rounds %v, want the first committed", outcomes(rs))
 			}
 			id := rs[0].TagID
@@ -272,17 +271,17 @@ func TestAppRound(t *testing.T) {
 	rs := n.rounds()
 	var kinds []string
 	for _, r := range rs[:2] {
-		kinds = append(kinds, r.Kind+" "+r.Outcome)
+		kinds = append(kinds, r.Kind.String()+" "+r.Outcome)
 	}
 	if diff := cmp.Diff([]string{"crash committed", "app committed"}, kinds); diff != "" {
 		t.Fatalf("first rounds -want +got:\n%s", diff)
 	}
-	if !strings.HasPrefix(rs[1].TagID, "g1-a-") || rs[2].Started.Sub(rs[1].Started) != time.Second {
+	if !strings.HasPrefix(rs[1].TagID, "g1:a:") || rs[2].Started.Sub(rs[1].Started) != time.Second {
 		t.Errorf("app round %s at %v, next at %v", rs[1].TagID, rs[1].Started, rs[2].Started)
 	}
 	apps := 0
 	for _, r := range rs {
-		if r.Kind == kindApp {
+		if r.Kind == proto.App {
 			apps++
 		}
 	}
@@ -290,11 +289,11 @@ func TestAppRound(t *testing.T) {
 		if nd.e.g.freezes != apps || nd.e.g.thaws != apps {
 			t.Errorf("%s: %d freezes, %d thaws; want %d each", nd.name, nd.e.g.freezes, nd.e.g.thaws, apps)
 		}
-		var got []string
+		var got []proto.Consistency
 		for _, m := range nd.tagMarks("g1")[:2] {
 			got = append(got, kindOfMark(m))
 		}
-		if diff := cmp.Diff([]string{kindCrash, kindApp}, got); diff != "" {
+		if diff := cmp.Diff([]proto.Consistency{proto.Crash, proto.App}, got); diff != "" {
 			t.Errorf("%s: tag kinds -want +got:\n%s", nd.name, diff)
 		}
 	}
@@ -657,51 +656,52 @@ func TestMemberAnswers(t *testing.T) {
 		marks   []string // group tags in the log: id, or "revoke id"
 		holding bool
 	}{
-		{"crash round", crash("g1-c-100"),
-			[]string{"begin g1-c-100 ok", "prepare g1-c-100 ok", "commit g1-c-100 ok seq", "resume g1-c-100 ok held 0s"},
-			[]string{"g1-c-100"}, false},
+		{"crash round", crash("g1:c:100"),
+			[]string{"begin g1:c:100 ok", "prepare g1:c:100 ok", "commit g1:c:100 ok seq", "resume g1:c:100 ok held 0s"},
+			[]string{"g1:c:100"}, false},
 		{"duplicates and a late prepare get the same answers, hold once",
-			[]step{tag("begin", "g1-c-100"), tag("begin", "g1-c-100"), tag("prepare", "g1-c-100"), {phase: "", wait: 5 * time.Millisecond},
-				tag("prepare", "g1-c-100"), tag("commit", "g1-c-100"), tag("commit", "g1-c-100"), {phase: "", wait: 5 * time.Millisecond},
-				tag("resume", "g1-c-100"), tag("resume", "g1-c-100"), tag("prepare", "g1-c-100")},
-			[]string{"begin g1-c-100 ok", "begin g1-c-100 ok", "prepare g1-c-100 ok", "prepare g1-c-100 ok",
-				"commit g1-c-100 ok seq", "commit g1-c-100 ok seq", "resume g1-c-100 ok held 10ms",
-				"resume g1-c-100 ok held 10ms", "prepare g1-c-100 ok"},
-			[]string{"g1-c-100"}, false},
+			[]step{tag("begin", "g1:c:100"), tag("begin", "g1:c:100"), tag("prepare", "g1:c:100"), {phase: "", wait: 5 * time.Millisecond},
+				tag("prepare", "g1:c:100"), tag("commit", "g1:c:100"), tag("commit", "g1:c:100"), {phase: "", wait: 5 * time.Millisecond},
+				tag("resume", "g1:c:100"), tag("resume", "g1:c:100"), tag("prepare", "g1:c:100")},
+			[]string{"begin g1:c:100 ok", "begin g1:c:100 ok", "prepare g1:c:100 ok", "prepare g1:c:100 ok",
+				"commit g1:c:100 ok seq", "commit g1:c:100 ok seq", "resume g1:c:100 ok held 10ms",
+				"resume g1:c:100 ok held 10ms", "prepare g1:c:100 ok"},
+			[]string{"g1:c:100"}, false},
 		{"out of order",
-			[]step{tag("begin", "g1-c-100"), tag("commit", "g1-c-100"), tag("quiesce", "g1-c-100"), tag("resume", "g1-c-100")},
-			[]string{"begin g1-c-100 ok", "commit g1-c-100 refused: out of order: commit after begin",
-				"quiesce g1-c-100 refused: out of order: quiesce after begin",
-				"resume g1-c-100 refused: out of order: resume after begin held 0s"},
+			[]step{tag("begin", "g1:c:100"), tag("commit", "g1:c:100"), tag("quiesce", "g1:c:100"), tag("resume", "g1:c:100")},
+			[]string{"begin g1:c:100 ok", "commit g1:c:100 refused: out of order: commit after begin",
+				"quiesce g1:c:100 refused: out of order: quiesce after begin",
+				"resume g1:c:100 refused: out of order: resume after begin held 0s"},
 			nil, false},
 		{"unknown tag, then its late begin",
-			[]step{tag("prepare", "g1-c-100"), tag("begin", "g1-c-100")},
-			[]string{"prepare g1-c-100 refused: unknown tag", "begin g1-c-100 refused: round over after prepare"},
+			[]step{tag("prepare", "g1:c:100"), tag("begin", "g1:c:100")},
+			[]string{"prepare g1:c:100 refused: unknown tag", "begin g1:c:100 refused: round over after prepare"},
 			nil, false},
 		{"revoke after resume logs one revoke",
-			append(crash("g1-c-100"), tag("revoke", "g1-c-100"), tag("revoke", "g1-c-100")),
-			[]string{"begin g1-c-100 ok", "prepare g1-c-100 ok", "commit g1-c-100 ok seq", "resume g1-c-100 ok held 0s",
-				"revoke g1-c-100 ok held 0s", "revoke g1-c-100 ok held 0s"},
-			[]string{"g1-c-100", "revoke g1-c-100"}, false},
+			append(crash("g1:c:100"), tag("revoke", "g1:c:100"), tag("revoke", "g1:c:100")),
+			[]string{"begin g1:c:100 ok", "prepare g1:c:100 ok", "commit g1:c:100 ok seq", "resume g1:c:100 ok held 0s",
+				"revoke g1:c:100 ok held 0s", "revoke g1:c:100 ok held 0s"},
+			[]string{"g1:c:100", "revoke g1:c:100"}, false},
 		{"hold deadline",
-			[]step{tag("begin", "g1-c-100"), tag("prepare", "g1-c-100"), tag("commit", "g1-c-100"),
-				{wait: proto.CrashTagTimeouts.Hold()}, tag("resume", "g1-c-100"), tag("revoke", "g1-c-100")},
-			[]string{"begin g1-c-100 ok", "prepare g1-c-100 ok", "commit g1-c-100 ok seq",
-				"revoke g1-c-100 refused: hold deadline held 600ms", "resume g1-c-100 refused: round over after commit held 600ms",
-				"revoke g1-c-100 refused: hold deadline held 600ms"},
-			[]string{"g1-c-100", "revoke g1-c-100"}, false},
+			[]step{tag("begin", "g1:c:100"), tag("prepare", "g1:c:100"), tag("commit", "g1:c:100"),
+				{wait: proto.CrashTagTimeouts.Hold()}, tag("resume", "g1:c:100"), tag("revoke", "g1:c:100")},
+			[]string{"begin g1:c:100 ok", "prepare g1:c:100 ok", "commit g1:c:100 ok seq",
+				"revoke g1:c:100 refused: hold deadline held 600ms", "resume g1:c:100 refused: round over after commit held 600ms",
+				"revoke g1:c:100 refused: hold deadline held 600ms"},
+			[]string{"g1:c:100", "revoke g1:c:100"}, false},
 		{"a newer round supersedes an abandoned one; an older begin is stale",
-			[]step{tag("begin", "g1-c-100"), tag("prepare", "g1-c-100"), tag("commit", "g1-c-100"),
-				tag("begin", "g1-c-200"), tag("revoke", "g1-c-100"), tag("begin", "g1-c-150"), tag("prepare", "g1-c-200")},
-			[]string{"begin g1-c-100 ok", "prepare g1-c-100 ok", "commit g1-c-100 ok seq", "begin g1-c-200 ok",
-				"revoke g1-c-100 refused: superseded by g1-c-200 held 0s", "begin g1-c-150 refused: stale tag", "prepare g1-c-200 ok"},
-			[]string{"g1-c-100", "revoke g1-c-100"}, true},
+			[]step{tag("begin", "g1:c:100"), tag("prepare", "g1:c:100"), tag("commit", "g1:c:100"),
+				tag("begin", "g1:c:200"), tag("revoke", "g1:c:100"), tag("begin", "g1:c:150"), tag("prepare", "g1:c:200")},
+			[]string{"begin g1:c:100 ok", "prepare g1:c:100 ok", "commit g1:c:100 ok seq", "begin g1:c:200 ok",
+				"revoke g1:c:100 refused: superseded by g1:c:200 held 0s", "begin g1:c:150 refused: stale tag", "prepare g1:c:200 ok"},
+			[]string{"g1:c:100", "revoke g1:c:100"}, true},
 		{"not from the master, not the group, not a kind",
-			[]step{{phase: "begin", id: "g1-c-1", mod: func(t *proto.Tag) { t.Master = "vm03" }},
-				{phase: "begin", id: "g2-c-1", mod: func(t *proto.Tag) { t.Group = "g2" }},
-				{phase: "begin", id: "g1-x-1", mod: func(t *proto.Tag) { t.Kind = "full" }}},
-			[]string{"begin g1-c-1 refused: not the group's master: vm03", "begin g2-c-1 refused: not a member of group g2",
-				"begin g1-x-1 refused: unknown kind full"},
+			[]step{{phase: "begin", id: "g1:c:1", mod: func(t *proto.Tag) { t.Master = "vm03" }},
+				{phase: "begin", id: "g2:c:1", mod: func(t *proto.Tag) { t.Group = "g2" }},
+				// No kind; a kind the wire does not know never decodes (proto.ParseConsistency).
+				{phase: "begin", id: "g1-x-1", mod: func(t *proto.Tag) { t.Kind = 0 }}},
+			[]string{"begin g1:c:1 refused: not the group's master: vm03", "begin g2:c:1 refused: not a member of group g2",
+				`begin g1-x-1 refused: unknown kind ""`},
 			nil, false},
 	}
 	for _, tt := range tests {
@@ -734,7 +734,7 @@ func TestMemberAnswers(t *testing.T) {
 					collect()
 					continue
 				}
-				m := &proto.Tag{Group: "g1", TagID: s.id, Kind: kindCrash, Phase: s.phase, Master: "vm01"}
+				m := &proto.Tag{Group: "g1", TagID: s.id, Kind: proto.Crash, Phase: s.phase, Master: "vm01"}
 				if s.mod != nil {
 					s.mod(m)
 				}
@@ -776,14 +776,14 @@ func TestPerVMBookmarkSkippedWhileHolding(t *testing.T) {
 	e.receive(csAddr, &proto.GroupConfig{Group: "g1", Version: 1, Members: []string{"vm01", "vm02"}, Master: "vm01",
 		Crash: proto.CrashTagTimeouts, App: long})
 	for _, ph := range []string{proto.PhaseBegin, proto.PhasePrepare} {
-		e.d.Receive(master, &proto.Tag{Group: "g1", TagID: "g1-a-1", Kind: kindApp, Phase: ph, Master: "vm01"})
+		e.d.Receive(master, &proto.Tag{Group: "g1", TagID: "g1:a:1", Kind: proto.App, Phase: ph, Master: "vm01"})
 	}
 	e.advance(6*time.Minute, 30*time.Second) // the 5-minute crash bookmark comes due
 	s := e.a.Status()
 	if diff := cmp.Diff([]SkipCount{{"crash", "group-round", 1}}, s.BookmarksSkipped); diff != "" {
 		t.Errorf("skipped -want +got:\n%s", diff)
 	}
-	if !s.Holding || s.Member.Tag != "g1-a-1" || s.Member.Phase != proto.PhasePrepare {
+	if !s.Holding || s.Member.Tag != "g1:a:1" || s.Member.Phase != proto.PhasePrepare {
 		t.Errorf("member %+v holding %v", s.Member, s.Holding)
 	}
 	e.advance(10*time.Minute, 30*time.Second) // past the app hold deadline (13 min), then 15 min

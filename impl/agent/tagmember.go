@@ -87,10 +87,10 @@ func (a *Agent) memberTag(ctx runtime.Context, t *proto.Tag) proto.TagAck {
 	}
 	want := map[string]string{proto.PhasePrepare: proto.PhaseBegin, proto.PhaseCommit: proto.PhasePrepare,
 		proto.PhaseQuiesce: proto.PhasePrepare, proto.PhaseResume: proto.PhaseCommit}[t.Phase]
-	if r.tag.Kind == kindApp && t.Phase == proto.PhaseCommit {
+	if r.tag.Kind == proto.App && t.Phase == proto.PhaseCommit {
 		want = proto.PhaseQuiesce
 	}
-	if t.Phase == proto.PhaseQuiesce && r.tag.Kind != kindApp {
+	if t.Phase == proto.PhaseQuiesce && r.tag.Kind != proto.App {
 		want = "" // crash rounds have no quiesce
 	}
 	if r.phase != want {
@@ -111,7 +111,7 @@ func (a *Agent) memberTag(ctx runtime.Context, t *proto.Tag) proto.TagAck {
 		if reason := a.bookmarkBlocker(); reason != "" {
 			return a.answer(r, t.Phase, false, reason)
 		}
-		seq, err := a.filter.InsertBookmark(bookmarkKindOf(r.tag.Kind), r.tag.TagID, ctx.Now().UnixNano())
+		seq, err := a.filter.InsertBookmark(r.tag.Kind, r.tag.TagID, ctx.Now().UnixNano())
 		if err != nil {
 			return a.answer(r, t.Phase, false, err.Error())
 		}
@@ -164,8 +164,8 @@ func (a *Agent) beginBlocker(t *proto.Tag) string {
 		return "not a member of group " + t.Group
 	case t.Master != a.group.Master:
 		return "not the group's master: " + t.Master
-	case t.Kind != kindCrash && t.Kind != kindApp:
-		return "unknown kind " + t.Kind
+	case !t.Kind.Valid():
+		return fmt.Sprintf("unknown kind %q", t.Kind.String())
 	case tagNumber(t.TagID) < a.newest[t.Master]:
 		return "stale tag"
 	case a.refusedReason != "" || !a.registered:

@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/v2a-dr/v2a/impl/batch"
 	"github.com/v2a-dr/v2a/impl/proto"
 	"github.com/v2a-dr/v2a/impl/runtime"
 	"github.com/v2a-dr/v2a/impl/runtime/runtimetest"
@@ -61,14 +60,14 @@ type node struct {
 	down   bool
 	// holds observed on the filter's gate, in network time.
 	holdFrom time.Time
-	holdKind string
+	holdKind proto.Consistency
 	spans    []holdSpan
 }
 
 // holdSpan is one observed hold of the gate.
 type holdSpan struct {
 	From, To time.Time
-	Kind     string
+	Kind     proto.Consistency
 }
 
 // netMsg is a message in flight.
@@ -247,7 +246,7 @@ func (n *tagNet) watch() {
 			}
 		case !holding && !nd.holdFrom.IsZero():
 			nd.spans = append(nd.spans, holdSpan{From: nd.holdFrom, To: n.now, Kind: nd.holdKind})
-			nd.holdFrom, nd.holdKind = time.Time{}, ""
+			nd.holdFrom, nd.holdKind = time.Time{}, 0
 		}
 	}
 }
@@ -409,7 +408,7 @@ func (nd *node) tagPos(id string) (seq uint64, present, revoked bool) {
 func (nd *node) tagMarks(group string) []mark {
 	var out []mark
 	for _, m := range nd.e.az.marks {
-		if len(m.ID) > len(group) && m.ID[:len(group)+1] == group+"-" {
+		if proto.IsTagOf(group, m.ID) {
 			out = append(out, m)
 		}
 	}
@@ -484,11 +483,11 @@ func (n *tagNet) checkHolds(gc proto.GroupConfig) {
 	for _, nd := range n.nodes {
 		for _, s := range nd.spans {
 			limit := gc.Crash.Hold()
-			if s.Kind == kindApp {
+			if s.Kind == proto.App {
 				limit = gc.App.Hold()
 			}
-			if d := s.To.Sub(s.From); d > limit || s.Kind == "" {
-				n.t.Errorf("%s held writes for %v (kind %q) from %v; at most %v", nd.name, d, s.Kind,
+			if d := s.To.Sub(s.From); d > limit || s.Kind == 0 {
+				n.t.Errorf("%s held writes for %v (kind %v) from %v; at most %v", nd.name, d, s.Kind,
 					s.From.Sub(runtimetest.Epoch), limit)
 			}
 		}
@@ -508,9 +507,4 @@ func (n *tagNet) checkWrites() {
 	}
 }
 
-func kindOfMark(m mark) string {
-	if m.Kind == batch.BookmarkKind(bookmarkKindOf(kindApp)) {
-		return kindApp
-	}
-	return kindCrash
-}
+func kindOfMark(m mark) proto.Consistency { return m.Kind }

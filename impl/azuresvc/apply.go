@@ -487,8 +487,8 @@ func (a *applier) bookmark(r batch.Record) error {
 			return err
 		}
 	}
-	pt := Point{ID: id, Kind: r.BookmarkKind.String(), Time: time.Unix(0, r.UnixNano).UTC(), Seq: r.Seq, Gen: a.cat.Gen}
-	md := map[string]string{mdPoint: id, mdKind: pt.Kind, mdTime: strconv.FormatInt(r.UnixNano, 10), mdGen: strconv.FormatUint(a.cat.Gen, 10)}
+	pt := Point{ID: id, Kind: r.BookmarkKind, Time: time.Unix(0, r.UnixNano).UTC(), Seq: r.Seq, Gen: a.cat.Gen}
+	md := map[string]string{mdPoint: id, mdKind: pt.Kind.String(), mdTime: strconv.FormatInt(r.UnixNano, 10), mdGen: strconv.FormatUint(a.cat.Gen, 10)}
 	for _, d := range a.cat.Disks {
 		snap, err := a.st.store.Snapshot(a.ctx, rc, d.Blob, md)
 		if err != nil {

@@ -35,7 +35,6 @@ import (
 	"fmt"
 	"maps"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -49,10 +48,10 @@ import (
 // Config configures a Service. Zero durations take the defaults below.
 type Config struct {
 	Store           blob.Store
-	StoragePeer     string       // host storage Ops talk to; default "storage.azure"
+	StoragePeer     string       // host storage Ops talk to; default proto.HostStorage
 	ContainerPrefix string       // e.g. "v2a-ab12-"; containers are <prefix>cache, replica, catalog
 	Key             [32]byte     // the vault's data key (vault.Keys.Data)
-	ConfigServer    runtime.Addr // where ReplicaEvents and Checksums go; default "cs01:443"
+	ConfigServer    runtime.Addr // where ReplicaEvents and Checksums go; default proto.HostConfigServer:443
 	// PollEvery is how often the cache container is listed (default 10 s).
 	// A failed item is retried at the next poll.
 	PollEvery time.Duration
@@ -72,8 +71,6 @@ type Config struct {
 
 // Defaults.
 const (
-	DefaultStoragePeer    = "storage.azure"
-	DefaultConfigServer   = runtime.Addr("cs01:443")
 	DefaultPollEvery      = 10 * time.Second
 	DefaultChecksumResend = 30 * time.Second
 	DefaultAnnounceEvery  = time.Minute
@@ -157,10 +154,10 @@ type pending struct {
 // New returns a Service.
 func New(cfg Config) *Service {
 	if cfg.StoragePeer == "" {
-		cfg.StoragePeer = DefaultStoragePeer
+		cfg.StoragePeer = proto.HostStorage
 	}
 	if cfg.ConfigServer == "" {
-		cfg.ConfigServer = DefaultConfigServer
+		cfg.ConfigServer = runtime.MakeAddr(proto.HostConfigServer, runtime.PortConfig)
 	}
 	if cfg.PollEvery <= 0 {
 		cfg.PollEvery = DefaultPollEvery
@@ -368,8 +365,10 @@ func (s *Service) startList(ctx runtime.Context, poll bool) {
 			return nil, err
 		}
 		for _, it := range items {
-			m, seq, ok := parseItemName(it.Name)
-			if !ok {
+			// A blob of another shape, or item 0 (streams count from 1),
+			// is not ours: counted, never applied.
+			m, seq, err := proto.ParseCacheBlobName(it.Name)
+			if err != nil || seq == 0 {
 				out.foreign++
 				continue
 			}
@@ -391,21 +390,6 @@ func (s *Service) startList(ctx runtime.Context, poll bool) {
 		}
 		return out, nil
 	}})
-}
-
-// itemName is the cache blob of a machine's item.
-func itemName(machine string, seq uint64) string { return fmt.Sprintf("%s/%020d", machine, seq) }
-
-func parseItemName(name string) (string, uint64, bool) {
-	i := strings.LastIndexByte(name, '/')
-	if i <= 0 || len(name)-i-1 != 20 {
-		return "", 0, false
-	}
-	seq, err := strconv.ParseUint(name[i+1:], 10, 64)
-	if err != nil || seq == 0 {
-		return "", 0, false
-	}
-	return name[:i], seq, true
 }
 
 // kick starts the next piece of work for m, if m is idle. Order matters:
@@ -556,7 +540,7 @@ func (s *Service) startFetch(ctx runtime.Context, m *machine, seq uint64, size i
 		m.sealer = sl
 	}
 	m.busy = true
-	st, sealer, name, machineName := s.st, m.sealer, itemName(m.name, seq), m.name
+	st, sealer, name, machineName := s.st, m.sealer, proto.CacheBlobName(m.name, seq), m.name
 	s.start(ctx, pending{kind: opFetch, machine: m.name, seq: seq, probe: probe}, runtime.Op{Name: "azuresvc-get", Bytes: size, Run: func(ctx context.Context) (any, error) {
 		sealed, _, err := st.store.Get(ctx, cacheContainer(st.prefix), name, blob.ReadOptions{})
 		if err != nil {
@@ -580,7 +564,7 @@ func (s *Service) startFetch(ctx runtime.Context, m *machine, seq uint64, size i
 // startApply applies it; resync says it is the SyncStart of a newer
 // generation found past a refused item, which may skip ahead.
 func (s *Service) startApply(ctx runtime.Context, m *machine, it *batch.Item, resync bool) {
-	st, now, cat, etag, name, th := s.st, s.now, m.cat.clone(), m.etag, itemName(m.name, it.Seq), s.thinningFor(m)
+	st, now, cat, etag, name, th := s.st, s.now, m.cat.clone(), m.etag, proto.CacheBlobName(m.name, it.Seq), s.thinningFor(m)
 	s.start(ctx, pending{kind: opApply, machine: m.name, seq: it.Seq}, runtime.Op{Name: "azuresvc-apply-" + it.Kind.String(), Bytes: it.Size(), Run: func(ctx context.Context) (any, error) {
 		a := &applier{ctx: ctx, st: st, now: now, cat: cat, etag: etag, th: th, resync: resync}
 		err := a.run(it, name)
@@ -637,7 +621,7 @@ func (s *Service) startCleanup(ctx runtime.Context, m *machine, stale []uint64) 
 	st, name := s.st, m.name
 	s.start(ctx, pending{kind: opCleanup, machine: m.name, stale: stale}, runtime.Op{Name: "azuresvc-delete-applied", Run: func(ctx context.Context) (any, error) {
 		for _, seq := range stale {
-			err := st.store.Delete(ctx, cacheContainer(st.prefix), itemName(name, seq), blob.WriteOptions{})
+			err := st.store.Delete(ctx, cacheContainer(st.prefix), proto.CacheBlobName(name, seq), blob.WriteOptions{})
 			if err != nil && !errors.Is(err, blob.ErrNotFound) {
 				return nil, err
 			}

@@ -3,7 +3,6 @@ package azuresvc
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"slices"
@@ -41,19 +40,19 @@ func stream(m *model) []*batch.Item {
 	items = append(items, m.log(
 		m.write(0, 0, m.data(8192)),
 		m.write(1, 512, m.data(1024)),
-		m.bookmark(batch.CrashConsistent, m.machine+"-c-3", t0.Add(time.Minute)),
+		m.bookmark(proto.Crash, m.machine+"-c-3", t0.Add(time.Minute)),
 	))
 	items = append(items, m.log(
 		m.write(0, 4096, m.data(8192)),
-		m.bookmark(batch.AppConsistent, m.machine+"-a-5", t0.Add(2*time.Minute)),
+		m.bookmark(proto.App, m.machine+"-a-5", t0.Add(2*time.Minute)),
 		m.write(0, 0, m.data(16384)),
 		m.write(1, 0, m.data(512)),
-		m.bookmark(batch.CrashConsistent, m.machine+"-c-8", t0.Add(3*time.Minute)),
+		m.bookmark(proto.Crash, m.machine+"-c-8", t0.Add(3*time.Minute)),
 		m.write(0, 8192, m.data(4096)),
 	))
 	items = append(items, m.log(
 		m.write(0, 3<<20-4096, m.data(4096+(4<<20))), // over 4 MiB: a split page write
-		m.bookmark(batch.CrashConsistent, m.machine+"-c-10", t0.Add(4*time.Minute)),
+		m.bookmark(proto.Crash, m.machine+"-c-10", t0.Add(4*time.Minute)),
 	))
 	return items
 }
@@ -110,7 +109,7 @@ func TestFullStream(t *testing.T) {
 			if c.Applied != last(items) || c.AppliedLogSeq != m.logSeq || !c.Synced || c.Gen != 1 {
 				t.Errorf("catalog applied %d log %d synced %v gen %d, want %d %d true 1", c.Applied, c.AppliedLogSeq, c.Synced, c.Gen, last(items), m.logSeq)
 			}
-			wantKinds := map[string]string{"db01-c-3": "crash", "db01-a-5": "app", "db01-c-8": "crash", "db01-c-10": "crash"}
+			wantKinds := map[string]proto.Consistency{"db01-c-3": proto.Crash, "db01-a-5": proto.App, "db01-c-8": proto.Crash, "db01-c-10": proto.Crash}
 			for _, p := range c.Points {
 				if p.Kind != wantKinds[p.ID] || p.Gen != 1 || p.Time.Before(runtimetest.Epoch) {
 					t.Errorf("point %+v", p)
@@ -163,10 +162,8 @@ func directSums(t *testing.T, store blob.Store, d Disk) []byte {
 	img := readDisk(t, store, d, "")
 	var out []byte
 	for off := 0; off < len(img); off += BlockSize {
-		blk := make([]byte, BlockSize)
-		copy(blk, img[off:min(off+BlockSize, len(img))])
-		s := sha256.Sum256(blk)
-		out = append(out, s[:proto.ChecksumSize]...)
+		s := proto.BlockSum(img[off:min(off+BlockSize, len(img))])
+		out = append(out, s[:]...)
 	}
 	return out
 }
@@ -292,10 +289,10 @@ func TestDuplicates(t *testing.T) {
 			return []*batch.Item{it}
 		}},
 		{"bookmark id already a point", func(t *testing.T, store blob.Store, m *model, items []*batch.Item) []*batch.Item {
-			return []*batch.Item{m.log(m.write(0, 0, m.data(512)), m.bookmark(batch.CrashConsistent, "db01-c-3", runtimetest.Epoch.Add(time.Hour)))}
+			return []*batch.Item{m.log(m.write(0, 0, m.data(512)), m.bookmark(proto.Crash, "db01-c-3", runtimetest.Epoch.Add(time.Hour)))}
 		}},
 		{"the same item twice before it is applied", func(t *testing.T, store blob.Store, m *model, items []*batch.Item) []*batch.Item {
-			it := m.log(m.write(0, 512, m.data(1024)), m.bookmark(batch.CrashConsistent, "db01-c-x", runtimetest.Epoch.Add(5*time.Minute)))
+			it := m.log(m.write(0, 512, m.data(1024)), m.bookmark(proto.Crash, "db01-c-x", runtimetest.Epoch.Add(5*time.Minute)))
 			return []*batch.Item{it, it}
 		}},
 	}
@@ -421,7 +418,7 @@ func tamperings() []struct {
 		{"not sealed", func(t *testing.T, it *batch.Item, good []byte) []byte { return []byte("hello") }, batch.ErrSealed},
 		{"another vault's key", func(t *testing.T, it *batch.Item, good []byte) []byte {
 			s, _ := batch.NewSealer(otherKey, batch.CodecS2)
-			b, _ := s.Seal(nil, itemName(it.Machine, it.Seq), it.Marshal())
+			b, _ := s.Seal(nil, proto.CacheBlobName(it.Machine, it.Seq), it.Marshal())
 			return b
 		}, batch.ErrTamper},
 		{"another item's blob", func(t *testing.T, it *batch.Item, good []byte) []byte {
@@ -431,7 +428,7 @@ func tamperings() []struct {
 		}, batch.ErrTamper},
 		{"sealed garbage", func(t *testing.T, it *batch.Item, good []byte) []byte {
 			s, _ := batch.NewSealer(testKey, batch.CodecS2)
-			b, _ := s.Seal(nil, itemName(it.Machine, it.Seq), []byte("not an item"))
+			b, _ := s.Seal(nil, proto.CacheBlobName(it.Machine, it.Seq), []byte("not an item"))
 			return b
 		}, batch.ErrFormat},
 	}
@@ -459,7 +456,7 @@ func TestTamperedItem(t *testing.T) {
 			m := newModel("db01")
 			items := stream(m)
 			target := items[2] // the chunk of disk 1
-			name := itemName("db01", target.Seq)
+			name := proto.CacheBlobName("db01", target.Seq)
 			upload(t, store, items...)
 			good := sealed(t, target)
 			if _, err := store.Put(context.Background(), cacheContainer(testPrefix), name, tt.corrupt(t, target, good), blob.WriteOptions{}); err != nil {
@@ -528,7 +525,7 @@ func TestRefusedItemResync(t *testing.T) {
 			m := newModel("db01")
 			items := stream(m)
 			target := items[5] // the second log item: points a-5 and c-8
-			name := itemName("db01", target.Seq)
+			name := proto.CacheBlobName("db01", target.Seq)
 			upload(t, store, items...)
 			if _, err := store.Put(context.Background(), cacheContainer(testPrefix), name, tt.corrupt(t, target, sealed(t, target)), blob.WriteOptions{}); err != nil {
 				t.Fatal(err)
@@ -578,7 +575,7 @@ func TestRefusedItemResync(t *testing.T) {
 				m.chunk(1, batch.Run{Off: 0, Data: bytes.Clone(m.disks[1][:8192])}))
 			resync = append(resync, m.syncEnd(2), m.log(
 				m.write(0, 4096, m.data(4096)),
-				m.bookmark(batch.CrashConsistent, "db01-c-20", runtimetest.Epoch.Add(10*time.Minute))))
+				m.bookmark(proto.Crash, "db01-c-20", runtimetest.Epoch.Add(10*time.Minute))))
 			upload(t, store, resync...)
 			hint(d, "db01", last(resync))
 			d.Advance(DefaultPollEvery)
@@ -667,10 +664,10 @@ func TestRevoke(t *testing.T) {
 	m := newModel("db01")
 	t0 := runtimetest.Epoch
 	items := []*batch.Item{m.syncStart(64 << 10), m.chunk(0, batch.Run{Off: 0, Data: m.data(8192)}), m.syncEnd(1)}
-	items = append(items, m.log(m.write(0, 0, m.data(4096)), m.bookmark(batch.CrashConsistent, "b1", t0), m.write(0, 4096, m.data(4096))))
+	items = append(items, m.log(m.write(0, 0, m.data(4096)), m.bookmark(proto.Crash, "b1", t0), m.write(0, 4096, m.data(4096))))
 	items = append(items, m.log(m.revoke("b1"), m.write(0, 512, m.data(512)), m.revoke("b2"),
-		m.bookmark(batch.CrashConsistent, "b2", t0.Add(time.Second)), m.bookmark(batch.AppConsistent, "b3", t0.Add(2*time.Second))))
-	items = append(items, m.log(m.bookmark(batch.CrashConsistent, "b1", t0.Add(3*time.Second))))
+		m.bookmark(proto.Crash, "b2", t0.Add(time.Second)), m.bookmark(proto.App, "b3", t0.Add(2*time.Second))))
+	items = append(items, m.log(m.bookmark(proto.Crash, "b1", t0.Add(3*time.Second))))
 	upload(t, store, items...)
 	hint(d, "db01", last(items))
 	evs, _ := toCS(t, d)
@@ -733,7 +730,7 @@ func TestRetention(t *testing.T) {
 					}
 				}
 				id := "db01-c-" + d.Now().Format("150405-02")
-				it := m.log(m.write(0, 0, m.data(512)), m.bookmark(batch.CrashConsistent, id, d.Now()))
+				it := m.log(m.write(0, 0, m.data(512)), m.bookmark(proto.Crash, id, d.Now()))
 				times[id] = d.Now()
 				upload(t, store, it)
 				hint(d, "db01", it.Seq)

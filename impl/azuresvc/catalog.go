@@ -60,11 +60,11 @@ type Disk struct {
 // Point is a recovery point: one snapshot of every replica disk of the
 // machine, taken when the bookmark ID was applied.
 type Point struct {
-	ID   string    `json:"id"`   // the bookmark id
-	Kind string    `json:"kind"` // "crash" or "app"
-	Time time.Time `json:"time"` // the bookmark's time (the guest's clock)
-	Seq  uint64    `json:"seq"`  // the bookmark's change-log record
-	Gen  uint64    `json:"gen"`  // the sync generation it belongs to
+	ID   string            `json:"id"`   // the bookmark id
+	Kind proto.Consistency `json:"kind"` // stored as its text, "crash" or "app"
+	Time time.Time         `json:"time"` // the bookmark's time (the guest's clock)
+	Seq  uint64            `json:"seq"`  // the bookmark's change-log record
+	Gen  uint64            `json:"gen"`  // the sync generation it belongs to
 	// Snapshots holds a snapshot ID per disk, in Disks order: read point
 	// data with blob.ReadOptions{Snapshot: Snapshots[i]} on Disks[i].Blob.
 	Snapshots []string `json:"snapshots"`
@@ -113,9 +113,9 @@ func (c *Catalog) newest() time.Time {
 }
 
 // Container names under a prefix.
-func cacheContainer(prefix string) string   { return prefix + "cache" }
-func replicaContainer(prefix string) string { return prefix + "replica" }
-func catalogContainer(prefix string) string { return prefix + "catalog" }
+func cacheContainer(prefix string) string   { return prefix + proto.ContainerCache }
+func replicaContainer(prefix string) string { return prefix + proto.ContainerReplica }
+func catalogContainer(prefix string) string { return prefix + proto.ContainerCatalog }
 
 func catalogBlob(machine string) string { return machine + ".json" }
 

@@ -2,41 +2,21 @@ package azuresvc
 
 import (
 	"context"
-	"crypto/sha256"
 	"fmt"
 
 	"github.com/v2a-dr/v2a/impl/blob"
 	"github.com/v2a-dr/v2a/impl/proto"
 )
 
-// BlockSize is the unit of replica checksums.
-const BlockSize = 4096
-
 // MaxSumsPerMessage bounds the blocks one Checksums message covers.
 const MaxSumsPerMessage = 16384
+
+// BlockSize is the unit of replica checksums (proto's).
+const BlockSize = proto.ChecksumBlockSize
 
 // sumReadBytes is the most one Get reads while checksumming (a multiple of
 // BlockSize), to bound memory.
 const sumReadBytes = 4 << 20
-
-// zeroSum is the checksum of a block of zeros.
-var zeroSum = blockSum(make([]byte, BlockSize))
-
-// blockSum is the checksum of one block: SHA-256 of the block zero-padded
-// to BlockSize (only a disk's last block can be short), truncated to
-// proto.ChecksumSize. The agent computes the same over its disk.
-func blockSum(b []byte) [proto.ChecksumSize]byte {
-	var sum [proto.ChecksumSize]byte
-	var full [sha256.Size]byte
-	if len(b) < BlockSize {
-		padded := make([]byte, BlockSize)
-		copy(padded, b)
-		b = padded
-	}
-	full = sha256.Sum256(b)
-	copy(sum[:], full[:])
-	return sum
-}
 
 // diskRanges are a replica disk's allocated page ranges, as read before
 // checksumming.
@@ -84,7 +64,7 @@ func diskSums(ctx context.Context, store blob.Store, container string, d diskRan
 	nblocks := (d.Disk.Size + BlockSize - 1) / BlockSize
 	sums := make([]byte, nblocks*proto.ChecksumSize)
 	for i := int64(0); i < nblocks; i++ {
-		copy(sums[i*proto.ChecksumSize:], zeroSum[:])
+		copy(sums[i*proto.ChecksumSize:], proto.ZeroBlockSum[:])
 	}
 	for _, run := range blockRuns(d.Ranges, d.Disk.Size) {
 		for off := run[0] * BlockSize; off < min(run[1]*BlockSize, d.Disk.Size); off += sumReadBytes {
@@ -97,7 +77,7 @@ func diskSums(ctx context.Context, store blob.Store, container string, d diskRan
 				return nil, fmt.Errorf("azuresvc: checksum %s: read %d bytes at %d, want %d", d.Disk.Blob, len(data), off, n)
 			}
 			for b := int64(0); b < n; b += BlockSize {
-				s := blockSum(data[b:min(b+BlockSize, n)])
+				s := proto.BlockSum(data[b:min(b+BlockSize, n)])
 				copy(sums[(off+b)/BlockSize*proto.ChecksumSize:], s[:])
 			}
 		}

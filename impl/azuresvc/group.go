@@ -26,9 +26,9 @@ import (
 // (all members get the same list from the configuration server). A
 // restarted service takes it from the first member catalog it loads that
 // names the group, until a PolicyFor says otherwise. A new group point
-// needs a tag id of the group (see isGroupTag) that is a point of every
-// current member (at least two); a recorded one is dropped
-// as soon as the point of one of ITS members (as recorded) is gone.
+// needs a tag id of the group (proto.IsTagOf: per-VM bookmarks and other
+// groups' tags never count, whatever the names) that is a point of every
+// current member (at least two); a recorded one is dropped as soon as the point of one of ITS members (as recorded) is gone.
 
 // group is the actor's view of one replication group.
 type group struct {
@@ -199,10 +199,10 @@ func (s *Service) groupDelta(g *group) (ch groupChange, ok bool) {
 		}
 	}
 	for _, p := range cats[0].Points {
-		if _, rec := g.cat.point(p.ID); rec || !isGroupTag(g.name, p.ID) {
+		if _, rec := g.cat.point(p.ID); rec || !proto.IsTagOf(g.name, p.ID) {
 			continue
 		}
-		gp := GroupPoint{ID: p.ID, Kind: "app", Time: p.Time}
+		gp := GroupPoint{ID: p.ID, Kind: proto.App, Time: p.Time}
 		complete := true
 		for i, c := range cats {
 			q, has := idx[i][p.ID]
@@ -210,8 +210,8 @@ func (s *Service) groupDelta(g *group) (ch groupChange, ok bool) {
 				complete = false
 				break
 			}
-			if q.Kind != "app" {
-				gp.Kind = "crash"
+			if q.Kind != proto.App {
+				gp.Kind = proto.Crash
 			}
 			if q.Time.Before(gp.Time) {
 				gp.Time = q.Time
@@ -387,7 +387,7 @@ func (s *Service) groupStatus() []GroupStatus {
 			gs.Points = len(g.cat.Points)
 			for _, p := range g.cat.Points { // sorted by time
 				gs.LatestProcessed = p.clone()
-				if p.Kind == "app" {
+				if p.Kind == proto.App {
 					gs.LatestApp = p.clone()
 				}
 			}

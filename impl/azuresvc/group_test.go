@@ -30,7 +30,7 @@ func smallSync(m *model) []*batch.Item {
 }
 
 // tagged is a Log item of m with a write and then bookmark id.
-func tagged(m *model, kind batch.BookmarkKind, id string, at time.Time) *batch.Item {
+func tagged(m *model, kind proto.Consistency, id string, at time.Time) *batch.Item {
 	return m.log(m.write(0, 4096, m.data(4096)), m.bookmark(kind, id, at))
 }
 
@@ -121,7 +121,7 @@ func TestGroupPoint(t *testing.T) {
 		machine string
 		item    func(m *model) *batch.Item
 	}
-	tag := func(machine, id string, kind batch.BookmarkKind, at time.Time) step {
+	tag := func(machine, id string, kind proto.Consistency, at time.Time) step {
 		return step{machine, func(m *model) *batch.Item { return tagged(m, kind, id, at) }}
 	}
 	revoke := func(machine, id string) step {
@@ -130,57 +130,64 @@ func TestGroupPoint(t *testing.T) {
 	tests := []struct {
 		name       string
 		steps      []step
-		wantEvents []string // group-point events, in order
-		wantPoints []string // group catalog at the end
-		wantKind   string   // of the first group point
-		wantBy     string   // Machine of the first group-point event
+		wantEvents []string          // group-point events, in order
+		wantPoints []string          // group catalog at the end
+		wantKind   proto.Consistency // of the first group point
+		wantBy     string            // Machine of the first group-point event
 	}{
 		{"every member has the tag", []step{
-			tag("vm1", "g1-c-1", batch.CrashConsistent, t0),
-			tag("vm2", "g1-c-1", batch.CrashConsistent, t0.Add(time.Millisecond)),
-			tag("vm3", "g1-c-1", batch.CrashConsistent, t0.Add(2*time.Millisecond)),
-		}, []string{"g1:g1-c-1"}, []string{"g1-c-1"}, "crash", "vm3"},
+			tag("vm1", "g1:c:1", proto.Crash, t0),
+			tag("vm2", "g1:c:1", proto.Crash, t0.Add(time.Millisecond)),
+			tag("vm3", "g1:c:1", proto.Crash, t0.Add(2*time.Millisecond)),
+		}, []string{"g1:g1:c:1"}, []string{"g1:c:1"}, proto.Crash, "vm3"},
 		{"app tag in a different upload order", []step{
-			tag("vm3", "g1-a-1", batch.AppConsistent, t0),
-			tag("vm1", "g1-a-1", batch.AppConsistent, t0),
-			tag("vm2", "g1-a-1", batch.AppConsistent, t0),
-		}, []string{"g1:g1-a-1"}, []string{"g1-a-1"}, "app", "vm2"},
+			tag("vm3", "g1:a:1", proto.App, t0),
+			tag("vm1", "g1:a:1", proto.App, t0),
+			tag("vm2", "g1:a:1", proto.App, t0),
+		}, []string{"g1:g1:a:1"}, []string{"g1:a:1"}, proto.App, "vm2"},
 		{"kinds differ: crash", []step{
-			tag("vm1", "g1-a-7", batch.AppConsistent, t0),
-			tag("vm2", "g1-a-7", batch.CrashConsistent, t0),
-			tag("vm3", "g1-a-7", batch.AppConsistent, t0),
-		}, []string{"g1:g1-a-7"}, []string{"g1-a-7"}, "crash", "vm3"},
+			tag("vm1", "g1:a:7", proto.App, t0),
+			tag("vm2", "g1:a:7", proto.Crash, t0),
+			tag("vm3", "g1:a:7", proto.App, t0),
+		}, []string{"g1:g1:a:7"}, []string{"g1:a:7"}, proto.Crash, "vm3"},
 		{"an id on every member that is not a tag of the group", []step{
-			tag("vm1", "g2-c-1", batch.CrashConsistent, t0),
-			tag("vm2", "g2-c-1", batch.CrashConsistent, t0),
-			tag("vm3", "g2-c-1", batch.CrashConsistent, t0),
-		}, nil, nil, "", ""},
+			tag("vm1", "g2:c:1", proto.Crash, t0),
+			tag("vm2", "g2:c:1", proto.Crash, t0),
+			tag("vm3", "g2:c:1", proto.Crash, t0),
+		}, nil, nil, 0, ""},
+		// Per-VM bookmark ids of machines named like the group ("g1-c-9")
+		// once read as the group's tags; the TagID format cannot be confused.
+		{"per-VM bookmark ids shaped like the group's name", []step{
+			tag("vm1", "g1-c-9", proto.Crash, t0),
+			tag("vm2", "g1-c-9", proto.Crash, t0),
+			tag("vm3", "g1-c-9", proto.Crash, t0),
+		}, nil, nil, 0, ""},
 		{"tag missing on one member", []step{
-			tag("vm1", "g1-c-1", batch.CrashConsistent, t0),
-			tag("vm2", "g1-c-1", batch.CrashConsistent, t0),
-			tag("vm3", "vm3-c-9", batch.CrashConsistent, t0),
-		}, nil, nil, "", ""},
+			tag("vm1", "g1:c:1", proto.Crash, t0),
+			tag("vm2", "g1:c:1", proto.Crash, t0),
+			tag("vm3", "vm3-c-9", proto.Crash, t0),
+		}, nil, nil, 0, ""},
 		{"tag revoked on one member, others made points", []step{
-			tag("vm1", "g1-c-1", batch.CrashConsistent, t0),
-			tag("vm2", "g1-c-1", batch.CrashConsistent, t0),
-			revoke("vm3", "g1-c-1"),
-			tag("vm3", "g1-c-1", batch.CrashConsistent, t0), // a late duplicate of the revoked tag
-		}, nil, nil, "", ""},
+			tag("vm1", "g1:c:1", proto.Crash, t0),
+			tag("vm2", "g1:c:1", proto.Crash, t0),
+			revoke("vm3", "g1:c:1"),
+			tag("vm3", "g1:c:1", proto.Crash, t0), // a late duplicate of the revoked tag
+		}, nil, nil, 0, ""},
 		{"tag revoked on one member after the group point", []step{
-			tag("vm1", "g1-c-1", batch.CrashConsistent, t0),
-			tag("vm2", "g1-c-1", batch.CrashConsistent, t0),
-			tag("vm3", "g1-c-1", batch.CrashConsistent, t0),
-			revoke("vm2", "g1-c-1"),
-		}, []string{"g1:g1-c-1"}, nil, "crash", "vm3"},
+			tag("vm1", "g1:c:1", proto.Crash, t0),
+			tag("vm2", "g1:c:1", proto.Crash, t0),
+			tag("vm3", "g1:c:1", proto.Crash, t0),
+			revoke("vm2", "g1:c:1"),
+		}, []string{"g1:g1:c:1"}, nil, proto.Crash, "vm3"},
 		{"revoked everywhere, then a good tag", []step{
-			tag("vm1", "g1-c-1", batch.CrashConsistent, t0),
-			tag("vm2", "g1-c-1", batch.CrashConsistent, t0),
-			tag("vm3", "g1-c-1", batch.CrashConsistent, t0),
-			revoke("vm1", "g1-c-1"), revoke("vm2", "g1-c-1"), revoke("vm3", "g1-c-1"),
-			tag("vm1", "g1-c-2", batch.CrashConsistent, t0.Add(5*time.Minute)),
-			tag("vm2", "g1-c-2", batch.CrashConsistent, t0.Add(5*time.Minute)),
-			tag("vm3", "g1-c-2", batch.CrashConsistent, t0.Add(5*time.Minute)),
-		}, []string{"g1:g1-c-1", "g1:g1-c-2"}, []string{"g1-c-2"}, "crash", "vm3"},
+			tag("vm1", "g1:c:1", proto.Crash, t0),
+			tag("vm2", "g1:c:1", proto.Crash, t0),
+			tag("vm3", "g1:c:1", proto.Crash, t0),
+			revoke("vm1", "g1:c:1"), revoke("vm2", "g1:c:1"), revoke("vm3", "g1:c:1"),
+			tag("vm1", "g1:c:2", proto.Crash, t0.Add(5*time.Minute)),
+			tag("vm2", "g1:c:2", proto.Crash, t0.Add(5*time.Minute)),
+			tag("vm3", "g1:c:2", proto.Crash, t0.Add(5*time.Minute)),
+		}, []string{"g1:g1:c:1", "g1:g1:c:2"}, []string{"g1:c:2"}, proto.Crash, "vm3"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -244,7 +251,7 @@ func TestGroupPoint(t *testing.T) {
 			if len(c.Points) > 0 {
 				newest := c.Points[len(c.Points)-1]
 				want[0].NewestPoint, want[0].RPO, want[0].LatestProcessed = newest.Time, d2.Now().Sub(newest.Time), newest
-				if newest.Kind == "app" {
+				if newest.Kind == proto.App {
 					want[0].LatestApp = newest
 				}
 			}
@@ -274,7 +281,7 @@ func TestGroupUpdateRetried(t *testing.T) {
 			ms := groupSetUp(t, d, inner, "g1", "vm1", "vm2", "vm3")
 			at := runtimetest.Epoch.Add(time.Minute)
 			for _, name := range []string{"vm1", "vm2", "vm3"} {
-				feed(t, d, inner, tagged(ms[name], batch.CrashConsistent, "g1-c-1", at))
+				feed(t, d, inner, tagged(ms[name], proto.Crash, "g1:c:1", at))
 			}
 			evs, _ := toCS(t, d)
 			if got := groupEvents(t, evs); len(got) != 0 {
@@ -302,11 +309,11 @@ func TestGroupUpdateRetried(t *testing.T) {
 			evs, _ = toCS(t, d)
 			d.Advance(2 * DefaultPollEvery)
 			more, _ := toCS(t, d)
-			if diff := cmp.Diff([]string{"g1:g1-c-1"}, groupEvents(t, append(evs, more...))); diff != "" {
+			if diff := cmp.Diff([]string{"g1:g1:c:1"}, groupEvents(t, append(evs, more...))); diff != "" {
 				t.Errorf("group-point events (-want +got):\n%s", diff)
 			}
 			c := loadGroup(t, inner, "g1")
-			want := &GroupCatalog{Group: "g1", Members: []string{"vm1", "vm2", "vm3"}, Points: []GroupPoint{{ID: "g1-c-1", Kind: "crash", Time: at}}}
+			want := &GroupCatalog{Group: "g1", Members: []string{"vm1", "vm2", "vm3"}, Points: []GroupPoint{{ID: "g1:c:1", Kind: proto.Crash, Time: at}}}
 			if diff := cmp.Diff(want, c, cmpopts.IgnoreFields(GroupPoint{}, "Members")); diff != "" {
 				t.Errorf("group catalog (-want +got):\n%s", diff)
 			}
@@ -333,28 +340,28 @@ func TestGroupsDoNotMix(t *testing.T) {
 	toCS(t, d)
 	at := runtimetest.Epoch.Add(time.Minute)
 	steps := []struct{ id, on string }{
-		{"g1-c-1", "a1 a2"},
-		{"g2-c-1", "b1 b2"},
+		{"g1:c:1", "a1 a2"},
+		{"g2:c:1", "b1 b2"},
 		{"shared-1", "a1 b1"},        // one member of each group: nothing
-		{"g1-c-2", "a1 a2 b1 solo"},  // g1's; b1 and solo do not matter
-		{"g2-c-2", "b1 a1 a2"},       // b2 lacks it: not g2's; every g1 member has it, but it is not g1's tag
+		{"g1:c:2", "a1 a2 b1 solo"},  // g1's; b1 and solo do not matter
+		{"g2:c:2", "b1 a1 a2"},       // b2 lacks it: not g2's; every g1 member has it, but it is not g1's tag
 		{"everyone-1", "solo a1 b2"}, // nothing
 	}
 	for i, s := range steps {
 		for _, name := range strings.Fields(s.on) {
-			feed(t, d, store, tagged(ms[name], batch.CrashConsistent, s.id, at.Add(time.Duration(i)*time.Minute)))
+			feed(t, d, store, tagged(ms[name], proto.Crash, s.id, at.Add(time.Duration(i)*time.Minute)))
 		}
 	}
 	d.Advance(DefaultPollEvery)
 	evs, _ := toCS(t, d)
-	if diff := cmp.Diff([]string{"g1:g1-c-1", "g2:g2-c-1", "g1:g1-c-2"}, groupEvents(t, evs)); diff != "" {
+	if diff := cmp.Diff([]string{"g1:g1:c:1", "g2:g2:c:1", "g1:g1:c:2"}, groupEvents(t, evs)); diff != "" {
 		t.Errorf("group-point events (-want +got):\n%s", diff)
 	}
 	for _, tc := range []struct {
 		group   string
 		members []string
 		points  []string
-	}{{"g1", []string{"a1", "a2"}, []string{"g1-c-1", "g1-c-2"}}, {"g2", []string{"b1", "b2"}, []string{"g2-c-1"}}} {
+	}{{"g1", []string{"a1", "a2"}, []string{"g1:c:1", "g1:c:2"}}, {"g2", []string{"b1", "b2"}, []string{"g2:c:1"}}} {
 		c := loadGroup(t, store, tc.group)
 		if diff := cmp.Diff(tc.members, c.Members); diff != "" {
 			t.Errorf("%s members (-want +got):\n%s", tc.group, diff)
@@ -397,8 +404,8 @@ func TestNoGroupUnaffected(t *testing.T) {
 	m := newModel("db01")
 	items := stream(m)
 	for _, name := range []string{"vm1", "vm2"} {
-		feed(t, d, store, tagged(ms[name], batch.CrashConsistent, "g1-c-1", runtimetest.Epoch))
-		feed(t, d, store, tagged(ms[name], batch.CrashConsistent, "db01-c-3", runtimetest.Epoch)) // db01's id too
+		feed(t, d, store, tagged(ms[name], proto.Crash, "g1:c:1", runtimetest.Epoch))
+		feed(t, d, store, tagged(ms[name], proto.Crash, "db01-c-3", runtimetest.Epoch)) // db01's id too
 	}
 	toCS(t, d)
 	feed(t, d, store, items...)
@@ -413,7 +420,7 @@ func TestNoGroupUnaffected(t *testing.T) {
 	}
 	checkReplica(t, store, m)
 	checkPoints(t, store, m)
-	if diff := cmp.Diff([]string{"g1-c-1"}, groupIDs(loadGroup(t, store, "g1"))); diff != "" {
+	if diff := cmp.Diff([]string{"g1:c:1"}, groupIDs(loadGroup(t, store, "g1"))); diff != "" {
 		t.Errorf("g1 points (-want +got):\n%s", diff)
 	}
 	cats, err := store.List(context.Background(), catalogContainer(testPrefix), "")
@@ -436,7 +443,7 @@ func TestNoGroupUnaffected(t *testing.T) {
 	// Thinning of a machine in no group: the earliest point of the hour,
 	// whatever the ids.
 	now := time.Date(2026, 1, 2, 12, 30, 0, 0, time.UTC)
-	pts := []Point{{ID: "db01-c-1", Time: now.Add(-170 * time.Minute)}, {ID: "g1-c-2", Time: now.Add(-165 * time.Minute)}}
+	pts := []Point{{ID: "db01-c-1", Time: now.Add(-170 * time.Minute)}, {ID: "g1:c:2", Time: now.Add(-165 * time.Minute)}}
 	keep, _ := prune(pts, now, 0, thinning{})
 	if len(keep) != 1 || keep[0].ID != "db01-c-1" {
 		t.Errorf("no-group thinning kept %v", keep)
@@ -483,19 +490,23 @@ func TestPruneGroupThinning(t *testing.T) {
 		group  map[string]time.Time // recorded group points
 		keep   []string
 	}{
-		{"group point preferred to an earlier point", []Point{pt("vm1-c-1", h9.Add(time.Minute)), pt("g1-c-1", h9.Add(3*time.Minute)), pt("g1-c-2", h9.Add(18*time.Minute))},
-			map[string]time.Time{"g1-c-1": h9.Add(3 * time.Minute), "g1-c-2": h9.Add(18 * time.Minute)}, []string{"g1-c-1"}},
-		{"earliest group point, not earliest tag", []Point{pt("g1-c-1", h9.Add(3*time.Minute)), pt("g1-c-2", h9.Add(18*time.Minute))},
-			map[string]time.Time{"g1-c-2": h9.Add(18 * time.Minute)}, []string{"g1-c-2"}},
-		{"a tag not (yet) a group point beats other points", []Point{pt("vm1-c-1", h9.Add(time.Minute)), pt("g1-a-1", h9.Add(3*time.Minute))},
-			nil, []string{"g1-a-1"}},
+		{"group point preferred to an earlier point", []Point{pt("vm1-c-1", h9.Add(time.Minute)), pt("g1:c:1", h9.Add(3*time.Minute)), pt("g1:c:2", h9.Add(18*time.Minute))},
+			map[string]time.Time{"g1:c:1": h9.Add(3 * time.Minute), "g1:c:2": h9.Add(18 * time.Minute)}, []string{"g1:c:1"}},
+		{"earliest group point, not earliest tag", []Point{pt("g1:c:1", h9.Add(3*time.Minute)), pt("g1:c:2", h9.Add(18*time.Minute))},
+			map[string]time.Time{"g1:c:2": h9.Add(18 * time.Minute)}, []string{"g1:c:2"}},
+		{"a tag not (yet) a group point beats other points", []Point{pt("vm1-c-1", h9.Add(time.Minute)), pt("g1:a:1", h9.Add(3*time.Minute))},
+			nil, []string{"g1:a:1"}},
 		// The member's own time is past the hour; the group time (the
 		// earliest member's) is not: bucketed with the group time, so the
 		// tag loses to the hour's first group point on every member.
-		{"bucketed by the group time", []Point{pt("g1-c-1", h9.Add(3*time.Minute)), pt("g1-c-b", h9.Add(time.Hour+time.Millisecond)), pt("g1-c-3", h9.Add(time.Hour+3*time.Minute))},
-			map[string]time.Time{"g1-c-1": h9.Add(3 * time.Minute), "g1-c-b": h9.Add(time.Hour - time.Millisecond), "g1-c-3": h9.Add(time.Hour + 3*time.Minute)},
-			[]string{"g1-c-1", "g1-c-3"}},
-		{"another group's tags are plain points", []Point{pt("vm1-c-1", h9.Add(time.Minute)), pt("g2-c-1", h9.Add(2*time.Minute))}, nil, []string{"vm1-c-1"}},
+		{"bucketed by the group time", []Point{pt("g1:c:1", h9.Add(3*time.Minute)), pt("g1:c:2", h9.Add(time.Hour+time.Millisecond)), pt("g1:c:3", h9.Add(time.Hour+3*time.Minute))},
+			map[string]time.Time{"g1:c:1": h9.Add(3 * time.Minute), "g1:c:2": h9.Add(time.Hour - time.Millisecond), "g1:c:3": h9.Add(time.Hour + 3*time.Minute)},
+			[]string{"g1:c:1", "g1:c:3"}},
+		// A member named like its group: its own bookmarks ("g1-c-N") are
+		// plain points, and the group's tag is kept, not the earliest of them.
+		{"a machine named like its group", []Point{pt("g1-c-1", h9.Add(time.Minute)), pt("g1-a-7", h9.Add(2*time.Minute)), pt("g1:c:9", h9.Add(3*time.Minute))},
+			nil, []string{"g1:c:9"}},
+		{"another group's tags are plain points", []Point{pt("vm1-c-1", h9.Add(time.Minute)), pt("g2:c:1", h9.Add(2*time.Minute))}, nil, []string{"vm1-c-1"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -541,7 +552,7 @@ func TestGroupRetentionOverADay(t *testing.T) {
 	toCS(t, d)
 	type tagInfo struct {
 		at      time.Time // the group time: the first member's
-		kind    batch.BookmarkKind
+		kind    proto.Consistency
 		revoked bool
 	}
 	tags := map[string]*tagInfo{}
@@ -557,18 +568,18 @@ func TestGroupRetentionOverADay(t *testing.T) {
 		from := d.Now().Add(-5 * time.Minute).Truncate(time.Minute)
 		var ids []string
 		if from.Minute()%15 == 0 {
-			id := fmt.Sprintf("g1-c-%d", from.Unix())
-			ti := &tagInfo{at: from.Add(3 * time.Minute), kind: batch.CrashConsistent,
+			id := fmt.Sprintf("g1:c:%d", from.Unix())
+			ti := &tagInfo{at: from.Add(3 * time.Minute), kind: proto.Crash,
 				revoked: from.Hour()%6 == 0 || from.Minute() == 0 && from.Hour()%2 == 0}
 			if from.Minute() == 45 {
-				id, ti.kind = fmt.Sprintf("g1-a-%d", from.Unix()), batch.AppConsistent
+				id, ti.kind = fmt.Sprintf("g1:a:%d", from.Unix()), proto.App
 			}
 			tags[id] = ti
 			ids = append(ids, id)
 		}
 		if from.Minute() == 55 && from.Hour()%3 == 0 {
-			id := fmt.Sprintf("g1-c-%d", from.Unix()+1)
-			tags[id] = &tagInfo{at: from.Add(5*time.Minute - time.Millisecond), kind: batch.CrashConsistent}
+			id := fmt.Sprintf("g1:c:%d", from.Unix()+1)
+			tags[id] = &tagInfo{at: from.Add(5*time.Minute - time.Millisecond), kind: proto.Crash}
 			ids = append(ids, id)
 		}
 		for i, name := range names {
@@ -577,7 +588,7 @@ func TestGroupRetentionOverADay(t *testing.T) {
 			for _, id := range revokeNext {
 				recs = append(recs, m.revoke(id))
 			}
-			recs = append(recs, m.bookmark(batch.CrashConsistent, fmt.Sprintf("%s-c-%d", name, m.logSeq+1), from.Add(time.Minute)))
+			recs = append(recs, m.bookmark(proto.Crash, fmt.Sprintf("%s-c-%d", name, m.logSeq+1), from.Add(time.Minute)))
 			for _, id := range ids {
 				recs = append(recs, m.bookmark(tags[id].kind, id, tags[id].at.Add(time.Duration(i)*time.Millisecond)))
 			}
@@ -651,7 +662,7 @@ func TestGroupRetentionOverADay(t *testing.T) {
 		if p.Time.Before(oldest) {
 			t.Errorf("group point %s at %v is older than the retention (%v)", p.ID, p.Time, oldest)
 		}
-		if wantKind := map[bool]string{true: "app", false: "crash"}[strings.HasPrefix(p.ID, "g1-a-")]; p.Kind != wantKind {
+		if wantKind := map[bool]proto.Consistency{true: proto.App, false: proto.Crash}[strings.HasPrefix(p.ID, "g1:a:")]; p.Kind != wantKind {
 			t.Errorf("group point %s kind %s", p.ID, p.Kind)
 		}
 	}
@@ -698,7 +709,7 @@ func TestGroupRetentionOverADay(t *testing.T) {
 	}
 	gs := service(d).Status().Groups
 	if len(gs) != 1 || gs[0].Points != len(gc.Points) || gs[0].LatestProcessed.ID != ids[len(ids)-1] ||
-		!strings.HasPrefix(gs[0].LatestApp.ID, "g1-a-") || gs[0].LatestApp.Time.Before(now.Add(-time.Hour-15*time.Minute)) {
+		!strings.HasPrefix(gs[0].LatestApp.ID, "g1:a:") || gs[0].LatestApp.Time.Before(now.Add(-time.Hour-15*time.Minute)) {
 		t.Errorf("group status %+v", gs)
 	}
 }
@@ -758,17 +769,17 @@ func TestGroupCatalogRecovers(t *testing.T) {
 			d := start(t, off)
 			ms := groupSetUp(t, d, inner, "g1", "vm1", "vm2", "vm3")
 			for _, name := range []string{"vm1", "vm2", "vm3"} {
-				feed(t, d, inner, tagged(ms[name], batch.CrashConsistent, "g1-c-1", at))
+				feed(t, d, inner, tagged(ms[name], proto.Crash, "g1:c:1", at))
 			}
 			store := &hookStore{Store: inner, hook: tt.before(t, inner)}
 			d2 := start(t, store)
 			d2.SetLogger(warnLogger(t))
 			evs, _ := toCS(t, d2)
-			if diff := cmp.Diff([]string{"g1:g1-c-1"}, groupEvents(t, evs)); diff != "" {
+			if diff := cmp.Diff([]string{"g1:g1:c:1"}, groupEvents(t, evs)); diff != "" {
 				t.Errorf("group-point events (-want +got):\n%s", diff)
 			}
 			c := loadGroup(t, inner, "g1")
-			if diff := cmp.Diff([]string{"g1-c-1"}, groupIDs(c)); diff != "" {
+			if diff := cmp.Diff([]string{"g1:c:1"}, groupIDs(c)); diff != "" {
 				t.Errorf("group points (-want +got):\n%s", diff)
 			}
 			if diff := cmp.Diff([]string{"vm1", "vm2", "vm3"}, c.Members); diff != "" {

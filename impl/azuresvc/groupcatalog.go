@@ -11,13 +11,14 @@ import (
 	"time"
 
 	"github.com/v2a-dr/v2a/impl/blob"
+	"github.com/v2a-dr/v2a/impl/proto"
 )
 
 // GroupCatalog is a replication group's recovery points, stored as JSON in
 // `<prefix>catalog/group-<group>.json` and updated only with ETag
-// conditions. A group point is a tag id of the group (`<group>-c-<n>` or
-// `<group>-a-<n>`) that is a recovery point (not revoked) of every member; it is recorded when the last member's point
-// appears and dropped as soon as one member's point is gone (revoked or
+// conditions. A group point is a tag id of the group (proto.TagID) that
+// is a recovery point (not revoked) of every member; it is recorded when
+// the last member's point appears and dropped as soon as one member's point is gone (revoked or
 // pruned). It is derived state: the members' catalogs are the truth, and
 // the service recomputes it from them after a restart, so a crash between
 // a member's point and the group update loses nothing.
@@ -39,9 +40,9 @@ type GroupCatalog struct {
 // point per member.
 type GroupPoint struct {
 	ID string `json:"id"` // the tag id, the bookmark id on every member
-	// Kind is "app" when every member's point is app-consistent, else
-	// "crash".
-	Kind string `json:"kind"`
+	// Kind is App when every member's point is app-consistent, else
+	// Crash (stored as its text).
+	Kind proto.Consistency `json:"kind"`
 	// Time is the earliest of the members' point times (each member's agent
 	// stamps the bookmark with its own clock). It is also the time hourly
 	// thinning uses for the tag on every member.

@@ -106,7 +106,7 @@ func (m *model) snapshotImages() [][]byte {
 	return out
 }
 
-func (m *model) bookmark(kind batch.BookmarkKind, id string, at time.Time) batch.Record {
+func (m *model) bookmark(kind proto.Consistency, id string, at time.Time) batch.Record {
 	m.logSeq++
 	if m.synced && !m.revoked[id] && m.points[id] == nil {
 		m.points[id] = m.snapshotImages()
@@ -132,7 +132,7 @@ func sealed(t testing.TB, it *batch.Item) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := s.Seal(nil, itemName(it.Machine, it.Seq), it.Marshal())
+	b, err := s.Seal(nil, proto.CacheBlobName(it.Machine, it.Seq), it.Marshal())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -147,7 +147,7 @@ func upload(t testing.TB, store blob.Store, items ...*batch.Item) {
 		t.Fatal(err)
 	}
 	for _, it := range items {
-		if _, err := store.Put(ctx, cacheContainer(testPrefix), itemName(it.Machine, it.Seq), sealed(t, it), blob.WriteOptions{}); err != nil {
+		if _, err := store.Put(ctx, cacheContainer(testPrefix), proto.CacheBlobName(it.Machine, it.Seq), sealed(t, it), blob.WriteOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -1,7 +1,6 @@
 package azuresvc
 
 import (
-	"strings"
 	"time"
 
 	"github.com/v2a-dr/v2a/impl/proto"
@@ -21,8 +20,8 @@ const KeepAllFor = 2 * time.Hour
 //     time, which is the same on every member, not by the member's own
 //     bookmark time, which may fall on the other side of an hour boundary
 //     on another member;
-//  2. then points whose id is a tag of the group (`<group>-c-` or
-//     `<group>-a-`) that is not a group point (yet: a lagging member may
+//  2. then points whose id is a tag id of the group (proto.TagID) that
+//     is not a group point (yet: a lagging member may
 //     still complete it);
 //  3. then any other point.
 //
@@ -41,21 +40,13 @@ func groupThinning(group string, points map[string]time.Time) thinning {
 	return thinning{Group: points, GroupTag: group}
 }
 
-// isGroupTag says whether id is a tag of group: the masters name them
-// `<group>-c-<n>` (crash) and `<group>-a-<n>` (app). Only such ids become
-// the group's points, so that per-VM bookmarks and other groups' tags
-// never do, whatever their ids.
-func isGroupTag(group, id string) bool {
-	return group != "" && (strings.HasPrefix(id, group+"-c-") || strings.HasPrefix(id, group+"-a-"))
-}
-
 // rank is p's preference class (lower is kept first) and the time it is
 // bucketed and ordered by.
 func (th thinning) rank(p Point) (int, time.Time) {
 	if t, ok := th.Group[p.ID]; ok {
 		return 0, t
 	}
-	if isGroupTag(th.GroupTag, p.ID) {
+	if proto.IsTagOf(th.GroupTag, p.ID) {
 		return 1, p.Time
 	}
 	return 2, p.Time

@@ -10,6 +10,7 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/v2a-dr/v2a/impl/blockdev"
+	"github.com/v2a-dr/v2a/impl/proto"
 )
 
 func sampleItems() []*Item {
@@ -20,7 +21,7 @@ func sampleItems() []*Item {
 		{Machine: "db01", Seq: 3, Kind: KindSyncEnd, Gen: 1, LogFrom: 1, Chunks: 1},
 		{Machine: "db01", Seq: 4, Kind: KindLog, First: 1, Last: 5, Records: []Record{
 			{Seq: 1, Type: RecWrite, Disk: 0, Off: 4096, Data: data},
-			{Seq: 3, Type: RecBookmark, BookmarkKind: CrashConsistent, BookmarkID: "db01-c-1", UnixNano: 1767225600000000000},
+			{Seq: 3, Type: RecBookmark, BookmarkKind: proto.Crash, BookmarkID: "db01-c-1", UnixNano: 1767225600000000000},
 			{Seq: 5, Type: RecRevoke, BookmarkID: "db01-c-1"},
 		}},
 	}

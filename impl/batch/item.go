@@ -26,6 +26,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/v2a-dr/v2a/impl/proto"
 	"github.com/v2a-dr/v2a/impl/wire"
 )
 
@@ -65,25 +66,6 @@ const (
 	RecRevoke   RecordType = 5
 )
 
-// BookmarkKind mirrors hrl.BookmarkKind.
-type BookmarkKind uint8
-
-// Bookmark kinds.
-const (
-	CrashConsistent BookmarkKind = 1
-	AppConsistent   BookmarkKind = 2
-)
-
-func (k BookmarkKind) String() string {
-	switch k {
-	case CrashConsistent:
-		return "crash"
-	case AppConsistent:
-		return "app"
-	}
-	return fmt.Sprintf("kind(%d)", uint8(k))
-}
-
 // Record is one change-log record in a Log item.
 type Record struct {
 	Seq  uint64
@@ -92,7 +74,7 @@ type Record struct {
 	Off  int64
 	Data []byte
 	// Bookmarks and revokes.
-	BookmarkKind BookmarkKind
+	BookmarkKind proto.Consistency // carried as its number
 	BookmarkID   string
 	UnixNano     int64
 }
@@ -209,7 +191,7 @@ func Unmarshal(b []byte) (*Item, error) {
 	for i := uint64(0); i < n && d.Err() == nil; i++ {
 		it.Records = append(it.Records, Record{
 			Seq: d.Uint(), Type: RecordType(d.Uint()), Disk: uint16(d.Uint()), Off: d.Int(), Data: d.Bytes(),
-			BookmarkKind: BookmarkKind(d.Uint()), BookmarkID: d.String(), UnixNano: d.Int(),
+			BookmarkKind: proto.Consistency(d.Uint()), BookmarkID: d.String(), UnixNano: d.Int(),
 		})
 	}
 	if err := d.Err(); err != nil {

@@ -342,11 +342,11 @@ func TestRPOAlert(t *testing.T) {
 				trace = append(trace, fmt.Sprintf("%s: timer %s at %v", step, tm.Name, tm.At.Sub(runtimetest.Epoch)))
 			}
 		}
-		r.event(proto.ReplicaEvent{Machine: "db01", Event: proto.EventPoint, PointID: "db01-c-1", Kind: "crash",
+		r.event(proto.ReplicaEvent{Machine: "db01", Event: proto.EventPoint, PointID: "db01-c-1", Kind: proto.Crash,
 			PointTime: at(30 * time.Second)})
 		r.d.Advance(20 * time.Minute)
 		record("quiet")
-		r.event(proto.ReplicaEvent{Machine: "db01", Event: proto.EventPoint, PointID: "db01-c-9", Kind: "crash",
+		r.event(proto.ReplicaEvent{Machine: "db01", Event: proto.EventPoint, PointID: "db01-c-9", Kind: proto.Crash,
 			PointTime: at(20 * time.Minute)})
 		record("new point")
 		r.d.Advance(time.Minute)
@@ -672,6 +672,6 @@ func TestItemRefusedResync(t *testing.T) {
 	if a := active(); len(a) != 0 {
 		t.Errorf("alerts still active after the resync: %v", a)
 	}
-	r.event(proto.ReplicaEvent{Machine: "db01", Event: proto.EventPointLost, PointID: "db01-c-9", Kind: "crash", Detail: "snapshot of disk 0 gone from storage"})
+	r.event(proto.ReplicaEvent{Machine: "db01", Event: proto.EventPointLost, PointID: "db01-c-9", Kind: proto.Crash, Detail: "snapshot of disk 0 gone from storage"})
 	diff(t, "alerts", []string{AlertPointLost + " db01/db01-c-9"}, active())
 }

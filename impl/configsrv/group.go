@@ -82,7 +82,7 @@ type group struct {
 // The zero value (ID "") means none.
 type GroupPoint struct {
 	ID   string
-	Kind string // "crash" or "app"
+	Kind proto.Consistency
 	Time time.Time
 }
 
@@ -342,9 +342,9 @@ func (g *group) newest(p GroupPoint) {
 		g.latest = p
 	}
 	switch {
-	case p.Kind == "app" && later(p, g.app):
+	case p.Kind == proto.App && later(p, g.app):
 		g.app = p
-	case p.Kind != "app" && later(p, g.crash):
+	case p.Kind != proto.App && later(p, g.crash):
 		g.crash = p
 	}
 }

@@ -336,17 +336,17 @@ func TestTagRoundStats(t *testing.T) {
 	}
 	const ms = time.Millisecond
 	rounds := []proto.TagRound{
-		{Group: "g1", TagID: "g1-c-1", Kind: "crash", Outcome: proto.RoundCommitted, Holds: holds(800*time.Microsecond, 2*ms, 3*ms)},
-		{Group: "g1", TagID: "g1-c-2", Kind: "crash", Outcome: proto.RoundRevoked, Reason: "prepare: web01 did not ack",
+		{Group: "g1", TagID: "g1:c:1", Kind: proto.Crash, Outcome: proto.RoundCommitted, Holds: holds(800*time.Microsecond, 2*ms, 3*ms)},
+		{Group: "g1", TagID: "g1:c:2", Kind: proto.Crash, Outcome: proto.RoundRevoked, Reason: "prepare: web01 did not ack",
 			Holds: holds(40*ms, 120*ms, -1)},
-		{Group: "g1", TagID: "g1-a-3", Kind: "app", Outcome: proto.RoundCommitted, Holds: holds(2*time.Second, 4*time.Second, 70*time.Second)},
-		{Group: "g1", TagID: "g1-c-1", Kind: "crash", Outcome: proto.RoundCommitted, Holds: holds(time.Hour, time.Hour, time.Hour)}, // duplicate
-		{Group: "g1", TagID: "g1-c-4", Kind: "crash", Outcome: proto.RoundRevoked, Reason: "commit: db01: hold deadline",
+		{Group: "g1", TagID: "g1:a:3", Kind: proto.App, Outcome: proto.RoundCommitted, Holds: holds(2*time.Second, 4*time.Second, 70*time.Second)},
+		{Group: "g1", TagID: "g1:c:1", Kind: proto.Crash, Outcome: proto.RoundCommitted, Holds: holds(time.Hour, time.Hour, time.Hour)}, // duplicate
+		{Group: "g1", TagID: "g1:c:4", Kind: proto.Crash, Outcome: proto.RoundRevoked, Reason: "commit: db01: hold deadline",
 			Holds: holds(ms, time.Second, 300*ms)},
-		{Group: "g1", TagID: "g1-c-5", Kind: "crash", Outcome: proto.RoundRevoked, Reason: "prepare: web01 did not ack",
+		{Group: "g1", TagID: "g1:c:5", Kind: proto.Crash, Outcome: proto.RoundRevoked, Reason: "prepare: web01 did not ack",
 			Holds: holds(ms, 2*ms, -1)},
-		{Group: "nosuch", TagID: "nosuch-c-1", Outcome: proto.RoundCommitted, Holds: holds(time.Hour, time.Hour, time.Hour)},
-		{Group: "g1", TagID: "g1-c-6", Kind: "crash", Outcome: "maybe", Holds: holds(time.Hour, time.Hour, time.Hour)},
+		{Group: "nosuch", TagID: "nosuch:c:1", Outcome: proto.RoundCommitted, Holds: holds(time.Hour, time.Hour, time.Hour)},
+		{Group: "g1", TagID: "g1:c:6", Kind: proto.Crash, Outcome: "maybe", Holds: holds(time.Hour, time.Hour, time.Hour)},
 	}
 	for i := range rounds {
 		rounds[i].Started = at(time.Duration(i) * time.Minute)
@@ -366,7 +366,7 @@ func TestTagRoundStats(t *testing.T) {
 	diff(t, "counts", counts{Rounds: 5, Committed: 2, Revoked: 3, CommittedCrash: 1, CommittedApp: 1, ConsecutiveRevoked: 2,
 		Duplicates: 1, RevokedBy: []ReasonCount{{"commit: db01: hold deadline", 1}, {"prepare: web01 did not ack", 2}},
 		LastRevokeReason: "prepare: web01 did not ack",
-		Recent:           []string{"g1-c-1 committed", "g1-c-2 revoked", "g1-a-3 committed", "g1-c-4 revoked", "g1-c-5 revoked"}},
+		Recent:           []string{"g1:c:1 committed", "g1:c:2 revoked", "g1:a:3 committed", "g1:c:4 revoked", "g1:c:5 revoked"}},
 		counts{st.Rounds, st.Committed, st.Revoked, st.CommittedCrash, st.CommittedApp, st.ConsecutiveRevoked, st.Duplicates,
 			st.RevokedBy, st.LastRevokeReason, recent})
 	diff(t, "recent holds", rounds[1].Holds, st.Recent[1].Holds)
@@ -505,7 +505,7 @@ func TestMultiVMAlert(t *testing.T) {
 				}
 				if st.round != "" {
 					n++
-					tr := &proto.TagRound{Group: "g1", TagID: fmt.Sprintf("g1-c-%d", n), Kind: "crash",
+					tr := &proto.TagRound{Group: "g1", TagID: fmt.Sprintf("g1:c:%d", n), Kind: proto.Crash,
 						Outcome: proto.RoundCommitted, Started: r.d.Now()}
 					if reason, ok := strings.CutPrefix(st.round, "r:"); ok {
 						tr.Outcome, tr.Reason = proto.RoundRevoked, reason
@@ -514,7 +514,7 @@ func TestMultiVMAlert(t *testing.T) {
 				}
 				if st.point {
 					r.event(proto.ReplicaEvent{Machine: "web01", Group: "g1", Event: proto.EventGroupPoint,
-						PointID: fmt.Sprintf("g1-c-%d", n), Kind: "crash", PointTime: r.d.Now()})
+						PointID: fmt.Sprintf("g1:c:%d", n), Kind: proto.Crash, PointTime: r.d.Now()})
 				}
 				g := r.group("g1")
 				got := ""
@@ -546,17 +546,17 @@ func TestGroupPoints(t *testing.T) {
 	r := newGroupRig(t)
 	r.protectGroup("default")
 	r.d.Advance(4 * time.Minute)
-	gp := func(id, kind string, t time.Duration) {
+	gp := func(id string, kind proto.Consistency, t time.Duration) {
 		r.event(proto.ReplicaEvent{Machine: "db01", Group: "g1", Event: proto.EventGroupPoint, PointID: id, Kind: kind,
 			PointTime: at(t)})
 	}
-	gp("g1-c-1", "crash", time.Minute)
-	gp("g1-a-2", "app", 2*time.Minute)
-	gp("g1-c-3", "crash", 3*time.Minute)
-	gp("g1-c-3", "crash", 3*time.Minute)  // duplicate
-	gp("g1-c-0", "crash", 30*time.Second) // late, older
+	gp("g1:c:1", proto.Crash, time.Minute)
+	gp("g1:a:2", proto.App, 2*time.Minute)
+	gp("g1:c:3", proto.Crash, 3*time.Minute)
+	gp("g1:c:3", proto.Crash, 3*time.Minute)  // duplicate
+	gp("g1:c:0", proto.Crash, 30*time.Second) // late, older
 	r.event(proto.ReplicaEvent{Machine: "db01", Group: "nosuch", Event: proto.EventGroupPoint, PointID: "x", PointTime: at(0)})
-	r.event(proto.ReplicaEvent{Machine: "db01", Group: "g1", Event: proto.EventPoint, PointID: "g1-c-3", Kind: "crash",
+	r.event(proto.ReplicaEvent{Machine: "db01", Group: "g1", Event: proto.EventPoint, PointID: "g1:c:3", Kind: proto.Crash,
 		PointTime: at(3 * time.Minute)})
 
 	type view struct {
@@ -571,9 +571,9 @@ func TestGroupPoints(t *testing.T) {
 		return view{g.Points, g.LatestPoint, g.LatestCrashPoint, g.LatestAppPoint, g.RPO, g.RPOAt,
 			r.machine("app01").Points, r.machine("db01").Points}
 	}
-	c3 := GroupPoint{ID: "g1-c-3", Kind: "crash", Time: at(3 * time.Minute)}
-	a2 := GroupPoint{ID: "g1-a-2", Kind: "app", Time: at(2 * time.Minute)}
-	c1 := GroupPoint{ID: "g1-c-1", Kind: "crash", Time: at(time.Minute)}
+	c3 := GroupPoint{ID: "g1:c:3", Kind: proto.Crash, Time: at(3 * time.Minute)}
+	a2 := GroupPoint{ID: "g1:a:2", Kind: proto.App, Time: at(2 * time.Minute)}
+	c1 := GroupPoint{ID: "g1:c:1", Kind: proto.Crash, Time: at(time.Minute)}
 	diff(t, "after the group points", view{Points: 4, Latest: c3, Crash: c3, App: a2, RPO: time.Minute,
 		RPOAt: at(4 * time.Minute), DB01Points: 1}, look())
 	if len(r.s.Status().Groups) != 1 {
@@ -582,7 +582,7 @@ func TestGroupPoints(t *testing.T) {
 
 	// The Azure side prunes a group point: the newest are recomputed, the
 	// RPO follows at the next check.
-	r.event(proto.ReplicaEvent{Group: "g1", Event: proto.EventPruned, PointID: "g1-c-3"})
+	r.event(proto.ReplicaEvent{Group: "g1", Event: proto.EventPruned, PointID: "g1:c:3"})
 	r.d.Advance(time.Minute)
 	diff(t, "after pruning the newest", view{Points: 3, Latest: a2, Crash: c1, App: a2, RPO: 3 * time.Minute,
 		RPOAt: at(5 * time.Minute), DB01Points: 1}, look())
@@ -665,15 +665,15 @@ func TestTagRoundReportsLost(t *testing.T) {
 	r.protectGroup("default")
 	boot1, boot2 := at(0), at(time.Hour)
 	rep := func(id, outcome string, since time.Time, finished, revoked uint64) *proto.TagRound {
-		return &proto.TagRound{Group: "g1", TagID: id, Kind: "crash", Outcome: outcome, Reason: "begin: web01 did not answer",
+		return &proto.TagRound{Group: "g1", TagID: id, Kind: proto.Crash, Outcome: outcome, Reason: "begin: web01 did not answer",
 			Started: at(time.Minute), Since: since, Finished: finished, RevokedSoFar: revoked}
 	}
-	r.d.Receive(agentAddr("app01"), rep("g1-c-1", proto.RoundCommitted, boot1, 1, 0))
-	// g1-c-2, c-3 and c-4 revoked behind a partition: their reports lost.
-	r.d.Receive(agentAddr("app01"), rep("g1-c-5", proto.RoundCommitted, boot1, 5, 3))
-	r.d.Receive(agentAddr("app01"), rep("g1-c-5", proto.RoundCommitted, boot1, 5, 3)) // a duplicate counts once
+	r.d.Receive(agentAddr("app01"), rep("g1:c:1", proto.RoundCommitted, boot1, 1, 0))
+	// g1:c:2, c-3 and c-4 revoked behind a partition: their reports lost.
+	r.d.Receive(agentAddr("app01"), rep("g1:c:5", proto.RoundCommitted, boot1, 5, 3))
+	r.d.Receive(agentAddr("app01"), rep("g1:c:5", proto.RoundCommitted, boot1, 5, 3)) // a duplicate counts once
 	// The master restarts: its tally starts again, under another incarnation.
-	r.d.Receive(agentAddr("app01"), rep("g1-c-7", proto.RoundRevoked, boot2, 2, 2))
+	r.d.Receive(agentAddr("app01"), rep("g1:c:7", proto.RoundRevoked, boot2, 2, 2))
 	st := r.group("g1").Stats
 	type counts struct{ Rounds, Revoked, Unreported, UnreportedRevoked int }
 	diff(t, "counts", counts{Rounds: 3, Revoked: 1, Unreported: 4, UnreportedRevoked: 4},

@@ -191,7 +191,7 @@ func (s *Server) tagRound(ctx runtime.Context, from runtime.Addr, tr *proto.TagR
 		r.recent = r.recent[len(r.recent)-RecentRounds:]
 	}
 	byKind := &r.crashHolds
-	if tr.Kind == "app" {
+	if tr.Kind == proto.App {
 		byKind = &r.appHolds
 	}
 	for _, h := range tr.Holds {
@@ -200,7 +200,7 @@ func (s *Server) tagRound(ctx runtime.Context, from runtime.Addr, tr *proto.TagR
 	}
 	if tr.Outcome == proto.RoundCommitted {
 		r.committed++
-		if tr.Kind == "app" {
+		if tr.Kind == proto.App {
 			r.committedApp++
 		} else {
 			r.committedCrash++

@@ -222,7 +222,7 @@ type ReasonCount struct {
 // RoundStatus is one finished round, as the master reported it.
 type RoundStatus struct {
 	TagID    string
-	Kind     string // "crash" or "app"
+	Kind     proto.Consistency
 	Outcome  string // proto.RoundCommitted or proto.RoundRevoked
 	Reason   string // for a revoked round: the phase and member that failed
 	Started  time.Time

@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/v2a-dr/v2a/impl/proto"
 )
 
 var writeCorpus = flag.Bool("write-corpus", false, "rewrite the seed corpus in testdata/fuzz/FuzzOpen")
@@ -46,7 +48,7 @@ func seedSegments() map[string][]byte {
 		"empty":         {},
 		"valid-one":     corpusLog([]op{write(0, 4096, "hello")}),
 		"valid-mixed":   valid,
-		"valid-types":   corpusLog([]op{write(1, 0, "d"), meta(2, 512, 4096), bookmark(AppConsistent, "app", 1), revoke("app"), bitmap(3, "fallback")}),
+		"valid-types":   corpusLog([]op{write(1, 0, "d"), meta(2, 512, 4096), bookmark(proto.App, "app", 1), revoke("app"), bitmap(3, "fallback")}),
 		"torn-tail":     valid[:len(valid)-5],
 		"torn-header":   valid[:len(mid)+10],
 		"garbage-tail":  append(bytes.Clone(valid), 0xde, 0xad, 0xbe, 0xef),

@@ -2,6 +2,7 @@ package hrl
 
 import (
 	"github.com/v2a-dr/v2a/impl/fsys"
+	"github.com/v2a-dr/v2a/impl/proto"
 
 	"bytes"
 	"errors"
@@ -20,7 +21,7 @@ type op struct {
 	off    int64
 	data   []byte
 	length uint32 // write-meta only
-	kind   BookmarkKind
+	kind   proto.Consistency
 	id     string // bookmark, revoke
 	nano   int64
 	note   string
@@ -32,7 +33,7 @@ func write(disk uint16, off int64, data string) op {
 func meta(disk uint16, off int64, length uint32) op {
 	return op{typ: TypeWriteMeta, disk: disk, off: off, length: length}
 }
-func bookmark(kind BookmarkKind, id string, nano int64) op {
+func bookmark(kind proto.Consistency, id string, nano int64) op {
 	return op{typ: TypeBookmark, kind: kind, id: id, nano: nano}
 }
 func revoke(id string) op                { return op{typ: TypeRevoke, id: id} }

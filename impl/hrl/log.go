@@ -36,6 +36,7 @@ import (
 	"strings"
 
 	"github.com/v2a-dr/v2a/impl/fsys"
+	"github.com/v2a-dr/v2a/impl/proto"
 )
 
 // Errors. Every error the package returns wraps one of these or an I/O error,
@@ -246,11 +247,11 @@ func (l *Log) AppendMeta(disk uint16, off int64, length uint32) (uint64, error) 
 
 // AppendBookmark logs a bookmark (tag) of the given kind. unixNano is the
 // caller's clock reading: the log never reads a clock.
-func (l *Log) AppendBookmark(kind BookmarkKind, id string, unixNano int64) (uint64, error) {
+func (l *Log) AppendBookmark(kind proto.Consistency, id string, unixNano int64) (uint64, error) {
 	if err := l.writable(); err != nil {
 		return 0, err
 	}
-	if kind != CrashConsistent && kind != AppConsistent {
+	if !kind.Valid() {
 		return 0, fmt.Errorf("%w: bookmark kind %d", ErrInvalid, kind)
 	}
 	if len(id) > MaxDataBytes {

@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/v2a-dr/v2a/impl/proto"
 )
 
 func TestAppendReadBack(t *testing.T) {
@@ -18,7 +20,7 @@ func TestAppendReadBack(t *testing.T) {
 		for i := range n {
 			ops = append(ops, write(uint16(i%3), int64(i)*4096, strings.Repeat(string(rune('a'+i%26)), 100+i)))
 			if i%7 == 0 {
-				ops = append(ops, bookmark(CrashConsistent, "tag", int64(i)))
+				ops = append(ops, bookmark(proto.Crash, "tag", int64(i)))
 			}
 		}
 		return ops
@@ -32,14 +34,14 @@ func TestAppendReadBack(t *testing.T) {
 		{"every type", Options{}, []op{
 			write(1, 0, "data"),
 			meta(2, 8192, 4096),
-			bookmark(CrashConsistent, "cc-1", 1_700_000_000_000_000_000),
-			bookmark(AppConsistent, "app-1", -5),
+			bookmark(proto.Crash, "cc-1", 1_700_000_000_000_000_000),
+			bookmark(proto.App, "app-1", -5),
 			revoke("cc-1"),
 			bitmap(3, "memory budget exceeded"),
 			write(0, 0, ""),
 		}},
 		{"record larger than the buffer", Options{BufferBytes: 256}, []op{
-			write(0, 0, "small"), {typ: TypeWrite, disk: 1, off: 4096, data: big}, bookmark(AppConsistent, strings.Repeat("x", 600), 9), write(0, 1, "after"),
+			write(0, 0, "small"), {typ: TypeWrite, disk: 1, off: 4096, data: big}, bookmark(proto.App, strings.Repeat("x", 600), 9), write(0, 1, "after"),
 		}},
 		{"many segments", Options{SegmentBytes: 1000, BufferBytes: 300}, many(60)},
 		{"sync every append", Options{SyncEveryAppend: true, SegmentBytes: 2000}, many(20)},
@@ -278,7 +280,7 @@ func TestErrors(t *testing.T) {
 		{"write too large", func(l *Log) error { _, err := l.AppendWrite(0, 0, make([]byte, MaxDataBytes+1)); return err }, ErrTooLarge},
 		{"meta too large", func(l *Log) error { _, err := l.AppendMeta(0, 0, MaxDataBytes+1); return err }, ErrTooLarge},
 		{"bookmark id too large", func(l *Log) error {
-			_, err := l.AppendBookmark(CrashConsistent, strings.Repeat("i", MaxDataBytes+1), 0)
+			_, err := l.AppendBookmark(proto.Crash, strings.Repeat("i", MaxDataBytes+1), 0)
 			return err
 		}, ErrTooLarge},
 		{"note too large", func(l *Log) error { _, err := l.AppendBitmap(0, strings.Repeat("n", MaxDataBytes+1)); return err }, ErrTooLarge},
@@ -366,8 +368,8 @@ func TestLogsShareDirectory(t *testing.T) {
 
 func TestRecordTypeStrings(t *testing.T) {
 	got := []string{TypeWrite.String(), TypeWriteMeta.String(), TypeBookmark.String(), TypeBitmap.String(),
-		TypeRevoke.String(), RecordType(9).String(), CrashConsistent.String(), AppConsistent.String(), BookmarkKind(0).String()}
-	want := []string{"write", "write-meta", "bookmark", "dirty-bitmap", "revoke", "type(9)", "crash-consistent", "app-consistent", "kind(0)"}
+		TypeRevoke.String(), RecordType(9).String()}
+	want := []string{"write", "write-meta", "bookmark", "dirty-bitmap", "revoke", "type(9)"}
 	if diff := cmp.Diff(want, got, cmpRecords...); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)
 	}
@@ -378,7 +380,7 @@ func TestRecordTypeStrings(t *testing.T) {
 func TestAppendRecordMatchesLog(t *testing.T) {
 	dir := t.TempDir()
 	l, _ := mustOpen(t, dir, Options{})
-	want := appendAll(t, l, []op{write(1, 4096, "abc"), meta(2, 0, 512), bookmark(AppConsistent, "t1", 42), revoke("t1"), bitmap(1, "why")})
+	want := appendAll(t, l, []op{write(1, 4096, "abc"), meta(2, 0, 512), bookmark(proto.App, "t1", 42), revoke("t1"), bitmap(1, "why")})
 	l.Close()
 	var enc []byte
 	for _, r := range want {

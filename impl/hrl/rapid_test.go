@@ -8,6 +8,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"pgregory.net/rapid"
+
+	"github.com/v2a-dr/v2a/impl/proto"
 )
 
 // logModel is what the log must hold: records known durable (and not
@@ -35,7 +37,7 @@ func drawOp(t *rapid.T) op {
 	case 0:
 		return meta(rapid.Uint16Range(0, 3).Draw(t, "disk"), rapid.Int64Range(0, 1<<40).Draw(t, "off"), rapid.Uint32Range(0, 1<<20).Draw(t, "len"))
 	case 1:
-		return bookmark(rapid.SampledFrom([]BookmarkKind{CrashConsistent, AppConsistent}).Draw(t, "kind"), data("id"), rapid.Int64().Draw(t, "nano"))
+		return bookmark(rapid.SampledFrom([]proto.Consistency{proto.Crash, proto.App}).Draw(t, "kind"), data("id"), rapid.Int64().Draw(t, "nano"))
 	case 2:
 		return revoke(data("id"))
 	case 3:

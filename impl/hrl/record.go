@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
+
+	"github.com/v2a-dr/v2a/impl/proto"
 )
 
 // Record layout on disk (little-endian), headerLen bytes of header then a body:
@@ -80,26 +82,6 @@ func (t RecordType) String() string {
 	return fmt.Sprintf("type(%d)", uint8(t))
 }
 
-// BookmarkKind says what consistency a bookmark promises.
-type BookmarkKind uint8
-
-// The bookmark kinds. Their values are part of the on-disk format.
-const (
-	CrashConsistent BookmarkKind = 1
-	AppConsistent   BookmarkKind = 2
-)
-
-// String names k.
-func (k BookmarkKind) String() string {
-	switch k {
-	case CrashConsistent:
-		return "crash-consistent"
-	case AppConsistent:
-		return "app-consistent"
-	}
-	return fmt.Sprintf("kind(%d)", uint8(k))
-}
-
 // Record is one log record as a Reader yields it. Fields a type does not use
 // are zero.
 type Record struct {
@@ -113,9 +95,9 @@ type Record struct {
 	// Data is a write's payload. It aliases the Reader's buffer and is valid
 	// only until the Reader's next call: copy it to keep it.
 	Data []byte
-	// BookmarkKind, BookmarkID and UnixNano describe a bookmark; a revoke
+	// proto.Consistency, BookmarkID and UnixNano describe a bookmark; a revoke
 	// record carries only BookmarkID.
-	BookmarkKind BookmarkKind
+	BookmarkKind proto.Consistency // stored as its one-byte value (proto.Crash, proto.App)
 	BookmarkID   string
 	UnixNano     int64
 	// Note says why a dirty-bitmap record was written.
@@ -185,8 +167,8 @@ func parseRecord(rec []byte) (Record, string) {
 			return Record{}, "impossible bookmark header"
 		}
 		r.UnixNano = int64(binary.LittleEndian.Uint64(body))
-		r.BookmarkKind = BookmarkKind(body[8])
-		if r.BookmarkKind != CrashConsistent && r.BookmarkKind != AppConsistent {
+		r.BookmarkKind = proto.Consistency(body[8])
+		if r.BookmarkKind != proto.Crash && r.BookmarkKind != proto.App {
 			return Record{}, fmt.Sprintf("impossible bookmark kind %d", body[8])
 		}
 		r.BookmarkID = string(body[bookmarkFixed:])

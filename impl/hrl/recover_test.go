@@ -2,6 +2,7 @@ package hrl
 
 import (
 	"github.com/v2a-dr/v2a/impl/fsys"
+	"github.com/v2a-dr/v2a/impl/proto"
 
 	"errors"
 	"fmt"
@@ -70,7 +71,7 @@ func someOps(n int) []op {
 		case 2:
 			ops = append(ops, meta(1, int64(i)*512, 4096))
 		case 3:
-			ops = append(ops, bookmark(CrashConsistent, fmt.Sprintf("tag-%d", i), int64(i)))
+			ops = append(ops, bookmark(proto.Crash, fmt.Sprintf("tag-%d", i), int64(i)))
 		}
 	}
 	return ops
@@ -259,7 +260,7 @@ func checkResyncState(t *testing.T, l *Log, reason string) {
 	calls := map[string]error{}
 	_, calls["AppendWrite"] = l.AppendWrite(0, 0, []byte("x"))
 	_, calls["AppendMeta"] = l.AppendMeta(0, 0, 1)
-	_, calls["AppendBookmark"] = l.AppendBookmark(CrashConsistent, "t", 0)
+	_, calls["AppendBookmark"] = l.AppendBookmark(proto.Crash, "t", 0)
 	_, calls["AppendRevoke"] = l.AppendRevoke("t")
 	_, calls["AppendBitmap"] = l.AppendBitmap(0, "t")
 	calls["Sync"] = l.Sync()
@@ -285,7 +286,7 @@ func checkReset(t *testing.T, l *Log, dir string, opts Options, n uint64) {
 	if err := l.ResyncRequired(); err != nil {
 		t.Fatalf("after Reset: %v", err)
 	}
-	want := appendAll(t, l, []op{write(0, 0, "fresh"), bookmark(AppConsistent, "after-reset", 7)})
+	want := appendAll(t, l, []op{write(0, 0, "fresh"), bookmark(proto.App, "after-reset", 7)})
 	if want[0].Seq <= n {
 		t.Errorf("first seq after Reset %d, want above %d", want[0].Seq, n)
 	}

@@ -135,10 +135,6 @@ func (w *worker) sealRecord(name string, rec []byte) (sealed, error) {
 	return sealed{out, codec}, err
 }
 
-// BlobName is the name, in the cache container, of a machine's item seq;
-// sealed items are bound to it (batch.Sealer's name).
-func BlobName(machine string, seq uint64) string { return fmt.Sprintf("%s/%020d", machine, seq) }
-
 type opKind uint8
 
 const (
@@ -157,7 +153,7 @@ type opInfo struct {
 	sealedBytes int64
 }
 
-func (s *Server) container() string { return s.cfg.ContainerPrefix + CacheContainer }
+func (s *Server) container() string { return s.cfg.ContainerPrefix + proto.ContainerCache }
 
 // scrub removes the container name (never logged: it names the vault) from
 // a storage error.
@@ -230,7 +226,7 @@ func (s *Server) startSeal(ctx runtime.Context, m *machine, e *entry) {
 		}
 		w = &worker{sealer: sealer, codec: s.cfg.Codec}
 	}
-	path, name, fsy := s.disk.itemPath(m.name, e.seq), BlobName(m.name, e.seq), s.disk.fs
+	path, name, fsy := s.disk.itemPath(m.name, e.seq), proto.CacheBlobName(m.name, e.seq), s.disk.fs
 	e.state = stateSealing
 	s.inFlight++
 	s.hold(e.fileBytes)
@@ -308,7 +304,7 @@ func (s *Server) startPut(ctx runtime.Context, m *machine, e *entry, sealed []by
 	e.state = stateUploading
 	n := int64(len(sealed))
 	s.hold(n)
-	st, c, name := s.cfg.Store, s.container(), BlobName(m.name, e.seq)
+	st, c, name := s.cfg.Store, s.container(), proto.CacheBlobName(m.name, e.seq)
 	s.ops.Start(ctx, runtime.Op{Name: "upload " + name, Peer: s.cfg.StoragePeer, Bytes: n, Run: func(ctx context.Context) (any, error) {
 		_, err := st.Put(ctx, c, name, sealed, blob.WriteOptions{})
 		return nil, err

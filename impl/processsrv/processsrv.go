@@ -23,9 +23,10 @@
 //     that arrives again while written but not committed is not answered:
 //     the group commit answers it.
 //  3. The pipeline reads the cached file back (an Op), checks its CRC-32C,
-//     seals it under the blob name <machine>/<seq %020d> (the same local
-//     Op), uploads it to <prefix>cache (a second Op, Peer StoragePeer,
-//     Bytes the sealed size), deletes the cached file and tells the Azure
+//     seals it under its blob name, proto.CacheBlobName (the same local
+//     Op), uploads it to the cache container, ContainerPrefix +
+//     proto.ContainerCache (a second Op, Peer StoragePeer, Bytes the
+//     sealed size), deletes the cached file and tells the Azure
 //     side with an Uploaded hint. Items of one machine are started in
 //     sequence order; at most MaxUploads items are in the pipeline at once
 //     (seal or upload), so memory holds at most MaxUploads items: the
@@ -64,17 +65,10 @@ import (
 // Defaults of Config's zero fields.
 const (
 	DefaultCacheCapBytes = 2 << 30
-	DefaultStoragePeer   = "storage.azure"
 	DefaultMaxUploads    = 4
 	DefaultHealthEvery   = time.Minute
-	DefaultAzure         = runtime.Addr("asr.azure:443")
-	DefaultConfigServer  = runtime.Addr("cs01:443")
 	DefaultGroupCommit   = 2 * time.Millisecond
 )
-
-// CacheContainer is the suffix of the cache container's name: the
-// container is Config.ContainerPrefix + CacheContainer.
-const CacheContainer = "cache"
 
 // Errors. Each is wrapped with the machine and item it concerns.
 var (
@@ -126,16 +120,16 @@ func (c Config) withDefaults() Config {
 		c.CacheCapBytes = DefaultCacheCapBytes
 	}
 	if c.StoragePeer == "" {
-		c.StoragePeer = DefaultStoragePeer
+		c.StoragePeer = proto.HostStorage
 	}
 	if c.Codec == batch.CodecNone {
 		c.Codec = batch.CodecS2
 	}
 	if c.Azure == "" {
-		c.Azure = DefaultAzure
+		c.Azure = runtime.MakeAddr(proto.HostService, runtime.PortConfig)
 	}
 	if c.ConfigServer == "" {
-		c.ConfigServer = DefaultConfigServer
+		c.ConfigServer = runtime.MakeAddr(proto.HostConfigServer, runtime.PortConfig)
 	}
 	if c.MaxUploads <= 0 {
 		c.MaxUploads = DefaultMaxUploads

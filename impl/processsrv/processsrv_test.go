@@ -162,7 +162,7 @@ func (e *env) hints() []proto.Uploaded {
 // blobs lists the cache container's blob names.
 func (e *env) blobs() []string {
 	e.t.Helper()
-	items, err := e.store.List(context.Background(), prefix+CacheContainer, "")
+	items, err := e.store.List(context.Background(), prefix+proto.ContainerCache, "")
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -197,7 +197,7 @@ func (e *env) cacheFiles() []string {
 func names(m string, seqs ...uint64) []string {
 	var out []string
 	for _, s := range seqs {
-		out = append(out, BlobName(m, s))
+		out = append(out, proto.CacheBlobName(m, s))
 	}
 	return out
 }
@@ -284,7 +284,7 @@ func TestStreamAcks(t *testing.T) {
 			}
 			var want []string
 			for s := uint64(1); s <= acked; s++ {
-				want = append(want, BlobName("db01", s))
+				want = append(want, proto.CacheBlobName("db01", s))
 			}
 			if diff := cmp.Diff(want, e.blobs(), cmpopts.EquateEmpty()); diff != "" {
 				t.Errorf("blobs (-want +got):\n%s", diff)
@@ -460,12 +460,12 @@ func TestRestartAfterUploadBeforeDelete(t *testing.T) {
 		srv.Handle(ctx, ev)
 	})
 	e.sendItem("db01", 1)
-	first, _, err := e.store.Get(context.Background(), prefix+CacheContainer, BlobName("db01", 1), blob.ReadOptions{})
+	first, _, err := e.store.Get(context.Background(), prefix+proto.ContainerCache, proto.CacheBlobName("db01", 1), blob.ReadOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	e.start(nil)
-	second, _, err := e.store.Get(context.Background(), prefix+CacheContainer, BlobName("db01", 1), blob.ReadOptions{})
+	second, _, err := e.store.Get(context.Background(), prefix+proto.ContainerCache, proto.CacheBlobName("db01", 1), blob.ReadOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -486,7 +486,7 @@ func TestSealedBlobOpens(t *testing.T) {
 			e := newEnv(t, func(c *Config) { c.Codec = codec })
 			plain := makeItem("db01", 1)
 			e.sendItem("db01", 1)
-			sealed, _, err := e.store.Get(context.Background(), prefix+CacheContainer, BlobName("db01", 1), blob.ReadOptions{})
+			sealed, _, err := e.store.Get(context.Background(), prefix+proto.ContainerCache, proto.CacheBlobName("db01", 1), blob.ReadOptions{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -497,7 +497,7 @@ func TestSealedBlobOpens(t *testing.T) {
 				}
 				return s.Open(nil, name, sealed)
 			}
-			got, err := open(testKey, BlobName("db01", 1))
+			got, err := open(testKey, proto.CacheBlobName("db01", 1))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -512,10 +512,10 @@ func TestSealedBlobOpens(t *testing.T) {
 			}
 			other := testKey
 			other[0] ^= 1
-			if _, err := open(other, BlobName("db01", 1)); !errors.Is(err, batch.ErrTamper) {
+			if _, err := open(other, proto.CacheBlobName("db01", 1)); !errors.Is(err, batch.ErrTamper) {
 				t.Errorf("open with another key: %v, want ErrTamper", err)
 			}
-			if _, err := open(testKey, BlobName("db01", 2)); !errors.Is(err, batch.ErrTamper) {
+			if _, err := open(testKey, proto.CacheBlobName("db01", 2)); !errors.Is(err, batch.ErrTamper) {
 				t.Errorf("open under another name: %v, want ErrTamper", err)
 			}
 		})
@@ -530,12 +530,12 @@ func TestItemCodec(t *testing.T) {
 	e := newEnv(t, nil) // the server's default: s2
 	codecOf := func(seq uint64) batch.Codec {
 		t.Helper()
-		sealed, _, err := e.store.Get(context.Background(), prefix+CacheContainer, BlobName("db01", seq), blob.ReadOptions{})
+		sealed, _, err := e.store.Get(context.Background(), prefix+proto.ContainerCache, proto.CacheBlobName("db01", seq), blob.ReadOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
 		s, _ := batch.NewSealer(testKey, batch.CodecS2)
-		plain, err := s.Open(nil, BlobName("db01", seq), sealed)
+		plain, err := s.Open(nil, proto.CacheBlobName("db01", seq), sealed)
 		if err != nil || !bytes.Equal(plain, makeItem("db01", seq)) {
 			t.Fatalf("item %d does not open to what was sent: %v", seq, err)
 		}
@@ -659,7 +659,7 @@ func TestMaxUploads(t *testing.T) {
 		t.Errorf("max in flight %d, want MaxUploads 2", p.maxInFlight)
 	}
 	// Per machine, uploads start in seq order; machines take turns.
-	want := []string{BlobName("db01", 1), BlobName("web01", 1), BlobName("db01", 2), BlobName("web01", 2), BlobName("db01", 3), BlobName("web01", 3)}
+	want := []string{proto.CacheBlobName("db01", 1), proto.CacheBlobName("web01", 1), proto.CacheBlobName("db01", 2), proto.CacheBlobName("web01", 2), proto.CacheBlobName("db01", 3), proto.CacheBlobName("web01", 3)}
 	if diff := cmp.Diff(want, e.store.puts); diff != "" {
 		t.Errorf("put order (-want +got):\n%s", diff)
 	}
@@ -726,7 +726,7 @@ func TestPSHealth(t *testing.T) {
 		t.Errorf("health (-want +got):\n%s", diff)
 	}
 	var sealed int64
-	items, _ := e.store.List(context.Background(), prefix+CacheContainer, "")
+	items, _ := e.store.List(context.Background(), prefix+proto.ContainerCache, "")
 	for _, it := range items {
 		sealed += it.Size
 	}

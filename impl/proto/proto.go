@@ -18,6 +18,22 @@
 //
 // Every message names the machine it concerns, so that one process server
 // and one Azure service serve many machines.
+//
+// proto is also the one home of every other contract two components share,
+// each defined once with its make, its parse and its tests, so that no
+// component spells one of them itself:
+//
+//   - Consistency (consistency.go): a point's kind, crash or app, with its
+//     stored number (.hrl, stream items) and its text (messages, catalogs);
+//   - CacheBlobName / ParseCacheBlobName and the container names
+//     (names.go): where the process server puts an item and the Azure side
+//     finds it;
+//   - TagID and BookmarkID (tagid.go): a group round's id and a machine's
+//     own bookmark id, which can never be mistaken for each other;
+//   - BlockSum (checksum.go): the replica block checksum the Azure side
+//     computes and the agent compares, one rule for a short last block,
+//     tested from both sides with prototest.BlockSumCases;
+//   - the well-known hosts (names.go), each component's default peer.
 package proto
 
 import (
@@ -269,9 +285,6 @@ func (m *ResyncNeeded) UnmarshalWire(d *wire.Decoder) error {
 	return d.Err()
 }
 
-// ChecksumSize is the bytes of one block checksum (SHA-256, truncated).
-const ChecksumSize = 16
-
 // Checksums carries the replica's block checksums for one region of one
 // disk, for a sync generation: the Azure side computes them when it applies
 // SyncStart, and the configuration server relays them to the agent, which
@@ -496,7 +509,7 @@ type ReplicaEvent struct {
 	Event     string
 	Gen       uint64
 	PointID   string
-	Kind      string // "crash" or "app"
+	Kind      Consistency // of the point; zero for events about no point
 	PointTime time.Time
 	Seq       uint64 // change-log position of the point's bookmark
 	Applied   uint64 // stream items applied so far
@@ -509,7 +522,7 @@ func (m *ReplicaEvent) MarshalWire(e *wire.Encoder) {
 	e.String(m.Event)
 	e.Uint(m.Gen)
 	e.String(m.PointID)
-	e.String(m.Kind)
+	e.String(m.Kind.String())
 	e.Time(m.PointTime)
 	e.Uint(m.Seq)
 	e.Uint(m.Applied)
@@ -517,9 +530,15 @@ func (m *ReplicaEvent) MarshalWire(e *wire.Encoder) {
 	e.String(m.Group)
 }
 func (m *ReplicaEvent) UnmarshalWire(d *wire.Decoder) error {
-	m.Machine, m.Event, m.Gen, m.PointID, m.Kind = d.String(), d.String(), d.Uint(), d.String(), d.String()
+	var kind string
+	m.Machine, m.Event, m.Gen, m.PointID, kind = d.String(), d.String(), d.Uint(), d.String(), d.String()
 	m.PointTime, m.Seq, m.Applied, m.Detail, m.Group = d.Time(), d.Uint(), d.Uint(), d.String(), d.String()
-	return d.Err()
+	if err := d.Err(); err != nil {
+		return err
+	}
+	var err error
+	m.Kind, err = ParseConsistency(kind)
+	return err
 }
 
 // EnableReplication asks the configuration server to protect a discovered
@@ -675,8 +694,8 @@ const (
 // Tag is a master's instruction to a member for one phase of a round.
 type Tag struct {
 	Group  string
-	TagID  string // the bookmark id every member inserts
-	Kind   string // "crash" or "app"
+	TagID  string // the bookmark id every member inserts: a TagID's text
+	Kind   Consistency
 	Phase  string
 	Master string // the master's machine name
 	Reason string // for revoke: why
@@ -686,14 +705,20 @@ func (*Tag) WireKind() wire.Kind { return KindTag }
 func (m *Tag) MarshalWire(e *wire.Encoder) {
 	e.String(m.Group)
 	e.String(m.TagID)
-	e.String(m.Kind)
+	e.String(m.Kind.String())
 	e.String(m.Phase)
 	e.String(m.Master)
 	e.String(m.Reason)
 }
 func (m *Tag) UnmarshalWire(d *wire.Decoder) error {
-	m.Group, m.TagID, m.Kind, m.Phase, m.Master, m.Reason = d.String(), d.String(), d.String(), d.String(), d.String(), d.String()
-	return d.Err()
+	var kind string
+	m.Group, m.TagID, kind, m.Phase, m.Master, m.Reason = d.String(), d.String(), d.String(), d.String(), d.String(), d.String()
+	if err := d.Err(); err != nil {
+		return err
+	}
+	var err error
+	m.Kind, err = ParseConsistency(kind)
+	return err
 }
 
 // TagAck is a member's answer to one phase. OK false says the member could
@@ -740,7 +765,7 @@ const (
 type TagRound struct {
 	Group   string
 	TagID   string
-	Kind    string
+	Kind    Consistency
 	Outcome string
 	Reason  string // for a revoked round: the phase and member that failed
 	Started time.Time
@@ -766,7 +791,7 @@ func (*TagRound) WireKind() wire.Kind { return KindTagRound }
 func (m *TagRound) MarshalWire(e *wire.Encoder) {
 	e.String(m.Group)
 	e.String(m.TagID)
-	e.String(m.Kind)
+	e.String(m.Kind.String())
 	e.String(m.Outcome)
 	e.String(m.Reason)
 	e.Time(m.Started)
@@ -780,7 +805,12 @@ func (m *TagRound) MarshalWire(e *wire.Encoder) {
 	e.Uint(m.RevokedSoFar)
 }
 func (m *TagRound) UnmarshalWire(d *wire.Decoder) error {
-	m.Group, m.TagID, m.Kind, m.Outcome, m.Reason, m.Started = d.String(), d.String(), d.String(), d.String(), d.String(), d.Time()
+	var kind string
+	m.Group, m.TagID, kind, m.Outcome, m.Reason, m.Started = d.String(), d.String(), d.String(), d.String(), d.String(), d.Time()
+	var err error
+	if m.Kind, err = ParseConsistency(kind); err != nil {
+		return err
+	}
 	n := d.Uint()
 	if n > uint64(d.Remaining()) {
 		return fmt.Errorf("%d holds", n)

@@ -26,15 +26,15 @@ func TestRoundTrip(t *testing.T) {
 		&Uploaded{Machine: "db01", UpTo: 3},
 		&PSHealth{Server: "ps01", CacheUsedBytes: 1, CacheCapBytes: 2, BacklogItems: 3, BacklogBytes: 4, UploadedBytes: 5, RawBytes: 6, EstimateUpload: time.Second, Machines: []MachineBacklog{{"db01", 1, 2}}},
 		&PolicyFor{Machine: "db01", Policy: DefaultPolicy(), Group: "orders", Members: []string{"db01", "web01"}},
-		&ReplicaEvent{Machine: "db01", Event: EventPoint, Gen: 1, PointID: "rp", Kind: "crash", PointTime: at, Seq: 44, Applied: 9, Detail: "d", Group: "orders"},
+		&ReplicaEvent{Machine: "db01", Event: EventPoint, Gen: 1, PointID: "rp", Kind: Crash, PointTime: at, Seq: 44, Applied: 9, Detail: "d", Group: "orders"},
 		&EnableReplication{Machine: "db01", Policy: "default"},
 		&DisableReplication{Machine: "db01"},
 		&CreatePolicy{Policy: DefaultPolicy()},
 		&Reply{Request: "enable-replication", Subject: "db01", OK: true},
 		&GroupConfig{Group: "orders", Version: 2, Members: []string{"a", "b"}, Master: "a", CrashInterval: 5 * time.Minute, AppInterval: time.Hour, Crash: CrashTagTimeouts, App: AppTagTimeouts},
-		&Tag{Group: "orders", TagID: "t1", Kind: "crash", Phase: PhasePrepare, Master: "a", Reason: "r"},
+		&Tag{Group: "orders", TagID: "t1", Kind: Crash, Phase: PhasePrepare, Master: "a", Reason: "r"},
 		&TagAck{Group: "orders", TagID: "t1", Phase: PhaseCommit, Machine: "b", OK: true, Seq: 9, Held: time.Millisecond},
-		&TagRound{Group: "orders", TagID: "t1", Kind: "crash", Outcome: RoundRevoked, Reason: "b: prepare timed out", Started: at, Holds: []MemberHold{{"a", time.Millisecond}, {"b", -1}}},
+		&TagRound{Group: "orders", TagID: "t1", Kind: Crash, Outcome: RoundRevoked, Reason: "b: prepare timed out", Started: at, Holds: []MemberHold{{"a", time.Millisecond}, {"b", -1}}},
 		&EnableGroup{Group: "orders", Machines: []string{"a", "b"}, Policy: "default", Master: "a"},
 	}
 	seen := map[wire.Kind]bool{}

@@ -140,7 +140,7 @@ func TestPSCrashAfterGroupCommit(t *testing.T) {
 	w.d.AutoDeliverOps = true
 	w.d.DeliverOps()
 	w.d.Advance(time.Minute)
-	list, err := w.store.List(context.Background(), "t-"+processsrv.CacheContainer, "")
+	list, err := w.store.List(context.Background(), "t-"+proto.ContainerCache, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -150,7 +150,7 @@ func TestPSCrashAfterGroupCommit(t *testing.T) {
 	}
 	var want []string
 	for s := uint64(1); s <= 5; s++ {
-		want = append(want, processsrv.BlobName("db01", s))
+		want = append(want, proto.CacheBlobName("db01", s))
 	}
 	if diff := cmp.Diff(want, names); diff != "" {
 		t.Fatalf("uploaded after the restart (-want +got):\n%s", diff)
