@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"os"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -112,10 +111,13 @@ type Runner struct {
 	// interruptSaid: the interrupt was reported (once, by the command it
 	// stopped).
 	interruptSaid bool
-	// SetupFailed is set when a command failed because the script is
-	// malformed (an unknown command, a command before `world`, `world`
-	// twice, a world that cannot be built): the run could not be set up.
+	// SetupFailed is set by Step when a command failed, unexpectedly,
+	// because the script is malformed (an unknown command, a command
+	// before `world`, `world` twice, a world that cannot be built): the run
+	// could not be set up. An expected one (errors.scn) is output.
 	SetupFailed bool
+	// lastSetup: the last Exec's error was a setup error.
+	lastSetup bool
 }
 
 // setupError is an error in the script's structure rather than in the
@@ -144,6 +146,7 @@ func (r *Runner) Close() {
 // are the same in every checkout.
 func (r *Runner) Exec(d Directive) string {
 	out, err := r.exec(d)
+	r.lastSetup = false
 	var ae argError
 	if errors.As(err, &ae) {
 		err = fmt.Errorf("%s: %w", d.Cmd, err)
@@ -152,7 +155,7 @@ func (r *Runner) Exec(d Directive) string {
 		out += "error: " + err.Error() + "\n"
 		var se setupError
 		if errors.As(err, &se) {
-			r.SetupFailed = true
+			r.lastSetup = true
 		}
 	}
 	if r.Env != nil && r.Env.Sim.Interrupted() && !r.interruptSaid {
@@ -786,29 +789,4 @@ func (r *Runner) network() (string, error) {
 	}
 	fmt.Fprintf(&b, "vpn %s\n", e.Net.VPN())
 	return b.String(), nil
-}
-
-// RunFile runs a script file and writes each command and its output to w,
-// datadriven style. It returns the tally of checks; an error means the
-// script could not be read.
-func (r *Runner) RunFile(path string, w io.Writer) error {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return fmt.Errorf("harness: %w", err)
-	}
-	ds, err := ParseScript(path, data)
-	if err != nil {
-		return fmt.Errorf("harness: %w", err)
-	}
-	for _, d := range ds {
-		fmt.Fprintf(w, "%s\n----\n", (&datadriven.TestData{Cmd: d.Cmd, CmdArgs: d.Args}).FullCmd())
-		out := r.Exec(d)
-		if strings.HasPrefix(out, "error: ") || strings.Contains(out, "\nerror: ") {
-			r.Tally.Failed++ // an error in a script is a failed run
-			r.Tally.Failures = append(r.Tally.Failures, Result{Check: "script", Subject: d.Pos, Verdict: Illegal, Evidence: strings.TrimSpace(out)})
-		}
-		fmt.Fprintln(w, strings.TrimRight(out, "\n"))
-		fmt.Fprintln(w)
-	}
-	return nil
 }

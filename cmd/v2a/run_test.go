@@ -62,6 +62,8 @@ func TestExitCodes(t *testing.T) {
 		{"bad flag", []string{"run", "foundation", "--seed", "minus-one"}, exitSetup, ""},
 		{"bad trace flag", []string{"run", "foundation", "--trace", "loud"}, exitSetup, ""},
 		{"unknown subcommand", []string{"frobnicate"}, exitSetup, ""},
+		{"an error the script expects is output, not a failure", []string{"run", script(t, "status\n----\nerror: status: no world yet: start the script with `world`")}, exitOK, "checks: 0 passed, 0 failed"},
+		{"declared failed checks but none failed", []string{"run", script(t, harness.ExpectFailedChecks+"\n\nstatus\n----\nerror: status: no world yet: start the script with `world`")}, exitChecks, "checks: 0 passed, 0 failed"},
 		{"bad argument is a failed run, not a set-up error", []string{"run", script(t, "world machines=(db01)", "write vm=db01 off=0 len=-1")}, exitChecks, "error: write: len=-1"},
 	}
 	for _, c := range cases {
