@@ -31,7 +31,7 @@ var commandKeys = map[string][]string{
 	"install":       {"vm", "passphrase"},
 	"wait":          {"state", "vms", "timeout"},
 	"status":        {},
-	"points":        {"vm", "last"},
+	"points":        {"vm", "last", "point"},
 	"alerts":        {},
 	"jobs":          {"vm"},
 	"agent":         {"vm"},

@@ -1,6 +1,7 @@
 package harness
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -8,6 +9,7 @@ import (
 	"time"
 
 	"github.com/v2a-dr/v2a/impl/azuresvc"
+	"github.com/v2a-dr/v2a/impl/blob"
 	"github.com/v2a-dr/v2a/impl/configsrv"
 	"github.com/v2a-dr/v2a/impl/proto"
 	"github.com/v2a-dr/v2a/sim/disk"
@@ -273,7 +275,13 @@ func (r *Runner) groupPoints(a argMap) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	if err := d.knownGroup("group-points", g); err != nil {
+		return "", err
+	}
 	gc, err := d.GroupCatalog(g)
+	if errors.Is(err, blob.ErrNotFound) {
+		return d.groupPointsAnswer(g), nil
+	}
 	if err != nil {
 		return "", err
 	}

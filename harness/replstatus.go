@@ -221,6 +221,9 @@ func (r *Runner) points(a argMap) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	if err := r.knownMachine("points", vm); err != nil {
+		return "", err
+	}
 	last, err := a.intIn("last", 8, 0, math.MaxInt64)
 	if err != nil {
 		return "", err
@@ -232,6 +235,15 @@ func (r *Runner) points(a argMap) (string, error) {
 	}
 	if err != nil {
 		return "", err
+	}
+	if id := a.str("point", ""); id != "" {
+		// One point: it, or what became of it.
+		for _, p := range cat.Points {
+			if p.ID == id {
+				return fmt.Sprintf("%s: point %s %s %s seq=%d gen=%d, %d snapshot(s)\n", vm, p.ID, p.Kind, fmtTime(r.Env, p.Time), p.Seq, p.Gen, len(p.Snapshots)), nil
+			}
+		}
+		return d.pointGone(vm, id, len(cat.Points)) + "\n", nil
 	}
 	var b strings.Builder
 	pts := cat.Points
@@ -281,10 +293,17 @@ func (r *Runner) jobs(a argMap) (string, error) {
 	}
 	var b strings.Builder
 	only := a.str("vm", "")
+	if only != "" {
+		if err := r.knownMachine("jobs", only); err != nil {
+			return "", err
+		}
+	}
+	shown := 0
 	for _, j := range st.Jobs {
 		if only != "" && j.Machine != only {
 			continue
 		}
+		shown++
 		fmt.Fprintf(&b, "job %d %s %s: %s", j.ID, j.Kind, j.Machine, j.Status)
 		if j.Reason != "" {
 			fmt.Fprintf(&b, " (%s)", j.Reason)
@@ -298,8 +317,16 @@ func (r *Runner) jobs(a argMap) (string, error) {
 			b.WriteByte('\n')
 		}
 	}
-	if len(st.Jobs) == 0 {
+	switch {
+	case len(st.Jobs) == 0:
 		b.WriteString("no jobs\n")
+	case shown == 0:
+		// Not empty output: say why there are none for this machine.
+		state := "the configuration server does not know it"
+		if ms, ok := d.MachineStatus(only); ok {
+			state = string(ms.State)
+		}
+		fmt.Fprintf(&b, "no jobs for %s: nothing was ever asked of it (%s)\n", only, state)
 	}
 	return b.String(), nil
 }
@@ -316,9 +343,20 @@ func (r *Runner) agentCmd(a argMap) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	if err := r.knownMachine("agent", vm); err != nil {
+		return "", err
+	}
 	ag := d.Agent(vm)
 	if ag == nil {
-		return "", fmt.Errorf("agent: %s has no running agent", vm)
+		// An answer: whether an agent was ever installed, and the state.
+		state := "the configuration server does not know it"
+		if ms, ok := d.MachineStatus(vm); ok {
+			state = string(ms.State)
+		}
+		if g := d.guests[vm]; g == nil || !g.installed {
+			return fmt.Sprintf("%s: no agent: the Mobility service is not installed (%s; `protect` pushes it, `install` puts it on by hand)\n", vm, state), nil
+		}
+		return fmt.Sprintf("%s: no agent running: its agent process is down (%s)\n", vm, state), nil
 	}
 	s := ag.Status()
 	var b strings.Builder
@@ -403,6 +441,8 @@ func noReplica(d *Deployment, vm string) string {
 	switch {
 	case !ok:
 		return fmt.Sprintf("%s: no recovery points: the configuration server does not know it\n", vm)
+	case ms.State == configsrv.StateUnprotected && ms.LastRefusal == "":
+		return fmt.Sprintf("%s: no recovery points: it is not protected (replication was never enabled for it: see protect)\n", vm)
 	case ms.LastRefusal != "":
 		return fmt.Sprintf("%s: no recovery points: it never replicated (%s; its agent's registration was %s)\n", vm, ms.State, ms.LastRefusal)
 	default:

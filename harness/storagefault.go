@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/aes"
 	"crypto/cipher"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -105,6 +106,15 @@ func (r *Runner) deleteSnapshot(a argMap) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	if err := r.knownMachine("fault delete-snapshot", vm); err != nil {
+		return "", err
+	}
+	if ans, err := d.catalogOrAnswer(vm); ans != "" || err != nil {
+		if err == nil {
+			err = errors.New(strings.TrimSuffix(ans, "\n"))
+		}
+		return "", fmt.Errorf("fault delete-snapshot: %w", err)
+	}
 	cat, err := d.Catalog(vm)
 	if err != nil {
 		return "", fmt.Errorf("fault delete-snapshot: %w", err)
@@ -124,7 +134,7 @@ func (r *Runner) deleteSnapshot(a argMap) (string, error) {
 			}
 		}
 		if i < 0 {
-			return "", fmt.Errorf("fault delete-snapshot: %s has no point %q", vm, want)
+			return "", fmt.Errorf("fault delete-snapshot: %s", d.pointGone(vm, want, len(pts)))
 		}
 	}
 	p := pts[i]
