@@ -24,11 +24,11 @@ func TestOwnDrillBuilt(t *testing.T) {
 		World(harness.WorldSpec{Seed: 2, Machines: []string{"db01"}, Workload: "bank"}).
 		Deploy().
 		Protect("db01").
-		Run(12 * time.Minute).
+		Run(12*time.Minute).
 		Crash("db01").
 		Run(time.Minute).
 		Restart("db01").
-		Run(12 * time.Minute).
+		Run(12*time.Minute).
 		Check("points", "schedule")
 	if tl := s.Tally(); tl.Passed == 0 || tl.Failed != 0 {
 		t.Errorf("%s", tl.Line())
