@@ -12,10 +12,14 @@ type recT struct {
 	cleanups     []func()
 }
 
-func (t *recT) Helper()                           {}
-func (t *recT) Errorf(format string, args ...any) { t.errs = append(t.errs, fmt.Sprintf(format, args...)) }
-func (t *recT) Fatalf(format string, args ...any) { t.fatals = append(t.fatals, fmt.Sprintf(format, args...)) }
-func (t *recT) Cleanup(f func())                  { t.cleanups = append(t.cleanups, f) }
+func (t *recT) Helper() {}
+func (t *recT) Errorf(format string, args ...any) {
+	t.errs = append(t.errs, fmt.Sprintf(format, args...))
+}
+func (t *recT) Fatalf(format string, args ...any) {
+	t.fatals = append(t.fatals, fmt.Sprintf(format, args...))
+}
+func (t *recT) Cleanup(f func()) { t.cleanups = append(t.cleanups, f) }
 func (t *recT) done() {
 	for i := len(t.cleanups) - 1; i >= 0; i-- {
 		t.cleanups[i]()
