@@ -127,11 +127,6 @@ type setupError struct{ error }
 
 func (e setupError) Unwrap() error { return e.error }
 
-// Commands lists the script commands, for errors and help.
-var Commands = []string{"world", "run", "write", "workload", "trace", "check", "fault", "network",
-	"deploy", "policy", "protect", "install", "wait", "status", "points", "alerts", "jobs", "agent",
-	"protect-group", "orders", "group-points", "groups", "power"}
-
 // Close releases the environment.
 func (r *Runner) Close() {
 	if r.Env != nil {
@@ -175,7 +170,7 @@ func (r *Runner) Exec(d Directive) string {
 }
 
 func (r *Runner) exec(d Directive) (string, error) {
-	if _, ok := commandKeys[d.Cmd]; !ok {
+	if _, ok := commandNamed(d.Cmd); !ok {
 		return "", setupError{fmt.Errorf("unknown command %q (known: %s)", d.Cmd, strings.Join(Commands, ", "))}
 	}
 	if err := checkArgs(d.Cmd, d.Args); err != nil {
@@ -185,56 +180,8 @@ func (r *Runner) exec(d Directive) (string, error) {
 	if d.Cmd != "world" && r.Env == nil {
 		return "", setupError{fmt.Errorf("%s: no world yet: start the script with `world`", d.Cmd)}
 	}
-	switch d.Cmd {
-	case "world":
-		return r.world(a)
-	case "run":
-		return r.run(a)
-	case "write":
-		return r.write(a)
-	case "workload":
-		return r.workload(a)
-	case "trace":
-		return r.trace(a)
-	case "check":
-		return r.check(a)
-	case "fault":
-		return r.fault(a)
-	case "network":
-		return r.network()
-	case "deploy":
-		return r.deploy(a)
-	case "policy":
-		return r.policy(a)
-	case "protect":
-		return r.protect(a)
-	case "install":
-		return r.install(a)
-	case "wait":
-		return r.wait(a)
-	case "status":
-		return r.status(a)
-	case "points":
-		return r.points(a)
-	case "alerts":
-		return r.alerts(a)
-	case "jobs":
-		return r.jobs(a)
-	case "agent":
-		return r.agentCmd(a)
-	case "protect-group":
-		return r.protectGroup(a)
-	case "orders":
-		return r.ordersCmd(a)
-	case "group-points":
-		return r.groupPoints(a)
-	case "groups":
-		return r.groups(a)
-	case "power":
-		return r.power(a)
-	default:
-		return "", fmt.Errorf("unknown command %q (known: %s)", d.Cmd, strings.Join(Commands, ", "))
-	}
+	c, _ := commandNamed(d.Cmd) // known: commandKeys has it
+	return c.run(r, a)
 }
 
 // world builds the environment:
