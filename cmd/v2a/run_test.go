@@ -159,3 +159,25 @@ func TestFailuresFile(t *testing.T) {
 		t.Errorf("failures = %+v, want the one script error", got)
 	}
 }
+
+// TestExpectedErrorsAreNotFailures: the CLI's verdict on scripts whose
+// goldens expect an error or declare failed checks is the one go test
+// gives (both use harness.Runner.Step and Verdict). registration.scn once
+// exited 1 here while go test passed: its `points vm=web01` after a
+// refused registration was counted as a failed check.
+func TestExpectedErrorsAreNotFailures(t *testing.T) {
+	t.Setenv("V2A_WORKDIR", t.TempDir())
+	for _, c := range []struct {
+		file, line string
+	}{
+		{"../../scenarios/registration.scn", "checks: 14 passed, 0 failed"},
+		{"../../scenarios/testdata/errors.scn", "checks: 0 passed, 0 failed"},
+		{"../../scenarios/testdata/no-points.scn", `failed checks expected: the script declares "# expect: failed-checks"`},
+	} {
+		var out, errOut bytes.Buffer
+		code := execute(context.Background(), []string{"run", c.file, "--trace", "none", "--quiet"}, &out, &errOut)
+		if code != exitOK || !strings.Contains(out.String(), c.line) {
+			t.Errorf("%s: exit %d, want 0 with %q:\n%s%s", c.file, code, c.line, out.String(), errOut.String())
+		}
+	}
+}
