@@ -83,8 +83,6 @@ func (r *Runner) check(a argMap) (string, error) {
 				return "", err
 			}
 			rs = append(rs, d.CheckRPO(a.list("vms"), bound)...)
-		default:
-			return "", fmt.Errorf("check: unknown check %q (want disks, invariants, points, catalog, schedule, rpo, cut, holds or round-holds)", w)
 		}
 		if len(rs) == before {
 			// A check that judged nothing must not pass: no protected

@@ -26,8 +26,9 @@ type Directive struct {
 }
 
 // ParseScript splits a .scn file (cockroachdb/datadriven format) into
-// directives. The CLI runs them; `go test` runs the same files through
-// datadriven, which also compares outputs.
+// directives (NewScript also reads the header). The CLI steps them with
+// Runner.RunScript; `go test` (RunScenario) steps the same files through
+// datadriven, which also compares outputs — both through Runner.Step.
 func ParseScript(name string, data []byte) ([]Directive, error) {
 	var out []Directive
 	sc := bufio.NewScanner(bytes.NewReader(data))
