@@ -1,12 +1,9 @@
 package harness
 
 import (
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
-
-	"github.com/v2a-dr/v2a/impl/blob"
 )
 
 // The portal's views answer a question about something that does not
@@ -70,13 +67,4 @@ func (d *Deployment) pointGone(vm, id string, npoints int) string {
 		why = "the Azure side removed it (" + orNone([]string{p.Removed}) + ")"
 	}
 	return fmt.Sprintf("%s's point %s (%s, made %s) is gone: %s", vm, id, p.Kind, fmtTime(d.e, p.Time), why)
-}
-
-// catalogOrAnswer loads a machine's catalog; with none, the answer is why.
-func (d *Deployment) catalogOrAnswer(vm string) (answer string, err error) {
-	_, err = d.Catalog(vm)
-	if errors.Is(err, blob.ErrNotFound) {
-		return noReplica(d, vm), nil
-	}
-	return "", err
 }
