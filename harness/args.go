@@ -11,36 +11,7 @@ import (
 	"github.com/cockroachdb/datadriven"
 )
 
-// commandKeys is every script command's keys: the one table the handlers'
-// arguments are checked against before they run, and that the errors name.
-// A key a command does not list is an error (a typo must not silently turn
-// into a default). Bare words (`trace hash`, `check verbose`) are keys too.
-// fault's keys depend on the kind of fault: see faultKeys.
-var commandKeys = map[string][]string{
-	"world":         {"seed", "target", "inventory", "machines", "workload", "tx", "churn"},
-	"run":           {"for"},
-	"write":         {"vm", "disk", "off", "len", "byte"},
-	"workload":      {"kind", "machines", "tx", "churn"},
-	"trace":         {"grep", "last", "hash", "storage"},
-	"check":         {"what", "vms", "group", "limit", "bound", "verbose"},
-	"network":       {},
-	"fault":         nil, // see faultKeys
-	"deploy":        {"passphrase", "cache", "agent-data", "agent-meta", "drain"},
-	"policy":        {"name", "rpo", "retention", "crash", "app", "compression"},
-	"protect":       {"vms", "policy", "passphrase"},
-	"install":       {"vm", "passphrase"},
-	"wait":          {"state", "vms", "timeout"},
-	"status":        {},
-	"points":        {"vm", "last"},
-	"alerts":        {},
-	"jobs":          {"vm"},
-	"agent":         {"vm"},
-	"protect-group": {"group", "vms", "policy", "master"},
-	"orders":        {"group", "db", "web", "report", "rate"},
-	"group-points":  {"group", "last"},
-	"groups":        {},
-	"power":         {"vm", "state"},
-}
+// Commands' keys are in the command table (commands.go).
 
 // faultKeys is each fault's keys (besides the bare kind itself and the
 // trigger keys on= and onhost=, which every fault takes).

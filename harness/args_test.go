@@ -105,3 +105,25 @@ func TestArgRanges(t *testing.T) {
 		t.Errorf("absent: %d, %v, want the default 7", n, err)
 	}
 }
+
+// TestCommandTable: every command in the one table has a handler, a
+// summary and an example that parses and passes its own argument check.
+func TestCommandTable(t *testing.T) {
+	if len(commands) != len(Commands) || len(commandKeys) != len(commands) {
+		t.Fatalf("%d commands, %d names, %d key lists", len(commands), len(Commands), len(commandKeys))
+	}
+	for _, c := range commands {
+		if c.run == nil || c.Summary == "" || c.Example == "" {
+			t.Errorf("%s: handler, summary or example missing", c.Name)
+			continue
+		}
+		cmd, cas, err := datadriven.ParseLine(c.Example)
+		if err != nil || cmd != c.Name {
+			t.Errorf("%s: example %q: %v (command %q)", c.Name, c.Example, err, cmd)
+			continue
+		}
+		if err := checkArgs(cmd, cas); err != nil {
+			t.Errorf("%s: example %q: %v", c.Name, c.Example, err)
+		}
+	}
+}

@@ -20,6 +20,10 @@ type madePoint struct {
 	// member's point; "snapshot-lost": its snapshot disappeared from
 	// storage). Retention does not owe such a point.
 	Gone string
+	// Removed is why the Azure side last took it away, retention
+	// included ("retention", "revoked", "snapshot-lost"); "" while it is
+	// live. The portal views answer with it for a point that is gone.
+	Removed string
 }
 
 // pointRecord is the harness's own record of every recovery point the
@@ -49,13 +53,13 @@ func (r *pointRecord) observe(ev *proto.ReplicaEvent) {
 	switch ev.Event {
 	case proto.EventPoint:
 		if p, ok := ps[ev.PointID]; ok {
-			p.Gone = "" // made again (a revoked tag is never made again; a re-made point is owed)
+			p.Gone, p.Removed = "", "" // made again (a revoked tag is never made again; a re-made point is owed)
 			return
 		}
 		ps[ev.PointID] = &madePoint{ID: ev.PointID, Kind: ev.Kind, Time: ev.PointTime}
 	case proto.EventPointLost:
 		if p, ok := ps[ev.PointID]; ok {
-			p.Gone = "snapshot-lost"
+			p.Gone, p.Removed = "snapshot-lost", "snapshot-lost"
 		}
 	case proto.EventPruned:
 		p, ok := ps[ev.PointID]
@@ -63,12 +67,22 @@ func (r *pointRecord) observe(ev *proto.ReplicaEvent) {
 			p = &madePoint{ID: ev.PointID, Kind: ev.Kind, Time: ev.PointTime}
 			ps[ev.PointID] = p
 		}
+		p.Removed = ev.Detail
 		if ev.Detail != "retention" {
 			// Anything but retention (revoked, snapshot lost) is a
 			// decision retention is not judged on.
 			p.Gone = ev.Detail
 		}
 	}
+}
+
+// find is one recorded point of a machine.
+func (r *pointRecord) find(machine, id string) (madePoint, bool) {
+	p, ok := r.byMachine[machine][id]
+	if !ok {
+		return madePoint{}, false
+	}
+	return *p, true
 }
 
 // made lists a machine's recorded points, oldest first.

@@ -5,6 +5,22 @@
 // inventory, where vSphere comes from (the in-process govmomi simulator, or
 // a vCenter URL), where blob storage comes from (an Azurite the harness
 // starts, or a connection string), and the network between the sites.
+//
+// # Scenarios in your own tests
+//
+// A team writes its own DR scenarios in `go test` through two entry
+// points, both on the one runner `v2a run` uses (same verdict rule):
+//
+//   - RunScenario(t, "testdata/drill.scn") runs a .scn script as a Go
+//     test: outputs compared with the file (-rewrite records them), an
+//     unexpected `error:` or a failed check fails the test;
+//   - NewScenario(t) builds the same in Go: World, Deploy, Protect, Run,
+//     Crash, Restart, Partition, Heal, Check, and Do for any other command
+//     (CommandTable lists them; `v2a help` prints it).
+//
+// Call Shutdown from TestMain after m.Run. See ExampleRunScenario and
+// ExampleNewScenario (harness/example_test.go, written as another module
+// would write it).
 package harness
 
 import (

@@ -1,16 +1,18 @@
 // Package scenarios holds v2a's scripted scenarios (*.scn, the
-// cockroachdb/datadriven format). This test runs each of them and compares
-// every command's output with the expectation in the file; `make rewrite`
-// regenerates the expectations for review.
+// cockroachdb/datadriven format). This test runs each of them through
+// harness.RunScenario — the runner `v2a run` uses, with its verdict rule —
+// and compares every command's output with the expectation in the file;
+// `make rewrite` regenerates the expectations for review. A failed check
+// fails the test whatever the file recorded, unless the script's header
+// declares `# expect: failed-checks`.
 package scenarios
 
 import (
-	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
-
-	"github.com/cockroachdb/datadriven"
 
 	"github.com/v2a-dr/v2a/harness"
 )
@@ -33,11 +35,61 @@ func TestScenarios(t *testing.T) {
 	}
 	for _, f := range files {
 		t.Run(f, func(t *testing.T) {
-			r := &harness.Runner{Ctx: context.Background(), Script: f}
-			defer r.Close()
-			datadriven.RunTest(t, f, func(t *testing.T, td *datadriven.TestData) string {
-				return r.Exec(harness.Directive{Pos: td.Pos, Cmd: td.Cmd, Args: td.CmdArgs, Input: td.Input})
-			})
+			harness.RunScenario(t, f)
 		})
 	}
+}
+
+// childScript names the script TestVerdictChild runs, in a child process
+// of TestGoldenCannotBlessAFailure.
+const childScript = "V2A_VERDICT_CHILD_SCRIPT"
+
+// TestGoldenCannotBlessAFailure proves the suite fails when a golden
+// records a failed check: no-points.scn without its `# expect:
+// failed-checks` header has goldens that record failures (what `make
+// rewrite` would write), and running it as this suite runs a file must
+// fail, naming the failed check. With the header it passes (the control).
+func TestGoldenCannotBlessAFailure(t *testing.T) {
+	data, err := os.ReadFile("testdata/no-points.scn")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(string(data), harness.ExpectFailedChecks+"\n") {
+		t.Fatalf("testdata/no-points.scn lost its header %q", harness.ExpectFailedChecks)
+	}
+	for _, c := range []struct {
+		name   string
+		script string
+		fail   bool
+	}{
+		{"undeclared failures fail", strings.TrimPrefix(string(data), harness.ExpectFailedChecks+"\n"), true},
+		{"declared failures pass", string(data), false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), "no-points.scn")
+			if err := os.WriteFile(p, []byte(c.script), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			cmd := exec.Command(os.Args[0], "-test.run", "^TestVerdictChild$", "-test.v")
+			cmd.Env = append(os.Environ(), childScript+"="+p)
+			out, err := cmd.CombinedOutput()
+			failed := err != nil
+			if failed != c.fail {
+				t.Fatalf("child failed=%v, want %v (err %v):\n%s", failed, c.fail, err, out)
+			}
+			if c.fail && !strings.Contains(string(out), "checks: 0 passed, 8 failed") {
+				t.Errorf("the failure does not give the tally:\n%s", out)
+			}
+		})
+	}
+}
+
+// TestVerdictChild is TestGoldenCannotBlessAFailure's child: it runs one
+// script the way TestScenarios does.
+func TestVerdictChild(t *testing.T) {
+	p := os.Getenv(childScript)
+	if p == "" {
+		t.Skip("a helper: runs only as TestGoldenCannotBlessAFailure's child")
+	}
+	harness.RunScenario(t, p)
 }

@@ -124,13 +124,13 @@ func runScenario(ctx context.Context, w io.Writer, name string, f runFlags) erro
 		}
 		defer pprof.StopCPUProfile()
 	}
-	ds, err := harness.ParseScript(path, data)
+	s, err := harness.NewScript(path, data)
 	if err != nil {
 		return err
 	}
 	seed := f.seed
 	if !f.seedSet {
-		seed = scriptSeed(ds)
+		seed = scriptSeed(s.Directives)
 	}
 	r := &harness.Runner{Seed: &seed, Script: path}
 	if f.target != "" {
@@ -161,31 +161,15 @@ func runScenario(ctx context.Context, w io.Writer, name string, f runFlags) erro
 	case "full":
 		r.Live = out
 	}
-	interrupted := false
-	for _, d := range ds {
-		if ctx.Err() != nil {
-			interrupted = true
-			break
-		}
+	// The one runner (harness.Runner.RunScript) and its one verdict rule
+	// (Runner.Verdict): `go test ./scenarios` and RunScenario use the same.
+	interrupted := r.RunScript(s, func(d harness.Directive, res string) {
 		cmdline := d.Cmd
 		for _, a := range d.Args {
 			cmdline += " " + a.String()
 		}
-		res := r.Exec(d)
 		fmt.Fprintf(out, "\n> %s\n%s", cmdline, indent(res))
-		if ctx.Err() != nil {
-			// The command was cut short: its output and any error it
-			// printed are not a verdict on the system.
-			interrupted = true
-			break
-		}
-		if strings.HasPrefix(res, "error: ") || strings.Contains(res, "\nerror: ") {
-			r.Tally.Add(harness.Result{Check: "script", Subject: d.Pos, Verdict: harness.Illegal, Evidence: strings.TrimSpace(res)})
-		}
-		if r.SetupFailed {
-			break // the script is malformed: what follows would only fail too
-		}
-	}
+	})
 	if interrupted {
 		fmt.Fprintf(w, "interrupted: stopped at %s of virtual time, before the end of the script\n", elapsed(r))
 	}
@@ -201,6 +185,10 @@ func runScenario(ctx context.Context, w io.Writer, name string, f runFlags) erro
 		fmt.Fprintf(w, "reproduce: %s\n", repro)
 	}
 	fmt.Fprintln(w, r.Tally.Line())
+	verdict := r.Verdict(s)
+	if s.ExpectFailed && verdict == nil {
+		fmt.Fprintf(w, "failed checks expected: the script declares %q\n", harness.ExpectFailedChecks)
+	}
 	sum := "none"
 	if r.Env != nil {
 		sum = r.Env.Trace.Sum()
@@ -211,7 +199,7 @@ func runScenario(ctx context.Context, w io.Writer, name string, f runFlags) erro
 		return errInterrupted
 	case r.SetupFailed:
 		return errScriptSetup
-	case r.Tally.Failed > 0:
+	case verdict != nil:
 		return errChecksFailed
 	}
 	return nil

@@ -1,15 +1,15 @@
+// Script commands of the deploy family: deploy, policy, protect, install, wait.
+
 package harness
 
 import (
 	"fmt"
 	"math"
-	"os"
-	"sort"
 	"strings"
 	"time"
 
+	"github.com/v2a-dr/v2a/impl/configsrv"
 	"github.com/v2a-dr/v2a/impl/proto"
-	"github.com/v2a-dr/v2a/sim/sched"
 )
 
 func (r *Runner) deployment() (*Deployment, error) {
@@ -148,101 +148,47 @@ func (r *Runner) awaitReplies(d *Deployment, n int) (string, error) {
 	return b.String(), nil
 }
 
-// hrlFault damages a crashed machine's change log on disk:
+// wait runs the world until machines reach a state:
 //
-//	fault tear-hrl vm=NAME [bytes=37]     a record half written at the crash
-//	fault corrupt-hrl vm=NAME             a flipped byte inside the log
-func (r *Runner) hrlFault(kind string, a argMap) (string, error) {
+//	wait [state=protected] [vms=(a,b)] [timeout=2h]
+func (r *Runner) wait(a argMap) (string, error) {
 	d, err := r.deployment()
 	if err != nil {
 		return "", err
 	}
-	vm, err := a.need("vm")
+	want := configsrv.State(a.str("state", string(configsrv.StateProtected)))
+	timeout, err := a.durMin("timeout", 2*time.Hour, 1)
 	if err != nil {
 		return "", err
 	}
-	if !r.Env.Sim.Down(vm) {
-		return "", fmt.Errorf("fault %s: crash the machine first (fault machine-crash vm=%s): a live filter owns its log", kind, vm)
+	vms := a.list("vms")
+	if len(vms) == 0 {
+		vms = d.protectedMachines()
 	}
-	files, err := d.ChangeLogFiles(vm)
-	if err != nil || len(files) == 0 {
-		return "", fmt.Errorf("fault %s: %s has no change log (%v)", kind, vm, err)
-	}
-	// The damage is done on the machine's own disk (sim/simfs), and made
-	// durable: it is what the crash left on stable media.
-	fs := d.disks[vm]
-	last := files[len(files)-1]
-	st, err := fs.Stat(last)
-	if err != nil {
-		return "", err
-	}
-	switch kind {
-	case "tear-hrl":
-		n, err := a.intIn("bytes", 37, 1, 1<<20)
-		if err != nil {
-			return "", err
-		}
-		garbage := make([]byte, n)
-		rnd := r.Env.Rand("tear/" + vm)
-		for i := range garbage {
-			garbage[i] = byte(rnd.Uint32())
-		}
-		f, err := fs.OpenFile(last, os.O_WRONLY|os.O_APPEND, 0)
-		if err != nil {
-			return "", err
-		}
-		_, err = f.Write(garbage)
-		if err == nil {
-			err = f.Sync()
-		}
-		f.Close()
-		if err != nil {
-			return "", err
-		}
-		return fmt.Sprintf("tore %s's change log: %d bytes of a half-written record at its end\n", vm, n), nil
-	default:
-		if st.Size() < 64 {
-			return "", fmt.Errorf("fault corrupt-hrl: %s's log is too short (%d bytes) to corrupt inside", vm, st.Size())
-		}
-		f, err := fs.OpenFile(last, os.O_RDWR, 0)
-		if err != nil {
-			return "", err
-		}
-		at := st.Size() / 3
-		b := make([]byte, 1)
-		if _, err = f.ReadAt(b, at); err == nil {
-			b[0] ^= 0x5a
-			if _, err = f.WriteAt(b, at); err == nil {
-				err = f.Sync()
+	start := r.Env.Sim.Elapsed()
+	reached := r.Env.RunUntil(timeout, func() bool {
+		for _, vm := range vms {
+			ms, ok := d.MachineStatus(vm)
+			if !ok || ms.State != want {
+				return false
 			}
 		}
-		f.Close()
-		if err != nil {
-			return "", err
+		return true
+	})
+	var b strings.Builder
+	if !reached {
+		for _, vm := range vms {
+			ms, _ := d.MachineStatus(vm)
+			if ms.State != want {
+				fmt.Fprintf(&b, "%s is %s", vm, ms.State)
+				if n := len(ms.History); n > 0 {
+					fmt.Fprintf(&b, " (%s)", ms.History[n-1].Reason)
+				}
+				b.WriteByte('\n')
+			}
 		}
-		return fmt.Sprintf("corrupted %s's change log: flipped a byte a third of the way into its last segment\n", vm), nil
+		return b.String(), fmt.Errorf("wait: not all %s after %s", want, timeout)
 	}
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
-}
-
-func fmtDur(d time.Duration) string {
-	if d < 0 {
-		return "-"
-	}
-	return d.Round(time.Second).String()
-}
-
-func fmtTime(e *Env, t time.Time) string {
-	if t.IsZero() {
-		return "-"
-	}
-	return sched.FormatElapsed(t.Sub(sched.Epoch))
+	fmt.Fprintf(&b, "%s %s after %s (at %s)\n", strings.Join(vms, ","), want, fmtDur(r.Env.Sim.Elapsed()-start), fmtTime(r.Env, r.Env.Sim.Now()))
+	return b.String(), nil
 }

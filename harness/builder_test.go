@@ -1,0 +1,46 @@
+package harness
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+)
+
+// recT records what the builder reports instead of failing the test.
+type recT struct {
+	errs, fatals []string
+	cleanups     []func()
+}
+
+func (t *recT) Helper() {}
+func (t *recT) Errorf(format string, args ...any) {
+	t.errs = append(t.errs, fmt.Sprintf(format, args...))
+}
+func (t *recT) Fatalf(format string, args ...any) {
+	t.fatals = append(t.fatals, fmt.Sprintf(format, args...))
+}
+func (t *recT) Cleanup(f func()) { t.cleanups = append(t.cleanups, f) }
+func (t *recT) done() {
+	for i := len(t.cleanups) - 1; i >= 0; i-- {
+		t.cleanups[i]()
+	}
+}
+
+// TestBuilderFails is the builder's negative control: a failed check is
+// an Errorf with its evidence, an error a Fatalf with the command.
+func TestBuilderFails(t *testing.T) {
+	rt := &recT{}
+	defer rt.done()
+	s := NewScenario(rt).World(WorldSpec{Seed: 2, Machines: []string{"db01"}})
+	if len(rt.errs)+len(rt.fatals) != 0 {
+		t.Fatalf("world: %v %v", rt.errs, rt.fatals)
+	}
+	s.Do("write vm=db01 off=0 len=4096").Check("invariants")
+	if len(rt.errs) == 0 || !strings.Contains(rt.errs[0], "harness: check failed: invariant") && strings.Contains(rt.errs[0], "nothing to judge") {
+		t.Errorf("a check over nothing did not fail the test: %q (output %s)", rt.errs, s.Output())
+	}
+	s.Do("write vm=ghost off=0")
+	if len(rt.fatals) != 1 || !strings.Contains(rt.fatals[0], `builder:4: write vm=ghost off=0:`) {
+		t.Errorf("an error did not stop the test: %q", rt.fatals)
+	}
+}

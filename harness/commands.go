@@ -1,0 +1,161 @@
+package harness
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Command is one script command: the one table the dispatcher, the
+// argument check, `v2a help` and the README's command table all read. A
+// command is added here and nowhere else.
+type Command struct {
+	Name string
+	// Keys are the keys it takes (bare words like `trace hash` too). A key
+	// it does not list is an error: a typo must not silently turn into a
+	// default. fault's keys depend on the fault: see faultKeys.
+	Keys    []string
+	Usage   string // the arguments, as the help prints them
+	Summary string // what it does
+	Example string // one line as a script writes it
+	run     func(r *Runner, a argMap) (string, error)
+}
+
+// commands is every script command, in the order errors and help name
+// them.
+var commands = []Command{
+	{Name: "world", Keys: []string{"seed", "target", "inventory", "machines", "workload", "tx", "churn"},
+		Usage:   "[seed=N] [target=PATH] [inventory=NAME] [machines=(a,b)] [workload=bank|fs|random|idle] [tx=N] [churn=BYTES]",
+		Summary: "build the world: vcsim from the inventory, guest disks, network, workloads (`tx`: bank transactions or fs operations a second); first, and once",
+		Example: "world seed=7 machines=(db01,web01) workload=bank",
+		run:     (*Runner).world},
+	{Name: "run", Keys: []string{"for"},
+		Usage: "for=DURATION", Summary: "advance virtual time", Example: "run for=2h",
+		run: (*Runner).run},
+	{Name: "write", Keys: []string{"vm", "disk", "off", "len", "byte"},
+		Usage: "vm=NAME off=BYTES [disk=N] [len=BYTES] [byte=0xNN]", Summary: "a scripted guest write", Example: "write vm=db01 off=4096 len=512",
+		run: (*Runner).write},
+	{Name: "workload", Keys: []string{"kind", "machines", "tx", "churn"},
+		Usage: "kind=bank|fs|random|idle [machines=(…)] [tx=N] [churn=BYTES]", Summary: "start a workload", Example: "workload kind=fs machines=(web01)",
+		run: (*Runner).workload},
+	{Name: "trace", Keys: []string{"grep", "last", "hash", "storage"},
+		Usage: "[grep=S] [last=N] | hash | storage", Summary: "trace lines since the last `trace`, the trace's hash, blob-storage request counts", Example: "trace grep=alert last=5",
+		run: (*Runner).trace},
+	{Name: "check", Keys: []string{"what", "vms", "group", "limit", "bound", "verbose"},
+		Usage:   "[what=(" + strings.Join(checkNames, ",") + ")] [vms=(…)] [group=(…)] [limit=DURATION] [bound=DURATION] [verbose]",
+		Summary: "property checks, counted in the closing line (default: disks, invariants)", Example: "check what=(points,schedule,rpo)",
+		run: (*Runner).check},
+	{Name: "fault", Keys: nil,
+		Usage:   "KIND [key=value…] [on=EVENT onhost=H]",
+		Summary: "inject one fault (KIND: " + strings.Join(faultNames, ", ") + "); `on=` fires it right after an event",
+		Example: "fault crash host=ord-db on=group-tag",
+		run:     (*Runner).fault},
+	{Name: "network", Keys: []string{},
+		Usage: "", Summary: "the network: hosts, links, VPN", Example: "network",
+		run: func(r *Runner, _ argMap) (string, error) { return r.network() }},
+	{Name: "deploy", Keys: []string{"passphrase", "cache", "agent-data", "agent-meta", "drain"},
+		Usage: "[passphrase=S] [cache=BYTES] [drain=60s] [agent-data=BYTES] [agent-meta=BYTES]", Summary: "start the configuration server, process server and Azure side", Example: "deploy",
+		run: (*Runner).deploy},
+	{Name: "policy", Keys: []string{"name", "rpo", "retention", "crash", "app", "compression"},
+		Usage: "name=N [rpo=] [retention=] [crash=] [app=] [compression=s2|zstd]", Summary: "create a replication policy", Example: "policy name=gold crash=5m app=1h",
+		run: (*Runner).policy},
+	{Name: "protect", Keys: []string{"vms", "policy", "passphrase"},
+		Usage: "vms=(…) [policy=N] [passphrase=S]", Summary: "enable replication (push install of the agent)", Example: "protect vms=(db01,web01)",
+		run: (*Runner).protect},
+	{Name: "install", Keys: []string{"vm", "passphrase"},
+		Usage: "vm=NAME [passphrase=S]", Summary: "install an agent by hand (a physical server)", Example: "install vm=phys01",
+		run: (*Runner).install},
+	{Name: "wait", Keys: []string{"state", "vms", "timeout"},
+		Usage: "[state=protected] [vms=(…)] [timeout=2h]", Summary: "run until machines reach a state", Example: "wait state=protected vms=(db01)",
+		run: (*Runner).wait},
+	{Name: "status", Keys: []string{},
+		Usage:   "",
+		Summary: "the portal's per-VM table: `written` is what the guest wrote, `sent` the payload its agent sent, `ratio` the true compression of its items, `codec` its policy's",
+		Example: "status",
+		run:     (*Runner).status},
+	{Name: "points", Keys: []string{"vm", "last", "point"},
+		Usage: "vm=NAME [last=N] [point=ID]", Summary: "a machine's recovery points, or one point and what became of it", Example: "points vm=db01 last=4",
+		run: (*Runner).points},
+	{Name: "alerts", Keys: []string{},
+		Usage: "", Summary: "the configuration server's alerts", Example: "alerts",
+		run: (*Runner).alerts},
+	{Name: "jobs", Keys: []string{"vm"},
+		Usage: "[vm=NAME]", Summary: "the configuration server's jobs", Example: "jobs vm=db01",
+		run: (*Runner).jobs},
+	{Name: "agent", Keys: []string{"vm"},
+		Usage: "vm=NAME", Summary: "a machine's agent as it sees itself", Example: "agent vm=db01",
+		run: (*Runner).agentCmd},
+	{Name: "protect-group", Keys: []string{"group", "vms", "policy", "master"},
+		Usage: "group=G vms=(…) [policy=N] [master=VM]", Summary: "enable a multi-VM replication group", Example: "protect-group group=orders vms=(ord-db,ord-web,ord-report)",
+		run: (*Runner).protectGroup},
+	{Name: "orders", Keys: []string{"group", "db", "web", "report", "rate"},
+		Usage: "db=VM web=VM report=VM [group=orders] [rate=N]", Summary: "start the cross-VM order flow", Example: "orders db=ord-db web=ord-web report=ord-report",
+		run: (*Runner).ordersCmd},
+	{Name: "group-points", Keys: []string{"group", "last"},
+		Usage: "group=G [last=N]", Summary: "a group's recovery points", Example: "group-points group=orders",
+		run: (*Runner).groupPoints},
+	{Name: "groups", Keys: []string{},
+		Usage: "", Summary: "replication groups: points, rounds, revokes and why, write holds", Example: "groups",
+		run: (*Runner).groups},
+	{Name: "power", Keys: []string{"vm", "state"},
+		Usage: "vm=NAME state=on|off", Summary: "vSphere power", Example: "power vm=web01 state=off",
+		run: (*Runner).power},
+}
+
+// Commands lists the script commands' names, for errors and help.
+var Commands = func() []string {
+	var out []string
+	for _, c := range commands {
+		out = append(out, c.Name)
+	}
+	return out
+}()
+
+// commandKeys is every command's keys, from the table.
+var commandKeys = func() map[string][]string {
+	m := map[string][]string{}
+	for _, c := range commands {
+		m[c.Name] = c.Keys
+	}
+	return m
+}()
+
+// commandNamed is a command's table entry.
+func commandNamed(name string) (Command, bool) {
+	for _, c := range commands {
+		if c.Name == name {
+			return c, true
+		}
+	}
+	return Command{}, false
+}
+
+// CommandTable is the command table: the text `v2a help` prints, or
+// (markdown) the README's table.
+func CommandTable(markdown bool) string {
+	var b strings.Builder
+	if markdown {
+		b.WriteString("| command | what it does | example |\n| --- | --- | --- |\n")
+	}
+	for _, c := range commands {
+		syn := strings.TrimSpace(c.Name + " " + c.Usage)
+		if markdown {
+			fmt.Fprintf(&b, "| `%s` | %s | `%s` |\n", strings.ReplaceAll(syn, "|", `\|`), strings.ReplaceAll(c.Summary, "|", `\|`), strings.ReplaceAll(c.Example, "|", `\|`))
+			continue
+		}
+		fmt.Fprintf(&b, "%s\n    %s\n    e.g. %s\n", syn, c.Summary, c.Example)
+	}
+	if markdown {
+		b.WriteString("\nFaults (`fault KIND`), each with its keys besides `on=` and `onhost=`:\n\n| fault | keys |\n| --- | --- |\n")
+	} else {
+		b.WriteString("\nfaults (fault KIND), each with its keys besides on= and onhost=:\n")
+	}
+	for _, f := range faultNames {
+		keys := keyList(faultKeys[f])
+		if markdown {
+			fmt.Fprintf(&b, "| `%s` | %s |\n", f, keys)
+			continue
+		}
+		fmt.Fprintf(&b, "  %-16s %s\n", f, keys)
+	}
+	return b.String()
+}
