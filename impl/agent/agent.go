@@ -131,7 +131,8 @@ const (
 	tChecksums = "checksums-timeout"
 	tSyncRetry = "sync-read-retry"
 	// The multi-VM tag protocol: the master's round schedule, its phase
-	// timeout and resend; a member's hold deadline.
+	// timeout and resend (tagMaster's timers); a member's hold deadline
+	// (tagMember's).
 	tGroupRound  = "group-round"
 	tTagPhase    = "tag-phase-timeout"
 	tTagResend   = "tag-phase-resend"
@@ -177,28 +178,24 @@ type Agent struct {
 	bookmarks bookmarkStats
 	lastErr   string
 
-	// Multi-VM consistency: the group (nil: in none), the master's
-	// schedule and round, the member's round and remembered answers.
-	group         *proto.GroupConfig
-	sched         groupSchedule
-	round         *masterRound
-	cur           *memberRound
-	remembered    map[string]*memberRound
-	rememberOrder []string
-	newest        map[string]uint64 // highest tag number begun, per master
-	rounds        roundStats
-	startedAt     time.Time // when this incarnation started: names it in TagRound reports
-	member        memberStats
-	holds         HoldStats
+	// Multi-VM consistency: the group (nil: in none), and the tag
+	// protocol's two sides, each with its own state and timers: the
+	// master's (used when this machine is the group's master) and the
+	// member's (every member, the master included).
+	group     *proto.GroupConfig
+	master    tagMaster
+	member    tagMember
+	startedAt time.Time // when this incarnation started: names it in TagRound reports
 }
 
 // New builds an agent. It does nothing until it handles Started.
 func New(cfg Config) *Agent {
 	cfg.defaults()
-	return &Agent{cfg: cfg, phase: PhaseIdle, bookmarks: newBookmarkStats(),
-		remembered: map[string]*memberRound{}, newest: map[string]uint64{},
-		rounds: roundStats{revokedBy: map[string]int64{}, skipped: map[string]int64{}},
-		member: memberStats{refused: map[string]int64{}}}
+	a := &Agent{cfg: cfg, phase: PhaseIdle, bookmarks: newBookmarkStats()}
+	a.master = tagMaster{a: a, stats: roundStats{revokedBy: map[string]int64{}, skipped: map[string]int64{}}}
+	a.member = tagMember{a: a, remembered: map[string]*memberRound{}, newest: map[string]uint64{},
+		stats: memberStats{refused: map[string]int64{}}}
+	return a
 }
 
 // Handle implements runtime.Actor.
@@ -210,10 +207,18 @@ func (a *Agent) Handle(ctx runtime.Context, ev runtime.Event) {
 	case runtime.Message:
 		a.message(ctx, ev)
 	case runtime.Timer:
-		if !a.timers.Fired(ev) {
-			return // cancelled or replaced
+		// Each timer belongs to the agent or to one side of the tag
+		// protocol; a firing none of them owns was cancelled or replaced.
+		switch {
+		case a.timers.Fired(ev):
+			a.timer(ctx, ev.Name)
+		case a.master.timers.Fired(ev):
+			a.master.timer(ctx, ev.Name)
+		case a.member.timers.Fired(ev):
+			a.member.deadline(ctx)
+		default:
+			return
 		}
-		a.timer(ctx, ev.Name)
 	case runtime.Done:
 		a.ops.Dispatch(ctx, ev)
 	}
@@ -263,13 +268,13 @@ func (a *Agent) start(ctx runtime.Context) {
 	if ok {
 		a.group = st.Group
 	}
-	a.recoverHold(ctx)
+	a.member.recoverHold(ctx)
 	a.register(ctx)
 	if !ok || st.Gen == 0 {
 		return
 	}
 	a.st = st
-	a.scheduleGroup(ctx)
+	a.master.scheduleGroup(ctx)
 	a.phase = st.Phase
 	ctx.Log().Info("agent: resuming", "machine", a.cfg.Machine, "phase", st.Phase, "gen", st.Gen)
 	a.armBookmarkTimers(ctx)
@@ -341,9 +346,9 @@ func (a *Agent) message(ctx runtime.Context, ev runtime.Message) {
 	case *proto.GroupConfig:
 		a.onGroupConfig(ctx, m)
 	case *proto.Tag:
-		a.onTag(ctx, ev.From, m)
+		a.member.onTag(ctx, ev.From, m)
 	case *proto.TagAck:
-		a.roundAck(ctx, m)
+		a.master.roundAck(ctx, m)
 	default:
 		ctx.Log().Warn("agent: unexpected message", "from", string(ev.From), "kind", wire.KindName(msg.WireKind()))
 	}
@@ -498,14 +503,6 @@ func (a *Agent) timer(ctx runtime.Context, name string) {
 		if a.sync != nil {
 			a.sync.blocked = false
 		}
-	case tGroupRound:
-		a.groupTimer(ctx)
-	case tTagPhase:
-		a.phaseTimeout(ctx)
-	case tTagResend:
-		a.resendPhase(ctx)
-	case tTagDeadline:
-		a.memberDeadline(ctx)
 	}
 }
 

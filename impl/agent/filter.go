@@ -6,7 +6,6 @@ import (
 	"io"
 	"math"
 	"sync"
-	"time"
 
 	"github.com/v2a-dr/v2a/impl/hrl"
 	"github.com/v2a-dr/v2a/impl/proto"
@@ -116,12 +115,9 @@ type Filter struct {
 	rdNext uint64
 	held   *hrl.Record
 
-	// The write gate of the multi-VM tag protocol (see Hold).
-	holding     bool
-	holdTag     string    // the bookmark inserted while holding
-	holdUntil   time.Time // when the gate opens by itself (zero: never)
-	expired     int64     // holds the gate's own deadline ended
-	releaseHook func()
+	// Gate is the write gate of the multi-VM tag protocol (gate.go): its
+	// methods are the Filter's, so the guest's write path sees one driver.
+	Gate
 }
 
 // FilterStats is a snapshot of a Filter.
@@ -163,6 +159,7 @@ func OpenFilter(dir, machine string, opts FilterOptions) (*Filter, hrl.Recovery,
 		return nil, rec, fmt.Errorf("agent: open filter of %s: %w", machine, err)
 	}
 	f := &Filter{log: l, dataBudget: opts.DataBudget, metaBudget: opts.MetaBudget}
+	f.revoke = f.RevokeBookmark
 	f.metaLast = rec.LastSeq
 	f.drained = rec.TrimSeq
 	if rec.ResyncRequired {
@@ -297,9 +294,7 @@ func (f *Filter) InsertBookmark(kind proto.Consistency, id string, unixNano int6
 		f.stop("change log: " + err.Error())
 		return 0, fmt.Errorf("agent: bookmark %s: %w", id, err)
 	}
-	if f.holding {
-		f.holdTag = id
-	}
+	f.tagged(id)
 	return seq, nil
 }
 
@@ -319,115 +314,6 @@ func (f *Filter) RevokeBookmark(id string) (uint64, error) {
 		return 0, fmt.Errorf("agent: revoke %s: %w", id, err)
 	}
 	return seq, nil
-}
-
-// Hold closes the write gate: from now on Admit returns false, and the
-// guest's write path queues new writes instead of issuing them (a real
-// driver pends the IRPs). Writes already past Admit finish: a real driver
-// lets them complete before its holder acknowledges the hold; the
-// simulated guest admits and captures in one step. Capture itself never
-// blocks and keeps logging what reaches it. Holding twice is holding once.
-func (f *Filter) Hold() {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if !f.holding {
-		f.holding, f.holdTag = true, ""
-	}
-}
-
-// Release opens the write gate: Admit returns true again. Then, outside
-// the filter's mutex (the hook issues writes, which Capture), it calls the
-// release hook so that the write path resumes its queued writes. Releasing
-// an open gate does nothing.
-func (f *Filter) Release() {
-	f.mu.Lock()
-	was, hook := f.holding, f.releaseHook
-	f.holding, f.holdTag, f.holdUntil = false, "", time.Time{}
-	f.mu.Unlock()
-	if was && hook != nil {
-		hook()
-	}
-}
-
-// SetHoldDeadline sets when a closed gate opens by itself. The member
-// agent sets it when it holds (prepare + TagTimeouts.Hold()); it is the
-// driver's own timer, which must fire even when the agent process is down,
-// so that no write is held longer than the phase timeouts allow whatever
-// fails. The guest's write path (or its timer) calls Expire.
-func (f *Filter) SetHoldDeadline(t time.Time) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.holding {
-		f.holdUntil = t
-	}
-}
-
-// HoldDeadline is when the closed gate opens by itself (zero: the gate is
-// open, or has no deadline).
-func (f *Filter) HoldDeadline() time.Time {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.holdUntil
-}
-
-// Expire opens a gate whose deadline has passed at now: the tag inserted
-// while holding, if any, gets a revoke record (the round's outcome is
-// unknown, so the tag must not become a point), and the gate is released.
-// It reports the revoked tag and whether it expired anything.
-func (f *Filter) Expire(now time.Time) (revoked string, expired bool) {
-	f.mu.Lock()
-	if !f.holding || f.holdUntil.IsZero() || now.Before(f.holdUntil) {
-		f.mu.Unlock()
-		return "", false
-	}
-	tag := f.holdTag
-	f.expired++
-	f.mu.Unlock()
-	if tag != "" {
-		f.RevokeBookmark(tag)
-	}
-	f.Release()
-	return tag, true
-}
-
-// Expired is the number of holds the gate's own deadline ended.
-func (f *Filter) Expired() int64 {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.expired
-}
-
-// Admit says whether the guest's write path may issue a new write now;
-// false means the gate holds: queue the write until the release hook runs.
-func (f *Filter) Admit() bool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return !f.holding
-}
-
-// SetReleaseHook registers how the guest's write path resumes its queued
-// writes; Release calls it. nil removes it.
-func (f *Filter) SetReleaseHook(hook func()) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.releaseHook = hook
-}
-
-// Holding says whether the write gate is closed.
-func (f *Filter) Holding() bool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.holding
-}
-
-// HoldTag is the id of the bookmark inserted while the gate holds ("" when
-// none, or when the gate is open). The gate is kernel state that outlives
-// the agent: an agent restarted mid-round revokes this tag before it
-// releases, since it no longer knows how the round ended.
-func (f *Filter) HoldTag() string {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.holdTag
 }
 
 // NextSeq is the sequence number the next record will get (unless another

@@ -57,7 +57,7 @@ func (a *Agent) onGroupConfig(ctx runtime.Context, m *proto.GroupConfig) {
 	}
 	ctx.Log().Info("agent: replication group", "machine", a.cfg.Machine, "group", gc.Group, "version", gc.Version,
 		"master", gc.Master, "members", len(gc.Members))
-	a.scheduleGroup(ctx)
+	a.master.scheduleGroup(ctx)
 	if a.registered {
 		a.heartbeat(ctx) // tells the configuration server the version applied
 	}
@@ -79,15 +79,15 @@ func groupConfigProblem(m *proto.GroupConfig, machine string) string {
 // leaveGroup forgets the group: no more rounds, and a round in progress
 // here ends (its tag revoked, writes released).
 func (a *Agent) leaveGroup(ctx runtime.Context) {
-	if a.round != nil {
-		a.revokeRound(ctx, "master left the group")
+	if a.master.round != nil {
+		a.master.revokeRound(ctx, "master left the group")
 	}
-	if a.cur != nil {
-		a.endMember(ctx, a.cur, true)
+	if a.member.cur != nil {
+		a.member.end(ctx, a.member.cur, true)
 	}
 	a.group = nil
-	a.cancel(ctx, tGroupRound)
-	a.sched = groupSchedule{}
+	a.master.timers.Cancel(ctx, tGroupRound)
+	a.master.sched = groupSchedule{}
 	if a.st.Gen > 0 {
 		a.save(ctx)
 	}
@@ -97,70 +97,73 @@ func (a *Agent) leaveGroup(ctx runtime.Context) {
 func (a *Agent) isMaster() bool { return a.group != nil && a.group.Master == a.cfg.Machine }
 
 // scheduleGroup (re)starts the master's round schedule from now.
-func (a *Agent) scheduleGroup(ctx runtime.Context) {
-	a.cancel(ctx, tGroupRound)
-	a.sched = groupSchedule{}
+func (tm *tagMaster) scheduleGroup(ctx runtime.Context) {
+	a := tm.a
+	tm.timers.Cancel(ctx, tGroupRound)
+	tm.sched = groupSchedule{}
 	if !a.isMaster() {
 		return
 	}
 	now := ctx.Now()
 	if a.group.CrashInterval > 0 {
-		a.sched.nextCrash = now.Add(a.group.CrashInterval)
+		tm.sched.nextCrash = now.Add(a.group.CrashInterval)
 	}
 	if a.group.AppInterval > 0 {
-		a.sched.nextApp = now.Add(a.group.AppInterval)
+		tm.sched.nextApp = now.Add(a.group.AppInterval)
 	}
-	a.armGroupTimer(ctx)
+	tm.armGroupTimer(ctx)
 }
 
-func (a *Agent) armGroupTimer(ctx runtime.Context) {
-	next := a.sched.nextCrash
-	if !a.sched.nextApp.IsZero() && (next.IsZero() || a.sched.nextApp.Before(next)) {
-		next = a.sched.nextApp
+func (tm *tagMaster) armGroupTimer(ctx runtime.Context) {
+	next := tm.sched.nextCrash
+	if !tm.sched.nextApp.IsZero() && (next.IsZero() || tm.sched.nextApp.Before(next)) {
+		next = tm.sched.nextApp
 	}
 	if !next.IsZero() {
-		a.set(ctx, tGroupRound, max(next.Sub(ctx.Now()), 0))
+		tm.timers.Set(ctx, tGroupRound, max(next.Sub(ctx.Now()), 0))
 	}
 }
 
 // groupTimer: a round is due. When both kinds are due, one app round
 // serves both.
-func (a *Agent) groupTimer(ctx runtime.Context) {
+func (tm *tagMaster) groupTimer(ctx runtime.Context) {
+	a := tm.a
 	if !a.isMaster() {
 		return
 	}
 	now := ctx.Now()
 	var kind proto.Consistency
-	if !a.sched.nextApp.IsZero() && !now.Before(a.sched.nextApp) {
+	if !tm.sched.nextApp.IsZero() && !now.Before(tm.sched.nextApp) {
 		kind = proto.App
-		a.sched.nextApp = now.Add(a.group.AppInterval)
+		tm.sched.nextApp = now.Add(a.group.AppInterval)
 	}
-	if !a.sched.nextCrash.IsZero() && !now.Before(a.sched.nextCrash) {
+	if !tm.sched.nextCrash.IsZero() && !now.Before(tm.sched.nextCrash) {
 		if kind == 0 {
 			kind = proto.Crash
 		}
-		a.sched.nextCrash = now.Add(a.group.CrashInterval)
+		tm.sched.nextCrash = now.Add(a.group.CrashInterval)
 	}
-	a.armGroupTimer(ctx)
+	tm.armGroupTimer(ctx)
 	if kind != 0 {
-		a.dueRound(ctx, kind)
+		tm.dueRound(ctx, kind)
 	}
 }
 
 // dueRound starts a round of kind, or keeps it for when the running round
 // ends, or counts why it cannot run.
-func (a *Agent) dueRound(ctx runtime.Context, kind proto.Consistency) {
+func (tm *tagMaster) dueRound(ctx runtime.Context, kind proto.Consistency) {
+	a := tm.a
 	switch {
-	case a.round != nil:
-		if a.sched.pending != proto.App {
-			a.sched.pending = kind
+	case tm.round != nil:
+		if tm.sched.pending != proto.App {
+			tm.sched.pending = kind
 		}
 	case a.phase != PhaseReplicating:
-		a.rounds.skipped[a.phase]++
+		tm.stats.skipped[a.phase]++
 		ctx.Log().Info("agent: group round skipped", "machine", a.cfg.Machine, "group", a.group.Group,
 			"kind", kind, "reason", a.phase)
 	default:
-		a.startRound(ctx, kind)
+		tm.startRound(ctx, kind)
 	}
 }
 

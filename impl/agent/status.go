@@ -102,19 +102,19 @@ func (a *Agent) Status() Status {
 	if g := a.group; g != nil {
 		s.Group, s.GroupVersion, s.GroupMaster, s.IsMaster = g.Group, g.Version, g.Master, a.isMaster()
 	}
-	s.Rounds = RoundStats{Started: a.rounds.started, Committed: a.rounds.committed, Revoked: a.rounds.revoked,
-		RevokedBy: reasonList(a.rounds.revokedBy), Skipped: reasonList(a.rounds.skipped),
-		LastTag: a.rounds.lastTag, LastOutcome: a.rounds.lastOutcome}
-	if r := a.round; r != nil {
+	s.Rounds = RoundStats{Started: a.master.stats.started, Committed: a.master.stats.committed, Revoked: a.master.stats.revoked,
+		RevokedBy: reasonList(a.master.stats.revokedBy), Skipped: reasonList(a.master.stats.skipped),
+		LastTag: a.master.stats.lastTag, LastOutcome: a.master.stats.lastOutcome}
+	if r := a.master.round; r != nil {
 		s.Rounds.Tag, s.Rounds.Kind, s.Rounds.Phase = r.tag.TagID, r.tag.Kind, r.phase
 	}
-	s.Member = MemberStats{Begun: a.member.begun, Refused: reasonList(a.member.refused), Resumed: a.member.resumed,
-		Revoked: a.member.revoked, TagsRevoked: a.member.tagsRevoked}
-	if r := a.cur; r != nil {
+	s.Member = MemberStats{Begun: a.member.stats.begun, Refused: reasonList(a.member.stats.refused), Resumed: a.member.stats.resumed,
+		Revoked: a.member.stats.revoked, TagsRevoked: a.member.stats.tagsRevoked}
+	if r := a.member.cur; r != nil {
 		s.Member.Tag, s.Member.Phase = r.tag.TagID, r.phase
 	}
-	s.Holds = a.holds
-	s.Holds.Recent = append([]time.Duration(nil), a.holds.Recent...)
+	s.Holds = a.member.holds
+	s.Holds.Recent = append([]time.Duration(nil), a.member.holds.Recent...)
 	if a.filter != nil {
 		s.Holding = a.filter.Holding()
 		fs := a.filter.Stats()

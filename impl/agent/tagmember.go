@@ -25,6 +25,24 @@ import (
 // phase is kept, so a duplicated or late message gets the same answer
 // again; a phase for an unknown tag, or out of order, is answered OK false.
 
+// tagMember is the member's side of the protocol in one agent (the
+// master's agent has one too): the round it takes part in, the answers it
+// remembers, the holds it made, and its hold-deadline timer. It owns that
+// state alone; the agent routes Tags and the deadline's firing to it. What
+// it needs of the agent (the machine, the group, the filter that holds the
+// writes, the guest that freezes, whether a bookmark can be honoured) it
+// reads through a.
+type tagMember struct {
+	a             *Agent
+	timers        runtime.Timers
+	cur           *memberRound
+	remembered    map[string]*memberRound
+	rememberOrder []string
+	newest        map[string]uint64 // highest tag number begun, per master
+	stats         memberStats
+	holds         HoldStats
+}
+
 // memberRound is one round as this member sees it.
 type memberRound struct {
 	tag      proto.Tag // as begin brought it (Phase and Reason unused)
@@ -52,14 +70,15 @@ const (
 )
 
 // onTag handles a phase from the network and answers its sender.
-func (a *Agent) onTag(ctx runtime.Context, from runtime.Addr, t *proto.Tag) {
-	ack := a.memberTag(ctx, t)
+func (mb *tagMember) onTag(ctx runtime.Context, from runtime.Addr, t *proto.Tag) {
+	ack := mb.tag(ctx, t)
 	ctx.Send(from, wire.Encode(&ack))
 }
 
-// memberTag does phase t.Phase of round t.TagID and returns the answer.
-func (a *Agent) memberTag(ctx runtime.Context, t *proto.Tag) proto.TagAck {
-	r := a.remembered[t.TagID]
+// tag does phase t.Phase of round t.TagID and returns the answer.
+func (mb *tagMember) tag(ctx runtime.Context, t *proto.Tag) proto.TagAck {
+	a := mb.a
+	r := mb.remembered[t.TagID]
 	if r != nil {
 		if ack, ok := r.answers[t.Phase]; ok {
 			return ack // a duplicate: the same answer
@@ -67,23 +86,23 @@ func (a *Agent) memberTag(ctx runtime.Context, t *proto.Tag) proto.TagAck {
 	} else {
 		if t.Phase != proto.PhaseBegin {
 			// Remembered, so that a late begin of it is refused too.
-			r = a.remember(&memberRound{tag: *t, phase: t.Phase, ended: true, answers: map[string]proto.TagAck{}})
-			return a.answer(r, t.Phase, false, reasonUnknownTag)
+			r = mb.remember(&memberRound{tag: *t, phase: t.Phase, ended: true, answers: map[string]proto.TagAck{}})
+			return mb.answer(r, t.Phase, false, reasonUnknownTag)
 		}
-		return a.memberBegin(ctx, t)
+		return mb.begin(ctx, t)
 	}
 	switch t.Phase {
 	case proto.PhaseRevoke:
 		// Also after resume: another member failed, and the tag inserted
 		// here must not become part of a group point.
-		a.endMember(ctx, r, true)
-		return a.answer(r, proto.PhaseRevoke, true, "")
+		mb.end(ctx, r, true)
+		return mb.answer(r, proto.PhaseRevoke, true, "")
 	case proto.PhaseBegin, proto.PhasePrepare, proto.PhaseQuiesce, proto.PhaseCommit, proto.PhaseResume:
 	default:
-		return a.answer(r, t.Phase, false, "unknown phase "+t.Phase)
+		return mb.answer(r, t.Phase, false, "unknown phase "+t.Phase)
 	}
 	if r.ended {
-		return a.answer(r, t.Phase, false, "round over after "+r.phase)
+		return mb.answer(r, t.Phase, false, "round over after "+r.phase)
 	}
 	want := map[string]string{proto.PhasePrepare: proto.PhaseBegin, proto.PhaseCommit: proto.PhasePrepare,
 		proto.PhaseQuiesce: proto.PhasePrepare, proto.PhaseResume: proto.PhaseCommit}[t.Phase]
@@ -94,69 +113,71 @@ func (a *Agent) memberTag(ctx runtime.Context, t *proto.Tag) proto.TagAck {
 		want = "" // crash rounds have no quiesce
 	}
 	if r.phase != want {
-		return a.answer(r, t.Phase, false, fmt.Sprintf("out of order: %s after %s", t.Phase, r.phase))
+		return mb.answer(r, t.Phase, false, fmt.Sprintf("out of order: %s after %s", t.Phase, r.phase))
 	}
 	switch t.Phase {
 	case proto.PhasePrepare:
 		a.filter.Hold()
 		a.filter.SetHoldDeadline(ctx.Now().Add(r.timeouts.Hold()))
 		r.holding, r.heldAt = true, ctx.Now()
-		a.set(ctx, tTagDeadline, r.timeouts.Hold())
+		mb.timers.Set(ctx, tTagDeadline, r.timeouts.Hold())
 	case proto.PhaseQuiesce:
 		if err := a.cfg.Guest.Freeze(); err != nil {
-			return a.answer(r, t.Phase, false, "freeze failed: "+err.Error())
+			return mb.answer(r, t.Phase, false, "freeze failed: "+err.Error())
 		}
 		r.frozen = true
 	case proto.PhaseCommit:
 		if reason := a.bookmarkBlocker(); reason != "" {
-			return a.answer(r, t.Phase, false, reason)
+			return mb.answer(r, t.Phase, false, reason)
 		}
 		seq, err := a.filter.InsertBookmark(r.tag.Kind, r.tag.TagID, ctx.Now().UnixNano())
 		if err != nil {
-			return a.answer(r, t.Phase, false, err.Error())
+			return mb.answer(r, t.Phase, false, err.Error())
 		}
 		r.seq = seq
 		ctx.Log().Info("agent: group tag", "machine", a.cfg.Machine, "tag", r.tag.TagID, "seq", seq)
 	case proto.PhaseResume:
-		a.endMember(ctx, r, false)
+		mb.end(ctx, r, false)
 	}
 	r.phase = t.Phase
-	return a.answer(r, t.Phase, true, "")
+	return mb.answer(r, t.Phase, true, "")
 }
 
-// memberBegin answers the begin of a round not seen before.
-func (a *Agent) memberBegin(ctx runtime.Context, t *proto.Tag) proto.TagAck {
+// begin answers the begin of a round not seen before.
+func (mb *tagMember) begin(ctx runtime.Context, t *proto.Tag) proto.TagAck {
+	a := mb.a
 	r := &memberRound{tag: *t, phase: proto.PhaseBegin, answers: map[string]proto.TagAck{}}
 	r.tag.Phase, r.tag.Reason = "", ""
 	if a.group != nil {
 		r.timeouts = timeoutsFor(a.group, t.Kind)
 	}
-	a.remember(r)
-	if reason := a.beginBlocker(t); reason != "" {
+	mb.remember(r)
+	if reason := mb.beginBlocker(t); reason != "" {
 		r.ended = true
-		a.member.refused[reason]++
+		mb.stats.refused[reason]++
 		ctx.Log().Info("agent: group round refused", "machine", a.cfg.Machine, "tag", t.TagID, "reason", reason)
-		return a.answer(r, proto.PhaseBegin, false, reason)
+		return mb.answer(r, proto.PhaseBegin, false, reason)
 	}
-	if c := a.cur; c != nil {
+	if c := mb.cur; c != nil {
 		// The master runs one round at a time: a newer one means it gave up
 		// on the older, whose revoke we missed.
 		ctx.Log().Info("agent: group round superseded", "machine", a.cfg.Machine, "tag", c.tag.TagID, "by", t.TagID)
-		a.endMember(ctx, c, true)
+		mb.end(ctx, c, true)
 		c.answers[proto.PhaseRevoke] = proto.TagAck{Group: c.tag.Group, TagID: c.tag.TagID, Phase: proto.PhaseRevoke,
 			Machine: a.cfg.Machine, Reason: "superseded by " + t.TagID, Held: c.held}
 	}
-	a.newest[t.Master] = max(a.newest[t.Master], tagNumber(t.TagID))
-	a.cur = r
-	a.member.begun++
+	mb.newest[t.Master] = max(mb.newest[t.Master], tagNumber(t.TagID))
+	mb.cur = r
+	mb.stats.begun++
 	// A round that never gets to prepare is forgotten after the longest it
 	// could last.
-	a.set(ctx, tTagDeadline, r.timeouts.Prepare+r.timeouts.Hold())
-	return a.answer(r, proto.PhaseBegin, true, "")
+	mb.timers.Set(ctx, tTagDeadline, r.timeouts.Prepare+r.timeouts.Hold())
+	return mb.answer(r, proto.PhaseBegin, true, "")
 }
 
 // beginBlocker says why this member cannot take part in round t, or "".
-func (a *Agent) beginBlocker(t *proto.Tag) string {
+func (mb *tagMember) beginBlocker(t *proto.Tag) string {
+	a := mb.a
 	switch {
 	case a.group == nil:
 		return "not in a replication group"
@@ -166,7 +187,7 @@ func (a *Agent) beginBlocker(t *proto.Tag) string {
 		return "not the group's master: " + t.Master
 	case !t.Kind.Valid():
 		return fmt.Sprintf("unknown kind %q", t.Kind.String())
-	case tagNumber(t.TagID) < a.newest[t.Master]:
+	case tagNumber(t.TagID) < mb.newest[t.Master]:
 		return "stale tag"
 	case a.refusedReason != "" || !a.registered:
 		return "not registered"
@@ -175,7 +196,8 @@ func (a *Agent) beginBlocker(t *proto.Tag) string {
 }
 
 // answer records and returns the answer to phase of r.
-func (a *Agent) answer(r *memberRound, phase string, ok bool, reason string) proto.TagAck {
+func (mb *tagMember) answer(r *memberRound, phase string, ok bool, reason string) proto.TagAck {
+	a := mb.a
 	ack := proto.TagAck{Group: r.tag.Group, TagID: r.tag.TagID, Phase: phase, Machine: a.cfg.Machine, OK: ok, Reason: reason}
 	switch phase {
 	case proto.PhaseCommit:
@@ -187,14 +209,15 @@ func (a *Agent) answer(r *memberRound, phase string, ok bool, reason string) pro
 	return ack
 }
 
-// endMember ends this member's part in r: with revoke, the tag (if
+// end ends this member's part in r: with revoke, the tag (if
 // inserted and not yet revoked) gets a revoke record — before the writes
 // are released, so nothing admitted after the release precedes it; then
 // the writes are released and the guest thawed. The hold is counted once.
-func (a *Agent) endMember(ctx runtime.Context, r *memberRound, revoke bool) {
+func (mb *tagMember) end(ctx runtime.Context, r *memberRound, revoke bool) {
+	a := mb.a
 	if revoke && r.seq != 0 && !r.revoked {
 		r.revoked = true
-		a.member.tagsRevoked++
+		mb.stats.tagsRevoked++
 		if _, err := a.filter.RevokeBookmark(r.tag.TagID); err != nil {
 			a.fail(ctx, "revoke tag", err)
 		}
@@ -203,7 +226,7 @@ func (a *Agent) endMember(ctx runtime.Context, r *memberRound, revoke bool) {
 	if r.holding {
 		r.holding = false
 		r.held = ctx.Now().Sub(r.heldAt)
-		a.holds.add(r.held)
+		mb.holds.add(r.held)
 		a.filter.Release()
 	}
 	if r.frozen {
@@ -213,35 +236,36 @@ func (a *Agent) endMember(ctx runtime.Context, r *memberRound, revoke bool) {
 	if !r.ended {
 		r.ended = true
 		if revoke {
-			a.member.revoked++
+			mb.stats.revoked++
 		} else {
-			a.member.resumed++
+			mb.stats.resumed++
 		}
 	}
-	if a.cur == r {
-		a.cur = nil
-		a.cancel(ctx, tTagDeadline)
+	if mb.cur == r {
+		mb.cur = nil
+		mb.timers.Cancel(ctx, tTagDeadline)
 	}
 }
 
-// memberDeadline: the round took longer than any round may. A member that
+// deadline: the round took longer than any round may. A member that
 // holds writes revokes its own tag, releases, thaws and tells the master.
-func (a *Agent) memberDeadline(ctx runtime.Context) {
-	r := a.cur
+func (mb *tagMember) deadline(ctx runtime.Context) {
+	a := mb.a
+	r := mb.cur
 	if r == nil {
 		return
 	}
 	wasHolding := r.holding
-	a.endMember(ctx, r, true)
-	ack := a.answer(r, proto.PhaseRevoke, false, reasonHoldDeadline)
+	mb.end(ctx, r, true)
+	ack := mb.answer(r, proto.PhaseRevoke, false, reasonHoldDeadline)
 	if !wasHolding {
 		return // begun, never prepared: nothing was held, nothing to say
 	}
-	a.holds.Deadline++
+	mb.holds.Deadline++
 	ctx.Log().Info("agent: group round hold deadline", "machine", a.cfg.Machine, "tag", r.tag.TagID,
 		"held", r.held.String())
 	if r.tag.Master == a.cfg.Machine {
-		a.roundAck(ctx, &ack)
+		a.master.roundAck(ctx, &ack)
 		return
 	}
 	ctx.Send(runtime.MakeAddr(r.tag.Master, runtime.PortTag), wire.Encode(&ack))
@@ -249,16 +273,16 @@ func (a *Agent) memberDeadline(ctx runtime.Context) {
 
 // remember keeps r's answers for duplicates, forgetting the oldest ended
 // rounds beyond memberMemory.
-func (a *Agent) remember(r *memberRound) *memberRound {
-	a.remembered[r.tag.TagID] = r
-	a.rememberOrder = append(a.rememberOrder, r.tag.TagID)
-	for len(a.rememberOrder) > memberMemory {
-		old := a.rememberOrder[0]
-		if o := a.remembered[old]; o != nil && !o.ended {
+func (mb *tagMember) remember(r *memberRound) *memberRound {
+	mb.remembered[r.tag.TagID] = r
+	mb.rememberOrder = append(mb.rememberOrder, r.tag.TagID)
+	for len(mb.rememberOrder) > memberMemory {
+		old := mb.rememberOrder[0]
+		if o := mb.remembered[old]; o != nil && !o.ended {
 			break
 		}
-		delete(a.remembered, old)
-		a.rememberOrder = a.rememberOrder[1:]
+		delete(mb.remembered, old)
+		mb.rememberOrder = mb.rememberOrder[1:]
 	}
 	return r
 }
@@ -266,7 +290,8 @@ func (a *Agent) remember(r *memberRound) *memberRound {
 // recoverHold: a restarted agent finds the filter (kernel state) still
 // holding writes for a round it no longer knows the state of. It revokes
 // the tag inserted under the hold, if any, and releases at once.
-func (a *Agent) recoverHold(ctx runtime.Context) {
+func (mb *tagMember) recoverHold(ctx runtime.Context) {
+	a := mb.a
 	if !a.filter.Holding() {
 		return
 	}
@@ -275,15 +300,15 @@ func (a *Agent) recoverHold(ctx runtime.Context) {
 		if _, err := a.filter.RevokeBookmark(tag); err != nil {
 			a.fail(ctx, "revoke tag", err)
 		}
-		a.member.tagsRevoked++
-		r := a.remember(&memberRound{tag: proto.Tag{TagID: tag}, phase: proto.PhaseRevoke, revoked: true, ended: true,
+		mb.stats.tagsRevoked++
+		r := mb.remember(&memberRound{tag: proto.Tag{TagID: tag}, phase: proto.PhaseRevoke, revoked: true, ended: true,
 			answers: map[string]proto.TagAck{}})
 		if a.group != nil {
 			r.tag.Group = a.group.Group
 		}
-		a.answer(r, proto.PhaseRevoke, false, reasonRestarted)
+		mb.answer(r, proto.PhaseRevoke, false, reasonRestarted)
 	}
 	a.filter.Release()
-	a.holds.Restart++
+	mb.holds.Restart++
 	ctx.Log().Info("agent: released writes held before a restart", "machine", a.cfg.Machine, "revokedTag", tag)
 }

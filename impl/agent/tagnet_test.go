@@ -241,7 +241,7 @@ func (n *tagNet) watch() {
 		switch {
 		case holding && nd.holdFrom.IsZero():
 			nd.holdFrom = n.now
-			if r := nd.e.a.cur; r != nil {
+			if r := nd.e.a.member.cur; r != nil {
 				nd.holdKind = r.tag.Kind
 			}
 		case !holding && !nd.holdFrom.IsZero():

@@ -28,6 +28,33 @@ import (
 // (tagmember.go), so a master that dies mid-round leaves no writes held
 // past TagTimeouts.Hold().
 
+// tagMaster is the master's side of the protocol in one agent: the
+// group's round schedule, the round in progress and what became of the
+// finished ones, and the timers that drive them (the schedule, a phase's
+// timeout and resend). It owns that state alone; the agent routes TagAcks
+// and these timers to it and reads its figures for Status. What it needs
+// of the agent (the machine's name, the group, agent.state for the tag
+// numbers, the agent's own member) it reads through a.
+type tagMaster struct {
+	a      *Agent
+	timers runtime.Timers
+	sched  groupSchedule
+	round  *masterRound
+	stats  roundStats
+}
+
+// timer handles a firing of one of the master's own timers.
+func (tm *tagMaster) timer(ctx runtime.Context, name string) {
+	switch name {
+	case tGroupRound:
+		tm.groupTimer(ctx)
+	case tTagPhase:
+		tm.phaseTimeout(ctx)
+	case tTagResend:
+		tm.resendPhase(ctx)
+	}
+}
+
 // tagPhase is one step of a round as the master drives it.
 type tagPhase struct {
 	name    string
@@ -80,7 +107,8 @@ func tagNumber(id string) uint64 {
 // startRound begins a round of kind. Its number is the clock in
 // milliseconds, or one more than the last one when the clock has not
 // moved past it: persisted, it never repeats.
-func (a *Agent) startRound(ctx runtime.Context, kind proto.Consistency) {
+func (tm *tagMaster) startRound(ctx runtime.Context, kind proto.Consistency) {
+	a := tm.a
 	n := max(uint64(ctx.Now().UnixMilli()), a.st.LastTagN+1)
 	a.st.LastTagN = n
 	a.save(ctx)
@@ -93,33 +121,34 @@ func (a *Agent) startRound(ctx runtime.Context, kind proto.Consistency) {
 		step:     -1,
 		holds:    map[string]time.Duration{},
 	}
-	a.round = r
-	a.rounds.started++
+	tm.round = r
+	tm.stats.started++
 	ctx.Log().Info("agent: group round", "machine", a.cfg.Machine, "group", gc.Group, "tag", r.tag.TagID, "kind", kind)
-	a.enterPhase(ctx, 0)
+	tm.enterPhase(ctx, 0)
 }
 
 // enterPhase moves the round to roundPhases[i] (skipping app-only phases
 // of crash rounds), or commits it past the last phase.
-func (a *Agent) enterPhase(ctx runtime.Context, i int) {
-	r := a.round
+func (tm *tagMaster) enterPhase(ctx runtime.Context, i int) {
+	r := tm.round
 	for i < len(roundPhases) && roundPhases[i].appOnly && r.tag.Kind != proto.App {
 		i++
 	}
 	if i == len(roundPhases) {
-		a.finishRound(ctx, proto.RoundCommitted)
+		tm.finishRound(ctx, proto.RoundCommitted)
 		return
 	}
 	p := roundPhases[i]
 	r.step, r.phase, r.acked = i, p.name, map[string]bool{}
-	a.broadcast(ctx, r, p.timeout(r.timeouts), "")
+	tm.broadcast(ctx, r, p.timeout(r.timeouts), "")
 }
 
 // broadcast sends the round's current phase to every other member, arms
 // its timeout (and a resend at half of it, against a lost message), then
 // does it locally. The local acknowledgement may move the round on, so
 // nothing follows it.
-func (a *Agent) broadcast(ctx runtime.Context, r *masterRound, timeout time.Duration, reason string) {
+func (tm *tagMaster) broadcast(ctx runtime.Context, r *masterRound, timeout time.Duration, reason string) {
+	a := tm.a
 	t := r.tag
 	t.Phase, t.Reason = r.phase, reason
 	frame := wire.Encode(&t)
@@ -128,18 +157,18 @@ func (a *Agent) broadcast(ctx runtime.Context, r *masterRound, timeout time.Dura
 			ctx.Send(runtime.MakeAddr(m, runtime.PortTag), frame)
 		}
 	}
-	a.set(ctx, tTagPhase, timeout)
-	a.set(ctx, tTagResend, timeout/2)
+	tm.timers.Set(ctx, tTagPhase, timeout)
+	tm.timers.Set(ctx, tTagResend, timeout/2)
 	if slices.Contains(r.members, a.cfg.Machine) {
-		ack := a.memberTag(ctx, &t)
-		a.roundAck(ctx, &ack)
+		ack := a.member.tag(ctx, &t)
+		tm.roundAck(ctx, &ack)
 	}
 }
 
 // resendPhase repeats the current phase to the members that have not
 // acknowledged it; they answer a duplicate as they answered the original.
-func (a *Agent) resendPhase(ctx runtime.Context) {
-	r := a.round
+func (tm *tagMaster) resendPhase(ctx runtime.Context) {
+	a, r := tm.a, tm.round
 	if r == nil {
 		return
 	}
@@ -155,8 +184,8 @@ func (a *Agent) resendPhase(ctx runtime.Context) {
 
 // roundAck takes a member's acknowledgement (from the network, or the
 // master's own as a member).
-func (a *Agent) roundAck(ctx runtime.Context, m *proto.TagAck) {
-	r := a.round
+func (tm *tagMaster) roundAck(ctx runtime.Context, m *proto.TagAck) {
+	r := tm.round
 	if r == nil || m.TagID != r.tag.TagID || !slices.Contains(r.members, m.Machine) {
 		return // a late answer to a finished round, or a stranger's
 	}
@@ -167,12 +196,12 @@ func (a *Agent) roundAck(ctx runtime.Context, m *proto.TagAck) {
 		r.holds[m.Machine] = m.Held
 		if !r.revoking {
 			// Unasked: the member gave up on its own (its hold deadline).
-			a.revokeRound(ctx, fmt.Sprintf("%s: %s revoked: %s", r.phase, m.Machine, m.Reason))
+			tm.revokeRound(ctx, fmt.Sprintf("%s: %s revoked: %s", r.phase, m.Machine, m.Reason))
 			return
 		}
 		r.acked[m.Machine] = true
 		if len(r.acked) == len(r.members) {
-			a.finishRound(ctx, proto.RoundRevoked)
+			tm.finishRound(ctx, proto.RoundRevoked)
 		}
 		return
 	}
@@ -180,23 +209,23 @@ func (a *Agent) roundAck(ctx runtime.Context, m *proto.TagAck) {
 		return // a late or duplicated answer to an earlier phase
 	}
 	if !m.OK {
-		a.revokeRound(ctx, fmt.Sprintf("%s: %s refused: %s", r.phase, m.Machine, m.Reason))
+		tm.revokeRound(ctx, fmt.Sprintf("%s: %s refused: %s", r.phase, m.Machine, m.Reason))
 		return
 	}
 	r.acked[m.Machine] = true
 	if len(r.acked) == len(r.members) {
-		a.enterPhase(ctx, r.step+1)
+		tm.enterPhase(ctx, r.step+1)
 	}
 }
 
 // phaseTimeout: some member did not acknowledge in time.
-func (a *Agent) phaseTimeout(ctx runtime.Context) {
-	r := a.round
+func (tm *tagMaster) phaseTimeout(ctx runtime.Context) {
+	r := tm.round
 	if r == nil {
 		return
 	}
 	if r.revoking {
-		a.finishRound(ctx, proto.RoundRevoked)
+		tm.finishRound(ctx, proto.RoundRevoked)
 		return
 	}
 	var missing []string
@@ -205,35 +234,35 @@ func (a *Agent) phaseTimeout(ctx runtime.Context) {
 			missing = append(missing, m)
 		}
 	}
-	a.revokeRound(ctx, fmt.Sprintf("%s: %s did not answer", r.phase, strings.Join(missing, ",")))
+	tm.revokeRound(ctx, fmt.Sprintf("%s: %s did not answer", r.phase, strings.Join(missing, ",")))
 }
 
 // revokeRound abandons the round everywhere.
-func (a *Agent) revokeRound(ctx runtime.Context, reason string) {
-	r := a.round
+func (tm *tagMaster) revokeRound(ctx runtime.Context, reason string) {
+	a, r := tm.a, tm.round
 	if r == nil || r.revoking {
 		return
 	}
 	ctx.Log().Info("agent: group round revoked", "machine", a.cfg.Machine, "tag", r.tag.TagID, "reason", reason)
 	r.revoking, r.reason = true, reason
 	r.phase, r.acked = proto.PhaseRevoke, map[string]bool{}
-	a.broadcast(ctx, r, revokeWait(r.timeouts), reason)
+	tm.broadcast(ctx, r, revokeWait(r.timeouts), reason)
 }
 
 // finishRound reports the round to the configuration server, then starts
 // a round that came due meanwhile.
-func (a *Agent) finishRound(ctx runtime.Context, outcome string) {
-	r := a.round
-	a.round = nil
-	a.cancel(ctx, tTagPhase)
-	a.cancel(ctx, tTagResend)
-	revoked := uint64(a.rounds.revoked)
+func (tm *tagMaster) finishRound(ctx runtime.Context, outcome string) {
+	a, r := tm.a, tm.round
+	tm.round = nil
+	tm.timers.Cancel(ctx, tTagPhase)
+	tm.timers.Cancel(ctx, tTagResend)
+	revoked := uint64(tm.stats.revoked)
 	if outcome != proto.RoundCommitted {
 		revoked++
 	}
 	rep := &proto.TagRound{Group: r.tag.Group, TagID: r.tag.TagID, Kind: r.tag.Kind, Outcome: outcome,
 		Reason: r.reason, Started: r.started, Since: a.startedAt,
-		Finished: uint64(a.rounds.committed+a.rounds.revoked) + 1, RevokedSoFar: revoked}
+		Finished: uint64(tm.stats.committed+tm.stats.revoked) + 1, RevokedSoFar: revoked}
 	for _, m := range r.members {
 		held, ok := r.holds[m]
 		if !ok {
@@ -244,16 +273,16 @@ func (a *Agent) finishRound(ctx runtime.Context, outcome string) {
 	sort.Slice(rep.Holds, func(i, j int) bool { return rep.Holds[i].Machine < rep.Holds[j].Machine })
 	ctx.Send(a.cfg.ConfigServer, wire.Encode(rep))
 	if outcome == proto.RoundCommitted {
-		a.rounds.committed++
+		tm.stats.committed++
 	} else {
-		a.rounds.revoked++
-		a.rounds.revokedBy[r.reason]++
+		tm.stats.revoked++
+		tm.stats.revokedBy[r.reason]++
 	}
-	a.rounds.lastTag, a.rounds.lastOutcome = r.tag.TagID, outcome
+	tm.stats.lastTag, tm.stats.lastOutcome = r.tag.TagID, outcome
 	ctx.Log().Info("agent: group round done", "machine", a.cfg.Machine, "tag", r.tag.TagID, "outcome", outcome,
 		"reason", r.reason, "took", ctx.Now().Sub(r.started).String())
-	if kind := a.sched.pending; kind != 0 && a.isMaster() {
-		a.sched.pending = 0
-		a.dueRound(ctx, kind)
+	if kind := tm.sched.pending; kind != 0 && a.isMaster() {
+		tm.sched.pending = 0
+		tm.dueRound(ctx, kind)
 	}
 }
