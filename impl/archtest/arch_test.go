@@ -93,6 +93,7 @@ var mutexAllowList = []struct {
 	why  string
 }{
 	{"impl/agent/filter.go", "the filter driver sits in the guest's write path: the guest's I/O thread and the agent's drainer call it concurrently in a real kernel"},
+	{"impl/agent/gate.go", "the filter's write gate, also in the guest's write path: the guest's I/O thread asks Admit while the agent holds and releases"},
 	{"impl/wire/wire.go", "the message registry is filled by init functions and read by every goroutine that decodes a frame"},
 	{"impl/blob/memblob/memblob.go", "an in-memory blob store shared by actors that, under the Real runtime, run on different goroutines"},
 }
