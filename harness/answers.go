@@ -20,6 +20,23 @@ func (r *Runner) knownMachine(view, vm string) error {
 	return fmt.Errorf("%s: no machine %q in this world (have %s)", view, vm, strings.Join(r.Env.names, ", "))
 }
 
+// deployedMachine is the preamble of a command about one machine (vm=):
+// the deployment, the name, and a clear error for a name the world lacks.
+func (r *Runner) deployedMachine(view string, a argMap) (*Deployment, string, error) {
+	d, err := r.deployment()
+	if err != nil {
+		return nil, "", err
+	}
+	vm, err := a.need("vm")
+	if err != nil {
+		return nil, "", err
+	}
+	if err := r.knownMachine(view, vm); err != nil {
+		return nil, "", err
+	}
+	return d, vm, nil
+}
+
 // knownGroup refuses a group the configuration server has never heard of.
 func (d *Deployment) knownGroup(view, g string) error {
 	st, err := d.csStatus()

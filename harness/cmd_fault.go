@@ -408,15 +408,8 @@ func (r *Runner) corruptBlob(a argMap) (string, error) {
 //
 //	fault delete-snapshot vm=NAME [point=ID|oldest]
 func (r *Runner) deleteSnapshot(a argMap) (string, error) {
-	d, err := r.deployment()
+	d, vm, err := r.deployedMachine("fault delete-snapshot", a)
 	if err != nil {
-		return "", err
-	}
-	vm, err := a.need("vm")
-	if err != nil {
-		return "", err
-	}
-	if err := r.knownMachine("fault delete-snapshot", vm); err != nil {
 		return "", err
 	}
 	// One catalog read (storage request counts are part of some outputs).

@@ -166,15 +166,8 @@ func mib(n int64) string { return fmt.Sprintf("%.1fMiB", float64(n)/(1<<20)) }
 //
 //	points vm=NAME [last=N]
 func (r *Runner) points(a argMap) (string, error) {
-	d, err := r.deployment()
+	d, vm, err := r.deployedMachine("points", a)
 	if err != nil {
-		return "", err
-	}
-	vm, err := a.need("vm")
-	if err != nil {
-		return "", err
-	}
-	if err := r.knownMachine("points", vm); err != nil {
 		return "", err
 	}
 	last, err := a.intIn("last", 8, 0, math.MaxInt64)
@@ -288,15 +281,8 @@ func (r *Runner) jobs(a argMap) (string, error) {
 //
 //	agent vm=NAME
 func (r *Runner) agentCmd(a argMap) (string, error) {
-	d, err := r.deployment()
+	d, vm, err := r.deployedMachine("agent", a)
 	if err != nil {
-		return "", err
-	}
-	vm, err := a.need("vm")
-	if err != nil {
-		return "", err
-	}
-	if err := r.knownMachine("agent", vm); err != nil {
 		return "", err
 	}
 	s, err := d.AgentStatus(vm)
