@@ -11,7 +11,14 @@ import (
 )
 
 // checkNames are the checks `check what=` runs.
-var checkNames = []string{"disks", "invariants", "points", "catalog", "schedule", "rpo", "cut", "groups", "holds", "round-holds"}
+var checkNames = []string{"disks", "invariants", "points", "catalog", "schedule", "rpo", "cut", "groups", "holds", "round-holds", "non-interference"}
+
+// checkNonInterference is (*Runner).CheckNonInterference, set by init: the
+// check replays the script through the command table, which refers to
+// this command.
+var checkNonInterference func(*Runner) Result
+
+func init() { checkNonInterference = (*Runner).CheckNonInterference }
 
 // check runs property checks and counts them:
 //
@@ -77,6 +84,8 @@ func (r *Runner) check(a argMap) (string, error) {
 				return "", err
 			}
 			rs = append(rs, d.CheckSchedule(a.list("vms"))...)
+		case "non-interference":
+			rs = append(rs, checkNonInterference(r))
 		case "rpo":
 			d, err := r.deployment()
 			if err != nil {

@@ -17,7 +17,11 @@ type Command struct {
 	Usage   string // the arguments, as the help prints them
 	Summary string // what it does
 	Example string // one line as a script writes it
-	run     func(r *Runner, a argMap) (string, error)
+	// Failover marks a command that acts on failover (or only shows it):
+	// the non-interference check's control run leaves it out and only
+	// lets the virtual time it took pass.
+	Failover bool
+	run      func(r *Runner, a argMap) (string, error)
 }
 
 // commands is every script command, in the order errors and help name

@@ -9,6 +9,7 @@ import (
 	"io"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/cockroachdb/datadriven"
 
@@ -111,6 +112,10 @@ type Runner struct {
 	SetupFailed bool
 	// lastSetup: the last Exec's error was a setup error.
 	lastSetup bool
+	// history is every directive executed so far with the virtual time it
+	// took: the non-interference check replays it without the failover
+	// commands (noninterference.go).
+	history []stepRecord
 }
 
 // setupError is an error in the script's structure rather than in the
@@ -133,7 +138,14 @@ func (r *Runner) Close() {
 // Paths under the module root are printed relative to it, so that outputs
 // are the same in every checkout.
 func (r *Runner) Exec(d Directive) string {
+	var start time.Duration
+	if r.Env != nil {
+		start = r.Env.Sim.Elapsed()
+	}
 	out, err := r.exec(d)
+	if r.Env != nil {
+		r.history = append(r.history, stepRecord{d: d, start: start, end: r.Env.Sim.Elapsed(), failed: err != nil})
+	}
 	r.lastSetup = false
 	var ae argError
 	if errors.As(err, &ae) {
