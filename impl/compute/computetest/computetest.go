@@ -607,6 +607,17 @@ func testDeleteOrder(t *testing.T, s *suite) {
 	if _, err := s.Fabric.VM(s.ctx, vm); !errors.Is(err, compute.ErrNotFound) {
 		t.Errorf("VM of a deleted VM: %v, want ErrNotFound", err)
 	}
+	// Deleting again, as a cleanup run twice does, succeeds.
+	for _, r := range []compute.Ref{vm, n1, d1, net} {
+		p, err := s.Fabric.BeginDelete(s.ctx, r)
+		if err != nil {
+			t.Errorf("BeginDelete of deleted %s: %v", r, err)
+			continue
+		}
+		if res := s.wait(t, "delete again", p); res.Err != nil {
+			t.Errorf("deleting deleted %s: %v", r, res.Err)
+		}
+	}
 }
 
 func testLeftovers(t *testing.T, s *suite) {
