@@ -518,9 +518,9 @@ func TestBadInput(t *testing.T) {
 
 func second[T any](_ T, err error) error { return err }
 
-// TestReachable: NICs reach each other in one network or across a peering
-// (not transitively), never across unpeered networks, and a deleted NIC
-// reaches nothing.
+// TestReachable: NICs, VMs and networks reach each other in one network
+// or across a peering (not transitively), never across unpeered networks;
+// a deleted NIC reaches nothing.
 func TestReachable(t *testing.T) {
 	w := newWorld(t, memfabric.Options{})
 	test := w.network("test", "10.2.0.0/16", "10.2.1.0/24")
@@ -546,6 +546,15 @@ func TestReachable(t *testing.T) {
 	check("peered", p1, h1, true)
 	check("peered", h1, p1, true)
 	check("not transitive", p1, t1, false)
+	vm := w.vmSpec("tvm", false) // its NIC is in prod
+	vm.NICs = append(vm.NICs, w.nic("tvm-nic1", test))
+	w.ok("vm")(w.f.BeginCreateVM(w.ctx, vm))
+	check("a VM by its second NIC", vmRef("tvm"), t1, true)
+	check("a VM by its first NIC", vmRef("tvm"), p2, true)
+	check("a network and a NIC in it", test, t1, true)
+	check("a network and an isolated NIC", test, p1, false)
+	check("a network and a peered network", w.net, hub, true)
+	check("a missing VM", vmRef("nope"), p1, false)
 	w.ok("delete h1")(w.f.BeginDelete(w.ctx, h1))
 	check("deleted", p1, h1, false)
 	w.ok("delete hub")(w.f.BeginDelete(w.ctx, hub))

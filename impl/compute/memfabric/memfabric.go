@@ -342,24 +342,52 @@ func (f *Fabric) Poll(ctx context.Context, p compute.Pending) (compute.Result, e
 	return compute.Result{After: after}, nil
 }
 
-// Reachable reports whether two NICs can reach each other: both exist and
-// are in the same network or in two networks peered with each other
-// (peering is not transitive). It is not part of the port: it is what an
-// isolation check asks of the simulated fabric.
+// Reachable reports whether a and b can reach each other over the
+// fabric's networks. Each may be a NIC (its network), a VM (the networks
+// of its NICs) or a network (itself): they reach each other when some
+// network of a is some network of b, or the two are peered (peering is
+// not transitive). A resource that does not exist reaches nothing. It is
+// not part of the port: it is what an isolation check asks of the
+// simulated fabric.
 func (f *Fabric) Reachable(ctx context.Context, a, b compute.Ref) bool {
 	if f.enter(ctx) != nil {
 		return false
 	}
 	defer f.mu.Unlock()
-	na, nb := f.nics[a], f.nics[b]
-	if na == nil || nb == nil {
-		return false
+	for _, na := range f.networksOf(a) {
+		for _, nb := range f.networksOf(b) {
+			if na == nb {
+				return true
+			}
+			if n := f.nets[na]; n != nil && n.peers[nb] {
+				return true
+			}
+		}
 	}
-	if na.Network == nb.Network {
-		return true
+	return false
+}
+
+// networksOf is where a NIC, VM or network sits.
+func (f *Fabric) networksOf(r compute.Ref) []compute.Ref {
+	switch r.Kind {
+	case compute.KindNetwork:
+		if f.nets[r] != nil {
+			return []compute.Ref{r}
+		}
+	case compute.KindNIC:
+		if nc := f.nics[r]; nc != nil {
+			return []compute.Ref{nc.Network}
+		}
+	case compute.KindVM:
+		if v := f.vms[r]; v != nil {
+			var out []compute.Ref
+			for _, n := range v.NICs {
+				out = append(out, f.networksOf(n)...)
+			}
+			return out
+		}
 	}
-	n := f.nets[na.Network]
-	return n != nil && n.peers[nb.Network]
+	return nil
 }
 
 // match reports whether a glob matches name ("" matches everything).
