@@ -1,0 +1,189 @@
+package harness
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"math"
+	"net/netip"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/v2a-dr/v2a/impl/blob"
+	"github.com/v2a-dr/v2a/impl/blob/memblob"
+	"github.com/v2a-dr/v2a/impl/compute"
+	"github.com/v2a-dr/v2a/impl/compute/memfabric"
+	"github.com/v2a-dr/v2a/impl/proto"
+	"github.com/v2a-dr/v2a/sim/disk"
+)
+
+const testDiskBytes = 64 << 10
+
+// bootFrom makes a fabric VM named vm (tagged as failed over from src at
+// point) whose one disk is imported from data, and returns the fabric.
+func bootFrom(t *testing.T, data []byte, src, point string) *memfabric.Fabric {
+	t.Helper()
+	ctx := context.Background()
+	store := memblob.New()
+	if err := store.CreateContainer(ctx, "fodisks"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.CreatePageBlob(ctx, "fodisks", "d0", int64(len(data)), blob.WriteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.WritePages(ctx, "fodisks", "d0", 0, data, blob.WriteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	f, err := memfabric.New(store, memfabric.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	must := func(p compute.Pending, err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for {
+			r, err := f.Poll(ctx, p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.Done {
+				if r.Err != nil {
+					t.Fatal(r.Err)
+				}
+				return
+			}
+		}
+	}
+	if err := f.CreateGroup(ctx, "rg"); err != nil {
+		t.Fatal(err)
+	}
+	net := compute.Ref{Kind: compute.KindNetwork, Group: "rg", Name: "drill"}
+	if err := f.CreateNetwork(ctx, compute.NetworkSpec{Group: "rg", Name: "drill", AddressSpace: netip.MustParsePrefix("10.9.0.0/16"),
+		Subnets: []compute.SubnetSpec{{Name: "app", Prefix: netip.MustParsePrefix("10.9.1.0/24")}}}); err != nil {
+		t.Fatal(err)
+	}
+	must(f.BeginCreateDisk(ctx, compute.DiskSpec{Group: "rg", Name: src + "-d0", SourceContainer: "fodisks", SourceBlob: "d0", SizeBytes: int64(len(data)), OSType: compute.Linux}))
+	must(f.BeginCreateNIC(ctx, compute.NICSpec{Group: "rg", Name: src + "-nic", Network: net, Subnet: "app"}))
+	must(f.BeginCreateVM(ctx, compute.VMSpec{Group: "rg", Name: src + "-test", Size: "Standard_D2s_v3", OSType: compute.Linux,
+		NICs:   []compute.Ref{{Kind: compute.KindNIC, Group: "rg", Name: src + "-nic"}},
+		OSDisk: compute.Ref{Kind: compute.KindDisk, Group: "rg", Name: src + "-d0"},
+		Tags:   map[string]string{compute.TagSource: src, compute.TagPoint: point, compute.TagJob: "job-1"}}))
+	return f
+}
+
+// TestImageCheck: the image check passes a VM booted from exactly its
+// point, and its negative controls catch a booted disk that differs from
+// the point, a point that is no state the source ever had, and say
+// unknown (a failure) for a point no longer in storage.
+func TestImageCheck(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "d0.img")
+	if err := disk.Create(path, testDiskBytes); err != nil {
+		t.Fatal(err)
+	}
+	m, err := disk.Open("web01", []string{path}, func() time.Duration { return 0 })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	for i := range 5 {
+		if err := m.Write(0, int64(i)*4096, bytes.Repeat([]byte{byte(i + 1)}, 4096)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	img := make([]byte, testDiskBytes)
+	if _, err := m.Device(0).ReadAt(img, 0); err != nil {
+		t.Fatal(err)
+	}
+	flip := func(b []byte, at int) []byte { c := bytes.Clone(b); c[at] ^= 0xff; return c }
+	oracle := func(string) *disk.Oracle { return m.Oracle() }
+	cases := []struct {
+		name       string
+		booted, pt []byte
+		pruned     bool
+		want       Verdict
+		evidence   string
+	}{
+		{"exactly the point", img, img, false, OK, "k=5"},
+		{"booted disk differs from the point", flip(img, 5000), img, false, Illegal, "differs from the point's disk 0 first at byte 5000"},
+		{"point is no state the source had", flip(img, 30000), flip(img, 30000), false, Illegal, "not the source after the k=5 writes"},
+		{"point pruned", img, img, true, Unknown, "no longer in storage"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			ctx := context.Background()
+			f := bootFrom(t, c.booted, "web01", "p1")
+			inv, err := f.Inventory(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			lookup := func(machine, id string) ([]io.ReaderAt, uint64, proto.Consistency, bool, error) {
+				if c.pruned || machine != "web01" || id != "p1" {
+					return nil, 0, 0, false, nil
+				}
+				return []io.ReaderAt{bytes.NewReader(c.pt)}, math.MaxUint64, proto.Crash, true, nil
+			}
+			rs := judgeImages(ctx, f, inv, lookup, oracle, nil)
+			if len(rs) != 1 {
+				t.Fatalf("%d results, want 1: %v", len(rs), rs)
+			}
+			if rs[0].Verdict != c.want || !strings.Contains(rs[0].Evidence+rs[0].Detail, c.evidence) {
+				t.Fatalf("got %s, want %s with %q", rs[0], c.want, c.evidence)
+			}
+		})
+	}
+}
+
+// TestLeftoversAndIsolation: leftovers passes an inventory equal to the
+// one before the test and names what is left otherwise; isolation passes
+// a test VM in its own network and catches one whose network is peered
+// with production.
+func TestLeftoversAndIsolation(t *testing.T) {
+	ctx := context.Background()
+	f := bootFrom(t, make([]byte, testDiskBytes), "web01", "p1")
+	inv, err := f.Inventory(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	empty := compute.Inventory{Groups: inv.Groups, Networks: inv.Networks}
+	if r := judgeLeftovers("job-1", empty, empty); r.Verdict != OK {
+		t.Fatalf("equal inventories: %s", r)
+	}
+	if r := judgeLeftovers("job-1", empty, inv); r.Verdict != Illegal || !strings.Contains(r.Evidence, "web01-test") {
+		t.Fatalf("a VM left behind: %s", r)
+	}
+	drill := compute.Ref{Kind: compute.KindNetwork, Group: "rg", Name: "drill"}
+	prod := compute.Ref{Kind: compute.KindNetwork, Group: "rg", Name: "prod"}
+	if err := f.CreateNetwork(ctx, compute.NetworkSpec{Group: "rg", Name: "prod", AddressSpace: netip.MustParsePrefix("10.0.0.0/16"),
+		Subnets: []compute.SubnetSpec{{Name: "app", Prefix: netip.MustParsePrefix("10.0.1.0/24")}}}); err != nil {
+		t.Fatal(err)
+	}
+	isTest := func(job string) bool { return job == "job-1" }
+	judge := func() Result {
+		t.Helper()
+		inv, err := f.Inventory(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rs := judgeIsolation(inv, prod, isTest)
+		if len(rs) != 1 {
+			t.Fatalf("%d results, want 1", len(rs))
+		}
+		return rs[0]
+	}
+	if r := judge(); r.Verdict != OK || r.Detail != "only in drill" {
+		t.Fatalf("isolated: %s", r)
+	}
+	if err := f.Peer(ctx, drill, prod); err != nil {
+		t.Fatal(err)
+	}
+	if r := judge(); r.Verdict != Illegal || !strings.Contains(r.Evidence, "reaches the production network prod") {
+		t.Fatalf("peered with production: %s", r)
+	}
+	if rs := judgeIsolation(inv, prod, func(string) bool { return false }); len(rs) != 0 {
+		t.Fatalf("no test VM: %v", rs)
+	}
+}
