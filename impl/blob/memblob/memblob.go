@@ -26,14 +26,14 @@ import (
 
 // Store is an in-memory storage account. It is safe for concurrent use.
 type Store struct {
-	mu         sync.Mutex
-	now        func() time.Time
-	etagSeq    uint64
-	snapSeq    uint64
-	copySeq    uint64
+	mu      sync.Mutex
+	now     func() time.Time
+	etagSeq uint64
+	snapSeq uint64
+	copySeq uint64
 	// pendingCopies is how many CopyState calls a copy stays pending for.
 	pendingCopies int
-	containers map[string]map[string]*object
+	containers    map[string]map[string]*object
 }
 
 var _ blob.Store = (*Store)(nil)
