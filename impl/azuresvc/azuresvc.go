@@ -120,6 +120,9 @@ type machine struct {
 	// last item probed and found not to be such a SyncStart.
 	refused, probed uint64
 	verified        time.Time // when the catalog was last verified against storage
+	// fo are failover's requests (failover.go), served in arrival order;
+	// the head is the one in progress.
+	fo []foRequest
 }
 
 type opKind int
@@ -137,6 +140,10 @@ const (
 	opGroupLoad
 	opGroupUpdate
 	opVerify
+	opStop       // failover.go
+	opLatestList // failover.go
+	opLatest     // failover.go
+	opCommit     // failover.go
 )
 
 type pending struct {
@@ -236,6 +243,8 @@ func (s *Service) message(ctx runtime.Context, ev runtime.Message) {
 		}
 		s.kick(ctx, mc)
 		s.evalGroups(ctx, "")
+	case *proto.StopReplication, *proto.MakeLatest, *proto.CommitPoint:
+		s.failoverRequest(ctx, ev.From, msg)
 	default:
 		ctx.Log().Debug("azuresvc: message ignored", "from", string(ev.From), "kind", wire.KindName(msg.WireKind()))
 	}
@@ -403,6 +412,9 @@ func (s *Service) kick(ctx runtime.Context, m *machine) {
 		s.startLoad(ctx, m)
 		return
 	}
+	if s.serveFailover(ctx, m) {
+		return
+	}
 	if m.held {
 		return
 	}
@@ -448,6 +460,9 @@ func (s *Service) kick(ctx runtime.Context, m *machine) {
 	// once, for a newer sync's SyncStart.
 	if seq, size, ok := m.nextProbe(next); ok {
 		s.startFetch(ctx, m, seq, size, true)
+		return
+	}
+	if s.finishLatest(ctx, m) {
 		return
 	}
 	var stale []uint64
@@ -650,6 +665,9 @@ func (s *Service) done(ctx runtime.Context, ev runtime.Done) {
 		return
 	case opGroupLoad, opGroupUpdate:
 		s.groupDone(ctx, p, ev)
+		return
+	case opStop, opLatestList, opLatest, opCommit:
+		s.failoverDone(ctx, p, ev)
 		return
 	}
 	m := s.machines[p.machine]
