@@ -73,7 +73,9 @@ type Fabric interface {
 	// BeginDelete deletes a VM, NIC, disk or network. Deleting a NIC or
 	// disk attached to a VM, or a network with NICs in it, gives
 	// ErrConflict: delete the VM first, then its NICs and disks. A NIC's
-	// address is free again when the deletion is done.
+	// address is free again when the deletion is done. Deleting a resource
+	// that does not exist succeeds, as ARM answers 204 No Content, so that
+	// a cleanup can be run again.
 	BeginDelete(ctx context.Context, ref Ref) (Pending, error)
 	// Poll reports how a pending operation stands. A token the fabric does
 	// not know gives ErrNotFound. An operation that failed reports its
