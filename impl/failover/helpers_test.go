@@ -104,7 +104,7 @@ func newEnv(t *testing.T, opts options) *env {
 			e.mu.Lock()
 			e.booted[vm.Ref.Name] = imgs
 			e.mu.Unlock()
-			if bytes.HasPrefix(imgs[0], []byte("CORRUPT")) {
+			if bytes.Contains(imgs[0][:64], []byte("/CORRUPT/")) {
 				return fmt.Errorf("bank replay: balance check failed")
 			}
 			return nil
