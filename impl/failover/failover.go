@@ -136,6 +136,9 @@ var (
 	ErrAction      = errors.New("failover: action not allowed")
 )
 
+// errAborted is a step not started because its phase is failing.
+var errAborted = errors.New("failover: aborted, the job is failing")
+
 // Machine states.
 const (
 	StateReplicating = "replicating"
@@ -371,6 +374,10 @@ func (o *Orchestrator) lro(ctx runtime.Context, j *job, name string, begin func(
 	throttled := 0
 	var try func(ctx runtime.Context)
 	try = func(ctx runtime.Context) {
+		if j.failing != "" {
+			then(ctx, fmt.Errorf("%w: %s not started", errAborted, name))
+			return
+		}
 		o.call(ctx, j, "failover-"+name, o.cfg.FabricPeer, func(c context.Context) (any, error) { return begin(c) },
 			func(ctx runtime.Context, v any, err error) {
 				var ce *compute.Error

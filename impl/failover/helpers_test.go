@@ -43,7 +43,7 @@ var (
 // catalogs and points, an in-memory fabric on the driver's clock, and a
 // fake Azure side that answers the orchestrator's requests.
 type env struct {
-	t       *testing.T
+	t       tester
 	d       *runtimetest.Driver
 	o       *failover.Orchestrator
 	store   *memblob.Store
@@ -82,13 +82,25 @@ type options struct {
 	vsphere bool
 }
 
-func newEnv(t *testing.T, opts options) *env {
+// tester is what env reports to: a *testing.T, or a *rapid.T.
+type tester interface {
+	Helper()
+	Fatal(args ...any)
+	Fatalf(format string, args ...any)
+	Errorf(format string, args ...any)
+	Log(args ...any)
+}
+
+func newEnv(t *testing.T, opts options) *env { return newEnvFor(t, t, opts) }
+
+// newEnvFor is newEnv reporting to rt (the driver reports to t).
+func newEnvFor(t *testing.T, rt tester, opts options) *env {
 	t.Helper()
-	e := &env{t: t, store: memblob.New(memblob.WithPendingCopies(opts.copies)), booted: map[string][][]byte{},
+	e := &env{t: rt, store: memblob.New(memblob.WithPendingCopies(opts.copies)), booted: map[string][][]byte{},
 		latest: map[string]bool{}, runbooks: &runbooks{fails: map[string]int{}}}
 	ctx := context.Background()
 	for _, c := range proto.Containers() {
-		must(t, e.store.CreateContainer(ctx, prefix+c))
+		must(rt, e.store.CreateContainer(ctx, prefix+c))
 	}
 	clock := func() time.Time { return runtimetest.Epoch }
 	f, err := memfabric.New(e.store, memfabric.Options{Clock: func() time.Time { return clock() }, Latency: opts.latency,
@@ -109,11 +121,11 @@ func newEnv(t *testing.T, opts options) *env {
 			}
 			return nil
 		}})
-	must(t, err)
+	must(rt, err)
 	e.fabric = f
-	must(t, f.CreateGroup(ctx, rg))
+	must(rt, f.CreateGroup(ctx, rg))
 	for _, n := range []compute.Ref{prodNet, testNet} {
-		must(t, f.CreateNetwork(ctx, compute.NetworkSpec{Group: rg, Name: n.Name, AddressSpace: netip.MustParsePrefix("10.0.0.0/16"),
+		must(rt, f.CreateNetwork(ctx, compute.NetworkSpec{Group: rg, Name: n.Name, AddressSpace: netip.MustParsePrefix("10.0.0.0/16"),
 			Subnets: []compute.SubnetSpec{{Name: "app", Prefix: netip.MustParsePrefix("10.0.1.0/24")}, {Name: "db", Prefix: netip.MustParsePrefix("10.0.2.0/24")}}}))
 	}
 	e.o = failover.New(failover.Config{Fabric: f, FabricPeer: "management.azure", Store: e.store, StoragePeer: proto.HostStorage,
@@ -126,14 +138,14 @@ func newEnv(t *testing.T, opts options) *env {
 	return e
 }
 
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t tester }
 
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(string(bytes.TrimRight(p, "\n")))
 	return len(p), nil
 }
 
-func must(t testing.TB, err error) {
+func must(t tester, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)

@@ -157,6 +157,7 @@ type job struct {
 	// attempt before are dropped.
 	gen         int
 	outstanding int
+	failing     string // the phase's first failure, while its other chains end
 	failed      *failedAction // a plan action that failed (resume/skip)
 	retry       *int          // the task a resumed action runs again
 	waitingTask int           // the manual action's task while waiting
@@ -220,7 +221,7 @@ func (o *Orchestrator) run(ctx runtime.Context, j *job, chains []chain) {
 		o.next(ctx, j)
 		return
 	}
-	j.outstanding = len(chains)
+	j.outstanding, j.failing = len(chains), ""
 	for _, c := range chains {
 		ended := false
 		c(ctx, func(ctx runtime.Context, err error) {
@@ -228,18 +229,22 @@ func (o *Orchestrator) run(ctx runtime.Context, j *job, chains []chain) {
 				return
 			}
 			ended = true
-			if err != nil {
-				o.fail(ctx, j, err.Error(), false)
-				return
+			if err != nil && j.failing == "" {
+				// The job fails once the phase's other chains have
+				// ended: none starts another operation (lro), and what
+				// is in flight is seen to its end, so nothing is still
+				// being made when the job ends (a cleanup would meet it).
+				j.failing = err.Error()
 			}
 			j.outstanding--
-			if j.outstanding == 0 {
+			switch {
+			case j.outstanding > 0:
+			case j.failing != "":
+				o.fail(ctx, j, j.failing, false)
+			default:
 				o.next(ctx, j)
 			}
 		})
-		if j.gen != gen {
-			return // a chain failed at once
-		}
 	}
 }
 
