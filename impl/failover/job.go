@@ -157,7 +157,7 @@ type job struct {
 	// attempt before are dropped.
 	gen         int
 	outstanding int
-	failing     string // the phase's first failure, while its other chains end
+	failing     string        // the phase's first failure, while its other chains end
 	failed      *failedAction // a plan action that failed (resume/skip)
 	retry       *int          // the task a resumed action runs again
 	waitingTask int           // the manual action's task while waiting
