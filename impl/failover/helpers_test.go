@@ -22,6 +22,7 @@ import (
 	"github.com/v2a-dr/v2a/impl/proto"
 	"github.com/v2a-dr/v2a/impl/runtime"
 	"github.com/v2a-dr/v2a/impl/runtime/runtimetest"
+	"github.com/v2a-dr/v2a/impl/vsphere"
 	"github.com/v2a-dr/v2a/impl/wire"
 )
 
@@ -79,7 +80,7 @@ func (r *runbooks) Run(_ context.Context, name string, p failover.RunbookParams)
 type options struct {
 	latency memfabric.Latency
 	copies  int // memblob pending copies
-	vsphere bool
+	vsphere vsphere.Client
 }
 
 // tester is what env reports to: a *testing.T, or a *rapid.T.
@@ -129,7 +130,7 @@ func newEnvFor(t *testing.T, rt tester, opts options) *env {
 			Subnets: []compute.SubnetSpec{{Name: "app", Prefix: netip.MustParsePrefix("10.0.1.0/24")}, {Name: "db", Prefix: netip.MustParsePrefix("10.0.2.0/24")}}}))
 	}
 	e.o = failover.New(failover.Config{Fabric: f, FabricPeer: "management.azure", Store: e.store, StoragePeer: proto.HostStorage,
-		ContainerPrefix: prefix, Vault: vaultAddr, Runbooks: e.runbooks, Group: rg, Production: prodNet, PollEvery: 15 * time.Second})
+		ContainerPrefix: prefix, Vault: vaultAddr, Runbooks: e.runbooks, VSphere: opts.vsphere, VSpherePeer: "vc01", Group: rg, Production: prodNet, PollEvery: 15 * time.Second})
 	e.d = runtimetest.New(t, foAddr, e.o)
 	clock = e.d.Now
 	if testing.Verbose() {
