@@ -95,7 +95,7 @@ type tester interface {
 func newEnv(t *testing.T, opts options) *env { return newEnvFor(t, t, opts) }
 
 // newEnvFor is newEnv reporting to rt (the driver reports to t).
-func newEnvFor(t *testing.T, rt tester, opts options) *env {
+func newEnvFor(t testing.TB, rt tester, opts options) *env {
 	t.Helper()
 	e := &env{t: rt, store: memblob.New(memblob.WithPendingCopies(opts.copies)), booted: map[string][][]byte{},
 		latest: map[string]bool{}, runbooks: &runbooks{fails: map[string]int{}}}
