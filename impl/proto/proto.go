@@ -15,6 +15,8 @@
 //	cs     -> agent      GroupConfig (a member of a replication group)
 //	master -> member:20004  Tag (one phase of a multi-VM round); member -> master TagAck
 //	master -> cs         TagRound (a round's outcome and write holds)
+//	portal -> failover   FailoverRequest, JobAction, SetTarget; failover answers Reply
+//	failover -> azure    StopReplication, MakeLatest, CommitPoint; azure answers Reply
 //
 // Every message names the machine it concerns, so that one process server
 // and one Azure service serve many machines.
@@ -33,7 +35,13 @@
 //   - BlockSum (checksum.go): the replica block checksum the Azure side
 //     computes and the agent compares, one rule for a short last block,
 //     tested from both sides with prototest.BlockSumCases;
-//   - the well-known hosts (names.go), each component's default peer.
+//   - the well-known hosts (names.go), each component's default peer;
+//   - the catalog format (catalog.go): a machine's replica state and
+//     recovery points, written by the Azure side only, read by failover
+//     and the harness with LoadCatalog;
+//   - failover's messages and choices (failover.go): the portal's
+//     FailoverRequest, JobAction and SetTarget, and the orchestrator's
+//     StopReplication, MakeLatest and CommitPoint to the Azure side.
 package proto
 
 import (
