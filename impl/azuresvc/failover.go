@@ -105,6 +105,12 @@ func (s *Service) serveFailover(ctx runtime.Context, m *machine) bool {
 		r := &m.fo[0]
 		if m.etag == "" {
 			s.pop(ctx, m, "", fmt.Errorf("%w: %s has no replica (no catalog)", ErrFailoverRequest, m.name))
+			if len(m.fo) == 0 && len(m.listed) == 0 && m.cat.Applied == 0 {
+				// A name the service never replicated: forget it, so
+				// that a request cannot add a machine to its status.
+				delete(s.machines, m.name)
+				return true
+			}
 			continue
 		}
 		switch r.kind {

@@ -61,6 +61,11 @@ func TestStopReplication(t *testing.T) {
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("replies (-want +got):\n%s", diff)
 	}
+	for _, ms := range service(d).Status().Machines {
+		if ms.Machine == "nosuch" {
+			t.Errorf("a refused request added machine nosuch to the status")
+		}
+	}
 	c := loadCatalog(t, store, "db01")
 	if !c.Stopped {
 		t.Fatalf("catalog not stopped")
