@@ -81,3 +81,11 @@ func (c *countingStore) DeleteSnapshot(ctx context.Context, ct, n, s string) err
 	c.count("delete-snapshot")
 	return c.Store.DeleteSnapshot(ctx, ct, n, s)
 }
+func (c *countingStore) StartCopy(ctx context.Context, dc, d, sc, s, snap string) (string, error) {
+	c.count("start-copy")
+	return c.Store.StartCopy(ctx, dc, d, sc, s, snap)
+}
+func (c *countingStore) CopyState(ctx context.Context, ct, n string) (blob.Copy, error) {
+	c.count("copy-state")
+	return c.Store.CopyState(ctx, ct, n)
+}

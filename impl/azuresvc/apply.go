@@ -135,7 +135,7 @@ func (a *applier) reload() error {
 // reload).
 func (a *applier) update(change func(next *Catalog) (changed bool, err error)) error {
 	for round := 0; ; round++ {
-		next := a.cat.clone()
+		next := a.cat.Clone()
 		changed, err := change(next)
 		if err != nil || !changed {
 			return err
@@ -216,7 +216,7 @@ func (a *applier) done(it *batch.Item, mutate func(*Catalog)) error {
 	if err := a.flush(); err != nil {
 		return err
 	}
-	next := a.cat.clone()
+	next := a.cat.Clone()
 	next.Applied = it.Seq
 	if mutate != nil {
 		mutate(next)
@@ -467,12 +467,12 @@ func (a *applier) bookmark(r batch.Record) error {
 	id := r.BookmarkID
 	skip := ""
 	switch {
-	case a.cat.revoked(id):
+	case a.cat.IsRevoked(id):
 		skip = "revoked"
 	case !a.cat.Synced:
 		skip = "replica not synced"
 	default:
-		if _, ok := a.cat.point(id); ok {
+		if _, ok := a.cat.FindPoint(id); ok {
 			skip = "already a point"
 		}
 	}
@@ -496,7 +496,7 @@ func (a *applier) bookmark(r batch.Record) error {
 		}
 		pt.Snapshots = append(pt.Snapshots, snap)
 	}
-	next := a.cat.clone()
+	next := a.cat.Clone()
 	next.Points = append(next.Points, pt)
 	next.AppliedLogSeq = r.Seq
 	keep, drop := prune(next.Points, a.now, next.Policy.Retention, a.th)
@@ -569,9 +569,9 @@ func (a *applier) dropped(points []Point, reason string) {
 
 func (a *applier) revoke(r batch.Record) error {
 	id := r.BookmarkID
-	next := a.cat.clone()
+	next := a.cat.Clone()
 	next.AppliedLogSeq = r.Seq
-	if !next.revoked(id) {
+	if !next.IsRevoked(id) {
 		next.Revoked = append(next.Revoked, id)
 	}
 	var drop []Point

@@ -120,6 +120,9 @@ type machine struct {
 	// last item probed and found not to be such a SyncStart.
 	refused, probed uint64
 	verified        time.Time // when the catalog was last verified against storage
+	// fo are failover's requests (failover.go), served in arrival order;
+	// the head is the one in progress.
+	fo []foRequest
 }
 
 type opKind int
@@ -137,6 +140,10 @@ const (
 	opGroupLoad
 	opGroupUpdate
 	opVerify
+	opStop       // failover.go
+	opLatestList // failover.go
+	opLatest     // failover.go
+	opCommit     // failover.go
 )
 
 type pending struct {
@@ -236,6 +243,8 @@ func (s *Service) message(ctx runtime.Context, ev runtime.Message) {
 		}
 		s.kick(ctx, mc)
 		s.evalGroups(ctx, "")
+	case *proto.StopReplication, *proto.MakeLatest, *proto.CommitPoint:
+		s.failoverRequest(ctx, ev.From, msg)
 	default:
 		ctx.Log().Debug("azuresvc: message ignored", "from", string(ev.From), "kind", wire.KindName(msg.WireKind()))
 	}
@@ -403,6 +412,9 @@ func (s *Service) kick(ctx runtime.Context, m *machine) {
 		s.startLoad(ctx, m)
 		return
 	}
+	if s.serveFailover(ctx, m) {
+		return
+	}
 	if m.held {
 		return
 	}
@@ -450,6 +462,9 @@ func (s *Service) kick(ctx runtime.Context, m *machine) {
 		s.startFetch(ctx, m, seq, size, true)
 		return
 	}
+	if s.finishLatest(ctx, m) {
+		return
+	}
 	var stale []uint64
 	for seq := range m.listed {
 		if seq <= m.cat.Applied {
@@ -485,7 +500,7 @@ func (m *machine) nextProbe(next uint64) (seq uint64, size int64, ok bool) {
 // startVerify checks that every point's snapshots are still in storage.
 func (s *Service) startVerify(ctx runtime.Context, m *machine) {
 	m.busy, m.verified = true, s.now
-	st, now, cat, etag, th := s.st, s.now, m.cat.clone(), m.etag, s.thinningFor(m)
+	st, now, cat, etag, th := s.st, s.now, m.cat.Clone(), m.etag, s.thinningFor(m)
 	s.start(ctx, pending{kind: opVerify, machine: m.name}, runtime.Op{Name: "azuresvc-verify", Run: func(ctx context.Context) (any, error) {
 		a := &applier{ctx: ctx, st: st, now: now, cat: cat, etag: etag, th: th}
 		err := a.verify()
@@ -564,7 +579,7 @@ func (s *Service) startFetch(ctx runtime.Context, m *machine, seq uint64, size i
 // startApply applies it; resync says it is the SyncStart of a newer
 // generation found past a refused item, which may skip ahead.
 func (s *Service) startApply(ctx runtime.Context, m *machine, it *batch.Item, resync bool) {
-	st, now, cat, etag, name, th := s.st, s.now, m.cat.clone(), m.etag, proto.CacheBlobName(m.name, it.Seq), s.thinningFor(m)
+	st, now, cat, etag, name, th := s.st, s.now, m.cat.Clone(), m.etag, proto.CacheBlobName(m.name, it.Seq), s.thinningFor(m)
 	s.start(ctx, pending{kind: opApply, machine: m.name, seq: it.Seq}, runtime.Op{Name: "azuresvc-apply-" + it.Kind.String(), Bytes: it.Size(), Run: func(ctx context.Context) (any, error) {
 		a := &applier{ctx: ctx, st: st, now: now, cat: cat, etag: etag, th: th, resync: resync}
 		err := a.run(it, name)
@@ -579,7 +594,7 @@ func (s *Service) startRetain(ctx runtime.Context, m *machine, want *setting, sw
 		c := want.clone()
 		set = &c
 	}
-	st, now, cat, etag, th := s.st, s.now, m.cat.clone(), m.etag, s.thinningFor(m)
+	st, now, cat, etag, th := s.st, s.now, m.cat.Clone(), m.etag, s.thinningFor(m)
 	s.start(ctx, pending{kind: opRetain, machine: m.name}, runtime.Op{Name: "azuresvc-retain", Run: func(ctx context.Context) (any, error) {
 		a := &applier{ctx: ctx, st: st, now: now, cat: cat, etag: etag, th: th}
 		err := a.retain(set, sweep)
@@ -650,6 +665,9 @@ func (s *Service) done(ctx runtime.Context, ev runtime.Done) {
 		return
 	case opGroupLoad, opGroupUpdate:
 		s.groupDone(ctx, p, ev)
+		return
+	case opStop, opLatestList, opLatest, opCommit:
+		s.failoverDone(ctx, p, ev)
 		return
 	}
 	m := s.machines[p.machine]
@@ -888,7 +906,7 @@ func (s *Service) Status() Status {
 		if m.cat != nil {
 			ms.Gen, ms.Synced, ms.Applied, ms.AppliedLogSeq = m.cat.Gen, m.cat.Synced, m.cat.Applied, m.cat.AppliedLogSeq
 			ms.Group = m.cat.Group
-			ms.Points, ms.NewestPoint = len(m.cat.Points), m.cat.newest()
+			ms.Points, ms.NewestPoint = len(m.cat.Points), m.cat.Newest()
 			if !ms.NewestPoint.IsZero() {
 				ms.RPO = s.now.Sub(ms.NewestPoint)
 			}

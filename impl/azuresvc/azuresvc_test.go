@@ -188,7 +188,7 @@ func TestChecksumsOfExistingReplica(t *testing.T) {
 		t.Errorf("events (-want +got):\n%s", diff)
 	}
 	c := loadCatalog(t, store, "db01")
-	if diff := cmp.Diff([]Disk{{0, disk0Size, "db01/disk0"}, {1, big, "db01/disk1"}, {2, 64 << 10, "db01/disk2"}}, c.Disks); diff != "" {
+	if diff := cmp.Diff([]Disk{{Index: 0, Size: disk0Size, Blob: "db01/disk0"}, {Index: 1, Size: big, Blob: "db01/disk1"}, {Index: 2, Size: 64 << 10, Blob: "db01/disk2"}}, c.Disks); diff != "" {
 		t.Errorf("disks (-want +got):\n%s", diff)
 	}
 	if c.Synced || c.Gen != 2 || c.SyncItem != ss.Seq {

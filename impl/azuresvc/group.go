@@ -177,7 +177,7 @@ func (s *Service) groupDelta(g *group) (ch groupChange, ok bool) {
 			}
 			p, has := pts[gp.ID]
 			switch {
-			case cat.revoked(gp.ID):
+			case cat.IsRevoked(gp.ID):
 				ch.Drop[gp.ID] = "revoked on " + mp.Machine
 			case !has || p.Seq != mp.Seq || !slices.Equal(p.Snapshots, mp.Snapshots):
 				ch.Drop[gp.ID] = "pruned on " + mp.Machine
@@ -206,7 +206,7 @@ func (s *Service) groupDelta(g *group) (ch groupChange, ok bool) {
 		complete := true
 		for i, c := range cats {
 			q, has := idx[i][p.ID]
-			if !has || c.revoked(p.ID) {
+			if !has || c.IsRevoked(p.ID) {
 				complete = false
 				break
 			}

@@ -97,7 +97,7 @@ func checkGroupPoints(t testing.TB, store blob.Store, c *GroupCatalog) {
 		var machines []string
 		for _, mp := range gp.Members {
 			machines = append(machines, mp.Machine)
-			p, ok := loadCatalog(t, store, mp.Machine).point(gp.ID)
+			p, ok := loadCatalog(t, store, mp.Machine).FindPoint(gp.ID)
 			if !ok {
 				t.Errorf("group point %s: %s has no such point", gp.ID, mp.Machine)
 				continue

@@ -119,6 +119,46 @@ type Store interface {
 	// ID (for taking over from a holder that died). Breaking a broken
 	// lease is not an error; a blob with no lease at all is ErrLeased.
 	BreakLease(ctx context.Context, container, name string) error
+
+	// StartCopy starts a server-side copy, within the account, of the blob
+	// srcContainer/src — or of its snapshot srcSnapshot when that is not
+	// "" — to dstContainer/dst, and returns the copy's ID. The destination
+	// is replaced (its type, size, data and metadata become the source's);
+	// its snapshots are kept. A missing source, snapshot or destination
+	// container is ErrNotFound; a leased destination is ErrLeased. The
+	// copy reads the source as it is when StartCopy is called.
+	//
+	// A copy may finish before StartCopy returns (Azurite, small blobs) or
+	// stay pending (Azure): poll CopyState until its Status is no longer
+	// CopyPending, and read the destination only after CopySuccess.
+	StartCopy(ctx context.Context, dstContainer, dst, srcContainer, src, srcSnapshot string) (copyID string, err error)
+	// CopyState reports the last copy into a blob. A blob that was never
+	// the destination of a copy has the zero Copy (Status ""); whether a
+	// later write clears the state differs between services, so do not
+	// rely on it. A missing blob is ErrNotFound.
+	CopyState(ctx context.Context, container, name string) (Copy, error)
+}
+
+// CopyStatus is where a server-side copy stands.
+type CopyStatus string
+
+// The copy statuses, with Azure's spelling.
+const (
+	CopyPending CopyStatus = "pending"
+	CopySuccess CopyStatus = "success"
+	CopyFailed  CopyStatus = "failed"
+	CopyAborted CopyStatus = "aborted"
+)
+
+// Copy is the state of the last server-side copy into a blob.
+type Copy struct {
+	ID     string
+	Status CopyStatus
+	// Copied and Total are the bytes copied so far and the source's size
+	// (Azure's x-ms-copy-progress).
+	Copied, Total int64
+	// Reason is the service's description of a failed or aborted copy.
+	Reason string
 }
 
 // PageSize is the page blob unit: offsets and sizes are multiples of it.

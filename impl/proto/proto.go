@@ -15,6 +15,8 @@
 //	cs     -> agent      GroupConfig (a member of a replication group)
 //	master -> member:20004  Tag (one phase of a multi-VM round); member -> master TagAck
 //	master -> cs         TagRound (a round's outcome and write holds)
+//	portal -> failover   FailoverRequest, JobAction, SetTarget; failover answers Reply
+//	failover -> azure    StopReplication, MakeLatest, CommitPoint; azure answers Reply
 //
 // Every message names the machine it concerns, so that one process server
 // and one Azure service serve many machines.
@@ -33,7 +35,13 @@
 //   - BlockSum (checksum.go): the replica block checksum the Azure side
 //     computes and the agent compares, one rule for a short last block,
 //     tested from both sides with prototest.BlockSumCases;
-//   - the well-known hosts (names.go), each component's default peer.
+//   - the well-known hosts (names.go), each component's default peer;
+//   - the catalog format (catalog.go): a machine's replica state and
+//     recovery points, written by the Azure side only, read by failover
+//     and the harness with LoadCatalog;
+//   - failover's messages and choices (failover.go): the portal's
+//     FailoverRequest, JobAction and SetTarget, and the orchestrator's
+//     StopReplication, MakeLatest and CommitPoint to the Azure side.
 package proto
 
 import (
@@ -121,6 +129,12 @@ const (
 	KindTagAck
 	KindTagRound
 	KindEnableGroup
+	KindStopReplication
+	KindMakeLatest
+	KindCommitPoint
+	KindFailoverRequest
+	KindJobAction
+	KindSetTarget
 )
 
 func init() {
@@ -148,6 +162,12 @@ func init() {
 	reg(KindTagAck, "tag-ack", func() wire.Msg { return &TagAck{} })
 	reg(KindTagRound, "tag-round", func() wire.Msg { return &TagRound{} })
 	reg(KindEnableGroup, "enable-group", func() wire.Msg { return &EnableGroup{} })
+	reg(KindStopReplication, "stop-replication", func() wire.Msg { return &StopReplication{} })
+	reg(KindMakeLatest, "make-latest", func() wire.Msg { return &MakeLatest{} })
+	reg(KindCommitPoint, "commit-point", func() wire.Msg { return &CommitPoint{} })
+	reg(KindFailoverRequest, "failover-request", func() wire.Msg { return &FailoverRequest{} })
+	reg(KindJobAction, "job-action", func() wire.Msg { return &JobAction{} })
+	reg(KindSetTarget, "set-target", func() wire.Msg { return &SetTarget{} })
 }
 
 // Register is an agent announcing itself to the configuration server.
@@ -585,6 +605,12 @@ type Reply struct {
 	Subject string
 	OK      bool
 	Reason  string
+	// Req echoes the request id of a failover-era request (StopReplication,
+	// MakeLatest, CommitPoint, FailoverRequest, JobAction, SetTarget), and
+	// Result is what it produced (a point id, a job id), "" for nothing.
+	// Both are encoded only when set, so older replies keep their bytes.
+	Req    string
+	Result string
 }
 
 func (*Reply) WireKind() wire.Kind { return KindReply }
@@ -593,9 +619,16 @@ func (m *Reply) MarshalWire(e *wire.Encoder) {
 	e.String(m.Subject)
 	e.Bool(m.OK)
 	e.String(m.Reason)
+	if m.Req != "" || m.Result != "" {
+		e.String(m.Req)
+		e.String(m.Result)
+	}
 }
 func (m *Reply) UnmarshalWire(d *wire.Decoder) error {
 	m.Request, m.Subject, m.OK, m.Reason = d.String(), d.String(), d.Bool(), d.String()
+	if d.Err() == nil && d.Remaining() > 0 {
+		m.Req, m.Result = d.String(), d.String()
+	}
 	return d.Err()
 }
 

@@ -46,6 +46,8 @@ func Run(t *testing.T, newStore func(t *testing.T) blob.Store) {
 		{"Leases", testLeases},
 		{"LeaseBreak", testLeaseBreak},
 		{"ErrorMessages", testErrorMessages},
+		{"Copy", testCopy},
+		{"CopyErrors", testCopyErrors},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -809,4 +811,87 @@ func testErrorMessages(t *testing.T, s blob.Store, c string) {
 			}
 		}
 	}
+}
+
+// WaitCopy polls CopyState until the copy into c/name is no longer
+// pending, at most polls times, and returns the final state. It does not
+// sleep between polls (impl code has no clock): a small blob's copy on a
+// real account finishes within a few round trips.
+func WaitCopy(t *testing.T, s blob.Store, c, name string, polls int) blob.Copy {
+	t.Helper()
+	for range polls {
+		cp, err := s.CopyState(context.Background(), c, name)
+		if err != nil {
+			t.Fatalf("CopyState(%s): %v", name, err)
+		}
+		if cp.Status != blob.CopyPending {
+			return cp
+		}
+	}
+	t.Fatalf("CopyState(%s): still pending after %d polls", name, polls)
+	return blob.Copy{}
+}
+
+func testCopy(t *testing.T, s blob.Store, c string) {
+	ctx := context.Background()
+	const size = 8 * blob.PageSize
+	must[string](t, "CreatePageBlob")(s.CreatePageBlob(ctx, c, "disk", size, blob.WriteOptions{Metadata: map[string]string{"machine": "vm1"}}))
+	old := pattern(3, 2048)
+	must[string](t, "WritePages")(s.WritePages(ctx, c, "disk", 1024, old, blob.WriteOptions{}))
+	rp := must[string](t, "Snapshot")(s.Snapshot(ctx, c, "disk", nil))
+	must[string](t, "WritePages after the snapshot")(s.WritePages(ctx, c, "disk", 0, pattern(9, 4096), blob.WriteOptions{}))
+
+	if cp := must[blob.Copy](t, "CopyState never copied")(s.CopyState(ctx, c, "disk")); cp != (blob.Copy{}) {
+		t.Errorf("CopyState of a blob never copied: %+v, want the zero Copy", cp)
+	}
+
+	id := must[string](t, "StartCopy snapshot")(s.StartCopy(ctx, c, "copy", c, "disk", rp))
+	if id == "" {
+		t.Errorf("StartCopy snapshot: empty copy id")
+	}
+	cp := WaitCopy(t, s, c, "copy", 1000)
+	if cp.Status != blob.CopySuccess || cp.ID != id || cp.Total != size || cp.Copied != size {
+		t.Errorf("copy of snapshot: %+v, want success of %s with %d/%d bytes", cp, id, size, size)
+	}
+	want := append(append(make([]byte, 1024), old...), make([]byte, size-1024-2048)...)
+	sameBytes(t, "copy of snapshot", getData(t, s, c, "copy", blob.ReadOptions{}), want)
+	p := must[blob.Props](t, "Properties copy")(s.Properties(ctx, c, "copy"))
+	if p.Kind != blob.PageBlob || p.Size != size || p.Metadata["machine"] != "vm1" {
+		t.Errorf("copy props: %s %d bytes metadata %v, want PageBlob %d bytes machine=vm1", p.Kind, p.Size, p.Metadata, size)
+	}
+	// The source is untouched.
+	sameBytes(t, "source snapshot after the copy", getData(t, s, c, "disk", blob.ReadOptions{Snapshot: rp}), want)
+
+	// A second copy, of the base blob, replaces the destination.
+	must[string](t, "Put small")(s.Put(ctx, c, "small", []byte("block data"), blob.WriteOptions{}))
+	id2 := must[string](t, "StartCopy over")(s.StartCopy(ctx, c, "copy", c, "small", ""))
+	cp = WaitCopy(t, s, c, "copy", 1000)
+	if cp.Status != blob.CopySuccess || cp.ID != id2 || id2 == id {
+		t.Errorf("second copy: %+v (first id %s), want success of a new id %s", cp, id, id2)
+	}
+	sameBytes(t, "copy replaced", getData(t, s, c, "copy", blob.ReadOptions{}), []byte("block data"))
+	if p := must[blob.Props](t, "Properties replaced")(s.Properties(ctx, c, "copy")); p.Kind != blob.BlockBlob || p.Size != 10 {
+		t.Errorf("replaced copy: %s %d bytes, want BlockBlob 10 bytes", p.Kind, p.Size)
+	}
+}
+
+func testCopyErrors(t *testing.T, s blob.Store, c string) {
+	ctx := context.Background()
+	const lid = "33333333-3333-4333-8333-333333333333"
+	must[string](t, "CreatePageBlob")(s.CreatePageBlob(ctx, c, "disk", 4*blob.PageSize, blob.WriteOptions{}))
+	must[string](t, "Put dst")(s.Put(ctx, c, "leased", []byte("keep"), blob.WriteOptions{}))
+	check(t, "AcquireLease", s.AcquireLease(ctx, c, "leased", lid, 0))
+
+	_, err := s.StartCopy(ctx, c, "x", c, "missing", "")
+	wantErr(t, "StartCopy missing source", err, blob.ErrNotFound)
+	_, err = s.StartCopy(ctx, c, "x", c, "disk", "2026-01-01T00:00:00.0000000Z")
+	wantErr(t, "StartCopy missing snapshot", err, blob.ErrNotFound)
+	_, err = s.StartCopy(ctx, c+"-none", "x", c, "disk", "")
+	wantErr(t, "StartCopy missing destination container", err, blob.ErrNotFound)
+	_, err = s.StartCopy(ctx, c, "leased", c, "disk", "")
+	wantErr(t, "StartCopy onto a leased blob", err, blob.ErrLeased)
+	sameBytes(t, "leased destination after a refused copy", getData(t, s, c, "leased", blob.ReadOptions{}), []byte("keep"))
+	_, err = s.CopyState(ctx, c, "x")
+	wantErr(t, "CopyState of a refused copy's destination", err, blob.ErrNotFound)
+	check(t, "ReleaseLease", s.ReleaseLease(ctx, c, "leased", lid))
 }

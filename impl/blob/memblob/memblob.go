@@ -26,11 +26,14 @@ import (
 
 // Store is an in-memory storage account. It is safe for concurrent use.
 type Store struct {
-	mu         sync.Mutex
-	now        func() time.Time
-	etagSeq    uint64
-	snapSeq    uint64
-	containers map[string]map[string]*object
+	mu      sync.Mutex
+	now     func() time.Time
+	etagSeq uint64
+	snapSeq uint64
+	copySeq uint64
+	// pendingCopies is how many CopyState calls a copy stays pending for.
+	pendingCopies int
+	containers    map[string]map[string]*object
 }
 
 var _ blob.Store = (*Store)(nil)
@@ -42,6 +45,13 @@ type Option func(*Store)
 // virtual clock).
 func WithClock(now func() time.Time) Option {
 	return func(s *Store) { s.now = now }
+}
+
+// WithPendingCopies keeps every server-side copy pending for n CopyState
+// calls before it reports success, as Azure may, so that callers' polling
+// is exercised. The destination's bytes are the source's from StartCopy on.
+func WithPendingCopies(n int) Option {
+	return func(s *Store) { s.pendingCopies = n }
 }
 
 // New returns an empty store with no containers.
@@ -110,6 +120,13 @@ type object struct {
 	leaseDur  time.Duration // 0: infinite
 	expires   time.Time     // zero: never (infinite, or no clock)
 	snapshots []snapshot
+	// cp is the last copy into the blob; nil when none or written since.
+	cp *copyState
+}
+
+type copyState struct {
+	blob.Copy
+	remaining int // CopyState calls left while pending
 }
 
 type snapshot struct {
@@ -285,6 +302,7 @@ func (s *Store) create(op, c, name string, opts blob.WriteOptions, ct content) (
 	ct.md = blob.NormalizeMetadata(opts.Metadata)
 	ct.etag = s.nextETag()
 	o.content = ct
+	o.cp = nil
 	return ct.etag, nil
 }
 
@@ -370,6 +388,7 @@ func (s *Store) update(op, c, name string, opts blob.WriteOptions, fn func(o *ob
 		return "", blob.Errorf(op, c, name, err, "")
 	}
 	o.etag = s.nextETag()
+	o.cp = nil
 	return o.etag, nil
 }
 
@@ -604,4 +623,72 @@ func (s *Store) BreakLease(_ context.Context, c, name string) error {
 		o.lease, o.expires = leaseBroken, time.Time{}
 		return nil
 	})
+}
+
+// StartCopy implements blob.Store.
+func (s *Store) StartCopy(_ context.Context, dc, dst, sc, src, srcSnapshot string) (string, error) {
+	const op = "start copy"
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	so, err := s.object(op, sc, src)
+	if err != nil {
+		return "", err
+	}
+	ct := so.content
+	if srcSnapshot != "" {
+		sn := findSnapshot(so, srcSnapshot)
+		if sn == nil {
+			return "", blob.Errorf(op, sc, src, blob.ErrNotFound, "no snapshot "+srcSnapshot)
+		}
+		ct = sn.content
+	}
+	blobs, err := s.container(op, dc, dst)
+	if err != nil {
+		return "", err
+	}
+	o := blobs[dst]
+	if o != nil {
+		if err := s.checkWrite(o, blob.WriteOptions{}); err != nil {
+			return "", blob.Errorf(op, dc, dst, err, "")
+		}
+	} else {
+		o = &object{}
+		blobs[dst] = o
+	}
+	// Pages and data are never modified in place: sharing them is safe.
+	ct.md = maps.Clone(ct.md)
+	ct.etag = s.nextETag()
+	o.content = ct
+	s.copySeq++
+	cp := &copyState{Copy: blob.Copy{ID: fmt.Sprintf("copy-%012d", s.copySeq), Total: ct.size}, remaining: s.pendingCopies}
+	if cp.remaining > 0 {
+		cp.Status = blob.CopyPending
+	} else {
+		cp.Status, cp.Copied = blob.CopySuccess, ct.size
+	}
+	o.cp = cp
+	return cp.ID, nil
+}
+
+// CopyState implements blob.Store.
+func (s *Store) CopyState(_ context.Context, c, name string) (blob.Copy, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	o, err := s.object("copy state", c, name)
+	if err != nil {
+		return blob.Copy{}, err
+	}
+	if o.cp == nil {
+		return blob.Copy{}, nil
+	}
+	cp := o.cp
+	if cp.Status == blob.CopyPending {
+		if cp.remaining > 0 {
+			cp.remaining--
+			cp.Copied = cp.Total * int64(s.pendingCopies-cp.remaining) / int64(s.pendingCopies+1)
+			return cp.Copy, nil
+		}
+		cp.Status, cp.Copied = blob.CopySuccess, cp.Total
+	}
+	return cp.Copy, nil
 }

@@ -23,6 +23,47 @@ func TestConformance(t *testing.T) {
 	blobtest.Run(t, func(t *testing.T) blob.Store { return memblob.New() })
 }
 
+// TestConformancePendingCopies: the suite also passes when copies stay
+// pending for a while, as on Azure.
+func TestConformancePendingCopies(t *testing.T) {
+	blobtest.Run(t, func(t *testing.T) blob.Store { return memblob.New(memblob.WithPendingCopies(2)) })
+}
+
+// TestPendingCopies: WithPendingCopies(n) keeps a copy pending for exactly
+// n CopyState calls, with progress growing, then reports success.
+func TestPendingCopies(t *testing.T) {
+	ctx := context.Background()
+	s := memblob.New(memblob.WithPendingCopies(3))
+	if err := s.CreateContainer(ctx, "c00"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Put(ctx, "c00", "src", make([]byte, 400), blob.WriteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	id, err := s.StartCopy(ctx, "c00", "dst", "c00", "src", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []blob.Copy
+	for range 5 {
+		cp, err := s.CopyState(ctx, "c00", "dst")
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, cp)
+	}
+	want := []blob.Copy{
+		{ID: id, Status: blob.CopyPending, Copied: 100, Total: 400},
+		{ID: id, Status: blob.CopyPending, Copied: 200, Total: 400},
+		{ID: id, Status: blob.CopyPending, Copied: 300, Total: 400},
+		{ID: id, Status: blob.CopySuccess, Copied: 400, Total: 400},
+		{ID: id, Status: blob.CopySuccess, Copied: 400, Total: 400},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("copy states (-want +got):\n%s", diff)
+	}
+}
+
 // broken wraps a correct store and gets one thing wrong, chosen by name.
 type broken struct {
 	blob.Store
@@ -70,6 +111,13 @@ func (b broken) List(ctx context.Context, c, prefix string) ([]blob.Item, error)
 	return items, err
 }
 
+func (b broken) StartCopy(ctx context.Context, dc, d, sc, src, snap string) (string, error) {
+	if b.bug == "copy-ignores-snapshot" {
+		snap = ""
+	}
+	return b.Store.StartCopy(ctx, dc, d, sc, src, snap)
+}
+
 func (b broken) AcquireLease(ctx context.Context, c, n, id string, d time.Duration) error {
 	if b.bug == "lease-steal" {
 		_ = b.Store.BreakLease(ctx, c, n)
@@ -97,6 +145,7 @@ func TestSuiteCatchesBugs(t *testing.T) {
 		{"snapshot-reads-base", "snapshot 1 after the base changed"},
 		{"list-unsorted", "List(log/) names"},
 		{"lease-steal", "AcquireLease by another id"},
+		{"copy-ignores-snapshot", "copy of snapshot"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.bug, func(t *testing.T) {
