@@ -52,7 +52,11 @@ type pointLookup func(machine, point string) (imgs []io.ReaderAt, seq uint64, co
 
 // judgeImages is the image check of every VM failover made (a VM that
 // carries compute.TagSource and compute.TagPoint) in inv.
-func judgeImages(ctx context.Context, f compute.Fabric, inv compute.Inventory, lookup pointLookup, oracle func(machine string) *disk.Oracle, recover func(machine string, imgs []io.ReaderAt, app bool) (string, error)) []Result {
+//
+// It also returns the booted images that passed, by job and machine, for
+// the application checks that span machines.
+func judgeImages(ctx context.Context, f compute.Fabric, inv compute.Inventory, lookup pointLookup, oracle func(machine string) *disk.Oracle, recover func(machine string, imgs []io.ReaderAt, app bool) (string, error)) ([]Result, map[string]map[string][]io.ReaderAt) {
+	booted := map[string]map[string][]io.ReaderAt{}
 	disks := map[compute.Ref]compute.Disk{}
 	for _, d := range inv.Disks {
 		disks[d.Ref] = d
@@ -134,6 +138,11 @@ func judgeImages(ctx context.Context, f compute.Fabric, inv compute.Inventory, l
 			res.Verdict, res.Evidence = Illegal, fmt.Sprintf("the booted disks are not the source after the k=%d writes before the point (%s)", k, v.Evidence)
 		default:
 			res.Verdict, res.Detail = OK, fmt.Sprintf("k=%d", k)
+			job := vm.Tags[compute.TagJob]
+			if booted[job] == nil {
+				booted[job] = map[string][]io.ReaderAt{}
+			}
+			booted[job][src] = got
 			if recover != nil {
 				sum, err := recover(src, got, kind == proto.App)
 				if err != nil {
@@ -145,7 +154,7 @@ func judgeImages(ctx context.Context, f compute.Fabric, inv compute.Inventory, l
 		}
 		out = append(out, res)
 	}
-	return out
+	return out, booted
 }
 
 // inventoryCmp compares addresses and prefixes by value.

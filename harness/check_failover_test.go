@@ -126,7 +126,7 @@ func TestImageCheck(t *testing.T) {
 				}
 				return []io.ReaderAt{bytes.NewReader(c.pt)}, math.MaxUint64, proto.Crash, true, nil
 			}
-			rs := judgeImages(ctx, f, inv, lookup, oracle, nil)
+			rs, _ := judgeImages(ctx, f, inv, lookup, oracle, nil)
 			if len(rs) != 1 {
 				t.Fatalf("%d results, want 1: %v", len(rs), rs)
 			}

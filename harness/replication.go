@@ -96,6 +96,8 @@ type Deployment struct {
 	// state. A host crash loses what was not fsynced on them.
 	disks   map[string]*simfs.FS
 	crashes int // disk crashes so far: each draws from its own sub-seed
+	// fo is the failover side, made by the first failover command.
+	fo *Failover
 }
 
 // Paths on the hosts' disks (every host has its own).
