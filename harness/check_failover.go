@@ -185,7 +185,9 @@ func judgeIsolation(inv compute.Inventory, production compute.Ref, isTestJob fun
 	for _, n := range inv.Networks {
 		peers[n.Ref] = n.Peers
 	}
-	reach := func(a, b compute.Ref) bool { return a == b || slices.Contains(peers[a], b) || slices.Contains(peers[b], a) }
+	reach := func(a, b compute.Ref) bool {
+		return a == b || slices.Contains(peers[a], b) || slices.Contains(peers[b], a)
+	}
 	nics := map[compute.Ref]compute.NIC{}
 	for _, n := range inv.NICs {
 		nics[n.Ref] = n

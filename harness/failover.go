@@ -17,8 +17,8 @@ import (
 	"github.com/v2a-dr/v2a/impl/proto"
 	"github.com/v2a-dr/v2a/impl/runtime"
 	"github.com/v2a-dr/v2a/impl/wire"
-	"github.com/v2a-dr/v2a/sim/fabric"
 	"github.com/v2a-dr/v2a/sim/disk"
+	"github.com/v2a-dr/v2a/sim/fabric"
 	simnet "github.com/v2a-dr/v2a/sim/net"
 )
 
