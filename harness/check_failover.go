@@ -5,7 +5,9 @@
 //     workload recovers on them;
 //   - leftovers: after a test failover's cleanup the fabric's inventory,
 //     and every network's IP table, equal what they were before the test;
-//   - isolation: no test VM reaches the production network, nor it them.
+//   - isolation: no test VM reaches the production network, nor it them;
+//   - plan-order: groups in order, a group's VMs in parallel, actions only
+//     for their failover type and direction, nothing done twice.
 
 package harness
 
@@ -17,10 +19,12 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/v2a-dr/v2a/impl/compute"
+	"github.com/v2a-dr/v2a/impl/failover"
 	"github.com/v2a-dr/v2a/impl/proto"
 	"github.com/v2a-dr/v2a/sim/disk"
 )
@@ -134,8 +138,10 @@ func judgeImages(ctx context.Context, f compute.Fabric, inv compute.Inventory, l
 		switch {
 		case err != nil:
 			res.Verdict, res.Evidence = Unknown, err.Error()
-		case !v.OK() || !v.Ks.Contains(k):
-			res.Verdict, res.Evidence = Illegal, fmt.Sprintf("the booted disks are not the source after the k=%d writes before the point (%s)", k, v.Evidence)
+		case !v.OK():
+			res.Verdict, res.Evidence = Illegal, fmt.Sprintf("the booted disks are no state the source ever had: %s", v.Evidence)
+		case !v.Ks.Contains(k):
+			res.Verdict, res.Evidence = Illegal, fmt.Sprintf("the booted disks are the source after k in %s, not after the k=%d writes before the point (log seq %d)", v.Ks, k, seq)
 		default:
 			res.Verdict, res.Detail = OK, fmt.Sprintf("k=%d", k)
 			job := vm.Tags[compute.TagJob]
@@ -217,5 +223,167 @@ func judgeIsolation(inv compute.Inventory, production compute.Ref, isTestJob fun
 		}
 		out = append(out, res)
 	}
+	return out
+}
+
+// runbookRun is one run of a plan's runbook, as the simulated runbook
+// service saw it.
+type runbookRun struct {
+	Runbook, Plan, Op string
+	Group             int
+	OK                bool
+}
+
+// bootTask reports whether a task belongs to a boot group's own phase (its
+// actions, its VMs' creation and health), as opposed to the preparation
+// every VM of a plan does in parallel before the first group boots.
+func bootTask(t failover.Task) bool {
+	return t.Name == failover.TaskVM || t.Name == failover.TaskHealth || strings.HasPrefix(t.Name, "Group ")
+}
+
+// actionApplies says whether a plan action runs for a failover type (the
+// direction is always VMware→Azure here).
+func actionApplies(a proto.PlanAction, op string) bool {
+	return (len(a.FailoverTypes) == 0 || slices.Contains(a.FailoverTypes, op)) &&
+		(len(a.Directions) == 0 || slices.Contains(a.Directions, proto.DirectionToAzure))
+}
+
+// judgePlanOrder is the plan-order check of one plan job: boot groups
+// strictly in order, the VMs of a group in parallel, actions run only for
+// their failover type and direction, and nothing done twice (a resumed
+// job runs only its failed action again, and a runbook never runs again
+// after it succeeded).
+func judgePlanOrder(j failover.Job, p *proto.RecoveryPlan, runs []runbookRun) []Result {
+	subj := j.ID + " plan " + p.Name
+	res := func(check string) Result {
+		return Result{Check: "plan-order", Subject: subj + " " + check, Verdict: OK}
+	}
+	var out []Result
+	// Groups in order.
+	order := res("groups")
+	var prevEnd time.Time
+	prevGroup := 0
+	for g := 1; g <= len(p.Groups); g++ {
+		var first, last time.Time
+		n := 0
+		for _, t := range j.Tasks {
+			if t.Group != g || !bootTask(t) {
+				continue
+			}
+			n++
+			if first.IsZero() || t.Start.Before(first) {
+				first = t.Start
+			}
+			if t.End.After(last) {
+				last = t.End
+			}
+		}
+		if n == 0 {
+			continue
+		}
+		if prevGroup > 0 && first.Before(prevEnd) {
+			order.Verdict = Illegal
+			order.Evidence = fmt.Sprintf("group %d started at %s, before group %d ended at %s", g, elapsed(first), prevGroup, elapsed(prevEnd))
+			break
+		}
+		prevEnd, prevGroup = last, g
+		order.Detail = fmt.Sprintf("%d groups in order", g)
+	}
+	if prevGroup == 0 {
+		order.Verdict, order.Evidence = Unknown, "no boot group ran: nothing to judge"
+	}
+	out = append(out, order)
+	// The VMs of a group in parallel.
+	par := res("parallel")
+	judged := 0
+	for g := 1; g <= len(p.Groups) && par.Verdict == OK; g++ {
+		var vms []failover.Task
+		for _, t := range j.Tasks {
+			if t.Group == g && t.Name == failover.TaskVM {
+				vms = append(vms, t)
+			}
+		}
+		if len(vms) < 2 {
+			continue
+		}
+		judged++
+		for _, a := range vms {
+			for _, b := range vms {
+				if !a.End.IsZero() && b.Start.After(a.End) {
+					par.Verdict = Illegal
+					par.Evidence = fmt.Sprintf("group %d: %s was created only after %s had booted (at %s, after %s): not in parallel", g, b.VM, a.VM, elapsed(b.Start), elapsed(a.End))
+				}
+			}
+		}
+	}
+	if par.Verdict == OK {
+		if judged == 0 {
+			par.Verdict, par.Evidence = Unknown, "no group with two VMs: nothing to judge"
+		} else {
+			par.Detail = fmt.Sprintf("%d groups with their VMs in parallel", judged)
+		}
+	}
+	out = append(out, par)
+	// Actions only for their type and direction.
+	acts := res("actions")
+	fired, skipped := 0, 0
+	for gi, g := range p.Groups {
+		for _, set := range []struct {
+			when string
+			as   []proto.PlanAction
+		}{{"pre", g.Pre}, {"post", g.Post}} {
+			for _, a := range set.as {
+				prefix := fmt.Sprintf("Group %d %s-action %s (", gi+1, set.when, a.Name)
+				ran := slices.ContainsFunc(j.Tasks, func(t failover.Task) bool { return strings.HasPrefix(t.Name, prefix) })
+				want := actionApplies(a, j.Op)
+				switch {
+				case ran && !want:
+					acts.Verdict, acts.Evidence = Illegal, fmt.Sprintf("action %s ran in a %s, which it does not name (types %v, directions %v)", a.Name, j.Op, a.FailoverTypes, a.Directions)
+				case ran:
+					fired++
+				case want && j.State == failover.JobSucceeded:
+					acts.Verdict, acts.Evidence = Illegal, fmt.Sprintf("action %s applies to %s but never ran, and the job succeeded", a.Name, j.Op)
+				case !want:
+					skipped++
+				}
+			}
+		}
+	}
+	if acts.Verdict == OK {
+		if fired+skipped == 0 {
+			acts.Verdict, acts.Evidence = Unknown, "the plan has no actions: nothing to judge"
+		} else {
+			acts.Detail = fmt.Sprintf("%d fired, %d left out for %s", fired, skipped, j.Op)
+		}
+	}
+	out = append(out, acts)
+	// Nothing redone.
+	once := res("once")
+	seen := map[string]bool{}
+	for _, t := range j.Tasks {
+		k := fmt.Sprintf("%s|%s|%d", t.Name, t.VM, t.Group)
+		if seen[k] {
+			once.Verdict, once.Evidence = Illegal, fmt.Sprintf("task %q (%s, group %d) appears twice", t.Name, t.VM, t.Group)
+			break
+		}
+		seen[k] = true
+	}
+	okRuns := map[string]bool{}
+	for _, r := range runs {
+		if r.Plan != p.Name || r.Op != j.Op {
+			continue
+		}
+		k := fmt.Sprintf("%s group %d", r.Runbook, r.Group)
+		if okRuns[k] && once.Verdict == OK {
+			once.Verdict, once.Evidence = Illegal, fmt.Sprintf("runbook %s ran again after it had succeeded", k)
+		}
+		if r.OK {
+			okRuns[k] = true
+		}
+	}
+	if once.Verdict == OK {
+		once.Detail = fmt.Sprintf("%d tasks, %d runbook runs, none repeated", len(j.Tasks), len(okRuns))
+	}
+	out = append(out, once)
 	return out
 }

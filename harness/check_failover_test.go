@@ -7,6 +7,7 @@ import (
 	"math"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -15,8 +16,10 @@ import (
 	"github.com/v2a-dr/v2a/impl/blob/memblob"
 	"github.com/v2a-dr/v2a/impl/compute"
 	"github.com/v2a-dr/v2a/impl/compute/memfabric"
+	"github.com/v2a-dr/v2a/impl/failover"
 	"github.com/v2a-dr/v2a/impl/proto"
 	"github.com/v2a-dr/v2a/sim/disk"
+	"github.com/v2a-dr/v2a/sim/sched"
 )
 
 const testDiskBytes = 64 << 10
@@ -109,7 +112,7 @@ func TestImageCheck(t *testing.T) {
 	}{
 		{"exactly the point", img, img, false, OK, "k=5"},
 		{"booted disk differs from the point", flip(img, 5000), img, false, Illegal, "differs from the point's disk 0 first at byte 5000"},
-		{"point is no state the source had", flip(img, 30000), flip(img, 30000), false, Illegal, "not the source after the k=5 writes"},
+		{"point is no state the source had", flip(img, 30000), flip(img, 30000), false, Illegal, "no state the source ever had"},
 		{"point pruned", img, img, true, Unknown, "no longer in storage"},
 	}
 	for _, c := range cases {
@@ -185,5 +188,74 @@ func TestLeftoversAndIsolation(t *testing.T) {
 	}
 	if rs := judgeIsolation(inv, prod, func(string) bool { return false }); len(rs) != 0 {
 		t.Fatalf("no test VM: %v", rs)
+	}
+}
+
+// TestPlanOrder: the plan-order check passes a plan job that ran as the
+// plan says, and its negative controls catch a group booting before the
+// previous one is healthy, a group's VMs created one after another, an
+// action that ran for a failover type it does not name, a task done twice,
+// and a runbook run again after it succeeded.
+func TestPlanOrder(t *testing.T) {
+	at := func(min int) time.Time { return sched.Epoch.Add(time.Duration(min) * time.Minute) }
+	plan := &proto.RecoveryPlan{Name: "erp", Groups: []proto.PlanGroup{
+		{VMs: []string{"db"}},
+		{VMs: []string{"web", "rep"}, Pre: []proto.PlanAction{
+			{Name: "dns", Runbook: "update-dns", FailoverTypes: []string{proto.OpFailover}},
+			{Name: "check", Manual: true, FailoverTypes: []string{proto.OpTestFailover}},
+		}},
+	}}
+	task := func(name, vm string, g, start, end int) failover.Task {
+		return failover.Task{Name: name, VM: vm, Group: g, State: failover.TaskSucceeded, Start: at(start), End: at(end)}
+	}
+	good := func() failover.Job {
+		return failover.Job{ID: "job-1", Op: proto.OpFailover, Plan: "erp", State: failover.JobSucceeded, Tasks: []failover.Task{
+			task(failover.TaskCopy, "db", 1, 0, 1), task(failover.TaskCopy, "web", 2, 0, 1), task(failover.TaskCopy, "rep", 2, 0, 1),
+			task(failover.TaskVM, "db", 1, 1, 4), task(failover.TaskHealth, "db", 1, 4, 4),
+			task("Group 2 pre-action dns (script)", "", 2, 4, 5),
+			task(failover.TaskVM, "web", 2, 5, 8), task(failover.TaskVM, "rep", 2, 5, 9),
+			task(failover.TaskHealth, "web", 2, 8, 8), task(failover.TaskHealth, "rep", 2, 9, 9),
+		}}
+	}
+	runs := []runbookRun{{Runbook: "update-dns", Plan: "erp", Op: proto.OpFailover, Group: 2, OK: true}}
+	verdicts := func(j failover.Job, runs []runbookRun) map[string]Result {
+		m := map[string]Result{}
+		for _, r := range judgePlanOrder(j, plan, runs) {
+			m[strings.TrimPrefix(r.Subject, "job-1 plan erp ")] = r
+		}
+		return m
+	}
+	for name, r := range verdicts(good(), runs) {
+		if r.Verdict != OK {
+			t.Errorf("good job: %s: %s", name, r)
+		}
+	}
+	cases := []struct {
+		name, which, evidence string
+		mutate                func(j *failover.Job, runs *[]runbookRun)
+	}{
+		{"group 2 before group 1 is healthy", "groups", "group 2 started", func(j *failover.Job, _ *[]runbookRun) {
+			j.Tasks[3].End, j.Tasks[4].Start, j.Tasks[4].End = at(6), at(6), at(6)
+		}},
+		{"a group's VMs one after another", "parallel", "not in parallel", func(j *failover.Job, _ *[]runbookRun) { j.Tasks[7].Start, j.Tasks[7].End = at(9), at(12) }},
+		{"an action for another failover type", "actions", "action check ran in a failover", func(j *failover.Job, _ *[]runbookRun) {
+			j.Tasks = append(j.Tasks, task("Group 2 pre-action check (manual)", "", 2, 5, 5))
+		}},
+		{"an action that applies never ran", "actions", "never ran", func(j *failover.Job, _ *[]runbookRun) { j.Tasks = slices.Delete(j.Tasks, 5, 6) }},
+		{"a task done twice", "once", "appears twice", func(j *failover.Job, _ *[]runbookRun) { j.Tasks = append(j.Tasks, j.Tasks[6]) }},
+		{"a runbook run again after success", "once", "ran again", func(_ *failover.Job, r *[]runbookRun) { *r = append(*r, (*r)[0]) }},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			j, rs := good(), slices.Clone(runs)
+			c.mutate(&j, &rs)
+			got := verdicts(j, rs)[c.which]
+			if got.Verdict != Illegal || !strings.Contains(got.Evidence, c.evidence) {
+				t.Fatalf("%s: got %s, want ILLEGAL with %q", c.which, got, c.evidence)
+			}
+		})
+	}
+	if r := judgePlanOrder(failover.Job{ID: "job-1", Op: proto.OpFailover}, plan, nil)[0]; r.Verdict != Unknown {
+		t.Fatalf("no group ran: %s, want unknown", r)
 	}
 }

@@ -11,7 +11,7 @@ import (
 )
 
 // checkNames are the checks `check what=` runs.
-var checkNames = []string{"disks", "invariants", "points", "catalog", "schedule", "rpo", "cut", "groups", "holds", "round-holds", "non-interference", "image", "leftovers", "isolation"}
+var checkNames = []string{"disks", "invariants", "points", "catalog", "schedule", "rpo", "cut", "groups", "holds", "round-holds", "non-interference", "image", "leftovers", "isolation", "plan-order"}
 
 // checkNonInterference is (*Runner).CheckNonInterference, set by init: the
 // check replays the script through the command table, which refers to
@@ -84,7 +84,7 @@ func (r *Runner) check(a argMap) (string, error) {
 				return "", err
 			}
 			rs = append(rs, d.CheckSchedule(a.list("vms"))...)
-		case "image", "leftovers", "isolation":
+		case "image", "leftovers", "isolation", "plan-order":
 			fo, err := r.failoverSide()
 			if err != nil {
 				return "", err

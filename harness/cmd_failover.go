@@ -553,6 +553,17 @@ func formatJob(j failover.Job, verbose bool) string {
 			vs = append(vs, fmt.Sprintf("%s %s", vm, j.VMRTO(vm)))
 		}
 		fmt.Fprintf(&b, "  RTO: job %s; %s\n", j.RTO(), strings.Join(vs, ", "))
+		groups := 0
+		for _, t := range j.Tasks {
+			groups = max(groups, t.Group)
+		}
+		if j.Plan != "" && groups > 0 {
+			var gs []string
+			for g := 1; g <= groups; g++ {
+				gs = append(gs, fmt.Sprintf("group %d %s", g, j.GroupRTO(g)))
+			}
+			fmt.Fprintf(&b, "  RTO by boot group: %s\n", strings.Join(gs, ", "))
+		}
 	}
 	for _, e := range j.Errors {
 		fmt.Fprintf(&b, "  error: %s\n", e)

@@ -112,9 +112,11 @@ func (r *Runner) orchestrator() (*Failover, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The source shutdown's vCenter calls have no network peer: ASR makes
+	// them through the configuration server, on premises.
 	if err := d.e.Sim.Spawn(AddrRecovery, func() runtime.Actor {
 		return failover.New(failover.Config{Fabric: fo.Fabric, FabricPeer: HostFabric, Store: store, StoragePeer: HostStorage,
-			ContainerPrefix: prefix, Vault: AddrAzure, VSphere: d.e.VC, VSpherePeer: "", // vCenter calls count as local: ASR makes them through the configuration server Runbooks: fo.runbooks,
+			ContainerPrefix: prefix, Vault: AddrAzure, VSphere: d.e.VC, Runbooks: fo.runbooks,
 			Group: RecoveryGroup, Production: fo.production})
 	}); err != nil {
 		return nil, err
@@ -154,13 +156,15 @@ func (d *Deployment) boot(_ context.Context, vm compute.VM, disks []io.ReaderAt)
 // once and succeeds, unless the scenario made it fail (`runbook`).
 type simRunbooks struct {
 	fail map[string]int // runbook → how many more runs fail
-	ran  []string       // "runbook plan type direction group", in order
+	ran  []runbookRun   // in order
 }
 
 func (s *simRunbooks) Run(_ context.Context, name string, p failover.RunbookParams) error {
-	s.ran = append(s.ran, fmt.Sprintf("%s plan=%s type=%s direction=%s group=%d", name, p.Plan, p.FailoverType, p.Direction, p.Group))
+	run := runbookRun{Runbook: name, Plan: p.Plan, Op: p.FailoverType, Group: p.Group, OK: true}
+	defer func() { s.ran = append(s.ran, run) }()
 	if s.fail[name] > 0 {
 		s.fail[name]--
+		run.OK = false
 		return fmt.Errorf("runbook %s failed (scripted by the scenario)", name)
 	}
 	return nil
@@ -328,6 +332,20 @@ func (fo *Failover) check(what string) ([]Result, error) {
 				continue
 			}
 			out = append(out, judgeLeftovers(job, fo.before[job], inv))
+		}
+		return out, nil
+	case "plan-order":
+		js, err := fo.Jobs()
+		if err != nil {
+			return nil, err
+		}
+		var out []Result
+		for _, j := range js {
+			p, ok := fo.plans[j.Plan]
+			if !ok || (j.Op != proto.OpTestFailover && j.Op != proto.OpFailover) {
+				continue
+			}
+			out = append(out, judgePlanOrder(j, p, fo.runbooks.ran)...)
 		}
 		return out, nil
 	}

@@ -211,7 +211,10 @@ func (s *Service) finishLatest(ctx runtime.Context, m *machine) bool {
 		ctx.Log().Warn("azuresvc: latest: items missing, point made of what was applied", "machine", m.name, "applied", m.cat.Applied, "listed", m.fo[0].target)
 	}
 	s.startFailoverOp(ctx, m, opLatest, func(a *applier) (string, error) {
-		seq := a.cat.AppliedLogSeq
+		// A point stands before its log position (a bookmark's record
+		// follows the writes it covers): this one covers every record
+		// applied, so it stands right after the last.
+		seq := a.cat.AppliedLogSeq + 1
 		id := proto.LatestPointID(a.cat.Machine, seq)
 		pt := Point{ID: id, Kind: proto.Crash, Time: a.now, Seq: seq, Gen: a.cat.Gen}
 		md := map[string]string{mdPoint: id, mdKind: pt.Kind.String(), mdTime: strconv.FormatInt(a.now.UnixNano(), 10), mdGen: strconv.FormatUint(a.cat.Gen, 10)}

@@ -95,7 +95,9 @@ func TestMakeLatest(t *testing.T) {
 	it := m.log(m.write(0, 0, m.data(8192)), m.write(1, 1024, m.data(512)))
 	upload(t, store, it)
 	d.Receive(foAddr, &proto.MakeLatest{Req: "r2", Machine: "db01"})
-	id := proto.LatestPointID("db01", m.logSeq)
+	// The point stands right after the last record applied, as a bookmark
+	// stands after the writes it covers.
+	id := proto.LatestPointID("db01", m.logSeq+1)
 	m.points[id] = m.snapshotImages()
 	// Applied and pointed: nothing pending again.
 	d.Receive(foAddr, &proto.MakeLatest{Req: "r3", Machine: "db01"})
@@ -110,8 +112,8 @@ func TestMakeLatest(t *testing.T) {
 	checkReplica(t, store, m)
 	checkPoints(t, store, m)
 	c := loadCatalog(t, store, "db01")
-	if p, ok := c.FindPoint(id); !ok || p.Kind != proto.Crash || p.Seq != m.logSeq {
-		t.Errorf("latest point %+v (found %v), want crash at seq %d", p, ok, m.logSeq)
+	if p, ok := c.FindPoint(id); !ok || p.Kind != proto.Crash || p.Seq != m.logSeq+1 {
+		t.Errorf("latest point %+v (found %v), want crash at seq %d", p, ok, m.logSeq+1)
 	}
 	evs, _ := toCS(t, d)
 	if names := eventNames(evs); names[len(names)-1] != "point:"+id {
