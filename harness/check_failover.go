@@ -369,10 +369,12 @@ func judgePlanOrder(j failover.Job, p *proto.RecoveryPlan, runs []runbookRun) []
 		seen[k] = true
 	}
 	okRuns := map[string]bool{}
+	nruns := 0
 	for _, r := range runs {
 		if r.Plan != p.Name || r.Op != j.Op {
 			continue
 		}
+		nruns++
 		k := fmt.Sprintf("%s group %d", r.Runbook, r.Group)
 		if okRuns[k] && once.Verdict == OK {
 			once.Verdict, once.Evidence = Illegal, fmt.Sprintf("runbook %s ran again after it had succeeded", k)
@@ -382,7 +384,7 @@ func judgePlanOrder(j failover.Job, p *proto.RecoveryPlan, runs []runbookRun) []
 		}
 	}
 	if once.Verdict == OK {
-		once.Detail = fmt.Sprintf("%d tasks, %d runbook runs, none repeated", len(j.Tasks), len(okRuns))
+		once.Detail = fmt.Sprintf("%d tasks, %d runbook runs (%d succeeded), nothing redone", len(j.Tasks), nruns, len(okRuns))
 	}
 	out = append(out, once)
 	return out
