@@ -185,7 +185,7 @@ func (s *Service) Handle(ctx runtime.Context, ev runtime.Event) {
 		s.ready, s.setup, s.listing, s.relist = false, false, false, false
 		s.machines, s.groups = map[string]*machine{}, newTracker()
 		s.ops, s.timers = runtime.Ops[pending]{}, runtime.Timers{}
-		ctx.Log().Info("azuresvc: started", "pollEvery", s.cfg.PollEvery.String())
+		ctx.Log().Info("azuresvc: started", "poll_every", s.cfg.PollEvery.String())
 		s.startSetup(ctx)
 		s.timers.Set(ctx, timerPoll, s.cfg.PollEvery)
 	case runtime.Timer:
@@ -728,7 +728,7 @@ func (s *Service) done(ctx runtime.Context, ev runtime.Done) {
 		s.adopt(m, r.cat, r.etag)
 		m.sweepDue = true
 		ctx.Log().Info("azuresvc: catalog loaded", "machine", m.name, "applied", m.cat.Applied,
-			"appliedLogSeq", m.cat.AppliedLogSeq, "gen", m.cat.Gen, "synced", m.cat.Synced, "points", len(m.cat.Points))
+			"applied_log_seq", m.cat.AppliedLogSeq, "gen", m.cat.Gen, "synced", m.cat.Synced, "points", len(m.cat.Points))
 	case opFetch:
 		if ev.Err != nil {
 			m.busy = false
@@ -792,7 +792,7 @@ func (s *Service) done(ctx runtime.Context, ev runtime.Done) {
 			m.sweepDue = false
 		}
 		if p.kind == opApply {
-			ctx.Log().Info("azuresvc: item applied", "machine", m.name, "item", p.seq, "appliedLogSeq", m.cat.AppliedLogSeq)
+			ctx.Log().Info("azuresvc: item applied", "machine", m.name, "item", p.seq, "applied_log_seq", m.cat.AppliedLogSeq)
 		}
 	case opRanges:
 		if ev.Err != nil {
@@ -816,7 +816,7 @@ func (s *Service) done(ctx runtime.Context, ev runtime.Done) {
 					fresh++
 				}
 			}
-			ctx.Log().Info("azuresvc: checksums sent", "machine", m.name, "gen", p.gen, "messages", len(m.sums), "freshDisks", fresh)
+			ctx.Log().Info("azuresvc: checksums sent", "machine", m.name, "gen", p.gen, "messages", len(m.sums), "fresh_disks", fresh)
 			s.sendSums(ctx, m)
 		}
 	case opCleanup:

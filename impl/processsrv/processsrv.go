@@ -249,11 +249,11 @@ func (s *Server) start(ctx runtime.Context) {
 
 	var err error
 	if s.epoch, err = s.disk.epoch(ctx.Rand().Uint64); err != nil {
-		s.fail(ctx, "cache disk epoch", err, slog.String("error", describe(err)))
+		s.fail(ctx, "cache disk epoch", err, slog.String("err", describe(err)))
 	}
 	found, err := s.disk.scan()
 	if err != nil {
-		s.fail(ctx, "cache disk scan failed", err, slog.String("error", describe(err)))
+		s.fail(ctx, "cache disk scan failed", err, slog.String("err", describe(err)))
 	}
 	for _, f := range found {
 		m := s.machine(f.name)
@@ -283,7 +283,7 @@ func (s *Server) start(ctx runtime.Context) {
 func (s *Server) message(ctx runtime.Context, ev runtime.Message) {
 	msg, err := wire.Decode(ev.Data)
 	if err != nil {
-		ctx.Log().Warn("dropped undecodable frame", "from", string(ev.From), "error", err.Error())
+		ctx.Log().Warn("dropped undecodable frame", "from", string(ev.From), "err", err.Error())
 		return
 	}
 	switch m := msg.(type) {
@@ -312,7 +312,7 @@ func (s *Server) ack(ctx runtime.Context, to runtime.Addr, machine string, acked
 // item accepts the next item of a machine's stream, or says why not.
 func (s *Server) item(ctx runtime.Context, from runtime.Addr, msg *proto.ItemMsg) {
 	if err := checkMachineName(msg.Machine); err != nil {
-		ctx.Log().Warn("refused item", "seq", msg.Seq, "error", err.Error())
+		ctx.Log().Warn("refused item", "seq", msg.Seq, "err", err.Error())
 		s.ack(ctx, from, msg.Machine, 0, proto.AckRefused, err.Error())
 		return
 	}
@@ -338,7 +338,7 @@ func (s *Server) item(ctx runtime.Context, from runtime.Addr, msg *proto.ItemMsg
 	if err := checkItem(msg); err != nil {
 		s.errs++
 		s.lastErr = fmt.Sprintf("refused item %d of %s: %v", msg.Seq, msg.Machine, err)
-		ctx.Log().Warn("refused malformed item", "machine", msg.Machine, "seq", msg.Seq, "error", err.Error())
+		ctx.Log().Warn("refused malformed item", "machine", msg.Machine, "seq", msg.Seq, "err", err.Error())
 		s.ack(ctx, from, msg.Machine, acked, proto.AckRefused, err.Error())
 		return
 	}
@@ -347,7 +347,7 @@ func (s *Server) item(ctx runtime.Context, from runtime.Addr, msg *proto.ItemMsg
 	if err != nil {
 		s.errs++
 		s.lastErr = fmt.Sprintf("refused item %d of %s: %v", msg.Seq, msg.Machine, err)
-		ctx.Log().Warn("refused item with an unknown codec", "machine", msg.Machine, "seq", msg.Seq, "error", err.Error())
+		ctx.Log().Warn("refused item with an unknown codec", "machine", msg.Machine, "seq", msg.Seq, "err", err.Error())
 		s.ack(ctx, from, msg.Machine, acked, proto.AckRefused, err.Error())
 		return
 	}
