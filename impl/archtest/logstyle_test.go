@@ -17,7 +17,7 @@ import (
 // The log style (impl/runtime's package doc, "Logging"): a message is
 // "<package>: what happened", and its slog keys are lower-case words or
 // snake_case. This file checks the keys of every log call in impl/ whose
-// key is a constant string.
+// key is a constant string, and the prefix of every constant message.
 
 // logKey is the shape of a log key.
 var logKey = regexp.MustCompile(`^[a-z][a-z0-9_]*$`)
@@ -28,18 +28,20 @@ type logFunc struct {
 	dir     string // "" for any package, else the package's directory (impl/x)
 	name    string // the function's or method's name
 	msg, kv int
+	// prefixed: the helper puts "<package>: " before the message itself.
+	prefixed bool
 }
 
 // logFuncs are the log calls the check knows. A function of impl/ that
 // takes `...any` and passes it on to one of these is a log helper and
 // must be listed too (TestLogHelpersListed).
 var logFuncs = []logFunc{
-	{"", "Debug", 0, 1}, {"", "Info", 0, 1}, {"", "Warn", 0, 1}, {"", "Error", 0, 1}, // *slog.Logger
-	{"", "Log", 2, 3},                    // (*slog.Logger).Log(ctx, level, msg, args...)
-	{"", "LogAt", 2, 3},                  // runtime.LogAt(logger, level, msg, args...)
-	{"impl/azuresvc", "note", 1, 2},      // applier.note(level, msg, args...)
-	{"impl/azuresvc", "logAction", 1, 2}, // the group tracker's log action
-	{"impl/processsrv", "fail", 1, 3},    // Server.fail(ctx, what, err, attrs...)
+	{name: "Debug", msg: 0, kv: 1}, {name: "Info", msg: 0, kv: 1}, {name: "Warn", msg: 0, kv: 1}, {name: "Error", msg: 0, kv: 1}, // *slog.Logger
+	{name: "Log", msg: 2, kv: 3},                                          // (*slog.Logger).Log(ctx, level, msg, args...)
+	{name: "LogAt", msg: 2, kv: 3},                                        // runtime.LogAt(logger, level, msg, args...)
+	{dir: "impl/azuresvc", name: "note", msg: 1, kv: 2},                   // applier.note(level, msg, args...)
+	{dir: "impl/azuresvc", name: "logAction", msg: 1, kv: 2},              // the group tracker's log action
+	{dir: "impl/processsrv", name: "fail", msg: 1, kv: 3, prefixed: true}, // Server.fail(ctx, what, err, attrs...)
 }
 
 // calleeName is the name a call calls: f(...) or x.f(...).
@@ -85,7 +87,12 @@ func logStyleViolations(fset *token.FileSet, filename, dir string, src []byte) (
 		}
 		// Only a call whose message is a "pkg: ..." string, or is passed
 		// on, is a log call (err.Error() and fs.DirEntry.Info() are not).
-		_, isLit := constString(call.Args[lf.msg])
+		msg, isLit := constString(call.Args[lf.msg])
+		if isLit && !lf.prefixed {
+			if !strings.HasPrefix(msg, f.Name.Name+": ") {
+				report(call.Args[lf.msg], "log-message", fmt.Sprintf("log message %q does not start with %q", msg, f.Name.Name+": "))
+			}
+		}
 		for i := lf.kv; i < len(call.Args); i += 2 {
 			if call.Ellipsis.IsValid() && i == len(call.Args)-1 {
 				break // args... passed on: checked where they are made
@@ -290,12 +297,16 @@ func f(ctx C) { ctx.Log().Warn("x: dropped", "revokedTag", 1) }`, []string{"log-
 func f(ctx C) { runtime.LogAt(ctx.Log(), lvl, "x: dropped", "Seq", 1) }`, []string{"log-key"}, 1},
 		{"key that is not a constant", "impl/x", `package x
 func f(ctx C, k string) { ctx.Log().Error("x: failed", k, 1) }`, []string{"log-key"}, 0},
+		{"message without its package", "impl/x", `package x
+func f(ctx C) { ctx.Log().Info("cache full", "seq", 1) }`, []string{"log-message"}, 1},
 		{"a package's own helper", "impl/azuresvc", `package azuresvc
 func f(a *applier) { a.note(lvl, "azuresvc: x", "appliedLogSeq", 1) }`, []string{"log-key"}, 1},
 		{"the helper of another package is not known", "impl/x", `package x
 func f(a *applier) { a.note(lvl, "x: x", "appliedLogSeq", 1) }`, nil, 0},
 		{"slog attrs", "impl/x", `package x
 func f(ctx C) { ctx.Log().Info("x: y", slog.String("machine", m), "seq", 1, slog.Int("chunkBytes", 2)) }`, []string{"log-key"}, 3},
+		{"processsrv's fail prefixes its message itself", "impl/processsrv", `package processsrv
+func f(s *Server) { s.fail(ctx, "cannot delete", err, "machine", m, "Seq", 1) }`, []string{"log-key"}, 2},
 		{"passed-on args are checked where made", "impl/processsrv", `package processsrv
 func f(s *Server, attrs []any) { s.fail(ctx, "processsrv: x", err, attrs...) }`, nil, 0},
 	}

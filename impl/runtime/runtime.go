@@ -15,8 +15,8 @@
 // level is data). A message says what happened and starts with the package's
 // name, "azuresvc: item applied"; the facts go in slog key/value pairs, and
 // every key is lower-case words joined by underscores ("machine", "seq",
-// "applied_log_seq"), with "err" for an error. impl/archtest enforces the
-// keys (TestLogStyle).
+// "applied_log_seq"), with "err" for an error. impl/archtest enforces both
+// (TestLogStyle).
 package runtime
 
 import (
