@@ -258,7 +258,7 @@ func (a *Agent) start(ctx runtime.Context) {
 		a.cfg.Guest.Attach(f)
 		a.filter = f
 		ctx.Log().Info("agent: filter installed", "machine", a.cfg.Machine, "records", rec.Records,
-			"tornBytes", rec.TornBytes, "resyncRequired", rec.ResyncRequired)
+			"torn_bytes", rec.TornBytes, "resync_required", rec.ResyncRequired)
 	}
 	a.lastMode = a.filter.Mode()
 	st, ok, err := loadState(a.cfg.FS, a.cfg.StateDir)
@@ -395,7 +395,7 @@ func (a *Agent) onProtect(ctx runtime.Context, m *proto.Protect) {
 		return
 	}
 	ctx.Log().Info("agent: protect", "machine", a.cfg.Machine, "gen", m.Gen, "policy", m.Policy.Name,
-		"processServer", m.ProcessServer)
+		"process_server", m.ProcessServer)
 	psChanged := m.ProcessServer != a.st.ProcessServer
 	// A resync (a new gen, same policy) keeps the bookmark schedule going:
 	// restarting it would leave a gap of up to two intervals between points.
@@ -427,7 +427,7 @@ func (a *Agent) onProtect(ctx runtime.Context, m *proto.Protect) {
 // switchProcessServer moves the stream to another process server: its
 // numbering is its own, so what was queued is dropped and rebuilt.
 func (a *Agent) switchProcessServer(ctx runtime.Context, ps string) {
-	ctx.Log().Info("agent: process server changed", "machine", a.cfg.Machine, "processServer", ps)
+	ctx.Log().Info("agent: process server changed", "machine", a.cfg.Machine, "process_server", ps)
 	a.st.ProcessServer, a.st.StreamFloor = ps, 0
 	a.psEpoch, a.pastEpochs, a.ackedLogs = 0, nil, nil
 	a.save(ctx)
@@ -521,7 +521,7 @@ func (a *Agent) observe(ctx runtime.Context) {
 	fs := a.filter.Stats()
 	if fs.Mode != a.lastMode {
 		ctx.Log().Info("agent: capture mode", "machine", a.cfg.Machine, "from", a.lastMode.String(),
-			"to", fs.Mode.String(), "pendingBytes", fs.PendingBytes, "pendingRecords", fs.PendingRecords)
+			"to", fs.Mode.String(), "pending_bytes", fs.PendingBytes, "pending_records", fs.PendingRecords)
 		a.lastMode = fs.Mode
 	}
 	if fs.StopReason != "" && (a.phase == PhaseSyncing || a.phase == PhaseReplicating) {

@@ -264,7 +264,7 @@ func (a *Agent) psLost(ctx runtime.Context, acked uint64) {
 	a.cancel(ctx, tRetx)
 	a.cancel(ctx, tBackoff)
 	if from, ok := a.heldFrom(acked); ok && a.phase == PhaseReplicating {
-		ctx.Log().Info("agent: resending lost items from the change log", "machine", a.cfg.Machine, "from-record", from)
+		ctx.Log().Info("agent: resending lost items from the change log", "machine", a.cfg.Machine, "from_record", from)
 		a.acked, a.nextItem, a.sentUpTo = acked, acked+1, acked
 		a.ops.Reset() // a metadata re-read in flight is for an item no longer queued
 		a.draining = false

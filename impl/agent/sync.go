@@ -96,7 +96,7 @@ func (a *Agent) beginSync(ctx runtime.Context, gen uint64) {
 	a.redrainUpTo, a.redrainMeta = 0, false
 	a.cancel(ctx, tDrain)
 	a.lastSync = SyncStatus{Gen: gen, Active: true, TotalBytes: s.totalBytes, LogFrom: logFrom}
-	ctx.Log().Info("agent: sync begins", "machine", a.cfg.Machine, "gen", gen, "logFrom", logFrom,
+	ctx.Log().Info("agent: sync begins", "machine", a.cfg.Machine, "gen", gen, "log_from", logFrom,
 		"disks", len(s.devs), "bytes", s.totalBytes)
 }
 
@@ -122,7 +122,7 @@ func (a *Agent) pumpSync(ctx runtime.Context) {
 		s.done = true
 		s.endItem = a.enqueue(&batch.Item{Kind: batch.KindSyncEnd, Gen: s.gen, LogFrom: s.logFrom, Chunks: s.chunks}, 0)
 		ctx.Log().Info("agent: sync read done", "machine", a.cfg.Machine, "gen", s.gen, "chunks", s.chunks,
-			"chunkBytes", s.chunkData, "readBytes", s.readBytes)
+			"chunk_bytes", s.chunkData, "read_bytes", s.readBytes)
 		return
 	}
 	dev, disk, off := s.devs[s.disk], s.disk, s.off
@@ -192,7 +192,7 @@ func (a *Agent) finishSync(ctx runtime.Context) {
 	a.drainFrom, a.drainDue = s.logFrom, true
 	a.set(ctx, tDrain, a.cfg.DrainInterval)
 	ctx.Log().Info("agent: sync complete", "machine", a.cfg.Machine, "gen", s.gen, "chunks", s.chunks,
-		"chunkBytes", s.chunkData, "took", ctx.Now().Sub(s.startedAt).String())
+		"chunk_bytes", s.chunkData, "took", ctx.Now().Sub(s.startedAt).String())
 }
 
 func (a *Agent) onChecksums(ctx runtime.Context, m *proto.Checksums) {
@@ -214,7 +214,7 @@ func (a *Agent) onChecksums(ctx runtime.Context, m *proto.Checksums) {
 	case m.BlockSize != proto.ChecksumBlockSize || m.Off < 0 || m.Off%proto.ChecksumBlockSize != 0 || len(m.Sums)%proto.ChecksumSize != 0:
 		// Unusable: those blocks stay unknown, and unknown blocks are sent.
 		ctx.Log().Warn("agent: malformed checksums", "machine", a.cfg.Machine, "disk", m.Disk, "off", m.Off,
-			"blockSize", m.BlockSize, "sumBytes", len(m.Sums))
+			"block_size", m.BlockSize, "sum_bytes", len(m.Sums))
 	default:
 		nb := (s.sizes[m.Disk] + proto.ChecksumBlockSize - 1) / proto.ChecksumBlockSize
 		if rs.sums == nil {
@@ -232,7 +232,7 @@ func (a *Agent) onChecksums(ctx runtime.Context, m *proto.Checksums) {
 		a.lastSync.ChecksumsFinal = true
 		a.cancel(ctx, tChecksums)
 		ctx.Log().Info("agent: replica checksums received", "machine", a.cfg.Machine, "gen", s.gen,
-			"freshDisks", a.lastSync.FreshDisks)
+			"fresh_disks", a.lastSync.FreshDisks)
 	}
 }
 

@@ -310,5 +310,5 @@ func (mb *tagMember) recoverHold(ctx runtime.Context) {
 	}
 	a.filter.Release()
 	mb.holds.Restart++
-	ctx.Log().Info("agent: released writes held before a restart", "machine", a.cfg.Machine, "revokedTag", tag)
+	ctx.Log().Info("agent: released writes held before a restart", "machine", a.cfg.Machine, "revoked_tag", tag)
 }

@@ -415,7 +415,7 @@ func (a *applier) syncEnd(it *batch.Item) error {
 	}); err != nil {
 		return err
 	}
-	a.note(slog.LevelInfo, "azuresvc: sync complete", "gen", it.Gen, "item", it.Seq, "logFrom", it.LogFrom, "chunks", it.Chunks)
+	a.note(slog.LevelInfo, "azuresvc: sync complete", "gen", it.Gen, "item", it.Seq, "log_from", it.LogFrom, "chunks", it.Chunks)
 	a.event(&proto.ReplicaEvent{Event: proto.EventSyncComplete, Gen: it.Gen})
 	return nil
 }
@@ -585,7 +585,7 @@ func (a *applier) revoke(r batch.Record) error {
 	if err := a.persist(next); err != nil {
 		return err
 	}
-	a.note(slog.LevelInfo, "azuresvc: bookmark revoked", "point", id, "seq", r.Seq, "hadPoint", len(drop) > 0)
+	a.note(slog.LevelInfo, "azuresvc: bookmark revoked", "point", id, "seq", r.Seq, "had_point", len(drop) > 0)
 	a.dropped(drop, "revoked")
 	return nil
 }

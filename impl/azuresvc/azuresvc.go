@@ -89,7 +89,7 @@ type Service struct {
 	pollList bool      // the listing in flight was the poll's (it releases held machines)
 	lastAnn  time.Time
 	machines map[string]*machine
-	groups   map[string]*group
+	groups   *tracker // the replication groups: fed catalog changes, answers with actions
 	ops      runtime.Ops[pending]
 	timers   runtime.Timers
 }
@@ -179,7 +179,7 @@ func New(cfg Config) *Service {
 		cfg.VerifyEvery = DefaultVerifyEvery
 	}
 	return &Service{cfg: cfg, st: storage{store: cfg.Store, prefix: cfg.ContainerPrefix},
-		machines: map[string]*machine{}, groups: map[string]*group{}}
+		machines: map[string]*machine{}, groups: newTracker()}
 }
 
 // Handle implements runtime.Actor.
@@ -190,9 +190,9 @@ func (s *Service) Handle(ctx runtime.Context, ev runtime.Event) {
 		// A Service is built fresh after a crash; reset anyway so that a
 		// driver delivering Started twice gets a clean restart.
 		s.ready, s.setup, s.listing, s.relist = false, false, false, false
-		s.machines, s.groups = map[string]*machine{}, map[string]*group{}
+		s.machines, s.groups = map[string]*machine{}, newTracker()
 		s.ops, s.timers = runtime.Ops[pending]{}, runtime.Timers{}
-		ctx.Log().Info("azuresvc: started", "pollEvery", s.cfg.PollEvery.String())
+		ctx.Log().Info("azuresvc: started", "poll_every", s.cfg.PollEvery.String())
 		s.startSetup(ctx)
 		s.timers.Set(ctx, timerPoll, s.cfg.PollEvery)
 	case runtime.Timer:
@@ -237,12 +237,11 @@ func (s *Service) message(ctx runtime.Context, ev runtime.Message) {
 		}
 		mc := s.machine(m.Machine)
 		mc.want = &st
-		if st.Group != "" {
-			g := s.group(st.Group)
-			g.members, g.fromPolicy = slices.Clone(st.Members), true
-		}
+		s.groups.policy(st)
 		s.kick(ctx, mc)
-		s.evalGroups(ctx, "")
+		if s.ready {
+			s.do(ctx, s.groups.evalAll(""))
+		}
 	case *proto.StopReplication, *proto.MakeLatest, *proto.CommitPoint:
 		s.failoverRequest(ctx, ev.From, msg)
 	default:
@@ -288,6 +287,66 @@ func (s *Service) start(ctx runtime.Context, p pending, op runtime.Op) {
 		op.Peer = s.cfg.StoragePeer
 	}
 	s.ops.Start(ctx, op, p)
+}
+
+// adopt makes cat (nil: unknown, reload) m's catalog, stored under etag,
+// and feeds it to the group tracker: every change of a machine's catalog
+// goes through here.
+func (s *Service) adopt(m *machine, cat *Catalog, etag string) {
+	m.cat, m.etag = cat, etag
+	s.groups.observe(m.name, cat)
+}
+
+// groupName is the group m belongs to: the one a pending PolicyFor sets,
+// else its catalog's; "" for none.
+func (s *Service) groupName(m *machine) string {
+	switch {
+	case m.want != nil:
+		return m.want.Group
+	case m.cat != nil:
+		return m.cat.Group
+	}
+	return ""
+}
+
+// thinningFor is how m's points are thinned now (see tracker.thinning).
+func (s *Service) thinningFor(m *machine) thinning {
+	return s.groups.thinning(s.groupName(m))
+}
+
+// do executes the group tracker's actions, in order.
+func (s *Service) do(ctx runtime.Context, acts []action) {
+	for _, a := range acts {
+		switch a.kind {
+		case actLoadMember:
+			if m := s.machine(a.machine); m.cat == nil && !m.busy && !m.held {
+				s.startLoad(ctx, m)
+			}
+		case actLoadGroup:
+			st, name := s.st, a.group
+			s.start(ctx, pending{kind: opGroupLoad, group: name}, runtime.Op{Name: "azuresvc-group-load", Run: func(ctx context.Context) (any, error) {
+				c, etag, rebuilt, err := loadGroupOrNew(ctx, st.store, st.prefix, name)
+				return groupResult{cat: c, etag: etag, rebuilt: rebuilt}, err
+			}})
+		case actUpdateGroup:
+			st, cat, etag, ch := s.st, a.cat, a.etag, a.change
+			s.start(ctx, pending{kind: opGroupUpdate, group: a.group, change: ch}, runtime.Op{Name: "azuresvc-group-update", Run: func(ctx context.Context) (any, error) {
+				return updateGroup(ctx, st, cat, etag, ch)
+			}})
+		case actKickMembers:
+			for _, m := range s.sortedMachines() {
+				if s.groupName(m) == a.group {
+					s.kick(ctx, m)
+				}
+			}
+		case actLog:
+			runtime.LogAt(ctx.Log(), a.note.level, a.note.msg, a.note.args...)
+		case actSend:
+			s.send(ctx, a.event)
+		default:
+			panic(fmt.Sprintf("azuresvc: unknown group action %d", a.kind))
+		}
+	}
 }
 
 // timerPoll is the period of the cache listing.
@@ -424,14 +483,11 @@ func (s *Service) kick(ctx runtime.Context, m *machine) {
 	}
 	if name := s.groupName(m); name != "" {
 		// Thinning a member's points needs its group's points: wait for
-		// the group catalog (evalGroup loads it; its end kicks m) -- but
-		// not while loading it fails: replication goes on, thinning then
-		// prefers the group's tags by their ids only.
-		if g := s.group(name); g.cat == nil && !g.held {
-			s.evalGroup(ctx, g, "")
-			if g.cat == nil && !g.held {
-				return
-			}
+		// the group catalog (the tracker has it loaded; its end kicks m).
+		acts, wait := s.groups.await(name)
+		s.do(ctx, acts)
+		if wait {
+			return
 		}
 	}
 	if m.sweepDue || policyChange {
@@ -664,7 +720,12 @@ func (s *Service) done(ctx runtime.Context, ev runtime.Done) {
 		s.listDone(ctx, ev)
 		return
 	case opGroupLoad, opGroupUpdate:
-		s.groupDone(ctx, p, ev)
+		end := groupEnd{group: p.group, update: p.kind == opGroupUpdate, change: p.change, failed: ev.Err != nil}
+		end.result, _ = ev.Value.(groupResult)
+		if ev.Err != nil {
+			end.err = s.scrub(ev.Err.Error())
+		}
+		s.do(ctx, s.groups.opDone(end))
 		return
 	case opStop, opLatestList, opLatest, opCommit:
 		s.failoverDone(ctx, p, ev)
@@ -673,10 +734,7 @@ func (s *Service) done(ctx runtime.Context, ev runtime.Done) {
 	m := s.machines[p.machine]
 	// Whatever the outcome, the catalog may have changed (a point made
 	// before a later step failed): see what the groups make of it.
-	defer func() {
-		s.learnMembership(m)
-		s.evalGroups(ctx, m.name)
-	}()
+	defer func() { s.do(ctx, s.groups.memberDone(m.name)) }()
 	switch p.kind {
 	case opLoad:
 		m.busy = false
@@ -685,9 +743,10 @@ func (s *Service) done(ctx runtime.Context, ev runtime.Done) {
 			return
 		}
 		r := ev.Value.(applyResult)
-		m.cat, m.etag, m.sweepDue = r.cat, r.etag, true
+		s.adopt(m, r.cat, r.etag)
+		m.sweepDue = true
 		ctx.Log().Info("azuresvc: catalog loaded", "machine", m.name, "applied", m.cat.Applied,
-			"appliedLogSeq", m.cat.AppliedLogSeq, "gen", m.cat.Gen, "synced", m.cat.Synced, "points", len(m.cat.Points))
+			"applied_log_seq", m.cat.AppliedLogSeq, "gen", m.cat.Gen, "synced", m.cat.Synced, "points", len(m.cat.Points))
 	case opFetch:
 		if ev.Err != nil {
 			m.busy = false
@@ -729,7 +788,7 @@ func (s *Service) done(ctx runtime.Context, ev runtime.Done) {
 		r, ok := ev.Value.(applyResult)
 		if ok && r.cat != nil {
 			before := m.cat.Applied
-			m.cat, m.etag = r.cat, r.etag
+			s.adopt(m, r.cat, r.etag)
 			s.report(ctx, r)
 			if m.cat.Applied > before {
 				m.applied += m.cat.Applied - before
@@ -740,7 +799,7 @@ func (s *Service) done(ctx runtime.Context, ev runtime.Done) {
 				delete(m.listed, p.seq)
 			}
 		} else {
-			m.cat = nil // unknown outcome (the Op panicked): reload
+			s.adopt(m, nil, m.etag) // unknown outcome (the Op panicked): reload
 		}
 		if ev.Err != nil {
 			m.sweepDue = true
@@ -751,7 +810,7 @@ func (s *Service) done(ctx runtime.Context, ev runtime.Done) {
 			m.sweepDue = false
 		}
 		if p.kind == opApply {
-			ctx.Log().Info("azuresvc: item applied", "machine", m.name, "item", p.seq, "appliedLogSeq", m.cat.AppliedLogSeq)
+			ctx.Log().Info("azuresvc: item applied", "machine", m.name, "item", p.seq, "applied_log_seq", m.cat.AppliedLogSeq)
 		}
 	case opRanges:
 		if ev.Err != nil {
@@ -775,7 +834,7 @@ func (s *Service) done(ctx runtime.Context, ev runtime.Done) {
 					fresh++
 				}
 			}
-			ctx.Log().Info("azuresvc: checksums sent", "machine", m.name, "gen", p.gen, "messages", len(m.sums), "freshDisks", fresh)
+			ctx.Log().Info("azuresvc: checksums sent", "machine", m.name, "gen", p.gen, "messages", len(m.sums), "fresh_disks", fresh)
 			s.sendSums(ctx, m)
 		}
 	case opCleanup:
@@ -797,9 +856,7 @@ func (s *Service) listDone(ctx runtime.Context, ev runtime.Done) {
 	poll := s.pollList
 	s.pollList = false
 	if poll {
-		for _, g := range s.sortedGroups() {
-			g.held = false
-		}
+		s.groups.release()
 	}
 	if ev.Err != nil {
 		ctx.Log().Warn("azuresvc: cache listing failed", "err", s.scrub(ev.Err.Error()))
@@ -808,9 +865,7 @@ func (s *Service) listDone(ctx runtime.Context, ev runtime.Done) {
 		for _, name := range l.catalogs {
 			s.machine(name)
 		}
-		for _, name := range l.groups {
-			s.group(name)
-		}
+		s.groups.listed(l.groups)
 		for name := range l.items {
 			s.machine(name)
 		}
@@ -830,7 +885,7 @@ func (s *Service) listDone(ctx runtime.Context, ev runtime.Done) {
 		}
 		s.kick(ctx, m)
 	}
-	s.evalGroups(ctx, "")
+	s.do(ctx, s.groups.evalAll(""))
 	if s.relist {
 		s.relist = false
 		s.startList(ctx, false)
@@ -921,6 +976,6 @@ func (s *Service) Status() Status {
 		st.Machines = append(st.Machines, ms)
 	}
 	slices.SortFunc(st.Machines, func(a, b MachineStatus) int { return cmp.Compare(a.Machine, b.Machine) })
-	st.Groups = s.groupStatus()
+	st.Groups = s.groups.status(s.now)
 	return st
 }

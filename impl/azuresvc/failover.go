@@ -203,7 +203,7 @@ func (s *Service) finishLatest(ctx runtime.Context, m *machine) bool {
 		newest = max(newest, p.Seq)
 	}
 	if m.cat.AppliedLogSeq <= newest {
-		ctx.Log().Info("azuresvc: latest: nothing pending, no point made", "machine", m.name, "appliedLogSeq", m.cat.AppliedLogSeq)
+		ctx.Log().Info("azuresvc: latest: nothing pending, no point made", "machine", m.name, "applied_log_seq", m.cat.AppliedLogSeq)
 		s.pop(ctx, m, "", nil)
 		return false
 	}
@@ -299,7 +299,7 @@ func (s *Service) failoverDone(ctx runtime.Context, p pending, ev runtime.Done) 
 				r.target = max(r.target, seq)
 			}
 		}
-		ctx.Log().Info("azuresvc: latest: applying what the cache holds", "machine", m.name, "applied", m.cat.Applied, "upTo", r.target)
+		ctx.Log().Info("azuresvc: latest: applying what the cache holds", "machine", m.name, "applied", m.cat.Applied, "up_to", r.target)
 		return
 	}
 	res, ok := ev.Value.(foResult)

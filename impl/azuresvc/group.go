@@ -1,13 +1,12 @@
 package azuresvc
 
 import (
-	"context"
+	"log/slog"
 	"maps"
 	"slices"
 	"time"
 
 	"github.com/v2a-dr/v2a/impl/proto"
-	"github.com/v2a-dr/v2a/impl/runtime"
 )
 
 // Multi-VM consistency on the Azure side.
@@ -28,9 +27,26 @@ import (
 // names the group, until a PolicyFor says otherwise. A new group point
 // needs a tag id of the group (proto.IsTagOf: per-VM bookmarks and other
 // groups' tags never count, whatever the names) that is a point of every
-// current member (at least two); a recorded one is dropped as soon as the point of one of ITS members (as recorded) is gone.
+// current member (at least two); a recorded one is dropped as soon as the
+// point of one of ITS members (as recorded) is gone.
 
-// group is the actor's view of one replication group.
+// tracker holds every replication group's state and decides what the
+// groups need. It is fed what changes — a machine's catalog (observe), a
+// PolicyFor (policy), the end of a member's Op (memberDone), the end of a
+// group Op (opDone), a listing (listed), a poll (release) — and answers
+// with a list of actions that the Service executes in order: start a
+// group Op, load a member's catalog, kick the members, log, send. It never
+// starts an Op, logs, sends or calls into the Service; its queries
+// (thinning, status) change nothing.
+//
+// The tracker's view of a machine's catalog is what observe last gave it:
+// the Service feeds every catalog it adopts, at the moment it adopts it.
+type tracker struct {
+	groups map[string]*group
+	cats   map[string]*Catalog // machine -> its catalog; nil or absent: not loaded
+}
+
+// group is the tracker's view of one replication group.
 type group struct {
 	name       string
 	members    []string      // current membership, sorted; nil: not known yet
@@ -43,6 +59,54 @@ type group struct {
 	dropped    int  // group points this incarnation dropped
 	failures   int
 	lastErr    string
+}
+
+// actionKind is what an action asks of the Service.
+type actionKind int
+
+const (
+	// actLoadMember: load machine's catalog, unless it is loaded, or its
+	// machine is busy or held (the Service knows; the tracker does not).
+	actLoadMember actionKind = iota + 1
+	// actLoadGroup: start the Op that loads group's catalog.
+	actLoadGroup
+	// actUpdateGroup: start the Op that applies change to group's catalog,
+	// stored as cat (a clone, the Op's own) under etag.
+	actUpdateGroup
+	// actKickMembers: kick every machine of group (a machine waits for
+	// its group's catalog before applying, and its thinning follows the
+	// group's points).
+	actKickMembers
+	// actLog: write note.
+	actLog
+	// actSend: send event to the configuration server.
+	actSend
+)
+
+// action is one thing the tracker asks the Service to do.
+type action struct {
+	kind    actionKind
+	group   string // actLoadGroup, actUpdateGroup, actKickMembers
+	machine string // actLoadMember
+	cat     *GroupCatalog
+	etag    string
+	change  groupChange
+	note    note
+	event   *proto.ReplicaEvent
+}
+
+// groupEnd is the end of a group Op, as the tracker is fed it.
+type groupEnd struct {
+	group  string
+	update bool        // an update Op (else a load)
+	change groupChange // update: the change it applied
+	result groupResult // the Op's value (also on error)
+	failed bool
+	err    string // failed: the error's text, scrubbed of the container prefix
+}
+
+func newTracker() *tracker {
+	return &tracker{groups: map[string]*group{}, cats: map[string]*Catalog{}}
 }
 
 // setting is what a PolicyFor sets for a machine.
@@ -77,61 +141,209 @@ func groupSetting(m *proto.PolicyFor) (setting, bool) {
 	return st, true
 }
 
-func (s *Service) group(name string) *group {
-	g, ok := s.groups[name]
+// group returns the named group, made (unknown, not loaded) if new.
+func (t *tracker) group(name string) *group {
+	g, ok := t.groups[name]
 	if !ok {
 		g = &group{name: name}
-		s.groups[name] = g
+		t.groups[name] = g
 	}
 	return g
 }
 
-func (s *Service) sortedGroups() []*group {
-	names := slices.Sorted(maps.Keys(s.groups))
+func (t *tracker) sorted() []*group {
+	names := slices.Sorted(maps.Keys(t.groups))
 	out := make([]*group, len(names))
 	for i, n := range names {
-		out[i] = s.groups[n]
+		out[i] = t.groups[n]
 	}
 	return out
 }
 
-// groupName is the group m belongs to: the one a pending PolicyFor sets,
-// else its catalog's; "" for none.
-func (s *Service) groupName(m *machine) string {
-	switch {
-	case m.want != nil:
-		return m.want.Group
-	case m.cat != nil:
-		return m.cat.Group
-	}
-	return ""
+// observe records machine's catalog as the Service now holds it (nil: not
+// loaded, or unknown after a failed Op). It decides nothing: the groups
+// are evaluated when the Op that changed it ends (memberDone).
+func (t *tracker) observe(machine string, cat *Catalog) {
+	t.cats[machine] = cat
 }
 
-// learnMembership takes a group's membership from a loaded member catalog
-// when no PolicyFor gave it in this incarnation (first catalog wins).
-func (s *Service) learnMembership(m *machine) {
-	if m.cat == nil || m.cat.Group == "" {
+// policy records a PolicyFor's membership (st as groupSetting made it).
+func (t *tracker) policy(st setting) {
+	if st.Group == "" {
 		return
 	}
-	g := s.group(m.cat.Group)
-	if g.members == nil && !g.fromPolicy && len(m.cat.Members) > 0 {
-		g.members = slices.Clone(m.cat.Members)
+	g := t.group(st.Group)
+	g.members, g.fromPolicy = slices.Clone(st.Members), true
+}
+
+// listed records the groups a listing found a group catalog of.
+func (t *tracker) listed(groups []string) {
+	for _, name := range groups {
+		t.group(name)
 	}
 }
 
-// thinningFor is how m's points are thinned now: with its group's recorded
-// group points and those due (complete on every member, not recorded yet).
-func (s *Service) thinningFor(m *machine) thinning {
-	name := s.groupName(m)
+// release lets every held group try again (a poll).
+func (t *tracker) release() {
+	for _, g := range t.groups {
+		g.held = false
+	}
+}
+
+// await is asked before a member of group applies anything: wait says the
+// member must wait for the group's catalog (thinning its points needs it),
+// and the actions load that catalog if no Op does yet. A group whose
+// catalog failed to load does not hold its members up: replication goes
+// on, and thinning then prefers the group's tags by their ids only.
+func (t *tracker) await(name string) (acts []action, wait bool) {
+	g := t.group(name)
+	if g.cat != nil || g.held {
+		return nil, false
+	}
+	if !g.busy {
+		g.busy = true
+		acts = append(acts, action{kind: actLoadGroup, group: g.name})
+	}
+	return acts, true
+}
+
+// memberDone is fed when an Op of machine ends, whatever its outcome (its
+// catalog, as observed, may have changed: a point made before a later step
+// failed). It learns the membership from the catalog if nothing else gave
+// it, and evaluates every group; machine is credited with a group point it
+// completed.
+func (t *tracker) memberDone(machine string) []action {
+	if c := t.cats[machine]; c != nil && c.Group != "" {
+		g := t.group(c.Group)
+		if g.members == nil && !g.fromPolicy && len(c.Members) > 0 {
+			g.members = slices.Clone(c.Members)
+		}
+	}
+	return t.evalAll(machine)
+}
+
+// evalAll evaluates every group, in name order; by is the machine whose
+// change led here ("" for none).
+func (t *tracker) evalAll(by string) []action {
+	var acts []action
+	for _, g := range t.sorted() {
+		acts = append(acts, t.eval(g, by)...)
+	}
+	return acts
+}
+
+// eval loads g's catalog, or the catalogs of its machines, or records what
+// its members' catalogs say is due, if g is idle.
+func (t *tracker) eval(g *group, by string) []action {
+	if g.busy || g.held {
+		return nil
+	}
+	if g.cat == nil {
+		g.busy = true
+		return []action{{kind: actLoadGroup, group: g.name}}
+	}
+	if acts := t.unloaded(g); len(acts) > 0 {
+		return acts
+	}
+	ch, ok := t.delta(g)
+	if !ok || ch.empty(g.cat) {
+		return nil
+	}
+	if slices.Contains(g.members, by) {
+		ch.By = by
+	}
+	g.busy = true
+	return []action{{kind: actUpdateGroup, group: g.name, cat: g.cat.clone(), etag: g.etag, change: ch}}
+}
+
+// unloaded asks for the catalogs of g's machines (current members and
+// those of recorded points) that are not loaded, in name order.
+func (t *tracker) unloaded(g *group) []action {
+	names := slices.Clone(g.members)
+	if g.members == nil {
+		names = slices.Clone(g.cat.Members)
+	}
+	for _, gp := range g.cat.Points {
+		for _, mp := range gp.Members {
+			names = append(names, mp.Machine)
+		}
+	}
+	slices.Sort(names)
+	var acts []action
+	for _, name := range slices.Compact(names) {
+		if t.cats[name] == nil {
+			acts = append(acts, action{kind: actLoadMember, machine: name})
+		}
+	}
+	return acts
+}
+
+// opDone is fed the end of a group Op.
+func (t *tracker) opDone(end groupEnd) []action {
+	g := t.groups[end.group]
+	g.busy = false
+	r := end.result
+	if r.cat != nil {
+		g.cat, g.etag = r.cat, r.etag
+	} else if end.update {
+		g.cat = nil // unknown outcome: reload
+	}
+	if end.failed {
+		g.held, g.failures, g.lastErr = true, g.failures+1, end.err
+		return []action{logAction(slog.LevelError, "azuresvc: group catalog update failed, retrying at the next poll", "group", g.name, "err", end.err)}
+	}
+	var acts []action
+	if !end.update {
+		if g.members == nil {
+			g.members = slices.Clone(g.cat.Members)
+		}
+		if r.rebuilt {
+			acts = append(acts, logAction(slog.LevelWarn, "azuresvc: malformed group catalog, rebuilding it from the members' catalogs", "group", g.name))
+		}
+		acts = append(acts, logAction(slog.LevelInfo, "azuresvc: group catalog loaded", "group", g.name, "members", len(g.cat.Members), "points", len(g.cat.Points)))
+	} else {
+		if r.retries > 0 {
+			acts = append(acts, logAction(slog.LevelWarn, "azuresvc: group catalog changed underneath, reloaded", "group", g.name, "conflicts", r.retries))
+		}
+		for _, id := range r.dropped {
+			g.dropped++
+			acts = append(acts, logAction(slog.LevelInfo, "azuresvc: group recovery point dropped", "group", g.name, "point", id, "reason", end.change.Drop[id]))
+		}
+		for _, gp := range r.added {
+			g.recorded++
+			acts = append(acts,
+				logAction(slog.LevelInfo, "azuresvc: group recovery point", "group", g.name, "point", gp.ID, "kind", gp.Kind, "members", len(gp.Members)),
+				action{kind: actSend, event: &proto.ReplicaEvent{Machine: end.change.By, Group: g.name, Event: proto.EventGroupPoint,
+					PointID: gp.ID, Kind: gp.Kind, PointTime: gp.Time}})
+		}
+		if end.change.Members != nil && slices.Equal(g.cat.Members, end.change.Members) {
+			acts = append(acts, logAction(slog.LevelInfo, "azuresvc: group members recorded", "group", g.name, "members", len(g.cat.Members)))
+		}
+	}
+	// Kicking the members changes nothing the tracker holds (g's catalog
+	// is loaded, so await passes them; their Ops end later), so g is
+	// evaluated now, for after the kicks.
+	acts = append(acts, action{kind: actKickMembers, group: g.name})
+	return append(acts, t.eval(g, "")...)
+}
+
+func logAction(level slog.Level, msg string, args ...any) action {
+	return action{kind: actLog, note: note{level: level, msg: msg, args: args}}
+}
+
+// thinning is how a member of group (by its name, "" for none) thins its
+// points now: with the group's recorded group points and those due
+// (complete on every member, not recorded yet).
+func (t *tracker) thinning(name string) thinning {
 	if name == "" {
 		return thinning{}
 	}
 	pts := map[string]time.Time{}
-	if g := s.groups[name]; g != nil && g.cat != nil {
+	if g := t.groups[name]; g != nil && g.cat != nil {
 		for _, p := range g.cat.Points {
 			pts[p.ID] = p.Time
 		}
-		if ch, ok := s.groupDelta(g); ok {
+		if ch, ok := t.delta(g); ok {
 			for id := range ch.Drop {
 				delete(pts, id)
 			}
@@ -143,23 +355,23 @@ func (s *Service) thinningFor(m *machine) thinning {
 	return groupThinning(name, pts)
 }
 
-// groupDelta compares g's catalog with its members' catalogs. ok is false
+// delta compares g's catalog with its members' catalogs. ok is false
 // while a member's catalog is not loaded (nothing can be decided then).
-func (s *Service) groupDelta(g *group) (ch groupChange, ok bool) {
+func (t *tracker) delta(g *group) (ch groupChange, ok bool) {
 	byMachine := map[string]map[string]Point{}
 	pointsOf := func(name string) (map[string]Point, *Catalog) {
-		m := s.machines[name]
-		if m == nil || m.cat == nil {
+		c := t.cats[name]
+		if c == nil {
 			return nil, nil
 		}
 		if byMachine[name] == nil {
-			idx := make(map[string]Point, len(m.cat.Points))
-			for _, p := range m.cat.Points {
+			idx := make(map[string]Point, len(c.Points))
+			for _, p := range c.Points {
 				idx[p.ID] = p
 			}
 			byMachine[name] = idx
 		}
-		return byMachine[name], m.cat
+		return byMachine[name], c
 	}
 	members := g.members
 	if members == nil {
@@ -226,134 +438,6 @@ func (s *Service) groupDelta(g *group) (ch groupChange, ok bool) {
 	return ch, true
 }
 
-// ensureMembers starts loading the catalogs of g's machines (current
-// members and those of recorded points) that are not loaded, and says
-// whether all are.
-func (s *Service) ensureMembers(ctx runtime.Context, g *group) bool {
-	names := slices.Clone(g.members)
-	if g.members == nil {
-		names = slices.Clone(g.cat.Members)
-	}
-	for _, gp := range g.cat.Points {
-		for _, mp := range gp.Members {
-			names = append(names, mp.Machine)
-		}
-	}
-	slices.Sort(names)
-	all := true
-	for _, name := range slices.Compact(names) {
-		m := s.machine(name)
-		if m.cat != nil {
-			continue
-		}
-		all = false
-		if !m.busy && !m.held {
-			s.kick(ctx, m)
-		}
-	}
-	return all
-}
-
-// evalGroups evaluates every group; by is the machine whose change led
-// here ("" for none).
-func (s *Service) evalGroups(ctx runtime.Context, by string) {
-	for _, g := range s.sortedGroups() {
-		s.evalGroup(ctx, g, by)
-	}
-}
-
-// evalGroup loads g's catalog, or records what its members' catalogs say
-// is due, if g is idle.
-func (s *Service) evalGroup(ctx runtime.Context, g *group, by string) {
-	if !s.ready || g.busy || g.held {
-		return
-	}
-	if g.cat == nil {
-		s.startGroupLoad(ctx, g)
-		return
-	}
-	if !s.ensureMembers(ctx, g) {
-		return
-	}
-	ch, ok := s.groupDelta(g)
-	if !ok || ch.empty(g.cat) {
-		return
-	}
-	if slices.Contains(g.members, by) {
-		ch.By = by
-	}
-	s.startGroupUpdate(ctx, g, ch)
-}
-
-func (s *Service) startGroupLoad(ctx runtime.Context, g *group) {
-	g.busy = true
-	st, name := s.st, g.name
-	s.start(ctx, pending{kind: opGroupLoad, group: name}, runtime.Op{Name: "azuresvc-group-load", Run: func(ctx context.Context) (any, error) {
-		c, etag, rebuilt, err := loadGroupOrNew(ctx, st.store, st.prefix, name)
-		return groupResult{cat: c, etag: etag, rebuilt: rebuilt}, err
-	}})
-}
-
-func (s *Service) startGroupUpdate(ctx runtime.Context, g *group, ch groupChange) {
-	g.busy = true
-	st, cat, etag := s.st, g.cat.clone(), g.etag
-	s.start(ctx, pending{kind: opGroupUpdate, group: g.name, change: ch}, runtime.Op{Name: "azuresvc-group-update", Run: func(ctx context.Context) (any, error) {
-		return updateGroup(ctx, st, cat, etag, ch)
-	}})
-}
-
-func (s *Service) groupDone(ctx runtime.Context, p pending, ev runtime.Done) {
-	g := s.groups[p.group]
-	g.busy = false
-	r, _ := ev.Value.(groupResult)
-	if r.cat != nil {
-		g.cat, g.etag = r.cat, r.etag
-	} else if p.kind == opGroupUpdate {
-		g.cat = nil // unknown outcome: reload
-	}
-	if ev.Err != nil {
-		text := s.scrub(ev.Err.Error())
-		g.held, g.failures, g.lastErr = true, g.failures+1, text
-		ctx.Log().Error("azuresvc: group catalog update failed, retrying at the next poll", "group", g.name, "err", text)
-		return
-	}
-	switch p.kind {
-	case opGroupLoad:
-		if g.members == nil {
-			g.members = slices.Clone(g.cat.Members)
-		}
-		if r.rebuilt {
-			ctx.Log().Warn("azuresvc: malformed group catalog, rebuilding it from the members' catalogs", "group", g.name)
-		}
-		ctx.Log().Info("azuresvc: group catalog loaded", "group", g.name, "members", len(g.cat.Members), "points", len(g.cat.Points))
-	case opGroupUpdate:
-		if r.retries > 0 {
-			ctx.Log().Warn("azuresvc: group catalog changed underneath, reloaded", "group", g.name, "conflicts", r.retries)
-		}
-		for _, id := range r.dropped {
-			g.dropped++
-			ctx.Log().Info("azuresvc: group recovery point dropped", "group", g.name, "point", id, "reason", p.change.Drop[id])
-		}
-		for _, gp := range r.added {
-			g.recorded++
-			ctx.Log().Info("azuresvc: group recovery point", "group", g.name, "point", gp.ID, "kind", gp.Kind, "members", len(gp.Members))
-			s.send(ctx, &proto.ReplicaEvent{Machine: p.change.By, Group: g.name, Event: proto.EventGroupPoint,
-				PointID: gp.ID, Kind: gp.Kind, PointTime: gp.Time})
-		}
-		if p.change.Members != nil && slices.Equal(g.cat.Members, p.change.Members) {
-			ctx.Log().Info("azuresvc: group members recorded", "group", g.name, "members", len(g.cat.Members))
-		}
-	}
-	// Members wait for their group's catalog before applying (thinning
-	// needs it), and their thinning changes with the group's points.
-	for _, m := range s.sortedMachines() {
-		if s.groupName(m) == g.name {
-			s.kick(ctx, m)
-		}
-	}
-	s.evalGroup(ctx, g, "")
-}
-
 // GroupStatus is one replication group's multi-VM state.
 type GroupStatus struct {
 	Group   string
@@ -375,9 +459,10 @@ type GroupStatus struct {
 	LastError       string // the last failure, "" if none
 }
 
-func (s *Service) groupStatus() []GroupStatus {
+// status is every group's state, in name order; RPOs are computed at now.
+func (t *tracker) status(now time.Time) []GroupStatus {
 	var out []GroupStatus
-	for _, g := range s.sortedGroups() {
+	for _, g := range t.sorted() {
 		gs := GroupStatus{Group: g.name, Members: slices.Clone(g.members), Loaded: g.cat != nil,
 			Recorded: g.recorded, Dropped: g.dropped, Failures: g.failures, LastError: g.lastErr}
 		if g.cat != nil {
@@ -393,7 +478,7 @@ func (s *Service) groupStatus() []GroupStatus {
 			}
 			if gs.Points > 0 {
 				gs.NewestPoint = gs.LatestProcessed.Time
-				gs.RPO = s.now.Sub(gs.NewestPoint)
+				gs.RPO = now.Sub(gs.NewestPoint)
 			}
 		}
 		out = append(out, gs)

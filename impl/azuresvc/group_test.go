@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"testing"
@@ -788,6 +789,200 @@ func TestGroupCatalogRecovers(t *testing.T) {
 			checkGroupPoints(t, inner, c)
 			if gs := service(d2).Status().Groups; len(gs) != 1 || gs[0].Failures != 0 || gs[0].Points != 1 {
 				t.Errorf("group status %+v", gs)
+			}
+		})
+	}
+}
+
+// actionText is a for-tests text of a tracker action.
+func actionText(a action) string {
+	switch a.kind {
+	case actLoadMember:
+		return "load-member " + a.machine
+	case actLoadGroup:
+		return "load-group " + a.group
+	case actUpdateGroup:
+		ch := a.change
+		drops := slices.Sorted(maps.Keys(ch.Drop))
+		for i, id := range drops {
+			drops[i] = id + " (" + ch.Drop[id] + ")"
+		}
+		var adds []string
+		for _, p := range ch.Add {
+			var ms []string
+			for _, m := range p.Members {
+				ms = append(ms, fmt.Sprintf("%s@%d", m.Machine, m.Seq))
+			}
+			adds = append(adds, fmt.Sprintf("%s %s %v", p.ID, p.Kind, ms))
+		}
+		return fmt.Sprintf("update-group %s members=%v add=%v drop=%v by=%q", a.group, ch.Members, adds, drops, ch.By)
+	case actKickMembers:
+		return "kick-members " + a.group
+	case actLog:
+		return fmt.Sprintf("log %s %s", a.note.level, a.note.msg)
+	case actSend:
+		e := a.event
+		return fmt.Sprintf("send %s %s %s %s by=%q", e.Event, e.Group, e.PointID, e.Kind, e.Machine)
+	}
+	return fmt.Sprintf("unknown action %d", a.kind)
+}
+
+// trackerCat is a member's catalog with points (each with one snapshot
+// named after the machine and the point) and revoked ids.
+func trackerCat(machine, group string, members []string, revoked []string, points ...Point) *Catalog {
+	c := newCatalog(machine)
+	c.Group, c.Members, c.Revoked = group, members, revoked
+	for _, p := range points {
+		p.Snapshots = []string{machine + "@" + p.ID}
+		c.Points = append(c.Points, p)
+	}
+	return c
+}
+
+// TestTracker feeds the group tracker catalog changes, PolicyFors and Op
+// ends, and checks the actions it answers with, step by step. Each case
+// runs on a fresh tracker; the last update action a step returned is
+// what the next "update done" step applies.
+func TestTracker(t *testing.T) {
+	t0 := runtimetest.Epoch.Add(time.Minute)
+	tag1 := proto.TagID{Group: "g1", Kind: proto.Crash, N: 1}.String()
+	tag2 := proto.TagID{Group: "g1", Kind: proto.App, N: 2}.String()
+	other := proto.TagID{Group: "g2", Kind: proto.Crash, N: 1}.String()
+	perVM := proto.BookmarkID("g1", proto.Crash, 1) // a per-VM bookmark of a machine named like the group
+	pt := func(id string, kind proto.Consistency, at time.Time, seq uint64) Point {
+		return Point{ID: id, Kind: kind, Time: at, Seq: seq}
+	}
+	both := []string{"vm1", "vm2"}
+	type state struct {
+		tr   *tracker
+		last action // the last update action returned
+	}
+	type step struct {
+		name string
+		do   func(s *state) []action
+		want []string
+	}
+	observe := func(machine string, c *Catalog) step {
+		return step{name: "observe+done " + machine, do: func(s *state) []action {
+			s.tr.observe(machine, c)
+			return s.tr.memberDone(machine)
+		}}
+	}
+	policy := func(machine string, members ...string) step {
+		return step{name: "policy " + machine, do: func(s *state) []action {
+			st, ok := groupSetting(policyFor(machine, "g1", members...))
+			if !ok {
+				t.Fatalf("policy of %s refused", machine)
+			}
+			s.tr.policy(st)
+			return s.tr.evalAll("")
+		}}
+	}
+	loaded := func(cat *GroupCatalog) step {
+		return step{name: "load done", do: func(s *state) []action {
+			return s.tr.opDone(groupEnd{group: "g1", result: groupResult{cat: cat, etag: "e1"}})
+		}}
+	}
+	updated := step{name: "update done", do: func(s *state) []action {
+		next, added, dropped := s.last.change.applyTo(s.last.cat)
+		return s.tr.opDone(groupEnd{group: "g1", update: true, change: s.last.change,
+			result: groupResult{cat: next, etag: "e2", added: added, dropped: dropped}})
+	}}
+	updateFailed := step{name: "update failed", do: func(s *state) []action {
+		return s.tr.opDone(groupEnd{group: "g1", update: true, change: s.last.change, failed: true, err: "503"})
+	}}
+	want := func(st step, w ...string) step { st.want = w; return st }
+	loadedMsgs := []string{"log INFO azuresvc: group catalog loaded", "kick-members g1"}
+
+	tests := []struct {
+		name  string
+		steps []step
+	}{
+		{"a tag on every member makes a group point", []step{
+			want(policy("vm1", both...), "load-group g1"),
+			want(observe("vm1", trackerCat("vm1", "g1", both, nil, pt(tag1, proto.App, t0, 5)))), // busy: the load is in flight
+			want(loaded(&GroupCatalog{Group: "g1"}), append(loadedMsgs, "load-member vm2")...),
+			want(observe("vm2", trackerCat("vm2", "g1", both, nil, pt(tag1, proto.Crash, t0.Add(-time.Second), 7))),
+				`update-group g1 members=[vm1 vm2] add=[g1:c:1 crash [vm1@5 vm2@7]] drop=[] by="vm2"`),
+			want(updated,
+				"log INFO azuresvc: group recovery point",
+				`send group-point g1 g1:c:1 crash by="vm2"`,
+				"log INFO azuresvc: group members recorded",
+				"kick-members g1"),
+			want(observe("vm1", trackerCat("vm1", "g1", both, nil, pt(tag1, proto.App, t0, 5)))), // nothing new
+		}},
+		{"per-VM bookmarks, other groups' tags and a tag one member lacks make none", []step{
+			want(policy("vm1", both...), "load-group g1"),
+			want(loaded(&GroupCatalog{Group: "g1", Members: both}), append(loadedMsgs, "load-member vm1", "load-member vm2")...),
+			want(observe("vm1", trackerCat("vm1", "g1", both, nil, pt(perVM, proto.Crash, t0, 1), pt(other, proto.Crash, t0, 2), pt(tag1, proto.Crash, t0, 3))),
+				"load-member vm2"),
+			want(observe("vm2", trackerCat("vm2", "g1", both, nil, pt(perVM, proto.Crash, t0, 1), pt(other, proto.Crash, t0, 2)))),
+			want(observe("vm2", trackerCat("vm2", "g1", both, []string{tag1}, pt(perVM, proto.Crash, t0, 1)))), // revoked there
+		}},
+		{"a recorded point goes when a member revokes or prunes it", []step{
+			want(observe("vm1", trackerCat("vm1", "g1", both, []string{tag1}, pt(tag2, proto.App, t0, 9))), "load-group g1"),
+			want(loaded(&GroupCatalog{Group: "g1", Members: both, Points: []GroupPoint{
+				{ID: tag1, Kind: proto.Crash, Time: t0, Members: []MemberPoint{{"vm1", 5, []string{"vm1@" + tag1}}, {"vm2", 7, []string{"vm2@" + tag1}}}},
+				{ID: tag2, Kind: proto.App, Time: t0, Members: []MemberPoint{{"vm1", 9, []string{"vm1@" + tag2}}, {"vm2", 8, []string{"vm2@" + tag2}}}},
+			}}), "log INFO azuresvc: group catalog loaded", "kick-members g1", "load-member vm2"),
+			want(observe("vm2", trackerCat("vm2", "g1", both, nil, pt(tag1, proto.Crash, t0, 7))),
+				`update-group g1 members=[] add=[] drop=[g1:a:2 (pruned on vm2) g1:c:1 (revoked on vm1)] by="vm2"`),
+			want(updated,
+				"log INFO azuresvc: group recovery point dropped",
+				"log INFO azuresvc: group recovery point dropped",
+				"kick-members g1"),
+		}},
+		{"a failed update holds the group until a poll releases it", []step{
+			want(policy("vm1", both...), "load-group g1"),
+			want(loaded(&GroupCatalog{Group: "g1"}), append(loadedMsgs, "load-member vm1", "load-member vm2")...),
+			want(observe("vm1", trackerCat("vm1", "g1", both, nil)), "load-member vm2"),
+			want(observe("vm2", trackerCat("vm2", "g1", both, nil)), `update-group g1 members=[vm1 vm2] add=[] drop=[] by="vm2"`),
+			want(updateFailed, "log ERROR azuresvc: group catalog update failed, retrying at the next poll"),
+			want(observe("vm1", trackerCat("vm1", "g1", both, nil))), // held
+			want(step{name: "poll", do: func(s *state) []action { s.tr.release(); return s.tr.evalAll("") }}, "load-group g1"),
+		}},
+		{"a member waits for its group's catalog, not for a failed one", []step{
+			want(step{name: "await", do: func(s *state) []action {
+				acts, wait := s.tr.await("g1")
+				if !wait {
+					t.Error("await did not wait for an unloaded group catalog")
+				}
+				return acts
+			}}, "load-group g1"),
+			want(step{name: "await again", do: func(s *state) []action {
+				acts, wait := s.tr.await("g1")
+				if !wait {
+					t.Error("await did not wait while the group catalog loads")
+				}
+				return acts
+			}}),
+			want(step{name: "load failed", do: func(s *state) []action {
+				return s.tr.opDone(groupEnd{group: "g1", failed: true, err: "503"})
+			}}, "log ERROR azuresvc: group catalog update failed, retrying at the next poll"),
+			want(step{name: "await when held", do: func(s *state) []action {
+				acts, wait := s.tr.await("g1")
+				if wait {
+					t.Error("await waits for a group catalog that failed to load")
+				}
+				return acts
+			}}),
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s := &state{tr: newTracker()}
+			for i, st := range tc.steps {
+				acts := st.do(s)
+				var got []string
+				for _, a := range acts {
+					got = append(got, actionText(a))
+					if a.kind == actUpdateGroup {
+						s.last = a
+					}
+				}
+				if diff := cmp.Diff(st.want, got, cmpopts.EquateEmpty()); diff != "" {
+					t.Fatalf("step %d (%s): actions (-want +got):\n%s", i, st.name, diff)
+				}
 			}
 		})
 	}

@@ -230,7 +230,7 @@ func (o *Orchestrator) Machines() []MachineState {
 func (o *Orchestrator) Handle(ctx runtime.Context, ev runtime.Event) {
 	switch ev := ev.(type) {
 	case runtime.Started:
-		ctx.Log().Info("failover: started", "pollEvery", o.cfg.PollEvery.String())
+		ctx.Log().Info("failover: started", "poll_every", o.cfg.PollEvery.String())
 	case runtime.Timer:
 		if fn, ok := o.timers[ev.ID]; ok {
 			delete(o.timers, ev.ID)

@@ -335,7 +335,7 @@ func (o *Orchestrator) health(ctx runtime.Context, j *job, r *vmRun, done func(r
 		st := o.machine(r.machine)
 		st.Point = r.point.ID
 		o.taskEnd(ctx, j, ti, TaskSucceeded, 0, "")
-		ctx.Log().Info("failover: vm healthy", "job", j.ID, "vm", r.machine, "azureVM", r.name, "point", r.point.ID, "rto", j.VMRTO(r.machine).String())
+		ctx.Log().Info("failover: vm healthy", "job", j.ID, "vm", r.machine, "azure_vm", r.name, "point", r.point.ID, "rto", j.VMRTO(r.machine).String())
 		done(ctx, nil)
 	})
 }

@@ -221,7 +221,7 @@ func (s *Server) startSeal(ctx runtime.Context, m *machine, e *entry) {
 	} else {
 		sealer, err := batch.NewSealer(s.cfg.Key, s.cfg.Codec)
 		if err != nil { // only a bad key or codec: nothing will ever seal
-			s.fail(ctx, "cannot make a sealer", err, "error", err.Error())
+			s.fail(ctx, "cannot make a sealer", err, "err", err.Error())
 			return
 		}
 		w = &worker{sealer: sealer, codec: s.cfg.Codec}
@@ -248,7 +248,7 @@ func (s *Server) release(n int64) { s.memBytes -= n }
 func (s *Server) done(ctx runtime.Context, ev runtime.Done) {
 	info, ok := s.ops.Complete(ev)
 	if !ok {
-		ctx.Log().Debug("ignored completion of an unknown op", "op", ev.Name)
+		ctx.Log().Debug("processsrv: ignored completion of an unknown op", "op", ev.Name)
 		return
 	}
 	switch info.kind {
@@ -258,12 +258,12 @@ func (s *Server) done(ctx runtime.Context, ev runtime.Done) {
 			d := backoff(s.containerTries, ctx.Rand())
 			s.errs++
 			s.lastErr = "create cache container: " + s.scrub(ev.Err)
-			ctx.Log().Warn("cache container not created; retrying", "attempt", s.containerTries, "in", d, "error", s.scrub(ev.Err))
+			ctx.Log().Warn("processsrv: cache container not created; retrying", "attempt", s.containerTries, "in", d, "err", s.scrub(ev.Err))
 			s.armRetry(ctx, ctx.Now().Add(d))
 			return
 		}
 		s.containerReady = true
-		ctx.Log().Info("cache container ready")
+		ctx.Log().Info("processsrv: cache container ready")
 		s.pump(ctx)
 	case opSeal:
 		s.workers = append(s.workers, info.worker)
@@ -294,7 +294,7 @@ func (s *Server) done(ctx runtime.Context, ev runtime.Done) {
 		m.rawBytes += e.rawBytes
 		m.sealedBytes += info.sealedBytes
 		s.rate.add(ctx.Now(), e.rawBytes)
-		ctx.Log().Debug("uploaded item", "machine", m.name, "seq", e.seq, "raw_bytes", e.rawBytes, "sealed_bytes", info.sealedBytes)
+		ctx.Log().Debug("processsrv: uploaded item", "machine", m.name, "seq", e.seq, "raw_bytes", e.rawBytes, "sealed_bytes", info.sealedBytes)
 		s.cleanup(ctx, m)
 		s.pump(ctx)
 	}
@@ -321,7 +321,7 @@ func (s *Server) failed(ctx runtime.Context, m *machine, e *entry, what, msg str
 	s.errs++
 	s.lastErr = fmt.Sprintf("%s item %d of %s: %s", what, e.seq, m.name, msg)
 	m.lastErr = s.lastErr
-	ctx.Log().Warn(what+" failed; retrying", "machine", m.name, "seq", e.seq, "attempt", e.attempts, "in", d, "error", msg)
+	ctx.Log().Warn("processsrv: "+what+" failed; retrying", "machine", m.name, "seq", e.seq, "attempt", e.attempts, "in", d, "err", msg)
 }
 
 // cleanup deletes the files of a machine's uploaded items and tells the
@@ -338,14 +338,14 @@ func (s *Server) cleanup(ctx runtime.Context, m *machine) {
 		}
 		if i == len(m.items)-1 && m.persisted < m.acked {
 			if err := s.disk.writeAcked(m.name, m.acked); err != nil {
-				s.fail(ctx, "cannot persist acked seq; cached file kept", err, "machine", m.name, "acked", m.acked, "error", err.Error())
+				s.fail(ctx, "cannot persist acked seq; cached file kept", err, "machine", m.name, "acked", m.acked, "err", err.Error())
 				keep, retry = append(keep, e), true
 				continue
 			}
 			m.persisted = m.acked
 		}
 		if err := s.disk.removeItem(m.name, e.seq); err != nil {
-			s.fail(ctx, "cannot delete uploaded item; kept", err, "machine", m.name, "seq", e.seq, "error", err.Error())
+			s.fail(ctx, "cannot delete uploaded item; kept", err, "machine", m.name, "seq", e.seq, "err", err.Error())
 			keep, retry = append(keep, e), true
 			continue
 		}

@@ -249,11 +249,11 @@ func (s *Server) start(ctx runtime.Context) {
 
 	var err error
 	if s.epoch, err = s.disk.epoch(ctx.Rand().Uint64); err != nil {
-		s.fail(ctx, "cache disk epoch", err, slog.String("error", describe(err)))
+		s.fail(ctx, "cache disk epoch", err, slog.String("err", describe(err)))
 	}
 	found, err := s.disk.scan()
 	if err != nil {
-		s.fail(ctx, "cache disk scan failed", err, slog.String("error", describe(err)))
+		s.fail(ctx, "cache disk scan failed", err, slog.String("err", describe(err)))
 	}
 	for _, f := range found {
 		m := s.machine(f.name)
@@ -273,7 +273,7 @@ func (s *Server) start(ctx runtime.Context) {
 		backlogItems += n
 		backlogBytes += b
 	}
-	ctx.Log().Info("process server started", "machines", len(s.order), "backlog_items", backlogItems,
+	ctx.Log().Info("processsrv: process server started", "machines", len(s.order), "backlog_items", backlogItems,
 		"backlog_bytes", backlogBytes, "cache_used_bytes", s.usedBytes, "cache_cap_bytes", s.cfg.CacheCapBytes)
 	s.createContainer(ctx)
 	s.timers.Set(ctx, timerHealth, s.cfg.HealthEvery)
@@ -283,7 +283,7 @@ func (s *Server) start(ctx runtime.Context) {
 func (s *Server) message(ctx runtime.Context, ev runtime.Message) {
 	msg, err := wire.Decode(ev.Data)
 	if err != nil {
-		ctx.Log().Warn("dropped undecodable frame", "from", string(ev.From), "error", err.Error())
+		ctx.Log().Warn("processsrv: dropped undecodable frame", "from", string(ev.From), "err", err.Error())
 		return
 	}
 	switch m := msg.(type) {
@@ -296,12 +296,12 @@ func (s *Server) message(ctx runtime.Context, ev runtime.Message) {
 		if mc, ok := s.machines[m.Machine]; ok {
 			acked = mc.acked
 		}
-		ctx.Log().Info("stream hello", "machine", m.Machine, "acked", acked)
+		ctx.Log().Info("processsrv: stream hello", "machine", m.Machine, "acked", acked)
 		s.ack(ctx, ev.From, m.Machine, acked, proto.AckOK, "")
 	case *proto.ItemMsg:
 		s.item(ctx, ev.From, m)
 	default:
-		ctx.Log().Warn("dropped unexpected message", "from", string(ev.From), "kind", wire.KindName(msg.WireKind()))
+		ctx.Log().Warn("processsrv: dropped unexpected message", "from", string(ev.From), "kind", wire.KindName(msg.WireKind()))
 	}
 }
 
@@ -312,7 +312,7 @@ func (s *Server) ack(ctx runtime.Context, to runtime.Addr, machine string, acked
 // item accepts the next item of a machine's stream, or says why not.
 func (s *Server) item(ctx runtime.Context, from runtime.Addr, msg *proto.ItemMsg) {
 	if err := checkMachineName(msg.Machine); err != nil {
-		ctx.Log().Warn("refused item", "seq", msg.Seq, "error", err.Error())
+		ctx.Log().Warn("processsrv: refused item", "seq", msg.Seq, "err", err.Error())
 		s.ack(ctx, from, msg.Machine, 0, proto.AckRefused, err.Error())
 		return
 	}
@@ -328,17 +328,17 @@ func (s *Server) item(ctx runtime.Context, from runtime.Addr, msg *proto.ItemMsg
 	case msg.Seq <= received: // written, not yet durable: the group commit answers
 		return
 	case msg.Seq > received+1 && !known && isSyncStart(msg.Data):
-		ctx.Log().Info("stream starts at a sync: the cache holds no record of this machine", "machine", msg.Machine, "seq", msg.Seq)
+		ctx.Log().Info("processsrv: stream starts at a sync: the cache holds no record of this machine", "machine", msg.Machine, "seq", msg.Seq)
 		acked = msg.Seq - 1
 	case msg.Seq > received+1:
-		ctx.Log().Debug("item ahead of the stream", "machine", msg.Machine, "seq", msg.Seq, "acked", acked)
+		ctx.Log().Debug("processsrv: item ahead of the stream", "machine", msg.Machine, "seq", msg.Seq, "acked", acked)
 		s.ack(ctx, from, msg.Machine, acked, proto.AckGap, fmt.Sprintf("expected item %d", received+1))
 		return
 	}
 	if err := checkItem(msg); err != nil {
 		s.errs++
 		s.lastErr = fmt.Sprintf("refused item %d of %s: %v", msg.Seq, msg.Machine, err)
-		ctx.Log().Warn("refused malformed item", "machine", msg.Machine, "seq", msg.Seq, "error", err.Error())
+		ctx.Log().Warn("processsrv: refused malformed item", "machine", msg.Machine, "seq", msg.Seq, "err", err.Error())
 		s.ack(ctx, from, msg.Machine, acked, proto.AckRefused, err.Error())
 		return
 	}
@@ -347,7 +347,7 @@ func (s *Server) item(ctx runtime.Context, from runtime.Addr, msg *proto.ItemMsg
 	if err != nil {
 		s.errs++
 		s.lastErr = fmt.Sprintf("refused item %d of %s: %v", msg.Seq, msg.Machine, err)
-		ctx.Log().Warn("refused item with an unknown codec", "machine", msg.Machine, "seq", msg.Seq, "error", err.Error())
+		ctx.Log().Warn("processsrv: refused item with an unknown codec", "machine", msg.Machine, "seq", msg.Seq, "err", err.Error())
 		s.ack(ctx, from, msg.Machine, acked, proto.AckRefused, err.Error())
 		return
 	}
@@ -381,7 +381,7 @@ func (s *Server) item(ctx runtime.Context, from runtime.Addr, msg *proto.ItemMsg
 	}
 	if s.full {
 		s.full = false
-		ctx.Log().Info("cache accepting items again", "cache_used_bytes", s.usedBytes+fileBytes, "cache_cap_bytes", s.cfg.CacheCapBytes)
+		ctx.Log().Info("processsrv: cache accepting items again", "cache_used_bytes", s.usedBytes+fileBytes, "cache_cap_bytes", s.cfg.CacheCapBytes)
 	}
 	if !known {
 		m = s.machine(msg.Machine)
@@ -504,7 +504,7 @@ func (s *Server) cacheFull(ctx runtime.Context, machine string, seq uint64, reas
 		return
 	}
 	s.full = true
-	ctx.Log().Warn("cache full: refusing new items until uploads free space; nothing acknowledged is dropped",
+	ctx.Log().Warn("processsrv: cache full: refusing new items until uploads free space; nothing acknowledged is dropped",
 		"machine", machine, "seq", seq, "reason", reason)
 }
 
@@ -524,7 +524,7 @@ func (s *Server) machine(name string) *machine {
 func (s *Server) fail(ctx runtime.Context, what string, err error, attrs ...any) {
 	s.errs++
 	s.lastErr = what + ": " + describe(err)
-	ctx.Log().Error(what, attrs...)
+	ctx.Log().Error("processsrv: "+what, attrs...)
 }
 
 // describe renders an error for the log and Status. Cache disk errors

@@ -310,7 +310,7 @@ func TestCacheFullBackPressure(t *testing.T) {
 	if st := e.srv.Status(); !st.CacheFull || st.CacheUsedBytes != 3*fileBytes || st.BacklogItems != 3 {
 		t.Errorf("status while full: full=%v used=%d backlog=%d", st.CacheFull, st.CacheUsedBytes, st.BacklogItems)
 	}
-	if n := strings.Count(e.logs.String(), `msg="cache full`); n != 1 {
+	if n := strings.Count(e.logs.String(), `msg="processsrv: cache full`); n != 1 {
 		t.Errorf("%d log lines say cache full, want exactly one per episode:\n%s", n, e.logs)
 	}
 

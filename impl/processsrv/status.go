@@ -177,6 +177,6 @@ func (s *Server) health(now time.Time) *proto.PSHealth {
 func (s *Server) sendHealth(ctx runtime.Context) {
 	h := s.health(ctx.Now())
 	ctx.Send(s.cfg.ConfigServer, wire.Encode(h))
-	ctx.Log().Debug("health", "backlog_items", h.BacklogItems, "backlog_bytes", h.BacklogBytes,
+	ctx.Log().Debug("processsrv: health", "backlog_items", h.BacklogItems, "backlog_bytes", h.BacklogBytes,
 		"cache_used_bytes", h.CacheUsedBytes, "estimate", h.EstimateUpload)
 }

@@ -10,6 +10,13 @@
 // clock, TCP). Component code is the same under both; that is what lets a
 // scenario that passed in simulation run unchanged against real vCenter and
 // Azure.
+//
+// Logging: an actor logs through Context.Log (or LogAt, for a record whose
+// level is data). A message says what happened and starts with the package's
+// name, "azuresvc: item applied"; the facts go in slog key/value pairs, and
+// every key is lower-case words joined by underscores ("machine", "seq",
+// "applied_log_seq"), with "err" for an error. impl/archtest enforces both
+// (TestLogStyle).
 package runtime
 
 import (
