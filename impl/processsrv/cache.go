@@ -550,9 +550,9 @@ func (c cacheFiles) commitBatch(items []stagedItem) []committed {
 
 // removed is a cleanup op's outcome (removeUploaded).
 type removed struct {
-	ackFirst   uint64  // the acked seq it was to persist first (0: none)
-	ackWritten uint64  // the acked seq it persisted (0: none)
-	ackErr     error   // why it could not
+	ackFirst   uint64 // the acked seq it was to persist first (0: none)
+	ackWritten uint64 // the acked seq it persisted (0: none)
+	ackErr     error  // why it could not
 	deleted    []uint64
 	failed     []uint64 // files kept, with errs
 	errs       []error
