@@ -147,8 +147,9 @@ type Agent struct {
 	keys   vault.Keys
 	filter *Filter
 
-	st    persisted // what agent.state holds
-	phase string
+	st      persisted   // what agent.state holds (or will, once persist has written it)
+	persist stateWriter // writes agent.state in ops
+	phase   string
 
 	registered    bool
 	refusedReason string
@@ -163,8 +164,13 @@ type Agent struct {
 	sync     *syncState
 	lastSync SyncStatus
 
+	// Trim: the highest record the process server has (trimWant), the
+	// highest trimmed (trimDone), and whether a trim op runs.
+	trimWant, trimDone uint64
+	trimming           bool
+
 	// Drain.
-	draining        bool   // a metadata re-read is in flight
+	draining        bool   // a drain op or a metadata re-read is in flight
 	drainDue        bool   // durable records may wait beyond drainFrom
 	drainFrom       uint64 // next record to put in a Log item
 	capturedAtDrain int64
@@ -176,6 +182,7 @@ type Agent struct {
 
 	lastMode  Mode
 	bookmarks bookmarkStats
+	freezing  bool // an app-consistent bookmark's freeze op runs
 	lastErr   string
 
 	// Multi-VM consistency: the group (nil: in none), and the tag
@@ -458,9 +465,7 @@ func (a *Agent) onUnprotect(ctx runtime.Context) {
 	a.leaveGroup(ctx)
 	a.phase = PhaseIdle
 	a.st = persisted{LastTagN: a.st.LastTagN} // tag numbers never repeat
-	if err := removeState(a.cfg.FS, a.cfg.StateDir); err != nil {
-		a.fail(ctx, "remove state", err)
-	}
+	a.forgetState(ctx)
 }
 
 func (a *Agent) timer(ctx runtime.Context, name string) {
@@ -550,13 +555,6 @@ func (a *Agent) requireResync(ctx runtime.Context, reason string) {
 func (a *Agent) sendResyncNeeded(ctx runtime.Context) {
 	ctx.Send(a.cfg.ConfigServer, wire.Encode(&proto.ResyncNeeded{Machine: a.cfg.Machine, Reason: a.st.Reason}))
 	a.set(ctx, tResync, a.cfg.ResyncRetry)
-}
-
-func (a *Agent) save(ctx runtime.Context) {
-	a.st.Group = a.group
-	if err := saveState(a.cfg.FS, a.cfg.StateDir, a.st); err != nil {
-		a.fail(ctx, "save state", err)
-	}
 }
 
 // fail records an error a person should see.
