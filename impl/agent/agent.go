@@ -15,6 +15,16 @@
 // bookmark is inserted while syncing or while the log cannot honour one
 // (metadata or bitmap mode, metadata records not yet re-read), and the log
 // is trimmed only up to the records of acknowledged Log items.
+//
+// Handle does no blocking file I/O (impl/archtest checks it): agent.state
+// is written by a state writer in ops (persist.go; nothing goes out on the
+// stream, and no tag number is used, before the state holding it is
+// durable), the change log's fsync and read for a drain, its trims and the
+// guest's freezes are ops too, each declaring its disk work (runtime.Op's
+// Disk) for the simulator's disk model. What stays in Handle: opening the
+// change log and reading agent.state at Started, emptying the log when a
+// sync begins, and appending bookmark records (a write into the page cache,
+// as the guest's own captures are; the drain's fsync makes them durable).
 package agent
 
 import (
