@@ -453,11 +453,22 @@ func (d *Deployment) armHoldExpiry(machine string) {
 	}
 	g.expiryArmed = dl
 	f := g.filter
-	d.e.Sim.After(max(0, dl.Sub(d.e.Sim.Now())), "hold-expiry/"+machine, func() {
-		if tag, ok := f.Expire(d.e.Sim.Now()); ok {
-			d.e.Trace.Add(d.e.Sim.Elapsed(), machine, "hold-expired", fmt.Sprintf("filter released writes at its own deadline; revoked tag %q", tag))
-		}
-	})
+	d.e.Sim.After(max(0, dl.Sub(d.e.Sim.Now())), "hold-expiry/"+machine, func() { d.expireHold(machine, f) })
+}
+
+// holdExpiryRetry is how soon the filter driver's timer tries again when
+// the revoke of a held tag failed (the gate keeps holding meanwhile).
+const holdExpiryRetry = time.Second
+
+func (d *Deployment) expireHold(machine string, f *agent.Filter) {
+	tag, ok, err := f.Expire(d.e.Sim.Now())
+	switch {
+	case err != nil:
+		d.e.Trace.Add(d.e.Sim.Elapsed(), machine, "hold-expiry-failed", fmt.Sprintf("still holding: %v", err))
+		d.e.Sim.After(holdExpiryRetry, "hold-expiry/"+machine, func() { d.expireHold(machine, f) })
+	case ok:
+		d.e.Trace.Add(d.e.Sim.Elapsed(), machine, "hold-expired", fmt.Sprintf("filter released writes at its own deadline; revoked tag %q", tag))
+	}
 }
 
 // simGuest is a simulated machine as its agent sees it.

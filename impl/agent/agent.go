@@ -15,6 +15,16 @@
 // bookmark is inserted while syncing or while the log cannot honour one
 // (metadata or bitmap mode, metadata records not yet re-read), and the log
 // is trimmed only up to the records of acknowledged Log items.
+//
+// Handle does no blocking file I/O (impl/archtest checks it): agent.state
+// is written by a state writer in ops (persist.go; nothing goes out on the
+// stream, and no tag number is used, before the state holding it is
+// durable), the change log's fsync and read for a drain, its trims and the
+// guest's freezes are ops too, each declaring its disk work (runtime.Op's
+// Disk) for the simulator's disk model. What stays in Handle: opening the
+// change log and reading agent.state at Started, emptying the log when a
+// sync begins, and appending bookmark records (a write into the page cache,
+// as the guest's own captures are; the drain's fsync makes them durable).
 package agent
 
 import (
@@ -147,8 +157,9 @@ type Agent struct {
 	keys   vault.Keys
 	filter *Filter
 
-	st    persisted // what agent.state holds
-	phase string
+	st      persisted   // what agent.state holds (or will, once persist has written it)
+	persist stateWriter // writes agent.state in ops
+	phase   string
 
 	registered    bool
 	refusedReason string
@@ -163,8 +174,13 @@ type Agent struct {
 	sync     *syncState
 	lastSync SyncStatus
 
+	// Trim: the highest record the process server has (trimWant), the
+	// highest trimmed (trimDone), and whether a trim op runs.
+	trimWant, trimDone uint64
+	trimming           bool
+
 	// Drain.
-	draining        bool   // a metadata re-read is in flight
+	draining        bool   // a drain op or a metadata re-read is in flight
 	drainDue        bool   // durable records may wait beyond drainFrom
 	drainFrom       uint64 // next record to put in a Log item
 	capturedAtDrain int64
@@ -176,6 +192,7 @@ type Agent struct {
 
 	lastMode  Mode
 	bookmarks bookmarkStats
+	freezing  bool // an app-consistent bookmark's freeze op runs
 	lastErr   string
 
 	// Multi-VM consistency: the group (nil: in none), and the tag
@@ -458,9 +475,7 @@ func (a *Agent) onUnprotect(ctx runtime.Context) {
 	a.leaveGroup(ctx)
 	a.phase = PhaseIdle
 	a.st = persisted{LastTagN: a.st.LastTagN} // tag numbers never repeat
-	if err := removeState(a.cfg.FS, a.cfg.StateDir); err != nil {
-		a.fail(ctx, "remove state", err)
-	}
+	a.forgetState(ctx)
 }
 
 func (a *Agent) timer(ctx runtime.Context, name string) {
@@ -550,13 +565,6 @@ func (a *Agent) requireResync(ctx runtime.Context, reason string) {
 func (a *Agent) sendResyncNeeded(ctx runtime.Context) {
 	ctx.Send(a.cfg.ConfigServer, wire.Encode(&proto.ResyncNeeded{Machine: a.cfg.Machine, Reason: a.st.Reason}))
 	a.set(ctx, tResync, a.cfg.ResyncRetry)
-}
-
-func (a *Agent) save(ctx runtime.Context) {
-	a.st.Group = a.group
-	if err := saveState(a.cfg.FS, a.cfg.StateDir, a.st); err != nil {
-		a.fail(ctx, "save state", err)
-	}
 }
 
 // fail records an error a person should see.

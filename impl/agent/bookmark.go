@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"errors"
 	"sort"
 	"time"
@@ -102,39 +103,76 @@ func (a *Agent) bookmarkTick(ctx runtime.Context, kind proto.Consistency) {
 
 // bookmark inserts a bookmark of kind if the log can honour one now, and
 // otherwise counts and logs the skip. An app-consistent bookmark quiesces
-// the guest around the insertion.
+// the guest first: Freeze runs in an op ("freeze", durable, so that a
+// successful freeze is always thawed whatever happened meanwhile), and the
+// bookmark is inserted when it completes — if the log can still honour
+// one — then the guest thawed.
 func (a *Agent) bookmark(ctx runtime.Context, kind proto.Consistency) {
-	name := kind.String()
 	reason := a.bookmarkBlocker()
 	if reason == "" && a.filter.Holding() {
 		reason = "group-round" // writes are held for a group tag: it is the point
 	}
-	if reason == "" && kind == proto.App {
-		if err := a.cfg.Guest.Freeze(); err != nil {
-			reason = "freeze-failed"
-			a.lastErr = "freeze: " + err.Error()
-		} else {
-			defer a.cfg.Guest.Thaw()
-		}
+	if reason == "" && kind == proto.App && a.freezing {
+		reason = "freeze-in-progress"
 	}
-	if reason == "" {
-		id := proto.BookmarkID(a.cfg.Machine, kind, a.filter.NextSeq())
-		seq, err := a.filter.InsertBookmark(kind, id, ctx.Now().UnixNano())
-		switch {
-		case errors.Is(err, ErrNotConsistent):
-			reason = "undrained-metadata"
-		case err != nil:
-			reason = "log-error"
-			a.lastErr = err.Error()
-		default:
-			a.bookmarks.inserted[name]++
-			a.bookmarks.last = id
-			ctx.Log().Info("agent: bookmark", "machine", a.cfg.Machine, "kind", name, "id", id, "seq", seq)
+	if reason != "" {
+		a.skipBookmark(ctx, kind, reason)
+		return
+	}
+	if kind != proto.App {
+		a.insertBookmark(ctx, kind)
+		return
+	}
+	g := a.cfg.Guest
+	a.freezing = true
+	a.ops.GoDurable(ctx, runtime.Op{Name: "freeze", Disk: &runtime.DiskIO{Device: runtime.DeviceOS, Syncs: 1},
+		Run: func(context.Context) (any, error) { return nil, g.Freeze() }}, func(ctx runtime.Context, d runtime.Done) {
+		a.freezing = false
+		if d.Err != nil {
+			a.lastErr = "freeze: " + d.Err.Error()
+			a.skipBookmark(ctx, kind, "freeze-failed")
 			return
 		}
+		defer g.Thaw()
+		reason := a.bookmarkBlocker()
+		if reason == "" && a.filter.Holding() {
+			reason = "group-round"
+		}
+		if reason != "" {
+			a.skipBookmark(ctx, kind, reason)
+			return
+		}
+		a.insertBookmark(ctx, kind)
+	})
+}
+
+// insertBookmark appends a bookmark of kind to the change log (a record
+// written into the page cache like a guest write's, no fsync: the drain's
+// fsync makes it durable before it is read).
+func (a *Agent) insertBookmark(ctx runtime.Context, kind proto.Consistency) {
+	name := kind.String()
+	id := proto.BookmarkID(a.cfg.Machine, kind, a.filter.NextSeq())
+	seq, err := a.filter.InsertBookmark(kind, id, ctx.Now().UnixNano())
+	reason := ""
+	switch {
+	case errors.Is(err, ErrNotConsistent):
+		reason = "undrained-metadata"
+	case err != nil:
+		reason = "log-error"
+		a.lastErr = err.Error()
+	default:
+		a.bookmarks.inserted[name]++
+		a.bookmarks.last = id
+		ctx.Log().Info("agent: bookmark", "machine", a.cfg.Machine, "kind", name, "id", id, "seq", seq)
+		return
 	}
-	a.bookmarks.skip(name, reason)
-	ctx.Log().Info("agent: bookmark skipped", "machine", a.cfg.Machine, "kind", name, "reason", reason)
+	a.skipBookmark(ctx, kind, reason)
+}
+
+// skipBookmark counts and logs a bookmark of kind not inserted.
+func (a *Agent) skipBookmark(ctx runtime.Context, kind proto.Consistency, reason string) {
+	a.bookmarks.skip(kind.String(), reason)
+	ctx.Log().Info("agent: bookmark skipped", "machine", a.cfg.Machine, "kind", kind.String(), "reason", reason)
 }
 
 // bookmarkBlocker says why no bookmark can be honoured now, or "".

@@ -12,9 +12,12 @@ import (
 
 // pumpDrain builds Log items from the change log while the window has room:
 // every DrainInterval, or as soon as DrainBytes were captured since the last
-// drain. The log is fsynced first (only durable records are read), and
-// metadata records are completed by reading their ranges from the disks in
-// an op; items are queued strictly in log order, one re-read at a time.
+// drain. The change log is read in an op ("drain"), one item's worth at a
+// time: the op fsyncs the log first when records were appended since the
+// last fsync (only durable records are read), then reads; metadata records
+// are completed by reading their ranges from the disks in a second op.
+// Items are queued strictly in log order: one drain op or re-read runs at
+// a time (draining), and Handle pumps again after each completes.
 func (a *Agent) pumpDrain(ctx runtime.Context) {
 	if a.phase != PhaseReplicating || !a.streamOpen || a.draining {
 		return
@@ -31,26 +34,38 @@ func (a *Agent) pumpDrain(ctx runtime.Context) {
 		a.drainDue = false
 		return
 	}
-	a.capturedAtDrain = fs.CapturedBytes
-	if fs.DurableSeq < fs.LastSeq {
-		if err := a.filter.Sync(); err != nil {
-			a.fail(ctx, "drain", err)
-			return // the filter stopped: observe asks for a resync
-		}
+	io := &runtime.DiskIO{Device: runtime.DeviceOS}
+	needSync := fs.DurableSeq < fs.LastSeq
+	if needSync {
+		// The fsync writes back what the guest captured since the last
+		// drain; the records read after it were just written and are in
+		// the page cache, so the read itself costs no throughput.
+		io.Bytes, io.Syncs = max(fs.CapturedBytes-a.capturedAtDrain, 0), 1
 	}
+	a.capturedAtDrain = fs.CapturedBytes
 	a.drainDue = true
-	for len(a.queue) < a.cfg.Window && !a.draining {
-		recs, err := a.filter.Read(a.drainFrom, int64(a.cfg.ItemBytes))
-		if err != nil {
-			a.fail(ctx, "drain", err)
+	f, from, maxBytes := a.filter, a.drainFrom, int64(a.cfg.ItemBytes)
+	a.draining = true
+	a.startOp(ctx, runtime.Op{Name: "drain", Disk: io, Run: func(context.Context) (any, error) {
+		if needSync {
+			if err := f.Sync(); err != nil {
+				return nil, err // the filter stopped: observe asks for a resync
+			}
+		}
+		return f.Read(from, maxBytes)
+	}}, func(ctx runtime.Context, d runtime.Done) {
+		a.draining = false
+		if d.Err != nil {
+			a.fail(ctx, "drain", d.Err)
 			return
 		}
-		if len(recs) == 0 {
+		recs := d.Value.([]hrl.Record)
+		if len(recs) == 0 || from != a.drainFrom {
 			a.drainDue = false
 			return
 		}
 		a.buildLogItem(ctx, recs)
-	}
+	})
 }
 
 // metaRead is a metadata record's range to read back from a disk.

@@ -75,7 +75,9 @@ type FilterOptions struct {
 //   - the guest's write path calls Capture for every write, before the
 //     write reaches the disk and is acknowledged (another thread in the real
 //     world, the simulator's goroutine in the sim);
-//   - the agent inserts bookmarks, drains, trims and resets.
+//   - the agent inserts bookmarks and resets from its Handle, and fsyncs,
+//     reads and trims from its ops (under runtime.Real, on an op's
+//     goroutine: the agent runs one drain and one trim at a time).
 //
 // Every method takes the filter's mutex, so both sides may call at any
 // time. Each method that appends leaves the log's user-space buffer empty

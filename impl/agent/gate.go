@@ -1,6 +1,8 @@
 package agent
 
 import (
+	"errors"
+	"fmt"
 	"sync"
 	"time"
 )
@@ -18,12 +20,14 @@ import (
 // are taken the filter's comes first (InsertBookmark), and the gate never
 // calls into the filter holding its own (Expire revokes after unlocking).
 type Gate struct {
-	mu          sync.Mutex
-	holding     bool
-	holdTag     string    // the bookmark inserted while holding
-	holdUntil   time.Time // when the gate opens by itself (zero: never)
-	expired     int64     // holds the gate's own deadline ended
-	releaseHook func()
+	mu        sync.Mutex
+	holding   bool
+	holdTag   string    // the bookmark inserted while holding
+	holdUntil time.Time // when the gate opens by itself (zero: never)
+	expired   int64     // holds the gate's own deadline ended
+	// revokeFailures counts Expire calls whose revoke failed.
+	revokeFailures int64
+	releaseHook    func()
 	// revoke appends a revoke record of a tag to the change log; the
 	// filter sets it. Expire calls it without the gate's mutex.
 	revoke func(id string) (uint64, error)
@@ -92,21 +96,47 @@ func (g *Gate) HoldDeadline() time.Time {
 // while holding, if any, gets a revoke record (the round's outcome is
 // unknown, so the tag must not become a point), and the gate is released.
 // It reports the revoked tag and whether it expired anything.
-func (g *Gate) Expire(now time.Time) (revoked string, expired bool) {
+//
+// Safety before liveness: when the revoke record cannot be appended (err,
+// ErrRevokeFailed wrapping the log's error), the gate keeps holding — the
+// tag stays revocable and no write is admitted after it unrevoked — and
+// the caller must call Expire again later (the filter driver's timer
+// retries; an agent that restarts revokes and releases too).
+// RevokeFailures counts such attempts.
+func (g *Gate) Expire(now time.Time) (revoked string, expired bool, err error) {
 	g.mu.Lock()
 	if !g.holding || g.holdUntil.IsZero() || now.Before(g.holdUntil) {
 		g.mu.Unlock()
-		return "", false
+		return "", false, nil
 	}
 	tag := g.holdTag
-	g.expired++
 	revoke := g.revoke
 	g.mu.Unlock()
 	if tag != "" && revoke != nil {
-		revoke(tag)
+		if _, err := revoke(tag); err != nil {
+			g.mu.Lock()
+			g.revokeFailures++
+			g.mu.Unlock()
+			return tag, false, fmt.Errorf("%w %s: %w", ErrRevokeFailed, tag, err)
+		}
 	}
+	g.mu.Lock()
+	g.expired++
+	g.mu.Unlock()
 	g.Release()
-	return tag, true
+	return tag, true, nil
+}
+
+// ErrRevokeFailed: the gate's deadline passed but the tag it holds for
+// could not be revoked; the gate still holds.
+var ErrRevokeFailed = errors.New("agent: hold deadline: cannot revoke tag")
+
+// RevokeFailures is the number of Expire calls that could not revoke the
+// held tag (and so kept holding).
+func (g *Gate) RevokeFailures() int64 {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.revokeFailures
 }
 
 // Expired is the number of holds the gate's own deadline ended.

@@ -59,14 +59,20 @@ func loadState(fsy fsys.FS, dir string) (st persisted, ok bool, err error) {
 	return st, true, nil
 }
 
-// saveState replaces agent.state atomically: a temporary file, fsynced,
-// renamed over the old one, and the directory fsynced, so that a crash
-// leaves either the old state or the new one.
-func saveState(fsy fsys.FS, dir string, st persisted) error {
+// encodeState is agent.state's content for st.
+func encodeState(st persisted) ([]byte, error) {
 	b, err := json.MarshalIndent(st, "", "  ")
 	if err != nil {
-		return fmt.Errorf("agent: encode state: %w", err)
+		return nil, fmt.Errorf("agent: encode state: %w", err)
 	}
+	return append(b, '\n'), nil
+}
+
+// saveStateBytes replaces agent.state atomically with b: a temporary file,
+// fsynced, renamed over the old one, and the directory fsynced, so that a
+// crash leaves either the old state or the new one. The agent runs it in
+// an op (stateWriter), never in Handle.
+func saveStateBytes(fsy fsys.FS, dir string, b []byte) error {
 	if err := fsy.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("agent: save state: %w", err)
 	}
@@ -76,7 +82,7 @@ func saveState(fsy fsys.FS, dir string, st persisted) error {
 	if err != nil {
 		return fmt.Errorf("agent: save state: %w", err)
 	}
-	_, err = f.Write(append(b, '\n'))
+	_, err = f.Write(b)
 	if err == nil {
 		err = f.Sync()
 	}

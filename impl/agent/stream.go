@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"strconv"
@@ -97,8 +98,8 @@ func (a *Agent) enqueue(it *batch.Item, last uint64) uint64 {
 
 // transmit sends what the window allows.
 func (a *Agent) transmit(ctx runtime.Context) {
-	if !a.streamOpen || a.backingOff {
-		return
+	if !a.streamOpen || a.backingOff || a.persist.busy() {
+		return // (a state being saved: nothing goes out before it is durable)
 	}
 	ps := runtime.Addr(a.st.ProcessServer)
 	for a.sentUpTo+1 < a.nextItem && a.sentUpTo < a.acked+uint64(a.cfg.Window) {
@@ -224,9 +225,7 @@ func (a *Agent) advance(ctx runtime.Context, acked uint64) {
 	}
 	a.cancel(ctx, tRetx) // transmit re-arms it for what is still in flight
 	if trimTo > 0 {
-		if err := a.filter.Trim(trimTo); err != nil {
-			a.fail(ctx, "trim", err)
-		}
+		a.trimLog(ctx, trimTo)
 	}
 	if startAcked && !a.sync.final {
 		a.set(ctx, tChecksums, a.cfg.ChecksumTimeout)
@@ -234,6 +233,33 @@ func (a *Agent) advance(ctx runtime.Context, acked uint64) {
 	if endAcked {
 		a.finishSync(ctx)
 	}
+}
+
+// trimLog discards the change log's records up to upto (the process
+// server has them) in an op: one trim at a time, the latest target
+// folded in while one runs. The trim happens whatever the agent decides
+// meanwhile (a durable op): acknowledged records are the process server's.
+func (a *Agent) trimLog(ctx runtime.Context, upto uint64) {
+	a.trimWant = max(a.trimWant, upto)
+	if a.trimming || a.trimWant <= a.trimDone {
+		return
+	}
+	f, to := a.filter, a.trimWant
+	a.trimming = true
+	// The trim point is written to a file of its own: temporary file,
+	// fsync, rename, directory fsync.
+	a.ops.GoDurable(ctx, runtime.Op{Name: "trim", Disk: &runtime.DiskIO{Device: runtime.DeviceOS, Bytes: 8, Syncs: 2},
+		Run: func(context.Context) (any, error) { return nil, f.Trim(to) }}, func(ctx runtime.Context, d runtime.Done) {
+		a.trimming = false
+		if d.Err != nil {
+			a.fail(ctx, "trim", d.Err)
+		} else {
+			a.trimDone = max(a.trimDone, to)
+		}
+		if a.trimWant > to && d.Err == nil {
+			a.trimLog(ctx, a.trimWant)
+		}
+	})
 }
 
 // newEpoch reports whether m comes from a cache epoch of the process server
@@ -303,7 +329,8 @@ func (a *Agent) heldFrom(acked uint64) (uint64, bool) {
 			last, found = l.last, true
 		}
 	}
-	if !found || a.filter.Stats().TrimSeq > last {
+	// A trim in flight counts as done: its records are about to go.
+	if !found || max(a.filter.Stats().TrimSeq, a.trimWant) > last {
 		return 0, false
 	}
 	return last + 1, true

@@ -111,7 +111,6 @@ func (tm *tagMaster) startRound(ctx runtime.Context, kind proto.Consistency) {
 	a := tm.a
 	n := max(uint64(ctx.Now().UnixMilli()), a.st.LastTagN+1)
 	a.st.LastTagN = n
-	a.save(ctx)
 	gc := a.group
 	r := &masterRound{
 		tag:      proto.Tag{Group: gc.Group, TagID: proto.TagID{Group: gc.Group, Kind: kind, N: n}.String(), Kind: kind, Master: a.cfg.Machine},
@@ -124,7 +123,13 @@ func (tm *tagMaster) startRound(ctx runtime.Context, kind proto.Consistency) {
 	tm.round = r
 	tm.stats.started++
 	ctx.Log().Info("agent: group round", "machine", a.cfg.Machine, "group", gc.Group, "tag", r.tag.TagID, "kind", kind)
-	tm.enterPhase(ctx, 0)
+	// The tag number goes out only once it is durable: a restart must
+	// never number a round the same again.
+	a.saveThen(ctx, func(ctx runtime.Context) {
+		if tm.round == r && r.step < 0 {
+			tm.enterPhase(ctx, 0)
+		}
+	})
 }
 
 // enterPhase moves the round to roundPhases[i] (skipping app-only phases
@@ -160,8 +165,7 @@ func (tm *tagMaster) broadcast(ctx runtime.Context, r *masterRound, timeout time
 	tm.timers.Set(ctx, tTagPhase, timeout)
 	tm.timers.Set(ctx, tTagResend, timeout/2)
 	if slices.Contains(r.members, a.cfg.Machine) {
-		ack := a.member.tag(ctx, &t)
-		tm.roundAck(ctx, &ack)
+		a.member.tag(ctx, &t, func(ctx runtime.Context, ack proto.TagAck) { tm.roundAck(ctx, &ack) })
 	}
 }
 

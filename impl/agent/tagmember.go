@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"fmt"
 	"time"
 
@@ -53,6 +54,7 @@ type memberRound struct {
 	heldAt   time.Time
 	held     time.Duration
 	frozen   bool
+	freezing bool   // the freeze op runs
 	seq      uint64 // the tag's bookmark; 0 until commit
 	revoked  bool   // a revoke record was appended
 	ended    bool   // resumed or revoked: no more holding
@@ -69,14 +71,60 @@ const (
 	reasonRestarted    = "agent restarted mid-round"
 )
 
-// onTag handles a phase from the network and answers its sender.
+// onTag handles a phase from the network and answers its sender, now or
+// (quiesce) when the guest's freeze completes.
 func (mb *tagMember) onTag(ctx runtime.Context, from runtime.Addr, t *proto.Tag) {
-	ack := mb.tag(ctx, t)
-	ctx.Send(from, wire.Encode(&ack))
+	mb.tag(ctx, t, func(ctx runtime.Context, ack proto.TagAck) { ctx.Send(from, wire.Encode(&ack)) })
 }
 
-// tag does phase t.Phase of round t.TagID and returns the answer.
-func (mb *tagMember) tag(ctx runtime.Context, t *proto.Tag) proto.TagAck {
+// tag does phase t.Phase of round t.TagID and gives the answer to reply:
+// at once, or, for a quiesce, when the freeze op completes. A duplicate of
+// a quiesce whose freeze still runs gets no answer: the freeze's will do.
+func (mb *tagMember) tag(ctx runtime.Context, t *proto.Tag, reply func(runtime.Context, proto.TagAck)) {
+	if t.Phase == proto.PhaseQuiesce {
+		if r := mb.remembered[t.TagID]; r != nil && !r.ended && r.phase == proto.PhasePrepare && r.tag.Kind == proto.App {
+			if _, answered := r.answers[t.Phase]; !answered {
+				mb.quiesce(ctx, r, reply)
+				return
+			}
+		}
+	}
+	reply(ctx, mb.tagNow(ctx, t))
+}
+
+// quiesce freezes the guest in an op (durable: a freeze that succeeded is
+// always thawed) and answers when it completes. Writes stay held
+// meanwhile; a round that ended in between (revoked, superseded, its hold
+// deadline) thaws at once and is not answered: its end was.
+func (mb *tagMember) quiesce(ctx runtime.Context, r *memberRound, reply func(runtime.Context, proto.TagAck)) {
+	if r.freezing {
+		return
+	}
+	a := mb.a
+	g := a.cfg.Guest
+	r.freezing = true
+	a.ops.GoDurable(ctx, runtime.Op{Name: "freeze", Disk: &runtime.DiskIO{Device: runtime.DeviceOS, Syncs: 1},
+		Run: func(context.Context) (any, error) { return nil, g.Freeze() }}, func(ctx runtime.Context, d runtime.Done) {
+		r.freezing = false
+		if r.ended {
+			if d.Err == nil {
+				g.Thaw()
+			}
+			return
+		}
+		if d.Err != nil {
+			reply(ctx, mb.answer(r, proto.PhaseQuiesce, false, "freeze failed: "+d.Err.Error()))
+			return
+		}
+		r.frozen = true
+		r.phase = proto.PhaseQuiesce
+		reply(ctx, mb.answer(r, proto.PhaseQuiesce, true, ""))
+	})
+}
+
+// tagNow does phase t.Phase of round t.TagID, except a first quiesce, and
+// returns the answer.
+func (mb *tagMember) tagNow(ctx runtime.Context, t *proto.Tag) proto.TagAck {
 	a := mb.a
 	r := mb.remembered[t.TagID]
 	if r != nil {
@@ -122,10 +170,9 @@ func (mb *tagMember) tag(ctx runtime.Context, t *proto.Tag) proto.TagAck {
 		r.holding, r.heldAt = true, ctx.Now()
 		mb.timers.Set(ctx, tTagDeadline, r.timeouts.Hold())
 	case proto.PhaseQuiesce:
-		if err := a.cfg.Guest.Freeze(); err != nil {
-			return mb.answer(r, t.Phase, false, "freeze failed: "+err.Error())
-		}
-		r.frozen = true
+		// tag runs a first quiesce as an op (quiesce); one that reaches
+		// here is not in order for it.
+		return mb.answer(r, t.Phase, false, "quiesce out of turn")
 	case proto.PhaseCommit:
 		if reason := a.bookmarkBlocker(); reason != "" {
 			return mb.answer(r, t.Phase, false, reason)

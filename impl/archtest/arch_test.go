@@ -14,10 +14,15 @@
 //   - component code declares no sync.Mutex or sync.RWMutex: an actor's
 //     state is owned by its turn and read through the runtime's Inspect,
 //     never guarded for another goroutine (mutexAllowList excepted, each
-//     entry with its reason).
+//     entry with its reason);
+//   - a component's Handle reaches no file I/O (the fsys port, the change
+//     log's files, a guest disk, Guest.Freeze) outside an Op's Run
+//     (io_test.go, type-checked against `go list -export` data;
+//     ioAllowList excepted, each entry with its reason).
 //
-// The checks parse source with go/parser and ask `go list` for imports, so
-// the module needs no dependency on golang.org/x/tools.
+// The checks parse source with go/parser (and go/types with the export
+// data of `go list -export`) and ask `go list` for imports, so the module
+// needs no dependency on golang.org/x/tools.
 package archtest
 
 import (

@@ -77,22 +77,29 @@ func openRecord(rec []byte) ([]byte, batch.Codec, error) {
 	return item, batch.Codec(rec[5]), nil
 }
 
-// cacheDisk is the cache directory. Its methods do small synchronous file
-// I/O in the actor's event (an item write and its fsyncs must precede the
-// ack anyway); reading items back for sealing happens in Ops (readItem).
-type cacheDisk struct {
+// cacheFiles is the cache directory's file I/O. It holds only what never
+// changes after New (the file system, the directory, the write function),
+// so an Op may take a copy and use it outside the actor: every method that
+// writes, fsyncs or reads runs inside an Op's Run, never in Handle.
+type cacheFiles struct {
 	fs  fsys.FS
 	dir string
 	// write writes p to f; tests replace it to simulate a full disk
 	// (ENOSPC after a partial write, as the OS does).
 	write func(f fsys.File, p []byte) (int, error)
-	// dirsMade remembers the machine directories known to exist (and whose
-	// entry in dir was fsynced).
+}
+
+// cacheDisk is the cache directory as the actor keeps it: its files, and
+// which machine directories are known to exist (so that an Op need not
+// create and fsync them again). dirsMade is the actor's: ops get a copy of
+// the answer they need and report the directories they made.
+type cacheDisk struct {
+	cacheFiles
 	dirsMade map[string]bool
 }
 
 func newCacheDisk(fsy fsys.FS, dir string) *cacheDisk {
-	return &cacheDisk{fs: fsy, dir: dir, write: fsys.File.Write, dirsMade: map[string]bool{}}
+	return &cacheDisk{cacheFiles: cacheFiles{fs: fsy, dir: dir, write: fsys.File.Write}, dirsMade: map[string]bool{}}
 }
 
 // checkMachineName refuses names that cannot be a blob name prefix
@@ -109,17 +116,18 @@ func checkMachineName(m string) error {
 	return nil
 }
 
-func (c *cacheDisk) machineDir(m string) string { return filepath.Join(c.dir, url.PathEscape(m)) }
+func (c cacheFiles) machineDir(m string) string { return filepath.Join(c.dir, url.PathEscape(m)) }
 
 func itemName(seq uint64) string { return fmt.Sprintf("%020d%s", seq, itemSuffix) }
 
-func (c *cacheDisk) itemPath(m string, seq uint64) string {
+func (c cacheFiles) itemPath(m string, seq uint64) string {
 	return filepath.Join(c.machineDir(m), itemName(seq))
 }
 
-// ensureDir creates a machine's directory, durably.
-func (c *cacheDisk) ensureDir(m string) error {
-	if c.dirsMade[m] {
+// ensureDir creates a machine's directory, durably, unless known says it
+// exists.
+func (c cacheFiles) ensureDir(m string, known bool) error {
+	if known {
 		return nil
 	}
 	if err := c.fs.MkdirAll(c.dir, 0o700); err != nil {
@@ -134,15 +142,14 @@ func (c *cacheDisk) ensureDir(m string) error {
 			return err
 		}
 	}
-	c.dirsMade[m] = true
 	return nil
 }
 
 // stageItem writes item as machine m's item seq, to be sealed with codec,
 // under its temporary name, without fsync, and returns the open file: the
 // item is not durable until commitItem and then syncMachineDir.
-func (c *cacheDisk) stageItem(m string, seq uint64, item []byte, codec batch.Codec) (fsys.File, error) {
-	if err := c.ensureDir(m); err != nil {
+func (c cacheFiles) stageItem(m string, seq uint64, item []byte, codec batch.Codec, dirKnown bool) (fsys.File, error) {
+	if err := c.ensureDir(m, dirKnown); err != nil {
 		return nil, fmt.Errorf("item %d of %s: %w", seq, m, err)
 	}
 	h := recordHeader(item, codec)
@@ -155,7 +162,7 @@ func (c *cacheDisk) stageItem(m string, seq uint64, item []byte, codec batch.Cod
 
 // commitItem fsyncs a staged item and renames it to its final name. The
 // rename is durable only after syncMachineDir.
-func (c *cacheDisk) commitItem(m string, seq uint64, f fsys.File) error {
+func (c cacheFiles) commitItem(m string, seq uint64, f fsys.File) error {
 	if err := c.finish(c.machineDir(m), itemName(seq), f); err != nil {
 		return fmt.Errorf("item %d of %s: %w", seq, m, err)
 	}
@@ -163,7 +170,7 @@ func (c *cacheDisk) commitItem(m string, seq uint64, f fsys.File) error {
 }
 
 // abortItem drops a staged (or committed, not yet durable) item's files.
-func (c *cacheDisk) abortItem(m string, seq uint64, f fsys.File) {
+func (c cacheFiles) abortItem(m string, seq uint64, f fsys.File) {
 	if f != nil {
 		f.Close()
 	}
@@ -173,11 +180,11 @@ func (c *cacheDisk) abortItem(m string, seq uint64, f fsys.File) {
 }
 
 // syncMachineDir makes the renames of machine m's committed items durable.
-func (c *cacheDisk) syncMachineDir(m string) error { return c.syncDir(c.machineDir(m)) }
+func (c cacheFiles) syncMachineDir(m string) error { return c.syncDir(c.machineDir(m)) }
 
 // writeAcked persists machine m's highest acknowledged seq.
-func (c *cacheDisk) writeAcked(m string, acked uint64) error {
-	if err := c.ensureDir(m); err != nil {
+func (c cacheFiles) writeAcked(m string, acked uint64, dirKnown bool) error {
+	if err := c.ensureDir(m, dirKnown); err != nil {
 		return err
 	}
 	var b [stateLen]byte
@@ -194,7 +201,7 @@ func (c *cacheDisk) writeAcked(m string, acked uint64) error {
 // crash between the delete and its bookkeeping, then a retry). The delete
 // is not fsynced: if a crash undoes it, the item is uploaded once more,
 // which Put allows (sealing a name twice gives the same bytes).
-func (c *cacheDisk) removeItem(m string, seq uint64) error {
+func (c cacheFiles) removeItem(m string, seq uint64) error {
 	if err := c.fs.Remove(c.itemPath(m, seq)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return clean(fmt.Sprintf("remove item %d of %s", seq, m), err)
 	}
@@ -202,7 +209,7 @@ func (c *cacheDisk) removeItem(m string, seq uint64) error {
 }
 
 // writeAtomic replaces dir/name durably: stage, finish, directory fsync.
-func (c *cacheDisk) writeAtomic(dir, name string, parts ...[]byte) error {
+func (c cacheFiles) writeAtomic(dir, name string, parts ...[]byte) error {
 	f, err := c.stage(dir, name, parts...)
 	if err != nil {
 		return err
@@ -215,7 +222,7 @@ func (c *cacheDisk) writeAtomic(dir, name string, parts ...[]byte) error {
 
 // stage writes parts to dir/name.tmp (no fsync) and returns the open file.
 // On failure the partial file is removed.
-func (c *cacheDisk) stage(dir, name string, parts ...[]byte) (_ fsys.File, err error) {
+func (c cacheFiles) stage(dir, name string, parts ...[]byte) (_ fsys.File, err error) {
 	tmp := filepath.Join(dir, name+tmpSuffix)
 	f, err := c.fs.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
@@ -244,7 +251,7 @@ func (c *cacheDisk) stage(dir, name string, parts ...[]byte) (_ fsys.File, err e
 
 // finish fsyncs and closes a staged file and renames it to dir/name. On
 // failure the temporary file is removed.
-func (c *cacheDisk) finish(dir, name string, f fsys.File) (err error) {
+func (c cacheFiles) finish(dir, name string, f fsys.File) (err error) {
 	tmp := filepath.Join(dir, name+tmpSuffix)
 	defer func() {
 		if err != nil {
@@ -264,7 +271,7 @@ func (c *cacheDisk) finish(dir, name string, f fsys.File) (err error) {
 	return nil
 }
 
-func (c *cacheDisk) syncDir(dir string) error {
+func (c cacheFiles) syncDir(dir string) error {
 	d, err := c.fs.Open(dir)
 	if err != nil {
 		return clean("open directory", err)
@@ -295,7 +302,7 @@ const epochFile = "epoch"
 
 // epoch returns the cache disk's epoch, making one (from draw, never 0) if
 // the disk has none: a new or a lost-and-replaced cache disk.
-func (c *cacheDisk) epoch(draw func() uint64) (uint64, error) {
+func (c cacheFiles) epoch(draw func() uint64) (uint64, error) {
 	if err := c.fs.MkdirAll(c.dir, 0o700); err != nil {
 		return 0, clean("create cache directory", err)
 	}
@@ -331,10 +338,11 @@ type scannedItem struct {
 	fileBytes int64
 }
 
-// scan reads the cache directory after a (re)start: every machine, its
-// acknowledged seq and its cached items in seq order. It removes the
-// temporary files of interrupted writes. Machines come sorted by name.
-func (c *cacheDisk) scan() ([]scannedMachine, error) {
+// scan reads the cache directory after a (re)start: every machine (whose
+// directory therefore exists), its acknowledged seq and its cached items in
+// seq order. It removes the temporary files of interrupted writes.
+// Machines come sorted by name.
+func (c cacheFiles) scan() ([]scannedMachine, error) {
 	if err := c.fs.MkdirAll(c.dir, 0o700); err != nil {
 		return nil, clean("create cache directory", err)
 	}
@@ -357,14 +365,13 @@ func (c *cacheDisk) scan() ([]scannedMachine, error) {
 		if err != nil {
 			errs = append(errs, err)
 		}
-		c.dirsMade[name] = true
 		out = append(out, sm)
 	}
 	slices.SortFunc(out, func(a, b scannedMachine) int { return strings.Compare(a.name, b.name) })
 	return out, errors.Join(errs...)
 }
 
-func (c *cacheDisk) scanMachine(m string) (scannedMachine, error) {
+func (c cacheFiles) scanMachine(m string) (scannedMachine, error) {
 	sm := scannedMachine{name: m}
 	dir := c.machineDir(m)
 	ents, err := c.fs.ReadDir(dir)
@@ -442,4 +449,134 @@ func readFile(fsy fsys.FS, path string, buf []byte) ([]byte, error) {
 		return buf, clean("read item", err)
 	}
 	return buf, nil
+}
+
+// stagedItem is an item the group commit is to make durable: a copy of
+// what the actor knew when it started the commit.
+type stagedItem struct {
+	machine  string
+	seq      uint64
+	data     []byte // the item, as received; not modified by anyone
+	codec    batch.Codec
+	dirKnown bool // the machine's directory exists (cacheDisk.dirsMade)
+}
+
+// committed is the group commit's outcome for one machine.
+type committed struct {
+	machine string
+	// upTo is the highest seq made durable (0: none). Items are committed
+	// in order, so every item of the batch up to it is durable.
+	upTo uint64
+	// err says why the machine's items after upTo are not durable; stage
+	// says it happened while writing them (not at the fsyncs).
+	err   error
+	stage bool
+	// dirMade: the op created the machine's directory (durably).
+	dirMade bool
+}
+
+// commitBatch is the group commit's disk work; it runs in an Op, outside
+// the actor. For each item, in order: write it under its temporary name;
+// then fsync and rename each written item; then fsync each machine
+// directory touched. A machine whose write fails keeps the items before
+// the failed one (they are committed) and loses the rest; a machine whose
+// fsync or rename fails loses every item of the batch (its files are
+// removed). Machines come in the order of their first item.
+func (c cacheFiles) commitBatch(items []stagedItem) []committed {
+	var out []committed
+	idx := map[string]int{}
+	type open struct {
+		it stagedItem
+		f  fsys.File
+	}
+	var written []open
+	known := map[string]bool{}
+	for _, it := range items {
+		i, ok := idx[it.machine]
+		if !ok {
+			i = len(out)
+			idx[it.machine] = i
+			out = append(out, committed{machine: it.machine})
+		}
+		if out[i].err != nil {
+			continue // a write of this machine failed: the rest waits
+		}
+		f, err := c.stageItem(it.machine, it.seq, it.data, it.codec, it.dirKnown || known[it.machine])
+		if err != nil {
+			out[i].err, out[i].stage = err, true
+			continue
+		}
+		if !it.dirKnown && !known[it.machine] {
+			out[i].dirMade = true
+		}
+		known[it.machine] = true
+		written = append(written, open{it, f})
+	}
+	failed := map[string]error{}
+	for _, w := range written {
+		m := w.it.machine
+		if failed[m] != nil {
+			c.abortItem(m, w.it.seq, w.f)
+			continue
+		}
+		if err := c.commitItem(m, w.it.seq, w.f); err != nil {
+			failed[m] = err
+			c.abortItem(m, w.it.seq, nil)
+		}
+	}
+	for i := range out {
+		m := out[i].machine
+		if failed[m] == nil && known[m] {
+			if err := c.syncMachineDir(m); err != nil {
+				failed[m] = err
+			}
+		}
+	}
+	for _, w := range written {
+		m := w.it.machine
+		if failed[m] != nil {
+			c.abortItem(m, w.it.seq, nil) // not durable: its renamed file too
+			continue
+		}
+		out[idx[m]].upTo = w.it.seq
+	}
+	for i := range out {
+		if err := failed[out[i].machine]; err != nil {
+			out[i].err, out[i].stage = err, false
+		}
+	}
+	return out
+}
+
+// removed is a cleanup op's outcome (removeUploaded).
+type removed struct {
+	ackFirst   uint64 // the acked seq it was to persist first (0: none)
+	ackWritten uint64 // the acked seq it persisted (0: none)
+	ackErr     error  // why it could not
+	deleted    []uint64
+	failed     []uint64 // files kept, with errs
+	errs       []error
+}
+
+// removeUploaded deletes machine m's uploaded item files seqs, in order; it
+// runs in an op. When ackFirst is not 0 it first persists it as the acked
+// seq, and keeps the last file if that fails: the highest file is what a
+// restart would otherwise learn the acknowledged position from.
+func (c cacheFiles) removeUploaded(m string, seqs []uint64, ackFirst uint64, dirKnown bool) removed {
+	out := removed{ackFirst: ackFirst}
+	for i, seq := range seqs {
+		if i == len(seqs)-1 && ackFirst != 0 {
+			if err := c.writeAcked(m, ackFirst, dirKnown); err != nil {
+				out.ackErr = err
+				continue
+			}
+			out.ackWritten = ackFirst
+		}
+		if err := c.removeItem(m, seq); err != nil {
+			out.failed, out.errs = append(out.failed, seq), append(out.errs, err)
+			continue
+		}
+		out.deleted = append(out.deleted, seq)
+	}
+	return out
 }

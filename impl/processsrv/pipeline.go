@@ -50,6 +50,10 @@ type machine struct {
 	sealedBytes   int64
 	codec         batch.Codec // of the latest item sealed
 	lastErr       string
+
+	// cleaning: a cleanup op deletes uploaded files; cleanDue: more were
+	// uploaded meanwhile, so another starts when it completes.
+	cleaning, cleanDue bool
 }
 
 // backlog counts the items (and their bytes) not uploaded yet.
@@ -141,6 +145,8 @@ const (
 	opContainer opKind = iota
 	opSeal
 	opPut
+	opCommit
+	opCleanup
 )
 
 // opInfo is what the server remembers of an Op in flight.
@@ -151,6 +157,7 @@ type opInfo struct {
 	worker      *worker
 	heldBytes   int64 // pipeline memory the Op's data takes
 	sealedBytes int64
+	batch       []*pendingItem // opCommit: the items it makes durable
 }
 
 func (s *Server) container() string { return s.cfg.ContainerPrefix + proto.ContainerCache }
@@ -230,7 +237,8 @@ func (s *Server) startSeal(ctx runtime.Context, m *machine, e *entry) {
 	e.state = stateSealing
 	s.inFlight++
 	s.hold(e.fileBytes)
-	s.ops.Start(ctx, runtime.Op{Name: "seal " + name, Run: func(context.Context) (any, error) { return w.sealFile(fsy, path, name) }},
+	s.ops.Start(ctx, runtime.Op{Name: "seal " + name, Disk: &runtime.DiskIO{Device: runtime.DeviceCache, Bytes: e.fileBytes},
+		Run: func(context.Context) (any, error) { return w.sealFile(fsy, path, name) }},
 		&opInfo{kind: opSeal, machine: m.name, seq: e.seq, worker: w, heldBytes: e.fileBytes})
 }
 
@@ -279,6 +287,11 @@ func (s *Server) done(ctx runtime.Context, ev runtime.Done) {
 		out := ev.Value.(sealed)
 		m.codec = out.codec
 		s.startPut(ctx, m, e, out.data)
+	case opCommit:
+		s.commitDone(ctx, info.batch, ev.Value.([]committed))
+	case opCleanup:
+		s.cleanupDone(ctx, s.machines[info.machine], ev.Value.(removed))
+		s.pump(ctx)
 	case opPut:
 		s.release(info.heldBytes)
 		s.inFlight--
@@ -324,44 +337,82 @@ func (s *Server) failed(ctx runtime.Context, m *machine, e *entry, what, msg str
 	ctx.Log().Warn("processsrv: "+what+" failed; retrying", "machine", m.name, "seq", e.seq, "attempt", e.attempts, "in", d, "err", msg)
 }
 
-// cleanup deletes the files of a machine's uploaded items and tells the
-// Azure side how far the cache container now has the stream. Before the
-// highest file goes, the acknowledged seq is persisted, so that a restart
+// cleanup deletes the files of a machine's uploaded items, in an op (one
+// per machine at a time), and tells the Azure side how far the cache
+// container now has the stream. Before the highest file goes, the
+// acknowledged seq is persisted (in the same op, first), so that a restart
 // still knows it.
 func (s *Server) cleanup(ctx runtime.Context, m *machine) {
-	keep := m.items[:0]
-	var retry bool
+	if up := m.uploadedUpTo(); up > m.hinted {
+		m.hinted = up
+		ctx.Send(s.cfg.Azure, wire.Encode(&proto.Uploaded{Machine: m.name, UpTo: up}))
+	}
+	if m.cleaning {
+		m.cleanDue = true
+		return
+	}
+	m.cleanDue = false
+	var seqs []uint64
+	var ackFirst uint64 // the acked seq to persist before the last file goes (0: none)
 	for i, e := range m.items {
 		if e.state != stateUploaded {
-			keep = append(keep, e)
 			continue
 		}
+		seqs = append(seqs, e.seq)
 		if i == len(m.items)-1 && m.persisted < m.acked {
-			if err := s.disk.writeAcked(m.name, m.acked); err != nil {
-				s.fail(ctx, "cannot persist acked seq; cached file kept", err, "machine", m.name, "acked", m.acked, "err", err.Error())
-				keep, retry = append(keep, e), true
-				continue
-			}
-			m.persisted = m.acked
+			ackFirst = m.acked
 		}
-		if err := s.disk.removeItem(m.name, e.seq); err != nil {
-			s.fail(ctx, "cannot delete uploaded item; kept", err, "machine", m.name, "seq", e.seq, "err", err.Error())
-			keep, retry = append(keep, e), true
+	}
+	if len(seqs) == 0 {
+		return
+	}
+	files, name, dirKnown := s.disk.cacheFiles, m.name, s.disk.dirsMade[m.name]
+	io := &runtime.DiskIO{Device: runtime.DeviceCache}
+	if ackFirst != 0 {
+		io.Bytes, io.Syncs = stateLen, 2 // the state file and its directory
+	}
+	m.cleaning = true
+	s.ops.StartDurable(ctx, runtime.Op{Name: "cache-cleanup " + name, Disk: io, Run: func(context.Context) (any, error) {
+		return files.removeUploaded(name, seqs, ackFirst, dirKnown), nil
+	}}, &opInfo{kind: opCleanup, machine: name})
+}
+
+// cleanupDone applies a cleanup op's outcome: the files it deleted leave
+// the machine's items; a failure keeps the file and retries later.
+func (s *Server) cleanupDone(ctx runtime.Context, m *machine, res removed) {
+	m.cleaning = false
+	if res.ackErr == nil && res.ackWritten != 0 {
+		m.persisted = max(m.persisted, res.ackWritten)
+	}
+	if res.ackErr != nil {
+		s.fail(ctx, "cannot persist acked seq; cached file kept", res.ackErr, "machine", m.name, "acked", res.ackFirst, "err", res.ackErr.Error())
+	}
+	gone := map[uint64]bool{}
+	for _, seq := range res.deleted {
+		gone[seq] = true
+	}
+	for i, seq := range res.failed {
+		err := res.errs[i]
+		s.fail(ctx, "cannot delete uploaded item; kept", err, "machine", m.name, "seq", seq, "err", err.Error())
+	}
+	keep := m.items[:0]
+	for _, e := range m.items {
+		if gone[e.seq] {
+			s.usedBytes -= e.fileBytes
 			continue
 		}
-		s.usedBytes -= e.fileBytes
+		keep = append(keep, e)
 	}
 	clear(m.items[len(keep):])
 	m.items = keep
-	if retry {
+	if res.ackErr != nil || len(res.failed) > 0 {
 		s.cleanupTries++
 		s.armRetry(ctx, ctx.Now().Add(backoff(s.cleanupTries, ctx.Rand())))
 	} else {
 		s.cleanupTries = 0
 	}
-	if up := m.uploadedUpTo(); up > m.hinted {
-		m.hinted = up
-		ctx.Send(s.cfg.Azure, wire.Encode(&proto.Uploaded{Machine: m.name, UpTo: up}))
+	if m.cleanDue {
+		s.cleanup(ctx, m)
 	}
 }
 

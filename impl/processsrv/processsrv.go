@@ -8,20 +8,24 @@
 // side rely on:
 //
 //  1. ItemMsg with Seq == Received+1 arrives (Received is the highest item
-//     written, Acked the highest made durable; Received >= Acked): it is
+//     received, Acked the highest made durable; Received >= Acked): it is
 //     checked (batch.Unmarshal; its machine and sequence number must match
-//     the message) and written to <CacheDir>/<machine>/<seq %020d>.item
-//     under a temporary name, not fsynced, and not acknowledged yet.
-//  2. Group commit, GroupCommit after the first item written since the last
-//     one: every item written meanwhile is fsynced and renamed to its final
-//     name, each machine directory touched is fsynced — and only then are
-//     the items acknowledged (ItemAck, cumulative, one per machine). The
+//     the message) and kept in memory for the group commit; it is not
+//     acknowledged yet.
+//  2. Group commit, GroupCommit after the first item received since the
+//     last one: an op (no file I/O happens in Handle) writes every item
+//     received meanwhile to <CacheDir>/<machine>/<seq %020d>.item under a
+//     temporary name, fsyncs and renames each to its final name, fsyncs
+//     each machine directory touched — and only when that op completes are
+//     the items acknowledged (ItemAck, cumulative, one per machine). Group
+//     commits never overlap: one that falls due while another runs starts
+//     when it completes, so acknowledgements stay in order. The
 //     agent may trim its change log from there: from this point the process
-//     server alone holds the data. A crash before the group commit loses
-//     the items written since the last one; they were never acknowledged,
-//     so the agent still has them and resends them (go-back-N). An item
-//     that arrives again while written but not committed is not answered:
-//     the group commit answers it.
+//     server alone holds the data. A crash before the group commit's op
+//     completes loses the items received since the last one; they were
+//     never acknowledged, so the agent still has them and resends them
+//     (go-back-N). An item that arrives again while received but not
+//     committed is not answered: the group commit answers it.
 //  3. The pipeline reads the cached file back (an Op), checks its CRC-32C,
 //     seals it under its blob name, proto.CacheBlobName (the same local
 //     Op), uploads it to the cache container, ContainerPrefix +
@@ -48,6 +52,7 @@
 package processsrv
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -163,9 +168,13 @@ type Server struct {
 	usedBytes int64    // bytes of item files on the cache disk
 	full      bool     // the last item was refused for lack of space
 
-	// pending are the items written since the last group commit, in the
-	// order they came; the group-commit timer is pending while any are.
-	pending []*pendingItem
+	// pending are the items received since the last group commit started,
+	// in the order they came; the group-commit timer is pending while any
+	// are. committing: a group commit's op runs; commitDue: the timer
+	// fired meanwhile, so the next one starts when it completes.
+	pending    []*pendingItem
+	committing bool
+	commitDue  bool
 
 	containerReady bool
 	containerTries int
@@ -246,6 +255,7 @@ func (s *Server) start(ctx runtime.Context) {
 	s.startedAt = ctx.Now()
 	s.retryAt = time.Time{}
 	s.pending = nil
+	s.committing, s.commitDue = false, false
 
 	var err error
 	if s.epoch, err = s.disk.epoch(ctx.Rand().Uint64); err != nil {
@@ -256,6 +266,7 @@ func (s *Server) start(ctx runtime.Context) {
 		s.fail(ctx, "cache disk scan failed", err, slog.String("err", describe(err)))
 	}
 	for _, f := range found {
+		s.disk.dirsMade[f.name] = true
 		m := s.machine(f.name)
 		m.acked, m.persisted, m.received = f.acked, f.persisted, f.acked
 		m.hinted = f.acked
@@ -364,21 +375,6 @@ func (s *Server) item(ctx runtime.Context, from runtime.Addr, msg *proto.ItemMsg
 		s.ack(ctx, from, msg.Machine, acked, proto.AckCacheFull, err.Error())
 		return
 	}
-	f, err := s.disk.stageItem(msg.Machine, msg.Seq, msg.Data, codec)
-	if err != nil {
-		// Any failure to store the item durably is answered like a full
-		// cache: the agent keeps the item and retries later.
-		if isNoSpace(err) {
-			err = fmt.Errorf("%w: disk full: %w", ErrCacheFull, err)
-		} else {
-			err = fmt.Errorf("processsrv: cache disk write failed: %w", err)
-		}
-		s.errs++
-		s.lastErr = describe(err)
-		s.cacheFull(ctx, msg.Machine, msg.Seq, describe(err))
-		s.ack(ctx, from, msg.Machine, acked, proto.AckCacheFull, describe(err))
-		return
-	}
 	if s.full {
 		s.full = false
 		ctx.Log().Info("processsrv: cache accepting items again", "cache_used_bytes", s.usedBytes+fileBytes, "cache_cap_bytes", s.cfg.CacheCapBytes)
@@ -388,77 +384,132 @@ func (s *Server) item(ctx runtime.Context, from runtime.Addr, msg *proto.ItemMsg
 		m.acked, m.hinted = acked, acked
 	}
 	m.received, m.from = msg.Seq, from
-	s.pending = append(s.pending, &pendingItem{m: m, seq: msg.Seq, f: f, fileBytes: fileBytes, rawBytes: int64(len(msg.Data))})
+	s.pending = append(s.pending, &pendingItem{m: m, seq: msg.Seq, data: msg.Data, codec: codec,
+		fileBytes: fileBytes, rawBytes: int64(len(msg.Data))})
 	s.usedBytes += fileBytes
 	s.timers.Arm(ctx, timerCommit, s.cfg.GroupCommit)
 }
 
-// pendingItem is an item written to the cache but not yet durable.
+// pendingItem is an item received and not yet durable: it waits in memory
+// for the group commit, which writes it to the cache disk and fsyncs it.
 type pendingItem struct {
 	m                   *machine
 	seq                 uint64
-	f                   fsys.File // open on the temporary file
+	data                []byte // the item as received (the message's, kept as is)
+	codec               batch.Codec
 	fileBytes, rawBytes int64
 }
 
-// groupCommit makes the items written since the last group commit durable
-// — fsync each, rename it, fsync each machine directory touched — and only
-// then acknowledges them (see the package comment). A machine whose commit
-// fails loses its pending items (their files are removed) and is answered
-// like a full cache: the agent keeps them and retries later.
+// groupCommit starts the group commit of the items received since the last
+// one, unless one is running (then it starts when that one is done: two
+// commits never overlap, so acknowledgements stay in order). The disk work
+// — write each item, fsync and rename it, fsync each machine directory
+// touched — runs in an op (cacheFiles.commitBatch), and only its
+// completion acknowledges the items (commitDone): never before the fsync.
 func (s *Server) groupCommit(ctx runtime.Context) {
+	if s.committing {
+		s.commitDue = true
+		return
+	}
+	s.commitDue = false
+	if len(s.pending) == 0 {
+		return
+	}
 	batch := s.pending
 	s.pending = nil
-	var touched []*machine
-	failed := map[*machine]error{}
-	for _, p := range batch {
-		if !slices.Contains(touched, p.m) {
-			touched = append(touched, p.m)
-		}
-		if failed[p.m] != nil {
-			s.disk.abortItem(p.m.name, p.seq, p.f)
-			continue
-		}
-		if err := s.disk.commitItem(p.m.name, p.seq, p.f); err != nil {
-			failed[p.m] = err
-			s.disk.abortItem(p.m.name, p.seq, nil)
-		}
-	}
-	for _, m := range touched {
-		if failed[m] == nil {
-			if err := s.disk.syncMachineDir(m.name); err != nil {
-				failed[m] = err
+	items := make([]stagedItem, len(batch))
+	var bytes int64
+	dirs := 0
+	seen := map[*machine]bool{}
+	for i, p := range batch {
+		items[i] = stagedItem{machine: p.m.name, seq: p.seq, data: p.data, codec: p.codec, dirKnown: s.disk.dirsMade[p.m.name]}
+		bytes += p.fileBytes
+		if !seen[p.m] {
+			seen[p.m] = true
+			dirs++
+			if !items[i].dirKnown {
+				dirs++ // the new directory's entry in the cache directory
 			}
 		}
 	}
+	files := s.disk.cacheFiles
+	s.committing = true
+	s.ops.StartDurable(ctx, runtime.Op{Name: "cache-commit",
+		Disk: &runtime.DiskIO{Device: runtime.DeviceCache, Bytes: bytes, Syncs: len(items) + dirs},
+		Run:  func(context.Context) (any, error) { return files.commitBatch(items), nil }},
+		&opInfo{kind: opCommit, batch: batch})
+}
+
+// commitDone applies a group commit's outcome: the items made durable are
+// acknowledged (one cumulative ItemAck per machine); a machine whose items
+// could not all be made durable forgets the rest and is answered like a
+// full cache: the agent keeps them and retries later.
+func (s *Server) commitDone(ctx runtime.Context, batch []*pendingItem, res []committed) {
+	s.committing = false
+	out := map[string]committed{}
+	for _, c := range res {
+		out[c.machine] = c
+		if c.dirMade {
+			s.disk.dirsMade[c.machine] = true
+		}
+	}
+	var touched []*machine
 	for _, p := range batch {
 		m := p.m
-		if err := failed[m]; err != nil {
-			// Not durable: forget it (its file too, if it got renamed).
-			s.disk.abortItem(m.name, p.seq, nil)
-			s.usedBytes -= p.fileBytes
-			m.received = m.acked
+		if !slices.Contains(touched, m) {
+			touched = append(touched, m)
+		}
+		if p.seq > out[m.name].upTo {
+			s.usedBytes -= p.fileBytes // not durable: forgotten
 			continue
 		}
 		m.acked = p.seq
 		m.items = append(m.items, &entry{seq: p.seq, fileBytes: p.fileBytes, rawBytes: p.rawBytes})
 	}
 	for _, m := range touched {
-		if err := failed[m]; err != nil {
-			if isNoSpace(err) {
-				err = fmt.Errorf("%w: disk full: %w", ErrCacheFull, err)
-			} else {
-				err = fmt.Errorf("processsrv: cache disk commit failed: %w", err)
-			}
-			s.errs++
-			s.lastErr = describe(err)
-			s.cacheFull(ctx, m.name, m.acked+1, describe(err))
-			s.ack(ctx, m.from, m.name, m.acked, proto.AckCacheFull, describe(err))
+		c := out[m.name]
+		if c.upTo != 0 {
+			s.ack(ctx, m.from, m.name, m.acked, proto.AckOK, "")
+		}
+		if c.err == nil {
 			continue
 		}
-		s.ack(ctx, m.from, m.name, m.acked, proto.AckOK, "")
+		// Items received after this batch are not durable either, and
+		// must come again after the ones that failed.
+		m.received = m.acked
+		s.dropPending(m)
+		var err error
+		switch {
+		case isNoSpace(c.err):
+			err = fmt.Errorf("%w: disk full: %w", ErrCacheFull, c.err)
+		case c.stage:
+			err = fmt.Errorf("processsrv: cache disk write failed: %w", c.err)
+		default:
+			err = fmt.Errorf("processsrv: cache disk commit failed: %w", c.err)
+		}
+		s.errs++
+		s.lastErr = describe(err)
+		s.cacheFull(ctx, m.name, m.acked+1, describe(err))
+		s.ack(ctx, m.from, m.name, m.acked, proto.AckCacheFull, describe(err))
+	}
+	if s.commitDue {
+		s.groupCommit(ctx)
 	}
 	s.pump(ctx)
+}
+
+// dropPending forgets m's items waiting for the next group commit.
+func (s *Server) dropPending(m *machine) {
+	keep := s.pending[:0]
+	for _, p := range s.pending {
+		if p.m == m {
+			s.usedBytes -= p.fileBytes
+			continue
+		}
+		keep = append(keep, p)
+	}
+	clear(s.pending[len(keep):])
+	s.pending = keep
 }
 
 // isSyncStart says whether data is a SyncStart item.

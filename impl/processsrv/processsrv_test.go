@@ -113,7 +113,8 @@ func (e *env) start(hook func(*Server)) {
 	e.d.SetLogger(slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 }
 
-// hold stops delivering op completions (uploads stall) until release.
+// hold stops delivering op completions (seals and uploads stall) until
+// release; group commits still complete when send lets them (commit).
 func (e *env) hold()    { e.d.AutoDeliverOps = false }
 func (e *env) release() { e.d.AutoDeliverOps = true; e.d.DeliverOps() }
 
@@ -131,7 +132,14 @@ func (e *env) send(msg *proto.ItemMsg) []*proto.ItemAck {
 	e.t.Helper()
 	e.d.Receive(agentAddr, msg)
 	e.d.Advance(e.srv.cfg.GroupCommit)
+	e.commit()
 	return e.acks()
+}
+
+// commit delivers the completions of group commits held by hold.
+func (e *env) commit() {
+	e.t.Helper()
+	e.d.DeliverOpsWhere(func(d runtime.Done) bool { return d.Name == "cache-commit" })
 }
 
 func (e *env) sendItem(m string, seq uint64) []*proto.ItemAck {
@@ -991,5 +999,72 @@ func TestEpoch(t *testing.T) {
 	}
 	if diff := cmp.Diff([]ack{{10, proto.AckOK, ""}}, summarize(e.sendItem("db01", 10))); diff != "" {
 		t.Fatalf("the stream goes on (-want +got):\n%s", diff)
+	}
+}
+
+// TestAckOnlyAfterCommitOp: the group commit's disk work is an op, and no
+// item is acknowledged before that op's completion arrives; a commit that
+// falls due while one runs waits for it (acks stay in order).
+func TestAckOnlyAfterCommitOp(t *testing.T) {
+	e := newEnv(t, nil)
+	e.hold()
+	commits := func() int {
+		n := 0
+		for _, op := range e.d.Ops() {
+			if op.Name == "cache-commit" {
+				n++
+			}
+		}
+		return n
+	}
+	e.d.Receive(agentAddr, &proto.ItemMsg{Machine: "db01", Seq: 1, Data: makeItem("db01", 1)})
+	e.d.Advance(e.srv.cfg.GroupCommit)
+	if got := e.acks(); len(got) != 0 {
+		t.Fatalf("acks before the commit op completed: %v", summarize(got))
+	}
+	if n := commits(); n != 1 {
+		t.Fatalf("%d commit ops started, want 1", n)
+	}
+	for _, op := range e.d.Ops() {
+		if op.Name == "cache-commit" && (op.Disk == nil || op.Disk.Device != runtime.DeviceCache || op.Disk.Syncs < 2 || op.Disk.Bytes == 0) {
+			t.Errorf("commit op declares disk work %+v: want the cache device, the item's bytes, its fsync and its directory's", op.Disk)
+		}
+	}
+	e.d.Receive(agentAddr, &proto.ItemMsg{Machine: "db01", Seq: 2, Data: makeItem("db01", 2)})
+	e.d.Advance(e.srv.cfg.GroupCommit) // due, but the first commit still runs
+	if n := commits(); n != 1 {
+		t.Fatalf("%d commit ops in flight, want 1: commits must not overlap", n)
+	}
+	if got := e.acks(); len(got) != 0 {
+		t.Fatalf("acks before any commit op completed: %v", summarize(got))
+	}
+	e.commit()
+	want := []ack{{1, proto.AckOK, ""}, {2, proto.AckOK, ""}}
+	if diff := cmp.Diff(want, summarize(e.acks())); diff != "" {
+		t.Errorf("acks after the commits (-want +got):\n%s", diff)
+	}
+}
+
+// TestDiskFullMidBatch: one group commit holds two items and the disk has
+// room for one: the first is acknowledged, the second answered cache-full
+// and its partial file removed.
+func TestDiskFullMidBatch(t *testing.T) {
+	fileBytes := int64(recordHeaderLen + len(makeItem("db01", 1)))
+	e := newEnv(t, nil)
+	e.srv.disk.write = tinyDisk(e.cfg.CacheDir, fileBytes+fileBytes/2)
+	e.hold()
+	e.d.Receive(agentAddr, &proto.ItemMsg{Machine: "db01", Seq: 1, Data: makeItem("db01", 1)})
+	e.d.Receive(agentAddr, &proto.ItemMsg{Machine: "db01", Seq: 2, Data: makeItem("db01", 2)})
+	e.d.Advance(e.srv.cfg.GroupCommit)
+	e.commit()
+	want := []ack{{1, proto.AckOK, ""}, {1, proto.AckCacheFull, "no space left on device"}}
+	if diff := cmp.Diff(want, summarize(e.acks()), reasonHas); diff != "" {
+		t.Errorf("acks (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]string{"db01/00000000000000000001.item"}, e.cacheFiles()); diff != "" {
+		t.Errorf("cache files (-want +got):\n%s", diff)
+	}
+	if st := e.srv.Status(); st.CacheUsedBytes != fileBytes {
+		t.Errorf("cache used %d bytes, want %d (the refused item's are given back)", st.CacheUsedBytes, fileBytes)
 	}
 }

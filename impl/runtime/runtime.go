@@ -120,12 +120,44 @@ type OpID uint64
 // runtimetest run ops synchronously with a context that is never cancelled.
 // Component code never makes a context of its own (context.Background is
 // forbidden in impl/ outside tests): it uses this one.
+//
+// Disk declares the local disk work Run does (file writes, reads, fsyncs),
+// so that the simulator can charge it virtual time from its disk model
+// (sim/sched.DiskModel): per-device fsync latency and throughput, one op
+// at a time per device. An op that touches a local disk must say so here,
+// or the simulator charges it a flat sched.LocalIOLatency and its fsyncs
+// never show in RPO or hold figures. The Real runtime ignores Disk: the
+// real disk takes what it takes.
 type Op struct {
 	Name  string // shown in the trace
 	Peer  string // the host the I/O talks to; "" for a local device
 	Bytes int64  // payload size, for the network model
+	Disk  *DiskIO
 	Run   func(ctx context.Context) (any, error)
 }
+
+// DiskIO is an Op's local disk work, a hint for the simulator's disk model.
+// It describes what Run does, not what it must do: an op whose Run fails
+// early was still charged the whole of it.
+type DiskIO struct {
+	// Device names the disk on the actor's host ("os": the system disk
+	// holding the agent's state and change log; "cache": a process
+	// server's cache disk). Ops on one device of one host are served one
+	// at a time, in the order started: a busy disk queues.
+	Device string
+	// Bytes is the data read or written. Writes count here even when they
+	// only reach the page cache: the fsync that follows pays for moving
+	// them to the disk.
+	Bytes int64
+	// Syncs is the number of fsyncs (of files or directories) Run waits for.
+	Syncs int
+}
+
+// Disk devices the components use (DiskIO.Device).
+const (
+	DeviceOS    = "os"    // the machine's system disk: agent state, change log
+	DeviceCache = "cache" // the process server's cache disk
+)
 
 // Context is what an actor sees while it handles one event. It is valid only
 // during that call: an actor must not keep it.

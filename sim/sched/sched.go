@@ -42,7 +42,9 @@ type Duplicator interface {
 	Duplicate(fromHost, toHost string, r *rand.Rand) (extra time.Duration, ok bool)
 }
 
-// LocalIOLatency is the virtual time a local I/O (Op with no Peer) takes.
+// LocalIOLatency is the virtual time a local I/O (an Op with no Peer) takes
+// when it declares no disk work (runtime.Op.Disk); one that does is charged
+// by the disk model (DiskModel).
 const LocalIOLatency = 200 * time.Microsecond
 
 // Sim is the deterministic scheduler. It is not safe for concurrent use: the
@@ -66,6 +68,10 @@ type Sim struct {
 	// the Run methods return at the next event. It is the one field another
 	// goroutine touches, hence atomic.
 	stopped atomic.Bool
+	// disk is the disk model; diskBusy is when each host's device
+	// ("host/device") finishes the ops queued on it.
+	disk     DiskModel
+	diskBusy map[string]time.Time
 }
 
 type slot struct {
@@ -101,6 +107,8 @@ func New(seed uint64, net Network, trace *Trace) *Sim {
 		trace:     trace,
 		down:      map[string]bool{},
 		cancelled: map[runtime.TimerID]bool{},
+		disk:      DefaultDisk,
+		diskBusy:  map[string]time.Time{},
 	}
 	s.netRnd = s.SubRand("sim/net")
 	return s
@@ -435,10 +443,19 @@ func (c *actx) Start(op runtime.Op) runtime.OpID {
 	id := runtime.OpID(s.nextID)
 	v, err := runOp(op)
 	arrive := s.now.Add(LocalIOLatency)
+	if op.Disk != nil {
+		// Local disk work: charged by the disk model, queued per device.
+		arrive = s.diskDone(c.sl.addr.Host(), *op.Disk)
+	}
 	if op.Peer != "" && s.net != nil {
 		// The request travels to the peer and the answer comes back; the
-		// payload's bytes cross the link once.
-		there, ok, why := s.net.Transit(s.now, c.sl.addr.Host(), op.Peer, op.Bytes, s.netRnd)
+		// payload's bytes cross the link once (after the local disk work,
+		// if the op declared any).
+		from := s.now
+		if op.Disk != nil {
+			from = arrive
+		}
+		there, ok, why := s.net.Transit(from, c.sl.addr.Host(), op.Peer, op.Bytes, s.netRnd)
 		if ok {
 			arrive, ok, why = s.net.Transit(there, op.Peer, c.sl.addr.Host(), 0, s.netRnd)
 		}

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"sort"
 	"testing"
 	"time"
@@ -46,6 +47,7 @@ type Driver struct {
 	timers map[runtime.TimerID]Timer
 	sent   []Sent
 	done   []runtime.Done // completions not delivered yet
+	ops    map[runtime.OpID]runtime.Op
 	// AutoDeliverOps delivers each Done right after the event that started
 	// the op (default true). Set false to hold completions and deliver
 	// them with DeliverOps, e.g. to test what happens while I/O is pending.
@@ -103,6 +105,33 @@ func (d *Driver) DeliverOps() {
 		d.done = d.done[1:]
 		d.Deliver(dn)
 	}
+}
+
+// DeliverOpsWhere delivers the held op completions that match, oldest
+// first, and keeps holding the others: a test lets one kind of I/O (a
+// group commit's fsync) finish while another (an upload) stays stalled.
+func (d *Driver) DeliverOpsWhere(match func(runtime.Done) bool) {
+	d.t.Helper()
+	for {
+		i := slices.IndexFunc(d.done, match)
+		if i < 0 {
+			return
+		}
+		dn := d.done[i]
+		d.done = slices.Delete(d.done, i, i+1)
+		d.Deliver(dn)
+	}
+}
+
+// Ops are the ops whose completions are held, oldest first: a test checks
+// what an actor started (its name, its declared disk work) before letting
+// it complete.
+func (d *Driver) Ops() []runtime.Op {
+	out := make([]runtime.Op, 0, len(d.done))
+	for _, dn := range d.done {
+		out = append(out, d.ops[dn.ID])
+	}
+	return out
 }
 
 // PendingOps is the number of held op completions.
@@ -216,6 +245,10 @@ func (c *ctx) Start(op runtime.Op) runtime.OpID {
 	c.d.nextID++
 	id := runtime.OpID(c.d.nextID)
 	v, err := run(op)
+	if c.d.ops == nil {
+		c.d.ops = map[runtime.OpID]runtime.Op{}
+	}
+	c.d.ops[id] = op
 	c.d.done = append(c.d.done, runtime.Done{ID: id, Name: op.Name, Value: v, Err: err})
 	return id
 }
