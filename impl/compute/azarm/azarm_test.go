@@ -595,7 +595,7 @@ func (th *throttle) Do(req *http.Request) (*http.Response, error) {
 	if api, _ := req.Context().Value(runtime.CtxAPINameKey{}).(string); api == th.api && th.seen.Add(1) <= th.n {
 		return &http.Response{StatusCode: http.StatusTooManyRequests, Status: "429 Too Many Requests", Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
 			Header: http.Header{"Retry-After": {th.retryAfter}, "Content-Type": {"application/json"}, "X-Ms-Error-Code": {compute.CodeThrottled}},
-			Body: io.NopCloser(strings.NewReader(`{"error":{"code":"TooManyRequests","message":"The request is being throttled."}}`)), Request: req}, nil
+			Body:   io.NopCloser(strings.NewReader(`{"error":{"code":"TooManyRequests","message":"The request is being throttled."}}`)), Request: req}, nil
 	}
 	return th.next.Do(req)
 }

@@ -129,7 +129,9 @@ type Failure struct {
 	Message string
 }
 
-func (f *Failure) Error() string { return fmt.Sprintf("armfake: %d %s: %s", f.Status, f.Code, f.Message) }
+func (f *Failure) Error() string {
+	return fmt.Sprintf("armfake: %d %s: %s", f.Status, f.Code, f.Message)
+}
 
 func fail(status int, code, format string, args ...any) *Failure {
 	return &Failure{Status: status, Code: code, Message: fmt.Sprintf(format, args...)}
