@@ -60,7 +60,8 @@ var allowList = []struct {
 	{"impl/runtime", "the Real runtime: actors' goroutines, timers, the clock and TCP live here"},
 	{"impl/blob/azblob/...", "blob adapter: the azblob SDK (Azure and Azurite) does its own I/O"},
 	{"impl/vsphere/*/...", "vSphere adapters (govmomi against vCenter or vcsim); impl/vsphere is the port"},
-	{"impl/compute/*/...", "Azure compute adapters (armcompute); impl/compute is the port"},
+	{"impl/compute/azarm/...", "Azure compute adapter: the armcompute/armnetwork SDKs do their own I/O; impl/compute is the port, impl/compute/memfabric an in-memory fabric held to the component rules"},
+	{"impl/compute/computetest", "the compute conformance suite, a test driver: it sleeps between polls of a real-time fabric and makes its own root context"},
 }
 
 // fileAllowList names the component packages that may do file I/O with
@@ -96,6 +97,7 @@ var mutexAllowList = []struct {
 	{"impl/agent/gate.go", "the filter's write gate, also in the guest's write path: the guest's I/O thread asks Admit while the agent holds and releases"},
 	{"impl/wire/wire.go", "the message registry is filled by init functions and read by every goroutine that decodes a frame"},
 	{"impl/blob/memblob/memblob.go", "an in-memory blob store shared by actors that, under the Real runtime, run on different goroutines"},
+	{"impl/compute/memfabric/memfabric.go", "an in-memory Azure fabric shared by actors that, under the Real runtime, run on different goroutines"},
 }
 
 func contextAllowed(dir string) bool { return matches(contextAllowList, dir) }
@@ -722,7 +724,10 @@ func TestAllowList(t *testing.T) {
 		"impl/blob":                 false,
 		"impl/vsphere":              false,
 		"impl/vsphere/govmomi":      true,
-		"impl/compute/armcompute":   true,
+		"impl/compute/azarm":        true,
+		"impl/compute/azarm/fake":   true,
+		"impl/compute/computetest":  true,
+		"impl/compute/memfabric":    false,
 		"impl/compute":              false,
 		"impl/agent":                false,
 		"impl/runtimex":             false,

@@ -6,12 +6,13 @@
 // operations and instance view, and the inventory that a leftovers check
 // compares before and after a test failover.
 //
-// Two adapters implement Fabric: sim/fabric, a simulated Azure fabric in
-// virtual time (latency model, injectable failures, a boot that runs the
-// guest workload's own recovery), and impl/compute/azarm, the real adapter
-// on armcompute/v8 and armnetwork/v9, tested against the SDKs' fake
-// servers. impl/compute/computetest is the conformance suite both pass;
-// where they disagree, Azure's behaviour is the reference.
+// Two adapters implement Fabric: impl/compute/memfabric, an in-memory
+// fabric (latency model, injectable failures, a boot hook) that sim/fabric
+// sets up as the simulated world's Azure, in virtual time, booting each VM
+// by its guest workload's own recovery; and impl/compute/azarm, the real
+// adapter on armcompute/v8 and armnetwork/v9, tested against the SDKs'
+// fake servers. impl/compute/computetest is the conformance suite both
+// pass; where they disagree, Azure's behaviour is the reference.
 //
 // Long-running operations follow ARM's shape: a Begin call checks the
 // request, reserves what it names (so a second NIC cannot take the same
@@ -73,7 +74,9 @@ type Fabric interface {
 	// BeginDelete deletes a VM, NIC, disk or network. Deleting a NIC or
 	// disk attached to a VM, or a network with NICs in it, gives
 	// ErrConflict: delete the VM first, then its NICs and disks. A NIC's
-	// address is free again when the deletion is done.
+	// address is free again when the deletion is done. Deleting a resource
+	// that does not exist succeeds, as ARM answers 204 No Content, so that
+	// a cleanup can be run again.
 	BeginDelete(ctx context.Context, ref Ref) (Pending, error)
 	// Poll reports how a pending operation stands. A token the fabric does
 	// not know gives ErrNotFound. An operation that failed reports its
