@@ -48,7 +48,8 @@
 //
 //	AZURE_SUBSCRIPTION_ID     the subscription (required)
 //	AZURE_LOCATION            the region, e.g. "westeurope" (required)
-//	AZURE_RESOURCE_GROUP      the resource groups in scope, comma-separated (required)
+//	AZURE_RESOURCE_GROUP      the resource groups in scope, comma-separated
+//	                          (unset: the whole subscription)
 //	AZURE_STORAGE_ACCOUNT_ID  the ARM id of the storage account whose page
 //	                          blobs disks are imported from (required for
 //	                          BeginCreateDisk)
@@ -100,7 +101,8 @@ type Config struct {
 	Location string
 	// Groups are the resource groups in scope: CreateGroup creates only
 	// these, Inventory lists only these. Names compare case-insensitively,
-	// as Azure's do.
+	// as Azure's do. Empty means the whole subscription: any group may be
+	// used, and Inventory lists every group (slow on a busy subscription).
 	Groups []string
 	// StorageAccountID is the ARM id of the storage account holding the
 	// page blobs that BeginCreateDisk imports.
@@ -146,7 +148,6 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	for _, v := range []struct{ name, val string }{
 		{"AZURE_SUBSCRIPTION_ID", cfg.SubscriptionID},
 		{"AZURE_LOCATION", cfg.Location},
-		{"AZURE_RESOURCE_GROUP", strings.Join(cfg.Groups, ",")},
 	} {
 		if v.val == "" {
 			missing = append(missing, v.name)
@@ -182,8 +183,8 @@ var _ compute.Fabric = (*Fabric)(nil)
 // New checks cfg and makes the clients. Nothing is sent until the first
 // call.
 func New(cfg Config) (*Fabric, error) {
-	if cfg.SubscriptionID == "" || cfg.Location == "" || len(cfg.Groups) == 0 {
-		return nil, fmt.Errorf("%w: SubscriptionID, Location and Groups are required", ErrConfig)
+	if cfg.SubscriptionID == "" || cfg.Location == "" {
+		return nil, fmt.Errorf("%w: SubscriptionID and Location are required", ErrConfig)
 	}
 	f := &Fabric{cfg: cfg, poll: cfg.PollFrequency, scope: map[string]string{}}
 	if f.poll <= 0 {
@@ -244,6 +245,12 @@ func New(cfg Config) (*Fabric, error) {
 
 // group returns the configured spelling of a group in scope.
 func (f *Fabric) group(name string) (string, error) {
+	if name == "" {
+		return "", invalid("no resource group named")
+	}
+	if len(f.scope) == 0 {
+		return name, nil // the whole subscription
+	}
 	if g, ok := f.scope[strings.ToLower(name)]; ok {
 		return g, nil
 	}
@@ -251,11 +258,26 @@ func (f *Fabric) group(name string) (string, error) {
 		Message: fmt.Sprintf("resource group %q is outside the fabric's scope %v", name, f.cfg.Groups)}
 }
 
-// sortedScope is the groups in scope in name order.
-func (f *Fabric) sortedScope() []string {
+// sortedScope is the groups in scope in name order: the configured ones
+// (existing or not), or every group of the subscription.
+func (f *Fabric) sortedScope(ctx context.Context) ([]string, error) {
 	gs := slices.Clone(f.cfg.Groups)
+	if len(gs) == 0 {
+		p := f.groups.NewListPager(nil)
+		for p.More() {
+			page, err := p.NextPage(ctx)
+			if err != nil {
+				return nil, f.fail(err, "list resource groups")
+			}
+			for _, g := range page.Value {
+				if g != nil && g.Name != nil {
+					gs = append(gs, *g.Name)
+				}
+			}
+		}
+	}
 	slices.Sort(gs)
-	return slices.Compact(gs)
+	return slices.Compact(gs), nil
 }
 
 // CreateGroup creates a resource group in scope (an existing one is left as
@@ -322,6 +344,13 @@ func (f *Fabric) Peer(ctx context.Context, a, b compute.Ref) error {
 	}
 	if a.Compare(b) == 0 {
 		return invalid("peer %s with itself", a)
+	}
+	// ARM answers a missing remote network with 400; read both first so
+	// that a missing one is ErrNotFound.
+	for _, r := range []compute.Ref{a, b} {
+		if _, err := f.vnets.Get(ctx, r.Group, r.Name, nil); err != nil {
+			return f.fail(err, "network %s", r)
+		}
 	}
 	for _, ends := range [][2]compute.Ref{{a, b}, {b, a}} {
 		from, to_ := ends[0], ends[1]

@@ -205,7 +205,9 @@ func TestNetworkNICsAndIPTable(t *testing.T) {
 		{"ip in use", compute.NICSpec{Group: "rg", Name: "x1", Network: prod, Subnet: "app", IP: netip.MustParseAddr("10.0.1.10")}, compute.ErrIPInUse, "PrivateIPAddressInUse"},
 		{"ip outside subnet", compute.NICSpec{Group: "rg", Name: "x2", Network: prod, Subnet: "app", IP: netip.MustParseAddr("10.0.2.10")}, compute.ErrInvalid, "PrivateIPAddressNotInSubnet"},
 		{"reserved ip", compute.NICSpec{Group: "rg", Name: "x3", Network: prod, Subnet: "app", IP: netip.MustParseAddr("10.0.1.255")}, compute.ErrInvalid, "PrivateIPAddressIsReserved"},
-		{"no such subnet", compute.NICSpec{Group: "rg", Name: "x4", Network: prod, Subnet: "nope"}, compute.ErrInvalid, "InvalidResourceReference"},
+		{"no such subnet", compute.NICSpec{Group: "rg", Name: "x4", Network: prod, Subnet: "nope"}, compute.ErrNotFound, compute.CodeNotFound},
+		{"no such network", compute.NICSpec{Group: "rg", Name: "x4", Network: compute.Ref{Kind: compute.KindNetwork, Group: "rg", Name: "ghost"}, Subnet: "app"}, compute.ErrNotFound, "ResourceNotFound"},
+		{"no such group", compute.NICSpec{Group: "rg", Name: "x4", Network: isol, Subnet: "app"}, compute.ErrNotFound, "ResourceGroupNotFound"},
 		{"name taken", compute.NICSpec{Group: "rg", Name: "web-nic", Network: prod, Subnet: "app"}, compute.ErrExists, compute.CodeExists},
 		{"group out of scope", compute.NICSpec{Group: "other", Name: "x5", Network: prod, Subnet: "app"}, compute.ErrInvalid, compute.CodeInvalid},
 	} {
@@ -301,6 +303,9 @@ func TestPeeringAndIsolation(t *testing.T) {
 	}
 	if err := w.f.Peer(ctx, prod, compute.Ref{Kind: compute.KindNetwork, Group: "rg-test", Name: "clash"}); !errors.Is(err, compute.ErrInvalid) {
 		t.Errorf("peering overlapping networks: err %v, want ErrInvalid", err)
+	}
+	if err := w.f.Peer(ctx, prod, compute.Ref{Kind: compute.KindNetwork, Group: "rg-test", Name: "ghost"}); !errors.Is(err, compute.ErrNotFound) {
+		t.Errorf("peering with a missing network: err %v, want ErrNotFound", err)
 	}
 }
 
@@ -454,8 +459,8 @@ func TestNotFound(t *testing.T) {
 		t.Errorf("poll the deletion of a missing VM: %+v, %v; want done", r, err)
 	}
 	// Disk import from a blob that does not exist.
-	if _, err := w.f.BeginCreateDisk(ctx, compute.DiskSpec{Group: "rg", Name: "d", SourceContainer: "points", SourceBlob: "none", SizeBytes: 512}); !errors.Is(err, compute.ErrInvalid) {
-		t.Errorf("import a missing blob: err %v, want ErrInvalid", err)
+	if _, err := w.f.BeginCreateDisk(ctx, compute.DiskSpec{Group: "rg", Name: "d", SourceContainer: "points", SourceBlob: "none", SizeBytes: 512}); !errors.Is(err, compute.ErrNotFound) {
+		t.Errorf("import a missing blob: err %v, want ErrNotFound", err)
 	}
 }
 
@@ -642,14 +647,13 @@ func TestConfig(t *testing.T) {
 		cmp.FilterPath(func(p cmp.Path) bool { return p.Last().String() == ".DiskSKU" }, cmp.Ignore())); d != "" {
 		t.Errorf("ConfigFromEnv (-want +got):\n%s", d)
 	}
-	_, err = azarm.ConfigFromEnv(env(map[string]string{"AZURE_LOCATION": "x"}))
-	if !errors.Is(err, azarm.ErrConfig) || !strings.Contains(err.Error(), "AZURE_SUBSCRIPTION_ID") || !strings.Contains(err.Error(), "AZURE_RESOURCE_GROUP") {
+	_, err = azarm.ConfigFromEnv(env(map[string]string{"AZURE_RESOURCE_GROUP": "rg"}))
+	if !errors.Is(err, azarm.ErrConfig) || !strings.Contains(err.Error(), "AZURE_SUBSCRIPTION_ID") || !strings.Contains(err.Error(), "AZURE_LOCATION") {
 		t.Errorf("missing vars: err %v, want ErrConfig naming them", err)
 	}
 	for _, bad := range []azarm.Config{
 		{Location: "x", Groups: []string{"rg"}},
 		{SubscriptionID: "s", Groups: []string{"rg"}},
-		{SubscriptionID: "s", Location: "x"},
 		{SubscriptionID: "s", Location: "x", Groups: []string{"rg"}, StorageAccountID: "/subscriptions/s/resourceGroups/rg"},
 	} {
 		bad.Credential = &azfake.TokenCredential{}

@@ -81,6 +81,9 @@ func (f *Fabric) BeginCreateNIC(ctx context.Context, spec compute.NICSpec) (comp
 			IPConfigurations: []*armnetwork.InterfaceIPConfiguration{{Name: to.Ptr("ipconfig1"), Properties: ipc}},
 		},
 	}
+	if err := f.hasSubnet(ctx, spec.Network, spec.Subnet); err != nil {
+		return "", err
+	}
 	if err := f.absent(ctx, ref); err != nil {
 		return "", err
 	}
@@ -89,6 +92,29 @@ func (f *Fabric) BeginCreateNIC(ctx context.Context, spec compute.NICSpec) (comp
 		return "", f.fail(err, "create nic %s", ref)
 	}
 	return pending(ctx, opNICCreate, p)
+}
+
+// hasSubnet gives ErrNotFound when the network or its subnet does not
+// exist (ARM would answer a NIC's reference to it with 400
+// InvalidResourceReference).
+func (f *Fabric) hasSubnet(ctx context.Context, network compute.Ref, subnet string) error {
+	g, err := f.group(network.Group)
+	if err != nil {
+		return err
+	}
+	v, err := f.vnets.Get(ctx, g, network.Name, nil)
+	if err != nil {
+		return f.fail(err, "network %s", network)
+	}
+	if v.Properties != nil {
+		for _, s := range v.Properties.Subnets {
+			if s != nil && strings.EqualFold(str(s.Name), subnet) {
+				return nil
+			}
+		}
+	}
+	return &compute.Error{Status: http.StatusNotFound, Code: compute.CodeNotFound,
+		Message: fmt.Sprintf("network %s has no subnet %q", network, subnet)}
 }
 
 // BeginCreateDisk imports a page blob of the configured storage account as

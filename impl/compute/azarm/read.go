@@ -118,7 +118,11 @@ func (f *Fabric) revoke(ctx context.Context, g string, disk compute.Ref) error {
 // NIC, disk and VM in them, each list sorted by Ref.
 func (f *Fabric) Inventory(ctx context.Context) (compute.Inventory, error) {
 	var inv compute.Inventory
-	for _, g := range f.sortedScope() {
+	scope, err := f.sortedScope(ctx)
+	if err != nil {
+		return compute.Inventory{}, err
+	}
+	for _, g := range scope {
 		if _, err := f.groups.Get(ctx, g, nil); err != nil {
 			if e := asError(err); e != err && isNotFound(e) {
 				continue
@@ -192,7 +196,11 @@ func (f *Fabric) Inventory(ctx context.Context) (compute.Inventory, error) {
 
 // listNICs lists the NICs of every group in scope that exists.
 func (f *Fabric) listNICs(ctx context.Context) ([]compute.NIC, error) {
-	return f.listNICsIn(ctx, f.sortedScope())
+	scope, err := f.sortedScope(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return f.listNICsIn(ctx, scope)
 }
 
 // listNICsIn lists the NICs of groups (a group that does not exist has

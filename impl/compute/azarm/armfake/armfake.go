@@ -246,7 +246,7 @@ func (t transport) Do(req *http.Request) (*http.Response, error) {
 		inner = s.compute
 	case strings.Contains(p, "/providers/microsoft.network/"):
 		inner = s.network
-	case strings.Contains(p, "/resourcegroups/") && !strings.Contains(p, "/providers/"):
+	case strings.Contains(p, "/resourcegroups") && !strings.Contains(p, "/providers/"):
 		inner = s.resources
 	default:
 		return errorResponse(req, fail(http.StatusNotFound, "InvalidResourceType", "the fake serves no %s", path)), nil

@@ -2,6 +2,7 @@ package armfake
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -22,7 +23,7 @@ func (s *Server) disksServer() computefake.DisksServer {
 	return computefake.DisksServer{
 		// BeginCreateOrUpdate imports a page blob (the only creation the
 		// fake knows). It reads the blob at Begin, as the port promises; a
-		// missing blob is 400 InvalidParameter (the fake's code). Azure
+		// missing blob is 404 BlobNotFound (the fake's choice of code). Azure
 		// wants a fixed VHD (N MiB + a 512-byte footer); the fake takes any
 		// whole number of 512-byte pages. An existing disk is not updated
 		// (409 PropertyChangeNotAllowed: creationData cannot change).
@@ -199,6 +200,9 @@ func (s *Server) importBlob(ctx context.Context, d armcompute.Disk) ([]byte, *Fa
 		return nil, fail(http.StatusBadRequest, "InvalidParameter", "Source URI %q is not a blob of the storage account.", src)
 	}
 	props, err := s.opt.Blobs.Properties(ctx, container, name)
+	if errors.Is(err, blob.ErrNotFound) {
+		return nil, fail(http.StatusNotFound, "BlobNotFound", "Source blob %s does not exist.", src)
+	}
 	if err != nil {
 		return nil, fail(http.StatusBadRequest, "InvalidParameter", "Source blob %s cannot be read: %v", src, err)
 	}

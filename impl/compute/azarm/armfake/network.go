@@ -81,6 +81,16 @@ func (s *Server) groupsServer() resourcesfake.ResourceGroupsServer {
 			resp.SetResponse(status, armresources.ResourceGroupsClientCreateOrUpdateResponse{ResourceGroup: clone(*g)}, nil)
 			return
 		},
+		NewListPager: func(_ *armresources.ResourceGroupsClientListOptions) (resp azfake.PagerResponder[armresources.ResourceGroupsClientListResponse]) {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			var page armresources.ResourceGroupsClientListResponse
+			for _, k := range sortedKeys(s.groups, "") {
+				page.Value = append(page.Value, to.Ptr(clone(*s.groups[k])))
+			}
+			resp.AddPage(http.StatusOK, page, nil)
+			return
+		},
 		Get: func(_ context.Context, rg string, _ *armresources.ResourceGroupsClientGetOptions) (resp azfake.Responder[armresources.ResourceGroupsClientGetResponse], errResp azfake.ErrorResponder) {
 			s.mu.Lock()
 			defer s.mu.Unlock()
@@ -324,11 +334,12 @@ func notFound(typ, rg, name string) *Failure {
 	return fail(http.StatusNotFound, "ResourceNotFound", "The Resource '%s/%s' under resource group '%s' was not found.", typ, name, rg)
 }
 
-// sortedKeys lists the keys of m in group rg, sorted.
+// sortedKeys lists the keys of m in group rg (every key when rg is ""),
+// sorted.
 func sortedKeys[V any](m map[string]V, rg string) []string {
 	var out []string
 	for k := range m {
-		if strings.HasPrefix(k, strings.ToLower(rg)+"/") {
+		if rg == "" || strings.HasPrefix(k, strings.ToLower(rg)+"/") {
 			out = append(out, k)
 		}
 	}
