@@ -672,3 +672,76 @@ func TestConfig(t *testing.T) {
 		t.Errorf("disk without a storage account: err %v, want ErrConfig", err)
 	}
 }
+
+// TestConcurrentUse: NICs created from many goroutines at once all get
+// distinct addresses (the Fabric and the fake are safe for concurrent use;
+// run with -race).
+func TestConcurrentUse(t *testing.T) {
+	w := newWorld(t, 1, nil)
+	w.network(t)
+	ctx := context.Background()
+	const n = 16
+	errs := make(chan error, n)
+	for i := range n {
+		go func() {
+			p, err := w.f.BeginCreateNIC(ctx, compute.NICSpec{Group: "rg", Name: "nic" + strings.Repeat("x", i), Network: prod, Subnet: "app"})
+			for err == nil {
+				var r compute.Result
+				if r, err = w.f.Poll(ctx, p); err == nil && r.Done {
+					err = r.Err
+					break
+				}
+			}
+			errs <- err
+		}()
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	net, err := w.f.Network(ctx, prod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[netip.Addr]bool{}
+	for _, u := range net.Subnets[0].Used {
+		seen[u.IP] = true
+	}
+	if len(net.Subnets[0].Used) != n || len(seen) != n {
+		t.Errorf("%d NICs hold %d addresses (%d distinct), want %d distinct: %v", n, len(net.Subnets[0].Used), len(seen), n, net.Subnets[0].Used)
+	}
+}
+
+// TestThrottledBegin: a 429 on a Begin call's PUT is retried too, and the
+// operation then runs normally.
+func TestThrottledBegin(t *testing.T) {
+	th := &throttle{api: "InterfacesClient.BeginCreateOrUpdate", n: 1, retryAfter: "0"}
+	w := newWorld(t, 1, func(next policy.Transporter) policy.Transporter { th.next = next; return th })
+	w.network(t)
+	w.do(t, "throttled create")(w.f.BeginCreateNIC(context.Background(), compute.NICSpec{Group: "rg", Name: "n", Network: prod, Subnet: "app"}))
+	if got := th.seen.Load(); got < 2 {
+		t.Errorf("the PUT was sent %d times, want a retry after the 429", got)
+	}
+}
+
+// TestVMWithTwoNICs: the first NIC is the primary (ARM refuses a VM with
+// several NICs and no single primary).
+func TestVMWithTwoNICs(t *testing.T) {
+	w := newWorld(t, 1, nil)
+	w.network(t)
+	ctx := context.Background()
+	w.pageBlob(t, "points", "os", 2, 0)
+	w.do(t, "disk")(w.f.BeginCreateDisk(ctx, compute.DiskSpec{Group: "rg", Name: "os", SourceContainer: "points", SourceBlob: "os", OSType: compute.Linux}))
+	w.do(t, "nic a")(w.f.BeginCreateNIC(ctx, compute.NICSpec{Group: "rg", Name: "a", Network: prod, Subnet: "app"}))
+	w.do(t, "nic b")(w.f.BeginCreateNIC(ctx, compute.NICSpec{Group: "rg", Name: "b", Network: prod, Subnet: "db"}))
+	nics := []compute.Ref{nicRef("rg", "b"), nicRef("rg", "a")}
+	w.do(t, "vm")(w.f.BeginCreateVM(ctx, compute.VMSpec{Group: "rg", Name: "vm", Size: "Standard_B2s", NICs: nics, OSDisk: dskRef("rg", "os"), OSType: compute.Linux}))
+	vm, err := w.f.VM(ctx, vmRef("rg", "vm"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff(nics, vm.NICs); d != "" {
+		t.Errorf("NIC order (-want +got):\n%s", d)
+	}
+}

@@ -488,6 +488,16 @@ func (s *Server) checkVM(id string, p armcompute.VirtualMachine) ([]*disk, []*ar
 		}
 		disks = append(disks, d)
 	}
+	primaries := 0
+	for _, ref := range pp.NetworkProfile.NetworkInterfaces {
+		if ref != nil && ref.Properties != nil && ref.Properties.Primary != nil && *ref.Properties.Primary {
+			primaries++
+		}
+	}
+	if len(pp.NetworkProfile.NetworkInterfaces) > 1 && primaries != 1 {
+		return nil, nil, fail(http.StatusBadRequest, "VirtualMachineMustHaveOneNetworkInterfaceAsPrimary",
+			"Virtual machine %s must have one network interface set as the primary.", id)
+	}
 	var nics []*armnetwork.Interface
 	for _, ref := range pp.NetworkProfile.NetworkInterfaces {
 		n := s.nicByID(ref.ID)
