@@ -11,9 +11,13 @@
 // VirtualNetworks.Get; a subnet's IP table comes from the network
 // interfaces listed in the fabric's groups (a NIC in the subnet but outside
 // those groups is not seen). The Begin calls are the SDK's Begin calls:
-// Interfaces.BeginCreateOrUpdate (static or dynamic private IP),
-// Disks.BeginCreateOrUpdate with CreateOption Import from a page blob of
-// Config.StorageAccountID, VirtualMachines.BeginCreateOrUpdate with the
+// Interfaces.BeginCreateOrUpdate (static or dynamic private IP; the
+// network is read first, so that a missing network or subnet is
+// ErrNotFound rather than ARM's 400 InvalidResourceReference, as Peer
+// does for its two networks), Disks.BeginCreateOrUpdate with CreateOption
+// Import from a page blob of Config.StorageAccountID (the disk's size is
+// the blob's; DiskSpec.SizeBytes is not sent),
+// VirtualMachines.BeginCreateOrUpdate with the
 // disks attached (CreateOption Attach) and the NICs in order (the first
 // primary), BeginStart, BeginDeallocate and BeginDelete. VM is
 // VirtualMachines.Get with its instance view. ReadDisk grants read access
@@ -42,7 +46,23 @@
 // ResourceExists): ARM's PUT would update it, so each create first reads
 // the name (a race with another client remains).
 //
+// # Scope
+//
+// A Fabric works in Config.Groups, or in the whole subscription when that
+// is empty (the conformance suite names a group per subtest). A group
+// outside the scope is refused with ErrInvalid before anything is sent.
+//
+// # Tests
+//
+// impl/compute/azarm/armfake is a stateful fake of the ARM calls above,
+// built on the SDKs' own fake servers; the package's tests and
+// computetest.Run run against it with no network.
+//
 // # Using a real subscription
+//
+//	cfg, err := azarm.ConfigFromEnv(os.Getenv)
+//	...
+//	fabric, err := azarm.New(cfg)
 //
 // ConfigFromEnv reads:
 //
