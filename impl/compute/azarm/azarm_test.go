@@ -45,10 +45,16 @@ type world struct {
 	cfg   azarm.Config
 }
 
+// fataler is what newWorld needs of a *testing.T or a *rapid.T.
+type fataler interface {
+	Helper()
+	Fatal(args ...any)
+}
+
 // newWorld makes a Fabric on a fresh fake whose long-running operations
 // answer polls non-terminal answers first. wrap, if not nil, wraps the
 // fake's transport (to inject throttling).
-func newWorld(t *testing.T, polls int, wrap func(policy.Transporter) policy.Transporter) *world {
+func newWorld(t fataler, polls int, wrap func(policy.Transporter) policy.Transporter) *world {
 	t.Helper()
 	blobs := memblob.New()
 	srv := armfake.New(armfake.Options{Blobs: blobs, BlobEndpoint: blobEndpoint, Polls: polls})

@@ -463,6 +463,36 @@ func (s *Server) checkVM(id string, p armcompute.VirtualMachine) ([]*disk, []*ar
 	if pp.NetworkProfile == nil || len(pp.NetworkProfile.NetworkInterfaces) == 0 {
 		return nil, nil, fail(http.StatusBadRequest, "InvalidParameter", "Required parameter 'networkProfile.networkInterfaces' is missing.")
 	}
+	// NICs first, then disks, as the in-memory fabric checks them (Azure
+	// does not document its order).
+	primaries := 0
+	for _, ref := range pp.NetworkProfile.NetworkInterfaces {
+		if ref != nil && ref.Properties != nil && ref.Properties.Primary != nil && *ref.Properties.Primary {
+			primaries++
+		}
+	}
+	if len(pp.NetworkProfile.NetworkInterfaces) > 1 && primaries != 1 {
+		return nil, nil, fail(http.StatusBadRequest, "VirtualMachineMustHaveOneNetworkInterfaceAsPrimary",
+			"Virtual machine %s must have one network interface set as the primary.", id)
+	}
+	var nics []*armnetwork.Interface
+	for _, ref := range pp.NetworkProfile.NetworkInterfaces {
+		n := s.nicByID(ref.ID)
+		switch {
+		case n == nil:
+			return nil, nil, fail(http.StatusNotFound, "NotFound", "Network interface %s was not found.", deref(ref.ID))
+		case deref((*string)(n.Properties.ProvisioningState)) != string(armnetwork.ProvisioningStateSucceeded):
+			return nil, nil, fail(http.StatusConflict, "Conflict", "Network interface %s is %s.", *n.Name, deref((*string)(n.Properties.ProvisioningState)))
+		case n.Properties.VirtualMachine != nil && !strings.EqualFold(deref(n.Properties.VirtualMachine.ID), id):
+			return nil, nil, fail(http.StatusBadRequest, "NicInUse", "Network interface %s is used by VM %s.", *n.Name, deref(n.Properties.VirtualMachine.ID))
+		}
+		for _, o := range nics {
+			if o == n {
+				return nil, nil, fail(http.StatusBadRequest, "InvalidParameter", "Network interface %s is given twice.", *n.Name)
+			}
+		}
+		nics = append(nics, n)
+	}
 	ids := []*string{pp.StorageProfile.OSDisk.ManagedDisk.ID}
 	for _, dd := range pp.StorageProfile.DataDisks {
 		if dd == nil || dd.ManagedDisk == nil {
@@ -487,32 +517,6 @@ func (s *Server) checkVM(id string, p armcompute.VirtualMachine) ([]*disk, []*ar
 			}
 		}
 		disks = append(disks, d)
-	}
-	primaries := 0
-	for _, ref := range pp.NetworkProfile.NetworkInterfaces {
-		if ref != nil && ref.Properties != nil && ref.Properties.Primary != nil && *ref.Properties.Primary {
-			primaries++
-		}
-	}
-	if len(pp.NetworkProfile.NetworkInterfaces) > 1 && primaries != 1 {
-		return nil, nil, fail(http.StatusBadRequest, "VirtualMachineMustHaveOneNetworkInterfaceAsPrimary",
-			"Virtual machine %s must have one network interface set as the primary.", id)
-	}
-	var nics []*armnetwork.Interface
-	for _, ref := range pp.NetworkProfile.NetworkInterfaces {
-		n := s.nicByID(ref.ID)
-		switch {
-		case n == nil:
-			return nil, nil, fail(http.StatusNotFound, "NotFound", "Network interface %s was not found.", deref(ref.ID))
-		case n.Properties.VirtualMachine != nil && !strings.EqualFold(deref(n.Properties.VirtualMachine.ID), id):
-			return nil, nil, fail(http.StatusBadRequest, "NicInUse", "Network interface %s is used by VM %s.", *n.Name, deref(n.Properties.VirtualMachine.ID))
-		}
-		for _, o := range nics {
-			if o == n {
-				return nil, nil, fail(http.StatusBadRequest, "InvalidParameter", "Network interface %s is given twice.", *n.Name)
-			}
-		}
-		nics = append(nics, n)
 	}
 	return disks, nics, nil
 }
