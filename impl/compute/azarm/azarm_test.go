@@ -751,3 +751,41 @@ func TestVMWithTwoNICs(t *testing.T) {
 		t.Errorf("NIC order (-want +got):\n%s", d)
 	}
 }
+
+// TestPollAfterFromRetryAfter: while an operation runs, Poll suggests the
+// wait ARM asked for, not the configured frequency.
+func TestPollAfterFromRetryAfter(t *testing.T) {
+	blobs := memblob.New()
+	srv := armfake.New(armfake.Options{Blobs: blobs, BlobEndpoint: blobEndpoint, Polls: 3, RetryAfter: 25 * time.Millisecond})
+	w := newWorld(t, 0, nil)
+	w.cfg.ClientOptions.Transport = srv.Transport()
+	w.cfg.SubscriptionID = srv.SubscriptionID()
+	f, err := azarm.New(w.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := f.CreateGroup(ctx, "rg"); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.CreateNetwork(ctx, compute.NetworkSpec{Group: "rg", Name: "prod", AddressSpace: netip.MustParsePrefix("10.0.0.0/16"),
+		Subnets: []compute.SubnetSpec{{Name: "app", Prefix: netip.MustParsePrefix("10.0.1.0/24")}}}); err != nil {
+		t.Fatal(err)
+	}
+	p, err := f.BeginCreateNIC(ctx, compute.NICSpec{Group: "rg", Name: "n", Network: prod, Subnet: "app"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		r, err := f.Poll(ctx, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case i < 2 && (r.Done || r.After != 25*time.Millisecond):
+			t.Errorf("poll %d: %+v, want not done, after 25ms", i, r)
+		case i == 2 && (!r.Done || r.Err != nil):
+			t.Errorf("poll %d: %+v, want done", i, r)
+		}
+	}
+}

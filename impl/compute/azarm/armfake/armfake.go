@@ -43,6 +43,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	azfake "github.com/Azure/azure-sdk-for-go/sdk/azcore/fake"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/fake/server"
@@ -71,8 +72,12 @@ type Options struct {
 	Blobs        blob.Store
 	BlobEndpoint string
 	// Polls is how many non-terminal answers each long-running operation
-	// gives before its terminal one.
+	// gives before its terminal one (Begin's answer is the first).
 	Polls int
+	// RetryAfter, when positive, is sent with each non-terminal answer
+	// (as Retry-After-Ms) to say when to poll again, as ARM's Retry-After
+	// does.
+	RetryAfter time.Duration
 }
 
 // Server is the fake. Its methods are safe for concurrent use.
@@ -259,7 +264,10 @@ func (t transport) Do(req *http.Request) (*http.Response, error) {
 		}
 		return nil, err
 	}
-	if st := resp.Header.Get(fakePollerStatus); st != "" && st != "InProgress" {
+	switch st := resp.Header.Get(fakePollerStatus); {
+	case st == "InProgress" && s.opt.RetryAfter > 0:
+		resp.Header.Set("Retry-After-Ms", strconv.FormatInt(s.opt.RetryAfter.Milliseconds(), 10))
+	case st != "" && st != "InProgress":
 		resp = s.finish(req, key, resp)
 	}
 	return resp, nil
