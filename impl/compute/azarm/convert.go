@@ -66,7 +66,7 @@ func (f *Fabric) subnetOf(id *string) (compute.Ref, string) {
 		return compute.Ref{}, ""
 	}
 	rid, err := arm.ParseResourceID(*id)
-	if err != nil || !strings.EqualFold(rid.ResourceType.Types[len(rid.ResourceType.Types)-1], "subnets") {
+	if err != nil || len(rid.ResourceType.Types) == 0 || !strings.EqualFold(rid.ResourceType.Types[len(rid.ResourceType.Types)-1], "subnets") {
 		return compute.Ref{}, ""
 	}
 	return f.ref(compute.KindNetwork, id), rid.Name
