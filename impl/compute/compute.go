@@ -344,6 +344,11 @@ const (
 	CodeNICFailed       = "NetworkInterfaceFailed"
 	CodeProvisionFailed = "ProvisioningFailed"
 	CodeBootFailed      = "VMBootFailed" // the guest did not come up (hydration, drivers, a corrupt disk)
+	// Azure reports these conflicts as 400, not 409: a NIC attached to a
+	// VM (deleting it, or attaching it to another VM), and a network or
+	// subnet that still has NICs in it (deleting it).
+	CodeNICInUse    = "NicInUse"
+	CodeSubnetInUse = "InUseSubnetCannotBeDeleted"
 )
 
 func (e *Error) Error() string {
@@ -366,7 +371,7 @@ func (e *Error) Is(target error) bool {
 	case ErrExists:
 		return e.Code == CodeExists
 	case ErrConflict:
-		return e.Status == 409
+		return e.Status == 409 || e.Code == CodeNICInUse || e.Code == CodeSubnetInUse
 	case ErrInvalid:
 		return e.Status == 400
 	case ErrFailed:

@@ -17,6 +17,9 @@ func TestErrorIs(t *testing.T) {
 		{&Error{Status: 409, Code: CodeExists}, []error{ErrExists, ErrConflict}, []error{ErrNotFound}},
 		{&Error{Status: 409, Code: CodeQuota}, []error{ErrFailed, ErrConflict}, []error{ErrInvalid}},
 		{&Error{Status: 200, Code: CodeBootFailed}, []error{ErrFailed}, []error{ErrConflict}},
+		{&Error{Status: 400, Code: CodeNICInUse}, []error{ErrConflict, ErrInvalid}, []error{ErrNotFound, ErrFailed}},
+		{&Error{Status: 400, Code: CodeSubnetInUse}, []error{ErrConflict, ErrInvalid}, []error{ErrIPInUse}},
+		{&Error{Status: 400, Code: "PrivateIPAddressNotInSubnet"}, []error{ErrInvalid}, []error{ErrConflict}},
 	} {
 		for _, w := range tc.want {
 			if !errors.Is(tc.err, w) {
