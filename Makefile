@@ -38,7 +38,7 @@ test: tools lint
 ## mutants: plant each bug of harness/testdata/mutants/*.patch in a copy of the tree and demand that
 ##          its named check fails in its named scenario (MUTANTS=REGEXP picks some, MUTANT_JOBS=N)
 MUTANTS     ?=
-MUTANT_JOBS ?= 1
+MUTANT_JOBS ?= 2
 mutants: tools build
 	./$(BIN) mutants --jobs $(MUTANT_JOBS) $(if $(MUTANTS),--run '$(MUTANTS)')
 
