@@ -6,6 +6,7 @@ import (
 	"io"
 	"math"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -257,5 +258,39 @@ func TestPlanOrder(t *testing.T) {
 	}
 	if r := judgePlanOrder(failover.Job{ID: "job-1", Op: proto.OpFailover}, plan, nil)[0]; r.Verdict != Unknown {
 		t.Fatalf("no group ran: %s, want unknown", r)
+	}
+}
+
+// TestAzureTarget: a target whose azure.mode is arm builds the real
+// adapter from the AZURE_* variables and says which one is missing; an
+// unknown mode is refused by name. (Nothing here reaches Azure.)
+func TestAzureTarget(t *testing.T) {
+	root, err := ModuleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ mode, want string }{
+		{"arm", "AZURE_SUBSCRIPTION_ID"},
+		{"cloud", `azure.mode "cloud": want sim or arm`},
+	} {
+		t.Run(c.mode, func(t *testing.T) {
+			t.Setenv("AZURE_SUBSCRIPTION_ID", "")
+			p := filepath.Join(t.TempDir(), "t.yaml")
+			tgt := "name: t\nworld: sim\ninventory: " + filepath.Join(root, "fixtures/inventory/lab.yaml") + "\nvsphere:\n  mode: vcsim\nstorage:\n  mode: auto\nazure:\n  mode: " + c.mode + "\n"
+			if err := os.WriteFile(p, []byte(tgt), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			s, err := NewScript("t.scn", []byte("world machines=(web01) target="+p+"\n----\n\ndeploy\n----\n\nazure-network name=prod cidr=10.0.0.0/16 subnets=(app:10.0.1.0/24) production\n----\n"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := &Runner{Ctx: context.Background()}
+			defer r.Close()
+			var last string
+			r.RunScript(s, func(_ Directive, out string) { last = out })
+			if !strings.Contains(last, "error: ") || !strings.Contains(last, c.want) {
+				t.Fatalf("azure-network said %q, want an error with %q", last, c.want)
+			}
+		})
 	}
 }

@@ -303,7 +303,10 @@ func (r *Runner) azureFault(a argMap) (string, error) {
 		return "", fmt.Errorf("azure-fault: kind=%q: want quota (28031), nic (28092), hydration (170010) or throttle (429)", kind)
 	}
 	f.Count = int(count)
-	if err := fo.Fabric.Inject(f); err != nil {
+	if fo.sim == nil {
+		return "", fmt.Errorf("azure-fault: faults go into the simulated Azure fabric, and this target's is a real subscription")
+	}
+	if err := fo.sim.Inject(f); err != nil {
 		return "", fmt.Errorf("azure-fault: %w", err)
 	}
 	return fmt.Sprintf("azure fault: %d× %s on %s %s (%d %s)\n", f.Count, a.str("kind", ""), f.Op, orAll(match), f.Status, f.Code), nil

@@ -7,11 +7,13 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"os"
 	"sort"
 	"strings"
 	"time"
 
 	"github.com/v2a-dr/v2a/impl/compute"
+	"github.com/v2a-dr/v2a/impl/compute/azarm"
 	"github.com/v2a-dr/v2a/impl/compute/memfabric"
 	"github.com/v2a-dr/v2a/impl/failover"
 	"github.com/v2a-dr/v2a/impl/proto"
@@ -44,8 +46,13 @@ const RecoveryGroup = "v2a-recovery"
 // It is made by the first failover command, so that a scenario that never
 // fails over runs exactly as before.
 type Failover struct {
-	d       *Deployment
-	Fabric  *memfabric.Fabric
+	d *Deployment
+	// Fabric is the Azure compute the failovers land in: the simulated
+	// fabric (sim, below), or a real subscription (target azure.mode arm).
+	Fabric compute.Fabric
+	// sim is the simulated fabric, nil against a real subscription (faults
+	// can only be injected into the simulated one).
+	sim     *memfabric.Fabric
 	started bool
 	// production is the production network (azure-network … production).
 	production compute.Ref
@@ -77,11 +84,28 @@ func (r *Runner) failoverSide() (*Failover, error) {
 	}
 	fo := &Failover{d: d, plans: map[string]*proto.RecoveryPlan{}, runbooks: &simRunbooks{fail: map[string]int{}},
 		before: map[string]compute.Inventory{}, tests: map[string]bool{}, cleanups: map[string]string{}}
-	f, err := fabric.New(store, fabric.Config{Clock: e.Sim.Now, Rand: e.Sim.SubRand("fabric"), Booter: d.boot})
-	if err != nil {
-		return nil, err
+	switch mode := e.Target.Azure.Mode; mode {
+	case "", "sim":
+		f, err := fabric.New(store, fabric.Config{Clock: e.Sim.Now, Rand: e.Sim.SubRand("fabric"), Booter: d.boot})
+		if err != nil {
+			return nil, err
+		}
+		fo.Fabric, fo.sim = f, f
+	case "arm":
+		cfg, err := azarm.ConfigFromEnv(os.Getenv)
+		if err != nil {
+			return nil, fmt.Errorf("target %s: azure.mode arm: %w", e.Target.Name, err)
+		}
+		cfg.Groups = []string{RecoveryGroup}
+		f, err := azarm.New(cfg)
+		if err != nil {
+			return nil, fmt.Errorf("target %s: azure.mode arm: %w", e.Target.Name, err)
+		}
+		fo.Fabric = f
+	default:
+		return nil, fmt.Errorf("target %s: azure.mode %q: want sim or arm", e.Target.Name, mode)
 	}
-	fo.Fabric = f
+	f := fo.Fabric
 	for _, h := range []string{HostRecovery, HostFabric} {
 		if err := e.Net.AddHost(simnet.Host{Name: h, Site: simnet.Azure, Public: true}); err != nil {
 			return nil, err

@@ -44,6 +44,7 @@ type Target struct {
 	VSphere   VSphereTarget `json:"vsphere"`
 	Storage   StorageTarget `json:"storage"`
 	Network   NetworkTarget `json:"network"`
+	Azure     AzureTarget   `json:"azure"`
 
 	File string `json:"-"`
 }
@@ -69,6 +70,15 @@ type StorageTarget struct {
 	// it.
 	Mode                string `json:"mode"`
 	ConnectionStringEnv string `json:"connectionStringEnv,omitempty"`
+}
+
+// AzureTarget says where failovers land.
+type AzureTarget struct {
+	// Mode is "sim" (default: the simulated Azure fabric, sim/fabric) or
+	// "arm" (a real subscription through impl/compute/azarm, configured by
+	// the AZURE_* environment variables azarm.ConfigFromEnv reads; the
+	// harness works in the resource group v2a-recovery).
+	Mode string `json:"mode,omitempty"`
 }
 
 // NetworkTarget sets the simulated network (sim world only).
