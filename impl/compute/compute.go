@@ -30,6 +30,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
 	"time"
 )
 
@@ -120,22 +121,12 @@ func (r Ref) String() string { return fmt.Sprintf("%s/%s/%s", r.Kind, r.Group, r
 func (r Ref) Compare(o Ref) int {
 	switch {
 	case r.Kind != o.Kind:
-		return cmpString(string(r.Kind), string(o.Kind))
+		return strings.Compare(string(r.Kind), string(o.Kind))
 	case r.Group != o.Group:
-		return cmpString(r.Group, o.Group)
+		return strings.Compare(r.Group, o.Group)
 	default:
-		return cmpString(r.Name, o.Name)
+		return strings.Compare(r.Name, o.Name)
 	}
-}
-
-func cmpString(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // NetworkSpec is a virtual network to create.

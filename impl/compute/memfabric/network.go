@@ -5,6 +5,7 @@ import (
 	"maps"
 	"net/netip"
 	"slices"
+	"strings"
 
 	"github.com/v2a-dr/v2a/impl/compute"
 )
@@ -60,19 +61,9 @@ func (f *Fabric) CreateNetwork(ctx context.Context, spec compute.NetworkSpec) er
 		}
 		n.subnets = append(n.subnets, &subnet{name: s.Name, prefix: p, used: map[netip.Addr]compute.Ref{}})
 	}
-	slices.SortFunc(n.subnets, func(a, b *subnet) int { return cmpString(a.name, b.name) })
+	slices.SortFunc(n.subnets, func(a, b *subnet) int { return strings.Compare(a.name, b.name) })
 	f.nets[ref] = n
 	return nil
-}
-
-func cmpString(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // Peer implements compute.Fabric. Peering a network with itself, or two
