@@ -46,6 +46,14 @@ func (c *Client) AddDatastore(name string, capacityBytes int64) {
 	c.datastore[name] = &datastore{capacityBytes: capacityBytes, files: map[string][]byte{}}
 }
 
+// SetCapacity changes a datastore's capacity (an operator freeing or
+// adding space); files stay as they are, even over it.
+func (c *Client) SetCapacity(name string, capacityBytes int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.datastore[name].capacityBytes = capacityBytes
+}
+
 // FailWrites makes every WriteFile fail with err until called with nil.
 func (c *Client) FailWrites(err error) {
 	c.mu.Lock()
