@@ -210,7 +210,10 @@ func TestRefusals(t *testing.T) {
 		err    error
 		reason string
 	}{
-		{"gap", func() *proto.ItemMsg { it := *stream()[2]; return &proto.ItemMsg{Machine: "db01", Seq: 3, Data: it.Marshal()} },
+		{"gap", func() *proto.ItemMsg {
+			it := *stream()[2]
+			return &proto.ItemMsg{Machine: "db01", Seq: 3, Data: it.Marshal()}
+		},
 			proto.AckGap, ErrGap, "expected item 1, got 3"},
 		{"corrupt", func() *proto.ItemMsg { return &proto.ItemMsg{Machine: "db01", Seq: 1, Data: []byte("garbage")} },
 			proto.AckRefused, ErrCorrupt, ""},
