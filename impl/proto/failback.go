@@ -2,6 +2,8 @@ package proto
 
 import (
 	"fmt"
+	"strings"
+	"time"
 
 	"github.com/v2a-dr/v2a/impl/wire"
 )
@@ -118,4 +120,32 @@ func (m *BlockSumReply) UnmarshalWire(d *wire.Decoder) error {
 	m.Req, m.Machine, m.Disk, m.Off, m.BlockSize = d.String(), d.String(), uint16(d.Uint()), d.Int(), d.Int()
 	m.Applied, m.Sums, m.Final, m.Err = d.Uint(), d.Bytes(), d.Bool(), d.String()
 	return d.Err()
+}
+
+// The failback policy: every replication policy has a twin, created with
+// it, that reprotect (Azure → on-premises) uses. Its values are ASR's and
+// fixed: the user can neither edit nor delete it, nor protect a machine
+// forward with it.
+const (
+	FailbackSuffix        = "-failback"
+	FailbackRPOThreshold  = 15 * time.Minute
+	FailbackRetention     = 24 * time.Hour
+	FailbackAppInterval   = 60 * time.Minute
+	FailbackCrashInterval = 5 * time.Minute
+)
+
+// FailbackPolicy is the failback twin of the policy called name:
+// "<name>-failback", RPO threshold 15 min, retention 24 h, app-consistent
+// every 60 min (crash-consistent every 5 min, s2 compression).
+func FailbackPolicy(name string) Policy {
+	return Policy{Name: name + FailbackSuffix, RPOThreshold: FailbackRPOThreshold, Retention: FailbackRetention,
+		CrashInterval: FailbackCrashInterval, AppInterval: FailbackAppInterval, Compression: "s2"}
+}
+
+// FailbackOf is the name of the policy whose failback twin is called name,
+// and whether name is a failback twin's name at all. Every name ending in
+// FailbackSuffix is reserved for twins.
+func FailbackOf(name string) (string, bool) {
+	base, ok := strings.CutSuffix(name, FailbackSuffix)
+	return base, ok
 }

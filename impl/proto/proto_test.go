@@ -107,3 +107,24 @@ func TestPolicyValidate(t *testing.T) {
 		}
 	}
 }
+
+func TestFailbackPolicy(t *testing.T) {
+	p := FailbackPolicy("gold")
+	want := Policy{Name: "gold-failback", RPOThreshold: 15 * time.Minute, Retention: 24 * time.Hour,
+		CrashInterval: 5 * time.Minute, AppInterval: time.Hour, Compression: "s2"}
+	if d := cmp.Diff(want, p); d != "" {
+		t.Errorf("(-want +got):\n%s", d)
+	}
+	if err := p.Validate(); err != nil {
+		t.Error(err)
+	}
+	for _, tt := range []struct {
+		name, base string
+		ok         bool
+	}{{"gold-failback", "gold", true}, {"gold", "", false}, {"failback", "", false}, {"-failback", "", true}} {
+		base, ok := FailbackOf(tt.name)
+		if ok != tt.ok || (ok && base != tt.base) {
+			t.Errorf("FailbackOf(%q) = %q, %v", tt.name, base, ok)
+		}
+	}
+}
