@@ -47,9 +47,9 @@ var (
 	ErrInOtherGroup     = errors.New("configsrv: in another replication group")
 	ErrInGroup          = errors.New("configsrv: member of a replication group")
 	// ErrFailbackPolicy: a failback policy (proto.FailbackPolicy) was to be
-	// edited, or used to protect a machine forward; it is made with its
-	// policy, fixed, and only reprotect uses it.
-	ErrFailbackPolicy = errors.New("configsrv: failback policy is not editable")
+	// created or edited, or used to protect a machine forward; it is made
+	// with its policy, fixed, and only reprotect uses it.
+	ErrFailbackPolicy = errors.New("configsrv: failback policy")
 )
 
 // ReasonWrongPassphrase is the RegisterReply.Reason of an agent whose proof
@@ -180,7 +180,7 @@ func New(cfg Config) *Server {
 			s.badConf = append(s.badConf, err.Error())
 			continue
 		}
-		if err := checkNotFailback(p.Name); err != nil {
+		if err := checkNotFailback(p.Name, "it cannot be edited"); err != nil {
 			s.badConf = append(s.badConf, err.Error())
 			continue
 		}

@@ -31,16 +31,16 @@ func (s *Server) addPolicy(p proto.Policy) {
 }
 
 // checkNotFailback refuses a policy name reserved for failback twins: the
-// user may not create, replace or protect with one.
-func checkNotFailback(name string) error {
+// user may not create, replace or protect with one. why says which.
+func checkNotFailback(name, why string) error {
 	base, ok := proto.FailbackOf(name)
 	if !ok {
 		return nil
 	}
 	fb := proto.FailbackPolicy(base)
-	return fmt.Errorf("%w: %s is the failback policy of %s, made with it and fixed (RPO threshold %v, retention %v, app-consistent every %v); "+
-		"names ending in %s are reserved for failback policies, which only reprotect uses",
-		ErrFailbackPolicy, name, base, fb.RPOThreshold, fb.Retention, fb.AppInterval, proto.FailbackSuffix)
+	return fmt.Errorf("%w: %s is the failback policy of %s, made with it and fixed (RPO threshold %v, retention %v, app-consistent every %v): "+
+		"%s (names ending in %s are reserved for failback policies)",
+		ErrFailbackPolicy, name, base, fb.RPOThreshold, fb.Retention, fb.AppInterval, why, proto.FailbackSuffix)
 }
 
 // createPolicy adds or replaces a policy, with its failback twin. Machines
@@ -49,7 +49,7 @@ func checkNotFailback(name string) error {
 // have until the next one. A failback policy is refused (ErrFailbackPolicy).
 func (s *Server) createPolicy(ctx runtime.Context, from runtime.Addr, req *proto.CreatePolicy) {
 	p := req.Policy
-	if err := checkNotFailback(p.Name); err != nil {
+	if err := checkNotFailback(p.Name, "it cannot be edited"); err != nil {
 		reply(ctx, from, req, p.Name, "", err)
 		return
 	}
@@ -107,7 +107,7 @@ func (s *Server) enable(ctx runtime.Context, from runtime.Addr, req *proto.Enabl
 		reply(ctx, from, req, name, "", fmt.Errorf("%w %q", ErrUnknownPolicy, policy))
 		return
 	}
-	if err := checkNotFailback(policy); err != nil {
+	if err := checkNotFailback(policy, "only reprotect (Azure to on-premises) uses it"); err != nil {
 		reply(ctx, from, req, name, "", err)
 		return
 	}
