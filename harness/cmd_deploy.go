@@ -77,6 +77,30 @@ func (r *Runner) policy(a argMap) (string, error) {
 	return r.awaitReplies(d, 1)
 }
 
+// policies lists the configuration server's replication policies, each
+// failback policy marked as such (the configuration server refuses to edit
+// one: `policy name=default-failback` says why).
+func (r *Runner) policies() (string, error) {
+	d, err := r.deployment()
+	if err != nil {
+		return "", err
+	}
+	st, err := d.csStatus()
+	if err != nil {
+		return "", err
+	}
+	var b strings.Builder
+	for _, p := range st.Policies {
+		fmt.Fprintf(&b, "%-18s rpo=%s retention=%s crash=%s app=%s compression=%s", p.Name, fmtDur(p.RPOThreshold),
+			fmtDur(p.Retention), fmtDur(p.CrashInterval), fmtDur(p.AppInterval), p.Compression)
+		if base, ok := proto.FailbackOf(p.Name); ok {
+			fmt.Fprintf(&b, "  failback policy of %s: fixed, for reprotect only", base)
+		}
+		b.WriteString("\n")
+	}
+	return b.String(), nil
+}
+
 // protect enables replication of machines:
 //
 //	protect vms=(a,b) [policy=default] [passphrase=TEXT]

@@ -46,6 +46,10 @@ var (
 	ErrGroupReplicating = errors.New("configsrv: machines can join a replication group only when it is enabled")
 	ErrInOtherGroup     = errors.New("configsrv: in another replication group")
 	ErrInGroup          = errors.New("configsrv: member of a replication group")
+	// ErrFailbackPolicy: a failback policy (proto.FailbackPolicy) was to be
+	// created or edited, or used to protect a machine forward; it is made
+	// with its policy, fixed, and only reprotect uses it.
+	ErrFailbackPolicy = errors.New("configsrv: failback policy")
 )
 
 // ReasonWrongPassphrase is the RegisterReply.Reason of an agent whose proof
@@ -170,14 +174,17 @@ func New(cfg Config) *Server {
 		groups: map[string]*group{},
 		ps:     map[string]*psReport{}}
 	s.keys, s.keysErr = vault.Derive(cfg.VaultID, cfg.Passphrase)
-	def := proto.DefaultPolicy()
-	s.policies[def.Name] = def
+	s.addPolicy(proto.DefaultPolicy())
 	for _, p := range cfg.Policies {
 		if err := p.Validate(); err != nil {
 			s.badConf = append(s.badConf, err.Error())
 			continue
 		}
-		s.policies[p.Name] = p
+		if err := checkNotFailback(p.Name, "it cannot be edited"); err != nil {
+			s.badConf = append(s.badConf, err.Error())
+			continue
+		}
+		s.addPolicy(p)
 	}
 	return s
 }

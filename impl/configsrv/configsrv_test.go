@@ -37,7 +37,7 @@ func TestDiscovery(t *testing.T) {
 	}, rows())
 	diff(t, "history", []Transition{{At: runtimetest.Epoch, To: StateUnprotected, Reason: "discovered in vCenter"}},
 		r.machine("db01").History)
-	diff(t, "policies", []proto.Policy{proto.DefaultPolicy()}, r.s.Status().Policies)
+	diff(t, "policies", []proto.Policy{proto.DefaultPolicy(), proto.FailbackPolicy("default")}, r.s.Status().Policies)
 
 	// Rediscovery every RediscoverEvery picks up a new VM and notes a
 	// vanished one without forgetting it.
@@ -76,8 +76,13 @@ func TestConfigPolicies(t *testing.T) {
 	gold := proto.Policy{Name: "gold", RPOThreshold: 15 * time.Minute, Retention: 72 * time.Hour,
 		CrashInterval: 5 * time.Minute, AppInterval: time.Hour}
 	bad := proto.Policy{Name: "bad", RPOThreshold: time.Minute, Retention: time.Hour, CrashInterval: time.Second}
-	r := newRig(t, func(c *Config) { c.Policies = []proto.Policy{gold, bad} })
-	diff(t, "policies", []proto.Policy{proto.DefaultPolicy(), gold}, r.s.Status().Policies)
+	twin := proto.FailbackPolicy("x")
+	r := newRig(t, func(c *Config) { c.Policies = []proto.Policy{gold, bad, twin} })
+	diff(t, "policies", []proto.Policy{proto.DefaultPolicy(), proto.FailbackPolicy("default"), gold, proto.FailbackPolicy("gold")},
+		r.s.Status().Policies)
+	if len(r.s.badConf) != 2 || !strings.HasPrefix(r.s.badConf[1], ErrFailbackPolicy.Error()) {
+		t.Errorf("a failback policy in the configuration was not dropped with the reason: %q", r.s.badConf)
+	}
 }
 
 // TestEnableProtect follows a VM from EnableReplication to protected, for a
@@ -486,6 +491,13 @@ func TestManagementErrors(t *testing.T) {
 			Retention: time.Hour, CrashInterval: time.Minute}}, nil},
 		{"physical server with agent", func(r *rig) { r.register("phys01", r.keys, true) },
 			&proto.EnableReplication{Machine: "phys01"}, nil},
+		{"edit failback policy", nil, &proto.CreatePolicy{Policy: proto.Policy{Name: "default-failback", RPOThreshold: time.Hour,
+			Retention: time.Hour, CrashInterval: time.Minute}}, ErrFailbackPolicy},
+		{"edit failback policy to its own values", nil, &proto.CreatePolicy{Policy: proto.FailbackPolicy("default")}, ErrFailbackPolicy},
+		{"create a name reserved for failback", nil, &proto.CreatePolicy{Policy: proto.FailbackPolicy("nosuch")}, ErrFailbackPolicy},
+		{"protect forward with a failback policy", nil, &proto.EnableReplication{Machine: "db01", Policy: "default-failback"}, ErrFailbackPolicy},
+		{"group with a failback policy", nil, &proto.EnableGroup{Group: "g", Machines: []string{"db01", "web01"}, Policy: "default-failback"},
+			ErrFailbackPolicy},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := newRig(t, nil)
@@ -674,4 +686,39 @@ func TestItemRefusedResync(t *testing.T) {
 	}
 	r.event(proto.ReplicaEvent{Machine: "db01", Event: proto.EventPointLost, PointID: "db01-c-9", Kind: proto.Crash, Detail: "snapshot of disk 0 gone from storage"})
 	diff(t, "alerts", []string{AlertPointLost + " db01/db01-c-9"}, active())
+}
+
+// TestFailbackPolicy: every policy gets its failback twin, with ASR's fixed
+// values, and replacing the policy leaves the twin as it was.
+func TestFailbackPolicy(t *testing.T) {
+	r := newRig(t, nil)
+	gold := proto.Policy{Name: "gold", RPOThreshold: 30 * time.Minute, Retention: 72 * time.Hour,
+		CrashInterval: 10 * time.Minute, AppInterval: 2 * time.Hour, Compression: "zstd"}
+	r.mustOK(&proto.CreatePolicy{Policy: gold})
+	policy := func(name string) (proto.Policy, bool) {
+		for _, p := range r.s.Status().Policies {
+			if p.Name == name {
+				return p, true
+			}
+		}
+		return proto.Policy{}, false
+	}
+	want := proto.Policy{Name: "gold-failback", RPOThreshold: 15 * time.Minute, Retention: 24 * time.Hour,
+		CrashInterval: 5 * time.Minute, AppInterval: 60 * time.Minute, Compression: "s2"}
+	got, ok := policy("gold-failback")
+	if !ok {
+		t.Fatal("no gold-failback after creating gold")
+	}
+	diff(t, "gold-failback", want, got)
+	gold.RPOThreshold = time.Hour
+	r.mustOK(&proto.CreatePolicy{Policy: gold})
+	got, _ = policy("gold-failback")
+	diff(t, "gold-failback after gold was replaced", want, got)
+	rep := r.request(&proto.CreatePolicy{Policy: proto.Policy{Name: "gold-failback", RPOThreshold: time.Hour,
+		Retention: 48 * time.Hour, CrashInterval: 5 * time.Minute}})
+	if rep.OK || !strings.Contains(rep.Reason, "gold-failback is the failback policy of gold") {
+		t.Errorf("edit of gold-failback: %+v", rep)
+	}
+	got, _ = policy("gold-failback")
+	diff(t, "gold-failback after a refused edit", want, got)
 }

@@ -192,6 +192,9 @@ func (s *Server) validateGroup(req *proto.EnableGroup) (members []string, master
 	if _, ok := s.policies[policy]; !ok {
 		return nil, "", "", fmt.Errorf("%w %q", ErrUnknownPolicy, policy)
 	}
+	if err := checkNotFailback(policy, "only reprotect (Azure to on-premises) uses it"); err != nil {
+		return nil, "", "", err
+	}
 	for _, mn := range members {
 		m, ok := s.machines[mn]
 		if err := enableable(mn, m, ok); err != nil {

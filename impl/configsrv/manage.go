@@ -20,17 +20,45 @@ func reply(ctx runtime.Context, to runtime.Addr, req wire.Msg, subject, note str
 	send(ctx, to, r)
 }
 
-// createPolicy adds or replaces a policy. Machines using a replaced policy
-// get it through PolicyFor again (retention on the Azure side); their agents
-// keep the bookmark intervals of the Protect they have until the next one.
+// addPolicy adds or replaces p, and creates its failback twin if it has
+// none (the twin's values are fixed: replacing p leaves it as it is).
+func (s *Server) addPolicy(p proto.Policy) {
+	s.policies[p.Name] = p
+	fb := proto.FailbackPolicy(p.Name)
+	if _, ok := s.policies[fb.Name]; !ok {
+		s.policies[fb.Name] = fb
+	}
+}
+
+// checkNotFailback refuses a policy name reserved for failback twins: the
+// user may not create, replace or protect with one. why says which.
+func checkNotFailback(name, why string) error {
+	base, ok := proto.FailbackOf(name)
+	if !ok {
+		return nil
+	}
+	fb := proto.FailbackPolicy(base)
+	return fmt.Errorf("%w: %s is the failback policy of %s, made with it and fixed (RPO threshold %v, retention %v, app-consistent every %v): "+
+		"%s (names ending in %s are reserved for failback policies)",
+		ErrFailbackPolicy, name, base, fb.RPOThreshold, fb.Retention, fb.AppInterval, why, proto.FailbackSuffix)
+}
+
+// createPolicy adds or replaces a policy, with its failback twin. Machines
+// using a replaced policy get it through PolicyFor again (retention on the
+// Azure side); their agents keep the bookmark intervals of the Protect they
+// have until the next one. A failback policy is refused (ErrFailbackPolicy).
 func (s *Server) createPolicy(ctx runtime.Context, from runtime.Addr, req *proto.CreatePolicy) {
 	p := req.Policy
+	if err := checkNotFailback(p.Name, "it cannot be edited"); err != nil {
+		reply(ctx, from, req, p.Name, "", err)
+		return
+	}
 	if err := p.Validate(); err != nil {
 		reply(ctx, from, req, p.Name, "", fmt.Errorf("%w: %w", ErrInvalidPolicy, err))
 		return
 	}
 	old, exists := s.policies[p.Name]
-	s.policies[p.Name] = p
+	s.addPolicy(p)
 	note := "created"
 	if exists {
 		note = "replaced"
@@ -77,6 +105,10 @@ func (s *Server) enable(ctx runtime.Context, from runtime.Addr, req *proto.Enabl
 	}
 	if _, ok := s.policies[policy]; !ok {
 		reply(ctx, from, req, name, "", fmt.Errorf("%w %q", ErrUnknownPolicy, policy))
+		return
+	}
+	if err := checkNotFailback(policy, "only reprotect (Azure to on-premises) uses it"); err != nil {
+		reply(ctx, from, req, name, "", err)
 		return
 	}
 	if m.state.enabled() {

@@ -17,6 +17,8 @@
 //	master -> cs         TagRound (a round's outcome and write holds)
 //	portal -> failover   FailoverRequest, JobAction, SetTarget; failover answers Reply
 //	failover -> azure    StopReplication, MakeLatest, CommitPoint; azure answers Reply
+//	reprotect -> mt      AttachTarget (mt answers Reply), ItemMsg (mt answers ItemAck),
+//	                     BlockSumRequest (mt answers BlockSumReply)
 //
 // Every message names the machine it concerns, so that one process server
 // and one Azure service serve many machines.
@@ -135,6 +137,9 @@ const (
 	KindFailoverRequest
 	KindJobAction
 	KindSetTarget
+	KindAttachTarget
+	KindBlockSumRequest
+	KindBlockSumReply
 )
 
 func init() {
@@ -168,6 +173,9 @@ func init() {
 	reg(KindFailoverRequest, "failover-request", func() wire.Msg { return &FailoverRequest{} })
 	reg(KindJobAction, "job-action", func() wire.Msg { return &JobAction{} })
 	reg(KindSetTarget, "set-target", func() wire.Msg { return &SetTarget{} })
+	reg(KindAttachTarget, "attach-target", func() wire.Msg { return &AttachTarget{} })
+	reg(KindBlockSumRequest, "block-sum-request", func() wire.Msg { return &BlockSumRequest{} })
+	reg(KindBlockSumReply, "block-sum-reply", func() wire.Msg { return &BlockSumReply{} })
 }
 
 // Register is an agent announcing itself to the configuration server.
@@ -381,6 +389,9 @@ const (
 	AckCacheFull = "cache-full" // back-pressure: retry later
 	AckGap       = "gap"        // an item arrived ahead of Acked+1: resend from Acked+1
 	AckRefused   = "refused"    // the item is malformed: Reason says why
+	// AckWriteFailed: the item could not be applied (a master target's
+	// datastore full or failing): it is not acknowledged, retry later.
+	AckWriteFailed = "write-failed"
 )
 
 // ItemAck is the process server's cumulative acknowledgement: every item up

@@ -48,6 +48,10 @@ func TestRoundTrip(t *testing.T) {
 		&FailoverRequest{Req: "r5", Op: OpFailover, VMs: []string{"a"}, Point: PointChoice{Kind: PointCustom, ID: "p1"}, ShutdownSource: true},
 		&JobAction{Req: "r6", JobID: "j1", Action: ActionResume},
 		&SetTarget{Req: "r7", Machine: "a", Subnet: "app", IP: "10.0.1.4", Size: "Standard_D2s_v3", OSType: "Linux", Hydrate: true},
+		&AttachTarget{Req: "r8", Machine: "a", Disks: []TargetDisk{{"[ds1] a/a-flat.vmdk", 1 << 26}, {"[ds1] a/a_1-flat.vmdk", 1 << 20}}},
+		&BlockSumRequest{Req: "r9", Machine: "a", Disk: 1, Off: 8192, Blocks: 3},
+		&BlockSumReply{Req: "r9", Machine: "a", Disk: 1, Off: 8192, BlockSize: ChecksumBlockSize, Applied: 7, Sums: make([]byte, 3*ChecksumSize), Final: true},
+		&BlockSumReply{Req: "r10", Machine: "a", Err: "mastertarget: disk 4 of 2"},
 	}
 	seen := map[wire.Kind]bool{}
 	for _, m := range msgs {
@@ -60,7 +64,7 @@ func TestRoundTrip(t *testing.T) {
 		}
 		seen[m.WireKind()] = true
 	}
-	for k := KindRegister; k <= KindSetTarget; k++ {
+	for k := KindRegister; k <= KindBlockSumReply; k++ {
 		if !seen[k] {
 			t.Errorf("kind %s has no round-trip case", wire.KindName(k))
 		}
@@ -100,6 +104,27 @@ func TestPolicyValidate(t *testing.T) {
 		f(&p)
 		if err := p.Validate(); err == nil {
 			t.Errorf("case %d: %+v accepted", i, p)
+		}
+	}
+}
+
+func TestFailbackPolicy(t *testing.T) {
+	p := FailbackPolicy("gold")
+	want := Policy{Name: "gold-failback", RPOThreshold: 15 * time.Minute, Retention: 24 * time.Hour,
+		CrashInterval: 5 * time.Minute, AppInterval: time.Hour, Compression: "s2"}
+	if d := cmp.Diff(want, p); d != "" {
+		t.Errorf("(-want +got):\n%s", d)
+	}
+	if err := p.Validate(); err != nil {
+		t.Error(err)
+	}
+	for _, tt := range []struct {
+		name, base string
+		ok         bool
+	}{{"gold-failback", "gold", true}, {"gold", "", false}, {"failback", "", false}, {"-failback", "", true}} {
+		base, ok := FailbackOf(tt.name)
+		if ok != tt.ok || (ok && base != tt.base) {
+			t.Errorf("FailbackOf(%q) = %q, %v", tt.name, base, ok)
 		}
 	}
 }

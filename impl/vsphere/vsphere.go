@@ -27,6 +27,8 @@ var (
 	ErrGuestAuth         = errors.New("vsphere: guest authentication failed")
 	ErrGuestUnavailable  = errors.New("vsphere: guest operations unavailable")
 	ErrUnsupported       = errors.New("vsphere: unsupported")
+	// ErrNoSpace: the datastore is full (vCenter's NoDiskSpace fault).
+	ErrNoSpace = errors.New("vsphere: datastore full")
 )
 
 // PowerState is a VM's power state, with vSphere's own spelling.
@@ -151,4 +153,20 @@ func ParseDatastorePath(s string) (DatastorePath, error) {
 		return DatastorePath{}, fmt.Errorf("vsphere: datastore path %q: %w: want \"[datastore] path\"", s, ErrInvalidArgument)
 	}
 	return DatastorePath{Datastore: ds, Path: strings.TrimSpace(p)}, nil
+}
+
+// FlatExtentPath is the datastore path of the flat extent that holds the
+// data of the disk whose descriptor is desc: "[ds1] db01/db01.vmdk" has its
+// bytes in "[ds1] db01/db01-flat.vmdk", the file a master target writes.
+func FlatExtentPath(desc string) (string, error) {
+	p, err := ParseDatastorePath(desc)
+	if err != nil {
+		return "", err
+	}
+	base, ok := strings.CutSuffix(p.Path, ".vmdk")
+	if !ok || base == "" || strings.HasSuffix(base, "-flat") {
+		return "", fmt.Errorf("vsphere: disk descriptor %q: %w: want \"[datastore] dir/name.vmdk\"", desc, ErrInvalidArgument)
+	}
+	p.Path = base + "-flat.vmdk"
+	return p.String(), nil
 }

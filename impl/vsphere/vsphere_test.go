@@ -43,3 +43,23 @@ func TestDatastorePathRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+func TestFlatExtentPath(t *testing.T) {
+	tests := []struct {
+		in, want string
+		wantErr  error
+	}{
+		{"[ds1] db01/db01.vmdk", "[ds1] db01/db01-flat.vmdk", nil},
+		{"[ds 2] a b/c_1.vmdk", "[ds 2] a b/c_1-flat.vmdk", nil},
+		{"[ds1] db01/db01-flat.vmdk", "", ErrInvalidArgument},
+		{"[ds1] db01/db01.vmx", "", ErrInvalidArgument},
+		{"[ds1]", "", ErrInvalidArgument},
+		{"db01.vmdk", "", ErrInvalidArgument},
+	}
+	for _, tt := range tests {
+		got, err := FlatExtentPath(tt.in)
+		if !errors.Is(err, tt.wantErr) || got != tt.want {
+			t.Errorf("FlatExtentPath(%q) = %q, %v; want %q, %v", tt.in, got, err, tt.want, tt.wantErr)
+		}
+	}
+}

@@ -12,6 +12,7 @@ import (
 
 	port "github.com/v2a-dr/v2a/impl/vsphere"
 	"github.com/v2a-dr/v2a/impl/vsphere/vcenter"
+	"github.com/v2a-dr/v2a/impl/vsphere/vspheretest"
 )
 
 // buildLab builds the lab fixture in a fresh directory and closes it when
@@ -418,6 +419,53 @@ func TestOverHTTP(t *testing.T) {
 			t.Errorf("%s: error = %v, want %v", e.name, e.err, e.want)
 		}
 	}
+}
+
+// TestFilesConformance holds the vcenter adapter, over HTTP to vcsim, to
+// the datastore file suite the in-memory stand-in (memds) passes too; and
+// checks that a disk's flat extent is where vsphere.FlatExtentPath says.
+func TestFilesConformance(t *testing.T) {
+	ctx := context.Background()
+	w, _ := buildLab(t)
+	u := w.URL()
+	u.User = nil
+	c, err := vcenter.Dial(ctx, u.String(), User, Password, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	vspheretest.Files(t, c, port.DatastorePath{Datastore: "ds-ssd01", Path: "db01"})
+
+	vms, err := c.Discover(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, vm := range vms {
+		if vm.Name != "db01" {
+			continue
+		}
+		flat, err := port.FlatExtentPath(vm.Disks[0].Path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		host, err := w.DiskFile("db01", 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := os.ReadFile(host)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := c.ReadFile(ctx, flat)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != len(want) || len(got) == 0 {
+			t.Errorf("ReadFile(%s) = %d bytes, the flat extent on disk has %d", flat, len(got), len(want))
+		}
+		return
+	}
+	t.Fatal("lab fixture has no db01")
 }
 
 func BenchmarkBuildLab(b *testing.B) {

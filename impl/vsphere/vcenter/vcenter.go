@@ -592,6 +592,7 @@ var faultKinds = []struct {
 	{&types.GuestPermissionDenied{}, vsphere.ErrGuestAuth},
 	{&types.GuestOperationsUnavailable{}, vsphere.ErrGuestUnavailable},
 	{&types.ToolsUnavailable{}, vsphere.ErrGuestUnavailable},
+	{&types.NoDiskSpace{}, vsphere.ErrNoSpace},
 	{&types.InvalidArgument{}, vsphere.ErrInvalidArgument},
 	{&types.InvalidDeviceSpec{}, vsphere.ErrInvalidArgument},
 }

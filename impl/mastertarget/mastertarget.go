@@ -1,0 +1,600 @@
+// Package mastertarget is the on-premises master target of failback: it
+// receives a failed-over machine's replication stream coming back from
+// Azure and writes it into the disks of the on-premises VM — the flat
+// extents ("-flat.vmdk") in the vSphere datastore, through the vSphere port
+// — keeping its applied position on a retention volume. It serves at most
+// proto.MaxTargetDisks (60) disks across every VM attached to it.
+//
+// The stream is the forward one's (batch.Item in proto.ItemMsg, answered
+// with proto.ItemAck), so an item means the same in both directions. The
+// ordering rules, per machine:
+//
+//  1. AttachTarget names the machine's disks. The state file that records
+//     them (<RetentionDir>/<machine>.state) is written and fsynced before
+//     the Reply says OK; until then the machine's items are refused as not
+//     attached. A request that would take the target past its disk limit
+//     is refused, and nothing of it is kept.
+//  2. Items are taken strictly in stream order: with Applied the last item
+//     applied and Received the last one queued, only Received+1 is queued;
+//     a later one is answered AckGap with the expected number, an earlier
+//     one already applied is acknowledged again, an earlier one still
+//     queued is not answered (its apply will be). An item that does not
+//     decode, names another machine or sequence number, or writes outside
+//     the attached disks is refused (AckRefused, the reason said) and not
+//     queued.
+//  3. Queued items are applied in order by one op at a time per machine:
+//     it reads each disk the items touch, applies them, writes the disks
+//     back, then writes the new Applied to the state file and fsyncs it.
+//     Only when that op completes are the items acknowledged (ItemAck,
+//     cumulative): the ack never runs ahead of the durable position.
+//  4. When a datastore write fails (full, unreachable) or the retention
+//     volume does, nothing is acknowledged: the sender is told
+//     AckWriteFailed with the reason, the items stay queued and the op is
+//     tried again after RetryEvery. Applying items again is harmless (the
+//     same bytes at the same offsets), which is also why a crash between a
+//     disk write and the state fsync loses nothing: the sender still holds
+//     the items and resends them from Applied+1.
+//  5. BlockSumRequest is answered between applies (never during one), with
+//     the sums of the disk as it stands at Applied, by the one rule
+//     proto.BlockSum: a reprotect compares them with the Azure disk's and
+//     sends only the blocks that differ.
+//  6. A restarted Target rebuilds every machine from the retention volume
+//     before it handles a message (messages received meanwhile wait). A
+//     state file that does not read is reported in Status and its machine
+//     refused until an operator removes the file: its position is never
+//     guessed.
+//
+// The vSphere port moves whole datastore files, so each apply reads and
+// writes whole disks: fine for the simulated disks; a production master
+// target would write extents in place (VDDK), behind the same rules.
+package mastertarget
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/v2a-dr/v2a/impl/batch"
+	"github.com/v2a-dr/v2a/impl/fsys"
+	"github.com/v2a-dr/v2a/impl/proto"
+	"github.com/v2a-dr/v2a/impl/runtime"
+	"github.com/v2a-dr/v2a/impl/vsphere"
+	"github.com/v2a-dr/v2a/impl/wire"
+)
+
+// Errors. Each is wrapped with the machine, item or disk it concerns.
+var (
+	ErrTooManyDisks = errors.New("mastertarget: too many disks")
+	ErrNotAttached  = errors.New("mastertarget: machine not attached")
+	ErrAttached     = errors.New("mastertarget: machine attached to other disks")
+	ErrBadAttach    = errors.New("mastertarget: bad attach request")
+	ErrGap          = errors.New("mastertarget: gap in the stream")
+	ErrCorrupt      = errors.New("mastertarget: corrupt item")
+	ErrForeign      = errors.New("mastertarget: item does not fit the attached disks")
+	ErrQueueFull    = errors.New("mastertarget: queue full")
+	ErrDatastore    = errors.New("mastertarget: datastore write failed")
+	ErrRetention    = errors.New("mastertarget: retention volume write failed")
+	ErrStateCorrupt = errors.New("mastertarget: retention state damaged")
+	ErrBadRange     = errors.New("mastertarget: bad block range")
+)
+
+// Defaults of Config's zero fields.
+const (
+	DefaultRetryEvery    = 30 * time.Second
+	DefaultMaxQueueItems = 256
+	DefaultMaxApplyItems = 64
+	// earlyLimit bounds the messages kept while the retention volume loads;
+	// later ones are dropped (senders retry).
+	earlyLimit = 1024
+)
+
+// DeviceRetention is the retention volume (runtime.DiskIO.Device).
+const DeviceRetention = "retention"
+
+// Config configures a Target. Zero fields take the defaults above.
+type Config struct {
+	// VC is the vSphere port holding the VMs' datastores.
+	VC vsphere.Client
+	// VCenterPeer is the Peer of vSphere ops (the network model's host);
+	// "" for a local one.
+	VCenterPeer string
+	// FS and RetentionDir are the retention volume. It must survive
+	// restarts: it is where the applied positions live. Default fsys.OS{}.
+	FS           fsys.FS
+	RetentionDir string
+	// MaxDisks is the disks the target serves across every machine: at
+	// most, and by default, proto.MaxTargetDisks.
+	MaxDisks int
+	// RetryEvery is how long a failed apply (or load) waits to be tried
+	// again.
+	RetryEvery time.Duration
+	// MaxQueueItems bounds the items of a machine received and not yet
+	// applied; one more is answered AckCacheFull (retry later).
+	MaxQueueItems int
+	// MaxApplyItems bounds the items one apply op takes.
+	MaxApplyItems int
+}
+
+// Target is the master target. Build it with New; drive it as a
+// runtime.Actor.
+type Target struct {
+	cfg Config
+	ret retention
+
+	loaded   bool
+	early    []runtime.Message
+	machines map[string]*machine
+	broken   []string // state files that do not read, with the reason
+	ops      runtime.Ops[opTag]
+	timers   runtime.Timers
+}
+
+type machine struct {
+	st        state         // as durable on the retention volume
+	queue     []*batch.Item // received, not applied: queue[i].Seq == st.Applied+1+i
+	sender    runtime.Addr  // where acks go: the last sender of an item
+	busy      bool          // an apply or checksum op runs
+	attaching bool          // the attach's state file is being written
+	replies   []attachReply // attach requests waiting for that write
+	sums      []sumReq
+	retrying  bool // an apply failed; the retry timer restarts it
+	lastErr   string
+
+	itemsApplied int64
+	bytesWritten int64
+}
+
+type attachReply struct {
+	to  runtime.Addr
+	req string
+}
+
+type sumReq struct {
+	to     runtime.Addr
+	req    proto.BlockSumRequest
+	blocks int64
+	final  bool
+}
+
+type opKind int
+
+const (
+	opLoad opKind = iota
+	opAttach
+	opApply
+	opSums
+)
+
+type opTag struct {
+	kind    opKind
+	machine string
+	job     applyJob
+	sum     sumReq
+}
+
+const (
+	timerRetry = "retry"
+	timerLoad  = "load"
+)
+
+// New returns a Target. A MaxDisks over proto.MaxTargetDisks is an error.
+func New(cfg Config) (*Target, error) {
+	if cfg.VC == nil || cfg.RetentionDir == "" {
+		return nil, fmt.Errorf("mastertarget: config needs a vSphere client and a retention directory")
+	}
+	if cfg.MaxDisks > proto.MaxTargetDisks {
+		return nil, fmt.Errorf("%w: a master target serves at most %d disks, not %d", ErrTooManyDisks, proto.MaxTargetDisks, cfg.MaxDisks)
+	}
+	if cfg.MaxDisks <= 0 {
+		cfg.MaxDisks = proto.MaxTargetDisks
+	}
+	if cfg.FS == nil {
+		cfg.FS = fsys.OS{}
+	}
+	if cfg.RetryEvery <= 0 {
+		cfg.RetryEvery = DefaultRetryEvery
+	}
+	if cfg.MaxQueueItems <= 0 {
+		cfg.MaxQueueItems = DefaultMaxQueueItems
+	}
+	if cfg.MaxApplyItems <= 0 {
+		cfg.MaxApplyItems = DefaultMaxApplyItems
+	}
+	return &Target{cfg: cfg, ret: retention{fs: cfg.FS, dir: cfg.RetentionDir}}, nil
+}
+
+// Handle implements runtime.Actor.
+func (t *Target) Handle(ctx runtime.Context, ev runtime.Event) {
+	switch ev := ev.(type) {
+	case runtime.Started:
+		t.loaded, t.early, t.machines, t.broken = false, nil, map[string]*machine{}, nil
+		t.ops, t.timers = runtime.Ops[opTag]{}, runtime.Timers{}
+		t.load(ctx)
+	case runtime.Message:
+		if !t.loaded {
+			if len(t.early) < earlyLimit {
+				t.early = append(t.early, ev)
+			} else {
+				ctx.Log().Warn("mastertarget: message dropped while loading", "from", string(ev.From))
+			}
+			return
+		}
+		t.message(ctx, ev)
+	case runtime.Timer:
+		if !t.timers.Fired(ev) {
+			return
+		}
+		switch ev.Name {
+		case timerLoad:
+			t.load(ctx)
+		case timerRetry:
+			for _, name := range t.names() {
+				if m := t.machines[name]; m.retrying {
+					m.retrying = false
+					t.kick(ctx, m)
+				}
+			}
+		}
+	case runtime.Done:
+		tag, ok := t.ops.Complete(ev)
+		if !ok {
+			return
+		}
+		switch tag.kind {
+		case opLoad:
+			t.loadDone(ctx, ev)
+		case opAttach:
+			t.attachDone(ctx, tag.machine, ev)
+		case opApply:
+			t.applyDone(ctx, tag, ev)
+		case opSums:
+			t.sumsDone(ctx, tag, ev)
+		}
+	}
+}
+
+func (t *Target) names() []string {
+	names := make([]string, 0, len(t.machines))
+	for n := range t.machines {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
+}
+
+func (t *Target) load(ctx runtime.Context) {
+	ret := t.ret
+	t.ops.Start(ctx, runtime.Op{Name: "mastertarget load retention", Disk: &runtime.DiskIO{Device: DeviceRetention},
+		Run: func(context.Context) (any, error) { return ret.load() }}, opTag{kind: opLoad})
+}
+
+func (t *Target) loadDone(ctx runtime.Context, d runtime.Done) {
+	if d.Err != nil {
+		ctx.Log().Error("mastertarget: retention volume unreadable", "err", d.Err.Error())
+		t.timers.Set(ctx, timerLoad, t.cfg.RetryEvery)
+		return
+	}
+	l := d.Value.(loaded)
+	for _, s := range l.states {
+		t.machines[s.Machine] = &machine{st: s}
+		ctx.Log().Info("mastertarget: machine restored", "machine", s.Machine, "disks", len(s.Disks), "applied", s.Applied)
+	}
+	t.broken = l.broken
+	for _, b := range l.broken {
+		ctx.Log().Error("mastertarget: retention state unreadable", "err", b)
+	}
+	t.loaded = true
+	early := t.early
+	t.early = nil
+	for _, m := range early {
+		t.message(ctx, m)
+	}
+}
+
+func (t *Target) message(ctx runtime.Context, ev runtime.Message) {
+	msg, err := wire.Decode(ev.Data)
+	if err != nil {
+		ctx.Log().Warn("mastertarget: frame refused", "from", string(ev.From), "err", err.Error())
+		return
+	}
+	switch m := msg.(type) {
+	case *proto.ItemMsg:
+		t.item(ctx, ev.From, m)
+	case *proto.AttachTarget:
+		t.attach(ctx, ev.From, m)
+	case *proto.BlockSumRequest:
+		t.blockSums(ctx, ev.From, m)
+	default:
+		ctx.Log().Warn("mastertarget: message refused", "from", string(ev.From), "kind", wire.KindName(msg.WireKind()))
+	}
+}
+
+// disksInUse counts the disks of every machine attached or attaching.
+func (t *Target) disksInUse() int {
+	n := 0
+	for _, m := range t.machines {
+		n += len(m.st.Disks)
+	}
+	return n
+}
+
+func (t *Target) attach(ctx runtime.Context, from runtime.Addr, req *proto.AttachTarget) {
+	refuse := func(err error) {
+		ctx.Log().Warn("mastertarget: attach refused", "machine", req.Machine, "err", err.Error())
+		ctx.Send(from, wire.Encode(&proto.Reply{Request: "attach-target", Subject: req.Machine, Reason: err.Error(), Req: req.Req}))
+	}
+	if err := t.checkAttach(req); err != nil {
+		refuse(err)
+		return
+	}
+	if m, ok := t.machines[req.Machine]; ok {
+		if !slices.Equal(m.st.Disks, req.Disks) {
+			refuse(fmt.Errorf("%w: %s has %d disks here (%s…)", ErrAttached, req.Machine, len(m.st.Disks), m.st.Disks[0].Path))
+			return
+		}
+		if m.attaching {
+			m.replies = append(m.replies, attachReply{from, req.Req})
+			return
+		}
+		ctx.Send(from, wire.Encode(&proto.Reply{Request: "attach-target", Subject: req.Machine, OK: true, Req: req.Req}))
+		return
+	}
+	if n := t.disksInUse() + len(req.Disks); n > t.cfg.MaxDisks {
+		refuse(fmt.Errorf("%w: %s's %d disks would make %d, over the %d this master target serves",
+			ErrTooManyDisks, req.Machine, len(req.Disks), n, t.cfg.MaxDisks))
+		return
+	}
+	m := &machine{st: state{Machine: req.Machine, Disks: slices.Clone(req.Disks)}, attaching: true,
+		replies: []attachReply{{from, req.Req}}}
+	t.machines[req.Machine] = m
+	ret, st := t.ret, m.st
+	t.ops.Start(ctx, runtime.Op{Name: "mastertarget attach " + req.Machine,
+		Disk: &runtime.DiskIO{Device: DeviceRetention, Bytes: int64(len(st.marshal())), Syncs: 2},
+		Run:  func(context.Context) (any, error) { return nil, ret.write(st) }},
+		opTag{kind: opAttach, machine: req.Machine})
+}
+
+// checkAttach refuses a request that names no usable machine or disks, or
+// a disk another machine writes.
+func (t *Target) checkAttach(req *proto.AttachTarget) error {
+	if err := checkMachineName(req.Machine); err != nil {
+		return err
+	}
+	for _, b := range t.broken {
+		if strings.HasPrefix(b, stateName(req.Machine)+":") {
+			return fmt.Errorf("%w: %s (remove the file to start %s over)", ErrStateCorrupt, b, req.Machine)
+		}
+	}
+	if len(req.Disks) == 0 {
+		return fmt.Errorf("%w: %s names no disks", ErrBadAttach, req.Machine)
+	}
+	if len(req.Disks) > t.cfg.MaxDisks {
+		return fmt.Errorf("%w: %s has %d disks, over the %d a master target serves", ErrTooManyDisks, req.Machine, len(req.Disks), t.cfg.MaxDisks)
+	}
+	inUse := map[string]string{}
+	for name, m := range t.machines {
+		if name == req.Machine {
+			continue
+		}
+		for _, d := range m.st.Disks {
+			inUse[d.Path] = name
+		}
+	}
+	for i, d := range req.Disks {
+		p, err := vsphere.ParseDatastorePath(d.Path)
+		if err != nil || p.Path == "" {
+			return fmt.Errorf("%w: %s disk %d: path %q is not \"[datastore] file\"", ErrBadAttach, req.Machine, i, d.Path)
+		}
+		if d.CapacityBytes <= 0 {
+			return fmt.Errorf("%w: %s disk %d: capacity %d bytes", ErrBadAttach, req.Machine, i, d.CapacityBytes)
+		}
+		if other, ok := inUse[d.Path]; ok {
+			return fmt.Errorf("%w: %s disk %d: %s is %s's", ErrBadAttach, req.Machine, i, d.Path, other)
+		}
+		inUse[d.Path] = req.Machine
+	}
+	return nil
+}
+
+func (t *Target) attachDone(ctx runtime.Context, name string, d runtime.Done) {
+	m := t.machines[name]
+	replies := m.replies
+	m.replies, m.attaching = nil, false
+	reply := proto.Reply{Request: "attach-target", Subject: name, OK: d.Err == nil}
+	if d.Err != nil {
+		delete(t.machines, name)
+		reply.Reason = d.Err.Error()
+		ctx.Log().Error("mastertarget: attach failed", "machine", name, "err", d.Err.Error())
+	} else {
+		ctx.Log().Info("mastertarget: machine attached", "machine", name, "disks", len(m.st.Disks))
+	}
+	for _, r := range replies {
+		reply.Req = r.req
+		ctx.Send(r.to, wire.Encode(&reply))
+	}
+}
+
+func (t *Target) item(ctx runtime.Context, from runtime.Addr, msg *proto.ItemMsg) {
+	m, ok := t.machines[msg.Machine]
+	if !ok || m.attaching {
+		t.ack(ctx, from, msg.Machine, 0, proto.AckRefused, fmt.Errorf("%w: %s", ErrNotAttached, msg.Machine))
+		return
+	}
+	m.sender = from
+	applied := m.st.Applied
+	received := applied + uint64(len(m.queue))
+	switch {
+	case msg.Seq <= applied:
+		t.ack(ctx, from, msg.Machine, applied, proto.AckOK, nil)
+		return
+	case msg.Seq <= received:
+		return // queued: its apply answers
+	case msg.Seq > received+1:
+		t.ack(ctx, from, msg.Machine, applied, proto.AckGap,
+			fmt.Errorf("%w: %s: expected item %d, got %d", ErrGap, msg.Machine, received+1, msg.Seq))
+		return
+	}
+	it, err := batch.Unmarshal(msg.Data)
+	if err == nil {
+		err = it.Validate()
+	}
+	if err != nil {
+		t.ack(ctx, from, msg.Machine, applied, proto.AckRefused, fmt.Errorf("%w: %s item %d: %w", ErrCorrupt, msg.Machine, msg.Seq, err))
+		return
+	}
+	if it.Machine != msg.Machine || it.Seq != msg.Seq {
+		t.ack(ctx, from, msg.Machine, applied, proto.AckRefused,
+			fmt.Errorf("%w: message for %s item %d carries %s item %d", ErrForeign, msg.Machine, msg.Seq, it.Machine, it.Seq))
+		return
+	}
+	if err := checkItem(it, m.st.Disks); err != nil {
+		t.ack(ctx, from, msg.Machine, applied, proto.AckRefused, err)
+		return
+	}
+	if len(m.queue) >= t.cfg.MaxQueueItems {
+		t.ack(ctx, from, msg.Machine, applied, proto.AckCacheFull,
+			fmt.Errorf("%w: %s has %d items waiting to be applied", ErrQueueFull, msg.Machine, len(m.queue)))
+		return
+	}
+	m.queue = append(m.queue, it)
+	t.kick(ctx, m)
+}
+
+func (t *Target) ack(ctx runtime.Context, to runtime.Addr, machine string, acked uint64, status string, err error) {
+	a := &proto.ItemAck{Machine: machine, Acked: acked, Status: status}
+	if err != nil {
+		a.Reason = err.Error()
+		ctx.Log().Warn("mastertarget: item not taken", "machine", machine, "status", status, "err", a.Reason)
+	}
+	ctx.Send(to, wire.Encode(a))
+}
+
+// kick starts a machine's next op, if it has none running: checksum
+// requests first (they are small and a reprotect waits on them), then the
+// queued items, unless an apply failed and waits for its retry.
+func (t *Target) kick(ctx runtime.Context, m *machine) {
+	if m.busy || m.attaching {
+		return
+	}
+	vc, peer := t.cfg.VC, t.cfg.VCenterPeer
+	if len(m.sums) > 0 {
+		sr := m.sums[0]
+		m.sums = m.sums[1:]
+		disk := m.st.Disks[sr.req.Disk]
+		m.busy = true
+		t.ops.Start(ctx, runtime.Op{Name: "mastertarget block sums " + m.st.Machine, Peer: peer, Bytes: disk.CapacityBytes,
+			Run: func(c context.Context) (any, error) { return blockSums(c, vc, disk, sr.req.Off, sr.blocks) }},
+			opTag{kind: opSums, machine: m.st.Machine, sum: sr})
+		return
+	}
+	if len(m.queue) == 0 || m.retrying {
+		return
+	}
+	n := min(len(m.queue), t.cfg.MaxApplyItems)
+	items := slices.Clone(m.queue[:n])
+	next := m.st
+	next.Disks = slices.Clone(m.st.Disks)
+	next.Applied = items[n-1].Seq
+	next.LastBookmark = lastBookmark(items, m.st.LastBookmark)
+	job := applyJob{disks: next.Disks, items: items, next: next}
+	var bytes int64
+	for _, di := range touched(items) {
+		bytes += 2 * next.Disks[di].CapacityBytes // the port moves whole files, both ways
+	}
+	ret := t.ret
+	m.busy = true
+	t.ops.Start(ctx, runtime.Op{Name: "mastertarget apply " + m.st.Machine, Peer: peer, Bytes: bytes,
+		Disk: &runtime.DiskIO{Device: DeviceRetention, Bytes: int64(len(next.marshal())), Syncs: 2},
+		Run:  func(c context.Context) (any, error) { return job.run(c, vc, ret) }},
+		opTag{kind: opApply, machine: m.st.Machine, job: job})
+}
+
+func (t *Target) applyDone(ctx runtime.Context, tag opTag, d runtime.Done) {
+	m := t.machines[tag.machine]
+	m.busy = false
+	if d.Err != nil {
+		m.lastErr = d.Err.Error()
+		m.retrying = true
+		t.timers.Arm(ctx, timerRetry, t.cfg.RetryEvery)
+		if m.sender != "" {
+			a := &proto.ItemAck{Machine: tag.machine, Acked: m.st.Applied, Status: proto.AckWriteFailed, Reason: m.lastErr}
+			ctx.Send(m.sender, wire.Encode(a))
+		}
+		ctx.Log().Warn("mastertarget: apply failed", "machine", tag.machine, "applied", m.st.Applied, "err", m.lastErr)
+		t.kick(ctx, m) // checksum requests still get answers
+		return
+	}
+	res := d.Value.(applyResult)
+	n := len(tag.job.items)
+	m.st = tag.job.next
+	m.queue = m.queue[n:]
+	m.lastErr = ""
+	m.itemsApplied += int64(n)
+	m.bytesWritten += res.bytesWritten
+	ctx.Log().Info("mastertarget: items applied", "machine", tag.machine, "items", n, "applied", m.st.Applied)
+	if m.sender != "" {
+		ctx.Send(m.sender, wire.Encode(&proto.ItemAck{Machine: tag.machine, Acked: m.st.Applied, Status: proto.AckOK}))
+	}
+	t.kick(ctx, m)
+}
+
+func (t *Target) blockSums(ctx runtime.Context, from runtime.Addr, req *proto.BlockSumRequest) {
+	reply := func(err error) {
+		ctx.Log().Warn("mastertarget: block sums refused", "machine", req.Machine, "err", err.Error())
+		ctx.Send(from, wire.Encode(&proto.BlockSumReply{Req: req.Req, Machine: req.Machine, Disk: req.Disk, Off: req.Off, Err: err.Error()}))
+	}
+	m, ok := t.machines[req.Machine]
+	if !ok || m.attaching {
+		reply(fmt.Errorf("%w: %s", ErrNotAttached, req.Machine))
+		return
+	}
+	if int(req.Disk) >= len(m.st.Disks) {
+		reply(fmt.Errorf("%w: %s disk %d of %d", ErrBadRange, req.Machine, req.Disk, len(m.st.Disks)))
+		return
+	}
+	capBytes := m.st.Disks[req.Disk].CapacityBytes
+	if req.Off < 0 || req.Off%proto.ChecksumBlockSize != 0 || req.Off >= capBytes || req.Blocks < 0 {
+		reply(fmt.Errorf("%w: %s disk %d: %d blocks at %d (block-aligned, within %d bytes)", ErrBadRange, req.Machine, req.Disk, req.Blocks, req.Off, capBytes))
+		return
+	}
+	rest := (capBytes - req.Off + proto.ChecksumBlockSize - 1) / proto.ChecksumBlockSize
+	n := rest
+	if req.Blocks > 0 {
+		n = min(n, req.Blocks)
+	}
+	n = min(n, proto.MaxBlockSums)
+	m.sums = append(m.sums, sumReq{to: from, req: *req, blocks: n, final: n == rest})
+	t.kick(ctx, m)
+}
+
+func (t *Target) sumsDone(ctx runtime.Context, tag opTag, d runtime.Done) {
+	m := t.machines[tag.machine]
+	m.busy = false
+	sr := tag.sum
+	r := &proto.BlockSumReply{Req: sr.req.Req, Machine: sr.req.Machine, Disk: sr.req.Disk, Off: sr.req.Off,
+		BlockSize: proto.ChecksumBlockSize, Applied: m.st.Applied}
+	if d.Err != nil {
+		r.Err = d.Err.Error()
+		ctx.Log().Warn("mastertarget: block sums failed", "machine", tag.machine, "err", r.Err)
+	} else {
+		r.Sums, r.Final = d.Value.([]byte), sr.final
+	}
+	ctx.Send(sr.to, wire.Encode(r))
+	t.kick(ctx, m)
+}
+
+// checkMachineName refuses names that cannot name a state file plainly.
+func checkMachineName(m string) error {
+	if m == "" || m == "." || m == ".." || len(m) > 200 || strings.ContainsAny(m, "/\\") {
+		return fmt.Errorf("%w: machine name %q", ErrBadAttach, m)
+	}
+	for _, r := range m {
+		if r < 0x20 || r == 0x7f {
+			return fmt.Errorf("%w: machine name %q", ErrBadAttach, m)
+		}
+	}
+	return nil
+}

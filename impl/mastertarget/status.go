@@ -1,0 +1,41 @@
+package mastertarget
+
+import "slices"
+
+// Status is a snapshot of a Target, for views and tests. Read it through
+// runtime.Inspect (on the actor's turn), never from another goroutine.
+type Status struct {
+	Loaded    bool
+	DisksUsed int
+	MaxDisks  int
+	Machines  []MachineStatus // by name
+	Broken    []string        // state files that do not read, with the reason
+}
+
+// MachineStatus is one attached machine.
+type MachineStatus struct {
+	Machine      string
+	Disks        int
+	Attaching    bool
+	Applied      uint64 // last item applied and durable
+	Queued       int    // received, not yet applied
+	LastBookmark string
+	Retrying     bool   // an apply failed and waits for RetryEvery
+	LastError    string // of the last apply, "" once one succeeds
+	ItemsApplied int64
+	BytesWritten int64
+}
+
+// Status returns the target's state.
+func (t *Target) Status() Status {
+	s := Status{Loaded: t.loaded, DisksUsed: t.disksInUse(), MaxDisks: t.cfg.MaxDisks, Broken: slices.Clone(t.broken)}
+	for _, name := range t.names() {
+		m := t.machines[name]
+		s.Machines = append(s.Machines, MachineStatus{
+			Machine: name, Disks: len(m.st.Disks), Attaching: m.attaching, Applied: m.st.Applied,
+			Queued: len(m.queue), LastBookmark: m.st.LastBookmark, Retrying: m.retrying, LastError: m.lastErr,
+			ItemsApplied: m.itemsApplied, BytesWritten: m.bytesWritten,
+		})
+	}
+	return s
+}

@@ -1,0 +1,151 @@
+package proto
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/v2a-dr/v2a/impl/wire"
+)
+
+// Failback's messages: what a reprotect sends the on-premises master target
+// (impl/mastertarget). The replication stream itself is the forward one's,
+// ItemMsg and ItemAck, so that a batch.Item means the same thing in both
+// directions.
+
+// MaxTargetDisks is the most disks one master target serves, across every
+// VM attached to it (ASR's limit: 60).
+const MaxTargetDisks = 60
+
+// TargetDisk is one on-premises disk a master target writes: the datastore
+// path of its flat extent ("[ds1] db01/db01-flat.vmdk", see
+// vsphere.FlatExtentPath) and its capacity.
+type TargetDisk struct {
+	Path          string
+	CapacityBytes int64
+}
+
+// AttachTarget asks a master target to take Machine's stream and write it
+// into Disks, in the stream's disk order (batch.Item.Disk indexes Disks).
+// The master target answers with a Reply (Request "attach-target", Subject
+// Machine, Req echoed). Attaching the same disks again is accepted (a lost
+// reply); other disks for a machine already attached are refused.
+type AttachTarget struct {
+	Req     string
+	Machine string
+	Disks   []TargetDisk
+}
+
+func (*AttachTarget) WireKind() wire.Kind { return KindAttachTarget }
+func (m *AttachTarget) MarshalWire(e *wire.Encoder) {
+	e.String(m.Req)
+	e.String(m.Machine)
+	e.Uint(uint64(len(m.Disks)))
+	for _, d := range m.Disks {
+		e.String(d.Path)
+		e.Int(d.CapacityBytes)
+	}
+}
+func (m *AttachTarget) UnmarshalWire(d *wire.Decoder) error {
+	m.Req, m.Machine = d.String(), d.String()
+	n := d.Uint()
+	if n > uint64(d.Remaining()) {
+		return fmt.Errorf("proto: attach-target: %d disks in a %d-byte rest of frame", n, d.Remaining())
+	}
+	for i := uint64(0); i < n && d.Err() == nil; i++ {
+		m.Disks = append(m.Disks, TargetDisk{Path: d.String(), CapacityBytes: d.Int()})
+	}
+	return d.Err()
+}
+
+// MaxBlockSums is the most block checksums one BlockSumReply carries
+// (64 MiB of disk in ChecksumBlockSize blocks): a larger range is asked for
+// in several requests.
+const MaxBlockSums = 16384
+
+// BlockSumRequest asks a master target for the checksums (BlockSum) of
+// Blocks blocks of ChecksumBlockSize bytes of disk Disk of Machine from
+// block-aligned offset Off; Blocks 0 means to the disk's end. A reply
+// carries at most MaxBlockSums of them.
+type BlockSumRequest struct {
+	Req     string
+	Machine string
+	Disk    uint16
+	Off     int64
+	Blocks  int64
+}
+
+func (*BlockSumRequest) WireKind() wire.Kind { return KindBlockSumRequest }
+func (m *BlockSumRequest) MarshalWire(e *wire.Encoder) {
+	e.String(m.Req)
+	e.String(m.Machine)
+	e.Uint(uint64(m.Disk))
+	e.Int(m.Off)
+	e.Int(m.Blocks)
+}
+func (m *BlockSumRequest) UnmarshalWire(d *wire.Decoder) error {
+	m.Req, m.Machine, m.Disk, m.Off, m.Blocks = d.String(), d.String(), uint16(d.Uint()), d.Int(), d.Int()
+	return d.Err()
+}
+
+// BlockSumReply answers a BlockSumRequest: Sums holds ChecksumSize bytes
+// per block from Off, of the disk as it stood with the stream applied up to
+// item Applied. Final says the sums reach the disk's end. Err, when not
+// empty, says why there are none.
+type BlockSumReply struct {
+	Req       string
+	Machine   string
+	Disk      uint16
+	Off       int64
+	BlockSize int64
+	Applied   uint64
+	Sums      []byte
+	Final     bool
+	Err       string
+}
+
+func (*BlockSumReply) WireKind() wire.Kind { return KindBlockSumReply }
+func (m *BlockSumReply) MarshalWire(e *wire.Encoder) {
+	e.String(m.Req)
+	e.String(m.Machine)
+	e.Uint(uint64(m.Disk))
+	e.Int(m.Off)
+	e.Int(m.BlockSize)
+	e.Uint(m.Applied)
+	e.Bytes(m.Sums)
+	e.Bool(m.Final)
+	e.String(m.Err)
+}
+func (m *BlockSumReply) UnmarshalWire(d *wire.Decoder) error {
+	m.Req, m.Machine, m.Disk, m.Off, m.BlockSize = d.String(), d.String(), uint16(d.Uint()), d.Int(), d.Int()
+	m.Applied, m.Sums, m.Final, m.Err = d.Uint(), d.Bytes(), d.Bool(), d.String()
+	return d.Err()
+}
+
+// The failback policy: every replication policy has a twin, created with
+// it, that reprotect (Azure → on-premises) uses. Its values are ASR's and
+// fixed: the user can neither edit nor delete it, nor protect a machine
+// forward with it.
+const (
+	FailbackSuffix        = "-failback"
+	FailbackRPOThreshold  = 15 * time.Minute
+	FailbackRetention     = 24 * time.Hour
+	FailbackAppInterval   = 60 * time.Minute
+	FailbackCrashInterval = 5 * time.Minute
+)
+
+// FailbackPolicy is the failback twin of the policy called name:
+// "<name>-failback", RPO threshold 15 min, retention 24 h, app-consistent
+// every 60 min (crash-consistent every 5 min, s2 compression).
+func FailbackPolicy(name string) Policy {
+	return Policy{Name: name + FailbackSuffix, RPOThreshold: FailbackRPOThreshold, Retention: FailbackRetention,
+		CrashInterval: FailbackCrashInterval, AppInterval: FailbackAppInterval, Compression: "s2"}
+}
+
+// FailbackOf is the name of the policy whose failback twin is called name,
+// and whether name is a failback twin's name at all. Every name ending in
+// FailbackSuffix is reserved for twins.
+func FailbackOf(name string) (string, bool) {
+	base, ok := strings.CutSuffix(name, FailbackSuffix)
+	return base, ok
+}
