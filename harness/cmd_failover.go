@@ -507,6 +507,15 @@ func elapsed(t time.Time) string {
 	return sched.FormatElapsed(t.Sub(sched.Epoch))
 }
 
+// ms is a duration to the millisecond, as a portal shows one (a step
+// shorter than that shows in microseconds).
+func ms(d time.Duration) string {
+	if d < time.Millisecond {
+		return d.String()
+	}
+	return d.Round(time.Millisecond).String()
+}
+
 func jobLine(j failover.Job) string {
 	what := j.Plan
 	if what == "" {
@@ -516,7 +525,7 @@ func jobLine(j failover.Job) string {
 	}
 	rto := "-"
 	if !j.Ended.IsZero() {
-		rto = j.RTO().String()
+		rto = ms(j.RTO())
 	}
 	return fmt.Sprintf("%s %s %s: %s at %s, took %s\n", j.ID, j.Op, what, j.State, elapsed(j.Requested), rto)
 }
@@ -539,7 +548,7 @@ func formatJob(j failover.Job, verbose bool) string {
 		}
 		took := "-"
 		if !t.End.IsZero() {
-			took = t.End.Sub(t.Start).String()
+			took = ms(t.End.Sub(t.Start))
 		}
 		fmt.Fprintf(&b, "  %-10s %-34s %-18s %s", t.State, t.Name, strings.TrimSpace(where), took)
 		if t.Code != 0 {
@@ -553,9 +562,9 @@ func formatJob(j failover.Job, verbose bool) string {
 	if j.State == failover.JobSucceeded && len(j.Point) > 0 {
 		var vs []string
 		for _, vm := range sortedKeys(j.Point) {
-			vs = append(vs, fmt.Sprintf("%s %s", vm, j.VMRTO(vm)))
+			vs = append(vs, fmt.Sprintf("%s %s", vm, ms(j.VMRTO(vm))))
 		}
-		fmt.Fprintf(&b, "  RTO: job %s; %s\n", j.RTO(), strings.Join(vs, ", "))
+		fmt.Fprintf(&b, "  RTO: job %s; %s\n", ms(j.RTO()), strings.Join(vs, ", "))
 		groups := 0
 		for _, t := range j.Tasks {
 			groups = max(groups, t.Group)
@@ -563,7 +572,7 @@ func formatJob(j failover.Job, verbose bool) string {
 		if j.Plan != "" && groups > 0 {
 			var gs []string
 			for g := 1; g <= groups; g++ {
-				gs = append(gs, fmt.Sprintf("group %d %s", g, j.GroupRTO(g)))
+				gs = append(gs, fmt.Sprintf("group %d %s", g, ms(j.GroupRTO(g))))
 			}
 			fmt.Fprintf(&b, "  RTO by boot group: %s\n", strings.Join(gs, ", "))
 		}
