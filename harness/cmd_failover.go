@@ -577,6 +577,9 @@ func formatJob(j failover.Job, verbose bool) string {
 			fmt.Fprintf(&b, "  RTO by boot group: %s\n", strings.Join(gs, ", "))
 		}
 	}
+	for _, w := range j.Warnings {
+		fmt.Fprintf(&b, "  warning: %s\n", w)
+	}
 	for _, e := range j.Errors {
 		fmt.Fprintf(&b, "  error: %s\n", e)
 	}
