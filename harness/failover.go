@@ -1,7 +1,6 @@
 package harness
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -236,7 +235,7 @@ func (fo *Failover) Jobs() ([]failover.Job, error) {
 	if !fo.started {
 		return nil, nil
 	}
-	return runtime.InspectAs(context.Background(), fo.d.e.Sim, AddrRecovery, func(a runtime.Actor) []failover.Job {
+	return runtime.InspectAs(fo.d.e.ctx, fo.d.e.Sim, AddrRecovery, func(a runtime.Actor) []failover.Job {
 		return a.(*failover.Orchestrator).Jobs()
 	})
 }
@@ -390,7 +389,7 @@ func (d *Deployment) recoverImage(machine string, imgs []io.ReaderAt, app bool) 
 func parseSubnets(items []string) ([]compute.SubnetSpec, error) {
 	var out []compute.SubnetSpec
 	for _, it := range items {
-		name, pfx, ok := bytesCut(it, ':')
+		name, pfx, ok := strings.Cut(it, ":")
 		if !ok {
 			return nil, fmt.Errorf("subnet %q: want NAME:PREFIX, e.g. app:10.1.1.0/24", it)
 		}
@@ -402,12 +401,4 @@ func parseSubnets(items []string) ([]compute.SubnetSpec, error) {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil
-}
-
-func bytesCut(s string, sep byte) (string, string, bool) {
-	i := bytes.IndexByte([]byte(s), sep)
-	if i < 0 {
-		return s, "", false
-	}
-	return s[:i], s[i+1:], true
 }
