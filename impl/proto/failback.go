@@ -34,6 +34,14 @@ type AttachTarget struct {
 	Req     string
 	Machine string
 	Disks   []TargetDisk
+	// VM is the on-premises VM the disks belong to (the original one, or
+	// the one an alternate-location reprotect created); failback powers
+	// it on.
+	VM string
+	// Fresh says the disks were just created (alternate location): all
+	// zero, so the master target answers a sync's SyncStart with Fresh
+	// checksums and the agent sends every non-zero block.
+	Fresh bool
 }
 
 func (*AttachTarget) WireKind() wire.Kind { return KindAttachTarget }
@@ -45,6 +53,8 @@ func (m *AttachTarget) MarshalWire(e *wire.Encoder) {
 		e.String(d.Path)
 		e.Int(d.CapacityBytes)
 	}
+	e.String(m.VM)
+	e.Bool(m.Fresh)
 }
 func (m *AttachTarget) UnmarshalWire(d *wire.Decoder) error {
 	m.Req, m.Machine = d.String(), d.String()
@@ -55,6 +65,7 @@ func (m *AttachTarget) UnmarshalWire(d *wire.Decoder) error {
 	for i := uint64(0); i < n && d.Err() == nil; i++ {
 		m.Disks = append(m.Disks, TargetDisk{Path: d.String(), CapacityBytes: d.Int()})
 	}
+	m.VM, m.Fresh = d.String(), d.Bool()
 	return d.Err()
 }
 

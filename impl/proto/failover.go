@@ -23,6 +23,14 @@ const (
 	OpFailover     = "failover"      // UnplannedFailover
 	OpChangePoint  = "change-point"  // ChangePit
 	OpCommit       = "commit"        // Commit
+	// OpFailback is the failover back to on-premises of machines
+	// reprotected to a master target (ASR's unplanned failover in the
+	// recovery-to-primary direction): Point is PointLatest (each machine
+	// its own newest failback point) or PointLatestApp (each its newest
+	// app-consistent one; the members of a group their newest common
+	// app-consistent one). OpCommit of failed-back machines deletes their
+	// Azure VMs and resources.
+	OpFailback = "failback"
 )
 
 // Recovery point choices (PointChoice.Kind).

@@ -140,6 +140,13 @@ const (
 	KindAttachTarget
 	KindBlockSumRequest
 	KindBlockSumReply
+	KindFailedOver
+	KindReprotect
+	KindFailbackPoint
+	KindTargetPointsRequest
+	KindTargetPoints
+	KindFailedBack
+	KindResumeReplication
 )
 
 func init() {
@@ -176,6 +183,13 @@ func init() {
 	reg(KindAttachTarget, "attach-target", func() wire.Msg { return &AttachTarget{} })
 	reg(KindBlockSumRequest, "block-sum-request", func() wire.Msg { return &BlockSumRequest{} })
 	reg(KindBlockSumReply, "block-sum-reply", func() wire.Msg { return &BlockSumReply{} })
+	reg(KindFailedOver, "failed-over", func() wire.Msg { return &FailedOver{} })
+	reg(KindReprotect, "reprotect", func() wire.Msg { return &Reprotect{} })
+	reg(KindFailbackPoint, "failback-point", func() wire.Msg { return &FailbackPoint{} })
+	reg(KindTargetPointsRequest, "target-points-request", func() wire.Msg { return &TargetPointsRequest{} })
+	reg(KindTargetPoints, "target-points", func() wire.Msg { return &TargetPoints{} })
+	reg(KindFailedBack, "failed-back", func() wire.Msg { return &FailedBack{} })
+	reg(KindResumeReplication, "resume-replication", func() wire.Msg { return &ResumeReplication{} })
 }
 
 // Register is an agent announcing itself to the configuration server.

@@ -52,6 +52,17 @@ func TestRoundTrip(t *testing.T) {
 		&BlockSumRequest{Req: "r9", Machine: "a", Disk: 1, Off: 8192, Blocks: 3},
 		&BlockSumReply{Req: "r9", Machine: "a", Disk: 1, Off: 8192, BlockSize: ChecksumBlockSize, Applied: 7, Sums: make([]byte, 3*ChecksumSize), Final: true},
 		&BlockSumReply{Req: "r10", Machine: "a", Err: "mastertarget: disk 4 of 2"},
+		&AttachTarget{Req: "r11", Machine: "b", Disks: []TargetDisk{{"[ds1] b-1/b-1-flat.vmdk", 1 << 26}}, VM: "b-1", Fresh: true},
+		&FailedOver{Req: "r12", Machine: "a", AzureVM: "a-recovered"},
+		&Reprotect{Req: "r13", Machines: []string{"a", "b"}, Direction: ReprotectToOnPrem, MasterTarget: "cs01:9080", ProcessServer: "ps-azure:9443",
+			Location: LocationAlternate, Host: "esx1", Datastore: "ds1"},
+		&FailbackPoint{Req: "r14", Machine: "a", Point: PointLatestApp},
+		&TargetPointsRequest{Req: "r15", Machine: "a"},
+		&TargetPoints{Req: "r15", Machine: "a", VM: "a", Applied: 9, Points: []TargetPoint{{ID: "t1", Kind: Crash, Time: time.Unix(1e9, 0).UTC(), Seq: 4},
+			{ID: "t2", Kind: App, Time: time.Unix(1e9+60, 0).UTC(), Seq: 8}}},
+		&TargetPoints{Req: "r16", Machine: "c", Err: "not attached"},
+		&FailedBack{Req: "r17", Machine: "a", VM: "a"},
+		&ResumeReplication{Req: "r18", Machine: "a"},
 	}
 	seen := map[wire.Kind]bool{}
 	for _, m := range msgs {
