@@ -63,6 +63,10 @@ const (
 	PortConfig  = 443   // configuration server: registration, management
 	PortProcess = 9443  // process server: replication data
 	PortTag     = 20004 // multi-VM consistency: distributed tag protocol
+	// PortTarget is the on-premises master target's (failback): the
+	// stream the process server in Azure sends over the VPN. ASR does not
+	// document one; v2a's choice.
+	PortTarget = 9080
 )
 
 // Event is what an actor handles: one of Started, Message, Timer or Done.
