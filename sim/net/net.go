@@ -17,6 +17,7 @@ package net
 
 import (
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"sort"
 	"time"
@@ -145,11 +146,19 @@ type Net struct {
 	links map[linkKey]*link
 	cut   map[[2]string]bool // partitioned pairs of hosts or sites, both orders
 	vpn   VPNState
+	// pairs counts the bytes carried from one host to another, by path.
+	pairs map[PairKey]int64
+}
+
+// PairKey names one direction between two hosts on one path.
+type PairKey struct {
+	Path     Path
+	From, To string
 }
 
 // New returns a network with the default links and no hosts.
 func New() *Net {
-	n := &Net{hosts: map[string]Host{}, links: map[linkKey]*link{}, cut: map[[2]string]bool{}}
+	n := &Net{hosts: map[string]Host{}, links: map[linkKey]*link{}, cut: map[[2]string]bool{}, pairs: map[PairKey]int64{}}
 	for _, s := range []Site{OnPrem, Azure} {
 		n.links[linkKey{PathLAN, s, s}] = &link{params: DefaultLAN}
 	}
@@ -324,6 +333,7 @@ func (n *Net) Transit(now time.Time, from, to string, bytes int64, r *rand.Rand)
 		return time.Time{}, false, "lost"
 	}
 	l.bytes += bytes
+	n.pairs[PairKey{p, from, to}] += bytes
 	arrive := start.Add(tx + l.params.Latency)
 	if l.params.Jitter > 0 {
 		arrive = arrive.Add(time.Duration(r.Int64N(int64(l.params.Jitter))))
@@ -371,3 +381,8 @@ func (n *Net) Carried(p Path, from, to Site) (bytes, lost int64) {
 	}
 	return l.bytes, l.lost
 }
+
+// Pairs returns the bytes carried between hosts so far (transfers that
+// arrived or were still in flight; lost ones not), by path and direction:
+// what the failback path check judges.
+func (n *Net) Pairs() map[PairKey]int64 { return maps.Clone(n.pairs) }

@@ -1,6 +1,7 @@
 package net
 
 import (
+	"maps"
 	"math/rand/v2"
 	"testing"
 	"time"
@@ -206,5 +207,29 @@ func TestLinkParamsValidate(t *testing.T) {
 	}
 	if lp, _ := n.Link(PathLAN, OnPrem, OnPrem); lp != before {
 		t.Errorf("a refused SetLink changed the link: %+v, was %+v", lp, before)
+	}
+}
+
+func TestPairsCountBytesByPathAndDirection(t *testing.T) {
+	n := New()
+	for _, h := range []Host{{Name: "cs01", Site: OnPrem}, {Name: "ps-az", Site: Azure}, {Name: "blob", Site: Azure, Public: true}} {
+		if err := n.AddHost(h); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := rand.New(rand.NewPCG(1, 2))
+	now := time.Unix(0, 0)
+	if _, ok, why := n.Transit(now, "ps-az", "cs01", 100, r); ok {
+		t.Fatalf("without a VPN ps-az reached cs01")
+	} else if why != "no-vpn(absent)" {
+		t.Errorf("reason %q", why)
+	}
+	n.SetVPN(VPNUp)
+	n.Transit(now, "ps-az", "cs01", 100, r)
+	n.Transit(now, "cs01", "ps-az", 7, r)
+	n.Transit(now, "cs01", "blob", 5, r)
+	want := map[PairKey]int64{{PathVPN, "ps-az", "cs01"}: 100, {PathVPN, "cs01", "ps-az"}: 7, {PathInternet, "cs01", "blob"}: 5}
+	if got := n.Pairs(); !maps.Equal(got, want) {
+		t.Errorf("pairs %v, want %v", got, want)
 	}
 }
