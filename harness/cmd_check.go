@@ -11,7 +11,7 @@ import (
 )
 
 // checkNames are the checks `check what=` runs.
-var checkNames = []string{"disks", "invariants", "points", "catalog", "schedule", "rpo", "cut", "groups", "holds", "round-holds", "non-interference", "image", "leftovers", "isolation", "plan-order"}
+var checkNames = []string{"disks", "invariants", "points", "catalog", "schedule", "rpo", "cut", "groups", "holds", "round-holds", "non-interference", "image", "leftovers", "isolation", "plan-order", "round-trip", "vpn-bytes", "path"}
 
 // checkNonInterference is (*Runner).CheckNonInterference, set by init: the
 // check replays the script through the command table, which refers to
@@ -90,6 +90,16 @@ func (r *Runner) check(a argMap) (string, error) {
 				return "", err
 			}
 			res, err := fo.check(w)
+			if err != nil {
+				return "", err
+			}
+			rs = append(rs, res...)
+		case "round-trip", "vpn-bytes", "path":
+			fb, err := r.failbackSide()
+			if err != nil {
+				return "", err
+			}
+			res, err := fb.check(w, a.list("vms"))
 			if err != nil {
 				return "", err
 			}

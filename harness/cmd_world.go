@@ -222,11 +222,15 @@ func (r *Runner) power(a argMap) (string, error) {
 	if ref == "" {
 		return "", fmt.Errorf("power: %s is not a vCenter VM", vm)
 	}
+	vc := r.Env.VC
+	if d := r.Env.Deployment; d != nil {
+		vc = d.vc // the guest goes down and up with its VM
+	}
 	switch st {
 	case "on":
-		err = r.Env.VC.PowerOn(r.Env.ctx, vsphere.VMRef(ref))
+		err = vc.PowerOn(r.Env.ctx, vsphere.VMRef(ref))
 	case "off":
-		err = r.Env.VC.PowerOff(r.Env.ctx, vsphere.VMRef(ref))
+		err = vc.PowerOff(r.Env.ctx, vsphere.VMRef(ref))
 	default:
 		return "", fmt.Errorf("power: state=%s, want on or off", st)
 	}

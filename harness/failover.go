@@ -139,8 +139,9 @@ func (r *Runner) orchestrator() (*Failover, error) {
 	// them through the configuration server, on premises.
 	if err := d.e.Sim.Spawn(AddrRecovery, func() runtime.Actor {
 		return failover.New(failover.Config{Fabric: fo.Fabric, FabricPeer: HostFabric, Store: store, StoragePeer: HostStorage,
-			ContainerPrefix: prefix, Vault: AddrAzure, VSphere: d.e.VC, Runbooks: fo.runbooks,
-			Group: RecoveryGroup, Production: fo.production})
+			ContainerPrefix: prefix, Vault: AddrAzure, VSphere: d.vc, Runbooks: fo.runbooks,
+			Group: RecoveryGroup, Production: fo.production, ConfigServer: AddrConfigServer,
+			MasterTarget: runtime.MakeAddr(d.failbackMTHost(), runtime.PortTarget), OnPremBoot: d.onPremBoot})
 	}); err != nil {
 		return nil, err
 	}
@@ -153,7 +154,24 @@ func (r *Runner) orchestrator() (*Failover, error) {
 // order flow (whose application spans three machines, judged together by
 // the image check) is healthy when its disks are a state its history
 // explains: crash-consistent, as after a power loss.
-func (d *Deployment) boot(_ context.Context, vm compute.VM, disks []io.ReaderAt) error {
+func (d *Deployment) boot(ctx context.Context, vm compute.VM, disks []io.ReaderAt) error {
+	if vm.Tags[tagRole] != "" {
+		return nil // the failback process server's VM: not a protected machine
+	}
+	if err := d.bootHealth(ctx, vm, disks); err != nil {
+		return err
+	}
+	// A failed-over VM (a test failover's is "<vm>-test") runs its guest
+	// on in Azure, where its agent can reprotect it.
+	if src := vm.Tags[compute.TagSource]; vm.Ref.Name == src {
+		return d.bootAzureGuest(vm, disks)
+	}
+	return nil
+}
+
+// bootHealth is a booted VM's health: its source's application recovers
+// on its disks.
+func (d *Deployment) bootHealth(_ context.Context, vm compute.VM, disks []io.ReaderAt) error {
 	src := vm.Tags[compute.TagSource]
 	m := d.e.Machines[src]
 	if m == nil {

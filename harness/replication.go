@@ -98,6 +98,12 @@ type Deployment struct {
 	crashes int // disk crashes so far: each draws from its own sub-seed
 	// fo is the failover side, made by the first failover command.
 	fo *Failover
+	// fb is the failback side, made by the first failback command (or the
+	// first failed-over VM's boot).
+	fb *Failback
+	// vc is the vSphere client the components use: vCenter's, with the
+	// simulated guests powered with their VMs (poweredVC).
+	vc vsphere.Client
 }
 
 // Paths on the hosts' disks (every host has its own).
@@ -164,6 +170,7 @@ func (e *Env) Deploy(opts DeployOptions) (*Deployment, error) {
 	}
 	d := &Deployment{e: e, opts: opts, keys: keys, guests: map[string]*simGuest{}, guestPassphrase: map[string]string{}, portal: &portal{},
 		made: newPointRecord(), disks: map[string]*simfs.FS{}}
+	d.vc = &poweredVC{Client: e.VC, d: d}
 	if err := e.Net.AddHost(simnet.Host{Name: HostPortal, Site: simnet.OnPrem}); err != nil {
 		return nil, err
 	}
@@ -195,6 +202,13 @@ func (e *Env) Deploy(opts DeployOptions) (*Deployment, error) {
 		if _, machine := d.guests[host]; !machine {
 			d.crashDisk(host)
 		}
+		// Extra volumes of the host (the master target's retention
+		// volume) go down with it.
+		for _, k := range sortedKeys(d.disks) {
+			if strings.HasPrefix(k, host+"/") {
+				d.crashDisk(k)
+			}
+		}
 	})
 	spawn := []struct {
 		addr runtime.Addr
@@ -214,7 +228,7 @@ func (e *Env) Deploy(opts DeployOptions) (*Deployment, error) {
 				Azure: AddrAzure, ConfigServer: AddrConfigServer})
 		}},
 		{AddrConfigServer, func() runtime.Actor {
-			return &csTap{rec: d.made, Server: configsrv.New(configsrv.Config{VaultID: opts.VaultID, Passphrase: opts.Passphrase, VSphere: e.VC,
+			return &csTap{rec: d.made, Server: configsrv.New(configsrv.Config{VaultID: opts.VaultID, Passphrase: opts.Passphrase, VSphere: d.vc,
 				ProcessServer: AddrProcessServer, Azure: AddrAzure,
 				InstallAuth: vsphere.GuestAuth{Username: "root", Password: "v2a"}})}
 		}},
@@ -479,6 +493,7 @@ type simGuest struct {
 	filter      *agent.Filter
 	installed   bool
 	expiryArmed time.Time
+	off         bool // its VM is powered off (poweredVC)
 }
 
 func (g *simGuest) Disks() []blockdev.Device {

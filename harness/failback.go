@@ -1,0 +1,606 @@
+package harness
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/v2a-dr/v2a/impl/agent"
+	"github.com/v2a-dr/v2a/impl/blockdev"
+	"github.com/v2a-dr/v2a/impl/compute"
+	"github.com/v2a-dr/v2a/impl/hrl"
+	"github.com/v2a-dr/v2a/impl/mastertarget"
+	"github.com/v2a-dr/v2a/impl/processsrv"
+	"github.com/v2a-dr/v2a/impl/proto"
+	"github.com/v2a-dr/v2a/impl/runtime"
+	"github.com/v2a-dr/v2a/impl/vsphere"
+	"github.com/v2a-dr/v2a/impl/wire"
+	"github.com/v2a-dr/v2a/sim/disk"
+	"github.com/v2a-dr/v2a/sim/workload"
+	simnet "github.com/v2a-dr/v2a/sim/net"
+)
+
+// The failback side of a world (FAILOVER.md §B): the process server in
+// Azure, the on-premises master target, the site-to-site VPN between them,
+// and a simulated guest in every failed-over Azure VM whose Mobility agent
+// streams back. What runs where:
+//
+//	az-<vm>   (Azure, private)  the failed-over VM's guest and its agent
+//	ps-azure  (Azure, private)  the process server in Azure (processsrv.Relay)
+//	cs01:9080 (on premises)     the master target (impl/mastertarget), on
+//	                            the configuration server by default
+//
+// Private hosts on different sites reach each other only through the VPN
+// (sim/net), so failback needs it and forward replication (agents → ps01
+// → storage, an Internet path) never touches it.
+
+// HostAzurePS is the process server in Azure.
+const HostAzurePS = "ps-azure"
+
+// AddrAzurePS is its address.
+var AddrAzurePS = runtime.MakeAddr(HostAzurePS, runtime.PortProcess)
+
+// mtRetentionDir is the master target's retention volume on its host's disk.
+const mtRetentionDir = "/mt-retention"
+
+// azureChurnRegion is where a failed-over VM's guest changes data in
+// Azure by default: the guest's own files below the application's region
+// (which starts at 32 MiB), so the application's invariants still judge
+// what comes back.
+const (
+	azureChurnStart = 8 << 20
+	azureChurnLen   = 24 << 20
+)
+
+// AzureHost is the simulated host of a failed-over VM's guest.
+func AzureHost(vm string) string { return "az-" + vm }
+
+// Failback is the failback side of a deployment, made by the first
+// failback command.
+type Failback struct {
+	d        *Deployment
+	mtHost   string
+	mt       runtime.Addr
+	psPublic bool // negative control: the Azure process server on a public endpoint
+	started  bool
+	// guests are the failed-over VMs' guests, by machine.
+	guests map[string]*azureGuest
+	// reprotects are the reprotects to on-premises, by machine; toAzure
+	// the reprotects back to Azure.
+	reprotects map[string]*reprotectRec
+	toAzure    map[string]time.Time
+}
+
+// azureGuest is the simulated guest of a failed-over VM.
+type azureGuest struct {
+	machine, vm, host string
+	m                 *disk.Machine
+	g                 *simGuest
+	bootedAt          time.Duration
+	// bootDiff are, per disk, the 4 KiB blocks in which the on-premises
+	// disk differed from the Azure disk at boot (what the source wrote
+	// after the failover point, which reprotect must undo).
+	bootDiff []map[int64]bool
+	running  bool // its workload runs
+}
+
+// reprotectRec is one machine's reprotect to on-premises.
+type reprotectRec struct {
+	location string
+	at       time.Time
+	vpnStart int64 // VPN bytes Azure → on-premises when it was asked for
+	// set when the machine's failback sync completed
+	synced    bool
+	vpnSynced int64
+	changed   int64 // bytes of the blocks changed in Azure since failover, then
+	diskBytes int64
+}
+
+// failbackSide returns the deployment's failback side, starting the master
+// target on first use.
+func (r *Runner) failbackSide() (*Failback, error) {
+	d, err := r.deployment()
+	if err != nil {
+		return nil, err
+	}
+	if d.fb != nil {
+		return d.fb, nil
+	}
+	d.fb = &Failback{d: d, mtHost: HostConfigServer, guests: map[string]*azureGuest{},
+		reprotects: map[string]*reprotectRec{}, toAzure: map[string]time.Time{}}
+	return d.fb, nil
+}
+
+// infra starts the process server in Azure (a VM in the production
+// network, with its relay) and the master target on mtHost.
+func (fb *Failback) infra(fo *Failover, mtHost string, public bool) (string, error) {
+	if fb.started {
+		return "", fmt.Errorf("failback-infra: already up (master target %s, process server %s)", fb.mt, AddrAzurePS)
+	}
+	d := fb.d
+	e := d.e
+	if _, ok := e.Net.Host(mtHost); !ok {
+		return "", fmt.Errorf("failback-infra: mt=%s: no such on-premises host", mtHost)
+	}
+	if h, _ := e.Net.Host(mtHost); h.Site != simnet.OnPrem {
+		return "", fmt.Errorf("failback-infra: mt=%s is not on premises", mtHost)
+	}
+	if fo.production == (compute.Ref{}) {
+		return "", fmt.Errorf("failback-infra: no production network in Azure for the process server: make one with `azure-network … production`")
+	}
+	// The process server's VM: a NIC in the production network.
+	ctx := e.ctx
+	nic := compute.Ref{Kind: compute.KindNIC, Group: RecoveryGroup, Name: HostAzurePS + "-nic"}
+	net, err := fo.Fabric.Network(ctx, fo.production)
+	if err != nil {
+		return "", err
+	}
+	if len(net.Subnets) == 0 {
+		return "", fmt.Errorf("failback-infra: the production network has no subnet")
+	}
+	p, err := fo.Fabric.BeginCreateNIC(ctx, compute.NICSpec{Group: RecoveryGroup, Name: nic.Name, Network: fo.production, Subnet: net.Subnets[0].Name,
+		Tags: map[string]string{tagRole: roleProcessServer}})
+	if err != nil {
+		return "", fmt.Errorf("failback-infra: process server NIC: %w", err)
+	}
+	if err := fo.await(p, 10*time.Minute); err != nil {
+		return "", fmt.Errorf("failback-infra: process server NIC: %w", err)
+	}
+	if err := e.Net.AddHost(simnet.Host{Name: HostAzurePS, Site: simnet.Azure, Public: public}); err != nil {
+		return "", err
+	}
+	fb.mtHost, fb.mt, fb.psPublic = mtHost, runtime.MakeAddr(mtHost, runtime.PortTarget), public
+	// The retention volume is a disk of its own on the master target's
+	// host (a crash of the host loses what was not fsynced on it too).
+	mtDisk, err := d.HostDisk(mtHost+mtRetentionDir, mtRetentionDir)
+	if err != nil {
+		return "", err
+	}
+	vc := d.vc
+	mt := fb.mt
+	spawn := []struct {
+		addr runtime.Addr
+		f    runtime.Factory
+	}{
+		{mt, func() runtime.Actor {
+			t, err := mastertarget.New(mastertarget.Config{VC: vc, FS: mtDisk, RetentionDir: mtRetentionDir, ConfigServer: AddrConfigServer})
+			if err != nil {
+				panic(err) // the configuration is the harness's own
+			}
+			return t
+		}},
+		{AddrAzurePS, func() runtime.Actor {
+			return processsrv.NewRelay(processsrv.RelayConfig{Name: HostAzurePS, Target: mt, ConfigServer: AddrConfigServer})
+		}},
+	}
+	for _, s := range spawn {
+		if err := e.Sim.Spawn(s.addr, s.f); err != nil {
+			return "", err
+		}
+	}
+	fb.started = true
+	e.Trace.Add(e.Sim.Elapsed(), "harness", "failback-infra", fmt.Sprintf("mt=%s ps=%s public=%v", mt, AddrAzurePS, public))
+	return fmt.Sprintf("master target %s (retention %s), process server in Azure %s (NIC %s in %s)\n",
+		mt, mtRetentionDir, AddrAzurePS, nic.Name, fo.production.Name), nil
+}
+
+// Roles of fabric resources that are not failed-over VMs.
+const (
+	tagRole           = "v2a-role"
+	roleProcessServer = "process-server"
+)
+
+// await polls a fabric operation until it is done, running the world.
+func (fo *Failover) await(p compute.Pending, limit time.Duration) error {
+	var res compute.Result
+	var err error
+	fo.d.e.RunUntil(limit, func() bool {
+		res, err = fo.Fabric.Poll(fo.d.e.ctx, p)
+		return err != nil || res.Done
+	})
+	if err != nil {
+		return err
+	}
+	if !res.Done {
+		return fmt.Errorf("not done after %s", limit)
+	}
+	return res.Err
+}
+
+// bootAzureGuest is called when a failed-over (not test) VM boots in the
+// simulated fabric: its guest's disks are copied from the Azure disks, and
+// its Mobility agent starts (at once, from a scheduled event: the Booter
+// must not start actors).
+func (d *Deployment) bootAzureGuest(vm compute.VM, disks []io.ReaderAt) error {
+	machine := vm.Tags[compute.TagSource]
+	if d.fb == nil {
+		d.fb = &Failback{d: d, mtHost: HostConfigServer, guests: map[string]*azureGuest{},
+			reprotects: map[string]*reprotectRec{}, toAzure: map[string]time.Time{}}
+	}
+	fb := d.fb
+	if g := fb.guests[machine]; g != nil {
+		return nil // booted again (a start after a deallocate): the same guest
+	}
+	e := d.e
+	src := e.Machines[machine]
+	dir := filepath.Join(e.dir, "azure-guests", vm.Ref.Name)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	var paths []string
+	ag := &azureGuest{machine: machine, vm: vm.Ref.Name, host: AzureHost(vm.Ref.Name), bootedAt: e.Sim.Elapsed()}
+	for i, rd := range disks {
+		p := filepath.Join(dir, fmt.Sprintf("disk%d.img", i))
+		size := src.Size(i)
+		img := make([]byte, size)
+		if _, err := rd.ReadAt(img, 0); err != nil && err != io.EOF {
+			return fmt.Errorf("azure guest %s disk %d: %w", vm.Ref.Name, i, err)
+		}
+		if err := os.WriteFile(p, img, 0o644); err != nil {
+			return err
+		}
+		paths = append(paths, p)
+		// What the on-premises disk holds that the failover point does not.
+		diff := map[int64]bool{}
+		buf := make([]byte, blockdev.BlockSize)
+		for b := int64(0); b*blockdev.BlockSize < size; b++ {
+			if err := src.Read(i, b*blockdev.BlockSize, buf); err != nil {
+				return err
+			}
+			if string(buf) != string(img[b*blockdev.BlockSize:(b+1)*blockdev.BlockSize]) {
+				diff[b] = true
+			}
+		}
+		ag.bootDiff = append(ag.bootDiff, diff)
+	}
+	m, err := disk.Open(machine, paths, e.Sim.Elapsed)
+	if err != nil {
+		return err
+	}
+	e.closers = append(e.closers, func() { m.Close() })
+	ag.m = m
+	ag.g = &simGuest{e: e, m: m, name: azureName(machine)}
+	fb.guests[machine] = ag
+	e.Sim.After(0, "boot/"+ag.host, func() {
+		if err := d.startAzureAgent(ag); err != nil {
+			e.Trace.Add(e.Sim.Elapsed(), ag.host, "agent-start-failed", err.Error())
+		}
+	})
+	return nil
+}
+
+// azureName is the workload driver's name of a machine's Azure guest.
+func azureName(machine string) string { return machine + "@azure" }
+
+// startAzureAgent starts the Mobility agent in a failed-over VM: the same
+// machine, registering again from Azure (through the VPN, if there is
+// one).
+func (d *Deployment) startAzureAgent(ag *azureGuest) error {
+	e := d.e
+	if err := e.Net.AddHost(simnet.Host{Name: ag.host, Site: simnet.Azure}); err != nil && !strings.Contains(err.Error(), "twice") {
+		return err
+	}
+	fs, err := d.HostDisk(ag.host, agentDir)
+	if err != nil {
+		return err
+	}
+	cfg := agent.Config{Machine: ag.machine, InstanceUUID: "azure-" + ag.vm, ConfigServer: AddrConfigServer,
+		VaultID: d.opts.VaultID, Passphrase: d.opts.Passphrase, StateDir: agentDir, FS: fs, Guest: ag.g,
+		LogOptions: hrl.Options{SyncEveryAppend: true},
+		DataBudget: d.opts.AgentDataBytes, MetaBudget: d.opts.AgentMetaRecs, DrainInterval: d.opts.AgentDrain,
+		ItemBytes: SimItemBytes}
+	e.Trace.Add(e.Sim.Elapsed(), ag.host, "boot", fmt.Sprintf("machine=%s disks=%d", ag.machine, ag.m.Disks()))
+	return e.Sim.Spawn(runtime.MakeAddr(ag.host, runtime.PortTag), func() runtime.Actor { return agent.New(cfg) })
+}
+
+// azureWorkload starts (or stops) the guest application in a failed-over
+// VM: random writes to its own files (azureChurn*), at churn bytes a
+// second.
+func (fb *Failback) azureWorkload(machine string, churn int64, stop bool) error {
+	ag := fb.guests[machine]
+	if ag == nil {
+		return fmt.Errorf("%s has not failed over to Azure (no VM booted for it): %s", machine, fb.guestList())
+	}
+	e := fb.d.e
+	name := azureName(machine)
+	if stop {
+		if !ag.running {
+			return fmt.Errorf("%s's Azure guest runs no workload", machine)
+		}
+		e.Workloads.Stop(name)
+		ag.running = false
+		return nil
+	}
+	if ag.running {
+		return fmt.Errorf("%s's Azure guest already runs a workload", machine)
+	}
+	wl, err := workload.New(workload.Spec{Kind: "random", ChurnBps: churn, RegionStart: azureChurnStart, RegionLen: azureChurnLen},
+		&tracedWriter{e: e, m: ag.m})
+	if err != nil {
+		return err
+	}
+	r := e.Sim.SubRand("workload/" + name)
+	e.Workloads.Start(name, wl, r, time.Duration(r.IntN(1000))*time.Millisecond)
+	ag.running = true
+	e.Trace.Add(e.Sim.Elapsed(), ag.host, "workload", fmt.Sprintf("random churn=%d", churn))
+	return nil
+}
+
+func (fb *Failback) guestList() string {
+	if len(fb.guests) == 0 {
+		return "no VM has failed over yet"
+	}
+	var ns []string
+	for _, m := range sortedKeys(fb.guests) {
+		ns = append(ns, m)
+	}
+	return "failed over: " + strings.Join(ns, ", ")
+}
+
+// vpnAzureToOnPrem is what the VPN carried from Azure to on-premises.
+func (fb *Failback) vpnAzureToOnPrem() int64 {
+	b, _ := fb.d.e.Net.Carried(simnet.PathVPN, simnet.Azure, simnet.OnPrem)
+	return b
+}
+
+// changedBytes is the bytes of the 4 KiB blocks changed in Azure since a
+// machine failed over: those its Azure guest wrote, and those where the
+// on-premises disk differed from the failover point.
+func (ag *azureGuest) changedBytes() int64 {
+	sets := make([]map[int64]bool, len(ag.bootDiff))
+	for i, s := range ag.bootDiff {
+		sets[i] = map[int64]bool{}
+		for b := range s {
+			sets[i][b] = true
+		}
+	}
+	for _, w := range ag.m.Oracle().Writes() {
+		for b := w.Off / blockdev.BlockSize; b*blockdev.BlockSize < w.Off+int64(w.Len); b++ {
+			sets[w.Disk][b] = true
+		}
+	}
+	var n int64
+	for _, s := range sets {
+		n += int64(len(s)) * blockdev.BlockSize
+	}
+	return n
+}
+
+// observe records, for every reprotect whose sync has completed since the
+// last look, the VPN bytes and the changed bytes then.
+func (fb *Failback) observe() {
+	if fb == nil {
+		return
+	}
+	for _, m := range sortedKeys(fb.reprotects) {
+		rec := fb.reprotects[m]
+		if rec.synced {
+			continue
+		}
+		ms, ok := fb.d.MachineStatus(m)
+		if !ok || string(ms.State) != "protected" {
+			continue
+		}
+		rec.synced = true
+		rec.vpnSynced = fb.vpnAzureToOnPrem()
+		if ag := fb.guests[m]; ag != nil {
+			rec.changed = ag.changedBytes()
+		}
+		fb.d.e.Trace.Add(fb.d.e.Sim.Elapsed(), "harness", "reprotect-synced", fmt.Sprintf("%s vpn=%d changed=%d", m, rec.vpnSynced-rec.vpnStart, rec.changed))
+	}
+}
+
+// reprotect asks the configuration server to reprotect machines.
+func (fb *Failback) reprotect(machines []string, direction, location, host, datastore string) (proto.Reply, error) {
+	d := fb.d
+	req := &proto.Reprotect{Req: fmt.Sprintf("reprotect-%d", len(d.portal.replies)+1), Machines: machines, Direction: direction}
+	if direction == proto.ReprotectToOnPrem {
+		req.MasterTarget, req.ProcessServer, req.Location = string(fb.mt), string(AddrAzurePS), location
+		req.Host, req.Datastore = host, datastore
+	}
+	rep, err := d.requestCS(req, req.Req)
+	if err != nil {
+		return rep, err
+	}
+	now := d.e.Sim.Now()
+	for _, m := range machines {
+		switch direction {
+		case proto.ReprotectToOnPrem:
+			rec := &reprotectRec{location: location, at: now, vpnStart: fb.vpnAzureToOnPrem()}
+			if src := d.e.Machines[m]; src != nil {
+				for i := range src.Disks() {
+					rec.diskBytes += src.Size(i)
+				}
+			}
+			fb.reprotects[m] = rec
+		case proto.ReprotectToAzure:
+			fb.toAzure[m] = now
+		}
+	}
+	return rep, nil
+}
+
+// requestCS sends a request to the configuration server and runs until
+// its reply (Req echoed) arrives.
+func (d *Deployment) requestCS(m wire.Msg, req string) (proto.Reply, error) {
+	seen := len(d.portal.replies)
+	if err := d.e.Sim.Inject(0, AddrConfigServer, runtime.Message{From: AddrPortal, Data: wire.Encode(m)}); err != nil {
+		return proto.Reply{}, err
+	}
+	var rep *proto.Reply
+	d.e.RunUntil(10*time.Minute, func() bool {
+		for i := seen; i < len(d.portal.replies); i++ {
+			if d.portal.replies[i].Req == req {
+				rep = &d.portal.replies[i]
+				return true
+			}
+		}
+		return false
+	})
+	if rep == nil {
+		return proto.Reply{}, fmt.Errorf("the configuration server did not answer %s within 10 minutes", req)
+	}
+	if !rep.OK {
+		return *rep, fmt.Errorf("refused: %s", strings.TrimPrefix(rep.Reason, "configsrv: "))
+	}
+	return *rep, nil
+}
+
+// targetStatus is the master target's status.
+func (fb *Failback) targetStatus() (mastertarget.Status, error) {
+	if !fb.started {
+		return mastertarget.Status{}, fmt.Errorf("no master target yet: run `failback-infra` first")
+	}
+	return runtime.InspectAs(fb.d.e.ctx, fb.d.e.Sim, fb.mt, func(a runtime.Actor) mastertarget.Status {
+		return a.(*mastertarget.Target).Status()
+	})
+}
+
+// relayStatus is the Azure process server's counters.
+func (fb *Failback) relayStatus() (processsrv.RelayStatus, error) {
+	if !fb.started {
+		return processsrv.RelayStatus{}, fmt.Errorf("no process server in Azure yet: run `failback-infra` first")
+	}
+	return runtime.InspectAs(fb.d.e.ctx, fb.d.e.Sim, AddrAzurePS, func(a runtime.Actor) processsrv.RelayStatus {
+		return a.(*processsrv.Relay).Status()
+	})
+}
+
+// poweredVC is the vSphere client the components use in a simulated world:
+// powering a VM off stops its guest (its application and agent), powering
+// it on boots the guest again on its disks — as they are then, which
+// failback may have rewritten.
+type poweredVC struct {
+	vsphere.Client
+	d *Deployment
+}
+
+func (p *poweredVC) name(ctx context.Context, ref vsphere.VMRef) string {
+	vm, err := p.Client.VM(ctx, ref)
+	if err != nil {
+		return ""
+	}
+	return vm.Name
+}
+
+func (p *poweredVC) PowerOff(ctx context.Context, ref vsphere.VMRef) error {
+	if err := p.Client.PowerOff(ctx, ref); err != nil {
+		return err
+	}
+	name := p.name(ctx, ref)
+	p.d.e.Sim.After(0, "power-off/"+name, func() { p.d.guestPowerOff(name) })
+	return nil
+}
+
+func (p *poweredVC) PowerOn(ctx context.Context, ref vsphere.VMRef) error {
+	if err := p.Client.PowerOn(ctx, ref); err != nil {
+		return err
+	}
+	name := p.name(ctx, ref)
+	p.d.e.Sim.After(0, "power-on/"+name, func() { p.d.guestPowerOn(name) })
+	return nil
+}
+
+// guestPowerOff stops a machine's guest: its workload stops, its agent
+// process goes down with the machine.
+func (d *Deployment) guestPowerOff(name string) {
+	g := d.guests[name]
+	if g == nil || g.off {
+		return
+	}
+	g.off = true
+	d.e.Workloads.Stop(name)
+	d.e.Sim.Crash(name)
+	d.e.Trace.Add(d.e.Sim.Elapsed(), name, "power-off", "guest stopped")
+}
+
+// guestPowerOn boots a machine's guest again: its disks are opened afresh
+// (a new history begins: what the guest finds is what failback wrote) and
+// its agent starts. A VM that alternate-location failback created gets a
+// guest on its own disks.
+func (d *Deployment) guestPowerOn(name string) {
+	e := d.e
+	g := d.guests[name]
+	if g != nil && !g.off {
+		return
+	}
+	var paths []string
+	for i := 0; ; i++ {
+		if e.VCSim == nil {
+			break
+		}
+		p, err := e.VCSim.DiskFile(name, i)
+		if err != nil {
+			break
+		}
+		paths = append(paths, p)
+	}
+	if len(paths) == 0 {
+		e.Trace.Add(e.Sim.Elapsed(), name, "power-on", "no disks: no guest to boot")
+		return
+	}
+	m, err := disk.Open(name, paths, e.Sim.Elapsed)
+	if err != nil {
+		e.Trace.Add(e.Sim.Elapsed(), name, "power-on", "guest disks: "+err.Error())
+		return
+	}
+	e.closers = append(e.closers, func() { m.Close() })
+	e.Machines[name] = m
+	m.IgnoreGate(d.opts.IgnoreHold)
+	if g == nil {
+		g = &simGuest{e: e, m: m, name: name}
+		d.guests[name] = g
+	}
+	g.m, g.off, g.filter = m, false, nil
+	e.Trace.Add(e.Sim.Elapsed(), name, "power-on", fmt.Sprintf("guest booted on %d disks", len(paths)))
+	if _, ok := e.Net.Host(name); !ok {
+		e.Net.AddHost(simnet.Host{Name: name, Site: simnet.OnPrem})
+	}
+	if e.Sim.Actor(AgentAddr(name)) != nil || g.installed {
+		e.Sim.Restart(name)
+		return
+	}
+	if err := d.InstallAgent(name); err != nil {
+		e.Trace.Add(e.Sim.Elapsed(), name, "power-on", "agent: "+err.Error())
+	}
+}
+
+// sortedGuestNames lists the failed-over machines.
+func (fb *Failback) sortedGuestNames() []string {
+	var out []string
+	for m := range fb.guests {
+		out = append(out, m)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// failbackMTHost is the master target's host: the configuration server's
+// unless failback-infra chose another.
+func (d *Deployment) failbackMTHost() string {
+	if d.fb != nil && d.fb.started {
+		return d.fb.mtHost
+	}
+	return HostConfigServer
+}
+
+// onPremBoot is the orchestrator's health check of a VM powered on on
+// premises by a failback: its guest booted on the failed-back disks, and
+// the application recovers on them.
+func (d *Deployment) onPremBoot(_ context.Context, vm, machine string) error {
+	g := d.guests[vm]
+	if g == nil || g.off {
+		return fmt.Errorf("the guest of %s did not boot", vm)
+	}
+	if wl := d.e.Workloads.Workload(machine); wl != nil {
+		if _, err := wl.Check(machineImages(g.m), false); err != nil {
+			return fmt.Errorf("%s does not recover on %s: %w", wl.Name(), vm, err)
+		}
+	}
+	return nil
+}
