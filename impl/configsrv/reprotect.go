@@ -214,7 +214,7 @@ func (s *Server) reprotectMachines(req *proto.Reprotect) ([]string, error) {
 		}
 		m, ok := s.machines[name]
 		if !ok {
-			return nil, fmt.Errorf("%w: %w %s", ErrReprotect, ErrUnknownMachine, name)
+			return nil, fmt.Errorf("%w %s", ErrUnknownMachine, name)
 		}
 		waiting := m.state == StateFailedOver || m.state == StateFailedBack
 		if m.checking || (waiting && m.job != nil && (m.job.kind == JobReprotect || m.job.kind == JobReprotectAzure)) {
