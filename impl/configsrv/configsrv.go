@@ -13,6 +13,13 @@
 // tag rounds; the server keeps their statistics (TagRound), the group
 // recovery points the Azure side reports, and the multi-vm-consistency alert.
 //
+// Failover and failback (reprotect.go): a committed failover leaves a
+// machine failed-over; Reprotect to on-premises replicates it from the
+// Azure VM's agent through a process server in Azure to a master target
+// with the failback policy, the master target reporting as the Azure side
+// does; a committed failback leaves it failed-back; Reprotect to Azure
+// resumes the Azure replica and replicates forward again.
+//
 // The server is a runtime.Actor. It keeps its state in memory: a restarted
 // configuration server rediscovers vCenter and learns agents again as they
 // register (see the package's report for what that leaves out).

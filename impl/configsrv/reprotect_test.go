@@ -411,6 +411,19 @@ func TestFailbackRoundTrip(t *testing.T) {
 		{StepReplicate, JobSucceeded, "gen 2 synced"},
 	}, steps)
 
+	// A resync the Azure VM's agent asks for is a new failback generation.
+	r.d.Receive(azAgent("db01"), &proto.ResyncNeeded{Machine: "db01", Reason: "change log overflow"})
+	resync := &proto.Protect{Machine: "db01", Policy: proto.FailbackPolicy("gold"), ProcessServer: string(azPS), Gen: 3}
+	diff(t, "protect after a resync request", []wire.Msg{resync}, r.d.SentTo(azAgent("db01")))
+	r.d.Receive(azAgent("db01"), &proto.ResyncNeeded{Machine: "db01", Reason: "change log overflow"}) // not started yet: the same again
+	r.d.Receive(azAgent("db01"), &proto.Heartbeat{Machine: "db01", Phase: PhaseIdle})
+	diff(t, "protect resent", []wire.Msg{resync, resync}, r.d.SentTo(azAgent("db01")))
+	mt(proto.ReplicaEvent{Machine: "db01", Event: proto.EventSyncStarted, Gen: 3})
+	mt(proto.ReplicaEvent{Machine: "db01", Event: proto.EventSyncComplete, Gen: 3})
+	if m := r.machine("db01"); m.State != StateProtected || m.Gen != 3 {
+		t.Fatalf("after the failback resync: %s gen %d", m.State, m.Gen)
+	}
+
 	// Failback committed: the Azure agent is told to stop.
 	if rep := r.ask(orch, &proto.FailedBack{Req: "fb1", Machine: "db01", VM: "db01"}); !rep.OK {
 		t.Fatalf("FailedBack refused: %s", rep.Reason)
@@ -438,26 +451,27 @@ func TestFailbackRoundTrip(t *testing.T) {
 	}
 	r.registerAt("db01", agentAddr("db01"), azDisks["db01"])
 	r.d.Sent()
-	if rep := r.request(toAzure); !rep.OK || rep.Reason != "reprotect to Azure started: jobs 4" {
+	if rep := r.request(toAzure); !rep.OK || rep.Reason != "reprotect to Azure started: jobs 5" {
 		t.Fatalf("reprotect to Azure: %+v", rep)
 	}
-	diff(t, "to Azure", []wire.Msg{&proto.ResumeReplication{Req: "cs-job-4", Machine: "db01"}}, r.d.SentTo(azure))
-	r.d.Receive(azure, &proto.Reply{Request: "resume-replication", Subject: "db01", OK: true, Req: "cs-job-4"})
+	diff(t, "to Azure", []wire.Msg{&proto.ResumeReplication{Req: "cs-job-5", Machine: "db01"}}, r.d.SentTo(azure))
+	r.d.Receive(azure, &proto.Reply{Request: "resume-replication", Subject: "db01", OK: true, Req: "cs-job-5"})
 	gold := r.s.policies["gold"]
 	diff(t, "to Azure after resume", []wire.Msg{&proto.PolicyFor{Machine: "db01", Policy: gold}}, r.d.SentTo(azure))
-	diff(t, "forward protect", []wire.Msg{&proto.Protect{Machine: "db01", Policy: gold, ProcessServer: string(psAddr), Gen: 3}},
+	diff(t, "forward protect", []wire.Msg{&proto.Protect{Machine: "db01", Policy: gold, ProcessServer: string(psAddr), Gen: 4}},
 		r.toAgent("db01"))
 	// The master target's late events are of an older generation.
 	mt(proto.ReplicaEvent{Machine: "db01", Event: proto.EventSyncComplete, Gen: 2})
 	if m := r.machine("db01"); m.State != StateInitialSync || m.Direction != DirectionForward {
 		t.Fatalf("after resume: %s direction %s", m.State, m.Direction)
 	}
-	r.event(proto.ReplicaEvent{Machine: "db01", Event: proto.EventSyncStarted, Gen: 3})
-	r.event(proto.ReplicaEvent{Machine: "db01", Event: proto.EventSyncComplete, Gen: 3})
+	r.event(proto.ReplicaEvent{Machine: "db01", Event: proto.EventSyncStarted, Gen: 4})
+	r.event(proto.ReplicaEvent{Machine: "db01", Event: proto.EventSyncComplete, Gen: 4})
 	diff(t, "history", []string{">unprotected", "unprotected>enabling", "enabling>initial-sync", "initial-sync>protected",
-		"protected>failed-over", "failed-over>initial-sync", "initial-sync>protected", "protected>failed-back",
+		"protected>failed-over", "failed-over>initial-sync", "initial-sync>protected",
+		"protected>resync-required", "resync-required>resyncing", "resyncing>protected", "protected>failed-back",
 		"failed-back>initial-sync", "initial-sync>protected"}, r.states("db01"))
-	if job := r.s.Status().Jobs[3]; job.Kind != JobReprotectAzure || job.Status != JobSucceeded || len(job.Steps) != 3 ||
+	if job := r.s.Status().Jobs[4]; job.Kind != JobReprotectAzure || job.Status != JobSucceeded || len(job.Steps) != 3 ||
 		job.Steps[1].Name != StepResume {
 		t.Errorf("reprotect-to-azure job %+v", job)
 	}

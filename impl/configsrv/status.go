@@ -56,8 +56,8 @@ type MachineStatus struct {
 	NewestPoint time.Time     // time of the newest recovery point; zero before the first
 	RPO         time.Duration // now − NewestPoint (before it, now − EnabledAt), as of RPOAt
 	RPOAt       time.Time     // when RPO was last evaluated (every CheckEvery and on each point)
-	Applied     uint64        // stream items the Azure side reports applied
-	LastError   string        // the Azure side's last apply error for the machine
+	Applied     uint64        // stream items the Azure side (in failback, the master target) reports applied
+	LastError   string        // its last apply error for the machine
 
 	// Failover and failback.
 	Direction    string    // DirectionForward or DirectionFailback; "" before the first enablement
