@@ -144,6 +144,7 @@ const (
 	opLatestList // failover.go
 	opLatest     // failover.go
 	opCommit     // failover.go
+	opResume     // failover.go
 )
 
 type pending struct {
@@ -242,7 +243,7 @@ func (s *Service) message(ctx runtime.Context, ev runtime.Message) {
 		if s.ready {
 			s.do(ctx, s.groups.evalAll(""))
 		}
-	case *proto.StopReplication, *proto.MakeLatest, *proto.CommitPoint:
+	case *proto.StopReplication, *proto.MakeLatest, *proto.CommitPoint, *proto.ResumeReplication:
 		s.failoverRequest(ctx, ev.From, msg)
 	default:
 		ctx.Log().Debug("azuresvc: message ignored", "from", string(ev.From), "kind", wire.KindName(msg.WireKind()))
@@ -727,7 +728,7 @@ func (s *Service) done(ctx runtime.Context, ev runtime.Done) {
 		}
 		s.do(ctx, s.groups.opDone(end))
 		return
-	case opStop, opLatestList, opLatest, opCommit:
+	case opStop, opLatestList, opLatest, opCommit, opResume:
 		s.failoverDone(ctx, p, ev)
 		return
 	}

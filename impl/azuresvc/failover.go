@@ -15,7 +15,8 @@ import (
 )
 
 // What failover asks of the Azure side (proto.StopReplication, MakeLatest,
-// CommitPoint). Requests for one machine are served one at a time, in
+// CommitPoint), and what reprotect to Azure asks after a failback
+// (proto.ResumeReplication). Requests for one machine are served one at a time, in
 // arrival order, between the machine's other Ops (kick calls
 // serveFailover before anything else), and each is answered with a
 // proto.Reply to its sender, Req echoed:
@@ -35,6 +36,15 @@ import (
 //   - CommitPoint, for a stopped machine only, keeps the named point and
 //     deletes every other one with its snapshots (catalog first, then the
 //     snapshots, as retention does).
+//   - ResumeReplication clears Catalog.Stopped and is answered once the
+//     catalog without it is stored; a machine that is not stopped is
+//     answered OK at once. The replica disks, the generation and the
+//     points are kept as they are: the next generation's SyncStart gets
+//     the checksums of the replica as it stands (not Fresh), so its sync
+//     sends only the blocks that differ, and from its SyncEnd on
+//     bookmarks become points again. Items of the old stream that were
+//     dropped while stopped leave a gap that the new SyncStart is found
+//     past (see kick's probing), as after a lost cache.
 
 // ErrFailoverRequest is a failover request the Azure side refuses.
 var ErrFailoverRequest = errors.New("azuresvc: failover request refused")
@@ -44,6 +54,7 @@ const (
 	foStop   = "stop"
 	foLatest = "latest"
 	foCommit = "commit"
+	foResume = "resume"
 )
 
 // foRequest is one failover request of a machine.
@@ -69,6 +80,8 @@ func (s *Service) failoverRequest(ctx runtime.Context, from runtime.Addr, msg wi
 		r.kind, r.req, machine = foLatest, m.Req, m.Machine
 	case *proto.CommitPoint:
 		r.kind, r.req, r.point, machine = foCommit, m.Req, m.Point, m.Machine
+	case *proto.ResumeReplication:
+		r.kind, r.req, machine = foResume, m.Req, m.Machine
 	}
 	if machine == "" {
 		s.reply(ctx, r, "", "", fmt.Errorf("%w: no machine named", ErrFailoverRequest))
@@ -127,6 +140,23 @@ func (s *Service) serveFailover(ctx runtime.Context, m *machine) bool {
 				})
 				if err == nil {
 					a.note(slog.LevelInfo, "azuresvc: replication stopped for failover", "applied", a.cat.Applied, "points", len(a.cat.Points))
+				}
+				return "", err
+			})
+			return true
+		case foResume:
+			if !m.cat.Stopped {
+				s.pop(ctx, m, "", nil)
+				continue
+			}
+			s.startFailoverOp(ctx, m, opResume, func(a *applier) (string, error) {
+				err := a.update(func(next *Catalog) (bool, error) {
+					changed := next.Stopped
+					next.Stopped = false
+					return changed, nil
+				})
+				if err == nil {
+					a.note(slog.LevelInfo, "azuresvc: replication resumed", "applied", a.cat.Applied, "gen", a.cat.Gen, "points", len(a.cat.Points))
 				}
 				return "", err
 			})

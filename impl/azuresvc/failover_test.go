@@ -1,10 +1,14 @@
 package azuresvc
 
 import (
+	"bytes"
+	"fmt"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/v2a-dr/v2a/impl/batch"
 	"github.com/v2a-dr/v2a/impl/blob/memblob"
 	"github.com/v2a-dr/v2a/impl/proto"
 	"github.com/v2a-dr/v2a/impl/runtime"
@@ -182,4 +186,93 @@ func TestCommitPoint(t *testing.T) {
 	if pruned != 3 {
 		t.Errorf("%d pruned-by-commit events, want 3", pruned)
 	}
+}
+
+// TestResumeReplication: a machine stopped by a failover replicates again
+// after ResumeReplication. The replica is kept: the new generation's
+// checksums are those of the replica as it stands (not fresh), so only the
+// blocks that differ are sent, and bookmarks become points again.
+func TestResumeReplication(t *testing.T) {
+	d, m, store := replicated(t)
+	d.Receive(foAddr, &proto.StopReplication{Req: "r1", Machine: "db01"})
+	// The stream goes on while stopped: dropped, never applied. The model
+	// keeps the write (the source has it), so the replica now differs from
+	// the source in disk 0's first block.
+	dropped := m.log(m.write(0, 0, m.data(BlockSize)))
+	upload(t, store, dropped)
+	hint(d, "db01", dropped.Seq)
+	d.Advance(DefaultPollEvery)
+	before := loadCatalog(t, store, "db01")
+	if !before.Stopped || before.Applied >= dropped.Seq {
+		t.Fatalf("before resume: stopped %v, applied %d (dropped item %d)", before.Stopped, before.Applied, dropped.Seq)
+	}
+
+	d.Receive(foAddr, &proto.ResumeReplication{Req: "r2", Machine: "db01"})
+	d.Receive(foAddr, &proto.ResumeReplication{Req: "r3", Machine: "db01"}) // not stopped: not an error
+	d.Receive(foAddr, &proto.ResumeReplication{Req: "r4", Machine: "nosuch"})
+	want := []*proto.Reply{
+		{Request: "stop-replication", Subject: "db01", OK: true, Req: "r1"},
+		{Request: "resume-replication", Subject: "db01", OK: true, Req: "r2"},
+		{Request: "resume-replication", Subject: "db01", OK: true, Req: "r3"},
+		{Request: "resume-replication", Subject: "nosuch", Reason: "azuresvc: failover request refused: nosuch has no replica (no catalog)", Req: "r4"},
+	}
+	if diff := cmp.Diff(want, replies(t, d)); diff != "" {
+		t.Errorf("replies (-want +got):\n%s", diff)
+	}
+	c := loadCatalog(t, store, "db01")
+	if c.Stopped || c.Gen != before.Gen || c.Applied != before.Applied || len(c.Points) != len(before.Points) {
+		t.Fatalf("after resume: stopped %v gen %d applied %d points %d; want not stopped, the rest as before (%d %d %d)",
+			c.Stopped, c.Gen, c.Applied, len(c.Points), before.Gen, before.Applied, len(before.Points))
+	}
+	toCS(t, d)
+
+	// The new generation starts past the dropped item (a gap).
+	ss := m.syncStart(disk0Size, disk1Size)
+	upload(t, store, ss)
+	hint(d, "db01", ss.Seq)
+	evs, sums := toCS(t, d)
+	if diff := cmp.Diff([]string{"sync-started"}, eventNames(evs)); diff != "" {
+		t.Errorf("events (-want +got):\n%s", diff)
+	}
+	got := map[uint16][]byte{}
+	for _, s := range sums {
+		if s.Fresh || s.Gen != 2 {
+			t.Fatalf("checksums of disk %d: fresh %v gen %d, want those of the kept replica, gen 2", s.Disk, s.Fresh, s.Gen)
+		}
+		got[s.Disk] = append(got[s.Disk], s.Sums...)
+	}
+	c = loadCatalog(t, store, "db01")
+	for i, dk := range c.Disks {
+		if want := directSums(t, store, dk); !bytes.Equal(got[uint16(i)], want) {
+			t.Errorf("disk %d: checksums differ from the replica's", i)
+		}
+	}
+	// The agent sends the blocks whose sums differ: only the dropped write's.
+	var chunks []*batch.Item
+	var differ []string
+	for i, img := range m.disks {
+		for off := 0; off < len(img); off += BlockSize {
+			blk := img[off:min(off+BlockSize, len(img))]
+			s := proto.BlockSum(blk)
+			k := off / BlockSize * proto.ChecksumSize
+			if bytes.Equal(s[:], got[uint16(i)][k:k+proto.ChecksumSize]) {
+				continue
+			}
+			differ = append(differ, fmt.Sprintf("%d:%d", i, off))
+			chunks = append(chunks, m.chunk(uint16(i), batch.Run{Off: int64(off), Data: bytes.Clone(blk)}))
+		}
+	}
+	if diff := cmp.Diff([]string{"0:0"}, differ); diff != "" {
+		t.Fatalf("blocks that differ (-want +got):\n%s", diff)
+	}
+	rest := append(chunks, m.syncEnd(uint64(len(chunks))),
+		m.log(m.write(1, 0, m.data(512)), m.bookmark(proto.Crash, "db01-c-20", runtimetest.Epoch.Add(time.Hour))))
+	upload(t, store, rest...)
+	hint(d, "db01", last(rest))
+	evs, _ = toCS(t, d)
+	if diff := cmp.Diff([]string{"sync-complete", "point:db01-c-20"}, eventNames(evs)); diff != "" {
+		t.Errorf("events (-want +got):\n%s", diff)
+	}
+	checkReplica(t, store, m)
+	checkPoints(t, store, m)
 }

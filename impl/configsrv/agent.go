@@ -110,6 +110,15 @@ func (s *Server) register(ctx runtime.Context, from runtime.Addr, r *proto.Regis
 		return
 	}
 	send(ctx, from, &proto.RegisterReply{Machine: r.Machine, OK: true, VaultID: s.cfg.VaultID})
+	if from == m.staleAgent {
+		// The agent of the side the machine left (the source VM after a
+		// failover, the Azure VM after a failback): it knows the
+		// passphrase, but the machine does not run there.
+		ctx.Log().Info("configsrv: agent of the side the machine left registered; ignored", "machine", m.name,
+			"agent", string(from), "state", string(m.state))
+		return
+	}
+	m.regs++
 	s.clear(ctx, AlertRegistrationRefused, m.name)
 	if !m.inVCenter {
 		m.physical = true
@@ -142,9 +151,16 @@ func (s *Server) protect(ctx runtime.Context, m *machine, st State, reason strin
 // sendProtect sends Protect for m's current generation and, to a member of
 // a replication group, the GroupConfig after it (an agent joins its group
 // once it knows what to replicate).
+//
+// In failback the Protect names the failback policy and the process server
+// in Azure the reprotect chose.
 func (s *Server) sendProtect(ctx runtime.Context, m *machine) {
+	ps := s.cfg.ProcessServer
+	if m.direction == DirectionFailback {
+		ps = m.failbackPS
+	}
 	send(ctx, m.agent, &proto.Protect{Machine: m.name, Policy: s.policyOf(m),
-		ProcessServer: string(s.cfg.ProcessServer), Gen: m.gen})
+		ProcessServer: string(ps), Gen: m.gen})
 	s.sendGroupConfig(ctx, m)
 }
 
@@ -157,6 +173,10 @@ func (s *Server) heartbeat(ctx runtime.Context, from runtime.Addr, hb *proto.Hea
 	m, ok := s.machines[hb.Machine]
 	if !ok || !m.registered {
 		ctx.Log().Warn("configsrv: heartbeat from an unregistered agent dropped", "machine", hb.Machine, "from", string(from))
+		return
+	}
+	if from == m.staleAgent {
+		ctx.Log().Info("configsrv: heartbeat from the side the machine left dropped", "machine", hb.Machine, "from", string(from))
 		return
 	}
 	m.lastHeartbeat = ctx.Now()
@@ -200,9 +220,9 @@ func (s *Server) heartbeat(ctx runtime.Context, from runtime.Addr, hb *proto.Hea
 // until it receives a Protect with a higher generation, so while a resync
 // is ordered and has not started on the Azure side the same Protect is sent
 // again rather than a third generation ordered.
-func (s *Server) resyncNeeded(ctx runtime.Context, r *proto.ResyncNeeded) {
+func (s *Server) resyncNeeded(ctx runtime.Context, from runtime.Addr, r *proto.ResyncNeeded) {
 	m, ok := s.machines[r.Machine]
-	if !ok || !m.registered {
+	if !ok || !m.registered || from == m.staleAgent {
 		ctx.Log().Warn("configsrv: resync request from an unregistered agent dropped", "machine", r.Machine)
 		return
 	}

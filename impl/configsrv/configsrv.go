@@ -13,6 +13,13 @@
 // tag rounds; the server keeps their statistics (TagRound), the group
 // recovery points the Azure side reports, and the multi-vm-consistency alert.
 //
+// Failover and failback (reprotect.go): a committed failover leaves a
+// machine failed-over; Reprotect to on-premises replicates it from the
+// Azure VM's agent through a process server in Azure to a master target
+// with the failback policy, the master target reporting as the Azure side
+// does; a committed failback leaves it failed-back; Reprotect to Azure
+// resumes the Azure replica and replicates forward again.
+//
 // The server is a runtime.Actor. It keeps its state in memory: a restarted
 // configuration server rediscovers vCenter and learns agents again as they
 // register (see the package's report for what that leaves out).
@@ -143,15 +150,18 @@ type Server struct {
 type pendingOp struct {
 	kind    opKind
 	machine string
-	job     int // the job that started it: a result for an older job is stale
+	job     int             // the job that started it: a result for an older job is stale
+	check   *reprotectCheck // opReprotectCheck
 }
 
 // opKind is what an Op of the server does.
 type opKind int
 
 const (
-	opDiscover opKind = iota // a vCenter discovery
-	opInstall                // a push install of the Mobility service
+	opDiscover       opKind = iota // a vCenter discovery
+	opInstall                      // a push install of the Mobility service
+	opReprotectCheck               // a reprotect request's vCenter check (reprotect.go)
+	opPrepareVM                    // a reprotect job's power-off or VM creation (reprotect.go)
 )
 
 // Timer names.
@@ -215,6 +225,10 @@ func (s *Server) Handle(ctx runtime.Context, ev runtime.Event) {
 			s.discovered(ctx, ev)
 		case opInstall:
 			s.installed(ctx, op, ev)
+		case opReprotectCheck:
+			s.reprotectChecked(ctx, op, ev)
+		case opPrepareVM:
+			s.vmPrepared(ctx, op, ev)
 		}
 	case runtime.Message:
 		s.message(ctx, ev)
@@ -254,11 +268,19 @@ func (s *Server) message(ctx runtime.Context, ev runtime.Message) {
 	case *proto.Heartbeat:
 		s.heartbeat(ctx, ev.From, m)
 	case *proto.ResyncNeeded:
-		s.resyncNeeded(ctx, m)
+		s.resyncNeeded(ctx, ev.From, m)
 	case *proto.ReplicaEvent:
-		s.replicaEvent(ctx, m)
+		s.replicaEvent(ctx, ev.From, m)
 	case *proto.Checksums:
-		s.relayChecksums(ctx, m)
+		s.relayChecksums(ctx, ev.From, m)
+	case *proto.FailedOver:
+		s.failedOver(ctx, ev.From, m)
+	case *proto.FailedBack:
+		s.failedBack(ctx, ev.From, m)
+	case *proto.Reprotect:
+		s.reprotect(ctx, ev.From, m)
+	case *proto.Reply:
+		s.replyIn(ctx, ev.From, m)
 	case *proto.PSHealth:
 		s.psHealth(ctx, ev.From, m)
 	default:
@@ -297,6 +319,7 @@ func (s *Server) check(ctx runtime.Context) {
 		if m.policyPending && m.state.enabled() {
 			s.sendPolicyFor(ctx, m)
 		}
+		s.resendAwaited(ctx, m, now)
 	}
 	for _, g := range s.sortedGroups() {
 		s.evalGroupRPO(g, now)

@@ -137,7 +137,7 @@ func TestEnableProtect(t *testing.T) {
 				State: StateProtected, History: m.History, Policy: "default", Gen: 1, Registered: true,
 				AgentAddr: string(agentAddr(tc.machine)), RegisteredAt: at(5 * time.Minute), DiskSizes: []int64{1 << 30},
 				LastHeartbeat: at(5 * time.Minute), Phase: PhaseSyncing, CaptureMode: "data", PendingBytes: 7,
-				SyncedBytes: 100, SyncTotalBytes: 400, EnabledAt: at(5 * time.Minute)}, m)
+				SyncedBytes: 100, SyncTotalBytes: 400, EnabledAt: at(5 * time.Minute), Direction: DirectionForward}, m)
 			jobs := r.s.Status().Jobs
 			if len(jobs) != 1 {
 				t.Fatalf("jobs: %+v", jobs)

@@ -12,6 +12,10 @@ const (
 	JobEnable  = "enable-replication"
 	JobResync  = "resync"
 	JobDisable = "disable-replication"
+	// JobReprotect: Azure -> on-premises (failback replication).
+	JobReprotect = "reprotect"
+	// JobReprotectAzure: on-premises -> Azure again, after a failback.
+	JobReprotectAzure = "reprotect-to-azure"
 )
 
 // Job and step statuses.
@@ -30,6 +34,9 @@ const (
 	StepOrderResync   = "order resync"
 	StepReplicate     = "replicate to sync-complete"
 	StepStop          = "stop replication"
+	StepTargetVM      = "prepare on-premises vm"
+	StepAttach        = "attach master target"
+	StepResume        = "resume replication in azure"
 )
 
 type job struct {

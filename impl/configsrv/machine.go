@@ -14,6 +14,13 @@ import (
 //	protected | initial-sync -> resync-required -> resyncing -> protected
 //	enabling -> unprotected (push install failed, registration refused)
 //	any -> disabled (DisableReplication); disabled -> enabling (enabled again)
+//
+// Failover and failback (see reprotect.go):
+//
+//	replicating forward -> failed-over (FailedOver)
+//	failed-over -> initial-sync -> protected, direction failback (Reprotect to on-premises)
+//	failback -> failed-back (FailedBack)
+//	failed-back -> initial-sync -> protected, direction forward (Reprotect to Azure)
 type State string
 
 // The states of a protected item.
@@ -25,11 +32,29 @@ const (
 	StateResyncRequired State = "resync-required" // change tracking broke; a new generation is being ordered
 	StateResyncing      State = "resyncing"       // Protect sent for a new generation
 	StateDisabled       State = "disabled"        // replication disabled by the portal
+	// StateFailedOver: the machine runs in Azure (a committed failover);
+	// nothing replicates until a reprotect to on-premises.
+	StateFailedOver State = "failed-over"
+	// StateFailedBack: the machine runs on premises again (a committed
+	// failback); nothing replicates until a reprotect to Azure.
+	StateFailedBack State = "failed-back"
+)
+
+// Replication directions (MachineStatus.Direction), proto's names.
+const (
+	DirectionForward  = proto.DirectionToAzure // on-premises -> Azure
+	DirectionFailback = proto.DirectionBack    // Azure -> on-premises (master target)
 )
 
 // enabled reports whether replication was asked for the machine.
 func (st State) enabled() bool {
 	return st != StateUnprotected && st != StateDisabled && st != ""
+}
+
+// watched reports whether the machine's RPO and heartbeats are watched:
+// enabled and not waiting between a failover and a reprotect.
+func (st State) watched() bool {
+	return st.enabled() && st != StateFailedOver && st != StateFailedBack
 }
 
 // replicating reports whether a Protect is out for the current generation.
@@ -78,6 +103,30 @@ type machine struct {
 	rpo         time.Duration
 	rpoAt       time.Time
 	lastError   string
+
+	// Failover and failback (reprotect.go).
+	direction    string    // DirectionForward or DirectionFailback; "" before the first enablement
+	azureVM      string    // the Azure VM a failover made (FailedOver)
+	failedOverAt time.Time // when FailedOver came
+	failedBackAt time.Time // when FailedBack came
+	failbackVM   string    // the on-premises VM failback writes to and fails back into
+	masterTarget runtime.Addr
+	failbackPS   runtime.Addr // the process server in Azure of the failback stream
+	// staleAgent is the agent of the side the machine left at the last
+	// failover or failback: its registrations and reports are not the
+	// running machine's and are answered but ignored.
+	staleAgent runtime.Addr
+	// regs counts accepted registrations (of agents other than staleAgent);
+	// regsAt is its value at the last failover or failback, so regs >
+	// regsAt says an agent registered since.
+	regs, regsAt uint64
+	// checking: a reprotect request naming the machine waits for its
+	// vCenter check (nothing changed yet); another is refused meanwhile.
+	checking bool
+	// await is the request the running reprotect job waits a Reply to
+	// (AttachTarget to the master target, ResumeReplication to Azure),
+	// resent every CheckEvery until it comes; nil when none.
+	await *awaiting
 }
 
 func newMachine(name string) *machine {
@@ -104,8 +153,15 @@ func (s *Server) known(ctx runtime.Context, m *machine, reason string) {
 	s.setState(ctx, m, StateUnprotected, reason)
 }
 
-// policyOf is m's current policy (replaced policies apply at once).
+// policyOf is m's current policy (replaced policies apply at once); in
+// failback, its policy's failback twin.
 func (s *Server) policyOf(m *machine) proto.Policy {
+	if m.direction == DirectionFailback {
+		if p, ok := s.policies[m.policy+proto.FailbackSuffix]; ok {
+			return p
+		}
+		return proto.FailbackPolicy(m.policy)
+	}
 	if p, ok := s.policies[m.policy]; ok {
 		return p
 	}

@@ -68,7 +68,7 @@ func (s *Server) createPolicy(ctx runtime.Context, from runtime.Addr, req *proto
 	}
 	if exists && old != p {
 		for _, m := range s.sortedMachines() {
-			if m.policy == p.Name && m.state.enabled() {
+			if m.policy == p.Name && m.state.watched() && m.direction != DirectionFailback {
 				m.policyPending = true
 				s.sendPolicyFor(ctx, m)
 			}
@@ -148,6 +148,7 @@ func (s *Server) enableMachine(ctx runtime.Context, m *machine, policy string) s
 	name := m.name
 	now := ctx.Now()
 	m.policy = policy
+	m.direction = DirectionForward
 	m.gen++ // a new enablement starts a new generation, so the Azure side never mixes it with an old one
 	m.enabledAt = now
 	m.points = map[string]time.Time{}
@@ -182,7 +183,7 @@ func (s *Server) disable(ctx runtime.Context, from runtime.Addr, req *proto.Disa
 		return
 	}
 	s.finish(ctx, m.job, JobFailed, "replication disabled")
-	m.job = nil
+	m.job, m.await = nil, nil
 	j := s.newJob(ctx, JobDisable, m.name)
 	now := ctx.Now()
 	s.setState(ctx, m, StateDisabled, "replication disabled by request")

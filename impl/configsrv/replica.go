@@ -26,7 +26,11 @@ func (s *Server) sendPolicyFor(ctx runtime.Context, m *machine) {
 // group-point (Machine is the member whose point completed it) and a
 // pruned event with a Group and no Machine (a group point deleted); a
 // member's own events may carry its Group and are handled as any machine's.
-func (s *Server) replicaEvent(ctx runtime.Context, ev *proto.ReplicaEvent) {
+//
+// In failback the master target reports the machine's events; the Azure
+// side's (its sync-complete announcements of the stopped replica) are
+// dropped then.
+func (s *Server) replicaEvent(ctx runtime.Context, from runtime.Addr, ev *proto.ReplicaEvent) {
 	switch {
 	case ev.Event == proto.EventGroupPoint:
 		s.groupPoint(ctx, ev)
@@ -38,6 +42,11 @@ func (s *Server) replicaEvent(ctx runtime.Context, ev *proto.ReplicaEvent) {
 	m, ok := s.machines[ev.Machine]
 	if !ok {
 		ctx.Log().Warn("configsrv: replica event for an unknown machine dropped", "machine", ev.Machine, "event", ev.Event)
+		return
+	}
+	if s.fromOtherSide(m, from) {
+		ctx.Log().Debug("configsrv: replica event of the side not replicated to dropped", "machine", m.name,
+			"event", ev.Event, "from", string(from))
 		return
 	}
 	m.policyPending = false
@@ -94,9 +103,9 @@ func (s *Server) replicaEvent(ctx runtime.Context, ev *proto.ReplicaEvent) {
 }
 
 // relayChecksums forwards the replica's checksums to the machine's agent.
-func (s *Server) relayChecksums(ctx runtime.Context, c *proto.Checksums) {
+func (s *Server) relayChecksums(ctx runtime.Context, from runtime.Addr, c *proto.Checksums) {
 	m, ok := s.machines[c.Machine]
-	if !ok || !m.registered {
+	if !ok || !m.registered || s.fromOtherSide(m, from) {
 		ctx.Log().Warn("configsrv: checksums for a machine without an agent dropped", "machine", c.Machine)
 		return
 	}
@@ -108,7 +117,7 @@ func (s *Server) relayChecksums(ctx runtime.Context, c *proto.Checksums) {
 // point, now − when replication was enabled) and raises or clears the
 // RPO alert. It changes nothing else: the threshold is a warning only.
 func (s *Server) evalRPO(ctx runtime.Context, m *machine, now time.Time) {
-	if !m.state.enabled() {
+	if !m.state.watched() {
 		m.rpo, m.rpoAt = 0, now
 		s.clear(ctx, AlertRPO, m.name)
 		return
@@ -130,7 +139,7 @@ func (s *Server) evalRPO(ctx runtime.Context, m *machine, now time.Time) {
 // has been silent for HeartbeatLost (counted from its last heartbeat, its
 // registration or the enablement, whichever is latest). A heartbeat clears it.
 func (s *Server) evalHeartbeat(ctx runtime.Context, m *machine, now time.Time) {
-	if !m.state.enabled() || !m.registered {
+	if !m.state.watched() || !m.registered {
 		return
 	}
 	last := m.lastHeartbeat

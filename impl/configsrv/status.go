@@ -56,14 +56,29 @@ type MachineStatus struct {
 	NewestPoint time.Time     // time of the newest recovery point; zero before the first
 	RPO         time.Duration // now − NewestPoint (before it, now − EnabledAt), as of RPOAt
 	RPOAt       time.Time     // when RPO was last evaluated (every CheckEvery and on each point)
-	Applied     uint64        // stream items the Azure side reports applied
-	LastError   string        // the Azure side's last apply error for the machine
+	Applied     uint64        // stream items the Azure side (in failback, the master target) reports applied
+	LastError   string        // its last apply error for the machine
+
+	// Failover and failback.
+	Direction    string    // DirectionForward or DirectionFailback; "" before the first enablement
+	AzureVM      string    // the Azure VM the last failover made; "" before
+	FailedOverAt time.Time // when the last failover was reported
+	// FailbackVM is the on-premises VM the failback stream is written to
+	// (the original or a created one), and after a failback the VM the
+	// machine runs in.
+	FailbackVM   string
+	FailedBackAt time.Time // when the last failback was reported
+	MasterTarget string    // the master target of the last reprotect to on-premises
+	// FailbackProcessServer is the process server in Azure of the last
+	// reprotect to on-premises.
+	FailbackProcessServer string
 }
 
-// JobStatus is one job: an enablement, a resync or a disablement.
+// JobStatus is one job: an enablement, a resync, a disablement or a
+// reprotect.
 type JobStatus struct {
 	ID      int
-	Kind    string // JobEnable, JobResync, JobDisable
+	Kind    string // JobEnable, JobResync, JobDisable, JobReprotect, JobReprotectAzure
 	Machine string
 	Status  string // JobRunning, JobSucceeded, JobFailed
 	Started time.Time
@@ -119,6 +134,8 @@ func (s *Server) Status() Status {
 			SyncedBytes: m.hb.SyncedBytes, SyncTotalBytes: m.hb.SyncTotalBytes, SentBytes: m.hb.SentBytes,
 			EnabledAt: m.enabledAt, Points: len(m.points), NewestPoint: m.newestPoint, RPO: m.rpo, RPOAt: m.rpoAt,
 			Applied: m.applied, LastError: m.lastError,
+			Direction: m.direction, AzureVM: m.azureVM, FailedOverAt: m.failedOverAt, FailbackVM: m.failbackVM,
+			FailedBackAt: m.failedBackAt, MasterTarget: string(m.masterTarget), FailbackProcessServer: string(m.failbackPS),
 		})
 	}
 	for _, g := range s.sortedGroups() {
