@@ -35,6 +35,16 @@
 //     is deleted, a new one boots from the new disks on the same NIC; the
 //     old disks and blobs are deleted.
 //   - commit: proto.CommitPoint per VM; afterwards the point is fixed.
+//     Of a failed-back VM: its Azure VM, NICs, disks and blobs deleted,
+//     then proto.FailedBack to the configuration server.
+//   - failback (proto.OpFailback, FAILOVER.md §B; see failback.go): points
+//     from the master target → per boot group, in order: the Azure VM shut
+//     down, the on-premises disks brought to the point, the on-premises VM
+//     powered on and checked; plan actions of DirectionBack.
+//
+// A failover tells the configuration server proto.FailedOver once a VM is
+// healthy (Config.ConfigServer; resent until answered, a warning after
+// Config.NotifyTimeout).
 //
 // Ordering rules. Phases never overlap. Within a plan, group N+1 starts
 // only after every VM of group N is healthy and its post actions ended.
