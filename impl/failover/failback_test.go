@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"pgregory.net/rapid"
 
 	"github.com/v2a-dr/v2a/impl/compute"
 	"github.com/v2a-dr/v2a/impl/failover"
@@ -443,6 +444,94 @@ func TestLostMessages(t *testing.T) {
 		}
 		if e.azurePower("web01") != compute.Running {
 			t.Errorf("Azure VM shut down without a failback point")
+		}
+	})
+}
+
+// TestPropertyFailbackPoints: for random failback points of a replication
+// group's members (and a machine of no group), kind latest or latest-app,
+// a failback either brings each machine to the point the rule names — its
+// newest (latest), its newest app-consistent one, for group members the
+// newest app-consistent id every member has — with every Azure VM shut
+// down and every on-premises VM on, or fails with a reason having shut
+// nothing down.
+func TestPropertyFailbackPoints(t *testing.T) {
+	rapid.Check(t, func(rt *rapid.T) {
+		vc := &vcenter{on: map[string]bool{}, fail: map[string]bool{}}
+		e := newEnvFor(t, rt, options{vsphere: vc})
+		e.replicate("web01", "", 1, pt{"web01-c-1", proto.Crash})
+		e.replicate("db01", "g1", 1, pt{"g1:c:1", proto.Crash})
+		e.replicate("app01", "g1", 1, pt{"g1:c:1", proto.Crash})
+		vms := []string{"db01", "app01", "web01"}
+		id := e.start(&proto.FailoverRequest{Op: proto.OpFailover, VMs: vms, Point: proto.PointChoice{Kind: proto.PointLatestProcessed}})
+		if j := e.wait(id, time.Hour); j.State != failover.JobSucceeded {
+			rt.Fatalf("failover %s: %v", j.State, j.Errors)
+		}
+		ids := []string{"p1", "p2", "p3", "p4", "p5", "p6"}
+		drawn := map[string][]pt{}
+		for _, vm := range vms {
+			var ps []pt
+			for _, id := range ids {
+				if rapid.IntRange(0, 2).Draw(rt, vm+" has "+id) > 0 {
+					ps = append(ps, pt{id, rapid.SampledFrom([]proto.Consistency{proto.Crash, proto.App}).Draw(rt, vm+" kind "+id)})
+				}
+			}
+			drawn[vm] = ps
+			e.backPoints(vm, ps...)
+		}
+		kind := rapid.SampledFrom([]string{proto.PointLatest, proto.PointLatestApp}).Draw(rt, "kind")
+
+		// The rule, stated over the drawn points.
+		isApp := func(vm, id string) bool {
+			return slices.ContainsFunc(drawn[vm], func(p pt) bool { return p.id == id && p.kind == proto.App })
+		}
+		want := map[string]string{}
+		for _, vm := range vms {
+			for _, p := range drawn[vm] {
+				if kind == proto.PointLatest || p.kind == proto.App {
+					want[vm] = p.id
+				}
+			}
+		}
+		if kind == proto.PointLatestApp {
+			delete(want, "db01")
+			delete(want, "app01")
+			for _, p := range drawn["db01"] {
+				if isApp("db01", p.id) && isApp("app01", p.id) {
+					want["db01"], want["app01"] = p.id, p.id
+				}
+			}
+		}
+
+		bid := e.start(&proto.FailoverRequest{Op: proto.OpFailback, VMs: vms, Point: proto.PointChoice{Kind: kind}})
+		j := e.wait(bid, time.Hour)
+		if len(want) < len(vms) {
+			if j.State != failover.JobFailed || len(j.Errors) == 0 || !strings.Contains(j.Errors[0], "recovery point not available") {
+				rt.Fatalf("want failed (points %v), got %s %v%s", want, j.State, j.Errors, taskList(j))
+			}
+			for _, vm := range vms {
+				if e.azurePower(vm) != compute.Running {
+					rt.Fatalf("%s shut down by a failback that had no point", vm)
+				}
+			}
+			if len(vc.powered)+len(e.mtAt) != 0 {
+				rt.Fatalf("powered on %v, disks moved %v", vc.powered, e.mtAt)
+			}
+			return
+		}
+		if j.State != failover.JobSucceeded {
+			rt.Fatalf("failback %s: %v%s", j.State, j.Errors, taskList(j))
+		}
+		if diff := cmp.Diff(want, j.Point); diff != "" {
+			rt.Fatalf("points (-want +got):\n%s", diff)
+		}
+		if diff := cmp.Diff(want, e.mtAt); diff != "" {
+			rt.Fatalf("disks at (-want +got):\n%s", diff)
+		}
+		for _, vm := range vms {
+			if e.azurePower(vm) != compute.Deallocated || !vc.on[vm] {
+				rt.Fatalf("%s: Azure %s, on premises on %v", vm, e.azurePower(vm), vc.on[vm])
+			}
 		}
 	})
 }
