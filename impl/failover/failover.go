@@ -35,6 +35,16 @@
 //     is deleted, a new one boots from the new disks on the same NIC; the
 //     old disks and blobs are deleted.
 //   - commit: proto.CommitPoint per VM; afterwards the point is fixed.
+//     Of a failed-back VM: its Azure VM, NICs, disks and blobs deleted,
+//     then proto.FailedBack to the configuration server.
+//   - failback (proto.OpFailback, FAILOVER.md §B; see failback.go): points
+//     from the master target → per boot group, in order: the Azure VM shut
+//     down, the on-premises disks brought to the point, the on-premises VM
+//     powered on and checked; plan actions of DirectionBack.
+//
+// A failover tells the configuration server proto.FailedOver once a VM is
+// healthy (Config.ConfigServer; resent until answered, a warning after
+// Config.NotifyTimeout).
 //
 // Ordering rules. Phases never overlap. Within a plan, group N+1 starts
 // only after every VM of group N is healthy and its post actions ended.
@@ -86,9 +96,26 @@ type Config struct {
 	Group           string      // target resource group
 	Production      compute.Ref // the production network
 	PollEvery       time.Duration
-	// VaultTimeout is how long a request to the Azure side may go
-	// unanswered before its step fails (default 10 min).
+	// VaultTimeout is how long a request to the Azure side (or to the
+	// master target) may go unanswered before its step fails (default
+	// 10 min).
 	VaultTimeout time.Duration
+	// ConfigServer is the configuration server, told FailedOver when a
+	// failover (not a test) brought a machine's Azure VM up and
+	// FailedBack when a failback is committed. "" tells no one (a world
+	// without a configuration server).
+	ConfigServer runtime.Addr
+	// NotifyTimeout bounds how long the configuration server is told
+	// (the message resent every ResendEvery) before the step ends with a
+	// warning and the job goes on (default 5 min).
+	NotifyTimeout time.Duration
+	// MasterTarget is the on-premises master target failback asks for
+	// its points and brings the disks to one; "" refuses failback.
+	MasterTarget runtime.Addr
+	// OnPremBoot is the health check of a VM failback powered on on
+	// premises (vm its vCenter name, machine the protected machine); nil:
+	// a powered-on VM is healthy. It runs in an Op.
+	OnPremBoot func(ctx context.Context, vm, machine string) error
 }
 
 // Runbooks runs the script actions of recovery plans.
@@ -106,11 +133,15 @@ type RunbookParams struct {
 
 // Defaults and limits.
 const (
-	DefaultPollEvery    = 15 * time.Second
-	DefaultVaultTimeout = 10 * time.Minute
-	DefaultSize         = "Standard_D2s_v3"
-	MaxPlanVMs          = 100 // Azure Site Recovery's limit per plan
-	MaxPlanGroups       = 7
+	DefaultPollEvery     = 15 * time.Second
+	DefaultVaultTimeout  = 10 * time.Minute
+	DefaultNotifyTimeout = 5 * time.Minute
+	// ResendEvery is how often an unanswered message to the configuration
+	// server or the master target is sent again (each is idempotent).
+	ResendEvery   = 30 * time.Second
+	DefaultSize   = "Standard_D2s_v3"
+	MaxPlanVMs    = 100 // Azure Site Recovery's limit per plan
+	MaxPlanGroups = 7
 	// maxThrottled bounds the retries of one Begin answered 429, and
 	// maxPollErrors the failed polls of one operation.
 	maxThrottled  = 100
@@ -128,6 +159,7 @@ var (
 	ErrTestRunning = errors.New("failover: failover could not be initiated since test failover is in progress")
 	ErrFailedOver  = errors.New("failover: already failed over")
 	ErrNotFailed   = errors.New("failover: not failed over")
+	ErrFailedBack  = errors.New("failover: failed back")
 	ErrCommitted   = errors.New("failover: already committed")
 	ErrNoTest      = errors.New("failover: no test failover to clean up")
 	ErrPlanLimits  = errors.New("failover: recovery plan over Azure Site Recovery's limits")
@@ -145,6 +177,13 @@ const (
 	StateTest        = "test-failover"
 	StateFailedOver  = "failed-over"
 	StateCommitted   = "committed"
+	// StateFailedBack: a failback shut the Azure VM down (its job may
+	// still be running, or have failed: failback may then run again);
+	// commit deletes the Azure VM and its resources.
+	StateFailedBack = "failed-back"
+	// StateOnPrem: the failback is committed; the machine runs on
+	// premises again and may be protected to Azure again.
+	StateOnPrem = "on-premises"
 )
 
 // MachineState is one protected machine as failover sees it.
@@ -154,6 +193,13 @@ type MachineState struct {
 	Job     string // the job that put it in State; "" while replicating
 	Point   string // the point its Azure VM runs from
 	Busy    string // the job working on it now, "" when none
+	// ReplicationGroup is its multi-VM consistency group at failover ("" for
+	// none): failback to latest-app puts the members on a common point.
+	ReplicationGroup string
+	// BackPoint is the failback point its on-premises disks were brought
+	// to, OnPremVM the on-premises VM (the master target's answer).
+	BackPoint string
+	OnPremVM  string
 	// What the test or failover created, for cleanup and change point.
 	VM    compute.Ref
 	NICs  []compute.Ref
@@ -185,8 +231,8 @@ type Orchestrator struct {
 	targets  map[string]target
 	ops      runtime.Callbacks
 	timers   map[runtime.TimerID]func(runtime.Context)
-	waiting  map[string]func(runtime.Context, *proto.Reply) // vault request id → continuation
-	seq      int                                            // job ids and vault request ids
+	waiting  map[string]func(runtime.Context, wire.Msg) // request id → continuation (a Reply or TargetPoints)
+	seq      int                                        // job ids and vault request ids
 }
 
 // New returns an Orchestrator.
@@ -197,6 +243,9 @@ func New(cfg Config) *Orchestrator {
 	if cfg.VaultTimeout <= 0 {
 		cfg.VaultTimeout = DefaultVaultTimeout
 	}
+	if cfg.NotifyTimeout <= 0 {
+		cfg.NotifyTimeout = DefaultNotifyTimeout
+	}
 	if cfg.Vault == "" {
 		cfg.Vault = runtime.MakeAddr(proto.HostService, runtime.PortConfig)
 	}
@@ -205,7 +254,7 @@ func New(cfg Config) *Orchestrator {
 	}
 	return &Orchestrator{cfg: cfg, byID: map[string]*job{}, machines: map[string]*MachineState{},
 		targets: map[string]target{}, timers: map[runtime.TimerID]func(runtime.Context){},
-		waiting: map[string]func(runtime.Context, *proto.Reply){}}
+		waiting: map[string]func(runtime.Context, wire.Msg){}}
 }
 
 // Jobs returns a deep copy of every job, oldest first.
@@ -251,12 +300,9 @@ func (o *Orchestrator) message(ctx runtime.Context, ev runtime.Message) {
 	}
 	switch m := msg.(type) {
 	case *proto.Reply:
-		if fn, ok := o.waiting[m.Req]; ok && m.Req != "" {
-			delete(o.waiting, m.Req)
-			fn(ctx, m)
-			return
-		}
-		ctx.Log().Debug("failover: reply to no request dropped", "req", m.Req)
+		o.answer(ctx, m.Req, m)
+	case *proto.TargetPoints:
+		o.answer(ctx, m.Req, m)
 	case *proto.SetTarget:
 		err := o.setTarget(m)
 		o.reply(ctx, ev.From, msg, m.Req, m.Machine, "", err)
@@ -268,6 +314,16 @@ func (o *Orchestrator) message(ctx runtime.Context, ev runtime.Message) {
 	default:
 		ctx.Log().Debug("failover: message ignored", "from", string(ev.From), "kind", wire.KindName(msg.WireKind()))
 	}
+}
+
+// answer runs the continuation of request req with its answer m.
+func (o *Orchestrator) answer(ctx runtime.Context, req string, m wire.Msg) {
+	if fn, ok := o.waiting[req]; ok && req != "" {
+		delete(o.waiting, req)
+		fn(ctx, m)
+		return
+	}
+	ctx.Log().Debug("failover: reply to no request dropped", "req", req)
 }
 
 // reply answers a request.
@@ -333,7 +389,12 @@ func (o *Orchestrator) after(ctx runtime.Context, d time.Duration, name string, 
 func (o *Orchestrator) vault(ctx runtime.Context, j *job, msg wire.Msg, req string, then func(runtime.Context, *proto.Reply)) {
 	gen := j.gen
 	live := func() bool { return j.gen == gen && j.State == JobInProgress }
-	o.waiting[req] = func(ctx runtime.Context, r *proto.Reply) {
+	o.waiting[req] = func(ctx runtime.Context, m wire.Msg) {
+		r, ok := m.(*proto.Reply)
+		if !ok {
+			r = &proto.Reply{Request: wire.KindName(msg.WireKind()), Req: req,
+				Reason: fmt.Sprintf("failover: the Azure service answered %s", wire.KindName(m.WireKind()))}
+		}
 		if live() {
 			then(ctx, r)
 		}

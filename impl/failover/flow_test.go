@@ -37,7 +37,7 @@ func TestFailoverChangePointCommit(t *testing.T) {
 		t.Fatalf("failover %s: %v%s", j.State, j.Errors, taskList(j))
 	}
 	want := []string{failover.TaskShutdown, failover.TaskLatest, failover.TaskStop, failover.TaskCopy, failover.TaskDisks,
-		failover.TaskNIC, failover.TaskVM, failover.TaskHealth}
+		failover.TaskNIC, failover.TaskVM, failover.TaskHealth, failover.TaskTellCS}
 	if diff := cmp.Diff(want, names(j, "web01")); diff != "" {
 		t.Errorf("tasks (-want +got):\n%s", diff)
 	}

@@ -32,6 +32,8 @@ const (
 	foAddr    = runtime.Addr("failover.azure:443")
 	vaultAddr = runtime.Addr("asr.azure:443")
 	portal    = runtime.Addr("portal:443")
+	csAddr    = runtime.Addr("cs.onprem:443")
+	mtAddr    = runtime.Addr("mt.onprem:9080")
 	diskSize  = 64 << 10
 )
 
@@ -58,6 +60,26 @@ type env struct {
 	vaultSilent bool
 	runbooks    *runbooks
 	mu          sync.Mutex
+	// The fake configuration server: what it got ("kind machine vm req"),
+	// and how many of the next messages it loses (csLose) or whether it
+	// never answers (csSilent) or refuses (csRefuse).
+	csIn     []string
+	csLose   int
+	csSilent bool
+	csRefuse string
+	// The fake master target: each machine's answer to
+	// TargetPointsRequest, what it got ("points machine" / "failback
+	// machine point"), the point each machine's disks were brought to,
+	// messages it loses (mtLose) and failback points it refuses.
+	mtPoints map[string]*proto.TargetPoints
+	mtIn     []string
+	mtAt     map[string]string
+	mtLose   int
+	mtRefuse map[string]string // point id → reason
+	// onPrem records the OnPremBoot calls ("vm machine"); onPremFail
+	// fails the check of a VM.
+	onPrem     []string
+	onPremFail map[string]error
 }
 
 type runbooks struct {
@@ -81,6 +103,7 @@ type options struct {
 	latency memfabric.Latency
 	copies  int // memblob pending copies
 	vsphere vsphere.Client
+	noMT    bool // no master target configured
 }
 
 // tester is what env reports to: a *testing.T, or a *rapid.T.
@@ -98,7 +121,8 @@ func newEnv(t *testing.T, opts options) *env { return newEnvFor(t, t, opts) }
 func newEnvFor(t testing.TB, rt tester, opts options) *env {
 	t.Helper()
 	e := &env{t: rt, store: memblob.New(memblob.WithPendingCopies(opts.copies)), booted: map[string][][]byte{},
-		latest: map[string]bool{}, runbooks: &runbooks{fails: map[string]int{}}}
+		latest: map[string]bool{}, runbooks: &runbooks{fails: map[string]int{}},
+		mtPoints: map[string]*proto.TargetPoints{}, mtAt: map[string]string{}, mtRefuse: map[string]string{}, onPremFail: map[string]error{}}
 	ctx := context.Background()
 	for _, c := range proto.Containers() {
 		must(rt, e.store.CreateContainer(ctx, prefix+c))
@@ -129,8 +153,13 @@ func newEnvFor(t testing.TB, rt tester, opts options) *env {
 		must(rt, f.CreateNetwork(ctx, compute.NetworkSpec{Group: rg, Name: n.Name, AddressSpace: netip.MustParsePrefix("10.0.0.0/16"),
 			Subnets: []compute.SubnetSpec{{Name: "app", Prefix: netip.MustParsePrefix("10.0.1.0/24")}, {Name: "db", Prefix: netip.MustParsePrefix("10.0.2.0/24")}}}))
 	}
+	mt := mtAddr
+	if opts.noMT {
+		mt = ""
+	}
 	e.o = failover.New(failover.Config{Fabric: f, FabricPeer: "management.azure", Store: e.store, StoragePeer: proto.HostStorage,
-		ContainerPrefix: prefix, Vault: vaultAddr, Runbooks: e.runbooks, VSphere: opts.vsphere, VSpherePeer: "vc01", Group: rg, Production: prodNet, PollEvery: 15 * time.Second})
+		ContainerPrefix: prefix, Vault: vaultAddr, Runbooks: e.runbooks, VSphere: opts.vsphere, VSpherePeer: "vc01", Group: rg, Production: prodNet, PollEvery: 15 * time.Second,
+		ConfigServer: csAddr, MasterTarget: mt, OnPremBoot: e.onPremBoot})
 	e.d = runtimetest.New(t, foAddr, e.o)
 	clock = e.d.Now
 	if testing.Verbose() {
@@ -241,6 +270,10 @@ func (e *env) pump() {
 				e.replies = append(e.replies, s.Msg.(*proto.Reply))
 			case vaultAddr:
 				e.vault(s.Msg)
+			case csAddr:
+				e.configServer(s.Msg)
+			case mtAddr:
+				e.masterTarget(s.Msg)
 			default:
 				e.t.Errorf("message to %s", s.To)
 			}
@@ -282,6 +315,87 @@ func (e *env) vault(m wire.Msg) {
 		return
 	}
 	e.d.Receive(vaultAddr, &r)
+}
+
+// configServer is the fake configuration server.
+func (e *env) configServer(m wire.Msg) {
+	r := proto.Reply{OK: e.csRefuse == "", Reason: e.csRefuse}
+	switch m := m.(type) {
+	case *proto.FailedOver:
+		e.csIn = append(e.csIn, fmt.Sprintf("failed-over %s %s %s", m.Machine, m.AzureVM, m.Req))
+		r.Request, r.Subject, r.Req = "failed-over", m.Machine, m.Req
+	case *proto.FailedBack:
+		e.csIn = append(e.csIn, fmt.Sprintf("failed-back %s %s %s", m.Machine, m.VM, m.Req))
+		r.Request, r.Subject, r.Req = "failed-back", m.Machine, m.Req
+	default:
+		e.t.Errorf("unexpected %T to the configuration server", m)
+		return
+	}
+	if e.csSilent {
+		return
+	}
+	if e.csLose > 0 {
+		e.csLose--
+		return
+	}
+	e.d.Receive(csAddr, &r)
+}
+
+// masterTarget is the fake master target (proto.FailbackPoint's contract).
+func (e *env) masterTarget(m wire.Msg) {
+	var answer wire.Msg
+	switch m := m.(type) {
+	case *proto.TargetPointsRequest:
+		e.mtIn = append(e.mtIn, "points "+m.Machine)
+		tp := proto.TargetPoints{Req: m.Req, Machine: m.Machine, Err: "machine not attached"}
+		if p := e.mtPoints[m.Machine]; p != nil {
+			tp = *p
+			tp.Req, tp.Machine = m.Req, m.Machine
+		}
+		answer = &tp
+	case *proto.FailbackPoint:
+		e.mtIn = append(e.mtIn, "failback "+m.Machine+" "+m.Point)
+		r := proto.Reply{Request: "failback-point", Subject: m.Machine, Req: m.Req}
+		tp := e.mtPoints[m.Machine]
+		known := tp != nil && slices.ContainsFunc(tp.Points, func(p proto.TargetPoint) bool { return p.ID == m.Point })
+		switch {
+		case e.mtRefuse[m.Point] != "":
+			r.Reason = e.mtRefuse[m.Point]
+		case !known:
+			r.Reason = "mastertarget: no failback point " + m.Point
+		default:
+			e.mtAt[m.Machine] = m.Point
+			r.OK, r.Subject, r.Result = true, tp.VM, m.Point
+		}
+		answer = &r
+	default:
+		e.t.Errorf("unexpected %T to the master target", m)
+		return
+	}
+	if e.mtLose > 0 {
+		e.mtLose--
+		return
+	}
+	e.d.Receive(mtAddr, answer)
+}
+
+// backPoints gives a machine failback points on the master target, its
+// on-premises VM of the same name.
+func (e *env) backPoints(machine string, points ...pt) {
+	tp := &proto.TargetPoints{Machine: machine, VM: machine}
+	for i, p := range points {
+		tp.Points = append(tp.Points, proto.TargetPoint{ID: p.id, Kind: p.kind, Seq: uint64(10 * (i + 1)),
+			Time: runtimetest.Epoch.Add(time.Duration(i+1) * time.Minute)})
+	}
+	e.mtPoints[machine] = tp
+}
+
+// onPremBoot is Config.OnPremBoot.
+func (e *env) onPremBoot(_ context.Context, vm, machine string) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.onPrem = append(e.onPrem, vm+" "+machine)
+	return e.onPremFail[vm]
 }
 
 // lastReply is the portal's newest reply.

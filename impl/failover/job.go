@@ -114,11 +114,11 @@ func (j Job) RTO() time.Duration {
 	return last.Sub(j.Requested)
 }
 
-// VMRTO is a VM's recovery time: from the request until it was healthy;
-// zero if it never was.
+// VMRTO is a VM's recovery time: from the request until it was healthy
+// (in Azure, or on premises for a failback); zero if it never was.
 func (j Job) VMRTO(vm string) time.Duration {
 	for _, t := range j.Tasks {
-		if t.VM == vm && t.Name == TaskHealth && t.State == TaskSucceeded {
+		if t.VM == vm && (t.Name == TaskHealth || t.Name == TaskOnPremHealth) && t.State == TaskSucceeded {
 			return t.End.Sub(j.Requested)
 		}
 	}
@@ -131,7 +131,7 @@ func (j Job) GroupRTO(g int) time.Duration {
 	var rto time.Duration
 	n := 0
 	for _, t := range j.Tasks {
-		if t.Group == g && t.Name == TaskVM {
+		if t.Group == g && (t.Name == TaskVM || t.Name == TaskPowerOn) {
 			n++
 			r := j.VMRTO(t.VM)
 			if r == 0 {
@@ -183,6 +183,11 @@ type vmRun struct {
 	oldVM    compute.Ref
 	oldDisks []compute.Ref
 	oldBlobs []string
+	// failback
+	replGroup  string              // its replication group at failover
+	backPoints []proto.TargetPoint // the master target's, oldest first
+	backPoint  string              // the chosen one's id
+	onPremVM   string
 }
 
 // phase is one stage of a job: start launches its chains with run.

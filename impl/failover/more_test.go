@@ -25,6 +25,36 @@ type vcenter struct {
 	on             map[string]bool
 	fail           map[string]bool
 	off            []string
+	powered        []string // PowerOn calls that powered a VM on
+	// beforeOn, when set, runs at each PowerOn (what the world is like
+	// when an on-premises VM comes up).
+	beforeOn func(name string)
+}
+
+func (v *vcenter) PowerOn(_ context.Context, ref vsphere.VMRef) error {
+	name := strings.TrimPrefix(string(ref), "vm-")
+	if v.beforeOn != nil {
+		v.beforeOn(name)
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.on[name] {
+		return fmt.Errorf("vsphere: power on %s: %w", ref, vsphere.ErrInvalidPowerState)
+	}
+	v.on[name] = true
+	v.powered = append(v.powered, name)
+	return nil
+}
+
+func (v *vcenter) VM(_ context.Context, ref vsphere.VMRef) (vsphere.VM, error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	name := strings.TrimPrefix(string(ref), "vm-")
+	st := vsphere.PoweredOff
+	if v.on[name] {
+		st = vsphere.PoweredOn
+	}
+	return vsphere.VM{Name: name, Ref: ref, PowerState: st}, nil
 }
 
 func (v *vcenter) Discover(context.Context) ([]vsphere.VM, error) {

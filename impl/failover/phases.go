@@ -27,37 +27,67 @@ func (o *Orchestrator) phases(j *job) []phase {
 		}
 		ps = append(ps, phase{"recovery points", o.choosePoints}, phase{"disks and NICs", o.perVM(o.prepare)})
 		for gi := range j.groups {
-			var g proto.PlanGroup
-			if req.Plan != nil {
-				g = req.Plan.Groups[gi]
-			}
-			for _, a := range g.Pre {
-				if applies(a, j.Op) {
-					ps = append(ps, o.actionPhase(gi, a, true))
-				}
-			}
-			ps = append(ps, phase{fmt.Sprintf("boot group %d", gi+1), o.boot(gi + 1)})
-			for _, a := range g.Post {
-				if applies(a, j.Op) {
-					ps = append(ps, o.actionPhase(gi, a, false))
-				}
-			}
+			ps = append(ps, o.groupPhases(j, gi, phase{fmt.Sprintf("boot group %d", gi+1), o.boot(gi + 1)})...)
+		}
+	case proto.OpFailback:
+		ps = append(ps, phase{"failback points", o.perVM(o.targetPoints)}, phase{"choose failback points", o.chooseBackPoints})
+		for gi := range j.groups {
+			ps = append(ps, o.groupPhases(j, gi, phase{fmt.Sprintf("failback group %d", gi+1), o.backGroup(gi + 1)})...)
 		}
 	case proto.OpTestCleanup:
 		ps = append(ps, phase{"cleanup", o.perVM(o.cleanup)})
 	case proto.OpChangePoint:
 		ps = append(ps, phase{"recovery points", o.choosePoints}, phase{"change point", o.perVM(o.changePoint)})
 	case proto.OpCommit:
-		ps = append(ps, phase{"commit", o.perVM(o.commit)})
+		ps = append(ps, phase{"commit", o.perVM(func(ctx runtime.Context, j *job, r *vmRun, done func(runtime.Context, error)) {
+			if o.machine(r.machine).State == StateFailedBack {
+				o.commitBack(ctx, j, r, done)
+				return
+			}
+			o.commit(ctx, j, r, done)
+		})})
 	}
 	return ps
 }
 
-// applies says whether a plan action runs for a failover of type op:
-// VMware/physical → Azure is always the primary-to-recovery direction.
+// groupPhases is boot group gi's (0-based) main phase with the plan's pre
+// and post actions that apply to the job around it.
+func (o *Orchestrator) groupPhases(j *job, gi int, main phase) []phase {
+	var g proto.PlanGroup
+	if j.req.Plan != nil {
+		g = j.req.Plan.Groups[gi]
+	}
+	var ps []phase
+	for _, a := range g.Pre {
+		if applies(a, j.Op) {
+			ps = append(ps, o.actionPhase(gi, a, true))
+		}
+	}
+	ps = append(ps, main)
+	for _, a := range g.Post {
+		if applies(a, j.Op) {
+			ps = append(ps, o.actionPhase(gi, a, false))
+		}
+	}
+	return ps
+}
+
+// direction is a job's failover direction: VMware/physical → Azure is
+// always primary-to-recovery; failback recovery-to-primary.
+func direction(op string) string {
+	if op == proto.OpFailback {
+		return proto.DirectionBack
+	}
+	return proto.DirectionToAzure
+}
+
+// applies says whether a plan action runs for a failover of type op, in
+// op's direction. A failback is ASR's unplanned failover back: an action
+// for the failover type runs in it too (when its direction lets it).
 func applies(a proto.PlanAction, op string) bool {
-	return (len(a.FailoverTypes) == 0 || slices.Contains(a.FailoverTypes, op)) &&
-		(len(a.Directions) == 0 || slices.Contains(a.Directions, proto.DirectionToAzure))
+	typeOK := len(a.FailoverTypes) == 0 || slices.Contains(a.FailoverTypes, op) ||
+		(op == proto.OpFailback && slices.Contains(a.FailoverTypes, proto.OpFailover))
+	return typeOK && (len(a.Directions) == 0 || slices.Contains(a.Directions, direction(op)))
 }
 
 // perVM is a phase of one chain per active VM, in boot order.
@@ -90,7 +120,10 @@ func (o *Orchestrator) prerequisites(ctx runtime.Context, j *job) {
 				st.State = StateFailedOver
 			}
 		}
-	case proto.OpTestCleanup, proto.OpCommit:
+	case proto.OpTestCleanup, proto.OpCommit, proto.OpFailback:
+		for _, r := range j.active() {
+			r.replGroup = o.machine(r.machine).ReplicationGroup
+		}
 		o.taskEnd(ctx, j, ti, TaskSucceeded, 0, "")
 		o.next(ctx, j)
 		return
@@ -238,7 +271,7 @@ func (o *Orchestrator) actionPhase(gi int, a proto.PlanAction, pre bool) phase {
 			failAction(ctx, fmt.Sprintf("failover: action %s: no runbook service configured", a.Name))
 			return
 		}
-		p := RunbookParams{Plan: j.Plan, FailoverType: j.Op, Direction: proto.DirectionToAzure, Group: gi + 1}
+		p := RunbookParams{Plan: j.Plan, FailoverType: j.Op, Direction: direction(j.Op), Group: gi + 1}
 		if !pre {
 			for _, r := range j.active() {
 				if r.group == gi+1 {

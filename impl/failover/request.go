@@ -60,7 +60,7 @@ func (o *Orchestrator) check(m *proto.FailoverRequest) (groups [][]string, skip 
 		return nil, nil, fmt.Errorf("%w: "+format, append([]any{ErrInvalid}, args...)...)
 	}
 	switch m.Op {
-	case proto.OpTestFailover, proto.OpTestCleanup, proto.OpFailover, proto.OpChangePoint, proto.OpCommit:
+	case proto.OpTestFailover, proto.OpTestCleanup, proto.OpFailover, proto.OpChangePoint, proto.OpCommit, proto.OpFailback:
 	default:
 		return bad("unknown operation %q", m.Op)
 	}
@@ -127,6 +127,16 @@ func (o *Orchestrator) check(m *proto.FailoverRequest) (groups [][]string, skip 
 			return bad("change point to %q: replication is stopped, nothing more will be processed", m.Point.Kind)
 		}
 	}
+	if m.Op == proto.OpFailback {
+		switch m.Point.Kind {
+		case proto.PointLatest, proto.PointLatestApp:
+		default:
+			return bad("failback point %q: want %s or %s", m.Point.Kind, proto.PointLatest, proto.PointLatestApp)
+		}
+		if o.cfg.MasterTarget == "" {
+			return bad("failback: no master target configured")
+		}
+	}
 	if m.Op == proto.OpTestFailover && m.Network.Name == "" {
 		return bad("a test failover needs its network")
 	}
@@ -143,7 +153,7 @@ func (o *Orchestrator) check(m *proto.FailoverRequest) (groups [][]string, skip 
 			if st.Busy != "" {
 				return nil, nil, fmt.Errorf("%w: %s: job %s", ErrInProgress, vm, st.Busy)
 			}
-			if err := allowed(m.Op, st, m.Plan != nil); err != nil {
+			if err := o.allowed(m.Op, st, m.Plan != nil); err != nil {
 				if errors.Is(err, errSkip) {
 					skip[vm] = st.Job
 					continue
@@ -162,8 +172,30 @@ func (o *Orchestrator) check(m *proto.FailoverRequest) (groups [][]string, skip 
 var errSkip = errors.New("skip")
 
 // allowed says whether op may run on a machine in state st.
-func allowed(op string, st *MachineState, plan bool) error {
+func (o *Orchestrator) allowed(op string, st *MachineState, plan bool) error {
+	// backOK: the failback that put the machine in StateFailedBack
+	// succeeded (a failed one may run again, and cannot be committed).
+	backOK := false
+	if j := o.byID[st.Job]; j != nil && st.State == StateFailedBack {
+		backOK = j.State == JobSucceeded
+	}
+	if st.State == StateFailedBack && (op == proto.OpTestFailover || op == proto.OpFailover) {
+		return fmt.Errorf("%w: %s (job %s), not committed: commit the failback first", ErrFailedBack, st.Machine, st.Job)
+	}
 	switch op {
+	case proto.OpFailback:
+		switch st.State {
+		case StateFailedOver, StateCommitted:
+			if st.Point == "" {
+				return fmt.Errorf("%w: %s: its failover (job %s) never brought the Azure VM up", ErrNotFailed, st.Machine, st.Job)
+			}
+		case StateFailedBack:
+			if backOK {
+				return fmt.Errorf("%w: %s (job %s): commit it", ErrFailedBack, st.Machine, st.Job)
+			}
+		default:
+			return fmt.Errorf("%w: %s is %s: failback needs a VM failed over by this orchestrator", ErrNotFailed, st.Machine, st.State)
+		}
 	case proto.OpTestFailover:
 		switch st.State {
 		case StateTest:
@@ -199,6 +231,10 @@ func allowed(op string, st *MachineState, plan bool) error {
 	case proto.OpCommit:
 		switch st.State {
 		case StateFailedOver:
+		case StateFailedBack:
+			if !backOK {
+				return fmt.Errorf("%w: %s: its failback (job %s) did not succeed: run the failback again first", ErrFailedBack, st.Machine, st.Job)
+			}
 		case StateCommitted:
 			return fmt.Errorf("%w: %s at point %s", ErrCommitted, st.Machine, st.Point)
 		default:

@@ -53,6 +53,7 @@ func (o *Orchestrator) choosePoints(ctx runtime.Context, j *job) {
 		}
 		for _, r := range runs {
 			r.point = points[r.machine]
+			o.machine(r.machine).ReplicationGroup = r.cat.Group
 			j.Point[r.machine] = r.point.ID
 			ctx.Log().Info("failover: recovery point chosen", "job", j.ID, "vm", r.machine, "point", r.point.ID, "kind", r.point.Kind, "seq", r.point.Seq)
 		}
@@ -336,6 +337,10 @@ func (o *Orchestrator) health(ctx runtime.Context, j *job, r *vmRun, done func(r
 		st.Point = r.point.ID
 		o.taskEnd(ctx, j, ti, TaskSucceeded, 0, "")
 		ctx.Log().Info("failover: vm healthy", "job", j.ID, "vm", r.machine, "azure_vm", r.name, "point", r.point.ID, "rto", j.VMRTO(r.machine).String())
+		if j.Op == proto.OpFailover {
+			o.tellFailedOver(ctx, j, r, done)
+			return
+		}
 		done(ctx, nil)
 	})
 }
@@ -400,6 +405,19 @@ func (o *Orchestrator) deleteBlobs(ctx runtime.Context, j *job, r *vmRun, names 
 // cleanup deletes what the machine's test made: the VM, then its NICs,
 // then its disks, then the copied blobs.
 func (o *Orchestrator) cleanup(ctx runtime.Context, j *job, r *vmRun, done func(runtime.Context, error)) {
+	o.deleteCreated(ctx, j, r, func(ctx runtime.Context, err error) {
+		if err == nil {
+			st := o.machine(r.machine)
+			st.State, st.Job, st.Point = StateReplicating, "", ""
+		}
+		done(ctx, err)
+	})
+}
+
+// deleteCreated deletes what a test or a failover made for the machine:
+// the VM, then its NICs, then its disks, then the copied blobs; each is
+// forgotten once deleted.
+func (o *Orchestrator) deleteCreated(ctx runtime.Context, j *job, r *vmRun, done func(runtime.Context, error)) {
 	st := o.machine(r.machine)
 	var vm []compute.Ref
 	if st.VM != (compute.Ref{}) {
@@ -429,7 +447,6 @@ func (o *Orchestrator) cleanup(ctx runtime.Context, j *job, r *vmRun, done func(
 						return
 					}
 					st.Blobs = nil
-					st.State, st.Job, st.Point = StateReplicating, "", ""
 					done(ctx, nil)
 				})
 			})
