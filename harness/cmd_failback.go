@@ -13,7 +13,9 @@ import (
 	"github.com/vmware/govmomi/vim25/types"
 
 	"github.com/v2a-dr/v2a/impl/failover"
+	"github.com/v2a-dr/v2a/impl/mastertarget"
 	"github.com/v2a-dr/v2a/impl/proto"
+	"github.com/v2a-dr/v2a/impl/runtime"
 	simnet "github.com/v2a-dr/v2a/sim/net"
 )
 
@@ -311,4 +313,39 @@ func (fo *Failover) failbacks() (map[string]failbackRec, error) {
 		}
 	}
 	return out, nil
+}
+
+// formatTargetStatus prints the master target's view.
+func formatTargetStatus(addr runtime.Addr, st mastertarget.Status) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "master target %s: %d of %d disks in use\n", addr, st.DisksUsed, st.MaxDisks)
+	for _, m := range st.Machines {
+		state := "syncing"
+		switch {
+		case m.FailedBack != "":
+			state = "failed back to " + m.FailedBack
+		case m.RollingBack != "":
+			state = "rolling back to " + m.RollingBack
+		case m.Synced:
+			state = "protected"
+		}
+		fmt.Fprintf(&b, "  %-10s %s, gen %d, applied item %d, %d points (newest %s), journal %s", m.Machine, state, m.Gen, m.Applied,
+			m.Points, orNone(nonEmpty(m.NewestPoint)), fmtBytes(m.JournalBytes))
+		if m.LastError != "" {
+			fmt.Fprintf(&b, ", error: %s", m.LastError)
+		}
+		b.WriteString("\n")
+	}
+	for _, br := range st.Broken {
+		fmt.Fprintf(&b, "  broken state file: %s\n", br)
+	}
+	return b.String()
+}
+
+// nonEmpty is s as a list: none for "".
+func nonEmpty(s string) []string {
+	if s == "" {
+		return nil
+	}
+	return []string{s}
 }

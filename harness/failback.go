@@ -258,14 +258,18 @@ func (d *Deployment) bootAzureGuest(vm compute.VM, disks []io.ReaderAt) error {
 		}
 		ag.bootDiff = append(ag.bootDiff, diff)
 	}
-	m, err := disk.Open(machine, paths, e.Sim.Elapsed)
+	m, err := disk.Open(azureName(machine), paths, e.Sim.Elapsed)
 	if err != nil {
 		return err
 	}
 	e.closers = append(e.closers, func() { m.Close() })
+	m.IgnoreGate(d.opts.IgnoreHold)
 	ag.m = m
 	ag.g = &simGuest{e: e, m: m, name: azureName(machine)}
 	fb.guests[machine] = ag
+	// Known by its guest name, so that the filter driver's own hold
+	// timer (armHoldExpiry) finds it.
+	d.guests[azureName(machine)] = ag.g
 	e.Sim.After(0, "boot/"+ag.host, func() {
 		if err := d.startAzureAgent(ag); err != nil {
 			e.Trace.Add(e.Sim.Elapsed(), ag.host, "agent-start-failed", err.Error())
