@@ -133,7 +133,9 @@ func infoOf(entries []jentry, bytes int64) jinfo {
 
 func journalName(machine string) string { return url.PathEscape(machine) + journalSuffix }
 
-func (r retention) journalPath(machine string) string { return filepath.Join(r.dir, journalName(machine)) }
+func (r retention) journalPath(machine string) string {
+	return filepath.Join(r.dir, journalName(machine))
+}
 
 // readJournal reads the first good bytes of machine's journal.
 func (r retention) readJournal(machine string, good int64) ([]jentry, error) {
@@ -184,8 +186,8 @@ func (r retention) appendJournal(machine string, good int64, entries []jentry) (
 	if len(entries) == 0 {
 		return good, nil
 	}
-	if err := r.fs.MkdirAll(r.dir, 0o755); err != nil {
-		return good, clean("make retention directory", err)
+	if err := r.ensureDir(); err != nil {
+		return good, err
 	}
 	var buf []byte
 	for _, e := range entries {

@@ -178,11 +178,21 @@ type retention struct {
 
 func stateName(machine string) string { return url.PathEscape(machine) + stateSuffix }
 
+// ensureDir makes the retention directory if it is missing. Its own
+// entry is the deployment's to make durable (an installer makes the
+// volume's directory once), as for every component's state directory.
+func (r retention) ensureDir() error {
+	if err := r.fs.MkdirAll(r.dir, 0o755); err != nil {
+		return clean("make retention directory", err)
+	}
+	return nil
+}
+
 // write replaces machine's state file durably: once it returns nil, a
 // crash cannot take s back.
 func (r retention) write(s state) (err error) {
-	if err := r.fs.MkdirAll(r.dir, 0o755); err != nil {
-		return clean("make retention directory", err)
+	if err := r.ensureDir(); err != nil {
+		return err
 	}
 	name := stateName(s.Machine)
 	tmp := filepath.Join(r.dir, name+tmpSuffix)
