@@ -158,15 +158,17 @@ func TestEventsAndPoints(t *testing.T) {
 		}
 	}
 	want := []string{"sync-started", "checksums 0 final=false", "checksums 1 final=true", "sync-complete",
-		"point a1", "point c2", "point a2", "point a3", "pruned a1", "pruned c2", "point c4"}
+		"point a0", "point a1", "point c2", "point a2", "point a3", "pruned a0", "point c4"}
 	if d := cmp.Diff(want, events); d != "" {
 		t.Errorf("events (-want +got):\n%s", d)
 	}
 	min := func(m int) time.Time { return t0.Add(time.Duration(m) * time.Minute) }
 	wantPts := &proto.TargetPoints{Req: "p", Machine: "db01", VM: vmName, Applied: 10, Points: []proto.TargetPoint{
-		{ID: "a2", Kind: proto.App, Time: min(4), Seq: 9},
-		{ID: "a3", Kind: proto.App, Time: min(5), Seq: 12},
-		{ID: "c4", Kind: proto.Crash, Time: min(6), Seq: 15},
+		{ID: "a1", Kind: proto.App, Time: min(3), Seq: 6},
+		{ID: "c2", Kind: proto.Crash, Time: min(4), Seq: 9},
+		{ID: "a2", Kind: proto.App, Time: min(5), Seq: 11},
+		{ID: "a3", Kind: proto.App, Time: min(6), Seq: 14},
+		{ID: "c4", Kind: proto.Crash, Time: min(7), Seq: 17},
 	}}
 	if d := cmp.Diff(wantPts, w.points()); d != "" {
 		t.Errorf("target points (-want +got):\n%s", d)
@@ -191,7 +193,7 @@ func TestEventsAndPoints(t *testing.T) {
 		}
 	}
 	if d := cmp.Diff(&proto.ReplicaEvent{Machine: "db01", Event: proto.EventPoint, Gen: 1, PointID: "a1", Kind: proto.App,
-		PointTime: min(2), Seq: 4, Applied: 6}, pt); d != "" {
+		PointTime: min(3), Seq: 6, Applied: 6}, pt); d != "" {
 		t.Errorf("point event (-want +got):\n%s", d)
 	}
 }
@@ -238,7 +240,7 @@ func TestRollback(t *testing.T) {
 			if st := w.status(); st.FailedBack != tt.want || st.JournalBytes != 0 || st.RollingBack != "" {
 				t.Errorf("status: %+v", st)
 			}
-			next := logItem(11, wr(18, 0, 0, 512, 99))
+			next := logItem(11, wr(20, 0, 0, 512, 99))
 			_, acks := w.send(next)
 			if len(acks) != 1 || acks[0].Status != proto.AckRefused || !strings.HasPrefix(acks[0].Reason, ErrFailedBack.Error()) || !strings.Contains(acks[0].Reason, tt.want) {
 				t.Errorf("item after the failback: %+v", acks)
@@ -277,8 +279,8 @@ func TestRollbackRefused(t *testing.T) {
 		choice string
 		listed string
 	}{
-		{"pruned point", items, "a1", "a2 (app), a3 (app), c4 (crash)"},
-		{"unknown id", items, "nope", "a2 (app), a3 (app), c4 (crash)"},
+		{"pruned point", items, "a0", "a1 (app), c2 (crash), a2 (app), a3 (app), c4 (crash)"},
+		{"unknown id", items, "nope", "a1 (app), c2 (crash), a2 (app), a3 (app), c4 (crash)"},
 		{"no app point", onlyCrash, proto.PointLatestApp, "c (crash)"},
 		{"no point yet", items[:5], proto.PointLatest, "none"},
 		{"bookmark during the sync", items[:5], "early", "none"},
@@ -445,21 +447,21 @@ func TestJournalBounded(t *testing.T) {
 		peak = max(peak, w.status().JournalBytes)
 	}
 	st := w.status()
-	// The journal reaches the second-newest app point (round 50): ten
+	// The journal reaches the third-newest app point (round 45): fifteen
 	// rounds of one 4 KiB write each, plus framing.
-	if st.JournalBytes == 0 || st.JournalBytes > 10*(4096+64) || peak > 12*(4096+64) {
-		t.Errorf("journal %d bytes (peak %d), want about ten writes' worth", st.JournalBytes, peak)
+	if st.JournalBytes == 0 || st.JournalBytes > 15*(4096+64) || peak > 17*(4096+64) {
+		t.Errorf("journal %d bytes (peak %d), want about fifteen writes' worth", st.JournalBytes, peak)
 	}
-	if p := w.points(); len(p.Points) != 10 || p.Points[0].ID != "p50" {
+	if p := w.points(); len(p.Points) != 15 || p.Points[0].ID != "p45" {
 		t.Errorf("points: %+v", p.Points)
 	}
-	if rep := w.failback("p50"); !rep.OK {
+	if rep := w.failback("p45"); !rep.OK {
 		t.Fatalf("rollback to the oldest kept point: %+v", rep)
 	}
-	at := expect(disks, items, "p50")
+	at := expect(disks, items, "p45")
 	for i := range disks {
 		if !bytes.Equal(w.image(i), at[i]) {
-			t.Errorf("disk %d is not the disk at p50", i)
+			t.Errorf("disk %d is not the disk at p45", i)
 		}
 	}
 }

@@ -313,11 +313,11 @@ func fbStream() []*batch.Item {
 		{Machine: "db01", Seq: 3, Kind: batch.KindChunk, Gen: 1, Disk: 1, Runs: []batch.Run{{Off: 4096, Data: fill(4096, 2)}}},
 		logItem(4, wr(1, 0, 512, 512, 3), bm(2, proto.Crash, "early", 1)),
 		{Machine: "db01", Seq: 5, Kind: batch.KindSyncEnd, Gen: 1, LogFrom: 1, Chunks: 2},
-		logItem(6, wr(3, 0, 1024, 1024, 4), bm(4, proto.App, "a1", 2)),
-		logItem(7, wr(5, 1, 4096, 512, 5), wr(6, 0, 1536, 1024, 6), bm(7, proto.Crash, "c2", 3)),
-		logItem(8, wr(8, 0, 0, 512, 7), bm(9, proto.App, "a2", 4), wr(10, 1, 8192, 2048, 8)),
-		logItem(9, wr(11, 0, 1024, 4096, 9), bm(12, proto.App, "a3", 5), wr(13, 0, 40960, 512, 10)),
-		logItem(10, wr(14, 1, 4608, 512, 11), bm(15, proto.Crash, "c4", 6), wr(16, 0, 0, 8192, 12), wr(17, 1, 0, 512, 13)),
+		logItem(6, wr(3, 0, 1024, 1024, 4), bm(4, proto.App, "a0", 2), wr(5, 0, 3072, 512, 14), bm(6, proto.App, "a1", 3)),
+		logItem(7, wr(7, 1, 4096, 512, 5), wr(8, 0, 1536, 1024, 6), bm(9, proto.Crash, "c2", 4)),
+		logItem(8, wr(10, 0, 0, 512, 7), bm(11, proto.App, "a2", 5), wr(12, 1, 8192, 2048, 8)),
+		logItem(9, wr(13, 0, 1024, 4096, 9), bm(14, proto.App, "a3", 6), wr(15, 0, 40960, 512, 10)),
+		logItem(10, wr(16, 1, 4608, 512, 11), bm(17, proto.Crash, "c4", 7), wr(18, 0, 0, 8192, 12), wr(19, 1, 0, 512, 13)),
 	}
 }
 

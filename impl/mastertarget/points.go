@@ -8,30 +8,37 @@ import (
 	"github.com/v2a-dr/v2a/impl/proto"
 )
 
-// appReach is how many of the newest app-consistent points the journal
-// reaches besides the newest point: two, so that the members of a group
-// whose newest app-consistent points differ by one round can still fall
-// back to a common one.
-const appReach = 2
+// What the journal reaches: the newest point and the two newest
+// app-consistent ones (so that the members of a group whose newest
+// app-consistent points differ by one round can still fall back to a
+// common one), each with one to spare, because the newest bookmark may
+// yet be revoked (a multi-VM round that failed) and the one before must
+// then still be there.
+const (
+	reachPoints = 1 + 1
+	reachApps   = 2 + 1
+)
 
 // keepPoints splits points (oldest first) into those the journal keeps
 // reaching and those it gives up, and returns reach, the position of the
 // oldest kept point: the journal must hold every write after it. It reaches
-// the newest point and the appReach newest app-consistent ones no older
-// than proto.FailbackRetention before the newest point (older ones would
-// let the journal grow without bound when app-consistent bookmarks stop),
-// and so every point in between.
+// the reachPoints newest points and the reachApps newest app-consistent
+// ones no older than proto.FailbackRetention before the newest point
+// (older ones would let the journal grow without bound when app-consistent
+// bookmarks stop), and so every point in between.
 func keepPoints(points []point) (keep, drop []point, reach pos) {
 	if len(points) == 0 {
 		return nil, nil, pos{}
 	}
 	newest := points[len(points)-1]
-	reach = newest.At
+	reach = points[max(0, len(points)-reachPoints)].At
 	horizon := newest.UnixNano - int64(proto.FailbackRetention)
 	apps := 0
-	for i := len(points) - 1; i >= 0 && apps < appReach; i-- {
+	for i := len(points) - 1; i >= 0 && apps < reachApps; i-- {
 		if p := points[i]; p.Kind == proto.App && p.UnixNano >= horizon {
-			reach = p.At
+			if p.At.cmp(reach) < 0 {
+				reach = p.At
+			}
 			apps++
 		}
 	}

@@ -268,14 +268,19 @@ func (r retention) load() (loaded, error) {
 			var j jinfo
 			if err == nil {
 				_, j, err = r.loadJournal(s.Machine)
-				if err != nil && !errors.Is(err, ErrStateCorrupt) {
-					return out, err
-				}
 			}
-			if err == nil && s.FailedBack != "" && j.Bytes > 0 {
-				if j, err = r.rewriteJournal(s.Machine, nil); err != nil {
-					return out, err
-				}
+			switch {
+			case err != nil:
+			case s.FailedBack != "" && j.Bytes > 0:
+				j, err = r.rewriteJournal(s.Machine, nil)
+			case len(s.Points) > 0 && s.Rollback == "":
+				// An apply that a crash cut after its state was durable
+				// did not trim.
+				_, _, reach := keepPoints(s.Points)
+				j, err = r.trimJournal(s.Machine, j, reach)
+			}
+			if err != nil && !errors.Is(err, ErrStateCorrupt) {
+				return out, err // I/O: the load is tried again
 			}
 			if err != nil {
 				out.broken = append(out.broken, name+": "+err.Error())
