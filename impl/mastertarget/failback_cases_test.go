@@ -392,7 +392,7 @@ func TestCrashAnywhere(t *testing.T) {
 		crashed := w.sw.dead()
 		if crashed {
 			crashes++
-			w.crash(uint64(k))
+			w.crash()
 			st := w.status()
 			if st.Applied < acked {
 				t.Fatalf("k=%d: acknowledged %d, durable %d after the crash", k, acked, st.Applied)

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"math/rand/v2"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -18,7 +17,6 @@ import (
 	"github.com/v2a-dr/v2a/impl/vsphere"
 	"github.com/v2a-dr/v2a/impl/vsphere/memds"
 	"github.com/v2a-dr/v2a/impl/wire"
-	"github.com/v2a-dr/v2a/sim/simfs"
 )
 
 const (
@@ -27,7 +25,7 @@ const (
 	vmName = "db01-vm"
 )
 
-// world is a master target over a memds datastore and a simfs retention
+// world is a master target over a memds datastore and a crashFS retention
 // volume, both behind a crash switch: once armed, the steps that change
 // them (a datastore write; a file create, write, truncate, fsync, rename or
 // remove) count down, and when the count runs out the machine "loses
@@ -35,7 +33,7 @@ const (
 type world struct {
 	t     *testing.T
 	vc    *memds.Client
-	fs    *simfs.FS
+	fs    *crashFS
 	sw    *crashSwitch
 	d     *runtimetest.Driver
 	disks []proto.TargetDisk
@@ -170,8 +168,8 @@ func newWorld(t *testing.T, ds []proto.TargetDisk) *world {
 			t.Fatal(err)
 		}
 	}
-	w := &world{t: t, vc: vc, fs: simfs.New(), sw: &crashSwitch{}, disks: ds}
-	if err := w.fs.Wipe("/retention"); err != nil { // as the deployment makes it
+	w := &world{t: t, vc: vc, fs: newCrashFS(), sw: &crashSwitch{}, disks: ds}
+	if err := w.fs.MkdirAll("/retention", 0o755); err != nil { // as the deployment makes it
 		t.Fatal(err)
 	}
 	w.restart()
@@ -189,8 +187,8 @@ func (w *world) restart() {
 
 // crash cuts the power: the retention volume loses what was not synced,
 // the target is built again, and the switch is off.
-func (w *world) crash(seed uint64) {
-	w.fs.Crash(rand.New(rand.NewPCG(seed, 1)))
+func (w *world) crash() {
+	w.fs.Crash()
 	w.sw.armed = false
 	w.restart()
 }

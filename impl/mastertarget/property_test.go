@@ -180,7 +180,7 @@ func TestPropertyRollback(t *testing.T) {
 		acked := uint64(0)
 		for acked < total {
 			if w.sw.dead() {
-				w.crash(uint64(crashAt))
+				w.crash()
 				if st := w.status(); st.Applied < acked {
 					rt.Fatalf("acknowledged %d, durable %d after the crash", acked, st.Applied)
 				}
@@ -202,7 +202,7 @@ func TestPropertyRollback(t *testing.T) {
 			acked = max(acked, a)
 		}
 		if w.sw.dead() {
-			w.crash(uint64(crashAt))
+			w.crash()
 		}
 		w.sw.armed = false
 		listed := w.points().Points
