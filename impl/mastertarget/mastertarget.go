@@ -44,6 +44,56 @@
 //     refused until an operator removes the file: its position is never
 //     guessed.
 //
+// Failback: the master target plays the Azure side's part for the stream
+// coming back (azuresvc's for the forward one). Events and checksums go to
+// Config.ConfigServer, which relays the checksums to the agent:
+//
+//  7. When a SyncStart is applied (it always ends its apply, so the disks
+//     are as it finds them), ReplicaEvent{sync-started} goes out once the
+//     state is durable, then the disks' Checksums, computed in an op by
+//     proto.BlockSum over proto.ChecksumBlockSize blocks of the synced size,
+//     at most MaxSumsPerMessage blocks a message, Final on the last; or one
+//     Fresh message per disk while the disks are as the attach said they
+//     were created (Fresh, and nothing written since). A resent SyncStart
+//     with nothing applied after it, and a restart in that state, send them
+//     again. A SyncEnd of the current generation sends sync-complete.
+//  8. A bookmark record applied after its sync completed, not already a
+//     point, becomes a failback point (ReplicaEvent{point}: id, kind, time,
+//     log seq, items applied); a revoke record removes its point. The
+//     points live in the state file. A datastore or retention failure sends
+//     apply-error once per run of failures, not at every retry.
+//  9. The disks are written in place, so to bring them back to a point the
+//     target keeps an undo journal on the retention volume
+//     (<machine>.journal, journal.go): an apply reads the disks, and for
+//     each write at a stream position after a point, not already in the
+//     journal (its position is not after the journal's last: a re-apply
+//     after a crash finds the new bytes on disk and must not take them for
+//     old ones), notes the bytes it overwrites; it appends those to the
+//     journal and fsyncs it, then writes the disks, then the state. The
+//     journal reaches the two newest points and the three newest
+//     app-consistent ones within proto.FailbackRetention of the newest —
+//     the newest and the two newest app-consistent ones the failover needs
+//     (a group falls back to a common one), each with one to spare in case
+//     the newest bookmark is revoked — and so every point in between: the
+//     points it gives up are dropped (ReplicaEvent{pruned}) and, once the
+//     state saying so is durable, its entries before the oldest kept point
+//     are cut (the file rewritten atomically), so it stays bounded. A
+//     restart trims what a crash left untrimmed.
+//  10. FailbackPoint (proto.PointLatest, proto.PointLatestApp or a point's
+//     id) with no such point is refused at once, naming the points there
+//     are, the disks untouched. Otherwise, between applies, the rollback
+//     op writes the state saying a rollback to the point began (fsynced
+//     before any disk is touched), puts back the journal's bytes after the
+//     point newest first, writes the state saying the machine failed back
+//     at the point (its only point from then on) and removes the journal.
+//     Undoing is idempotent, so a restart that finds a rollback begun does
+//     it again. The Reply (Result the point, Subject the VM) says OK once
+//     the disks are at the point; asked again for that point it says OK
+//     again, for any other it refuses. From the moment a rollback begins,
+//     the machine's items are refused (AckRefused, ErrFailedBack).
+//     TargetPointsRequest is answered at any time with the points, oldest
+//     first.
+//
 // The vSphere port moves whole datastore files, so each apply reads and
 // writes whole disks: fine for the simulated disks; a production master
 // target would write extents in place (VDDK), behind the same rules.
@@ -111,7 +161,9 @@ type Config struct {
 	// "" for a local one.
 	VCenterPeer string
 	// FS and RetentionDir are the retention volume. It must survive
-	// restarts: it is where the applied positions live. Default fsys.OS{}.
+	// restarts: it is where the applied positions, the points and the undo
+	// journals live. The deployment makes RetentionDir (durably). Default
+	// fsys.OS{}.
 	FS           fsys.FS
 	RetentionDir string
 	// MaxDisks is the disks the target serves across every machine: at
