@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"slices"
 	"strings"
@@ -513,5 +514,29 @@ func TestJournalTornTail(t *testing.T) {
 	st := w.d.Actor.(*Target).Status()
 	if len(st.Machines) != 0 || len(st.Broken) != 1 || !strings.Contains(st.Broken[0], "journal") {
 		t.Errorf("status with a damaged journal: %+v", st)
+	}
+}
+
+// TestAttachDropsOrphanJournal: a journal an earlier attach of the same
+// name left (its state file removed by an operator) is not believed.
+func TestAttachDropsOrphanJournal(t *testing.T) {
+	w := newWorld(t, disks)
+	w.attach(false)
+	items := fbStream()
+	w.send(items...)
+	if w.status().JournalBytes == 0 {
+		t.Fatal("the stream left no journal: the test proves nothing")
+	}
+	if err := w.fs.Remove("/retention/db01.state"); err != nil {
+		t.Fatal(err)
+	}
+	w.restart()
+	w.attach(false)
+	w.restart()
+	if st := w.status(); st.JournalBytes != 0 || st.Points != 0 {
+		t.Errorf("after attaching again: %+v", st)
+	}
+	if _, err := w.fs.Stat("/retention/db01.journal"); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the old journal is still there: %v", err)
 	}
 }

@@ -229,7 +229,9 @@ func (r retention) appendJournal(machine string, good int64, entries []jentry) (
 func (r retention) rewriteJournal(machine string, entries []jentry) (jinfo, error) {
 	path := r.journalPath(machine)
 	if len(entries) == 0 {
-		if err := r.fs.Remove(path); err != nil && !fsys.IsNotExist(err) {
+		if err := r.fs.Remove(path); fsys.IsNotExist(err) {
+			return jinfo{}, nil // nothing to make durable
+		} else if err != nil {
 			return jinfo{}, clean("remove journal", err)
 		}
 		if err := fsys.SyncDir(r.fs, r.dir); err != nil {

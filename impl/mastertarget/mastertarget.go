@@ -444,8 +444,16 @@ func (t *Target) attach(ctx runtime.Context, from runtime.Addr, req *proto.Attac
 	t.machines[req.Machine] = m
 	ret, st := t.ret, m.st
 	t.ops.Start(ctx, runtime.Op{Name: "mastertarget attach " + req.Machine,
-		Disk: &runtime.DiskIO{Device: DeviceRetention, Bytes: int64(len(st.marshal())), Syncs: 2},
-		Run:  func(context.Context) (any, error) { return nil, ret.write(st) }},
+		Disk: &runtime.DiskIO{Device: DeviceRetention, Bytes: int64(len(st.marshal())), Syncs: 3},
+		Run: func(context.Context) (any, error) {
+			// A journal left by an earlier attach of the name (its state
+			// file removed by an operator) is not this stream's: it goes
+			// before the state that would make it believed.
+			if _, err := ret.rewriteJournal(st.Machine, nil); err != nil {
+				return nil, err
+			}
+			return nil, ret.write(st)
+		}},
 		opTag{kind: opAttach, machine: req.Machine})
 }
 
