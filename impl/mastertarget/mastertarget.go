@@ -44,6 +44,56 @@
 //     refused until an operator removes the file: its position is never
 //     guessed.
 //
+// Failback: the master target plays the Azure side's part for the stream
+// coming back (azuresvc's for the forward one). Events and checksums go to
+// Config.ConfigServer, which relays the checksums to the agent:
+//
+//  7. When a SyncStart is applied (it always ends its apply, so the disks
+//     are as it finds them), ReplicaEvent{sync-started} goes out once the
+//     state is durable, then the disks' Checksums, computed in an op by
+//     proto.BlockSum over proto.ChecksumBlockSize blocks of the synced size,
+//     at most MaxSumsPerMessage blocks a message, Final on the last; or one
+//     Fresh message per disk while the disks are as the attach said they
+//     were created (Fresh, and nothing written since). A resent SyncStart
+//     with nothing applied after it, and a restart in that state, send them
+//     again. A SyncEnd of the current generation sends sync-complete.
+//  8. A bookmark record applied after its sync completed, not already a
+//     point, becomes a failback point (ReplicaEvent{point}: id, kind, time,
+//     log seq, items applied); a revoke record removes its point. The
+//     points live in the state file. A datastore or retention failure sends
+//     apply-error once per run of failures, not at every retry.
+//  9. The disks are written in place, so to bring them back to a point the
+//     target keeps an undo journal on the retention volume
+//     (<machine>.journal, journal.go): an apply reads the disks, and for
+//     each write at a stream position after a point, not already in the
+//     journal (its position is not after the journal's last: a re-apply
+//     after a crash finds the new bytes on disk and must not take them for
+//     old ones), notes the bytes it overwrites; it appends those to the
+//     journal and fsyncs it, then writes the disks, then the state. The
+//     journal reaches the two newest points and the three newest
+//     app-consistent ones within proto.FailbackRetention of the newest —
+//     the newest and the two newest app-consistent ones the failover needs
+//     (a group falls back to a common one), each with one to spare in case
+//     the newest bookmark is revoked — and so every point in between: the
+//     points it gives up are dropped (ReplicaEvent{pruned}) and, once the
+//     state saying so is durable, its entries before the oldest kept point
+//     are cut (the file rewritten atomically), so it stays bounded. A
+//     restart trims what a crash left untrimmed.
+//  10. FailbackPoint (proto.PointLatest, proto.PointLatestApp or a point's
+//     id) with no such point is refused at once, naming the points there
+//     are, the disks untouched. Otherwise, between applies, the rollback
+//     op writes the state saying a rollback to the point began (fsynced
+//     before any disk is touched), puts back the journal's bytes after the
+//     point newest first, writes the state saying the machine failed back
+//     at the point (its only point from then on) and removes the journal.
+//     Undoing is idempotent, so a restart that finds a rollback begun does
+//     it again. The Reply (Result the point, Subject the VM) says OK once
+//     the disks are at the point; asked again for that point it says OK
+//     again, for any other it refuses. From the moment a rollback begins,
+//     the machine's items are refused (AckRefused, ErrFailedBack).
+//     TargetPointsRequest is answered at any time with the points, oldest
+//     first.
+//
 // The vSphere port moves whole datastore files, so each apply reads and
 // writes whole disks: fine for the simulated disks; a production master
 // target would write extents in place (VDDK), behind the same rules.
@@ -79,6 +129,8 @@ var (
 	ErrRetention    = errors.New("mastertarget: retention volume write failed")
 	ErrStateCorrupt = errors.New("mastertarget: retention state damaged")
 	ErrBadRange     = errors.New("mastertarget: bad block range")
+	ErrFailedBack   = errors.New("mastertarget: machine failed back")
+	ErrNoPoint      = errors.New("mastertarget: no such failback point")
 )
 
 // Defaults of Config's zero fields.
@@ -86,6 +138,9 @@ const (
 	DefaultRetryEvery    = 30 * time.Second
 	DefaultMaxQueueItems = 256
 	DefaultMaxApplyItems = 64
+	// MaxSumsPerMessage bounds the blocks one Checksums message covers
+	// (azuresvc's value: the agent takes both sides' messages alike).
+	MaxSumsPerMessage = 16384
 	// earlyLimit bounds the messages kept while the retention volume loads;
 	// later ones are dropped (senders retry).
 	earlyLimit = 1024
@@ -98,11 +153,17 @@ const DeviceRetention = "retention"
 type Config struct {
 	// VC is the vSphere port holding the VMs' datastores.
 	VC vsphere.Client
+	// ConfigServer is where ReplicaEvents and a sync's Checksums go (the
+	// configuration server relays Checksums to the agent); zero sends
+	// nothing.
+	ConfigServer runtime.Addr
 	// VCenterPeer is the Peer of vSphere ops (the network model's host);
 	// "" for a local one.
 	VCenterPeer string
 	// FS and RetentionDir are the retention volume. It must survive
-	// restarts: it is where the applied positions live. Default fsys.OS{}.
+	// restarts: it is where the applied positions, the points and the undo
+	// journals live. The deployment makes RetentionDir (durably). Default
+	// fsys.OS{}.
 	FS           fsys.FS
 	RetentionDir string
 	// MaxDisks is the disks the target serves across every machine: at
@@ -142,6 +203,12 @@ type machine struct {
 	sums      []sumReq
 	retrying  bool // an apply failed; the retry timer restarts it
 	lastErr   string
+	errSent   bool // an apply-error event went out for this failure streak
+
+	jour      jinfo              // the undo journal
+	sumsDue   bool               // the SyncStart at st.SyncItem still owes its checksums
+	syncSums  []*proto.Checksums // the checksums sent for st.SyncItem, for a resent SyncStart
+	fbWaiting []fbReq            // failback requests not yet answered
 
 	itemsApplied int64
 	bytesWritten int64
@@ -150,6 +217,11 @@ type machine struct {
 type attachReply struct {
 	to  runtime.Addr
 	req string
+}
+
+type fbReq struct {
+	to  runtime.Addr
+	req proto.FailbackPoint
 }
 
 type sumReq struct {
@@ -166,6 +238,8 @@ const (
 	opAttach
 	opApply
 	opSums
+	opSyncSums
+	opRollback
 )
 
 type opTag struct {
@@ -173,6 +247,8 @@ type opTag struct {
 	machine string
 	job     applyJob
 	sum     sumReq
+	item    uint64 // opSyncSums: the SyncStart's item
+	rb      rollbackJob
 }
 
 const (
@@ -252,6 +328,10 @@ func (t *Target) Handle(ctx runtime.Context, ev runtime.Event) {
 			t.applyDone(ctx, tag, ev)
 		case opSums:
 			t.sumsDone(ctx, tag, ev)
+		case opSyncSums:
+			t.syncSumsDone(ctx, tag, ev)
+		case opRollback:
+			t.rollbackDone(ctx, tag, ev)
 		}
 	}
 }
@@ -278,15 +358,23 @@ func (t *Target) loadDone(ctx runtime.Context, d runtime.Done) {
 		return
 	}
 	l := d.Value.(loaded)
-	for _, s := range l.states {
-		t.machines[s.Machine] = &machine{st: s}
-		ctx.Log().Info("mastertarget: machine restored", "machine", s.Machine, "disks", len(s.Disks), "applied", s.Applied)
+	for i, s := range l.states {
+		m := &machine{st: s, jour: l.journals[i]}
+		// A SyncStart applied with nothing after it may not have had its
+		// checksums sent: send them (again).
+		m.sumsDue = !s.Synced && s.SyncItem != 0 && s.SyncItem == s.Applied && s.FailedBack == "" && s.Rollback == ""
+		t.machines[s.Machine] = m
+		ctx.Log().Info("mastertarget: machine restored", "machine", s.Machine, "disks", len(s.Disks), "applied", s.Applied,
+			"points", len(s.Points), "journal_bytes", m.jour.Bytes, "rollback", s.Rollback, "failed_back", s.FailedBack)
 	}
 	t.broken = l.broken
 	for _, b := range l.broken {
 		ctx.Log().Error("mastertarget: retention state unreadable", "err", b)
 	}
 	t.loaded = true
+	for _, name := range t.names() {
+		t.kick(ctx, t.machines[name]) // an interrupted rollback, owed checksums
+	}
 	early := t.early
 	t.early = nil
 	for _, m := range early {
@@ -307,6 +395,10 @@ func (t *Target) message(ctx runtime.Context, ev runtime.Message) {
 		t.attach(ctx, ev.From, m)
 	case *proto.BlockSumRequest:
 		t.blockSums(ctx, ev.From, m)
+	case *proto.FailbackPoint:
+		t.failbackPoint(ctx, ev.From, m)
+	case *proto.TargetPointsRequest:
+		t.targetPoints(ctx, ev.From, m)
 	default:
 		ctx.Log().Warn("mastertarget: message refused", "from", string(ev.From), "kind", wire.KindName(msg.WireKind()))
 	}
@@ -347,13 +439,21 @@ func (t *Target) attach(ctx runtime.Context, from runtime.Addr, req *proto.Attac
 			ErrTooManyDisks, req.Machine, len(req.Disks), n, t.cfg.MaxDisks))
 		return
 	}
-	m := &machine{st: state{Machine: req.Machine, Disks: slices.Clone(req.Disks)}, attaching: true,
+	m := &machine{st: state{Machine: req.Machine, Disks: slices.Clone(req.Disks), VM: req.VM, Fresh: req.Fresh}, attaching: true,
 		replies: []attachReply{{from, req.Req}}}
 	t.machines[req.Machine] = m
 	ret, st := t.ret, m.st
 	t.ops.Start(ctx, runtime.Op{Name: "mastertarget attach " + req.Machine,
-		Disk: &runtime.DiskIO{Device: DeviceRetention, Bytes: int64(len(st.marshal())), Syncs: 2},
-		Run:  func(context.Context) (any, error) { return nil, ret.write(st) }},
+		Disk: &runtime.DiskIO{Device: DeviceRetention, Bytes: int64(len(st.marshal())), Syncs: 3},
+		Run: func(context.Context) (any, error) {
+			// A journal left by an earlier attach of the name (its state
+			// file removed by an operator) is not this stream's: it goes
+			// before the state that would make it believed.
+			if _, err := ret.rewriteJournal(st.Machine, nil); err != nil {
+				return nil, err
+			}
+			return nil, ret.write(st)
+		}},
 		opTag{kind: opAttach, machine: req.Machine})
 }
 
@@ -423,11 +523,19 @@ func (t *Target) item(ctx runtime.Context, from runtime.Addr, msg *proto.ItemMsg
 		t.ack(ctx, from, msg.Machine, 0, proto.AckRefused, fmt.Errorf("%w: %s", ErrNotAttached, msg.Machine))
 		return
 	}
+	if m.st.FailedBack != "" || m.st.Rollback != "" {
+		t.ack(ctx, from, msg.Machine, m.st.Applied, proto.AckRefused, closedErr(m))
+		return
+	}
 	m.sender = from
 	applied := m.st.Applied
 	received := applied + uint64(len(m.queue))
 	switch {
 	case msg.Seq <= applied:
+		if msg.Seq == m.st.SyncItem && msg.Seq == applied && !m.st.Synced && m.syncSums != nil {
+			// A resent SyncStart: its sender waits for the checksums.
+			t.sendSums(ctx, m.syncSums)
+		}
 		t.ack(ctx, from, msg.Machine, applied, proto.AckOK, nil)
 		return
 	case msg.Seq <= received:
@@ -473,8 +581,10 @@ func (t *Target) ack(ctx runtime.Context, to runtime.Addr, machine string, acked
 }
 
 // kick starts a machine's next op, if it has none running: checksum
-// requests first (they are small and a reprotect waits on them), then the
-// queued items, unless an apply failed and waits for its retry.
+// requests first (they are small and a reprotect waits on them), then an
+// unfinished rollback, the checksums a SyncStart owes, failback requests,
+// and last the queued items, unless an apply failed and waits for its
+// retry or the machine failed back.
 func (t *Target) kick(ctx runtime.Context, m *machine) {
 	if m.busy || m.attaching {
 		return
@@ -490,24 +600,43 @@ func (t *Target) kick(ctx runtime.Context, m *machine) {
 			opTag{kind: opSums, machine: m.st.Machine, sum: sr})
 		return
 	}
-	if len(m.queue) == 0 || m.retrying {
+	if m.st.Rollback != "" {
+		if m.retrying {
+			return
+		}
+		p, ok := resolve(m.st.Points, m.st.Rollback)
+		if !ok {
+			ctx.Log().Error("mastertarget: rollback to a point the state does not hold", "machine", m.st.Machine, "point", m.st.Rollback)
+			return
+		}
+		t.startRollback(ctx, m, p)
+		return
+	}
+	if m.sumsDue && !m.retrying {
+		t.startSyncSums(ctx, m)
+		return
+	}
+	if t.answerFailbacks(ctx, m) || m.st.FailedBack != "" || len(m.queue) == 0 || m.retrying {
 		return
 	}
 	n := min(len(m.queue), t.cfg.MaxApplyItems)
+	for i, it := range m.queue[:n] {
+		if it.Kind == batch.KindSyncStart {
+			n = i + 1 // the checksums are of the disks as the SyncStart finds them
+			break
+		}
+	}
 	items := slices.Clone(m.queue[:n])
-	next := m.st
-	next.Disks = slices.Clone(m.st.Disks)
-	next.Applied = items[n-1].Seq
-	next.LastBookmark = lastBookmark(items, m.st.LastBookmark)
-	job := applyJob{disks: next.Disks, items: items, next: next}
+	pl := planItems(m.st, items)
+	job := applyJob{disks: pl.next.Disks, items: items, plan: pl, jour: m.jour}
 	var bytes int64
 	for _, di := range touched(items) {
-		bytes += 2 * next.Disks[di].CapacityBytes // the port moves whole files, both ways
+		bytes += 2 * pl.next.Disks[di].CapacityBytes // the port moves whole files, both ways
 	}
 	ret := t.ret
 	m.busy = true
 	t.ops.Start(ctx, runtime.Op{Name: "mastertarget apply " + m.st.Machine, Peer: peer, Bytes: bytes,
-		Disk: &runtime.DiskIO{Device: DeviceRetention, Bytes: int64(len(next.marshal())), Syncs: 2},
+		Disk: &runtime.DiskIO{Device: DeviceRetention, Bytes: int64(len(pl.next.marshal())), Syncs: 3},
 		Run:  func(c context.Context) (any, error) { return job.run(c, vc, ret) }},
 		opTag{kind: opApply, machine: m.st.Machine, job: job})
 }
@@ -515,6 +644,10 @@ func (t *Target) kick(ctx runtime.Context, m *machine) {
 func (t *Target) applyDone(ctx runtime.Context, tag opTag, d runtime.Done) {
 	m := t.machines[tag.machine]
 	m.busy = false
+	res, ok := d.Value.(applyResult)
+	if ok {
+		m.jour = res.jour // an append that succeeded stays, whatever came after
+	}
 	if d.Err != nil {
 		m.lastErr = d.Err.Error()
 		m.retrying = true
@@ -523,20 +656,99 @@ func (t *Target) applyDone(ctx runtime.Context, tag opTag, d runtime.Done) {
 			a := &proto.ItemAck{Machine: tag.machine, Acked: m.st.Applied, Status: proto.AckWriteFailed, Reason: m.lastErr}
 			ctx.Send(m.sender, wire.Encode(a))
 		}
+		t.applyError(ctx, m, m.st.Applied+1)
 		ctx.Log().Warn("mastertarget: apply failed", "machine", tag.machine, "applied", m.st.Applied, "err", m.lastErr)
 		t.kick(ctx, m) // checksum requests still get answers
 		return
 	}
-	res := d.Value.(applyResult)
 	n := len(tag.job.items)
-	m.st = tag.job.next
+	m.st = tag.job.plan.next
 	m.queue = m.queue[n:]
-	m.lastErr = ""
+	m.lastErr, m.errSent = "", false
 	m.itemsApplied += int64(n)
 	m.bytesWritten += res.bytesWritten
-	ctx.Log().Info("mastertarget: items applied", "machine", tag.machine, "items", n, "applied", m.st.Applied)
+	if tag.job.plan.sumsDue {
+		m.sumsDue, m.syncSums = true, nil
+	}
+	if res.trimErr != nil {
+		ctx.Log().Warn("mastertarget: undo journal not trimmed", "machine", tag.machine, "err", res.trimErr.Error())
+	}
+	ctx.Log().Info("mastertarget: items applied", "machine", tag.machine, "items", n, "applied", m.st.Applied,
+		"journaled", res.journaled, "journal_bytes", m.jour.Bytes, "points", len(m.st.Points))
 	if m.sender != "" {
 		ctx.Send(m.sender, wire.Encode(&proto.ItemAck{Machine: tag.machine, Acked: m.st.Applied, Status: proto.AckOK}))
+	}
+	for _, ev := range tag.job.plan.events {
+		t.event(ctx, ev)
+	}
+	t.kick(ctx, m)
+}
+
+// applyError sends apply-error for the first failure of a streak.
+func (t *Target) applyError(ctx runtime.Context, m *machine, seq uint64) {
+	if m.errSent {
+		return
+	}
+	m.errSent = true
+	t.event(ctx, &proto.ReplicaEvent{Machine: m.st.Machine, Event: proto.EventApplyError, Gen: m.st.Gen, Seq: seq,
+		Applied: m.st.Applied, Detail: m.lastErr})
+}
+
+func (t *Target) event(ctx runtime.Context, ev *proto.ReplicaEvent) {
+	if t.cfg.ConfigServer == "" {
+		return
+	}
+	ctx.Send(t.cfg.ConfigServer, wire.Encode(ev))
+}
+
+func (t *Target) sendSums(ctx runtime.Context, sums []*proto.Checksums) {
+	if t.cfg.ConfigServer == "" {
+		return
+	}
+	for _, c := range sums {
+		ctx.Send(t.cfg.ConfigServer, wire.Encode(c))
+	}
+}
+
+// startSyncSums computes the checksums the SyncStart at st.SyncItem owes.
+func (t *Target) startSyncSums(ctx runtime.Context, m *machine) {
+	vc, st := t.cfg.VC, m.st.clone()
+	var bytes int64
+	for _, d := range st.Disks {
+		bytes += d.CapacityBytes
+	}
+	if st.Fresh {
+		bytes = 0
+	}
+	m.busy = true
+	t.ops.Start(ctx, runtime.Op{Name: "mastertarget checksums " + st.Machine, Peer: t.cfg.VCenterPeer, Bytes: bytes,
+		Run: func(c context.Context) (any, error) { return checksumMessages(c, vc, st) }},
+		opTag{kind: opSyncSums, machine: st.Machine, item: st.SyncItem})
+}
+
+func (t *Target) syncSumsDone(ctx runtime.Context, tag opTag, d runtime.Done) {
+	m := t.machines[tag.machine]
+	m.busy = false
+	if d.Err != nil {
+		m.lastErr = d.Err.Error()
+		m.retrying = true
+		t.timers.Arm(ctx, timerRetry, t.cfg.RetryEvery)
+		t.applyError(ctx, m, tag.item)
+		ctx.Log().Warn("mastertarget: checksums failed", "machine", tag.machine, "err", m.lastErr)
+		t.kick(ctx, m)
+		return
+	}
+	m.sumsDue, m.lastErr, m.errSent = false, "", false
+	if m.st.SyncItem == tag.item {
+		m.syncSums = d.Value.([]*proto.Checksums)
+		fresh := 0
+		for _, c := range m.syncSums {
+			if c.Fresh {
+				fresh++
+			}
+		}
+		ctx.Log().Info("mastertarget: checksums sent", "machine", tag.machine, "gen", m.st.Gen, "messages", len(m.syncSums), "fresh_disks", fresh)
+		t.sendSums(ctx, m.syncSums)
 	}
 	t.kick(ctx, m)
 }

@@ -24,6 +24,14 @@ type MachineStatus struct {
 	LastError    string // of the last apply, "" once one succeeds
 	ItemsApplied int64
 	BytesWritten int64
+
+	Gen          uint64 // the sync generation
+	Synced       bool   // its SyncEnd was applied
+	Points       int    // failback points the journal reaches
+	NewestPoint  string // "" for none
+	FailedBack   string // the point the disks were rolled back to
+	RollingBack  string // the point a rollback under way goes to
+	JournalBytes int64  // the undo journal's size
 }
 
 // Status returns the target's state.
@@ -35,7 +43,12 @@ func (t *Target) Status() Status {
 			Machine: name, Disks: len(m.st.Disks), Attaching: m.attaching, Applied: m.st.Applied,
 			Queued: len(m.queue), LastBookmark: m.st.LastBookmark, Retrying: m.retrying, LastError: m.lastErr,
 			ItemsApplied: m.itemsApplied, BytesWritten: m.bytesWritten,
+			Gen: m.st.Gen, Synced: m.st.Synced, Points: len(m.st.Points), FailedBack: m.st.FailedBack,
+			RollingBack: m.st.Rollback, JournalBytes: m.jour.Bytes,
 		})
+		if n := len(m.st.Points); n > 0 {
+			s.Machines[len(s.Machines)-1].NewestPoint = m.st.Points[n-1].ID
+		}
 	}
 	return s
 }
