@@ -42,13 +42,13 @@ func TestJudgePath(t *testing.T) {
 	onPrem := func(h string) bool { return site[h] == simnet.OnPrem }
 	fb := func(h string) bool { return h == "ps-azure" || h == "az-db01" }
 	good := map[simnet.PairKey]int64{
-		{Path: simnet.PathLAN, From: "db01", To: "ps01"}:             100,
-		{Path: simnet.PathInternet, From: "ps01", To: "blob"}:        80,
-		{Path: simnet.PathLAN, From: "az-db01", To: "ps-azure"}:      50,
-		{Path: simnet.PathVPN, From: "ps-azure", To: "cs01"}:         50,
-		{Path: simnet.PathVPN, From: "cs01", To: "az-db01"}:          3,
-		{Path: simnet.PathInternet, From: "cs01", To: "blob"}:        1,
-		{Path: simnet.PathInternet, From: "blob", To: "cs01"}:        1,
+		{Path: simnet.PathLAN, From: "db01", To: "ps01"}:              100,
+		{Path: simnet.PathInternet, From: "ps01", To: "blob"}:         80,
+		{Path: simnet.PathLAN, From: "az-db01", To: "ps-azure"}:       50,
+		{Path: simnet.PathVPN, From: "ps-azure", To: "cs01"}:          50,
+		{Path: simnet.PathVPN, From: "cs01", To: "az-db01"}:           3,
+		{Path: simnet.PathInternet, From: "cs01", To: "blob"}:         1,
+		{Path: simnet.PathInternet, From: "blob", To: "cs01"}:         1,
 		{Path: simnet.PathLAN, From: "ps-azure", To: "ps-azure-mgmt"}: 0,
 	}
 	for _, r := range judgePath(good, fb, onPrem) {

@@ -21,8 +21,8 @@ import (
 	"github.com/v2a-dr/v2a/impl/vsphere"
 	"github.com/v2a-dr/v2a/impl/wire"
 	"github.com/v2a-dr/v2a/sim/disk"
-	"github.com/v2a-dr/v2a/sim/workload"
 	simnet "github.com/v2a-dr/v2a/sim/net"
+	"github.com/v2a-dr/v2a/sim/workload"
 )
 
 // The failback side of a world (FAILOVER.md §B): the process server in

@@ -391,6 +391,8 @@ func (t *Target) message(ctx runtime.Context, ev runtime.Message) {
 	switch m := msg.(type) {
 	case *proto.ItemMsg:
 		t.item(ctx, ev.From, m)
+	case *proto.StreamHello:
+		t.hello(ctx, ev.From, m)
 	case *proto.AttachTarget:
 		t.attach(ctx, ev.From, m)
 	case *proto.BlockSumRequest:
@@ -514,6 +516,24 @@ func (t *Target) attachDone(ctx runtime.Context, name string, d runtime.Done) {
 	for _, r := range replies {
 		reply.Req = r.req
 		ctx.Send(r.to, wire.Encode(&reply))
+	}
+}
+
+// hello answers a StreamHello (an agent opening its stream, through the
+// process server in Azure) with the machine's durable position: the
+// stream's numbering is the master target's, as it is the process
+// server's in the forward direction. A machine not attached, or failed
+// back, is refused as its items would be.
+func (t *Target) hello(ctx runtime.Context, from runtime.Addr, msg *proto.StreamHello) {
+	m, ok := t.machines[msg.Machine]
+	switch {
+	case !ok || m.attaching:
+		t.ack(ctx, from, msg.Machine, 0, proto.AckRefused, fmt.Errorf("%w: %s", ErrNotAttached, msg.Machine))
+	case m.st.FailedBack != "" || m.st.Rollback != "":
+		t.ack(ctx, from, msg.Machine, m.st.Applied, proto.AckRefused, closedErr(m))
+	default:
+		m.sender = from
+		t.ack(ctx, from, msg.Machine, m.st.Applied, proto.AckOK, nil)
 	}
 }
 

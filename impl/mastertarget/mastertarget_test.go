@@ -588,3 +588,35 @@ func TestStateRoundTrip(t *testing.T) {
 		t.Errorf("flipped bit: %v", err)
 	}
 }
+
+// TestStreamHello: an agent opening its stream learns the durable
+// position (the numbering is the target's); a machine not attached is
+// refused.
+func TestStreamHello(t *testing.T) {
+	r := newRig(t)
+	hello := func(machine string) *proto.ItemAck {
+		t.Helper()
+		r.d.Receive(sender, &proto.StreamHello{Machine: machine})
+		acks := r.acks()
+		if len(acks) != 1 {
+			t.Fatalf("hello %s: %d answers, want 1", machine, len(acks))
+		}
+		return acks[0]
+	}
+	if a := hello("db01"); a.Status != proto.AckRefused || !strings.Contains(a.Reason, ErrNotAttached.Error()) {
+		t.Errorf("hello before attach: %+v, want refused as not attached", a)
+	}
+	if rep := r.attach("db01", disks); !rep.OK {
+		t.Fatal(rep.Reason)
+	}
+	if a := hello("db01"); a.Status != proto.AckOK || a.Acked != 0 {
+		t.Errorf("hello after attach: %+v, want OK at 0", a)
+	}
+	for _, it := range stream()[:2] {
+		r.send(it)
+	}
+	r.restart()
+	if a := hello("db01"); a.Status != proto.AckOK || a.Acked != 2 {
+		t.Errorf("hello after two items and a restart: %+v, want OK at 2", a)
+	}
+}

@@ -1,6 +1,10 @@
 package mastertarget
 
-import "slices"
+import (
+	"slices"
+
+	"github.com/v2a-dr/v2a/impl/proto"
+)
 
 // Status is a snapshot of a Target, for views and tests. Read it through
 // runtime.Inspect (on the actor's turn), never from another goroutine.
@@ -32,6 +36,24 @@ type MachineStatus struct {
 	FailedBack   string // the point the disks were rolled back to
 	RollingBack  string // the point a rollback under way goes to
 	JournalBytes int64  // the undo journal's size
+	// PointList are the failback points, oldest first.
+	PointList []proto.TargetPoint
+}
+
+// PointSeq is the change-log position of machine's failback point id, and
+// whether the target knows it.
+func (s Status) PointSeq(machine, id string) (uint64, bool) {
+	for _, m := range s.Machines {
+		if m.Machine != machine {
+			continue
+		}
+		for _, p := range m.PointList {
+			if p.ID == id {
+				return p.Seq, true
+			}
+		}
+	}
+	return 0, false
 }
 
 // Status returns the target's state.
@@ -46,6 +68,9 @@ func (t *Target) Status() Status {
 			Gen: m.st.Gen, Synced: m.st.Synced, Points: len(m.st.Points), FailedBack: m.st.FailedBack,
 			RollingBack: m.st.Rollback, JournalBytes: m.jour.Bytes,
 		})
+		for _, p := range m.st.Points {
+			s.Machines[len(s.Machines)-1].PointList = append(s.Machines[len(s.Machines)-1].PointList, p.target())
+		}
 		if n := len(m.st.Points); n > 0 {
 			s.Machines[len(s.Machines)-1].NewestPoint = m.st.Points[n-1].ID
 		}
