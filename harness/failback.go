@@ -19,9 +19,11 @@ import (
 	"github.com/v2a-dr/v2a/impl/proto"
 	"github.com/v2a-dr/v2a/impl/runtime"
 	"github.com/v2a-dr/v2a/impl/vsphere"
+	"github.com/v2a-dr/v2a/impl/vsphere/vcenter"
 	"github.com/v2a-dr/v2a/impl/wire"
 	"github.com/v2a-dr/v2a/sim/disk"
 	simnet "github.com/v2a-dr/v2a/sim/net"
+	simvs "github.com/v2a-dr/v2a/sim/vsphere"
 	"github.com/v2a-dr/v2a/sim/workload"
 )
 
@@ -93,7 +95,7 @@ type azureGuest struct {
 type reprotectRec struct {
 	location string
 	at       time.Time
-	vpnStart int64 // VPN bytes Azure → on-premises when it was asked for
+	vpnStart int64 // the machine's bytes through the VPN when it was asked for
 	// set when the machine's failback sync completed
 	synced    bool
 	vpnSynced int64
@@ -161,7 +163,20 @@ func (fb *Failback) infra(fo *Failover, mtHost string, public bool) (string, err
 	if err != nil {
 		return "", err
 	}
-	vc := d.vc
+	// The master target moves datastore files, which travel over HTTP:
+	// against vcsim it dials the simulator's SDK endpoint as it would a
+	// real vCenter's (the in-process client cannot transfer files).
+	var vc vsphere.Client = d.vc
+	if e.VCSim != nil {
+		u := e.VCSim.URL()
+		u.User = nil
+		c, err := vcenter.Dial(ctx, u.String(), simvs.User, simvs.Password, true)
+		if err != nil {
+			return "", fmt.Errorf("failback-infra: the master target's vCenter connection: %w", err)
+		}
+		e.closers = append(e.closers, func() { c.Close(context.Background()) })
+		vc = c
+	}
 	mt := fb.mt
 	spawn := []struct {
 		addr runtime.Addr
@@ -352,6 +367,24 @@ func (fb *Failback) vpnAzureToOnPrem() int64 {
 	return b
 }
 
+// relayBytes is what the process server in Azure sent the master target
+// for a machine (over the VPN: the path check judges that it was).
+func (fb *Failback) relayBytes(machine string) int64 {
+	if !fb.started {
+		return 0
+	}
+	st, err := fb.relayStatus()
+	if err != nil {
+		return 0
+	}
+	for _, pm := range st.PerMachine {
+		if pm.Machine == machine {
+			return pm.ItemBytes
+		}
+	}
+	return 0
+}
+
 // changedBytes is the bytes of the 4 KiB blocks changed in Azure since a
 // machine failed over: those its Azure guest wrote, and those where the
 // on-premises disk differed from the failover point.
@@ -391,7 +424,7 @@ func (fb *Failback) observe() {
 			continue
 		}
 		rec.synced = true
-		rec.vpnSynced = fb.vpnAzureToOnPrem()
+		rec.vpnSynced = fb.relayBytes(m)
 		if ag := fb.guests[m]; ag != nil {
 			rec.changed = ag.changedBytes()
 		}
@@ -415,7 +448,7 @@ func (fb *Failback) reprotect(machines []string, direction, location, host, data
 	for _, m := range machines {
 		switch direction {
 		case proto.ReprotectToOnPrem:
-			rec := &reprotectRec{location: location, at: now, vpnStart: fb.vpnAzureToOnPrem()}
+			rec := &reprotectRec{location: location, at: now, vpnStart: fb.relayBytes(m)}
 			if src := d.e.Machines[m]; src != nil {
 				for i := range src.Disks() {
 					rec.diskBytes += src.Size(i)

@@ -94,6 +94,15 @@ func (a *Agent) leaveGroup(ctx runtime.Context) {
 }
 
 // isMaster says whether this agent runs its group's rounds.
+// memberAddr is where a member of the agent's group listens for the tag
+// protocol (proto.GroupConfig.MemberAddr).
+func (a *Agent) memberAddr(member string) runtime.Addr {
+	if a.group == nil {
+		return runtime.MakeAddr(member, runtime.PortTag)
+	}
+	return a.group.MemberAddr(member)
+}
+
 func (a *Agent) isMaster() bool { return a.group != nil && a.group.Master == a.cfg.Machine }
 
 // scheduleGroup (re)starts the master's round schedule from now.

@@ -159,7 +159,7 @@ func (tm *tagMaster) broadcast(ctx runtime.Context, r *masterRound, timeout time
 	frame := wire.Encode(&t)
 	for _, m := range r.members {
 		if m != a.cfg.Machine {
-			ctx.Send(runtime.MakeAddr(m, runtime.PortTag), frame)
+			ctx.Send(a.memberAddr(m), frame)
 		}
 	}
 	tm.timers.Set(ctx, tTagPhase, timeout)
@@ -181,7 +181,7 @@ func (tm *tagMaster) resendPhase(ctx runtime.Context) {
 	frame := wire.Encode(&t)
 	for _, m := range r.members {
 		if m != a.cfg.Machine && !r.acked[m] {
-			ctx.Send(runtime.MakeAddr(m, runtime.PortTag), frame)
+			ctx.Send(a.memberAddr(m), frame)
 		}
 	}
 }

@@ -315,7 +315,7 @@ func (mb *tagMember) deadline(ctx runtime.Context) {
 		a.master.roundAck(ctx, &ack)
 		return
 	}
-	ctx.Send(runtime.MakeAddr(r.tag.Master, runtime.PortTag), wire.Encode(&ack))
+	ctx.Send(a.memberAddr(r.tag.Master), wire.Encode(&ack))
 }
 
 // remember keeps r's answers for duplicates, forgetting the oldest ended

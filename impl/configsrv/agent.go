@@ -116,6 +116,10 @@ func (s *Server) register(ctx runtime.Context, from runtime.Addr, r *proto.Regis
 		// passphrase, but the machine does not run there.
 		ctx.Log().Info("configsrv: agent of the side the machine left registered; ignored", "machine", m.name,
 			"agent", string(from), "state", string(m.state))
+		// During a failback the on-premises VM powers on (and its agent
+		// registers) before the failback is committed: remembered, it
+		// becomes the machine's agent at the commit (failedBack).
+		m.lateReg = from
 		return
 	}
 	m.regs++

@@ -262,8 +262,21 @@ func (s *Server) groupConfig(g *group) *proto.GroupConfig {
 	if !ok {
 		p = proto.DefaultPolicy()
 	}
-	return &proto.GroupConfig{Group: g.name, Version: g.version, Members: slices.Clone(g.members), Master: g.master,
+	gc := &proto.GroupConfig{Group: g.name, Version: g.version, Members: slices.Clone(g.members), Master: g.master,
 		CrashInterval: p.CrashInterval, AppInterval: p.AppInterval, Crash: proto.CrashTagTimeouts, App: proto.AppTagTimeouts}
+	// Where each member's agent is, when it is not on its machine's own
+	// host (a failed-over group's agents run in Azure VMs).
+	moved := false
+	addrs := make([]string, len(g.members))
+	for i, n := range g.members {
+		if m, ok := s.machines[n]; ok && m.registered && m.agent.Host() != n {
+			addrs[i], moved = string(m.agent), true
+		}
+	}
+	if moved {
+		gc.Addrs = addrs
+	}
+	return gc
 }
 
 // sendGroupConfig sends m's group config to its agent, when m is a member.

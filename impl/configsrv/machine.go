@@ -120,6 +120,9 @@ type machine struct {
 	// regsAt is its value at the last failover or failback, so regs >
 	// regsAt says an agent registered since.
 	regs, regsAt uint64
+	// lateReg is the last agent of the side the machine left that
+	// registered (ignored then); see failedBack.
+	lateReg runtime.Addr
 	// checking: a reprotect request naming the machine waits for its
 	// vCenter check (nothing changed yet); another is refused meanwhile.
 	checking bool

@@ -124,7 +124,7 @@ func (s *Server) failedOver(ctx runtime.Context, from runtime.Addr, req *proto.F
 	s.finish(ctx, m.job, JobFailed, "machine failed over")
 	m.job, m.await = nil, nil
 	m.azureVM, m.failedOverAt = req.AzureVM, ctx.Now()
-	m.staleAgent, m.regsAt = m.agent, m.regs
+	m.staleAgent, m.regsAt, m.lateReg = m.agent, m.regs, ""
 	m.policyPending = false
 	m.rpo, m.rpoAt = 0, ctx.Now()
 	s.setState(ctx, m, StateFailedOver, "failed over to Azure VM "+req.AzureVM)
@@ -155,7 +155,16 @@ func (s *Server) failedBack(ctx runtime.Context, from runtime.Addr, req *proto.F
 	s.finish(ctx, m.job, JobFailed, "machine failed back")
 	m.job, m.await = nil, nil
 	send(ctx, m.agent, &proto.Unprotect{Machine: m.name})
+	azureAgent := m.agent
 	m.staleAgent, m.regsAt = m.agent, m.regs
+	if m.lateReg != "" && m.lateReg != azureAgent {
+		// The on-premises agent registered while the failback ran (its VM
+		// powered on before this commit): it is the machine's agent now.
+		ctx.Log().Info("configsrv: agent registered during the failback adopted", "machine", m.name, "agent", string(m.lateReg))
+		m.agent, m.registered, m.registeredAt = m.lateReg, true, ctx.Now()
+		m.regs++
+	}
+	m.lateReg = ""
 	m.failbackVM, m.failedBackAt = req.VM, ctx.Now()
 	m.policyPending = false
 	m.rpo, m.rpoAt = 0, ctx.Now()

@@ -548,3 +548,31 @@ func TestReprotectAlternate(t *testing.T) {
 		t.Errorf("attached after a failed creation: %v", got)
 	}
 }
+
+// TestFailbackAdoptsAgentRegisteredDuringFailback: the on-premises VM
+// powers on (and its agent registers) before the failback is committed;
+// that registration is ignored while the machine still runs in Azure, and
+// adopted at the commit, so a reprotect to Azure needs no second one.
+func TestFailbackAdoptsAgentRegisteredDuringFailback(t *testing.T) {
+	r := failedOverRig(t)
+	if rep := r.request(toOnPrem("db01")); !rep.OK {
+		t.Fatalf("reprotect: %+v", rep)
+	}
+	r.d.Receive(mtAddr, &proto.Reply{Request: "attach-target", Subject: "db01", OK: true, Req: "cs-job-3"})
+	mt := func(ev proto.ReplicaEvent) { r.d.Receive(mtAddr, &ev) }
+	mt(proto.ReplicaEvent{Machine: "db01", Event: proto.EventSyncStarted, Gen: 2})
+	mt(proto.ReplicaEvent{Machine: "db01", Event: proto.EventSyncComplete, Gen: 2, Applied: 7})
+	// The failback powers db01 on: its agent registers, still ignored.
+	r.registerAt("db01", agentAddr("db01"), azDisks["db01"])
+	if m := r.machine("db01"); m.State != StateProtected || m.Direction != DirectionFailback {
+		t.Fatalf("a registration during the failback moved the machine: %s %s", m.State, m.Direction)
+	}
+	r.d.Sent()
+	if rep := r.ask(orch, &proto.FailedBack{Req: "fb1", Machine: "db01", VM: "db01"}); !rep.OK {
+		t.Fatalf("FailedBack refused: %s", rep.Reason)
+	}
+	toAzure := &proto.Reprotect{Req: "rp2", Machines: []string{"db01"}, Direction: proto.ReprotectToAzure}
+	if rep := r.request(toAzure); !rep.OK {
+		t.Fatalf("reprotect to Azure after a registration during the failback: %+v", rep)
+	}
+}

@@ -33,6 +33,7 @@ import (
 type Relay struct {
 	cfg    RelayConfig
 	agents map[string]runtime.Addr
+	per    map[string]*RelayMachine
 	timers runtime.Timers
 	st     RelayStatus
 }
@@ -54,6 +55,15 @@ type RelayStatus struct {
 	DroppedAcks  int64 // ItemAck for a machine no agent streamed from
 	Machines     []string
 	HealthReport int64
+	// PerMachine counts each machine's items and their frame bytes.
+	PerMachine []RelayMachine
+}
+
+// RelayMachine is what the relay passed on for one machine.
+type RelayMachine struct {
+	Machine   string
+	Items     int64
+	ItemBytes int64
 }
 
 const relayHealth = "health"
@@ -63,7 +73,7 @@ func NewRelay(cfg RelayConfig) *Relay {
 	if cfg.HealthEvery <= 0 {
 		cfg.HealthEvery = 30 * time.Second
 	}
-	return &Relay{cfg: cfg, agents: map[string]runtime.Addr{}}
+	return &Relay{cfg: cfg, agents: map[string]runtime.Addr{}, per: map[string]*RelayMachine{}}
 }
 
 // Handle implements runtime.Actor.
@@ -101,6 +111,9 @@ func (r *Relay) message(ctx runtime.Context, ev runtime.Message) {
 		r.learn(m.Machine, ev.From)
 		r.st.Items++
 		r.st.ItemBytes += int64(len(ev.Data))
+		pm := r.per[m.Machine]
+		pm.Items++
+		pm.ItemBytes += int64(len(ev.Data))
 		ctx.Send(r.cfg.Target, ev.Data)
 	case *proto.ItemAck:
 		to, ok := r.agents[m.Machine]
@@ -120,6 +133,7 @@ func (r *Relay) learn(machine string, from runtime.Addr) {
 	if _, ok := r.agents[machine]; !ok {
 		r.st.Machines = append(r.st.Machines, machine)
 		slices.Sort(r.st.Machines)
+		r.per[machine] = &RelayMachine{Machine: machine}
 	}
 	r.agents[machine] = from
 }
@@ -128,5 +142,8 @@ func (r *Relay) learn(machine string, from runtime.Addr) {
 func (r *Relay) Status() RelayStatus {
 	st := r.st
 	st.Machines = slices.Clone(r.st.Machines)
+	for _, m := range st.Machines {
+		st.PerMachine = append(st.PerMachine, *r.per[m])
+	}
 	return st
 }

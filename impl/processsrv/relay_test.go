@@ -48,6 +48,10 @@ func TestRelayPassesStreamsBothWays(t *testing.T) {
 	if st.Items != 1 || st.Hellos != 1 || st.Acks != 2 || st.DroppedAcks != 1 || !cmp.Equal(st.Machines, []string{"db01", "web01"}) {
 		t.Errorf("status %+v", st)
 	}
+	wantPer := []RelayMachine{{Machine: "db01"}, {Machine: "web01", Items: 1, ItemBytes: int64(len(wire.Encode(item)))}}
+	if diff := cmp.Diff(wantPer, st.PerMachine); diff != "" {
+		t.Errorf("per machine (-want +got):\n%s", diff)
+	}
 	// The agent moved (a restarted VM with another address): acks follow it.
 	a1b := runtime.MakeAddr("db01-az2", 7000)
 	d.Receive(a1b, &proto.ItemMsg{Machine: "db01", Seq: 1})

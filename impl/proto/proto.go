@@ -48,8 +48,10 @@ package proto
 
 import (
 	"fmt"
+	"slices"
 	"time"
 
+	"github.com/v2a-dr/v2a/impl/runtime"
 	"github.com/v2a-dr/v2a/impl/wire"
 )
 
@@ -719,6 +721,20 @@ type GroupConfig struct {
 	CrashInterval time.Duration // group crash-consistent tags; 0: none
 	AppInterval   time.Duration // group app-consistent tags; 0: none
 	Crash, App    TagTimeouts
+	// Addrs are the members' agents' addresses, in Members' order, where
+	// the configuration server knows them (a failed-over group's agents
+	// run in Azure VMs, not on their machines' hosts); an empty list or
+	// entry means <member>:20004. Encoded last, and only when set, so
+	// that an older peer's config reads the same.
+	Addrs []string
+}
+
+// MemberAddr is where member's agent listens for the tag protocol.
+func (m *GroupConfig) MemberAddr(member string) runtime.Addr {
+	if i := slices.Index(m.Members, member); i >= 0 && i < len(m.Addrs) && m.Addrs[i] != "" {
+		return runtime.Addr(m.Addrs[i])
+	}
+	return runtime.MakeAddr(member, runtime.PortTag)
 }
 
 func (*GroupConfig) WireKind() wire.Kind { return KindGroupConfig }
@@ -731,11 +747,17 @@ func (m *GroupConfig) MarshalWire(e *wire.Encoder) {
 	e.Duration(m.AppInterval)
 	putTimeouts(e, m.Crash)
 	putTimeouts(e, m.App)
+	if len(m.Addrs) > 0 {
+		e.Strings(m.Addrs)
+	}
 }
 func (m *GroupConfig) UnmarshalWire(d *wire.Decoder) error {
 	m.Group, m.Version, m.Members, m.Master = d.String(), d.Uint(), d.Strings(), d.String()
 	m.CrashInterval, m.AppInterval = d.Duration(), d.Duration()
 	m.Crash, m.App = getTimeouts(d), getTimeouts(d)
+	if d.Err() == nil && d.Remaining() > 0 {
+		m.Addrs = d.Strings()
+	}
 	return d.Err()
 }
 

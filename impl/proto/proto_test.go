@@ -32,6 +32,7 @@ func TestRoundTrip(t *testing.T) {
 		&CreatePolicy{Policy: DefaultPolicy()},
 		&Reply{Request: "enable-replication", Subject: "db01", OK: true},
 		&GroupConfig{Group: "orders", Version: 2, Members: []string{"a", "b"}, Master: "a", CrashInterval: 5 * time.Minute, AppInterval: time.Hour, Crash: CrashTagTimeouts, App: AppTagTimeouts},
+		&GroupConfig{Group: "apps", Version: 3, Members: []string{"a", "b"}, Master: "b", Crash: CrashTagTimeouts, App: AppTagTimeouts, Addrs: []string{"az-a:20004", ""}},
 		&Tag{Group: "orders", TagID: "t1", Kind: Crash, Phase: PhasePrepare, Master: "a", Reason: "r"},
 		&TagAck{Group: "orders", TagID: "t1", Phase: PhaseCommit, Machine: "b", OK: true, Seq: 9, Held: time.Millisecond},
 		&TagRound{Group: "orders", TagID: "t1", Kind: Crash, Outcome: RoundRevoked, Reason: "b: prepare timed out", Started: at, Holds: []MemberHold{{"a", time.Millisecond}, {"b", -1}}},
@@ -137,5 +138,33 @@ func TestFailbackPolicy(t *testing.T) {
 		if ok != tt.ok || (ok && base != tt.base) {
 			t.Errorf("FailbackOf(%q) = %q, %v", tt.name, base, ok)
 		}
+	}
+}
+
+func TestGroupConfigMemberAddr(t *testing.T) {
+	plain := &GroupConfig{Members: []string{"a", "b"}}
+	moved := &GroupConfig{Members: []string{"a", "b"}, Addrs: []string{"az-a:20004", ""}}
+	for _, tc := range []struct {
+		gc     *GroupConfig
+		member string
+		want   string
+	}{
+		{plain, "a", "a:20004"},
+		{moved, "a", "az-a:20004"},
+		{moved, "b", "b:20004"},
+		{moved, "c", "c:20004"},
+	} {
+		if got := string(tc.gc.MemberAddr(tc.member)); got != tc.want {
+			t.Errorf("%v.MemberAddr(%s) = %s, want %s", tc.gc.Addrs, tc.member, got, tc.want)
+		}
+	}
+	// A config without Addrs encodes as before the field existed.
+	withField := wire.Encode(&GroupConfig{Group: "g", Members: []string{"a"}})
+	m, err := wire.Decode(withField)
+	if err != nil || len(m.(*GroupConfig).Addrs) != 0 {
+		t.Fatalf("decode: %v %+v", err, m)
+	}
+	if len(wire.Encode(moved)) <= len(wire.Encode(plain)) {
+		t.Errorf("Addrs are not encoded")
 	}
 }
