@@ -1,6 +1,7 @@
 package harness
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"slices"
@@ -207,11 +208,15 @@ func (fb *Failback) roundTrip(vms []string) ([]Result, error) {
 			continue
 		}
 		onprem := d.e.Machines[b.vm]
-		if onprem == nil {
+		snap := fb.booted[b.vm]
+		if onprem == nil || snap == nil {
 			out = append(out, Result{Check: "round-trip", Subject: subj, Verdict: Unknown, Evidence: fmt.Sprintf("no guest booted for on-premises VM %s", b.vm)})
 			continue
 		}
-		imgs := machineImages(onprem)
+		var imgs []io.ReaderAt
+		for _, s := range snap {
+			imgs = append(imgs, bytes.NewReader(s))
+		}
 		r := judgePoint(ag.m.Oracle(), subj, seq, imgs, nil)
 		r.Check = "round-trip"
 		if r.Verdict == OK {

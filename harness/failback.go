@@ -76,6 +76,9 @@ type Failback struct {
 	// the reprotects back to Azure.
 	reprotects map[string]*reprotectRec
 	toAzure    map[string]time.Time
+	// booted are the on-premises disks as a failback left them, by VM:
+	// what round-trip judges (the guest writes on them afterwards).
+	booted map[string][][]byte
 }
 
 // azureGuest is the simulated guest of a failed-over VM.
@@ -595,6 +598,23 @@ func (d *Deployment) guestPowerOn(name string) {
 	}
 	g.m, g.off, g.filter = m, false, nil
 	e.Trace.Add(e.Sim.Elapsed(), name, "power-on", fmt.Sprintf("guest booted on %d disks", len(paths)))
+	if fb := d.fb; fb != nil && len(fb.guests) > 0 {
+		// Booted by a failback (a machine that failed over): keep the
+		// disks as it left them, for round-trip.
+		var imgs [][]byte
+		for i := range m.Disks() {
+			b := make([]byte, m.Size(i))
+			if err := m.Read(i, 0, b); err != nil {
+				e.Trace.Add(e.Sim.Elapsed(), name, "power-on", "snapshot: "+err.Error())
+				return
+			}
+			imgs = append(imgs, b)
+		}
+		if fb.booted == nil {
+			fb.booted = map[string][][]byte{}
+		}
+		fb.booted[name] = imgs
+	}
 	if _, ok := e.Net.Host(name); !ok {
 		e.Net.AddHost(simnet.Host{Name: name, Site: simnet.OnPrem})
 	}
