@@ -43,6 +43,7 @@ type stream struct {
 	goBackAt   uint64     // a gap answer already made us resend from this item
 	backingOff bool
 	backoff    time.Duration // the next cache-full back-off
+	probing    bool          // ProbeFirst: a hello is out, nothing is sent until an answer
 
 	itemsSent, retransmits, goBacks, backoffs uint64
 	payloadSent                               int64
@@ -84,6 +85,7 @@ func (a *Agent) dropStream() {
 	a.streamOpen = false
 	a.queue = nil
 	a.backingOff = false
+	a.probing = false
 	a.goBackAt = 0
 }
 
@@ -98,7 +100,7 @@ func (a *Agent) enqueue(it *batch.Item, last uint64) uint64 {
 
 // transmit sends what the window allows.
 func (a *Agent) transmit(ctx runtime.Context) {
-	if !a.streamOpen || a.backingOff || a.persist.busy() {
+	if !a.streamOpen || a.backingOff || a.probing || a.persist.busy() {
 		return // (a state being saved: nothing goes out before it is durable)
 	}
 	ps := runtime.Addr(a.st.ProcessServer)
@@ -121,11 +123,20 @@ func (a *Agent) transmit(ctx runtime.Context) {
 
 // retransmit is the retransmission timeout: go back to acked+1, and say
 // hello again in case the process server restarted.
+//
+// With ProbeFirst only the hello goes out: its answer (any ack) says
+// where the receiver stands, and transmission resumes after that.
 func (a *Agent) retransmit(ctx runtime.Context) {
-	if a.sentUpTo <= a.acked {
+	if a.sentUpTo <= a.acked && !a.probing {
 		return
 	}
-	ctx.Log().Info("agent: retransmitting", "machine", a.cfg.Machine, "from", a.acked+1, "to", a.sentUpTo)
+	if a.cfg.ProbeFirst {
+		ctx.Log().Info("agent: probing before retransmitting", "machine", a.cfg.Machine, "acked", a.acked, "sent", max(a.sentUpTo, a.acked))
+		a.probing = true
+		a.set(ctx, tRetx, a.cfg.RetransmitTimeout)
+	} else {
+		ctx.Log().Info("agent: retransmitting", "machine", a.cfg.Machine, "from", a.acked+1, "to", a.sentUpTo)
+	}
 	a.sentUpTo = a.acked
 	ctx.Send(runtime.Addr(a.st.ProcessServer), wire.Encode(&proto.StreamHello{Machine: a.cfg.Machine}))
 }
@@ -133,6 +144,11 @@ func (a *Agent) retransmit(ctx runtime.Context) {
 func (a *Agent) onAck(ctx runtime.Context, m *proto.ItemAck) {
 	if a.st.ProcessServer == "" {
 		return
+	}
+	if a.probing {
+		// The path works again: resume after what the receiver has.
+		a.probing = false
+		a.cancel(ctx, tRetx)
 	}
 	if a.newEpoch(m) && m.Acked < a.acked {
 		a.cancel(ctx, tHello)
