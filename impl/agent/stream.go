@@ -44,6 +44,7 @@ type stream struct {
 	backingOff bool
 	backoff    time.Duration // the next cache-full back-off
 	probing    bool          // ProbeFirst: a hello is out, nothing is sent until an answer
+	probeHigh  uint64        // the highest item sent before the probe
 
 	itemsSent, retransmits, goBacks, backoffs uint64
 	payloadSent                               int64
@@ -131,7 +132,10 @@ func (a *Agent) retransmit(ctx runtime.Context) {
 		return
 	}
 	if a.cfg.ProbeFirst {
-		ctx.Log().Info("agent: probing before retransmitting", "machine", a.cfg.Machine, "acked", a.acked, "sent", max(a.sentUpTo, a.acked))
+		if !a.probing {
+			a.probeHigh = a.sentUpTo
+		}
+		ctx.Log().Info("agent: probing before retransmitting", "machine", a.cfg.Machine, "acked", a.acked, "sent", a.probeHigh)
 		a.probing = true
 		a.set(ctx, tRetx, a.cfg.RetransmitTimeout)
 	} else {
@@ -145,8 +149,12 @@ func (a *Agent) onAck(ctx runtime.Context, m *proto.ItemAck) {
 	if a.st.ProcessServer == "" {
 		return
 	}
-	if a.probing {
-		// The path works again: resume after what the receiver has.
+	if a.probing && (m.Acked <= a.acked || m.Acked >= a.probeHigh) {
+		// The path works again and nothing sent before the probe is still
+		// landing (an answer that moves nothing is the hello's; one that
+		// reaches everything sent ends it too): resume after what the
+		// receiver has. An ack that moves the position short of that is an
+		// item that was in flight: the probe goes on.
 		a.probing = false
 		a.cancel(ctx, tRetx)
 	}
