@@ -300,11 +300,13 @@ func (d *Deployment) InstallAgent(machine string) error {
 		LogOptions: hrl.Options{SyncEveryAppend: true},
 		DataBudget: d.opts.AgentDataBytes, MetaBudget: d.opts.AgentMetaRecs, DrainInterval: d.opts.AgentDrain,
 		ItemBytes: SimItemBytes}
-	g.installed = true
+	g.installed, g.agentCfg = true, cfg
 	if err := d.e.Net.AddHost(simnet.Host{Name: machine, Site: simnet.OnPrem}); err != nil && !strings.Contains(err.Error(), "twice") {
 		return err
 	}
-	return d.e.Sim.Spawn(addr, func() runtime.Actor { return agent.New(cfg) })
+	// The factory reads the guest's configuration at every start: a VM
+	// that replaced the machine (guestPowerOn) restarts the agent as its own.
+	return d.e.Sim.Spawn(addr, func() runtime.Actor { return agent.New(g.agentCfg) })
 }
 
 // SetGuestPassphrase makes the installer on a machine use pass.
@@ -494,6 +496,9 @@ type simGuest struct {
 	installed   bool
 	expiryArmed time.Time
 	off         bool // its VM is powered off (poweredVC)
+	// agentCfg is its agent's configuration (InstallAgent), read by the
+	// agent's factory at every start.
+	agentCfg agent.Config
 }
 
 func (g *simGuest) Disks() []blockdev.Device {
