@@ -321,7 +321,7 @@ func (d *Deployment) startAzureAgent(ag *azureGuest) error {
 		ItemBytes: SimItemBytes,
 		// Over the VPN a retransmission asks the master target where it
 		// stands first: a drop that lost acknowledgements costs no resend.
-		ProbeFirst: true}
+		ProbeFirst: !d.opts.BlindRetransmit}
 	e.Trace.Add(e.Sim.Elapsed(), ag.host, "boot", fmt.Sprintf("machine=%s disks=%d", ag.machine, ag.m.Disks()))
 	return e.Sim.Spawn(runtime.MakeAddr(ag.host, runtime.PortTag), func() runtime.Actor { return agent.New(cfg) })
 }

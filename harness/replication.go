@@ -62,6 +62,11 @@ type DeployOptions struct {
 	// hold: the negative control of the consistent-cut check (a prepare
 	// phase that holds nothing).
 	IgnoreHold bool
+	// BlindRetransmit makes the agents in failed-over VMs resend every
+	// unacknowledged item at a retransmission timeout instead of asking
+	// where the master target stands first (agent.Config.ProbeFirst): the
+	// negative control of the resume-after-VPN-drop test.
+	BlindRetransmit bool
 }
 
 // DefaultSimDrain is the agents' drain interval in simulated deployments.
