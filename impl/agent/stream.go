@@ -125,8 +125,9 @@ func (a *Agent) transmit(ctx runtime.Context) {
 // retransmit is the retransmission timeout: go back to acked+1, and say
 // hello again in case the process server restarted.
 //
-// With ProbeFirst only the hello goes out: its answer (any ack) says
-// where the receiver stands, and transmission resumes after that.
+// With ProbeFirst only the hello goes out (again every timeout until
+// answered): its answer says where the receiver stands, and transmission
+// resumes after that (see onAck).
 func (a *Agent) retransmit(ctx runtime.Context) {
 	if a.sentUpTo <= a.acked && !a.probing {
 		return
@@ -149,15 +150,6 @@ func (a *Agent) onAck(ctx runtime.Context, m *proto.ItemAck) {
 	if a.st.ProcessServer == "" {
 		return
 	}
-	if a.probing && (m.Acked <= a.acked || m.Acked >= a.probeHigh) {
-		// The path works again and nothing sent before the probe is still
-		// landing (an answer that moves nothing is the hello's; one that
-		// reaches everything sent ends it too): resume after what the
-		// receiver has. An ack that moves the position short of that is an
-		// item that was in flight: the probe goes on.
-		a.probing = false
-		a.cancel(ctx, tRetx)
-	}
 	if a.newEpoch(m) && m.Acked < a.acked {
 		a.cancel(ctx, tHello)
 		a.streamOpen = true
@@ -174,6 +166,15 @@ func (a *Agent) onAck(ctx runtime.Context, m *proto.ItemAck) {
 		a.acked, a.nextItem, a.sentUpTo, a.maxSent = pos, pos+1, pos, pos
 		a.queue = nil
 		ctx.Log().Info("agent: stream open", "machine", a.cfg.Machine, "acked", m.Acked)
+	}
+	if a.probing && (m.Acked <= a.acked || m.Acked >= a.probeHigh) {
+		// The path works again and nothing sent before the probe is still
+		// landing (an answer that moves nothing is the hello's; one that
+		// reaches everything sent ends it too): resume after what the
+		// receiver has. An ack that moves the position short of that is an
+		// item that was in flight: the probe goes on.
+		a.probing = false
+		a.cancel(ctx, tRetx)
 	}
 	if m.Acked < a.acked {
 		return // stale: overtaken by a later answer
@@ -310,7 +311,7 @@ func (a *Agent) psLost(ctx runtime.Context, acked uint64) {
 	a.psLosses++
 	ctx.Log().Warn("agent: process server lost items it had acknowledged", "machine", a.cfg.Machine,
 		"from", acked+1, "to", a.acked)
-	a.queue, a.goBackAt, a.backingOff = nil, 0, false
+	a.queue, a.goBackAt, a.backingOff, a.probing = nil, 0, false, false
 	a.cancel(ctx, tRetx)
 	a.cancel(ctx, tBackoff)
 	if from, ok := a.heldFrom(acked); ok && a.phase == PhaseReplicating {
