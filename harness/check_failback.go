@@ -148,7 +148,7 @@ func (fb *Failback) check(what string, vms []string) ([]Result, error) {
 				continue
 			}
 			rec := fb.reprotects[m]
-			out = append(out, judgeVPNBytes(m, rec.location, rec.synced, rec.vpnSynced-rec.vpnStart, rec.changed, rec.diskBytes))
+			out = append(out, judgeVPNBytes(m, rec.location, rec.synced, rec.vpnBytes(), rec.changed, rec.diskBytes))
 		}
 		return out, nil
 	case "path":

@@ -194,7 +194,7 @@ func (fb *Failback) waitProtected(vms []string, wait time.Duration, what string)
 		fmt.Fprintf(&b, "%s: %s", m, ms.State)
 		if rec := fb.reprotects[m]; rec != nil && what == "reprotect" {
 			if rec.synced {
-				fmt.Fprintf(&b, ", sync sent %s over the VPN", fmtBytes(rec.vpnSynced-rec.vpnStart))
+				fmt.Fprintf(&b, ", sync sent %s over the VPN", fmtBytes(rec.vpnBytes()))
 			}
 		}
 		b.WriteString("\n")
@@ -286,7 +286,7 @@ func (r *Runner) failbackView(argMap) (string, error) {
 		if rec := fb.reprotects[m]; rec != nil {
 			fmt.Fprintf(&b, "; reprotect %s", rec.location)
 			if rec.synced {
-				fmt.Fprintf(&b, ", synced with %s over the VPN", fmtBytes(rec.vpnSynced-rec.vpnStart))
+				fmt.Fprintf(&b, ", synced with %s over the VPN", fmtBytes(rec.vpnBytes()))
 			}
 		}
 		b.WriteString("\n")

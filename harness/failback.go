@@ -98,12 +98,18 @@ type azureGuest struct {
 type reprotectRec struct {
 	location string
 	at       time.Time
-	vpnStart int64 // the machine's bytes through the VPN when it was asked for
+	// The machine's VPN bytes are measured twice, each an upper bound:
+	// what the process server in Azure forwarded for it (which counts
+	// forwards the VPN dropped while it was down) and everything the VPN
+	// carried from Azure (which counts other machines' traffic). Their
+	// smaller delta is the figure: still an upper bound, so a bound it
+	// meets is met.
+	vpnStart, vpnAllStart int64 // the two when the reprotect was asked for
 	// set when the machine's failback sync completed
-	synced    bool
-	vpnSynced int64
-	changed   int64 // bytes of the blocks changed in Azure since failover, then
-	diskBytes int64
+	synced            bool
+	vpnSynced, vpnAll int64
+	changed           int64 // bytes of the blocks changed in Azure since failover, then
+	diskBytes         int64
 }
 
 // failbackSide returns the deployment's failback side, starting the master
@@ -315,7 +321,10 @@ func (d *Deployment) startAzureAgent(ag *azureGuest) error {
 		VaultID: d.opts.VaultID, Passphrase: d.opts.Passphrase, StateDir: agentDir, FS: fs, Guest: ag.g,
 		LogOptions: hrl.Options{SyncEveryAppend: true},
 		DataBudget: d.opts.AgentDataBytes, MetaBudget: d.opts.AgentMetaRecs, DrainInterval: d.opts.AgentDrain,
-		ItemBytes: SimItemBytes}
+		ItemBytes: SimItemBytes,
+		// Over the VPN a retransmission asks the master target where it
+		// stands first: a drop that lost acknowledgements costs no resend.
+		ProbeFirst: !d.opts.BlindRetransmit}
 	e.Trace.Add(e.Sim.Elapsed(), ag.host, "boot", fmt.Sprintf("machine=%s disks=%d", ag.machine, ag.m.Disks()))
 	return e.Sim.Spawn(runtime.MakeAddr(ag.host, runtime.PortTag), func() runtime.Actor { return agent.New(cfg) })
 }
@@ -427,12 +436,19 @@ func (fb *Failback) observe() {
 			continue
 		}
 		rec.synced = true
-		rec.vpnSynced = fb.relayBytes(m)
+		rec.vpnSynced, rec.vpnAll = fb.relayBytes(m), fb.vpnAzureToOnPrem()
 		if ag := fb.guests[m]; ag != nil {
 			rec.changed = ag.changedBytes()
 		}
-		fb.d.e.Trace.Add(fb.d.e.Sim.Elapsed(), "harness", "reprotect-synced", fmt.Sprintf("%s vpn=%d changed=%d", m, rec.vpnSynced-rec.vpnStart, rec.changed))
+		fb.d.e.Trace.Add(fb.d.e.Sim.Elapsed(), "harness", "reprotect-synced", fmt.Sprintf("%s vpn=%d relay=%d tunnel=%d changed=%d", m, rec.vpnBytes(),
+			rec.vpnSynced-rec.vpnStart, rec.vpnAll-rec.vpnAllStart, rec.changed))
 	}
+}
+
+// vpnBytes is the machine's bytes over the VPN during its sync (an upper
+// bound: see vpnStart).
+func (rec *reprotectRec) vpnBytes() int64 {
+	return min(rec.vpnSynced-rec.vpnStart, rec.vpnAll-rec.vpnAllStart)
 }
 
 // reprotect asks the configuration server to reprotect machines.
@@ -451,7 +467,7 @@ func (fb *Failback) reprotect(machines []string, direction, location, host, data
 	for _, m := range machines {
 		switch direction {
 		case proto.ReprotectToOnPrem:
-			rec := &reprotectRec{location: location, at: now, vpnStart: fb.relayBytes(m)}
+			rec := &reprotectRec{location: location, at: now, vpnStart: fb.relayBytes(m), vpnAllStart: fb.vpnAzureToOnPrem()}
 			if src := d.e.Machines[m]; src != nil {
 				for i := range src.Disks() {
 					rec.diskBytes += src.Size(i)
@@ -541,8 +557,11 @@ func (p *poweredVC) PowerOn(ctx context.Context, ref vsphere.VMRef) error {
 	if err := p.Client.PowerOn(ctx, ref); err != nil {
 		return err
 	}
-	name := p.name(ctx, ref)
-	p.d.e.Sim.After(0, "power-on/"+name, func() { p.d.guestPowerOn(name) })
+	vm, err := p.Client.VM(ctx, ref)
+	if err != nil {
+		return nil // powered on; a guest the world cannot name does not boot
+	}
+	p.d.e.Sim.After(0, "power-on/"+vm.Name, func() { p.d.guestPowerOn(vm) })
 	return nil
 }
 
@@ -559,26 +578,41 @@ func (d *Deployment) guestPowerOff(name string) {
 	d.e.Trace.Add(d.e.Sim.Elapsed(), name, "power-off", "guest stopped")
 }
 
-// guestPowerOn boots a machine's guest again: its disks are opened afresh
-// (a new history begins: what the guest finds is what failback wrote) and
-// its agent starts. A VM that alternate-location failback created gets a
-// guest on its own disks.
-func (d *Deployment) guestPowerOn(name string) {
+// guestPowerOn boots a VM's guest: its disks are opened afresh (a new
+// history begins: what the guest finds is what failback wrote) and its
+// agent starts.
+//
+// The guest known by the VM's name may be another machine: the physical
+// server a failback replaced with a new VM (it never was in vCenter, so
+// the failover could not shut it down: it is retired now, its name is the
+// VM's), or a VM deleted in vCenter whose alternate-location successor
+// has disks of its own. Then the new VM's agent is a fresh install: its
+// own instance UUID, a VM (not physical), no state of the old machine's.
+func (d *Deployment) guestPowerOn(vm vsphere.VM) {
 	e := d.e
+	name := vm.Name
 	g := d.guests[name]
-	if g != nil && !g.off {
-		return
-	}
 	var paths []string
-	for i := 0; ; i++ {
-		if e.VCSim == nil {
-			break
-		}
+	for i := 0; e.VCSim != nil; i++ {
 		p, err := e.VCSim.DiskFile(name, i)
 		if err != nil {
 			break
 		}
 		paths = append(paths, p)
+	}
+	// The same machine: the same disk files and, once its agent is
+	// installed, the same VM (vcsim gives a VM made again under a deleted
+	// one's name the same file names).
+	same := g != nil && g.m != nil && g.m.Disks() == len(paths) && (!g.installed || g.agentCfg.InstanceUUID == vm.InstanceUUID)
+	for i := 0; same && i < len(paths); i++ {
+		same = g.m.Path(i) == paths[i]
+	}
+	if g != nil && !g.off {
+		if same {
+			return // already running
+		}
+		e.Trace.Add(e.Sim.Elapsed(), name, "retired", fmt.Sprintf("a new VM %s (%s) takes the name of this machine", name, vm.Ref))
+		d.guestPowerOff(name)
 	}
 	if len(paths) == 0 {
 		e.Trace.Add(e.Sim.Elapsed(), name, "power-on", "no disks: no guest to boot")
@@ -597,7 +631,7 @@ func (d *Deployment) guestPowerOn(name string) {
 		d.guests[name] = g
 	}
 	g.m, g.off, g.filter = m, false, nil
-	e.Trace.Add(e.Sim.Elapsed(), name, "power-on", fmt.Sprintf("guest booted on %d disks", len(paths)))
+	e.Trace.Add(e.Sim.Elapsed(), name, "power-on", fmt.Sprintf("guest booted on %d disks (new machine %v)", len(paths), !same))
 	if fb := d.fb; fb != nil && len(fb.guests) > 0 {
 		// Booted by a failback (a machine that failed over): keep the
 		// disks as it left them, for round-trip.
@@ -606,7 +640,8 @@ func (d *Deployment) guestPowerOn(name string) {
 			b := make([]byte, m.Size(i))
 			if err := m.Read(i, 0, b); err != nil {
 				e.Trace.Add(e.Sim.Elapsed(), name, "power-on", "snapshot: "+err.Error())
-				return
+				imgs = nil
+				break
 			}
 			imgs = append(imgs, b)
 		}
@@ -617,6 +652,16 @@ func (d *Deployment) guestPowerOn(name string) {
 	}
 	if _, ok := e.Net.Host(name); !ok {
 		e.Net.AddHost(simnet.Host{Name: name, Site: simnet.OnPrem})
+	}
+	if !same && g.installed {
+		// The new VM's agent: a fresh install in it.
+		if fs, ok := d.disks[name]; ok {
+			if err := fs.Wipe(agentDir); err != nil {
+				e.Trace.Add(e.Sim.Elapsed(), name, "power-on", "agent state: "+err.Error())
+				return
+			}
+		}
+		g.agentCfg.InstanceUUID, g.agentCfg.Physical = vm.InstanceUUID, false
 	}
 	if e.Sim.Actor(AgentAddr(name)) != nil || g.installed {
 		e.Sim.Restart(name)

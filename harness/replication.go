@@ -62,6 +62,11 @@ type DeployOptions struct {
 	// hold: the negative control of the consistent-cut check (a prepare
 	// phase that holds nothing).
 	IgnoreHold bool
+	// BlindRetransmit makes the agents in failed-over VMs resend every
+	// unacknowledged item at a retransmission timeout instead of asking
+	// where the master target stands first (agent.Config.ProbeFirst): the
+	// negative control of the resume-after-VPN-drop test.
+	BlindRetransmit bool
 }
 
 // DefaultSimDrain is the agents' drain interval in simulated deployments.
@@ -300,11 +305,13 @@ func (d *Deployment) InstallAgent(machine string) error {
 		LogOptions: hrl.Options{SyncEveryAppend: true},
 		DataBudget: d.opts.AgentDataBytes, MetaBudget: d.opts.AgentMetaRecs, DrainInterval: d.opts.AgentDrain,
 		ItemBytes: SimItemBytes}
-	g.installed = true
+	g.installed, g.agentCfg = true, cfg
 	if err := d.e.Net.AddHost(simnet.Host{Name: machine, Site: simnet.OnPrem}); err != nil && !strings.Contains(err.Error(), "twice") {
 		return err
 	}
-	return d.e.Sim.Spawn(addr, func() runtime.Actor { return agent.New(cfg) })
+	// The factory reads the guest's configuration at every start: a VM
+	// that replaced the machine (guestPowerOn) restarts the agent as its own.
+	return d.e.Sim.Spawn(addr, func() runtime.Actor { return agent.New(g.agentCfg) })
 }
 
 // SetGuestPassphrase makes the installer on a machine use pass.
@@ -494,6 +501,9 @@ type simGuest struct {
 	installed   bool
 	expiryArmed time.Time
 	off         bool // its VM is powered off (poweredVC)
+	// agentCfg is its agent's configuration (InstallAgent), read by the
+	// agent's factory at every start.
+	agentCfg agent.Config
 }
 
 func (g *simGuest) Disks() []blockdev.Device {

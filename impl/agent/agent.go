@@ -87,6 +87,13 @@ type Config struct {
 	HeartbeatEvery    time.Duration // 30 s
 	ResyncRetry       time.Duration // ResyncNeeded repeated until a new gen; 30 s
 	ChecksumTimeout   time.Duration // SyncStart acked but no final Checksums: sync over; 15 min
+	// ProbeFirst: at a retransmission timeout, send only StreamHello and
+	// resend from the position its answer gives (the receiver's durable
+	// one), not every unacknowledged item at once. For a costly path (the
+	// failback VPN): after a drop that lost only the acknowledgements,
+	// nothing that arrived is sent again. The hello is repeated every
+	// RetransmitTimeout until answered.
+	ProbeFirst bool
 }
 
 func (c *Config) defaults() {

@@ -258,6 +258,65 @@ func TestStreamWindow(t *testing.T) {
 	}
 }
 
+// TestProbeFirst: with ProbeFirst a retransmission timeout sends only
+// StreamHello, again every timeout until answered, and the answer's
+// position is where sending resumes: items the receiver has (their acks
+// lost, as on a VPN that dropped) are not sent again. Without it the whole
+// window goes again (the negative control).
+func TestProbeFirst(t *testing.T) {
+	for _, probe := range []bool{true, false} {
+		t.Run(fmt.Sprintf("probe=%v", probe), func(t *testing.T) {
+			g := newGuest(t, 1<<20)
+			e := newEnv(t, g, func(c *Config) { c.ItemBytes = 4096; c.Window = 4; c.DrainBytes = 1 << 30; c.ProbeFirst = probe })
+			e.replicating()
+			base := e.ps.acked
+			for i := 0; i < 10; i++ {
+				g.write(0, int64(i)*4096, fill(4096, byte(i+1)))
+			}
+			e.auto = false
+			e.drain()
+			if got := len(e.sentSeqs()); got != 4 {
+				t.Fatalf("first window: %d items, want 4", got)
+			}
+			type sent struct {
+				Items  []uint64
+				Hellos int
+			}
+			step := func() sent {
+				var s sent
+				for _, m := range e.d.SentTo(psAddr) {
+					switch m := m.(type) {
+					case *proto.ItemMsg:
+						s.Items = append(s.Items, m.Seq-base)
+					case *proto.StreamHello:
+						s.Hellos++
+					}
+				}
+				return s
+			}
+			var got []sent
+			e.d.Advance(10 * time.Second) // the acks were lost
+			got = append(got, step())
+			e.d.Advance(10 * time.Second) // the hello too
+			got = append(got, step())
+			// Item 3 lands (it was in flight): its ack moves the position
+			// but the probe goes on; then the hello's answer, which moves
+			// nothing: the receiver has items 1-3.
+			for range 2 {
+				e.d.Receive(psAddr, &proto.ItemAck{Machine: machine, Acked: base + 3, Status: proto.AckOK})
+				got = append(got, step())
+			}
+			want := []sent{{Hellos: 1}, {Hellos: 1}, {}, {Items: []uint64{4, 5, 6, 7}}}
+			if !probe {
+				want = []sent{{Items: []uint64{1, 2, 3, 4}, Hellos: 1}, {Items: []uint64{1, 2, 3, 4}, Hellos: 1}, {Items: []uint64{5, 6, 7}}, {}}
+			}
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Errorf("sent per step -want +got:\n%s", diff)
+			}
+		})
+	}
+}
+
 // TestStreamLossConverges: with every third transmission lost the stream
 // still delivers everything, in order, once.
 func TestStreamLossConverges(t *testing.T) {

@@ -43,6 +43,8 @@ type stream struct {
 	goBackAt   uint64     // a gap answer already made us resend from this item
 	backingOff bool
 	backoff    time.Duration // the next cache-full back-off
+	probing    bool          // ProbeFirst: a hello is out, nothing is sent until an answer
+	probeHigh  uint64        // the highest item sent before the probe
 
 	itemsSent, retransmits, goBacks, backoffs uint64
 	payloadSent                               int64
@@ -84,6 +86,7 @@ func (a *Agent) dropStream() {
 	a.streamOpen = false
 	a.queue = nil
 	a.backingOff = false
+	a.probing = false
 	a.goBackAt = 0
 }
 
@@ -98,7 +101,7 @@ func (a *Agent) enqueue(it *batch.Item, last uint64) uint64 {
 
 // transmit sends what the window allows.
 func (a *Agent) transmit(ctx runtime.Context) {
-	if !a.streamOpen || a.backingOff || a.persist.busy() {
+	if !a.streamOpen || a.backingOff || a.probing || a.persist.busy() {
 		return // (a state being saved: nothing goes out before it is durable)
 	}
 	ps := runtime.Addr(a.st.ProcessServer)
@@ -121,11 +124,24 @@ func (a *Agent) transmit(ctx runtime.Context) {
 
 // retransmit is the retransmission timeout: go back to acked+1, and say
 // hello again in case the process server restarted.
+//
+// With ProbeFirst only the hello goes out (again every timeout until
+// answered): its answer says where the receiver stands, and transmission
+// resumes after that (see onAck).
 func (a *Agent) retransmit(ctx runtime.Context) {
-	if a.sentUpTo <= a.acked {
+	if a.sentUpTo <= a.acked && !a.probing {
 		return
 	}
-	ctx.Log().Info("agent: retransmitting", "machine", a.cfg.Machine, "from", a.acked+1, "to", a.sentUpTo)
+	if a.cfg.ProbeFirst {
+		if !a.probing {
+			a.probeHigh = a.sentUpTo
+		}
+		ctx.Log().Info("agent: probing before retransmitting", "machine", a.cfg.Machine, "acked", a.acked, "sent", a.probeHigh)
+		a.probing = true
+		a.set(ctx, tRetx, a.cfg.RetransmitTimeout)
+	} else {
+		ctx.Log().Info("agent: retransmitting", "machine", a.cfg.Machine, "from", a.acked+1, "to", a.sentUpTo)
+	}
 	a.sentUpTo = a.acked
 	ctx.Send(runtime.Addr(a.st.ProcessServer), wire.Encode(&proto.StreamHello{Machine: a.cfg.Machine}))
 }
@@ -150,6 +166,15 @@ func (a *Agent) onAck(ctx runtime.Context, m *proto.ItemAck) {
 		a.acked, a.nextItem, a.sentUpTo, a.maxSent = pos, pos+1, pos, pos
 		a.queue = nil
 		ctx.Log().Info("agent: stream open", "machine", a.cfg.Machine, "acked", m.Acked)
+	}
+	if a.probing && (m.Acked <= a.acked || m.Acked >= a.probeHigh) {
+		// The path works again and nothing sent before the probe is still
+		// landing (an answer that moves nothing is the hello's; one that
+		// reaches everything sent ends it too): resume after what the
+		// receiver has. An ack that moves the position short of that is an
+		// item that was in flight: the probe goes on.
+		a.probing = false
+		a.cancel(ctx, tRetx)
 	}
 	if m.Acked < a.acked {
 		return // stale: overtaken by a later answer
@@ -286,7 +311,7 @@ func (a *Agent) psLost(ctx runtime.Context, acked uint64) {
 	a.psLosses++
 	ctx.Log().Warn("agent: process server lost items it had acknowledged", "machine", a.cfg.Machine,
 		"from", acked+1, "to", a.acked)
-	a.queue, a.goBackAt, a.backingOff = nil, 0, false
+	a.queue, a.goBackAt, a.backingOff, a.probing = nil, 0, false, false
 	a.cancel(ctx, tRetx)
 	a.cancel(ctx, tBackoff)
 	if from, ok := a.heldFrom(acked); ok && a.phase == PhaseReplicating {

@@ -579,7 +579,7 @@ func (s *Server) replyIn(ctx runtime.Context, from runtime.Addr, r *proto.Reply)
 	m.newestPoint, m.rpo, m.rpoAt, m.lastError, m.applied, m.refusedItem = time.Time{}, 0, now, "", 0, 0
 	switch a.step {
 	case StepAttach:
-		m.job.stepEnd(now, StepAttach, JobSucceeded, "attached: "+orNone(r.Reason))
+		m.job.stepEnd(now, StepAttach, JobSucceeded, fmt.Sprintf("attached to master target %s (disks: %d)", m.masterTarget, len(m.diskSizes)))
 		m.direction = DirectionFailback
 		s.protect(ctx, m, StateInitialSync, fmt.Sprintf("reprotect to on-premises: failback Protect gen %d sent (master target %s, VM %s, fresh %v)",
 			m.gen, m.masterTarget, a.vm, a.fresh))

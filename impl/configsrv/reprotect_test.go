@@ -407,7 +407,7 @@ func TestFailbackRoundTrip(t *testing.T) {
 	diff(t, "reprotect steps", []stepRow{
 		{StepPrerequisites, JobSucceeded, "master target mt01:9500, process server ps-azure:9443, location original, policy gold-failback"},
 		{StepTargetVM, JobSucceeded, "original VM db01 (vm-11) powered off"},
-		{StepAttach, JobSucceeded, "attached: none"},
+		{StepAttach, JobSucceeded, "attached to master target mt01:9500 (disks: 2)"},
 		{StepReplicate, JobSucceeded, "gen 2 synced"},
 	}, steps)
 
