@@ -540,3 +540,18 @@ func TestAttachDropsOrphanJournal(t *testing.T) {
 		t.Errorf("the old journal is still there: %v", err)
 	}
 }
+
+// TestDefaultReachKeepsAnHour: by default the journal reaches the newest
+// hour of crash points (12 at the failback policy's 5 minutes, one to
+// spare), so a point a failback job chose is still there when a plan's
+// later boot group rolls back to it minutes later.
+func TestDefaultReachKeepsAnHour(t *testing.T) {
+	var pts []point
+	for i := range 20 {
+		pts = append(pts, point{ID: fmt.Sprintf("c%d", i), Kind: proto.Crash, Seq: uint64(i + 1), At: pos{Item: uint64(i + 1)}})
+	}
+	keep, drop, _ := keepPoints(pts, 0)
+	if len(keep) != DefaultReachPoints || keep[0].ID != "c7" || len(drop) != 20-DefaultReachPoints {
+		t.Errorf("kept %d (oldest %s), dropped %d; want the newest %d", len(keep), keep[0].ID, len(drop), DefaultReachPoints)
+	}
+}

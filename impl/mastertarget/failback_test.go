@@ -178,7 +178,10 @@ func newWorld(t *testing.T, ds []proto.TargetDisk) *world {
 
 // restart builds a new Target on the same datastore and retention volume.
 func (w *world) restart() {
-	tg, err := New(Config{VC: swVC{w.vc, w.sw}, FS: swFS{w.fs, w.sw}, RetentionDir: "/retention", ConfigServer: csAddr})
+	tg, err := New(Config{VC: swVC{w.vc, w.sw}, FS: swFS{w.fs, w.sw}, RetentionDir: "/retention", ConfigServer: csAddr,
+		// The cases below were written for a short reach: a point is pruned
+		// after two newer ones (the default keeps an hour of them).
+		ReachPoints: 2})
 	if err != nil {
 		w.t.Fatal(err)
 	}

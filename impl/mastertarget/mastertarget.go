@@ -177,6 +177,9 @@ type Config struct {
 	MaxQueueItems int
 	// MaxApplyItems bounds the items one apply op takes.
 	MaxApplyItems int
+	// ReachPoints is how many of the newest points the undo journal
+	// reaches back to, besides the app-consistent ones (see points.go).
+	ReachPoints int
 }
 
 // Target is the master target. Build it with New; drive it as a
@@ -279,7 +282,10 @@ func New(cfg Config) (*Target, error) {
 	if cfg.MaxApplyItems <= 0 {
 		cfg.MaxApplyItems = DefaultMaxApplyItems
 	}
-	return &Target{cfg: cfg, ret: retention{fs: cfg.FS, dir: cfg.RetentionDir}}, nil
+	if cfg.ReachPoints <= 0 {
+		cfg.ReachPoints = DefaultReachPoints
+	}
+	return &Target{cfg: cfg, ret: retention{fs: cfg.FS, dir: cfg.RetentionDir, reach: cfg.ReachPoints}}, nil
 }
 
 // Handle implements runtime.Actor.
@@ -647,7 +653,7 @@ func (t *Target) kick(ctx runtime.Context, m *machine) {
 		}
 	}
 	items := slices.Clone(m.queue[:n])
-	pl := planItems(m.st, items)
+	pl := planItems(m.st, items, t.cfg.ReachPoints)
 	job := applyJob{disks: pl.next.Disks, items: items, plan: pl, jour: m.jour}
 	var bytes int64
 	for _, di := range touched(items) {

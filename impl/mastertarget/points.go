@@ -8,15 +8,18 @@ import (
 	"github.com/v2a-dr/v2a/impl/proto"
 )
 
-// What the journal reaches: the newest point and the two newest
-// app-consistent ones (so that the members of a group whose newest
-// app-consistent points differ by one round can still fall back to a
-// common one), each with one to spare, because the newest bookmark may
-// yet be revoked (a multi-VM round that failed) and the one before must
-// then still be there.
+// What the journal reaches: the newest hour of points at the failback
+// policy's crash interval (twelve), and the two newest app-consistent ones
+// (so that the members of a group whose newest app-consistent points
+// differ by one round can still fall back to a common one), each with one
+// to spare, because the newest bookmark may yet be revoked (a multi-VM
+// round that failed) and the one before must then still be there. The
+// hour matters: a failback job chooses every machine's point first and
+// reaches a plan's later boot groups minutes later, while their Azure VMs
+// still replicate.
 const (
-	reachPoints = 1 + 1
-	reachApps   = 2 + 1
+	DefaultReachPoints = 12 + 1
+	reachApps          = 2 + 1
 )
 
 // keepPoints splits points (oldest first) into those the journal keeps
@@ -26,7 +29,10 @@ const (
 // ones no older than proto.FailbackRetention before the newest point
 // (older ones would let the journal grow without bound when app-consistent
 // bookmarks stop), and so every point in between.
-func keepPoints(points []point) (keep, drop []point, reach pos) {
+func keepPoints(points []point, reachPoints int) (keep, drop []point, reach pos) {
+	if reachPoints <= 0 {
+		reachPoints = DefaultReachPoints
+	}
 	if len(points) == 0 {
 		return nil, nil, pos{}
 	}
@@ -73,7 +79,7 @@ type plan struct {
 // a bookmark record applied while synced, not seen before and not revoked
 // becomes a point; a revoke removes its point; any write means the disks
 // are no longer fresh; then keepPoints drops what the journal gives up.
-func planItems(st state, items []*batch.Item) plan {
+func planItems(st state, items []*batch.Item, reachPoints int) plan {
 	p := plan{next: st.clone()}
 	n := &p.next
 	if len(n.Points) > 0 {
@@ -133,7 +139,7 @@ func planItems(st state, items []*batch.Item) plan {
 			}
 		}
 	}
-	keep, drop, reach := keepPoints(n.Points)
+	keep, drop, reach := keepPoints(n.Points, reachPoints)
 	n.Points, p.reach = keep, reach
 	for _, q := range drop {
 		ev(proto.ReplicaEvent{Event: proto.EventPruned, Gen: n.Gen, PointID: q.ID, Kind: q.Kind,

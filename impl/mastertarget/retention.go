@@ -172,8 +172,9 @@ func unmarshalState(b []byte) (state, error) {
 // retention is the retention volume's files. Its methods do file I/O: they
 // run only inside an Op.
 type retention struct {
-	fs  fsys.FS
-	dir string
+	fs    fsys.FS
+	dir   string
+	reach int // Config.ReachPoints
 }
 
 func stateName(machine string) string { return url.PathEscape(machine) + stateSuffix }
@@ -276,7 +277,7 @@ func (r retention) load() (loaded, error) {
 			case len(s.Points) > 0 && s.Rollback == "":
 				// An apply that a crash cut after its state was durable
 				// did not trim.
-				_, _, reach := keepPoints(s.Points)
+				_, _, reach := keepPoints(s.Points, r.reach)
 				j, err = r.trimJournal(s.Machine, j, reach)
 			}
 			if err != nil && !errors.Is(err, ErrStateCorrupt) {
