@@ -484,12 +484,19 @@ func (fb *Failback) reprotect(machines []string, direction, location, host, data
 // requestCS sends a request to the configuration server and runs until
 // its reply (Req echoed) arrives.
 func (d *Deployment) requestCS(m wire.Msg, req string) (proto.Reply, error) {
+	return d.ask(AddrConfigServer, "the configuration server", "configsrv: ", 10*time.Minute, m, req)
+}
+
+// ask sends a portal request to a component (who, for errors) and runs
+// until its reply (Req echoed) arrives or limit passes. A refusal is an
+// error saying why, without the component's package prefix.
+func (d *Deployment) ask(to runtime.Addr, who, prefix string, limit time.Duration, m wire.Msg, req string) (proto.Reply, error) {
 	seen := len(d.portal.replies)
-	if err := d.e.Sim.Inject(0, AddrConfigServer, runtime.Message{From: AddrPortal, Data: wire.Encode(m)}); err != nil {
+	if err := d.e.Sim.Inject(0, to, runtime.Message{From: AddrPortal, Data: wire.Encode(m)}); err != nil {
 		return proto.Reply{}, err
 	}
 	var rep *proto.Reply
-	d.e.RunUntil(10*time.Minute, func() bool {
+	d.e.RunUntil(limit, func() bool {
 		for i := seen; i < len(d.portal.replies); i++ {
 			if d.portal.replies[i].Req == req {
 				rep = &d.portal.replies[i]
@@ -499,10 +506,10 @@ func (d *Deployment) requestCS(m wire.Msg, req string) (proto.Reply, error) {
 		return false
 	})
 	if rep == nil {
-		return proto.Reply{}, fmt.Errorf("the configuration server did not answer %s within 10 minutes", req)
+		return proto.Reply{}, fmt.Errorf("%s did not answer %s within %s", who, req, fmtDur(limit))
 	}
 	if !rep.OK {
-		return *rep, fmt.Errorf("refused: %s", strings.TrimPrefix(rep.Reason, "configsrv: "))
+		return *rep, fmt.Errorf("refused: %s", strings.TrimPrefix(rep.Reason, prefix))
 	}
 	return *rep, nil
 }

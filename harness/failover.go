@@ -214,28 +214,7 @@ func (s *simRunbooks) Run(_ context.Context, name string, p failover.RunbookPara
 // request sends a portal request to the orchestrator and runs until its
 // reply arrives.
 func (fo *Failover) request(m wire.Msg, req string) (proto.Reply, error) {
-	d := fo.d
-	seen := len(d.portal.replies)
-	if err := d.e.Sim.Inject(0, AddrRecovery, runtime.Message{From: AddrPortal, Data: wire.Encode(m)}); err != nil {
-		return proto.Reply{}, err
-	}
-	var rep *proto.Reply
-	d.e.RunUntil(time.Minute, func() bool {
-		for i := seen; i < len(d.portal.replies); i++ {
-			if d.portal.replies[i].Req == req {
-				rep = &d.portal.replies[i]
-				return true
-			}
-		}
-		return false
-	})
-	if rep == nil {
-		return proto.Reply{}, fmt.Errorf("the orchestrator did not answer %s within a minute", req)
-	}
-	if !rep.OK {
-		return *rep, fmt.Errorf("refused: %s", strings.TrimPrefix(rep.Reason, "failover: "))
-	}
-	return *rep, nil
+	return fo.d.ask(AddrRecovery, "the orchestrator", "failover: ", time.Minute, m, req)
 }
 
 func (fo *Failover) newReq() string {
