@@ -474,6 +474,13 @@ func (fb *Failback) reprotect(machines []string, direction, location, host, data
 				}
 			}
 			fb.reprotects[m] = rec
+			// Measured the moment the sync completes, not whenever the
+			// script next looks: log replication after it is not the
+			// reprotect's cost.
+			e := d.e
+			e.Trace.OnLine(HostConfigServer, "machine state machine="+m+" from=initial-sync to=protected", func() {
+				e.Sim.After(0, "reprotect-synced/"+m, fb.observe)
+			})
 		case proto.ReprotectToAzure:
 			fb.toAzure[m] = now
 		}

@@ -13,12 +13,8 @@ import (
 // the VPN dropped during the reprotect, to the original location or an
 // alternate one (the original VM deleted), the failback brings back the
 // Azure disks at the failback point byte for byte, the application
-// recovers on them, and the VPN carried it all (round-trip, path); with
-// no drop, the reprotect sent only the changed blocks (vpn-bytes). A drop
-// is not held to vpn-bytes' bound: what was in flight when the tunnel
-// went down is sent again (seed 1, 16 KiB/s for 30 min, one drop: 26.5
-// MiB for 17.4 MiB changed); TestReprotectResumesAfterVPNDrops holds it
-// to 10 % of the drop-free run instead.
+// recovers on them, the VPN carried it all, and the reprotect's sync sent
+// only the changed blocks (round-trip, path, vpn-bytes).
 func TestFailbackProperties(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs whole worlds")
@@ -46,11 +42,7 @@ func TestFailbackProperties(t *testing.T) {
 		}
 		// Judged, not vacuous: the three checks gave verdicts on db01.
 		trace := strings.Join(r.Env.Trace.Lines(0), "\n")
-		wants := []string{"check round-trip db01@", "check path failback ok"}
-		if drops == 0 {
-			wants = append(wants, "check vpn-bytes db01 ok")
-		}
-		for _, want := range wants {
+		for _, want := range []string{"check round-trip db01@", "check path failback ok", "check vpn-bytes db01 ok"} {
 			if !strings.Contains(trace, want) {
 				rt.Fatalf("no %q in the trace", want)
 			}
@@ -100,10 +92,6 @@ func failbackPropScript(seed uint64, churn, minutesInAzure int, alternate bool, 
 	step(fmt.Sprintf("azure-workload vms=(db01) churn=%d", churn))
 	step("run for=8m")
 	step("failback vms=(db01) point=latest")
-	if drops == 0 {
-		step("check what=(round-trip,vpn-bytes,path) vms=(db01)")
-	} else {
-		step("check what=(round-trip,path) vms=(db01)")
-	}
+	step("check what=(round-trip,vpn-bytes,path) vms=(db01)")
 	return b.String()
 }
