@@ -280,7 +280,7 @@ func (r *Runner) failbackView(argMap) (string, error) {
 	} else {
 		b.WriteString("no failback infrastructure (run `failback-infra`)\n")
 	}
-	for _, m := range fb.sortedGuestNames() {
+	for _, m := range sortedKeys(fb.guests) {
 		ag := fb.guests[m]
 		fmt.Fprintf(&b, "%-10s Azure VM %s (host %s), %d writes in Azure, %s changed since failover", m, ag.vm, ag.host, ag.m.Oracle().K(), fmtBytes(ag.changedBytes()))
 		if rec := fb.reprotects[m]; rec != nil {

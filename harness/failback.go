@@ -6,7 +6,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"time"
 
@@ -119,12 +118,17 @@ func (r *Runner) failbackSide() (*Failback, error) {
 	if err != nil {
 		return nil, err
 	}
-	if d.fb != nil {
-		return d.fb, nil
+	return d.failback(), nil
+}
+
+// failback returns the deployment's failback side, making it on first
+// use (a failback command, or the first failed-over VM's boot).
+func (d *Deployment) failback() *Failback {
+	if d.fb == nil {
+		d.fb = &Failback{d: d, mtHost: HostConfigServer, guests: map[string]*azureGuest{},
+			reprotects: map[string]*reprotectRec{}, toAzure: map[string]time.Time{}}
 	}
-	d.fb = &Failback{d: d, mtHost: HostConfigServer, guests: map[string]*azureGuest{},
-		reprotects: map[string]*reprotectRec{}, toAzure: map[string]time.Time{}}
-	return d.fb, nil
+	return d.fb
 }
 
 // infra starts the process server in Azure (a VM in the production
@@ -242,11 +246,7 @@ func (fo *Failover) await(p compute.Pending, limit time.Duration) error {
 // must not start actors).
 func (d *Deployment) bootAzureGuest(vm compute.VM, disks []io.ReaderAt) error {
 	machine := vm.Tags[compute.TagSource]
-	if d.fb == nil {
-		d.fb = &Failback{d: d, mtHost: HostConfigServer, guests: map[string]*azureGuest{},
-			reprotects: map[string]*reprotectRec{}, toAzure: map[string]time.Time{}}
-	}
-	fb := d.fb
+	fb := d.failback()
 	if g := fb.guests[machine]; g != nil {
 		return nil // booted again (a start after a deallocate): the same guest
 	}
@@ -366,11 +366,7 @@ func (fb *Failback) guestList() string {
 	if len(fb.guests) == 0 {
 		return "no VM has failed over yet"
 	}
-	var ns []string
-	for _, m := range sortedKeys(fb.guests) {
-		ns = append(ns, m)
-	}
-	return "failed over: " + strings.Join(ns, ", ")
+	return "failed over: " + strings.Join(sortedKeys(fb.guests), ", ")
 }
 
 // vpnAzureToOnPrem is what the VPN carried from Azure to on-premises.
@@ -684,16 +680,6 @@ func (d *Deployment) guestPowerOn(vm vsphere.VM) {
 	if err := d.InstallAgent(name); err != nil {
 		e.Trace.Add(e.Sim.Elapsed(), name, "power-on", "agent: "+err.Error())
 	}
-}
-
-// sortedGuestNames lists the failed-over machines.
-func (fb *Failback) sortedGuestNames() []string {
-	var out []string
-	for m := range fb.guests {
-		out = append(out, m)
-	}
-	sort.Strings(out)
-	return out
 }
 
 // failbackMTHost is the master target's host: the configuration server's

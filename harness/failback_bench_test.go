@@ -86,7 +86,7 @@ reprotect vms=(db01)
 		if rec == nil || !rec.synced {
 			b.Fatal("the reprotect did not complete")
 		}
-		vpn, changed, disk = rec.vpnSynced-rec.vpnStart, rec.changed, rec.diskBytes
+		vpn, changed, disk = rec.vpnBytes(), rec.changed, rec.diskBytes
 		simSync = r.Env.Sim.Now().Sub(start)
 		r.Close()
 	}
