@@ -215,6 +215,7 @@ func (e *Env) Deploy(opts DeployOptions) (*Deployment, error) {
 			}
 		}
 	})
+	guest := e.Inventory.Guest()
 	spawn := []struct {
 		addr runtime.Addr
 		f    runtime.Factory
@@ -235,7 +236,7 @@ func (e *Env) Deploy(opts DeployOptions) (*Deployment, error) {
 		{AddrConfigServer, func() runtime.Actor {
 			return &csTap{rec: d.made, Server: configsrv.New(configsrv.Config{VaultID: opts.VaultID, Passphrase: opts.Passphrase, VSphere: d.vc,
 				ProcessServer: AddrProcessServer, Azure: AddrAzure,
-				InstallAuth: vsphere.GuestAuth{Username: "root", Password: "v2a"}})}
+				InstallAuth: vsphere.GuestAuth{Username: guest.Username, Password: guest.Password}})}
 		}},
 	}
 	for _, s := range spawn {
@@ -246,7 +247,7 @@ func (e *Env) Deploy(opts DeployOptions) (*Deployment, error) {
 	if e.VCSim != nil {
 		e.VCSim.OnGuestProgram(d.onGuestProgram)
 		for _, vm := range e.VMs {
-			e.VCSim.SetGuestLogin(vm.Name, "root", "v2a")
+			e.VCSim.SetGuestLogin(vm.Name, guest.Username, guest.Password)
 		}
 	}
 	e.Deployment = d

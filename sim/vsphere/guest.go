@@ -18,14 +18,42 @@ import (
 // program that ran and failed returns a non-zero code instead.
 type GuestProgramFunc func(vm, path, args string) (exitCode int, err error)
 
+// GuestProcess is a program started in a guest that may still be running,
+// as ListProcessesInGuest sees it.
+type GuestProcess interface {
+	// Exit returns the program's exit code once it has ended; ended is
+	// false while it runs.
+	Exit() (code int, ended bool)
+	// Terminate ends the program if it still runs (TerminateProcessInGuest);
+	// it does not wait for the end.
+	Terminate() error
+}
+
+// GuestStartFunc starts a program in the guest of the VM named vm and
+// returns at once. An error means the program could not be started.
+type GuestStartFunc func(vm, path, args string) (GuestProcess, error)
+
 // OnGuestProgram routes StartProgramInGuest to f, which runs before the
 // call returns, on the caller's goroutine for the in-process client. Until
-// it is set, guest operations fail with GuestOperationsUnavailable, as for a
-// VM without VMware Tools.
+// it (or OnGuestStart) is set, guest operations fail with
+// GuestOperationsUnavailable, as for a VM without VMware Tools.
 func (w *World) OnGuestProgram(f GuestProgramFunc) {
+	w.OnGuestStart(func(vm, path, args string) (GuestProcess, error) {
+		code, err := f(vm, path, args)
+		if err != nil {
+			return nil, err
+		}
+		return endedProcess(code), nil
+	})
+}
+
+// OnGuestStart routes StartProgramInGuest to f, for programs that run on
+// after the call returns: ListProcessesInGuest reports them without an end
+// time until their Exit says they ended, as VMware Tools does.
+func (w *World) OnGuestStart(f GuestStartFunc) {
 	w.guest.mu.Lock()
 	defer w.guest.mu.Unlock()
-	w.guest.run = f
+	w.guest.start = f
 }
 
 // SetGuestLogin makes guest operations on the VM named vm accept only user
@@ -36,14 +64,27 @@ func (w *World) SetGuestLogin(vm, user, password string) {
 	w.guest.logins[vm] = [2]string{user, password}
 }
 
-// guestProcesses is the world's guest program state: the callback and the
-// programs run so far, which ListProcessesInGuest reports as ended.
+// endedProcess is a program that ended before StartProgramInGuest returned.
+type endedProcess int
+
+func (p endedProcess) Exit() (int, bool) { return int(p), true }
+func (p endedProcess) Terminate() error  { return nil }
+
+// guestProcesses is the world's guest program state: the starter and the
+// programs started so far, which ListProcessesInGuest reports.
 type guestProcesses struct {
 	mu     sync.Mutex
-	run    GuestProgramFunc
+	start  GuestStartFunc
 	logins map[string][2]string
 	next   int64 // next pid; per world, so pids repeat across runs
-	procs  []types.GuestProcessInfo
+	procs  []guestProc
+}
+
+// guestProc is one program started in a guest.
+type guestProc struct {
+	vm   string
+	info types.GuestProcessInfo // EndTime and ExitCode filled in when listed
+	p    GuestProcess
 }
 
 // guestTime stands in for process start and end times: the wall clock
@@ -76,7 +117,7 @@ func installGuestOperations(model *simulator.Model) (*guestProcesses, error) {
 
 // prepare checks what vSphere checks before a guest operation: the VM
 // exists and is on, tools answer, and the login is accepted.
-func (g *guestProcesses) prepare(ctx *simulator.Context, ref types.ManagedObjectReference, auth types.BaseGuestAuthentication) (string, GuestProgramFunc, types.BaseMethodFault) {
+func (g *guestProcesses) prepare(ctx *simulator.Context, ref types.ManagedObjectReference, auth types.BaseGuestAuthentication) (string, GuestStartFunc, types.BaseMethodFault) {
 	vm, ok := ctx.Map.Get(ref).(*simulator.VirtualMachine)
 	if !ok {
 		return "", nil, &types.ManagedObjectNotFound{Obj: ref}
@@ -91,7 +132,7 @@ func (g *guestProcesses) prepare(ctx *simulator.Context, ref types.ManagedObject
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if g.run == nil {
+	if g.start == nil {
 		return "", nil, new(types.GuestOperationsUnavailable)
 	}
 	creds, ok := auth.(*types.NamePasswordAuthentication)
@@ -101,14 +142,14 @@ func (g *guestProcesses) prepare(ctx *simulator.Context, ref types.ManagedObject
 	if want, ok := g.logins[name]; ok && (creds.Username != want[0] || creds.Password != want[1]) {
 		return "", nil, new(types.InvalidGuestLogin)
 	}
-	return name, g.run, nil
+	return name, g.start, nil
 }
 
-// StartProgramInGuest runs the program through the world's callback and
-// records it as ended with the callback's exit code.
+// StartProgramInGuest starts the program through the world's starter and
+// records it under a new pid.
 func (m *guestProcessManager) StartProgramInGuest(ctx *simulator.Context, req *types.StartProgramInGuest) soap.HasFault {
 	body := new(methods.StartProgramInGuestBody)
-	name, run, f := m.g.prepare(ctx, req.Vm, req.Auth)
+	name, start, f := m.g.prepare(ctx, req.Vm, req.Auth)
 	if f != nil {
 		body.Fault_ = simulator.Fault("", f)
 		return body
@@ -118,9 +159,9 @@ func (m *guestProcessManager) StartProgramInGuest(ctx *simulator.Context, req *t
 		body.Fault_ = simulator.Fault("", &types.InvalidArgument{InvalidProperty: "spec.programPath"})
 		return body
 	}
-	// The callback runs without g.mu held: it may use the world's guest
+	// The starter runs without g.mu held: it may use the world's guest
 	// operations itself.
-	code, err := run(name, spec.ProgramPath, spec.Arguments)
+	p, err := start(name, spec.ProgramPath, spec.Arguments)
 	if err != nil {
 		body.Fault_ = simulator.Fault(fmt.Sprintf("start %s in %s: %v", spec.ProgramPath, name, err),
 			&types.SystemError{Reason: err.Error()})
@@ -130,26 +171,25 @@ func (m *guestProcessManager) StartProgramInGuest(ctx *simulator.Context, req *t
 	m.g.mu.Lock()
 	pid := m.g.next
 	m.g.next++
-	end := guestTime
-	m.g.procs = append(m.g.procs, types.GuestProcessInfo{
+	m.g.procs = append(m.g.procs, guestProc{vm: name, p: p, info: types.GuestProcessInfo{
 		Name:      spec.ProgramPath,
 		Pid:       pid,
 		Owner:     auth.Username,
 		CmdLine:   spec.ProgramPath + " " + spec.Arguments,
 		StartTime: guestTime,
-		EndTime:   &end,
-		ExitCode:  int32(code),
-	})
+	}})
 	m.g.mu.Unlock()
 	body.Res = &types.StartProgramInGuestResponse{Returnval: pid}
 	return body
 }
 
-// ListProcessesInGuest lists the programs run so far (all ended), or those
-// with the given pids.
+// ListProcessesInGuest lists the programs started in the VM's guest, or
+// those of them with the given pids; a program that has ended carries its
+// end time and exit code.
 func (m *guestProcessManager) ListProcessesInGuest(ctx *simulator.Context, req *types.ListProcessesInGuest) soap.HasFault {
 	body := new(methods.ListProcessesInGuestBody)
-	if _, _, f := m.g.prepare(ctx, req.Vm, req.Auth); f != nil {
+	name, _, f := m.g.prepare(ctx, req.Vm, req.Auth)
+	if f != nil {
 		body.Fault_ = simulator.Fault("", f)
 		return body
 	}
@@ -157,26 +197,45 @@ func (m *guestProcessManager) ListProcessesInGuest(ctx *simulator.Context, req *
 	m.g.mu.Lock()
 	defer m.g.mu.Unlock()
 	for _, p := range m.g.procs {
-		if len(req.Pids) == 0 || slices.Contains(req.Pids, p.Pid) {
-			body.Res.Returnval = append(body.Res.Returnval, p)
+		if p.vm != name || len(req.Pids) > 0 && !slices.Contains(req.Pids, p.info.Pid) {
+			continue
 		}
+		info := p.info
+		if code, ended := p.p.Exit(); ended {
+			end := guestTime
+			info.EndTime, info.ExitCode = &end, int32(code)
+		}
+		body.Res.Returnval = append(body.Res.Returnval, info)
 	}
 	return body
 }
 
-// TerminateProcessInGuest succeeds for a known pid (the program has ended
-// already) and fails for an unknown one, as vSphere does.
+// TerminateProcessInGuest ends a running program of the VM's guest and
+// succeeds for one that has ended already; an unknown pid is a fault, as
+// in vSphere.
 func (m *guestProcessManager) TerminateProcessInGuest(ctx *simulator.Context, req *types.TerminateProcessInGuest) soap.HasFault {
 	body := new(methods.TerminateProcessInGuestBody)
-	if _, _, f := m.g.prepare(ctx, req.Vm, req.Auth); f != nil {
+	name, _, f := m.g.prepare(ctx, req.Vm, req.Auth)
+	if f != nil {
 		body.Fault_ = simulator.Fault("", f)
 		return body
 	}
 	m.g.mu.Lock()
-	defer m.g.mu.Unlock()
-	if !slices.ContainsFunc(m.g.procs, func(p types.GuestProcessInfo) bool { return p.Pid == req.Pid }) {
+	i := slices.IndexFunc(m.g.procs, func(p guestProc) bool { return p.vm == name && p.info.Pid == req.Pid })
+	var p GuestProcess
+	if i >= 0 {
+		p = m.g.procs[i].p
+	}
+	m.g.mu.Unlock()
+	if p == nil {
 		body.Fault_ = simulator.Fault("", &types.GuestProcessNotFound{Pid: req.Pid})
 		return body
+	}
+	if _, ended := p.Exit(); !ended {
+		if err := p.Terminate(); err != nil {
+			body.Fault_ = simulator.Fault(fmt.Sprintf("terminate %d in %s: %v", req.Pid, name, err), &types.SystemError{Reason: err.Error()})
+			return body
+		}
 	}
 	body.Res = new(types.TerminateProcessInGuestResponse)
 	return body

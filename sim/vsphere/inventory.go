@@ -29,9 +29,30 @@ type Inventory struct {
 	Datastores []Datastore `json:"datastores"`
 	Networks   []Network   `json:"networks,omitempty"`
 	VMs        []VM        `json:"vms"`
+	// GuestAccount is the guest OS account of every VM, the one guest
+	// operations (push install) log in with; absent: DefaultGuestAccount.
+	GuestAccount *GuestAccount `json:"guestAccount,omitempty"`
 
 	// File is where the inventory was loaded from; it prefixes errors.
 	File string `json:"-"`
+}
+
+// GuestAccount is a guest OS login.
+type GuestAccount struct {
+	Username string `json:"username"`
+	Password string `json:"password"`
+}
+
+// DefaultGuestAccount is the guest login of an inventory that names none:
+// a lab's throwaway account, never a real one.
+var DefaultGuestAccount = GuestAccount{Username: "root", Password: "v2a"}
+
+// Guest returns the inventory's guest account, or DefaultGuestAccount.
+func (inv *Inventory) Guest() GuestAccount {
+	if inv.GuestAccount == nil {
+		return DefaultGuestAccount
+	}
+	return *inv.GuestAccount
 }
 
 // Cluster is a vSphere cluster and its ESXi hosts.
@@ -154,6 +175,14 @@ func (inv *Inventory) Validate() error {
 
 	if inv.Datacenter == "" {
 		bad("datacenter", "missing name")
+	}
+	if a := inv.GuestAccount; a != nil {
+		if a.Username == "" {
+			bad("guestAccount.username", "missing user name")
+		}
+		if a.Password == "" {
+			bad("guestAccount.password", "missing password")
+		}
 	}
 	if len(inv.Clusters) == 0 {
 		bad("clusters", "at least one cluster is needed")

@@ -13,12 +13,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/url"
 	"sort"
 	"strings"
 	"time"
 
-	"github.com/vmware/govmomi"
 	"github.com/vmware/govmomi/fault"
 	"github.com/vmware/govmomi/find"
 	"github.com/vmware/govmomi/guest"
@@ -46,31 +44,6 @@ var _ vsphere.Client = (*Client)(nil)
 // call except ReadFile and WriteFile, which then return ErrUnsupported.
 func New(c *vim25.Client) *Client {
 	return &Client{c: c}
-}
-
-// Dial logs in to the vCenter (or vcsim) SDK at rawURL
-// ("https://vc.example/sdk") with user and password. insecure skips TLS
-// certificate verification, for self-signed lab certificates. Close logs
-// the session out.
-func Dial(ctx context.Context, rawURL, user, password string, insecure bool) (*Client, error) {
-	u, err := soap.ParseURL(rawURL)
-	if err != nil {
-		return nil, fmt.Errorf("vsphere: dial %s: %w: %v", rawURL, vsphere.ErrInvalidArgument, err)
-	}
-	if user != "" {
-		u.User = url.UserPassword(user, password)
-	}
-	gc, err := govmomi.NewClient(ctx, u, insecure)
-	if err != nil {
-		return nil, fmt.Errorf("vsphere: dial %s: %w", redact(u), err)
-	}
-	return &Client{c: gc.Client, logout: gc.Logout}, nil
-}
-
-func redact(u *url.URL) string {
-	v := *u
-	v.User = nil
-	return v.String()
 }
 
 // Vim25 is the underlying govmomi client, for callers that need more than
