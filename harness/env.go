@@ -196,10 +196,24 @@ func (e *Env) buildVSphere(ctx context.Context) error {
 		if vs.PasswordEnv != "" && pw == "" {
 			return fmt.Errorf("harness: target %s: vCenter password variable %s is not set", e.Target.File, vs.PasswordEnv)
 		}
-		c, err := vcenter.Dial(ctx, vs.URL, vs.Username, pw, vs.Insecure)
-		if err != nil {
-			return err
+		o := vcenter.Options{Username: vs.Username, Password: pw, Insecure: vs.Insecure, Thumbprint: vs.Thumbprint}
+		if vs.CAFile != "" {
+			var err error
+			if o.CAFile, err = Resolve(vs.CAFile); err != nil {
+				return err
+			}
 		}
+		c, err := vcenter.Open(ctx, vs.URL, o)
+		if err != nil {
+			return fmt.Errorf("harness: target %s: %w", e.Target.File, err)
+		}
+		e.closers = append(e.closers, func() {
+			// Log out even after a Ctrl-C; a vCenter that no longer
+			// answers gets a few seconds.
+			lctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_ = c.Close(lctx)
+		})
 		e.VC = c
 	}
 	vms, err := e.VC.Discover(ctx)

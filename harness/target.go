@@ -27,11 +27,15 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
+	"strings"
 	"time"
 
 	"sigs.k8s.io/yaml"
 
+	"github.com/v2a-dr/v2a/impl/vsphere/vcenter"
 	"github.com/v2a-dr/v2a/sim/azurite"
+	"github.com/v2a-dr/v2a/sim/strictyaml"
 )
 
 // Target selects and configures a world.
@@ -57,7 +61,14 @@ type VSphereTarget struct {
 	URL         string `json:"url,omitempty"`
 	Username    string `json:"username,omitempty"`
 	PasswordEnv string `json:"passwordEnv,omitempty"` // the password is read from this variable
-	Insecure    bool   `json:"insecure,omitempty"`
+	// How to trust the vCenter's certificate when the system's roots do
+	// not (a self-signed one): Thumbprint, its SHA-1 fingerprint as govc
+	// and `v2a vcsim` print it ("AB:CD:…"); CAFile, a PEM file of its CA
+	// (relative to the module root); or Insecure, no verification at all.
+	// Insecure excludes the other two.
+	Thumbprint string `json:"thumbprint,omitempty"`
+	CAFile     string `json:"caFile,omitempty"`
+	Insecure   bool   `json:"insecure,omitempty"`
 }
 
 // StorageTarget says where blob storage is.
@@ -122,6 +133,9 @@ func LoadTarget(path string) (*Target, error) {
 	}
 	var t Target
 	if err := yaml.UnmarshalStrict(data, &t); err != nil {
+		if where, known := strictyaml.UnknownField(data, reflect.TypeFor[Target]()); where != "" {
+			return nil, fmt.Errorf("harness: target %s: %s: unknown key (known here: %s)", path, where, strings.Join(known, ", "))
+		}
 		return nil, fmt.Errorf("harness: target %s: %w", path, err)
 	}
 	t.File = path
@@ -163,6 +177,14 @@ func (t *Target) Validate() error {
 	case "url":
 		if t.VSphere.URL == "" {
 			return bad("vsphere.url", "required with vsphere.mode=url")
+		}
+		if t.VSphere.Insecure && (t.VSphere.Thumbprint != "" || t.VSphere.CAFile != "") {
+			return bad("vsphere.insecure", "excludes thumbprint and caFile (choose one way to trust the vCenter's certificate)")
+		}
+		if t.VSphere.Thumbprint != "" {
+			if _, err := vcenter.ParseThumbprint(t.VSphere.Thumbprint); err != nil {
+				return bad("vsphere.thumbprint", "%v", err)
+			}
 		}
 	default:
 		return bad("vsphere.mode", "unknown mode %q (want vcsim or url)", t.VSphere.Mode)

@@ -7,11 +7,11 @@ import (
 	"os"
 	"reflect"
 	"slices"
-	"strings"
 
 	"github.com/vmware/govmomi/vim25/types"
-	yamlv3 "go.yaml.in/yaml/v3"
 	"sigs.k8s.io/yaml"
+
+	"github.com/v2a-dr/v2a/sim/strictyaml"
 )
 
 // ErrInvalidInventory is wrapped by every error Load, Parse and Validate
@@ -144,7 +144,7 @@ func Parse(file string, data []byte) (*Inventory, error) {
 	// sigs.k8s.io/yaml reports YAML syntax errors with their line; unknown
 	// and duplicate fields are refused by its strict mode.
 	if err := yaml.UnmarshalStrict(data, &inv); err != nil {
-		if where := unknownField(data, reflect.TypeFor[Inventory]()); where != "" {
+		if where, _ := strictyaml.UnknownField(data, reflect.TypeFor[Inventory]()); where != "" {
 			return nil, fmt.Errorf("%s: %s: %w: unknown field", file, where, ErrInvalidInventory)
 		}
 		return nil, fmt.Errorf("%s: %w: %v", file, ErrInvalidInventory, err)
@@ -326,58 +326,4 @@ func validFileName(name string) bool {
 		}
 	}
 	return true
-}
-
-// unknownField finds the first mapping key in data that names no json-tagged
-// field of t, and returns where it is ("line 12: vms[0].disks[0].thin"), or
-// "" if there is none. sigs.k8s.io/yaml reports an unknown field by its bare
-// key only, which does not say which of many VMs has it.
-func unknownField(data []byte, t reflect.Type) string {
-	var doc yamlv3.Node
-	if err := yamlv3.Unmarshal(data, &doc); err != nil || len(doc.Content) == 0 {
-		return ""
-	}
-	return walkUnknown(doc.Content[0], t, "")
-}
-
-func walkUnknown(n *yamlv3.Node, t reflect.Type, path string) string {
-	for t.Kind() == reflect.Pointer {
-		t = t.Elem()
-	}
-	switch {
-	case n.Kind == yamlv3.MappingNode && t.Kind() == reflect.Struct:
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			key, val := n.Content[i], n.Content[i+1]
-			f, ok := jsonField(t, key.Value)
-			p := key.Value
-			if path != "" {
-				p = path + "." + key.Value
-			}
-			if !ok {
-				return fmt.Sprintf("line %d: %s", key.Line, p)
-			}
-			if w := walkUnknown(val, f.Type, p); w != "" {
-				return w
-			}
-		}
-	case n.Kind == yamlv3.SequenceNode && t.Kind() == reflect.Slice:
-		for i, e := range n.Content {
-			if w := walkUnknown(e, t.Elem(), fmt.Sprintf("%s[%d]", path, i)); w != "" {
-				return w
-			}
-		}
-	}
-	return ""
-}
-
-// jsonField returns the field of struct t whose json tag names key.
-func jsonField(t reflect.Type, key string) (reflect.StructField, bool) {
-	for i := range t.NumField() {
-		f := t.Field(i)
-		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
-		if name != "" && name != "-" && name == key {
-			return f, true
-		}
-	}
-	return reflect.StructField{}, false
 }
