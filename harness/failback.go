@@ -706,3 +706,23 @@ func (d *Deployment) onPremBoot(_ context.Context, vm, machine string) error {
 	}
 	return nil
 }
+
+// RunInGuest runs a program in a VM's guest. Against a vCenter reached by
+// URL (a real one, or `v2a vcsim --guest-exec`) the installer runs out
+// there, and the world's simulated guest starts its Mobility agent once
+// it exits with 0, as onGuestProgram does for the in-process vcsim.
+func (p *poweredVC) RunInGuest(ctx context.Context, ref vsphere.VMRef, auth vsphere.GuestAuth, program, args string) (int, error) {
+	code, err := p.Client.RunInGuest(ctx, ref, auth, program, args)
+	if err != nil || code != 0 || p.d.e.VCSim != nil || !strings.Contains(program, "ASR") {
+		return code, err
+	}
+	name := p.name(ctx, ref)
+	if _, ok := p.d.e.Machines[name]; ok {
+		p.d.e.Sim.After(0, "install/"+name, func() {
+			if err := p.d.InstallAgent(name); err != nil {
+				p.d.e.Trace.Add(p.d.e.Sim.Elapsed(), "harness", "error", fmt.Sprintf("install agent on %s: %v", name, err))
+			}
+		})
+	}
+	return code, nil
+}

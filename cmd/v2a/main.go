@@ -51,7 +51,7 @@ func execute(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newRunCmd(), newDemoCmd(), newListCmd(), newMutantsCmd())
+	root.AddCommand(newRunCmd(), newDemoCmd(), newListCmd(), newMutantsCmd(), newVCSimCmd())
 	root.SetHelpCommand(newHelpCmd(root))
 	root.SetArgs(args)
 	root.SetOut(stdout)
