@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -85,6 +86,9 @@ const guestExecGrace = 5 * time.Second
 func serveVCSim(ctx context.Context, stdout, stderr io.Writer, f vcsimFlags) (err error) {
 	if f.inventory == "" {
 		return errors.New("vcsim: --inventory is required")
+	}
+	if _, _, err := net.SplitHostPort(f.listen); err != nil {
+		return fmt.Errorf("vcsim: --listen: listen address %q: %w", f.listen, err)
 	}
 	if (f.tlsCert == "") != (f.tlsKey == "") {
 		return errors.New("vcsim: --tls-cert and --tls-key go together")

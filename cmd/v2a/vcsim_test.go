@@ -243,3 +243,68 @@ func writeCA(t *testing.T, s vcsimServer) string {
 	}
 	return p
 }
+
+// TestVCSimBadInput: bad flags, a bad inventory, a certificate that does
+// not load and a taken port each stop `v2a vcsim` at once with exit 2 and
+// an error that says which; its help documents every flag.
+func TestVCSimBadInput(t *testing.T) {
+	root, err := harness.ModuleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	lab := filepath.Join(root, "fixtures/inventory/lab.yaml")
+	dir := t.TempDir()
+	badInv := filepath.Join(dir, "bad.yaml")
+	if err := os.WriteFile(badInv, []byte("datacenter: DC\nclustrs: []\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	notPEM := filepath.Join(dir, "cert.pem")
+	if err := os.WriteFile(notPEM, []byte("not a certificate"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	tests := []struct {
+		name string
+		args []string
+		want []string
+	}{
+		{"no inventory", nil, []string{"--inventory is required"}},
+		{"inventory missing", []string{"--inventory", filepath.Join(dir, "nope.yaml")}, []string{"nope.yaml", "no such file"}},
+		{"unknown inventory key", []string{"--inventory", badInv}, []string{badInv, "line 2: clustrs", "unknown field"}},
+		{"cert without key", []string{"--inventory", lab, "--tls-cert", notPEM}, []string{"--tls-cert and --tls-key go together"}},
+		{"cert not PEM", []string{"--inventory", lab, "--tls-cert", notPEM, "--tls-key", notPEM}, []string{"--tls-cert " + notPEM}},
+		{"port taken", []string{"--inventory", lab, "--listen", taken.Addr().String(), "--dir", t.TempDir()}, []string{"listen on " + taken.Addr().String(), "address already in use"}},
+		{"bad listen address", []string{"--inventory", lab, "--listen", "nowhere", "--dir", t.TempDir()}, []string{`listen address "nowhere"`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var out, errOut bytes.Buffer
+			code := execute(context.Background(), append([]string{"vcsim"}, tt.args...), &out, &errOut)
+			if code != exitSetup {
+				t.Errorf("exit %d, want %d", code, exitSetup)
+			}
+			if out.Len() != 0 {
+				t.Errorf("stdout = %q, want nothing (no URL line for a vcsim that does not serve)", out.String())
+			}
+			for _, s := range tt.want {
+				if !strings.Contains(errOut.String(), s) {
+					t.Errorf("stderr lacks %q:\n%s", s, errOut.String())
+				}
+			}
+		})
+	}
+
+	var out, errOut bytes.Buffer
+	if code := execute(context.Background(), []string{"vcsim", "--help"}, &out, &errOut); code != exitOK {
+		t.Fatalf("vcsim --help: exit %d: %s", code, errOut.String())
+	}
+	for _, flag := range []string{"--inventory", "--listen", "--tls-cert", "--tls-key", "--dir", "--env", "--guest-exec", "V2A_VM", "V2A_GUEST_PROGRAM", "V2A_GUEST_ARGS", "thumbprint="} {
+		if !strings.Contains(out.String(), flag) {
+			t.Errorf("vcsim --help lacks %s", flag)
+		}
+	}
+}
