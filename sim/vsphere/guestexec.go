@@ -66,7 +66,9 @@ func (g *GuestExec) Start(vm, path, args string) (GuestProcess, error) {
 	}
 	g.running[p] = true
 	go func() {
-		err := cmd.Wait()
+		// The exit status is the result; Wait's error only restates it
+		// (or says the output copy was cut short by WaitDelay).
+		_ = cmd.Wait()
 		code := cmd.ProcessState.ExitCode()
 		if code < 0 { // killed by a signal: what a shell would report
 			code = 128
@@ -74,7 +76,6 @@ func (g *GuestExec) Start(vm, path, args string) (GuestProcess, error) {
 				code += int(ws.Signal())
 			}
 		}
-		_ = err // the exit status is the result; Wait's error only restates it
 		p.mu.Lock()
 		p.code, p.ended = code, true
 		p.mu.Unlock()

@@ -1,7 +1,8 @@
 // Package vcenter implements the vSphere port (impl/vsphere) over govmomi.
-// The same code speaks to a real vCenter (Dial, by URL and credentials) and
-// to the govmomi simulator, over HTTP by URL or in process (New, from an
-// existing *vim25.Client).
+// The same code speaks to a real vCenter (Open, by URL, credentials and
+// how to trust its certificate; Dial for the common case) and to the
+// govmomi simulator, over HTTPS by URL or in process (New, from an existing
+// *vim25.Client).
 //
 // As a port adapter it may block, poll and use the real clock: RunInGuest
 // polls the guest process list until the program has ended.
