@@ -172,6 +172,10 @@ func (d *tlsDialer) dial(ctx context.Context, network, addr string) (net.Conn, e
 	conn, err := nd.DialContext(ctx, network, addr)
 	if err != nil {
 		host, port, _ := net.SplitHostPort(addr)
+		var dns *net.DNSError
+		if errors.As(err, &dns) {
+			return nil, fmt.Errorf("%w: host %s port %s: name lookup: %s", ErrUnreachable, host, port, dns.Err)
+		}
 		return nil, fmt.Errorf("%w: host %s port %s: TCP connect: %s", ErrUnreachable, host, port, d.reason(err))
 	}
 	return conn, nil

@@ -157,8 +157,9 @@ func TestOpenTLS(t *testing.T) {
 	}
 }
 
-// TestOpenUnreachable: a closed port and a server that never answers the
-// TLS handshake are reported quickly, naming host, port and what failed.
+// TestOpenUnreachable: a closed port, a server that never answers the TLS
+// handshake and a name that does not resolve are reported quickly, naming
+// host, port and what failed.
 func TestOpenUnreachable(t *testing.T) {
 	ctx := context.Background()
 	closed, err := net.Listen("tcp", "127.0.0.1:0")
@@ -186,16 +187,21 @@ func TestOpenUnreachable(t *testing.T) {
 
 	tests := []struct {
 		name     string
-		port     int
+		url      string
 		contains []string
 	}{
-		{"closed port", closedAddr.Port, []string{"host 127.0.0.1", fmt.Sprintf("port %d", closedAddr.Port), "TCP connect: connection refused"}},
-		{"silent server", silentAddr.Port, []string{"host 127.0.0.1", fmt.Sprintf("port %d", silentAddr.Port), "TLS handshake: no answer within 300ms"}},
+		{"closed port", fmt.Sprintf("https://127.0.0.1:%d/sdk", closedAddr.Port),
+			[]string{"host 127.0.0.1", fmt.Sprintf("port %d", closedAddr.Port), "TCP connect: connection refused"}},
+		{"silent server", fmt.Sprintf("https://127.0.0.1:%d/sdk", silentAddr.Port),
+			[]string{"host 127.0.0.1", fmt.Sprintf("port %d", silentAddr.Port), "TLS handshake: no answer within 300ms"}},
+		// .invalid never resolves (RFC 6761); without DNS at all the
+		// lookup fails or times out, a name lookup error either way.
+		{"unknown host", "https://vcenter.example.invalid/sdk", []string{"host vcenter.example.invalid", "port 443", "name lookup"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			start := time.Now()
-			_, err := vcenter.Open(ctx, fmt.Sprintf("https://127.0.0.1:%d/sdk", tt.port),
+			_, err := vcenter.Open(ctx, tt.url,
 				vcenter.Options{Username: "u", Password: "p", Insecure: true, DialTimeout: 300 * time.Millisecond})
 			if took := time.Since(start); took > 5*time.Second {
 				t.Errorf("Open took %v: the dial timeout does not bound it", took)
