@@ -1,0 +1,378 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/v2a-dr/v2a/cmd/v2a/internal/daemon"
+	"github.com/v2a-dr/v2a/impl/azuresvc"
+	"github.com/v2a-dr/v2a/impl/blob"
+	"github.com/v2a-dr/v2a/impl/blob/azblob"
+	"github.com/v2a-dr/v2a/impl/proto"
+	"github.com/v2a-dr/v2a/sim/azurite"
+)
+
+var built struct {
+	once sync.Once
+	bin  string
+	err  error
+}
+
+// v2aBinary builds cmd/v2a once per test process.
+func v2aBinary(t *testing.T) string {
+	t.Helper()
+	built.once.Do(func() {
+		dir, err := os.MkdirTemp("", "v2a-bin-")
+		if err != nil {
+			built.err = err
+			return
+		}
+		built.bin = filepath.Join(dir, "v2a")
+		if out, err := exec.Command("go", "build", "-o", built.bin, ".").CombinedOutput(); err != nil {
+			built.err = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if built.err != nil {
+		t.Fatal(built.err)
+	}
+	return built.bin
+}
+
+// freeAddr is a free TCP port on ip (a loopback address per host).
+func freeAddr(t *testing.T, ip string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", ip+":0")
+	if err != nil {
+		t.Fatalf("listen on %s: %v (loopback addresses 127.0.0.x per host)", ip, err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// proc is a daemon process under test.
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	out  *syncBuffer
+	done chan struct{}
+	err  error
+}
+
+func startDaemon(t *testing.T, bin, name string, env []string, args ...string) *proc {
+	t.Helper()
+	c := exec.Command(bin, args...)
+	c.Env = append(os.Environ(), env...)
+	p := &proc{name: name, cmd: c, out: &syncBuffer{}, done: make(chan struct{})}
+	c.Stdout, c.Stderr = p.out, p.out
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.err = c.Wait(); close(p.done) }()
+	t.Cleanup(func() {
+		select {
+		case <-p.done:
+		default:
+			c.Process.Kill()
+			<-p.done
+		}
+		if t.Failed() {
+			t.Logf("--- %s output:\n%s", name, tail(p.out.String(), 4000))
+		}
+	})
+	return p
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return "…" + s[len(s)-n:]
+	}
+	return s
+}
+
+func (p *proc) waitFor(t *testing.T, what string, d time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !strings.Contains(p.out.String(), what) {
+		select {
+		case <-p.done:
+			t.Fatalf("%s exited (%v) before logging %q", p.name, p.err, what)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s did not log %q within %s", p.name, what, d)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestDaemonsReplicate is the wire world in miniature: Azurite by
+// connection string, the configuration server, process server and Azure
+// side, and one physical server's agent with a bank workload, each its own
+// OS process on its own loopback address. The agent registers, the server
+// enables it (a standing request), it syncs and replicates until a
+// crash-consistent recovery point is in storage; the point's image is
+// exactly the guest's disk after the writes its bookmark follows (the
+// history file the guest kept); then SIGTERM drains every daemon (exit 0,
+// "daemon: drained"). A second configuration server on the first one's
+// address fails with exit code 2, naming the address.
+func TestDaemonsReplicate(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: builds the binary, starts Azurite and four daemons (about 75 s)")
+	}
+	bin := v2aBinary(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	az, err := azurite.Start(ctx, azurite.Options{})
+	if err != nil {
+		t.Fatalf("azurite (the wire world needs one; `make tools`): %v", err)
+	}
+	t.Cleanup(func() { az.Stop() })
+	store, err := azblob.NewFromConnectionString(az.ConnectionString())
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	dir := t.TempDir()
+	cs, ps, azure, agentAddr := freeAddr(t, "127.0.0.2"), freeAddr(t, "127.0.0.3"), freeAddr(t, "127.0.0.4"), freeAddr(t, "127.0.0.5")
+	peers := fmt.Sprintf("cs01=%s,ps01=%s,asr.azure=%s,db01=%s", cs, ps, azure, agentAddr)
+	const prefix = "v2a-daemons-"
+	env := []string{"V2A_PASSPHRASE=daemon-test-passphrase", "V2A_STORAGE_CONNECTION_STRING=" + az.ConnectionString()}
+	csConf := filepath.Join(dir, "cs.yaml")
+	if err := os.WriteFile(csConf, []byte(`listen: `+cs+`
+data-dir: `+filepath.Join(dir, "cs")+`
+log-format: json
+policies:
+  - name: fast
+    rpo-threshold: 10m
+    retention: 1h
+    crash-interval: 1m
+protect:
+  db01: fast
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	common := []string{"--peers", peers}
+	procs := []*proc{
+		startDaemon(t, bin, "configsrv", env, append([]string{"configsrv", "--config", csConf}, common...)...),
+		startDaemon(t, bin, "azuresvc", env, append([]string{"azuresvc", "--listen", azure, "--data-dir", filepath.Join(dir, "azure"),
+			"--container-prefix", prefix, "--poll-every", "2s"}, common...)...),
+		startDaemon(t, bin, "processsrv", env, append([]string{"processsrv", "--listen", ps, "--data-dir", filepath.Join(dir, "ps"),
+			"--container-prefix", prefix}, common...)...),
+	}
+	for _, p := range procs {
+		p.waitFor(t, "daemon: started", 20*time.Second)
+	}
+	history := filepath.Join(dir, "db01.history.jsonl")
+	ag := startDaemon(t, bin, "agent", env, append([]string{"agent", "--listen", agentAddr, "--machine", "db01",
+		"--data-dir", filepath.Join(dir, "db01"), "--disks", filepath.Join(dir, "db01-disk0.img"), "--disk-bytes", fmt.Sprint(8 << 20),
+		"--workload", "bank", "--workload-rate", "20", "--history", history}, common...)...)
+	ag.waitFor(t, "daemon: started", 20*time.Second)
+	procs = append(procs, ag)
+
+	// Started twice on one port: a clear error, exit code 2, and the
+	// first one is untouched.
+	var out, errOut bytes.Buffer
+	t.Setenv("V2A_PASSPHRASE", "daemon-test-passphrase")
+	if code := execute(ctx, []string{"configsrv", "--listen", cs, "--data-dir", filepath.Join(dir, "cs2")}, &out, &errOut); code != exitSetup ||
+		!strings.Contains(errOut.String(), "configsrv (cs01:443) cannot listen on "+cs+": address already in use") {
+		t.Errorf("a second configsrv on %s: exit %d, want %d with a clear error; stderr:\n%s", cs, code, exitSetup, errOut.String())
+	}
+
+	procs[0].waitFor(t, `"msg":"daemon: enabling replication (standing request)"`, 30*time.Second)
+
+	// A crash-consistent point, in the catalog and in storage.
+	var cat *proto.Catalog
+	var point proto.Point
+	deadline := time.Now().Add(85 * time.Second)
+	for point.ID == "" {
+		if time.Now().After(deadline) {
+			t.Fatalf("no crash-consistent recovery point in storage within 85 s; catalog: %+v", cat)
+		}
+		time.Sleep(time.Second)
+		c, _, err := azuresvc.LoadCatalog(ctx, store, prefix, "db01")
+		if err != nil {
+			continue
+		}
+		cat = c
+		for _, p := range c.Points {
+			if p.Kind == proto.Crash {
+				point = p
+				break
+			}
+		}
+	}
+	t.Logf("recovery point %s at seq %d (gen %d)", point.ID, point.Seq, point.Gen)
+
+	// SIGTERM drains every daemon: the agent first, so its history is
+	// complete before it is judged.
+	for i := len(procs) - 1; i >= 0; i-- {
+		p := procs[i]
+		if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-p.done:
+		case <-time.After(20 * time.Second):
+			t.Fatalf("%s did not exit within 20 s of SIGTERM", p.name)
+		}
+		if p.err != nil {
+			t.Errorf("%s: %v after SIGTERM, want exit 0", p.name, p.err)
+		}
+		if !strings.Contains(p.out.String(), "daemon: drained") {
+			t.Errorf("%s logged no drain line", p.name)
+		}
+	}
+
+	// The point is the disk after exactly the writes logged before its
+	// bookmark.
+	img, _, err := store.Get(ctx, prefix+proto.ContainerReplica, cat.Disks[0].Blob, blob.ReadOptions{Snapshot: point.Snapshots[0]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, writes := expectedBlocks(t, history, point.Seq, len(img)/4096)
+	if writes == 0 {
+		t.Fatalf("the point follows no write of the workload: nothing to judge")
+	}
+	for b := range want {
+		s := sha256.Sum256(img[b*4096 : (b+1)*4096])
+		if got := hex.EncodeToString(s[:16]); got != want[b] {
+			t.Fatalf("recovery point %s block %d is not the guest's after its %d writes before seq %d", point.ID, b, writes, point.Seq)
+		}
+	}
+	t.Logf("point %s = the disk after %d writes", point.ID, writes)
+}
+
+// expectedBlocks replays a guest's history file (first boot only) up to,
+// excluding, change-log record seq: each block's digest, and how many
+// writes that is.
+func expectedBlocks(t *testing.T, path string, seq uint64, blocks int) ([]string, int) {
+	t.Helper()
+	zero := sha256.Sum256(make([]byte, 4096))
+	want := make([]string, blocks)
+	for i := range want {
+		want[i] = hex.EncodeToString(zero[:16])
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	n := 0
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		var r daemon.HistoryRecord
+		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
+			t.Fatalf("history %s: %v", path, err)
+		}
+		if r.Boot != 1 || r.Seq == 0 || r.Seq >= seq {
+			continue
+		}
+		for i, d := range r.Blocks {
+			want[int(r.Off/4096)+i] = d
+		}
+		n++
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return want, n
+}
+
+// TestDaemonBadConfig: a config file with an unknown key, a secret in a
+// config file, a missing passphrase, a bad log format, an invalid policy:
+// each is a clear error and exit code 2, before anything listens.
+func TestDaemonBadConfig(t *testing.T) {
+	dir := t.TempDir()
+	file := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	listen := freeAddr(t, "127.0.0.1")
+	for _, c := range []struct {
+		name, pass string
+		args       []string
+		want       string
+	}{
+		{"unknown key", "daemon-test-passphrase", []string{"configsrv", "--config", file("u.yaml", "listen: "+listen+"\nlisten-adress: x\n")},
+			`unknown key "listen-adress"`},
+		{"another daemon's key", "daemon-test-passphrase", []string{"configsrv", "--config", file("w.yaml", "workload: bank\n")},
+			`unknown key "workload"`},
+		{"passphrase in the file", "daemon-test-passphrase", []string{"agent", "--config", file("p.yaml", "passphrase: hunter2hunter2\n")},
+			`key "passphrase": secrets are never config values`},
+		{"missing passphrase", "", []string{"processsrv", "--listen", listen},
+			"no vault passphrase: set $V2A_PASSPHRASE or give a file with --passphrase-file"},
+		{"empty passphrase file", "", []string{"configsrv", "--listen", listen, "--passphrase-file", file("empty", "\n")},
+			"vault passphrase: " + filepath.Join(dir, "empty") + " is empty"},
+		{"missing connection string", "daemon-test-passphrase", []string{"azuresvc", "--listen", listen},
+			"no storage connection string: set $V2A_STORAGE_CONNECTION_STRING"},
+		{"log format", "daemon-test-passphrase", []string{"configsrv", "--listen", listen, "--log-format", "xml"},
+			`log-format "xml": want text or json`},
+		{"invalid policy", "daemon-test-passphrase", []string{"configsrv", "--config", file("pol.yaml", "listen: "+listen+"\npolicies:\n  - {name: x, rpo-threshold: 1h, retention: 1h, crash-interval: 10s}\n")},
+			"crash-consistent frequency 10s is under a minute"},
+		{"protect with no policy", "daemon-test-passphrase", []string{"configsrv", "--listen", listen, "--protect", "db01=nosuch"},
+			`protect db01=nosuch: no policy "nosuch"`},
+		{"bad duration", "daemon-test-passphrase", []string{"azuresvc", "--config", file("d.yaml", "poll-every: 5\n")},
+			`want a string such as "90s"`},
+		{"tls-dir without files", "daemon-test-passphrase", []string{"configsrv", "--listen", listen, "--tls-dir", dir},
+			"tls-dir " + dir},
+		{"agent without a machine", "daemon-test-passphrase", []string{"agent", "--listen", listen},
+			"agent: machine is empty"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Setenv("V2A_PASSPHRASE", c.pass)
+			t.Setenv("V2A_STORAGE_CONNECTION_STRING", "")
+			args := append(c.args, "--data-dir", filepath.Join(dir, "data"))
+			var out, errOut bytes.Buffer
+			code := execute(context.Background(), args, &out, &errOut)
+			if code != exitSetup || !strings.Contains(errOut.String(), c.want) {
+				t.Errorf("%v: exit %d, want %d with %q; stderr:\n%s", c.args, code, exitSetup, c.want, errOut.String())
+			}
+			if ln, err := net.Listen("tcp", listen); err != nil {
+				t.Errorf("%s still taken after a failed start: %v", listen, err)
+			} else {
+				ln.Close()
+			}
+		})
+	}
+}
+
+// TestDaemonConfigOverride: a flag overrides the config file's key of the
+// same name; the file's other keys stay.
+func TestDaemonConfigOverride(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "c.yaml")
+	if err := os.WriteFile(p, []byte("log-level: debug\nlog-format: xml\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("V2A_PASSPHRASE", "")
+	var out, errOut bytes.Buffer
+	// The file's log-format is bad; the flag's is good: the error that
+	// remains is the missing passphrase.
+	code := execute(context.Background(), []string{"configsrv", "--config", p, "--log-format", "json", "--data-dir", filepath.Join(dir, "d")}, &out, &errOut)
+	if code != exitSetup || !strings.Contains(errOut.String(), "no vault passphrase") {
+		t.Errorf("exit %d; stderr:\n%s", code, errOut.String())
+	}
+	// Without the flag, the file's bad log-format is what fails.
+	errOut.Reset()
+	code = execute(context.Background(), []string{"configsrv", "--config", p, "--data-dir", filepath.Join(dir, "d")}, &out, &errOut)
+	if code != exitSetup || !strings.Contains(errOut.String(), `log-format "xml"`) {
+		t.Errorf("exit %d; stderr:\n%s", code, errOut.String())
+	}
+}
