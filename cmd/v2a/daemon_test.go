@@ -4,10 +4,18 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/hex"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
+	"math/big"
 	"net"
 	"os"
 	"os/exec"
@@ -165,13 +173,16 @@ protect:
 `), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	tlsDir := func(host string) string { return filepath.Join(dir, "tls", host) }
+	ca := writePKI(t, filepath.Join(dir, "tls"), "cs01", "ps01", "asr.azure", "db01")
+	tlsArgs := func(host string) []string { return []string{"--tls-dir", tlsDir(host)} }
 	common := []string{"--peers", peers}
 	procs := []*proc{
-		startDaemon(t, bin, "configsrv", env, append([]string{"configsrv", "--config", csConf}, common...)...),
-		startDaemon(t, bin, "azuresvc", env, append([]string{"azuresvc", "--listen", azure, "--data-dir", filepath.Join(dir, "azure"),
-			"--container-prefix", prefix, "--poll-every", "2s"}, common...)...),
-		startDaemon(t, bin, "processsrv", env, append([]string{"processsrv", "--listen", ps, "--data-dir", filepath.Join(dir, "ps"),
-			"--container-prefix", prefix}, common...)...),
+		startDaemon(t, bin, "configsrv", env, append(append([]string{"configsrv", "--config", csConf}, common...), tlsArgs("cs01")...)...),
+		startDaemon(t, bin, "azuresvc", env, append(append([]string{"azuresvc", "--listen", azure, "--data-dir", filepath.Join(dir, "azure"),
+			"--container-prefix", prefix, "--poll-every", "2s"}, common...), tlsArgs("asr.azure")...)...),
+		startDaemon(t, bin, "processsrv", env, append(append([]string{"processsrv", "--listen", ps, "--data-dir", filepath.Join(dir, "ps"),
+			"--container-prefix", prefix}, common...), tlsArgs("ps01")...)...),
 	}
 	for _, p := range procs {
 		p.waitFor(t, "daemon: started", 20*time.Second)
@@ -179,7 +190,7 @@ protect:
 	history := filepath.Join(dir, "db01.history.jsonl")
 	ag := startDaemon(t, bin, "agent", env, append([]string{"agent", "--listen", agentAddr, "--machine", "db01",
 		"--data-dir", filepath.Join(dir, "db01"), "--disks", filepath.Join(dir, "db01-disk0.img"), "--disk-bytes", fmt.Sprint(8 << 20),
-		"--workload", "bank", "--workload-rate", "20", "--history", history}, common...)...)
+		"--workload", "bank", "--workload-rate", "20", "--history", history, "--tls-dir", tlsDir("db01")}, common...)...)
 	ag.waitFor(t, "daemon: started", 20*time.Second)
 	procs = append(procs, ag)
 
@@ -193,6 +204,33 @@ protect:
 	}
 
 	procs[0].waitFor(t, `"msg":"daemon: enabling replication (standing request)"`, 30*time.Second)
+
+	// Mutual TLS: a client with no certificate, or one another CA signed,
+	// is refused; one the vault's CA signed is accepted.
+	for _, c := range []struct {
+		name  string
+		certs []tls.Certificate
+		ok    bool
+	}{
+		{"no client certificate", nil, false},
+		{"foreign certificate", []tls.Certificate{foreignCert(t)}, false},
+		{"the vault's certificate", []tls.Certificate{ca.issue(t, "portal")}, true},
+	} {
+		conn, err := tls.Dial("tcp", cs, &tls.Config{ServerName: "cs01", RootCAs: ca.pool, Certificates: c.certs, MinVersion: tls.VersionTLS13})
+		if err == nil {
+			// TLS 1.3: the server's verdict on the client's certificate
+			// arrives with the first read.
+			conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+			_, err = conn.Read(make([]byte, 1))
+			conn.Close()
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				err = nil // the server waits for a hello: accepted
+			}
+		}
+		if (err == nil) != c.ok {
+			t.Errorf("TLS with %s: %v, want accepted=%v", c.name, err, c.ok)
+		}
+	}
 
 	// A crash-consistent point, in the catalog and in storage.
 	var cat *proto.Catalog
@@ -254,6 +292,98 @@ protect:
 		}
 	}
 	t.Logf("point %s = the disk after %d writes", point.ID, writes)
+	// Negative control: the whole history (the bank wrote on after the
+	// point) is not the point's image.
+	all, n := expectedBlocks(t, history, ^uint64(0), len(img)/4096)
+	same := true
+	for b := range all {
+		s := sha256.Sum256(img[b*4096 : (b+1)*4096])
+		same = same && hex.EncodeToString(s[:16]) == all[b]
+	}
+	if same || n <= writes {
+		t.Errorf("negative control: the point also matches the whole history (%d writes, %d before the point)", n, writes)
+	}
+}
+
+// testCA is a vault's CA for the test, able to issue host certificates.
+type testCA struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+	pool *x509.CertPool
+	pem  []byte
+}
+
+func newTestCA(t *testing.T, name string) *testCA {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	pool := x509.NewCertPool()
+	pool.AddCert(cert)
+	return &testCA{cert: cert, key: key, pool: pool, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
+}
+
+// issueDER makes a certificate for host (server and client use).
+func (ca *testCA) issueDER(t *testing.T, host string) ([]byte, *ecdsa.PrivateKey) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: host}, DNSNames: []string{host},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return der, key
+}
+
+func (ca *testCA) issue(t *testing.T, host string) tls.Certificate {
+	der, key := ca.issueDER(t, host)
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
+
+func foreignCert(t *testing.T) tls.Certificate {
+	return newTestCA(t, "another vault").issue(t, "portal")
+}
+
+// writePKI writes a --tls-dir per host under dir (dir/HOST: cert.pem,
+// key.pem, ca.pem), all signed by one CA, which it returns.
+func writePKI(t *testing.T, dir string, hosts ...string) *testCA {
+	t.Helper()
+	ca := newTestCA(t, "vault-1 CA")
+	for _, h := range hosts {
+		d := filepath.Join(dir, h)
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		der, key := ca.issueDER(t, h)
+		kb, err := x509.MarshalPKCS8PrivateKey(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for name, b := range map[string][]byte{
+			daemon.CertFile: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+			daemon.KeyFile:  pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kb}),
+			daemon.CAFile:   ca.pem,
+		} {
+			if err := os.WriteFile(filepath.Join(d, name), b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	return ca
 }
 
 // expectedBlocks replays a guest's history file (first boot only) up to,

@@ -183,6 +183,10 @@ func (g *guest) run(seed uint64) {
 	if g.wl == nil {
 		step.Stop()
 	}
+	// waiting: the last step left the workload blocked on a held write; it
+	// steps on after next once that write is acknowledged (kick).
+	var waiting bool
+	var next time.Duration
 	for {
 		select {
 		case <-g.stop:
@@ -190,16 +194,15 @@ func (g *guest) run(seed uint64) {
 		case <-hold.C:
 			g.expireHold()
 		case <-g.kick:
-			// A held write was acknowledged: a blocked workload steps on.
-			if !step.Stop() {
-				select {
-				case <-step.C:
-				default:
-				}
+			// A kick of a write acknowledged at once (most are), or of
+			// one acknowledged before the workload blocked again, changes
+			// nothing.
+			if waiting && !g.blocked() {
+				waiting = false
+				step.Reset(next)
 			}
-			step.Reset(0)
 		case <-step.C:
-			next, blocked, err := g.step(r)
+			n, blocked, err := g.step(r)
 			if err != nil {
 				g.log.Error("guest: workload failed; it stops writing", "machine", g.m.Name, "err", err)
 				g.mu.Lock()
@@ -209,9 +212,14 @@ func (g *guest) run(seed uint64) {
 				g.mu.Unlock()
 				continue
 			}
-			if !blocked {
-				step.Reset(next)
+			next = n
+			if blocked {
+				// The write may have been released between the step and
+				// now: its kick is then waiting in the channel.
+				waiting = true
+				continue
 			}
+			step.Reset(next)
 		}
 	}
 }
@@ -220,9 +228,6 @@ func (g *guest) run(seed uint64) {
 func (g *guest) step(r *rand.Rand) (next time.Duration, blocked bool, err error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if b, ok := g.wl.(workload.Blocker); ok && b.Blocked() {
-		return 0, true, nil
-	}
 	if g.err != nil {
 		return 0, true, nil // failed before: write nothing more
 	}
@@ -237,6 +242,14 @@ func (g *guest) step(r *rand.Rand) (next time.Duration, blocked bool, err error)
 		blocked = true
 	}
 	return next, blocked, err
+}
+
+// blocked says whether the workload waits for a held write.
+func (g *guest) blocked() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	b, ok := g.wl.(workload.Blocker)
+	return ok && b.Blocked()
 }
 
 func (g *guest) expireHold() {
