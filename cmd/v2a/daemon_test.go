@@ -97,8 +97,8 @@ func startDaemon(t *testing.T, bin, name string, env []string, args ...string) *
 			c.Process.Kill()
 			<-p.done
 		}
-		if t.Failed() {
-			t.Logf("--- %s output:\n%s", name, tail(p.out.String(), 4000))
+		if t.Failed() || os.Getenv("V2A_DAEMON_LOGS") != "" {
+			t.Logf("--- %s output:\n%s", name, tail(p.out.String(), 40000))
 		}
 	})
 	return p
@@ -161,7 +161,6 @@ func TestDaemonsReplicate(t *testing.T) {
 	env := []string{"V2A_PASSPHRASE=daemon-test-passphrase", "V2A_STORAGE_CONNECTION_STRING=" + az.ConnectionString()}
 	csConf := filepath.Join(dir, "cs.yaml")
 	if err := os.WriteFile(csConf, []byte(`listen: `+cs+`
-data-dir: `+filepath.Join(dir, "cs")+`
 log-format: json
 policies:
   - name: fast
@@ -179,7 +178,7 @@ protect:
 	common := []string{"--peers", peers}
 	procs := []*proc{
 		startDaemon(t, bin, "configsrv", env, append(append([]string{"configsrv", "--config", csConf}, common...), tlsArgs("cs01")...)...),
-		startDaemon(t, bin, "azuresvc", env, append(append([]string{"azuresvc", "--listen", azure, "--data-dir", filepath.Join(dir, "azure"),
+		startDaemon(t, bin, "azuresvc", env, append(append([]string{"azuresvc", "--listen", azure,
 			"--container-prefix", prefix, "--poll-every", "2s"}, common...), tlsArgs("asr.azure")...)...),
 		startDaemon(t, bin, "processsrv", env, append(append([]string{"processsrv", "--listen", ps, "--data-dir", filepath.Join(dir, "ps"),
 			"--container-prefix", prefix}, common...), tlsArgs("ps01")...)...),
@@ -198,7 +197,7 @@ protect:
 	// first one is untouched.
 	var out, errOut bytes.Buffer
 	t.Setenv("V2A_PASSPHRASE", "daemon-test-passphrase")
-	if code := execute(ctx, []string{"configsrv", "--listen", cs, "--data-dir", filepath.Join(dir, "cs2")}, &out, &errOut); code != exitSetup ||
+	if code := execute(ctx, []string{"configsrv", "--listen", cs}, &out, &errOut); code != exitSetup ||
 		!strings.Contains(errOut.String(), "configsrv (cs01:443) cannot listen on "+cs+": address already in use") {
 		t.Errorf("a second configsrv on %s: exit %d, want %d with a clear error; stderr:\n%s", cs, code, exitSetup, errOut.String())
 	}
@@ -468,7 +467,10 @@ func TestDaemonBadConfig(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			t.Setenv("V2A_PASSPHRASE", c.pass)
 			t.Setenv("V2A_STORAGE_CONNECTION_STRING", "")
-			args := append(c.args, "--data-dir", filepath.Join(dir, "data"))
+			args := c.args
+			if args[0] == "agent" || args[0] == "processsrv" {
+				args = append(args, "--data-dir", filepath.Join(dir, "data"))
+			}
 			var out, errOut bytes.Buffer
 			code := execute(context.Background(), args, &out, &errOut)
 			if code != exitSetup || !strings.Contains(errOut.String(), c.want) {
@@ -495,13 +497,13 @@ func TestDaemonConfigOverride(t *testing.T) {
 	var out, errOut bytes.Buffer
 	// The file's log-format is bad; the flag's is good: the error that
 	// remains is the missing passphrase.
-	code := execute(context.Background(), []string{"configsrv", "--config", p, "--log-format", "json", "--data-dir", filepath.Join(dir, "d")}, &out, &errOut)
+	code := execute(context.Background(), []string{"configsrv", "--config", p, "--log-format", "json"}, &out, &errOut)
 	if code != exitSetup || !strings.Contains(errOut.String(), "no vault passphrase") {
 		t.Errorf("exit %d; stderr:\n%s", code, errOut.String())
 	}
 	// Without the flag, the file's bad log-format is what fails.
 	errOut.Reset()
-	code = execute(context.Background(), []string{"configsrv", "--config", p, "--data-dir", filepath.Join(dir, "d")}, &out, &errOut)
+	code = execute(context.Background(), []string{"configsrv", "--config", p}, &out, &errOut)
 	if code != exitSetup || !strings.Contains(errOut.String(), `log-format "xml"`) {
 		t.Errorf("exit %d; stderr:\n%s", code, errOut.String())
 	}

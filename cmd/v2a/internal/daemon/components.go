@@ -38,11 +38,13 @@ func build(daemon string, c Config, log *slog.Logger) (component, error) {
 	if err != nil {
 		return component{}, fmt.Errorf("%w: %s: %w", ErrConfig, daemon, err)
 	}
-	if c.DataDir == "" {
-		return component{}, fmt.Errorf("%w: %s: data-dir is empty", ErrConfig, daemon)
-	}
-	if err := os.MkdirAll(c.DataDir, 0o755); err != nil {
-		return component{}, fmt.Errorf("%w: %s: data-dir: %w", ErrConfig, daemon, err)
+	if daemon == "processsrv" || daemon == "agent" {
+		if c.DataDir == "" {
+			return component{}, fmt.Errorf("%w: %s: data-dir is empty", ErrConfig, daemon)
+		}
+		if err := os.MkdirAll(c.DataDir, 0o755); err != nil {
+			return component{}, fmt.Errorf("%w: %s: data-dir: %w", ErrConfig, daemon, err)
+		}
 	}
 	for name, a := range map[string]string{"config-server": c.ConfigServer, "process-server": c.ProcessServer, "azure": c.Azure} {
 		if runtime.Addr(a).Port() == 0 {

@@ -139,7 +139,6 @@ var (
 	commonOptions = []option{
 		{"listen", "TCP address to listen on (host:port; port 0 picks a free one)", func(c *Config) any { return &c.Listen }},
 		{"peers", "logical host (or host:port) = TCP address of a peer, e.g. cs01=127.0.0.2:8443,ps01=127.0.0.3; a host not listed is dialled by its own name", func(c *Config) any { return &c.Peers }},
-		{"data-dir", "directory for the daemon's durable files", func(c *Config) any { return &c.DataDir }},
 		{"log-level", "debug, info, warn or error", func(c *Config) any { return &c.LogLevel }},
 		{"log-format", "text or json (log/slog), on stderr", func(c *Config) any { return &c.LogFormat }},
 		{"passphrase-file", "file holding the vault passphrase (else $" + EnvPassphrase + "; never a flag value)", func(c *Config) any { return &c.PassphraseFile }},
@@ -148,7 +147,8 @@ var (
 		{"stop-timeout", "how long a drain waits for in-flight operations", func(c *Config) any { return &c.StopTimeout }},
 		{"seed", "seed of the components' random draws", func(c *Config) any { return &c.Seed }},
 	}
-	hostOption = option{"host", "this daemon's logical host name (its address is host:port of its service)", func(c *Config) any { return &c.Host }}
+	dataDirOption = option{"data-dir", "directory for the daemon's durable files", func(c *Config) any { return &c.DataDir }}
+	hostOption    = option{"host", "this daemon's logical host name (its address is host:port of its service)", func(c *Config) any { return &c.Host }}
 	csOptions  = []option{
 		hostOption,
 		{"process-server", "logical address of the process server agents stream to", func(c *Config) any { return &c.ProcessServer }},
@@ -161,6 +161,7 @@ var (
 	}
 	psOptions = []option{
 		hostOption,
+		dataDirOption,
 		{"config-server", "logical address of the configuration server", func(c *Config) any { return &c.ConfigServer }},
 		{"azure", "logical address of the Azure side", func(c *Config) any { return &c.Azure }},
 		{"cache-bytes", "cache disk space the process server may use (0: its default)", func(c *Config) any { return &c.CacheBytes }},
@@ -171,6 +172,7 @@ var (
 		{"poll-every", "how often the cache container is listed (0: the service's default)", func(c *Config) any { return &c.PollEvery }},
 	}
 	agentOptions = []option{
+		dataDirOption,
 		{"config-server", "logical address of the configuration server", func(c *Config) any { return &c.ConfigServer }},
 		{"machine", "the protected machine's name (required)", func(c *Config) any { return &c.Machine }},
 		{"instance-uuid", "the VM's vCenter instance UUID (empty: a physical server)", func(c *Config) any { return &c.InstanceUUID }},

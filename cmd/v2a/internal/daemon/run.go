@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 
 	"github.com/v2a-dr/v2a/impl/runtime"
@@ -50,6 +51,12 @@ func Run(ctx context.Context, daemon string, c Config, stderr io.Writer, sig <-c
 	if err != nil {
 		return err
 	}
+	return serve(ctx, daemon, c, log, opts, peers, comp, sig)
+}
+
+// serve runs comp on a Real with opts until ctx is done or a signal, then
+// drains it (see Run).
+func serve(ctx context.Context, daemon string, c Config, log *slog.Logger, opts runtime.RealOptions, peers peerMap, comp component, sig <-chan os.Signal) error {
 	var r *runtime.Real
 	opts.Listen = func(a runtime.Addr) string {
 		if a == comp.addr {
