@@ -149,7 +149,7 @@ var (
 	}
 	dataDirOption = option{"data-dir", "directory for the daemon's durable files", func(c *Config) any { return &c.DataDir }}
 	hostOption    = option{"host", "this daemon's logical host name (its address is host:port of its service)", func(c *Config) any { return &c.Host }}
-	csOptions  = []option{
+	csOptions     = []option{
 		hostOption,
 		{"process-server", "logical address of the process server agents stream to", func(c *Config) any { return &c.ProcessServer }},
 		{"azure", "logical address of the Azure side", func(c *Config) any { return &c.Azure }},
