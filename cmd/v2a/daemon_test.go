@@ -134,12 +134,13 @@ func (p *proc) waitFor(t *testing.T, what string, d time.Duration) {
 // enables it (a standing request), it syncs and replicates until a
 // crash-consistent recovery point is in storage; the point's image is
 // exactly the guest's disk after the writes its bookmark follows (the
-// history file the guest kept); then SIGTERM drains every daemon (exit 0,
+// history file the guest kept); the agent drains and restarts and goes on
+// without a resync; then SIGTERM drains every daemon (exit 0,
 // "daemon: drained"). A second configuration server on the first one's
 // address fails with exit code 2, naming the address.
 func TestDaemonsReplicate(t *testing.T) {
 	if testing.Short() {
-		t.Skip("-short: builds the binary, starts Azurite and four daemons (about 75 s)")
+		t.Skip("-short: builds the binary, starts Azurite and four daemons (about 80 s)")
 	}
 	bin := v2aBinary(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -187,9 +188,10 @@ protect:
 		p.waitFor(t, "daemon: started", 20*time.Second)
 	}
 	history := filepath.Join(dir, "db01.history.jsonl")
-	ag := startDaemon(t, bin, "agent", env, append([]string{"agent", "--listen", agentAddr, "--machine", "db01",
+	agentArgs := append([]string{"agent", "--listen", agentAddr, "--machine", "db01",
 		"--data-dir", filepath.Join(dir, "db01"), "--disks", filepath.Join(dir, "db01-disk0.img"), "--disk-bytes", fmt.Sprint(8 << 20),
-		"--workload", "bank", "--workload-rate", "20", "--history", history, "--tls-dir", tlsDir("db01")}, common...)...)
+		"--workload", "bank", "--workload-rate", "20", "--history", history, "--tls-dir", tlsDir("db01")}, common...)
+	ag := startDaemon(t, bin, "agent", env, agentArgs...)
 	ag.waitFor(t, "daemon: started", 20*time.Second)
 	procs = append(procs, ag)
 
@@ -253,6 +255,43 @@ protect:
 		}
 	}
 	t.Logf("recovery point %s at seq %d (gen %d)", point.ID, point.Seq, point.Gen)
+
+	// The agent drains and starts again: its change log and state carry
+	// it on where it stopped, with no resync (the generation stays), and
+	// new items are applied.
+	if err := ag.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-ag.done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the agent did not exit within 20 s of SIGTERM")
+	}
+	if ag.err != nil || !strings.Contains(ag.out.String(), "daemon: drained") {
+		t.Fatalf("agent: %v after SIGTERM, want exit 0 with a drain line", ag.err)
+	}
+	before := cat.Applied
+	ag = startDaemon(t, bin, "agent (restarted)", env, agentArgs...)
+	procs[len(procs)-1] = ag
+	for {
+		if time.Now().After(deadline.Add(20 * time.Second)) {
+			t.Fatalf("no item applied after the agent's restart (applied %d before); catalog: %+v", before, cat)
+		}
+		time.Sleep(500 * time.Millisecond)
+		c, _, err := azuresvc.LoadCatalog(ctx, store, prefix, "db01")
+		if err != nil {
+			continue
+		}
+		if c.Gen != point.Gen {
+			t.Fatalf("the restarted agent resynced: generation %d, was %d", c.Gen, point.Gen)
+		}
+		if c.Applied > before+1 {
+			break
+		}
+	}
+	if strings.Contains(ag.out.String(), "agent: sync begins") {
+		t.Errorf("the restarted agent began a sync")
+	}
 
 	// SIGTERM drains every daemon: the agent first, so its history is
 	// complete before it is judged.
