@@ -21,7 +21,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -34,30 +33,14 @@ import (
 	"github.com/v2a-dr/v2a/sim/azurite"
 )
 
-var built struct {
-	once sync.Once
-	bin  string
-	err  error
-}
-
-// v2aBinary builds cmd/v2a once per test process.
+// v2aBinary builds cmd/v2a into the test's directory.
 func v2aBinary(t *testing.T) string {
 	t.Helper()
-	built.once.Do(func() {
-		dir, err := os.MkdirTemp("", "v2a-bin-")
-		if err != nil {
-			built.err = err
-			return
-		}
-		built.bin = filepath.Join(dir, "v2a")
-		if out, err := exec.Command("go", "build", "-o", built.bin, ".").CombinedOutput(); err != nil {
-			built.err = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if built.err != nil {
-		t.Fatal(built.err)
+	bin := filepath.Join(t.TempDir(), "v2a")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	return built.bin
+	return bin
 }
 
 // freeAddr is a free TCP port on ip (a loopback address per host).
@@ -217,7 +200,17 @@ protect:
 		{"foreign certificate", []tls.Certificate{foreignCert(t)}, false},
 		{"the vault's certificate", []tls.Certificate{ca.issue(t, "portal")}, true},
 	} {
-		conn, err := tls.Dial("tcp", cs, &tls.Config{ServerName: "cs01", RootCAs: ca.pool, Certificates: c.certs, MinVersion: tls.VersionTLS13})
+		certs := c.certs
+		// Present the certificate even when the server's list of
+		// acceptable CAs does not name its issuer.
+		conf := &tls.Config{ServerName: "cs01", RootCAs: ca.pool, MinVersion: tls.VersionTLS13,
+			GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+				if len(certs) == 0 {
+					return &tls.Certificate{}, nil
+				}
+				return &certs[0], nil
+			}}
+		conn, err := tls.Dial("tcp", cs, conf)
 		if err == nil {
 			// TLS 1.3: the server's verdict on the client's certificate
 			// arrives with the first read.
