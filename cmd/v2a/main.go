@@ -4,7 +4,9 @@
 //
 // Exit codes: 0 every check passed; 1 a check failed (a correctness bug);
 // 2 the run could not be set up (bad flags, missing tools, bad fixtures, a
-// malformed script); 130 interrupted (Ctrl-C, SIGTERM).
+// malformed script); 130 interrupted (Ctrl-C, SIGTERM). The daemons
+// (configsrv, processsrv, azuresvc, agent): 0 drained after SIGTERM or
+// SIGINT; 1 the drain failed; 2 could not start; 130 a second signal.
 package main
 
 import (
@@ -16,6 +18,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/v2a-dr/v2a/cmd/v2a/internal/daemon"
 	"github.com/v2a-dr/v2a/harness"
 )
 
@@ -52,6 +55,7 @@ func execute(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		SilenceErrors: true,
 	}
 	root.AddCommand(newRunCmd(), newDemoCmd(), newListCmd(), newMutantsCmd(), newVCSimCmd())
+	root.AddCommand(newDaemonCmds()...)
 	root.SetHelpCommand(newHelpCmd(root))
 	root.SetArgs(args)
 	root.SetOut(stdout)
@@ -59,7 +63,11 @@ func execute(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	err := root.ExecuteContext(ctx)
 	code := exitCode(err)
 	switch code {
-	case exitOK, exitChecks:
+	case exitChecks:
+		if errors.Is(err, daemon.ErrRun) {
+			fmt.Fprintln(stderr, "v2a:", err)
+		}
+	case exitOK:
 	case exitIntr:
 		fmt.Fprintln(stderr, "v2a: interrupted")
 	default:
@@ -75,8 +83,10 @@ func exitCode(err error) int {
 		return exitOK
 	case errors.Is(err, errChecksFailed), errors.Is(err, errMutantsLived):
 		return exitChecks
-	case errors.Is(err, errInterrupted):
+	case errors.Is(err, errInterrupted), errors.Is(err, daemon.ErrInterrupted):
 		return exitIntr
+	case errors.Is(err, daemon.ErrRun):
+		return exitChecks
 	}
 	return exitSetup
 }

@@ -1,0 +1,173 @@
+package daemon
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"os"
+	"reflect"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/v2a-dr/v2a/impl/runtime"
+)
+
+// TestOptionsAreConfigKeys: every flag of every daemon is a config key of
+// the same name (a JSON tag of Config), every config key is some daemon's
+// flag (or a file-only key), and each daemon's help shows all its flags.
+func TestOptionsAreConfigKeys(t *testing.T) {
+	tags := map[string]bool{}
+	ct := reflect.TypeOf(Config{})
+	for i := 0; i < ct.NumField(); i++ {
+		if tag := ct.Field(i).Tag.Get("json"); tag != "-" {
+			tags[tag] = true
+		}
+	}
+	used := map[string]bool{}
+	for _, d := range Daemons {
+		for _, o := range options(d) {
+			if !tags[o.name] {
+				t.Errorf("%s: flag --%s is no config key", d, o.name)
+			}
+			used[o.name] = true
+		}
+		for _, k := range configOnlyKeys[d] {
+			used[k] = true
+		}
+		help := Command(d).Flags().FlagUsages()
+		for _, o := range options(d) {
+			if !strings.Contains(help, "--"+o.name+" ") || !strings.Contains(help, o.usage) {
+				t.Errorf("%s --help does not document --%s", d, o.name)
+			}
+		}
+	}
+	for k := range tags {
+		if !used[k] {
+			t.Errorf("config key %q belongs to no daemon", k)
+		}
+	}
+}
+
+// TestFlagOverridesFile: a set flag wins over the file, an unset one
+// leaves the file's value, and defaults fill what neither gives.
+func TestFlagOverridesFile(t *testing.T) {
+	p := t.TempDir() + "/c.yaml"
+	if err := os.WriteFile(p, []byte("listen: 127.0.0.9:1\nlog-level: debug\npeers: {ps01: 127.0.0.3}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	flagged := Defaults("configsrv")
+	fs := pflag.NewFlagSet("configsrv", pflag.ContinueOnError)
+	bind(fs, "configsrv", &flagged)
+	if err := fs.Parse([]string{"--config", p, "--listen", "127.0.0.8:2"}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := resolveConfig("configsrv", &flagged, fs.Changed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Listen != "127.0.0.8:2" || c.LogLevel != "debug" || c.Peers["ps01"] != "127.0.0.3" || c.Host != "cs01" {
+		t.Errorf("resolved %+v: want the flag's listen, the file's log-level and peers, the default host", c)
+	}
+}
+
+// TestPeers: a host:port entry wins, a host entry without a port keeps the
+// logical port, an unlisted host is dialled by its own name.
+func TestPeers(t *testing.T) {
+	p, err := parsePeers("x", map[string]string{"ps01": "127.0.0.3", "CS01": "127.0.0.2:8443", "db01:20004": "127.0.0.5:1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for a, want := range map[runtime.Addr]string{
+		"ps01:9443": "127.0.0.3:9443", "cs01:443": "127.0.0.2:8443", "db01:20004": "127.0.0.5:1", "web01:20004": "web01:20004",
+	} {
+		if got := p.resolve(a); got != want {
+			t.Errorf("resolve(%s) = %s, want %s", a, got, want)
+		}
+	}
+	if _, err := parsePeers("x", map[string]string{"ps01": ""}); !errors.Is(err, ErrConfig) {
+		t.Errorf("empty peer address: %v, want ErrConfig", err)
+	}
+}
+
+// idle is an actor that does nothing.
+type idle struct{}
+
+func (idle) Handle(runtime.Context, runtime.Event) {}
+
+func testServe(t *testing.T, comp component, listen string, sig chan os.Signal) (chan error, *bytes.Buffer) {
+	t.Helper()
+	var logs bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	c := Defaults("configsrv")
+	c.Listen = listen
+	done := make(chan error, 1)
+	go func() {
+		done <- serve(context.Background(), "configsrv", c, log, runtime.RealOptions{Logger: log, StopTimeout: time.Second}, peerMap{}, comp, sig)
+	}()
+	return done, &logs
+}
+
+// TestSecondSignal: a drain that hangs is left at the second signal
+// (ErrInterrupted); the first signal's drain completes otherwise.
+func TestSecondSignal(t *testing.T) {
+	release := make(chan struct{})
+	comp := component{addr: "cs01:443", factory: func() runtime.Actor { return idle{} },
+		stopping: func() error { <-release; return nil }}
+	sig := make(chan os.Signal, 2)
+	done, _ := testServe(t, comp, "127.0.0.1:0", sig)
+	time.Sleep(100 * time.Millisecond)
+	sig <- syscall.SIGTERM
+	select {
+	case err := <-done:
+		t.Fatalf("returned %v while its drain hangs", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	sig <- syscall.SIGINT
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrInterrupted) {
+			t.Errorf("second signal: %v, want ErrInterrupted", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the second signal did not end the daemon")
+	}
+	close(release)
+
+	comp.stopping = nil
+	done, logs := testServe(t, comp, "127.0.0.1:0", sig)
+	time.Sleep(100 * time.Millisecond)
+	sig <- syscall.SIGTERM
+	if err := <-done; err != nil {
+		t.Errorf("drain: %v", err)
+	}
+	if !strings.Contains(logs.String(), "daemon: drained") {
+		t.Errorf("no drain line in:\n%s", logs.String())
+	}
+}
+
+// TestAddressInUse: a daemon on a taken address fails at once with
+// ErrConfig naming the daemon, its logical address and the TCP address.
+func TestAddressInUse(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	comp := component{addr: "cs01:443", factory: func() runtime.Actor { return idle{} }}
+	done, _ := testServe(t, comp, ln.Addr().String(), make(chan os.Signal))
+	select {
+	case err := <-done:
+		want := "configsrv (cs01:443) cannot listen on " + ln.Addr().String() + ": address already in use"
+		if !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), want) {
+			t.Errorf("got %v, want ErrConfig with %q", err, want)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a daemon on a taken address kept running")
+	}
+}
