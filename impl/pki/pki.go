@@ -273,11 +273,18 @@ func ServerConfig(id Identity) *tls.Config {
 // certificate the vault CA signed for the server's logical host name.
 // ServerName is left empty: runtime.Real fills it with the destination
 // Addr's host (cs01, ps01) for each connection; other callers must set it.
+//
+// The client always presents its certificate, even when the server asks
+// for another CA's (crypto/tls would otherwise send none): a server then
+// logs which certificate it refused and why, rather than "no certificate".
 func ClientConfig(id Identity) *tls.Config {
+	cert := id.tlsCert()
 	return &tls.Config{
-		MinVersion:   tls.VersionTLS13,
-		Certificates: []tls.Certificate{id.tlsCert()},
-		RootCAs:      id.pool(),
+		MinVersion: tls.VersionTLS13,
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			return &cert, nil
+		},
+		RootCAs: id.pool(),
 	}
 }
 
