@@ -223,9 +223,9 @@ type peer struct {
 	inc  *incarnation
 	to   Addr
 	q    chan []byte
-	conn net.Conn      // owned by the writer goroutine; TLS over raw, or raw
-	raw  net.Conn      // the TCP connection under conn, tracked for kill
-	gone *hangup       // conn's watcher's news that the peer hung up
+	conn net.Conn // owned by the writer goroutine; TLS over raw, or raw
+	raw  net.Conn // the TCP connection under conn, tracked for kill
+	gone *hangup  // conn's watcher's news that the peer hung up
 }
 
 // peer returns the link to `to`, starting its writer on first use; nil once
