@@ -52,6 +52,7 @@ func execute(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		SilenceErrors: true,
 	}
 	root.AddCommand(newRunCmd(), newDemoCmd(), newListCmd(), newMutantsCmd())
+	root.AddCommand(newEnrollCmd(), newCACmd())
 	root.SetHelpCommand(newHelpCmd(root))
 	root.SetArgs(args)
 	root.SetOut(stdout)
