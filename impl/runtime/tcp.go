@@ -139,6 +139,14 @@ func (inc *incarnation) serve(raw net.Conn) {
 		}
 		return
 	}
+	if tc, ok := c.(*tls.Conn); ok {
+		if err := certNames(tc.ConnectionState(), from); err != nil {
+			if !inc.dead() {
+				inc.log.Error("runtime: refusing inbound connection: its certificate is not the sender's", "peer", string(from), "remote", remote, "err", err)
+			}
+			return
+		}
+	}
 	raw.SetReadDeadline(time.Time{})
 	for {
 		k, frame, err := readFrame(br)
@@ -175,6 +183,25 @@ func (e *handshakeError) Error() string {
 }
 
 func (e *handshakeError) Unwrap() error { return e.err }
+
+// ErrImpostor refuses a connection whose verified client certificate does
+// not name the sender its hello claims.
+var ErrImpostor = errors.New("runtime: certificate does not name the sender")
+
+// certNames checks that a verified client certificate names the host of
+// the sender the hello claims, so that a host the vault CA enrolled as ps01
+// cannot send as cs01. Without a verified client certificate (a listener
+// that does not ask for one) there is nothing to check.
+func certNames(cs tls.ConnectionState, from Addr) error {
+	if len(cs.VerifiedChains) == 0 || len(cs.PeerCertificates) == 0 {
+		return nil
+	}
+	c := cs.PeerCertificates[0]
+	if err := c.VerifyHostname(from.Host()); err != nil {
+		return fmt.Errorf("%w: hello from %s, certificate for %s", ErrImpostor, from, strings.Join(c.DNSNames, ","))
+	}
+	return nil
+}
 
 // presented names the certificate a peer presented in a handshake that
 // failed to verify it ("ps01 issued by v2a vault CA vault-1"), or is empty
