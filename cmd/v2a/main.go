@@ -56,6 +56,7 @@ func execute(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	root.AddCommand(newRunCmd(), newDemoCmd(), newListCmd(), newMutantsCmd(), newVCSimCmd())
 	root.AddCommand(newDaemonCmds()...)
+	root.AddCommand(newEnrollCmd(), newCACmd())
 	root.SetHelpCommand(newHelpCmd(root))
 	root.SetArgs(args)
 	root.SetOut(stdout)

@@ -44,7 +44,9 @@ type RealOptions struct {
 	// Listen maps an actor's Addr to the TCP address it listens on. Default:
 	// the Addr itself. A port of 0 picks a free port; BoundAddr reports it.
 	Listen func(Addr) string
-	// ServerTLS, when set, makes every listener speak TLS with it.
+	// ServerTLS, when set, makes every listener speak TLS with it. When it
+	// verifies client certificates, a connection whose certificate does not
+	// name the host of the sender its hello claims is refused (ErrImpostor).
 	ServerTLS *tls.Config
 	// ClientTLS, when set, makes every outbound connection speak TLS with it.
 	// An empty ServerName is filled with the destination Addr's host, so

@@ -136,7 +136,7 @@ func TestTLSUntrustedServer(t *testing.T) {
 	if err, _ := rec.Attrs["err"].(error); !errors.As(err, &unknownCA) {
 		t.Errorf("client error = %v, want an x509.UnknownAuthorityError", rec.Attrs["err"])
 	}
-	logs1.waitLog(t, "no valid hello", map[string]any{"actor": string(addrB)})
+	logs1.waitLog(t, "TLS handshake failed", map[string]any{"actor": string(addrB)})
 	stop(t, r1)
 	stop(t, r2)
 	if diff := cmp.Diff([]string{"started"}, (*b).events); diff != "" {

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"time"
 
 	"github.com/v2a-dr/v2a/impl/wire"
@@ -111,10 +112,25 @@ func (inc *incarnation) serve(raw net.Conn) {
 	defer inc.untrack(raw)
 	remote := raw.RemoteAddr().String()
 	var c net.Conn = raw
+	raw.SetDeadline(time.Now().Add(inc.r.opts.HelloTimeout))
 	if cfg := inc.r.opts.ServerTLS; cfg != nil {
-		c = tls.Server(raw, cfg)
+		tc := tls.Server(raw, cfg)
+		if err := tc.HandshakeContext(inc.ctx); err != nil {
+			if !inc.dead() {
+				attrs := []any{"remote", remote, "err", err}
+				if who := presented(err); who != "" {
+					attrs = append(attrs, "peer_cert", who)
+				}
+				if refusedByPeer(err) {
+					attrs = append(attrs, "cause", "the peer refused this host's certificate")
+				}
+				inc.log.Error("runtime: refusing inbound connection: TLS handshake failed", attrs...)
+			}
+			return
+		}
+		c = tc
 	}
-	c.SetReadDeadline(time.Now().Add(inc.r.opts.HelloTimeout))
+	raw.SetWriteDeadline(time.Time{})
 	br := bufio.NewReaderSize(c, 64<<10)
 	from, err := readHello(br)
 	if err != nil {
@@ -123,7 +139,15 @@ func (inc *incarnation) serve(raw net.Conn) {
 		}
 		return
 	}
-	c.SetReadDeadline(time.Time{})
+	if tc, ok := c.(*tls.Conn); ok {
+		if err := certNames(tc.ConnectionState(), from); err != nil {
+			if !inc.dead() {
+				inc.log.Error("runtime: refusing inbound connection: its certificate is not the sender's", "peer", string(from), "remote", remote, "err", err)
+			}
+			return
+		}
+	}
+	raw.SetReadDeadline(time.Time{})
 	for {
 		k, frame, err := readFrame(br)
 		if err == nil && k == KindHello {
@@ -138,6 +162,70 @@ func (inc *incarnation) serve(raw net.Conn) {
 		}
 		inc.post(Message{From: from, Data: frame})
 	}
+}
+
+// hangup is closed (done) by a connection's watcher when the peer hung up;
+// err is what the watcher's read returned, to be read once done is closed.
+type hangup struct {
+	done chan struct{}
+	err  error
+}
+
+// handshakeError is a dial's failed TLS handshake.
+type handshakeError struct {
+	to     Addr
+	target string
+	err    error
+}
+
+func (e *handshakeError) Error() string {
+	return fmt.Sprintf("tls handshake with %s (%s): %v", e.to, e.target, e.err)
+}
+
+func (e *handshakeError) Unwrap() error { return e.err }
+
+// ErrImpostor refuses a connection whose verified client certificate does
+// not name the sender its hello claims.
+var ErrImpostor = errors.New("runtime: certificate does not name the sender")
+
+// certNames checks that a verified client certificate names the host of
+// the sender the hello claims, so that a host the vault CA enrolled as ps01
+// cannot send as cs01. Without a verified client certificate (a listener
+// that does not ask for one) there is nothing to check.
+func certNames(cs tls.ConnectionState, from Addr) error {
+	if len(cs.VerifiedChains) == 0 || len(cs.PeerCertificates) == 0 {
+		return nil
+	}
+	c := cs.PeerCertificates[0]
+	if err := c.VerifyHostname(from.Host()); err != nil {
+		return fmt.Errorf("%w: hello from %s, certificate for %s", ErrImpostor, from, strings.Join(c.DNSNames, ","))
+	}
+	return nil
+}
+
+// presented names the certificate a peer presented in a handshake that
+// failed to verify it ("ps01 issued by v2a vault CA vault-1"), or is empty
+// when the failure was not about the peer's certificate.
+func presented(err error) string {
+	var ve *tls.CertificateVerificationError
+	if !errors.As(err, &ve) || len(ve.UnverifiedCertificates) == 0 {
+		return ""
+	}
+	c := ve.UnverifiedCertificates[0]
+	name := c.Subject.CommonName
+	if len(c.DNSNames) > 0 {
+		name = strings.Join(c.DNSNames, ",")
+	}
+	return fmt.Sprintf("%s issued by %s", name, c.Issuer.CommonName)
+}
+
+// refusedByPeer reports whether err is a TLS alert the peer sent: after a
+// TLS 1.3 handshake completes on the client's side, the server may still
+// refuse the client's certificate, and the client learns it only on its
+// next read.
+func refusedByPeer(err error) bool {
+	var oe *net.OpError
+	return errors.As(err, &oe) && oe.Op == "remote error"
 }
 
 func readHello(br *bufio.Reader) (Addr, error) {
@@ -162,9 +250,9 @@ type peer struct {
 	inc  *incarnation
 	to   Addr
 	q    chan []byte
-	conn net.Conn      // owned by the writer goroutine; TLS over raw, or raw
-	raw  net.Conn      // the TCP connection under conn, tracked for kill
-	gone chan struct{} // closed by conn's watcher when the peer hung up
+	conn net.Conn // owned by the writer goroutine; TLS over raw, or raw
+	raw  net.Conn // the TCP connection under conn, tracked for kill
+	gone *hangup  // conn's watcher's news that the peer hung up
 }
 
 // peer returns the link to `to`, starting its writer on first use; nil once
@@ -205,7 +293,7 @@ func (p *peer) write(frame []byte) {
 	for attempt := 0; ; attempt++ {
 		if p.conn != nil {
 			select {
-			case <-p.gone:
+			case <-p.gone.done:
 				p.drop()
 			default:
 			}
@@ -213,7 +301,18 @@ func (p *peer) write(frame []byte) {
 		if p.conn == nil {
 			c, raw, gone, err := p.dial()
 			if err != nil {
-				if !inc.dead() {
+				var hs *handshakeError
+				switch {
+				case inc.dead():
+				case errors.As(err, &hs):
+					// Not a peer that is down: one that cannot be trusted, or
+					// that does not trust us. Say whose certificate it was.
+					attrs := []any{"to", string(p.to), "err", err}
+					if who := presented(err); who != "" {
+						attrs = append(attrs, "peer_cert", who)
+					}
+					inc.log.Error("runtime: send dropped: cannot connect: TLS handshake failed", attrs...)
+				default:
 					inc.log.Warn("runtime: send dropped: cannot connect", "to", string(p.to), "err", err)
 				}
 				return
@@ -225,7 +324,11 @@ func (p *peer) write(frame []byte) {
 		if err == nil {
 			return
 		}
+		refused := p.refused()
 		p.drop()
+		if refused {
+			return // the watcher logged why
+		}
 		// net.ErrClosed means the watcher closed our end (the peer hung up)
 		// before this frame reached the peer: it cannot have been delivered,
 		// so one retry on a fresh connection keeps at-most-once.
@@ -239,6 +342,22 @@ func (p *peer) write(frame []byte) {
 	}
 }
 
+// refused reports, after a failed write on a TLS connection, whether the
+// peer refused the connection with a TLS alert (it rejected our
+// certificate after the handshake had completed on our side): it gives the
+// watcher a moment to read the alert before drop closes the connection.
+func (p *peer) refused() bool {
+	if p.inc.r.opts.ClientTLS == nil {
+		return false
+	}
+	select {
+	case <-p.gone.done:
+		return refusedByPeer(p.gone.err)
+	case <-time.After(time.Second):
+		return false
+	}
+}
+
 func (p *peer) drop() {
 	p.inc.untrack(p.raw)
 	p.conn, p.raw, p.gone = nil, nil, nil
@@ -249,7 +368,7 @@ func (p *peer) drop() {
 // write on it, so any read result (EOF, reset) means it is dead; the watcher
 // closes gone and the connection, so that the next write re-dials instead of
 // writing into a socket whose peer restarted.
-func (p *peer) dial() (conn, raw net.Conn, gone chan struct{}, err error) {
+func (p *peer) dial() (conn, raw net.Conn, gone *hangup, err error) {
 	inc := p.inc
 	target, err := inc.r.resolve(p.to)
 	if err != nil {
@@ -274,7 +393,7 @@ func (p *peer) dial() (conn, raw net.Conn, gone chan struct{}, err error) {
 		tc := tls.Client(raw, cfg)
 		if err := tc.HandshakeContext(ctx); err != nil {
 			inc.untrack(raw)
-			return nil, nil, nil, fmt.Errorf("tls handshake with %s (%s): %w", p.to, target, err)
+			return nil, nil, nil, &handshakeError{to: p.to, target: target, err: err}
 		}
 		c = tc
 	}
@@ -283,13 +402,17 @@ func (p *peer) dial() (conn, raw net.Conn, gone chan struct{}, err error) {
 		inc.untrack(raw)
 		return nil, nil, nil, fmt.Errorf("hello to %s (%s): %w", p.to, target, err)
 	}
-	gone = make(chan struct{})
+	gone = &hangup{done: make(chan struct{})}
 	inc.wg.Add(1)
 	go func() {
 		defer inc.wg.Done()
 		var b [1]byte
-		c.Read(b[:])
-		close(gone)
+		_, gone.err = c.Read(b[:])
+		if refusedByPeer(gone.err) && !inc.dead() {
+			inc.log.Error("runtime: connection refused by the peer (TLS); frames sent on it are lost",
+				"to", string(p.to), "remote", target, "err", gone.err)
+		}
+		close(gone.done)
 		inc.untrack(raw)
 	}()
 	return c, raw, gone, nil
