@@ -157,7 +157,7 @@ func TestBlockSumsRanged(t *testing.T) {
 	ctx := context.Background()
 	vc := memds.New()
 	vc.AddDatastore("ds1", 1<<30)
-	const capBytes = 3*sumChunk + 3*512 // a short last block
+	const capBytes = 3*sumChunk + 3*512  // a short last block
 	img := make([]byte, 2*sumChunk+5000) // shorter than the disk
 	for i := range img {
 		if (i/proto.ChecksumBlockSize)%3 != 0 { // every third block zero
