@@ -176,9 +176,11 @@ func (fb *Failback) infra(fo *Failover, mtHost string, public bool) (string, err
 	if err != nil {
 		return "", err
 	}
-	// The master target moves datastore files, which travel over HTTP:
-	// against vcsim it dials the simulator's SDK endpoint as it would a
-	// real vCenter's (the in-process client cannot transfer files).
+	// The master target moves datastore files: against vcsim it dials the
+	// simulator's SDK endpoint as it would a real vCenter's (the
+	// in-process client cannot transfer files), and reads and writes its
+	// disks in place as a master target with them attached does: vcsim's
+	// datastores are directories on this machine, mounted on the client.
 	var vc vsphere.Client = d.vc
 	if e.VCSim != nil {
 		u := e.VCSim.URL()
@@ -188,6 +190,9 @@ func (fb *Failback) infra(fo *Failover, mtHost string, public bool) (string, err
 			return "", fmt.Errorf("failback-infra: the master target's vCenter connection: %w", err)
 		}
 		e.closers = append(e.closers, func() { c.Close(context.Background()) })
+		for _, ds := range e.Inventory.Datastores {
+			c.Mount(ds.Name, e.VCSim.DatastoreDir(ds.Name))
+		}
 		vc = c
 	}
 	mt := fb.mt
