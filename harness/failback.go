@@ -335,9 +335,9 @@ func (d *Deployment) startAzureAgent(ag *azureGuest) error {
 }
 
 // azureWorkload starts (or stops) the guest application in a failed-over
-// VM: random writes to its own files (azureChurn*), at churn bytes a
-// second.
-func (fb *Failback) azureWorkload(machine string, churn int64, stop bool) error {
+// VM: random writes to [at, at+n) of its first disk (by default its own
+// files, azureChurn*), at churn bytes a second.
+func (fb *Failback) azureWorkload(machine string, churn, at, n int64, stop bool) error {
 	ag := fb.guests[machine]
 	if ag == nil {
 		return fmt.Errorf("%s has not failed over to Azure (no VM booted for it): %s", machine, fb.guestList())
@@ -355,7 +355,7 @@ func (fb *Failback) azureWorkload(machine string, churn int64, stop bool) error 
 	if ag.running {
 		return fmt.Errorf("%s's Azure guest already runs a workload", machine)
 	}
-	wl, err := workload.New(workload.Spec{Kind: "random", ChurnBps: churn, RegionStart: azureChurnStart, RegionLen: azureChurnLen},
+	wl, err := workload.New(workload.Spec{Kind: "random", ChurnBps: churn, RegionStart: at, RegionLen: n},
 		&tracedWriter{e: e, m: ag.m})
 	if err != nil {
 		return err

@@ -106,3 +106,49 @@ func IsZero(b []byte) bool {
 	}
 	return true
 }
+
+// Extent is the byte range [Off, Off+Len) of a device.
+type Extent struct {
+	Off, Len int64
+}
+
+// End is the first byte after the extent.
+func (e Extent) End() int64 { return e.Off + e.Len }
+
+// Sparse is a device that can tell where its data is: outside the extents
+// DataExtents returns, it reads as zeros (the holes of a sparse file, the
+// unwritten pages of a page blob). An answer may be conservative — an
+// extent may hold zeros — but never misses a byte that is not zero, so a
+// reader may skip the rest and take it as zeros: that gives exactly what
+// reading it would.
+type Sparse interface {
+	// DataExtents returns, in order and disjoint, the extents of
+	// [off, off+n) that may hold data, clipped to it.
+	DataExtents(off, n int64) ([]Extent, error)
+}
+
+// DataExtents implements Sparse with the file system's SEEK_DATA and
+// SEEK_HOLE where it has them (tmpfs, ext4, xfs, btrfs); elsewhere, and on
+// a raw device, the whole range is data.
+func (d *File) DataExtents(off, n int64) ([]Extent, error) {
+	if err := checkRange(d.size, off, n); err != nil {
+		return nil, err
+	}
+	return dataExtents(d.f, off, min(off+n, d.size))
+}
+
+func checkRange(size, off, n int64) error {
+	if off < 0 || n < 0 || off > size {
+		return fmt.Errorf("%w: extents of %d bytes at %d on a %d-byte device", ErrRange, n, off, size)
+	}
+	return nil
+}
+
+// AllData is the whole of [off, end) as one extent (none when empty): the
+// answer of a device that cannot tell where its data is.
+func AllData(off, end int64) []Extent {
+	if end <= off {
+		return nil
+	}
+	return []Extent{{Off: off, Len: end - off}}
+}
