@@ -248,7 +248,8 @@ func (a *Agent) onChecksums(ctx runtime.Context, m *proto.Checksums) {
 // as a zero block read would be, without reading or scanning it. It runs
 // outside the actor.
 func compareRegion(dev blockdev.Device, off, n int64, fresh bool, sums []byte, known []bool) ([]batch.Run, error) {
-	buf := make([]byte, n)
+	// buf holds the region as read; nil when the region is all holes.
+	var buf []byte
 	// data[b]: block b may hold data (read it); the others are zeros.
 	var data []bool
 	if sp, ok := dev.(blockdev.Sparse); ok {
@@ -257,6 +258,9 @@ func compareRegion(dev blockdev.Device, off, n int64, fresh bool, sums []byte, k
 			return nil, fmt.Errorf("agent: sync read of %d bytes at %d: %w", n, off, err)
 		}
 		data = make([]bool, (n+proto.ChecksumBlockSize-1)/proto.ChecksumBlockSize)
+		if len(ext) > 0 {
+			buf = make([]byte, n)
+		}
 		for _, e := range ext {
 			// Whole blocks: the device reads whole sectors, and an
 			// extent may start or end within a block.
@@ -269,27 +273,42 @@ func compareRegion(dev blockdev.Device, off, n int64, fresh bool, sums []byte, k
 				return nil, fmt.Errorf("agent: sync read of %d bytes at %d: %w", hi-lo, off+lo, err)
 			}
 		}
-	} else if _, err := dev.ReadAt(buf, off); err != nil {
-		return nil, fmt.Errorf("agent: sync read of %d bytes at %d: %w", n, off, err)
+	} else {
+		buf = make([]byte, n)
+		if _, err := dev.ReadAt(buf, off); err != nil {
+			return nil, fmt.Errorf("agent: sync read of %d bytes at %d: %w", n, off, err)
+		}
+	}
+	// bytes [lo, hi) of the region: zeros made for the run when nothing
+	// was read.
+	region := func(lo, hi int64) []byte {
+		if buf == nil {
+			return make([]byte, hi-lo)
+		}
+		return buf[lo:hi]
 	}
 	var runs []batch.Run
 	start := int64(-1)
 	for b := int64(0); b*proto.ChecksumBlockSize < n; b++ {
 		lo, hi := b*proto.ChecksumBlockSize, min((b+1)*proto.ChecksumBlockSize, n)
-		zero := (data != nil && !data[b]) || blockdev.IsZero(buf[lo:hi])
-		if blockDiffers(buf[lo:hi], zero, b, fresh, sums, known) {
+		var blk []byte
+		if buf != nil {
+			blk = buf[lo:hi]
+		}
+		zero := (data != nil && !data[b]) || blockdev.IsZero(blk)
+		if blockDiffers(blk, zero, b, fresh, sums, known) {
 			if start < 0 {
 				start = lo
 			}
 			continue
 		}
 		if start >= 0 {
-			runs = append(runs, batch.Run{Off: off + start, Data: buf[start:lo]})
+			runs = append(runs, batch.Run{Off: off + start, Data: region(start, lo)})
 			start = -1
 		}
 	}
 	if start >= 0 {
-		runs = append(runs, batch.Run{Off: off + start, Data: buf[start:n]})
+		runs = append(runs, batch.Run{Off: off + start, Data: region(start, n)})
 	}
 	return runs, nil
 }
