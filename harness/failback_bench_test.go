@@ -129,11 +129,7 @@ func BenchmarkReprotect64GiB1Percent(b *testing.B) {
 		b.Skip("V2A_BENCH_SKIP_64GIB is set")
 	}
 	const gib = 1 << 30
-	mib := 64 << 10
-	if s := os.Getenv("V2A_BENCH_TRY_MIB"); s != "" {
-		fmt.Sscan(s, &mib)
-	}
-	inv := bigDiskInventory(b, mib)
+	inv := bigDiskInventory(b, 64<<10)
 	benchReprotect(b, reprotectWorld(inv, "allocated=32 region=33554432", gib/3600, gib, gib))
 }
 
