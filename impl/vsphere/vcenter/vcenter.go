@@ -63,7 +63,8 @@ var _ vsphere.Client = (*Client)(nil)
 
 // New returns a Client over an existing, logged-in vim25 client. A client
 // without an HTTP transport (the simulator's in-process one) serves every
-// call except ReadFile and WriteFile, which then return ErrUnsupported.
+// call except the datastore file calls, which then return ErrUnsupported
+// (ReadAt, WriteAt and FileSize still work on a Mount-ed datastore).
 func New(c *vim25.Client) *Client {
 	return &Client{c: c}
 }
