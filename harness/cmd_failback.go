@@ -65,7 +65,10 @@ func (r *Runner) failbackInfra(a argMap) (string, error) {
 
 // azureWorkloadCmd runs or stops a failed-over VM's guest application:
 //
-//	azure-workload vms=(…) [churn=BYTES] [stop]
+//	azure-workload vms=(…) [churn=BYTES] [at=BYTES] [len=BYTES] [stop]
+//
+// The writes go to [at, at+len) of disk 0: by default the guest's own
+// files below the application's region (azureChurnStart, azureChurnLen).
 func (r *Runner) azureWorkloadCmd(a argMap) (string, error) {
 	fb, err := r.failbackSide()
 	if err != nil {
@@ -79,16 +82,27 @@ func (r *Runner) azureWorkloadCmd(a argMap) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	at, err := a.intIn("at", azureChurnStart, 0, 1<<50)
+	if err != nil {
+		return "", err
+	}
+	n, err := a.intIn("len", azureChurnLen, 4096, 1<<50)
+	if err != nil {
+		return "", err
+	}
+	if at%4096 != 0 || n%4096 != 0 {
+		return "", fmt.Errorf("azure-workload: at=%d len=%d: want whole 4 KiB blocks", at, n)
+	}
 	_, stop := a["stop"]
 	var b strings.Builder
 	for _, vm := range vms {
-		if err := fb.azureWorkload(vm, churn, stop); err != nil {
+		if err := fb.azureWorkload(vm, churn, at, n, stop); err != nil {
 			return b.String(), fmt.Errorf("azure-workload: %w", err)
 		}
 		if stop {
 			fmt.Fprintf(&b, "%s in Azure: workload stopped\n", vm)
 		} else {
-			fmt.Fprintf(&b, "%s in Azure: random writes, %s/s, to [%d MiB, +%d MiB) of disk 0\n", vm, fmtBytes(churn), azureChurnStart>>20, azureChurnLen>>20)
+			fmt.Fprintf(&b, "%s in Azure: random writes, %s/s, to [%d MiB, +%d MiB) of disk 0\n", vm, fmtBytes(churn), at>>20, n>>20)
 		}
 	}
 	return b.String(), nil

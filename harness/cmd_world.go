@@ -18,7 +18,11 @@ import (
 
 // world builds the environment:
 //
-//	world [seed=N] [target=PATH] [inventory=NAME|PATH] [machines=(a,b)] [workload=KIND] [tx=N] [churn=BYTES]
+//	world [seed=N] [target=PATH] [inventory=NAME|PATH] [machines=(a,b)] [allocated=MiB] [workload=KIND] [tx=N] [churn=BYTES] [region=BYTES]
+//
+// allocated is how much of each disk holds the guest's data before
+// anything tracks it (0: an eighth of the disk); region how many bytes the
+// workload owns from 32 MiB (0: to the end of the disk).
 func (r *Runner) world(a argMap) (string, error) {
 	if r.Env != nil {
 		return "", setupError{fmt.Errorf("world: already built (one world per script)")}
@@ -61,7 +65,12 @@ func (r *Runner) world(a argMap) (string, error) {
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	env, err := New(ctx, Options{Target: t, Seed: uint64(seed), Live: r.Live, LiveFilter: r.LiveFilter, Machines: a.list("machines")})
+	allocated, err := a.intIn("allocated", 0, 0, 1<<30)
+	if err != nil {
+		return "", err
+	}
+	env, err := New(ctx, Options{Target: t, Seed: uint64(seed), Live: r.Live, LiveFilter: r.LiveFilter, Machines: a.list("machines"),
+		AllocatedMiB: allocated})
 	if err != nil {
 		return "", setupError{err}
 	}
@@ -116,7 +125,11 @@ func workloadSpec(kind string, a argMap) (workload.Spec, error) {
 	if err != nil {
 		return workload.Spec{}, err
 	}
-	return workload.Spec{Kind: kind, ChurnBps: churn, TxPerSec: tx, RegionStart: 32 << 20}, nil
+	region, err := a.intIn("region", 0, 0, 1<<50)
+	if err != nil {
+		return workload.Spec{}, err
+	}
+	return workload.Spec{Kind: kind, ChurnBps: churn, TxPerSec: tx, RegionStart: 32 << 20, RegionLen: region}, nil
 }
 
 // workload starts a workload on some machines:

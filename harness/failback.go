@@ -1,11 +1,14 @@
 package harness
 
 import (
+	"bytes"
+	"cmp"
 	"context"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -176,9 +179,11 @@ func (fb *Failback) infra(fo *Failover, mtHost string, public bool) (string, err
 	if err != nil {
 		return "", err
 	}
-	// The master target moves datastore files, which travel over HTTP:
-	// against vcsim it dials the simulator's SDK endpoint as it would a
-	// real vCenter's (the in-process client cannot transfer files).
+	// The master target moves datastore files: against vcsim it dials the
+	// simulator's SDK endpoint as it would a real vCenter's (the
+	// in-process client cannot transfer files), and reads and writes its
+	// disks in place as a master target with them attached does: vcsim's
+	// datastores are directories on this machine, mounted on the client.
 	var vc vsphere.Client = d.vc
 	if e.VCSim != nil {
 		u := e.VCSim.URL()
@@ -188,6 +193,9 @@ func (fb *Failback) infra(fo *Failover, mtHost string, public bool) (string, err
 			return "", fmt.Errorf("failback-infra: the master target's vCenter connection: %w", err)
 		}
 		e.closers = append(e.closers, func() { c.Close(context.Background()) })
+		for _, ds := range e.Inventory.Datastores {
+			c.Mount(ds.Name, e.VCSim.DatastoreDir(ds.Name))
+		}
 		vc = c
 	}
 	mt := fb.mt
@@ -261,25 +269,11 @@ func (d *Deployment) bootAzureGuest(vm compute.VM, disks []io.ReaderAt) error {
 	for i, rd := range disks {
 		p := filepath.Join(dir, fmt.Sprintf("disk%d.img", i))
 		size := src.Size(i)
-		img := make([]byte, size)
-		if _, err := rd.ReadAt(img, 0); err != nil && err != io.EOF {
+		diff, err := copyAzureDisk(p, rd, size, src.Device(i))
+		if err != nil {
 			return fmt.Errorf("azure guest %s disk %d: %w", vm.Ref.Name, i, err)
 		}
-		if err := os.WriteFile(p, img, 0o644); err != nil {
-			return err
-		}
 		paths = append(paths, p)
-		// What the on-premises disk holds that the failover point does not.
-		diff := map[int64]bool{}
-		buf := make([]byte, blockdev.BlockSize)
-		for b := int64(0); b*blockdev.BlockSize < size; b++ {
-			if err := src.Read(i, b*blockdev.BlockSize, buf); err != nil {
-				return err
-			}
-			if string(buf) != string(img[b*blockdev.BlockSize:(b+1)*blockdev.BlockSize]) {
-				diff[b] = true
-			}
-		}
 		ag.bootDiff = append(ag.bootDiff, diff)
 	}
 	m, err := disk.Open(azureName(machine), paths, e.Sim.Elapsed)
@@ -300,6 +294,88 @@ func (d *Deployment) bootAzureGuest(vm compute.VM, disks []io.ReaderAt) error {
 		}
 	})
 	return nil
+}
+
+// bootChunk is how much of a disk the boot of an Azure guest moves at a
+// time: disks of any size boot in bounded memory.
+const bootChunk = 4 << 20
+
+// copyAzureDisk makes the Azure guest's disk file at path, size bytes: a
+// sparse file with the Azure disk's data written where it has data. It
+// returns the 4 KiB blocks in which the on-premises disk src differs from
+// it: only blocks where either holds data can (everywhere else both read
+// as zeros), so both are read only there.
+func copyAzureDisk(path string, az io.ReaderAt, size int64, src blockdev.Device) (map[int64]bool, error) {
+	// Made afresh: only the data is written, the rest must be holes.
+	if err := os.Remove(path); err != nil && !os.IsNotExist(err) {
+		return nil, err
+	}
+	if err := disk.Create(path, size); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	extents := func(d any) ([]blockdev.Extent, error) {
+		if sp, ok := d.(blockdev.Sparse); ok {
+			return sp.DataExtents(0, size)
+		}
+		return blockdev.AllData(0, size), nil
+	}
+	azExt, err := extents(az)
+	if err != nil {
+		return nil, err
+	}
+	srcExt, err := extents(src)
+	if err != nil {
+		return nil, err
+	}
+	diff := map[int64]bool{}
+	a, b := make([]byte, bootChunk), make([]byte, bootChunk)
+	const bs = blockdev.BlockSize
+	for _, e := range unionBlocks(azExt, srcExt, size) {
+		for off := e.Off; off < e.End(); off += bootChunk {
+			n := min(int64(bootChunk), e.End()-off)
+			ab, sb := a[:n], b[:n]
+			if _, err := az.ReadAt(ab, off); err != nil && err != io.EOF {
+				return nil, err
+			}
+			if _, err := src.ReadAt(sb, off); err != nil {
+				return nil, err
+			}
+			if !blockdev.IsZero(ab) {
+				if _, err := f.WriteAt(ab, off); err != nil {
+					return nil, err
+				}
+			}
+			for lo := int64(0); lo < n; lo += bs {
+				if !bytes.Equal(ab[lo:lo+bs], sb[lo:lo+bs]) {
+					diff[(off+lo)/bs] = true
+				}
+			}
+		}
+	}
+	return diff, f.Close()
+}
+
+// unionBlocks is the union of two sorted extent lists, widened to whole
+// 4 KiB blocks within [0, size).
+func unionBlocks(x, y []blockdev.Extent, size int64) []blockdev.Extent {
+	const bs = blockdev.BlockSize
+	all := append(append([]blockdev.Extent(nil), x...), y...)
+	slices.SortFunc(all, func(p, q blockdev.Extent) int { return cmp.Compare(p.Off, q.Off) })
+	var out []blockdev.Extent
+	for _, e := range all {
+		lo, hi := e.Off/bs*bs, min((e.End()+bs-1)/bs*bs, size)
+		if k := len(out) - 1; k >= 0 && lo <= out[k].End() {
+			out[k].Len = max(out[k].End(), hi) - out[k].Off
+			continue
+		}
+		out = append(out, blockdev.Extent{Off: lo, Len: hi - lo})
+	}
+	return out
 }
 
 // azureName is the workload driver's name of a machine's Azure guest.
@@ -330,9 +406,9 @@ func (d *Deployment) startAzureAgent(ag *azureGuest) error {
 }
 
 // azureWorkload starts (or stops) the guest application in a failed-over
-// VM: random writes to its own files (azureChurn*), at churn bytes a
-// second.
-func (fb *Failback) azureWorkload(machine string, churn int64, stop bool) error {
+// VM: random writes to [at, at+n) of its first disk (by default its own
+// files, azureChurn*), at churn bytes a second.
+func (fb *Failback) azureWorkload(machine string, churn, at, n int64, stop bool) error {
 	ag := fb.guests[machine]
 	if ag == nil {
 		return fmt.Errorf("%s has not failed over to Azure (no VM booted for it): %s", machine, fb.guestList())
@@ -350,7 +426,7 @@ func (fb *Failback) azureWorkload(machine string, churn int64, stop bool) error 
 	if ag.running {
 		return fmt.Errorf("%s's Azure guest already runs a workload", machine)
 	}
-	wl, err := workload.New(workload.Spec{Kind: "random", ChurnBps: churn, RegionStart: azureChurnStart, RegionLen: azureChurnLen},
+	wl, err := workload.New(workload.Spec{Kind: "random", ChurnBps: churn, RegionStart: at, RegionLen: n},
 		&tracedWriter{e: e, m: ag.m})
 	if err != nil {
 		return err

@@ -2,20 +2,21 @@ package harness
 
 import (
 	"context"
+	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 )
 
-// BenchmarkReprotect1Percent is a reprotect to the original location of a
-// 64 MiB disk of which about 1 % changed in Azure: what crossed the VPN
-// against the changed blocks, the simulated time the sync took, and the
-// wall time of the whole world (failover, an hour's change in Azure, the
-// reprotect). The issue asks for a 64 GiB disk: the vSphere port moves
-// whole datastore files, so the master target holds whole disks in
-// memory, and 64 GiB is out of reach until the port has ranged I/O.
-func BenchmarkReprotect1Percent(b *testing.B) {
-	script := `world seed=11 machines=(db01) workload=bank
+// reprotectWorld is a world for the reprotect benchmarks: db01 protected,
+// failed over, changing data in Azure for an hour (random writes to
+// [churnAt, +churnLen) of its disk at churn bytes a second), then
+// reprotected over the VPN to the original location. inventory and extra
+// world arguments pick the disk.
+func reprotectWorld(inventory, worldArgs string, churn, churnAt, churnLen int64) string {
+	return fmt.Sprintf(`world seed=11 inventory=%s machines=(db01) workload=bank %s
 ----
 
 deploy
@@ -24,7 +25,7 @@ deploy
 protect vms=(db01)
 ----
 
-wait state=protected timeout=1h
+wait state=protected timeout=6h
 ----
 
 run for=6m
@@ -42,7 +43,7 @@ failover vms=(db01) point=latest-processed shutdown
 commit vms=(db01)
 ----
 
-azure-workload vms=(db01) churn=100
+azure-workload vms=(db01) churn=%d at=%d len=%d
 ----
 
 run for=1h
@@ -62,7 +63,15 @@ run for=1m
 
 reprotect vms=(db01)
 ----
-`
+`, inventory, worldArgs, churn, churnAt, churnLen)
+}
+
+// benchReprotect runs script b.N times and reports, from the last run,
+// what crossed the VPN against the blocks changed in Azure since the
+// failover, and the simulated time the reprotect's sync took; ns/op is
+// the wall time of the whole world (build, initial sync, failover, an
+// hour in Azure, the reprotect).
+func benchReprotect(b *testing.B, script string) {
 	var vpn, changed, disk int64
 	var simSync time.Duration
 	for b.Loop() {
@@ -77,6 +86,7 @@ reprotect vms=(db01)
 				start = r.Env.Sim.Now()
 			}
 			if out := r.Step(d); strings.Contains(out, "error:") {
+				r.Close()
 				b.Fatalf("%s %s: %s", d.Pos, d.Cmd, out)
 			}
 		}
@@ -84,6 +94,7 @@ reprotect vms=(db01)
 		fb.observe()
 		rec := fb.reprotects["db01"]
 		if rec == nil || !rec.synced {
+			r.Close()
 			b.Fatal("the reprotect did not complete")
 		}
 		vpn, changed, disk = rec.vpnBytes(), rec.changed, rec.diskBytes
@@ -95,4 +106,52 @@ reprotect vms=(db01)
 	b.ReportMetric(100*float64(changed)/float64(disk), "%-of-disk-changed")
 	b.ReportMetric(float64(vpn)/float64(changed), "VPN/changed")
 	b.ReportMetric(simSync.Seconds(), "sim-s-reprotect")
+}
+
+// BenchmarkReprotect1Percent is a reprotect to the original location of a
+// 64 MiB disk (the lab's db01) of which about 1 % changed in Azure.
+func BenchmarkReprotect1Percent(b *testing.B) {
+	benchReprotect(b, reprotectWorld("lab", "", 100, azureChurnStart, azureChurnLen))
+}
+
+// BenchmarkReprotect64GiB1Percent is issue 10's benchmark: a reprotect to
+// the original location of a 64 GiB disk of which about 1 % changed in
+// Azure — an hour of random writes over 1 GiB of it, which touch about
+// 63 % of that GiB's blocks. The disk is sparse, as a real one mostly is:
+// 32 MiB of the guest's data, the bank's 32 MiB above it, then what Azure
+// wrote.
+// Both sides still compare the whole 64 GiB: the master target sums every
+// block of its disk (ranged reads, zero blocks summed by the constant),
+// the agent in Azure reads its disk where it holds data. Set
+// V2A_BENCH_SKIP_64GIB=1 to leave it out of a quick `go test -bench .`.
+func BenchmarkReprotect64GiB1Percent(b *testing.B) {
+	if os.Getenv("V2A_BENCH_SKIP_64GIB") != "" {
+		b.Skip("V2A_BENCH_SKIP_64GIB is set")
+	}
+	const gib = 1 << 30
+	inv := bigDiskInventory(b, 64<<10)
+	benchReprotect(b, reprotectWorld(inv, "allocated=32 region=33554432", gib/3600, gib, gib))
+}
+
+// bigDiskInventory is the lab inventory with db01's disk made mib MiB,
+// written in a temporary directory.
+func bigDiskInventory(b *testing.B, mib int) string {
+	src, err := Resolve(filepath.Join("fixtures", "inventory", "lab.yaml"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	raw, err := os.ReadFile(src)
+	if err != nil {
+		b.Fatal(err)
+	}
+	// db01 is the first VM, its disk the first capacity.
+	text := strings.Replace(string(raw), "capacityMiB: 64", fmt.Sprintf("capacityMiB: %d", mib), 1)
+	if text == string(raw) || !strings.Contains(text[:strings.Index(text, "name: web01")], fmt.Sprintf("capacityMiB: %d", mib)) {
+		b.Fatal("lab.yaml: db01's disk not found where expected")
+	}
+	p := filepath.Join(b.TempDir(), "lab-big.yaml")
+	if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	return p
 }

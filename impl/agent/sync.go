@@ -243,35 +243,79 @@ func (a *Agent) onChecksums(ctx runtime.Context, m *proto.Checksums) {
 // Checksums message costs bandwidth, never correctness). sums and known
 // cover the region's blocks. off is block-aligned and n a whole number of
 // blocks except at a disk's end, where the short last block is compared
-// zero-padded, as the Azure side sums it. It runs outside the actor.
+// zero-padded, as the Azure side sums it. A device that can tell where its
+// data is (blockdev.Sparse) is read there only: the rest is zeros, judged
+// as a zero block read would be, without reading or scanning it. It runs
+// outside the actor.
 func compareRegion(dev blockdev.Device, off, n int64, fresh bool, sums []byte, known []bool) ([]batch.Run, error) {
-	buf := make([]byte, n)
-	if _, err := dev.ReadAt(buf, off); err != nil {
-		return nil, fmt.Errorf("agent: sync read of %d bytes at %d: %w", n, off, err)
+	// buf holds the region as read; nil when the region is all holes.
+	var buf []byte
+	// data[b]: block b may hold data (read it); the others are zeros.
+	var data []bool
+	if sp, ok := dev.(blockdev.Sparse); ok {
+		ext, err := sp.DataExtents(off, n)
+		if err != nil {
+			return nil, fmt.Errorf("agent: sync read of %d bytes at %d: %w", n, off, err)
+		}
+		data = make([]bool, (n+proto.ChecksumBlockSize-1)/proto.ChecksumBlockSize)
+		if len(ext) > 0 {
+			buf = make([]byte, n)
+		}
+		for _, e := range ext {
+			// Whole blocks: the device reads whole sectors, and an
+			// extent may start or end within a block.
+			b0, b1 := (e.Off-off)/proto.ChecksumBlockSize, (e.End()-off+proto.ChecksumBlockSize-1)/proto.ChecksumBlockSize
+			for b := b0; b < b1; b++ {
+				data[b] = true
+			}
+			lo, hi := b0*proto.ChecksumBlockSize, min(b1*proto.ChecksumBlockSize, n)
+			if _, err := dev.ReadAt(buf[lo:hi], off+lo); err != nil {
+				return nil, fmt.Errorf("agent: sync read of %d bytes at %d: %w", hi-lo, off+lo, err)
+			}
+		}
+	} else {
+		buf = make([]byte, n)
+		if _, err := dev.ReadAt(buf, off); err != nil {
+			return nil, fmt.Errorf("agent: sync read of %d bytes at %d: %w", n, off, err)
+		}
+	}
+	// bytes [lo, hi) of the region: zeros made for the run when nothing
+	// was read.
+	region := func(lo, hi int64) []byte {
+		if buf == nil {
+			return make([]byte, hi-lo)
+		}
+		return buf[lo:hi]
 	}
 	var runs []batch.Run
 	start := int64(-1)
 	for b := int64(0); b*proto.ChecksumBlockSize < n; b++ {
 		lo, hi := b*proto.ChecksumBlockSize, min((b+1)*proto.ChecksumBlockSize, n)
-		if blockDiffers(buf[lo:hi], b, fresh, sums, known) {
+		var blk []byte
+		if buf != nil {
+			blk = buf[lo:hi]
+		}
+		zero := (data != nil && !data[b]) || blockdev.IsZero(blk)
+		if blockDiffers(blk, zero, b, fresh, sums, known) {
 			if start < 0 {
 				start = lo
 			}
 			continue
 		}
 		if start >= 0 {
-			runs = append(runs, batch.Run{Off: off + start, Data: buf[start:lo]})
+			runs = append(runs, batch.Run{Off: off + start, Data: region(start, lo)})
 			start = -1
 		}
 	}
 	if start >= 0 {
-		runs = append(runs, batch.Run{Off: off + start, Data: buf[start:n]})
+		runs = append(runs, batch.Run{Off: off + start, Data: region(start, n)})
 	}
 	return runs, nil
 }
 
-func blockDiffers(blk []byte, b int64, fresh bool, sums []byte, known []bool) bool {
-	zero := blockdev.IsZero(blk)
+// blockDiffers says whether the replica lacks blk, block b of the region;
+// zero says blk is all zeros.
+func blockDiffers(blk []byte, zero bool, b int64, fresh bool, sums []byte, known []bool) bool {
 	if fresh {
 		return !zero
 	}

@@ -115,3 +115,8 @@ func (f *fakeVC) ReadFile(context.Context, string) ([]byte, error) {
 	return nil, vsphere.ErrUnsupported
 }
 func (f *fakeVC) WriteFile(context.Context, string, []byte) error { return vsphere.ErrUnsupported }
+func (f *fakeVC) FileSize(context.Context, string) (int64, error) { return 0, vsphere.ErrUnsupported }
+func (f *fakeVC) ReadAt(context.Context, string, []byte, int64) (int, error) {
+	return 0, vsphere.ErrUnsupported
+}
+func (f *fakeVC) WriteAt(context.Context, string, []byte, int64) error { return vsphere.ErrUnsupported }

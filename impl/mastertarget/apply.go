@@ -3,9 +3,10 @@ package mastertarget
 import (
 	"context"
 	"fmt"
-	"slices"
+	"io"
 
 	"github.com/v2a-dr/v2a/impl/batch"
+	"github.com/v2a-dr/v2a/impl/blockdev"
 	"github.com/v2a-dr/v2a/impl/proto"
 	"github.com/v2a-dr/v2a/impl/vsphere"
 )
@@ -53,41 +54,6 @@ func checkItem(it *batch.Item, disks []proto.TargetDisk) error {
 	return nil
 }
 
-// touched is the sorted indexes of the disks items write.
-func touched(items []*batch.Item) []uint16 {
-	var out []uint16
-	add := func(d uint16) {
-		if i, found := slices.BinarySearch(out, d); !found {
-			out = slices.Insert(out, i, d)
-		}
-	}
-	for _, it := range items {
-		switch it.Kind {
-		case batch.KindChunk:
-			if len(it.Runs) > 0 {
-				add(it.Disk)
-			}
-		case batch.KindLog:
-			for _, r := range it.Records {
-				if r.Type == batch.RecWrite {
-					add(r.Disk)
-				}
-			}
-		}
-	}
-	return out
-}
-
-// writeAt writes data at off of img, growing it with zeros as needed: a
-// flat extent shorter than its disk reads as zeros past its end.
-func writeAt(img []byte, off int64, data []byte) []byte {
-	if end := off + int64(len(data)); end > int64(len(img)) {
-		img = append(img, make([]byte, end-int64(len(img)))...)
-	}
-	copy(img[off:], data)
-	return img
-}
-
 // applyJob is one apply op's work: consecutive items of one machine, the
 // first right after the durable position, and the state to make durable
 // once their writes are in the datastore. It holds copies: the op runs
@@ -108,55 +74,93 @@ type applyResult struct {
 	trimErr                 error // the journal could not be trimmed (it stays longer, no harm)
 }
 
-// run applies the job: read each disk the items touch, apply the items in
-// stream order in memory, noting the bytes each journaled write overwrites;
-// append those to the undo journal and fsync it; write each disk back (in
-// disk order); write the new state to the retention volume and fsync it;
-// then trim the journal to what the kept points need. If any step fails,
-// the position stays where it was: a retry applies the same items again,
-// which puts the same bytes at the same offsets, so a disk written before
-// the failure is neither harmed nor left behind; and a write the journal
-// already holds (its position is not after the journal's last) is not
-// journaled again: the disk may hold the new bytes by then.
-func (j applyJob) run(ctx context.Context, vc vsphere.Client, ret retention) (applyResult, error) {
-	res := applyResult{jour: j.jour}
-	machine := j.plan.next.Machine
-	idx := touched(j.items)
-	imgs := make([][]byte, len(idx))
-	at := func(d uint16) int { i, _ := slices.BinarySearch(idx, d); return i }
-	for i, di := range idx {
-		img, err := vc.ReadFile(ctx, j.disks[di].Path)
-		if err != nil {
-			return res, fmt.Errorf("%w: disk %d: %w", ErrDatastore, di, err)
-		}
-		res.bytesRead += int64(len(img))
-		imgs[i] = img
-	}
-	var undo []jentry
-	write := func(p pos, disk uint16, off int64, data []byte) {
-		i := at(disk)
-		if j.plan.journal && p.cmp(j.plan.from) >= 0 && (j.jour.Bytes == 0 || p.cmp(j.jour.Last) > 0) {
-			old := make([]byte, len(data))
-			if off < int64(len(imgs[i])) {
-				copy(old, imgs[i][off:])
-			}
-			undo = append(undo, jentry{At: p, Disk: disk, Off: off, Data: old})
-		}
-		imgs[i] = writeAt(imgs[i], off, data)
+// diskWrite is one write of an apply job, in stream order; journal says
+// that the bytes it overwrites go to the undo journal first.
+type diskWrite struct {
+	at      pos
+	disk    uint16
+	off     int64
+	data    []byte
+	journal bool
+}
+
+// writes lists the job's writes in stream order. A write is journaled
+// when the plan journals from a position at or before it and the journal
+// does not hold it already (its position is not after the journal's
+// last: a re-apply after a failure finds the disk may hold the new bytes).
+func (j applyJob) writes() []diskWrite {
+	var out []diskWrite
+	add := func(p pos, disk uint16, off int64, data []byte) {
+		jr := j.plan.journal && p.cmp(j.plan.from) >= 0 && (j.jour.Bytes == 0 || p.cmp(j.jour.Last) > 0)
+		out = append(out, diskWrite{at: p, disk: disk, off: off, data: data, journal: jr})
 	}
 	for _, it := range j.items {
 		switch it.Kind {
 		case batch.KindChunk:
 			for ri, r := range it.Runs {
-				write(pos{Item: it.Seq, Rec: uint32(ri)}, it.Disk, r.Off, r.Data)
+				add(pos{Item: it.Seq, Rec: uint32(ri)}, it.Disk, r.Off, r.Data)
 			}
 		case batch.KindLog:
 			for ri, r := range it.Records {
 				if r.Type == batch.RecWrite {
-					write(pos{Item: it.Seq, Rec: uint32(ri)}, r.Disk, r.Off, r.Data)
+					add(pos{Item: it.Seq, Rec: uint32(ri)}, r.Disk, r.Off, r.Data)
 				}
 			}
 		}
+	}
+	return out
+}
+
+// datastoreBytes is what an apply of the job moves to and from the
+// datastore: every write, and the bytes read first for the journal.
+func (j applyJob) datastoreBytes() int64 {
+	var n int64
+	for _, w := range j.writes() {
+		n += int64(len(w.data))
+		if w.journal {
+			n += int64(len(w.data))
+		}
+	}
+	return n
+}
+
+// run applies the job, touching only the bytes the items write (ranged
+// datastore I/O: a disk of any size costs what changes, never the whole
+// disk): for each journaled write, read the bytes it overwrites — as the
+// disk holds them, with the job's earlier writes over them — and append
+// them to the undo journal and fsync it; then write each write in stream
+// order; write the new state to the retention volume and fsync it; then
+// trim the journal to what the kept points need. If any step fails, the
+// position stays where it was: a retry applies the same items again,
+// which puts the same bytes at the same offsets, so a disk written before
+// the failure is neither harmed nor left behind; and a write the journal
+// already holds is not journaled again (see writes). A flat extent shorter
+// than its disk reads as zeros past its end, and a write past its end
+// grows it.
+func (j applyJob) run(ctx context.Context, vc vsphere.Client, ret retention) (applyResult, error) {
+	res := applyResult{jour: j.jour}
+	machine := j.plan.next.Machine
+	ws := j.writes()
+	var undo []jentry
+	for i, w := range ws {
+		if !w.journal {
+			continue
+		}
+		old := make([]byte, len(w.data))
+		n, err := vc.ReadAt(ctx, j.disks[w.disk].Path, old, w.off)
+		if err != nil && err != io.EOF {
+			return res, fmt.Errorf("%w: disk %d: %w", ErrDatastore, w.disk, err)
+		}
+		res.bytesRead += int64(n)
+		// The job's earlier writes are not on the disk yet.
+		for _, e := range ws[:i] {
+			if e.disk != w.disk || e.off >= w.off+int64(len(old)) || w.off >= e.off+int64(len(e.data)) {
+				continue
+			}
+			lo, hi := max(e.off, w.off), min(e.off+int64(len(e.data)), w.off+int64(len(old)))
+			copy(old[lo-w.off:hi-w.off], e.data[lo-e.off:hi-e.off])
+		}
+		undo = append(undo, jentry{At: w.at, Disk: w.disk, Off: w.off, Data: old})
 	}
 	if len(undo) > 0 {
 		n, err := ret.appendJournal(machine, j.jour.Bytes, undo)
@@ -168,11 +172,11 @@ func (j applyJob) run(ctx context.Context, vc vsphere.Client, ret retention) (ap
 		}
 		res.jour.Bytes, res.jour.Last, res.journaled = n, undo[len(undo)-1].At, len(undo)
 	}
-	for i, di := range idx {
-		if err := vc.WriteFile(ctx, j.disks[di].Path, imgs[i]); err != nil {
-			return res, fmt.Errorf("%w: disk %d: %w", ErrDatastore, di, err)
+	for _, w := range ws {
+		if err := vc.WriteAt(ctx, j.disks[w.disk].Path, w.data, w.off); err != nil {
+			return res, fmt.Errorf("%w: disk %d: %w", ErrDatastore, w.disk, err)
 		}
-		res.bytesWritten += int64(len(imgs[i]))
+		res.bytesWritten += int64(len(w.data))
 	}
 	if err := ret.write(j.plan.next); err != nil {
 		return res, fmt.Errorf("%w: %w", ErrRetention, err)
@@ -183,23 +187,38 @@ func (j applyJob) run(ctx context.Context, vc vsphere.Client, ret retention) (ap
 	return res, nil
 }
 
-// blockSums reads a disk and sums blocks [first, first+n) of it by the one
-// rule (proto.BlockSum); a block past the file's end is zeros.
+// sumChunk is how much of a disk blockSums reads at a time: whole
+// checksum blocks, so that a disk of any size is summed in bounded memory.
+const sumChunk = 1 << 20
+
+// blockSums sums blocks [off/ChecksumBlockSize, +blocks) of a disk by the
+// one rule (proto.BlockSum), reading it sumChunk at a time; a block past
+// the file's end is zeros, and so is a block past the disk's capacity. A
+// block of zeros has the constant proto.ZeroBlockSum, which is what
+// BlockSum gives it: it is not hashed again.
 func blockSums(ctx context.Context, vc vsphere.Client, disk proto.TargetDisk, off, blocks int64) ([]byte, error) {
-	img, err := vc.ReadFile(ctx, disk.Path)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrDatastore, err)
-	}
 	out := make([]byte, 0, blocks*proto.ChecksumSize)
-	for b := int64(0); b < blocks; b++ {
+	buf := make([]byte, sumChunk)
+	for b := int64(0); b < blocks; {
 		start := off + b*proto.ChecksumBlockSize
-		end := min(start+proto.ChecksumBlockSize, disk.CapacityBytes)
-		var block []byte
-		if start < int64(len(img)) {
-			block = img[start:min(end, int64(len(img)))]
+		n := min(int64(len(buf))/proto.ChecksumBlockSize, blocks-b)
+		end := min(start+n*proto.ChecksumBlockSize, disk.CapacityBytes)
+		chunk := buf[:max(end-start, 0)]
+		got, err := vc.ReadAt(ctx, disk.Path, chunk, start)
+		if err != nil && err != io.EOF {
+			return nil, fmt.Errorf("%w: %w", ErrDatastore, err)
 		}
-		sum := proto.BlockSum(block)
-		out = append(out, sum[:]...)
+		clear(chunk[got:]) // past the file's end: zeros
+		for i := int64(0); i < n; i++ {
+			lo := min(i*proto.ChecksumBlockSize, int64(len(chunk)))
+			block := chunk[lo:min(lo+proto.ChecksumBlockSize, int64(len(chunk)))]
+			sum := proto.ZeroBlockSum
+			if !blockdev.IsZero(block) {
+				sum = proto.BlockSum(block)
+			}
+			out = append(out, sum[:]...)
+		}
+		b += n
 	}
 	return out, nil
 }

@@ -3,7 +3,6 @@ package mastertarget
 import (
 	"context"
 	"fmt"
-	"slices"
 	"strings"
 
 	"github.com/v2a-dr/v2a/impl/proto"
@@ -101,8 +100,9 @@ type rollbackResult struct {
 }
 
 // run rolls back, durably: write mark and fsync it before any disk is
-// touched; read the journal; read each disk the entries after the point
-// touch, put back their old bytes newest first, write the disks; write
+// touched; read the journal; put back the old bytes of the entries after
+// the point, newest first, each with a ranged write (the disks are never
+// read whole); write
 // done and fsync it; remove the journal. Undoing is idempotent — each
 // byte ends as the oldest entry after the point covering it says, the
 // byte at the point, whatever the disk holds when it starts — so a crash
@@ -126,27 +126,15 @@ func (j rollbackJob) run(ctx context.Context, vc vsphere.Client, ret retention) 
 		first--
 	}
 	undo := entries[first:]
-	var idx []uint16
 	for _, e := range undo {
-		if i, found := slices.BinarySearch(idx, e.Disk); !found {
-			idx = slices.Insert(idx, i, e.Disk)
+		if int(e.Disk) >= len(j.disks) {
+			return res, fmt.Errorf("%w: journal entry for disk %d of %d", ErrStateCorrupt, e.Disk, len(j.disks))
 		}
 	}
-	for _, di := range idx {
-		if int(di) >= len(j.disks) {
-			return res, fmt.Errorf("%w: journal entry for disk %d of %d", ErrStateCorrupt, di, len(j.disks))
-		}
-		img, err := vc.ReadFile(ctx, j.disks[di].Path)
-		if err != nil {
-			return res, fmt.Errorf("%w: disk %d: %w", ErrDatastore, di, err)
-		}
-		for k := len(undo) - 1; k >= 0; k-- {
-			if e := undo[k]; e.Disk == di {
-				img = writeAt(img, e.Off, e.Data)
-			}
-		}
-		if err := vc.WriteFile(ctx, j.disks[di].Path, img); err != nil {
-			return res, fmt.Errorf("%w: disk %d: %w", ErrDatastore, di, err)
+	for k := len(undo) - 1; k >= 0; k-- {
+		e := undo[k]
+		if err := vc.WriteAt(ctx, j.disks[e.Disk].Path, e.Data, e.Off); err != nil {
+			return res, fmt.Errorf("%w: disk %d: %w", ErrDatastore, e.Disk, err)
 		}
 	}
 	res.undone = len(undo)
@@ -166,10 +154,8 @@ func (t *Target) startRollback(ctx runtime.Context, m *machine, p point) {
 	done := m.st.clone()
 	done.Rollback, done.FailedBack, done.Points = "", p.ID, []point{p}
 	job := rollbackJob{disks: done.Disks, to: p, mark: mark, done: done, marked: m.st.Rollback == p.ID, jour: m.jour}
-	var bytes int64
-	for _, d := range done.Disks {
-		bytes += 2 * d.CapacityBytes
-	}
+	// The entries after the point are at most the journal.
+	bytes := m.jour.Bytes
 	vc, ret := t.cfg.VC, t.ret
 	m.busy = true
 	ctx.Log().Info("mastertarget: rollback", "machine", m.st.Machine, "point", p.ID, "kind", p.Kind.String(), "at", p.At.String(),

@@ -64,11 +64,12 @@
 //     apply-error once per run of failures, not at every retry.
 //  9. The disks are written in place, so to bring them back to a point the
 //     target keeps an undo journal on the retention volume
-//     (<machine>.journal, journal.go): an apply reads the disks, and for
-//     each write at a stream position after a point, not already in the
+//     (<machine>.journal, journal.go): an apply reads, for
+//     each write at a stream position after a point not already in the
 //     journal (its position is not after the journal's last: a re-apply
 //     after a crash finds the new bytes on disk and must not take them for
-//     old ones), notes the bytes it overwrites; it appends those to the
+//     old ones), the bytes it overwrites (ranged: only those, never a
+//     whole disk); it appends those to the
 //     journal and fsyncs it, then writes the disks, then the state. The
 //     journal reaches the two newest points and the three newest
 //     app-consistent ones within proto.FailbackRetention of the newest —
@@ -621,7 +622,7 @@ func (t *Target) kick(ctx runtime.Context, m *machine) {
 		m.sums = m.sums[1:]
 		disk := m.st.Disks[sr.req.Disk]
 		m.busy = true
-		t.ops.Start(ctx, runtime.Op{Name: "mastertarget block sums " + m.st.Machine, Peer: peer, Bytes: disk.CapacityBytes,
+		t.ops.Start(ctx, runtime.Op{Name: "mastertarget block sums " + m.st.Machine, Peer: peer, Bytes: sr.blocks * proto.ChecksumBlockSize,
 			Run: func(c context.Context) (any, error) { return blockSums(c, vc, disk, sr.req.Off, sr.blocks) }},
 			opTag{kind: opSums, machine: m.st.Machine, sum: sr})
 		return
@@ -655,10 +656,7 @@ func (t *Target) kick(ctx runtime.Context, m *machine) {
 	items := slices.Clone(m.queue[:n])
 	pl := planItems(m.st, items, t.cfg.ReachPoints)
 	job := applyJob{disks: pl.next.Disks, items: items, plan: pl, jour: m.jour}
-	var bytes int64
-	for _, di := range touched(items) {
-		bytes += 2 * pl.next.Disks[di].CapacityBytes // the port moves whole files, both ways
-	}
+	bytes := job.datastoreBytes() // ranged: what the items write, and what the journal keeps of the disk
 	ret := t.ret
 	m.busy = true
 	t.ops.Start(ctx, runtime.Op{Name: "mastertarget apply " + m.st.Machine, Peer: peer, Bytes: bytes,

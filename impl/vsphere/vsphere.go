@@ -120,6 +120,23 @@ type Client interface {
 	ReadFile(ctx context.Context, path string) ([]byte, error)
 	// WriteFile creates or replaces a datastore file.
 	WriteFile(ctx context.Context, path string, data []byte) error
+	// FileSize returns the size in bytes of a datastore file; a missing
+	// file gives ErrNotFound.
+	FileSize(ctx context.Context, path string) (int64, error)
+	// ReadAt reads len(p) bytes of a datastore file from byte off, as
+	// io.ReaderAt does: n < len(p) only at the file's end, and then
+	// with io.EOF (an off at or past the end gives 0, io.EOF). A
+	// negative off gives ErrInvalidArgument, a missing file ErrNotFound.
+	// Only the bytes asked for cross the wire: a disk of any size is read
+	// piece by piece.
+	ReadAt(ctx context.Context, path string, p []byte, off int64) (n int, err error)
+	// WriteAt writes p at byte off of an existing datastore file, growing
+	// it with zeros when off+len(p) is past its end (the bytes between
+	// read as zeros). A missing file gives ErrNotFound (WriteFile creates
+	// files), a negative off ErrInvalidArgument, a full datastore
+	// ErrNoSpace. How much crosses the wire depends on the adapter: see
+	// its doc.
+	WriteAt(ctx context.Context, path string, p []byte, off int64) error
 	// RunInGuest runs program with args inside the guest of a powered-on VM
 	// and returns its exit code once it has ended. Bad credentials give
 	// ErrGuestAuth, a guest without running tools ErrGuestUnavailable, a VM

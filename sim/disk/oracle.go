@@ -58,20 +58,46 @@ type Oracle struct {
 	// hist[disk][block] lists the versions of a block written at least once;
 	// never-written blocks keep their initial digest in initial.
 	hist    []map[int64][]version
-	initial [][]digest
+	initial []initialDigests
+}
+
+// initialDigests are a disk's blocks as the oracle found them: the digests
+// of those that were not zero (a disk of 64 GiB that holds a little data
+// costs what it holds).
+type initialDigests struct {
+	blocks  int64
+	nonzero map[int64]digest
+}
+
+func (d initialDigests) at(b int64) digest {
+	if x, ok := d.nonzero[b]; ok {
+		return x
+	}
+	return zeroDigest
 }
 
 func newOracle(m *Machine) (*Oracle, error) {
 	o := &Oracle{m: m}
-	buf := make([]byte, bs)
+	buf := make([]byte, 256*bs)
 	for i, d := range m.disks {
-		n := d.Size() / bs
-		init := make([]digest, n)
-		for b := int64(0); b < n; b++ {
-			if _, err := d.ReadAt(buf, b*bs); err != nil {
-				return nil, fmt.Errorf("disk: oracle: read %s disk %d block %d: %w", m.Name, i, b, err)
+		init := initialDigests{blocks: d.Size() / bs, nonzero: map[int64]digest{}}
+		// Only where the file holds data: its holes are zero blocks.
+		ext, err := d.DataExtents(0, d.Size())
+		if err != nil {
+			return nil, fmt.Errorf("disk: oracle: %s disk %d: %w", m.Name, i, err)
+		}
+		for _, e := range ext {
+			for off := e.Off / bs * bs; off < e.End(); off += int64(len(buf)) {
+				chunk := buf[:min(int64(len(buf)), (e.End()+bs-1)/bs*bs-off)]
+				if _, err := d.ReadAt(chunk, off); err != nil {
+					return nil, fmt.Errorf("disk: oracle: read %s disk %d at %d: %w", m.Name, i, off, err)
+				}
+				for lo := 0; lo < len(chunk); lo += bs {
+					if blk := chunk[lo : lo+bs]; !blockdev.IsZero(blk) {
+						init.nonzero[(off+int64(lo))/bs] = hashBlock(blk)
+					}
+				}
 			}
-			init[b] = hashBlock(buf)
 		}
 		o.initial = append(o.initial, init)
 		o.hist = append(o.hist, map[int64][]version{})
@@ -118,7 +144,7 @@ func (o *Oracle) ack(disk int, off int64, data []byte, seq uint64) error {
 		}
 		h := o.hist[disk][b]
 		if h == nil {
-			h = []version{{k: 0, d: o.initial[disk][b]}}
+			h = []version{{k: 0, d: o.initial[disk].at(b)}}
 		}
 		o.hist[disk][b] = append(h, version{k: k, d: hashBlock(buf)})
 	}
@@ -200,7 +226,7 @@ func (o *Oracle) Match(images []io.ReaderAt, allocated [][]ByteRange) (Verdict, 
 		if allocated != nil {
 			ranges = allocated[disk]
 		}
-		n := int64(len(o.initial[disk]))
+		n := o.initial[disk].blocks
 		for b := int64(0); b < n; b++ {
 			d := zeroDigest
 			if ranges == nil || overlaps(ranges, b*bs, bs) {
@@ -224,7 +250,7 @@ func (o *Oracle) Match(images []io.ReaderAt, allocated [][]ByteRange) (Verdict, 
 func (o *Oracle) blockKs(disk int, b int64, d digest) KSet {
 	h := o.hist[disk][b]
 	if h == nil {
-		if d == o.initial[disk][b] {
+		if d == o.initial[disk].at(b) {
 			return KSet{{0, o.K()}}
 		}
 		return nil

@@ -468,6 +468,49 @@ func TestFilesConformance(t *testing.T) {
 	t.Fatal("lab fixture has no db01")
 }
 
+// TestFilesConformanceMounted holds the vcenter adapter with its datastore
+// mounted (ranged I/O on the local files, as a master target with the
+// disks attached) to the same suite; a datastore not mounted stays on
+// HTTP, Range GETs included; a path that climbs out of a mounted
+// datastore is refused.
+func TestFilesConformanceMounted(t *testing.T) {
+	ctx := context.Background()
+	w, _ := buildLab(t)
+	u := w.URL()
+	u.User = nil
+	c, err := vcenter.Dial(ctx, u.String(), User, Password, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	c.Mount("ds-ssd01", w.DatastoreDir("ds-ssd01"))
+	t.Run("mounted", func(t *testing.T) {
+		vspheretest.Files(t, c, port.DatastorePath{Datastore: "ds-ssd01", Path: "db01"})
+	})
+	t.Run("http", func(t *testing.T) {
+		vspheretest.Files(t, c, port.DatastorePath{Datastore: "ds-hdd01", Path: "app01"})
+	})
+	// What WriteAt puts in a mounted file, the HTTP endpoint serves.
+	p := "[ds-ssd01] db01/conf-e"
+	if err := c.WriteFile(ctx, p, []byte("0000000000")); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WriteAt(ctx, p, []byte("xy"), 4); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := c.ReadFile(ctx, p); err != nil || string(got) != "0000xy0000" {
+		t.Errorf("ReadFile after a mounted WriteAt = %q, %v", got, err)
+	}
+	for _, bad := range []string{"[ds-ssd01] ../escape", "[ds-ssd01] db01/../../escape"} {
+		if _, err := c.FileSize(ctx, bad); !errors.Is(err, port.ErrInvalidArgument) {
+			t.Errorf("FileSize(%s) = %v, want ErrInvalidArgument", bad, err)
+		}
+		if err := c.WriteAt(ctx, bad, []byte("x"), 0); !errors.Is(err, port.ErrInvalidArgument) {
+			t.Errorf("WriteAt(%s) = %v, want ErrInvalidArgument", bad, err)
+		}
+	}
+}
+
 func BenchmarkBuildLab(b *testing.B) {
 	inv, err := Load(labFixture)
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"sort"
 
 	"github.com/v2a-dr/v2a/impl/blob"
+	"github.com/v2a-dr/v2a/impl/blockdev"
 	"github.com/v2a-dr/v2a/impl/compute"
 )
 
@@ -51,6 +52,32 @@ func (im *image) ReadAt(p []byte, off int64) (int, error) {
 	}
 	return n, nil
 }
+
+// DataExtents implements blockdev.Sparse: the page blob's allocated
+// extents within [off, off+n); the rest reads as zeros.
+func (im *image) DataExtents(off, n int64) ([]blockdev.Extent, error) {
+	if off < 0 || n < 0 {
+		return nil, fmt.Errorf("memfabric: extents of %d bytes at %d", n, off)
+	}
+	end := min(off+n, im.size)
+	var out []blockdev.Extent
+	i := sort.Search(len(im.extents), func(i int) bool {
+		e := im.extents[i]
+		return e.off+int64(len(e.data)) > off
+	})
+	for ; i < len(im.extents) && im.extents[i].off < end; i++ {
+		e := im.extents[i]
+		lo, hi := max(off, e.off), min(end, e.off+int64(len(e.data)))
+		if k := len(out) - 1; k >= 0 && out[k].End() == lo {
+			out[k].Len += hi - lo
+			continue
+		}
+		out = append(out, blockdev.Extent{Off: lo, Len: hi - lo})
+	}
+	return out, nil
+}
+
+var _ blockdev.Sparse = (*image)(nil)
 
 // importChunk is the most one Get reads while importing (the size of a
 // page write, so a real account serves it in one response).

@@ -1,5 +1,5 @@
 // Package memds is an in-memory stand-in for the datastore file calls of
-// the vSphere port (ReadFile, WriteFile), for unit tests of components
+// the vSphere port (ReadFile, WriteFile, FileSize, ReadAt, WriteAt), for unit tests of components
 // that keep data in datastore files (the master target). It passes the
 // same conformance suite as the vcenter adapter over vcsim
 // (vspheretest.Files); every other Client call returns ErrUnsupported, so
@@ -13,6 +13,7 @@ package memds
 import (
 	"context"
 	"fmt"
+	"io"
 	"sort"
 	"sync"
 
@@ -54,14 +55,15 @@ func (c *Client) SetCapacity(name string, capacityBytes int64) {
 	c.datastore[name].capacityBytes = capacityBytes
 }
 
-// FailWrites makes every WriteFile fail with err until called with nil.
+// FailWrites makes every WriteFile and WriteAt fail with err until called
+// with nil.
 func (c *Client) FailWrites(err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.failWrite = err
 }
 
-// Writes is the number of WriteFile calls that succeeded.
+// Writes is the number of WriteFile and WriteAt calls that succeeded.
 func (c *Client) Writes() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -130,6 +132,80 @@ func (c *Client) WriteFile(_ context.Context, path string, data []byte) error {
 	}
 	d.usedBytes = used
 	d.files[rel] = append([]byte(nil), data...)
+	c.writes++
+	return nil
+}
+
+// FileSize implements vsphere.Client.
+func (c *Client) FileSize(_ context.Context, path string) (int64, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	d, rel, err := c.file("size", path)
+	if err != nil {
+		return 0, err
+	}
+	b, ok := d.files[rel]
+	if !ok {
+		return 0, fmt.Errorf("vsphere: size %s: %w", path, vsphere.ErrNotFound)
+	}
+	return int64(len(b)), nil
+}
+
+// ReadAt implements vsphere.Client.
+func (c *Client) ReadAt(_ context.Context, path string, p []byte, off int64) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	d, rel, err := c.file("read", path)
+	if err != nil {
+		return 0, err
+	}
+	b, ok := d.files[rel]
+	if !ok {
+		return 0, fmt.Errorf("vsphere: read %s: %w", path, vsphere.ErrNotFound)
+	}
+	if off < 0 {
+		return 0, fmt.Errorf("vsphere: read %s at %d: %w: negative offset", path, off, vsphere.ErrInvalidArgument)
+	}
+	if off >= int64(len(b)) {
+		return 0, io.EOF
+	}
+	n := copy(p, b[off:])
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+// WriteAt implements vsphere.Client. Growing a file counts against the
+// datastore's capacity; a write that does not fit changes nothing.
+func (c *Client) WriteAt(_ context.Context, path string, p []byte, off int64) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	d, rel, err := c.file("write", path)
+	if err != nil {
+		return err
+	}
+	b, ok := d.files[rel]
+	if !ok {
+		return fmt.Errorf("vsphere: write %s: %w", path, vsphere.ErrNotFound)
+	}
+	if off < 0 {
+		return fmt.Errorf("vsphere: write %s at %d: %w: negative offset", path, off, vsphere.ErrInvalidArgument)
+	}
+	if c.failWrite != nil {
+		return fmt.Errorf("vsphere: write %s: %w", path, c.failWrite)
+	}
+	if end := off + int64(len(p)); end > int64(len(b)) {
+		grow := end - int64(len(b))
+		if d.usedBytes+grow > d.capacityBytes {
+			return fmt.Errorf("vsphere: write %s: %w (%d bytes more, %d of %d free)", path, vsphere.ErrNoSpace,
+				grow, d.capacityBytes-d.usedBytes, d.capacityBytes)
+		}
+		d.usedBytes += grow
+		b = append(b, make([]byte, grow)...)
+		d.files[rel] = b
+	}
+	copy(b[off:], p)
 	c.writes++
 	return nil
 }

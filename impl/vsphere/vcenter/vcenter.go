@@ -6,6 +6,18 @@
 //
 // As a port adapter it may block, poll and use the real clock: RunInGuest
 // polls the guest process list until the program has ended.
+//
+// Datastore files travel over the SDK's HTTP file endpoint (/folder):
+// ReadFile is a GET, ReadAt a GET with a Range header (ESXi and vcsim
+// honour it), FileSize the datastore browser's answer, WriteFile a PUT.
+// That endpoint has no ranged write — a PUT replaces the whole file — so
+// WriteAt over it reads the whole file, patches it and puts it back: right,
+// but it moves the whole file both ways, which no disk of real size can
+// afford. A master target writes its disks as block devices instead (the
+// VMware master target hot-adds them; a Linux one with the datastore
+// mounted sees its files): Mount tells the client where a datastore is
+// mounted on this machine, and ReadAt, WriteAt and FileSize on it then
+// use the local files, moving only the bytes asked for.
 package vcenter
 
 import (
@@ -14,8 +26,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
+	"os"
+	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/vmware/govmomi/fault"
@@ -36,13 +53,17 @@ import (
 type Client struct {
 	c      *vim25.Client
 	logout func(context.Context) error // nil unless Dial made the session
+	// mounts are the datastores mounted on this machine, by name: their
+	// directories (see Mount). Set before the client is shared.
+	mounts map[string]string
 }
 
 var _ vsphere.Client = (*Client)(nil)
 
 // New returns a Client over an existing, logged-in vim25 client. A client
 // without an HTTP transport (the simulator's in-process one) serves every
-// call except ReadFile and WriteFile, which then return ErrUnsupported.
+// call except the datastore file calls, which then return ErrUnsupported
+// (ReadAt, WriteAt and FileSize still work on a Mount-ed datastore).
 func New(c *vim25.Client) *Client {
 	return &Client{c: c}
 }
@@ -496,6 +517,203 @@ func (c *Client) WriteFile(ctx context.Context, path string, data []byte) error 
 		return fmt.Errorf("vsphere: write %s: %w", path, mapFault(err))
 	}
 	return nil
+}
+
+// Mount says that datastore is mounted at dir on this machine (a master
+// target with the datastore's disks attached; vcsim's datastores are
+// directories on its host, which its datastore's info.url names): ReadAt,
+// WriteAt and FileSize on its files then use the local files, with
+// ranged, in-place I/O. ReadFile and WriteFile stay on HTTP. Call it before
+// the client is shared between goroutines.
+func (c *Client) Mount(datastore, dir string) {
+	if c.mounts == nil {
+		c.mounts = map[string]string{}
+	}
+	c.mounts[datastore] = dir
+}
+
+// local resolves a datastore path on a mounted datastore to its local
+// file; ok is false for a datastore not mounted.
+func (c *Client) local(path string) (file string, ok bool, err error) {
+	p, err := vsphere.ParseDatastorePath(path)
+	if err != nil {
+		return "", false, err
+	}
+	if p.Path == "" {
+		return "", false, fmt.Errorf("%w: %q names no file", vsphere.ErrInvalidArgument, path)
+	}
+	dir, ok := c.mounts[p.Datastore]
+	if !ok {
+		return "", false, nil
+	}
+	rel := filepath.FromSlash(p.Path)
+	if !filepath.IsLocal(rel) {
+		return "", false, fmt.Errorf("%w: %q leaves its datastore", vsphere.ErrInvalidArgument, path)
+	}
+	return filepath.Join(dir, rel), true, nil
+}
+
+// localErr maps a local file error to the port's.
+func localErr(err error) error {
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return fmt.Errorf("%w (%v)", vsphere.ErrNotFound, err)
+	case errors.Is(err, syscall.ENOSPC):
+		return fmt.Errorf("%w (%v)", vsphere.ErrNoSpace, err)
+	}
+	return err
+}
+
+// FileSize implements vsphere.Client.
+func (c *Client) FileSize(ctx context.Context, path string) (int64, error) {
+	n, err := c.fileSize(ctx, path)
+	if err != nil {
+		return 0, fmt.Errorf("vsphere: size %s: %w", path, err)
+	}
+	return n, nil
+}
+
+func (c *Client) fileSize(ctx context.Context, path string) (int64, error) {
+	file, ok, err := c.local(path)
+	if err != nil {
+		return 0, err
+	}
+	if ok {
+		st, err := os.Stat(file)
+		if err != nil {
+			return 0, localErr(err)
+		}
+		return st.Size(), nil
+	}
+	ds, rel, err := c.datastoreFile(ctx, path)
+	if err != nil {
+		return 0, err
+	}
+	info, err := ds.Stat(ctx, rel)
+	if err != nil {
+		return 0, mapFault(err)
+	}
+	return info.GetFileInfo().FileSize, nil
+}
+
+// ReadAt implements vsphere.Client: on a mounted datastore a read of the
+// local file, otherwise an HTTP GET of bytes [off, off+len(p)).
+func (c *Client) ReadAt(ctx context.Context, path string, p []byte, off int64) (int, error) {
+	n, err := c.readAt(ctx, path, p, off)
+	if err != nil && err != io.EOF {
+		return n, fmt.Errorf("vsphere: read %s at %d: %w", path, off, err)
+	}
+	return n, err
+}
+
+func (c *Client) readAt(ctx context.Context, path string, p []byte, off int64) (int, error) {
+	file, ok, err := c.local(path)
+	if err != nil {
+		return 0, err
+	}
+	if off < 0 {
+		return 0, fmt.Errorf("%w: negative offset", vsphere.ErrInvalidArgument)
+	}
+	if ok {
+		f, err := os.Open(file)
+		if err != nil {
+			return 0, localErr(err)
+		}
+		defer f.Close()
+		return f.ReadAt(p, off)
+	}
+	ds, rel, err := c.datastoreFile(ctx, path)
+	if err != nil {
+		return 0, err
+	}
+	if len(p) == 0 {
+		// No range to ask for; the file must still be there.
+		if _, err := ds.Stat(ctx, rel); err != nil {
+			return 0, mapFault(err)
+		}
+		return 0, nil
+	}
+	u, ticket, err := ds.ServiceTicket(ctx, rel, http.MethodGet)
+	if err != nil {
+		return 0, mapFault(err)
+	}
+	param := soap.Download{Method: http.MethodGet, Ticket: ticket, Close: ticket != nil,
+		Headers: map[string]string{"Range": "bytes=" + strconv.FormatInt(off, 10) + "-" + strconv.FormatInt(off+int64(len(p))-1, 10)}}
+	res, err := c.c.Client.DownloadRequest(ctx, u, &param)
+	if err != nil {
+		return 0, err
+	}
+	defer res.Body.Close()
+	switch res.StatusCode {
+	case http.StatusPartialContent:
+	case http.StatusOK: // a server that ignores Range sends the whole file
+		if _, err := io.CopyN(io.Discard, res.Body, off); err == io.EOF {
+			return 0, io.EOF
+		} else if err != nil {
+			return 0, err
+		}
+	case http.StatusRequestedRangeNotSatisfiable:
+		return 0, io.EOF // off is at or past the end
+	case http.StatusNotFound:
+		// No fault in the answer: ask the datastore browser, for a typed
+		// error.
+		if _, err := ds.Stat(ctx, rel); err != nil {
+			return 0, mapFault(err)
+		}
+		return 0, fmt.Errorf("%w: GET %s: %s", vsphere.ErrNotFound, rel, res.Status)
+	default:
+		return 0, fmt.Errorf("GET %s: %s", rel, res.Status)
+	}
+	n, err := io.ReadFull(res.Body, p)
+	if err == io.ErrUnexpectedEOF {
+		err = io.EOF
+	}
+	return n, err
+}
+
+// WriteAt implements vsphere.Client: on a mounted datastore a write to the
+// local file, in place and synced to stable storage before it returns;
+// otherwise the whole-file fallback (read the file, patch it, put it back),
+// which moves the whole file both ways.
+func (c *Client) WriteAt(ctx context.Context, path string, p []byte, off int64) error {
+	if err := c.writeAt(ctx, path, p, off); err != nil {
+		return fmt.Errorf("vsphere: write %s at %d: %w", path, off, err)
+	}
+	return nil
+}
+
+func (c *Client) writeAt(ctx context.Context, path string, p []byte, off int64) error {
+	file, ok, err := c.local(path)
+	if err != nil {
+		return err
+	}
+	if off < 0 {
+		return fmt.Errorf("%w: negative offset", vsphere.ErrInvalidArgument)
+	}
+	if ok {
+		f, err := os.OpenFile(file, os.O_WRONLY, 0)
+		if err != nil {
+			return localErr(err)
+		}
+		if _, err := f.WriteAt(p, off); err != nil {
+			f.Close()
+			return localErr(err)
+		}
+		if err := f.Sync(); err != nil {
+			f.Close()
+			return localErr(err)
+		}
+		return localErr(f.Close())
+	}
+	img, err := c.ReadFile(ctx, path)
+	if err != nil {
+		return err
+	}
+	if end := off + int64(len(p)); end > int64(len(img)) {
+		img = append(img, make([]byte, end-int64(len(img)))...)
+	}
+	copy(img[off:], p)
+	return c.WriteFile(ctx, path, img)
 }
 
 // Guest process polling bounds: a push install takes seconds to minutes, so
