@@ -230,3 +230,76 @@ func Resolve(path string) (string, error) {
 	}
 	return filepath.Join(root, path), nil
 }
+
+// The environment variables that override a target file, so that a
+// pipeline points one file at its own vCenter and storage account without
+// editing it. Secrets travel only through the environment: the password and
+// the connection string are never copied into the Target, which names the
+// variable to read instead (PasswordEnv, ConnectionStringEnv).
+const (
+	EnvVCenterURL        = "V2A_VCENTER_URL"               // vsphere.url (and vsphere.mode url)
+	EnvVCenterUsername   = "V2A_VCENTER_USERNAME"          // vsphere.username
+	EnvVCenterPassword   = "V2A_VCENTER_PASSWORD"          // the password (vsphere.passwordEnv becomes this name)
+	EnvVCenterThumbprint = "V2A_VCENTER_THUMBPRINT"        // vsphere.thumbprint (SHA-1, "AB:CD:…")
+	EnvStorage           = "V2A_STORAGE_CONNECTION_STRING" // storage.mode external, storage.connectionStringEnv this name
+	EnvAzureMode         = "V2A_AZURE_MODE"                // azure.mode: sim (drills without a subscription) or arm
+)
+
+// EnvOverrides lists the variables ApplyEnv reads, in the order it applies
+// them.
+var EnvOverrides = []string{EnvVCenterURL, EnvVCenterUsername, EnvVCenterPassword, EnvVCenterThumbprint, EnvStorage, EnvAzureMode}
+
+// ApplyEnv overrides the target with the variables of EnvOverrides that
+// getenv reports set (non-empty), then validates it again. It returns the
+// names it applied, for the run's report (names only: never a value).
+//
+// V2A_VCENTER_URL switches vsphere.mode to url (the in-process simulator
+// has no URL to replace); a thumbprint from the environment replaces the
+// file's caFile and insecure (the pipeline says how to trust its vCenter).
+// The password and the connection string stay in the environment: the
+// target records which variable holds them. V2A_AZURE_MODE=sim lands test
+// failovers in the simulated fabric: the drill of a target whose azure.mode
+// is arm, run where there is no subscription; the certificate says so.
+//
+// `v2a run --target` and `v2a certify` apply it; a scenario's default
+// target does not (a developer's shell must not change a golden).
+func (t *Target) ApplyEnv(getenv func(string) string) ([]string, error) {
+	var applied []string
+	set := func(name string) (string, bool) {
+		v := strings.TrimSpace(getenv(name))
+		if v != "" {
+			applied = append(applied, name)
+		}
+		return v, v != ""
+	}
+	if v, ok := set(EnvVCenterURL); ok {
+		t.VSphere.Mode, t.VSphere.URL = "url", v
+	}
+	if v, ok := set(EnvVCenterUsername); ok {
+		t.VSphere.Username = v
+	}
+	if _, ok := set(EnvVCenterPassword); ok {
+		t.VSphere.PasswordEnv = EnvVCenterPassword
+	}
+	if v, ok := set(EnvVCenterThumbprint); ok {
+		t.VSphere.Thumbprint, t.VSphere.CAFile, t.VSphere.Insecure = v, "", false
+	}
+	if _, ok := set(EnvStorage); ok {
+		t.Storage.Mode, t.Storage.ConnectionStringEnv = "external", EnvStorage
+	}
+	if v, ok := set(EnvAzureMode); ok {
+		switch v {
+		case "sim", "arm":
+			t.Azure.Mode = v
+		default:
+			return applied, fmt.Errorf("harness: target %s: %s=%q: want sim or arm", t.File, EnvAzureMode, v)
+		}
+	}
+	if err := t.Validate(); err != nil {
+		if len(applied) > 0 {
+			return applied, fmt.Errorf("%w (after the environment's %s)", err, strings.Join(applied, ", "))
+		}
+		return applied, err
+	}
+	return applied, nil
+}
