@@ -39,10 +39,14 @@ func (r Result) String() string {
 type Tally struct {
 	Passed, Failed int
 	Failures       []Result
+	// Results is every result counted, in order (the reports of `v2a
+	// certify`: one test case each).
+	Results []Result
 }
 
 // Add counts results; anything not OK is a failure.
 func (t *Tally) Add(rs ...Result) {
+	t.Results = append(t.Results, rs...)
 	for _, r := range rs {
 		if r.Verdict == OK {
 			t.Passed++

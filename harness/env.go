@@ -79,10 +79,12 @@ type Env struct {
 	hb       causality
 	orders   []orderFlow
 	prefix   string
-	dir      string
-	tempDir  bool
-	names    []string
-	closers  []func()
+	// keepContainers: Close leaves the containers (Runner.KeepStorage).
+	keepContainers bool
+	dir            string
+	tempDir        bool
+	names          []string
+	closers        []func()
 }
 
 // New builds a world as the target says.

@@ -99,6 +99,9 @@ func (e *Env) StorageRequests() string {
 
 // deleteContainers removes the world's containers from a shared store.
 func (e *Env) deleteContainers() {
+	if e.keepContainers {
+		return
+	}
 	ctx := context.Background()
 	for _, c := range proto.Containers() {
 		e.store.DeleteContainer(ctx, e.prefix+c)

@@ -138,6 +138,9 @@ func runScenario(ctx context.Context, w io.Writer, name string, f runFlags) erro
 		if err != nil {
 			return err
 		}
+		if _, err := t.ApplyEnv(os.Getenv); err != nil {
+			return err
+		}
 		r.Target = t
 	}
 	r.Ctx = ctx
