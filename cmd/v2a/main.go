@@ -54,7 +54,7 @@ func execute(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newRunCmd(), newDemoCmd(), newListCmd(), newMutantsCmd(), newVCSimCmd())
+	root.AddCommand(newRunCmd(), newCertifyCmd(), newDemoCmd(), newListCmd(), newMutantsCmd(), newVCSimCmd())
 	root.AddCommand(newDaemonCmds()...)
 	root.AddCommand(newEnrollCmd(), newCACmd())
 	root.SetHelpCommand(newHelpCmd(root))
@@ -65,7 +65,7 @@ func execute(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	code := exitCode(err)
 	switch code {
 	case exitChecks:
-		if errors.Is(err, daemon.ErrRun) {
+		if errors.Is(err, daemon.ErrRun) || errors.Is(err, errDrillFailed) {
 			fmt.Fprintln(stderr, "v2a:", err)
 		}
 	case exitOK:
