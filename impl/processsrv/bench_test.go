@@ -80,7 +80,7 @@ func pipelineStep(b *testing.B, w *worker, msg *proto.ItemMsg) int {
 	}
 	h := recordHeader(msg.Data, batch.CodecS2)
 	w.buf = append(append(w.buf[:0], h[:]...), msg.Data...)
-	out, err := w.sealRecord(proto.CacheBlobName(msg.Machine, msg.Seq), w.buf)
+	out, err := w.sealRecord(proto.CacheBlobName(msg.Machine, msg.Seq), w.buf, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
