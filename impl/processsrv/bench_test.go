@@ -16,6 +16,7 @@ import (
 	"github.com/v2a-dr/v2a/impl/blob/memblob"
 	"github.com/v2a-dr/v2a/impl/blockdev"
 	"github.com/v2a-dr/v2a/impl/proto"
+	"github.com/v2a-dr/v2a/impl/runtime"
 	"github.com/v2a-dr/v2a/impl/runtime/runtimetest"
 	"github.com/v2a-dr/v2a/impl/wire"
 )
@@ -80,7 +81,7 @@ func pipelineStep(b *testing.B, w *worker, msg *proto.ItemMsg) int {
 	}
 	h := recordHeader(msg.Data, batch.CodecS2)
 	w.buf = append(append(w.buf[:0], h[:]...), msg.Data...)
-	out, err := w.sealRecord(proto.CacheBlobName(msg.Machine, msg.Seq), w.buf)
+	out, err := w.sealRecord(proto.CacheBlobName(msg.Machine, msg.Seq), w.buf, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -182,6 +183,9 @@ func BenchmarkBacklogMemory(b *testing.B) {
 		for seq := uint64(1); seq <= items; seq++ {
 			it := &batch.Item{Machine: "db01", Seq: seq, Kind: batch.KindChunk, Gen: 1, Runs: []batch.Run{{Off: 0, Data: payload}}}
 			d.ReceiveFrame(agentAddr, wire.Encode(&proto.ItemMsg{Machine: "db01", Seq: seq, Data: it.Marshal()}))
+			// The group commit runs (its op completes); uploads stay stalled.
+			d.Advance(srv.cfg.GroupCommit)
+			d.DeliverOpsWhere(func(dn runtime.Done) bool { return dn.Name == "cache-commit" })
 			acks := d.Sent()
 			if len(acks) != 1 || acks[0].Msg.(*proto.ItemAck).Acked != seq {
 				b.Fatalf("item %d: %v", seq, acks)

@@ -114,19 +114,21 @@ type sealed struct {
 }
 
 // sealFile reads a cached item file, checks it and seals the item as the
-// blob name. It runs inside an Op: it touches only the worker.
-func (w *worker) sealFile(fsy fsys.FS, path, name string) (sealed, error) {
+// blob name into dst (reused from its start). It runs inside an Op: it
+// touches only the worker and dst.
+func (w *worker) sealFile(fsy fsys.FS, path, name string, dst []byte) (sealed, error) {
 	buf, err := readFile(fsy, path, w.buf)
 	w.buf = buf
 	if err != nil {
 		return sealed{}, err
 	}
-	return w.sealRecord(name, buf)
+	return w.sealRecord(name, buf, dst)
 }
 
 // sealRecord checks a cache record (header and CRC-32C) and seals the item
-// it holds as the blob name, into a new buffer (the upload owns it).
-func (w *worker) sealRecord(name string, rec []byte) (sealed, error) {
+// it holds as the blob name into dst, reused from its start (nil: a new
+// buffer); the upload owns the result.
+func (w *worker) sealRecord(name string, rec, dst []byte) (sealed, error) {
 	item, codec, err := openRecord(rec)
 	if err != nil {
 		return sealed{}, err
@@ -135,7 +137,7 @@ func (w *worker) sealRecord(name string, rec []byte) (sealed, error) {
 		codec = w.codec
 	}
 	w.sealer.SetCodec(codec)
-	out, err := w.sealer.Seal(nil, name, item)
+	out, err := w.sealer.Seal(dst[:0], name, item)
 	return sealed{out, codec}, err
 }
 
@@ -157,6 +159,7 @@ type opInfo struct {
 	worker      *worker
 	heldBytes   int64 // pipeline memory the Op's data takes
 	sealedBytes int64
+	buf         []byte         // opSeal: the buffer it seals into; opPut: the one it uploads
 	batch       []*pendingItem // opCommit: the items it makes durable
 }
 
@@ -233,12 +236,16 @@ func (s *Server) startSeal(ctx runtime.Context, m *machine, e *entry) {
 		}
 		w = &worker{sealer: sealer, codec: s.cfg.Codec}
 	}
+	var dst []byte
+	if n := len(s.spare); n > 0 {
+		dst, s.spare = s.spare[n-1], s.spare[:n-1]
+	}
 	path, name, fsy := s.disk.itemPath(m.name, e.seq), proto.CacheBlobName(m.name, e.seq), s.disk.fs
 	e.state = stateSealing
 	s.inFlight++
 	s.hold(e.fileBytes)
 	s.ops.Start(ctx, runtime.Op{Name: "seal " + name, Disk: &runtime.DiskIO{Device: runtime.DeviceCache, Bytes: e.fileBytes},
-		Run: func(context.Context) (any, error) { return w.sealFile(fsy, path, name) }},
+		Run: func(context.Context) (any, error) { return w.sealFile(fsy, path, name, dst) }},
 		&opInfo{kind: opSeal, machine: m.name, seq: e.seq, worker: w, heldBytes: e.fileBytes})
 }
 
@@ -295,6 +302,10 @@ func (s *Server) done(ctx runtime.Context, ev runtime.Done) {
 	case opPut:
 		s.release(info.heldBytes)
 		s.inFlight--
+		// The Put has returned: the store no longer reads the buffer.
+		if len(s.spare) < s.cfg.MaxUploads {
+			s.spare = append(s.spare, info.buf)
+		}
 		m := s.machines[info.machine]
 		e := m.find(info.seq)
 		if ev.Err != nil {
@@ -321,7 +332,7 @@ func (s *Server) startPut(ctx runtime.Context, m *machine, e *entry, sealed []by
 	s.ops.Start(ctx, runtime.Op{Name: "upload " + name, Peer: s.cfg.StoragePeer, Bytes: n, Run: func(ctx context.Context) (any, error) {
 		_, err := st.Put(ctx, c, name, sealed, blob.WriteOptions{})
 		return nil, err
-	}}, &opInfo{kind: opPut, machine: m.name, seq: e.seq, heldBytes: n, sealedBytes: n})
+	}}, &opInfo{kind: opPut, machine: m.name, seq: e.seq, heldBytes: n, sealedBytes: n, buf: sealed})
 }
 
 // failed puts an item back to wait, backing off: it is retried in order,

@@ -183,6 +183,10 @@ type Server struct {
 	ops      runtime.Ops[*opInfo]
 	inFlight int       // items sealing or uploading
 	workers  []*worker // idle sealers
+	// spare are sealed items' buffers whose uploads returned, at most
+	// MaxUploads, reused by the next seals: a 1 MiB allocation (and its
+	// zeroing and collection) less per item.
+	spare [][]byte
 
 	timers  runtime.Timers
 	retryAt time.Time // when the retry timer fires; zero: none pending
@@ -250,6 +254,7 @@ func (s *Server) start(ctx runtime.Context) {
 	s.machines = map[string]*machine{}
 	s.order = nil
 	s.ops = runtime.Ops[*opInfo]{}
+	s.spare = nil // an op of the previous life may still hold them
 	s.inFlight, s.usedBytes, s.memBytes = 0, 0, 0
 	s.containerReady = false
 	s.startedAt = ctx.Now()

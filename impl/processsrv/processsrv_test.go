@@ -681,6 +681,47 @@ func TestMaxUploads(t *testing.T) {
 	}
 }
 
+// TestSealedBuffersReused: the buffers of finished uploads are sealed into
+// again; every blob still opens to its own item, the last ones too (a
+// buffer reused while its upload still read it would give an earlier
+// blob a later item's bytes).
+func TestSealedBuffersReused(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.MaxUploads = 2 })
+	e.hold()
+	const n = 5
+	for seq := uint64(1); seq <= n; seq++ {
+		e.sendItem("db01", seq)
+		e.sendItem("web01", seq)
+	}
+	e.release()
+	if st := e.srv.Status(); st.UploadedItems != 2*n {
+		t.Fatalf("uploaded %d items, want %d", st.UploadedItems, 2*n)
+	}
+	s, err := batch.NewSealer(testKey, batch.CodecS2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range []string{"db01", "web01"} {
+		for seq := uint64(1); seq <= n; seq++ {
+			name := proto.CacheBlobName(m, seq)
+			sealed, _, err := e.store.Get(context.Background(), prefix+proto.ContainerCache, name, blob.ReadOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := s.Open(nil, name, sealed)
+			if err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			if !bytes.Equal(got, makeItem(m, seq)) {
+				t.Errorf("%s opens to another item's bytes", name)
+			}
+		}
+	}
+	if len(e.srv.spare) != 2 {
+		t.Errorf("%d spare buffers, want MaxUploads 2", len(e.srv.spare))
+	}
+}
+
 func TestUploadedHints(t *testing.T) {
 	e := newEnv(t, func(c *Config) { c.MaxUploads = 1 })
 	e.sendItem("db01", 1)

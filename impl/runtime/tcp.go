@@ -43,33 +43,52 @@ func (h *hello) UnmarshalWire(d *wire.Decoder) error {
 // kind 2, length 4): enough for wire.FrameLen to tell the frame's length.
 const frameHeaderLen = 9
 
+// frameUpfront bounds the buffer readFrame allocates for a frame before its
+// bytes arrive: a frame up to this long (every replication item) is read
+// into one buffer of its exact length, a longer one into a buffer that
+// grows as its bytes arrive, so that a corrupt or hostile length costs at
+// most this much memory up front, never wire.MaxPayload.
+const frameUpfront = 8 << 20
+
 // readFrame reads one frame from br, checks it with wire.Open and returns
-// its kind and bytes. It returns
-// io.EOF only for a stream that ended cleanly between frames. The frame's
-// buffer grows as bytes arrive, so a corrupt length does not allocate
-// wire.MaxPayload up front.
+// its kind and bytes. It returns io.EOF only for a stream that ended
+// cleanly between frames.
 func readFrame(br *bufio.Reader) (wire.Kind, []byte, error) {
-	var buf bytes.Buffer
-	if _, err := io.CopyN(&buf, br, frameHeaderLen); err != nil {
-		if err == io.EOF && buf.Len() > 0 {
+	var hdr [frameHeaderLen]byte
+	if _, err := io.ReadFull(br, hdr[:]); err != nil {
+		if err == io.ErrUnexpectedEOF {
 			err = fmt.Errorf("%w: connection closed inside a header", wire.ErrShort)
 		}
 		return 0, nil, err
 	}
-	n, ok, err := wire.FrameLen(buf.Bytes())
+	n, ok, err := wire.FrameLen(hdr[:])
 	if err != nil {
 		return 0, nil, err
 	}
 	if !ok {
-		return 0, nil, fmt.Errorf("%w: header of %d bytes not understood", wire.ErrShort, buf.Len())
+		return 0, nil, fmt.Errorf("%w: header of %d bytes not understood", wire.ErrShort, len(hdr))
 	}
-	if _, err := io.CopyN(&buf, br, int64(n-frameHeaderLen)); err != nil {
-		if err == io.EOF {
-			err = fmt.Errorf("%w: connection closed after %d of %d bytes", wire.ErrShort, buf.Len(), n)
+	var frame []byte
+	if n <= frameUpfront {
+		frame = make([]byte, n)
+		copy(frame, hdr[:])
+		if got, err := io.ReadFull(br, frame[frameHeaderLen:]); err != nil {
+			if err == io.EOF || err == io.ErrUnexpectedEOF {
+				err = fmt.Errorf("%w: connection closed after %d of %d bytes", wire.ErrShort, frameHeaderLen+got, n)
+			}
+			return 0, nil, err
 		}
-		return 0, nil, err
+	} else {
+		var buf bytes.Buffer
+		buf.Write(hdr[:])
+		if _, err := io.CopyN(&buf, br, int64(n-frameHeaderLen)); err != nil {
+			if err == io.EOF {
+				err = fmt.Errorf("%w: connection closed after %d of %d bytes", wire.ErrShort, buf.Len(), n)
+			}
+			return 0, nil, err
+		}
+		frame = buf.Bytes()
 	}
-	frame := buf.Bytes()
 	k, _, err := wire.Open(frame)
 	if err != nil {
 		return 0, nil, err

@@ -98,6 +98,7 @@ type Instance struct {
 	blobURL string
 	conn    string
 	dir     string // local mode's temporary working directory
+	pid     int    // local mode's node process; 0 otherwise
 
 	stopOnce sync.Once
 	stopErr  error
@@ -106,6 +107,10 @@ type Instance struct {
 
 // Mode is the mode the instance was started in (never auto).
 func (in *Instance) Mode() Mode { return in.mode }
+
+// Pid is the process id of a local Azurite (node), for a benchmark to read
+// its CPU time; 0 for an instance in another mode.
+func (in *Instance) Pid() int { return in.pid }
 
 // ConnectionString is a connection string for the instance's blob service,
 // for impl/blob/azblob.NewFromConnectionString.
@@ -314,7 +319,7 @@ func startLocal(ctx context.Context, bin string, timeout time.Duration) (*Instan
 		close(exited)
 	}()
 	url := fmt.Sprintf("http://127.0.0.1:%d/%s", port, AccountName)
-	in := &Instance{mode: ModeLocal, blobURL: url, conn: connectionString(url), dir: dir}
+	in := &Instance{mode: ModeLocal, blobURL: url, conn: connectionString(url), dir: dir, pid: cmd.Process.Pid}
 	in.stop = func() error {
 		select {
 		case <-exited:

@@ -89,10 +89,14 @@ func (d *Driver) Now() time.Time { return d.now }
 // completions of the ops it started, until none are left.
 func (d *Driver) Deliver(ev runtime.Event) {
 	d.t.Helper()
+	if dn, ok := ev.(runtime.Done); ok {
+		delete(d.ops, dn.ID) // Ops lists held ones only; and the op may hold much
+	}
 	d.Actor.Handle(&ctx{d: d}, ev)
 	for d.AutoDeliverOps && len(d.done) > 0 {
 		dn := d.done[0]
 		d.done = d.done[1:]
+		delete(d.ops, dn.ID)
 		d.Actor.Handle(&ctx{d: d}, dn)
 	}
 }

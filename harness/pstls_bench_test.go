@@ -1,0 +1,424 @@
+package harness
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/v2a-dr/v2a/impl/batch"
+	"github.com/v2a-dr/v2a/impl/blob"
+	"github.com/v2a-dr/v2a/impl/blob/azblob"
+	"github.com/v2a-dr/v2a/impl/blockdev"
+	"github.com/v2a-dr/v2a/impl/pki"
+	"github.com/v2a-dr/v2a/impl/processsrv"
+	"github.com/v2a-dr/v2a/impl/proto"
+	"github.com/v2a-dr/v2a/impl/runtime"
+	"github.com/v2a-dr/v2a/impl/wire"
+)
+
+// The stream of the process-server benchmark: what an agent sends (1 MiB
+// items of realistic disk data, agent.Config.ItemBytes' default) and what
+// the process server makes of it (the default MaxUploads uploads at once).
+const (
+	psBenchItemBytes = 1 << 20
+	psBenchItems     = 128 // per leg per round: 128 MiB
+	psBenchUploads   = processsrv.DefaultMaxUploads
+	psBenchWindow    = 16 // items the agent stand-in keeps unacknowledged
+	psBenchMachine   = "db01"
+)
+
+var (
+	psBenchPS    = runtime.MakeAddr("ps01", runtime.PortProcess)
+	psBenchAgent = runtime.MakeAddr(psBenchMachine, runtime.PortTag)
+	psBenchAzure = runtime.MakeAddr("az01", runtime.PortConfig)
+	psBenchKey   = [32]byte{1}
+)
+
+// psBenchData is one round's stream: the items as the agent sends them
+// (ItemMsg frames) and as the process server uploads them (sealed under
+// their cache blob names with the vault key: the same bytes, so the
+// reference uploads blobs of exactly the process server's sizes).
+type psBenchData struct {
+	frames   [][]byte
+	sealed   [][]byte
+	rawBytes int64 // item bytes (what both legs' MB/s count)
+}
+
+func newPSBenchData(b *testing.B) *psBenchData {
+	b.Helper()
+	r := rand.New(rand.NewPCG(2, 2))
+	sealer, err := batch.NewSealer(psBenchKey, batch.CodecS2)
+	if err != nil {
+		b.Fatal(err)
+	}
+	d := &psBenchData{}
+	for i := range psBenchItems {
+		seq := uint64(i + 1)
+		it := &batch.Item{Machine: psBenchMachine, Seq: seq, Kind: batch.KindChunk, Gen: 1,
+			Runs: []batch.Run{{Off: int64(i) * psBenchItemBytes, Data: make([]byte, psBenchItemBytes)}}}
+		blockdev.FillRealistic(r, it.Runs[0].Data)
+		raw := it.Marshal()
+		d.rawBytes += int64(len(raw))
+		d.frames = append(d.frames, wire.Encode(&proto.ItemMsg{Machine: psBenchMachine, Seq: seq, Data: raw}))
+		out, err := sealer.Seal(nil, proto.CacheBlobName(psBenchMachine, seq), raw)
+		if err != nil {
+			b.Fatal(err)
+		}
+		d.sealed = append(d.sealed, out)
+	}
+	return d
+}
+
+// uploadReference is Azurite's own rate: the sealed items put straight
+// with the azblob client, psBenchUploads at a time, into a fresh
+// container. It returns the wall time of the puts (not the container's
+// creation, as the process server's leg starts with its container made).
+func uploadReference(b *testing.B, s blob.Store, container string, d *psBenchData) time.Duration {
+	b.Helper()
+	ctx := context.Background()
+	if err := s.CreateContainer(ctx, container); err != nil {
+		b.Fatal(err)
+	}
+	defer s.DeleteContainer(ctx, container)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, psBenchUploads)
+	start := time.Now()
+	for range psBenchUploads {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := next.Add(1) - 1
+				if i >= int64(len(d.sealed)) {
+					return
+				}
+				if _, err := s.Put(ctx, container, proto.CacheBlobName(psBenchMachine, uint64(i+1)), d.sealed[i], blob.WriteOptions{}); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	took := time.Since(start)
+	close(errs)
+	for err := range errs {
+		b.Fatal(err)
+	}
+	checkUploaded(b, s, container, len(d.sealed))
+	return took
+}
+
+// checkUploaded fails the benchmark unless the container holds n blobs: a
+// leg is only timed if it did the work.
+func checkUploaded(b *testing.B, s blob.Store, container string, n int) {
+	b.Helper()
+	got, err := s.List(context.Background(), container, "")
+	if err != nil {
+		b.Fatal(err)
+	}
+	if len(got) != n {
+		b.Fatalf("container %s holds %d blobs, want %d", container, len(got), n)
+	}
+}
+
+// psFeeder is the agent stand-in: it says hello, then streams the
+// pre-encoded item frames with a sliding window of unacknowledged items,
+// as the agent does (go-back-N from the last cumulative ack).
+type psFeeder struct {
+	frames      [][]byte
+	sent, acked uint64
+	allAcked    *atomic.Int64 // when the last item was acknowledged (UnixNano)
+}
+
+func (f *psFeeder) Handle(ctx runtime.Context, ev runtime.Event) {
+	switch ev := ev.(type) {
+	case runtime.Started:
+		ctx.Send(psBenchPS, wire.Encode(&proto.StreamHello{Machine: psBenchMachine}))
+	case runtime.Message:
+		m, err := wire.Decode(ev.Data)
+		if err != nil {
+			panic(err)
+		}
+		a, ok := m.(*proto.ItemAck)
+		if !ok {
+			return
+		}
+		if a.Status != proto.AckOK {
+			panic(fmt.Sprintf("process server answered %s: %s", a.Status, a.Reason))
+		}
+		f.acked = max(f.acked, a.Acked)
+		f.sent = max(f.sent, f.acked)
+		if f.acked == uint64(len(f.frames)) && f.allAcked.Load() == 0 {
+			f.allAcked.Store(time.Now().UnixNano())
+		}
+		for f.sent < uint64(len(f.frames)) && f.sent < f.acked+psBenchWindow {
+			f.sent++
+			ctx.Send(psBenchPS, f.frames[f.sent-1])
+		}
+	}
+}
+
+// psAzure stands in for the Azure side: the process server's Uploaded
+// hints say how far the cache container has the stream; the last one ends
+// the timed leg.
+type psAzure struct {
+	want uint64
+	done chan struct{}
+}
+
+func (z *psAzure) Handle(ctx runtime.Context, ev runtime.Event) {
+	m, ok := ev.(runtime.Message)
+	if !ok {
+		return
+	}
+	msg, err := wire.Decode(m.Data)
+	if err != nil {
+		panic(err)
+	}
+	if u, ok := msg.(*proto.Uploaded); ok && u.UpTo == z.want {
+		close(z.done)
+	}
+}
+
+// psWorld is one round's three hosts, each its own Real (as each is its own
+// process in the wire world) with its certificate from the vault CA:
+// every connection between them is mutual TLS.
+type psWorld struct {
+	ps, agent, azure *runtime.Real
+}
+
+func newPSWorld(b *testing.B, ca *pki.CA) *psWorld {
+	b.Helper()
+	w := &psWorld{}
+	hosts := map[runtime.Addr]**runtime.Real{psBenchPS: &w.ps, psBenchAgent: &w.agent, psBenchAzure: &w.azure}
+	resolve := func(a runtime.Addr) (string, error) {
+		r, ok := hosts[a]
+		if !ok {
+			return "", fmt.Errorf("bench: no host %s", a) // the configuration server: health reports are dropped
+		}
+		return (*r).BoundAddr(a), nil
+	}
+	for addr, r := range hosts {
+		id, err := ca.NewIdentity(addr.Host(), time.Now())
+		if err != nil {
+			b.Fatal(err)
+		}
+		*r = runtime.NewReal(runtime.RealOptions{Seed: 1, Resolve: resolve,
+			Listen:    func(runtime.Addr) string { return "127.0.0.1:0" },
+			ServerTLS: pki.ServerConfig(id), ClientTLS: pki.ClientConfig(id)})
+	}
+	return w
+}
+
+func (w *psWorld) stop() {
+	w.agent.Stop()
+	w.ps.Stop()
+	w.azure.Stop()
+}
+
+// streamThroughPS is the process server's leg: the agent stand-in streams
+// the items over mutual TLS, the process server caches, seals and uploads
+// them to Azurite. It returns the wall time from the first item sent (the
+// agent's spawn, with the process server's container made) to the Uploaded
+// hint for the last item.
+func streamThroughPS(b *testing.B, s blob.Store, ca *pki.CA, prefix string, d *psBenchData) psLeg {
+	b.Helper()
+	cache, err := os.MkdirTemp(WorkBase(), "v2a-bench-cache-")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer os.RemoveAll(cache)
+	defer s.DeleteContainer(context.Background(), prefix+proto.ContainerCache)
+	w := newPSWorld(b, ca)
+	defer w.stop()
+	done := make(chan struct{})
+	if err := w.azure.Spawn(psBenchAzure, func() runtime.Actor { return &psAzure{want: psBenchItems, done: done} }); err != nil {
+		b.Fatal(err)
+	}
+	if err := w.ps.Spawn(psBenchPS, func() runtime.Actor {
+		return processsrv.New(processsrv.Config{Name: "ps01", CacheDir: cache, CacheCapBytes: 1 << 40, Store: s,
+			ContainerPrefix: prefix, Key: psBenchKey, Codec: batch.CodecS2, MaxUploads: psBenchUploads,
+			Azure: psBenchAzure, ConfigServer: runtime.MakeAddr("cs01", runtime.PortConfig)})
+	}); err != nil {
+		b.Fatal(err)
+	}
+	status := func() processsrv.Status {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		st, err := runtime.InspectAs(ctx, w.ps, psBenchPS, func(a runtime.Actor) processsrv.Status { return a.(*processsrv.Server).Status() })
+		if err != nil {
+			b.Fatal(err)
+		}
+		return st
+	}
+	for deadline := time.Now().Add(time.Minute); !status().ContainerReady; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			b.Fatalf("cache container not made in a minute: %s", status().LastError)
+		}
+	}
+	var allAcked atomic.Int64
+	start := time.Now()
+	if err := w.agent.Spawn(psBenchAgent, func() runtime.Actor { return &psFeeder{frames: d.frames, allAcked: &allAcked} }); err != nil {
+		b.Fatal(err)
+	}
+	select {
+	case <-done:
+	case <-time.After(10 * time.Minute):
+		st := status()
+		b.Fatalf("%d of %d items uploaded in 10 minutes: %s", st.UploadedItems, psBenchItems, st.LastError)
+	}
+	took := time.Since(start)
+	// The feeder may read the last ack after the last upload's hint came.
+	for deadline := time.Now().Add(time.Minute); allAcked.Load() == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			b.Fatal("uploads done, but the agent stand-in never got the last ack")
+		}
+	}
+	st := status()
+	if st.UploadedItems != psBenchItems || st.RawBytes != d.rawBytes || st.Errors != 0 {
+		b.Fatalf("process server uploaded %d items, %d item bytes (want %d, %d), %d errors: %s",
+			st.UploadedItems, st.RawBytes, psBenchItems, d.rawBytes, st.Errors, st.LastError)
+	}
+	checkUploaded(b, s, prefix+proto.ContainerCache, psBenchItems)
+	return psLeg{took: took, acked: time.Unix(0, allAcked.Load()).Sub(start), st: st}
+}
+
+// psLeg is what streamThroughPS measured: the whole leg, the part until
+// the last item was acknowledged (cached), and the server's final status.
+type psLeg struct {
+	took, acked time.Duration
+	st          processsrv.Status
+}
+
+// BenchmarkProcessServerToAzurite is issue 11's throughput benchmark on the
+// real runtime over loopback mutual TLS: an agent stand-in streams 128
+// items of 1 MiB to the process server (three Reals, one per host, each
+// with its certificate from the vault CA), which caches them (cache on
+// WorkBase: tmpfs where there is one), seals them (s2 + AES-256-GCM) and
+// uploads them to Azurite, four at a time; timed from the first item sent
+// to the process server's Uploaded hint for the last. Each round also
+// times the reference, Azurite's own rate: the same sealed blobs (same
+// names and sizes) put with the azblob client, four at a time. Both rates
+// count item bytes; x-azurite is their ratio, the median over the rounds
+// (goal: at least 0.8, so that storage, not v2a, is the bottleneck).
+//
+// The CPU time of each leg, this process's (v2a: agent stand-in, process
+// server and storage client) and the local Azurite's, is reported per MiB
+// of items: on a machine whose cores are all busy (2 shared cores), the
+// wall-time ratio tends to the CPU-time ratio, cpu-x-azurite; with a core
+// to spare for each of v2a and Azurite, to Azurite's share alone.
+func BenchmarkProcessServerToAzurite(b *testing.B) {
+	inst, err := sharedAzurite(context.Background(), "")
+	if err != nil {
+		b.Fatal(err)
+	}
+	s, err := azblob.NewFromConnectionString(inst.ConnectionString())
+	if err != nil {
+		b.Fatal(err)
+	}
+	ca, err := pki.NewCA("vault-bench", time.Now())
+	if err != nil {
+		b.Fatal(err)
+	}
+	d := newPSBenchData(b)
+	var ref, ps, acked time.Duration
+	var refCPU, psCPU cpuTimes
+	var ratios []float64 // per round: reference time over process server time
+	var ratio, peak float64
+	round := 0
+	b.SetBytes(2 * d.rawBytes)
+	for b.Loop() {
+		round++
+		prefix := fmt.Sprintf("bench-%d-%d-", os.Getpid(), round)
+		refBefore := ref
+		// Reference and process server alternate which goes first, so
+		// that a load that drifts over the run weighs on both alike.
+		if round%2 == 1 {
+			c0 := readCPU(b, inst.Pid())
+			ref += uploadReference(b, s, prefix+"ref", d)
+			refCPU = refCPU.add(readCPU(b, inst.Pid()).sub(c0))
+		}
+		c0 := readCPU(b, inst.Pid())
+		leg := streamThroughPS(b, s, ca, prefix, d)
+		psCPU = psCPU.add(readCPU(b, inst.Pid()).sub(c0))
+		ps, acked = ps+leg.took, acked+leg.acked
+		ratio, peak = leg.st.Ratio, max(peak, float64(leg.st.PeakPipelineBytes)/(1<<20))
+		if round%2 == 0 {
+			c0 := readCPU(b, inst.Pid())
+			ref += uploadReference(b, s, prefix+"ref", d)
+			refCPU = refCPU.add(readCPU(b, inst.Pid()).sub(c0))
+		}
+		ratios = append(ratios, (ref-refBefore).Seconds()/leg.took.Seconds())
+	}
+	mbps := func(took time.Duration) float64 { return float64(round) * float64(d.rawBytes) / 1e6 / took.Seconds() }
+	b.ReportMetric(mbps(ps), "ps-MB/s")
+	b.ReportMetric(mbps(ref), "azurite-MB/s")
+	// The median round's ratio: a load that comes and goes on a shared
+	// machine skews a round or two, not the median.
+	slices.Sort(ratios)
+	b.ReportMetric(ratios[len(ratios)/2], "x-azurite")
+	b.ReportMetric(acked.Seconds()/ps.Seconds(), "acked-at")
+	mib := float64(round) * float64(d.rawBytes) / (1 << 20)
+	perMiB := func(d time.Duration) float64 { return float64(d) / 1e6 / mib }
+	b.ReportMetric(perMiB(psCPU.self), "ps-cpu-ms/MiB")
+	b.ReportMetric(perMiB(refCPU.self), "ref-cpu-ms/MiB")
+	if inst.Pid() != 0 {
+		b.ReportMetric(perMiB(psCPU.azurite), "ps-azurite-cpu-ms/MiB")
+		b.ReportMetric(perMiB(refCPU.azurite), "ref-azurite-cpu-ms/MiB")
+		// The ratio a machine with no core to spare would show: each leg's
+		// CPU time, v2a's and Azurite's together.
+		b.ReportMetric(float64(refCPU.self+refCPU.azurite)/float64(psCPU.self+psCPU.azurite), "cpu-x-azurite")
+	}
+	b.ReportMetric(ratio, "compression")
+	b.ReportMetric(peak, "pipeline-peak-MiB")
+}
+
+// cpuTimes is CPU time (user + system) of this process and of the local
+// Azurite.
+type cpuTimes struct{ self, azurite time.Duration }
+
+func (c cpuTimes) add(o cpuTimes) cpuTimes { return cpuTimes{c.self + o.self, c.azurite + o.azurite} }
+func (c cpuTimes) sub(o cpuTimes) cpuTimes { return cpuTimes{c.self - o.self, c.azurite - o.azurite} }
+
+// readCPU reads this process's CPU time, and the Azurite's at pid (0: none,
+// an Azurite not started here) from /proc.
+func readCPU(b *testing.B, pid int) cpuTimes {
+	b.Helper()
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	c := cpuTimes{self: time.Duration(ru.Utime.Nano() + ru.Stime.Nano())}
+	if pid == 0 {
+		return c
+	}
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	// After the command's ")": state is field 3 of proc(5), utime 14 and
+	// stime 15, in clock ticks (USER_HZ: 100 on Linux).
+	f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+	var ticks int64
+	for _, s := range f[11:13] {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			b.Fatalf("/proc/%d/stat: %v", pid, err)
+		}
+		ticks += n
+	}
+	c.azurite = time.Duration(ticks) * 10 * time.Millisecond
+	return c
+}
