@@ -167,7 +167,7 @@ func TestRestartContinues(t *testing.T) {
 	if got := jobs[len(jobs)-1]; got.ID != 2 || got.Machine != "web01" {
 		t.Fatalf("the job after the restart: %+v, want id 2 for web01", got)
 	}
-	r.d.Advance(15*time.Minute)
+	r.d.Advance(15 * time.Minute)
 	diff(t, "alerts once the agent stayed silent", []string{AlertHeartbeatLost + "/db01 active"}, r.alerts())
 }
 
