@@ -47,22 +47,31 @@ func rec(key, data string) csstore.Record {
 }
 
 // TestPragmas: the durability the package promises is what the database
-// runs with.
+// runs with (and NoSync, the simulation's, says what it gives up).
 func TestPragmas(t *testing.T) {
-	s := openT(t, filepath.Join(t.TempDir(), "cs.db"))
-	var mode string
-	var sync, version int
-	if err := s.db.QueryRow(`PRAGMA journal_mode`).Scan(&mode); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.db.QueryRow(`PRAGMA synchronous`).Scan(&sync); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.db.QueryRow(`PRAGMA user_version`).Scan(&version); err != nil {
-		t.Fatal(err)
-	}
-	if mode != "wal" || sync != 2 || version != SchemaVersion {
-		t.Fatalf("journal_mode=%s synchronous=%d user_version=%d, want wal, 2 (FULL), %d", mode, sync, version, SchemaVersion)
+	for _, c := range []struct {
+		o    Options
+		sync int
+	}{{Options{}, 2}, {Options{NoSync: true}, 0}} {
+		s, err := OpenWith(filepath.Join(t.TempDir(), "cs.db"), c.o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var mode string
+		var sync, version int
+		if err := s.db.QueryRow(`PRAGMA journal_mode`).Scan(&mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.db.QueryRow(`PRAGMA synchronous`).Scan(&sync); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.db.QueryRow(`PRAGMA user_version`).Scan(&version); err != nil {
+			t.Fatal(err)
+		}
+		s.Close()
+		if mode != "wal" || sync != c.sync || version != SchemaVersion {
+			t.Fatalf("%+v: journal_mode=%s synchronous=%d user_version=%d, want wal, %d, %d", c.o, mode, sync, version, c.sync, SchemaVersion)
+		}
 	}
 }
 
@@ -160,7 +169,7 @@ func TestNotADatabase(t *testing.T) {
 // version.
 func TestMigrations(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "cs.db")
-	s, err := open(path, migrations)
+	s, err := open(path, migrations, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,10 +179,10 @@ func TestMigrations(t *testing.T) {
 	s.Close()
 	next := append(append([]string(nil), migrations...), `ALTER TABLE machines ADD COLUMN note TEXT`)
 	broken := append(append([]string(nil), next...), `CREATE TABLE machines (key TEXT)`) // exists: fails
-	if _, err := open(path, broken); err == nil || !strings.Contains(err.Error(), "migration 3") {
+	if _, err := open(path, broken, Options{}); err == nil || !strings.Contains(err.Error(), "migration 3") {
 		t.Fatalf("a failing migration: %v, want an error naming migration 3", err)
 	}
-	s, err = open(path, next)
+	s, err = open(path, next, Options{})
 	if err != nil {
 		t.Fatalf("migrating to %d: %v", len(next), err)
 	}
