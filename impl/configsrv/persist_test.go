@@ -14,6 +14,7 @@ import (
 	"github.com/v2a-dr/v2a/impl/csstore"
 	"github.com/v2a-dr/v2a/impl/csstore/sqlite"
 	"github.com/v2a-dr/v2a/impl/proto"
+	"github.com/v2a-dr/v2a/impl/runtime"
 	"github.com/v2a-dr/v2a/impl/runtime/runtimetest"
 	"github.com/v2a-dr/v2a/impl/vault"
 	"github.com/v2a-dr/v2a/impl/wire"
@@ -237,5 +238,65 @@ func TestLoadFirst(t *testing.T) {
 	}
 	if err := r.s.restore(recs); !errors.Is(err, ErrStoreRecord) || !strings.Contains(err.Error(), "machine db01") {
 		t.Fatalf("restore = %v, want ErrStoreRecord naming the record", err)
+	}
+}
+
+// TestRestartResumesInstall: a push install in flight when the server
+// crashed is started again by the restarted server (its Done died with
+// the crash), and the enablement completes.
+func TestRestartResumesInstall(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "cs.db")
+	st := openDB(t, path)
+	r := newRig(t, func(c *Config) { c.Store = st })
+	r.d.AutoDeliverOps = false
+	r.d.Receive(portal, &proto.EnableReplication{Machine: "db01"})
+	// The enablement's write commits; the install's Done never comes.
+	r.d.DeliverOpsWhere(func(d runtime.Done) bool { return strings.HasPrefix(d.Name, "store") })
+	if got := r.d.SentTo(portal); len(got) != 1 {
+		t.Fatalf("replies before the crash: %v", got)
+	}
+	if n := len(r.vc.calls()); n != 1 {
+		t.Fatalf("%d installs before the crash", n)
+	}
+	st.Close()
+	r = restart(t, r, openDB(t, path), time.Minute)
+	if n := len(r.vc.calls()); n != 2 {
+		t.Fatalf("%d installs after the restart, want the interrupted one started again", n)
+	}
+	if rr := r.register("db01", r.keys, false); !rr.OK {
+		t.Fatal(rr.Reason)
+	}
+	if m := r.machine("db01"); m.State != StateInitialSync || m.Gen != 1 {
+		t.Fatalf("db01 after its agent registered: %s gen %d", m.State, m.Gen)
+	}
+	jobs := r.s.Status().Jobs
+	if len(jobs) != 1 || jobs[0].Status != JobRunning {
+		t.Fatalf("jobs: %+v, want the one enablement, running", jobs)
+	}
+}
+
+// TestHeartbeatFiguresKeptPerCheck: heartbeat figures are volatile — a
+// heartbeat alone writes nothing — and the periodic check writes them.
+func TestHeartbeatFiguresKeptPerCheck(t *testing.T) {
+	for _, check := range []bool{false, true} {
+		path := filepath.Join(t.TempDir(), "cs.db")
+		f := &flaky{Store: openDB(t, path)}
+		r := newRig(t, func(c *Config) { c.Store = f })
+		r.protect("db01")
+		r.d.Advance(CheckEvery) // a first check writes what protect left volatile
+		before := f.applies
+		r.d.Receive(agentAddr("db01"), &proto.Heartbeat{Machine: "db01", Phase: PhaseReplicating, Mode: "data", SentBytes: 4242, Gen: 1})
+		if f.applies != before {
+			t.Fatalf("a heartbeat wrote %d times", f.applies-before)
+		}
+		if check {
+			r.d.Advance(CheckEvery)
+		}
+		f.Store.Close()
+		r2 := restart(t, r, openDB(t, path), time.Second)
+		got := r2.machine("db01").SentBytes
+		if want := map[bool]int64{false: 0, true: 4242}[check]; got != want {
+			t.Errorf("check=%v: SentBytes after the restart %d, want %d", check, got, want)
+		}
 	}
 }
