@@ -29,6 +29,7 @@ import (
 	"github.com/v2a-dr/v2a/impl/azuresvc"
 	"github.com/v2a-dr/v2a/impl/blob"
 	"github.com/v2a-dr/v2a/impl/blob/azblob"
+	"github.com/v2a-dr/v2a/impl/pki"
 	"github.com/v2a-dr/v2a/impl/proto"
 	"github.com/v2a-dr/v2a/sim/azurite"
 )
@@ -146,6 +147,8 @@ func TestDaemonsReplicate(t *testing.T) {
 	csConf := filepath.Join(dir, "cs.yaml")
 	if err := os.WriteFile(csConf, []byte(`listen: `+cs+`
 log-format: json
+data-dir: `+filepath.Join(dir, "cs")+`
+enroll-listen: 127.0.0.2:0
 policies:
   - name: fast
     rpo-threshold: 10m
@@ -182,7 +185,7 @@ protect:
 	// first one is untouched.
 	var out, errOut bytes.Buffer
 	t.Setenv("V2A_PASSPHRASE", "daemon-test-passphrase")
-	if code := execute(ctx, []string{"configsrv", "--listen", cs}, &out, &errOut); code != exitSetup ||
+	if code := execute(ctx, []string{"configsrv", "--listen", cs, "--data-dir", t.TempDir()}, &out, &errOut); code != exitSetup ||
 		!strings.Contains(errOut.String(), "configsrv (cs01:443) cannot listen on "+cs+": address already in use") {
 		t.Errorf("a second configsrv on %s: exit %d, want %d with a clear error; stderr:\n%s", cs, code, exitSetup, errOut.String())
 	}
@@ -350,7 +353,7 @@ func newTestCA(t *testing.T, name string) *testCA {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name, Organization: []string{"vault-1"}},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
 		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
@@ -404,11 +407,20 @@ func writePKI(t *testing.T, dir string, hosts ...string) *testCA {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for name, b := range map[string][]byte{
+		files := map[string][]byte{
 			daemon.CertFile: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
 			daemon.KeyFile:  pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kb}),
 			daemon.CAFile:   ca.pem,
-		} {
+		}
+		if h == "cs01" {
+			// The configuration server is the vault's CA.
+			cakb, err := x509.MarshalPKCS8PrivateKey(ca.key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			files[pki.CAKeyFile] = pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: cakb})
+		}
+		for name, b := range files {
 			if err := os.WriteFile(filepath.Join(d, name), b, 0o600); err != nil {
 				t.Fatal(err)
 			}
@@ -491,7 +503,7 @@ func TestDaemonBadConfig(t *testing.T) {
 			`protect db01=nosuch: no policy "nosuch"`},
 		{"bad duration", "daemon-test-passphrase", []string{"azuresvc", "--config", file("d.yaml", "poll-every: 5\n")},
 			`want a string such as "90s"`},
-		{"tls-dir without files", "daemon-test-passphrase", []string{"configsrv", "--listen", listen, "--tls-dir", dir},
+		{"tls-dir without files", "daemon-test-passphrase", []string{"processsrv", "--listen", listen, "--tls-dir", dir},
 			"tls-dir " + dir},
 		{"agent without a machine", "daemon-test-passphrase", []string{"agent", "--listen", listen},
 			"agent: machine is empty"},
