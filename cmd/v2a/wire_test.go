@@ -186,13 +186,15 @@ protect:
 
 	// Fault 1: kill -9 of the process server while items are in its
 	// cache; a new one on the same data directory carries on.
+	var cached []string
 	waitUntil(t, "items in the process server's cache", 30*time.Second, func() bool {
-		n, _ := os.ReadDir(filepath.Join(dir, "ps", "cache"))
-		return len(n) > 0
+		cached, _ = filepath.Glob(filepath.Join(dir, "ps", "cache", "*", "*.item"))
+		return len(cached) > 0
 	})
 	psProc.cmd.Process.Kill()
 	<-psProc.done
 	time.Sleep(time.Second)
+	t.Logf("process server killed with %d items in its cache (%s, ...)", len(cached), filepath.Base(cached[0]))
 	psProc = startDaemon(t, bin, "processsrv (restarted)", env, psArgs...)
 	psProc.waitFor(t, "daemon: started", 30*time.Second)
 	if strings.Contains(psProc.out.String(), "daemon: enrolled") {

@@ -8,11 +8,13 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/v2a-dr/v2a/impl/agent"
 	"github.com/v2a-dr/v2a/impl/azuresvc"
 	"github.com/v2a-dr/v2a/impl/batch"
+	"github.com/v2a-dr/v2a/impl/blob"
 	"github.com/v2a-dr/v2a/impl/blob/azblob"
 	"github.com/v2a-dr/v2a/impl/configsrv"
 	"github.com/v2a-dr/v2a/impl/csstore/sqlite"
@@ -187,7 +189,28 @@ func openStore(daemon string, c Config) (*azblob.Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %w", ErrConfig, daemon, err)
 	}
+	// One request before anything starts: a wrong key or an unreachable
+	// account is a clear error now, not a component retrying forever.
+	ctx, cancel := context.WithTimeout(context.Background(), storageProbeTimeout)
+	defer cancel()
+	if _, err := s.List(ctx, c.ContainerPrefix+proto.ContainerCache, ""); err != nil && !errors.Is(err, blob.ErrNotFound) {
+		return nil, fmt.Errorf("%w: %s: storage account %q refused or did not answer a first request within %s (check the connection string's AccountKey and endpoint): %w",
+			ErrConfig, daemon, accountName(conn), storageProbeTimeout, err)
+	}
 	return s, nil
+}
+
+// storageProbeTimeout bounds the first request to the storage account.
+const storageProbeTimeout = 20 * time.Second
+
+// accountName is a connection string's AccountName (never its key).
+func accountName(conn string) string {
+	for _, kv := range strings.Split(conn, ";") {
+		if k, v, ok := strings.Cut(kv, "="); ok && strings.EqualFold(strings.TrimSpace(k), "AccountName") {
+			return v
+		}
+	}
+	return "(no AccountName)"
 }
 
 func buildAgent(c Config, pass string, log *slog.Logger) (component, error) {
