@@ -212,7 +212,8 @@ func TestWireWrongStorageKey(t *testing.T) {
 			} else {
 				code = <-done
 				rcancel()
-				if !strings.Contains(out.String(), `storage account "devstoreaccount1" refused or did not answer`) {
+				t.Logf("%s with a wrong key: %s", d, strings.TrimSpace(out.String()))
+				if !strings.Contains(out.String(), `storage account "devstoreaccount1" refused the first request: HTTP 403 AuthorizationFailure (check the connection string's AccountKey)`) {
 					t.Errorf("%s with a wrong key: the error does not name the account:\n%s", d, out)
 				}
 				if strings.Contains(out.String(), "not the account") || strings.Contains(out.String(), "AccountKey=") {

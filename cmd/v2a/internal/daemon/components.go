@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+
 	"github.com/v2a-dr/v2a/impl/agent"
 	"github.com/v2a-dr/v2a/impl/azuresvc"
 	"github.com/v2a-dr/v2a/impl/batch"
@@ -194,7 +196,16 @@ func openStore(daemon string, c Config) (*azblob.Store, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), storageProbeTimeout)
 	defer cancel()
 	if _, err := s.List(ctx, c.ContainerPrefix+proto.ContainerCache, ""); err != nil && !errors.Is(err, blob.ErrNotFound) {
-		return nil, fmt.Errorf("%w: %s: storage account %q refused or did not answer a first request within %s (check the connection string's AccountKey and endpoint): %w",
+		var re *azcore.ResponseError
+		if errors.As(err, &re) {
+			hint := ""
+			if re.StatusCode == 403 {
+				hint = " (check the connection string's AccountKey)"
+			}
+			return nil, fmt.Errorf("%w: %s: storage account %q refused the first request: HTTP %d %s%s",
+				ErrConfig, daemon, accountName(conn), re.StatusCode, re.ErrorCode, hint)
+		}
+		return nil, fmt.Errorf("%w: %s: storage account %q did not answer a first request within %s (check the connection string's endpoint): %w",
 			ErrConfig, daemon, accountName(conn), storageProbeTimeout, err)
 	}
 	return s, nil
