@@ -45,9 +45,9 @@ func TestWireBadInput(t *testing.T) {
 	t.Setenv("V2A_PASSPHRASE", "")
 
 	// A configuration server with its enrollment endpoint.
-	enrollAddr := freeAddr(t, "127.0.0.1")
+	enrollAddr, csAddr := freeAddr(t, "127.0.0.1"), freeAddr(t, "127.0.0.1")
 	ctx, cancel := context.WithCancel(context.Background())
-	csOut, csDone := runDaemon(ctx, "configsrv", "--listen", freeAddr(t, "127.0.0.1"), "--passphrase-file", right,
+	csOut, csDone := runDaemon(ctx, "configsrv", "--listen", csAddr, "--passphrase-file", right,
 		"--data-dir", filepath.Join(dir, "cs"), "--tls-dir", filepath.Join(dir, "cs", "tls"), "--enroll-listen", enrollAddr)
 	t.Cleanup(func() {
 		cancel()
@@ -154,6 +154,47 @@ func TestWireBadInput(t *testing.T) {
 			}
 		})
 	}
+	// An agent of another vault (its CA and certificate consistent, but
+	// not this vault's) starts, and is refused at every connection with
+	// the reason in both logs.
+	t.Run("another vault's agent", func(t *testing.T) {
+		id, err := other.NewIdentity("db02", time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := pki.OS.SaveIdentity(filepath.Join(dir, "db02-tls"), id); err != nil {
+			t.Fatal(err)
+		}
+		actx, acancel := context.WithCancel(context.Background())
+		out, done := runDaemon(actx, "agent", "--listen", freeAddr(t, "127.0.0.1"), "--machine", "db02", "--passphrase-file", right,
+			"--data-dir", filepath.Join(dir, "db02"), "--disks", filepath.Join(dir, "db02.img"), "--disk-bytes", "1048576",
+			"--tls-dir", filepath.Join(dir, "db02-tls"), "--peers", "cs01="+csAddr)
+		defer func() {
+			acancel()
+			if code := <-done; code != exitOK {
+				t.Errorf("agent db02: exit %d after cancel:\n%s", code, out)
+			}
+		}()
+		deadline := time.Now().Add(15 * time.Second)
+		for !strings.Contains(out.String(), "cannot connect: TLS handshake failed") ||
+			!strings.Contains(csOut.String(), "refusing inbound connection: TLS handshake failed") {
+			if time.Now().After(deadline) {
+				t.Fatalf("no TLS refusal in both logs within 15 s; agent:\n%s\nconfigsrv:\n%s", out, csOut)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		for who, log := range map[string]string{"agent": out.String(), "configsrv": csOut.String()} {
+			for _, line := range strings.Split(log, "\n") {
+				if strings.Contains(line, "TLS handshake failed") {
+					t.Logf("%s: %s", who, line)
+					break
+				}
+			}
+		}
+		if !strings.Contains(out.String(), "certificate signed by unknown authority") {
+			t.Errorf("the agent's log does not say why it refused the server:\n%s", out)
+		}
+	})
 	if _, err := os.Stat(filepath.Join(dir, "db01-tls", "cert.pem")); !os.IsNotExist(err) {
 		t.Errorf("a refused enrollment wrote a certificate (%v)", err)
 	}
