@@ -212,7 +212,7 @@ protect:
 	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, "db01's agent to drain", 20*time.Second, func() bool { return syscall.Kill(pid, 0) != nil })
+	waitUntil(t, "db01's agent to drain", 20*time.Second, func() bool { return !alive(pid) })
 	if !strings.Contains(agentLog(dir, "db01"), "daemon: drained") {
 		t.Errorf("db01's agent did not drain on SIGTERM")
 	}
@@ -254,7 +254,7 @@ protect:
 	for _, vm := range wireVMs[1:] {
 		pid := agentPID(t, dir, vm.name)
 		syscall.Kill(pid, syscall.SIGTERM)
-		waitUntil(t, vm.name+"'s agent to drain", 20*time.Second, func() bool { return syscall.Kill(pid, 0) != nil })
+		waitUntil(t, vm.name+"'s agent to drain", 20*time.Second, func() bool { return !alive(pid) })
 	}
 	stopProc(t, restarted)
 
@@ -340,6 +340,20 @@ func agentLog(dir, vm string) string {
 	return string(b)
 }
 
+// alive says whether process pid runs (a zombie does not: the agents the
+// guest script started are not this process's children, and whoever
+// reaps them may be slow to).
+func alive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return syscall.Kill(pid, 0) == nil
+	}
+	// pid (comm) STATE ...: comm may hold spaces and parentheses.
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
+}
+
 func agentPID(t *testing.T, dir, vm string) int {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join(dir, vm, "agent.pid"))
@@ -354,12 +368,17 @@ func agentPID(t *testing.T, dir, vm string) int {
 }
 
 // killAgents kills the agents the guest script started (still running
-// after a failure), and shows their logs when the test failed.
+// after a failure): only a process whose command line is still that
+// agent's (a pid may have been reused since), and shows their logs when
+// the test failed.
 func killAgents(t *testing.T, dir string) {
 	for _, vm := range wireVMs {
 		if b, err := os.ReadFile(filepath.Join(dir, vm.name, "agent.pid")); err == nil {
 			if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pid > 0 {
-				syscall.Kill(pid, syscall.SIGKILL)
+				cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+				if bytes.Contains(cmdline, []byte(filepath.Join(dir, vm.name, "history.jsonl"))) {
+					syscall.Kill(pid, syscall.SIGKILL)
+				}
 			}
 		}
 		if t.Failed() || os.Getenv("V2A_DAEMON_LOGS") != "" {
