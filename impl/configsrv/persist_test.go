@@ -3,7 +3,9 @@ package configsrv
 import (
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -298,5 +300,36 @@ func TestHeartbeatFiguresKeptPerCheck(t *testing.T) {
 		if want := map[bool]int64{false: 0, true: 4242}[check]; got != want {
 			t.Errorf("check=%v: SentBytes after the restart %d, want %d", check, got, want)
 		}
+	}
+}
+
+// TestHeldBounded: behind a write that keeps failing, messages are held
+// in order up to maxHeld; the oldest past it are dropped, and the rest go
+// out, in order, once a write succeeds.
+func TestHeldBounded(t *testing.T) {
+	f := &flaky{Store: openDB(t, filepath.Join(t.TempDir(), "cs.db"))}
+	r := newRig(t, func(c *Config) { c.Store = f })
+	f.failApply = 1 << 30
+	r.d.Receive(portal, &proto.CreatePolicy{Policy: proto.Policy{Name: "gold", RPOThreshold: time.Hour, Retention: time.Hour,
+		CrashInterval: 5 * time.Minute, AppInterval: time.Hour}})
+	for i := range maxHeld + 10 {
+		r.d.Receive(portal, &proto.EnableReplication{Machine: fmt.Sprintf("nosuch%05d", i)})
+	}
+	if got := r.d.SentTo(portal); len(got) != 0 {
+		t.Fatalf("%d replies while the store fails", len(got))
+	}
+	f.failApply = 0
+	r.d.Advance(storeRetry)
+	got := r.d.SentTo(portal)
+	if len(got) != maxHeld {
+		t.Fatalf("%d replies once the store works, want %d", len(got), maxHeld)
+	}
+	// The policy's reply and the first ten refusals were the oldest.
+	first, last := got[0].(*proto.Reply), got[len(got)-1].(*proto.Reply)
+	if first.Subject != "nosuch00010" || last.Subject != fmt.Sprintf("nosuch%05d", maxHeld+9) {
+		t.Fatalf("replies from %s to %s", first.Subject, last.Subject)
+	}
+	if pols := r.s.Status().Policies; !slices.ContainsFunc(pols, func(p proto.Policy) bool { return p.Name == "gold" }) {
+		t.Fatalf("the state lost the policy whose reply was dropped: %v", pols)
 	}
 }
