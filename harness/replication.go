@@ -211,9 +211,10 @@ func (e *Env) Deploy(opts DeployOptions) (*Deployment, error) {
 	if err != nil {
 		return nil, err
 	}
-	// A crash of a host that is not a protected machine (ps01; cs01 and
-	// the Azure side keep no files) is a crash of the machine: its disk
-	// loses what was not fsynced. On a protected machine, "crash host=" is
+	// A crash of a host that is not a protected machine (ps01; the Azure
+	// side keeps no files; cs01's database is a real SQLite file whose
+	// commits are durable, see openConfigStore) is a crash of the
+	// machine: its disk loses what was not fsynced. On a protected machine, "crash host=" is
 	// the agent process only — the filter driver and the page cache live
 	// on (see MachineCrash for the machine itself).
 	e.Sim.OnCrash(func(host string) {

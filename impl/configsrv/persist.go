@@ -31,7 +31,8 @@ import (
 //     goes in the next write (or, when they changed nothing durable,
 //     their messages go out at once, after the earlier ones).
 //  4. A write that fails is logged and tried again every storeRetry,
-//     with everything changed since; the held messages wait for it.
+//     with everything changed since; the held messages wait for it (the
+//     newest maxHeld of them: older ones are dropped).
 //  5. Volatile fields are written with their record, and on the periodic
 //     check when they alone changed.
 //
@@ -48,6 +49,11 @@ var ErrStoreRecord = errors.New("configsrv: unreadable record in the store")
 const (
 	// maxEarly bounds the messages kept while the store loads.
 	maxEarly = 4096
+	// maxHeld bounds the messages held behind a write that keeps failing;
+	// past it the oldest are dropped (their senders retry, or, for a
+	// Reply, the portal asks again), so a dead disk costs no unbounded
+	// memory.
+	maxHeld = 4096
 	// storeRetry is the pause before a failed load or write is tried again.
 	storeRetry = 5 * time.Second
 	// timerStore is the timer of a retried load or write.
@@ -230,6 +236,10 @@ func (s *Server) afterEvent(ctx runtime.Context, out []outMsg, volatile bool) {
 	if p.inflight != nil || p.failed {
 		p.held = append(p.held, out...)
 		p.volatile = p.volatile || volatile
+		if n := len(p.held) - maxHeld; n > 0 {
+			ctx.Log().Warn("configsrv: held messages dropped behind a failing store write", "dropped", n)
+			p.held = append([]outMsg(nil), p.held[n:]...)
+		}
 		return
 	}
 	var recs []encoded

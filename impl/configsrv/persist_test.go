@@ -3,7 +3,9 @@ package configsrv
 import (
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -299,4 +301,87 @@ func TestHeartbeatFiguresKeptPerCheck(t *testing.T) {
 			t.Errorf("check=%v: SentBytes after the restart %d, want %d", check, got, want)
 		}
 	}
+}
+
+// TestHeldBounded: behind a write that keeps failing, messages are held
+// in order up to maxHeld; the oldest past it are dropped, and the rest go
+// out, in order, once a write succeeds.
+func TestHeldBounded(t *testing.T) {
+	f := &flaky{Store: openDB(t, filepath.Join(t.TempDir(), "cs.db"))}
+	r := newRig(t, func(c *Config) { c.Store = f })
+	f.failApply = 1 << 30
+	r.d.Receive(portal, &proto.CreatePolicy{Policy: proto.Policy{Name: "gold", RPOThreshold: time.Hour, Retention: time.Hour,
+		CrashInterval: 5 * time.Minute, AppInterval: time.Hour}})
+	for i := range maxHeld + 10 {
+		r.d.Receive(portal, &proto.EnableReplication{Machine: fmt.Sprintf("nosuch%05d", i)})
+	}
+	if got := r.d.SentTo(portal); len(got) != 0 {
+		t.Fatalf("%d replies while the store fails", len(got))
+	}
+	f.failApply = 0
+	r.d.Advance(storeRetry)
+	got := r.d.SentTo(portal)
+	if len(got) != maxHeld {
+		t.Fatalf("%d replies once the store works, want %d", len(got), maxHeld)
+	}
+	// The policy's reply and the first ten refusals were the oldest.
+	first, last := got[0].(*proto.Reply), got[len(got)-1].(*proto.Reply)
+	if first.Subject != "nosuch00010" || last.Subject != fmt.Sprintf("nosuch%05d", maxHeld+9) {
+		t.Fatalf("replies from %s to %s", first.Subject, last.Subject)
+	}
+	if pols := r.s.Status().Policies; !slices.ContainsFunc(pols, func(p proto.Policy) bool { return p.Name == "gold" }) {
+		t.Fatalf("the state lost the policy whose reply was dropped: %v", pols)
+	}
+}
+
+// TestRestartDuringReprotect: a reprotect job waiting for the master
+// target's Reply survives a restart (its AttachTarget is resent and the
+// Reply taken); one whose VM preparation was in flight fails with the
+// reason, leaving the machine failed over for the orchestrator to retry.
+func TestRestartDuringReprotect(t *testing.T) {
+	t.Run("awaiting the master target", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "cs.db")
+		st := openDB(t, path)
+		r := failedOverRigWith(t, func(c *Config) { c.Store = st })
+		if rep := r.request(toOnPrem("db01")); !rep.OK {
+			t.Fatalf("reprotect: %s", rep.Reason)
+		}
+		attach := r.d.SentTo(mtAddr)
+		if len(attach) != 1 {
+			t.Fatalf("to the master target: %v", attach)
+		}
+		st.Close()
+		r = restart(t, r, openDB(t, path), time.Second)
+		r.d.Advance(CheckEvery)
+		diff(t, "resent after the restart", attach, r.d.SentTo(mtAddr))
+		r.d.Receive(mtAddr, &proto.Reply{Request: "attach-target", Subject: "db01", OK: true, Req: "cs-job-3"})
+		if m := r.machine("db01"); m.State != StateInitialSync || m.Direction != DirectionFailback || m.Gen != 2 {
+			t.Fatalf("after the master target's reply: %s %s gen %d", m.State, m.Direction, m.Gen)
+		}
+	})
+	t.Run("preparing the VM", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "cs.db")
+		st := openDB(t, path)
+		r := failedOverRigWith(t, func(c *Config) { c.Store = st })
+		r.d.AutoDeliverOps = false
+		r.d.Receive(portal, toOnPrem("db01"))
+		r.d.DeliverOpsWhere(func(d runtime.Done) bool { return !strings.HasPrefix(d.Name, "reprotect power off") })
+		if got := r.d.SentTo(portal); len(got) != 1 || !got[0].(*proto.Reply).OK {
+			t.Fatalf("reprotect reply: %v", got)
+		}
+		st.Close()
+		r = restart(t, r, openDB(t, path), time.Second)
+		jobs := r.s.Status().Jobs
+		j := jobs[len(jobs)-1]
+		if j.Kind != JobReprotect || j.Status != JobFailed || !strings.Contains(j.Reason, "restarted while it prepared the VM") {
+			t.Fatalf("the interrupted reprotect job: %+v", j)
+		}
+		if m := r.machine("db01"); m.State != StateFailedOver {
+			t.Fatalf("db01 is %s, want failed-over", m.State)
+		}
+		r.psReport() // process servers' health is not kept: it comes again every 30 s
+		if rep := r.request(toOnPrem("db01")); !rep.OK {
+			t.Fatalf("a new reprotect after the restart: %s", rep.Reason)
+		}
+	})
 }
