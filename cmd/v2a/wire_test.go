@@ -50,8 +50,9 @@ var wireVMs = []struct{ name, ip string }{{"db01", "127.0.0.11"}, {"web01", "127
 //   - three machines run the bank workload, each keeping its write history.
 //
 // Faults, while they replicate: kill -9 of the process server while items
-// are in its cache (then restarted), a configuration-server restart (its
-// database keeps every machine protected: no new enable, no resync), an
+// are in its cache (then restarted), kill -9 and restart of the
+// configuration server (its database keeps every machine protected: no new
+// enable, no resync), an
 // agent restart, and a link cut (a TCP proxy in front of the process
 // server drops every connection and refuses new ones for a while). Then
 // every recovery point in storage is judged: its image is exactly the
@@ -202,8 +203,10 @@ protect:
 		t.Errorf("the restarted process server enrolled again (its certificate was in tls-dir)")
 	}
 
-	// Fault 2: the configuration server restarts on its database.
-	stopProc(t, csProc)
+	// Fault 2: the configuration server is killed (kill -9: what its
+	// database committed is all it keeps) and restarts on its database.
+	csProc.cmd.Process.Kill()
+	<-csProc.done
 	csProc = startDaemon(t, bin, "configsrv (restarted)", csEnv, csArgs...)
 	csProc.waitFor(t, "daemon: started", 30*time.Second)
 
