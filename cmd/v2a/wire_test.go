@@ -117,6 +117,21 @@ func TestWireWorld(t *testing.T) {
 	vcVars := waitEnvFile(t, vc, vcEnv)
 	t.Cleanup(func() { killAgents(t, dir) })
 
+	// The vCenter's self-signed certificate, not trusted: exit 2 naming
+	// the thumbprint it presents (what --vcenter-thumbprint takes).
+	{
+		t.Setenv("V2A_PASSPHRASE", pass)
+		t.Setenv("V2A_VCENTER_PASSWORD", vcVars["V2A_VCENTER_PASSWORD"])
+		t.Setenv("V2A_INSTALL_PASSWORD", "v2a")
+		out := &syncBuffer{}
+		code := execute(ctx, []string{"configsrv", "--listen", freeAddr(t, "127.0.0.2"), "--data-dir", filepath.Join(dir, "untrusting"),
+			"--vcenter-url", vcVars["V2A_VCENTER_URL"], "--vcenter-user", vcVars["V2A_VCENTER_USERNAME"]}, out, out)
+		if code != exitSetup || !strings.Contains(out.String(), "not trusted") || !strings.Contains(out.String(), "--vcenter-thumbprint") || !strings.Contains(out.String(), vcVars["V2A_VCENTER_THUMBPRINT"]) {
+			t.Errorf("configsrv with an untrusted vCenter: exit %d, want %d naming the thumbprint %s:\n%s", code, exitSetup, vcVars["V2A_VCENTER_THUMBPRINT"], out)
+		}
+		t.Logf("untrusted vCenter: %s", strings.TrimSpace(out.String()))
+	}
+
 	csConf := filepath.Join(dir, "cs.yaml")
 	protect := ""
 	for _, vm := range wireVMs {

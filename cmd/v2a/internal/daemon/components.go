@@ -151,9 +151,13 @@ func openVCenter(c Config) (*vcenter.Client, vsphere.GuestAuth, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	vc, err := vcenter.Open(ctx, c.VCenterURL, vcenter.Options{Username: c.VCenterUser, Password: pw,
-		Thumbprint: c.VCenterThumbprint, Insecure: c.VCenterInsecure})
+		Thumbprint: c.VCenterThumbprint, CAFile: c.VCenterCAFile, Insecure: c.VCenterInsecure})
 	if err != nil {
-		return nil, vsphere.GuestAuth{}, fmt.Errorf("%w: configsrv: vcenter-url: %w", ErrConfig, err)
+		hint := ""
+		if errors.Is(err, vcenter.ErrUntrusted) {
+			hint = " (this daemon's flags: --vcenter-thumbprint, --vcenter-ca-file or --vcenter-insecure)"
+		}
+		return nil, vsphere.GuestAuth{}, fmt.Errorf("%w: configsrv: vcenter-url: %w%s", ErrConfig, err, hint)
 	}
 	return vc, vsphere.GuestAuth{Username: c.InstallUser, Password: ipw}, nil
 }

@@ -120,6 +120,7 @@ type Config struct {
 	VCenterURL          string            `json:"vcenter-url"`
 	VCenterUser         string            `json:"vcenter-user"`
 	VCenterThumbprint   string            `json:"vcenter-thumbprint"`
+	VCenterCAFile       string            `json:"vcenter-ca-file"`
 	VCenterInsecure     bool              `json:"vcenter-insecure"`
 	VCenterPasswordFile string            `json:"vcenter-password-file"`
 	InstallUser         string            `json:"install-user"`
@@ -174,7 +175,8 @@ var (
 		{"vcenter-url", "the vCenter SDK URL to discover VMs from and push-install through (https://HOST/sdk; empty: physical servers only)", func(c *Config) any { return &c.VCenterURL }},
 		{"vcenter-user", "the vCenter user", func(c *Config) any { return &c.VCenterUser }},
 		{"vcenter-thumbprint", "SHA-1 (or SHA-256) thumbprint of the vCenter's certificate, trusted as govc does", func(c *Config) any { return &c.VCenterThumbprint }},
-		{"vcenter-insecure", "trust any vCenter certificate (lab only; excludes vcenter-thumbprint)", func(c *Config) any { return &c.VCenterInsecure }},
+		{"vcenter-ca-file", "PEM file of the CA certificates to verify the vCenter with, instead of the system's roots", func(c *Config) any { return &c.VCenterCAFile }},
+		{"vcenter-insecure", "trust any vCenter certificate (lab only; excludes vcenter-thumbprint and vcenter-ca-file)", func(c *Config) any { return &c.VCenterInsecure }},
 		{"vcenter-password-file", "file holding the vCenter password (else $" + EnvVCenterPassword + ")", func(c *Config) any { return &c.VCenterPasswordFile }},
 		{"install-user", "the guest account push install runs the installer with", func(c *Config) any { return &c.InstallUser }},
 		{"install-password-file", "file holding the guest account's password (else $" + EnvInstallPassword + ")", func(c *Config) any { return &c.InstallPasswordFile }},
