@@ -70,7 +70,7 @@ func TestWireWorld(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
 	az, err := azurite.Start(ctx, azurite.Options{})
 	if err != nil {
@@ -243,7 +243,7 @@ protect:
 	t.Logf("faults done after %s (link refused %d connections while cut)", time.Since(began).Round(time.Second), proxy.refused())
 
 	// A crash-consistent point taken after every fault, for each machine.
-	waitUntil(t, "a crash-consistent point after the faults on every machine", 100*time.Second, func() bool {
+	waitUntil(t, "a crash-consistent point after the faults on every machine", 150*time.Second, func() bool {
 		cats := catalogs()
 		for _, vm := range wireVMs {
 			c := cats[vm.name]
