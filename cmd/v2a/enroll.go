@@ -8,39 +8,20 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/v2a-dr/v2a/cmd/v2a/internal/daemon"
 	"github.com/v2a-dr/v2a/impl/pki"
 	"github.com/v2a-dr/v2a/impl/pki/enroll"
 	"github.com/v2a-dr/v2a/impl/vault"
 )
 
-// envPassphrase names the environment variable holding the vault
-// passphrase (secrets never come from flags).
-const envPassphrase = "V2A_PASSPHRASE"
-
 // vaultPassphrase reads the vault passphrase from file when one is given,
-// else from $V2A_PASSPHRASE; a trailing newline is not part of it.
-func vaultPassphrase(file string) (string, error) {
-	if file != "" {
-		b, err := os.ReadFile(file)
-		if err != nil {
-			return "", fmt.Errorf("vault passphrase: %w", err)
-		}
-		p := strings.TrimRight(string(b), "\r\n")
-		if p == "" {
-			return "", fmt.Errorf("vault passphrase: %s is empty", file)
-		}
-		return p, nil
-	}
-	if p := os.Getenv(envPassphrase); p != "" {
-		return p, nil
-	}
-	return "", fmt.Errorf("no vault passphrase: set $%s or give a file with --passphrase-file", envPassphrase)
+// else from $V2A_PASSPHRASE (daemon.ReadSecret: the daemons' reader).
+func vaultPassphrase(who, file string) (string, error) {
+	return daemon.ReadSecret(who, daemon.SecretPassphrase, file)
 }
 
 func newEnrollCmd() *cobra.Command {
@@ -67,7 +48,7 @@ tampered answer or a server that does not know the passphrase; a bad host
 name; an unreachable URL.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			pass, err := vaultPassphrase(passFile)
+			pass, err := vaultPassphrase("enroll", passFile)
 			if err != nil {
 				return err
 			}
@@ -133,7 +114,7 @@ endpoint over HTTPS, until interrupted. It prints the URL to give
 --passphrase-file; every issue and refusal is logged on stderr.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			pass, err := vaultPassphrase(passFile)
+			pass, err := vaultPassphrase("ca serve", passFile)
 			if err != nil {
 				return err
 			}

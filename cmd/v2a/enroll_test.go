@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/v2a-dr/v2a/cmd/v2a/internal/daemon"
 	"github.com/v2a-dr/v2a/impl/pki"
 )
 
@@ -40,7 +41,7 @@ func (s *syncBuf) String() string {
 func TestEnrollCLI(t *testing.T) {
 	base := t.TempDir()
 	csDir := filepath.Join(base, "cs01")
-	t.Setenv(envPassphrase, "correct horse battery")
+	t.Setenv(daemon.EnvPassphrase, "correct horse battery")
 	var out, errOut bytes.Buffer
 	if code := execute(context.Background(), []string{"ca", "init", "--dir", csDir, "--vault", "vault-1"}, &out, &errOut); code != exitOK {
 		t.Fatalf("ca init: exit %d: %s", code, errOut.String())
@@ -93,7 +94,7 @@ func TestEnrollCLI(t *testing.T) {
 		{"bad host", "correct horse battery", []string{"--host", "ps 04"}, exitSetup, "bad host name", "", false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			t.Setenv(envPassphrase, c.env)
+			t.Setenv(daemon.EnvPassphrase, c.env)
 			dir := filepath.Join(base, "tls-"+strings.ReplaceAll(c.name, " ", "-"))
 			var out, errOut bytes.Buffer
 			args := append([]string{"enroll", "--cs", url, "--dir", dir}, c.args...)

@@ -14,7 +14,10 @@ var summaries = map[string][2]string{
 		`Run the configuration server: agents register with it (proving the vault
 passphrase), it orders syncs, relays checksums and watches health. Without a
 vCenter it protects physical servers: a machine is enabled once its agent
-has registered, by a standing request (--protect MACHINE=POLICY).`},
+has registered, by a standing request (--protect MACHINE=POLICY). With
+--vcenter-url it discovers the vCenter's VMs and enables those listed in
+--protect once discovered, by a push install through vCenter. Its state is
+in a SQLite database (--db), kept across restarts.`},
 	"processsrv": {"Run the process server (ps01:9443) as a daemon",
 		`Run the process server: agents stream their change logs to it; it spools
 each item to its cache directory (data-dir/cache) before acknowledging it,
@@ -44,13 +47,19 @@ connection string from $V2A_STORAGE_CONNECTION_STRING or
 Peers are named by logical host (cs01:443, ps01:9443, asr.azure:443,
 MACHINE:20004) as components address each other; --peers maps them to TCP
 addresses. With --tls-dir every connection is mutual TLS (cert.pem, key.pem,
-ca.pem; certificates name the logical hosts).
+ca.pem; certificates name the logical hosts). The configuration server's
+tls-dir is the vault CA's, made at its first start, and it serves
+enrollment on --enroll-listen; another daemon given --enroll URL whose
+tls-dir has no certificate yet gets one there at start by proving the
+passphrase (a wrong one: exit 2, "wrong vault passphrase").
 
 SIGTERM or SIGINT drains: stop accepting, let in-flight operations finish
 (at most --stop-timeout), flush, log "daemon: drained" and exit 0; a second
 signal exits at once (130). Exit codes: 0 drained; 1 the drain failed; 2 the
 daemon could not start (bad flag or config key, missing secret, address in
-use).`
+use, a refused enrollment, a certificate that is not the vault's or has
+expired, an unreachable vCenter, a storage account refusing the key, a
+database of a newer schema).`
 
 // Command is the v2a subcommand running daemon.
 func Command(daemon string) *cobra.Command {

@@ -1,25 +1,33 @@
 package daemon
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 
 	"github.com/v2a-dr/v2a/impl/agent"
 	"github.com/v2a-dr/v2a/impl/azuresvc"
 	"github.com/v2a-dr/v2a/impl/batch"
+	"github.com/v2a-dr/v2a/impl/blob"
 	"github.com/v2a-dr/v2a/impl/blob/azblob"
 	"github.com/v2a-dr/v2a/impl/configsrv"
+	"github.com/v2a-dr/v2a/impl/csstore/sqlite"
 	"github.com/v2a-dr/v2a/impl/fsys"
 	"github.com/v2a-dr/v2a/impl/hrl"
 	"github.com/v2a-dr/v2a/impl/processsrv"
 	"github.com/v2a-dr/v2a/impl/proto"
 	"github.com/v2a-dr/v2a/impl/runtime"
 	"github.com/v2a-dr/v2a/impl/vault"
+	"github.com/v2a-dr/v2a/impl/vsphere"
+	"github.com/v2a-dr/v2a/impl/vsphere/vcenter"
 	"github.com/v2a-dr/v2a/impl/wire"
 )
 
@@ -29,11 +37,7 @@ var Daemons = []string{"agent", "azuresvc", "configsrv", "processsrv"}
 // build makes daemon's component from c: the same constructors and
 // configurations the harness deploys in the simulated world
 // (harness/replication.go), on the OS file system and real storage.
-func build(daemon string, c Config, log *slog.Logger) (component, error) {
-	pass, err := readSecret(daemon, "vault passphrase", c.PassphraseFile, EnvPassphrase)
-	if err != nil {
-		return component{}, err
-	}
+func build(daemon string, c Config, pass string, log *slog.Logger) (component, error) {
 	keys, err := vault.Derive(c.VaultID, pass)
 	if err != nil {
 		return component{}, fmt.Errorf("%w: %s: %w", ErrConfig, daemon, err)
@@ -53,7 +57,7 @@ func build(daemon string, c Config, log *slog.Logger) (component, error) {
 	}
 	switch daemon {
 	case "configsrv":
-		return buildConfigServer(c, pass)
+		return buildConfigServer(c, pass, log)
 	case "processsrv":
 		return buildProcessServer(c, keys)
 	case "azuresvc":
@@ -64,7 +68,7 @@ func build(daemon string, c Config, log *slog.Logger) (component, error) {
 	return component{}, fmt.Errorf("%w: no daemon %q (want one of %v)", ErrConfig, daemon, Daemons)
 }
 
-func buildConfigServer(c Config, pass string) (component, error) {
+func buildConfigServer(c Config, pass string, log *slog.Logger) (component, error) {
 	var policies []proto.Policy
 	names := map[string]bool{proto.DefaultPolicy().Name: true}
 	for _, pc := range c.Policies {
@@ -83,10 +87,79 @@ func buildConfigServer(c Config, pass string) (component, error) {
 	}
 	self := runtime.MakeAddr(c.Host, runtime.PortConfig)
 	cfg := configsrv.Config{VaultID: c.VaultID, Passphrase: pass, ProcessServer: runtime.Addr(c.ProcessServer),
-		Azure: runtime.Addr(c.Azure), Policies: policies}
+		Azure: runtime.Addr(c.Azure), Policies: policies, RediscoverEvery: c.RediscoverEvery.D()}
+	var closers []func() error
+	closeAll := func() error {
+		var errs []error
+		for i := len(closers) - 1; i >= 0; i-- {
+			errs = append(errs, closers[i]())
+		}
+		return errors.Join(errs...)
+	}
+	if c.VCenterURL != "" {
+		vc, auth, err := openVCenter(c)
+		if err != nil {
+			return component{}, err
+		}
+		cfg.VSphere, cfg.InstallAuth = vc, auth
+		closers = append(closers, func() error {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			return vc.Close(ctx)
+		})
+		log.Info("daemon: vCenter", "url", c.VCenterURL, "user", c.VCenterUser)
+	}
+	db := c.DB
+	if db == "" {
+		if c.DataDir == "" {
+			closeAll()
+			return component{}, fmt.Errorf("%w: configsrv: db and data-dir are empty", ErrConfig)
+		}
+		if err := os.MkdirAll(c.DataDir, 0o755); err != nil {
+			closeAll()
+			return component{}, fmt.Errorf("%w: configsrv: data-dir: %w", ErrConfig, err)
+		}
+		db = filepath.Join(c.DataDir, "cs.db")
+	}
+	store, err := sqlite.Open(db)
+	if err != nil {
+		closeAll()
+		return component{}, fmt.Errorf("%w: configsrv: db: %w", ErrConfig, err)
+	}
+	cfg.Store = store
+	closers = append(closers, store.Close)
+	log.Info("daemon: database", "db", db)
 	return component{addr: self, factory: func() runtime.Actor {
 		return &protector{srv: configsrv.New(cfg), want: c.Protect, asked: map[string]bool{}}
-	}}, nil
+	}, stopped: closeAll}, nil
+}
+
+// openVCenter logs in to the configuration server's vCenter: an
+// unreachable or untrusted one is an ErrConfig error naming it.
+func openVCenter(c Config) (*vcenter.Client, vsphere.GuestAuth, error) {
+	pw, err := readSecret("configsrv", SecretVCenter, c.VCenterPasswordFile)
+	if err != nil {
+		return nil, vsphere.GuestAuth{}, err
+	}
+	ipw, err := readSecret("configsrv", SecretInstall, c.InstallPasswordFile)
+	if err != nil {
+		return nil, vsphere.GuestAuth{}, err
+	}
+	if c.VCenterUser == "" {
+		return nil, vsphere.GuestAuth{}, fmt.Errorf("%w: configsrv: vcenter-user is empty", ErrConfig)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	vc, err := vcenter.Open(ctx, c.VCenterURL, vcenter.Options{Username: c.VCenterUser, Password: pw,
+		Thumbprint: c.VCenterThumbprint, CAFile: c.VCenterCAFile, Insecure: c.VCenterInsecure})
+	if err != nil {
+		hint := ""
+		if errors.Is(err, vcenter.ErrUntrusted) {
+			hint = " (this daemon's flags: --vcenter-thumbprint, --vcenter-ca-file or --vcenter-insecure)"
+		}
+		return nil, vsphere.GuestAuth{}, fmt.Errorf("%w: configsrv: vcenter-url: %w%s", ErrConfig, err, hint)
+	}
+	return vc, vsphere.GuestAuth{Username: c.InstallUser, Password: ipw}, nil
 }
 
 func buildProcessServer(c Config, keys vault.Keys) (component, error) {
@@ -114,7 +187,7 @@ func buildAzure(c Config, keys vault.Keys) (component, error) {
 }
 
 func openStore(daemon string, c Config) (*azblob.Store, error) {
-	conn, err := readSecret(daemon, "storage connection string", c.StorageConnectionStringFile, EnvStorageConnected)
+	conn, err := readSecret(daemon, SecretStorage, c.StorageConnectionStringFile)
 	if err != nil {
 		return nil, err
 	}
@@ -122,7 +195,37 @@ func openStore(daemon string, c Config) (*azblob.Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %w", ErrConfig, daemon, err)
 	}
+	// One request before anything starts: a wrong key or an unreachable
+	// account is a clear error now, not a component retrying forever.
+	ctx, cancel := context.WithTimeout(context.Background(), storageProbeTimeout)
+	defer cancel()
+	if _, err := s.List(ctx, c.ContainerPrefix+proto.ContainerCache, ""); err != nil && !errors.Is(err, blob.ErrNotFound) {
+		var re *azcore.ResponseError
+		if errors.As(err, &re) {
+			hint := ""
+			if re.StatusCode == 403 {
+				hint = " (check the connection string's AccountKey)"
+			}
+			return nil, fmt.Errorf("%w: %s: storage account %q refused the first request: HTTP %d %s%s",
+				ErrConfig, daemon, accountName(conn), re.StatusCode, re.ErrorCode, hint)
+		}
+		return nil, fmt.Errorf("%w: %s: storage account %q did not answer a first request within %s (check the connection string's endpoint): %w",
+			ErrConfig, daemon, accountName(conn), storageProbeTimeout, err)
+	}
 	return s, nil
+}
+
+// storageProbeTimeout bounds the first request to the storage account.
+const storageProbeTimeout = 20 * time.Second
+
+// accountName is a connection string's AccountName (never its key).
+func accountName(conn string) string {
+	for _, kv := range strings.Split(conn, ";") {
+		if k, v, ok := strings.Cut(kv, "="); ok && strings.EqualFold(strings.TrimSpace(k), "AccountName") {
+			return v
+		}
+	}
+	return "(no AccountName)"
 }
 
 func buildAgent(c Config, pass string, log *slog.Logger) (component, error) {
@@ -237,7 +340,7 @@ func (p *protector) tick(ctx runtime.Context) {
 			continue
 		}
 		m, ok := byName[n]
-		if !ok || !m.Registered {
+		if !ok || !m.Registered && !m.InVCenter {
 			pending = true
 			continue
 		}

@@ -39,6 +39,8 @@ var (
 const (
 	EnvPassphrase       = "V2A_PASSPHRASE"
 	EnvStorageConnected = "V2A_STORAGE_CONNECTION_STRING"
+	EnvVCenterPassword  = "V2A_VCENTER_PASSWORD"
+	EnvInstallPassword  = "V2A_INSTALL_PASSWORD"
 )
 
 // Duration is a time.Duration written as Go does ("90s", "1m30s") in flags
@@ -106,9 +108,24 @@ type Config struct {
 	ProcessServer string `json:"process-server"`
 	Azure         string `json:"azure"`
 
+	// Enroll is the configuration server's enrollment URL: a daemon whose
+	// tls-dir has no certificate yet gets one there at start.
+	Enroll string `json:"enroll"`
+
 	// Configuration server.
-	Protect  map[string]string `json:"protect"`
-	Policies []PolicyConfig    `json:"policies"`
+	Protect             map[string]string `json:"protect"`
+	Policies            []PolicyConfig    `json:"policies"`
+	DB                  string            `json:"db"`
+	EnrollListen        string            `json:"enroll-listen"`
+	VCenterURL          string            `json:"vcenter-url"`
+	VCenterUser         string            `json:"vcenter-user"`
+	VCenterThumbprint   string            `json:"vcenter-thumbprint"`
+	VCenterCAFile       string            `json:"vcenter-ca-file"`
+	VCenterInsecure     bool              `json:"vcenter-insecure"`
+	VCenterPasswordFile string            `json:"vcenter-password-file"`
+	InstallUser         string            `json:"install-user"`
+	InstallPasswordFile string            `json:"install-password-file"`
+	RediscoverEvery     Duration          `json:"rediscover-every"`
 
 	// Process server and Azure side.
 	StorageConnectionStringFile string   `json:"storage-connection-string-file"`
@@ -149,8 +166,21 @@ var (
 	}
 	dataDirOption = option{"data-dir", "directory for the daemon's durable files", func(c *Config) any { return &c.DataDir }}
 	hostOption    = option{"host", "this daemon's logical host name (its address is host:port of its service)", func(c *Config) any { return &c.Host }}
+	enrollOption  = option{"enroll", "the configuration server's enrollment URL (https://HOST:PORT): at start, when tls-dir has no cert.pem, prove the vault passphrase there and write the certificate it issues into tls-dir", func(c *Config) any { return &c.Enroll }}
 	csOptions     = []option{
 		hostOption,
+		dataDirOption,
+		{"db", "the configuration server's SQLite database (empty: data-dir/cs.db); machines, policies, jobs, alerts, groups and registrations survive a restart", func(c *Config) any { return &c.DB }},
+		{"enroll-listen", "TCP address of the enrollment endpoint (HTTPS), served when tls-dir is set: the vault CA is made there at first start", func(c *Config) any { return &c.EnrollListen }},
+		{"vcenter-url", "the vCenter SDK URL to discover VMs from and push-install through (https://HOST/sdk; empty: physical servers only)", func(c *Config) any { return &c.VCenterURL }},
+		{"vcenter-user", "the vCenter user", func(c *Config) any { return &c.VCenterUser }},
+		{"vcenter-thumbprint", "SHA-1 (or SHA-256) thumbprint of the vCenter's certificate, trusted as govc does", func(c *Config) any { return &c.VCenterThumbprint }},
+		{"vcenter-ca-file", "PEM file of the CA certificates to verify the vCenter with, instead of the system's roots", func(c *Config) any { return &c.VCenterCAFile }},
+		{"vcenter-insecure", "trust any vCenter certificate (lab only; excludes vcenter-thumbprint and vcenter-ca-file)", func(c *Config) any { return &c.VCenterInsecure }},
+		{"vcenter-password-file", "file holding the vCenter password (else $" + EnvVCenterPassword + ")", func(c *Config) any { return &c.VCenterPasswordFile }},
+		{"install-user", "the guest account push install runs the installer with", func(c *Config) any { return &c.InstallUser }},
+		{"install-password-file", "file holding the guest account's password (else $" + EnvInstallPassword + ")", func(c *Config) any { return &c.InstallPasswordFile }},
+		{"rediscover-every", "period of vCenter discovery (0: the server's default, 15m)", func(c *Config) any { return &c.RediscoverEvery }},
 		{"process-server", "logical address of the process server agents stream to", func(c *Config) any { return &c.ProcessServer }},
 		{"azure", "logical address of the Azure side", func(c *Config) any { return &c.Azure }},
 		{"protect", "machine = policy: enable replication of the machine with the policy once its agent registers, as a portal request would", func(c *Config) any { return &c.Protect }},
@@ -161,6 +191,7 @@ var (
 	}
 	psOptions = []option{
 		hostOption,
+		enrollOption,
 		dataDirOption,
 		{"config-server", "logical address of the configuration server", func(c *Config) any { return &c.ConfigServer }},
 		{"azure", "logical address of the Azure side", func(c *Config) any { return &c.Azure }},
@@ -168,11 +199,13 @@ var (
 	}
 	azureOptions = []option{
 		hostOption,
+		enrollOption,
 		{"config-server", "logical address of the configuration server", func(c *Config) any { return &c.ConfigServer }},
 		{"poll-every", "how often the cache container is listed (0: the service's default)", func(c *Config) any { return &c.PollEvery }},
 	}
 	agentOptions = []option{
 		dataDirOption,
+		enrollOption,
 		{"config-server", "logical address of the configuration server", func(c *Config) any { return &c.ConfigServer }},
 		{"machine", "the protected machine's name (required)", func(c *Config) any { return &c.Machine }},
 		{"instance-uuid", "the VM's vCenter instance UUID (empty: a physical server)", func(c *Config) any { return &c.InstanceUUID }},
@@ -195,7 +228,7 @@ func Defaults(daemon string) Config {
 		ConfigServer: "cs01:443", ProcessServer: "ps01:9443", Azure: "asr.azure:443"}
 	switch daemon {
 	case "configsrv":
-		c.Listen, c.Host = ":443", "cs01"
+		c.Listen, c.Host, c.EnrollListen, c.InstallUser = ":443", "cs01", ":8443", "root"
 	case "processsrv":
 		c.Listen, c.Host = ":9443", "ps01"
 	case "azuresvc":
@@ -239,6 +272,8 @@ func bind(fs *pflag.FlagSet, daemon string, c *Config) {
 			fs.Uint64Var(p, o.name, *p, o.usage)
 		case *float64:
 			fs.Float64Var(p, o.name, *p, o.usage)
+		case *bool:
+			fs.BoolVar(p, o.name, *p, o.usage)
 		case *Duration:
 			fs.Var(p, o.name, o.usage)
 		case *[]string:
@@ -262,6 +297,8 @@ func copyField(o option, dst, src *Config) {
 		*d = *o.field(src).(*uint64)
 	case *float64:
 		*d = *o.field(src).(*float64)
+	case *bool:
+		*d = *o.field(src).(*bool)
 	case *Duration:
 		*d = *o.field(src).(*Duration)
 	case *[]string:
@@ -345,23 +382,51 @@ func quoteAll(ss []string) []string {
 	return out
 }
 
-// readSecret reads a secret from file (trailing newlines trimmed) or, when
-// file is empty, from the environment variable env.
-func readSecret(daemon, what, file, env string) (string, error) {
+// Secret names a secret a daemon or command reads (ReadSecret): what it
+// is, the environment variable holding it, and the flag naming a file
+// holding it instead.
+type Secret struct {
+	What string // "vault passphrase"
+	Env  string // EnvPassphrase
+	Flag string // "passphrase-file"
+}
+
+// Secrets the daemons and commands read.
+var (
+	SecretPassphrase = Secret{"vault passphrase", EnvPassphrase, "passphrase-file"}
+	SecretStorage    = Secret{"storage connection string", EnvStorageConnected, "storage-connection-string-file"}
+	SecretVCenter    = Secret{"vCenter password", EnvVCenterPassword, "vcenter-password-file"}
+	SecretInstall    = Secret{"guest account password", EnvInstallPassword, "install-password-file"}
+)
+
+// ReadSecret reads secret s from file (trailing newlines trimmed) or, when
+// file is empty, from its environment variable: the one reader of secrets
+// for every daemon and for 'v2a enroll' and 'v2a ca serve', with one set
+// of messages, each prefixed with who (the daemon or command). Secrets are
+// never flag values.
+func ReadSecret(who string, s Secret, file string) (string, error) {
 	if file != "" {
 		b, err := os.ReadFile(file)
 		if err != nil {
-			return "", fmt.Errorf("%w: %s: %s: %w", ErrConfig, daemon, what, err)
+			return "", fmt.Errorf("%s: %s: %w", who, s.What, err)
 		}
-		s := strings.TrimRight(string(b), "\r\n")
-		if s == "" {
-			return "", fmt.Errorf("%w: %s: %s: %s is empty", ErrConfig, daemon, what, file)
+		v := strings.TrimRight(string(b), "\r\n")
+		if v == "" {
+			return "", fmt.Errorf("%s: %s: %s is empty", who, s.What, file)
 		}
-		return s, nil
+		return v, nil
 	}
-	if s := os.Getenv(env); s != "" {
-		return s, nil
+	if v := os.Getenv(s.Env); v != "" {
+		return v, nil
 	}
-	return "", fmt.Errorf("%w: %s: no %s: set $%s or give a file with --%s-file (never a flag value)",
-		ErrConfig, daemon, what, env, map[string]string{EnvPassphrase: "passphrase", EnvStorageConnected: "storage-connection-string"}[env])
+	return "", fmt.Errorf("%s: no %s: set $%s or give a file with --%s (never a flag value)", who, s.What, s.Env, s.Flag)
+}
+
+// readSecret is ReadSecret for a daemon's set-up: its error is ErrConfig.
+func readSecret(daemon string, s Secret, file string) (string, error) {
+	v, err := ReadSecret(daemon, s, file)
+	if err != nil {
+		return "", fmt.Errorf("%w: %w", ErrConfig, err)
+	}
+	return v, nil
 }

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 
+	"github.com/v2a-dr/v2a/impl/pki"
 	"github.com/v2a-dr/v2a/impl/runtime"
 )
 
@@ -37,19 +38,37 @@ func Run(ctx context.Context, daemon string, c Config, stderr io.Writer, sig <-c
 	if err != nil {
 		return err
 	}
-	opts := runtime.RealOptions{Seed: c.Seed, Logger: log, StopTimeout: c.StopTimeout.D()}
-	if c.TLSDir != "" {
-		if opts.ServerTLS, opts.ClientTLS, err = loadTLS(daemon, c.TLSDir); err != nil {
-			return err
-		}
+	pass, err := readSecret(daemon, SecretPassphrase, c.PassphraseFile)
+	if err != nil {
+		return err
 	}
 	peers, err := parsePeers(daemon, c.Peers)
 	if err != nil {
 		return err
 	}
-	comp, err := build(daemon, c, log)
+	opts := runtime.RealOptions{Seed: c.Seed, Logger: log, StopTimeout: c.StopTimeout.D()}
+	var enrollSrv *enrollServer
+	if c.TLSDir != "" {
+		var id pki.Identity
+		if id, enrollSrv, err = setUpTLS(ctx, daemon, c, pass, log); err != nil {
+			return err
+		}
+		opts.ServerTLS, opts.ClientTLS = pki.ServerConfig(id), pki.ClientConfig(id)
+	}
+	comp, err := build(daemon, c, pass, log)
 	if err != nil {
+		enrollSrv.close()
 		return err
+	}
+	if enrollSrv != nil {
+		stopped := comp.stopped
+		comp.stopped = func() error {
+			err := enrollSrv.close()
+			if stopped != nil {
+				err = errors.Join(err, stopped())
+			}
+			return err
+		}
 	}
 	return serve(ctx, daemon, c, log, opts, peers, comp, sig)
 }

@@ -1,19 +1,23 @@
 package daemon
 
 import (
-	"crypto/tls"
-	"crypto/x509"
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
+	"github.com/v2a-dr/v2a/impl/pki"
+	"github.com/v2a-dr/v2a/impl/pki/enroll"
 	"github.com/v2a-dr/v2a/impl/runtime"
+	"github.com/v2a-dr/v2a/impl/vault"
 )
 
 // newLogger builds the daemon's slog logger on w.
@@ -35,34 +39,105 @@ func newLogger(daemon string, c Config, w io.Writer) (*slog.Logger, error) {
 	return slog.New(h).With("daemon", daemon), nil
 }
 
-// TLS file names in a --tls-dir.
+// TLS file names in a --tls-dir (pki's).
 const (
-	CertFile = "cert.pem" // this daemon's certificate (chain), naming its logical host
-	KeyFile  = "key.pem"  // its private key
-	CAFile   = "ca.pem"   // the vault's CA: peers must present a certificate it signed
+	CertFile = pki.CertFile // this daemon's certificate, naming its logical host
+	KeyFile  = pki.KeyFile  // its private key
+	CAFile   = pki.CAFile   // the vault's CA: peers must present a certificate it signed
 )
 
-// loadTLS reads dir's PEM files into the server and client configurations
-// of mutual TLS: each side presents cert.pem and accepts only a peer whose
-// certificate ca.pem signed. The client's ServerName is left empty: the
-// runtime fills in the destination's logical host (cs01, ps01).
-func loadTLS(daemon, dir string) (server, client *tls.Config, err error) {
-	cert, err := tls.LoadX509KeyPair(filepath.Join(dir, CertFile), filepath.Join(dir, KeyFile))
+// setUpTLS prepares the daemon's identity in c.TLSDir and loads it
+// (pki.LoadIdentity: a certificate that is expired, not yet valid, not the
+// key's, or not signed by ca.pem is an ErrConfig error naming the
+// directory).
+//
+// The configuration server is the vault's CA: at first start it makes the
+// CA and its own certificate there (pki.InitServer), and it serves the
+// enrollment endpoint on c.EnrollListen, returned running. Another daemon
+// given c.Enroll whose directory has no certificate yet enrolls first: it
+// proves the passphrase and writes what the configuration server issued (a
+// refusal, such as "wrong vault passphrase", is an ErrConfig error).
+func setUpTLS(ctx context.Context, daemon string, c Config, pass string, log *slog.Logger) (pki.Identity, *enrollServer, error) {
+	if daemon == "configsrv" {
+		ca, id, err := pki.InitServer(c.TLSDir, c.VaultID, c.Host, time.Now())
+		if err != nil {
+			return pki.Identity{}, nil, fmt.Errorf("%w: configsrv: tls-dir %s: %w", ErrConfig, c.TLSDir, err)
+		}
+		srv, err := startEnrollment(ca, id, c, pass, log)
+		if err != nil {
+			return pki.Identity{}, nil, err
+		}
+		return id, srv, nil
+	}
+	if c.Enroll != "" {
+		if _, err := os.Stat(filepath.Join(c.TLSDir, CertFile)); errors.Is(err, os.ErrNotExist) {
+			host := c.Host
+			if daemon == "agent" {
+				host = c.Machine
+			}
+			ectx, cancel := context.WithTimeout(ctx, time.Minute)
+			id, err := enroll.Enroll(ectx, c.Enroll, host, pass, c.TLSDir)
+			cancel()
+			if err != nil {
+				return pki.Identity{}, nil, fmt.Errorf("%w: %s: enroll at %s as %s: %w", ErrConfig, daemon, c.Enroll, host, err)
+			}
+			log.Info("daemon: enrolled", "host", id.Host, "enroll", c.Enroll, "tls-dir", c.TLSDir,
+				"not_after", id.Cert.NotAfter.UTC().Format(time.RFC3339))
+		}
+	}
+	id, err := pki.OS.LoadIdentity(c.TLSDir, time.Now())
 	if err != nil {
-		return nil, nil, fmt.Errorf("%w: %s: tls-dir %s: %w", ErrConfig, daemon, dir, err)
+		hint := ""
+		if errors.Is(err, pki.ErrNoIdentity) && c.Enroll == "" {
+			hint = " (give --enroll URL to get a certificate from the configuration server)"
+		}
+		return pki.Identity{}, nil, fmt.Errorf("%w: %s: tls-dir %s: %w%s", ErrConfig, daemon, c.TLSDir, err, hint)
 	}
-	caPEM, err := os.ReadFile(filepath.Join(dir, CAFile))
+	return id, nil, nil
+}
+
+// enrollServer is the configuration server's enrollment endpoint (HTTPS).
+type enrollServer struct {
+	srv  *http.Server
+	done chan error
+}
+
+func startEnrollment(ca *pki.CA, id pki.Identity, c Config, pass string, log *slog.Logger) (*enrollServer, error) {
+	keys, err := vault.Derive(c.VaultID, pass)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%w: %s: tls-dir %s: %w", ErrConfig, daemon, dir, err)
+		return nil, fmt.Errorf("%w: configsrv: %w", ErrConfig, err)
 	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(caPEM) {
-		return nil, nil, fmt.Errorf("%w: %s: tls-dir %s: %s holds no PEM certificate", ErrConfig, daemon, dir, CAFile)
+	ln, err := net.Listen("tcp", c.EnrollListen)
+	if err != nil {
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return nil, fmt.Errorf("%w: configsrv cannot serve enrollment on %s: address already in use (is another daemon running there?)", ErrConfig, c.EnrollListen)
+		}
+		return nil, fmt.Errorf("%w: configsrv cannot serve enrollment on %s: %w", ErrConfig, c.EnrollListen, err)
 	}
-	server = &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{cert},
-		ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pool}
-	client = &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{cert}, RootCAs: pool}
-	return server, client, nil
+	mux := http.NewServeMux()
+	mux.Handle(enroll.Path, &enroll.Handler{CA: ca, Keys: keys, Now: time.Now, Log: log})
+	e := &enrollServer{done: make(chan error, 1), srv: &http.Server{Handler: mux, TLSConfig: enroll.ServerTLS(id),
+		ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}}
+	go func() { e.done <- e.srv.ServeTLS(ln, "", "") }()
+	log.Info("daemon: enrollment endpoint", "url", "https://"+ln.Addr().String(), "ca", ca.Cert.Subject.CommonName)
+	return e, nil
+}
+
+// close stops the endpoint (nil: nothing to stop).
+func (e *enrollServer) close() error {
+	if e == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err := e.srv.Shutdown(ctx)
+	if serr := <-e.done; serr != nil && !errors.Is(serr, http.ErrServerClosed) {
+		err = errors.Join(err, serr)
+	}
+	if err != nil {
+		return fmt.Errorf("enrollment endpoint: %w", err)
+	}
+	return nil
 }
 
 // peerMap resolves logical addresses through --peers: an entry for the
