@@ -39,7 +39,12 @@ func (r *Runner) deploy(a argMap) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	d, err := r.Env.Deploy(DeployOptions{Passphrase: a.str("passphrase", ""), CacheCapBytes: cache, AgentDataBytes: data, AgentMetaRecs: meta, AgentDrain: drain})
+	csDB := a.str("cs-db", "sqlite")
+	if csDB != "sqlite" && csDB != "memory" {
+		return "", fmt.Errorf("deploy: cs-db=%q: want sqlite (the default: cs01's state in a database in the world's directory) or memory (forgotten at a restart)", csDB)
+	}
+	d, err := r.Env.Deploy(DeployOptions{Passphrase: a.str("passphrase", ""), CacheCapBytes: cache, AgentDataBytes: data, AgentMetaRecs: meta, AgentDrain: drain,
+		MemoryOnlyConfigServer: csDB == "memory"})
 	if err != nil {
 		return "", err
 	}

@@ -200,6 +200,9 @@ func (r *Runner) fault(a argMap) (string, error) {
 			return "", fmt.Errorf("fault %s: no host %q", kind, h)
 		}
 		if kind == "crash" {
+			if h == HostConfigServer && e.Deployment != nil && !e.Sim.Down(h) {
+				e.Deployment.noteConfigCrash()
+			}
 			e.Sim.Crash(h)
 		} else {
 			e.Sim.Restart(h)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path"
+	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"github.com/v2a-dr/v2a/impl/blob"
 	"github.com/v2a-dr/v2a/impl/blockdev"
 	"github.com/v2a-dr/v2a/impl/configsrv"
+	"github.com/v2a-dr/v2a/impl/csstore/sqlite"
 	"github.com/v2a-dr/v2a/impl/hrl"
 	"github.com/v2a-dr/v2a/impl/processsrv"
 	"github.com/v2a-dr/v2a/impl/proto"
@@ -67,6 +69,11 @@ type DeployOptions struct {
 	// where the master target stands first (agent.Config.ProbeFirst): the
 	// negative control of the resume-after-VPN-drop test.
 	BlindRetransmit bool
+	// MemoryOnlyConfigServer runs the configuration server without its
+	// database: a restart forgets everything (the negative control of the
+	// cs-kept check). By default cs01 keeps its state in a SQLite file in
+	// the world's directory, reopened at every restart.
+	MemoryOnlyConfigServer bool
 }
 
 // DefaultSimDrain is the agents' drain interval in simulated deployments.
@@ -81,10 +88,16 @@ const SimItemBytes = 4 << 20
 // server, process server and Azure side, and an agent per machine once
 // installed.
 type Deployment struct {
-	e      *Env
-	opts   DeployOptions
-	keys   vault.Keys
-	guests map[string]*simGuest
+	e *Env
+	// csDB is the configuration server's database file; csStore its open
+	// handle (nil when memory-only or not open); csBefore the server's
+	// status as the last `fault crash host=cs01` found it (cs-kept).
+	csDB     string
+	csStore  *sqlite.Store
+	csBefore *configsrv.Status
+	opts     DeployOptions
+	keys     vault.Keys
+	guests   map[string]*simGuest
 	// guestPassphrase is what the installer on a machine is given (a
 	// scenario may give one the wrong passphrase).
 	guestPassphrase map[string]string
@@ -173,7 +186,7 @@ func (e *Env) Deploy(opts DeployOptions) (*Deployment, error) {
 	if opts.WrapStore != nil {
 		store = opts.WrapStore(store)
 	}
-	d := &Deployment{e: e, opts: opts, keys: keys, guests: map[string]*simGuest{}, guestPassphrase: map[string]string{}, portal: &portal{},
+	d := &Deployment{e: e, opts: opts, csDB: filepath.Join(e.dir, "cs01.db"), keys: keys, guests: map[string]*simGuest{}, guestPassphrase: map[string]string{}, portal: &portal{},
 		made: newPointRecord(), disks: map[string]*simfs.FS{}}
 	d.vc = &poweredVC{Client: e.VC, d: d}
 	if err := e.Net.AddHost(simnet.Host{Name: HostPortal, Site: simnet.OnPrem}); err != nil {
@@ -198,9 +211,10 @@ func (e *Env) Deploy(opts DeployOptions) (*Deployment, error) {
 	if err != nil {
 		return nil, err
 	}
-	// A crash of a host that is not a protected machine (ps01; cs01 and
-	// the Azure side keep no files) is a crash of the machine: its disk
-	// loses what was not fsynced. On a protected machine, "crash host=" is
+	// A crash of a host that is not a protected machine (ps01; the Azure
+	// side keeps no files; cs01's database is a real SQLite file whose
+	// commits are durable, see openConfigStore) is a crash of the
+	// machine: its disk loses what was not fsynced. On a protected machine, "crash host=" is
 	// the agent process only — the filter driver and the page cache live
 	// on (see MachineCrash for the machine itself).
 	e.Sim.OnCrash(func(host string) {
@@ -236,9 +250,10 @@ func (e *Env) Deploy(opts DeployOptions) (*Deployment, error) {
 		{AddrConfigServer, func() runtime.Actor {
 			return &csTap{rec: d.made, Server: configsrv.New(configsrv.Config{VaultID: opts.VaultID, Passphrase: opts.Passphrase, VSphere: d.vc,
 				ProcessServer: AddrProcessServer, Azure: AddrAzure,
-				InstallAuth: vsphere.GuestAuth{Username: guest.Username, Password: guest.Password}})}
+				InstallAuth: vsphere.GuestAuth{Username: guest.Username, Password: guest.Password}, Store: d.openConfigStore()})}
 		}},
 	}
+	e.closers = append(e.closers, d.closeConfigStore)
 	for _, s := range spawn {
 		if err := e.Sim.Spawn(s.addr, s.f); err != nil {
 			return nil, err

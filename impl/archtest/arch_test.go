@@ -66,6 +66,7 @@ var allowList = []struct {
 	{"impl/blob/azblob/...", "blob adapter: the azblob SDK (Azure and Azurite) does its own I/O"},
 	{"impl/vsphere/*/...", "vSphere adapters (govmomi against vCenter or vcsim); impl/vsphere is the port"},
 	{"impl/compute/azarm/...", "Azure compute adapter: the armcompute/armnetwork SDKs do their own I/O; impl/compute is the port, impl/compute/memfabric an in-memory fabric held to the component rules"},
+	{"impl/csstore/sqlite", "configuration-server store adapter: database/sql and the SQLite driver do their own I/O, locking and fsyncs"},
 	{"impl/compute/computetest", "the compute conformance suite, a test driver: it sleeps between polls of a real-time fabric and makes its own root context"},
 }
 
@@ -78,6 +79,7 @@ var fileAllowList = []struct {
 	why     string
 }{
 	{"impl/fsys", "fsys.OS is the port's real implementation: a thin wrapper over os"},
+	{"impl/csstore/sqlite", "the SQLite database file, written and fsynced by SQLite itself (WAL, synchronous=FULL): a committed transaction is on the disk, so a simulated crash has nothing unsynced of it to lose"},
 	{"impl/blockdev", "the guest disk device (an *os.File on a disk image or block device), not a file a component keeps; simulated guest disks are write-through (sim/disk)"},
 }
 
@@ -90,6 +92,7 @@ var contextAllowList = []struct {
 }{
 	{"impl/runtime/runtimetest", "the unit-test driver runs an op synchronously inside the test: nothing can cancel it"},
 	{"impl/blob/blobtest", "the blob conformance suite, run by tests against each backend"},
+	{"impl/csstore/csstoretest", "the configuration-server store conformance suite, run by tests against each backend"},
 }
 
 // mutexAllowList names the files of component packages that may declare a
@@ -101,6 +104,7 @@ var mutexAllowList = []struct {
 	{"impl/agent/filter.go", "the filter driver sits in the guest's write path: the guest's I/O thread and the agent's drainer call it concurrently in a real kernel"},
 	{"impl/agent/gate.go", "the filter's write gate, also in the guest's write path: the guest's I/O thread asks Admit while the agent holds and releases"},
 	{"impl/wire/wire.go", "the message registry is filled by init functions and read by every goroutine that decodes a frame"},
+	{"impl/csstore/sqlite/sqlite.go", "Close may come from the daemon's shutdown while a late Op still holds the store (Real runtime); the mutex guards only the closed flag"},
 	{"impl/blob/memblob/memblob.go", "an in-memory blob store shared by actors that, under the Real runtime, run on different goroutines"},
 	{"impl/compute/memfabric/memfabric.go", "an in-memory Azure fabric shared by actors that, under the Real runtime, run on different goroutines"},
 }

@@ -20,9 +20,13 @@
 // does; a committed failback leaves it failed-back; Reprotect to Azure
 // resumes the Azure replica and replicates forward again.
 //
-// The server is a runtime.Actor. It keeps its state in memory: a restarted
-// configuration server rediscovers vCenter and learns agents again as they
-// register (see the package's report for what that leaves out).
+// The server is a runtime.Actor. With a store (Config.Store, a csstore
+// port: SQLite in the daemon and in the simulated world) its machines,
+// policies, groups, jobs and alerts survive a restart: it loads them
+// before it serves anything, and writes what each event changed before
+// the messages the event caused go out (persist.go). Without one it keeps
+// its state in memory only: a restarted server rediscovers vCenter and
+// learns agents again as they register.
 package configsrv
 
 import (
@@ -31,6 +35,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/v2a-dr/v2a/impl/csstore"
 	"github.com/v2a-dr/v2a/impl/proto"
 	"github.com/v2a-dr/v2a/impl/runtime"
 	"github.com/v2a-dr/v2a/impl/vault"
@@ -121,6 +126,10 @@ type Config struct {
 	HeartbeatLost time.Duration
 	// RediscoverEvery is the period of vCenter discovery (default 15 min).
 	RediscoverEvery time.Duration
+	// Store keeps the server's state across restarts; nil keeps it in
+	// memory only. The server owns it while it runs but does not close it:
+	// whoever opened it closes it after the actor stops.
+	Store csstore.Store
 }
 
 // Server is the configuration server actor. Build it with New. It is
@@ -139,6 +148,12 @@ type Server struct {
 	ps       map[string]*psReport
 	ops      runtime.Ops[pendingOp]
 	timers   runtime.Timers
+	persist  *persister // nil without a store
+
+	// startedAt is when this incarnation started: a restarted server
+	// gives every agent HeartbeatLost from it before it calls a heartbeat
+	// lost.
+	startedAt time.Time
 
 	discovering    bool
 	lastDiscovery  time.Time
@@ -183,6 +198,9 @@ func New(cfg Config) *Server {
 	s := &Server{cfg: cfg, policies: map[string]proto.Policy{}, machines: map[string]*machine{},
 		groups: map[string]*group{},
 		ps:     map[string]*psReport{}}
+	if cfg.Store != nil {
+		s.persist = &persister{store: cfg.Store}
+	}
 	s.keys, s.keysErr = vault.Derive(cfg.VaultID, cfg.Passphrase)
 	s.addPolicy(proto.DefaultPolicy())
 	for _, p := range cfg.Policies {
@@ -201,6 +219,15 @@ func New(cfg Config) *Server {
 
 // Handle implements runtime.Actor.
 func (s *Server) Handle(ctx runtime.Context, ev runtime.Event) {
+	if s.persist != nil {
+		s.handleStored(ctx, ev)
+		return
+	}
+	s.handle(ctx, ev)
+}
+
+// handle is one event's effect on the state.
+func (s *Server) handle(ctx runtime.Context, ev runtime.Event) {
 	switch ev := ev.(type) {
 	case runtime.Started:
 		s.start(ctx)
@@ -236,6 +263,7 @@ func (s *Server) Handle(ctx runtime.Context, ev runtime.Event) {
 }
 
 func (s *Server) start(ctx runtime.Context) {
+	s.startedAt = ctx.Now()
 	for _, e := range s.badConf {
 		ctx.Log().Error("configsrv: policy from configuration dropped", "err", e)
 	}

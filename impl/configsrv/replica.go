@@ -137,13 +137,14 @@ func (s *Server) evalRPO(ctx runtime.Context, m *machine, now time.Time) {
 
 // evalHeartbeat raises agent-heartbeat-lost when an enabled machine's agent
 // has been silent for HeartbeatLost (counted from its last heartbeat, its
-// registration or the enablement, whichever is latest). A heartbeat clears it.
+// registration, the enablement or the server's start, whichever is latest).
+// A heartbeat clears it.
 func (s *Server) evalHeartbeat(ctx runtime.Context, m *machine, now time.Time) {
 	if !m.state.watched() || !m.registered {
 		return
 	}
 	last := m.lastHeartbeat
-	for _, t := range []time.Time{m.registeredAt, m.enabledAt} {
+	for _, t := range []time.Time{m.registeredAt, m.enabledAt, s.startedAt} {
 		if t.After(last) {
 			last = t
 		}

@@ -87,11 +87,19 @@ func (r *rig) failOver(names ...string) {
 // failedOverRig: db01 and web01 protected with policy gold (RPO threshold
 // 60 min), failed over, their Azure agents registered, the Azure process
 // server reporting.
-func failedOverRig(t *testing.T) *rig {
+func failedOverRig(t *testing.T) *rig { return failedOverRigWith(t, nil) }
+
+// failedOverRigWith is failedOverRig with the configuration changed by mod.
+func failedOverRigWith(t *testing.T, mod func(*Config)) *rig {
 	t.Helper()
 	gold := proto.Policy{Name: "gold", RPOThreshold: time.Hour, Retention: 24 * time.Hour, CrashInterval: 5 * time.Minute,
 		AppInterval: time.Hour}
-	r := newRigVMs(t, fbInventory(), func(c *Config) { c.Policies = []proto.Policy{gold} })
+	r := newRigVMs(t, fbInventory(), func(c *Config) {
+		c.Policies = []proto.Policy{gold}
+		if mod != nil {
+			mod(c)
+		}
+	})
 	for _, n := range []string{"db01", "web01"} {
 		r.mustOK(&proto.EnableReplication{Machine: n, Policy: "gold"})
 		r.registerAt(n, agentAddr(n), azDisks[n])
