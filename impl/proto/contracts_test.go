@@ -140,8 +140,8 @@ func TestBlockSum(t *testing.T) {
 	proto.BlockSum(make([]byte, proto.ChecksumBlockSize+1))
 }
 
-// A message carrying a kind no side knows does not decode: the wire keeps
-// the kind's text, and only "", "crash" and "app" are kinds.
+// A message carrying a kind no side knows does not decode: the wire carries
+// the kind's number, and only 0 (none), crash and app are kinds.
 func TestMessageWithUnknownKindRefused(t *testing.T) {
 	for _, m := range []wire.Msg{
 		&proto.Tag{Group: "g", TagID: "g:c:1", Kind: proto.Consistency(7), Phase: proto.PhaseBegin},

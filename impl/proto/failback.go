@@ -1,7 +1,6 @@
 package proto
 
 import (
-	"fmt"
 	"strings"
 	"time"
 
@@ -45,29 +44,6 @@ type AttachTarget struct {
 }
 
 func (*AttachTarget) WireKind() wire.Kind { return KindAttachTarget }
-func (m *AttachTarget) MarshalWire(e *wire.Encoder) {
-	e.String(m.Req)
-	e.String(m.Machine)
-	e.Uint(uint64(len(m.Disks)))
-	for _, d := range m.Disks {
-		e.String(d.Path)
-		e.Int(d.CapacityBytes)
-	}
-	e.String(m.VM)
-	e.Bool(m.Fresh)
-}
-func (m *AttachTarget) UnmarshalWire(d *wire.Decoder) error {
-	m.Req, m.Machine = d.String(), d.String()
-	n := d.Uint()
-	if n > uint64(d.Remaining()) {
-		return fmt.Errorf("proto: attach-target: %d disks in a %d-byte rest of frame", n, d.Remaining())
-	}
-	for i := uint64(0); i < n && d.Err() == nil; i++ {
-		m.Disks = append(m.Disks, TargetDisk{Path: d.String(), CapacityBytes: d.Int()})
-	}
-	m.VM, m.Fresh = d.String(), d.Bool()
-	return d.Err()
-}
 
 // MaxBlockSums is the most block checksums one BlockSumReply carries
 // (64 MiB of disk in ChecksumBlockSize blocks): a larger range is asked for
@@ -87,17 +63,6 @@ type BlockSumRequest struct {
 }
 
 func (*BlockSumRequest) WireKind() wire.Kind { return KindBlockSumRequest }
-func (m *BlockSumRequest) MarshalWire(e *wire.Encoder) {
-	e.String(m.Req)
-	e.String(m.Machine)
-	e.Uint(uint64(m.Disk))
-	e.Int(m.Off)
-	e.Int(m.Blocks)
-}
-func (m *BlockSumRequest) UnmarshalWire(d *wire.Decoder) error {
-	m.Req, m.Machine, m.Disk, m.Off, m.Blocks = d.String(), d.String(), uint16(d.Uint()), d.Int(), d.Int()
-	return d.Err()
-}
 
 // BlockSumReply answers a BlockSumRequest: Sums holds ChecksumSize bytes
 // per block from Off, of the disk as it stood with the stream applied up to
@@ -116,22 +81,6 @@ type BlockSumReply struct {
 }
 
 func (*BlockSumReply) WireKind() wire.Kind { return KindBlockSumReply }
-func (m *BlockSumReply) MarshalWire(e *wire.Encoder) {
-	e.String(m.Req)
-	e.String(m.Machine)
-	e.Uint(uint64(m.Disk))
-	e.Int(m.Off)
-	e.Int(m.BlockSize)
-	e.Uint(m.Applied)
-	e.Bytes(m.Sums)
-	e.Bool(m.Final)
-	e.String(m.Err)
-}
-func (m *BlockSumReply) UnmarshalWire(d *wire.Decoder) error {
-	m.Req, m.Machine, m.Disk, m.Off, m.BlockSize = d.String(), d.String(), uint16(d.Uint()), d.Int(), d.Int()
-	m.Applied, m.Sums, m.Final, m.Err = d.Uint(), d.Bytes(), d.Bool(), d.String()
-	return d.Err()
-}
 
 // The failback policy: every replication policy has a twin, created with
 // it, that reprotect (Azure → on-premises) uses. Its values are ASR's and

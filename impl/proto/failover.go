@@ -60,14 +60,6 @@ type StopReplication struct {
 }
 
 func (*StopReplication) WireKind() wire.Kind { return KindStopReplication }
-func (m *StopReplication) MarshalWire(e *wire.Encoder) {
-	e.String(m.Req)
-	e.String(m.Machine)
-}
-func (m *StopReplication) UnmarshalWire(d *wire.Decoder) error {
-	m.Req, m.Machine = d.String(), d.String()
-	return d.Err()
-}
 
 // MakeLatest asks the Azure side to apply everything already in the cache
 // for a machine and then, only if anything was pending, to make a
@@ -79,14 +71,6 @@ type MakeLatest struct {
 }
 
 func (*MakeLatest) WireKind() wire.Kind { return KindMakeLatest }
-func (m *MakeLatest) MarshalWire(e *wire.Encoder) {
-	e.String(m.Req)
-	e.String(m.Machine)
-}
-func (m *MakeLatest) UnmarshalWire(d *wire.Decoder) error {
-	m.Req, m.Machine = d.String(), d.String()
-	return d.Err()
-}
 
 // CommitPoint asks the Azure side to keep only Point of a failed-over
 // machine: every other point and its snapshots are deleted.
@@ -97,15 +81,6 @@ type CommitPoint struct {
 }
 
 func (*CommitPoint) WireKind() wire.Kind { return KindCommitPoint }
-func (m *CommitPoint) MarshalWire(e *wire.Encoder) {
-	e.String(m.Req)
-	e.String(m.Machine)
-	e.String(m.Point)
-}
-func (m *CommitPoint) UnmarshalWire(d *wire.Decoder) error {
-	m.Req, m.Machine, m.Point = d.String(), d.String(), d.String()
-	return d.Err()
-}
 
 // PointChoice is which recovery point a failover uses: Kind is one of the
 // Point* constants; ID names the point for PointCustom (and for a change
@@ -172,68 +147,6 @@ type FailoverRequest struct {
 }
 
 func (*FailoverRequest) WireKind() wire.Kind { return KindFailoverRequest }
-func (m *FailoverRequest) MarshalWire(e *wire.Encoder) {
-	e.String(m.Req)
-	e.String(m.JobID)
-	e.String(m.Op)
-	e.Strings(m.VMs)
-	e.Bool(m.Plan != nil)
-	if m.Plan != nil {
-		e.String(m.Plan.Name)
-		e.Uint(uint64(len(m.Plan.Groups)))
-		for _, g := range m.Plan.Groups {
-			e.Strings(g.VMs)
-			putActions(e, g.Pre)
-			putActions(e, g.Post)
-		}
-	}
-	e.String(m.Point.Kind)
-	e.String(m.Point.ID)
-	e.String(m.Network.Group)
-	e.String(m.Network.Name)
-	e.Bool(m.ShutdownSource)
-}
-func (m *FailoverRequest) UnmarshalWire(d *wire.Decoder) error {
-	m.Req, m.JobID, m.Op, m.VMs = d.String(), d.String(), d.String(), d.Strings()
-	if d.Bool() {
-		m.Plan = &RecoveryPlan{Name: d.String()}
-		n := d.Uint()
-		if n > uint64(d.Remaining()) {
-			return fmt.Errorf("proto: failover request: %d plan groups, %d bytes left", n, d.Remaining())
-		}
-		for range n {
-			m.Plan.Groups = append(m.Plan.Groups, PlanGroup{VMs: d.Strings(), Pre: getActions(d), Post: getActions(d)})
-		}
-	}
-	m.Point = PointChoice{Kind: d.String(), ID: d.String()}
-	m.Network = NetworkChoice{Group: d.String(), Name: d.String()}
-	m.ShutdownSource = d.Bool()
-	return d.Err()
-}
-
-func putActions(e *wire.Encoder, as []PlanAction) {
-	e.Uint(uint64(len(as)))
-	for _, a := range as {
-		e.String(a.Name)
-		e.Bool(a.Manual)
-		e.String(a.Runbook)
-		e.Strings(a.FailoverTypes)
-		e.Strings(a.Directions)
-	}
-}
-
-func getActions(d *wire.Decoder) []PlanAction {
-	n := d.Uint()
-	if n > uint64(d.Remaining()) {
-		d.Bytes() // fails the decoder: the count cannot be right
-		return nil
-	}
-	var out []PlanAction
-	for range n {
-		out = append(out, PlanAction{Name: d.String(), Manual: d.Bool(), Runbook: d.String(), FailoverTypes: d.Strings(), Directions: d.Strings()})
-	}
-	return out
-}
 
 // Job actions (JobAction.Action), as a job's AllowedActions name them.
 const (
@@ -250,15 +163,6 @@ type JobAction struct {
 }
 
 func (*JobAction) WireKind() wire.Kind { return KindJobAction }
-func (m *JobAction) MarshalWire(e *wire.Encoder) {
-	e.String(m.Req)
-	e.String(m.JobID)
-	e.String(m.Action)
-}
-func (m *JobAction) UnmarshalWire(d *wire.Decoder) error {
-	m.Req, m.JobID, m.Action = d.String(), d.String(), d.String()
-	return d.Err()
-}
 
 // SetTarget sets a machine's failover target settings (ASR's Compute &
 // Network): the subnet name and private IP it should get (as the source
@@ -275,19 +179,6 @@ type SetTarget struct {
 }
 
 func (*SetTarget) WireKind() wire.Kind { return KindSetTarget }
-func (m *SetTarget) MarshalWire(e *wire.Encoder) {
-	e.String(m.Req)
-	e.String(m.Machine)
-	e.String(m.Subnet)
-	e.String(m.IP)
-	e.String(m.Size)
-	e.String(m.OSType)
-	e.Bool(m.Hydrate)
-}
-func (m *SetTarget) UnmarshalWire(d *wire.Decoder) error {
-	m.Req, m.Machine, m.Subnet, m.IP, m.Size, m.OSType, m.Hydrate = d.String(), d.String(), d.String(), d.String(), d.String(), d.String(), d.Bool()
-	return d.Err()
-}
 
 // LatestPointID is the id of the point MakeLatest makes of a machine at
 // change-log position seq: "<machine>-latest-<seq>". It is neither a

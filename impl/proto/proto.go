@@ -1,5 +1,6 @@
 // Package proto defines the messages v2a's components exchange, each a
-// wire.Msg registered under a fixed kind.
+// wire.Msg registered under a fixed kind whose payload is a protobuf message
+// (pb/v2a.proto; codec.go converts), so that adjacent versions interoperate.
 //
 // Flows (ports are the product's):
 //
@@ -92,20 +93,6 @@ func (p Policy) Validate() error {
 		return fmt.Errorf("proto: policy %s: compression %q (want s2 or zstd)", p.Name, p.Compression)
 	}
 	return nil
-}
-
-func putPolicy(e *wire.Encoder, p Policy) {
-	e.String(p.Name)
-	e.Duration(p.RPOThreshold)
-	e.Duration(p.Retention)
-	e.Duration(p.CrashInterval)
-	e.Duration(p.AppInterval)
-	e.String(p.Compression)
-}
-
-func getPolicy(d *wire.Decoder) Policy {
-	return Policy{Name: d.String(), RPOThreshold: d.Duration(), Retention: d.Duration(),
-		CrashInterval: d.Duration(), AppInterval: d.Duration(), Compression: d.String()}
 }
 
 // Message kinds, 0x0100-0x01ff.
@@ -207,19 +194,6 @@ type Register struct {
 }
 
 func (*Register) WireKind() wire.Kind { return KindRegister }
-func (m *Register) MarshalWire(e *wire.Encoder) {
-	e.String(m.Machine)
-	e.String(m.InstanceUUID)
-	e.Bool(m.Physical)
-	putInts(e, m.DiskSizes)
-	e.Bytes(m.Proof)
-	e.String(m.AgentVersion)
-}
-func (m *Register) UnmarshalWire(d *wire.Decoder) error {
-	m.Machine, m.InstanceUUID, m.Physical, m.DiskSizes, m.Proof, m.AgentVersion =
-		d.String(), d.String(), d.Bool(), getInts(d), d.Bytes(), d.String()
-	return d.Err()
-}
 
 // RegisterReply accepts or refuses a registration, saying why.
 type RegisterReply struct {
@@ -230,16 +204,6 @@ type RegisterReply struct {
 }
 
 func (*RegisterReply) WireKind() wire.Kind { return KindRegisterReply }
-func (m *RegisterReply) MarshalWire(e *wire.Encoder) {
-	e.String(m.Machine)
-	e.Bool(m.OK)
-	e.String(m.Reason)
-	e.String(m.VaultID)
-}
-func (m *RegisterReply) UnmarshalWire(d *wire.Decoder) error {
-	m.Machine, m.OK, m.Reason, m.VaultID = d.String(), d.Bool(), d.String(), d.String()
-	return d.Err()
-}
 
 // Heartbeat is an agent's periodic report.
 type Heartbeat struct {
@@ -258,27 +222,6 @@ type Heartbeat struct {
 }
 
 func (*Heartbeat) WireKind() wire.Kind { return KindHeartbeat }
-func (m *Heartbeat) MarshalWire(e *wire.Encoder) {
-	e.String(m.Machine)
-	e.String(m.Phase)
-	e.String(m.Mode)
-	e.Int(m.PendingBytes)
-	e.Int(m.PendingRecords)
-	e.Uint(m.AckedItems)
-	e.Int(m.SyncedBytes)
-	e.Int(m.SyncTotalBytes)
-	e.Int(m.SentBytes)
-	e.Uint(m.Gen)
-	e.String(m.Group)
-	e.Uint(m.GroupVersion)
-}
-func (m *Heartbeat) UnmarshalWire(d *wire.Decoder) error {
-	m.Machine, m.Phase, m.Mode = d.String(), d.String(), d.String()
-	m.PendingBytes, m.PendingRecords, m.AckedItems = d.Int(), d.Int(), d.Uint()
-	m.SyncedBytes, m.SyncTotalBytes, m.SentBytes = d.Int(), d.Int(), d.Int()
-	m.Gen, m.Group, m.GroupVersion = d.Uint(), d.String(), d.Uint()
-	return d.Err()
-}
 
 // Protect tells a registered agent to replicate under a policy through a
 // process server. Gen is the sync generation to start (the configuration
@@ -291,26 +234,11 @@ type Protect struct {
 }
 
 func (*Protect) WireKind() wire.Kind { return KindProtect }
-func (m *Protect) MarshalWire(e *wire.Encoder) {
-	e.String(m.Machine)
-	putPolicy(e, m.Policy)
-	e.String(m.ProcessServer)
-	e.Uint(m.Gen)
-}
-func (m *Protect) UnmarshalWire(d *wire.Decoder) error {
-	m.Machine, m.Policy, m.ProcessServer, m.Gen = d.String(), getPolicy(d), d.String(), d.Uint()
-	return d.Err()
-}
 
 // Unprotect stops replication of a machine.
 type Unprotect struct{ Machine string }
 
-func (*Unprotect) WireKind() wire.Kind           { return KindUnprotect }
-func (m *Unprotect) MarshalWire(e *wire.Encoder) { e.String(m.Machine) }
-func (m *Unprotect) UnmarshalWire(d *wire.Decoder) error {
-	m.Machine = d.String()
-	return d.Err()
-}
+func (*Unprotect) WireKind() wire.Kind { return KindUnprotect }
 
 // ResyncNeeded is an agent saying its change tracking broke (a corrupt
 // change log, bitmap mode) and the replica must be resynchronised.
@@ -320,14 +248,6 @@ type ResyncNeeded struct {
 }
 
 func (*ResyncNeeded) WireKind() wire.Kind { return KindResyncNeeded }
-func (m *ResyncNeeded) MarshalWire(e *wire.Encoder) {
-	e.String(m.Machine)
-	e.String(m.Reason)
-}
-func (m *ResyncNeeded) UnmarshalWire(d *wire.Decoder) error {
-	m.Machine, m.Reason = d.String(), d.String()
-	return d.Err()
-}
 
 // Checksums carries the replica's block checksums for one region of one
 // disk, for a sync generation: the Azure side computes them when it applies
@@ -347,33 +267,13 @@ type Checksums struct {
 }
 
 func (*Checksums) WireKind() wire.Kind { return KindChecksums }
-func (m *Checksums) MarshalWire(e *wire.Encoder) {
-	e.String(m.Machine)
-	e.Uint(m.Gen)
-	e.Bool(m.Fresh)
-	e.Uint(uint64(m.Disk))
-	e.Int(m.Off)
-	e.Int(m.BlockSize)
-	e.Bytes(m.Sums)
-	e.Bool(m.Final)
-}
-func (m *Checksums) UnmarshalWire(d *wire.Decoder) error {
-	m.Machine, m.Gen, m.Fresh, m.Disk = d.String(), d.Uint(), d.Bool(), uint16(d.Uint())
-	m.Off, m.BlockSize, m.Sums, m.Final = d.Int(), d.Int(), d.Bytes(), d.Bool()
-	return d.Err()
-}
 
 // StreamHello opens (or reopens, after a restart of either side) a
 // machine's replication stream; the process server answers with an ItemAck
 // saying how far it has the stream.
 type StreamHello struct{ Machine string }
 
-func (*StreamHello) WireKind() wire.Kind           { return KindStreamHello }
-func (m *StreamHello) MarshalWire(e *wire.Encoder) { e.String(m.Machine) }
-func (m *StreamHello) UnmarshalWire(d *wire.Decoder) error {
-	m.Machine = d.String()
-	return d.Err()
-}
+func (*StreamHello) WireKind() wire.Kind { return KindStreamHello }
 
 // ItemMsg carries one stream item (batch.Item, marshalled) to the process
 // server. Codec is the compression the machine's policy asks for
@@ -388,16 +288,6 @@ type ItemMsg struct {
 }
 
 func (*ItemMsg) WireKind() wire.Kind { return KindItem }
-func (m *ItemMsg) MarshalWire(e *wire.Encoder) {
-	e.String(m.Machine)
-	e.Uint(m.Seq)
-	e.Bytes(m.Data)
-	e.String(m.Codec)
-}
-func (m *ItemMsg) UnmarshalWire(d *wire.Decoder) error {
-	m.Machine, m.Seq, m.Data, m.Codec = d.String(), d.Uint(), d.Bytes(), d.String()
-	return d.Err()
-}
 
 // Ack statuses.
 const (
@@ -427,17 +317,6 @@ type ItemAck struct {
 }
 
 func (*ItemAck) WireKind() wire.Kind { return KindItemAck }
-func (m *ItemAck) MarshalWire(e *wire.Encoder) {
-	e.String(m.Machine)
-	e.Uint(m.Acked)
-	e.String(m.Status)
-	e.String(m.Reason)
-	e.Uint(m.Epoch)
-}
-func (m *ItemAck) UnmarshalWire(d *wire.Decoder) error {
-	m.Machine, m.Acked, m.Status, m.Reason, m.Epoch = d.String(), d.Uint(), d.String(), d.String(), d.Uint()
-	return d.Err()
-}
 
 // Uploaded tells the Azure side that a machine's stream is in the cache
 // container up to item UpTo. It is only a hint: the Azure side also lists
@@ -448,14 +327,6 @@ type Uploaded struct {
 }
 
 func (*Uploaded) WireKind() wire.Kind { return KindUploaded }
-func (m *Uploaded) MarshalWire(e *wire.Encoder) {
-	e.String(m.Machine)
-	e.Uint(m.UpTo)
-}
-func (m *Uploaded) UnmarshalWire(d *wire.Decoder) error {
-	m.Machine, m.UpTo = d.String(), d.Uint()
-	return d.Err()
-}
 
 // PSHealth is the process server's periodic health report.
 type PSHealth struct {
@@ -478,36 +349,6 @@ type MachineBacklog struct {
 }
 
 func (*PSHealth) WireKind() wire.Kind { return KindPSHealth }
-func (m *PSHealth) MarshalWire(e *wire.Encoder) {
-	e.String(m.Server)
-	e.Int(m.CacheUsedBytes)
-	e.Int(m.CacheCapBytes)
-	e.Int(m.BacklogItems)
-	e.Int(m.BacklogBytes)
-	e.Int(m.UploadedBytes)
-	e.Int(m.RawBytes)
-	e.Duration(m.EstimateUpload)
-	e.Uint(uint64(len(m.Machines)))
-	for _, b := range m.Machines {
-		e.String(b.Machine)
-		e.Int(b.Items)
-		e.Int(b.Bytes)
-	}
-}
-func (m *PSHealth) UnmarshalWire(d *wire.Decoder) error {
-	m.Server, m.CacheUsedBytes, m.CacheCapBytes = d.String(), d.Int(), d.Int()
-	m.BacklogItems, m.BacklogBytes, m.UploadedBytes, m.RawBytes = d.Int(), d.Int(), d.Int(), d.Int()
-	m.EstimateUpload = d.Duration()
-	n := d.Uint()
-	if n > uint64(d.Remaining()) {
-		return fmt.Errorf("%d machines", n)
-	}
-	m.Machines = nil
-	for i := uint64(0); i < n && d.Err() == nil; i++ {
-		m.Machines = append(m.Machines, MachineBacklog{Machine: d.String(), Items: d.Int(), Bytes: d.Int()})
-	}
-	return d.Err()
-}
 
 // PolicyFor gives the Azure side a machine's policy (retention) and, for a
 // member of a replication group, the group and all its members (so that
@@ -520,16 +361,6 @@ type PolicyFor struct {
 }
 
 func (*PolicyFor) WireKind() wire.Kind { return KindPolicyFor }
-func (m *PolicyFor) MarshalWire(e *wire.Encoder) {
-	e.String(m.Machine)
-	putPolicy(e, m.Policy)
-	e.String(m.Group)
-	e.Strings(m.Members)
-}
-func (m *PolicyFor) UnmarshalWire(d *wire.Decoder) error {
-	m.Machine, m.Policy, m.Group, m.Members = d.String(), getPolicy(d), d.String(), d.Strings()
-	return d.Err()
-}
 
 // Replica events.
 const (
@@ -564,29 +395,6 @@ type ReplicaEvent struct {
 }
 
 func (*ReplicaEvent) WireKind() wire.Kind { return KindReplicaEvent }
-func (m *ReplicaEvent) MarshalWire(e *wire.Encoder) {
-	e.String(m.Machine)
-	e.String(m.Event)
-	e.Uint(m.Gen)
-	e.String(m.PointID)
-	e.String(m.Kind.String())
-	e.Time(m.PointTime)
-	e.Uint(m.Seq)
-	e.Uint(m.Applied)
-	e.String(m.Detail)
-	e.String(m.Group)
-}
-func (m *ReplicaEvent) UnmarshalWire(d *wire.Decoder) error {
-	var kind string
-	m.Machine, m.Event, m.Gen, m.PointID, kind = d.String(), d.String(), d.Uint(), d.String(), d.String()
-	m.PointTime, m.Seq, m.Applied, m.Detail, m.Group = d.Time(), d.Uint(), d.Uint(), d.String(), d.String()
-	if err := d.Err(); err != nil {
-		return err
-	}
-	var err error
-	m.Kind, err = ParseConsistency(kind)
-	return err
-}
 
 // EnableReplication asks the configuration server to protect a discovered
 // machine with a named policy: push-install the agent if needed, then
@@ -597,34 +405,16 @@ type EnableReplication struct {
 }
 
 func (*EnableReplication) WireKind() wire.Kind { return KindEnableReplication }
-func (m *EnableReplication) MarshalWire(e *wire.Encoder) {
-	e.String(m.Machine)
-	e.String(m.Policy)
-}
-func (m *EnableReplication) UnmarshalWire(d *wire.Decoder) error {
-	m.Machine, m.Policy = d.String(), d.String()
-	return d.Err()
-}
 
 // DisableReplication stops protecting a machine.
 type DisableReplication struct{ Machine string }
 
-func (*DisableReplication) WireKind() wire.Kind           { return KindDisableReplication }
-func (m *DisableReplication) MarshalWire(e *wire.Encoder) { e.String(m.Machine) }
-func (m *DisableReplication) UnmarshalWire(d *wire.Decoder) error {
-	m.Machine = d.String()
-	return d.Err()
-}
+func (*DisableReplication) WireKind() wire.Kind { return KindDisableReplication }
 
 // CreatePolicy adds or replaces a replication policy.
 type CreatePolicy struct{ Policy Policy }
 
-func (*CreatePolicy) WireKind() wire.Kind           { return KindCreatePolicy }
-func (m *CreatePolicy) MarshalWire(e *wire.Encoder) { putPolicy(e, m.Policy) }
-func (m *CreatePolicy) UnmarshalWire(d *wire.Decoder) error {
-	m.Policy = getPolicy(d)
-	return d.Err()
-}
+func (*CreatePolicy) WireKind() wire.Kind { return KindCreatePolicy }
 
 // Reply answers a management request.
 type Reply struct {
@@ -635,48 +425,12 @@ type Reply struct {
 	// Req echoes the request id of a failover-era request (StopReplication,
 	// MakeLatest, CommitPoint, FailoverRequest, JobAction, SetTarget), and
 	// Result is what it produced (a point id, a job id), "" for nothing.
-	// Both are encoded only when set, so older replies keep their bytes.
+	// Like every empty field they take no bytes on the wire.
 	Req    string
 	Result string
 }
 
 func (*Reply) WireKind() wire.Kind { return KindReply }
-func (m *Reply) MarshalWire(e *wire.Encoder) {
-	e.String(m.Request)
-	e.String(m.Subject)
-	e.Bool(m.OK)
-	e.String(m.Reason)
-	if m.Req != "" || m.Result != "" {
-		e.String(m.Req)
-		e.String(m.Result)
-	}
-}
-func (m *Reply) UnmarshalWire(d *wire.Decoder) error {
-	m.Request, m.Subject, m.OK, m.Reason = d.String(), d.String(), d.Bool(), d.String()
-	if d.Err() == nil && d.Remaining() > 0 {
-		m.Req, m.Result = d.String(), d.String()
-	}
-	return d.Err()
-}
-
-func putInts(e *wire.Encoder, v []int64) {
-	e.Uint(uint64(len(v)))
-	for _, x := range v {
-		e.Int(x)
-	}
-}
-
-func getInts(d *wire.Decoder) []int64 {
-	n := d.Uint()
-	if n > uint64(d.Remaining()) {
-		return nil
-	}
-	var out []int64
-	for i := uint64(0); i < n; i++ {
-		out = append(out, d.Int())
-	}
-	return out
-}
 
 // MaxGroupMembers is the most machines a replication group may hold.
 const MaxGroupMembers = 16
@@ -697,17 +451,6 @@ var (
 	AppTagTimeouts   = TagTimeouts{Prepare: 90 * time.Second, Quiesce: 9 * time.Second, Commit: 9 * time.Second, Resume: 40 * time.Second}
 )
 
-func putTimeouts(e *wire.Encoder, t TagTimeouts) {
-	e.Duration(t.Prepare)
-	e.Duration(t.Quiesce)
-	e.Duration(t.Commit)
-	e.Duration(t.Resume)
-}
-
-func getTimeouts(d *wire.Decoder) TagTimeouts {
-	return TagTimeouts{Prepare: d.Duration(), Quiesce: d.Duration(), Commit: d.Duration(), Resume: d.Duration()}
-}
-
 // GroupConfig tells a member agent its replication group: the members
 // (machine names; each member's agent listens on <machine>:20004), which one
 // is the master, the schedule of group tags, and the phase timeouts. The
@@ -724,8 +467,8 @@ type GroupConfig struct {
 	// Addrs are the members' agents' addresses, in Members' order, where
 	// the configuration server knows them (a failed-over group's agents
 	// run in Azure VMs, not on their machines' hosts); an empty list or
-	// entry means <member>:20004. Encoded last, and only when set, so
-	// that an older peer's config reads the same.
+	// entry means <member>:20004 (what an older peer, which sends no
+	// Addrs, means).
 	Addrs []string
 }
 
@@ -738,28 +481,6 @@ func (m *GroupConfig) MemberAddr(member string) runtime.Addr {
 }
 
 func (*GroupConfig) WireKind() wire.Kind { return KindGroupConfig }
-func (m *GroupConfig) MarshalWire(e *wire.Encoder) {
-	e.String(m.Group)
-	e.Uint(m.Version)
-	e.Strings(m.Members)
-	e.String(m.Master)
-	e.Duration(m.CrashInterval)
-	e.Duration(m.AppInterval)
-	putTimeouts(e, m.Crash)
-	putTimeouts(e, m.App)
-	if len(m.Addrs) > 0 {
-		e.Strings(m.Addrs)
-	}
-}
-func (m *GroupConfig) UnmarshalWire(d *wire.Decoder) error {
-	m.Group, m.Version, m.Members, m.Master = d.String(), d.Uint(), d.Strings(), d.String()
-	m.CrashInterval, m.AppInterval = d.Duration(), d.Duration()
-	m.Crash, m.App = getTimeouts(d), getTimeouts(d)
-	if d.Err() == nil && d.Remaining() > 0 {
-		m.Addrs = d.Strings()
-	}
-	return d.Err()
-}
 
 // Tag phases, in protocol order; Revoke may come at any point.
 const (
@@ -782,24 +503,6 @@ type Tag struct {
 }
 
 func (*Tag) WireKind() wire.Kind { return KindTag }
-func (m *Tag) MarshalWire(e *wire.Encoder) {
-	e.String(m.Group)
-	e.String(m.TagID)
-	e.String(m.Kind.String())
-	e.String(m.Phase)
-	e.String(m.Master)
-	e.String(m.Reason)
-}
-func (m *Tag) UnmarshalWire(d *wire.Decoder) error {
-	var kind string
-	m.Group, m.TagID, kind, m.Phase, m.Master, m.Reason = d.String(), d.String(), d.String(), d.String(), d.String(), d.String()
-	if err := d.Err(); err != nil {
-		return err
-	}
-	var err error
-	m.Kind, err = ParseConsistency(kind)
-	return err
-}
 
 // TagAck is a member's answer to one phase. OK false says the member could
 // not do it (Reason says why: syncing, not a member, hold deadline passed,
@@ -818,21 +521,6 @@ type TagAck struct {
 }
 
 func (*TagAck) WireKind() wire.Kind { return KindTagAck }
-func (m *TagAck) MarshalWire(e *wire.Encoder) {
-	e.String(m.Group)
-	e.String(m.TagID)
-	e.String(m.Phase)
-	e.String(m.Machine)
-	e.Bool(m.OK)
-	e.String(m.Reason)
-	e.Uint(m.Seq)
-	e.Duration(m.Held)
-}
-func (m *TagAck) UnmarshalWire(d *wire.Decoder) error {
-	m.Group, m.TagID, m.Phase, m.Machine = d.String(), d.String(), d.String(), d.String()
-	m.OK, m.Reason, m.Seq, m.Held = d.Bool(), d.String(), d.Uint(), d.Duration()
-	return d.Err()
-}
 
 // Round outcomes.
 const (
@@ -868,40 +556,6 @@ type MemberHold struct {
 }
 
 func (*TagRound) WireKind() wire.Kind { return KindTagRound }
-func (m *TagRound) MarshalWire(e *wire.Encoder) {
-	e.String(m.Group)
-	e.String(m.TagID)
-	e.String(m.Kind.String())
-	e.String(m.Outcome)
-	e.String(m.Reason)
-	e.Time(m.Started)
-	e.Uint(uint64(len(m.Holds)))
-	for _, h := range m.Holds {
-		e.String(h.Machine)
-		e.Duration(h.Held)
-	}
-	e.Time(m.Since)
-	e.Uint(m.Finished)
-	e.Uint(m.RevokedSoFar)
-}
-func (m *TagRound) UnmarshalWire(d *wire.Decoder) error {
-	var kind string
-	m.Group, m.TagID, kind, m.Outcome, m.Reason, m.Started = d.String(), d.String(), d.String(), d.String(), d.String(), d.Time()
-	var err error
-	if m.Kind, err = ParseConsistency(kind); err != nil {
-		return err
-	}
-	n := d.Uint()
-	if n > uint64(d.Remaining()) {
-		return fmt.Errorf("%d holds", n)
-	}
-	m.Holds = nil
-	for i := uint64(0); i < n && d.Err() == nil; i++ {
-		m.Holds = append(m.Holds, MemberHold{Machine: d.String(), Held: d.Duration()})
-	}
-	m.Since, m.Finished, m.RevokedSoFar = d.Time(), d.Uint(), d.Uint()
-	return d.Err()
-}
 
 // EnableGroup enables replication of several machines together as one
 // replication group (multi-VM consistency). Machines can join a group only
@@ -914,13 +568,3 @@ type EnableGroup struct {
 }
 
 func (*EnableGroup) WireKind() wire.Kind { return KindEnableGroup }
-func (m *EnableGroup) MarshalWire(e *wire.Encoder) {
-	e.String(m.Group)
-	e.Strings(m.Machines)
-	e.String(m.Policy)
-	e.String(m.Master)
-}
-func (m *EnableGroup) UnmarshalWire(d *wire.Decoder) error {
-	m.Group, m.Machines, m.Policy, m.Master = d.String(), d.Strings(), d.String(), d.String()
-	return d.Err()
-}

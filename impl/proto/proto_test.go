@@ -10,9 +10,10 @@ import (
 	"github.com/v2a-dr/v2a/impl/wire"
 )
 
-func TestRoundTrip(t *testing.T) {
+// roundTripMsgs holds at least one message of every kind, its fields set.
+func roundTripMsgs() []wire.Msg {
 	at := time.Date(2026, 1, 1, 0, 5, 0, 0, time.UTC)
-	msgs := []wire.Msg{
+	return []wire.Msg{
 		&Register{Machine: "db01", InstanceUUID: "u", Physical: true, DiskSizes: []int64{1 << 26}, Proof: []byte{1, 2}, AgentVersion: "9.60"},
 		&RegisterReply{Machine: "db01", OK: false, Reason: "wrong vault passphrase", VaultID: "v"},
 		&Heartbeat{Machine: "db01", Phase: "replicating", Mode: "data", PendingBytes: 5, PendingRecords: 2, AckedItems: 9, SyncedBytes: 7, SyncTotalBytes: 8, SentBytes: 10, Gen: 2, Group: "orders", GroupVersion: 3},
@@ -65,6 +66,10 @@ func TestRoundTrip(t *testing.T) {
 		&FailedBack{Req: "r17", Machine: "a", VM: "a"},
 		&ResumeReplication{Req: "r18", Machine: "a"},
 	}
+}
+
+func TestRoundTrip(t *testing.T) {
+	msgs := roundTripMsgs()
 	seen := map[wire.Kind]bool{}
 	for _, m := range msgs {
 		got, err := wire.Decode(wire.Encode(m))
@@ -76,26 +81,31 @@ func TestRoundTrip(t *testing.T) {
 		}
 		seen[m.WireKind()] = true
 	}
-	for k := KindRegister; k <= KindBlockSumReply; k++ {
+	for k := KindRegister; k <= KindResumeReplication; k++ {
 		if !seen[k] {
 			t.Errorf("kind %s has no round-trip case", wire.KindName(k))
 		}
 	}
 }
 
-// TestReplyBytesUnchanged: a Reply without Req and Result encodes as it
-// did before they existed, so that traces of older scenarios keep their
-// bytes.
-func TestReplyBytesUnchanged(t *testing.T) {
-	var e wire.Encoder
-	e.String("enable-replication")
-	e.String("db01")
-	e.Bool(true)
-	e.String("")
+// TestReplyEmptyFieldsTakeNoBytes: a Reply without Req and Result encodes
+// exactly as a peer that predates those fields encodes it (protobuf writes
+// no empty field), and each set field adds bytes.
+func TestReplyEmptyFieldsTakeNoBytes(t *testing.T) {
+	old := []byte{
+		0x0a, 18, 'e', 'n', 'a', 'b', 'l', 'e', '-', 'r', 'e', 'p', 'l', 'i', 'c', 'a', 't', 'i', 'o', 'n', // 1: request
+		0x12, 4, 'd', 'b', '0', '1', // 2: subject
+		0x18, 1, // 3: ok
+	}
 	var got wire.Encoder
 	(&Reply{Request: "enable-replication", Subject: "db01", OK: true}).MarshalWire(&got)
-	if diff := cmp.Diff(e.Encoded(), got.Encoded()); diff != "" {
-		t.Errorf("reply bytes changed (-old +new):\n%s", diff)
+	if diff := cmp.Diff(old, got.Encoded()); diff != "" {
+		t.Errorf("reply bytes (-old peer +new):\n%s", diff)
+	}
+	var with wire.Encoder
+	(&Reply{Request: "enable-replication", Subject: "db01", OK: true, Req: "r1"}).MarshalWire(&with)
+	if len(with.Encoded()) != len(old)+4 {
+		t.Errorf("Req r1 took %d bytes, want 4", len(with.Encoded())-len(old))
 	}
 }
 

@@ -1,7 +1,6 @@
 package proto
 
 import (
-	"fmt"
 	"time"
 
 	"github.com/v2a-dr/v2a/impl/wire"
@@ -45,15 +44,6 @@ type FailedOver struct {
 }
 
 func (*FailedOver) WireKind() wire.Kind { return KindFailedOver }
-func (m *FailedOver) MarshalWire(e *wire.Encoder) {
-	e.String(m.Req)
-	e.String(m.Machine)
-	e.String(m.AzureVM)
-}
-func (m *FailedOver) UnmarshalWire(d *wire.Decoder) error {
-	m.Req, m.Machine, m.AzureVM = d.String(), d.String(), d.String()
-	return d.Err()
-}
 
 // Reprotect asks the configuration server to replicate Machines in
 // Direction.
@@ -81,22 +71,6 @@ type Reprotect struct {
 }
 
 func (*Reprotect) WireKind() wire.Kind { return KindReprotect }
-func (m *Reprotect) MarshalWire(e *wire.Encoder) {
-	e.String(m.Req)
-	e.Strings(m.Machines)
-	e.String(m.Direction)
-	e.String(m.MasterTarget)
-	e.String(m.ProcessServer)
-	e.String(m.Location)
-	e.String(m.Host)
-	e.String(m.Datastore)
-}
-func (m *Reprotect) UnmarshalWire(d *wire.Decoder) error {
-	m.Req, m.Machines, m.Direction = d.String(), d.Strings(), d.String()
-	m.MasterTarget, m.ProcessServer, m.Location = d.String(), d.String(), d.String()
-	m.Host, m.Datastore = d.String(), d.String()
-	return d.Err()
-}
 
 // FailbackPoint asks the master target to bring Machine's on-premises
 // disks to a failback point and stop taking its stream: Point is
@@ -112,15 +86,6 @@ type FailbackPoint struct {
 }
 
 func (*FailbackPoint) WireKind() wire.Kind { return KindFailbackPoint }
-func (m *FailbackPoint) MarshalWire(e *wire.Encoder) {
-	e.String(m.Req)
-	e.String(m.Machine)
-	e.String(m.Point)
-}
-func (m *FailbackPoint) UnmarshalWire(d *wire.Decoder) error {
-	m.Req, m.Machine, m.Point = d.String(), d.String(), d.String()
-	return d.Err()
-}
 
 // TargetPointsRequest asks a master target for Machine's failback points.
 type TargetPointsRequest struct {
@@ -129,14 +94,6 @@ type TargetPointsRequest struct {
 }
 
 func (*TargetPointsRequest) WireKind() wire.Kind { return KindTargetPointsRequest }
-func (m *TargetPointsRequest) MarshalWire(e *wire.Encoder) {
-	e.String(m.Req)
-	e.String(m.Machine)
-}
-func (m *TargetPointsRequest) UnmarshalWire(d *wire.Decoder) error {
-	m.Req, m.Machine = d.String(), d.String()
-	return d.Err()
-}
 
 // TargetPoint is one failback point: a bookmark of the failback stream the
 // master target applied and can still bring the disks back to.
@@ -160,38 +117,6 @@ type TargetPoints struct {
 }
 
 func (*TargetPoints) WireKind() wire.Kind { return KindTargetPoints }
-func (m *TargetPoints) MarshalWire(e *wire.Encoder) {
-	e.String(m.Req)
-	e.String(m.Machine)
-	e.String(m.VM)
-	e.Uint(m.Applied)
-	e.Uint(uint64(len(m.Points)))
-	for _, p := range m.Points {
-		e.String(p.ID)
-		e.String(p.Kind.String())
-		e.Time(p.Time)
-		e.Uint(p.Seq)
-	}
-	e.String(m.Err)
-}
-func (m *TargetPoints) UnmarshalWire(d *wire.Decoder) error {
-	m.Req, m.Machine, m.VM, m.Applied = d.String(), d.String(), d.String(), d.Uint()
-	n := d.Uint()
-	if n > uint64(d.Remaining()) {
-		return fmt.Errorf("proto: target-points: %d points in a %d-byte rest of frame", n, d.Remaining())
-	}
-	for i := uint64(0); i < n && d.Err() == nil; i++ {
-		p := TargetPoint{ID: d.String()}
-		k, err := ParseConsistency(d.String())
-		if err != nil && d.Err() == nil {
-			return fmt.Errorf("proto: target-points: %w", err)
-		}
-		p.Kind, p.Time, p.Seq = k, d.Time(), d.Uint()
-		m.Points = append(m.Points, p)
-	}
-	m.Err = d.String()
-	return d.Err()
-}
 
 // FailedBack tells the configuration server that Machine runs on premises
 // again, in VM (committed failback): it waits there for a reprotect to
@@ -203,15 +128,6 @@ type FailedBack struct {
 }
 
 func (*FailedBack) WireKind() wire.Kind { return KindFailedBack }
-func (m *FailedBack) MarshalWire(e *wire.Encoder) {
-	e.String(m.Req)
-	e.String(m.Machine)
-	e.String(m.VM)
-}
-func (m *FailedBack) UnmarshalWire(d *wire.Decoder) error {
-	m.Req, m.Machine, m.VM = d.String(), d.String(), d.String()
-	return d.Err()
-}
 
 // ResumeReplication asks the Azure side to take a stopped machine's stream
 // again (a reprotect to Azure after failback): Catalog.Stopped is cleared,
@@ -224,11 +140,3 @@ type ResumeReplication struct {
 }
 
 func (*ResumeReplication) WireKind() wire.Kind { return KindResumeReplication }
-func (m *ResumeReplication) MarshalWire(e *wire.Encoder) {
-	e.String(m.Req)
-	e.String(m.Machine)
-}
-func (m *ResumeReplication) UnmarshalWire(d *wire.Decoder) error {
-	m.Req, m.Machine = d.String(), d.String()
-	return d.Err()
-}

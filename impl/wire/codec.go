@@ -178,3 +178,16 @@ func NewDecoder(b []byte) *Decoder { return &Decoder{buf: b} }
 
 // Remaining is the number of bytes not read yet.
 func (d *Decoder) Remaining() int { return len(d.buf) }
+
+// AppendWith lets another codec append a message's payload (impl/proto's
+// protobuf messages): f receives the frame so far and returns it extended.
+// A message that uses it encodes nothing else.
+func (e *Encoder) AppendWith(f func(dst []byte) []byte) { e.buf = f(e.buf) }
+
+// Rest reads every byte not read yet: the payload of a message encoded with
+// AppendWith. The result aliases the frame.
+func (d *Decoder) Rest() []byte {
+	b := d.buf
+	d.buf = d.buf[len(d.buf):]
+	return b
+}

@@ -49,7 +49,9 @@ var (
 type Kind uint16
 
 // Msg is a message that can travel in a frame. MarshalWire appends the
-// message's fields; UnmarshalWire reads them back in the same order.
+// message's fields; UnmarshalWire reads them back in the same order (or
+// reads the whole payload with Decoder.Rest, for a payload another codec
+// wrote with Encoder.AppendWith).
 type Msg interface {
 	WireKind() Kind
 	MarshalWire(e *Encoder)
