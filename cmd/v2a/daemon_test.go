@@ -40,6 +40,22 @@ func v2aBinary(t *testing.T) string {
 	return bin
 }
 
+// startAzurite starts an Azurite for the wire world (stopped at the test's
+// end) and returns it with a blob client on it.
+func startAzurite(ctx context.Context, t *testing.T) (*azurite.Instance, *azblob.Store) {
+	t.Helper()
+	az, err := azurite.Start(ctx, azurite.Options{})
+	if err != nil {
+		t.Fatalf("azurite (the wire world needs one; `make tools`): %v", err)
+	}
+	t.Cleanup(func() { az.Stop() })
+	store, err := azblob.NewFromConnectionString(az.ConnectionString())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return az, store
+}
+
 // freeAddr is a free TCP port on ip (a loopback address per host).
 func freeAddr(t *testing.T, ip string) string {
 	t.Helper()
@@ -125,15 +141,7 @@ func TestDaemonsReplicate(t *testing.T) {
 	bin := v2aBinary(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	az, err := azurite.Start(ctx, azurite.Options{})
-	if err != nil {
-		t.Fatalf("azurite (the wire world needs one; `make tools`): %v", err)
-	}
-	t.Cleanup(func() { az.Stop() })
-	store, err := azblob.NewFromConnectionString(az.ConnectionString())
-	if err != nil {
-		t.Fatal(err)
-	}
+	az, store := startAzurite(ctx, t)
 
 	dir := t.TempDir()
 	cs, ps, azure, agentAddr := freeAddr(t, "127.0.0.2"), freeAddr(t, "127.0.0.3"), freeAddr(t, "127.0.0.4"), freeAddr(t, "127.0.0.5")

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"sort"
@@ -25,9 +26,7 @@ import (
 	"github.com/v2a-dr/v2a/harness"
 	"github.com/v2a-dr/v2a/impl/azuresvc"
 	"github.com/v2a-dr/v2a/impl/blob"
-	"github.com/v2a-dr/v2a/impl/blob/azblob"
 	"github.com/v2a-dr/v2a/impl/proto"
-	"github.com/v2a-dr/v2a/sim/azurite"
 	"github.com/v2a-dr/v2a/sim/workload"
 )
 
@@ -72,15 +71,7 @@ func TestWireWorld(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
-	az, err := azurite.Start(ctx, azurite.Options{})
-	if err != nil {
-		t.Fatalf("azurite (the wire world needs one; `make tools`): %v", err)
-	}
-	t.Cleanup(func() { az.Stop() })
-	store, err := azblob.NewFromConnectionString(az.ConnectionString())
-	if err != nil {
-		t.Fatal(err)
-	}
+	az, store := startAzurite(ctx, t)
 
 	dir := t.TempDir()
 	const prefix = "v2a-wire-"
@@ -103,6 +94,15 @@ func TestWireWorld(t *testing.T) {
 	guestScript := filepath.Join(dir, "guest.sh")
 	vcEnv := filepath.Join(dir, "vcsim.env")
 	env := []string{"V2A_PASSPHRASE=" + pass, "V2A_STORAGE_CONNECTION_STRING=" + az.ConnectionString()}
+	// The process server reaches storage through a second link, held down
+	// while it is killed so that items are surely in its cache then.
+	blobURL, err := url.Parse(az.BlobURL())
+	if err != nil || blobURL.Host == "" {
+		t.Fatalf("Azurite's blob URL %q: %v", az.BlobURL(), err)
+	}
+	storageLink := freeAddr(t, "127.0.0.8")
+	storageProxy := startProxy(t, storageLink, blobURL.Host)
+	psEnv := []string{"V2A_PASSPHRASE=" + pass, "V2A_STORAGE_CONNECTION_STRING=" + strings.Replace(az.ConnectionString(), blobURL.Host, storageLink, 1)}
 	agentArgs := func(vm string) []string {
 		d := filepath.Join(dir, vm)
 		return []string{"agent", "--listen", agentListen[vm], "--machine", vm, "--peers", agentPeers,
@@ -160,7 +160,7 @@ protect:
 	psArgs := []string{"processsrv", "--listen", ps, "--peers", peers, "--data-dir", filepath.Join(dir, "ps"), "--container-prefix", prefix,
 		"--enroll", enrollURL, "--tls-dir", filepath.Join(dir, "ps", "tls"), "--log-format", "json"}
 	azProc := startDaemon(t, bin, "azuresvc", env, azArgs...)
-	psProc := startDaemon(t, bin, "processsrv", env, psArgs...)
+	psProc := startDaemon(t, bin, "processsrv", psEnv, psArgs...)
 	for _, p := range []*proc{azProc, psProc} {
 		p.waitFor(t, "daemon: enrolled", 30*time.Second)
 		p.waitFor(t, "daemon: started", 30*time.Second)
@@ -202,17 +202,20 @@ protect:
 	t.Logf("replicating after %s", time.Since(began).Round(time.Second))
 
 	// Fault 1: kill -9 of the process server while items are in its
-	// cache; a new one on the same data directory carries on.
+	// cache (its link to storage is held down first, so the items it
+	// acknowledges stay there); a new one on the same data directory
+	// carries on and uploads them.
+	storageProxy.hold()
 	var cached []string
-	waitUntil(t, "items in the process server's cache", 30*time.Second, func() bool {
+	waitUntil(t, "items in the process server's cache (its storage link down)", 60*time.Second, func() bool {
 		cached, _ = filepath.Glob(filepath.Join(dir, "ps", "cache", "*", "*.item"))
 		return len(cached) > 0
 	})
 	psProc.cmd.Process.Kill()
 	<-psProc.done
-	time.Sleep(time.Second)
+	storageProxy.release()
 	t.Logf("process server killed with %d items in its cache (%s, ...)", len(cached), filepath.Base(cached[0]))
-	psProc = startDaemon(t, bin, "processsrv (restarted)", env, psArgs...)
+	psProc = startDaemon(t, bin, "processsrv (restarted)", psEnv, psArgs...)
 	psProc.waitFor(t, "daemon: started", 30*time.Second)
 	if strings.Contains(psProc.out.String(), "daemon: enrolled") {
 		t.Errorf("the restarted process server enrolled again (its certificate was in tls-dir)")
@@ -667,6 +670,23 @@ func (p *linkProxy) cut(d time.Duration) {
 	}
 	p.mu.Unlock()
 	time.Sleep(d)
+}
+
+// hold drops every open connection and refuses new ones until release.
+func (p *linkProxy) hold() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.downUntil = time.Now().Add(time.Hour)
+	for c := range p.conns {
+		c.Close()
+	}
+}
+
+// release ends a hold.
+func (p *linkProxy) release() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.downUntil = time.Time{}
 }
 
 func (p *linkProxy) refused() int {
