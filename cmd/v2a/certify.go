@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/v2a-dr/v2a/harness"
+	"github.com/v2a-dr/v2a/impl/blob/azblob"
 	simvs "github.com/v2a-dr/v2a/sim/vsphere"
 )
 
@@ -366,19 +367,11 @@ func safeURL(s string) string {
 // storageAccount is the account name of a connection string (never its
 // key), or "" when there is none.
 func storageAccount(conn string) string {
-	for _, kv := range strings.Split(conn, ";") {
-		k, v, ok := strings.Cut(strings.TrimSpace(kv), "=")
-		if ok && strings.EqualFold(k, "AccountName") {
-			return v
-		}
+	if name := azblob.ConnectionStringField(conn, "AccountName"); name != "" {
+		return name
 	}
-	for _, kv := range strings.Split(conn, ";") {
-		k, v, ok := strings.Cut(strings.TrimSpace(kv), "=")
-		if ok && strings.EqualFold(k, "BlobEndpoint") {
-			if u, err := url.Parse(v); err == nil {
-				return u.Host
-			}
-		}
+	if u, err := url.Parse(azblob.ConnectionStringField(conn, "BlobEndpoint")); err == nil {
+		return u.Host
 	}
 	return ""
 }

@@ -37,6 +37,8 @@ import (
 
 	"github.com/testcontainers/testcontainers-go"
 	tcazurite "github.com/testcontainers/testcontainers-go/modules/azure/azurite"
+
+	"github.com/v2a-dr/v2a/impl/blob/azblob"
 )
 
 // The well-known Azurite development account. It is public (Microsoft
@@ -190,11 +192,7 @@ func external(opts Options) (*Instance, error) {
 		return nil, fmt.Errorf("%w: external mode needs %s (or Options.ConnectionString)", ErrUnavailable, EnvConnectionString)
 	}
 	in := &Instance{mode: ModeExternal, conn: conn}
-	for _, part := range strings.Split(conn, ";") {
-		if k, v, ok := strings.Cut(part, "="); ok && strings.EqualFold(k, "BlobEndpoint") {
-			in.blobURL = strings.TrimSuffix(v, "/")
-		}
-	}
+	in.blobURL = strings.TrimSuffix(azblob.ConnectionStringField(conn, "BlobEndpoint"), "/")
 	return in, nil
 }
 

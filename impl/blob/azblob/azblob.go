@@ -74,6 +74,20 @@ func NewFromConnectionString(connectionString string) (*Store, error) {
 	return &Store{client: c}, nil
 }
 
+// ConnectionStringField is the value of key (compared without case) in a
+// storage connection string ("DefaultEndpointsProtocol=...;AccountName=...;
+// ..."), or "" when the string has none. It is the one reader of a
+// connection string's parts outside the SDK: callers take the account's
+// name or endpoint from it, never its key.
+func ConnectionStringField(conn, key string) string {
+	for _, kv := range strings.Split(conn, ";") {
+		if k, v, ok := strings.Cut(strings.TrimSpace(kv), "="); ok && strings.EqualFold(strings.TrimSpace(k), key) {
+			return v
+		}
+	}
+	return ""
+}
+
 // NewWithSharedKey connects to the account at accountURL (for a real
 // account "https://<account>.blob.core.windows.net/") with its name and one
 // of its access keys.

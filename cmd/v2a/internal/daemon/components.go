@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strings"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
@@ -220,10 +219,8 @@ const storageProbeTimeout = 20 * time.Second
 
 // accountName is a connection string's AccountName (never its key).
 func accountName(conn string) string {
-	for _, kv := range strings.Split(conn, ";") {
-		if k, v, ok := strings.Cut(kv, "="); ok && strings.EqualFold(strings.TrimSpace(k), "AccountName") {
-			return v
-		}
+	if name := azblob.ConnectionStringField(conn, "AccountName"); name != "" {
+		return name
 	}
 	return "(no AccountName)"
 }
