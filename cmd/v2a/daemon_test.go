@@ -193,6 +193,15 @@ protect:
 		!strings.Contains(errOut.String(), "configsrv (cs01:443) cannot listen on "+cs+": address already in use") {
 		t.Errorf("a second configsrv on %s: exit %d, want %d with a clear error; stderr:\n%s", cs, code, exitSetup, errOut.String())
 	}
+	// Started twice on one database (another port): refused before it
+	// reads or writes the file, and the first one is untouched.
+	out.Reset()
+	errOut.Reset()
+	csDB := filepath.Join(dir, "cs", "cs.db")
+	if code := execute(ctx, []string{"configsrv", "--listen", "127.0.0.9:0", "--data-dir", filepath.Join(dir, "cs")}, &out, &errOut); code != exitSetup ||
+		!strings.Contains(errOut.String(), "database in use by another process: "+csDB) {
+		t.Errorf("a second configsrv on %s: exit %d, want %d with a clear error; stderr:\n%s", csDB, code, exitSetup, errOut.String())
+	}
 
 	procs[0].waitFor(t, `"msg":"daemon: enabling replication (standing request)"`, 30*time.Second)
 

@@ -57,6 +57,9 @@ var (
 	// ErrCorrupt: the file is not a database of this kind, or fails its
 	// integrity check; it was not touched.
 	ErrCorrupt = errors.New("csstore: database unreadable")
+	// ErrInUse: another process (another configuration server) has the
+	// database open; this one did not touch it.
+	ErrInUse = errors.New("csstore: database in use by another process")
 )
 
 // Record is one durable record.

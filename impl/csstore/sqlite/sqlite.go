@@ -12,6 +12,13 @@
 // binary's is refused (csstore.ErrNewerSchema) before anything is written
 // to it, as is a file that is not a SQLite database or fails its
 // integrity check (csstore.ErrCorrupt).
+//
+// One process at a time: Open takes an exclusive advisory lock (flock) on
+// the database file and holds it until Close, so a second configuration
+// server started on the same file is refused (csstore.ErrInUse) before it
+// reads or writes anything; the operating system drops the lock when the
+// holder dies, even by kill -9. SQLite's own locks are per transaction
+// and would let two servers interleave their writes.
 package sqlite
 
 import (
@@ -60,6 +67,7 @@ type Store struct {
 	path string
 	mu   sync.Mutex // guards closed: Close may race a late Op in the Real runtime
 	db   *sql.DB
+	lock *os.File // holds the flock; nil where the platform has none
 	done bool
 	sync string // the synchronous pragma: FULL, or OFF with Options.NoSync
 }
@@ -91,7 +99,16 @@ func OpenWith(path string, o Options) (*Store, error) {
 	return open(path, migrations, o)
 }
 
-func open(path string, steps []string, o Options) (*Store, error) {
+func open(path string, steps []string, o Options) (_ *Store, err error) {
+	lock, err := lockFile(path)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil && lock != nil {
+			lock.Close()
+		}
+	}()
 	if err := checkHeader(path); err != nil {
 		return nil, err
 	}
@@ -104,7 +121,7 @@ func open(path string, steps []string, o Options) (*Store, error) {
 	// One connection: the pragmas below are per connection, and the
 	// configuration server makes one call at a time anyway.
 	db.SetMaxOpenConns(1)
-	s := &Store{path: path, db: db, sync: "FULL"}
+	s := &Store{path: path, db: db, lock: lock, sync: "FULL"}
 	if o.NoSync {
 		s.sync = "OFF"
 	}
@@ -282,7 +299,11 @@ func (s *Store) Close() error {
 		return nil
 	}
 	s.done = true
-	if err := s.db.Close(); err != nil {
+	err := s.db.Close()
+	if s.lock != nil {
+		s.lock.Close() // closing the descriptor drops the flock
+	}
+	if err != nil {
 		return fmt.Errorf("csstore/sqlite: close %s: %w", s.path, err)
 	}
 	return nil

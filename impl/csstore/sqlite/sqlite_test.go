@@ -227,3 +227,41 @@ func TestCommitSurvivesKill(t *testing.T) {
 		t.Fatalf("after the child died: %v, %v", rs, err)
 	}
 }
+
+// TestSecondOpenRefused: while one store has the database open, a second
+// Open of the same file (another configuration server) is refused with
+// ErrInUse naming the file, touches nothing, and leaves the first store
+// working; after Close the file opens again.
+func TestSecondOpenRefused(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "cs.db")
+	first := openT(t, path)
+	if err := first.Apply(context.Background(), csstore.Batch{Put: []csstore.Record{rec("vm01", "one")}}); err != nil {
+		t.Fatal(err)
+	}
+	before := sum(t, path)
+	second, err := Open(path)
+	if err == nil {
+		second.Close()
+		t.Fatal("a second Open of a database in use succeeded")
+	}
+	if !errors.Is(err, csstore.ErrInUse) || !strings.Contains(err.Error(), path) {
+		t.Fatalf("second Open = %v, want ErrInUse naming %s", err, path)
+	}
+	if sum(t, path) != before {
+		t.Fatal("the refused Open changed the file")
+	}
+	if err := first.Apply(context.Background(), csstore.Batch{Put: []csstore.Record{rec("vm02", "two")}}); err != nil {
+		t.Fatalf("the first store stopped working after a refused second Open: %v", err)
+	}
+	if err := first.Close(); err != nil {
+		t.Fatal(err)
+	}
+	again := openT(t, path)
+	got, err := again.Load(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 {
+		t.Fatalf("reopened store has %d records, want 2", len(got))
+	}
+}
