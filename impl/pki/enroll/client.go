@@ -164,7 +164,10 @@ func (c Client) do(ctx context.Context, hc *http.Client, method, endpoint string
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("enroll: %s %s: %w", method, endpoint, err)
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("enroll: %s %s: %w", method, endpoint, err)
+		}
+		return nil, fmt.Errorf("%w: %s %s: %w", ErrUnreachable, method, endpoint, err)
 	}
 	data, err := io.ReadAll(io.LimitReader(resp.Body, maxBody+1))
 	if err != nil {

@@ -57,6 +57,10 @@ var (
 	ErrWrongPassphrase = fmt.Errorf("%w: %s", ErrRefused, ReasonWrongPassphrase)
 	ErrTampered        = errors.New("enroll: answer not authenticated by the vault passphrase (tampered with, or not from the configuration server)")
 	ErrBadAnswer       = errors.New("enroll: bad answer")
+	// ErrUnreachable: no answer came (connection refused, reset, timed
+	// out): the configuration server may not be up yet, and trying again
+	// later is sensible, unlike after any other error.
+	ErrUnreachable = errors.New("enroll: configuration server unreachable")
 )
 
 // Info is the answer to GET Path.

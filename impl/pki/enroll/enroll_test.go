@@ -140,6 +140,9 @@ func TestEnroll(t *testing.T) {
 		{name: "plain http", host: "ps01", passphrase: passphrase,
 			url:     func(w *world) string { return "http://127.0.0.1:1" },
 			wantMsg: "want https://HOST:PORT"},
+		{name: "nobody listening", host: "ps01", passphrase: passphrase,
+			url:     func(w *world) string { return "https://127.0.0.1:1" },
+			wantErr: ErrUnreachable, wantMsg: "configuration server unreachable: GET https://127.0.0.1:1/"},
 		{name: "foreign CA planted", host: "ps01", passphrase: passphrase,
 			url: func(w *world) string {
 				return serve(t, rewrite(t, w.h, func(a *Answer) { a.CA = foreignCA.Cert.Raw }), w.cs)
@@ -210,6 +213,9 @@ func TestEnroll(t *testing.T) {
 			}
 			if c.wantErr != nil && !errors.Is(err, c.wantErr) {
 				t.Errorf("error %v, want %v", err, c.wantErr)
+			}
+			if c.wantErr != ErrUnreachable && errors.Is(err, ErrUnreachable) {
+				t.Errorf("error %v is ErrUnreachable: the daemon would retry what a retry cannot mend", err)
 			}
 			if !strings.Contains(err.Error(), c.wantMsg) {
 				t.Errorf("error %q lacks %q", err, c.wantMsg)

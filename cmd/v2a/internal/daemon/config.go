@@ -166,7 +166,7 @@ var (
 	}
 	dataDirOption = option{"data-dir", "directory for the daemon's durable files", func(c *Config) any { return &c.DataDir }}
 	hostOption    = option{"host", "this daemon's logical host name (its address is host:port of its service)", func(c *Config) any { return &c.Host }}
-	enrollOption  = option{"enroll", "the configuration server's enrollment URL (https://HOST:PORT): at start, when tls-dir has no cert.pem, prove the vault passphrase there and write the certificate it issues into tls-dir", func(c *Config) any { return &c.Enroll }}
+	enrollOption  = option{"enroll", "the configuration server's enrollment URL (https://HOST:PORT): at start, when tls-dir has no cert.pem, prove the vault passphrase there and write the certificate it issues into tls-dir (while nothing answers there, it tries again for up to 2 min; a refusal is final)", func(c *Config) any { return &c.Enroll }}
 	csOptions     = []option{
 		hostOption,
 		dataDirOption,

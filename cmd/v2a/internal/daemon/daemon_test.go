@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"os"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/v2a-dr/v2a/impl/pki/enroll"
 	"github.com/v2a-dr/v2a/impl/runtime"
 )
 
@@ -169,5 +171,56 @@ func TestAddressInUse(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("a daemon on a taken address kept running")
+	}
+}
+
+// TestRetryUnreachable: enrollment is tried again while the configuration
+// server does not answer, logged each time; a refusal is final at once;
+// the deadline ends the waiting with the last error.
+func TestRetryUnreachable(t *testing.T) {
+	unreachable := fmt.Errorf("%w: GET https://cs01:8443/: connection refused", enroll.ErrUnreachable)
+	for _, c := range []struct {
+		name      string
+		errs      []error // one per try; past the end: unreachable
+		timeout   time.Duration
+		wantTries int
+		wantErr   error
+	}{
+		{"answers at the third try", []error{unreachable, unreachable, nil}, 10 * time.Second, 3, nil},
+		{"refused: no retry", []error{enroll.ErrWrongPassphrase}, 10 * time.Second, 1, enroll.ErrWrongPassphrase},
+		{"never answers", nil, 600 * time.Millisecond, 0, enroll.ErrUnreachable},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var logs bytes.Buffer
+			log := slog.New(slog.NewTextHandler(&logs, nil))
+			ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+			defer cancel()
+			tries := 0
+			err := retryUnreachable(ctx, log, "https://cs01:8443", func() error {
+				tries++
+				if tries <= len(c.errs) {
+					return c.errs[tries-1]
+				}
+				return unreachable
+			})
+			if c.wantErr == nil && err != nil || c.wantErr != nil && !errors.Is(err, c.wantErr) {
+				t.Fatalf("err = %v, want %v", err, c.wantErr)
+			}
+			if c.wantTries > 0 && tries != c.wantTries {
+				t.Errorf("%d tries, want %d", tries, c.wantTries)
+			}
+			if c.wantTries == 0 && tries < 2 {
+				t.Errorf("%d tries before the deadline, want several", tries)
+			}
+			// Every unreachable try is logged; the last try of a success
+			// or a refusal is not.
+			wantLogs := tries - 1
+			if c.wantErr == enroll.ErrUnreachable {
+				wantLogs = tries
+			}
+			if retries := strings.Count(logs.String(), "enrolling again"); retries != wantLogs {
+				t.Errorf("%d retries logged for %d tries:\n%s", retries, tries, logs.String())
+			}
+		})
 	}
 }

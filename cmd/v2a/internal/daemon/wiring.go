@@ -75,8 +75,12 @@ func setUpTLS(ctx context.Context, daemon string, c Config, pass string, log *sl
 			if daemon == "agent" {
 				host = c.Machine
 			}
-			ectx, cancel := context.WithTimeout(ctx, time.Minute)
-			id, err := enroll.Enroll(ectx, c.Enroll, host, pass, c.TLSDir)
+			ectx, cancel := context.WithTimeout(ctx, EnrollWait)
+			var id pki.Identity
+			err := retryUnreachable(ectx, log, c.Enroll, func() (err error) {
+				id, err = enroll.Enroll(ectx, c.Enroll, host, pass, c.TLSDir)
+				return err
+			})
 			cancel()
 			if err != nil {
 				return pki.Identity{}, nil, fmt.Errorf("%w: %s: enroll at %s as %s: %w", ErrConfig, daemon, c.Enroll, host, err)
@@ -94,6 +98,33 @@ func setUpTLS(ctx context.Context, daemon string, c Config, pass string, log *sl
 		return pki.Identity{}, nil, fmt.Errorf("%w: %s: tls-dir %s: %w%s", ErrConfig, daemon, c.TLSDir, err, hint)
 	}
 	return id, nil, nil
+}
+
+// EnrollWait bounds how long a daemon waits for the configuration server's
+// enrollment endpoint to come up (daemons may start in any order).
+var EnrollWait = 2 * time.Minute
+
+// retryUnreachable calls try until it succeeds, fails with an error other
+// than enroll.ErrUnreachable (a refusal is final), or ctx ends; between
+// tries it waits 250 ms doubling to 5 s and logs that it is waiting. The
+// error returned is the last try's.
+func retryUnreachable(ctx context.Context, log *slog.Logger, url string, try func() error) error {
+	wait := 250 * time.Millisecond
+	for n := 1; ; n++ {
+		err := try()
+		if err == nil || !errors.Is(err, enroll.ErrUnreachable) {
+			return err
+		}
+		log.Warn("daemon: configuration server not answering; enrolling again", "enroll", url, "attempt", n, "in", wait.String(), "err", err.Error())
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		case <-t.C:
+		}
+		wait = min(2*wait, 5*time.Second)
+	}
 }
 
 // enrollServer is the configuration server's enrollment endpoint (HTTPS).
