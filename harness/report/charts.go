@@ -76,10 +76,16 @@ func rpoSVG(m Machine, elapsed time.Duration) string {
 	if thresholdOn && m.Threshold > yMax {
 		yMax = m.Threshold
 	}
-	yMax = yMax * 11 / 10
-	if yMax < time.Minute {
-		yMax = time.Minute
+	yMax = max(yMax*11/10, time.Minute)
+	// A round top, cut in at most 4 round steps.
+	step := niceSteps[len(niceSteps)-1]
+	for _, st := range niceSteps {
+		if yMax/st < 4 {
+			step = st
+			break
+		}
 	}
+	yMax = (yMax + step - 1) / step * step
 	y := func(d time.Duration) float64 { return float64(top+plotH) - float64(d)/float64(yMax)*plotH }
 	// Alerts first, under the curve.
 	for _, al := range m.Alerts {
@@ -93,8 +99,11 @@ func rpoSVG(m Machine, elapsed time.Duration) string {
 	}
 	s.timeAxis(a, top+plotH, top)
 	// y axis: 0, half, top.
-	for _, d := range []time.Duration{0, yMax / 2, yMax} {
-		s.f(`<text class="tick" x="%d" y="%.1f" text-anchor="end">%s</text>`, padL-6, y(d)+4, esc(short(d.Round(time.Second))))
+	for d := time.Duration(0); d <= yMax; d += step {
+		if d > 0 {
+			s.f(`<line class="grid" x1="%d" y1="%.1f" x2="%d" y2="%.1f"/>`, padL, y(d), padL+plotW, y(d))
+		}
+		s.f(`<text class="tick" x="%d" y="%.1f" text-anchor="end">%s</text>`, padL-6, y(d)+4, esc(short(d)))
 	}
 	if thresholdOn {
 		s.f(`<line class="threshold" x1="%d" y1="%.1f" x2="%d" y2="%.1f" data-threshold="%s"/>`, padL, y(m.Threshold), padL+plotW, y(m.Threshold), Dur(m.Threshold))

@@ -98,7 +98,7 @@ type svg struct {
 
 func newSVG(h int, label string) *svg {
 	s := &svg{h: h}
-	fmt.Fprintf(&s.b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" role="img" aria-label="%s">`, chartW, h, chartW, h, esc(label))
+	fmt.Fprintf(&s.b, `<svg width="%d" height="%d" viewBox="0 0 %d %d" role="img" aria-label="%s">`, chartW, h, chartW, h, esc(label))
 	return s
 }
 
