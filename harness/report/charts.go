@@ -226,8 +226,8 @@ func reasonText(r string) string {
 	return " (" + r + ")"
 }
 
-// ganttSVG draws jobs as bars on their own time axis, each job's steps
-// under it.
+// ganttSVG draws jobs as bars on their own time axis; under each job one
+// row per VM (and one for the steps of no VM) with its steps end to end.
 func ganttSVG(jobs []Job, end time.Duration) string {
 	if len(jobs) == 0 {
 		return ""
@@ -236,12 +236,8 @@ func ganttSVG(jobs []Job, end time.Duration) string {
 	rows := 0
 	for _, j := range jobs {
 		from = min(from, j.Start)
-		e := j.End
-		if e == 0 {
-			e = end
-		}
-		to = max(to, e)
-		rows += 1 + len(j.Steps)
+		to = max(to, jobEnd(j, end))
+		rows += 1 + len(stepRows(j.Steps))
 	}
 	pad := (to - from) / 40
 	a := axis{max(from-pad, 0), to + pad}
@@ -251,10 +247,7 @@ func ganttSVG(jobs []Job, end time.Duration) string {
 	s.timeAxis(a, h-24, top)
 	y := top
 	for _, j := range jobs {
-		e := j.End
-		if e == 0 {
-			e = end
-		}
+		e := jobEnd(j, end)
 		x1, x2 := a.x(j.Start), a.x(e)
 		label := fmt.Sprintf("%s %s %s: %s, %s", j.ID, j.Kind, j.Subject, j.Status, Dur(e-j.Start))
 		if j.RTO > 0 {
@@ -263,24 +256,66 @@ func ganttSVG(jobs []Job, end time.Duration) string {
 		s.f(`<g class="job %s" data-job="%s" data-kind="%s" data-rto="%s">`, esc(j.Status), esc(j.ID), esc(j.Kind), Dur(j.RTO))
 		s.f(`<rect class="job-bar" x="%.1f" y="%d" width="%.1f" height="12"><title>%s</title></rect>`, x1, y, max(x2-x1, 2), esc(label))
 		s.f(`<text class="job-label" x="%d" y="%d" text-anchor="end">%s</text>`, padL-6, y+10, esc(j.ID))
-		s.f(`<text class="job-text" x="%.1f" y="%d">%s</text>`, min(x2+4, float64(chartW-300)), y+10, esc(label))
+		tx, anchor := x2+4, "start"
+		if tx > chartW-320 {
+			tx, anchor = x1-4, "end"
+		}
+		s.f(`<text class="job-text" x="%.1f" y="%d" text-anchor="%s">%s</text>`, tx, y+10, anchor, esc(label))
 		y += rowH
-		for _, st := range j.Steps {
-			se := st.End
-			if se == 0 {
-				se = e
+		for _, row := range stepRows(j.Steps) {
+			name := row.vm
+			if name == "" {
+				name = "steps"
 			}
-			sx1, sx2 := a.x(st.Start), a.x(se)
-			name := st.Name
-			if st.VM != "" {
-				name += " " + st.VM
+			s.f(`<text class="step-label" x="%d" y="%d" text-anchor="end">%s</text>`, padL-6, y+9, esc(name))
+			for i, st := range row.steps {
+				se := st.End
+				if se == 0 {
+					se = e
+				}
+				sx1, sx2 := a.x(st.Start), a.x(se)
+				s.f(`<rect class="step %s s%d" x="%.1f" y="%d" width="%.1f" height="9" data-step="%s"><title>%s%s: %s, %s → %s</title></rect>`,
+					esc(st.Status), i%2, sx1, y+1, max(sx2-sx1, 1), esc(st.Name), esc(st.Name), vmText(st.VM), esc(st.Status), At(st.Start), At(se))
 			}
-			s.f(`<rect class="step %s" x="%.1f" y="%d" width="%.1f" height="8"><title>%s: %s, %s → %s</title></rect>`,
-				esc(st.Status), sx1, y+2, max(sx2-sx1, 1), esc(name), esc(st.Status), At(st.Start), At(se))
-			s.f(`<text class="step-text" x="%.1f" y="%d">%s</text>`, min(sx2+4, float64(chartW-260)), y+9, esc(name))
 			y += rowH
 		}
 		s.f(`</g>`)
 	}
 	return s.String()
+}
+
+func jobEnd(j Job, end time.Duration) time.Duration {
+	if j.End == 0 {
+		return end
+	}
+	return j.End
+}
+
+func vmText(vm string) string {
+	if vm == "" {
+		return ""
+	}
+	return " " + vm
+}
+
+// stepRow is one row of a job's Gantt: a VM's steps, or those of none.
+type stepRow struct {
+	vm    string
+	steps []Step
+}
+
+// stepRows groups steps by VM, rows in the order the VMs first appear.
+func stepRows(steps []Step) []stepRow {
+	var rows []stepRow
+	at := map[string]int{}
+	for _, st := range steps {
+		i, ok := at[st.VM]
+		if !ok {
+			i = len(rows)
+			at[st.VM] = i
+			rows = append(rows, stepRow{vm: st.VM})
+		}
+		rows[i].steps = append(rows[i].steps, st)
+	}
+	return rows
 }
