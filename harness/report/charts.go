@@ -20,7 +20,7 @@ func worldSVG(w World) string {
 			rows = n
 		}
 	}
-	const boxW, hostW, hostH, gap = 360, 108, 26, 8
+	const boxW, hostW, hostH, gap = 400, 122, 26, 8
 	boxH := 40 + rows*(hostH+gap) + 10
 	h := boxH + 30 + 22*len(w.Links) + 40
 	s := newSVG(h, "the world: sites, hosts, links and the VPN")

@@ -18,6 +18,7 @@ var page string
 var tmpl = template.Must(template.New("report").Funcs(template.FuncMap{
 	"dur":    Dur,
 	"at":     At,
+	"short":  short,
 	"sample": sampleText,
 	"sub":    func(a, b time.Duration) time.Duration { return a - b },
 }).Parse(page))
