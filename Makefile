@@ -13,8 +13,25 @@ DET_SCENARIO ?= registration
 
 all: build
 
-## tools: install what the project needs that Go does not (Azurite, pinned by package-lock.json)
-tools: $(AZURITE_BIN)
+## tools: install what the project needs that Go does not (Azurite, pinned by package-lock.json;
+##        Chromium for the browser tests, Debian's package, when no Chromium or Chrome is found)
+tools: $(AZURITE_BIN) chromium
+
+# The browser tests (harness/browser) drive a headless Chromium: $V2A_CHROMIUM,
+# or the first of these on PATH. Without one, install Debian's (CI runs as root).
+CHROMIUM_NAMES := chromium chromium-browser google-chrome google-chrome-stable chrome
+.PHONY: chromium
+chromium:
+	@if [ -n "$$V2A_CHROMIUM" ] && [ -x "$$V2A_CHROMIUM" ]; then exit 0; fi; \
+	 for c in $(CHROMIUM_NAMES); do command -v $$c >/dev/null && exit 0; done; \
+	 if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \
+	   echo "make tools: the browser tests need Chromium, and none was found; install it"; \
+	   echo "  (as root on Debian: apt-get update && apt-get install -y --no-install-recommends chromium)"; \
+	   echo "  or point V2A_CHROMIUM at a Chromium or Chrome binary"; exit 2; \
+	 fi; \
+	 echo "make tools: installing Debian's chromium for the browser tests"; \
+	 apt-get update && apt-get install -y --no-install-recommends chromium || \
+	   { echo "make tools: could not install chromium (apt-get failed); set V2A_CHROMIUM to a Chromium or Chrome binary"; exit 2; }
 
 $(AZURITE_BIN): $(AZURITE)/package.json $(AZURITE)/package-lock.json
 	@command -v npm >/dev/null || { echo "make tools: npm is needed to install Azurite (apt-get install nodejs npm)"; exit 2; }
@@ -26,7 +43,7 @@ build:
 	$(GO) build -o $(BIN) ./cmd/v2a
 
 ## demo: run the demonstration scenario (SEED=N to change the seed)
-demo: tools build
+demo: $(AZURITE_BIN) build
 	./$(BIN) demo --seed $(SEED)
 
 ## test: lint, every Go test (with Azurite and vcsim in the loop), the determinism check and the mutant suite

@@ -95,6 +95,7 @@ func hasError(out string) bool {
 // is no verdict on the system and is not counted.
 func (r *Runner) Step(d Directive) string {
 	out := r.Exec(d)
+	r.Recorder.attach(r.Env) // from the command that built the world on
 	if r.interrupted() || !hasError(out) || hasError(d.Expected) {
 		return out
 	}

@@ -25,16 +25,31 @@ import (
 // the worlds share.
 func RunScenario(t *testing.T, path string) {
 	t.Helper()
+	RunScenarioWith(t, path, nil, nil)
+}
+
+// RunScenarioWith is RunScenario with two hooks (either may be nil):
+// before gets the runner before the first command (to give it a
+// Recorder), after gets it once the script has run, its world still up
+// (to look at what the run left: its report, its views).
+func RunScenarioWith(t *testing.T, path string, before func(*Runner), after func(*testing.T, *Runner)) {
+	t.Helper()
 	s, err := LoadScript(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	r := &Runner{Ctx: t.Context(), Script: path}
 	defer r.Close()
+	if before != nil {
+		before(r)
+	}
 	datadriven.RunTest(t, path, func(t *testing.T, td *datadriven.TestData) string {
 		return r.Step(Directive{Pos: td.Pos, Cmd: td.Cmd, Args: td.CmdArgs, Input: td.Input, Expected: td.Expected})
 	})
 	if err := r.Verdict(s); err != nil {
 		t.Error(err)
+	}
+	if after != nil && !t.Failed() {
+		after(t, r)
 	}
 }

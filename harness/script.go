@@ -99,7 +99,9 @@ type Runner struct {
 	// Script is the path of the script being run, for the reproduce line.
 	Script string
 
-	Env       *Env
+	Env *Env
+	// Recorder, when set, gathers the run for its HTML report (Report).
+	Recorder  *ReportRecorder
 	traceMark int
 	Tally     Tally
 	// interruptSaid: the interrupt was reported (once, by the command it

@@ -35,6 +35,15 @@ func TestScenarios(t *testing.T) {
 	}
 	for _, f := range files {
 		t.Run(f, func(t *testing.T) {
+			if f == reportScenario {
+				// The demo also writes its HTML report, judged against
+				// the views and in a browser (report_test.go).
+				rec := harness.NewReportRecorder(0)
+				harness.RunScenarioWith(t, f, func(r *harness.Runner) { r.Recorder = rec }, func(t *testing.T, r *harness.Runner) {
+					checkReport(t, r, rec)
+				})
+				return
+			}
 			harness.RunScenario(t, f)
 		})
 	}

@@ -23,5 +23,6 @@ func newDemoCmd() *cobra.Command {
 	c.Flags().StringVar(&f.target, "target", "", "target file selecting the world")
 	c.Flags().StringVar(&f.trace, "trace", "story", "live trace: story, full or none")
 	c.Flags().BoolVar(&f.quiet, "quiet", false, "print only the banner and the closing lines")
+	c.Flags().StringVar(&f.report, "report", "", "write the run as one self-contained HTML page to this file")
 	return c
 }

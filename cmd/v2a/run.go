@@ -27,6 +27,7 @@ type runFlags struct {
 	quiet    bool
 	cpuProf  string
 	failures string
+	report   string
 }
 
 func newRunCmd() *cobra.Command {
@@ -65,6 +66,7 @@ the next event, and the closing lines are still printed).`,
 	c.Flags().BoolVar(&f.quiet, "quiet", false, "print only the banner and the closing lines")
 	c.Flags().StringVar(&f.cpuProf, "cpuprofile", "", "write a CPU profile of the run to this file")
 	c.Flags().StringVar(&f.failures, "failures", "", "write each failed check to this file as a JSON line (for tools: v2a mutants)")
+	c.Flags().StringVar(&f.report, "report", "", "write the run as one self-contained HTML page to this file (timelines, points, rounds, jobs, checks)")
 	return c
 }
 
@@ -113,6 +115,12 @@ func runScenario(ctx context.Context, w io.Writer, name string, f runFlags) erro
 	default:
 		return fmt.Errorf("--trace=%s: want story, full or none", f.trace)
 	}
+	if f.report != "" {
+		// Refused before the run, not after an hour of it.
+		if err := reportWritable(f.report); err != nil {
+			return err
+		}
+	}
 	if f.cpuProf != "" {
 		pf, err := os.Create(f.cpuProf)
 		if err != nil {
@@ -144,6 +152,11 @@ func runScenario(ctx context.Context, w io.Writer, name string, f runFlags) erro
 		r.Target = t
 	}
 	r.Ctx = ctx
+	var rec *harness.ReportRecorder
+	if f.report != "" {
+		rec = harness.NewReportRecorder(0)
+		r.Recorder = rec
+	}
 	// Close removes the world's directory on every way out of here: the
 	// end, an error, an interrupt, a panic.
 	defer r.Close()
@@ -179,6 +192,13 @@ func runScenario(ctx context.Context, w io.Writer, name string, f runFlags) erro
 	if f.failures != "" {
 		if err := writeFailures(f.failures, r.Tally.Failures); err != nil {
 			fmt.Fprintf(w, "v2a: %v\n", err)
+		}
+	}
+	if rec != nil {
+		if err := writeReport(f.report, r, rec, harness.ReportMeta{Scenario: path, Reproduce: repro}); err != nil {
+			fmt.Fprintf(w, "v2a: %v\n", err)
+		} else {
+			fmt.Fprintf(w, "report: %s\n", f.report)
 		}
 	}
 	for _, fl := range r.Tally.Failures {

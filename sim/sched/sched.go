@@ -72,6 +72,24 @@ type Sim struct {
 	// ("host/device") finishes the ops queued on it.
 	disk     DiskModel
 	diskBusy map[string]time.Time
+	// advance are the observers of the clock (OnAdvance).
+	advance []func(to time.Time)
+}
+
+// OnAdvance calls fn each time the virtual clock is about to move forward,
+// with the time it moves to, before any event due then runs: what fn reads
+// (through Inspect) is the world as it stood from the old time up to, not
+// including, to. fn must only observe: it may not send, schedule or trace,
+// so that a run with observers keeps its trace hash (an HTML report
+// samples the run this way).
+func (s *Sim) OnAdvance(fn func(to time.Time)) { s.advance = append(s.advance, fn) }
+
+// setNow moves the clock forward to t, telling the observers first.
+func (s *Sim) setNow(t time.Time) {
+	for _, fn := range s.advance {
+		fn(t)
+	}
+	s.now = t
 }
 
 type slot struct {
@@ -275,7 +293,7 @@ func (s *Sim) Step() bool {
 	for len(s.queue) > 0 {
 		it := heap.Pop(&s.queue).(*item)
 		if it.at.After(s.now) {
-			s.now = it.at
+			s.setNow(it.at)
 		}
 		if it.fn != nil {
 			it.fn()
@@ -328,7 +346,7 @@ func (s *Sim) RunUntil(t time.Time) {
 		s.Step()
 	}
 	if t.After(s.now) && !s.stopped.Load() {
-		s.now = t
+		s.setNow(t)
 	}
 }
 
@@ -342,7 +360,7 @@ func (s *Sim) RunWhile(deadline time.Time, cond func() bool) bool {
 		}
 		if len(s.queue) == 0 || s.queue[0].at.After(deadline) {
 			if deadline.After(s.now) {
-				s.now = deadline
+				s.setNow(deadline)
 			}
 			return !cond()
 		}

@@ -183,3 +183,36 @@ func TestOpsCompleteAfterNetworkTime(t *testing.T) {
 		t.Fatalf("op completions (-want +got):\n%s", diff)
 	}
 }
+
+// TestOnAdvance: an observer sees every forward move of the clock, before
+// the events due then run (the timer that fires at 1s has not fired when
+// the observer hears of 1s), up to the deadline; and observing leaves the
+// trace as it was.
+func TestOnAdvance(t *testing.T) {
+	s := sched.New(1, nil, nil)
+	var fired []string
+	must(t, s.Spawn("h:1", func() runtime.Actor { return &timerActor{fired: &fired} }))
+	var moves []string
+	s.OnAdvance(func(to time.Time) {
+		moves = append(moves, fmt.Sprintf("%v fired=%d now=%v", to.Sub(sched.Epoch), len(fired), s.Elapsed()))
+	})
+	s.RunFor(10 * time.Second)
+	// 2s: the cancelled timer's turn moves the clock though it fires not.
+	want := []string{"1s fired=0 now=0s", "2s fired=1 now=1s", "3s fired=1 now=2s", "10s fired=2 now=3s"}
+	if diff := cmp.Diff(want, moves); diff != "" {
+		t.Fatalf("advances (-want +got):\n%s", diff)
+	}
+
+	plain, _ := newWorld(t, 1)
+	plain.RunFor(10 * time.Second)
+	watched, _ := newWorld(t, 1)
+	n := 0
+	watched.OnAdvance(func(time.Time) { n++ })
+	watched.RunFor(10 * time.Second)
+	if n == 0 {
+		t.Fatal("the observer never ran")
+	}
+	if plain.Trace().Sum() != watched.Trace().Sum() {
+		t.Fatal("an observer changed the trace")
+	}
+}
