@@ -409,7 +409,9 @@ type jobView struct {
 	Tasks                               []taskView
 }
 
-type taskView struct{ State, Name, Where, Took, Error string }
+// taskView is a job's step; Detail its error code and reason, or what it
+// noted.
+type taskView struct{ State, Name, Where, Took, Detail string }
 
 // snapshot is the view of the world now; run in the loop goroutine.
 func (d *dashboard) snapshot() view {
@@ -470,8 +472,11 @@ func newJobView(j failover.Job) jobView {
 		if !t.End.IsZero() {
 			tv.Took = t.End.Sub(t.Start).Round(time.Millisecond).String()
 		}
-		if t.Code != 0 || t.Reason != "" {
-			tv.Error = strings.TrimSpace(fmt.Sprintf("%d %s", t.Code, t.Reason))
+		switch {
+		case t.Code != 0:
+			tv.Detail = fmt.Sprintf("error %d: %s", t.Code, t.Reason)
+		default:
+			tv.Detail = t.Reason
 		}
 		jv.Tasks = append(jv.Tasks, tv)
 	}

@@ -186,7 +186,7 @@ setInterval(async () => {
 <section class="wide" id="failover-jobs"><h2>failover jobs</h2>
 {{if not .Jobs}}<p>no failover jobs yet</p>{{end}}
 {{range .Jobs}}<div class="job" id="job-{{.ID}}"><p><strong>{{.ID}}</strong> {{.Op}} {{.What}}: <span class="state-{{.State}}">{{.State}}</span> at {{.Requested}}, RTO {{.RTO}}</p>
-<table class="tasks"><tbody>{{range .Tasks}}<tr><td class="state-{{.State}}">{{.State}}</td><td>{{.Name}}</td><td>{{.Where}}</td><td class="n">{{.Took}}</td><td>{{.Error}}</td></tr>{{end}}</tbody></table></div>
+<table class="tasks"><tbody>{{range .Tasks}}<tr><td class="state-{{.State}}">{{.State}}</td><td>{{.Name}}</td><td>{{.Where}}</td><td class="n">{{.Took}}</td><td>{{.Detail}}</td></tr>{{end}}</tbody></table></div>
 {{end}}</section>
 {{range .Panels}}<section id="{{.ID}}"><h2>{{.Title}}</h2><pre>{{.Text}}</pre></section>
 {{end}}
