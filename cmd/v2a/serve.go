@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -48,6 +49,7 @@ type serveFlags struct {
 	seedSet bool
 	speed   float64
 	paused  bool
+	save    string
 }
 
 func newServeCmd() *cobra.Command {
@@ -88,6 +90,7 @@ Ctrl-C stops the server and removes the world.`,
 	c.Flags().Uint64Var(&f.seed, "seed", 0, "seed for the world (default: the scenario's own)")
 	c.Flags().Float64Var(&f.speed, "speed", 60, "simulated seconds per real second")
 	c.Flags().BoolVar(&f.paused, "paused", false, "start with virtual time paused")
+	c.Flags().StringVar(&f.save, "save", "", "on exit, write the session as a .scn script to this file")
 	return c
 }
 
@@ -139,6 +142,13 @@ func serve(ctx context.Context, w io.Writer, name string, f serveFlags) error {
 	defer cancel()
 	_ = srv.Shutdown(shut)
 	<-loopDone
+	if f.save != "" {
+		if werr := os.WriteFile(f.save, []byte(scriptText(d.finalLines)), 0o644); werr != nil {
+			fmt.Fprintf(w, "v2a: --save: %v\n", werr)
+		} else {
+			fmt.Fprintf(w, "session saved: %s (v2a run %s replays it)\n", f.save, f.save)
+		}
+	}
 	fmt.Fprintf(w, "stopped at %s of virtual time\n%s\ntrace-sha256: %s\n", sched.FormatElapsed(d.final), d.r.Tally.Line(), d.finalSum)
 	if err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("serve: %w", err)
@@ -176,8 +186,9 @@ type dashboard struct {
 	n       int // directives run, for their Pos
 	// final and finalSum are the virtual time and trace hash when the
 	// loop stopped (read after it has).
-	final    time.Duration
-	finalSum string
+	final      time.Duration
+	finalSum   string
+	finalLines []string
 }
 
 func (d *dashboard) traceSum() string {
@@ -247,6 +258,7 @@ func (d *dashboard) loop(ctx context.Context, tick time.Duration) {
 	defer func() {
 		d.final = d.r.Elapsed()
 		d.finalSum = d.traceSum()
+		d.finalLines = d.script()
 		d.r.Close()
 	}()
 	var ticks <-chan time.Time
@@ -290,9 +302,11 @@ func (d *dashboard) advance(by time.Duration) {
 	if by <= 0 {
 		return
 	}
+	before := d.r.Elapsed()
 	out := d.step("run for=" + by.String())
-	d.pending += by
-	if strings.Contains(out, "error: ") {
+	// What ran: an interrupt (Ctrl-C) stops a run short.
+	d.pending += d.r.Elapsed() - before
+	if strings.Contains(out, "error: ") && d.r.Ctx.Err() == nil { // not the interrupt's
 		d.paused = true
 		d.record("# paused: the run printed an error", out)
 	}

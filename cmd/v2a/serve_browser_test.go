@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -137,6 +139,26 @@ func TestDashboardInBrowser(t *testing.T) {
 	}
 	if !strings.Contains(jobText, "job-1 test-failover db01: succeeded") || !strings.Contains(jobText, "Create and start the virtual machine") {
 		t.Errorf("job-1 after 10 minutes:\n%s", jobText)
+	}
+
+	// The page follows the world without a reload: time stepped from
+	// elsewhere shows within the page's polling.
+	if code, _ := post(t, srv, "/time", url.Values{"op": {"step"}, "by": {"1m"}}); code != http.StatusSeeOther {
+		t.Fatalf("step: %d", code)
+	}
+	want1 := parseElapsed(t, after) + time.Minute
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		now, err := chromedp.Run(ctx, text(`#elapsed`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if parseElapsed(t, now) == want1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the page still shows %s, 10s after the clock moved a minute past %s", now, after)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 
 	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
