@@ -178,7 +178,8 @@ type dashboard struct {
 	// Owned by the loop goroutine:
 	paused bool
 	speed  float64 // simulated seconds a real second
-	// lines is the session as script lines, pending the virtual time run
+	// lines is the session as script blocks (a line, or a line with its
+	// input or expected error: directiveBlock), pending the virtual time run
 	// since the last line (written as one `run for=` before the next).
 	lines   []string
 	pending time.Duration
@@ -208,8 +209,8 @@ func newDashboard(ctx context.Context, s *harness.Script, seed uint64) (*dashboa
 	d := &dashboard{r: r, reqs: make(chan func()), stopped: make(chan struct{}), speed: 60}
 	for _, dir := range s.Directives {
 		out := r.Step(dir)
-		d.record(directiveLine(dir, seed), out)
-		if r.SetupFailed || strings.Contains(out, "error: ") {
+		d.record(directiveBlock(dir, seed, out), out)
+		if r.SetupFailed { // an unexpected error is counted, as `v2a run` counts it
 			r.Close()
 			return nil, fmt.Errorf("serve: %s: %s", dir.Pos, strings.TrimSpace(out))
 		}
@@ -220,9 +221,12 @@ func newDashboard(ctx context.Context, s *harness.Script, seed uint64) (*dashboa
 	return d, nil
 }
 
-// directiveLine is a directive as a script line; the world's seed is the
-// one the run used.
-func directiveLine(d harness.Directive, seed uint64) string {
+// directiveBlock is a directive as the session's script writes it: its
+// line, the world's seed the one the run used; its input block; and, when
+// it printed an error its script expected, that error as its expected
+// output, so that a replay expects it too (an error the script did not
+// expect is counted as a failure live and again in the replay).
+func directiveBlock(d harness.Directive, seed uint64, out string) string {
 	parts := []string{d.Cmd}
 	seen := false
 	for _, a := range d.Args {
@@ -234,7 +238,25 @@ func directiveLine(d harness.Directive, seed uint64) string {
 	if d.Cmd == "world" && !seen {
 		parts = append(parts, "seed="+strconv.FormatUint(seed, 10))
 	}
-	return strings.Join(parts, " ")
+	block := strings.Join(parts, " ")
+	if d.Input != "" {
+		block += "\n" + d.Input
+	}
+	var expect []string
+	if strings.Contains("\n"+d.Expected, "\nerror: ") {
+		for _, l := range strings.Split(out, "\n") {
+			if strings.HasPrefix(l, "error: ") {
+				expect = append(expect, l)
+			}
+		}
+	}
+	if d.Input != "" || len(expect) > 0 {
+		block += "\n----"
+	}
+	for _, l := range expect {
+		block += "\n" + l
+	}
+	return block
 }
 
 func (d *dashboard) record(line, out string) {

@@ -308,3 +308,43 @@ func TestActionLine(t *testing.T) {
 		}
 	}
 }
+
+// The session's script keeps what a replay needs: the seed the run used,
+// input blocks, and the errors the original script expected (and only
+// those), and parses back to the same directives.
+func TestSessionScript(t *testing.T) {
+	orig := "world machines=(db01)\n\n" +
+		"failover vms=(db01) point=latest\n----\nerror: failover: refused\n\n" +
+		"status\n----\n\n" +
+		"trace grep=alert\nsome input\n----\n"
+	s, err := harness.NewScript("o.scn", []byte(orig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	outs := []string{"world sim seed=9\n", "error: failover: refused: a test failover runs\n", "error: status: unexpected\n", "nothing\n"}
+	var blocks []string
+	for i, d := range s.Directives {
+		blocks = append(blocks, directiveBlock(d, 9, outs[i]))
+	}
+	want := []string{
+		"world machines=db01 seed=9", // one value: the same to the parser
+		"failover vms=db01 point=latest\n----\nerror: failover: refused: a test failover runs",
+		"status",
+		"trace grep=alert\nsome input\n----",
+	}
+	if diff := cmp.Diff(want, blocks); diff != "" {
+		t.Fatalf("blocks (-want +got):\n%s", diff)
+	}
+	back, err := harness.NewScript("session.scn", []byte(scriptText(append(blocks, "run for=1m0s"))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, d := range back.Directives {
+		got = append(got, d.Cmd+"|"+d.Input+"|"+d.Expected)
+	}
+	wantBack := []string{"world||", "failover||error: failover: refused: a test failover runs", "status||", "trace|some input|", "run||"}
+	if diff := cmp.Diff(wantBack, got); diff != "" {
+		t.Errorf("the script parsed back (-want +got):\n%s", diff)
+	}
+}
