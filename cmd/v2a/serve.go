@@ -70,8 +70,9 @@ Azure fabric), updated live.
 Its buttons do what a user does in the portal (enable replication, test
 failover, cleanup, failover, commit, reprotect) by running the script
 command a scenario would; time can be paused, stepped and sped up. The
-"script" page shows the session as .scn lines: save it and 'v2a run' it to
-replay the session exactly (same seed, same trace).
+"script" page shows the session as .scn lines (--save writes them on
+exit): 'v2a run' on them replays the session exactly (same seed, same
+trace hash).
 
 Ctrl-C stops the server and removes the world.`,
 		Args: cobra.MaximumNArgs(1),
