@@ -97,15 +97,39 @@ func (r *Runner) network() (string, error) {
 	return b.String(), nil
 }
 
-// status prints the per-machine replication table.
-func (r *Runner) status(a argMap) (string, error) {
+// StatusRow is one machine's row of the portal's replication table, the
+// numbers `status` prints: Written is what the guest wrote and Sent the
+// payload its agent sent (bytes); Ratio the true compression of its items
+// ("-" before any); Crash and App its points by kind; RPO the virtual time
+// since its newest point ("-" before any).
+type StatusRow struct {
+	Machine, State, Mode string
+	Written, Sent        int64
+	Ratio, Codec         string
+	Crash, App           int
+	RPO                  string
+}
+
+// WrittenMiB and SentMiB are Written and Sent as `status` prints them.
+func (s StatusRow) WrittenMiB() string { return mib(s.Written) }
+
+// SentMiB is Sent as `status` prints it.
+func (s StatusRow) SentMiB() string { return mib(s.Sent) }
+
+// StatusRows is the portal's per-machine table (what `status` prints), one
+// row per machine with a policy or a registered agent, in the
+// configuration server's order. It reads state and runs no virtual time.
+func (r *Runner) StatusRows() ([]StatusRow, error) {
+	if r.Env == nil {
+		return nil, fmt.Errorf("no world yet")
+	}
 	d, err := r.deployment()
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	st, err := d.csStatus()
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	// ratio is the compression the process server achieved on the machine's
 	// items since it started: item bytes before sealing over sealed bytes
@@ -120,42 +144,52 @@ func (r *Runner) status(a argMap) (string, error) {
 			}
 		}
 	}
-	var b strings.Builder
-	fmt.Fprintf(&b, "%-10s %-15s %-6s %10s %10s %6s %-5s %6s %5s %9s\n", "machine", "state", "mode", "written", "sent", "ratio", "codec", "crash", "app", "rpo")
+	var rows []StatusRow
 	for _, m := range st.Machines {
 		if m.Policy == "" && !m.Registered {
 			continue
 		}
-		written := int64(0)
+		row := StatusRow{Machine: m.Name, State: string(m.State), Mode: m.CaptureMode, Sent: m.SentBytes,
+			Ratio: ratios[m.Name], Codec: codecs[m.Name], RPO: "-"}
 		if mach := r.Env.Machines[m.Name]; mach != nil {
-			written, _ = mach.Written()
+			row.Written, _ = mach.Written()
 		}
-		ratio, codec := ratios[m.Name], codecs[m.Name]
-		if ratio == "" {
-			ratio = "-"
+		if row.Ratio == "" {
+			row.Ratio = "-"
 		}
-		if codec == "" {
-			codec = "-"
+		if row.Codec == "" {
+			row.Codec = "-"
 		}
-		crash, app := 0, 0
 		if cat, err := d.Catalog(m.Name); err == nil {
 			for _, p := range cat.Points {
 				if p.Kind == proto.App {
-					app++
+					row.App++
 				} else {
-					crash++
+					row.Crash++
 				}
 			}
 		}
-		rpo := "-"
 		if !m.NewestPoint.IsZero() {
-			rpo = fmtDur(r.Env.Sim.Now().Sub(m.NewestPoint))
+			row.RPO = fmtDur(r.Env.Sim.Now().Sub(m.NewestPoint))
 		}
-		mode := m.CaptureMode
-		if mode == "" {
-			mode = "-"
+		if row.Mode == "" {
+			row.Mode = "-"
 		}
-		fmt.Fprintf(&b, "%-10s %-15s %-6s %10s %10s %6s %-5s %6d %5d %9s\n", m.Name, m.State, mode, mib(written), mib(m.SentBytes), ratio, codec, crash, app, rpo)
+		rows = append(rows, row)
+	}
+	return rows, nil
+}
+
+// status prints the per-machine replication table.
+func (r *Runner) status(a argMap) (string, error) {
+	rows, err := r.StatusRows()
+	if err != nil {
+		return "", err
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%-10s %-15s %-6s %10s %10s %6s %-5s %6s %5s %9s\n", "machine", "state", "mode", "written", "sent", "ratio", "codec", "crash", "app", "rpo")
+	for _, m := range rows {
+		fmt.Fprintf(&b, "%-10s %-15s %-6s %10s %10s %6s %-5s %6d %5d %9s\n", m.Machine, m.State, m.Mode, mib(m.Written), mib(m.Sent), m.Ratio, m.Codec, m.Crash, m.App, m.RPO)
 	}
 	return b.String(), nil
 }

@@ -56,7 +56,7 @@ func execute(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	root.AddCommand(newRunCmd(), newCertifyCmd(), newDemoCmd(), newListCmd(), newMutantsCmd(), newVCSimCmd())
 	root.AddCommand(newDaemonCmds()...)
-	root.AddCommand(newEnrollCmd(), newCACmd())
+	root.AddCommand(newEnrollCmd(), newCACmd(), newServeCmd())
 	root.SetHelpCommand(newHelpCmd(root))
 	root.SetArgs(args)
 	root.SetOut(stdout)
