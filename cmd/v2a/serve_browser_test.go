@@ -1,11 +1,8 @@
 package main
 
 import (
-	"context"
 	"net/http"
 	"net/url"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -14,57 +11,9 @@ import (
 
 	"github.com/chromedp/chromedp"
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/v2a-dr/v2a/harness/browser"
 )
-
-// newBrowser starts headless Chromium ($V2A_CHROMIUM, or chromium on the
-// PATH) and returns a chromedp context on a new tab. Without Chromium the
-// test fails (make tools installs it), or is skipped with -short.
-//
-// A minimal local stand-in for cmd/v2a/internal/browser (h-report).
-func newBrowser(t *testing.T) context.Context {
-	t.Helper()
-	bin := os.Getenv("V2A_CHROMIUM")
-	if bin == "" {
-		for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
-			if p, err := exec.LookPath(name); err == nil {
-				bin = p
-				break
-			}
-		}
-	}
-	if bin == "" {
-		if testing.Short() {
-			t.Skip("no Chromium (set $V2A_CHROMIUM or run make tools); skipped with -short")
-		}
-		t.Fatal("no Chromium: install it (make tools) or set $V2A_CHROMIUM")
-	}
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(bin),
-		chromedp.Flag("headless", true),
-		chromedp.DisableGPU,
-		chromedp.WindowSize(1280, 1400),
-	)
-	if os.Geteuid() == 0 {
-		opts = append(opts, chromedp.NoSandbox)
-	}
-	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
-	ctx, cancelB := chromedp.NewContext(actx)
-	ctx, cancelT := context.WithTimeout(ctx, 90*time.Second)
-	t.Cleanup(func() { cancelT(); cancelB(); cancelA() })
-	return ctx
-}
-
-// screenshotDir is where the browser tests write their screenshots.
-func screenshotDir(t *testing.T) string {
-	dir := os.Getenv("V2A_SCREENSHOT_DIR")
-	if dir == "" {
-		dir = filepath.Join("testdata", "out")
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return dir
-}
 
 // machinesJS reads the machines table's cells as the browser shows them.
 const machinesJS = `Array.from(document.querySelectorAll('#machines tbody tr')).map(tr => Array.from(tr.cells).map(td => td.textContent.trim()))`
@@ -76,17 +25,17 @@ func text(sel string) chromedp.Action[string] {
 }
 
 func TestDashboardInBrowser(t *testing.T) {
-	ctx := newBrowser(t)
+	b := browser.ForTest(t, browser.Options{Width: 1280, Height: 1400})
 	d, srv := startDashboard(t, dashWorld...)
 
 	// The machines table shows the run's numbers: the status view's.
-	if err := chromedp.Do(ctx,
+	if err := b.Do(
 		chromedp.Navigate(srv.URL+"/"),
 		chromedp.WaitVisible(chromedp.CSS(`#machines tbody tr`)),
 	); err != nil {
 		t.Fatal(err)
 	}
-	cells, err := chromedp.Run(ctx, chromedp.Evaluate[[][]string](machinesJS))
+	cells, err := browser.Run(b, chromedp.Evaluate[[][]string](machinesJS))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,14 +48,14 @@ func TestDashboardInBrowser(t *testing.T) {
 	}
 
 	// Choose db01, click "test failover": its job appears with its steps.
-	if err := chromedp.Do(ctx,
+	if err := b.Do(
 		chromedp.Click(chromedp.CSS(`#act input[name=vm][value=db01]`)),
 		chromedp.Click(chromedp.CSS(`#act-test-failover`)),
 		chromedp.WaitVisible(chromedp.CSS(`#job-job-1 table.tasks`)),
 	); err != nil {
 		t.Fatal(err)
 	}
-	jobText, err := chromedp.Run(ctx, text(`#job-job-1`))
+	jobText, err := browser.Run(b, text(`#job-job-1`))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,21 +66,21 @@ func TestDashboardInBrowser(t *testing.T) {
 	}
 
 	// Advance time: the clock moves on, the job runs to its end.
-	before, err := chromedp.Run(ctx, text(`#elapsed`))
+	before, err := browser.Run(b, text(`#elapsed`))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := chromedp.Do(ctx,
+	if err := b.Do(
 		chromedp.Click(chromedp.CSS(`#step-10m`)),
 		chromedp.WaitVisible(chromedp.CSS(`#job-job-1 p .state-succeeded`)),
 	); err != nil {
 		t.Fatal(err)
 	}
-	after, err := chromedp.Run(ctx, text(`#elapsed`))
+	after, err := browser.Run(b, text(`#elapsed`))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if jobText, err = chromedp.Run(ctx, text(`#job-job-1`)); err != nil {
+	if jobText, err = browser.Run(b, text(`#job-job-1`)); err != nil {
 		t.Fatal(err)
 	}
 	if got := parseElapsed(t, after) - parseElapsed(t, before); got != 10*time.Minute {
@@ -148,7 +97,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	}
 	want1 := parseElapsed(t, after) + time.Minute
 	for deadline := time.Now().Add(10 * time.Second); ; {
-		now, err := chromedp.Run(ctx, text(`#elapsed`))
+		now, err := browser.Run(b, text(`#elapsed`))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -161,12 +110,8 @@ func TestDashboardInBrowser(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 
-	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := filepath.Join(screenshotDir(t), "dashboard.png")
-	if err := os.WriteFile(p, png, 0o644); err != nil {
+	p := filepath.Join(browser.OutDir(t), "dashboard.png")
+	if err := b.Screenshot(p); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("screenshot: %s", p)
