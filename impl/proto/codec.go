@@ -1,8 +1,10 @@
 package proto
 
 import (
+	"encoding/binary"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -275,6 +277,12 @@ func (m *StreamHello) UnmarshalWire(d *wire.Decoder) error {
 }
 
 func (m *ItemMsg) MarshalWire(e *wire.Encoder) {
+	// Room for the whole message and the frame's CRC trailer up front, so
+	// that appending the trailer does not copy the megabyte into a bigger
+	// array.
+	e.AppendWith(func(dst []byte) []byte {
+		return slices.Grow(dst, len(m.Data)+len(m.Machine)+len(m.Codec)+2*binary.MaxVarintLen64+8)
+	})
 	put(e, &pb.ItemMsg{Machine: m.Machine, Seq: m.Seq, Data: m.Data, Codec: m.Codec})
 }
 
