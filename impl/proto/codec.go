@@ -1,12 +1,15 @@
 package proto
 
 import (
+	"encoding/binary"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
 
+	"google.golang.org/protobuf/encoding/protowire"
 	gproto "google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
@@ -274,14 +277,66 @@ func (m *StreamHello) UnmarshalWire(d *wire.Decoder) error {
 }
 
 func (m *ItemMsg) MarshalWire(e *wire.Encoder) {
+	// Room for the whole message and the frame's CRC trailer up front, so
+	// that appending the trailer does not copy the megabyte into a bigger
+	// array.
+	e.AppendWith(func(dst []byte) []byte {
+		return slices.Grow(dst, len(m.Data)+len(m.Machine)+len(m.Codec)+2*binary.MaxVarintLen64+8)
+	})
 	put(e, &pb.ItemMsg{Machine: m.Machine, Seq: m.Seq, Data: m.Data, Codec: m.Codec})
 }
+
+// UnmarshalWire decodes pb.ItemMsg by hand so that Data aliases the frame
+// instead of being copied (proto.Unmarshal always copies bytes fields, and
+// an item is the stream's megabyte): the wire format is pb.ItemMsg's, read
+// as proto.Unmarshal reads it — fields in any order, the last of a repeated
+// scalar wins, unknown fields (a newer peer's) skipped, strings checked for
+// UTF-8 —, which TestItemMsgDecodeLikeProtobuf holds it to.
 func (m *ItemMsg) UnmarshalWire(d *wire.Decoder) error {
-	var p pb.ItemMsg
-	if err := get(d, &p); err != nil {
-		return err
+	b := d.Rest()
+	out := ItemMsg{Data: []byte{}}
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return fmt.Errorf("proto: item: %w", protowire.ParseError(n))
+		}
+		b = b[n:]
+		switch {
+		case typ == protowire.BytesType && (num == 1 || num == 3 || num == 4):
+			v, n := protowire.ConsumeBytes(b)
+			if n < 0 {
+				return fmt.Errorf("proto: item: %w", protowire.ParseError(n))
+			}
+			b = b[n:]
+			switch num {
+			case 1, 4:
+				if !utf8.Valid(v) {
+					return fmt.Errorf("proto: item: string field %d contains invalid UTF-8", num)
+				}
+				if num == 1 {
+					out.Machine = string(v)
+				} else {
+					out.Codec = string(v)
+				}
+			case 3:
+				out.Data = v[:len(v):len(v)]
+			}
+		case typ == protowire.VarintType && num == 2:
+			v, n := protowire.ConsumeVarint(b)
+			if n < 0 {
+				return fmt.Errorf("proto: item: %w", protowire.ParseError(n))
+			}
+			b = b[n:]
+			out.Seq = v
+		default:
+			n := protowire.ConsumeFieldValue(num, typ, b)
+			if n < 0 {
+				return fmt.Errorf("proto: item: field %d: %w", num, protowire.ParseError(n))
+			}
+			b = b[n:]
+		}
 	}
-	*m = ItemMsg{Machine: p.Machine, Seq: p.Seq, Data: bs(p.Data), Codec: p.Codec}
+	*m = out
 	return nil
 }
 

@@ -279,7 +279,9 @@ func (*StreamHello) WireKind() wire.Kind { return KindStreamHello }
 // server. Codec is the compression the machine's policy asks for
 // (Policy.Compression: "s2" or "zstd"; "" leaves it to the process server):
 // the policy applies per machine, and the agent is the component on the
-// data path that holds it.
+// data path that holds it. A decoded ItemMsg's Data aliases the frame it
+// was decoded from (no copy of the item): the frame must not be modified
+// while the message is in use.
 type ItemMsg struct {
 	Machine string
 	Seq     uint64

@@ -1,7 +1,6 @@
 package runtime
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -266,7 +265,7 @@ func (c *realContext) Send(to Addr, data []byte) {
 		return
 	}
 	select {
-	case p.q <- bytes.Clone(data):
+	case p.q <- data: // not copied: Send's contract forbids the caller to modify it
 	default:
 		inc.log.Warn("runtime: send queue full, frame dropped", "to", string(to), "queue", cap(p.q))
 	}

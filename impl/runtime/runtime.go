@@ -176,7 +176,10 @@ type Context interface {
 	Cancel(id TimerID)
 	// Send delivers data (a wire frame) to the actor at to, at most once and
 	// possibly never: links lose, partition and reorder across connections.
-	// Protocols that need delivery retry on a timer.
+	// Protocols that need delivery retry on a timer. Send keeps data as it
+	// is (the real runtime writes it from another goroutine, without a
+	// copy: a replication item is a megabyte): the caller must not modify
+	// data after the call; sending the same frame again is fine.
 	Send(to Addr, data []byte)
 	// Rand is the actor's own seeded source. In the simulator it is derived
 	// from the run's seed and the actor's address, so runs are repeatable.
