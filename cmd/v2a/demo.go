@@ -16,12 +16,13 @@ func newDemoCmd() *cobra.Command {
 			f.seedSet = cmd.Flags().Changed("seed")
 			ctx, stop := interruptible(cmd.Context())
 			defer stop()
-			return runScenario(ctx, cmd.OutOrStdout(), demoScenario, f)
+			return runScenario(ctx, cmd.OutOrStdout(), cmd.ErrOrStderr(), demoScenario, f)
 		},
 	}
 	c.Flags().Uint64Var(&f.seed, "seed", 0, "seed for the run (default: the scenario's own)")
 	c.Flags().StringVar(&f.target, "target", "", "target file selecting the world")
 	c.Flags().StringVar(&f.trace, "trace", "story", "live trace: story, full or none")
 	c.Flags().BoolVar(&f.quiet, "quiet", false, "print only the banner and the closing lines")
+	addProgressFlag(c, &f.progress)
 	return c
 }
