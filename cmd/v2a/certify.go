@@ -206,7 +206,9 @@ func runCertify(ctx context.Context, w, errw io.Writer, f certifyFlags) error {
 	defer cancel()
 	seed := f.seed
 	r := &harness.Runner{Seed: &seed, Target: t, Ctx: dctx, Script: scriptPath}
-	r.OnProgress = pg.Script(progress.ScriptOptions{Steps: "drill steps", Protected: machines}).Observe
+	if mode != progress.None {
+		r.OnProgress = pg.Script(progress.ScriptOptions{Steps: "drill steps", Protected: machines}).Observe
+	}
 	defer r.Close()
 	steps := 0
 	r.RunScript(s, func(d harness.Directive, out string) {

@@ -161,7 +161,9 @@ func runScenario(ctx context.Context, w, errw io.Writer, name string, f runFlags
 	pg := progress.New(progress.Options{Mode: mode, Err: errw, Out: w})
 	defer pg.Close()
 	w = pg.Out()
-	r.OnProgress = pg.Script(progress.ScriptOptions{}).Observe
+	if mode != progress.None {
+		r.OnProgress = pg.Script(progress.ScriptOptions{}).Observe
+	}
 	// Close removes the world's directory on every way out of here: the
 	// end, an error, an interrupt, a panic.
 	defer r.Close()

@@ -91,12 +91,13 @@ func (s *Script) observeSpan(pr harness.Progress) {
 }
 
 // observeSync keeps one counter for the initial copy of the machines
-// syncing together.
+// syncing together. Its bytes come with the agents' heartbeats (every
+// 30 s): until the first, the total is unknown (0).
 func (s *Script) observeSync(ms []harness.MachineProgress) {
 	var names []string
 	var synced, total int64
 	for _, m := range ms {
-		if m.Syncing() && m.SyncTotalBytes > 0 {
+		if m.Syncing() {
 			names = append(names, m.Name)
 			synced += min(m.SyncedBytes, m.SyncTotalBytes)
 			total += m.SyncTotalBytes
