@@ -43,7 +43,7 @@ type Mode string
 
 // The modes, as --progress takes them.
 const (
-	Auto  Mode = "auto"  // bars when Err is a terminal, else plain
+	Auto  Mode = "auto"  // bars when Err is a terminal (with a size), else plain
 	Bar   Mode = "bar"   // bars, even when Err is not a terminal
 	Plain Mode = "plain" // plain lines
 	None  Mode = "none"  // nothing
@@ -105,7 +105,8 @@ type Progress struct {
 }
 
 // New starts showing progress as o says. In Auto mode it shows bars when
-// Err is a terminal (an *os.File on a TTY), else plain lines.
+// Err is a terminal (an *os.File on a TTY that has a size), else plain
+// lines.
 func New(o Options) *Progress {
 	p := &Progress{mode: o.Mode, err: o.Err, out: o.Out, every: o.Every, now: o.Now}
 	if p.err == nil {
@@ -122,7 +123,7 @@ func New(o Options) *Progress {
 	}
 	if p.mode == "" || p.mode == Auto {
 		p.mode = Plain
-		if isTerminal(p.err) {
+		if drawable(p.err) {
 			p.mode = Bar
 		}
 	}
@@ -144,6 +145,17 @@ func cmpOr(a, b int) int {
 
 // Mode is the mode in use (Auto resolved).
 func (p *Progress) Mode() Mode { return p.mode }
+
+// drawable: w is a terminal with a size (a pseudo-terminal some CI
+// runners give has none, and bars there would draw nothing).
+func drawable(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok || !term.IsTerminal(int(f.Fd())) {
+		return false
+	}
+	cols, rows, err := term.GetSize(int(f.Fd()))
+	return err == nil && cols > 0 && rows > 0
+}
 
 func isTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
@@ -363,9 +375,7 @@ func (c *Counter) end(aborted bool) {
 	case c.bar != nil && aborted:
 		c.bar.Abort(c.transient)
 	case c.bar != nil:
-		if c.total == 0 {
-			c.bar.SetCurrent(c.current)
-		}
+		c.bar.SetCurrent(c.current)
 		c.bar.SetTotal(-1, true) // complete at current
 	case c.p.mode == Plain:
 		c.plainEnd(aborted)
