@@ -95,6 +95,10 @@ hashes, RTO of the test failover, leftovers, seed, trace hash, v2a version,
 start and end), summary.html (one self-contained page), drill.scn and
 drill.log (every command's output).
 
+Progress goes to stderr (--progress): bars on a terminal, else a plain
+line now and then (drill steps, the running step's virtual time, machines
+protected); --progress none leaves stderr to the reason line below.
+
 Exit codes: 0 every check passed; 1 a check failed or the drill did not
 finish (timeout), with a one-line reason on stderr; 2 the drill could not be
 set up (bad flags, a bad target file or variable, an unknown machine);

@@ -400,6 +400,9 @@ func (c *Counter) tenth() int64 {
 }
 
 func (c *Counter) status() string {
+	if c.total <= 0 && c.current == 0 {
+		return "started" // nothing known yet
+	}
 	if c.total <= 0 {
 		return c.unit.format(c.current)
 	}
@@ -426,6 +429,8 @@ func (c *Counter) plainEnd(aborted bool) {
 		c.p.writeLine(fmt.Sprintf("progress: %s stopped at %s\n", c.name, c.status()))
 	case c.total > 0 && c.current < c.total:
 		c.p.writeLine(fmt.Sprintf("progress: %s done at %s of %s\n", c.name, c.unit.format(c.current), c.unit.format(c.total)))
+	case c.total <= 0 && c.current == 0:
+		c.p.writeLine(fmt.Sprintf("progress: %s done\n", c.name))
 	case c.total <= 0:
 		c.p.writeLine(fmt.Sprintf("progress: %s done at %s\n", c.name, c.unit.format(c.current)))
 	default:

@@ -107,11 +107,16 @@ func TestUnits(t *testing.T) {
 	p.Counter("copy", 64<<20, WithUnit(Bytes)).Set(32 << 20)
 	p.Counter("run for=30m", int64(30*time.Minute), WithUnit(Duration)).Set(int64(90 * time.Second))
 	p.Counter("unknown total", 0).Set(5)
+	nothing := p.Counter("nothing known", 0)
+	nothing.Set(0)
+	nothing.Done()
 	p.Close()
 	want := []string{
 		"progress: copy 32.0 MiB/64.0 MiB (50%)",
 		"progress: run for=30m 1m30s/30m0s (5%)",
 		"progress: unknown total 5",
+		"progress: nothing known started",
+		"progress: nothing known done",
 		"progress: copy stopped at 32.0 MiB/64.0 MiB (50%)",
 		"progress: run for=30m stopped at 1m30s/30m0s (5%)",
 		"progress: unknown total stopped at 5",
