@@ -168,6 +168,7 @@ func (r *Runner) run(a argMap) (string, error) {
 		return "", fmt.Errorf("run: want for=DURATION > 0")
 	}
 	e := r.Env
+	e.runSpan(d)
 	e.Sim.RunFor(d)
 	var b strings.Builder
 	fmt.Fprintf(&b, "time %s\n", sched.FormatElapsed(e.Sim.Elapsed()))

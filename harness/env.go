@@ -85,6 +85,9 @@ type Env struct {
 	tempDir        bool
 	names          []string
 	closers        []func()
+	// span is what the running command advances the clock toward
+	// (Progress).
+	span clockSpan
 }
 
 // New builds a world as the target says.

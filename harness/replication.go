@@ -575,5 +575,6 @@ func (p *portal) Handle(ctx runtime.Context, ev runtime.Event) {
 // RunUntil advances virtual time until cond holds or limit passes, checking
 // every step; it reports whether cond held.
 func (e *Env) RunUntil(limit time.Duration, cond func() bool) bool {
+	e.runSpan(limit)
 	return e.Sim.RunWhile(e.Sim.Now().Add(limit), func() bool { return !cond() })
 }

@@ -118,11 +118,19 @@ func (r *Runner) RunScript(s *Script, emit func(d Directive, out string)) (inter
 	if r.Script == "" {
 		r.Script = s.Path
 	}
-	for _, d := range s.Directives {
+	r.prog.total = len(s.Directives)
+	for i, d := range s.Directives {
 		if r.interrupted() {
 			return true
 		}
+		r.prog.done, r.prog.command = i, d.Line()
+		if r.Env != nil {
+			r.Env.span = clockSpan{}
+		}
+		r.reportProgress()
 		out := r.Step(d)
+		r.prog.done, r.prog.command = i+1, ""
+		r.reportProgress()
 		if emit != nil {
 			emit(d, out)
 		}

@@ -118,6 +118,15 @@ type Runner struct {
 	// took: the non-interference check replays it without the failover
 	// commands (noninterference.go).
 	history []stepRecord
+
+	// OnProgress, when set, is told where the run stands (RunScript
+	// only): before and after each command, and during one each time
+	// ProgressEvery (default DefaultProgressEvery) of virtual time has
+	// passed. It is called on the runner's goroutine; it must not touch the
+	// world, and whatever it does the trace is the same.
+	OnProgress    func(Progress)
+	ProgressEvery time.Duration
+	prog          progressState
 }
 
 // setupError is an error in the script's structure rather than in the

@@ -15,6 +15,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/v2a-dr/v2a/cmd/v2a/internal/progress"
 	"github.com/v2a-dr/v2a/harness"
 	"github.com/v2a-dr/v2a/impl/blob/azblob"
 	simvs "github.com/v2a-dr/v2a/sim/vsphere"
@@ -28,6 +29,7 @@ type certifyFlags struct {
 	timeout     time.Duration
 	seed        uint64
 	keep        bool
+	progress    string
 }
 
 func newCertifyCmd() *cobra.Command {
@@ -93,6 +95,10 @@ hashes, RTO of the test failover, leftovers, seed, trace hash, v2a version,
 start and end), summary.html (one self-contained page), drill.scn and
 drill.log (every command's output).
 
+Progress goes to stderr (--progress): bars on a terminal, else a plain
+line now and then (drill steps, the running step's virtual time, machines
+protected); --progress none leaves stderr to the reason line below.
+
 Exit codes: 0 every check passed; 1 a check failed or the drill did not
 finish (timeout), with a one-line reason on stderr; 2 the drill could not be
 set up (bad flags, a bad target file or variable, an unknown machine);
@@ -101,7 +107,7 @@ set up (bad flags, a bad target file or variable, an unknown machine);
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := interruptible(cmd.Context())
 			defer stop()
-			return runCertify(ctx, cmd.OutOrStdout(), f)
+			return runCertify(ctx, cmd.OutOrStdout(), cmd.ErrOrStderr(), f)
 		},
 	}
 	c.Flags().StringVar(&f.target, "target", "", "target file (required), e.g. fixtures/targets/real.yaml")
@@ -111,6 +117,7 @@ set up (bad flags, a bad target file or variable, an unknown machine);
 	c.Flags().DurationVar(&f.timeout, "timeout", 30*time.Minute, "wall-clock limit for the drill; past it the drill stops and fails")
 	c.Flags().Uint64Var(&f.seed, "seed", 1, "seed of the drill's world (the certificate records it)")
 	c.Flags().BoolVar(&f.keep, "keep", false, "leave the drill's containers in the storage account (an audit of its points; default: removed)")
+	addProgressFlag(c, &f.progress)
 	return c
 }
 
@@ -136,9 +143,13 @@ type certifyRun struct {
 	log         strings.Builder
 }
 
-func runCertify(ctx context.Context, w io.Writer, f certifyFlags) error {
+func runCertify(ctx context.Context, w, errw io.Writer, f certifyFlags) error {
 	if f.target == "" {
 		return errors.New("certify: --target is required")
+	}
+	mode, err := progress.ParseMode(f.progress)
+	if err != nil {
+		return fmt.Errorf("certify: --progress: %w", err)
 	}
 	if f.timeout <= 0 {
 		return fmt.Errorf("certify: --timeout %s: want a positive duration", f.timeout)
@@ -183,6 +194,9 @@ func runCertify(ctx context.Context, w io.Writer, f certifyFlags) error {
 		return err
 	}
 	c := &certifyRun{flags: f, target: t, overrides: overrides, machines: machines, chosen: chosen, script: text, started: time.Now().UTC()}
+	pg := progress.New(progress.Options{Mode: mode, Err: errw, Out: w})
+	defer pg.Close()
+	w = pg.Out()
 	fmt.Fprintf(w, "v2a certify: target %s (%s), machines %s (%s), destructive=%t, seed %d\n",
 		t.Name, f.target, strings.Join(machines, ","), chosen, f.destructive, f.seed)
 	if len(overrides) > 0 {
@@ -196,6 +210,9 @@ func runCertify(ctx context.Context, w io.Writer, f certifyFlags) error {
 	defer cancel()
 	seed := f.seed
 	r := &harness.Runner{Seed: &seed, Target: t, Ctx: dctx, Script: scriptPath}
+	if mode != progress.None {
+		r.OnProgress = pg.Script(progress.ScriptOptions{Steps: "drill steps", Protected: machines}).Observe
+	}
 	defer r.Close()
 	steps := 0
 	r.RunScript(s, func(d harness.Directive, out string) {

@@ -16,7 +16,7 @@ func newDemoCmd() *cobra.Command {
 			f.seedSet = cmd.Flags().Changed("seed")
 			ctx, stop := interruptible(cmd.Context())
 			defer stop()
-			return runScenario(ctx, cmd.OutOrStdout(), demoScenario, f)
+			return runScenario(ctx, cmd.OutOrStdout(), cmd.ErrOrStderr(), demoScenario, f)
 		},
 	}
 	c.Flags().Uint64Var(&f.seed, "seed", 0, "seed for the run (default: the scenario's own)")
@@ -24,5 +24,6 @@ func newDemoCmd() *cobra.Command {
 	c.Flags().StringVar(&f.trace, "trace", "story", "live trace: story, full or none")
 	c.Flags().BoolVar(&f.quiet, "quiet", false, "print only the banner and the closing lines")
 	c.Flags().StringVar(&f.report, "report", "", "write the run as one self-contained HTML page to this file")
+	addProgressFlag(c, &f.progress)
 	return c
 }

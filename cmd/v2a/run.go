@@ -14,6 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/v2a-dr/v2a/cmd/v2a/internal/progress"
 	"github.com/v2a-dr/v2a/harness"
 	"github.com/v2a-dr/v2a/scenarios"
 	"github.com/v2a-dr/v2a/sim/sched"
@@ -28,6 +29,7 @@ type runFlags struct {
 	cpuProf  string
 	failures string
 	report   string
+	progress string
 }
 
 func newRunCmd() *cobra.Command {
@@ -57,7 +59,7 @@ the next event, and the closing lines are still printed).`,
 			f.seedSet = cmd.Flags().Changed("seed")
 			ctx, stop := interruptible(cmd.Context())
 			defer stop()
-			return runScenario(ctx, cmd.OutOrStdout(), args[0], f)
+			return runScenario(ctx, cmd.OutOrStdout(), cmd.ErrOrStderr(), args[0], f)
 		},
 	}
 	c.Flags().Uint64Var(&f.seed, "seed", 0, "seed for the run (default: the scenario's own)")
@@ -67,7 +69,14 @@ the next event, and the closing lines are still printed).`,
 	c.Flags().StringVar(&f.cpuProf, "cpuprofile", "", "write a CPU profile of the run to this file")
 	c.Flags().StringVar(&f.failures, "failures", "", "write each failed check to this file as a JSON line (for tools: v2a mutants)")
 	c.Flags().StringVar(&f.report, "report", "", "write the run as one self-contained HTML page to this file (timelines, points, rounds, jobs, checks)")
+	addProgressFlag(c, &f.progress)
 	return c
+}
+
+// addProgressFlag adds --progress to a command that runs long.
+func addProgressFlag(c *cobra.Command, mode *string) {
+	c.Flags().StringVar(mode, "progress", string(progress.Auto),
+		"progress on stderr: auto (bars on a terminal, else plain lines), bar, plain or none; stdout is the same with any")
 }
 
 func loadScript(name string) (path string, data []byte, err error) {
@@ -105,7 +114,8 @@ var storyKinds = map[string]bool{
 // is done, and always prints the closing lines once the script parsed. Its
 // error says which exit code applies: nil, errChecksFailed,
 // errInterrupted, errScriptSetup, or another (the run could not start).
-func runScenario(ctx context.Context, w io.Writer, name string, f runFlags) error {
+// Progress (--progress) goes to errw, and never changes what w gets.
+func runScenario(ctx context.Context, w, errw io.Writer, name string, f runFlags) error {
 	path, data, err := loadScript(name)
 	if err != nil {
 		return err
@@ -120,6 +130,10 @@ func runScenario(ctx context.Context, w io.Writer, name string, f runFlags) erro
 		if err := reportWritable(f.report); err != nil {
 			return err
 		}
+	}
+	mode, err := progress.ParseMode(f.progress)
+	if err != nil {
+		return fmt.Errorf("--progress: %w", err)
 	}
 	if f.cpuProf != "" {
 		pf, err := os.Create(f.cpuProf)
@@ -156,6 +170,12 @@ func runScenario(ctx context.Context, w io.Writer, name string, f runFlags) erro
 	if f.report != "" {
 		rec = harness.NewReportRecorder(0)
 		r.Recorder = rec
+	}
+	pg := progress.New(progress.Options{Mode: mode, Err: errw, Out: w})
+	defer pg.Close()
+	w = pg.Out()
+	if mode != progress.None {
+		r.OnProgress = pg.Script(progress.ScriptOptions{}).Observe
 	}
 	// Close removes the world's directory on every way out of here: the
 	// end, an error, an interrupt, a panic.

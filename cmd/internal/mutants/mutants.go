@@ -338,7 +338,7 @@ func (s *Suite) one(ctx context.Context, m Mutant, files []string) (res Result) 
 	}
 	s.logf("mutant %s: built, running scenarios/%s.scn", m.Name, m.Scenario)
 	fails := filepath.Join(tmp, "failures.jsonl")
-	out, err := command(ctx, tree, nil, bin, "run", filepath.Join("scenarios", m.Scenario+".scn"), "--trace", "none", "--quiet", "--failures", fails)
+	out, err := command(ctx, tree, nil, bin, "run", filepath.Join("scenarios", m.Scenario+".scn"), "--trace", "none", "--quiet", "--progress", "none", "--failures", fails)
 	code := 0
 	var ee *exec.ExitError
 	switch {
