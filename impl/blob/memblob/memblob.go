@@ -122,6 +122,10 @@ type object struct {
 	snapshots []snapshot
 	// cp is the last copy into the blob; nil when none or written since.
 	cp *copyState
+	// ownPages: the pages map is this blob's alone (no snapshot or copy
+	// shares it), so a write may change the map in place instead of
+	// cloning it — a clone per write made long simulations quadratic.
+	ownPages bool
 }
 
 type copyState struct {
@@ -132,6 +136,15 @@ type copyState struct {
 type snapshot struct {
 	id string
 	content
+}
+
+// unsharePages gives the blob a pages map of its own before a write, when
+// a snapshot or a copy shares the current one.
+func (o *object) unsharePages() {
+	if !o.ownPages {
+		o.pages = maps.Clone(o.pages)
+		o.ownPages = true
+	}
 }
 
 // leaseActive reports whether a lease holds the blob now.
@@ -302,6 +315,7 @@ func (s *Store) create(op, c, name string, opts blob.WriteOptions, ct content) (
 	ct.md = blob.NormalizeMetadata(opts.Metadata)
 	ct.etag = s.nextETag()
 	o.content = ct
+	o.ownPages = true // a new map (page blob) or none (block blob)
 	o.cp = nil
 	return ct.etag, nil
 }
@@ -438,6 +452,7 @@ func (s *Store) Resize(_ context.Context, c, name string, sizeBytes int64, opts 
 				}
 			}
 			o.pages, o.size = pages, sizeBytes
+			o.ownPages = true
 		})
 }
 
@@ -452,9 +467,12 @@ func (s *Store) WritePages(_ context.Context, c, name string, offset int64, data
 	return s.pageUpdate("write pages", c, name, opts,
 		func(size int64) error { return blob.CheckPageWrite(offset, n, size) },
 		func(o *object) {
-			o.pages = maps.Clone(o.pages) // snapshots share the old map
+			o.unsharePages()
+			// One copy of the data backs all its pages (a page is never
+			// written in place, so they may share it).
+			buf := slices.Clone(data)
 			for i := int64(0); i < n; i += blob.PageSize {
-				o.pages[(offset+i)/blob.PageSize] = slices.Clone(data[i : i+blob.PageSize])
+				o.pages[(offset+i)/blob.PageSize] = buf[i : i+blob.PageSize : i+blob.PageSize]
 			}
 		})
 }
@@ -467,7 +485,7 @@ func (s *Store) ClearPages(_ context.Context, c, name string, offset, length int
 	return s.pageUpdate("clear pages", c, name, opts,
 		func(size int64) error { return blob.CheckPageClear(offset, length, size) },
 		func(o *object) {
-			o.pages = maps.Clone(o.pages)
+			o.unsharePages()
 			for i := offset / blob.PageSize; i < (offset+length)/blob.PageSize; i++ {
 				delete(o.pages, i)
 			}
@@ -511,6 +529,7 @@ func (s *Store) Snapshot(_ context.Context, c, name string, md map[string]string
 	}
 	s.snapSeq++
 	sn := snapshot{id: fmt.Sprintf("snapshot-%012d", s.snapSeq), content: o.content}
+	o.ownPages = false
 	// Pages and data are never modified in place, so sharing them is safe;
 	// the metadata map is replaced, never mutated, too.
 	if len(md) > 0 {
@@ -659,6 +678,7 @@ func (s *Store) StartCopy(_ context.Context, dc, dst, sc, src, srcSnapshot strin
 	ct.md = maps.Clone(ct.md)
 	ct.etag = s.nextETag()
 	o.content = ct
+	so.ownPages, o.ownPages = false, false // when so is o, too
 	s.copySeq++
 	cp := &copyState{Copy: blob.Copy{ID: fmt.Sprintf("copy-%012d", s.copySeq), Total: ct.size}, remaining: s.pendingCopies}
 	if cp.remaining > 0 {
