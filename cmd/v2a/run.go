@@ -27,6 +27,7 @@ type runFlags struct {
 	quiet    bool
 	cpuProf  string
 	failures string
+	storage  string
 }
 
 func newRunCmd() *cobra.Command {
@@ -64,6 +65,7 @@ the next event, and the closing lines are still printed).`,
 	c.Flags().StringVar(&f.trace, "trace", "story", "live trace: story (what happens), full (every event) or none")
 	c.Flags().BoolVar(&f.quiet, "quiet", false, "print only the banner and the closing lines")
 	c.Flags().StringVar(&f.cpuProf, "cpuprofile", "", "write a CPU profile of the run to this file")
+	c.Flags().StringVar(&f.storage, "storage", "azurite", "blob storage: azurite (the target's storage) or memblob (in memory, faster; same conformance suite)")
 	c.Flags().StringVar(&f.failures, "failures", "", "write each failed check to this file as a JSON line (for tools: v2a mutants)")
 	return c
 }
@@ -113,6 +115,11 @@ func runScenario(ctx context.Context, w io.Writer, name string, f runFlags) erro
 	default:
 		return fmt.Errorf("--trace=%s: want story, full or none", f.trace)
 	}
+	switch f.storage {
+	case "", "azurite", "memblob":
+	default:
+		return fmt.Errorf("--storage=%s: want azurite or memblob", f.storage)
+	}
 	if f.cpuProf != "" {
 		pf, err := os.Create(f.cpuProf)
 		if err != nil {
@@ -132,7 +139,7 @@ func runScenario(ctx context.Context, w io.Writer, name string, f runFlags) erro
 	if !f.seedSet {
 		seed = scriptSeed(s.Directives)
 	}
-	r := &harness.Runner{Seed: &seed, Script: path}
+	r := &harness.Runner{Seed: &seed, Script: path, MemoryStorage: f.storage == "memblob"}
 	if f.target != "" {
 		t, err := harness.LoadTarget(f.target)
 		if err != nil {
@@ -152,6 +159,9 @@ func runScenario(ctx context.Context, w io.Writer, name string, f runFlags) erro
 	repro := fmt.Sprintf("v2a run %s --seed %d", path, seed)
 	if f.target != "" {
 		repro += " --target " + f.target
+	}
+	if f.storage == "memblob" {
+		repro += " --storage memblob"
 	}
 	fmt.Fprintf(w, "reproduce: %s\n\n", repro)
 	out := w
