@@ -28,6 +28,7 @@ func benchStore(b *testing.B) blob.Store {
 // scenario's world (3 VMs, bank workload, vcsim and Azurite in the loop)
 // for 2 simulated hours, reported as simulated seconds per wall second.
 func BenchmarkSimInitialSync(b *testing.B) {
+	b.ReportAllocs()
 	for i := 0; i < b.N; i++ {
 		start := time.Now()
 		e, err := New(context.Background(), Options{Seed: 42, Machines: []string{"db01", "web01", "app01"}})
@@ -48,6 +49,7 @@ func BenchmarkSimInitialSync(b *testing.B) {
 		e.Sim.RunFor(2 * time.Hour)
 		wall := time.Since(start)
 		b.ReportMetric(e.Sim.Elapsed().Seconds()/wall.Seconds(), "sim-s/wall-s")
+		b.ReportMetric(float64(e.Sim.Events())/wall.Seconds(), "events/s")
 		b.ReportMetric(wall.Seconds(), "wall-s/2h")
 		e.Close()
 	}
