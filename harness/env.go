@@ -50,6 +50,10 @@ type Options struct {
 	// (impl/blob/memblob, which passes the same conformance suite as
 	// Azurite). Only for fast property tests: scenarios use Azurite.
 	MemoryStorage bool
+	// TraceHashOnly keeps only the trace's hash and count, not its lines
+	// (long soaks and benchmarks): the `trace` view and the non-interference
+	// check then have no lines to judge.
+	TraceHashOnly bool
 	// AllocatedMiB is how much of each disk holds data before tracking
 	// starts (the guest OS); the rest is zero. 0: an eighth of the disk.
 	AllocatedMiB int64
@@ -121,6 +125,9 @@ func New(ctx context.Context, opts Options) (_ *Env, err error) {
 	e.Trace = sched.NewTrace(opts.Live)
 	if opts.LiveFilter != nil {
 		e.Trace.SetFilter(opts.LiveFilter)
+	}
+	if opts.TraceHashOnly {
+		e.Trace.HashOnly()
 	}
 	e.Net = simnet.New()
 	if err := e.configureNetwork(); err != nil {

@@ -53,3 +53,24 @@ func TestScriptHeaderRefusesUnknownExpect(t *testing.T) {
 		t.Fatalf("a line after the first directive is not the header: %v %+v", err, s)
 	}
 }
+
+// TestRunnerMemoryStorage: Runner.MemoryStorage (the CLI's --storage
+// memblob) gives the world memblob, and without it the world has the
+// target's storage.
+func TestRunnerMemoryStorage(t *testing.T) {
+	for _, mem := range []bool{true, false} {
+		s, err := NewScript("t.scn", []byte("world machines=(db01)\n----\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := &Runner{Ctx: context.Background(), MemoryStorage: mem}
+		r.RunScript(s, func(Directive, string) {})
+		if r.Env == nil {
+			t.Fatal("no world")
+		}
+		if got := r.Env.memStore != nil; got != mem {
+			t.Errorf("MemoryStorage=%v: world on memblob=%v", mem, got)
+		}
+		r.Close()
+	}
+}

@@ -98,6 +98,9 @@ type Runner struct {
 	LiveFilter func(kind string) bool
 	// Script is the path of the script being run, for the reproduce line.
 	Script string
+	// MemoryStorage runs the world on memblob instead of the target's
+	// storage (Options.MemoryStorage; the CLI's --storage memblob).
+	MemoryStorage bool
 
 	Env *Env
 	// Recorder, when set, gathers the run for its HTML report (Report).

@@ -30,6 +30,7 @@ type runFlags struct {
 	failures string
 	report   string
 	progress string
+	storage  string
 }
 
 func newRunCmd() *cobra.Command {
@@ -67,6 +68,7 @@ the next event, and the closing lines are still printed).`,
 	c.Flags().StringVar(&f.trace, "trace", "story", "live trace: story (what happens), full (every event) or none")
 	c.Flags().BoolVar(&f.quiet, "quiet", false, "print only the banner and the closing lines")
 	c.Flags().StringVar(&f.cpuProf, "cpuprofile", "", "write a CPU profile of the run to this file")
+	c.Flags().StringVar(&f.storage, "storage", "azurite", "blob storage: azurite (the target's storage) or memblob (in memory, faster; same conformance suite)")
 	c.Flags().StringVar(&f.failures, "failures", "", "write each failed check to this file as a JSON line (for tools: v2a mutants)")
 	c.Flags().StringVar(&f.report, "report", "", "write the run as one self-contained HTML page to this file (timelines, points, rounds, jobs, checks)")
 	addProgressFlag(c, &f.progress)
@@ -135,6 +137,11 @@ func runScenario(ctx context.Context, w, errw io.Writer, name string, f runFlags
 	if err != nil {
 		return fmt.Errorf("--progress: %w", err)
 	}
+	switch f.storage {
+	case "", "azurite", "memblob":
+	default:
+		return fmt.Errorf("--storage=%s: want azurite or memblob", f.storage)
+	}
 	if f.cpuProf != "" {
 		pf, err := os.Create(f.cpuProf)
 		if err != nil {
@@ -154,7 +161,7 @@ func runScenario(ctx context.Context, w, errw io.Writer, name string, f runFlags
 	if !f.seedSet {
 		seed = scriptSeed(s.Directives)
 	}
-	r := &harness.Runner{Seed: &seed, Script: path}
+	r := &harness.Runner{Seed: &seed, Script: path, MemoryStorage: f.storage == "memblob"}
 	if f.target != "" {
 		t, err := harness.LoadTarget(f.target)
 		if err != nil {
@@ -185,6 +192,9 @@ func runScenario(ctx context.Context, w, errw io.Writer, name string, f runFlags
 	repro := fmt.Sprintf("v2a run %s --seed %d", path, seed)
 	if f.target != "" {
 		repro += " --target " + f.target
+	}
+	if f.storage == "memblob" {
+		repro += " --storage memblob"
 	}
 	fmt.Fprintf(w, "reproduce: %s\n\n", repro)
 	out := w

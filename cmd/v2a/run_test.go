@@ -61,6 +61,8 @@ func TestExitCodes(t *testing.T) {
 		{"script unparsable", []string{"run", script(t, "world machines=(db01")}, exitSetup, ""},
 		{"bad flag", []string{"run", "foundation", "--seed", "minus-one"}, exitSetup, ""},
 		{"bad trace flag", []string{"run", "foundation", "--trace", "loud"}, exitSetup, ""},
+		{"bad storage flag", []string{"run", "foundation", "--storage", "s3"}, exitSetup, ""},
+		{"memblob storage", []string{"run", "registration", "--storage", "memblob"}, exitOK, "--storage memblob\n"},
 		{"unknown subcommand", []string{"frobnicate"}, exitSetup, ""},
 		{"an error the script expects is output, not a failure", []string{"run", script(t, "status\n----\nerror: status: no world yet: start the script with `world`")}, exitOK, "checks: 0 passed, 0 failed"},
 		{"declared failed checks but none failed", []string{"run", script(t, harness.ExpectFailedChecks+"\n\nstatus\n----\nerror: status: no world yet: start the script with `world`")}, exitChecks, "checks: 0 passed, 0 failed"},

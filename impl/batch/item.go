@@ -125,6 +125,7 @@ func (it *Item) Marshal() []byte {
 
 // AppendTo encodes an item with e and returns the bytes.
 func (it *Item) AppendTo(e *wire.Encoder) []byte {
+	e.Grow(it.sizeHint())
 	e.Uint(itemVersion)
 	e.String(it.Machine)
 	e.Uint(it.Seq)
@@ -156,6 +157,19 @@ func (it *Item) AppendTo(e *wire.Encoder) []byte {
 		e.Int(r.UnixNano)
 	}
 	return e.Encoded()
+}
+
+// sizeHint is about the encoded size of it (an upper bound for what the
+// fixed fields take, exact for the data), so that one allocation holds it.
+func (it *Item) sizeHint() int {
+	n := 64 + len(it.Machine) + 10*len(it.DiskSizes)
+	for _, r := range it.Runs {
+		n += 20 + len(r.Data)
+	}
+	for _, r := range it.Records {
+		n += 60 + len(r.Data) + len(r.BookmarkID)
+	}
+	return n
 }
 
 // Unmarshal decodes an item. Byte slices in the result alias b.

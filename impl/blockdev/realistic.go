@@ -26,9 +26,9 @@ func FillRealistic(r *rand.Rand, buf []byte) {
 			continue
 		}
 		i := 0
+		var lineBuf [128]byte // longer lines grow onto the heap
 		for i < len(blk) {
-			var line []byte
-			line = strconv.AppendInt(line, int64(r.IntN(1_000_000_000)), 10)
+			line := strconv.AppendInt(lineBuf[:0], int64(r.IntN(1_000_000_000)), 10)
 			for w := 0; w < 6; w++ {
 				line = append(line, ' ')
 				line = append(line, logWords[r.IntN(len(logWords))]...)

@@ -5,12 +5,17 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"time"
 )
 
 // Encoder appends a message's fields to a frame. Integers are varints,
 // byte strings are length-prefixed.
 type Encoder struct{ buf []byte }
+
+// Grow makes room for at least n more bytes, so that a caller who knows
+// roughly how big the message is appends without reallocating.
+func (e *Encoder) Grow(n int) { e.buf = slices.Grow(e.buf, n) }
 
 // Uint appends v.
 func (e *Encoder) Uint(v uint64) { e.buf = binary.AppendUvarint(e.buf, v) }

@@ -79,6 +79,8 @@ type Sim struct {
 	advanceNext  time.Time
 	// advance are the observers of the clock (OnAdvance).
 	advance []func(to time.Time)
+	// events counts the events run (Events).
+	events uint64
 }
 
 // OnAdvance calls fn each time the virtual clock is about to move forward,
@@ -293,6 +295,11 @@ func (s *Sim) push(it *item) {
 // Pending is the number of queued events.
 func (s *Sim) Pending() int { return len(s.queue) }
 
+// Events is the number of events run so far (harness callbacks and actor
+// events; not those dropped for a crashed actor or a cancelled timer), for
+// speed reports.
+func (s *Sim) Events() uint64 { return s.events }
+
 // Step runs the next event and reports whether there was one.
 func (s *Sim) Step() bool {
 	for len(s.queue) > 0 {
@@ -301,6 +308,7 @@ func (s *Sim) Step() bool {
 			s.setNow(it.at)
 		}
 		if it.fn != nil {
+			s.events++
 			it.fn()
 			s.advanced()
 			return true
@@ -315,6 +323,7 @@ func (s *Sim) Step() bool {
 				continue
 			}
 		}
+		s.events++
 		s.traceEvent(sl, it.ev)
 		sl.actor.Handle(&actx{sim: s, sl: sl}, it.ev)
 		s.advanced()

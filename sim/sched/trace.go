@@ -38,6 +38,12 @@ type watch struct {
 	fn          func()
 }
 
+// HashOnly stops the trace keeping its lines (Lines then returns only those
+// kept before): the hash, the count, the watches and the live copy go on. A
+// day-long world writes millions of lines, and keeping them all costs
+// memory and the garbage collector's time.
+func (t *Trace) HashOnly() { t.keep = false }
+
 // OnLine calls fn once, from the first line added after this call whose
 // actor starts with who ("" matches any) and whose text contains substr.
 // fn runs inside Add: it must only schedule work (sched.Sim.After), not do

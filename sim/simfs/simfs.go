@@ -431,7 +431,7 @@ func (n *node) sync() {
 	switch {
 	case n.dirtyFrom < 0:
 	case n.dirtyFrom >= len(n.durable) && len(n.data) >= len(n.durable):
-		n.durable = append(n.durable, n.data[len(n.durable):]...)
+		n.durable = append(grow(n.durable, len(n.data)), n.data[len(n.durable):]...)
 	default:
 		n.durable = slices.Clone(n.data)
 	}
@@ -442,7 +442,17 @@ func resize(b []byte, size int64) []byte {
 	if size <= int64(len(b)) {
 		return b[:size:size]
 	}
-	return append(b, make([]byte, int(size)-len(b))...)
+	return append(grow(b, int(size)), make([]byte, int(size)-len(b))...)
+}
+
+// grow gives b room for size bytes, doubling its capacity when it must
+// grow: append alone grows a large slice by a quarter, so a file appended
+// to in small writes up to 64 MiB was copied about 20 times over.
+func grow(b []byte, size int) []byte {
+	if size <= cap(b) {
+		return b
+	}
+	return slices.Grow(b, max(size, 2*cap(b))-len(b))
 }
 
 // fileInfo is a node's fs.FileInfo.

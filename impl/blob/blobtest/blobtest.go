@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -861,6 +862,19 @@ func testCopy(t *testing.T, s blob.Store, c string) {
 	}
 	// The source is untouched.
 	sameBytes(t, "source snapshot after the copy", getData(t, s, c, "disk", blob.ReadOptions{Snapshot: rp}), want)
+
+	// A copy of the base page blob and its source change apart: a write to
+	// either after the copy leaves the other as it was.
+	base := getData(t, s, c, "disk", blob.ReadOptions{})
+	must[string](t, "StartCopy base")(s.StartCopy(ctx, c, "twin", c, "disk", ""))
+	WaitCopy(t, s, c, "twin", 1000)
+	must[string](t, "WritePages source after the copy")(s.WritePages(ctx, c, "disk", 0, pattern(5, 512), blob.WriteOptions{}))
+	must[string](t, "WritePages twin")(s.WritePages(ctx, c, "twin", 512, pattern(6, 512), blob.WriteOptions{}))
+	must[string](t, "WritePages twin again")(s.WritePages(ctx, c, "twin", 1024, pattern(7, 512), blob.WriteOptions{}))
+	wantSrc := slices.Concat(pattern(5, 512), base[512:])
+	wantTwin := slices.Concat(base[:512], pattern(6, 512), pattern(7, 512), base[1536:])
+	sameBytes(t, "source after both changed", getData(t, s, c, "disk", blob.ReadOptions{}), wantSrc)
+	sameBytes(t, "twin after both changed", getData(t, s, c, "twin", blob.ReadOptions{}), wantTwin)
 
 	// A second copy, of the base blob, replaces the destination.
 	must[string](t, "Put small")(s.Put(ctx, c, "small", []byte("block data"), blob.WriteOptions{}))

@@ -31,6 +31,7 @@ type Store struct {
 	etagSeq uint64
 	snapSeq uint64
 	copySeq uint64
+	genSeq  uint64
 	// pendingCopies is how many CopyState calls a copy stays pending for.
 	pendingCopies int
 	containers    map[string]map[string]*object
@@ -71,8 +72,46 @@ type content struct {
 	size  int64
 	etag  string
 	md    map[string]string
-	data  []byte           // block blob
-	pages map[int64][]byte // page blob: page index → PageSize bytes
+	data  []byte  // block blob
+	pages pageMap // page blob
+}
+
+// chunkPages is how many pages a chunk of a page map holds (64 KiB): a
+// write after a snapshot copies the chunks it touches, not the blob's
+// whole map of pages, so a recovery point costs memory in proportion to
+// what changed since the one before.
+const chunkPages = 128
+
+// pageChunk is chunkPages consecutive pages; a nil page was never written
+// (or was cleared). A chunk belongs to one blob generation (object.gen):
+// only that generation may change it in place.
+type pageChunk struct {
+	gen   uint64
+	pages [chunkPages][]byte
+	n     int // non-nil pages
+}
+
+// pageMap maps a chunk's index (page index / chunkPages) to the chunk.
+type pageMap map[int64]*pageChunk
+
+func (m pageMap) get(i int64) []byte {
+	if c := m[i/chunkPages]; c != nil {
+		return c.pages[i%chunkPages]
+	}
+	return nil
+}
+
+// indices returns the written pages' indices in order.
+func (m pageMap) indices() []int64 {
+	var out []int64
+	for _, ci := range slices.Sorted(maps.Keys(m)) {
+		for j, p := range m[ci].pages {
+			if p != nil {
+				out = append(out, ci*chunkPages+int64(j))
+			}
+		}
+	}
+	return out
 }
 
 func (c *content) props() blob.Props {
@@ -86,8 +125,8 @@ func (c *content) read(r blob.Range) []byte {
 	}
 	out := make([]byte, r.Length)
 	for off := r.Offset - r.Offset%blob.PageSize; off < r.End(); off += blob.PageSize {
-		p, ok := c.pages[off/blob.PageSize]
-		if !ok {
+		p := c.pages.get(off / blob.PageSize)
+		if p == nil {
 			continue
 		}
 		lo, hi := max(off, r.Offset), min(off+blob.PageSize, r.End())
@@ -97,7 +136,7 @@ func (c *content) read(r blob.Range) []byte {
 }
 
 func (c *content) ranges() []blob.Range {
-	idx := slices.Sorted(maps.Keys(c.pages))
+	idx := c.pages.indices()
 	rs := make([]blob.Range, 0, len(idx))
 	for _, i := range idx {
 		rs = append(rs, blob.Range{Offset: i * blob.PageSize, Length: blob.PageSize})
@@ -122,6 +161,13 @@ type object struct {
 	snapshots []snapshot
 	// cp is the last copy into the blob; nil when none or written since.
 	cp *copyState
+	// ownPages: the pages map is this blob's alone (no snapshot or copy
+	// shares it), so a write may change the map in place instead of
+	// cloning it — a clone per write made long simulations quadratic.
+	// gen is the blob's generation: a chunk of that generation is this
+	// blob's alone too. A snapshot or a copy gives the blob a new one.
+	ownPages bool
+	gen      uint64
 }
 
 type copyState struct {
@@ -132,6 +178,62 @@ type copyState struct {
 type snapshot struct {
 	id string
 	content
+}
+
+// unsharePages gives the blob a pages map of its own before a write, when
+// a snapshot or a copy shares the current one.
+func (o *object) unsharePages() {
+	if !o.ownPages {
+		o.pages = maps.Clone(o.pages)
+		o.ownPages = true
+	}
+}
+
+// chunk returns the chunk holding page i, this generation's own (copied
+// if it was shared, made if create and there was none); nil when there is
+// none and !create. unsharePages must have run.
+func (o *object) chunk(i int64, create bool) *pageChunk {
+	ci := i / chunkPages
+	c := o.pages[ci]
+	switch {
+	case c == nil && !create:
+		return nil
+	case c == nil:
+		c = &pageChunk{gen: o.gen}
+	case c.gen != o.gen:
+		cp := *c
+		cp.gen = o.gen
+		c = &cp
+	default:
+		return c
+	}
+	o.pages[ci] = c
+	return c
+}
+
+// setPage stores page i (nil: clears it).
+func (o *object) setPage(i int64, p []byte) {
+	c := o.chunk(i, p != nil)
+	if c == nil {
+		return
+	}
+	j := i % chunkPages
+	switch {
+	case c.pages[j] == nil && p != nil:
+		c.n++
+	case c.pages[j] != nil && p == nil:
+		c.n--
+	}
+	c.pages[j] = p
+	if c.n == 0 {
+		delete(o.pages, i/chunkPages)
+	}
+}
+
+// newGen gives o a new generation: the chunks it had are shared from now.
+func (s *Store) newGen(o *object) {
+	s.genSeq++
+	o.gen = s.genSeq
 }
 
 // leaseActive reports whether a lease holds the blob now.
@@ -276,7 +378,7 @@ func (s *Store) CreatePageBlob(_ context.Context, c, name string, sizeBytes int6
 	if err := blob.CheckPageBlobSize(sizeBytes); err != nil {
 		return "", blob.Errorf(op, c, name, err, "")
 	}
-	return s.create(op, c, name, opts, content{kind: blob.PageBlob, size: sizeBytes, pages: map[int64][]byte{}})
+	return s.create(op, c, name, opts, content{kind: blob.PageBlob, size: sizeBytes, pages: pageMap{}})
 }
 
 // create writes a whole new version of a blob, keeping its lease and
@@ -302,6 +404,7 @@ func (s *Store) create(op, c, name string, opts blob.WriteOptions, ct content) (
 	ct.md = blob.NormalizeMetadata(opts.Metadata)
 	ct.etag = s.nextETag()
 	o.content = ct
+	o.ownPages = true // a new map (page blob) or none (block blob)
 	o.cp = nil
 	return ct.etag, nil
 }
@@ -431,13 +534,20 @@ func (s *Store) Resize(_ context.Context, c, name string, sizeBytes int64, opts 
 	return s.pageUpdate("resize", c, name, opts,
 		func(int64) error { return blob.CheckPageBlobSize(sizeBytes) },
 		func(o *object) {
-			pages := make(map[int64][]byte, len(o.pages))
-			for i, p := range o.pages {
-				if i*blob.PageSize < sizeBytes {
-					pages[i] = p
+			pages := make(pageMap, len(o.pages))
+			for ci, c := range o.pages {
+				if ci*chunkPages*blob.PageSize < sizeBytes {
+					pages[ci] = c
 				}
 			}
 			o.pages, o.size = pages, sizeBytes
+			o.ownPages = true
+			// The last chunk may reach past the new end.
+			for i := sizeBytes / blob.PageSize; i%chunkPages != 0; i++ {
+				if o.pages.get(i) != nil {
+					o.setPage(i, nil)
+				}
+			}
 		})
 }
 
@@ -452,9 +562,12 @@ func (s *Store) WritePages(_ context.Context, c, name string, offset int64, data
 	return s.pageUpdate("write pages", c, name, opts,
 		func(size int64) error { return blob.CheckPageWrite(offset, n, size) },
 		func(o *object) {
-			o.pages = maps.Clone(o.pages) // snapshots share the old map
+			o.unsharePages()
+			// One copy of the data backs all its pages (a page is never
+			// written in place, so they may share it).
+			buf := slices.Clone(data)
 			for i := int64(0); i < n; i += blob.PageSize {
-				o.pages[(offset+i)/blob.PageSize] = slices.Clone(data[i : i+blob.PageSize])
+				o.setPage((offset+i)/blob.PageSize, buf[i:i+blob.PageSize:i+blob.PageSize])
 			}
 		})
 }
@@ -467,9 +580,9 @@ func (s *Store) ClearPages(_ context.Context, c, name string, offset, length int
 	return s.pageUpdate("clear pages", c, name, opts,
 		func(size int64) error { return blob.CheckPageClear(offset, length, size) },
 		func(o *object) {
-			o.pages = maps.Clone(o.pages)
+			o.unsharePages()
 			for i := offset / blob.PageSize; i < (offset+length)/blob.PageSize; i++ {
-				delete(o.pages, i)
+				o.setPage(i, nil)
 			}
 		})
 }
@@ -511,6 +624,8 @@ func (s *Store) Snapshot(_ context.Context, c, name string, md map[string]string
 	}
 	s.snapSeq++
 	sn := snapshot{id: fmt.Sprintf("snapshot-%012d", s.snapSeq), content: o.content}
+	o.ownPages = false
+	s.newGen(o)
 	// Pages and data are never modified in place, so sharing them is safe;
 	// the metadata map is replaced, never mutated, too.
 	if len(md) > 0 {
@@ -659,6 +774,9 @@ func (s *Store) StartCopy(_ context.Context, dc, dst, sc, src, srcSnapshot strin
 	ct.md = maps.Clone(ct.md)
 	ct.etag = s.nextETag()
 	o.content = ct
+	so.ownPages, o.ownPages = false, false // when so is o, too
+	s.newGen(so)
+	s.newGen(o)
 	s.copySeq++
 	cp := &copyState{Copy: blob.Copy{ID: fmt.Sprintf("copy-%012d", s.copySeq), Total: ct.size}, remaining: s.pendingCopies}
 	if cp.remaining > 0 {

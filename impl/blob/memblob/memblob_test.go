@@ -1,6 +1,7 @@
 package memblob_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"os"
@@ -223,5 +224,68 @@ func TestDeterministic(t *testing.T) {
 	first, second := run(), run()
 	if diff := cmp.Diff(first, second); diff != "" {
 		t.Errorf("two runs differ (-first +second):\n%s", diff)
+	}
+}
+
+// TestChunksAcrossSnapshotsAndResize: writes that straddle a chunk of the
+// page map, a snapshot between them and a shrink that cuts a chunk leave
+// the snapshot and the base each with its own bytes.
+func TestChunksAcrossSnapshotsAndResize(t *testing.T) {
+	ctx := context.Background()
+	s := memblob.New()
+	if err := s.CreateContainer(ctx, "cnt"); err != nil {
+		t.Fatal(err)
+	}
+	const chunk = 128 * blob.PageSize // the store's chunk of pages (64 KiB)
+	const size = 4 * chunk
+	if _, err := s.CreatePageBlob(ctx, "cnt", "d", size, blob.WriteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	fill := func(b byte, n int) []byte { return bytes.Repeat([]byte{b}, n) }
+	model := make([]byte, size)
+	write := func(off int64, d []byte) {
+		t.Helper()
+		if _, err := s.WritePages(ctx, "cnt", "d", off, d, blob.WriteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		copy(model[off:], d)
+	}
+	write(chunk-blob.PageSize, fill(1, 2*blob.PageSize))
+	snap, err := s.Snapshot(ctx, "cnt", "d", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := bytes.Clone(model)
+	write(chunk-blob.PageSize, fill(2, blob.PageSize))
+	write(chunk+blob.PageSize, fill(3, chunk))
+	if _, err := s.Resize(ctx, "cnt", "d", chunk+blob.PageSize, blob.WriteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	model = model[:chunk+blob.PageSize]
+	if _, err := s.Resize(ctx, "cnt", "d", size, blob.WriteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	model = append(model, make([]byte, size-len(model))...)
+	got, _, err := s.Get(ctx, "cnt", "d", blob.ReadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, model) {
+		t.Errorf("base differs from the model")
+	}
+	got, _, err = s.Get(ctx, "cnt", "d", blob.ReadOptions{Snapshot: snap})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, old) {
+		t.Errorf("snapshot differs from the bytes at its time")
+	}
+	rs, err := s.PageRanges(ctx, "cnt", "d", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []blob.Range{{Offset: chunk - blob.PageSize, Length: 2 * blob.PageSize}}
+	if diff := cmp.Diff(want, rs); diff != "" {
+		t.Errorf("base ranges (-want +got):\n%s", diff)
 	}
 }
