@@ -70,7 +70,7 @@ func (r *Runner) world(a argMap) (string, error) {
 		return "", err
 	}
 	env, err := New(ctx, Options{Target: t, Seed: uint64(seed), Live: r.Live, LiveFilter: r.LiveFilter, Machines: a.list("machines"),
-		AllocatedMiB: allocated})
+		AllocatedMiB: allocated, MemoryStorage: r.MemoryStorage})
 	if err != nil {
 		return "", setupError{err}
 	}

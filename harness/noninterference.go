@@ -130,7 +130,7 @@ func replicationLines(lines []string, prefix string) []string {
 // controlRun replays the history in a fresh world, without failover
 // commands and checks, up to the current virtual time.
 func (r *Runner) controlRun() (*Runner, error) {
-	ctl := &Runner{Ctx: r.Ctx, Target: r.Target, Seed: r.Seed, Script: r.Script}
+	ctl := &Runner{Ctx: r.Ctx, Target: r.Target, Seed: r.Seed, Script: r.Script, MemoryStorage: r.MemoryStorage}
 	for _, h := range r.history {
 		if failoverCmds[h.d.Cmd] || h.d.Cmd == "check" {
 			if ctl.Env != nil && h.end > h.start {

@@ -27,6 +27,7 @@ type runFlags struct {
 	quiet    bool
 	cpuProf  string
 	failures string
+	storage  string
 }
 
 func newRunCmd() *cobra.Command {
@@ -65,6 +66,7 @@ the next event, and the closing lines are still printed).`,
 	c.Flags().BoolVar(&f.quiet, "quiet", false, "print only the banner and the closing lines")
 	c.Flags().StringVar(&f.cpuProf, "cpuprofile", "", "write a CPU profile of the run to this file")
 	c.Flags().StringVar(&f.failures, "failures", "", "write each failed check to this file as a JSON line (for tools: v2a mutants)")
+	c.Flags().StringVar(&f.storage, "storage", "azurite", "blob storage of a simulated world: azurite (a local Azurite process) or memblob (in memory, faster)")
 	return c
 }
 
@@ -113,6 +115,10 @@ func runScenario(ctx context.Context, w io.Writer, name string, f runFlags) erro
 	default:
 		return fmt.Errorf("--trace=%s: want story, full or none", f.trace)
 	}
+	memory, err := storageMemory(f.storage)
+	if err != nil {
+		return err
+	}
 	if f.cpuProf != "" {
 		pf, err := os.Create(f.cpuProf)
 		if err != nil {
@@ -132,7 +138,7 @@ func runScenario(ctx context.Context, w io.Writer, name string, f runFlags) erro
 	if !f.seedSet {
 		seed = scriptSeed(s.Directives)
 	}
-	r := &harness.Runner{Seed: &seed, Script: path}
+	r := &harness.Runner{Seed: &seed, Script: path, MemoryStorage: memory}
 	if f.target != "" {
 		t, err := harness.LoadTarget(f.target)
 		if err != nil {
@@ -150,6 +156,9 @@ func runScenario(ctx context.Context, w io.Writer, name string, f runFlags) erro
 
 	fmt.Fprintf(w, "SEED=%d scenario=%s\n", seed, path)
 	repro := fmt.Sprintf("v2a run %s --seed %d", path, seed)
+	if memory {
+		repro += " --storage memblob"
+	}
 	if f.target != "" {
 		repro += " --target " + f.target
 	}
@@ -206,6 +215,18 @@ func runScenario(ctx context.Context, w io.Writer, name string, f runFlags) erro
 		return errChecksFailed
 	}
 	return nil
+}
+
+// storageMemory reads a --storage flag: whether the world's blob storage
+// is memblob (true) or Azurite (false).
+func storageMemory(s string) (bool, error) {
+	switch s {
+	case "azurite":
+		return false, nil
+	case "memblob":
+		return true, nil
+	}
+	return false, fmt.Errorf("--storage=%s: want azurite or memblob", s)
 }
 
 func elapsed(r *harness.Runner) string {
