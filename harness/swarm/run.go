@@ -3,6 +3,7 @@ package swarm
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"time"
 
 	"github.com/v2a-dr/v2a/harness"
@@ -68,13 +69,15 @@ func Run(ctx context.Context, p Plan, script string, o RunOptions) Result {
 }
 
 // SameFailures reports whether two runs failed the same checks on the
-// same subjects (the evidence may word itself differently).
+// same subjects (the evidence may word itself differently). A "script"
+// failure's subject is FILE:LINE: the same line of a copy of the script
+// elsewhere is the same subject.
 func SameFailures(a, b []harness.Result) bool {
 	if len(a) != len(b) || len(a) == 0 {
 		return false
 	}
 	for i := range a {
-		if a[i].Check != b[i].Check || a[i].Subject != b[i].Subject || a[i].Verdict != b[i].Verdict {
+		if a[i].Check != b[i].Check || filepath.Base(a[i].Subject) != filepath.Base(b[i].Subject) || a[i].Verdict != b[i].Verdict {
 			return false
 		}
 	}
