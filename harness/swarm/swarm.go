@@ -243,6 +243,17 @@ func (rep Report) WriteJUnit(w io.Writer, repro func(seed uint64) string) error 
 	return err
 }
 
+// errorLine is the line of a command's output that says what went wrong
+// (its `error: ` line), else its first line.
+func errorLine(s string) string {
+	for _, l := range strings.Split(s, "\n") {
+		if strings.HasPrefix(l, "error: ") {
+			return l
+		}
+	}
+	return firstLine(s)
+}
+
 func firstLine(s string) string {
 	l, _, _ := strings.Cut(s, "\n")
 	return l
@@ -252,7 +263,7 @@ func firstLine(s string) string {
 func FailureLines(fs []harness.Result) string {
 	var b strings.Builder
 	for _, f := range fs {
-		fmt.Fprintf(&b, "  FAILED %s %s %s: %s\n", f.Check, f.Subject, f.Verdict, firstLine(f.Evidence))
+		fmt.Fprintf(&b, "  FAILED %s %s %s: %s\n", f.Check, f.Subject, f.Verdict, errorLine(f.Evidence))
 	}
 	return b.String()
 }
