@@ -51,11 +51,15 @@ const (
 	KindDeleteSnapshot = "delete-snapshot" // fault delete-snapshot point=oldest
 	KindLoseCache      = "lose-cache"      // fault lose-cache host=ps01
 	KindFullCache      = "full-cache"      // deploy cache=16–48 MiB, the upload clogged
+	// KindTestFailover is no fault but a drill on the healed world: a
+	// test failover of 1–2 machines into an isolated network, judged
+	// (image, isolation), then cleaned up (leftovers).
+	KindTestFailover = "test-failover"
 )
 
 // Kinds is every fault kind, in the summary's order.
 var Kinds = []string{KindAgentCrash, KindPSCrash, KindCSCrash, KindAzureCrash, KindMachineCrash, KindTornHRL, KindCorruptHRL,
-	KindPartition, KindClog, KindLoss, KindDuplicate, KindReorder, KindJitter, KindCorruptBlob, KindDeleteSnapshot, KindLoseCache, KindFullCache}
+	KindPartition, KindClog, KindLoss, KindDuplicate, KindReorder, KindJitter, KindCorruptBlob, KindDeleteSnapshot, KindLoseCache, KindFullCache, KindTestFailover}
 
 // Plan is what a seed drew.
 type Plan struct {
@@ -85,8 +89,12 @@ func Generate(seed uint64) Plan {
 
 type gen struct {
 	r *rand.Rand
-	p Plan
-	b strings.Builder
+	// drill is the test failover's own random stream.
+	drill *rand.Rand
+	// faults is the enabled fault kinds the episodes pick from.
+	faults []string
+	p      Plan
+	b      strings.Builder
 	// enabled is the seed's fault mix; used what was injected.
 	enabled, used map[string]bool
 	// linkFaults are the (kind, path) link faults to switch off when healing.
@@ -136,11 +144,19 @@ func (g *gen) draw() {
 	// The fault mix: each kind on with probability 1/3 (swarm testing:
 	// a seed that leaves a fault out explores what others mask).
 	g.enabled, g.used = map[string]bool{}, map[string]bool{}
-	for _, k := range Kinds {
+	for _, k := range Kinds[:len(Kinds)-1] {
 		if r.IntN(3) == 0 {
 			g.enabled[k] = true
 			g.p.Kinds = append(g.p.Kinds, k)
 		}
+	}
+	g.faults = append([]string{}, g.p.Kinds...)
+	// The drill draws from its own stream, so that adding it left every
+	// seed's world and faults as they were.
+	g.drill = rand.New(rand.NewPCG(g.p.Seed, genStream+1))
+	if g.drill.IntN(4) == 0 {
+		g.enabled[KindTestFailover] = true
+		g.p.Kinds = append(g.p.Kinds, KindTestFailover)
 	}
 	// Groups: 0–2, of 2–4 VMs each, disjoint.
 	free := append([]string{}, vms...)
@@ -204,7 +220,7 @@ func (g *gen) draw() {
 	// The safety phase: episodes of one to three faults, each undone at
 	// the episode's end so the next starts from a world that is up.
 	episodes := 1 + r.IntN(3)
-	if len(g.p.Kinds) == 0 {
+	if len(g.faults) == 0 {
 		episodes = 0
 	}
 	for i := 0; i < episodes; i++ {
@@ -238,6 +254,10 @@ func (g *gen) draw() {
 	bound := 2*g.crash + 5*time.Minute
 	g.directive("check what=(converged) bound=%s", fmtDur(bound))
 	g.directive("check what=(points,rpo,disks,invariants,%s) bound=%s%s", safety, fmtDur(bound), g.groupArg())
+	if g.enabled[KindTestFailover] {
+		g.used[KindTestFailover] = true
+		g.testFailover()
+	}
 	for _, k := range Kinds {
 		if g.used[k] {
 			g.p.Used = append(g.p.Used, k)
@@ -280,9 +300,9 @@ func (g *gen) episode() {
 	var undo []string
 	picked := map[string]bool{}
 	for n := 1 + r.IntN(3); n > 0; n-- {
-		k := g.pick(g.p.Kinds)
-		if picked[k] || k == KindDeleteSnapshot || k == KindFullCache {
-			continue // delete-snapshot comes after healing; full-cache is the deployment's
+		k := g.pick(g.faults)
+		if picked[k] || k == KindDeleteSnapshot || k == KindFullCache || k == KindTestFailover {
+			continue // delete-snapshot and the drill come after healing; full-cache is the deployment's
 		}
 		picked[k] = true
 		g.used[k] = true
@@ -371,6 +391,30 @@ func (g *gen) inject(k string) (undo []string) {
 		return nil
 	}
 	panic("swarm: no injector for fault kind " + k)
+}
+
+// testFailover drills 1–2 machines into an isolated network once the
+// world converged: their test VMs must boot on their points byte for byte
+// and stay isolated, and the cleanup must leave nothing behind.
+func (g *gen) testFailover() {
+	ms := append([]string{}, g.p.Machines...)
+	g.drill.Shuffle(len(ms), func(i, j int) { ms[i], ms[j] = ms[j], ms[i] })
+	ms = ms[:1+g.drill.IntN(min(2, len(ms)))]
+	sort.Strings(ms)
+	g.directive("azure-network name=prod cidr=10.0.0.0/16 subnets=(app:10.0.1.0/24) production")
+	g.directive("azure-network name=drill cidr=10.0.0.0/16 subnets=(app:10.0.1.0/24)")
+	for i, m := range ms {
+		hydrate := " hydrate" // Linux and physical sources
+		if n := slices.Index(VMs, m); n >= 0 && (n+1)%3 == 0 {
+			hydrate = "" // Windows VMs (fixtures/inventory/swarm.yaml)
+		}
+		g.directive("target vm=%s subnet=app ip=10.0.1.%d%s", m, 10+i, hydrate)
+	}
+	vms := strings.Join(ms, ",")
+	g.directive("test-failover vms=(%s) point=latest network=drill", vms)
+	g.directive("check what=(image,isolation)")
+	g.directive("cleanup vms=(%s)", vms)
+	g.directive("check what=(leftovers)")
 }
 
 // linkFault remembers a LAN fault to switch off before the liveness phase.
