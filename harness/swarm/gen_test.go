@@ -46,10 +46,21 @@ func TestGenerate(t *testing.T) {
 				t.Fatalf("seed %d: injects %s, which it did not enable (%v)", seed, k, p.Kinds)
 			}
 		}
-		last := ds[len(ds)-1]
-		conv := ds[len(ds)-2]
-		if last.Cmd != "check" || conv.Cmd != "check" || !strings.Contains(conv.Args[0].String(), "converged") {
-			t.Fatalf("seed %d: the script does not end with check converged, then the safety checks", seed)
+		conv := -1
+		for i, d := range ds {
+			if d.Cmd == "check" && strings.Contains(d.Args[0].String(), "converged") {
+				conv = i
+			}
+		}
+		if conv < 0 || conv+1 >= len(ds) || ds[conv+1].Cmd != "check" || !strings.Contains(ds[conv+1].Args[0].String(), "points") {
+			t.Fatalf("seed %d: no check converged followed by the safety checks", seed)
+		}
+		drill := slices.Contains(p.Used, KindTestFailover)
+		if tail := ds[len(ds)-1]; drill != (tail.Cmd == "check" && strings.Contains(tail.Args[0].String(), "leftovers")) {
+			t.Fatalf("seed %d: drill %v, but the script ends with %s %s", seed, drill, tail.Cmd, tail.Args[0].String())
+		}
+		if !drill && conv+2 != len(ds) {
+			t.Fatalf("seed %d: commands after the final checks", seed)
 		}
 		// Every fault injected is healed before the liveness phase: after
 		// `fault heal` no fault but switching link faults off and a
