@@ -221,7 +221,11 @@ func runSeedProcess(ctx context.Context, exe string, p swarm.Plan, path, storage
 	fails := path + ".failures"
 	defer os.Remove(fails)
 	cmd := exec.CommandContext(ctx, exe, "run", path, "--storage", storage, "--trace", "none", "--quiet", "--failures", fails)
-	cmd.Env = append(os.Environ(), "V2A_SWARM_CHILD=1")
+	// Interrupted, a child stops at its next event and closes its world
+	// (removing its directory) as `v2a run` does on Ctrl-C; killed only if
+	// it has not within 10 s.
+	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
+	cmd.WaitDelay = 10 * time.Second
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	err := cmd.Run()
