@@ -11,7 +11,7 @@ import (
 )
 
 // checkNames are the checks `check what=` runs.
-var checkNames = []string{"disks", "invariants", "points", "catalog", "schedule", "rpo", "cut", "groups", "holds", "round-holds", "non-interference", "image", "leftovers", "isolation", "plan-order", "round-trip", "vpn-bytes", "path", "cs-kept"}
+var checkNames = []string{"disks", "invariants", "points", "catalog", "schedule", "rpo", "cut", "groups", "holds", "round-holds", "non-interference", "image", "leftovers", "isolation", "plan-order", "round-trip", "vpn-bytes", "path", "cs-kept", "converged"}
 
 // checkNonInterference is (*Runner).CheckNonInterference, set by init: the
 // check replays the script through the command table, which refers to
@@ -112,6 +112,12 @@ func (r *Runner) check(a argMap) (string, error) {
 			rs = append(rs, d.CheckConfigKept()...)
 		case "non-interference":
 			rs = append(rs, checkNonInterference(r))
+		case "converged":
+			d, err := r.deployment()
+			if err != nil {
+				return "", err
+			}
+			rs = append(rs, d.CheckConverged(a.list("vms"), bound)...)
 		case "rpo":
 			d, err := r.deployment()
 			if err != nil {

@@ -243,6 +243,15 @@ func (r *Runner) hrlFault(kind string, a argMap) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	if kind == "corrupt-hrl" {
+		// The newest segment long enough to corrupt inside: a segment
+		// just opened (rotated or trimmed to nothing) holds no record yet.
+		for i := len(files) - 1; i >= 0 && st.Size() < 64; i-- {
+			if s2, err := fs.Stat(files[i]); err == nil && s2.Size() >= 64 {
+				last, st = files[i], s2
+			}
+		}
+	}
 	switch kind {
 	case "tear-hrl":
 		n, err := a.intIn("bytes", 37, 1, 1<<20)
@@ -287,7 +296,11 @@ func (r *Runner) hrlFault(kind string, a argMap) (string, error) {
 		if err != nil {
 			return "", err
 		}
-		return fmt.Sprintf("corrupted %s's change log: flipped a byte a third of the way into its last segment\n", vm), nil
+		which := "last segment"
+		if last != files[len(files)-1] {
+			which = "newest segment with records"
+		}
+		return fmt.Sprintf("corrupted %s's change log: flipped a byte a third of the way into its %s\n", vm, which), nil
 	}
 }
 

@@ -48,7 +48,8 @@ type Options struct {
 	Machines []string
 	// MemoryStorage replaces blob storage with an in-memory store
 	// (impl/blob/memblob, which passes the same conformance suite as
-	// Azurite). Only for fast property tests: scenarios use Azurite.
+	// Azurite): property tests, the swarm and `v2a run --storage
+	// memblob`. Scenarios use Azurite by default.
 	MemoryStorage bool
 	// TraceHashOnly keeps only the trace's hash and count, not its lines
 	// (long soaks and benchmarks): the `trace` view and the non-interference

@@ -98,8 +98,9 @@ type Runner struct {
 	LiveFilter func(kind string) bool
 	// Script is the path of the script being run, for the reproduce line.
 	Script string
-	// MemoryStorage runs the world on memblob instead of the target's
-	// storage (Options.MemoryStorage; the CLI's --storage memblob).
+	// MemoryStorage runs the world's blob storage in memory
+	// (impl/blob/memblob) instead of Azurite: `v2a run --storage memblob`
+	// and the swarm.
 	MemoryStorage bool
 
 	Env *Env

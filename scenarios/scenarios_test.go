@@ -30,6 +30,10 @@ func TestScenarios(t *testing.T) {
 	}
 	errs, _ := filepath.Glob("testdata/*.scn")
 	files = append(files, errs...)
+	// Kept failures of the swarm (v2a swarm writes them; once the bug is
+	// fixed they pass and stay, as regressions).
+	regs, _ := filepath.Glob("regressions/*.scn")
+	files = append(files, regs...)
 	if len(files) == 0 {
 		t.Fatal("no scenario files")
 	}

@@ -54,7 +54,7 @@ func execute(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newRunCmd(), newCertifyCmd(), newDemoCmd(), newListCmd(), newMutantsCmd(), newVCSimCmd())
+	root.AddCommand(newRunCmd(), newCertifyCmd(), newDemoCmd(), newListCmd(), newMutantsCmd(), newSwarmCmd(), newVCSimCmd())
 	root.AddCommand(newDaemonCmds()...)
 	root.AddCommand(newEnrollCmd(), newCACmd(), newServeCmd())
 	root.SetHelpCommand(newHelpCmd(root))

@@ -68,8 +68,8 @@ the next event, and the closing lines are still printed).`,
 	c.Flags().StringVar(&f.trace, "trace", "story", "live trace: story (what happens), full (every event) or none")
 	c.Flags().BoolVar(&f.quiet, "quiet", false, "print only the banner and the closing lines")
 	c.Flags().StringVar(&f.cpuProf, "cpuprofile", "", "write a CPU profile of the run to this file")
-	c.Flags().StringVar(&f.storage, "storage", "azurite", "blob storage: azurite (the target's storage) or memblob (in memory, faster; same conformance suite)")
 	c.Flags().StringVar(&f.failures, "failures", "", "write each failed check to this file as a JSON line (for tools: v2a mutants)")
+	c.Flags().StringVar(&f.storage, "storage", "azurite", "blob storage of a simulated world: azurite (a local Azurite process) or memblob (in memory, faster; it passes the same conformance suite)")
 	c.Flags().StringVar(&f.report, "report", "", "write the run as one self-contained HTML page to this file (timelines, points, rounds, jobs, checks)")
 	addProgressFlag(c, &f.progress)
 	return c
@@ -137,10 +137,9 @@ func runScenario(ctx context.Context, w, errw io.Writer, name string, f runFlags
 	if err != nil {
 		return fmt.Errorf("--progress: %w", err)
 	}
-	switch f.storage {
-	case "", "azurite", "memblob":
-	default:
-		return fmt.Errorf("--storage=%s: want azurite or memblob", f.storage)
+	memory, err := storageMemory(f.storage)
+	if err != nil {
+		return err
 	}
 	if f.cpuProf != "" {
 		pf, err := os.Create(f.cpuProf)
@@ -161,7 +160,7 @@ func runScenario(ctx context.Context, w, errw io.Writer, name string, f runFlags
 	if !f.seedSet {
 		seed = scriptSeed(s.Directives)
 	}
-	r := &harness.Runner{Seed: &seed, Script: path, MemoryStorage: f.storage == "memblob"}
+	r := &harness.Runner{Seed: &seed, Script: path, MemoryStorage: memory}
 	if f.target != "" {
 		t, err := harness.LoadTarget(f.target)
 		if err != nil {
@@ -190,11 +189,11 @@ func runScenario(ctx context.Context, w, errw io.Writer, name string, f runFlags
 
 	fmt.Fprintf(w, "SEED=%d scenario=%s\n", seed, path)
 	repro := fmt.Sprintf("v2a run %s --seed %d", path, seed)
+	if memory {
+		repro += " --storage memblob"
+	}
 	if f.target != "" {
 		repro += " --target " + f.target
-	}
-	if f.storage == "memblob" {
-		repro += " --storage memblob"
 	}
 	fmt.Fprintf(w, "reproduce: %s\n\n", repro)
 	out := w
@@ -256,6 +255,18 @@ func runScenario(ctx context.Context, w, errw io.Writer, name string, f runFlags
 		return errChecksFailed
 	}
 	return nil
+}
+
+// storageMemory reads a --storage flag: whether the world's blob storage
+// is memblob (true) or Azurite (false).
+func storageMemory(s string) (bool, error) {
+	switch s {
+	case "azurite":
+		return false, nil
+	case "memblob":
+		return true, nil
+	}
+	return false, fmt.Errorf("--storage=%s: want azurite or memblob", s)
 }
 
 func elapsed(r *harness.Runner) string {

@@ -44,7 +44,7 @@ import (
 type Mutant struct {
 	Name     string // # mutant:
 	Bug      string // # bug:
-	Scenario string // # scenario: the basename of scenarios/SCENARIO.scn
+	Scenario string // # scenario: the basename of scenarios/SCENARIO.scn, or swarm:FROM-TO (a swarm run)
 	KilledBy string // # killed-by: the check that must fail
 	File     string // the .patch file
 	Patch    []byte // the whole file; git apply skips the header
@@ -226,7 +226,31 @@ func Judge(m Mutant, exitCode int, failures []Failure, haveFailures bool, outTai
 	case exitCode != 0:
 		return KilledByCrash, fmt.Sprintf("exit %d with no failed check: %s", exitCode, lastLine(outTail))
 	}
+	if from, to, ok := SwarmRange(m.Scenario); ok {
+		return Survived, fmt.Sprintf("swarm seeds %s..%s ran to the end, every check passed", from, to)
+	}
 	return Survived, fmt.Sprintf("scenarios/%s.scn ran to the end, every check passed", m.Scenario)
+}
+
+// SwarmRange reads a `# scenario: swarm:FROM-TO` header: the mutant is
+// judged by `v2a swarm --from FROM --to TO` instead of one scenario.
+func SwarmRange(scenario string) (from, to string, ok bool) {
+	rest, ok := strings.CutPrefix(scenario, "swarm:")
+	if !ok {
+		return "", "", false
+	}
+	from, to, ok = strings.Cut(rest, "-")
+	var a, b uint64
+	if !ok || from == "" || to == "" {
+		return "", "", false
+	}
+	if _, err := fmt.Sscan(from, &a); err != nil {
+		return "", "", false
+	}
+	if _, err := fmt.Sscan(to, &b); err != nil || b < a {
+		return "", "", false
+	}
+	return from, to, true
 }
 
 // ParseFailures reads a failures file's JSON lines.
@@ -336,9 +360,17 @@ func (s *Suite) one(ctx context.Context, m Mutant, files []string) (res Result) 
 		res.Outcome, res.Detail = Rotted, "the tree does not build with the patch: "+firstLine(out)
 		return res
 	}
-	s.logf("mutant %s: built, running scenarios/%s.scn", m.Name, m.Scenario)
 	fails := filepath.Join(tmp, "failures.jsonl")
-	out, err := command(ctx, tree, nil, bin, "run", filepath.Join("scenarios", m.Scenario+".scn"), "--trace", "none", "--quiet", "--progress", "none", "--failures", fails)
+	args := []string{"run", filepath.Join("scenarios", m.Scenario+".scn"), "--trace", "none", "--quiet", "--progress", "none", "--failures", fails}
+	if from, to, ok := SwarmRange(m.Scenario); ok {
+		// A swarm run: the seeds' scripts are the scenario, and the swarm
+		// re-runs each failing one from its file.
+		args = []string{"swarm", "--from", from, "--to", to, "--jobs", "1", "--progress-every", "0", "--out", filepath.Join(tmp, "swarm-out"), "--failures", fails}
+		s.logf("mutant %s: built, running a swarm of seeds %s..%s", m.Name, from, to)
+	} else {
+		s.logf("mutant %s: built, running scenarios/%s.scn", m.Name, m.Scenario)
+	}
+	out, err := command(ctx, tree, nil, bin, args...)
 	code := 0
 	var ee *exec.ExitError
 	switch {

@@ -170,3 +170,25 @@ func TestSuiteOnAFakeTree(t *testing.T) {
 		t.Errorf("copies left behind: %v", tmpAfter)
 	}
 }
+
+// TestSwarmRange reads the `# scenario: swarm:FROM-TO` header both ways.
+func TestSwarmRange(t *testing.T) {
+	for _, tt := range []struct {
+		in       string
+		from, to string
+		ok       bool
+	}{
+		{"swarm:1-40", "1", "40", true},
+		{"swarm:7-7", "7", "7", true},
+		{"demo", "", "", false},
+		{"swarm:40-1", "", "", false},
+		{"swarm:1", "", "", false},
+		{"swarm:a-b", "", "", false},
+		{"swarm:-3", "", "", false},
+	} {
+		from, to, ok := SwarmRange(tt.in)
+		if from != tt.from || to != tt.to || ok != tt.ok {
+			t.Errorf("SwarmRange(%q) = %q, %q, %v; want %q, %q, %v", tt.in, from, to, ok, tt.from, tt.to, tt.ok)
+		}
+	}
+}

@@ -1,0 +1,448 @@
+// Package swarm is swarm testing for v2a, as TigerBeetle's VOPR and
+// FoundationDB's simulation do it: each seed draws its own world and its
+// own fault mix, runs it with the safety checks live, heals every fault
+// and demands that the system converge.
+//
+// Generate is a pure function of the seed, and its product is a .scn
+// script made only of existing harness commands, so a failing seed is its
+// own reproducer: `v2a run seed-N.scn --storage memblob`. Run runs one
+// seed in-process on the same runner and verdict as `v2a run`.
+//
+// Faults are limited to what the system must survive (every one is undone
+// before the liveness phase), so a failed check is a bug, not noise.
+package swarm
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Inventory is the fixture the swarm's worlds are drawn from
+// (fixtures/inventory/swarm.yaml).
+const Inventory = "swarm"
+
+// VMs and Physical are the machines of the swarm inventory.
+var (
+	VMs      = []string{"sw01", "sw02", "sw03", "sw04", "sw05", "sw06", "sw07", "sw08", "sw09", "sw10", "sw11", "sw12"}
+	Physical = []string{"px01", "px02", "px03", "px04"}
+)
+
+// Fault kinds a seed may enable. Each names a family of script commands;
+// the summary counts seeds and failures per kind.
+const (
+	KindAgentCrash     = "agent-crash"     // fault crash/restart host=<machine>
+	KindPSCrash        = "ps-crash"        // fault crash/restart host=ps01
+	KindCSCrash        = "cs-crash"        // fault crash/restart host=cs01
+	KindAzureCrash     = "azure-crash"     // fault crash/restart host=asr.azure
+	KindMachineCrash   = "machine-crash"   // fault machine-crash/machine-restart
+	KindTornHRL        = "torn-hrl"        // machine-crash, tear-hrl, machine-restart
+	KindCorruptHRL     = "corrupt-hrl"     // machine-crash, corrupt-hrl, machine-restart
+	KindPartition      = "partition"       // fault partition, fault heal
+	KindClog           = "clog"            // fault clog, fault heal
+	KindLoss           = "loss"            // fault loss p>0, then p=0
+	KindDuplicate      = "duplicate"       // fault duplicate p>0, then p=0
+	KindReorder        = "reorder"         // fault reorder p>0, then p=0
+	KindJitter         = "jitter"          // fault jitter max>0, then max=0
+	KindCorruptBlob    = "corrupt-blob"    // fault corrupt-blob (AES-GCM refuses it, a resync follows)
+	KindDeleteSnapshot = "delete-snapshot" // fault delete-snapshot point=oldest
+	KindLoseCache      = "lose-cache"      // fault lose-cache host=ps01
+	KindFullCache      = "full-cache"      // deploy cache=16–48 MiB, the upload clogged
+	// KindTestFailover is no fault but a drill on the healed world: a
+	// test failover of 1–2 machines into an isolated network, judged
+	// (image, isolation), then cleaned up (leftovers).
+	KindTestFailover = "test-failover"
+)
+
+// Kinds is every fault kind, in the summary's order.
+var Kinds = []string{KindAgentCrash, KindPSCrash, KindCSCrash, KindAzureCrash, KindMachineCrash, KindTornHRL, KindCorruptHRL,
+	KindPartition, KindClog, KindLoss, KindDuplicate, KindReorder, KindJitter, KindCorruptBlob, KindDeleteSnapshot, KindLoseCache, KindFullCache, KindTestFailover}
+
+// Plan is what a seed drew.
+type Plan struct {
+	Seed     uint64
+	Machines []string   // every machine of the world, sorted
+	Physical []string   // those of them that are physical servers
+	Groups   [][]string // multi-VM groups (VMs only), each sorted
+	Kinds    []string   // fault kinds the seed enabled, in Kinds order
+	Used     []string   // fault kinds the script actually injects, in Kinds order
+	// Simulated is the virtual time the script advances by `run` (waits
+	// not counted).
+	Simulated time.Duration
+	Script    string // the .scn text
+}
+
+// genStream is the second word of the generator's PCG state: the seed is
+// the first, so seed N draws the same plan whoever asks.
+const genStream = 0x5357_4152_4d5f_7631 // "SWARM_v1"
+
+// Generate draws the plan of seed: a world, a policy, workloads, groups
+// and a fault mix, written as a .scn script. Same seed, same script.
+func Generate(seed uint64) Plan {
+	g := &gen{r: rand.New(rand.NewPCG(seed, genStream)), p: Plan{Seed: seed}}
+	g.draw()
+	return g.p
+}
+
+type gen struct {
+	r *rand.Rand
+	// drill is the test failover's own random stream.
+	drill *rand.Rand
+	// faults is the enabled fault kinds the episodes pick from.
+	faults []string
+	p      Plan
+	b      strings.Builder
+	// enabled is the seed's fault mix; used what was injected.
+	enabled, used map[string]bool
+	// linkFaults are the (kind, path) link faults to switch off when healing.
+	linkFaults [][2]string
+	crash      time.Duration // the policy's crash interval
+	hrlOK      []string      // machines with a busy workload (a change log worth damaging)
+}
+
+func (g *gen) pick(xs []string) string { return xs[g.r.IntN(len(xs))] }
+
+func (g *gen) between(lo, hi time.Duration) time.Duration {
+	step := time.Minute
+	n := int64((hi - lo) / step)
+	return lo + time.Duration(g.r.Int64N(n+1))*step
+}
+
+func (g *gen) directive(format string, args ...any) {
+	fmt.Fprintf(&g.b, format+"\n----\n\n", args...)
+}
+
+func (g *gen) run(d time.Duration) {
+	g.p.Simulated += d
+	g.directive("run for=%s", fmtDur(d))
+}
+
+func (g *gen) draw() {
+	r := g.r
+	// The world: mostly small (1–3 machines), one seed in eight large
+	// (4–16), drawn from VMs and physical servers alike.
+	n := 1 + r.IntN(3)
+	if r.IntN(8) == 0 {
+		n = 4 + r.IntN(13)
+	}
+	pool := append(append([]string{}, VMs...), Physical...)
+	r.Shuffle(len(pool), func(i, j int) { pool[i], pool[j] = pool[j], pool[i] })
+	ms := append([]string{}, pool[:n]...)
+	sort.Strings(ms)
+	g.p.Machines = ms
+	var vms []string
+	for _, m := range ms {
+		if slices.Contains(Physical, m) {
+			g.p.Physical = append(g.p.Physical, m)
+		} else {
+			vms = append(vms, m)
+		}
+	}
+	// The fault mix: each kind on with probability 1/3 (swarm testing:
+	// a seed that leaves a fault out explores what others mask).
+	g.enabled, g.used = map[string]bool{}, map[string]bool{}
+	for _, k := range Kinds[:len(Kinds)-1] {
+		if r.IntN(3) == 0 {
+			g.enabled[k] = true
+			g.p.Kinds = append(g.p.Kinds, k)
+		}
+	}
+	g.faults = append([]string{}, g.p.Kinds...)
+	// The drill draws from its own stream, so that adding it left every
+	// seed's world and faults as they were.
+	g.drill = rand.New(rand.NewPCG(g.p.Seed, genStream+1))
+	if g.drill.IntN(4) == 0 {
+		g.enabled[KindTestFailover] = true
+		g.p.Kinds = append(g.p.Kinds, KindTestFailover)
+	}
+	// Groups: 0–2, of 2–4 VMs each, disjoint.
+	free := append([]string{}, vms...)
+	for ng := r.IntN(3); ng > 0 && len(free) >= 2; ng-- {
+		size := 2 + r.IntN(min(3, len(free)-1))
+		grp := append([]string{}, free[:size]...)
+		free = free[size:]
+		sort.Strings(grp)
+		g.p.Groups = append(g.p.Groups, grp)
+	}
+
+	g.header()
+	g.directive("world seed=%d inventory=%s machines=(%s) allocated=1", g.p.Seed, Inventory, strings.Join(ms, ","))
+	for _, m := range ms {
+		switch k := r.IntN(8); {
+		case k < 4:
+			g.directive("workload kind=bank machines=(%s) tx=%d", m, 1+r.IntN(3))
+			g.hrlOK = append(g.hrlOK, m)
+		case k < 6:
+			g.directive("workload kind=random machines=(%s) churn=%d", m, 4096*(1+r.IntN(8)))
+			g.hrlOK = append(g.hrlOK, m)
+		case k < 7:
+			g.directive("workload kind=fs machines=(%s) tx=%d", m, 1+r.IntN(2))
+			g.hrlOK = append(g.hrlOK, m)
+		default:
+			g.directive("workload kind=idle machines=(%s)", m)
+		}
+	}
+	if g.enabled[KindFullCache] {
+		g.used[KindFullCache] = true
+		g.directive("deploy cache=%d", (16+16*r.IntN(3))<<20)
+	} else {
+		g.directive("deploy")
+	}
+	g.crash = []time.Duration{5 * time.Minute, 10 * time.Minute, 15 * time.Minute}[r.IntN(3)]
+	app := []string{"0s", "30m", "1h", "2h"}[r.IntN(4)]
+	retention := []string{"2h", "4h", "24h"}[r.IntN(3)]
+	g.directive("policy name=swarm crash=%s app=%s retention=%s", fmtDur(g.crash), app, retention)
+	for _, m := range g.p.Physical {
+		g.directive("install vm=%s", m)
+	}
+	grouped := map[string]bool{}
+	for i, grp := range g.p.Groups {
+		g.directive("protect-group group=g%d vms=(%s) policy=swarm", i+1, strings.Join(grp, ","))
+		for _, m := range grp {
+			grouped[m] = true
+		}
+	}
+	var single []string
+	for _, m := range ms {
+		if !grouped[m] {
+			single = append(single, m)
+		}
+	}
+	if len(single) > 0 {
+		g.directive("protect vms=(%s) policy=swarm", strings.Join(single, ","))
+	}
+	g.directive("wait state=protected timeout=2h")
+	g.run(g.between(5*time.Minute, 15*time.Minute))
+
+	// The safety phase: episodes of one to three faults, each undone at
+	// the episode's end so the next starts from a world that is up.
+	episodes := 1 + r.IntN(3)
+	if len(g.faults) == 0 {
+		episodes = 0
+	}
+	for i := 0; i < episodes; i++ {
+		g.episode()
+	}
+	safety := "holds"
+	if len(g.p.Groups) > 0 {
+		safety += ",cut"
+	}
+	g.directive("check what=(points,%s)%s", safety, g.groupArg())
+
+	// The liveness phase: heal everything, run on, demand convergence.
+	g.directive("fault heal")
+	for _, lf := range g.linkFaults {
+		switch lf[0] {
+		case KindJitter:
+			g.directive("fault jitter path=%s from=onprem to=onprem max=0s", lf[1])
+		case KindLoss:
+			g.directive("fault loss path=%s from=onprem to=onprem p=0", lf[1])
+		default:
+			g.directive("fault %s path=%s from=onprem to=onprem p=0", lf[0], lf[1])
+		}
+	}
+	settle := 20*time.Minute + 2*g.crash
+	g.run(settle)
+	if g.enabled[KindDeleteSnapshot] {
+		g.used[KindDeleteSnapshot] = true
+		g.directive("fault delete-snapshot vm=%s point=oldest", g.pick(ms))
+		g.run(15 * time.Minute)
+	}
+	bound := 2*g.crash + 5*time.Minute
+	g.directive("check what=(converged) bound=%s", fmtDur(bound))
+	g.directive("check what=(points,rpo,disks,invariants,%s) bound=%s%s", safety, fmtDur(bound), g.groupArg())
+	if g.enabled[KindTestFailover] {
+		g.used[KindTestFailover] = true
+		g.testFailover()
+	}
+	for _, k := range Kinds {
+		if g.used[k] {
+			g.p.Used = append(g.p.Used, k)
+		}
+	}
+	g.p.Script = g.b.String()
+}
+
+func (g *gen) groupArg() string {
+	if len(g.p.Groups) == 0 {
+		return ""
+	}
+	var names []string
+	for i := range g.p.Groups {
+		names = append(names, fmt.Sprintf("g%d", i+1))
+	}
+	return " group=(" + strings.Join(names, ",") + ")"
+}
+
+func (g *gen) header() {
+	fmt.Fprintf(&g.b, "# swarm seed=%d: %d machine(s) (%s)", g.p.Seed, len(g.p.Machines), strings.Join(g.p.Machines, ","))
+	if len(g.p.Physical) > 0 {
+		fmt.Fprintf(&g.b, ", physical %s", strings.Join(g.p.Physical, ","))
+	}
+	for i, grp := range g.p.Groups {
+		fmt.Fprintf(&g.b, ", group g%d=(%s)", i+1, strings.Join(grp, ","))
+	}
+	kinds := "none"
+	if len(g.p.Kinds) > 0 {
+		kinds = strings.Join(g.p.Kinds, ",")
+	}
+	fmt.Fprintf(&g.b, "\n# faults enabled: %s\n", kinds)
+	fmt.Fprintf(&g.b, "# drawn by harness/swarm from the seed; reproduce: v2a run THIS-FILE --storage memblob\n\n")
+}
+
+// episode injects one to three of the enabled faults, runs, undoes them,
+// and runs on.
+func (g *gen) episode() {
+	r := g.r
+	var undo []string
+	picked := map[string]bool{}
+	for n := 1 + r.IntN(3); n > 0; n-- {
+		k := g.pick(g.faults)
+		if picked[k] || k == KindDeleteSnapshot || k == KindFullCache || k == KindTestFailover {
+			continue // delete-snapshot and the drill come after healing; full-cache is the deployment's
+		}
+		picked[k] = true
+		g.used[k] = true
+		undo = append(undo, g.inject(k)...)
+	}
+	if g.enabled[KindFullCache] && r.IntN(2) == 0 {
+		// A full cache needs an upload slower than the churn.
+		g.directive("fault clog path=internet from=onprem to=azure factor=%d for=%s", 20+r.IntN(80), fmtDur(g.between(5*time.Minute, 20*time.Minute)))
+	}
+	g.run(g.between(1*time.Minute, 15*time.Minute))
+	for _, u := range undo {
+		g.directive("%s", u)
+	}
+	g.run(g.between(3*time.Minute, 10*time.Minute))
+}
+
+// inject writes a fault's commands and returns the commands that undo it.
+func (g *gen) inject(k string) (undo []string) {
+	r := g.r
+	ms := g.p.Machines
+	switch k {
+	case KindAgentCrash:
+		m := g.pick(ms)
+		g.directive("fault crash host=%s", m)
+		return []string{"fault restart host=" + m}
+	case KindPSCrash, KindCSCrash, KindAzureCrash:
+		h := map[string]string{KindPSCrash: "ps01", KindCSCrash: "cs01", KindAzureCrash: "asr.azure"}[k]
+		g.directive("fault crash host=%s", h)
+		return []string{"fault restart host=" + h}
+	case KindLoseCache:
+		g.directive("fault lose-cache host=ps01")
+		return nil
+	case KindMachineCrash:
+		m := g.pick(ms)
+		g.directive("fault machine-crash vm=%s", m)
+		return []string{"fault machine-restart vm=" + m}
+	case KindTornHRL, KindCorruptHRL:
+		if len(g.hrlOK) == 0 {
+			return nil
+		}
+		m := g.pick(g.hrlOK)
+		g.directive("fault machine-crash vm=%s", m)
+		if k == KindTornHRL {
+			g.directive("fault tear-hrl vm=%s bytes=%d", m, 1+r.IntN(200))
+		} else {
+			g.directive("fault corrupt-hrl vm=%s", m)
+		}
+		g.directive("fault machine-restart vm=%s", m)
+		return nil
+	case KindPartition:
+		var a, b string
+		switch r.IntN(4) {
+		case 0:
+			a, b = "onprem", "azure"
+		case 1:
+			a, b = g.pick(ms), "ps01"
+		case 2:
+			a, b = g.pick(ms), "cs01"
+		default:
+			a, b = "ps01", "storage.azure"
+		}
+		g.directive("fault partition a=%s b=%s", a, b)
+		return []string{"fault heal"}
+	case KindClog:
+		g.directive("fault clog path=internet from=onprem to=azure factor=%d for=%s", 2+r.IntN(50), fmtDur(g.between(2*time.Minute, 30*time.Minute)))
+		return []string{"fault heal"}
+	case KindLoss:
+		g.linkFault(k)
+		g.directive("fault loss path=lan from=onprem to=onprem p=%.2f", 0.01+0.01*float64(r.IntN(10)))
+		g.linkFault(k)
+		return []string{"fault loss path=lan from=onprem to=onprem p=0"}
+	case KindDuplicate:
+		g.directive("fault duplicate path=lan from=onprem to=onprem p=%.2f", 0.01+0.01*float64(r.IntN(10)))
+		g.linkFault(k)
+		return nil // left on until the liveness phase
+	case KindReorder:
+		g.directive("fault reorder path=lan from=onprem to=onprem p=%.2f window=%dms", 0.05+0.05*float64(r.IntN(4)), 1+r.IntN(20))
+		g.linkFault(k)
+		return nil
+	case KindJitter:
+		g.directive("fault jitter path=lan from=onprem to=onprem max=%dms", 1+r.IntN(30))
+		g.linkFault(k)
+		return nil
+	case KindCorruptBlob:
+		g.directive("fault corrupt-blob vm=%s", g.pick(g.hrlOK0()))
+		return nil
+	}
+	panic("swarm: no injector for fault kind " + k)
+}
+
+// testFailover drills 1–2 machines into an isolated network once the
+// world converged: their test VMs must boot on their points byte for byte
+// and stay isolated, and the cleanup must leave nothing behind.
+func (g *gen) testFailover() {
+	ms := append([]string{}, g.p.Machines...)
+	g.drill.Shuffle(len(ms), func(i, j int) { ms[i], ms[j] = ms[j], ms[i] })
+	ms = ms[:1+g.drill.IntN(min(2, len(ms)))]
+	sort.Strings(ms)
+	g.directive("azure-network name=prod cidr=10.0.0.0/16 subnets=(app:10.0.1.0/24) production")
+	g.directive("azure-network name=drill cidr=10.0.0.0/16 subnets=(app:10.0.1.0/24)")
+	for i, m := range ms {
+		hydrate := " hydrate" // Linux and physical sources
+		if n := slices.Index(VMs, m); n >= 0 && (n+1)%3 == 0 {
+			hydrate = "" // Windows VMs (fixtures/inventory/swarm.yaml)
+		}
+		g.directive("target vm=%s subnet=app ip=10.0.1.%d%s", m, 10+i, hydrate)
+	}
+	vms := strings.Join(ms, ",")
+	g.directive("test-failover vms=(%s) point=latest network=drill", vms)
+	g.directive("check what=(image,isolation)")
+	g.directive("cleanup vms=(%s)", vms)
+	g.directive("check what=(leftovers)")
+}
+
+// linkFault remembers a LAN fault to switch off before the liveness phase.
+func (g *gen) linkFault(k string) {
+	lf := [2]string{k, "lan"}
+	if !slices.Contains(g.linkFaults, lf) {
+		g.linkFaults = append(g.linkFaults, lf)
+	}
+}
+
+// hrlOK0 is the machines with a busy workload, or all of them.
+func (g *gen) hrlOK0() []string {
+	if len(g.hrlOK) > 0 {
+		return g.hrlOK
+	}
+	return g.p.Machines
+}
+
+// fmtDur writes a duration as a script accepts it: whole hours as "2h",
+// whole minutes as "25m", anything else as time.Duration prints it.
+func fmtDur(d time.Duration) string {
+	switch {
+	case d == 0:
+		return "0s"
+	case d%time.Hour == 0:
+		return fmt.Sprintf("%dh", d/time.Hour)
+	case d%time.Minute == 0:
+		return fmt.Sprintf("%dm", d/time.Minute)
+	}
+	return d.String()
+}

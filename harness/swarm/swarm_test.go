@@ -1,0 +1,138 @@
+package swarm
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/v2a-dr/v2a/harness"
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	harness.Shutdown()
+	os.Exit(code)
+}
+
+// shortSeeds are the seeds `make test` runs: seed 1, a VM and a physical
+// server through an Azure-side crash, a torn log, LAN loss and a lost
+// cache (1 h 7 min simulated); seed 9, one VM through a clogged uplink
+// and a corrupted stream item (49 min); both end with a test-failover
+// drill.
+var shortSeeds = []uint64{1, 9}
+
+// TestSwarmShort runs a short swarm in-process on memblob: every seed
+// must pass, the report must be ordered by seed and say what ran.
+func TestSwarmShort(t *testing.T) {
+	start := time.Now()
+	rep := Swarm(t.Context(), Config{Seeds: shortSeeds, Jobs: 1, Exec: InProcess(true)})
+	for _, r := range rep.Results {
+		if r.Failed() {
+			t.Errorf("seed %d failed: %s\n%s%s", r.Plan.Seed, r.Verdict, FailureLines(r.Failures), r.Plan.Script)
+		}
+		if r.Passed == 0 {
+			t.Errorf("seed %d: no check passed", r.Plan.Seed)
+		}
+	}
+	if len(rep.Results) != len(shortSeeds) || rep.NotRun != 0 {
+		t.Fatalf("%d results, %d not run, for %d seeds", len(rep.Results), rep.NotRun, len(shortSeeds))
+	}
+	var b bytes.Buffer
+	rep.WriteSummary(&b)
+	if !strings.Contains(b.String(), "seeds: 2 ran, 0 failed") {
+		t.Errorf("summary:\n%s", b.String())
+	}
+	t.Logf("%s(took %s)", b.String(), time.Since(start).Round(time.Second))
+}
+
+// TestSwarmReport: failures are counted per fault kind, the report is in
+// seed order whatever order seeds finish in, the budget stops new seeds,
+// and the JUnit report has one case per seed with the failing one's
+// reproduce line. A fake Exec fails seed 2 (negative control of the
+// summary: a failure must show).
+func TestSwarmReport(t *testing.T) {
+	fake := func(_ context.Context, p Plan) Result {
+		time.Sleep(time.Duration(5-p.Seed) * time.Millisecond) // finish out of order
+		r := Result{Plan: p, Passed: 3}
+		if p.Seed == 2 {
+			r.Verdict = "checks: 2 passed, 1 failed"
+			r.Failures = []harness.Result{{Check: "write-order", Subject: "sw01@p1", Verdict: harness.Illegal, Evidence: "block 9"}}
+		}
+		return r
+	}
+	rep := Swarm(context.Background(), Config{Seeds: []uint64{1, 2, 3, 4}, Jobs: 4, Exec: fake})
+	for i, r := range rep.Results {
+		if r.Plan.Seed != uint64(i+1) {
+			t.Fatalf("report not in seed order: %d at %d", r.Plan.Seed, i)
+		}
+	}
+	if rep.Failed() != 1 {
+		t.Fatalf("failed %d, want 1", rep.Failed())
+	}
+	var sum bytes.Buffer
+	rep.WriteSummary(&sum)
+	for _, k := range Generate(2).Used {
+		if !strings.Contains(sum.String(), k) {
+			t.Errorf("summary misses %s:\n%s", k, sum.String())
+		}
+	}
+	if !strings.Contains(sum.String(), "seeds: 4 ran, 1 failed") {
+		t.Errorf("summary:\n%s", sum.String())
+	}
+	var j bytes.Buffer
+	if err := rep.WriteJUnit(&j, func(s uint64) string { return "v2a run seed.scn" }); err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(j.String(), "<testcase "); n != 4 || !strings.Contains(j.String(), `failures="1"`) || !strings.Contains(j.String(), "reproduce: v2a run seed.scn") {
+		t.Errorf("junit (%d cases):\n%s", n, j.String())
+	}
+	// The budget: once spent, no new seed starts.
+	slow := func(_ context.Context, p Plan) Result { time.Sleep(30 * time.Millisecond); return Result{Plan: p} }
+	rep = Swarm(context.Background(), Config{Seeds: []uint64{1, 2, 3, 4, 5, 6}, Jobs: 1, Budget: 40 * time.Millisecond, Exec: slow})
+	if len(rep.Results) == 0 || len(rep.Results) == 6 || rep.NotRun != 6-len(rep.Results) {
+		t.Fatalf("budget: %d ran, %d not run", len(rep.Results), rep.NotRun)
+	}
+}
+
+// BenchmarkSwarm runs seeds 1..b.N in-process on memblob, one at a time,
+// and reports seeds an hour and simulated hours per seed.
+func BenchmarkSwarm(b *testing.B) {
+	var seeds []uint64
+	for i := range b.N {
+		seeds = append(seeds, uint64(i+1))
+	}
+	b.ResetTimer()
+	rep := Swarm(context.Background(), Config{Seeds: seeds, Jobs: 1, Exec: InProcess(true)})
+	b.StopTimer()
+	var sim time.Duration
+	for _, r := range rep.Results {
+		sim += r.Plan.Simulated
+	}
+	b.ReportMetric(rep.SeedsPerHour(), "seeds/hour")
+	b.ReportMetric(sim.Hours()/float64(len(rep.Results)), "sim-hours/seed")
+	b.ReportMetric(float64(rep.Failed()), "failed-seeds")
+}
+
+// TestSameFailures: a failing seed re-run from its written file
+// reproduces when the same checks fail on the same subjects; a script
+// failure's file may be elsewhere, its line may not move.
+func TestSameFailures(t *testing.T) {
+	a := []harness.Result{{Check: "write-order", Subject: "sw01@p1", Verdict: harness.Illegal}, {Check: "script", Subject: "/tmp/x/seed-4.scn:53", Verdict: harness.Illegal}}
+	b := []harness.Result{{Check: "write-order", Subject: "sw01@p1", Verdict: harness.Illegal, Evidence: "other words"}, {Check: "script", Subject: "out/seed-4.scn:53", Verdict: harness.Illegal}}
+	if !SameFailures(a, b) {
+		t.Error("the same failures, the script elsewhere: not the same")
+	}
+	c := append([]harness.Result{}, b...)
+	c[1].Subject = "out/seed-4.scn:54"
+	for _, other := range [][]harness.Result{c, b[:1], nil} {
+		if SameFailures(a, other) {
+			t.Errorf("%v and %v: the same", a, other)
+		}
+	}
+	if SameFailures(nil, nil) {
+		t.Error("no failures reproduce nothing")
+	}
+}
