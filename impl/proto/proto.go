@@ -84,6 +84,11 @@ const MaxRetention = 15 * 24 * time.Hour
 // stays bounded.
 const MinCrashInterval = 5 * time.Second
 
+// MinAppInterval is the shortest app-consistent interval: a minute, as
+// before continuous protection (it was bounded by the crash interval's
+// minute then).
+const MinAppInterval = time.Minute
+
 // Validate checks a policy's values.
 func (p Policy) Validate() error {
 	switch {
@@ -95,6 +100,10 @@ func (p Policy) Validate() error {
 		return fmt.Errorf("proto: policy %s: retention %v must be in (0, 15 days]", p.Name, p.Retention)
 	case p.CrashInterval < MinCrashInterval:
 		return fmt.Errorf("proto: policy %s: crash-consistent frequency %v is under the minimum %v", p.Name, p.CrashInterval, MinCrashInterval)
+	case p.AppInterval != 0 && p.AppInterval < MinAppInterval:
+		// Continuous protection changes crash points only: quiescing a
+		// guest every few seconds is not what an app point is for.
+		return fmt.Errorf("proto: policy %s: app-consistent frequency %v is under the minimum %v", p.Name, p.AppInterval, MinAppInterval)
 	case p.AppInterval != 0 && p.AppInterval < p.CrashInterval:
 		return fmt.Errorf("proto: policy %s: app-consistent frequency %v is under the crash-consistent one", p.Name, p.AppInterval)
 	case p.Compression != "" && p.Compression != "s2" && p.Compression != "zstd":

@@ -120,6 +120,7 @@ func TestPolicyValidate(t *testing.T) {
 		func(p *Policy) { p.Retention = 16 * 24 * time.Hour },
 		func(p *Policy) { p.CrashInterval = time.Second },
 		func(p *Policy) { p.CrashInterval = MinCrashInterval - time.Millisecond },
+		func(p *Policy) { p.CrashInterval, p.AppInterval = MinCrashInterval, 30*time.Second },
 		func(p *Policy) { p.AppInterval = time.Minute * 2 },
 		func(p *Policy) { p.Compression = "lzma" },
 	}
