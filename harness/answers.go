@@ -2,6 +2,7 @@ package harness
 
 import (
 	"fmt"
+	"github.com/v2a-dr/v2a/impl/azuresvc"
 	"slices"
 	"strings"
 )
@@ -80,6 +81,10 @@ func (d *Deployment) pointGone(vm, id string, npoints int) string {
 		"revoked":       "its group round was revoked after the member's point was made",
 		"snapshot-lost": "its snapshot disappeared from storage (the catalog verification dropped it)",
 	}[p.Removed]
+	if pol := d.PolicyOf(vm); p.Removed == "retention" && pol.CrashInterval > 0 && pol.CrashInterval < azuresvc.ContinuousUnder {
+		why = fmt.Sprintf("retention pruned it (crash points every %s: every point of the newest %s is kept, then one a clock minute to %s, then each hour's earliest, for the policy's retention)",
+			pol.CrashInterval, fmtDur(azuresvc.KeepEveryFor), fmtDur(azuresvc.KeepAllFor))
+	}
 	if why == "" {
 		why = "the Azure side removed it (" + orNone([]string{p.Removed}) + ")"
 	}

@@ -183,7 +183,7 @@ func (d *Deployment) checkCatalog(m string, cat *azuresvc.Catalog, pc PointCheck
 			}
 		}
 	}
-	out = append(out, checkMonotonic(m, pts), checkRetention(m, pts, d.e.Sim.Now(), pc.Policy.Retention, d.made.made(m), d.inGroup(m)))
+	out = append(out, checkMonotonic(m, pts), checkRetention(m, pts, d.e.Sim.Now(), pc.Policy, d.made.made(m), d.inGroup(m)))
 	return out
 }
 

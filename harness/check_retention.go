@@ -37,17 +37,38 @@ const retentionSlack = 10 * time.Minute
 //
 //   - nothing kept too long: no point older than the window (plus slack),
 //     and at most one point per clock hour beyond the newest two hours;
+//     under continuous protection (a crash interval under
+//     azuresvc.ContinuousUnder) also at most one point per whole clock
+//     minute older than azuresvc.KeepEveryFor before the newest point (the
+//     service pruned when it made that point, so those were thinned);
 //   - nothing dropped that the policy keeps, judged against made, the
 //     record of every point the Azure side reported making (not the
-//     catalog itself): every made point of the last azuresvc.KeepAllFor is
-//     there, and every clock hour inside the window and beyond the newest
-//     two hours in which points were made still has one.
+//     catalog itself): every made point of the newest keep-all span (2 h,
+//     or azuresvc.KeepEveryFor under continuous protection; never more
+//     than the retention window) is there; under continuous protection,
+//     for each whole clock minute of the minute tier, the one point the
+//     rule keeps (an app point before a crash point, then the earliest) is
+//     there; and every clock hour inside the window and beyond the newest
+//     two hours in which points were made still has one (the earliest of
+//     the points the minute tier left).
 //
 // Points the Azure side took away for reasons retention does not decide
-// (made[i].Gone: a revoked group round, a lost snapshot) are not owed.
-func checkRetention(m string, pts []azuresvc.Point, now time.Time, retention time.Duration, made []madePoint, group bool) Result {
+// (made[i].Gone: a revoked group round, a lost snapshot) are not owed; a
+// minute with such a point is not judged exactly (the rule's choice among
+// the others depends on when it went). A member of a replication group
+// is judged more loosely: its group's tags come first and are bucketed by
+// the group point's time, which the check does not have, so some point of
+// each hour, give or take the slack, must be kept, and the minute tier is
+// judged only by the not-too-much side.
+func checkRetention(m string, pts []azuresvc.Point, now time.Time, pol proto.Policy, made []madePoint, group bool) Result {
+	retention := pol.Retention
 	if retention <= 0 {
 		retention = proto.DefaultPolicy().Retention
+	}
+	continuous := pol.CrashInterval > 0 && pol.CrashInterval < azuresvc.ContinuousUnder
+	keepAll := azuresvc.KeepAllFor
+	if continuous {
+		keepAll = azuresvc.KeepEveryFor
 	}
 	r := Result{Check: "retention", Subject: m, Verdict: OK}
 	if len(pts) == 0 {
@@ -63,6 +84,7 @@ func checkRetention(m string, pts []azuresvc.Point, now time.Time, retention tim
 		have[p.ID] = true
 	}
 	perHour := map[int64]string{}
+	perMinute := map[int64]string{}
 	for _, p := range pts {
 		if p.Time.Before(now.Add(-retention - retentionSlack)) {
 			r.Verdict, r.Evidence = Illegal, fmt.Sprintf("point %s at %s is older than the %s window", p.ID, p.Time.Format(time.DateTime), retention)
@@ -75,30 +97,91 @@ func checkRetention(m string, pts []azuresvc.Point, now time.Time, retention tim
 				return r
 			}
 			perHour[h] = p.ID
+			continue
+		}
+		if continuous && !p.Time.Truncate(time.Minute).Add(time.Minute).After(newest.Add(-azuresvc.KeepEveryFor)) {
+			mi := p.Time.Unix() / 60
+			if other, ok := perMinute[mi]; ok {
+				r.Verdict, r.Evidence = Illegal, fmt.Sprintf("points %s and %s share a minute older than %s (not thinned to one a minute)", other, p.ID, azuresvc.KeepEveryFor)
+				return r
+			}
+			perMinute[mi] = p.ID
 		}
 	}
-	// The other way. Every point of the newest two hours is kept: the
-	// service prunes at some time <= now, keeping everything at most
-	// KeepAllFor older than that. Beyond them, in each clock hour inside
-	// the window, thinning keeps the hour's earliest point (for a member
-	// of a replication group, the group's tags come first and are
-	// bucketed by the group point's time, which may lie a little across
-	// the hour from the member's own: there, some point of the hour, give
-	// or take the slack, must be kept).
-	recent, hours := 0, 0
-	seenHour := map[int64]bool{}
+	// The other way. Every point of the newest keep-all span is kept: the
+	// service prunes at some time <= now, keeping everything at most that
+	// much older than that (and inside the window).
+	recent, minutes, hours := 0, 0, 0
+	allFrom := now.Add(-min(keepAll, retention))
+	var older []madePoint // made, live, older than the keep-all span
 	for _, p := range made {
 		if p.Gone != "" {
 			continue
 		}
-		if !p.Time.Before(now.Add(-azuresvc.KeepAllFor)) {
+		if !p.Time.Before(allFrom) {
 			recent++
 			if !have[p.ID] {
 				r.Verdict = Illegal
-				r.Evidence = fmt.Sprintf("point %s (%s, %s) of the newest %s was made and is gone (the policy keeps every point that recent)", p.ID, p.Kind, p.Time.Format(time.DateTime), azuresvc.KeepAllFor)
+				r.Evidence = fmt.Sprintf("point %s (%s, %s) of the newest %s was made and is gone (the policy keeps every point that recent)", p.ID, p.Kind, p.Time.Format(time.DateTime), min(keepAll, retention))
 				return r
 			}
 			continue
+		}
+		older = append(older, p)
+	}
+	if continuous {
+		// The minute tier: a whole clock minute from now−KeepAllFor (and
+		// inside the window) up to newest−KeepEveryFor was in the minute
+		// tier at the last pruning and at no time in the hour tier: it
+		// keeps exactly the rule's point. What the minute tier left is
+		// what the hour tier later chooses from.
+		gone := map[int64]bool{}
+		for _, p := range made {
+			if p.Gone != "" {
+				gone[p.Time.Unix()/60] = true
+			}
+		}
+		lo := now.Add(-min(azuresvc.KeepAllFor, retention))
+		hi := newest.Add(-azuresvc.KeepEveryFor)
+		best := map[int64]madePoint{}
+		var order []int64
+		for _, p := range older {
+			mi := p.Time.Unix() / 60
+			q, ok := best[mi]
+			if !ok {
+				order = append(order, mi)
+			}
+			if !ok || minuteBetter(p, q) {
+				best[mi] = p
+			}
+		}
+		var left []madePoint
+		for _, mi := range order {
+			p := best[mi]
+			left = append(left, p)
+			start := time.Unix(mi*60, 0)
+			if group || gone[mi] || start.Before(lo) || start.Add(time.Minute).After(hi) {
+				continue
+			}
+			minutes++
+			if !have[p.ID] {
+				r.Verdict = Illegal
+				r.Evidence = fmt.Sprintf("point %s (%s, %s), the one its minute keeps (app first, then the earliest), was made and is gone (the policy keeps one point a minute from %s to %s)", p.ID, p.Kind, p.Time.Format(time.DateTime), azuresvc.KeepEveryFor, azuresvc.KeepAllFor)
+				return r
+			}
+		}
+		older = left
+	}
+	// Beyond the newest two hours, in each clock hour inside the window,
+	// thinning keeps the hour's earliest point (for a member of a
+	// replication group, the group's tags come first and are bucketed by
+	// the group point's time, which may lie a little across the hour from
+	// the member's own: there, some point of the hour, give or take the
+	// slack, must be kept).
+	seenHour := map[int64]bool{}
+	for _, p := range older {
+		if !p.Time.Before(now.Add(-azuresvc.KeepAllFor)) {
+			continue // the minute tier, judged above
 		}
 		if p.Time.Before(now.Add(-retention + retentionSlack)) {
 			continue // expired, or about to be
@@ -132,6 +215,22 @@ func checkRetention(m string, pts []azuresvc.Point, now time.Time, retention tim
 			return r
 		}
 	}
-	r.Detail = fmt.Sprintf("window %s; %d points, %d made in the newest %s all kept, %d older hours each with its point", retention, len(pts), recent, azuresvc.KeepAllFor, hours)
+	r.Detail = fmt.Sprintf("window %s; %d points, %d made in the newest %s all kept, ", retention, len(pts), recent, min(keepAll, retention))
+	if continuous {
+		r.Detail += fmt.Sprintf("%d minutes each with its point, ", minutes)
+	}
+	r.Detail += fmt.Sprintf("%d older hours each with its point", hours)
 	return r
+}
+
+// minuteBetter says whether the minute tier keeps a rather than b: an
+// app-consistent point first, then the earliest (ties by id).
+func minuteBetter(a, b madePoint) bool {
+	if (a.Kind == proto.App) != (b.Kind == proto.App) {
+		return a.Kind == proto.App
+	}
+	if !a.Time.Equal(b.Time) {
+		return a.Time.Before(b.Time)
+	}
+	return a.ID < b.ID
 }

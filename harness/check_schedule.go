@@ -34,6 +34,16 @@ func (d *Deployment) protectedSince(m string) (time.Time, bool) {
 // the newest. A gap names the two points around it. A gap between points of
 // two generations (a resync in between) is not the schedule's: it is
 // counted, not judged.
+//
+// Under continuous protection (a crash interval under
+// azuresvc.ContinuousUnder, down to 5 s) the slack is continuousSlack and
+// the points of the newest azuresvc.KeepEveryFor, which retention keeps
+// all of, must come every interval ± that slack: consecutive crash points
+// closer than the interval less the slack fail too (points made more
+// often than the policy asks cost storage for nothing). Older points of
+// the newest two hours are thinned to one a clock minute: there a gap is
+// judged against two minutes (a minute's point may be its app point, late
+// in the minute).
 func (d *Deployment) CheckSchedule(machines []string) []Result {
 	if machines == nil {
 		machines = d.protectedMachines()
@@ -51,6 +61,11 @@ func (d *Deployment) CheckSchedule(machines []string) []Result {
 }
 
 const scheduleSlack = time.Minute
+
+// continuousSlack is the tolerance on a continuous-protection interval: the
+// agent's bookmark timer is exact in virtual time, so a second is a missed
+// or doubled point, never jitter.
+const continuousSlack = time.Second
 
 func checkSchedule(m string, pts []azuresvc.Point, p proto.Policy, now time.Time) Result {
 	r := Result{Check: "schedule", Subject: m, Verdict: OK}
@@ -73,23 +88,48 @@ func checkSchedule(m string, pts []azuresvc.Point, p proto.Policy, now time.Time
 		return r
 	}
 	pts = pts[first:]
-	var maxGap, maxAppGap time.Duration
-	apps, resyncs := 0, 0
-	var lastApp *azuresvc.Point
+	continuous := p.CrashInterval > 0 && p.CrashInterval < azuresvc.ContinuousUnder
+	fine := now.Add(-azuresvc.KeepEveryFor) // continuous: every point kept from here
+	var maxGap, maxAppGap, minCrashGap, maxCrashGap time.Duration
+	apps, resyncs, fineN := 0, 0, 0
+	var lastApp, lastCrash *azuresvc.Point
 	for i := range pts {
 		if i > 0 {
 			gap := pts[i].Time.Sub(pts[i-1].Time)
 			maxGap = max(maxGap, gap)
-			if gap > p.CrashInterval+scheduleSlack && pts[i].Gen != pts[i-1].Gen {
+			allowed := p.CrashInterval + scheduleSlack
+			if continuous {
+				allowed = 2*azuresvc.ContinuousUnder + continuousSlack // the minute tier
+				if !pts[i-1].Time.Before(fine) {
+					allowed = p.CrashInterval + continuousSlack
+				}
+			}
+			if continuous && !pts[i-1].Time.Before(fine) && pts[i].Kind == proto.Crash && lastCrash != nil && lastCrash.Gen == pts[i].Gen {
+				cg := pts[i].Time.Sub(lastCrash.Time)
+				if fineN == 0 || cg < minCrashGap {
+					minCrashGap = cg
+				}
+				maxCrashGap = max(maxCrashGap, cg)
+				fineN++
+				if cg < p.CrashInterval-continuousSlack {
+					r.Verdict = Illegal
+					r.Evidence = fmt.Sprintf("crash points %s and %s are %s apart (policy: one every %s)", lastCrash.ID, pts[i].ID, fmtDur(cg), p.CrashInterval)
+					return r
+				}
+			}
+			if gap > allowed && pts[i].Gen != pts[i-1].Gen {
 				// A resync (a new generation) makes no points until the
 				// replica is whole again: the schedule cannot hold across
 				// it, and the resync was ordered with an alert.
 				resyncs++
-			} else if gap > p.CrashInterval+scheduleSlack {
+			} else if gap > allowed {
 				r.Verdict = Illegal
 				r.Evidence = fmt.Sprintf("a %s gap between %s and %s (policy: a point every %s)", fmtDur(gap), pts[i-1].ID, pts[i].ID, p.CrashInterval)
 				return r
 			}
+		}
+		if pts[i].Kind == proto.Crash {
+			lastCrash = &pts[i]
 		}
 		if pts[i].Kind == proto.App {
 			if lastApp != nil {
@@ -110,7 +150,14 @@ func checkSchedule(m string, pts []azuresvc.Point, p proto.Policy, now time.Time
 		r.Verdict, r.Evidence = Illegal, fmt.Sprintf("no app-consistent point in %s of points (policy: every %s)", fmtDur(span), p.AppInterval)
 		return r
 	}
+	if continuous && fineN == 0 {
+		r.Verdict, r.Evidence = Illegal, fmt.Sprintf("no two crash points in the newest %s (policy: one every %s)", azuresvc.KeepEveryFor, p.CrashInterval)
+		return r
+	}
 	r.Detail = fmt.Sprintf("%d points over %s, largest gap %s; %d app-consistent", len(pts), fmtDur(span), fmtDur(maxGap), apps)
+	if continuous {
+		r.Detail += fmt.Sprintf("; newest %s: %d crash intervals of %s to %s", azuresvc.KeepEveryFor, fineN, fmtDur(minCrashGap), fmtDur(maxCrashGap))
+	}
 	if resyncs > 0 {
 		r.Detail += fmt.Sprintf("; %d gap(s) across a resync", resyncs)
 	}

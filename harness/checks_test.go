@@ -153,7 +153,7 @@ func TestCatalogChecks(t *testing.T) {
 		t.Fatalf("a 15-minute gap inside one generation passed: %s", r)
 	}
 	now := sched.Epoch.Add(time.Hour)
-	if r := checkRetention("vm", good, now, pol.Retention, madeOf(good), false); r.Verdict != OK {
+	if r := checkRetention("vm", good, now, pol, madeOf(good), false); r.Verdict != OK {
 		t.Fatalf("retention on good points: %s", r)
 	}
 	// Negative controls: each breaks one property.
@@ -188,10 +188,10 @@ func TestCatalogChecks(t *testing.T) {
 			return checkSchedule("vm", []azuresvc.Point{pt("a0", "app", 0, 1), pt("c1", "crash", 200, 2), pt("a1", "app", 230, 3), pt("c2", "crash", 240, 4), pt("c3", "crash", 255, 5)}, pol, schedNow)
 		}},
 		{"older than the window", func() Result {
-			return checkRetention("vm", []azuresvc.Point{pt("c1", "crash", 0, 1), pt("c2", "crash", 60*30, 2)}, sched.Epoch.Add(30*time.Hour), 24*time.Hour, nil, false)
+			return checkRetention("vm", []azuresvc.Point{pt("c1", "crash", 0, 1), pt("c2", "crash", 60*30, 2)}, sched.Epoch.Add(30*time.Hour), proto.DefaultPolicy(), nil, false)
 		}},
 		{"not thinned beyond two hours", func() Result {
-			return checkRetention("vm", []azuresvc.Point{pt("c1", "crash", 5, 1), pt("c2", "crash", 10, 2), pt("c3", "crash", 6*60, 3)}, sched.Epoch.Add(6*time.Hour), 24*time.Hour, nil, false)
+			return checkRetention("vm", []azuresvc.Point{pt("c1", "crash", 5, 1), pt("c2", "crash", 10, 2), pt("c3", "crash", 6*60, 3)}, sched.Epoch.Add(6*time.Hour), proto.DefaultPolicy(), nil, false)
 		}},
 	}
 	for _, tt := range bad {
@@ -240,16 +240,16 @@ func thinnedRun() (made, kept []azuresvc.Point, now time.Time) {
 func TestRetentionBothWays(t *testing.T) {
 	pol := proto.DefaultPolicy()
 	made, kept, now := thinnedRun()
-	if r := checkRetention("vm", kept, now, pol.Retention, madeOf(made), false); r.Verdict != OK {
+	if r := checkRetention("vm", kept, now, pol, madeOf(made), false); r.Verdict != OK {
 		t.Fatalf("correct thinning: %s", r)
 	}
-	if r := checkRetention("vm", kept, now, pol.Retention, madeOf(made), true); r.Verdict != OK {
+	if r := checkRetention("vm", kept, now, pol, madeOf(made), true); r.Verdict != OK {
 		t.Fatalf("correct thinning of a group member: %s", r)
 	}
 	// A revoked point is not owed.
 	gone := madeOf(append(made, pt("r1", "crash", 197, 41)))
 	gone[len(gone)-1].Gone = "revoked"
-	if r := checkRetention("vm", kept, now, pol.Retention, gone, false); r.Verdict != OK {
+	if r := checkRetention("vm", kept, now, pol, gone, false); r.Verdict != OK {
 		t.Fatalf("a revoked point was owed: %s", r)
 	}
 	var recentOnly []azuresvc.Point // the planted bug: nothing older than 2 h kept
@@ -270,7 +270,7 @@ func TestRetentionBothWays(t *testing.T) {
 	}
 	for _, tt := range bad {
 		t.Run(tt.name, func(t *testing.T) {
-			r := checkRetention("vm", tt.pts, now, pol.Retention, madeOf(made), tt.group)
+			r := checkRetention("vm", tt.pts, now, pol, madeOf(made), tt.group)
 			if r.Verdict != Illegal || r.Evidence == "" {
 				t.Fatalf("points wrongly deleted passed: %s", r)
 			}
@@ -406,4 +406,191 @@ func TestRPOCheck(t *testing.T) {
 		t.Fatalf("cut off from Azure for 30 min, the RPO check said %v", rs)
 	}
 	t.Log(rs[0])
+}
+
+// TestRetentionShorterThanKeepAll: a retention window under the 2 hours
+// in which every point is kept (policy retention=1h) prunes points older
+// than the window; the check once owed every point of the newest 2 hours
+// whatever the window, and failed a service that did what the policy
+// says. The points of the window are still all owed.
+func TestRetentionShorterThanKeepAll(t *testing.T) {
+	pol := proto.DefaultPolicy()
+	pol.Retention = time.Hour
+	now := sched.Epoch.Add(3*time.Hour + 2*time.Minute)
+	var made, kept []azuresvc.Point
+	for i := 1; i <= 36; i++ {
+		p := pt(fmt.Sprintf("c%02d", i), "crash", 5*i, uint64(i))
+		made = append(made, p)
+		if !p.Time.Before(now.Add(-pol.Retention)) {
+			kept = append(kept, p)
+		}
+	}
+	r := checkRetention("vm", kept, now, pol, madeOf(made), false)
+	if r.Verdict != OK || !strings.Contains(r.Detail, "made in the newest 1h0m0s all kept") {
+		t.Fatalf("a 1 h window kept as the policy says: %s", r)
+	}
+	short := append(append([]azuresvc.Point(nil), kept[:3]...), kept[4:]...)
+	if r := checkRetention("vm", short, now, pol, madeOf(made), false); r.Verdict != Illegal {
+		t.Fatalf("a point of the 1 h window deleted passed: %s", r)
+	}
+}
+
+// cdpRun is 3 hours of points every 5 s with an app point every hour at
+// the same instant as a crash point, as made, and as the three-tier rule
+// keeps them at now (the newest point's time): every point of the newest
+// 15 minutes, one per clock minute to 2 hours (the app point first, then
+// the earliest), the earliest of those per clock hour.
+func cdpRun() (made, kept []azuresvc.Point, now time.Time, pol proto.Policy) {
+	pol = proto.DefaultPolicy()
+	pol.CrashInterval = 5 * time.Second
+	start := sched.Epoch.Add(7*time.Minute + 3*time.Second)
+	seq := uint64(0)
+	for i := 0; i <= 3*720; i++ {
+		at := start.Add(time.Duration(i) * 5 * time.Second)
+		seq++
+		made = append(made, azuresvc.Point{ID: fmt.Sprintf("c%04d", i), Kind: proto.Crash, Time: at, Seq: seq})
+		if i > 0 && i%720 == 0 {
+			seq++
+			made = append(made, azuresvc.Point{ID: fmt.Sprintf("a%04d", i), Kind: proto.App, Time: at, Seq: seq})
+		}
+	}
+	now = made[len(made)-1].Time
+	minute := map[int64]int{}
+	hour := map[int64]int{}
+	for i, p := range made {
+		if p.Time.Before(now.Add(-azuresvc.KeepAllFor)) || !p.Time.Before(now.Add(-azuresvc.KeepEveryFor)) {
+			continue
+		}
+		m := p.Time.Unix() / 60
+		if j, ok := minute[m]; !ok || (p.Kind == proto.App && made[j].Kind != proto.App) {
+			minute[m] = i
+		}
+	}
+	for i, p := range made {
+		if !p.Time.Before(now.Add(-azuresvc.KeepAllFor)) {
+			continue
+		}
+		// Older points went through the minute tier first.
+		m := p.Time.Unix() / 60
+		if j, ok := minute[-m-1]; !ok || (p.Kind == proto.App && made[j].Kind != proto.App) {
+			minute[-m-1] = i
+		}
+	}
+	for i, p := range made {
+		if p.Time.Before(now.Add(-azuresvc.KeepAllFor)) && minute[-p.Time.Unix()/60-1] == i {
+			if _, ok := hour[p.Time.Unix()/3600]; !ok {
+				hour[p.Time.Unix()/3600] = i
+			}
+		}
+	}
+	for i, p := range made {
+		switch {
+		case !p.Time.Before(now.Add(-azuresvc.KeepEveryFor)):
+			kept = append(kept, p)
+		case !p.Time.Before(now.Add(-azuresvc.KeepAllFor)):
+			if minute[p.Time.Unix()/60] == i {
+				kept = append(kept, p)
+			}
+		case hour[p.Time.Unix()/3600] == i:
+			kept = append(kept, p)
+		}
+	}
+	return made, kept, now, pol
+}
+
+// TestRetentionContinuous: under a 5-s interval the check holds the
+// catalog to the three-tier rule both ways; each negative control breaks
+// the rule one way.
+func TestRetentionContinuous(t *testing.T) {
+	made, kept, now, pol := cdpRun()
+	r := checkRetention("vm", kept, now, pol, madeOf(made), false)
+	if r.Verdict != OK || !strings.Contains(r.Detail, "minutes each with its point") {
+		t.Fatalf("the rule's points: %s", r)
+	}
+	if n := len(kept); n < 180+100 || n > 180+105+6 {
+		t.Fatalf("the rule keeps %d points of %d", n, len(made))
+	}
+	// The app point at +2h07m03s shares its minute with the crash point
+	// made at the same instant: the rule keeps the app point.
+	appAt := -1
+	for i, p := range kept {
+		if p.ID == "a1440" {
+			appAt = i
+		}
+	}
+	if appAt < 0 {
+		t.Fatal("the minute tier's app point is not in the rule's points")
+	}
+	without := func(i int) []azuresvc.Point {
+		return append(append([]azuresvc.Point(nil), kept[:i]...), kept[i+1:]...)
+	}
+	var unthinned []azuresvc.Point // the minute tier not applied
+	for _, p := range made {
+		if !p.Time.Before(now.Add(-azuresvc.KeepAllFor)) {
+			unthinned = append(unthinned, p)
+		}
+	}
+	unthinned = append(append([]azuresvc.Point(nil), kept[:3]...), unthinned...)
+	swapped := without(appAt) // the crash point of the minute kept instead
+	for _, p := range made {
+		if p.ID == "c1440" {
+			swapped = append(swapped, p)
+		}
+	}
+	sort.Slice(swapped, func(i, j int) bool { return swapped[i].Seq < swapped[j].Seq })
+	bad := []struct {
+		name string
+		pts  []azuresvc.Point
+	}{
+		{"a point of the newest 15 minutes deleted", without(len(kept) - 10)},
+		{"the minute tier not thinned", unthinned},
+		{"a minute's point deleted", without(appAt + 20)},
+		{"the crash point kept instead of its minute's app point", swapped},
+		{"an hour's point deleted", without(1)},
+	}
+	for _, tt := range bad {
+		t.Run(tt.name, func(t *testing.T) {
+			r := checkRetention("vm", tt.pts, now, pol, madeOf(made), false)
+			if r.Verdict != Illegal || r.Evidence == "" {
+				t.Fatalf("passed: %s", r)
+			}
+			t.Log(r.Evidence)
+		})
+	}
+}
+
+// TestScheduleContinuous: under a 5-s interval the newest 15 minutes must
+// have a point every 5 s ± continuousSlack; the thinned minute tier before
+// them is no gap; each negative control breaks the cadence one way.
+func TestScheduleContinuous(t *testing.T) {
+	_, kept, now, pol := cdpRun()
+	r := checkSchedule("vm", kept, pol, now)
+	if r.Verdict != OK || !strings.Contains(r.Detail, "crash intervals of 5s to 5s") {
+		t.Fatalf("the rule's points: %s", r)
+	}
+	at := len(kept) - 20
+	without := append(append([]azuresvc.Point(nil), kept[:at]...), kept[at+1:]...)
+	doubled := append([]azuresvc.Point(nil), kept...)
+	extra := kept[at]
+	extra.ID, extra.Time, extra.Seq = "extra", extra.Time.Add(2*time.Second), extra.Seq+1
+	doubled = append(doubled[:at+1], append([]azuresvc.Point{extra}, doubled[at+1:]...)...)
+	var minuteGap []azuresvc.Point // a minute of the minute tier missing, and the next
+	for _, p := range kept {
+		if m := p.Time.Sub(sched.Epoch); m >= 2*time.Hour+10*time.Minute && m < 2*time.Hour+12*time.Minute+30*time.Second {
+			continue
+		}
+		minuteGap = append(minuteGap, p)
+	}
+	for _, tt := range []struct {
+		name string
+		pts  []azuresvc.Point
+	}{{"a missed 5-s point", without}, {"a point 2 s after another", doubled}, {"a gap in the minute tier", minuteGap}} {
+		t.Run(tt.name, func(t *testing.T) {
+			r := checkSchedule("vm", tt.pts, pol, now)
+			if r.Verdict != Illegal || r.Evidence == "" {
+				t.Fatalf("passed: %s", r)
+			}
+			t.Log(r.Evidence)
+		})
+	}
 }

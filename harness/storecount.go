@@ -24,6 +24,17 @@ func (c *countingStore) count(m string) {
 	c.mu.Unlock()
 }
 
+// snapshot copies the counts by method.
+func (c *countingStore) snapshot() map[string]int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make(map[string]int64, len(c.n))
+	for k, n := range c.n {
+		out[k] = n
+	}
+	return out
+}
+
 // Counts returns requests by method, as "method=n" sorted by method.
 func (c *countingStore) Counts() string {
 	c.mu.Lock()

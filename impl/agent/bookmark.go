@@ -163,10 +163,24 @@ func (a *Agent) insertBookmark(ctx runtime.Context, kind proto.Consistency) {
 	default:
 		a.bookmarks.inserted[name]++
 		a.bookmarks.last = id
+		a.drainBookmark()
 		ctx.Log().Info("agent: bookmark", "machine", a.cfg.Machine, "kind", name, "id", id, "seq", seq)
 		return
 	}
 	a.skipBookmark(ctx, kind, reason)
+}
+
+// drainBookmark makes the drain after a bookmark come at once when the
+// policy asks for crash points more often than the log is drained
+// (continuous protection: a point every few seconds). Otherwise the drain
+// cadence, not the policy, would set the RPO: a point only counts once it
+// is applied in Azure, and it waits in the log until the next drain. Under
+// the default 5-minute interval the bookmark waits for the regular drain,
+// as before.
+func (a *Agent) drainBookmark() {
+	if every := a.st.Policy.CrashInterval; every > 0 && every < a.cfg.DrainInterval {
+		a.drainDue = true
+	}
 }
 
 // skipBookmark counts and logs a bookmark of kind not inserted.

@@ -182,6 +182,7 @@ func (mb *tagMember) tagNow(ctx runtime.Context, t *proto.Tag) proto.TagAck {
 			return mb.answer(r, t.Phase, false, err.Error())
 		}
 		r.seq = seq
+		a.drainBookmark()
 		ctx.Log().Info("agent: group tag", "machine", a.cfg.Machine, "tag", r.tag.TagID, "seq", seq)
 	case proto.PhaseResume:
 		mb.end(ctx, r, false)

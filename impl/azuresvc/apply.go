@@ -499,7 +499,7 @@ func (a *applier) bookmark(r batch.Record) error {
 	next := a.cat.Clone()
 	next.Points = append(next.Points, pt)
 	next.AppliedLogSeq = r.Seq
-	keep, drop := prune(next.Points, a.now, next.Policy.Retention, a.th)
+	keep, drop := prune(next.Points, a.now, next.Policy.Retention, next.Policy.CrashInterval, a.th)
 	next.Points = keep
 	if err := a.persist(next); err != nil {
 		return err
@@ -599,7 +599,7 @@ func (a *applier) retain(set *setting, sweep bool) error {
 		if set != nil {
 			next.Policy, next.Group, next.Members = set.Policy, set.Group, slices.Clone(set.Members)
 		}
-		next.Points, drop = prune(next.Points, a.now, next.Policy.Retention, a.th)
+		next.Points, drop = prune(next.Points, a.now, next.Policy.Retention, next.Policy.CrashInterval, a.th)
 		return set != nil || len(drop) > 0, nil
 	})
 	if err != nil {

@@ -537,7 +537,7 @@ func (s *Service) kick(ctx runtime.Context, m *machine) {
 		s.startVerify(ctx, m)
 		return
 	}
-	if _, drop := prune(m.cat.Points, s.now, m.cat.Policy.Retention, s.thinningFor(m)); len(drop) > 0 {
+	if _, drop := prune(m.cat.Points, s.now, m.cat.Policy.Retention, m.cat.Policy.CrashInterval, s.thinningFor(m)); len(drop) > 0 {
 		s.startRetain(ctx, m, nil, false)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -831,7 +832,7 @@ func TestPrune(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			keep, drop := prune(tt.points, now, tt.retention, thinning{})
+			keep, drop := prune(tt.points, now, tt.retention, 0, thinning{})
 			var got []string
 			for _, p := range keep {
 				got = append(got, p.ID)
@@ -842,10 +843,78 @@ func TestPrune(t *testing.T) {
 			if len(keep)+len(drop) != len(tt.points) {
 				t.Errorf("kept %d + dropped %d of %d", len(keep), len(drop), len(tt.points))
 			}
-			if again, more := prune(keep, now, tt.retention, thinning{}); len(more) != 0 || len(again) != len(keep) {
+			if again, more := prune(keep, now, tt.retention, 0, thinning{}); len(more) != 0 || len(again) != len(keep) {
 				t.Errorf("pruning again drops %d more", len(more))
 			}
 		})
+	}
+}
+
+// TestPruneContinuous: under a crash interval under ContinuousUnder the
+// minute tier thins points between KeepEveryFor and KeepAllFor to one per
+// clock minute, an app point first; under the default interval the same
+// points are all kept (no minute tier).
+func TestPruneContinuous(t *testing.T) {
+	now := time.Date(2026, 1, 2, 12, 30, 0, 0, time.UTC)
+	pt := func(id string, ago time.Duration, k proto.Consistency) Point {
+		return Point{ID: id, Time: now.Add(-ago), Kind: k, Seq: uint64(10_000 - ago/time.Second)}
+	}
+	c, a := proto.Crash, proto.App
+	points := []Point{
+		// 10:05:xx, 10:20:xx: the hour tier (before now−2h = 10:30).
+		pt("1005:00", 145*time.Minute, c), pt("1005:05", 145*time.Minute-5*time.Second, c), pt("1020:00", 130*time.Minute, c),
+		// 11:00:00-11:00:10: the minute tier; the app point at 11:00:05 is
+		// kept rather than the earlier crash point of its minute.
+		pt("1100:00", 90*time.Minute, c), pt("1100:05a", 90*time.Minute-5*time.Second, a), pt("1100:10", 90*time.Minute-10*time.Second, c),
+		// 11:01:55 and 11:02:00 are in two minutes: both kept.
+		pt("1101:55", 88*time.Minute+5*time.Second, c), pt("1102:00", 88*time.Minute, c),
+		// 12:14:55, 12:15:00: the newest 15 minutes start at 12:15:00.
+		pt("1214:50", 15*time.Minute+10*time.Second, c), pt("1214:55", 15*time.Minute+5*time.Second, c),
+		pt("1215:00", 15*time.Minute, c), pt("1215:05", 15*time.Minute-5*time.Second, c), pt("1229:55", 5*time.Second, c),
+	}
+	ids := func(ps []Point) []string {
+		var out []string
+		for _, p := range ps {
+			out = append(out, p.ID)
+		}
+		return out
+	}
+	for _, tt := range []struct {
+		name  string
+		every time.Duration
+		keep  []string
+	}{
+		{"5s", 5 * time.Second, []string{"1005:00", "1100:05a", "1101:55", "1102:00", "1214:50", "1215:00", "1215:05", "1229:55"}},
+		{"59s", 59 * time.Second, []string{"1005:00", "1100:05a", "1101:55", "1102:00", "1214:50", "1215:00", "1215:05", "1229:55"}},
+		{"1m: no minute tier", time.Minute, []string{"1005:00", "1100:00", "1100:05a", "1100:10", "1101:55", "1102:00", "1214:50", "1214:55", "1215:00", "1215:05", "1229:55"}},
+		{"default", 0, []string{"1005:00", "1100:00", "1100:05a", "1100:10", "1101:55", "1102:00", "1214:50", "1214:55", "1215:00", "1215:05", "1229:55"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			keep, drop := prune(points, now, 24*time.Hour, tt.every, thinning{})
+			if d := cmp.Diff(tt.keep, ids(keep)); d != "" {
+				t.Errorf("kept (-want +got):\n%s", d)
+			}
+			if len(keep)+len(drop) != len(points) {
+				t.Errorf("kept %d + dropped %d of %d", len(keep), len(drop), len(points))
+			}
+			if _, more := prune(keep, now, 24*time.Hour, tt.every, thinning{}); len(more) != 0 {
+				t.Errorf("pruning again drops %v", ids(more))
+			}
+		})
+	}
+	// Bounded: a day of 5-s points pruned every 5 s keeps 180 + 105 + one
+	// an hour.
+	var pts []Point
+	start := now.Add(-24 * time.Hour)
+	for i := 0; i < 24*720; i++ {
+		at := start.Add(time.Duration(i) * 5 * time.Second)
+		pts = append(pts, Point{ID: fmt.Sprintf("p%d", i), Time: at, Kind: c, Seq: uint64(i + 1)})
+		if i%12 == 0 || i == 24*720-1 {
+			pts, _ = prune(pts, at, 24*time.Hour, 5*time.Second, thinning{})
+		}
+	}
+	if n := len(pts); n < 180+105+21 || n > 180+105+24+12 {
+		t.Errorf("a day of 5-s points keeps %d, want about 307", n)
 	}
 }
 

@@ -445,7 +445,7 @@ func TestNoGroupUnaffected(t *testing.T) {
 	// whatever the ids.
 	now := time.Date(2026, 1, 2, 12, 30, 0, 0, time.UTC)
 	pts := []Point{{ID: "db01-c-1", Time: now.Add(-170 * time.Minute)}, {ID: "g1:c:2", Time: now.Add(-165 * time.Minute)}}
-	keep, _ := prune(pts, now, 0, thinning{})
+	keep, _ := prune(pts, now, 0, 0, thinning{})
 	if len(keep) != 1 || keep[0].ID != "db01-c-1" {
 		t.Errorf("no-group thinning kept %v", keep)
 	}
@@ -512,7 +512,7 @@ func TestPruneGroupThinning(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			th := groupThinning("g1", tt.group)
-			keep, drop := prune(tt.points, now, 24*time.Hour, th)
+			keep, drop := prune(tt.points, now, 24*time.Hour, 0, th)
 			var got []string
 			for _, p := range keep {
 				got = append(got, p.ID)
@@ -523,7 +523,7 @@ func TestPruneGroupThinning(t *testing.T) {
 			if len(keep)+len(drop) != len(tt.points) {
 				t.Errorf("kept %d + dropped %d of %d", len(keep), len(drop), len(tt.points))
 			}
-			if _, more := prune(keep, now, 24*time.Hour, th); len(more) != 0 {
+			if _, more := prune(keep, now, 24*time.Hour, 0, th); len(more) != 0 {
 				t.Errorf("pruning again drops %d more", len(more))
 			}
 		})

@@ -6,9 +6,32 @@ import (
 	"github.com/v2a-dr/v2a/impl/proto"
 )
 
-// KeepAllFor is how far back every recovery point is kept; older points
-// are thinned to one per clock hour (as the real service does).
+// KeepAllFor is how far back every recovery point is kept under a crash
+// interval of ContinuousUnder or more (ASR's 5 minutes by default); older
+// points are thinned to one per clock hour (as the real service does).
 const KeepAllFor = 2 * time.Hour
+
+// Continuous protection (a crash interval under ContinuousUnder, down to
+// proto.MinCrashInterval) makes a point every few seconds: 720 an hour at
+// 5 s. Keeping them all for KeepAllFor would hold 1,440 snapshots per disk,
+// so thinning has three tiers there, by the point's age at the time of
+// pruning:
+//
+//	newer than KeepEveryFor (15 min)      every point
+//	KeepEveryFor .. KeepAllFor (2 h)      one per clock minute
+//	KeepAllFor .. the retention window    one per clock hour
+//
+// which bounds a machine at 5 s to 180 + 105 + one an hour (about 307
+// points at the default 24 h) instead of 17,280. In the minute tier an
+// app-consistent point is preferred to a crash-consistent one (so an app
+// point that falls in the same minute as a crash point survives), after
+// the group ranks of thinning; the hour tier is the same as under the
+// default interval. Under an interval of ContinuousUnder or more there is
+// no minute tier: every point of the newest KeepAllFor is kept, as before.
+const (
+	ContinuousUnder = time.Minute
+	KeepEveryFor    = 15 * time.Minute
+)
 
 // thinning says which point hourly thinning keeps in each hour. For a
 // machine in no group (the zero thinning) it is the earliest point of the
@@ -52,17 +75,17 @@ func (th thinning) rank(p Point) (int, time.Time) {
 	return 2, p.Time
 }
 
-func (th thinning) hour(p Point) time.Time {
-	_, t := th.rank(p)
-	return t.UTC().Truncate(time.Hour)
-}
-
-// better says whether thinning keeps a rather than b in their hour.
-func (th thinning) better(a, b Point) bool {
+// better says whether thinning keeps a rather than b in their bucket;
+// byKind (the minute tier) prefers an app-consistent point to a
+// crash-consistent one of the same group rank.
+func (th thinning) better(a, b Point, byKind bool) bool {
 	ra, ta := th.rank(a)
 	rb, tb := th.rank(b)
 	if ra != rb {
 		return ra < rb
+	}
+	if byKind && (a.Kind == proto.App) != (b.Kind == proto.App) {
+		return a.Kind == proto.App
 	}
 	if !ta.Equal(tb) {
 		return ta.Before(tb)
@@ -70,37 +93,80 @@ func (th thinning) better(a, b Point) bool {
 	return earlier(a, b)
 }
 
+// tier is a point's thinning tier at pruning time.
+type tier int
+
+const (
+	tierAll    tier = iota // kept
+	tierMinute             // one per clock minute
+	tierHour               // one per clock hour
+	tierGone               // past the retention window
+)
+
 // prune splits points into those kept and those to delete at now under
-// retention (0 = the default policy's): a point older than now−retention is
-// deleted; among points older than now−KeepAllFor, one per clock hour
-// (UTC) is kept, the one th prefers. Both results keep the input order.
+// retention (0 = the default policy's) and the policy's crash interval
+// crashEvery (which decides whether there is a minute tier: see
+// ContinuousUnder): a point older than now−retention is deleted; in the
+// minute and hour tiers, one point per clock minute or hour (UTC) is kept,
+// the one th prefers. Both results keep the input order.
 //
 // Applying prune again to what it kept deletes nothing more at the same
 // now. Pruning after every new point can keep fewer points than pruning
 // once in the one hour that straddles now−retention (its first point may
 // expire after the others were thinned away): that hour is on its way out.
-func prune(points []Point, now time.Time, retention time.Duration, th thinning) (keep, drop []Point) {
+func prune(points []Point, now time.Time, retention, crashEvery time.Duration, th thinning) (keep, drop []Point) {
 	if retention <= 0 {
 		retention = proto.DefaultPolicy().Retention
 	}
 	oldest := now.Add(-retention)
-	thinBefore := now.Add(-KeepAllFor)
-	first := map[time.Time]int{} // clock hour -> index of its preferred retained point
+	hourBefore := now.Add(-KeepAllFor)
+	minuteBefore := hourBefore
+	if crashEvery > 0 && crashEvery < ContinuousUnder {
+		minuteBefore = now.Add(-KeepEveryFor)
+	}
+	tierOf := func(p Point) tier {
+		switch {
+		case p.Time.Before(oldest):
+			return tierGone
+		case p.Time.Before(hourBefore):
+			return tierHour
+		case p.Time.Before(minuteBefore):
+			return tierMinute
+		}
+		return tierAll
+	}
+	type bucket struct {
+		tier tier
+		at   time.Time
+	}
+	bucketOf := func(p Point, t tier) bucket {
+		_, at := th.rank(p)
+		if t == tierMinute {
+			return bucket{t, at.UTC().Truncate(time.Minute)}
+		}
+		return bucket{t, at.UTC().Truncate(time.Hour)}
+	}
+	first := map[bucket]int{} // bucket -> index of its preferred retained point
 	for i, p := range points {
-		if p.Time.Before(oldest) || !p.Time.Before(thinBefore) {
+		t := tierOf(p)
+		if t != tierMinute && t != tierHour {
 			continue
 		}
-		h := th.hour(p)
-		if j, ok := first[h]; !ok || th.better(p, points[j]) {
-			first[h] = i
+		b := bucketOf(p, t)
+		if j, ok := first[b]; !ok || th.better(p, points[j], t == tierMinute) {
+			first[b] = i
 		}
 	}
 	for i, p := range points {
-		switch {
-		case p.Time.Before(oldest):
+		switch t := tierOf(p); t {
+		case tierGone:
 			drop = append(drop, p)
-		case p.Time.Before(thinBefore) && first[th.hour(p)] != i:
-			drop = append(drop, p)
+		case tierMinute, tierHour:
+			if first[bucketOf(p, t)] != i {
+				drop = append(drop, p)
+				continue
+			}
+			keep = append(keep, p)
 		default:
 			keep = append(keep, p)
 		}

@@ -467,7 +467,7 @@ func TestPSHealthAlerts(t *testing.T) {
 
 func TestManagementErrors(t *testing.T) {
 	invalid := proto.DefaultPolicy()
-	invalid.Name, invalid.CrashInterval = "fast", 10*time.Second
+	invalid.Name, invalid.CrashInterval = "fast", 4*time.Second // under proto.MinCrashInterval
 	for _, tc := range []struct {
 		name  string
 		setup func(r *rig)

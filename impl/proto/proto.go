@@ -76,6 +76,19 @@ func DefaultPolicy() Policy {
 // MaxRetention is the longest recovery-point retention a policy may ask.
 const MaxRetention = 15 * 24 * time.Hour
 
+// MinCrashInterval is the shortest crash-consistent interval a policy may
+// ask: continuous protection, a point every 5 seconds. ASR's own default
+// (DefaultPolicy) stays 5 minutes; intervals under a minute make the agent
+// drain each crash bookmark at once and the Azure side thin points by the
+// minute (azuresvc.Tiers), so that RPO follows the interval and storage
+// stays bounded.
+const MinCrashInterval = 5 * time.Second
+
+// MinAppInterval is the shortest app-consistent interval: a minute, as
+// before continuous protection (it was bounded by the crash interval's
+// minute then).
+const MinAppInterval = time.Minute
+
 // Validate checks a policy's values.
 func (p Policy) Validate() error {
 	switch {
@@ -85,8 +98,12 @@ func (p Policy) Validate() error {
 		return fmt.Errorf("proto: policy %s: RPO threshold %v must be positive", p.Name, p.RPOThreshold)
 	case p.Retention <= 0 || p.Retention > MaxRetention:
 		return fmt.Errorf("proto: policy %s: retention %v must be in (0, 15 days]", p.Name, p.Retention)
-	case p.CrashInterval < time.Minute:
-		return fmt.Errorf("proto: policy %s: crash-consistent frequency %v is under a minute", p.Name, p.CrashInterval)
+	case p.CrashInterval < MinCrashInterval:
+		return fmt.Errorf("proto: policy %s: crash-consistent frequency %v is under the minimum %v", p.Name, p.CrashInterval, MinCrashInterval)
+	case p.AppInterval != 0 && p.AppInterval < MinAppInterval:
+		// Continuous protection changes crash points only: quiescing a
+		// guest every few seconds is not what an app point is for.
+		return fmt.Errorf("proto: policy %s: app-consistent frequency %v is under the minimum %v", p.Name, p.AppInterval, MinAppInterval)
 	case p.AppInterval != 0 && p.AppInterval < p.CrashInterval:
 		return fmt.Errorf("proto: policy %s: app-consistent frequency %v is under the crash-consistent one", p.Name, p.AppInterval)
 	case p.Compression != "" && p.Compression != "s2" && p.Compression != "zstd":

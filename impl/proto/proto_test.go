@@ -1,6 +1,7 @@
 package proto
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -118,6 +119,8 @@ func TestPolicyValidate(t *testing.T) {
 		func(p *Policy) { p.RPOThreshold = 0 },
 		func(p *Policy) { p.Retention = 16 * 24 * time.Hour },
 		func(p *Policy) { p.CrashInterval = time.Second },
+		func(p *Policy) { p.CrashInterval = MinCrashInterval - time.Millisecond },
+		func(p *Policy) { p.CrashInterval, p.AppInterval = MinCrashInterval, 30*time.Second },
 		func(p *Policy) { p.AppInterval = time.Minute * 2 },
 		func(p *Policy) { p.Compression = "lzma" },
 	}
@@ -127,6 +130,17 @@ func TestPolicyValidate(t *testing.T) {
 		if err := p.Validate(); err == nil {
 			t.Errorf("case %d: %+v accepted", i, p)
 		}
+	}
+	// Continuous protection: a crash point every 5 s is a policy, and the
+	// refusal under it says what the minimum is.
+	p := DefaultPolicy()
+	p.CrashInterval = MinCrashInterval
+	if err := p.Validate(); err != nil {
+		t.Errorf("a %v crash interval: %v", MinCrashInterval, err)
+	}
+	p.CrashInterval = 4 * time.Second
+	if err := p.Validate(); err == nil || !strings.Contains(err.Error(), "4s is under the minimum 5s") {
+		t.Errorf("a 4s crash interval: %v, want the minimum named", err)
 	}
 }
 
