@@ -63,7 +63,14 @@ func newStore(t testing.TB) *azblob.Store {
 // adapter talking to a real Azurite.
 func TestConformance(t *testing.T) {
 	azurite(t)
-	blobtest.Run(t, func(t *testing.T) blob.Store { return newStore(t) })
+	blobtest.RunWith(t, func(t *testing.T) blob.Store { return newStore(t) }, blobtest.Options{Deviations: map[string]string{
+		// Seen with Azurite 3.37.0 (the pinned one): after a server-side
+		// copy of a page blob, a write to the source shows in the copy and
+		// a write to the copy in the source. v2a copies only snapshots
+		// (immutable) into failover disks, so its scenarios are not
+		// affected; memblob keeps them apart, as Azure does.
+		"CopyApart": "Azurite 3.37.0 shares page ranges between a page blob and its server-side copy (a write to either shows in both)",
+	}})
 }
 
 // TestNoAzurite: auto mode with no binary, no Docker and no connection

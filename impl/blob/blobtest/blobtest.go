@@ -28,6 +28,20 @@ import (
 // stores it returns may share state (one Azurite account), since subtests
 // use distinct containers.
 func Run(t *testing.T, newStore func(t *testing.T) blob.Store) {
+	RunWith(t, newStore, Options{})
+}
+
+// Options adjust the suite for one store.
+type Options struct {
+	// Deviations names cases the store is known to fail where real Azure
+	// Storage passes, each with the reason; those cases are skipped with
+	// the reason in the log, so the deviation stays visible. A store of
+	// v2a's own (memblob) never has any.
+	Deviations map[string]string
+}
+
+// RunWith is Run with options.
+func RunWith(t *testing.T, newStore func(t *testing.T) blob.Store, o Options) {
 	tests := []struct {
 		name string
 		fn   func(t *testing.T, s blob.Store, c string)
@@ -48,10 +62,14 @@ func Run(t *testing.T, newStore func(t *testing.T) blob.Store) {
 		{"LeaseBreak", testLeaseBreak},
 		{"ErrorMessages", testErrorMessages},
 		{"Copy", testCopy},
+		{"CopyApart", testCopyApart},
 		{"CopyErrors", testCopyErrors},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			if why, ok := o.Deviations[tc.name]; ok {
+				t.Skipf("known deviation of this store from Azure Storage: %s", why)
+			}
 			s := newStore(t)
 			c := ContainerName(t)
 			ctx := context.Background()
@@ -833,6 +851,26 @@ func WaitCopy(t *testing.T, s blob.Store, c, name string, polls int) blob.Copy {
 	return blob.Copy{}
 }
 
+// testCopyApart: a copy of a page blob and its source change apart: a write
+// to either after the copy leaves the other as it was.
+func testCopyApart(t *testing.T, s blob.Store, c string) {
+	ctx := context.Background()
+	const size = 8 * blob.PageSize
+	must[string](t, "CreatePageBlob")(s.CreatePageBlob(ctx, c, "disk", size, blob.WriteOptions{}))
+	must[string](t, "WritePages")(s.WritePages(ctx, c, "disk", 0, pattern(9, 4096), blob.WriteOptions{}))
+	base := getData(t, s, c, "disk", blob.ReadOptions{})
+	must[string](t, "StartCopy base")(s.StartCopy(ctx, c, "twin", c, "disk", ""))
+	WaitCopy(t, s, c, "twin", 1000)
+	must[string](t, "WritePages source after the copy")(s.WritePages(ctx, c, "disk", 0, pattern(5, 512), blob.WriteOptions{}))
+	must[string](t, "WritePages twin")(s.WritePages(ctx, c, "twin", 512, pattern(6, 512), blob.WriteOptions{}))
+	must[string](t, "WritePages twin again")(s.WritePages(ctx, c, "twin", 1024, pattern(7, 512), blob.WriteOptions{}))
+	wantSrc := slices.Concat(pattern(5, 512), base[512:])
+	wantTwin := slices.Concat(base[:512], pattern(6, 512), pattern(7, 512), base[1536:])
+	sameBytes(t, "source after both changed", getData(t, s, c, "disk", blob.ReadOptions{}), wantSrc)
+	sameBytes(t, "twin after both changed", getData(t, s, c, "twin", blob.ReadOptions{}), wantTwin)
+
+}
+
 func testCopy(t *testing.T, s blob.Store, c string) {
 	ctx := context.Background()
 	const size = 8 * blob.PageSize
@@ -862,19 +900,6 @@ func testCopy(t *testing.T, s blob.Store, c string) {
 	}
 	// The source is untouched.
 	sameBytes(t, "source snapshot after the copy", getData(t, s, c, "disk", blob.ReadOptions{Snapshot: rp}), want)
-
-	// A copy of the base page blob and its source change apart: a write to
-	// either after the copy leaves the other as it was.
-	base := getData(t, s, c, "disk", blob.ReadOptions{})
-	must[string](t, "StartCopy base")(s.StartCopy(ctx, c, "twin", c, "disk", ""))
-	WaitCopy(t, s, c, "twin", 1000)
-	must[string](t, "WritePages source after the copy")(s.WritePages(ctx, c, "disk", 0, pattern(5, 512), blob.WriteOptions{}))
-	must[string](t, "WritePages twin")(s.WritePages(ctx, c, "twin", 512, pattern(6, 512), blob.WriteOptions{}))
-	must[string](t, "WritePages twin again")(s.WritePages(ctx, c, "twin", 1024, pattern(7, 512), blob.WriteOptions{}))
-	wantSrc := slices.Concat(pattern(5, 512), base[512:])
-	wantTwin := slices.Concat(base[:512], pattern(6, 512), pattern(7, 512), base[1536:])
-	sameBytes(t, "source after both changed", getData(t, s, c, "disk", blob.ReadOptions{}), wantSrc)
-	sameBytes(t, "twin after both changed", getData(t, s, c, "twin", blob.ReadOptions{}), wantTwin)
 
 	// A second copy, of the base blob, replaces the destination.
 	must[string](t, "Put small")(s.Put(ctx, c, "small", []byte("block data"), blob.WriteOptions{}))
