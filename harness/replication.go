@@ -16,7 +16,6 @@ import (
 	"github.com/v2a-dr/v2a/impl/blockdev"
 	"github.com/v2a-dr/v2a/impl/configsrv"
 	"github.com/v2a-dr/v2a/impl/csstore/sqlite"
-	"github.com/v2a-dr/v2a/impl/hrl"
 	"github.com/v2a-dr/v2a/impl/processsrv"
 	"github.com/v2a-dr/v2a/impl/proto"
 	"github.com/v2a-dr/v2a/impl/runtime"
@@ -315,10 +314,9 @@ func (d *Deployment) InstallAgent(machine string) error {
 	}
 	cfg := agent.Config{Machine: machine, InstanceUUID: uuid, Physical: physical, ConfigServer: AddrConfigServer,
 		VaultID: d.opts.VaultID, Passphrase: pass, StateDir: agentDir, FS: disk, Guest: g,
-		// Guest disks are write-through (sim/disk): a record must be
-		// durable before the guest's write is acknowledged, or a machine
-		// crash would lose a write the disk has.
-		LogOptions: hrl.Options{SyncEveryAppend: true},
+		// The filter is the guest kernel's: records stay in its memory
+		// until drained, and its dirty-block bitmap (on the machine's disk)
+		// covers a machine crash.
 		DataBudget: d.opts.AgentDataBytes, MetaBudget: d.opts.AgentMetaRecs, DrainInterval: d.opts.AgentDrain,
 		ItemBytes: SimItemBytes}
 	g.installed, g.agentCfg = true, cfg
