@@ -88,6 +88,8 @@ const SimItemBytes = 4 << 20
 // installed.
 type Deployment struct {
 	e *Env
+	// captureCrashes are the crashes of protected machines (CheckCapture).
+	captureCrashes []*captureCrash
 	// csDB is the configuration server's database file; csStore its open
 	// handle (nil when memory-only or not open); csBefore the server's
 	// status as the last `fault crash host=cs01` found it (cs-kept).
@@ -407,14 +409,16 @@ func (d *Deployment) Agent(machine string) *agent.Agent {
 func (d *Deployment) Keys() vault.Keys { return d.keys }
 
 // MachineCrash crashes a machine's guest OS: the agent stops, the filter
-// driver's in-memory state is lost, its disk loses what was not fsynced
-// (the log keeps what it synced), and the workload stops writing until
-// Restart.
+// driver's memory is lost (the changes not yet drained), its disk loses
+// what was not fsynced (the log keeps what it synced, the dirty-block
+// bitmap every block written since the oldest unacknowledged change), and
+// the workload stops writing until Restart.
 func (d *Deployment) MachineCrash(machine string) error {
 	g := d.guests[machine]
 	if g == nil {
 		return fmt.Errorf("harness: no machine %q", machine)
 	}
+	d.noteCrash(machine, true)
 	d.e.Sim.Crash(machine)
 	if g.filter != nil {
 		g.filter.CrashClose()
@@ -533,6 +537,9 @@ func (g *simGuest) Filter() *agent.Filter { return g.filter }
 func (g *simGuest) Attach(f *agent.Filter) {
 	g.filter = f
 	g.m.SetFilter(f)
+	if d := g.e.Deployment; d != nil {
+		d.noteAttach(g.name, f)
+	}
 }
 
 func (g *simGuest) Freeze() error {

@@ -510,7 +510,9 @@ func TestBitmapModeResync(t *testing.T) {
 			t.Errorf("ResyncNeeded %q: bitmap mode resyncs its blocks itself", r.Reason)
 		}
 	}
-	if diff := cmp.Diff([]string{"data", "metadata", "bitmap", "metadata", "data"}, modes); diff != "" {
+	// The resync's metadata records are few: under half the budget, so
+	// data mode at once (bookmarks wait until they are re-read).
+	if diff := cmp.Diff([]string{"data", "metadata", "bitmap", "data"}, modes); diff != "" {
 		t.Errorf("modes -want +got:\n%s", diff)
 	}
 	st := e.a.filter.Stats()

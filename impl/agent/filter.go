@@ -426,8 +426,10 @@ func (f *Filter) captureOne(disk uint16, off int64, data []byte) (uint64, error)
 }
 
 // reconsider returns to data mode from metadata mode once the pending bytes
-// fell under half the data budget and every metadata record was re-read
-// (hysteresis: the mode does not flap at the budget's edge).
+// fell under half the data budget (hysteresis: the mode does not flap at
+// the budget's edge). Metadata records may still wait to be re-read then:
+// the data records after them are applied after them, and bookmarks are
+// refused until the drainer has re-read them (InsertBookmark).
 //
 // From bitmap mode (with a bitmap, tracking not stopped) it resyncs the
 // bitmap once every record was trimmed: the dirty blocks become metadata
@@ -438,7 +440,7 @@ func (f *Filter) reconsider(st hrl.Stats) {
 		f.resyncBitmap(f.bm.cur)
 		return
 	}
-	if f.mode == ModeMetadata && st.PendingBytes < f.dataBudget/2 && f.metaLast <= f.drained {
+	if f.mode == ModeMetadata && st.PendingBytes < f.dataBudget/2 {
 		f.enter(ModeData)
 	}
 }

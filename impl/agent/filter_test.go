@@ -3,6 +3,7 @@ package agent
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -34,8 +35,8 @@ func block(b byte) []byte {
 }
 
 // TestFilterModes walks the filter through data → metadata → bitmap and
-// back, with the hysteresis: data mode again only under half the budget and
-// once no metadata record waits to be re-read.
+// back, with the hysteresis: data mode again only under half the budget;
+// no bookmark while a metadata record waits to be re-read.
 func TestFilterModes(t *testing.T) {
 	// 4 KiB writes cost 4128 log bytes: 7 fit in 32 KiB.
 	f := openTestFilter(t, t.TempDir(), FilterOptions{DataBudget: 32 << 10, MetaBudget: 12})
@@ -61,13 +62,22 @@ func TestFilterModes(t *testing.T) {
 		{"within the data budget", write(7), ModeData, false},
 		{"over the data budget", write(1), ModeMetadata, true},
 		{"more writes stay metadata", write(2), ModeMetadata, true},
-		{"trimmed under half but not drained", func() error {
+		{"trimmed, still over half", func() error {
 			if err := f.Sync(); err != nil {
 				return err
 			}
-			return f.Trim(6)
+			return f.Trim(3)
 		}, ModeMetadata, true},
-		{"drained: back to data", func() error { f.MarkDrained(lastSeq); return nil }, ModeData, false},
+		{"trimmed under half, not drained: data mode, no bookmark yet", func() error {
+			if err := f.Trim(6); err != nil {
+				return err
+			}
+			if _, err := f.InsertBookmark(proto.Crash, "early", 1); !errors.Is(err, ErrNotConsistent) {
+				return fmt.Errorf("bookmark before the metadata records were re-read: %v", err)
+			}
+			return nil
+		}, ModeData, true},
+		{"drained", func() error { f.MarkDrained(lastSeq); return nil }, ModeData, false},
 		{"over again", write(8), ModeMetadata, true},
 		{"metadata budget exhausted", write(6), ModeBitmap, true},
 		{"reset", func() error { _, err := f.Reset(); return err }, ModeData, false},
@@ -419,7 +429,7 @@ func TestFilterCrashBitmap(t *testing.T) {
 		t.Fatal(err)
 	}
 	st := f2.Stats()
-	if !st.CrashResync || st.LastResyncBlocks != 5 || st.Mode != ModeMetadata || !st.UndrainedMeta {
+	if !st.CrashResync || st.LastResyncBlocks != 5 || !st.UndrainedMeta {
 		t.Fatalf("after a machine crash: %+v", st)
 	}
 	if err := f2.Sync(); err != nil {
