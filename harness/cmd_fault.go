@@ -205,12 +205,12 @@ func (r *Runner) fault(a argMap) (string, error) {
 			return "", fmt.Errorf("fault %s: no host %q", kind, h)
 		}
 		what := a.str("what", "")
-		protected := e.Deployment != nil && e.Deployment.guests[h] != nil
+		guest := e.Deployment != nil && e.Deployment.guests[h] != nil
 		switch {
 		case what != "" && what != "agent" && what != "machine":
 			return "", fmt.Errorf("fault %s: what=%s, want agent or machine", kind, what)
-		case what != "" && !protected:
-			return "", fmt.Errorf("fault %s: what=%s: %s is not a protected machine (what= says which part of one)", kind, what, h)
+		case what != "" && !guest:
+			return "", fmt.Errorf("fault %s: what=%s: %s is not a guest machine (what= says which part of one)", kind, what, h)
 		case what == "machine" && kind == "crash":
 			if err := e.Deployment.MachineCrash(h); err != nil {
 				return "", err
@@ -225,7 +225,7 @@ func (r *Runner) fault(a argMap) (string, error) {
 		if msg != "" {
 			break
 		}
-		if kind == "crash" && protected && !e.Sim.Down(h) {
+		if kind == "crash" && guest && !e.Sim.Down(h) {
 			e.Deployment.noteCrash(h, false)
 		}
 		if kind == "crash" {
