@@ -405,7 +405,7 @@ func TestFilterCrashBitmap(t *testing.T) {
 		}
 	}
 	f.Capture(0, 0, append(block(1), block(2)...)) // blocks 0, 1
-	f.Capture(1, 5*4096, block(3))                  // disk 1 block 5
+	f.Capture(1, 5*4096, block(3))                 // disk 1 block 5
 	if got := f.Stats().DirtyBlocks; got != 3 {
 		t.Fatalf("dirty blocks %d, want 3", got)
 	}
