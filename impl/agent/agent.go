@@ -23,8 +23,8 @@
 // guest's freezes are ops too, each declaring its disk work (runtime.Op's
 // Disk) for the simulator's disk model. What stays in Handle: opening the
 // change log and reading agent.state at Started, emptying the log when a
-// sync begins, and appending bookmark records (a write into the page cache,
-// as the guest's own captures are; the drain's fsync makes them durable).
+// sync begins, and appending bookmark records (into the filter's memory, as
+// the guest's own captures are; the drain moves them to the log and fsyncs).
 package agent
 
 import (
