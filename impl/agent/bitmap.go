@@ -21,14 +21,18 @@ const DirtyBlockBytes = blockdev.BlockSize
 // error); the filter then needs a full resync.
 var ErrBitmap = errors.New("agent: dirty-block bitmap")
 
-// The bitmap file: a 16-byte header — magic (8 bytes), the clean flag (1
+// The bitmap file: a 24-byte header — magic (8 bytes), the clean flag (1
 // byte: 1 after an orderly Close, 0 while the filter runs), 3 bytes of
-// padding, the number of 64-bit words (uint32, little endian) — then the
-// words, the disks' blocks one after the other, bit b%64 of word b/64 for
-// block b.
+// padding, the number of 64-bit words (uint32), the sequence-number
+// reservation (uint64: no record was given a higher one), little endian —
+// then the words, the disks' blocks one after the other, bit b%64 of word
+// b/64 for block b.
 const (
-	bitmapMagic  = "V2ABMAP1"
-	bitmapHeader = 16
+	bitmapMagic  = "V2ABMAP2"
+	bitmapHeader = 24
+	// seqReserve is how many sequence numbers one reservation covers: the
+	// filter writes the header once per that many records.
+	seqReserve = 1 << 20
 )
 
 // dirtyMap is the filter's dirty-block bitmap, as a driver keeps one: the
@@ -57,6 +61,10 @@ type dirtyMap struct {
 
 	cur, prev, onDisk []uint64
 	curFrom           uint64 // first sequence number of cur's epoch
+	// ceiling is the durable sequence-number reservation: records get
+	// numbers up to it before it is raised (reserve). After a crash the log
+	// goes on above it, so that numbers never go back.
+	ceiling uint64
 	// sinceWrites is the filter's captured-write count when the oldest live
 	// epoch began: the union covers the writes captured since.
 	sinceWrites, curWrites int64
@@ -81,7 +89,7 @@ func openDirtyMap(fsy fsys.FS, dir, name string, sizes []int64) (*dirtyMap, []ui
 		words += (nb + 63) / 64
 	}
 	m.cur, m.prev, m.onDisk = make([]uint64, words), make([]uint64, words), make([]uint64, words)
-	old, clean, err := m.load(words)
+	old, clean, ceiling, err := m.load(words)
 	if err != nil {
 		return nil, nil, false, err
 	}
@@ -96,6 +104,7 @@ func openDirtyMap(fsy fsys.FS, dir, name string, sizes []int64) (*dirtyMap, []ui
 	if old != nil {
 		copy(m.onDisk, old)
 	}
+	m.ceiling = ceiling
 	if err := m.writeAll(false); err != nil {
 		f.Close()
 		return nil, nil, false, err
@@ -103,27 +112,46 @@ func openDirtyMap(fsy fsys.FS, dir, name string, sizes []int64) (*dirtyMap, []ui
 	return m, old, clean, nil
 }
 
-// load reads the file: nil bits and clean when there is none.
-func (m *dirtyMap) load(words int64) ([]uint64, bool, error) {
+// load reads the file: nil bits and clean when there is none; the
+// sequence-number reservation.
+func (m *dirtyMap) load(words int64) ([]uint64, bool, uint64, error) {
 	b, err := m.fs.ReadFile(m.name)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, true, nil
+		return nil, true, 0, nil
 	}
 	if err != nil {
-		return nil, false, fmt.Errorf("%w: read %s: %w", ErrBitmap, m.name, err)
+		return nil, false, 0, fmt.Errorf("%w: read %s: %w", ErrBitmap, m.name, err)
 	}
 	if len(b) < bitmapHeader || string(b[:8]) != bitmapMagic {
-		return nil, false, fmt.Errorf("%w: %s is not a bitmap file", ErrBitmap, m.name)
+		return nil, false, 0, fmt.Errorf("%w: %s is not a bitmap file", ErrBitmap, m.name)
 	}
 	n := int64(binary.LittleEndian.Uint32(b[12:16]))
 	if n != words || int64(len(b)) < bitmapHeader+8*n {
-		return nil, false, fmt.Errorf("%w: %s holds %d words in %d bytes, the disks need %d", ErrBitmap, m.name, n, len(b), words)
+		return nil, false, 0, fmt.Errorf("%w: %s holds %d words in %d bytes, the disks need %d", ErrBitmap, m.name, n, len(b), words)
 	}
 	out := make([]uint64, n)
 	for i := range out {
 		out[i] = binary.LittleEndian.Uint64(b[bitmapHeader+8*i:])
 	}
-	return out, b[8] == 1, nil
+	return out, b[8] == 1, binary.LittleEndian.Uint64(b[16:24]), nil
+}
+
+// reserve makes sure seq is within the durable reservation, raising it
+// (a header write and an fsync) when it is not.
+func (m *dirtyMap) reserve(seq uint64) error {
+	if seq <= m.ceiling {
+		return nil
+	}
+	c := seq + seqReserve
+	binary.LittleEndian.PutUint64(m.wbuf[:], c)
+	if _, err := m.f.WriteAt(m.wbuf[:], 16); err != nil {
+		return fmt.Errorf("%w: write %s: %w", ErrBitmap, m.name, err)
+	}
+	if err := m.f.Sync(); err != nil {
+		return fmt.Errorf("%w: sync %s: %w", ErrBitmap, m.name, err)
+	}
+	m.ceiling = c
+	return nil
 }
 
 // writeAll rewrites the whole file from onDisk, with the clean flag, and
@@ -135,6 +163,7 @@ func (m *dirtyMap) writeAll(clean bool) error {
 		b[8] = 1
 	}
 	binary.LittleEndian.PutUint32(b[12:16], uint32(len(m.onDisk)))
+	binary.LittleEndian.PutUint64(b[16:24], m.ceiling)
 	for i, w := range m.onDisk {
 		binary.LittleEndian.PutUint64(b[bitmapHeader+8*i:], w)
 	}

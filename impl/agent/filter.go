@@ -262,7 +262,8 @@ func OpenFilter(dir, machine string, opts FilterOptions) (*Filter, hrl.Recovery,
 	}
 	// A machine crash: the log may lack what the memory held; the bitmap
 	// names every block written since the oldest change not acknowledged.
-	if err := l.Reset(); err != nil {
+	// Numbering goes on above every number given out (the reservation).
+	if err := l.ResetAfter(bm.ceiling); err != nil {
 		f.stop("change log: " + err.Error())
 		return f, rec, nil
 	}
@@ -351,7 +352,13 @@ func (f *Filter) queue(r memRec) uint64 {
 	if r.typ == hrl.TypeWrite {
 		f.memBytes += int64(r.n)
 	}
-	return f.log.Stats().LastSeq + uint64(len(f.mem))
+	seq := f.log.Stats().LastSeq + uint64(len(f.mem))
+	if f.bm != nil && f.stopReason == "" {
+		if err := f.bm.reserve(seq); err != nil {
+			f.stop(err.Error())
+		}
+	}
+	return seq
 }
 
 // spill moves the records in memory to the log, in order, and hands them
@@ -686,8 +693,10 @@ func (f *Filter) Reset() (uint64, error) {
 		return 0, ErrFilterClosed
 	}
 	f.dropReader()
+	// Numbering goes on above the records dropped from memory too.
+	floor := f.pending().LastSeq
 	f.mem, f.arena, f.memBytes = f.mem[:0], f.arena[:0], 0
-	if err := f.log.Reset(); err != nil {
+	if err := f.log.ResetAfter(floor); err != nil {
 		f.stop("change log: " + err.Error())
 		return 0, fmt.Errorf("agent: reset change log: %w", err)
 	}
