@@ -11,7 +11,7 @@ import (
 )
 
 // checkNames are the checks `check what=` runs.
-var checkNames = []string{"disks", "invariants", "points", "catalog", "schedule", "rpo", "cut", "groups", "holds", "round-holds", "non-interference", "image", "leftovers", "isolation", "plan-order", "round-trip", "vpn-bytes", "path", "cs-kept", "converged"}
+var checkNames = []string{"disks", "invariants", "points", "catalog", "schedule", "rpo", "cut", "groups", "holds", "round-holds", "non-interference", "image", "leftovers", "isolation", "plan-order", "round-trip", "vpn-bytes", "path", "cs-kept", "converged", "capture"}
 
 // checkNonInterference is (*Runner).CheckNonInterference, set by init: the
 // check replays the script through the command table, which refers to
@@ -72,6 +72,12 @@ func (r *Runner) check(a argMap) (string, error) {
 			}
 		case "holds":
 			rs = append(rs, r.Env.CheckHolds(limit)...)
+		case "capture":
+			d, err := r.deployment()
+			if err != nil {
+				return "", err
+			}
+			rs = append(rs, d.CheckCapture()...)
 		case "round-holds":
 			d, err := r.deployment()
 			if err != nil {

@@ -27,11 +27,16 @@ import (
 //	fault corrupt-blob vm=X [container=cache]
 //	fault delete-snapshot vm=X [point=ID|oldest]
 //	fault vpn state=up|down|absent
-//	fault crash host=X               a protected machine: its agent process (the
-//	                                 filter and page cache live on); any other
-//	                                 host: the host, whose disk loses what was
-//	                                 not fsynced
-//	fault restart host=X
+//	fault crash host=X [what=agent|machine]
+//	                                 a protected machine: what=agent (the
+//	                                 default) crashes its agent process (the
+//	                                 filter driver, its memory and the page
+//	                                 cache live on); what=machine crashes the
+//	                                 machine (as machine-crash: the filter's
+//	                                 memory is lost, its bitmap drives a
+//	                                 resync). Any other host: the host, whose
+//	                                 disk loses what was not fsynced
+//	fault restart host=X [what=agent|machine]
 //	fault lose-cache host=ps01       the process server crashes and comes back
 //	                                 on a new, empty cache disk
 //	fault heal
@@ -198,6 +203,30 @@ func (r *Runner) fault(a argMap) (string, error) {
 		}
 		if _, ok := e.Net.Host(h); !ok {
 			return "", fmt.Errorf("fault %s: no host %q", kind, h)
+		}
+		what := a.str("what", "")
+		guest := e.Deployment != nil && e.Deployment.guests[h] != nil
+		switch {
+		case what != "" && what != "agent" && what != "machine":
+			return "", fmt.Errorf("fault %s: what=%s, want agent or machine", kind, what)
+		case what != "" && !guest:
+			return "", fmt.Errorf("fault %s: what=%s: %s is not a guest machine (what= says which part of one)", kind, what, h)
+		case what == "machine" && kind == "crash":
+			if err := e.Deployment.MachineCrash(h); err != nil {
+				return "", err
+			}
+			msg = "machine-crash " + h
+		case what == "machine":
+			if err := e.Deployment.MachineRestart(h); err != nil {
+				return "", err
+			}
+			msg = "machine-restart " + h
+		}
+		if msg != "" {
+			break
+		}
+		if kind == "crash" && guest && !e.Sim.Down(h) {
+			e.Deployment.noteCrash(h, false)
 		}
 		if kind == "crash" {
 			if h == HostConfigServer && e.Deployment != nil && !e.Sim.Down(h) {

@@ -15,7 +15,6 @@ import (
 	"github.com/v2a-dr/v2a/impl/agent"
 	"github.com/v2a-dr/v2a/impl/blockdev"
 	"github.com/v2a-dr/v2a/impl/compute"
-	"github.com/v2a-dr/v2a/impl/hrl"
 	"github.com/v2a-dr/v2a/impl/mastertarget"
 	"github.com/v2a-dr/v2a/impl/processsrv"
 	"github.com/v2a-dr/v2a/impl/proto"
@@ -395,7 +394,6 @@ func (d *Deployment) startAzureAgent(ag *azureGuest) error {
 	}
 	cfg := agent.Config{Machine: ag.machine, InstanceUUID: "azure-" + ag.vm, ConfigServer: AddrConfigServer,
 		VaultID: d.opts.VaultID, Passphrase: d.opts.Passphrase, StateDir: agentDir, FS: fs, Guest: ag.g,
-		LogOptions: hrl.Options{SyncEveryAppend: true},
 		DataBudget: d.opts.AgentDataBytes, MetaBudget: d.opts.AgentMetaRecs, DrainInterval: d.opts.AgentDrain,
 		ItemBytes: SimItemBytes,
 		// Over the VPN a retransmission asks the master target where it

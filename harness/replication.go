@@ -16,7 +16,6 @@ import (
 	"github.com/v2a-dr/v2a/impl/blockdev"
 	"github.com/v2a-dr/v2a/impl/configsrv"
 	"github.com/v2a-dr/v2a/impl/csstore/sqlite"
-	"github.com/v2a-dr/v2a/impl/hrl"
 	"github.com/v2a-dr/v2a/impl/processsrv"
 	"github.com/v2a-dr/v2a/impl/proto"
 	"github.com/v2a-dr/v2a/impl/runtime"
@@ -89,6 +88,8 @@ const SimItemBytes = 4 << 20
 // installed.
 type Deployment struct {
 	e *Env
+	// captureCrashes are the crashes of protected machines (CheckCapture).
+	captureCrashes []*captureCrash
 	// csDB is the configuration server's database file; csStore its open
 	// handle (nil when memory-only or not open); csBefore the server's
 	// status as the last `fault crash host=cs01` found it (cs-kept).
@@ -315,10 +316,9 @@ func (d *Deployment) InstallAgent(machine string) error {
 	}
 	cfg := agent.Config{Machine: machine, InstanceUUID: uuid, Physical: physical, ConfigServer: AddrConfigServer,
 		VaultID: d.opts.VaultID, Passphrase: pass, StateDir: agentDir, FS: disk, Guest: g,
-		// Guest disks are write-through (sim/disk): a record must be
-		// durable before the guest's write is acknowledged, or a machine
-		// crash would lose a write the disk has.
-		LogOptions: hrl.Options{SyncEveryAppend: true},
+		// The filter is the guest kernel's: records stay in its memory
+		// until drained, and its dirty-block bitmap (on the machine's disk)
+		// covers a machine crash.
 		DataBudget: d.opts.AgentDataBytes, MetaBudget: d.opts.AgentMetaRecs, DrainInterval: d.opts.AgentDrain,
 		ItemBytes: SimItemBytes}
 	g.installed, g.agentCfg = true, cfg
@@ -409,14 +409,16 @@ func (d *Deployment) Agent(machine string) *agent.Agent {
 func (d *Deployment) Keys() vault.Keys { return d.keys }
 
 // MachineCrash crashes a machine's guest OS: the agent stops, the filter
-// driver's in-memory state is lost, its disk loses what was not fsynced
-// (the log keeps what it synced), and the workload stops writing until
-// Restart.
+// driver's memory is lost (the changes not yet drained), its disk loses
+// what was not fsynced (the log keeps what it synced, the dirty-block
+// bitmap every block written since the oldest unacknowledged change), and
+// the workload stops writing until Restart.
 func (d *Deployment) MachineCrash(machine string) error {
 	g := d.guests[machine]
 	if g == nil {
 		return fmt.Errorf("harness: no machine %q", machine)
 	}
+	d.noteCrash(machine, true)
 	d.e.Sim.Crash(machine)
 	if g.filter != nil {
 		g.filter.CrashClose()
@@ -535,6 +537,9 @@ func (g *simGuest) Filter() *agent.Filter { return g.filter }
 func (g *simGuest) Attach(f *agent.Filter) {
 	g.filter = f
 	g.m.SetFilter(f)
+	if d := g.e.Deployment; d != nil {
+		d.noteAttach(g.name, f)
+	}
 }
 
 func (g *simGuest) Freeze() error {

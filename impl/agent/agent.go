@@ -23,8 +23,8 @@
 // guest's freezes are ops too, each declaring its disk work (runtime.Op's
 // Disk) for the simulator's disk model. What stays in Handle: opening the
 // change log and reading agent.state at Started, emptying the log when a
-// sync begins, and appending bookmark records (a write into the page cache,
-// as the guest's own captures are; the drain's fsync makes them durable).
+// sync begins, and appending bookmark records (into the filter's memory, as
+// the guest's own captures are; the drain moves them to the log and fsyncs).
 package agent
 
 import (
@@ -75,6 +75,11 @@ type Config struct {
 	DataBudget int64
 	MetaBudget int64
 	LogOptions hrl.Options
+	// FilterWriteThrough: the filter the agent installs lives in the
+	// agent's own process (no kernel driver, as in the daemons), so each
+	// record goes to the log before the guest's write is acknowledged
+	// (FilterOptions.WriteThrough).
+	FilterWriteThrough bool
 
 	DrainInterval     time.Duration // drain the log this often; 2 s
 	DrainBytes        int64         // ... or as soon as this much was captured; 1 MiB
@@ -197,10 +202,12 @@ type Agent struct {
 	redrainUpTo uint64
 	redrainMeta bool
 
-	lastMode  Mode
-	bookmarks bookmarkStats
-	freezing  bool // an app-consistent bookmark's freeze op runs
-	lastErr   string
+	lastMode Mode
+	// bitmapResyncs is the filter's bitmap resync count last observed.
+	bitmapResyncs int64
+	bookmarks     bookmarkStats
+	freezing      bool // an app-consistent bookmark's freeze op runs
+	lastErr       string
 
 	// Multi-VM consistency: the group (nil: in none), and the tag
 	// protocol's two sides, each with its own state and timers: the
@@ -272,8 +279,13 @@ func (a *Agent) start(ctx runtime.Context) {
 	if f := a.cfg.Guest.Filter(); f != nil {
 		a.filter = f
 	} else {
+		var sizes []int64
+		for _, d := range a.cfg.Guest.Disks() {
+			sizes = append(sizes, d.Size())
+		}
 		f, rec, err := OpenFilter(a.cfg.StateDir, a.cfg.Machine, FilterOptions{
-			DataBudget: a.cfg.DataBudget, MetaBudget: a.cfg.MetaBudget, Log: a.cfg.LogOptions})
+			DataBudget: a.cfg.DataBudget, MetaBudget: a.cfg.MetaBudget, Log: a.cfg.LogOptions,
+			DiskSizes: sizes, WriteThrough: a.cfg.FilterWriteThrough})
 		if err != nil {
 			a.fail(ctx, "install filter", err)
 			a.set(ctx, tRegister, a.cfg.RegisterRetry) // try again then
@@ -283,6 +295,10 @@ func (a *Agent) start(ctx runtime.Context) {
 		a.filter = f
 		ctx.Log().Info("agent: filter installed", "machine", a.cfg.Machine, "records", rec.Records,
 			"torn_bytes", rec.TornBytes, "resync_required", rec.ResyncRequired)
+		if fs := f.Stats(); fs.CrashResync {
+			ctx.Log().Info("agent: bitmap resync", "machine", a.cfg.Machine, "why", "machine-crash",
+				"blocks", fs.LastResyncBlocks, "records", fs.PendingRecords)
+		}
 	}
 	a.lastMode = a.filter.Mode()
 	st, ok, err := loadState(a.cfg.FS, a.cfg.StateDir)
@@ -541,6 +557,13 @@ func (a *Agent) heartbeat(ctx runtime.Context) {
 // stopped tracking into a resync request.
 func (a *Agent) observe(ctx runtime.Context) {
 	fs := a.filter.Stats()
+	if fs.BitmapResyncs > a.bitmapResyncs {
+		if a.lastMode == ModeBitmap {
+			ctx.Log().Info("agent: bitmap resync", "machine", a.cfg.Machine, "why", "drained",
+				"blocks", fs.LastResyncBlocks, "records", fs.PendingRecords)
+		}
+		a.bitmapResyncs = fs.BitmapResyncs
+	}
 	if fs.Mode != a.lastMode {
 		ctx.Log().Info("agent: capture mode", "machine", a.cfg.Machine, "from", a.lastMode.String(),
 			"to", fs.Mode.String(), "pending_bytes", fs.PendingBytes, "pending_records", fs.PendingRecords)

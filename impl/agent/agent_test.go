@@ -484,14 +484,60 @@ func TestBitmapModeResync(t *testing.T) {
 	e.replicating()
 	e.auto = false
 	var modes []string
-	for i := 0; i < 12; i++ {
-		g.write(0, int64(i)*4096, fill(4096, byte(i+1)))
+	note := func() {
 		if m := e.a.filter.Mode().String(); len(modes) == 0 || modes[len(modes)-1] != m {
 			modes = append(modes, m)
 		}
 	}
+	for i := 0; i < 12; i++ {
+		g.write(0, int64(i)*4096, fill(4096, byte(i+1)))
+		note()
+	}
 	if diff := cmp.Diff([]string{"data", "metadata", "bitmap"}, modes); diff != "" {
 		t.Errorf("modes -want +got:\n%s", diff)
+	}
+	if n := e.a.filter.Stats().DirtyBlocks; n != 12 {
+		t.Errorf("dirty blocks = %d, want the 12 written", n)
+	}
+	e.sentToCS()
+	e.auto = true
+	for i := 0; i < 31; i++ {
+		e.advance(2*time.Second, time.Second)
+		note()
+	}
+	for _, m := range e.sentToCS() {
+		if r, ok := m.(*proto.ResyncNeeded); ok {
+			t.Errorf("ResyncNeeded %q: bitmap mode resyncs its blocks itself", r.Reason)
+		}
+	}
+	// The resync's metadata records are few: under half the budget, so
+	// data mode at once (bookmarks wait until they are re-read).
+	if diff := cmp.Diff([]string{"data", "metadata", "bitmap", "data"}, modes); diff != "" {
+		t.Errorf("modes -want +got:\n%s", diff)
+	}
+	st := e.a.filter.Stats()
+	if st.BitmapResyncs != 1 || st.LastResyncBlocks != 12 {
+		t.Errorf("bitmap resyncs %d of %d blocks, want 1 of 12", st.BitmapResyncs, st.LastResyncBlocks)
+	}
+	if s := e.a.Status(); s.Phase != PhaseReplicating || s.Gen != 1 {
+		t.Fatalf("after the bitmap resync: %+v", s)
+	}
+	e.checkReplica()
+}
+
+// TestBitmapModeWithoutBitmap: a filter that keeps no bitmap (write-
+// through) stops tracking in bitmap mode: the agent asks for a resync until
+// a Protect with a higher gen comes.
+func TestBitmapModeWithoutBitmap(t *testing.T) {
+	g := newGuest(t, 1<<20)
+	e := newEnv(t, g, func(c *Config) { c.DataBudget = 16 << 10; c.MetaBudget = 8; c.FilterWriteThrough = true })
+	e.replicating()
+	e.auto = false
+	for i := 0; i < 12; i++ {
+		g.write(0, int64(i)*4096, fill(4096, byte(i+1)))
+	}
+	if m := e.a.filter.Mode(); m != ModeBitmap {
+		t.Fatalf("mode %s", m)
 	}
 	e.sentToCS()
 	e.d.Advance(62 * time.Second) // the drain timer at 2 s makes the agent notice
@@ -604,6 +650,11 @@ func TestCorruptLogAsksForResync(t *testing.T) {
 	e.auto = false
 	for i := 0; i < 4; i++ {
 		g.write(0, int64(i)*4096, fill(4096, byte(i+1)))
+	}
+	// As a drain would: the records move from the filter's memory to the
+	// log, whose damage is the subject here.
+	if err := e.a.filter.Sync(); err != nil {
+		t.Fatal(err)
 	}
 	g.crash()
 	corruptLog(t, e.cfg.StateDir)

@@ -147,8 +147,8 @@ func (a *Agent) bookmark(ctx runtime.Context, kind proto.Consistency) {
 }
 
 // insertBookmark appends a bookmark of kind to the change log (a record
-// written into the page cache like a guest write's, no fsync: the drain's
-// fsync makes it durable before it is read).
+// kept in the filter's memory like a guest write's: the drain moves it to
+// the log and fsyncs it before it is read).
 func (a *Agent) insertBookmark(ctx runtime.Context, kind proto.Consistency) {
 	name := kind.String()
 	id := proto.BookmarkID(a.cfg.Machine, kind, a.filter.NextSeq())

@@ -37,9 +37,10 @@ func (a *Agent) pumpDrain(ctx runtime.Context) {
 	io := &runtime.DiskIO{Device: runtime.DeviceOS}
 	needSync := fs.DurableSeq < fs.LastSeq
 	if needSync {
-		// The fsync writes back what the guest captured since the last
-		// drain; the records read after it were just written and are in
-		// the page cache, so the read itself costs no throughput.
+		// The drain moves what the guest captured since the last drain
+		// from the filter's memory to the log and fsyncs it; the records
+		// read after it were just written and are in the page cache, so
+		// the read itself costs no throughput.
 		io.Bytes, io.Syncs = max(fs.CapturedBytes-a.capturedAtDrain, 0), 1
 	}
 	a.capturedAtDrain = fs.CapturedBytes

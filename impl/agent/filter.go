@@ -7,6 +7,7 @@ import (
 	"math"
 	"sync"
 
+	"github.com/v2a-dr/v2a/impl/fsys"
 	"github.com/v2a-dr/v2a/impl/hrl"
 	"github.com/v2a-dr/v2a/impl/proto"
 )
@@ -21,7 +22,12 @@ const (
 	// ModeMetadata logs only offset and length; the drainer re-reads the
 	// data from the disk, so no bookmark can be honoured meanwhile.
 	ModeMetadata
-	// ModeBitmap stopped logging: the machine needs a resync.
+	// ModeBitmap logs nothing: only the dirty-block bitmap records which
+	// blocks were written. Once the log is drained the filter turns the
+	// bitmap into metadata records (a bitmap resync of exactly those
+	// blocks) and goes back to metadata, then data mode. A filter without a
+	// bitmap (no disk sizes, or write-through) stops tracking instead: the
+	// machine needs a full resync.
 	ModeBitmap
 )
 
@@ -66,10 +72,34 @@ type FilterOptions struct {
 	MetaBudget int64
 	// Log tunes the hrl.Log.
 	Log hrl.Options
+	// DiskSizes are the protected disks' sizes in bytes, in the order
+	// Capture numbers them: the filter keeps a dirty-block bitmap of them
+	// (in memory and in a file beside the log). Without them it keeps
+	// none.
+	DiskSizes []int64
+	// WriteThrough hands every record to the log (a write(2)) before
+	// Capture returns, as a filter that lives in the agent's own process
+	// must (it dies with the process); such a filter keeps no bitmap. By
+	// default the filter is kernel memory: records stay in it until the
+	// drainer's Sync moves them to the log.
+	WriteThrough bool
 }
 
-// Filter is the machine's write filter: it owns the change log (hrl.Log)
-// and the capture mode. It is "kernel" state: it outlives agent restarts
+// memRec is a record kept in the filter's memory, not yet in the log.
+type memRec struct {
+	typ      hrl.RecordType
+	disk     uint16
+	kind     proto.Consistency
+	n        uint32 // write length (TypeWrite, TypeWriteMeta)
+	off      int64
+	at       int    // TypeWrite: where its data starts in the arena
+	s        string // bookmark or revoke id, bitmap note
+	unixNano int64
+}
+
+// Filter is the machine's write filter: it owns the captured changes not yet
+// drained (in its own memory, then in the change log, an hrl.Log), the
+// capture mode and the dirty-block bitmap (bitmap.go). It is "kernel" state: it outlives agent restarts
 // (the guest keeps it, see Guest) and is used from two sides:
 //
 //   - the guest's write path calls Capture for every write, before the
@@ -80,13 +110,18 @@ type FilterOptions struct {
 //     goroutine: the agent runs one drain and one trim at a time).
 //
 // Every method takes the filter's mutex, so both sides may call at any
-// time. Each method that appends leaves the log's user-space buffer empty
-// (it Flushes before unlocking), which is what makes a record "seen by the
-// operating system" by the time a guest write is acknowledged: that
-// survives an agent crash, not a machine crash. Where the guest's disks are
-// write-through (a hypervisor honouring FUA, as the simulator's are), a
-// machine crash would then keep a write whose record it lost: run the log
-// with hrl.Options.SyncEveryAppend, so that the record is durable first.
+// time. In data mode Capture copies the write into the filter's memory
+// (an arena reused once drained: no allocation, no system call); the
+// drainer's Sync moves the records to the log and fsyncs it. The memory is
+// the driver's: it survives an agent crash (the restarted agent drains it)
+// and is lost in a machine crash. Against that, a filter with disk sizes
+// keeps a dirty-block bitmap, a bit per 4 KiB block written since the
+// oldest change not yet acknowledged, whose bits reach a file on the
+// machine's disk before the guest's write is acknowledged; reopened after
+// a crash (the file not marked clean), the filter drops the log and turns
+// the bitmap into metadata records: a resync of exactly the dirty blocks.
+// With WriteThrough each record reaches the log at once instead (and is
+// durable there with hrl.Options.SyncEveryAppend).
 //
 // Metadata records carry no data: the drainer re-reads the range from the
 // disk after the record was logged. Capture runs before the guest's write
@@ -111,6 +146,21 @@ type Filter struct {
 
 	capturedBytes, capturedWrites int64
 	transitions                   [3]int64 // entries into each mode
+
+	// The filter's memory: records captured and not yet moved to the log,
+	// and the write data they hold; memBytes counts them as the log would.
+	mem          []memRec
+	arena        []byte
+	memBytes     int64
+	writeThrough bool
+
+	// bm is the dirty-block bitmap (nil: none kept). resyncs and
+	// resyncBlocks count bitmap resyncs and the blocks they covered;
+	// lastResync is the newest one's block count.
+	bm                    *dirtyMap
+	resyncs, resyncBlocks int64
+	lastResync            int64
+	recoveredBitmap       bool
 
 	// The drainer's reader and a record it read but could not use yet.
 	rd     *hrl.Reader
@@ -141,6 +191,23 @@ type FilterStats struct {
 	// EnteredMetadata and EnteredBitmap count mode degradations;
 	// EnteredData counts returns to data mode.
 	EnteredData, EnteredMetadata, EnteredBitmap int64
+	// MemoryRecords and MemoryBytes are the records in the filter's memory,
+	// not yet in the log (part of the pending counts).
+	MemoryRecords int
+	MemoryBytes   int64
+	// Bitmap says the filter keeps a dirty-block bitmap; DirtyBlocks is
+	// its count of set bits, DirtySinceWrite the CapturedWrites count when
+	// the writes it covers began.
+	Bitmap          bool
+	DirtyBlocks     int64
+	DirtySinceWrite int64
+	// BitmapResyncs counts the bitmap resyncs (after bitmap mode, or at an
+	// open after a machine crash); ResyncBlocks the blocks they covered,
+	// LastResyncBlocks the newest one's.
+	BitmapResyncs, ResyncBlocks, LastResyncBlocks int64
+	// CrashResync says the filter was opened after a machine crash and
+	// resynced its bitmap.
+	CrashResync bool
 }
 
 // OpenFilter opens (creating if needed) the change log of machine in dir
@@ -149,6 +216,12 @@ type FilterStats struct {
 // nothing) until Reset. Records recovered from an earlier run are treated as
 // possibly metadata records: no bookmark is honoured until the drainer has
 // read past them.
+//
+// With disk sizes, the dirty-block bitmap file (machine + ".bitmap" in dir)
+// is opened too. If it says the filter was not closed in order (a machine
+// crash), the log's records are dropped (it lost the memory's and the page
+// cache's) and the bitmap's blocks are logged as metadata records: the
+// filter starts in metadata mode, and Stats reports the resync.
 func OpenFilter(dir, machine string, opts FilterOptions) (*Filter, hrl.Recovery, error) {
 	if opts.DataBudget <= 0 {
 		opts.DataBudget = DefaultDataBudget
@@ -160,7 +233,7 @@ func OpenFilter(dir, machine string, opts FilterOptions) (*Filter, hrl.Recovery,
 	if err != nil {
 		return nil, rec, fmt.Errorf("agent: open filter of %s: %w", machine, err)
 	}
-	f := &Filter{log: l, dataBudget: opts.DataBudget, metaBudget: opts.MetaBudget}
+	f := &Filter{log: l, dataBudget: opts.DataBudget, metaBudget: opts.MetaBudget, writeThrough: opts.WriteThrough}
 	f.revoke = f.RevokeBookmark
 	f.metaLast = rec.LastSeq
 	f.drained = rec.TrimSeq
@@ -168,7 +241,55 @@ func OpenFilter(dir, machine string, opts FilterOptions) (*Filter, hrl.Recovery,
 		f.mode = ModeBitmap
 		f.stopReason = "change log damaged: " + rec.Reason
 	}
+	if len(opts.DiskSizes) == 0 || opts.WriteThrough {
+		return f, rec, nil
+	}
+	fsy := opts.Log.FS
+	if fsy == nil {
+		fsy = fsys.OS{}
+	}
+	bm, old, clean, err := openDirtyMap(fsy, dir, machine+".bitmap", opts.DiskSizes)
+	if err != nil {
+		// Without a bitmap a crash could not be told from a clean stop.
+		f.stop("dirty-block bitmap: " + err.Error())
+		return f, rec, nil
+	}
+	f.bm = bm
+	st := l.Stats()
+	bm.curFrom = st.LastSeq + 1
+	if clean || rec.ResyncRequired {
+		return f, rec, nil
+	}
+	// A machine crash: the log may lack what the memory held; the bitmap
+	// names every block written since the oldest change not acknowledged.
+	// Numbering goes on above every number given out (the reservation).
+	if err := l.ResetAfter(bm.ceiling); err != nil {
+		f.stop("change log: " + err.Error())
+		return f, rec, nil
+	}
+	copy(bm.cur, old)
+	f.recoveredBitmap = true
+	f.metaLast, f.drained = l.Stats().LastSeq, l.Stats().LastSeq
+	f.resyncBitmap(old)
 	return f, rec, nil
+}
+
+// resyncBitmap logs the blocks set in words as metadata records (the
+// drainer re-reads them from the disks) and enters metadata mode; with no
+// block set it enters data mode.
+func (f *Filter) resyncBitmap(words []uint64) {
+	runs, blocks := f.bm.runs(words, hrl.MaxDataBytes)
+	f.resyncs++
+	f.resyncBlocks += blocks
+	f.lastResync = blocks
+	if len(runs) == 0 {
+		f.enter(ModeData)
+		return
+	}
+	f.enter(ModeMetadata)
+	for _, r := range runs {
+		f.metaLast = f.queue(memRec{typ: hrl.TypeWriteMeta, disk: uint16(r.disk), off: r.off, n: uint32(r.n)})
+	}
 }
 
 // Capture logs a guest write of data at byte offset off of disk and returns
@@ -185,6 +306,11 @@ func (f *Filter) Capture(disk int, off int64, data []byte) uint64 {
 	}
 	f.capturedBytes += int64(len(data))
 	f.capturedWrites++
+	if f.bm != nil && f.stopReason == "" {
+		if err := f.bm.mark(disk, off, len(data)); err != nil {
+			f.stop(err.Error())
+		}
+	}
 	if f.mode == ModeBitmap {
 		return 0
 	}
@@ -209,11 +335,66 @@ func (f *Filter) Capture(disk int, off int64, data []byte) uint64 {
 			break
 		}
 	}
-	if err := f.log.Flush(); err != nil {
-		f.stop("change log: " + err.Error())
-		return 0
+	if f.writeThrough {
+		if err := f.spill(); err != nil {
+			f.stop("change log: " + err.Error())
+			return 0
+		}
 	}
 	return last
+}
+
+// queue keeps r in the filter's memory and returns its sequence number:
+// the log's next, counting the records already in memory.
+func (f *Filter) queue(r memRec) uint64 {
+	f.mem = append(f.mem, r)
+	f.memBytes += recordOverhead + int64(len(r.s))
+	if r.typ == hrl.TypeWrite {
+		f.memBytes += int64(r.n)
+	}
+	seq := f.log.Stats().LastSeq + uint64(len(f.mem))
+	if f.bm != nil && f.stopReason == "" {
+		if err := f.bm.reserve(seq); err != nil {
+			f.stop(err.Error())
+		}
+	}
+	return seq
+}
+
+// spill moves the records in memory to the log, in order, and hands them
+// to the operating system (a write, no fsync). On an error the records not
+// moved stay in memory.
+func (f *Filter) spill() error {
+	for i, r := range f.mem {
+		var err error
+		switch r.typ {
+		case hrl.TypeWrite:
+			_, err = f.log.AppendWrite(r.disk, r.off, f.arena[r.at:r.at+int(r.n)])
+		case hrl.TypeWriteMeta:
+			_, err = f.log.AppendMeta(r.disk, r.off, r.n)
+		case hrl.TypeBookmark:
+			_, err = f.log.AppendBookmark(r.kind, r.s, r.unixNano)
+		case hrl.TypeRevoke:
+			_, err = f.log.AppendRevoke(r.s)
+		case hrl.TypeBitmap:
+			_, err = f.log.AppendBitmap(r.disk, r.s)
+		}
+		if err != nil {
+			f.mem = append(f.mem[:0], f.mem[i:]...)
+			return err
+		}
+	}
+	f.mem, f.arena, f.memBytes = f.mem[:0], f.arena[:0], 0
+	return f.log.Flush()
+}
+
+// pending is the log's stats with the records in memory counted in.
+func (f *Filter) pending() hrl.Stats {
+	st := f.log.Stats()
+	st.LastSeq += uint64(len(f.mem))
+	st.PendingRecords += uint64(len(f.mem))
+	st.PendingBytes += f.memBytes
+	return st
 }
 
 // recordOverhead approximates a write record's header bytes in the log.
@@ -223,35 +404,50 @@ const recordOverhead = 32
 // mode, degrading it first if the budget says so. It returns 0 and no error
 // when it fell back to bitmap mode.
 func (f *Filter) captureOne(disk uint16, off int64, data []byte) (uint64, error) {
-	st := f.log.Stats()
+	st := f.pending()
 	f.reconsider(st)
 	if f.mode == ModeData {
 		if st.PendingBytes+int64(len(data))+recordOverhead <= f.dataBudget {
-			return f.log.AppendWrite(disk, off, data)
+			at := len(f.arena)
+			f.arena = append(f.arena, data...)
+			return f.queue(memRec{typ: hrl.TypeWrite, disk: disk, off: off, n: uint32(len(data)), at: at}), nil
 		}
 		f.enter(ModeMetadata)
 	}
-	if int64(st.PendingRecords) >= f.metaBudget {
-		note := fmt.Sprintf("metadata budget of %d pending records exceeded", f.metaBudget)
-		if _, err := f.log.AppendBitmap(disk, note); err != nil {
-			return 0, err
-		}
-		f.stopReason = note
-		f.enter(ModeBitmap)
+	if f.mode == ModeBitmap {
 		return 0, nil
 	}
-	seq, err := f.log.AppendMeta(disk, off, uint32(len(data)))
-	if err == nil {
-		f.metaLast = seq
+	if int64(st.PendingRecords) >= f.metaBudget {
+		note := fmt.Sprintf("metadata budget of %d pending records exceeded", f.metaBudget)
+		f.enter(ModeBitmap)
+		if f.bm != nil {
+			return 0, nil // the bitmap has the block; a resync follows the drain
+		}
+		f.queue(memRec{typ: hrl.TypeBitmap, disk: disk, s: note})
+		f.stopReason = note
+		return 0, nil
 	}
-	return seq, err
+	seq := f.queue(memRec{typ: hrl.TypeWriteMeta, disk: disk, off: off, n: uint32(len(data))})
+	f.metaLast = seq
+	return seq, nil
 }
 
 // reconsider returns to data mode from metadata mode once the pending bytes
-// fell under half the data budget and every metadata record was re-read
-// (hysteresis: the mode does not flap at the budget's edge).
+// fell under half the data budget (hysteresis: the mode does not flap at
+// the budget's edge). Metadata records may still wait to be re-read then:
+// the data records after them are applied after them, and bookmarks are
+// refused until the drainer has re-read them (InsertBookmark).
+//
+// From bitmap mode (with a bitmap, tracking not stopped) it resyncs the
+// bitmap once every record was trimmed: the dirty blocks become metadata
+// records, and the filter is in metadata mode.
 func (f *Filter) reconsider(st hrl.Stats) {
-	if f.mode == ModeMetadata && st.PendingBytes < f.dataBudget/2 && f.metaLast <= f.drained {
+	if f.mode == ModeBitmap && f.bm != nil && f.stopReason == "" && st.PendingRecords == 0 {
+		f.bm.merge()
+		f.resyncBitmap(f.bm.cur)
+		return
+	}
+	if f.mode == ModeMetadata && st.PendingBytes < f.dataBudget/2 {
 		f.enter(ModeData)
 	}
 }
@@ -281,20 +477,22 @@ func (f *Filter) InsertBookmark(kind proto.Consistency, id string, unixNano int6
 	if f.closed {
 		return 0, ErrFilterClosed
 	}
-	f.reconsider(f.log.Stats())
+	f.reconsider(f.pending())
 	switch {
 	case f.mode != ModeData:
 		return 0, fmt.Errorf("%w: %s mode", ErrNotConsistent, f.mode)
 	case f.metaLast > f.drained:
 		return 0, fmt.Errorf("%w: metadata records up to %d not re-read yet", ErrNotConsistent, f.metaLast)
 	}
-	seq, err := f.log.AppendBookmark(kind, id, unixNano)
-	if err == nil {
-		err = f.log.Flush()
+	if !kind.Valid() || len(id) > hrl.MaxDataBytes {
+		return 0, fmt.Errorf("agent: bookmark %s: %w: kind %d, id of %d bytes", id, hrl.ErrInvalid, kind, len(id))
 	}
-	if err != nil {
-		f.stop("change log: " + err.Error())
-		return 0, fmt.Errorf("agent: bookmark %s: %w", id, err)
+	seq := f.queue(memRec{typ: hrl.TypeBookmark, kind: kind, s: id, unixNano: unixNano})
+	if f.writeThrough {
+		if err := f.spill(); err != nil {
+			f.stop("change log: " + err.Error())
+			return 0, fmt.Errorf("agent: bookmark %s: %w", id, err)
+		}
 	}
 	f.tagged(id)
 	return seq, nil
@@ -308,12 +506,14 @@ func (f *Filter) RevokeBookmark(id string) (uint64, error) {
 	if f.closed {
 		return 0, ErrFilterClosed
 	}
-	seq, err := f.log.AppendRevoke(id)
-	if err == nil {
-		err = f.log.Flush()
+	if len(id) > hrl.MaxDataBytes {
+		return 0, fmt.Errorf("agent: revoke %s: %w: id of %d bytes", id, hrl.ErrTooLarge, len(id))
 	}
-	if err != nil {
-		return 0, fmt.Errorf("agent: revoke %s: %w", id, err)
+	seq := f.queue(memRec{typ: hrl.TypeRevoke, s: id})
+	if f.writeThrough {
+		if err := f.spill(); err != nil {
+			return 0, fmt.Errorf("agent: revoke %s: %w", id, err)
+		}
 	}
 	return seq, nil
 }
@@ -323,7 +523,7 @@ func (f *Filter) RevokeBookmark(id string) (uint64, error) {
 func (f *Filter) NextSeq() uint64 {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.log.Stats().LastSeq + 1
+	return f.pending().LastSeq + 1
 }
 
 // Mode is the current capture mode.
@@ -331,7 +531,7 @@ func (f *Filter) Mode() Mode {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if !f.closed {
-		f.reconsider(f.log.Stats())
+		f.reconsider(f.pending())
 	}
 	return f.mode
 }
@@ -348,29 +548,40 @@ func (f *Filter) StopReason() string {
 func (f *Filter) Stats() FilterStats {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	st := f.log.Stats()
 	if !f.closed {
-		f.reconsider(st)
+		f.reconsider(f.pending())
 	}
-	return FilterStats{
+	st := f.pending()
+	fs := FilterStats{
 		Mode: f.mode, PendingBytes: st.PendingBytes, PendingRecords: st.PendingRecords,
 		LastSeq: st.LastSeq, DurableSeq: st.DurableSeq, TrimSeq: st.TrimSeq,
 		CapturedBytes: f.capturedBytes, CapturedWrites: f.capturedWrites,
 		UndrainedMeta: f.metaLast > f.drained, StopReason: f.stopReason,
 		EnteredData: f.transitions[ModeData], EnteredMetadata: f.transitions[ModeMetadata],
 		EnteredBitmap: f.transitions[ModeBitmap],
+		MemoryRecords: len(f.mem), MemoryBytes: f.memBytes,
+		BitmapResyncs: f.resyncs, ResyncBlocks: f.resyncBlocks, LastResyncBlocks: f.lastResync,
+		CrashResync: f.recoveredBitmap,
 	}
+	if f.bm != nil {
+		fs.Bitmap, fs.DirtyBlocks, fs.DirtySinceWrite = true, f.bm.count(), f.bm.sinceWrites
+	}
+	return fs
 }
 
-// Sync makes every record appended so far durable (fsync); the drainer
-// reads only durable records.
+// Sync moves the records in the filter's memory to the log and makes every
+// record so far durable (fsync); the drainer reads only durable records.
 func (f *Filter) Sync() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.closed {
 		return ErrFilterClosed
 	}
-	if err := f.log.Sync(); err != nil {
+	err := f.spill()
+	if err == nil {
+		err = f.log.Sync()
+	}
+	if err != nil {
 		f.stop("change log: " + err.Error())
 		return fmt.Errorf("agent: sync change log: %w", err)
 	}
@@ -448,7 +659,7 @@ func (f *Filter) MarkDrained(seq uint64) {
 	defer f.mu.Unlock()
 	f.drained = max(f.drained, seq)
 	if !f.closed {
-		f.reconsider(f.log.Stats())
+		f.reconsider(f.pending())
 	}
 }
 
@@ -462,7 +673,13 @@ func (f *Filter) Trim(upto uint64) error {
 	if err := f.log.Trim(upto); err != nil {
 		return fmt.Errorf("agent: trim change log to %d: %w", upto, err)
 	}
-	f.reconsider(f.log.Stats())
+	st := f.pending()
+	if f.bm != nil && f.mode != ModeBitmap && f.stopReason == "" {
+		if err := f.bm.rotate(st.TrimSeq, st.LastSeq+1, f.capturedWrites); err != nil {
+			f.stop(err.Error())
+		}
+	}
+	f.reconsider(st)
 	return nil
 }
 
@@ -476,13 +693,22 @@ func (f *Filter) Reset() (uint64, error) {
 		return 0, ErrFilterClosed
 	}
 	f.dropReader()
-	if err := f.log.Reset(); err != nil {
+	// Numbering goes on above the records dropped from memory too.
+	floor := f.pending().LastSeq
+	f.mem, f.arena, f.memBytes = f.mem[:0], f.arena[:0], 0
+	if err := f.log.ResetAfter(floor); err != nil {
 		f.stop("change log: " + err.Error())
 		return 0, fmt.Errorf("agent: reset change log: %w", err)
 	}
+	st := f.log.Stats()
+	if f.bm != nil {
+		if err := f.bm.reset(st.LastSeq+1, f.capturedWrites); err != nil {
+			f.stop(err.Error())
+			return 0, fmt.Errorf("agent: reset: %w", err)
+		}
+	}
 	f.stopReason = ""
 	f.enter(ModeData)
-	st := f.log.Stats()
 	f.metaLast, f.drained = st.LastSeq, st.LastSeq
 	return st.LastSeq + 1, nil
 }
@@ -497,18 +723,27 @@ func (f *Filter) Close() error {
 	}
 	f.closed = true
 	f.dropReader()
-	if err := f.log.Close(); err != nil {
+	err := f.spill()
+	if cerr := f.log.Close(); err == nil {
+		err = cerr
+	}
+	if f.bm != nil {
+		// Clean only when the log holds every change.
+		if berr := f.bm.close(err == nil); err == nil {
+			err = berr
+		}
+	}
+	if err != nil {
 		return fmt.Errorf("agent: close filter: %w", err)
 	}
 	return nil
 }
 
-// CrashClose closes the log's files as a machine crash would: without
-// flushing the log's user-space buffer. Every Filter method leaves that
-// buffer empty (records reach the operating system before the guest's
-// write is acknowledged), so nothing acknowledged is lost; hrl.Log offers
-// no close that skips its final fsync, which a crash may or may not have
-// done anyway. Capture logs nothing afterwards.
+// CrashClose is a machine crash: the filter's memory is lost, the bitmap
+// file is left marked not clean, and the log's files are closed (hrl.Log
+// offers no close that skips its final fsync, which a crash may or may not
+// have done anyway; the reopened filter drops the log for the bitmap).
+// Capture logs nothing afterwards.
 func (f *Filter) CrashClose() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -517,7 +752,11 @@ func (f *Filter) CrashClose() {
 	}
 	f.closed = true
 	f.dropReader()
+	f.mem, f.arena, f.memBytes = nil, nil, 0
 	f.log.Close()
+	if f.bm != nil {
+		f.bm.close(false)
+	}
 }
 
 // requireRedrain makes the filter refuse bookmarks until the drainer has
@@ -527,7 +766,7 @@ func (f *Filter) CrashClose() {
 func (f *Filter) requireRedrain() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	st := f.log.Stats()
+	st := f.pending()
 	f.metaLast = max(f.metaLast, st.LastSeq)
 	f.drained = st.TrimSeq
 }

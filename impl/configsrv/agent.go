@@ -186,7 +186,9 @@ func (s *Server) heartbeat(ctx runtime.Context, from runtime.Addr, hb *proto.Hea
 	m.lastHeartbeat = ctx.Now()
 	m.hb = *hb
 	s.clear(ctx, AlertHeartbeatLost, m.name)
-	broken := hb.Phase == PhaseResyncRequired || hb.Mode == "bitmap"
+	// Bitmap mode is not broken: the agent resyncs its dirty blocks itself
+	// once drained; an agent that needs a full resync says so (its phase).
+	broken := hb.Phase == PhaseResyncRequired
 	protectSent := true // every Protect is followed by the GroupConfig
 	switch {
 	case m.state == StateDisabled:

@@ -211,6 +211,21 @@ func TestWrongPassphrase(t *testing.T) {
 	diff(t, "alerts after a good registration", []string{"registration-refused/db01 cleared"}, r.alerts())
 }
 
+// TestBitmapModeNoResync: an agent in bitmap mode that still replicates
+// resyncs its dirty blocks itself: no new generation is ordered.
+func TestBitmapModeNoResync(t *testing.T) {
+	r := newRig(t, nil)
+	r.protect("db01")
+	r.toAgent("db01")
+	r.d.Receive(agentAddr("db01"), &proto.Heartbeat{Machine: "db01", Phase: PhaseReplicating, Mode: "bitmap"})
+	if ps := protects(r.toAgent("db01")); len(ps) != 0 {
+		t.Errorf("Protect sent for bitmap mode: %+v", ps)
+	}
+	if st := r.machine("db01").State; st != StateProtected {
+		t.Errorf("state %s, want %s", st, StateProtected)
+	}
+}
+
 func TestResync(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
@@ -218,8 +233,6 @@ func TestResync(t *testing.T) {
 		reason  string
 	}{
 		{"resync-needed", &proto.ResyncNeeded{Machine: "db01", Reason: "change log corrupt"}, "agent: change log corrupt"},
-		{"heartbeat-bitmap", &proto.Heartbeat{Machine: "db01", Phase: PhaseReplicating, Mode: "bitmap"},
-			"agent reports phase replicating, capture mode bitmap"},
 		{"heartbeat-resync-required", &proto.Heartbeat{Machine: "db01", Phase: PhaseResyncRequired, Mode: "data"},
 			"agent reports phase resync-required, capture mode data"},
 	} {

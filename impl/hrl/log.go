@@ -510,6 +510,18 @@ func (l *Log) skip(seq uint64, off int64, target uint64) (int64, error) {
 	return off, nil
 }
 
+// ResetAfter is Reset with every sequence number up to floor counted as
+// used: the next record gets one above floor at least. A caller that gave
+// out sequence numbers for records the log never held (kept in its memory,
+// then dropped or lost in a crash) keeps its numbering increasing.
+func (l *Log) ResetAfter(floor uint64) error {
+	if l.closed {
+		return ErrClosed
+	}
+	l.maxSeen = max(l.maxSeen, floor)
+	return l.Reset()
+}
+
 // Reset starts a fresh, empty log after the caller has started a resync of
 // the machine's disks: every record is dropped, the resync-required state is
 // cleared, and the next sequence number is above every one the old log

@@ -249,8 +249,10 @@ func buildAgent(c Config, pass string, log *slog.Logger) (component, error) {
 		// The guest's disk writes are acknowledged once on the image file
 		// (as sim/disk's write-through disks): a record must be durable
 		// before that, or a machine crash would lose a write the disk has.
-		LogOptions:    hrl.Options{SyncEveryAppend: true},
-		DrainInterval: c.DrainInterval.D()}
+		// The filter lives in this process: write-through.
+		LogOptions:         hrl.Options{SyncEveryAppend: true},
+		FilterWriteThrough: true,
+		DrainInterval:      c.DrainInterval.D()}
 	return component{
 		addr:    runtime.MakeAddr(c.Machine, runtime.PortTag),
 		factory: func() runtime.Actor { return agent.New(cfg) },
