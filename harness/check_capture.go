@@ -5,6 +5,7 @@ package harness
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/v2a-dr/v2a/impl/agent"
 	"github.com/v2a-dr/v2a/impl/blockdev"
@@ -50,6 +51,12 @@ func (d *Deployment) resolve(vm string) {
 // noteCrash records a crash of machine vm (whole: the machine, else its
 // agent process) before it happens, with what its filter says now.
 func (d *Deployment) noteCrash(vm string, whole bool) {
+	if whole {
+		if d.machineCrashes == nil {
+			d.machineCrashes = map[string][]time.Time{}
+		}
+		d.machineCrashes[vm] = append(d.machineCrashes[vm], d.e.Sim.Now())
+	}
 	g := d.guests[vm]
 	if g == nil || g.filter == nil {
 		return

@@ -55,7 +55,7 @@ func (d *Deployment) CheckSchedule(machines []string) []Result {
 			out = append(out, Result{Check: "schedule", Subject: m, Verdict: Unknown, Evidence: err.Error()})
 			continue
 		}
-		out = append(out, checkSchedule(m, cat.Points, d.PolicyOf(m), d.e.Sim.Now()))
+		out = append(out, checkSchedule(m, cat.Points, d.PolicyOf(m), d.e.Sim.Now(), d.machineCrashes[m]...))
 	}
 	return out
 }
@@ -67,7 +67,10 @@ const scheduleSlack = time.Minute
 // or doubled point, never jitter.
 const continuousSlack = time.Second
 
-func checkSchedule(m string, pts []azuresvc.Point, p proto.Policy, now time.Time) Result {
+// machineCrashes are when the machine crashed: a bookmark its filter held
+// in memory then was lost with it (as a kernel driver's), so a gap across
+// a machine crash is counted, not judged, as one across a resync is.
+func checkSchedule(m string, pts []azuresvc.Point, p proto.Policy, now time.Time, machineCrashes ...time.Time) Result {
 	r := Result{Check: "schedule", Subject: m, Verdict: OK}
 	pts = append([]azuresvc.Point(nil), pts...)
 	sort.Slice(pts, func(i, j int) bool { return pts[i].Time.Before(pts[j].Time) })
@@ -91,7 +94,15 @@ func checkSchedule(m string, pts []azuresvc.Point, p proto.Policy, now time.Time
 	continuous := p.CrashInterval > 0 && p.CrashInterval < azuresvc.ContinuousUnder
 	fine := now.Add(-azuresvc.KeepEveryFor) // continuous: every point kept from here
 	var maxGap, maxAppGap, minCrashGap, maxCrashGap time.Duration
-	apps, resyncs, fineN := 0, 0, 0
+	apps, resyncs, crashGaps, fineN := 0, 0, 0, 0
+	crashedWithin := func(from, to time.Time) bool {
+		for _, t := range machineCrashes {
+			if t.After(from) && t.Before(to) {
+				return true
+			}
+		}
+		return false
+	}
 	var lastApp, lastCrash *azuresvc.Point
 	for i := range pts {
 		if i > 0 {
@@ -122,6 +133,8 @@ func checkSchedule(m string, pts []azuresvc.Point, p proto.Policy, now time.Time
 				// replica is whole again: the schedule cannot hold across
 				// it, and the resync was ordered with an alert.
 				resyncs++
+			} else if gap > allowed && crashedWithin(pts[i-1].Time, pts[i].Time) {
+				crashGaps++
 			} else if gap > allowed {
 				r.Verdict = Illegal
 				r.Evidence = fmt.Sprintf("a %s gap between %s and %s (policy: a point every %s)", fmtDur(gap), pts[i-1].ID, pts[i].ID, p.CrashInterval)
@@ -160,6 +173,9 @@ func checkSchedule(m string, pts []azuresvc.Point, p proto.Policy, now time.Time
 	}
 	if resyncs > 0 {
 		r.Detail += fmt.Sprintf("; %d gap(s) across a resync", resyncs)
+	}
+	if crashGaps > 0 {
+		r.Detail += fmt.Sprintf("; %d gap(s) across a machine crash (bookmarks in the filter's memory lost with it)", crashGaps)
 	}
 	return r
 }

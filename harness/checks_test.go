@@ -152,6 +152,16 @@ func TestCatalogChecks(t *testing.T) {
 	if r := checkSchedule("vm", resync, pol, schedNow); r.Verdict != Illegal {
 		t.Fatalf("a 15-minute gap inside one generation passed: %s", r)
 	}
+	// A machine crash loses the bookmarks its filter held in memory: a gap
+	// across one is counted, not judged; the same gap with the crash
+	// before it (or none) is a failure.
+	c2, c3 := resync[1].Time, resync[2].Time
+	if r := checkSchedule("vm", resync, pol, schedNow, c2.Add(time.Minute)); r.Verdict != OK || !strings.Contains(r.Detail, "across a machine crash") {
+		t.Fatalf("schedule across a machine crash: %s", r)
+	}
+	if r := checkSchedule("vm", resync, pol, schedNow, c2.Add(-time.Minute), c3.Add(time.Minute)); r.Verdict != Illegal {
+		t.Fatalf("a 15-minute gap with the machine crashes outside it passed: %s", r)
+	}
 	now := sched.Epoch.Add(time.Hour)
 	if r := checkRetention("vm", good, now, pol, madeOf(good), false); r.Verdict != OK {
 		t.Fatalf("retention on good points: %s", r)

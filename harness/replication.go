@@ -88,6 +88,9 @@ const SimItemBytes = 4 << 20
 // installed.
 type Deployment struct {
 	e *Env
+	// machineCrashes are when each protected machine crashed (the machine,
+	// not its agent process): the schedule check excuses a gap across one.
+	machineCrashes map[string][]time.Time
 	// captureCrashes are the crashes of protected machines (CheckCapture).
 	captureCrashes []*captureCrash
 	// csDB is the configuration server's database file; csStore its open
