@@ -51,6 +51,8 @@ var ioAllowList = []struct {
 		"Started (and the retry of a failed filter install): the agent opens its change log (hrl.Open) and reads agent.state before it can handle anything else; there is nothing to overlap with yet"},
 	{"impl/agent", "(*Filter).Reset",
 		"a (re)sync begins: the change log is emptied in the same event that numbers the sync's first record (a rare event, followed by reading every disk whole)"},
+	{"impl/agent", "(*dirtyMap).reserve",
+		"once every 1,048,576 records the filter raises the sequence reservation in its dirty-block bitmap's header (8 bytes and an fsync), so that record numbers after a machine crash never repeat; it happens in the filter's own path, as a kernel driver's does, whichever record crosses the ceiling (a bookmark or revoke from Handle among them): rare and bounded"},
 	{"impl/processsrv", "(*Server).start",
 		"Started: the cache disk's epoch and scan are what the server answers from; until they are known it has nothing to say to an agent"},
 }
