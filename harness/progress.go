@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/v2a-dr/v2a/impl/configsrv"
+	"github.com/v2a-dr/v2a/sim/sched"
 )
 
 // DefaultProgressEvery is how much virtual time passes between two
@@ -91,17 +92,36 @@ func (r *Runner) hookProgress() {
 	if every <= 0 {
 		every = DefaultProgressEvery
 	}
-	r.Env.Sim.OnAdvanceEvery(every, func(time.Time) { r.OnProgress(r.progress()) })
+	// The clock's one hook is called before each move; progress keeps its
+	// own due time and reports the first move that reaches it, with the
+	// time moved to (the world it reads is the one just before).
+	sim := r.Env.Sim
+	next := sim.Now().Add(every)
+	sim.OnAdvance(func(to time.Time) {
+		if to.Before(next) {
+			return
+		}
+		next = to.Add(every)
+		r.OnProgress(r.progressAt(to.Sub(sched.Epoch)))
+	})
 }
 
 // progress reads where the run stands; it only reads the world.
 func (r *Runner) progress() Progress {
+	if r.Env == nil {
+		return r.progressAt(0)
+	}
+	return r.progressAt(r.Env.Sim.Elapsed())
+}
+
+// progressAt is progress with the clock read as elapsed.
+func (r *Runner) progressAt(elapsed time.Duration) Progress {
 	p := Progress{Script: r.Script, Done: r.prog.done, Total: r.prog.total, Command: r.prog.command}
 	e := r.Env
 	if e == nil {
 		return p
 	}
-	p.Elapsed = e.Sim.Elapsed()
+	p.Elapsed = elapsed
 	if r.prog.command != "" {
 		p.SpanStart, p.SpanEnd = e.span.start, e.span.end
 	}

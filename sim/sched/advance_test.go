@@ -1,6 +1,7 @@
 package sched_test
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -9,7 +10,23 @@ import (
 	"github.com/v2a-dr/v2a/sim/sched"
 )
 
-func TestOnAdvanceEvery(t *testing.T) {
+// every is an observer that keeps its own due time, as progress on a
+// terminal does: it records the first move that reaches each due time.
+func every(s *sched.Sim, d time.Duration, got *[]time.Duration) {
+	next := s.Now().Add(d)
+	s.OnAdvance(func(to time.Time) {
+		if to.Before(next) {
+			return
+		}
+		next = to.Add(d)
+		*got = append(*got, to.Sub(sched.Epoch))
+	})
+}
+
+// TestOnAdvanceDue: an observer computing its own due time over
+// OnAdvance is called once per due time reached, at the move that
+// reaches it.
+func TestOnAdvanceDue(t *testing.T) {
 	tests := []struct {
 		name  string
 		ticks time.Duration // a harness callback every ticks (0: none)
@@ -33,7 +50,7 @@ func TestOnAdvanceEvery(t *testing.T) {
 				tick()
 			}
 			var got []time.Duration
-			s.OnAdvanceEvery(tc.every, func(now time.Time) { got = append(got, now.Sub(sched.Epoch)) })
+			every(s, tc.every, &got)
 			s.RunFor(tc.run)
 			if diff := cmp.Diff(tc.want, got); diff != "" {
 				t.Fatalf("calls at (-want +got):\n%s", diff)
@@ -42,23 +59,53 @@ func TestOnAdvanceEvery(t *testing.T) {
 	}
 }
 
-// TestOnAdvanceEveryLeavesTheTrace: an observed run makes the trace an
-// unobserved one makes; the observer is called (the comparison is not
-// vacuous).
-func TestOnAdvanceEveryLeavesTheTrace(t *testing.T) {
+// TestOnAdvanceOrder: every observer is called once per move of the
+// clock, in the order they were added, each before the clock moves (Now
+// is still the old time); a move to the same time calls none (two events
+// at one time), and neither does a deadline already reached.
+func TestOnAdvanceOrder(t *testing.T) {
+	s := sched.New(1, nil, nil)
+	s.After(time.Second, "a", func() {})
+	s.After(time.Second, "b", func() {})
+	s.After(3*time.Second, "c", func() {})
+	var calls []string
+	for _, name := range []string{"first", "second", "third"} {
+		s.OnAdvance(func(to time.Time) {
+			calls = append(calls, fmt.Sprintf("%s %v→%v", name, s.Elapsed(), to.Sub(sched.Epoch)))
+		})
+	}
+	s.RunFor(5 * time.Second)
+	s.RunUntil(s.Now()) // nowhere to move
+	want := []string{
+		"first 0s→1s", "second 0s→1s", "third 0s→1s",
+		"first 1s→3s", "second 1s→3s", "third 1s→3s",
+		"first 3s→5s", "second 3s→5s", "third 3s→5s",
+	}
+	if diff := cmp.Diff(want, calls); diff != "" {
+		t.Fatalf("calls (-want +got):\n%s", diff)
+	}
+}
+
+// TestOnAdvanceLeavesTheTrace: a run observed by several observers (one
+// reading the world at every move, one keeping a due time) makes the trace
+// an unobserved one makes; the observers are called (the comparison is
+// not vacuous).
+func TestOnAdvanceLeavesTheTrace(t *testing.T) {
 	run := func(observe bool) (string, int) {
 		s, _ := newWorld(t, 3)
 		calls := 0
+		var due []time.Duration
 		if observe {
-			s.OnAdvanceEvery(100*time.Millisecond, func(time.Time) { calls++ })
+			s.OnAdvance(func(time.Time) { _ = s.Pending(); calls++ })
+			every(s, 100*time.Millisecond, &due)
 		}
 		s.RunFor(10 * time.Second)
-		return s.Trace().Sum(), calls
+		return s.Trace().Sum(), calls + len(due)
 	}
 	plain, _ := run(false)
 	observed, calls := run(true)
 	if calls == 0 {
-		t.Fatal("the observer was never called")
+		t.Fatal("the observers were never called")
 	}
 	if plain != observed {
 		t.Fatalf("trace %s observed, %s not", observed, plain)

@@ -72,11 +72,6 @@ type Sim struct {
 	// ("host/device") finishes the ops queued on it.
 	disk     DiskModel
 	diskBusy map[string]time.Time
-	// onAdvance, advanceEvery and advanceNext: OnAdvanceEvery's observer, how
-	// much virtual time passes between its calls, and when it is next due.
-	onAdvance    func(now time.Time)
-	advanceEvery time.Duration
-	advanceNext  time.Time
 	// advance are the observers of the clock (OnAdvance).
 	advance []func(to time.Time)
 	// events counts the events run (Events).
@@ -86,9 +81,12 @@ type Sim struct {
 // OnAdvance calls fn each time the virtual clock is about to move forward,
 // with the time it moves to, before any event due then runs: what fn reads
 // (through Inspect) is the world as it stood from the old time up to, not
-// including, to. fn must only observe: it may not send, schedule or trace,
-// so that a run with observers keeps its trace hash (an HTML report
-// samples the run this way).
+// including, to. Observers are called in the order they were added, each
+// once per move; there is no way to remove one. fn must only observe: it
+// may not send, schedule, step or trace, so that a run with observers keeps
+// its trace hash. It is the one hook on the clock: an HTML report samples
+// the run through it, progress on a terminal keeps its own due time and
+// reports when a move reaches it.
 func (s *Sim) OnAdvance(fn func(to time.Time)) { s.advance = append(s.advance, fn) }
 
 // setNow moves the clock forward to t, telling the observers first.
@@ -310,7 +308,6 @@ func (s *Sim) Step() bool {
 		if it.fn != nil {
 			s.events++
 			it.fn()
-			s.advanced()
 			return true
 		}
 		sl := s.actors[it.to]
@@ -326,33 +323,9 @@ func (s *Sim) Step() bool {
 		s.events++
 		s.traceEvent(sl, it.ev)
 		sl.actor.Handle(&actx{sim: s, sl: sl}, it.ev)
-		s.advanced()
 		return true
 	}
 	return false
-}
-
-// OnAdvanceEvery calls fn, on the simulator's goroutine between two events,
-// each time the clock has moved on by at least every since its last call
-// (the first call comes once every has passed from now); a nil fn removes
-// the observer. It is for watching a run (progress on a terminal), never
-// for driving one: fn must only read the world (Actor, Inspect, Elapsed),
-// never Inject, After, Step or crash anything, so a run makes the same
-// trace whether it is observed or not. every must be positive.
-func (s *Sim) OnAdvanceEvery(every time.Duration, fn func(now time.Time)) {
-	if fn != nil && every <= 0 {
-		panic(fmt.Sprintf("sched: OnAdvanceEvery every=%v: want > 0", every))
-	}
-	s.onAdvance, s.advanceEvery, s.advanceNext = fn, every, s.now.Add(every)
-}
-
-// advanced calls the OnAdvanceEvery observer when it is due.
-func (s *Sim) advanced() {
-	if s.onAdvance == nil || s.now.Before(s.advanceNext) {
-		return
-	}
-	s.advanceNext = s.now.Add(s.advanceEvery)
-	s.onAdvance(s.now)
 }
 
 // Interrupt makes the Run methods return before the next event, and every
@@ -386,7 +359,6 @@ func (s *Sim) RunUntil(t time.Time) {
 	}
 	if t.After(s.now) && !s.stopped.Load() {
 		s.setNow(t)
-		s.advanced()
 	}
 }
 
@@ -401,7 +373,6 @@ func (s *Sim) RunWhile(deadline time.Time, cond func() bool) bool {
 		if len(s.queue) == 0 || s.queue[0].at.After(deadline) {
 			if deadline.After(s.now) {
 				s.setNow(deadline)
-				s.advanced()
 			}
 			return !cond()
 		}
