@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -228,6 +229,39 @@ func TestCrashRoundConsistentCut(t *testing.T) {
 	}
 }
 
+// phasesErr says what is wrong with a round's reported phases: they must
+// follow the protocol's order end to end (each starts when the one before
+// ended), a committed round's all acknowledged; a revoked round's end with
+// revoke, after the phase its reason names, which was not acknowledged.
+func phasesErr(r *proto.TagRound) error {
+	ps := r.Phases
+	if len(ps) == 0 {
+		return fmt.Errorf("round %s: no phases", r.TagID)
+	}
+	order := []string{proto.PhaseBegin, proto.PhasePrepare, proto.PhaseQuiesce, proto.PhaseCommit, proto.PhaseResume, proto.PhaseRevoke}
+	last := -1
+	for i, p := range ps {
+		at := slices.Index(order, p.Name)
+		if at <= last || p.End.Before(p.Start) || p.End.IsZero() || (i > 0 && !p.Start.Equal(ps[i-1].End)) {
+			return fmt.Errorf("round %s: phase %d %+v out of order or not end to end: %+v", r.TagID, i, p, ps)
+		}
+		last = at
+	}
+	if r.Outcome == proto.RoundCommitted {
+		for _, p := range ps {
+			if !p.OK || p.Name == proto.PhaseRevoke {
+				return fmt.Errorf("round %s committed with phase %+v", r.TagID, p)
+			}
+		}
+		return nil
+	}
+	n := len(ps)
+	if n < 2 || ps[n-1].Name != proto.PhaseRevoke || ps[n-2].OK || !strings.HasPrefix(r.Reason, ps[n-2].Name+":") {
+		return fmt.Errorf("round %s revoked (%s) with phases %+v", r.TagID, r.Reason, ps)
+	}
+	return nil
+}
+
 // TestCrashRoundHoldsTwoRoundTrips: with no faults and a 1 ms link, every
 // member (the master included) holds its writes for two round trips:
 // prepare's ack out, commit out and back, resume in.
@@ -252,6 +286,16 @@ func TestCrashRoundHoldsTwoRoundTrips(t *testing.T) {
 		if s.Member.Resumed != 1 || s.Member.Begun != 1 || s.Holding {
 			t.Errorf("%s: member %+v holding %v", nd.name, s.Member, s.Holding)
 		}
+	}
+	// The master's phases, each one link round trip (the master's own
+	// acknowledgement is at once), end to end.
+	t0 := rs[0].Phases[0].Start
+	var wantPhases []proto.RoundPhase
+	for i, name := range []string{proto.PhaseBegin, proto.PhasePrepare, proto.PhaseCommit, proto.PhaseResume} {
+		wantPhases = append(wantPhases, proto.RoundPhase{Name: name, Start: t0.Add(time.Duration(i) * rtt), End: t0.Add(time.Duration(i+1) * rtt), OK: true})
+	}
+	if diff := cmp.Diff(wantPhases, rs[0].Phases); diff != "" || t0.Before(rs[0].Started) {
+		t.Errorf("reported phases (round started %v) -want +got:\n%s", rs[0].Started, diff)
 	}
 	s := n.node("vm01").e.a.Status()
 	wantRounds := RoundStats{Started: 1, Committed: 1, LastTag: rs[0].TagID, LastOutcome: proto.RoundCommitted}
@@ -278,6 +322,18 @@ func TestAppRound(t *testing.T) {
 	}
 	if !strings.HasPrefix(rs[1].TagID, "g1:a:") || rs[2].Started.Sub(rs[1].Started) != time.Second {
 		t.Errorf("app round %s at %v, next at %v", rs[1].TagID, rs[1].Started, rs[2].Started)
+	}
+	for i, want := range [][]string{{"begin", "prepare", "commit", "resume"}, {"begin", "prepare", "quiesce", "commit", "resume"}} {
+		var got []string
+		for _, p := range rs[i].Phases {
+			got = append(got, p.Name)
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("%s round's phases -want +got:\n%s", rs[i].Kind, diff)
+		}
+		if err := phasesErr(rs[i]); err != nil {
+			t.Error(err)
+		}
 	}
 	apps := 0
 	for _, r := range rs {
@@ -350,6 +406,9 @@ func TestRoundRevokedEverywhere(t *testing.T) {
 				if h.Held < 0 || h.Held > gc.Crash.Hold() {
 					t.Errorf("reported hold %+v", h)
 				}
+			}
+			if err := phasesErr(rs[0]); err != nil {
+				t.Error(err)
 			}
 			if diff := cmp.Diff(committedTags(rs), n.groupPoints("g1")); diff != "" {
 				t.Errorf("group points -committed +got:\n%s", diff)
@@ -592,6 +651,11 @@ func TestRandomFaultsNeverHoldTooLong(t *testing.T) {
 					t.Error(err)
 				}
 			}
+			for _, r := range rs {
+				if err := phasesErr(r); err != nil {
+					t.Error(err)
+				}
+			}
 		})
 	}
 }
@@ -796,5 +860,44 @@ func TestPerVMBookmarkSkippedWhileHolding(t *testing.T) {
 	}
 	if diff := cmp.Diff([]BookmarkCount{{"crash", 1}}, s.BookmarksInserted); diff != "" {
 		t.Errorf("inserted -want +got:\n%s", diff)
+	}
+}
+
+// TestPhasesErr is phasesErr's control: good phases pass, each kind of
+// wrong ones is caught.
+func TestPhasesErr(t *testing.T) {
+	t0 := runtimetest.Epoch
+	ms := func(n int) time.Time { return t0.Add(time.Duration(n) * time.Millisecond) }
+	good := []proto.RoundPhase{{Name: proto.PhaseBegin, Start: ms(0), End: ms(1), OK: true}, {Name: proto.PhasePrepare, Start: ms(1), End: ms(3), OK: true},
+		{Name: proto.PhaseCommit, Start: ms(3), End: ms(4), OK: true}, {Name: proto.PhaseResume, Start: ms(4), End: ms(6), OK: true}}
+	revoked := []proto.RoundPhase{{Name: proto.PhaseBegin, Start: ms(0), End: ms(1), OK: true}, {Name: proto.PhasePrepare, Start: ms(1), End: ms(9), OK: false},
+		{Name: proto.PhaseRevoke, Start: ms(9), End: ms(10), OK: true}}
+	edit := func(ps []proto.RoundPhase, f func([]proto.RoundPhase)) []proto.RoundPhase {
+		ps = slices.Clone(ps)
+		f(ps)
+		return ps
+	}
+	for _, c := range []struct {
+		name    string
+		outcome string
+		phases  []proto.RoundPhase
+		ok      bool
+	}{
+		{"committed", proto.RoundCommitted, good, true},
+		{"revoked", proto.RoundRevoked, revoked, true},
+		{"none", proto.RoundCommitted, nil, false},
+		{"a gap", proto.RoundCommitted, edit(good, func(ps []proto.RoundPhase) { ps[2].Start = ms(2) }), false},
+		{"out of order", proto.RoundCommitted, edit(good, func(ps []proto.RoundPhase) { ps[1].Name, ps[2].Name = ps[2].Name, ps[1].Name }), false},
+		{"not acknowledged", proto.RoundCommitted, edit(good, func(ps []proto.RoundPhase) { ps[3].OK = false }), false},
+		{"open", proto.RoundCommitted, edit(good, func(ps []proto.RoundPhase) { ps[3].End = time.Time{} }), false},
+		{"revoked, failed phase acknowledged", proto.RoundRevoked, edit(revoked, func(ps []proto.RoundPhase) { ps[1].OK = true }), false},
+		{"revoked without revoke", proto.RoundRevoked, good, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			err := phasesErr(&proto.TagRound{TagID: "g1:c:1", Outcome: c.outcome, Reason: "prepare: vm02 did not answer", Phases: c.phases})
+			if (err == nil) != c.ok {
+				t.Fatalf("err %v, want ok %v", err, c.ok)
+			}
+		})
 	}
 }

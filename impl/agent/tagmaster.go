@@ -88,7 +88,21 @@ type masterRound struct {
 	acked    map[string]bool
 	holds    map[string]time.Duration // reported by resume and revoke acks
 	revoking bool
-	reason   string // why it was revoked
+	reason   string             // why it was revoked
+	phases   []proto.RoundPhase // the phases entered so far, the last one open while End is zero
+}
+
+// openPhase records that the master enters phase name at now (it sends it).
+func (r *masterRound) openPhase(name string, now time.Time) {
+	r.phases = append(r.phases, proto.RoundPhase{Name: name, Start: now})
+}
+
+// closePhase records that the master leaves its open phase at now, ok if
+// every member acknowledged it; it does nothing when no phase is open.
+func (r *masterRound) closePhase(now time.Time, ok bool) {
+	if n := len(r.phases); n > 0 && r.phases[n-1].End.IsZero() {
+		r.phases[n-1].End, r.phases[n-1].OK = now, ok
+	}
 }
 
 func timeoutsFor(gc *proto.GroupConfig, kind proto.Consistency) proto.TagTimeouts {
@@ -136,6 +150,7 @@ func (tm *tagMaster) startRound(ctx runtime.Context, kind proto.Consistency) {
 // of crash rounds), or commits it past the last phase.
 func (tm *tagMaster) enterPhase(ctx runtime.Context, i int) {
 	r := tm.round
+	r.closePhase(ctx.Now(), true) // every member acknowledged the last one
 	for i < len(roundPhases) && roundPhases[i].appOnly && r.tag.Kind != proto.App {
 		i++
 	}
@@ -145,6 +160,7 @@ func (tm *tagMaster) enterPhase(ctx runtime.Context, i int) {
 	}
 	p := roundPhases[i]
 	r.step, r.phase, r.acked = i, p.name, map[string]bool{}
+	r.openPhase(p.name, ctx.Now())
 	tm.broadcast(ctx, r, p.timeout(r.timeouts), "")
 }
 
@@ -205,6 +221,7 @@ func (tm *tagMaster) roundAck(ctx runtime.Context, m *proto.TagAck) {
 		}
 		r.acked[m.Machine] = true
 		if len(r.acked) == len(r.members) {
+			r.closePhase(ctx.Now(), true)
 			tm.finishRound(ctx, proto.RoundRevoked)
 		}
 		return
@@ -249,7 +266,9 @@ func (tm *tagMaster) revokeRound(ctx runtime.Context, reason string) {
 	}
 	ctx.Log().Info("agent: group round revoked", "machine", a.cfg.Machine, "tag", r.tag.TagID, "reason", reason)
 	r.revoking, r.reason = true, reason
+	r.closePhase(ctx.Now(), false)
 	r.phase, r.acked = proto.PhaseRevoke, map[string]bool{}
+	r.openPhase(proto.PhaseRevoke, ctx.Now())
 	tm.broadcast(ctx, r, revokeWait(r.timeouts), reason)
 }
 
@@ -258,6 +277,7 @@ func (tm *tagMaster) revokeRound(ctx runtime.Context, reason string) {
 func (tm *tagMaster) finishRound(ctx runtime.Context, outcome string) {
 	a, r := tm.a, tm.round
 	tm.round = nil
+	r.closePhase(ctx.Now(), false) // a revoke whose acknowledgements did not all come
 	tm.timers.Cancel(ctx, tTagPhase)
 	tm.timers.Cancel(ctx, tTagResend)
 	revoked := uint64(tm.stats.revoked)
@@ -266,7 +286,7 @@ func (tm *tagMaster) finishRound(ctx runtime.Context, outcome string) {
 	}
 	rep := &proto.TagRound{Group: r.tag.Group, TagID: r.tag.TagID, Kind: r.tag.Kind, Outcome: outcome,
 		Reason: r.reason, Started: r.started, Since: a.startedAt,
-		Finished: uint64(tm.stats.committed+tm.stats.revoked) + 1, RevokedSoFar: revoked}
+		Finished: uint64(tm.stats.committed+tm.stats.revoked) + 1, RevokedSoFar: revoked, Phases: r.phases}
 	for _, m := range r.members {
 		held, ok := r.holds[m]
 		if !ok {

@@ -338,7 +338,9 @@ func TestTagRoundStats(t *testing.T) {
 	rounds := []proto.TagRound{
 		{Group: "g1", TagID: "g1:c:1", Kind: proto.Crash, Outcome: proto.RoundCommitted, Holds: holds(800*time.Microsecond, 2*ms, 3*ms)},
 		{Group: "g1", TagID: "g1:c:2", Kind: proto.Crash, Outcome: proto.RoundRevoked, Reason: "prepare: web01 did not ack",
-			Holds: holds(40*ms, 120*ms, -1)},
+			Holds: holds(40*ms, 120*ms, -1), Phases: []proto.RoundPhase{{Name: proto.PhaseBegin, Start: at(time.Minute), End: at(time.Minute + ms), OK: true},
+				{Name: proto.PhasePrepare, Start: at(time.Minute + ms), End: at(time.Minute + 300*ms)},
+				{Name: proto.PhaseRevoke, Start: at(time.Minute + 300*ms), End: at(time.Minute + 302*ms), OK: true}}},
 		{Group: "g1", TagID: "g1:a:3", Kind: proto.App, Outcome: proto.RoundCommitted, Holds: holds(2*time.Second, 4*time.Second, 70*time.Second)},
 		{Group: "g1", TagID: "g1:c:1", Kind: proto.Crash, Outcome: proto.RoundCommitted, Holds: holds(time.Hour, time.Hour, time.Hour)}, // duplicate
 		{Group: "g1", TagID: "g1:c:4", Kind: proto.Crash, Outcome: proto.RoundRevoked, Reason: "commit: db01: hold deadline",
@@ -370,6 +372,12 @@ func TestTagRoundStats(t *testing.T) {
 		counts{st.Rounds, st.Committed, st.Revoked, st.CommittedCrash, st.CommittedApp, st.ConsecutiveRevoked, st.Duplicates,
 			st.RevokedBy, st.LastRevokeReason, recent})
 	diff(t, "recent holds", rounds[1].Holds, st.Recent[1].Holds)
+	diff(t, "recent phases", rounds[1].Phases, st.Recent[1].Phases)
+	if len(st.Recent[0].Phases) != 0 {
+		t.Errorf("a report without phases got %v", st.Recent[0].Phases)
+	}
+	st.Recent[1].Phases[0].Name = "changed"
+	diff(t, "phases after a caller changed its copy", rounds[1].Phases, r.group("g1").Stats.Recent[1].Phases)
 
 	// Every hold: 800µs 1ms 1ms 2ms 2ms 3ms 40ms 120ms 300ms 1s 2s 4s 70s.
 	hist := func(c ...int) []HoldBucket {

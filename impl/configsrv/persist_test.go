@@ -83,7 +83,9 @@ func busyWorld(t *testing.T, r *rig) {
 	r.mustOK(&proto.EnableGroup{Group: "orders", Machines: []string{"web01", "phys01"}, Policy: "gold"})
 	r.register("web01", r.keys, false)
 	r.d.Receive(agentAddr("web01"), &proto.TagRound{Group: "orders", TagID: "t1", Kind: proto.Crash, Outcome: proto.RoundCommitted,
-		Holds: []proto.MemberHold{{Machine: "phys01", Held: time.Millisecond}, {Machine: "web01", Held: 2 * time.Millisecond}}})
+		Holds: []proto.MemberHold{{Machine: "phys01", Held: time.Millisecond}, {Machine: "web01", Held: 2 * time.Millisecond}},
+		Phases: []proto.RoundPhase{{Name: proto.PhaseBegin, Start: r.d.Now(), End: r.d.Now().Add(time.Millisecond), OK: true},
+			{Name: proto.PhasePrepare, Start: r.d.Now().Add(time.Millisecond), End: r.d.Now().Add(3 * time.Millisecond), OK: true}}})
 	r.d.Advance(3 * time.Minute)
 	r.d.Receive(portal, &proto.FailedOver{Req: "fo-1", Machine: "db01", AzureVM: "db01-test"})
 	r.d.Sent()

@@ -185,7 +185,7 @@ func (s *Server) tagRound(ctx runtime.Context, from runtime.Addr, tr *proto.TagR
 	r.tally(from, tr)
 	now := ctx.Now()
 	rs := RoundStatus{TagID: tr.TagID, Kind: tr.Kind, Outcome: tr.Outcome, Reason: tr.Reason, Started: tr.Started,
-		Reported: now, Holds: slices.Clone(tr.Holds)}
+		Reported: now, Holds: slices.Clone(tr.Holds), Phases: slices.Clone(tr.Phases)}
 	r.recent = append(r.recent, rs)
 	if len(r.recent) > RecentRounds {
 		r.recent = r.recent[len(r.recent)-RecentRounds:]
@@ -236,6 +236,7 @@ func (r *roundStats) status() GroupStats {
 	sort.Slice(st.RevokedBy, func(i, j int) bool { return st.RevokedBy[i].Reason < st.RevokedBy[j].Reason })
 	for _, rs := range r.recent {
 		rs.Holds = slices.Clone(rs.Holds)
+		rs.Phases = slices.Clone(rs.Phases)
 		st.Recent = append(st.Recent, rs)
 	}
 	return st

@@ -245,6 +245,9 @@ type RoundStatus struct {
 	Started  time.Time
 	Reported time.Time          // when the report arrived
 	Holds    []proto.MemberHold // per member, sorted by machine (-1: unknown)
+	// Phases are the master's phases of the round, in order, with the
+	// virtual times it saw them (none from a master older than the field).
+	Phases []proto.RoundPhase
 }
 
 // HoldStats is a distribution of write holds: how long members held their

@@ -517,6 +517,9 @@ func (m *TagRound) MarshalWire(e *wire.Encoder) {
 	for _, h := range m.Holds {
 		p.Holds = append(p.Holds, &pb.MemberHold{Machine: h.Machine, HeldNs: ns(h.Held)})
 	}
+	for _, ph := range m.Phases {
+		p.Phases = append(p.Phases, &pb.RoundPhase{Name: ph.Name, StartUnixNs: unixNS(ph.Start), EndUnixNs: unixNS(ph.End), Ok: ph.OK})
+	}
 	put(e, p)
 }
 func (m *TagRound) UnmarshalWire(d *wire.Decoder) error {
@@ -532,6 +535,9 @@ func (m *TagRound) UnmarshalWire(d *wire.Decoder) error {
 		Started: fromUnixNS(p.StartedUnixNs), Since: fromUnixNS(p.SinceUnixNs), Finished: p.Finished, RevokedSoFar: p.RevokedSoFar}
 	for _, h := range p.Holds {
 		m.Holds = append(m.Holds, MemberHold{Machine: h.GetMachine(), Held: dur(h.GetHeldNs())})
+	}
+	for _, ph := range p.Phases {
+		m.Phases = append(m.Phases, RoundPhase{Name: ph.GetName(), Start: fromUnixNS(ph.GetStartUnixNs()), End: fromUnixNS(ph.GetEndUnixNs()), OK: ph.GetOk()})
 	}
 	return nil
 }

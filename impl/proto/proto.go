@@ -565,6 +565,21 @@ type TagRound struct {
 	Since        time.Time
 	Finished     uint64
 	RevokedSoFar uint64
+	// Phases are the phases the master drove, in order, with the times it
+	// saw them (a master older than this field sends none).
+	Phases []RoundPhase
+}
+
+// RoundPhase is one phase of a round as its master saw it: Start when it
+// sent the phase to the members (and did it itself), End when it left the
+// phase: the last member's acknowledgement arrived (OK), or it gave up on
+// it (a refusal, a timeout, a member's own revoke; for revoke itself, the
+// resume timeout with acknowledgements missing). Name is one of the Phase
+// constants; a revoked round ends with a revoke phase.
+type RoundPhase struct {
+	Name       string
+	Start, End time.Time
+	OK         bool
 }
 
 // MemberHold is how long one member held its writes in a round (-1: the

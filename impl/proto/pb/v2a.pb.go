@@ -1959,6 +1959,7 @@ type TagRound struct {
 	SinceUnixNs   int64                  `protobuf:"varint,8,opt,name=since_unix_ns,json=sinceUnixNs,proto3" json:"since_unix_ns,omitempty"`
 	Finished      uint64                 `protobuf:"varint,9,opt,name=finished,proto3" json:"finished,omitempty"`
 	RevokedSoFar  uint64                 `protobuf:"varint,10,opt,name=revoked_so_far,json=revokedSoFar,proto3" json:"revoked_so_far,omitempty"`
+	Phases        []*RoundPhase          `protobuf:"bytes,11,rep,name=phases,proto3" json:"phases,omitempty"` // in the order the master drove them; absent from older masters
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2063,6 +2064,81 @@ func (x *TagRound) GetRevokedSoFar() uint64 {
 	return 0
 }
 
+func (x *TagRound) GetPhases() []*RoundPhase {
+	if x != nil {
+		return x.Phases
+	}
+	return nil
+}
+
+type RoundPhase struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	StartUnixNs   int64                  `protobuf:"varint,2,opt,name=start_unix_ns,json=startUnixNs,proto3" json:"start_unix_ns,omitempty"`
+	EndUnixNs     int64                  `protobuf:"varint,3,opt,name=end_unix_ns,json=endUnixNs,proto3" json:"end_unix_ns,omitempty"`
+	Ok            bool                   `protobuf:"varint,4,opt,name=ok,proto3" json:"ok,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RoundPhase) Reset() {
+	*x = RoundPhase{}
+	mi := &file_impl_proto_pb_v2a_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RoundPhase) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RoundPhase) ProtoMessage() {}
+
+func (x *RoundPhase) ProtoReflect() protoreflect.Message {
+	mi := &file_impl_proto_pb_v2a_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RoundPhase.ProtoReflect.Descriptor instead.
+func (*RoundPhase) Descriptor() ([]byte, []int) {
+	return file_impl_proto_pb_v2a_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *RoundPhase) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RoundPhase) GetStartUnixNs() int64 {
+	if x != nil {
+		return x.StartUnixNs
+	}
+	return 0
+}
+
+func (x *RoundPhase) GetEndUnixNs() int64 {
+	if x != nil {
+		return x.EndUnixNs
+	}
+	return 0
+}
+
+func (x *RoundPhase) GetOk() bool {
+	if x != nil {
+		return x.Ok
+	}
+	return false
+}
+
 type EnableGroup struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Group         string                 `protobuf:"bytes,1,opt,name=group,proto3" json:"group,omitempty"`
@@ -2075,7 +2151,7 @@ type EnableGroup struct {
 
 func (x *EnableGroup) Reset() {
 	*x = EnableGroup{}
-	mi := &file_impl_proto_pb_v2a_proto_msgTypes[26]
+	mi := &file_impl_proto_pb_v2a_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2087,7 +2163,7 @@ func (x *EnableGroup) String() string {
 func (*EnableGroup) ProtoMessage() {}
 
 func (x *EnableGroup) ProtoReflect() protoreflect.Message {
-	mi := &file_impl_proto_pb_v2a_proto_msgTypes[26]
+	mi := &file_impl_proto_pb_v2a_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2100,7 +2176,7 @@ func (x *EnableGroup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnableGroup.ProtoReflect.Descriptor instead.
 func (*EnableGroup) Descriptor() ([]byte, []int) {
-	return file_impl_proto_pb_v2a_proto_rawDescGZIP(), []int{26}
+	return file_impl_proto_pb_v2a_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *EnableGroup) GetGroup() string {
@@ -2141,7 +2217,7 @@ type StopReplication struct {
 
 func (x *StopReplication) Reset() {
 	*x = StopReplication{}
-	mi := &file_impl_proto_pb_v2a_proto_msgTypes[27]
+	mi := &file_impl_proto_pb_v2a_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2153,7 +2229,7 @@ func (x *StopReplication) String() string {
 func (*StopReplication) ProtoMessage() {}
 
 func (x *StopReplication) ProtoReflect() protoreflect.Message {
-	mi := &file_impl_proto_pb_v2a_proto_msgTypes[27]
+	mi := &file_impl_proto_pb_v2a_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2166,7 +2242,7 @@ func (x *StopReplication) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopReplication.ProtoReflect.Descriptor instead.
 func (*StopReplication) Descriptor() ([]byte, []int) {
-	return file_impl_proto_pb_v2a_proto_rawDescGZIP(), []int{27}
+	return file_impl_proto_pb_v2a_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *StopReplication) GetReq() string {
@@ -2193,7 +2269,7 @@ type MakeLatest struct {
 
 func (x *MakeLatest) Reset() {
 	*x = MakeLatest{}
-	mi := &file_impl_proto_pb_v2a_proto_msgTypes[28]
+	mi := &file_impl_proto_pb_v2a_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2205,7 +2281,7 @@ func (x *MakeLatest) String() string {
 func (*MakeLatest) ProtoMessage() {}
 
 func (x *MakeLatest) ProtoReflect() protoreflect.Message {
-	mi := &file_impl_proto_pb_v2a_proto_msgTypes[28]
+	mi := &file_impl_proto_pb_v2a_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2218,7 +2294,7 @@ func (x *MakeLatest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MakeLatest.ProtoReflect.Descriptor instead.
 func (*MakeLatest) Descriptor() ([]byte, []int) {
-	return file_impl_proto_pb_v2a_proto_rawDescGZIP(), []int{28}
+	return file_impl_proto_pb_v2a_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *MakeLatest) GetReq() string {
@@ -2246,7 +2322,7 @@ type CommitPoint struct {
 
 func (x *CommitPoint) Reset() {
 	*x = CommitPoint{}
-	mi := &file_impl_proto_pb_v2a_proto_msgTypes[29]
+	mi := &file_impl_proto_pb_v2a_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2258,7 +2334,7 @@ func (x *CommitPoint) String() string {
 func (*CommitPoint) ProtoMessage() {}
 
 func (x *CommitPoint) ProtoReflect() protoreflect.Message {
-	mi := &file_impl_proto_pb_v2a_proto_msgTypes[29]
+	mi := &file_impl_proto_pb_v2a_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2271,7 +2347,7 @@ func (x *CommitPoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitPoint.ProtoReflect.Descriptor instead.
 func (*CommitPoint) Descriptor() ([]byte, []int) {
-	return file_impl_proto_pb_v2a_proto_rawDescGZIP(), []int{29}
+	return file_impl_proto_pb_v2a_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *CommitPoint) GetReq() string {
@@ -2305,7 +2381,7 @@ type PointChoice struct {
 
 func (x *PointChoice) Reset() {
 	*x = PointChoice{}
-	mi := &file_impl_proto_pb_v2a_proto_msgTypes[30]
+	mi := &file_impl_proto_pb_v2a_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2317,7 +2393,7 @@ func (x *PointChoice) String() string {
 func (*PointChoice) ProtoMessage() {}
 
 func (x *PointChoice) ProtoReflect() protoreflect.Message {
-	mi := &file_impl_proto_pb_v2a_proto_msgTypes[30]
+	mi := &file_impl_proto_pb_v2a_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2330,7 +2406,7 @@ func (x *PointChoice) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PointChoice.ProtoReflect.Descriptor instead.
 func (*PointChoice) Descriptor() ([]byte, []int) {
-	return file_impl_proto_pb_v2a_proto_rawDescGZIP(), []int{30}
+	return file_impl_proto_pb_v2a_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *PointChoice) GetKind() string {
@@ -2357,7 +2433,7 @@ type NetworkChoice struct {
 
 func (x *NetworkChoice) Reset() {
 	*x = NetworkChoice{}
-	mi := &file_impl_proto_pb_v2a_proto_msgTypes[31]
+	mi := &file_impl_proto_pb_v2a_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2369,7 +2445,7 @@ func (x *NetworkChoice) String() string {
 func (*NetworkChoice) ProtoMessage() {}
 
 func (x *NetworkChoice) ProtoReflect() protoreflect.Message {
-	mi := &file_impl_proto_pb_v2a_proto_msgTypes[31]
+	mi := &file_impl_proto_pb_v2a_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2382,7 +2458,7 @@ func (x *NetworkChoice) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetworkChoice.ProtoReflect.Descriptor instead.
 func (*NetworkChoice) Descriptor() ([]byte, []int) {
-	return file_impl_proto_pb_v2a_proto_rawDescGZIP(), []int{31}
+	return file_impl_proto_pb_v2a_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *NetworkChoice) GetGroup() string {
@@ -2412,7 +2488,7 @@ type PlanAction struct {
 
 func (x *PlanAction) Reset() {
 	*x = PlanAction{}
-	mi := &file_impl_proto_pb_v2a_proto_msgTypes[32]
+	mi := &file_impl_proto_pb_v2a_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2424,7 +2500,7 @@ func (x *PlanAction) String() string {
 func (*PlanAction) ProtoMessage() {}
 
 func (x *PlanAction) ProtoReflect() protoreflect.Message {
-	mi := &file_impl_proto_pb_v2a_proto_msgTypes[32]
+	mi := &file_impl_proto_pb_v2a_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2437,7 +2513,7 @@ func (x *PlanAction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlanAction.ProtoReflect.Descriptor instead.
 func (*PlanAction) Descriptor() ([]byte, []int) {
-	return file_impl_proto_pb_v2a_proto_rawDescGZIP(), []int{32}
+	return file_impl_proto_pb_v2a_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *PlanAction) GetName() string {
@@ -2486,7 +2562,7 @@ type PlanGroup struct {
 
 func (x *PlanGroup) Reset() {
 	*x = PlanGroup{}
-	mi := &file_impl_proto_pb_v2a_proto_msgTypes[33]
+	mi := &file_impl_proto_pb_v2a_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2498,7 +2574,7 @@ func (x *PlanGroup) String() string {
 func (*PlanGroup) ProtoMessage() {}
 
 func (x *PlanGroup) ProtoReflect() protoreflect.Message {
-	mi := &file_impl_proto_pb_v2a_proto_msgTypes[33]
+	mi := &file_impl_proto_pb_v2a_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2511,7 +2587,7 @@ func (x *PlanGroup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlanGroup.ProtoReflect.Descriptor instead.
 func (*PlanGroup) Descriptor() ([]byte, []int) {
-	return file_impl_proto_pb_v2a_proto_rawDescGZIP(), []int{33}
+	return file_impl_proto_pb_v2a_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *PlanGroup) GetVms() []string {
@@ -2545,7 +2621,7 @@ type RecoveryPlan struct {
 
 func (x *RecoveryPlan) Reset() {
 	*x = RecoveryPlan{}
-	mi := &file_impl_proto_pb_v2a_proto_msgTypes[34]
+	mi := &file_impl_proto_pb_v2a_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2557,7 +2633,7 @@ func (x *RecoveryPlan) String() string {
 func (*RecoveryPlan) ProtoMessage() {}
 
 func (x *RecoveryPlan) ProtoReflect() protoreflect.Message {
-	mi := &file_impl_proto_pb_v2a_proto_msgTypes[34]
+	mi := &file_impl_proto_pb_v2a_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2570,7 +2646,7 @@ func (x *RecoveryPlan) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecoveryPlan.ProtoReflect.Descriptor instead.
 func (*RecoveryPlan) Descriptor() ([]byte, []int) {
-	return file_impl_proto_pb_v2a_proto_rawDescGZIP(), []int{34}
+	return file_impl_proto_pb_v2a_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *RecoveryPlan) GetName() string {
@@ -2603,7 +2679,7 @@ type FailoverRequest struct {
 
 func (x *FailoverRequest) Reset() {
 	*x = FailoverRequest{}
-	mi := &file_impl_proto_pb_v2a_proto_msgTypes[35]
+	mi := &file_impl_proto_pb_v2a_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2615,7 +2691,7 @@ func (x *FailoverRequest) String() string {
 func (*FailoverRequest) ProtoMessage() {}
 
 func (x *FailoverRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_impl_proto_pb_v2a_proto_msgTypes[35]
+	mi := &file_impl_proto_pb_v2a_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2628,7 +2704,7 @@ func (x *FailoverRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FailoverRequest.ProtoReflect.Descriptor instead.
 func (*FailoverRequest) Descriptor() ([]byte, []int) {
-	return file_impl_proto_pb_v2a_proto_rawDescGZIP(), []int{35}
+	return file_impl_proto_pb_v2a_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *FailoverRequest) GetReq() string {
@@ -2698,7 +2774,7 @@ type JobAction struct {
 
 func (x *JobAction) Reset() {
 	*x = JobAction{}
-	mi := &file_impl_proto_pb_v2a_proto_msgTypes[36]
+	mi := &file_impl_proto_pb_v2a_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2710,7 +2786,7 @@ func (x *JobAction) String() string {
 func (*JobAction) ProtoMessage() {}
 
 func (x *JobAction) ProtoReflect() protoreflect.Message {
-	mi := &file_impl_proto_pb_v2a_proto_msgTypes[36]
+	mi := &file_impl_proto_pb_v2a_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2723,7 +2799,7 @@ func (x *JobAction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobAction.ProtoReflect.Descriptor instead.
 func (*JobAction) Descriptor() ([]byte, []int) {
-	return file_impl_proto_pb_v2a_proto_rawDescGZIP(), []int{36}
+	return file_impl_proto_pb_v2a_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *JobAction) GetReq() string {
@@ -2762,7 +2838,7 @@ type SetTarget struct {
 
 func (x *SetTarget) Reset() {
 	*x = SetTarget{}
-	mi := &file_impl_proto_pb_v2a_proto_msgTypes[37]
+	mi := &file_impl_proto_pb_v2a_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2774,7 +2850,7 @@ func (x *SetTarget) String() string {
 func (*SetTarget) ProtoMessage() {}
 
 func (x *SetTarget) ProtoReflect() protoreflect.Message {
-	mi := &file_impl_proto_pb_v2a_proto_msgTypes[37]
+	mi := &file_impl_proto_pb_v2a_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2787,7 +2863,7 @@ func (x *SetTarget) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetTarget.ProtoReflect.Descriptor instead.
 func (*SetTarget) Descriptor() ([]byte, []int) {
-	return file_impl_proto_pb_v2a_proto_rawDescGZIP(), []int{37}
+	return file_impl_proto_pb_v2a_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *SetTarget) GetReq() string {
@@ -2849,7 +2925,7 @@ type TargetDisk struct {
 
 func (x *TargetDisk) Reset() {
 	*x = TargetDisk{}
-	mi := &file_impl_proto_pb_v2a_proto_msgTypes[38]
+	mi := &file_impl_proto_pb_v2a_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2861,7 +2937,7 @@ func (x *TargetDisk) String() string {
 func (*TargetDisk) ProtoMessage() {}
 
 func (x *TargetDisk) ProtoReflect() protoreflect.Message {
-	mi := &file_impl_proto_pb_v2a_proto_msgTypes[38]
+	mi := &file_impl_proto_pb_v2a_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2874,7 +2950,7 @@ func (x *TargetDisk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TargetDisk.ProtoReflect.Descriptor instead.
 func (*TargetDisk) Descriptor() ([]byte, []int) {
-	return file_impl_proto_pb_v2a_proto_rawDescGZIP(), []int{38}
+	return file_impl_proto_pb_v2a_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *TargetDisk) GetPath() string {
@@ -2904,7 +2980,7 @@ type AttachTarget struct {
 
 func (x *AttachTarget) Reset() {
 	*x = AttachTarget{}
-	mi := &file_impl_proto_pb_v2a_proto_msgTypes[39]
+	mi := &file_impl_proto_pb_v2a_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2916,7 +2992,7 @@ func (x *AttachTarget) String() string {
 func (*AttachTarget) ProtoMessage() {}
 
 func (x *AttachTarget) ProtoReflect() protoreflect.Message {
-	mi := &file_impl_proto_pb_v2a_proto_msgTypes[39]
+	mi := &file_impl_proto_pb_v2a_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2929,7 +3005,7 @@ func (x *AttachTarget) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttachTarget.ProtoReflect.Descriptor instead.
 func (*AttachTarget) Descriptor() ([]byte, []int) {
-	return file_impl_proto_pb_v2a_proto_rawDescGZIP(), []int{39}
+	return file_impl_proto_pb_v2a_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *AttachTarget) GetReq() string {
@@ -2980,7 +3056,7 @@ type BlockSumRequest struct {
 
 func (x *BlockSumRequest) Reset() {
 	*x = BlockSumRequest{}
-	mi := &file_impl_proto_pb_v2a_proto_msgTypes[40]
+	mi := &file_impl_proto_pb_v2a_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2992,7 +3068,7 @@ func (x *BlockSumRequest) String() string {
 func (*BlockSumRequest) ProtoMessage() {}
 
 func (x *BlockSumRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_impl_proto_pb_v2a_proto_msgTypes[40]
+	mi := &file_impl_proto_pb_v2a_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3005,7 +3081,7 @@ func (x *BlockSumRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockSumRequest.ProtoReflect.Descriptor instead.
 func (*BlockSumRequest) Descriptor() ([]byte, []int) {
-	return file_impl_proto_pb_v2a_proto_rawDescGZIP(), []int{40}
+	return file_impl_proto_pb_v2a_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *BlockSumRequest) GetReq() string {
@@ -3060,7 +3136,7 @@ type BlockSumReply struct {
 
 func (x *BlockSumReply) Reset() {
 	*x = BlockSumReply{}
-	mi := &file_impl_proto_pb_v2a_proto_msgTypes[41]
+	mi := &file_impl_proto_pb_v2a_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3072,7 +3148,7 @@ func (x *BlockSumReply) String() string {
 func (*BlockSumReply) ProtoMessage() {}
 
 func (x *BlockSumReply) ProtoReflect() protoreflect.Message {
-	mi := &file_impl_proto_pb_v2a_proto_msgTypes[41]
+	mi := &file_impl_proto_pb_v2a_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3085,7 +3161,7 @@ func (x *BlockSumReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockSumReply.ProtoReflect.Descriptor instead.
 func (*BlockSumReply) Descriptor() ([]byte, []int) {
-	return file_impl_proto_pb_v2a_proto_rawDescGZIP(), []int{41}
+	return file_impl_proto_pb_v2a_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *BlockSumReply) GetReq() string {
@@ -3162,7 +3238,7 @@ type FailedOver struct {
 
 func (x *FailedOver) Reset() {
 	*x = FailedOver{}
-	mi := &file_impl_proto_pb_v2a_proto_msgTypes[42]
+	mi := &file_impl_proto_pb_v2a_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3174,7 +3250,7 @@ func (x *FailedOver) String() string {
 func (*FailedOver) ProtoMessage() {}
 
 func (x *FailedOver) ProtoReflect() protoreflect.Message {
-	mi := &file_impl_proto_pb_v2a_proto_msgTypes[42]
+	mi := &file_impl_proto_pb_v2a_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3187,7 +3263,7 @@ func (x *FailedOver) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FailedOver.ProtoReflect.Descriptor instead.
 func (*FailedOver) Descriptor() ([]byte, []int) {
-	return file_impl_proto_pb_v2a_proto_rawDescGZIP(), []int{42}
+	return file_impl_proto_pb_v2a_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *FailedOver) GetReq() string {
@@ -3227,7 +3303,7 @@ type Reprotect struct {
 
 func (x *Reprotect) Reset() {
 	*x = Reprotect{}
-	mi := &file_impl_proto_pb_v2a_proto_msgTypes[43]
+	mi := &file_impl_proto_pb_v2a_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3239,7 +3315,7 @@ func (x *Reprotect) String() string {
 func (*Reprotect) ProtoMessage() {}
 
 func (x *Reprotect) ProtoReflect() protoreflect.Message {
-	mi := &file_impl_proto_pb_v2a_proto_msgTypes[43]
+	mi := &file_impl_proto_pb_v2a_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3252,7 +3328,7 @@ func (x *Reprotect) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Reprotect.ProtoReflect.Descriptor instead.
 func (*Reprotect) Descriptor() ([]byte, []int) {
-	return file_impl_proto_pb_v2a_proto_rawDescGZIP(), []int{43}
+	return file_impl_proto_pb_v2a_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *Reprotect) GetReq() string {
@@ -3322,7 +3398,7 @@ type FailbackPoint struct {
 
 func (x *FailbackPoint) Reset() {
 	*x = FailbackPoint{}
-	mi := &file_impl_proto_pb_v2a_proto_msgTypes[44]
+	mi := &file_impl_proto_pb_v2a_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3334,7 +3410,7 @@ func (x *FailbackPoint) String() string {
 func (*FailbackPoint) ProtoMessage() {}
 
 func (x *FailbackPoint) ProtoReflect() protoreflect.Message {
-	mi := &file_impl_proto_pb_v2a_proto_msgTypes[44]
+	mi := &file_impl_proto_pb_v2a_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3347,7 +3423,7 @@ func (x *FailbackPoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FailbackPoint.ProtoReflect.Descriptor instead.
 func (*FailbackPoint) Descriptor() ([]byte, []int) {
-	return file_impl_proto_pb_v2a_proto_rawDescGZIP(), []int{44}
+	return file_impl_proto_pb_v2a_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *FailbackPoint) GetReq() string {
@@ -3381,7 +3457,7 @@ type TargetPointsRequest struct {
 
 func (x *TargetPointsRequest) Reset() {
 	*x = TargetPointsRequest{}
-	mi := &file_impl_proto_pb_v2a_proto_msgTypes[45]
+	mi := &file_impl_proto_pb_v2a_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3393,7 +3469,7 @@ func (x *TargetPointsRequest) String() string {
 func (*TargetPointsRequest) ProtoMessage() {}
 
 func (x *TargetPointsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_impl_proto_pb_v2a_proto_msgTypes[45]
+	mi := &file_impl_proto_pb_v2a_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3406,7 +3482,7 @@ func (x *TargetPointsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TargetPointsRequest.ProtoReflect.Descriptor instead.
 func (*TargetPointsRequest) Descriptor() ([]byte, []int) {
-	return file_impl_proto_pb_v2a_proto_rawDescGZIP(), []int{45}
+	return file_impl_proto_pb_v2a_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *TargetPointsRequest) GetReq() string {
@@ -3435,7 +3511,7 @@ type TargetPoint struct {
 
 func (x *TargetPoint) Reset() {
 	*x = TargetPoint{}
-	mi := &file_impl_proto_pb_v2a_proto_msgTypes[46]
+	mi := &file_impl_proto_pb_v2a_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3447,7 +3523,7 @@ func (x *TargetPoint) String() string {
 func (*TargetPoint) ProtoMessage() {}
 
 func (x *TargetPoint) ProtoReflect() protoreflect.Message {
-	mi := &file_impl_proto_pb_v2a_proto_msgTypes[46]
+	mi := &file_impl_proto_pb_v2a_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3460,7 +3536,7 @@ func (x *TargetPoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TargetPoint.ProtoReflect.Descriptor instead.
 func (*TargetPoint) Descriptor() ([]byte, []int) {
-	return file_impl_proto_pb_v2a_proto_rawDescGZIP(), []int{46}
+	return file_impl_proto_pb_v2a_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *TargetPoint) GetId() string {
@@ -3505,7 +3581,7 @@ type TargetPoints struct {
 
 func (x *TargetPoints) Reset() {
 	*x = TargetPoints{}
-	mi := &file_impl_proto_pb_v2a_proto_msgTypes[47]
+	mi := &file_impl_proto_pb_v2a_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3517,7 +3593,7 @@ func (x *TargetPoints) String() string {
 func (*TargetPoints) ProtoMessage() {}
 
 func (x *TargetPoints) ProtoReflect() protoreflect.Message {
-	mi := &file_impl_proto_pb_v2a_proto_msgTypes[47]
+	mi := &file_impl_proto_pb_v2a_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3530,7 +3606,7 @@ func (x *TargetPoints) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TargetPoints.ProtoReflect.Descriptor instead.
 func (*TargetPoints) Descriptor() ([]byte, []int) {
-	return file_impl_proto_pb_v2a_proto_rawDescGZIP(), []int{47}
+	return file_impl_proto_pb_v2a_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *TargetPoints) GetReq() string {
@@ -3586,7 +3662,7 @@ type FailedBack struct {
 
 func (x *FailedBack) Reset() {
 	*x = FailedBack{}
-	mi := &file_impl_proto_pb_v2a_proto_msgTypes[48]
+	mi := &file_impl_proto_pb_v2a_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3598,7 +3674,7 @@ func (x *FailedBack) String() string {
 func (*FailedBack) ProtoMessage() {}
 
 func (x *FailedBack) ProtoReflect() protoreflect.Message {
-	mi := &file_impl_proto_pb_v2a_proto_msgTypes[48]
+	mi := &file_impl_proto_pb_v2a_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3611,7 +3687,7 @@ func (x *FailedBack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FailedBack.ProtoReflect.Descriptor instead.
 func (*FailedBack) Descriptor() ([]byte, []int) {
-	return file_impl_proto_pb_v2a_proto_rawDescGZIP(), []int{48}
+	return file_impl_proto_pb_v2a_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *FailedBack) GetReq() string {
@@ -3645,7 +3721,7 @@ type ResumeReplication struct {
 
 func (x *ResumeReplication) Reset() {
 	*x = ResumeReplication{}
-	mi := &file_impl_proto_pb_v2a_proto_msgTypes[49]
+	mi := &file_impl_proto_pb_v2a_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3657,7 +3733,7 @@ func (x *ResumeReplication) String() string {
 func (*ResumeReplication) ProtoMessage() {}
 
 func (x *ResumeReplication) ProtoReflect() protoreflect.Message {
-	mi := &file_impl_proto_pb_v2a_proto_msgTypes[49]
+	mi := &file_impl_proto_pb_v2a_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3670,7 +3746,7 @@ func (x *ResumeReplication) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeReplication.ProtoReflect.Descriptor instead.
 func (*ResumeReplication) Descriptor() ([]byte, []int) {
-	return file_impl_proto_pb_v2a_proto_rawDescGZIP(), []int{49}
+	return file_impl_proto_pb_v2a_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *ResumeReplication) GetReq() string {
@@ -3843,7 +3919,7 @@ const file_impl_proto_pb_v2a_proto_rawDesc = "" +
 	"\n" +
 	"MemberHold\x12\x18\n" +
 	"\amachine\x18\x01 \x01(\tR\amachine\x12\x17\n" +
-	"\aheld_ns\x18\x02 \x01(\x03R\x06heldNs\"\xca\x02\n" +
+	"\aheld_ns\x18\x02 \x01(\x03R\x06heldNs\"\xf6\x02\n" +
 	"\bTagRound\x12\x14\n" +
 	"\x05group\x18\x01 \x01(\tR\x05group\x12\x15\n" +
 	"\x06tag_id\x18\x02 \x01(\tR\x05tagId\x12'\n" +
@@ -3855,7 +3931,14 @@ const file_impl_proto_pb_v2a_proto_rawDesc = "" +
 	"\rsince_unix_ns\x18\b \x01(\x03R\vsinceUnixNs\x12\x1a\n" +
 	"\bfinished\x18\t \x01(\x04R\bfinished\x12$\n" +
 	"\x0erevoked_so_far\x18\n" +
-	" \x01(\x04R\frevokedSoFar\"o\n" +
+	" \x01(\x04R\frevokedSoFar\x12*\n" +
+	"\x06phases\x18\v \x03(\v2\x12.v2a.v1.RoundPhaseR\x06phases\"t\n" +
+	"\n" +
+	"RoundPhase\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\"\n" +
+	"\rstart_unix_ns\x18\x02 \x01(\x03R\vstartUnixNs\x12\x1e\n" +
+	"\vend_unix_ns\x18\x03 \x01(\x03R\tendUnixNs\x12\x0e\n" +
+	"\x02ok\x18\x04 \x01(\bR\x02ok\"o\n" +
 	"\vEnableGroup\x12\x14\n" +
 	"\x05group\x18\x01 \x01(\tR\x05group\x12\x1a\n" +
 	"\bmachines\x18\x02 \x03(\tR\bmachines\x12\x16\n" +
@@ -4001,7 +4084,7 @@ func file_impl_proto_pb_v2a_proto_rawDescGZIP() []byte {
 }
 
 var file_impl_proto_pb_v2a_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_impl_proto_pb_v2a_proto_msgTypes = make([]protoimpl.MessageInfo, 50)
+var file_impl_proto_pb_v2a_proto_msgTypes = make([]protoimpl.MessageInfo, 51)
 var file_impl_proto_pb_v2a_proto_goTypes = []any{
 	(Consistency)(0),            // 0: v2a.v1.Consistency
 	(*Policy)(nil),              // 1: v2a.v1.Policy
@@ -4030,30 +4113,31 @@ var file_impl_proto_pb_v2a_proto_goTypes = []any{
 	(*TagAck)(nil),              // 24: v2a.v1.TagAck
 	(*MemberHold)(nil),          // 25: v2a.v1.MemberHold
 	(*TagRound)(nil),            // 26: v2a.v1.TagRound
-	(*EnableGroup)(nil),         // 27: v2a.v1.EnableGroup
-	(*StopReplication)(nil),     // 28: v2a.v1.StopReplication
-	(*MakeLatest)(nil),          // 29: v2a.v1.MakeLatest
-	(*CommitPoint)(nil),         // 30: v2a.v1.CommitPoint
-	(*PointChoice)(nil),         // 31: v2a.v1.PointChoice
-	(*NetworkChoice)(nil),       // 32: v2a.v1.NetworkChoice
-	(*PlanAction)(nil),          // 33: v2a.v1.PlanAction
-	(*PlanGroup)(nil),           // 34: v2a.v1.PlanGroup
-	(*RecoveryPlan)(nil),        // 35: v2a.v1.RecoveryPlan
-	(*FailoverRequest)(nil),     // 36: v2a.v1.FailoverRequest
-	(*JobAction)(nil),           // 37: v2a.v1.JobAction
-	(*SetTarget)(nil),           // 38: v2a.v1.SetTarget
-	(*TargetDisk)(nil),          // 39: v2a.v1.TargetDisk
-	(*AttachTarget)(nil),        // 40: v2a.v1.AttachTarget
-	(*BlockSumRequest)(nil),     // 41: v2a.v1.BlockSumRequest
-	(*BlockSumReply)(nil),       // 42: v2a.v1.BlockSumReply
-	(*FailedOver)(nil),          // 43: v2a.v1.FailedOver
-	(*Reprotect)(nil),           // 44: v2a.v1.Reprotect
-	(*FailbackPoint)(nil),       // 45: v2a.v1.FailbackPoint
-	(*TargetPointsRequest)(nil), // 46: v2a.v1.TargetPointsRequest
-	(*TargetPoint)(nil),         // 47: v2a.v1.TargetPoint
-	(*TargetPoints)(nil),        // 48: v2a.v1.TargetPoints
-	(*FailedBack)(nil),          // 49: v2a.v1.FailedBack
-	(*ResumeReplication)(nil),   // 50: v2a.v1.ResumeReplication
+	(*RoundPhase)(nil),          // 27: v2a.v1.RoundPhase
+	(*EnableGroup)(nil),         // 28: v2a.v1.EnableGroup
+	(*StopReplication)(nil),     // 29: v2a.v1.StopReplication
+	(*MakeLatest)(nil),          // 30: v2a.v1.MakeLatest
+	(*CommitPoint)(nil),         // 31: v2a.v1.CommitPoint
+	(*PointChoice)(nil),         // 32: v2a.v1.PointChoice
+	(*NetworkChoice)(nil),       // 33: v2a.v1.NetworkChoice
+	(*PlanAction)(nil),          // 34: v2a.v1.PlanAction
+	(*PlanGroup)(nil),           // 35: v2a.v1.PlanGroup
+	(*RecoveryPlan)(nil),        // 36: v2a.v1.RecoveryPlan
+	(*FailoverRequest)(nil),     // 37: v2a.v1.FailoverRequest
+	(*JobAction)(nil),           // 38: v2a.v1.JobAction
+	(*SetTarget)(nil),           // 39: v2a.v1.SetTarget
+	(*TargetDisk)(nil),          // 40: v2a.v1.TargetDisk
+	(*AttachTarget)(nil),        // 41: v2a.v1.AttachTarget
+	(*BlockSumRequest)(nil),     // 42: v2a.v1.BlockSumRequest
+	(*BlockSumReply)(nil),       // 43: v2a.v1.BlockSumReply
+	(*FailedOver)(nil),          // 44: v2a.v1.FailedOver
+	(*Reprotect)(nil),           // 45: v2a.v1.Reprotect
+	(*FailbackPoint)(nil),       // 46: v2a.v1.FailbackPoint
+	(*TargetPointsRequest)(nil), // 47: v2a.v1.TargetPointsRequest
+	(*TargetPoint)(nil),         // 48: v2a.v1.TargetPoint
+	(*TargetPoints)(nil),        // 49: v2a.v1.TargetPoints
+	(*FailedBack)(nil),          // 50: v2a.v1.FailedBack
+	(*ResumeReplication)(nil),   // 51: v2a.v1.ResumeReplication
 }
 var file_impl_proto_pb_v2a_proto_depIdxs = []int32{
 	1,  // 0: v2a.v1.Protect.policy:type_name -> v2a.v1.Policy
@@ -4066,20 +4150,21 @@ var file_impl_proto_pb_v2a_proto_depIdxs = []int32{
 	0,  // 7: v2a.v1.Tag.kind:type_name -> v2a.v1.Consistency
 	0,  // 8: v2a.v1.TagRound.kind:type_name -> v2a.v1.Consistency
 	25, // 9: v2a.v1.TagRound.holds:type_name -> v2a.v1.MemberHold
-	33, // 10: v2a.v1.PlanGroup.pre:type_name -> v2a.v1.PlanAction
-	33, // 11: v2a.v1.PlanGroup.post:type_name -> v2a.v1.PlanAction
-	34, // 12: v2a.v1.RecoveryPlan.groups:type_name -> v2a.v1.PlanGroup
-	35, // 13: v2a.v1.FailoverRequest.plan:type_name -> v2a.v1.RecoveryPlan
-	31, // 14: v2a.v1.FailoverRequest.point:type_name -> v2a.v1.PointChoice
-	32, // 15: v2a.v1.FailoverRequest.network:type_name -> v2a.v1.NetworkChoice
-	39, // 16: v2a.v1.AttachTarget.disks:type_name -> v2a.v1.TargetDisk
-	0,  // 17: v2a.v1.TargetPoint.kind:type_name -> v2a.v1.Consistency
-	47, // 18: v2a.v1.TargetPoints.points:type_name -> v2a.v1.TargetPoint
-	19, // [19:19] is the sub-list for method output_type
-	19, // [19:19] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	27, // 10: v2a.v1.TagRound.phases:type_name -> v2a.v1.RoundPhase
+	34, // 11: v2a.v1.PlanGroup.pre:type_name -> v2a.v1.PlanAction
+	34, // 12: v2a.v1.PlanGroup.post:type_name -> v2a.v1.PlanAction
+	35, // 13: v2a.v1.RecoveryPlan.groups:type_name -> v2a.v1.PlanGroup
+	36, // 14: v2a.v1.FailoverRequest.plan:type_name -> v2a.v1.RecoveryPlan
+	32, // 15: v2a.v1.FailoverRequest.point:type_name -> v2a.v1.PointChoice
+	33, // 16: v2a.v1.FailoverRequest.network:type_name -> v2a.v1.NetworkChoice
+	40, // 17: v2a.v1.AttachTarget.disks:type_name -> v2a.v1.TargetDisk
+	0,  // 18: v2a.v1.TargetPoint.kind:type_name -> v2a.v1.Consistency
+	48, // 19: v2a.v1.TargetPoints.points:type_name -> v2a.v1.TargetPoint
+	20, // [20:20] is the sub-list for method output_type
+	20, // [20:20] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_impl_proto_pb_v2a_proto_init() }
@@ -4093,7 +4178,7 @@ func file_impl_proto_pb_v2a_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_impl_proto_pb_v2a_proto_rawDesc), len(file_impl_proto_pb_v2a_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   50,
+			NumMessages:   51,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -3,4 +3,4 @@
 package pb
 
 // ProtoSHA256 is the SHA-256 of v2a.proto that v2a.pb.go was generated from.
-const ProtoSHA256 = "b41e1bb0d58cac52c77edf616ce281f852d515b947d1a1ca14ca58b8220e5d45"
+const ProtoSHA256 = "410e48bbae012b8a8933d957c66914aacd39c3c2ac6d34ea8213c1973f7fffdb"
