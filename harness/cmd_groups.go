@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/v2a-dr/v2a/impl/blob"
+	"github.com/v2a-dr/v2a/impl/configsrv"
 	"github.com/v2a-dr/v2a/impl/proto"
 )
 
@@ -104,8 +105,14 @@ func (r *Runner) groupPoints(a argMap) (string, error) {
 }
 
 // groups prints the replication groups: points, rounds, revokes and why,
-// and the write-hold distribution.
+// and the write-hold distribution; with detail=rounds, also each round the
+// configuration server keeps (the last configsrv.RecentRounds) with its
+// phases and holds (roundLines).
 func (r *Runner) groups(a argMap) (string, error) {
+	detail := a.str("detail", "")
+	if detail != "" && detail != "rounds" {
+		return "", argErrorf("detail=%s: want detail=rounds", detail)
+	}
 	d, err := r.deployment()
 	if err != nil {
 		return "", err
@@ -141,6 +148,11 @@ func (r *Runner) groups(a argMap) (string, error) {
 		if g.Alerting {
 			fmt.Fprintf(&b, "  ALERT %s since %s: %s\n", g.Alert.Name, fmtTime(r.Env, g.Alert.Raised), g.Alert.Detail)
 		}
+		if detail == "rounds" {
+			for _, rs := range s.Recent {
+				b.WriteString(roundLines(r.Env, rs))
+			}
+		}
 	}
 	if len(st.Groups) == 0 {
 		b.WriteString("no replication groups\n")
@@ -149,4 +161,41 @@ func (r *Runner) groups(a argMap) (string, error) {
 		b.WriteString("guest writes held by the prepare phase (as the guests saw them):\n" + h)
 	}
 	return b.String(), nil
+}
+
+// roundLines is one round as `groups detail=rounds` prints it:
+//
+//	round apps:c:600000 crash committed, started +00:10:00.000000, reported +00:10:00.004500
+//	  phases begin 0s..1ms ok, prepare 1ms..2ms ok, commit 2ms..3ms ok, resume 3ms..4ms ok
+//	  holds app01 2ms, web01 -
+//
+// A phase's times are since the round started, exact (the report shows
+// the same); "failed" is a phase left without every acknowledgement.
+func roundLines(e *Env, rs configsrv.RoundStatus) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "  round %s %s %s, started %s, reported %s", rs.TagID, rs.Kind, rs.Outcome, fmtTime(e, rs.Started), fmtTime(e, rs.Reported))
+	if rs.Reason != "" {
+		fmt.Fprintf(&b, " (%s)", rs.Reason)
+	}
+	var phases []string
+	for _, p := range rs.Phases {
+		ok := "ok"
+		if !p.OK {
+			ok = "failed"
+		}
+		phases = append(phases, fmt.Sprintf("%s %s..%s %s", p.Name, p.Start.Sub(rs.Started), p.End.Sub(rs.Started), ok))
+	}
+	if len(phases) == 0 {
+		phases = []string{"- (the master reported none)"}
+	}
+	var holds []string
+	for _, h := range rs.Holds {
+		held := "-"
+		if h.Held >= 0 {
+			held = h.Held.String()
+		}
+		holds = append(holds, h.Machine+" "+held)
+	}
+	fmt.Fprintf(&b, "\n    phases %s\n    holds %s\n", strings.Join(phases, ", "), strings.Join(holds, ", "))
+	return b.String()
 }

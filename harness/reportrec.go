@@ -143,6 +143,9 @@ func (rc *ReportRecorder) gatherRounds(st configsrv.Status) {
 			for _, h := range r.Holds {
 				rd.Holds = append(rd.Holds, report.Hold{Machine: h.Machine, Hold: h.Held})
 			}
+			for _, p := range r.Phases {
+				rd.Phases = append(rd.Phases, report.Phase{Name: p.Name, Start: p.Start.Sub(sched.Epoch), End: p.End.Sub(sched.Epoch), OK: p.OK})
+			}
 			byTag[r.TagID] = rd
 		}
 	}

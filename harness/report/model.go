@@ -130,6 +130,17 @@ type Round struct {
 	Started  time.Duration
 	Reported time.Duration
 	Holds    []Hold // per member, sorted by machine
+	// Phases are the master's phases of the round in order (none from a
+	// master that reports none).
+	Phases []Phase
+}
+
+// Phase is one phase of a round as its master saw it: Start when it sent
+// the phase, End when it left it; OK when every member acknowledged it.
+type Phase struct {
+	Name       string // begin, prepare, quiesce, commit, resume, revoke
+	Start, End time.Duration
+	OK         bool
 }
 
 // Hold is how long one member held its guest's writes in a round.

@@ -47,7 +47,9 @@ type machineView struct {
 
 type groupView struct {
 	Group
-	SVG template.HTML
+	SVG       template.HTML
+	RoundsSVG template.HTML // the last rounds' phases (roundsSVG)
+	Gantt     int           // how many rounds RoundsSVG draws
 }
 
 type checkCount struct {
@@ -69,7 +71,8 @@ func Render(w io.Writer, r *Run) error {
 		v.Machines = append(v.Machines, machineView{Machine: m, Live: live, SVG: template.HTML(rpoSVG(m, r.Elapsed))})
 	}
 	for _, g := range r.Groups {
-		v.Groups = append(v.Groups, groupView{Group: g, SVG: template.HTML(groupSVG(g, r.Elapsed))})
+		v.Groups = append(v.Groups, groupView{Group: g, SVG: template.HTML(groupSVG(g, r.Elapsed)),
+			RoundsSVG: template.HTML(roundsSVG(g)), Gantt: len(GanttShown(g))})
 	}
 	for _, j := range r.Jobs {
 		if isRecovery(j) {
