@@ -56,7 +56,56 @@ var (
 	figGroup   = regexp.MustCompile(`<figure class="group" data-group="([^"]+)" data-rounds="(\d+)" data-committed="(\d+)" data-revoked="(\d+)" data-points="(\d+)"`)
 	pointsHead = regexp.MustCompile(`^(\S+): (\d+) points,`)
 	groupHead  = regexp.MustCompile(`(?m)^group (\S+): .*\n  points (\d+);[^\n]*\n  rounds (\d+): committed (\d+) \(crash \d+, app \d+\), revoked (\d+)`)
+	// viewRound is a round of `groups detail=rounds`, viewPhase one of
+	// its phases.
+	viewRound = regexp.MustCompile(`(?m)^  round (\S+) (\S+) (\S+), started [^\n]*\n    phases ([^\n]*)\n    holds ([^\n]*)$`)
+	viewPhase = regexp.MustCompile(`(\w+) (\S+)\.\.(\S+) (ok|failed)`)
+	// figRound is a row of a report's phase chart; figPhase and figHold
+	// its phases and holds.
+	figRound = regexp.MustCompile(`<g class="round-row (\S+)" data-tag="([^"]+)"(?s:(.*?))</g>`)
+	figPhase = regexp.MustCompile(`data-phase="([^"]+)" data-from="([^"]+)" data-to="([^"]+)" data-ok="(true|false)"`)
+	figHold  = regexp.MustCompile(`data-machine="([^"]+)" data-hold="([^"]+)"`)
 )
+
+// roundsOf reads the rounds of a `groups detail=rounds` view: per tag, its
+// outcome, phases and known holds as one line each.
+func roundsOf(groupsOut string) map[string][]string {
+	out := map[string][]string{}
+	for _, m := range viewRound.FindAllStringSubmatch(groupsOut, -1) {
+		lines := []string{"outcome " + m[3]}
+		for _, p := range viewPhase.FindAllStringSubmatch(m[4], -1) {
+			lines = append(lines, fmt.Sprintf("phase %s %s..%s %s", p[1], p[2], p[3], p[4]))
+		}
+		for _, h := range strings.Split(m[5], ", ") {
+			if machine, held, ok := strings.Cut(h, " "); ok && held != "-" {
+				lines = append(lines, "hold "+machine+" "+held)
+			}
+		}
+		out[m[1]] = lines
+	}
+	return out
+}
+
+// reportRoundsOf reads the rows of a report's phase charts as roundsOf
+// reads the view.
+func reportRoundsOf(html string) map[string][]string {
+	out := map[string][]string{}
+	for _, m := range figRound.FindAllStringSubmatch(html, -1) {
+		lines := []string{"outcome " + m[1]}
+		for _, p := range figPhase.FindAllStringSubmatch(m[3], -1) {
+			ok := "ok"
+			if p[4] == "false" {
+				ok = "failed"
+			}
+			lines = append(lines, fmt.Sprintf("phase %s %s..%s %s", p[1], p[2], p[3], ok))
+		}
+		for _, h := range figHold.FindAllStringSubmatch(m[3], -1) {
+			lines = append(lines, "hold "+h[1]+" "+h[2])
+		}
+		out[m[2]] = lines
+	}
+	return out
+}
 
 // checkReport judges the demo's report three ways: the numbers it carries
 // are the views' (status, points, groups) for the same run; rendering is
@@ -98,7 +147,7 @@ func checkReport(t *testing.T, r *harness.Runner, rec *harness.ReportRecorder) {
 	for name := range statusRows(t, statusOut) {
 		pointsOut[name] = view(t, r, "points", "vm", name, "last", "0")
 	}
-	for _, m := range reportMismatches(t, html, statusOut, pointsOut, view(t, r, "groups")) {
+	for _, m := range reportMismatches(t, html, statusOut, pointsOut, view(t, r, "groups", "detail", "rounds")) {
 		t.Error(m)
 	}
 	status := statusRows(t, statusOut)
@@ -166,8 +215,10 @@ func checkReport(t *testing.T, r *harness.Runner, rec *harness.ReportRecorder) {
 // reportMismatches compares the numbers a report page carries with the
 // views' outputs: per machine the status view's crash, app and rpo and
 // the points view's count of live points; per group the groups view's
-// points and rounds (total, committed, revoked). Nothing to compare is a
-// mismatch too.
+// points and rounds (total, committed, revoked); and per round the
+// server keeps (`groups detail=rounds`) its outcome, phases and holds
+// against the report's phase chart, which draws the same rounds. Nothing
+// to compare is a mismatch too.
 func reportMismatches(t *testing.T, html, statusOut string, pointsOut map[string]string, groupsOut string) []string {
 	t.Helper()
 	var out []string
@@ -203,6 +254,30 @@ func reportMismatches(t *testing.T, html, statusOut string, pointsOut map[string
 			out = append(out, fmt.Sprintf("group: report %v; groups view %v", g[1:], v[1:]))
 		}
 	}
+	viewRounds, drawn := roundsOf(groupsOut), reportRoundsOf(html)
+	phases := 0
+	for tag, want := range viewRounds {
+		got, ok := drawn[tag]
+		switch {
+		case !ok:
+			out = append(out, fmt.Sprintf("round %s: in the groups view, not drawn", tag))
+		case strings.Join(got, "; ") != strings.Join(want, "; "):
+			out = append(out, fmt.Sprintf("round %s: report %q; groups view %q", tag, got, want))
+		}
+		for _, l := range want {
+			if strings.HasPrefix(l, "phase ") {
+				phases++
+			}
+		}
+	}
+	for tag := range drawn {
+		if _, ok := viewRounds[tag]; !ok {
+			out = append(out, fmt.Sprintf("round %s: drawn, not in the groups view", tag))
+		}
+	}
+	if phases == 0 {
+		out = append(out, fmt.Sprintf("no round phase to compare (%d rounds in the groups view)", len(viewRounds)))
+	}
 	return out
 }
 
@@ -213,9 +288,18 @@ func TestReportMismatches(t *testing.T) {
 	statusOut := "machine    state           mode      written       sent  ratio codec  crash   app       rpo\n" +
 		"db01       protected       data      34.6MiB    41.7MiB   1.49 s2        13     1        2s\n"
 	points := map[string]string{"db01": "db01: 14 points, gen 1, synced=true, applied item 75, log seq 8875\n"}
-	groupsOut := "group apps: protected, master web01, members app01,web01\n  points 17; latest crash x, latest app y; rpo 2s\n  rounds 21: committed 20 (crash 18, app 2), revoked 1\n"
+	groupsOut := "group apps: protected, master web01, members app01,web01\n  points 17; latest crash x, latest app y; rpo 2s\n  rounds 21: committed 20 (crash 18, app 2), revoked 1\n" +
+		"  round apps:c:1 crash committed, started +00:10:00.000000, reported +00:10:00.004500\n" +
+		"    phases begin 0s..1ms ok, prepare 1ms..2.5ms ok, commit 2.5ms..3ms ok, resume 3ms..4ms ok\n" +
+		"    holds app01 2ms, web01 -\n"
 	html := `<figure class="machine" data-machine="db01" data-live-points="14" data-crash="13" data-app="1" data-rpo-final="2s" data-rpo-max="5m0s" data-samples="60">` +
-		`<figure class="group" data-group="apps" data-rounds="21" data-committed="20" data-revoked="1" data-points="17">`
+		`<figure class="group" data-group="apps" data-rounds="21" data-committed="20" data-revoked="1" data-points="17">` +
+		`<g class="round-row committed" data-tag="apps:c:1" data-kind="crash" data-outcome="committed"><title>t</title>` +
+		`<rect class="phase begin" x="1" y="1" width="1" height="10" data-phase="begin" data-from="0s" data-to="1ms" data-ok="true"><title>x</title></rect>` +
+		`<rect class="phase prepare" x="1" y="1" width="1" height="10" data-phase="prepare" data-from="1ms" data-to="2.5ms" data-ok="true"><title>x</title></rect>` +
+		`<rect class="phase commit" x="1" y="1" width="1" height="10" data-phase="commit" data-from="2.5ms" data-to="3ms" data-ok="true"><title>x</title></rect>` +
+		`<rect class="phase resume" x="1" y="1" width="1" height="10" data-phase="resume" data-from="3ms" data-to="4ms" data-ok="true"><title>x</title></rect>` +
+		`<rect class="hold" x="1" y="1" width="1" height="4" data-machine="app01" data-hold="2ms"><title>x</title></rect></g>`
 	if ms := reportMismatches(t, html, statusOut, points, groupsOut); len(ms) != 0 {
 		t.Fatalf("the same numbers mismatch: %v", ms)
 	}
@@ -228,6 +312,12 @@ func TestReportMismatches(t *testing.T) {
 		{"revoked", html, statusOut, points["db01"], strings.Replace(groupsOut, "revoked 1", "revoked 2", 1)},
 		{"group points", html, statusOut, points["db01"], strings.Replace(groupsOut, "points 17", "points 16", 1)},
 		{"no group", html, statusOut, points["db01"], "no replication groups\n"},
+		{"a phase's end in the view", html, statusOut, points["db01"], strings.Replace(groupsOut, "prepare 1ms..2.5ms", "prepare 1ms..2.6ms", 1)},
+		{"a phase's start in the report", strings.Replace(html, `data-phase="commit" data-from="2.5ms"`, `data-phase="commit" data-from="2.4ms"`, 1), statusOut, points["db01"], groupsOut},
+		{"a phase acknowledged", strings.Replace(html, `data-phase="resume" data-from="3ms" data-to="4ms" data-ok="true"`, `data-phase="resume" data-from="3ms" data-to="4ms" data-ok="false"`, 1), statusOut, points["db01"], groupsOut},
+		{"a hold", strings.Replace(html, `data-hold="2ms"`, `data-hold="3ms"`, 1), statusOut, points["db01"], groupsOut},
+		{"a round not drawn", strings.Replace(html, `data-tag="apps:c:1"`, `data-tag="apps:c:2"`, 1), statusOut, points["db01"], groupsOut},
+		{"no phases", html, statusOut, points["db01"], strings.Replace(groupsOut, "begin 0s..1ms ok, prepare 1ms..2.5ms ok, commit 2.5ms..3ms ok, resume 3ms..4ms ok", "- (the master reported none)", 1)},
 		{"no machine", strings.Replace(html, `class="machine"`, `class="other"`, 1), statusOut, points["db01"], groupsOut},
 	} {
 		t.Run(c.name, func(t *testing.T) {
