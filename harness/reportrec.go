@@ -138,17 +138,54 @@ func (rc *ReportRecorder) gatherRounds(st configsrv.Status) {
 			rc.rounds[g.Name] = byTag
 		}
 		for _, r := range g.Stats.Recent {
-			rd := report.Round{Tag: r.TagID, Kind: r.Kind.String(), Outcome: r.Outcome, Reason: r.Reason,
-				Started: r.Started.Sub(sched.Epoch), Reported: r.Reported.Sub(sched.Epoch)}
-			for _, h := range r.Holds {
-				rd.Holds = append(rd.Holds, report.Hold{Machine: h.Machine, Hold: h.Held})
-			}
-			for _, p := range r.Phases {
-				rd.Phases = append(rd.Phases, report.Phase{Name: p.Name, Start: p.Start.Sub(sched.Epoch), End: p.End.Sub(sched.Epoch), OK: p.OK})
-			}
-			byTag[r.TagID] = rd
+			byTag[r.TagID] = reportRound(r)
 		}
 	}
+}
+
+// reportRound is a round the configuration server keeps as the report
+// draws it.
+func reportRound(r configsrv.RoundStatus) report.Round {
+	rd := report.Round{Tag: r.TagID, Kind: r.Kind.String(), Outcome: r.Outcome, Reason: r.Reason,
+		Started: r.Started.Sub(sched.Epoch), Reported: r.Reported.Sub(sched.Epoch)}
+	for _, h := range r.Holds {
+		rd.Holds = append(rd.Holds, report.Hold{Machine: h.Machine, Hold: h.Held})
+	}
+	for _, p := range r.Phases {
+		rd.Phases = append(rd.Phases, report.Phase{Name: p.Name, Start: p.Start.Sub(sched.Epoch), End: p.End.Sub(sched.Epoch), OK: p.OK})
+	}
+	return rd
+}
+
+// GroupRounds are the replication groups with the rounds the configuration
+// server keeps (its last configsrv.RecentRounds), as the report draws them
+// (report.RoundsSVG): a live view for the dashboard. It only reads the
+// world.
+func (r *Runner) GroupRounds() ([]report.Group, error) {
+	if r.Env == nil {
+		return nil, fmt.Errorf("harness: group rounds: no world yet")
+	}
+	d, err := r.deployment()
+	if err != nil {
+		return nil, err
+	}
+	st, err := d.csStatus()
+	if err != nil {
+		return nil, err
+	}
+	var out []report.Group
+	for _, g := range st.Groups {
+		rg := report.Group{Name: g.Name, State: string(g.State), Master: g.Master, Rounds: g.Stats.Rounds,
+			Committed: g.Stats.Committed, Revoked: g.Stats.Revoked}
+		for _, m := range g.Members {
+			rg.Members = append(rg.Members, m.Machine)
+		}
+		for _, rs := range g.Stats.Recent {
+			rg.Shown = append(rg.Shown, reportRound(rs))
+		}
+		out = append(out, rg)
+	}
+	return out, nil
 }
 
 // ReportMeta is what the report says about the run besides the world:

@@ -5,6 +5,7 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
+	"html/template"
 	"io"
 	"net"
 	"net/http"
@@ -17,6 +18,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/v2a-dr/v2a/harness"
+	"github.com/v2a-dr/v2a/harness/report"
 	"github.com/v2a-dr/v2a/impl/failover"
 	"github.com/v2a-dr/v2a/sim/sched"
 )
@@ -433,13 +435,25 @@ type view struct {
 	Names       []string
 	Jobs        []jobView
 	Panels      []panel
-	Log         []logEntry
-	Actions     []struct{ Name, Label string }
-	Points      []string
-	Lines       []string
+	// Groups are the replication groups' last rounds, drawn with their
+	// phases and holds (report.RoundsSVG); GroupsErr says why there are
+	// none (no deployment yet).
+	Groups    []groupRounds
+	GroupsErr string
+	Log       []logEntry
+	Actions   []struct{ Name, Label string }
+	Points    []string
+	Lines     []string
 }
 
 type panel struct{ ID, Title, Text string }
+
+// groupRounds is a group's last rounds on the dashboard.
+type groupRounds struct {
+	Name   string
+	Rounds int // drawn
+	SVG    template.HTML
+}
 
 type jobView struct {
 	ID, Op, What, State, Requested, RTO string
@@ -483,6 +497,13 @@ func (d *dashboard) snapshot() view {
 	add("alerts", "alerts", "alerts")
 	add("cs-jobs", "replication jobs", "jobs")
 	add("groups", "replication groups", "groups")
+	gs, err := r.GroupRounds()
+	if err != nil {
+		v.GroupsErr = err.Error()
+	}
+	for _, g := range gs {
+		v.Groups = append(v.Groups, groupRounds{Name: g.Name, Rounds: len(report.GanttShown(g)), SVG: template.HTML(report.RoundsSVG(g))})
+	}
 	add("fabric", "Azure fabric", "fabric")
 	add("network", "network", "network")
 	v.Log = append([]logEntry(nil), d.log...)

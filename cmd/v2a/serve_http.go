@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/v2a-dr/v2a/harness/report"
 )
 
 // handler is the dashboard's HTTP interface:
@@ -145,7 +147,9 @@ pre{margin:0;font:12px ui-monospace,monospace;white-space:pre-wrap}
 .running{color:#9a6700}
 form{display:inline}
 .wide{grid-column:1/-1}
-</style></head><body>{{end}}
+.group-rounds svg{display:block;font:11px system-ui,sans-serif;max-width:100%;height:auto}
+.group-rounds h3{font-size:13px;font-weight:normal;color:#57606a}
+` + report.PhaseCSS + `</style></head><body>{{end}}
 
 {{define "page"}}{{template "head" .}}
 <header><strong>v2a</strong> live dashboard
@@ -190,6 +194,11 @@ setInterval(async () => {
 {{end}}</section>
 {{range .Panels}}<section id="{{.ID}}"><h2>{{.Title}}</h2><pre>{{.Text}}</pre></section>
 {{end}}
+<section class="wide" id="group-rounds"><h2>multi-VM rounds</h2>
+{{if .GroupsErr}}<p>{{.GroupsErr}}</p>{{else if not .Groups}}<p>no replication groups</p>{{end}}
+{{range .Groups}}<div class="group-rounds" data-group="{{.Name}}"><h3>group {{.Name}}: the last {{.Rounds}} rounds, each from its start: phases as the master saw them, members' write holds under each</h3>
+{{if .Rounds}}{{.SVG}}{{else}}<p>no round reported yet</p>{{end}}</div>
+{{end}}</section>
 <section class="wide" id="log"><h2>commands</h2>
 {{range .Log}}<pre><strong>&gt; {{.Line}}</strong>
 {{.Out}}</pre>{{end}}</section>

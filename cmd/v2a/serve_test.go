@@ -348,3 +348,52 @@ func TestSessionScript(t *testing.T) {
 		t.Errorf("the script parsed back (-want +got):\n%s", diff)
 	}
 }
+
+// TestServeGroupRounds: the dashboard draws each group's last rounds with
+// their phases, and what it draws is what `groups detail=rounds` prints
+// (every phase's times, since the round's start); before a deployment it
+// says why there are none.
+func TestServeGroupRounds(t *testing.T) {
+	d, srv := startDashboard(t, "world seed=5 machines=(web01,app01) workload=bank", "deploy",
+		"protect-group group=apps vms=(web01,app01)", "wait state=protected timeout=1h", "run for=11m")
+	page := get(t, srv, "/live")
+	var out string
+	var err error
+	if !d.do(func() { out, err = d.r.View("groups detail=rounds") }) {
+		t.Fatal("the dashboard stopped")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The view's phases, per round: "tag name from..to ok".
+	var want []string
+	for _, m := range regexp.MustCompile(`(?m)^  round (\S+) .*\n    phases (.*)$`).FindAllStringSubmatch(out, -1) {
+		for _, p := range regexp.MustCompile(`(\w+) (\S+)\.\.(\S+) (ok|failed)`).FindAllStringSubmatch(m[2], -1) {
+			want = append(want, fmt.Sprintf("%s %s %s..%s %s", m[1], p[1], p[2], p[3], p[4]))
+		}
+	}
+	var got []string
+	for _, row := range regexp.MustCompile(`(?s)<g class="round-row \S+" data-tag="([^"]+)"(.*?)</g>`).FindAllStringSubmatch(page, -1) {
+		for _, p := range regexp.MustCompile(`data-phase="([^"]+)" data-from="([^"]+)" data-to="([^"]+)" data-ok="(true|false)"`).FindAllStringSubmatch(row[2], -1) {
+			ok := "ok"
+			if p[4] == "false" {
+				ok = "failed"
+			}
+			got = append(got, fmt.Sprintf("%s %s %s..%s %s", row[1], p[1], p[2], p[3], ok))
+		}
+	}
+	if len(want) < 4 {
+		t.Fatalf("the groups view has %d phases to compare:\n%s", len(want), out)
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("phases drawn -groups view +dashboard:\n%s", diff)
+	}
+	if !strings.Contains(page, `<div class="group-rounds" data-group="apps">`) || !strings.Contains(get(t, srv, "/"), ".phase.prepare") {
+		t.Error("the rounds are not in their section, or the page does not style them")
+	}
+
+	_, before := startDashboard(t, "world seed=5 machines=(web01) workload=bank")
+	if page := get(t, before, "/live"); !strings.Contains(page, "no replication deployed yet") {
+		t.Error("before a deployment the rounds section does not say why it is empty")
+	}
+}

@@ -60,7 +60,7 @@ type checkCount struct {
 // Render writes the run as one self-contained HTML page. The same Run gives
 // the same bytes.
 func Render(w io.Writer, r *Run) error {
-	v := view{Run: r, CSS: template.CSS(css), WorldSVG: template.HTML(worldSVG(r.World))}
+	v := view{Run: r, CSS: template.CSS(css + PhaseCSS), WorldSVG: template.HTML(worldSVG(r.World))}
 	for _, m := range r.Machines {
 		live := 0
 		for _, p := range m.Points {

@@ -7,6 +7,21 @@ import "time"
 // configsrv.RecentRounds).
 const GanttRounds = 16
 
+// PhaseCSS styles RoundsSVG's marks (the report carries it; a page that
+// shows RoundsSVG elsewhere, the dashboard, includes it).
+const PhaseCSS = `.phase.begin { fill: #afb8c1; }
+.phase.prepare { fill: #54aeff; }
+.phase.quiesce { fill: #8250df; }
+.phase.commit { fill: #1a7f37; }
+.phase.resume { fill: #0969da; }
+.phase.revoke { fill: #cf222e; }
+.phase.failed { stroke: #cf222e; stroke-width: 2; fill-opacity: 0.5; }
+.hold { fill: #bf8700; }
+.round-outcome { fill: #1b1f24; font-size: 10px; }
+.round-row.revoked .round-outcome { fill: #cf222e; font-weight: 600; }
+.round-rows .axis { stroke: #57606a; } .round-rows .grid { stroke: #eaeef2; } .round-rows .tick, .round-rows .lane-label { fill: #57606a; }
+`
+
 // phaseNames are the phases a round can have, in the protocol's order:
 // the legend and the fills.
 var phaseNames = []string{"begin", "prepare", "quiesce", "commit", "resume", "revoke"}
@@ -55,6 +70,10 @@ func holdFrom(r Round) time.Duration {
 	return r.Started
 }
 
+// RoundsSVG is roundsSVG, for pages other than the report (the dashboard);
+// style it with PhaseCSS.
+func RoundsSVG(g Group) string { return roundsSVG(g) }
+
 // roundsSVG draws the group's last rounds as a Gantt chart on a common
 // axis of time since each round's start: a row per round with its phases
 // end to end (a fill per phase, a red outline on a phase left without
@@ -77,6 +96,7 @@ func roundsSVG(g Group) string {
 	}
 	h += 30
 	s := newSVG(h, "group "+g.Name+": the phases of its last rounds")
+	s.f(`<g class="round-rows">`)
 	a := axis{0, span}
 	// The legend.
 	x := padL
@@ -125,6 +145,7 @@ func roundsSVG(g Group) string {
 		s.f(`<text class="tick" x="%.1f" y="%d" text-anchor="middle">%s</text>`, tx, y+14, t)
 	}
 	s.f(`<text class="tick" x="%d" y="%d" text-anchor="end">since the round's start</text>`, padL+plotW, y+28)
+	s.f(`</g>`)
 	return s.String()
 }
 
