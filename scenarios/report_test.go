@@ -147,7 +147,8 @@ func checkReport(t *testing.T, r *harness.Runner, rec *harness.ReportRecorder) {
 	for name := range statusRows(t, statusOut) {
 		pointsOut[name] = view(t, r, "points", "vm", name, "last", "0")
 	}
-	for _, m := range reportMismatches(t, html, statusOut, pointsOut, view(t, r, "groups", "detail", "rounds")) {
+	groupsOut := view(t, r, "groups", "detail", "rounds")
+	for _, m := range reportMismatches(t, html, statusOut, pointsOut, groupsOut) {
 		t.Error(m)
 	}
 	status := statusRows(t, statusOut)
@@ -202,6 +203,21 @@ func checkReport(t *testing.T, r *harness.Runner, rec *harness.ReportRecorder) {
 		if !strings.HasPrefix(maxLabel, "max ") || strings.HasPrefix(maxLabel, "max -") {
 			t.Errorf("%s: RPO max label %q: no maximum drawn", name, maxLabel)
 		}
+	}
+	viewPhases := 0
+	for _, lines := range roundsOf(groupsOut) {
+		for _, l := range lines {
+			if strings.HasPrefix(l, "phase ") {
+				viewPhases++
+			}
+		}
+	}
+	drawn, err := browser.Eval[int](b, `document.querySelectorAll('figure.group g.round-row rect.phase').length`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if drawn != viewPhases || drawn == 0 {
+		t.Errorf("%d round phases drawn, the groups view lists %d", drawn, viewPhases)
 	}
 	shown, err := browser.Eval[bool](b, `(() => { const r = document.querySelector('figure.machine svg').getBoundingClientRect(); return r.width > 500 && r.height > 100; })()`)
 	if err != nil || !shown {
