@@ -109,11 +109,11 @@ func roundsSVG(g Group) string {
 	for _, r := range rounds {
 		s.f(`<g class="round-row %s" data-tag="%s" data-kind="%s" data-outcome="%s"><title>%s %s %s, started %s%s%s</title>`,
 			esc(r.Outcome), esc(r.Tag), esc(r.Kind), esc(r.Outcome), esc(r.Tag), esc(r.Kind), esc(r.Outcome), At(r.Started), holdsText(r.Holds), reasonText(r.Reason))
-		s.f(`<text class="lane-label" x="%d" y="%d" text-anchor="end">%s %s</text>`, padL-6, y+9, At(r.Started), esc(r.Kind))
+		s.f(`<text class="lane-label" x="%d" y="%d" text-anchor="end">%s</text>`, padL-6, y+9, At(r.Started))
 		if len(r.Phases) == 0 {
 			s.f(`<text class="lane-label" x="%d" y="%d">no phase times reported</text>`, padL, y+9)
 		}
-		end := 0.0
+		start, end := float64(padL+plotW), 0.0
 		for _, p := range r.Phases {
 			from, to := p.Start-r.Started, p.End-r.Started
 			x1, x2 := a.x(from), a.x(to)
@@ -123,9 +123,15 @@ func roundsSVG(g Group) string {
 			}
 			s.f(`<rect class="%s" x="%.1f" y="%d" width="%.1f" height="10" data-phase="%s" data-from="%s" data-to="%s" data-ok="%t"><title>%s %s..%s%s</title></rect>`,
 				cls, x1, y, max(x2-x1, 1), esc(p.Name), from, to, p.OK, esc(p.Name), from, to, okText(p.OK))
-			end = max(end, x2)
+			start, end = min(start, x1), max(end, x2)
 		}
-		s.f(`<text class="round-outcome" x="%.1f" y="%d">%s</text>`, max(end, padL)+4, y+9, esc(r.Outcome))
+		// The outcome after the bars, or before them when they reach the
+		// right edge.
+		if end+110 < chartW {
+			s.f(`<text class="round-outcome" x="%.1f" y="%d">%s %s</text>`, max(end, padL)+4, y+9, esc(r.Kind), esc(r.Outcome))
+		} else {
+			s.f(`<text class="round-outcome" x="%.1f" y="%d" text-anchor="end">%s %s</text>`, start-4, y+9, esc(r.Kind), esc(r.Outcome))
+		}
 		hx := a.x(holdFrom(r) - r.Started)
 		for i, hd := range r.Holds {
 			if hd.Hold < 0 {
