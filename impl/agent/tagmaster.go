@@ -22,7 +22,9 @@ import (
 // acknowledgement revokes the round: Tag{revoke} to every member and
 // locally, a wait of the resume timeout for the revoke acknowledgements
 // (they carry each member's hold), then TagRound to the configuration
-// server. Committed rounds end with TagRound too.
+// server. Committed rounds end with TagRound too. TagRound carries each
+// phase the master drove with the times it saw: when it sent the phase
+// and when it left it (the last acknowledgement, or giving up on it).
 //
 // Safety does not rest on the master: each member bounds its own hold
 // (tagmember.go), so a master that dies mid-round leaves no writes held
