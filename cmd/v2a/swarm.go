@@ -17,6 +17,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/v2a-dr/v2a/cmd/v2a/internal/progress"
 	"github.com/v2a-dr/v2a/harness"
 	"github.com/v2a-dr/v2a/harness/swarm"
 )
@@ -32,6 +33,7 @@ type swarmFlags struct {
 	keep          bool
 	jobs          int
 	failures      string
+	progress      string
 	progressEvery int
 }
 
@@ -78,7 +80,9 @@ interrupted.`,
 	c.Flags().BoolVar(&f.keep, "keep", false, "also write the scripts of seeds that passed")
 	c.Flags().IntVar(&f.jobs, "jobs", runtime.GOMAXPROCS(0), "seeds run at once")
 	c.Flags().StringVar(&f.failures, "failures", "", "write every failed check of every seed to this file as JSON lines (for v2a mutants)")
-	c.Flags().IntVar(&f.progressEvery, "progress-every", 10, "a progress line on stderr every N seeds (0: none)")
+	c.Flags().StringVar(&f.progress, "progress", string(progress.Auto),
+		"progress on stderr: auto (bars on a terminal, else plain lines), bar (seeds done and seeds failed), plain or none; stdout is the same with any")
+	c.Flags().IntVar(&f.progressEvery, "progress-every", 10, "with plain progress: a line every N seeds (0: none)")
 	return c
 }
 
@@ -122,7 +126,19 @@ func runSwarm(ctx context.Context, cmd *cobra.Command, f swarmFlags) error {
 	if err := os.MkdirAll(f.out, 0o755); err != nil {
 		return fmt.Errorf("swarm: --out: %w", err)
 	}
+	mode, err := progress.ParseMode(f.progress)
+	if err != nil {
+		return fmt.Errorf("swarm: --progress: %w", err)
+	}
 	seeds := swarm.Seeds(f.from, f.to, si, sn)
+	pg := progress.New(progress.Options{Mode: mode, Err: ew, Out: w})
+	defer pg.Close()
+	w = pg.Out()
+	var seedsDone, seedsFailed *progress.Counter
+	if pg.Mode() == progress.Bar {
+		seedsDone = pg.Counter("seeds done", int64(len(seeds)))
+		seedsFailed = pg.Counter("seeds failed", int64(len(seeds)))
+	}
 	fmt.Fprintf(w, "swarm: seeds %d..%d shard %s: %d seed(s), %d at a time, storage %s\n", f.from, f.to, f.shard, len(seeds), f.jobs, f.storage)
 	repro := func(seed uint64) string {
 		return fmt.Sprintf("v2a run %s --seed %d --storage %s", filepath.Join(f.out, fmt.Sprintf("seed-%d.scn", seed)), seed, f.storage)
@@ -132,7 +148,7 @@ func runSwarm(ctx context.Context, cmd *cobra.Command, f swarmFlags) error {
 		if err := os.WriteFile(path, []byte(p.Script), 0o644); err != nil {
 			return swarm.Result{Plan: p, Verdict: err.Error(), Failures: []harness.Result{{Check: "script", Subject: path, Verdict: harness.Illegal, Evidence: err.Error()}}}
 		}
-		return runSeedProcess(ctx, exe, p, path, f.storage)
+		return runSeed(ctx, exe, p, path, f.storage)
 	}
 	var failures []harness.Result
 	rep := swarm.Swarm(ctx, swarm.Config{Seeds: seeds, Jobs: f.jobs, Budget: f.budget, Exec: run,
@@ -146,10 +162,19 @@ func runSwarm(ctx context.Context, cmd *cobra.Command, f swarmFlags) error {
 			if r.Failed() {
 				failures = append(failures, r.Failures...)
 			}
-			if f.progressEvery > 0 && (done%f.progressEvery == 0 || done == total) {
+			switch {
+			case seedsDone != nil:
+				seedsDone.Set(int64(done))
+				if r.Failed() {
+					seedsFailed.Inc()
+				}
+			case pg.Mode() == progress.Plain && f.progressEvery > 0 && (done%f.progressEvery == 0 || done == total):
 				progressLine(ew, done, total, len(failures))
 			}
 		}})
+	if seedsDone != nil {
+		seedsDone.Done() // seedsFailed stays as it is, out of every seed (Close)
+	}
 	// Each failing seed once more, from the file written out: the proof
 	// that the file alone reproduces it.
 	for i, r := range rep.Results {
@@ -157,7 +182,7 @@ func runSwarm(ctx context.Context, cmd *cobra.Command, f swarmFlags) error {
 			continue
 		}
 		name := filepath.Join(f.out, fmt.Sprintf("seed-%d.scn", r.Plan.Seed))
-		again := runSeedProcess(ctx, exe, r.Plan, name, f.storage)
+		again := runSeed(ctx, exe, r.Plan, name, f.storage)
 		same := swarm.SameFailures(r.Failures, again.Failures)
 		rep.Results[i].Reproduced = &same
 	}
@@ -210,6 +235,9 @@ func runSwarm(ctx context.Context, cmd *cobra.Command, f swarmFlags) error {
 var progressLine = func(w io.Writer, done, total, failed int) {
 	fmt.Fprintf(w, "swarm: %d/%d seeds done, %d failed check(s) so far\n", done, total, failed)
 }
+
+// runSeed runs one seed's script: runSeedProcess (tests put a fake here).
+var runSeed = runSeedProcess
 
 // runSeedProcess runs a script with `v2a run` in a child process and reads
 // its verdict: the failures file, the closing lines and the exit code. A

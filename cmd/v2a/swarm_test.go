@@ -3,8 +3,12 @@ package main
 import (
 	"bytes"
 	"context"
+	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/v2a-dr/v2a/harness"
+	"github.com/v2a-dr/v2a/harness/swarm"
 )
 
 // TestSwarmBadFlags: bad flags exit 2 with a clear error, and run no seed.
@@ -32,5 +36,60 @@ func TestSwarmBadFlags(t *testing.T) {
 		if strings.Contains(out.String(), "seed-") {
 			t.Errorf("%v: ran seeds: %s", tt.args, out.String())
 		}
+	}
+}
+
+// TestSwarmProgress: the swarm's progress in each mode, with a fake seed
+// runner that fails seed 2 of 3. bar draws the seeds-done and seeds-failed
+// bars, ending at 3/3 and 1/3; plain prints its lines; none prints no
+// progress. stdout (the failing seed, the summary) is the same in every
+// mode.
+func TestSwarmProgress(t *testing.T) {
+	wallTime := regexp.MustCompile(`in \S+ of wall time: \d+ seeds/hour`)
+	runSeed = func(_ context.Context, _ string, p swarm.Plan, _, _ string) swarm.Result {
+		r := swarm.Result{Plan: p, Passed: 2}
+		if p.Seed == 2 {
+			r.Verdict = "a check failed"
+			r.Failures = []harness.Result{{Check: "points", Subject: "sw01", Verdict: harness.Illegal, Evidence: "planted"}}
+		}
+		return r
+	}
+	t.Cleanup(func() { runSeed = runSeedProcess })
+	outs, dir := map[string]string{}, t.TempDir()
+	for _, tt := range []struct {
+		mode     string
+		want     []string
+		wantNone bool
+	}{
+		{"bar", []string{"seeds done", "3/3", "seeds failed", "1/3"}, false},
+		{"plain", []string{"swarm: 3/3 seeds done, 1 failed check(s) so far"}, false},
+		{"none", nil, true},
+	} {
+		var out, errb bytes.Buffer
+		code := execute(context.Background(), []string{"swarm", "--seeds", "3", "--jobs", "1", "--progress", tt.mode,
+			"--progress-every", "1", "--out", dir}, &out, &errb)
+		if code != exitChecks {
+			t.Fatalf("--progress %s: exit %d, want %d (seed 2 failed)\n%s%s", tt.mode, code, exitChecks, out.String(), errb.String())
+		}
+		for _, w := range tt.want {
+			if !strings.Contains(errb.String(), w) {
+				t.Errorf("--progress %s: stderr lacks %q:\n%q", tt.mode, w, errb.String())
+			}
+		}
+		if tt.wantNone && strings.Contains(errb.String(), "seeds done") {
+			t.Errorf("--progress none printed progress: %q", errb.String())
+		}
+		if !strings.Contains(out.String(), "FAILED seed 2") {
+			t.Errorf("--progress %s: stdout lacks the failing seed:\n%s", tt.mode, out.String())
+		}
+		outs[tt.mode] = wallTime.ReplaceAllString(out.String(), "WALL")
+	}
+	if outs["bar"] != outs["none"] || outs["plain"] != outs["none"] {
+		t.Errorf("stdout differs across --progress modes:\nnone:\n%s\nplain:\n%s\nbar:\n%s", outs["none"], outs["plain"], outs["bar"])
+	}
+	var errb bytes.Buffer
+	if code := execute(context.Background(), []string{"swarm", "--seeds", "1", "--progress", "loud"}, &bytes.Buffer{}, &errb); code != exitSetup ||
+		!strings.Contains(errb.String(), "want auto, bar, plain or none") {
+		t.Errorf("--progress loud: exit %d, stderr %q", code, errb.String())
 	}
 }

@@ -314,6 +314,7 @@ func (a *Agent) start(ctx runtime.Context) {
 		return
 	}
 	a.st = st
+	a.psEpoch, a.resumed = st.PSEpoch, true
 	a.master.scheduleGroup(ctx)
 	a.phase = st.Phase
 	ctx.Log().Info("agent: resuming", "machine", a.cfg.Machine, "phase", st.Phase, "gen", st.Gen)
@@ -441,12 +442,13 @@ func (a *Agent) onProtect(ctx runtime.Context, m *proto.Protect) {
 	// restarting it would leave a gap of up to two intervals between points.
 	scheduled := a.timers.Pending(tCrash)
 	keepSchedule := scheduled && m.Policy == a.st.Policy
-	floor := a.st.StreamFloor // the process server's numbering, unless it is another one
+	// The process server's numbering and cache epoch, unless it is another one.
+	floor, epoch, ceil := a.st.StreamFloor, a.st.PSEpoch, a.st.StreamCeil
 	if psChanged {
-		floor = 0
+		floor, epoch = 0, 0
 	}
 	a.st = persisted{Machine: a.cfg.Machine, Gen: m.Gen, Policy: m.Policy, ProcessServer: m.ProcessServer, Phase: PhaseSyncing,
-		LastTagN: a.st.LastTagN, StreamFloor: floor}
+		LastTagN: a.st.LastTagN, StreamFloor: floor, PSEpoch: epoch, StreamCeil: ceil}
 	a.cancel(ctx, tResync)
 	if !a.timers.Pending(tHeartbeat) {
 		a.heartbeat(ctx)
@@ -468,7 +470,7 @@ func (a *Agent) onProtect(ctx runtime.Context, m *proto.Protect) {
 // numbering is its own, so what was queued is dropped and rebuilt.
 func (a *Agent) switchProcessServer(ctx runtime.Context, ps string) {
 	ctx.Log().Info("agent: process server changed", "machine", a.cfg.Machine, "process_server", ps)
-	a.st.ProcessServer, a.st.StreamFloor = ps, 0
+	a.st.ProcessServer, a.st.StreamFloor, a.st.PSEpoch = ps, 0, 0
 	a.psEpoch, a.pastEpochs, a.ackedLogs = 0, nil, nil
 	a.save(ctx)
 	a.dropStream()

@@ -800,3 +800,66 @@ func TestProcessServerLostCache(t *testing.T) {
 		t.Fatalf("a stale ack of the old epoch: %+v", s)
 	}
 }
+
+// TestProcessServerLostCacheWhileAgentDown: the process server loses its
+// cache while the agent is down. The restarted agent no longer knows how
+// far the stream went, but it persisted the epoch it last heard and a
+// ceiling above every item it sent: the first answer, from a new epoch,
+// makes it ask for a resync numbered on from the ceiling, past anything
+// the Azure side may have applied. (Before the fix the agent numbered on
+// from the new cache's 0, and the Azure side discarded those items as
+// already applied: acknowledged writes were lost.)
+func TestProcessServerLostCacheWhileAgentDown(t *testing.T) {
+	g := newGuest(t, 1<<20)
+	e := newEnv(t, g, func(c *Config) { c.ItemBytes = 8192 })
+	e.ps.epoch = 1
+	e.replicating()
+	for i := 0; i < 6; i++ {
+		g.write(0, int64(i)*4096, fill(4096, byte(i+1)))
+	}
+	e.drain()
+	had := e.a.Status().ItemsAcked
+	if had == 0 {
+		t.Fatal("nothing acknowledged before the loss")
+	}
+	e.start() // the agent restarts ...
+	e.ps.loseCache()
+	for i := 6; i < 10; i++ { // ... and the guest writes on
+		g.write(0, int64(i)*4096, fill(4096, byte(i+1)))
+	}
+	e.advance(time.Minute, time.Second)
+	var reasons []string
+	for _, m := range e.sentToCS() {
+		if r, ok := m.(*proto.ResyncNeeded); ok {
+			reasons = append(reasons, r.Reason)
+		}
+	}
+	if len(reasons) == 0 || !strings.Contains(reasons[0], "lost its cache while the agent was down") {
+		t.Fatalf("ResyncNeeded %q, want one saying the process server lost its cache while the agent was down (status %+v)", reasons, e.a.Status())
+	}
+	if s := e.a.Status(); s.Phase != PhaseResyncRequired || s.PSLosses != 1 {
+		t.Fatalf("status %+v: want resync-required after one loss", s)
+	}
+	e.protect(2)
+	starts := e.itemsOf(batch.KindSyncStart)
+	if len(starts) == 0 || starts[len(starts)-1].Seq <= streamReserve {
+		var seqs []uint64
+		for _, it := range starts {
+			seqs = append(seqs, it.Seq)
+		}
+		t.Fatalf("the resync's SyncStarts %v: want the last numbered past the ceiling (> %d), far above item %d", seqs, streamReserve, had)
+	}
+	e.advance(time.Minute, time.Second)
+	if s := e.a.Status(); s.Phase != PhaseReplicating || s.Gen != 2 {
+		t.Fatalf("after the resync: %+v", s)
+	}
+	e.checkReplica()
+
+	// Control: a restart with the cache intact resumes where the process
+	// server stands, with no resync.
+	e.start()
+	e.advance(time.Minute, time.Second)
+	if s := e.a.Status(); s.Phase != PhaseReplicating || s.PSLosses != 0 || s.Gen != 2 {
+		t.Fatalf("a restart with the cache intact: %+v", s)
+	}
+}

@@ -37,6 +37,13 @@ type persisted struct {
 	// StreamFloor is the stream position to number on from after the
 	// process server lost acknowledged items (0: none): see stream.
 	StreamFloor uint64 `json:"streamFloor,omitempty"`
+	// PSEpoch is the cache epoch of ProcessServer the agent last heard
+	// (0: none yet), and StreamCeil is above every item number the agent
+	// has sent to it: a restarted agent compares the first answer's epoch
+	// with PSEpoch to learn that the process server lost its cache while
+	// the agent was down, and then numbers on from StreamCeil (see stream).
+	PSEpoch    uint64 `json:"psEpoch,omitempty"`
+	StreamCeil uint64 `json:"streamCeil,omitempty"`
 }
 
 // loadState reads agent.state; ok is false when there is none.

@@ -31,8 +31,16 @@ import (
 // are acknowledged — asks for a resync, whose SyncStart it numbers on from
 // its own position so that the Azure side's numbering never goes back. (A
 // lower Acked in the same epoch is a stale answer, overtaken by a later
-// one, and is ignored.) Not covered: a cache lost while the agent was also
-// restarted, as it then knows neither the old epoch nor its position.
+// one, and is ignored.)
+//
+// A cache lost while the agent was down too (a machine crash, say) is
+// caught the same way: the agent persists the epoch it last heard
+// (persisted.PSEpoch) and a ceiling above every item number it sends
+// (persisted.StreamCeil, reserved streamReserve items at a time, durably
+// before any item past the old ceiling goes out). A restarted agent whose
+// first answer comes from another epoch knows the process server lost
+// what it had acknowledged, though not how much: it requires a resync,
+// numbered on from the ceiling.
 type stream struct {
 	streamOpen bool
 	acked      uint64     // highest item the process server acknowledged
@@ -49,13 +57,21 @@ type stream struct {
 	itemsSent, retransmits, goBacks, backoffs uint64
 	payloadSent                               int64
 
-	psEpoch    uint64   // the process server's cache epoch (0: not known yet)
+	psEpoch uint64 // the process server's cache epoch (0: not known yet)
+	// resumed: the agent restarted and has not had an answer since, so
+	// it does not know how far the process server's stream went.
+	resumed    bool
 	pastEpochs []uint64 // earlier epochs of it: their answers are stale
 	// ackedLogs remembers the last record of recently acknowledged Log
 	// items, oldest first: where a resend after a lost cache would start.
 	ackedLogs []ackedLog
 	psLosses  uint64 // times the process server lost acknowledged items
 }
+
+// streamReserve is how many item numbers the agent reserves at a time
+// above the stream's position (persisted.StreamCeil): one state save per
+// that many items.
+const streamReserve = 1 << 20
 
 // ackedLog is an acknowledged Log item and the last record it carried.
 type ackedLog struct{ seq, last uint64 }
@@ -104,6 +120,12 @@ func (a *Agent) transmit(ctx runtime.Context) {
 	if !a.streamOpen || a.backingOff || a.probing || a.persist.busy() {
 		return // (a state being saved: nothing goes out before it is durable)
 	}
+	if a.sentUpTo+1 < a.nextItem && a.nextItem-1 >= a.st.StreamCeil {
+		// An item at or past the ceiling waits for a new one to be durable.
+		a.st.StreamCeil = a.nextItem - 1 + streamReserve
+		a.save(ctx)
+		return
+	}
 	ps := runtime.Addr(a.st.ProcessServer)
 	for a.sentUpTo+1 < a.nextItem && a.sentUpTo < a.acked+uint64(a.cfg.Window) {
 		it := a.queue[a.sentUpTo-a.acked]
@@ -150,10 +172,18 @@ func (a *Agent) onAck(ctx runtime.Context, m *proto.ItemAck) {
 	if a.st.ProcessServer == "" {
 		return
 	}
-	if a.newEpoch(m) && m.Acked < a.acked {
+	lost, blind := a.newEpoch(ctx, m), a.resumed
+	a.resumed = false
+	if lost && blind {
+		// Restarted, and the process server's cache is not the one the
+		// agent last heard: what it had acknowledged is gone, up to an
+		// item number at most the ceiling.
+		a.acked = max(a.acked, a.st.StreamCeil)
+	}
+	if lost && m.Acked < a.acked {
 		a.cancel(ctx, tHello)
 		a.streamOpen = true
-		a.psLost(ctx, m.Acked)
+		a.psLost(ctx, m.Acked, blind)
 		return
 	}
 	if !a.streamOpen {
@@ -289,10 +319,14 @@ func (a *Agent) trimLog(ctx runtime.Context, upto uint64) {
 
 // newEpoch reports whether m comes from a cache epoch of the process server
 // newer than the one the agent knew, and makes it the known one.
-func (a *Agent) newEpoch(m *proto.ItemAck) bool {
+func (a *Agent) newEpoch(ctx runtime.Context, m *proto.ItemAck) bool {
 	if m.Epoch == 0 || m.Epoch == a.psEpoch || slices.Contains(a.pastEpochs, m.Epoch) {
 		return false
 	}
+	// Durable before any item goes out under it (transmit waits for the
+	// save), so that a restart can tell a lost cache (see stream).
+	a.st.PSEpoch = m.Epoch
+	a.save(ctx)
 	known := a.psEpoch != 0
 	if known {
 		if len(a.pastEpochs) == 8 {
@@ -307,14 +341,23 @@ func (a *Agent) newEpoch(m *proto.ItemAck) bool {
 // psLost handles a process server that lost the items after acked which it
 // had acknowledged (see stream): resend them from the change log if it
 // still holds their records, else resync.
-func (a *Agent) psLost(ctx runtime.Context, acked uint64) {
+//
+// blind says the agent restarted since: a.acked is then its ceiling, not
+// a position the process server acknowledged, and the change log is not
+// consulted (the agent no longer knows which records the lost items held).
+func (a *Agent) psLost(ctx runtime.Context, acked uint64, blind bool) {
 	a.psLosses++
-	ctx.Log().Warn("agent: process server lost items it had acknowledged", "machine", a.cfg.Machine,
-		"from", acked+1, "to", a.acked)
+	if blind {
+		ctx.Log().Warn("agent: process server lost items it had acknowledged while the agent was down", "machine", a.cfg.Machine,
+			"from", acked+1, "ceiling", a.acked)
+	} else {
+		ctx.Log().Warn("agent: process server lost items it had acknowledged", "machine", a.cfg.Machine,
+			"from", acked+1, "to", a.acked)
+	}
 	a.queue, a.goBackAt, a.backingOff, a.probing = nil, 0, false, false
 	a.cancel(ctx, tRetx)
 	a.cancel(ctx, tBackoff)
-	if from, ok := a.heldFrom(acked); ok && a.phase == PhaseReplicating {
+	if from, ok := a.heldFrom(acked); ok && !blind && a.phase == PhaseReplicating {
 		ctx.Log().Info("agent: resending lost items from the change log", "machine", a.cfg.Machine, "from_record", from)
 		a.acked, a.nextItem, a.sentUpTo = acked, acked+1, acked
 		a.ops.Reset() // a metadata re-read in flight is for an item no longer queued
@@ -332,6 +375,9 @@ func (a *Agent) psLost(ctx runtime.Context, acked uint64) {
 		return
 	}
 	reason := fmt.Sprintf("the process server no longer has items %d to %d it had acknowledged (its cache was lost), and the change log no longer holds their records", acked+1, a.acked)
+	if blind {
+		reason = fmt.Sprintf("the process server lost its cache while the agent was down (cache epoch %d, was %d): items it had acknowledged may never have reached Azure", a.psEpoch, a.pastEpochs[len(a.pastEpochs)-1])
+	}
 	if a.phase == PhaseResyncRequired {
 		a.save(ctx)
 		return

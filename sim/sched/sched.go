@@ -299,8 +299,18 @@ func (s *Sim) Pending() int { return len(s.queue) }
 func (s *Sim) Events() uint64 { return s.events }
 
 // Step runs the next event and reports whether there was one.
-func (s *Sim) Step() bool {
+func (s *Sim) Step() bool { return s.step(time.Time{}) }
+
+// step runs the next event due at or before limit (the zero time: any),
+// dropping the dead ones before it (a crashed actor's, a cancelled
+// timer's), and reports whether it ran one. It never moves the clock past
+// limit: a dead event at the head must not carry a run on to the live one
+// after its deadline.
+func (s *Sim) step(limit time.Time) bool {
 	for len(s.queue) > 0 {
+		if !limit.IsZero() && s.queue[0].at.After(limit) {
+			return false
+		}
 		it := heap.Pop(&s.queue).(*item)
 		if it.at.After(s.now) {
 			s.setNow(it.at)
@@ -355,7 +365,7 @@ func (s *Sim) RunUntil(t time.Time) {
 		if s.stopped.Load() {
 			return
 		}
-		s.Step()
+		s.step(t)
 	}
 	if t.After(s.now) && !s.stopped.Load() {
 		s.setNow(t)
@@ -376,7 +386,7 @@ func (s *Sim) RunWhile(deadline time.Time, cond func() bool) bool {
 			}
 			return !cond()
 		}
-		s.Step()
+		s.step(deadline)
 	}
 	return true
 }

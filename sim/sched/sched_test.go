@@ -216,3 +216,27 @@ func TestOnAdvance(t *testing.T) {
 		t.Fatal("an observer changed the trace")
 	}
 }
+
+// TestRunForStopsAtItsDeadline: an event dropped at the head of the queue
+// (a cancelled timer) does not let the run go on to the event after it,
+// past the deadline. (Before the fix, RunFor(2.5s) ran "late" at 3 s, and
+// the clock stood at 3 s, not 2.5 s.)
+func TestRunForStopsAtItsDeadline(t *testing.T) {
+	s := sched.New(1, nil, nil)
+	var fired []string
+	must(t, s.Spawn("h:1", func() runtime.Actor { return &timerActor{fired: &fired} }))
+	s.RunFor(2500 * time.Millisecond)
+	if diff := cmp.Diff([]string{"keep@1s"}, fired); diff != "" {
+		t.Fatalf("timers by 2.5 s (-want +got):\n%s", diff)
+	}
+	if got := s.Elapsed(); got != 2500*time.Millisecond {
+		t.Fatalf("clock at %v after RunFor(2.5s)", got)
+	}
+	if s.RunWhile(sched.Epoch.Add(2900*time.Millisecond), func() bool { return len(fired) < 2 }) || len(fired) != 1 {
+		t.Fatalf("RunWhile to 2.9 s: fired %v", fired)
+	}
+	s.RunFor(time.Second)
+	if diff := cmp.Diff([]string{"keep@1s", "late@3s"}, fired); diff != "" {
+		t.Fatalf("timers by 3.9 s (-want +got):\n%s", diff)
+	}
+}

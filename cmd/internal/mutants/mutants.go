@@ -44,7 +44,7 @@ import (
 type Mutant struct {
 	Name     string // # mutant:
 	Bug      string // # bug:
-	Scenario string // # scenario: the basename of scenarios/SCENARIO.scn, or swarm:FROM-TO (a swarm run)
+	Scenario string // # scenario: scenarios/SCENARIO.scn without .scn (NAME or regressions/NAME), or swarm:FROM-TO (a swarm run)
 	KilledBy string // # killed-by: the check that must fail
 	File     string // the .patch file
 	Patch    []byte // the whole file; git apply skips the header
@@ -106,7 +106,9 @@ func Parse(file string, data []byte) (Mutant, error) {
 			return Mutant{}, fmt.Errorf("mutants: %s: missing `# %s:` header line", file, k)
 		}
 	}
-	for _, f := range []struct{ k, v string }{{"mutant", m.Name}, {"scenario", m.Scenario}, {"killed-by", m.KilledBy}} {
+	// A kept swarm failure is named by its directory: regressions/NAME.
+	scenario, _ := strings.CutPrefix(m.Scenario, "regressions/")
+	for _, f := range []struct{ k, v string }{{"mutant", m.Name}, {"scenario", scenario}, {"killed-by", m.KilledBy}} {
 		if f.v == "" || strings.ContainsAny(f.v, " \t/") {
 			return Mutant{}, fmt.Errorf("mutants: %s: `# %s:` must be one word, got %q", file, f.k, f.v)
 		}

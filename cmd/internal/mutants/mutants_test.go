@@ -31,6 +31,9 @@ func TestParse(t *testing.T) {
 	if m.Name != "skip-20th" || m.Bug != "the Azure side skips every 20th item" || m.Scenario != "demo" || m.KilledBy != "write-order" {
 		t.Errorf("parsed %+v", m)
 	}
+	if m, err := Parse("skip-20th.patch", []byte(strings.Replace(header, "# scenario: demo", "# scenario: regressions/swarm-2.scn", 1)+diff)); err != nil || m.Scenario != "regressions/swarm-2" {
+		t.Errorf("a kept swarm failure as the scenario: %+v, %v", m, err)
+	}
 	for _, c := range []struct{ name, file, data, want string }{
 		{"no killed-by", "skip-20th.patch", strings.Replace(header, "# killed-by: write-order\n", "", 1) + diff, "missing `# killed-by:`"},
 		{"twice", "skip-20th.patch", header + "# bug: again\n" + diff, "bug: given twice"},
@@ -38,6 +41,7 @@ func TestParse(t *testing.T) {
 		{"name mismatch", "other.patch", header + diff, "does not match the file name"},
 		{"two-word check", "skip-20th.patch", strings.Replace(header, "write-order", "write order", 1) + diff, "must be one word"},
 		{"junk before diff", "skip-20th.patch", header + "junk\n" + diff, "want a `# key: value` header line"},
+		{"a path, not a regression", "skip-20th.patch", strings.Replace(header, "# scenario: demo", "# scenario: testdata/demo", 1) + diff, "must be one word"},
 	} {
 		_, err := Parse(c.file, []byte(c.data))
 		if err == nil || !strings.Contains(err.Error(), c.want) || !strings.HasPrefix(err.Error(), "mutants: ") {
