@@ -33,6 +33,19 @@ type entry struct {
 	state     entryState
 	attempts  int       // failed seal/upload attempts in a row
 	notBefore time.Time // backing off after a failure until then
+	// data is the item as received, kept (within Config.RetainBytes) from
+	// its group commit until its upload is confirmed, and codec the codec
+	// it is to be sealed with; nil: the seal reads the cache file.
+	data  []byte
+	codec batch.Codec
+}
+
+// forget drops the item bytes an entry retains.
+func (s *Server) forget(e *entry) {
+	if e.data != nil {
+		s.retainedBytes -= e.rawBytes
+		e.data = nil
+	}
 }
 
 // machine is one machine's stream as the process server has it.
@@ -123,6 +136,14 @@ func (w *worker) sealFile(fsy fsys.FS, path, name string, dst []byte) (sealed, e
 		return sealed{}, err
 	}
 	return w.sealRecord(name, buf, dst)
+}
+
+// sealItem seals an item held in memory (entry.data) as the blob name
+// into dst, reused from its start; it runs inside an Op.
+func (w *worker) sealItem(name string, item []byte, codec batch.Codec, dst []byte) (sealed, error) {
+	w.sealer.SetCodec(codec)
+	out, err := w.sealer.Seal(dst[:0], name, item)
+	return sealed{out, codec}, err
 }
 
 // sealRecord checks a cache record (header and CRC-32C) and seals the item
@@ -240,9 +261,18 @@ func (s *Server) startSeal(ctx runtime.Context, m *machine, e *entry) {
 	if n := len(s.spare); n > 0 {
 		dst, s.spare = s.spare[n-1], s.spare[:n-1]
 	}
-	path, name, fsy := s.disk.itemPath(m.name, e.seq), proto.CacheBlobName(m.name, e.seq), s.disk.fs
+	name := proto.CacheBlobName(m.name, e.seq)
 	e.state = stateSealing
 	s.inFlight++
+	if item, codec := e.data, e.codec; item != nil {
+		// The item's bytes are retained already (retainedBytes): no read,
+		// no new memory but the sealed output.
+		s.ops.Start(ctx, runtime.Op{Name: "seal " + name,
+			Run: func(context.Context) (any, error) { return w.sealItem(name, item, codec, dst) }},
+			&opInfo{kind: opSeal, machine: m.name, seq: e.seq, worker: w})
+		return
+	}
+	path, fsy := s.disk.itemPath(m.name, e.seq), s.disk.fs
 	s.hold(e.fileBytes)
 	s.ops.Start(ctx, runtime.Op{Name: "seal " + name, Disk: &runtime.DiskIO{Device: runtime.DeviceCache, Bytes: e.fileBytes},
 		Run: func(context.Context) (any, error) { return w.sealFile(fsy, path, name, dst) }},
@@ -250,8 +280,9 @@ func (s *Server) startSeal(ctx runtime.Context, m *machine, e *entry) {
 }
 
 // hold and release account the bytes the pipeline keeps in memory: an
-// item's bytes while it is read and sealed, then its sealed bytes until
-// the upload finishes.
+// item's bytes while it is read back from its cache file and sealed, then
+// its sealed bytes until the upload finishes. Items sealed from the bytes
+// as received count in retainedBytes instead.
 func (s *Server) hold(n int64) {
 	s.memBytes += n
 	s.peakMemBytes = max(s.peakMemBytes, s.memBytes)
@@ -314,6 +345,7 @@ func (s *Server) done(ctx runtime.Context, ev runtime.Done) {
 			return
 		}
 		e.state, e.attempts = stateUploaded, 0
+		s.forget(e)
 		m.uploadedItems++
 		m.rawBytes += e.rawBytes
 		m.sealedBytes += info.sealedBytes

@@ -26,9 +26,11 @@
 //     never acknowledged, so the agent still has them and resends them
 //     (go-back-N). An item that arrives again while received but not
 //     committed is not answered: the group commit answers it.
-//  3. The pipeline reads the cached file back (an Op), checks its CRC-32C,
-//     seals it under its blob name, proto.CacheBlobName (the same local
-//     Op), uploads it to the cache container, ContainerPrefix +
+//  3. The pipeline seals the item under its blob name,
+//     proto.CacheBlobName (an Op): from the bytes as received when the
+//     server still holds them (see Config.RetainBytes), otherwise from the
+//     cached file, read back and checked against its CRC-32C (always so
+//     after a restart). It uploads it to the cache container, ContainerPrefix +
 //     proto.ContainerCache (a second Op, Peer StoragePeer, Bytes the
 //     sealed size), deletes the cached file and tells the Azure
 //     side with an Uploaded hint. Items of one machine are started in
@@ -73,6 +75,7 @@ const (
 	DefaultMaxUploads    = 4
 	DefaultHealthEvery   = time.Minute
 	DefaultGroupCommit   = 2 * time.Millisecond
+	DefaultRetainBytes   = 64 << 20
 )
 
 // Errors. Each is wrapped with the machine and item it concerns.
@@ -118,6 +121,15 @@ type Config struct {
 	MaxUploads int
 	// HealthEvery is the PSHealth period.
 	HealthEvery time.Duration
+	// RetainBytes is the memory budget, in item bytes, for items kept as
+	// received from the moment their group commit made them durable until
+	// their upload is confirmed, so that sealing them need not read the
+	// cache file back. An item that would take the retained bytes past it
+	// is not kept: it is sealed from its cache file, as every item is after
+	// a restart. The cache file is written and fsynced before the
+	// acknowledgement either way: durability does not depend on it.
+	// Default DefaultRetainBytes; negative: keep none (always read back).
+	RetainBytes int64
 }
 
 func (c Config) withDefaults() Config {
@@ -147,6 +159,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.GroupCommit <= 0 {
 		c.GroupCommit = DefaultGroupCommit
+	}
+	if c.RetainBytes == 0 {
+		c.RetainBytes = DefaultRetainBytes
 	}
 	return c
 }
@@ -193,6 +208,9 @@ type Server struct {
 
 	memBytes     int64 // item and sealed bytes held by the pipeline
 	peakMemBytes int64
+	// retainedBytes are the item bytes of entries that keep their data
+	// (entry.data), at most Config.RetainBytes.
+	retainedBytes int64
 
 	startedAt time.Time
 	lastNow   time.Time // the clock at the latest event, for Status
@@ -255,7 +273,7 @@ func (s *Server) start(ctx runtime.Context) {
 	s.order = nil
 	s.ops = runtime.Ops[*opInfo]{}
 	s.spare = nil // an op of the previous life may still hold them
-	s.inFlight, s.usedBytes, s.memBytes = 0, 0, 0
+	s.inFlight, s.usedBytes, s.memBytes, s.retainedBytes = 0, 0, 0, 0
 	s.containerReady = false
 	s.startedAt = ctx.Now()
 	s.retryAt = time.Time{}
@@ -469,7 +487,12 @@ func (s *Server) commitDone(ctx runtime.Context, batch []*pendingItem, res []com
 			continue
 		}
 		m.acked = p.seq
-		m.items = append(m.items, &entry{seq: p.seq, fileBytes: p.fileBytes, rawBytes: p.rawBytes})
+		e := &entry{seq: p.seq, fileBytes: p.fileBytes, rawBytes: p.rawBytes}
+		if s.retainedBytes+p.rawBytes <= s.cfg.RetainBytes {
+			e.data, e.codec = p.data, p.codec
+			s.retainedBytes += p.rawBytes
+		}
+		m.items = append(m.items, e)
 	}
 	for _, m := range touched {
 		c := out[m.name]

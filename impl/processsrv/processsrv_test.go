@@ -815,8 +815,10 @@ func TestCorruptFrameDropped(t *testing.T) {
 
 // A cached file damaged on disk is not uploaded: the seal fails its CRC,
 // the error is reported and retried (it may be a transient read error).
+// The file is read only when the item's bytes are not retained (as after a
+// restart): RetainBytes -1 keeps none.
 func TestCorruptCacheFile(t *testing.T) {
-	e := newEnv(t, func(c *Config) { c.MaxUploads = 1 })
+	e := newEnv(t, func(c *Config) { c.MaxUploads = 1; c.RetainBytes = -1 })
 	e.hold()
 	e.sendItem("db01", 1) // sealing
 	e.sendItem("db01", 2) // waits on disk
@@ -839,6 +841,71 @@ func TestCorruptCacheFile(t *testing.T) {
 	}
 	if len(e.d.Timers()) < 2 { // health and retry
 		t.Errorf("no retry timer: %v", e.d.Timers())
+	}
+}
+
+// TestSealFromRetained: within RetainBytes an item is sealed from the bytes
+// as received (no read of its cache file: a seal op with no disk work, and
+// a cache file damaged after the fsync does not matter); past the budget,
+// from its cache file (read and checked: the damage is found). Every
+// upload confirmed gives its bytes back.
+func TestSealFromRetained(t *testing.T) {
+	item := int64(len(makeItem("db01", 1)))
+	e := newEnv(t, func(c *Config) { c.MaxUploads = 1; c.RetainBytes = 2 * item })
+	e.hold()
+	for seq := uint64(1); seq <= 3; seq++ {
+		e.sendItem("db01", seq)
+	}
+	if got := e.srv.Status().RetainedBytes; got != 2*item {
+		t.Fatalf("retained %d bytes, want the budget's %d (items 1 and 2)", got, 2*item)
+	}
+	for _, seq := range []uint64{2, 3} { // damage items 2 (retained) and 3 (not)
+		p := filepath.Join(e.cfg.CacheDir, "db01", itemName(seq))
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b[len(b)-1] ^= 1
+		if err := os.WriteFile(p, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var disk []bool
+	for i := 0; i < 20 && e.d.PendingOps() > 0; i++ { // one op at a time, oldest first
+		op := e.d.Ops()[0]
+		if strings.HasPrefix(op.Name, "seal ") {
+			disk = append(disk, op.Disk != nil)
+		}
+		e.d.DeliverOpsWhere(func(d runtime.Done) bool { return d.Name == op.Name })
+	}
+	if diff := cmp.Diff([]bool{false, false, true}, disk); diff != "" {
+		t.Errorf("seal ops reading the cache file, items 1-3 (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(names("db01", 1, 2), e.blobs()); diff != "" {
+		t.Errorf("blobs (-want +got):\n%s", diff)
+	}
+	s, err := batch.NewSealer(testKey, batch.CodecS2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for seq := uint64(1); seq <= 2; seq++ {
+		name := proto.CacheBlobName("db01", seq)
+		sealed, _, err := e.store.Get(context.Background(), prefix+proto.ContainerCache, name, blob.ReadOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := s.Open(nil, name, sealed)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if !bytes.Equal(got, makeItem("db01", seq)) {
+			t.Errorf("%s opens to other bytes than the item received", name)
+		}
+	}
+	st := e.srv.Status()
+	if !strings.Contains(st.LastError, "corrupt cache file") || st.RetainedBytes != 0 || st.Machines[0].UploadedUpTo != 2 {
+		t.Errorf("status: retained %d, uploaded up to %d, last error %q; want 0, 2, a corrupt cache file",
+			st.RetainedBytes, st.Machines[0].UploadedUpTo, st.LastError)
 	}
 }
 
