@@ -67,6 +67,10 @@ type machine struct {
 	// cleaning: a cleanup op deletes uploaded files; cleanDue: more were
 	// uploaded meanwhile, so another starts when it completes.
 	cleaning, cleanDue bool
+	// free are the uploaded items whose files were recycled (renamed to
+	// their free names, durably) and wait for the next group commit to
+	// write new items into them.
+	free []uint64
 }
 
 // backlog counts the items (and their bytes) not uploaded yet.
@@ -170,6 +174,7 @@ const (
 	opPut
 	opCommit
 	opCleanup
+	opDropFree
 )
 
 // opInfo is what the server remembers of an Op in flight.
@@ -330,6 +335,7 @@ func (s *Server) done(ctx runtime.Context, ev runtime.Done) {
 	case opCleanup:
 		s.cleanupDone(ctx, s.machines[info.machine], ev.Value.(removed))
 		s.pump(ctx)
+	case opDropFree: // a file not removed is removed by the next restart's scan
 	case opPut:
 		s.release(info.heldBytes)
 		s.inFlight--
@@ -395,18 +401,26 @@ func (s *Server) cleanup(ctx runtime.Context, m *machine) {
 		return
 	}
 	m.cleanDue = false
-	var seqs []uint64
+	var up []uploadedFile
 	var ackFirst uint64 // the acked seq to persist before the last file goes (0: none)
+	recycle := max(0, s.cfg.RecycleFiles-s.freeFiles)
+	if s.full {
+		recycle = 0 // a full disk needs the space back
+	}
 	for i, e := range m.items {
 		if e.state != stateUploaded {
 			continue
 		}
-		seqs = append(seqs, e.seq)
+		up = append(up, uploadedFile{seq: e.seq, recycle: recycle > 0})
+		if recycle > 0 {
+			recycle--
+			s.freeFiles++ // reserved; cleanupDone counts what the op did
+		}
 		if i == len(m.items)-1 && m.persisted < m.acked {
 			ackFirst = m.acked
 		}
 	}
-	if len(seqs) == 0 {
+	if len(up) == 0 {
 		return
 	}
 	files, name, dirKnown := s.disk.cacheFiles, m.name, s.disk.dirsMade[m.name]
@@ -414,16 +428,50 @@ func (s *Server) cleanup(ctx runtime.Context, m *machine) {
 	if ackFirst != 0 {
 		io.Bytes, io.Syncs = stateLen, 2 // the state file and its directory
 	}
+	if up[0].recycle {
+		io.Syncs++ // the directory, for the renames to free files
+	}
 	m.cleaning = true
 	s.ops.StartDurable(ctx, runtime.Op{Name: "cache-cleanup " + name, Disk: io, Run: func(context.Context) (any, error) {
-		return files.removeUploaded(name, seqs, ackFirst, dirKnown), nil
+		return files.removeUploaded(name, up, ackFirst, dirKnown), nil
 	}}, &opInfo{kind: opCleanup, machine: name})
+}
+
+// dropFree removes every recycled file waiting for reuse: the disk is
+// full, and they hold space no new item of their machines may come to use.
+func (s *Server) dropFree(ctx runtime.Context) {
+	type machineFree struct {
+		name string
+		seqs []uint64
+	}
+	var drop []machineFree
+	for _, name := range s.order {
+		if m := s.machines[name]; len(m.free) > 0 {
+			drop = append(drop, machineFree{name, m.free})
+			s.freeFiles -= len(m.free)
+			m.free = nil
+		}
+	}
+	if len(drop) == 0 {
+		return
+	}
+	files := s.disk.cacheFiles
+	s.ops.Start(ctx, runtime.Op{Name: "cache-drop-free", Disk: &runtime.DiskIO{Device: runtime.DeviceCache}, Run: func(context.Context) (any, error) {
+		for _, d := range drop {
+			for _, seq := range d.seqs {
+				files.fs.Remove(files.freePath(d.name, seq))
+			}
+		}
+		return nil, nil
+	}}, &opInfo{kind: opDropFree})
 }
 
 // cleanupDone applies a cleanup op's outcome: the files it deleted leave
 // the machine's items; a failure keeps the file and retries later.
 func (s *Server) cleanupDone(ctx runtime.Context, m *machine, res removed) {
 	m.cleaning = false
+	s.freeFiles += len(res.recycled) - res.planned
+	m.free = append(m.free, res.recycled...)
 	if res.ackErr == nil && res.ackWritten != 0 {
 		m.persisted = max(m.persisted, res.ackWritten)
 	}

@@ -76,6 +76,7 @@ const (
 	DefaultHealthEvery   = time.Minute
 	DefaultGroupCommit   = 2 * time.Millisecond
 	DefaultRetainBytes   = 64 << 20
+	DefaultRecycleFiles  = 16
 )
 
 // Errors. Each is wrapped with the machine and item it concerns.
@@ -130,6 +131,14 @@ type Config struct {
 	// acknowledgement either way: durability does not depend on it.
 	// Default DefaultRetainBytes; negative: keep none (always read back).
 	RetainBytes int64
+	// RecycleFiles is how many uploaded items' files the server keeps to
+	// write later items of the same machine into, instead of deleting them
+	// and creating new ones: allocating and freeing a file's pages (tmpfs,
+	// most file systems) costs more than writing over them. They take disk
+	// space beyond CacheCapBytes, at most RecycleFiles times the largest
+	// item, and are removed by a restart's scan. Default
+	// DefaultRecycleFiles; negative: none (every uploaded file is deleted).
+	RecycleFiles int
 }
 
 func (c Config) withDefaults() Config {
@@ -162,6 +171,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.RetainBytes == 0 {
 		c.RetainBytes = DefaultRetainBytes
+	}
+	if c.RecycleFiles == 0 {
+		c.RecycleFiles = DefaultRecycleFiles
 	}
 	return c
 }
@@ -211,6 +223,9 @@ type Server struct {
 	// retainedBytes are the item bytes of entries that keep their data
 	// (entry.data), at most Config.RetainBytes.
 	retainedBytes int64
+	// freeFiles counts the recycled files (machine.free) and those a
+	// cleanup op in flight may recycle, at most Config.RecycleFiles.
+	freeFiles int
 
 	startedAt time.Time
 	lastNow   time.Time // the clock at the latest event, for Status
@@ -273,7 +288,7 @@ func (s *Server) start(ctx runtime.Context) {
 	s.order = nil
 	s.ops = runtime.Ops[*opInfo]{}
 	s.spare = nil // an op of the previous life may still hold them
-	s.inFlight, s.usedBytes, s.memBytes, s.retainedBytes = 0, 0, 0, 0
+	s.inFlight, s.usedBytes, s.memBytes, s.retainedBytes, s.freeFiles = 0, 0, 0, 0, 0
 	s.containerReady = false
 	s.startedAt = ctx.Now()
 	s.retryAt = time.Time{}
@@ -446,6 +461,10 @@ func (s *Server) groupCommit(ctx runtime.Context) {
 	seen := map[*machine]bool{}
 	for i, p := range batch {
 		items[i] = stagedItem{machine: p.m.name, seq: p.seq, data: p.data, codec: p.codec, dirKnown: s.disk.dirsMade[p.m.name]}
+		if n := len(p.m.free); n > 0 { // the commit uses the file up, whatever happens
+			items[i].reuse, p.m.free = p.m.free[n-1], p.m.free[:n-1]
+			s.freeFiles--
+		}
 		bytes += p.fileBytes
 		if !seen[p.m] {
 			seen[p.m] = true
@@ -510,6 +529,7 @@ func (s *Server) commitDone(ctx runtime.Context, batch []*pendingItem, res []com
 		switch {
 		case isNoSpace(c.err):
 			err = fmt.Errorf("%w: disk full: %w", ErrCacheFull, c.err)
+			s.dropFree(ctx)
 		case c.stage:
 			err = fmt.Errorf("processsrv: cache disk write failed: %w", c.err)
 		default:
