@@ -609,9 +609,9 @@ func (c cacheFiles) commitBatch(items []stagedItem) []committed {
 
 // removed is a cleanup op's outcome (removeUploaded).
 type removed struct {
-	ackFirst   uint64 // the acked seq it was to persist first (0: none)
-	ackWritten uint64 // the acked seq it persisted (0: none)
-	ackErr     error  // why it could not
+	ackFirst   uint64   // the acked seq it was to persist first (0: none)
+	ackWritten uint64   // the acked seq it persisted (0: none)
+	ackErr     error    // why it could not
 	deleted    []uint64 // item files gone: removed or recycled
 	recycled   []uint64 // of them, those renamed to free files, durably
 	planned    int      // files it was asked to recycle
