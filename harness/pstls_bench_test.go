@@ -336,7 +336,7 @@ func BenchmarkProcessServerToAzurite(b *testing.B) {
 	var ref, ps, acked time.Duration
 	var refCPU, psCPU cpuTimes
 	var ratios []float64 // per round: reference time over process server time
-	var ratio, peak float64
+	var ratio, peak, recycled float64
 	round := 0
 	b.SetBytes(2 * d.rawBytes)
 	for b.Loop() {
@@ -355,6 +355,7 @@ func BenchmarkProcessServerToAzurite(b *testing.B) {
 		psCPU = psCPU.add(readCPU(b, inst.Pid()).sub(c0))
 		ps, acked = ps+leg.took, acked+leg.acked
 		ratio, peak = leg.st.Ratio, max(peak, float64(leg.st.PeakPipelineBytes)/(1<<20))
+		recycled += float64(leg.st.RecycledItems) / psBenchItems
 		if round%2 == 0 {
 			c0 := readCPU(b, inst.Pid())
 			ref += uploadReference(b, s, prefix+"ref", d)
@@ -387,6 +388,9 @@ func BenchmarkProcessServerToAzurite(b *testing.B) {
 	}
 	b.ReportMetric(ratio, "compression")
 	b.ReportMetric(peak, "pipeline-peak-MiB")
+	// The share of items written over a recycled cache file (the others:
+	// a new file).
+	b.ReportMetric(recycled/float64(round), "recycled")
 }
 
 // cpuTimes is CPU time (user + system) of this process and of the local

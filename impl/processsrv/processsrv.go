@@ -225,7 +225,8 @@ type Server struct {
 	retainedBytes int64
 	// freeFiles counts the recycled files (machine.free) and those a
 	// cleanup op in flight may recycle, at most Config.RecycleFiles.
-	freeFiles int
+	freeFiles     int
+	recycledItems int64 // items committed over a recycled file since start
 
 	startedAt time.Time
 	lastNow   time.Time // the clock at the latest event, for Status
@@ -436,6 +437,7 @@ type pendingItem struct {
 	data                []byte // the item as received (the message's, kept as is)
 	codec               batch.Codec
 	fileBytes, rawBytes int64
+	reused              bool // its group commit writes it over a recycled file
 }
 
 // groupCommit starts the group commit of the items received since the last
@@ -464,6 +466,7 @@ func (s *Server) groupCommit(ctx runtime.Context) {
 		if n := len(p.m.free); n > 0 { // the commit uses the file up, whatever happens
 			items[i].reuse, p.m.free = p.m.free[n-1], p.m.free[:n-1]
 			s.freeFiles--
+			p.reused = true
 		}
 		bytes += p.fileBytes
 		if !seen[p.m] {
@@ -506,6 +509,9 @@ func (s *Server) commitDone(ctx runtime.Context, batch []*pendingItem, res []com
 			continue
 		}
 		m.acked = p.seq
+		if p.reused {
+			s.recycledItems++
+		}
 		e := &entry{seq: p.seq, fileBytes: p.fileBytes, rawBytes: p.rawBytes}
 		if s.retainedBytes+p.rawBytes <= s.cfg.RetainBytes {
 			e.data, e.codec = p.data, p.codec

@@ -1246,8 +1246,8 @@ func TestRecycledFiles(t *testing.T) {
 			t.Errorf("%s does not open to its item: %v", name, err)
 		}
 	}
-	if st := e.srv.Status(); st.Errors != 0 || st.CacheUsedBytes != 0 {
-		t.Errorf("status: %d errors (%s), %d cache bytes used", st.Errors, st.LastError, st.CacheUsedBytes)
+	if st := e.srv.Status(); st.Errors != 0 || st.CacheUsedBytes != 0 || st.RecycledItems != 2 {
+		t.Errorf("status: %d errors (%s), %d cache bytes used, %d items recycled (want 2)", st.Errors, st.LastError, st.CacheUsedBytes, st.RecycledItems)
 	}
 	if e.srv.freeFiles != 2 {
 		t.Errorf("%d free files counted, want 2", e.srv.freeFiles)
