@@ -30,13 +30,15 @@
 //     proto.CacheBlobName (an Op): from the bytes as received when the
 //     server still holds them (see Config.RetainBytes), otherwise from the
 //     cached file, read back and checked against its CRC-32C (always so
-//     after a restart). It uploads it to the cache container, ContainerPrefix +
-//     proto.ContainerCache (a second Op, Peer StoragePeer, Bytes the
-//     sealed size), deletes the cached file and tells the Azure
-//     side with an Uploaded hint. Items of one machine are started in
-//     sequence order; at most MaxUploads items are in the pipeline at once
-//     (seal or upload), so memory holds at most MaxUploads items: the
-//     backlog lives on the cache disk.
+//     after a restart). It uploads it to the cache container,
+//     ContainerPrefix + proto.ContainerCache (a second Op, Peer
+//     StoragePeer, Bytes the sealed size), deletes the cached file (or
+//     keeps it, renamed, for a later item to be written over: see
+//     Config.RecycleFiles) and tells the Azure side with an Uploaded hint.
+//     Items of one machine are started in sequence order; at most
+//     MaxUploads items are in the pipeline at once (seal or upload), and
+//     at most RetainBytes of items are kept as received: the backlog lives
+//     on the cache disk.
 //  4. A stream the cache holds no record of (a new machine, or a cache disk
 //     lost and replaced: a new epoch, see proto.ItemAck) starts at item 1,
 //     or at a SyncStart item of any seq: an agent whose acknowledged items
