@@ -247,11 +247,16 @@ func streamThroughPS(b *testing.B, s blob.Store, ca *pki.CA, prefix string, d *p
 	if err := w.azure.Spawn(psBenchAzure, func() runtime.Actor { return &psAzure{want: psBenchItems, done: done} }); err != nil {
 		b.Fatal(err)
 	}
-	if err := w.ps.Spawn(psBenchPS, func() runtime.Actor {
-		return processsrv.New(processsrv.Config{Name: "ps01", CacheDir: cache, CacheCapBytes: 1 << 40, Store: s,
-			ContainerPrefix: prefix, Key: psBenchKey, Codec: batch.CodecS2, MaxUploads: psBenchUploads,
-			Azure: psBenchAzure, ConfigServer: runtime.MakeAddr("cs01", runtime.PortConfig)})
-	}); err != nil {
+	cfg := processsrv.Config{Name: "ps01", CacheDir: cache, CacheCapBytes: 1 << 40, Store: s,
+		ContainerPrefix: prefix, Key: psBenchKey, Codec: batch.CodecS2, MaxUploads: psBenchUploads,
+		Azure: psBenchAzure, ConfigServer: runtime.MakeAddr("cs01", runtime.PortConfig)}
+	if os.Getenv("V2A_BENCH_PS_DISK") == "readback" {
+		// The cache path before retained items and recycled files, for a
+		// comparison in the same conditions: every item read back from its
+		// cache file to be sealed, every file created and deleted.
+		cfg.RetainBytes, cfg.RecycleFiles = -1, -1
+	}
+	if err := w.ps.Spawn(psBenchPS, func() runtime.Actor { return processsrv.New(cfg) }); err != nil {
 		b.Fatal(err)
 	}
 	status := func() processsrv.Status {
@@ -319,6 +324,10 @@ type psLeg struct {
 // of items: on a machine whose cores are all busy (2 shared cores), the
 // wall-time ratio tends to the CPU-time ratio, cpu-x-azurite; with a core
 // to spare for each of v2a and Azurite, to Azurite's share alone.
+//
+// V2A_BENCH_PS_DISK=readback runs the process server with the cache path
+// it had before (RetainBytes and RecycleFiles -1: each item read back from
+// its cache file to be sealed, each file created and deleted), to compare.
 func BenchmarkProcessServerToAzurite(b *testing.B) {
 	inst, err := sharedAzurite(context.Background(), "")
 	if err != nil {
