@@ -1316,3 +1316,28 @@ func TestRecycleNeedsDurableRename(t *testing.T) {
 		})
 	}
 }
+
+// TestDiskFullDropsFreeFiles: a full disk gives back the space of every
+// recycled file, whichever machine's it was, and recycles no more until
+// an item is taken again.
+func TestDiskFullDropsFreeFiles(t *testing.T) {
+	e := newEnv(t, nil)
+	e.sendItem("web01", 1)
+	if diff := cmp.Diff([]string{"web01/00000000000000000001.free", "web01/acked"}, e.cacheFiles()); diff != "" {
+		t.Fatalf("cache files (-want +got):\n%s", diff)
+	}
+	e.srv.disk.write = func(f fsys.File, p []byte) (int, error) {
+		return 0, &os.PathError{Op: "write", Path: f.Name(), Err: syscall.ENOSPC}
+	}
+	got := summarize(e.sendItem("db01", 1))
+	if diff := cmp.Diff([]ack{{0, proto.AckCacheFull, "no space left on device"}}, got, reasonHas); diff != "" {
+		t.Errorf("acks (-want +got):\n%s", diff)
+	}
+	e.d.DeliverOps() // the removal
+	if diff := cmp.Diff([]string{"web01/acked"}, e.cacheFiles()); diff != "" {
+		t.Errorf("cache files after the disk filled (-want +got):\n%s", diff)
+	}
+	if e.srv.freeFiles != 0 || len(e.srv.machines["web01"].free) != 0 {
+		t.Errorf("free files still counted: %d, web01's %v", e.srv.freeFiles, e.srv.machines["web01"].free)
+	}
+}
