@@ -247,11 +247,16 @@ func streamThroughPS(b *testing.B, s blob.Store, ca *pki.CA, prefix string, d *p
 	if err := w.azure.Spawn(psBenchAzure, func() runtime.Actor { return &psAzure{want: psBenchItems, done: done} }); err != nil {
 		b.Fatal(err)
 	}
-	if err := w.ps.Spawn(psBenchPS, func() runtime.Actor {
-		return processsrv.New(processsrv.Config{Name: "ps01", CacheDir: cache, CacheCapBytes: 1 << 40, Store: s,
-			ContainerPrefix: prefix, Key: psBenchKey, Codec: batch.CodecS2, MaxUploads: psBenchUploads,
-			Azure: psBenchAzure, ConfigServer: runtime.MakeAddr("cs01", runtime.PortConfig)})
-	}); err != nil {
+	cfg := processsrv.Config{Name: "ps01", CacheDir: cache, CacheCapBytes: 1 << 40, Store: s,
+		ContainerPrefix: prefix, Key: psBenchKey, Codec: batch.CodecS2, MaxUploads: psBenchUploads,
+		Azure: psBenchAzure, ConfigServer: runtime.MakeAddr("cs01", runtime.PortConfig)}
+	if os.Getenv("V2A_BENCH_PS_DISK") == "readback" {
+		// The cache path before retained items and recycled files, for a
+		// comparison in the same conditions: every item read back from its
+		// cache file to be sealed, every file created and deleted.
+		cfg.RetainBytes, cfg.RecycleFiles = -1, -1
+	}
+	if err := w.ps.Spawn(psBenchPS, func() runtime.Actor { return processsrv.New(cfg) }); err != nil {
 		b.Fatal(err)
 	}
 	status := func() processsrv.Status {
@@ -319,6 +324,10 @@ type psLeg struct {
 // of items: on a machine whose cores are all busy (2 shared cores), the
 // wall-time ratio tends to the CPU-time ratio, cpu-x-azurite; with a core
 // to spare for each of v2a and Azurite, to Azurite's share alone.
+//
+// V2A_BENCH_PS_DISK=readback runs the process server with the cache path
+// it had before (RetainBytes and RecycleFiles -1: each item read back from
+// its cache file to be sealed, each file created and deleted), to compare.
 func BenchmarkProcessServerToAzurite(b *testing.B) {
 	inst, err := sharedAzurite(context.Background(), "")
 	if err != nil {
@@ -336,7 +345,7 @@ func BenchmarkProcessServerToAzurite(b *testing.B) {
 	var ref, ps, acked time.Duration
 	var refCPU, psCPU cpuTimes
 	var ratios []float64 // per round: reference time over process server time
-	var ratio, peak float64
+	var ratio, peak, recycled float64
 	round := 0
 	b.SetBytes(2 * d.rawBytes)
 	for b.Loop() {
@@ -355,6 +364,7 @@ func BenchmarkProcessServerToAzurite(b *testing.B) {
 		psCPU = psCPU.add(readCPU(b, inst.Pid()).sub(c0))
 		ps, acked = ps+leg.took, acked+leg.acked
 		ratio, peak = leg.st.Ratio, max(peak, float64(leg.st.PeakPipelineBytes)/(1<<20))
+		recycled += float64(leg.st.RecycledItems) / psBenchItems
 		if round%2 == 0 {
 			c0 := readCPU(b, inst.Pid())
 			ref += uploadReference(b, s, prefix+"ref", d)
@@ -387,6 +397,9 @@ func BenchmarkProcessServerToAzurite(b *testing.B) {
 	}
 	b.ReportMetric(ratio, "compression")
 	b.ReportMetric(peak, "pipeline-peak-MiB")
+	// The share of items written over a recycled cache file (the others:
+	// a new file).
+	b.ReportMetric(recycled/float64(round), "recycled")
 }
 
 // cpuTimes is CPU time (user + system) of this process and of the local

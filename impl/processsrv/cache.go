@@ -21,6 +21,9 @@ import (
 // The cache disk: one directory per machine (its name path-escaped), holding
 //
 //	<seq %020d>.item   a cached item: record header + the item's bytes
+//	<seq %020d>.free   an uploaded item's file kept to be written over by a
+//	                   later item (recycled, see Config.RecycleFiles); the
+//	                   rename from .item is fsynced before any reuse
 //	acked              the machine's highest acknowledged seq (state record)
 //	*.tmp              a write that a crash interrupted: removed on scan
 //
@@ -42,6 +45,7 @@ const (
 	recordHeaderLen = 16
 	recordVersion   = 1
 	itemSuffix      = ".item"
+	freeSuffix      = ".free"
 	tmpSuffix       = ".tmp"
 	stateFile       = "acked"
 	stateLen        = 16 // "V2AK", seq uint64 BE, CRC-32C of the 12 bytes before it
@@ -124,6 +128,12 @@ func (c cacheFiles) itemPath(m string, seq uint64) string {
 	return filepath.Join(c.machineDir(m), itemName(seq))
 }
 
+// freePath is where the file of machine m's uploaded item seq waits to be
+// recycled.
+func (c cacheFiles) freePath(m string, seq uint64) string {
+	return filepath.Join(c.machineDir(m), fmt.Sprintf("%020d%s", seq, freeSuffix))
+}
+
 // ensureDir creates a machine's directory, durably, unless known says it
 // exists.
 func (c cacheFiles) ensureDir(m string, known bool) error {
@@ -146,37 +156,51 @@ func (c cacheFiles) ensureDir(m string, known bool) error {
 }
 
 // stageItem writes item as machine m's item seq, to be sealed with codec,
-// under its temporary name, without fsync, and returns the open file: the
-// item is not durable until commitItem and then syncMachineDir.
-func (c cacheFiles) stageItem(m string, seq uint64, item []byte, codec batch.Codec, dirKnown bool) (fsys.File, error) {
+// without fsync, and returns the open file and the path it was written
+// to: the free file of uploaded item reuse (0: none) when it is there,
+// else the item's temporary name. The item is not durable until
+// commitItem and then syncMachineDir.
+func (c cacheFiles) stageItem(m string, seq uint64, item []byte, codec batch.Codec, dirKnown bool, reuse uint64) (fsys.File, string, error) {
 	if err := c.ensureDir(m, dirKnown); err != nil {
-		return nil, fmt.Errorf("item %d of %s: %w", seq, m, err)
+		return nil, "", fmt.Errorf("item %d of %s: %w", seq, m, err)
 	}
 	h := recordHeader(item, codec)
-	f, err := c.stage(c.machineDir(m), itemName(seq), h[:], item)
-	if err != nil {
-		return nil, fmt.Errorf("item %d of %s: %w", seq, m, err)
+	if reuse != 0 {
+		p := c.freePath(m, reuse)
+		f, err := c.stageTo(p, true, h[:], item)
+		if err == nil {
+			return f, p, nil
+		}
+		if !errors.Is(err, os.ErrNotExist) {
+			return nil, "", fmt.Errorf("item %d of %s: %w", seq, m, err)
+		}
+		// The free file is gone (removed by hand?): write a new one.
 	}
-	return f, nil
+	p := c.itemPath(m, seq) + tmpSuffix
+	f, err := c.stageTo(p, false, h[:], item)
+	if err != nil {
+		return nil, "", fmt.Errorf("item %d of %s: %w", seq, m, err)
+	}
+	return f, p, nil
 }
 
-// commitItem fsyncs a staged item and renames it to its final name. The
-// rename is durable only after syncMachineDir.
-func (c cacheFiles) commitItem(m string, seq uint64, f fsys.File) error {
-	if err := c.finish(c.machineDir(m), itemName(seq), f); err != nil {
+// commitItem fsyncs an item staged at path from and renames it to its
+// final name. The rename is durable only after syncMachineDir.
+func (c cacheFiles) commitItem(m string, seq uint64, from string, f fsys.File) error {
+	if err := c.finishFrom(from, c.machineDir(m), itemName(seq), f); err != nil {
 		return fmt.Errorf("item %d of %s: %w", seq, m, err)
 	}
 	return nil
 }
 
-// abortItem drops a staged (or committed, not yet durable) item's files.
-func (c cacheFiles) abortItem(m string, seq uint64, f fsys.File) {
+// abortItem drops a staged (at path from) or committed, not yet durable,
+// item's files.
+func (c cacheFiles) abortItem(m string, seq uint64, from string, f fsys.File) {
 	if f != nil {
 		f.Close()
 	}
-	p := c.itemPath(m, seq)
-	c.fs.Remove(p + tmpSuffix)
-	c.fs.Remove(p)
+	c.fs.Remove(from)
+	c.fs.Remove(c.itemPath(m, seq))
 }
 
 // syncMachineDir makes the renames of machine m's committed items durable.
@@ -222,19 +246,34 @@ func (c cacheFiles) writeAtomic(dir, name string, parts ...[]byte) error {
 
 // stage writes parts to dir/name.tmp (no fsync) and returns the open file.
 // On failure the partial file is removed.
-func (c cacheFiles) stage(dir, name string, parts ...[]byte) (_ fsys.File, err error) {
-	tmp := filepath.Join(dir, name+tmpSuffix)
-	f, err := c.fs.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+func (c cacheFiles) stage(dir, name string, parts ...[]byte) (fsys.File, error) {
+	return c.stageTo(filepath.Join(dir, name+tmpSuffix), false, parts...)
+}
+
+// stageTo writes parts to path (no fsync) and returns the open file. With
+// reuse, path is an existing file (a recycled one), written over from its
+// start and cut to the new length: its pages are reused, not freed and
+// allocated again as O_TRUNC or a new file would. On failure the file at
+// path is removed: a partial file must neither count nor be found by a
+// scan.
+func (c cacheFiles) stageTo(path string, reuse bool, parts ...[]byte) (_ fsys.File, err error) {
+	flag := os.O_WRONLY | os.O_CREATE | os.O_TRUNC
+	if reuse {
+		flag = os.O_WRONLY
+	}
+	f, err := c.fs.OpenFile(path, flag, 0o600)
 	if err != nil {
 		return nil, clean("create", err)
 	}
 	defer func() {
 		if err != nil {
 			f.Close()
-			c.fs.Remove(tmp) // a partial file must neither count nor be found by a scan
+			c.fs.Remove(path)
 		}
 	}()
+	var size int64
 	for _, p := range parts {
+		size += int64(len(p))
 		for len(p) > 0 {
 			n, werr := c.write(f, p)
 			if werr != nil {
@@ -246,13 +285,23 @@ func (c cacheFiles) stage(dir, name string, parts ...[]byte) (_ fsys.File, err e
 			p = p[n:]
 		}
 	}
+	if reuse {
+		if err := f.Truncate(size); err != nil {
+			return nil, clean("truncate", err)
+		}
+	}
 	return f, nil
 }
 
-// finish fsyncs and closes a staged file and renames it to dir/name. On
-// failure the temporary file is removed.
-func (c cacheFiles) finish(dir, name string, f fsys.File) (err error) {
-	tmp := filepath.Join(dir, name+tmpSuffix)
+// finish fsyncs and closes a file staged as dir/name.tmp and renames it
+// to dir/name. On failure the temporary file is removed.
+func (c cacheFiles) finish(dir, name string, f fsys.File) error {
+	return c.finishFrom(filepath.Join(dir, name+tmpSuffix), dir, name, f)
+}
+
+// finishFrom fsyncs and closes a file staged at path tmp and renames it to
+// dir/name. On failure the staged file is removed.
+func (c cacheFiles) finishFrom(tmp, dir, name string, f fsys.File) (err error) {
 	defer func() {
 		if err != nil {
 			c.fs.Remove(tmp)
@@ -382,7 +431,9 @@ func (c cacheFiles) scanMachine(m string) (scannedMachine, error) {
 	for _, e := range ents {
 		n := e.Name()
 		switch {
-		case strings.HasSuffix(n, tmpSuffix):
+		case strings.HasSuffix(n, tmpSuffix), strings.HasSuffix(n, freeSuffix):
+			// An interrupted write, or a file kept for recycling (a new
+			// life starts with none: they may hold a torn write).
 			if err := c.fs.Remove(filepath.Join(dir, n)); err != nil {
 				errs = append(errs, clean("remove interrupted write of "+m, err))
 			}
@@ -459,6 +510,10 @@ type stagedItem struct {
 	data     []byte // the item, as received; not modified by anyone
 	codec    batch.Codec
 	dirKnown bool // the machine's directory exists (cacheDisk.dirsMade)
+	// reuse is the uploaded item whose free file the item is written
+	// into (0: a new file). The commit uses it up whatever happens: it
+	// becomes the item's file or is removed.
+	reuse uint64
 }
 
 // committed is the group commit's outcome for one machine.
@@ -486,8 +541,9 @@ func (c cacheFiles) commitBatch(items []stagedItem) []committed {
 	var out []committed
 	idx := map[string]int{}
 	type open struct {
-		it stagedItem
-		f  fsys.File
+		it   stagedItem
+		f    fsys.File
+		from string // where it was staged
 	}
 	var written []open
 	known := map[string]bool{}
@@ -499,9 +555,12 @@ func (c cacheFiles) commitBatch(items []stagedItem) []committed {
 			out = append(out, committed{machine: it.machine})
 		}
 		if out[i].err != nil {
+			if it.reuse != 0 {
+				c.fs.Remove(c.freePath(it.machine, it.reuse))
+			}
 			continue // a write of this machine failed: the rest waits
 		}
-		f, err := c.stageItem(it.machine, it.seq, it.data, it.codec, it.dirKnown || known[it.machine])
+		f, from, err := c.stageItem(it.machine, it.seq, it.data, it.codec, it.dirKnown || known[it.machine], it.reuse)
 		if err != nil {
 			out[i].err, out[i].stage = err, true
 			continue
@@ -510,18 +569,18 @@ func (c cacheFiles) commitBatch(items []stagedItem) []committed {
 			out[i].dirMade = true
 		}
 		known[it.machine] = true
-		written = append(written, open{it, f})
+		written = append(written, open{it, f, from})
 	}
 	failed := map[string]error{}
 	for _, w := range written {
 		m := w.it.machine
 		if failed[m] != nil {
-			c.abortItem(m, w.it.seq, w.f)
+			c.abortItem(m, w.it.seq, w.from, w.f)
 			continue
 		}
-		if err := c.commitItem(m, w.it.seq, w.f); err != nil {
+		if err := c.commitItem(m, w.it.seq, w.from, w.f); err != nil {
 			failed[m] = err
-			c.abortItem(m, w.it.seq, nil)
+			c.abortItem(m, w.it.seq, w.from, nil)
 		}
 	}
 	for i := range out {
@@ -535,7 +594,7 @@ func (c cacheFiles) commitBatch(items []stagedItem) []committed {
 	for _, w := range written {
 		m := w.it.machine
 		if failed[m] != nil {
-			c.abortItem(m, w.it.seq, nil) // not durable: its renamed file too
+			c.abortItem(m, w.it.seq, w.from, nil) // not durable: its renamed file too
 			continue
 		}
 		out[idx[m]].upTo = w.it.seq
@@ -550,33 +609,70 @@ func (c cacheFiles) commitBatch(items []stagedItem) []committed {
 
 // removed is a cleanup op's outcome (removeUploaded).
 type removed struct {
-	ackFirst   uint64 // the acked seq it was to persist first (0: none)
-	ackWritten uint64 // the acked seq it persisted (0: none)
-	ackErr     error  // why it could not
-	deleted    []uint64
+	ackFirst   uint64   // the acked seq it was to persist first (0: none)
+	ackWritten uint64   // the acked seq it persisted (0: none)
+	ackErr     error    // why it could not
+	deleted    []uint64 // item files gone: removed or recycled
+	recycled   []uint64 // of them, those renamed to free files, durably
+	planned    int      // files it was asked to recycle
 	failed     []uint64 // files kept, with errs
 	errs       []error
 }
 
-// removeUploaded deletes machine m's uploaded item files seqs, in order; it
-// runs in an op. When ackFirst is not 0 it first persists it as the acked
-// seq, and keeps the last file if that fails: the highest file is what a
-// restart would otherwise learn the acknowledged position from.
-func (c cacheFiles) removeUploaded(m string, seqs []uint64, ackFirst uint64, dirKnown bool) removed {
+// uploadedFile is an uploaded item's file for removeUploaded: deleted, or
+// recycled (renamed to its free name, to be written over by a later item).
+type uploadedFile struct {
+	seq     uint64
+	recycle bool
+}
+
+// removeUploaded deletes or recycles machine m's uploaded item files, in
+// order; it runs in an op. When ackFirst is not 0 it first persists it as
+// the acked seq, and keeps the last file if that fails: the highest file
+// is what a restart would otherwise learn the acknowledged position from.
+//
+// A recycled file's rename is made durable (the machine directory is
+// fsynced) before the op returns: a free file is written over by a later
+// item, and a crash must not bring back its old .item name on the new
+// bytes. If that fsync fails, the free files are removed instead (a crash
+// may then bring the old item back whole: it is uploaded once more).
+// Deletions are not fsynced: if a crash undoes one, the item is uploaded
+// once more, which Put allows (sealing a name twice gives the same bytes).
+func (c cacheFiles) removeUploaded(m string, files []uploadedFile, ackFirst uint64, dirKnown bool) removed {
 	out := removed{ackFirst: ackFirst}
-	for i, seq := range seqs {
-		if i == len(seqs)-1 && ackFirst != 0 {
+	for i, f := range files {
+		if f.recycle {
+			out.planned++
+		}
+		if i == len(files)-1 && ackFirst != 0 {
 			if err := c.writeAcked(m, ackFirst, dirKnown); err != nil {
 				out.ackErr = err
 				continue
 			}
 			out.ackWritten = ackFirst
 		}
-		if err := c.removeItem(m, seq); err != nil {
-			out.failed, out.errs = append(out.failed, seq), append(out.errs, err)
+		if f.recycle {
+			err := c.fs.Rename(c.itemPath(m, f.seq), c.freePath(m, f.seq))
+			if err == nil {
+				out.deleted, out.recycled = append(out.deleted, f.seq), append(out.recycled, f.seq)
+				continue
+			}
+			// Not renamed (gone already, or the rename failed): deleted
+			// as any other.
+		}
+		if err := c.removeItem(m, f.seq); err != nil {
+			out.failed, out.errs = append(out.failed, f.seq), append(out.errs, err)
 			continue
 		}
-		out.deleted = append(out.deleted, seq)
+		out.deleted = append(out.deleted, f.seq)
+	}
+	if len(out.recycled) > 0 {
+		if err := c.syncMachineDir(m); err != nil {
+			for _, seq := range out.recycled {
+				c.fs.Remove(c.freePath(m, seq))
+			}
+			out.recycled = nil
+		}
 	}
 	return out
 }

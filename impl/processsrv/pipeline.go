@@ -33,6 +33,19 @@ type entry struct {
 	state     entryState
 	attempts  int       // failed seal/upload attempts in a row
 	notBefore time.Time // backing off after a failure until then
+	// data is the item as received, kept (within Config.RetainBytes) from
+	// its group commit until its upload is confirmed, and codec the codec
+	// it is to be sealed with; nil: the seal reads the cache file.
+	data  []byte
+	codec batch.Codec
+}
+
+// forget drops the item bytes an entry retains.
+func (s *Server) forget(e *entry) {
+	if e.data != nil {
+		s.retainedBytes -= e.rawBytes
+		e.data = nil
+	}
 }
 
 // machine is one machine's stream as the process server has it.
@@ -54,6 +67,10 @@ type machine struct {
 	// cleaning: a cleanup op deletes uploaded files; cleanDue: more were
 	// uploaded meanwhile, so another starts when it completes.
 	cleaning, cleanDue bool
+	// free are the uploaded items whose files were recycled (renamed to
+	// their free names, durably) and wait for the next group commit to
+	// write new items into them.
+	free []uint64
 }
 
 // backlog counts the items (and their bytes) not uploaded yet.
@@ -125,6 +142,14 @@ func (w *worker) sealFile(fsy fsys.FS, path, name string, dst []byte) (sealed, e
 	return w.sealRecord(name, buf, dst)
 }
 
+// sealItem seals an item held in memory (entry.data) as the blob name
+// into dst, reused from its start; it runs inside an Op.
+func (w *worker) sealItem(name string, item []byte, codec batch.Codec, dst []byte) (sealed, error) {
+	w.sealer.SetCodec(codec)
+	out, err := w.sealer.Seal(dst[:0], name, item)
+	return sealed{out, codec}, err
+}
+
 // sealRecord checks a cache record (header and CRC-32C) and seals the item
 // it holds as the blob name into dst, reused from its start (nil: a new
 // buffer); the upload owns the result.
@@ -149,6 +174,7 @@ const (
 	opPut
 	opCommit
 	opCleanup
+	opDropFree
 )
 
 // opInfo is what the server remembers of an Op in flight.
@@ -240,9 +266,18 @@ func (s *Server) startSeal(ctx runtime.Context, m *machine, e *entry) {
 	if n := len(s.spare); n > 0 {
 		dst, s.spare = s.spare[n-1], s.spare[:n-1]
 	}
-	path, name, fsy := s.disk.itemPath(m.name, e.seq), proto.CacheBlobName(m.name, e.seq), s.disk.fs
+	name := proto.CacheBlobName(m.name, e.seq)
 	e.state = stateSealing
 	s.inFlight++
+	if item, codec := e.data, e.codec; item != nil {
+		// The item's bytes are retained already (retainedBytes): no read,
+		// no new memory but the sealed output.
+		s.ops.Start(ctx, runtime.Op{Name: "seal " + name,
+			Run: func(context.Context) (any, error) { return w.sealItem(name, item, codec, dst) }},
+			&opInfo{kind: opSeal, machine: m.name, seq: e.seq, worker: w})
+		return
+	}
+	path, fsy := s.disk.itemPath(m.name, e.seq), s.disk.fs
 	s.hold(e.fileBytes)
 	s.ops.Start(ctx, runtime.Op{Name: "seal " + name, Disk: &runtime.DiskIO{Device: runtime.DeviceCache, Bytes: e.fileBytes},
 		Run: func(context.Context) (any, error) { return w.sealFile(fsy, path, name, dst) }},
@@ -250,8 +285,9 @@ func (s *Server) startSeal(ctx runtime.Context, m *machine, e *entry) {
 }
 
 // hold and release account the bytes the pipeline keeps in memory: an
-// item's bytes while it is read and sealed, then its sealed bytes until
-// the upload finishes.
+// item's bytes while it is read back from its cache file and sealed, then
+// its sealed bytes until the upload finishes. Items sealed from the bytes
+// as received count in retainedBytes instead.
 func (s *Server) hold(n int64) {
 	s.memBytes += n
 	s.peakMemBytes = max(s.peakMemBytes, s.memBytes)
@@ -299,6 +335,7 @@ func (s *Server) done(ctx runtime.Context, ev runtime.Done) {
 	case opCleanup:
 		s.cleanupDone(ctx, s.machines[info.machine], ev.Value.(removed))
 		s.pump(ctx)
+	case opDropFree: // a file not removed is removed by the next restart's scan
 	case opPut:
 		s.release(info.heldBytes)
 		s.inFlight--
@@ -314,6 +351,7 @@ func (s *Server) done(ctx runtime.Context, ev runtime.Done) {
 			return
 		}
 		e.state, e.attempts = stateUploaded, 0
+		s.forget(e)
 		m.uploadedItems++
 		m.rawBytes += e.rawBytes
 		m.sealedBytes += info.sealedBytes
@@ -363,18 +401,26 @@ func (s *Server) cleanup(ctx runtime.Context, m *machine) {
 		return
 	}
 	m.cleanDue = false
-	var seqs []uint64
+	var up []uploadedFile
 	var ackFirst uint64 // the acked seq to persist before the last file goes (0: none)
+	recycle := max(0, s.cfg.RecycleFiles-s.freeFiles)
+	if s.full {
+		recycle = 0 // a full disk needs the space back
+	}
 	for i, e := range m.items {
 		if e.state != stateUploaded {
 			continue
 		}
-		seqs = append(seqs, e.seq)
+		up = append(up, uploadedFile{seq: e.seq, recycle: recycle > 0})
+		if recycle > 0 {
+			recycle--
+			s.freeFiles++ // reserved; cleanupDone counts what the op did
+		}
 		if i == len(m.items)-1 && m.persisted < m.acked {
 			ackFirst = m.acked
 		}
 	}
-	if len(seqs) == 0 {
+	if len(up) == 0 {
 		return
 	}
 	files, name, dirKnown := s.disk.cacheFiles, m.name, s.disk.dirsMade[m.name]
@@ -382,16 +428,50 @@ func (s *Server) cleanup(ctx runtime.Context, m *machine) {
 	if ackFirst != 0 {
 		io.Bytes, io.Syncs = stateLen, 2 // the state file and its directory
 	}
+	if up[0].recycle {
+		io.Syncs++ // the directory, for the renames to free files
+	}
 	m.cleaning = true
 	s.ops.StartDurable(ctx, runtime.Op{Name: "cache-cleanup " + name, Disk: io, Run: func(context.Context) (any, error) {
-		return files.removeUploaded(name, seqs, ackFirst, dirKnown), nil
+		return files.removeUploaded(name, up, ackFirst, dirKnown), nil
 	}}, &opInfo{kind: opCleanup, machine: name})
+}
+
+// dropFree removes every recycled file waiting for reuse: the disk is
+// full, and they hold space no new item of their machines may come to use.
+func (s *Server) dropFree(ctx runtime.Context) {
+	type machineFree struct {
+		name string
+		seqs []uint64
+	}
+	var drop []machineFree
+	for _, name := range s.order {
+		if m := s.machines[name]; len(m.free) > 0 {
+			drop = append(drop, machineFree{name, m.free})
+			s.freeFiles -= len(m.free)
+			m.free = nil
+		}
+	}
+	if len(drop) == 0 {
+		return
+	}
+	files := s.disk.cacheFiles
+	s.ops.Start(ctx, runtime.Op{Name: "cache-drop-free", Disk: &runtime.DiskIO{Device: runtime.DeviceCache}, Run: func(context.Context) (any, error) {
+		for _, d := range drop {
+			for _, seq := range d.seqs {
+				files.fs.Remove(files.freePath(d.name, seq))
+			}
+		}
+		return nil, nil
+	}}, &opInfo{kind: opDropFree})
 }
 
 // cleanupDone applies a cleanup op's outcome: the files it deleted leave
 // the machine's items; a failure keeps the file and retries later.
 func (s *Server) cleanupDone(ctx runtime.Context, m *machine, res removed) {
 	m.cleaning = false
+	s.freeFiles += len(res.recycled) - res.planned
+	m.free = append(m.free, res.recycled...)
 	if res.ackErr == nil && res.ackWritten != 0 {
 		m.persisted = max(m.persisted, res.ackWritten)
 	}

@@ -26,15 +26,19 @@
 //     never acknowledged, so the agent still has them and resends them
 //     (go-back-N). An item that arrives again while received but not
 //     committed is not answered: the group commit answers it.
-//  3. The pipeline reads the cached file back (an Op), checks its CRC-32C,
-//     seals it under its blob name, proto.CacheBlobName (the same local
-//     Op), uploads it to the cache container, ContainerPrefix +
-//     proto.ContainerCache (a second Op, Peer StoragePeer, Bytes the
-//     sealed size), deletes the cached file and tells the Azure
-//     side with an Uploaded hint. Items of one machine are started in
-//     sequence order; at most MaxUploads items are in the pipeline at once
-//     (seal or upload), so memory holds at most MaxUploads items: the
-//     backlog lives on the cache disk.
+//  3. The pipeline seals the item under its blob name,
+//     proto.CacheBlobName (an Op): from the bytes as received when the
+//     server still holds them (see Config.RetainBytes), otherwise from the
+//     cached file, read back and checked against its CRC-32C (always so
+//     after a restart). It uploads it to the cache container,
+//     ContainerPrefix + proto.ContainerCache (a second Op, Peer
+//     StoragePeer, Bytes the sealed size), deletes the cached file (or
+//     keeps it, renamed, for a later item to be written over: see
+//     Config.RecycleFiles) and tells the Azure side with an Uploaded hint.
+//     Items of one machine are started in sequence order; at most
+//     MaxUploads items are in the pipeline at once (seal or upload), and
+//     at most RetainBytes of items are kept as received: the backlog lives
+//     on the cache disk.
 //  4. A stream the cache holds no record of (a new machine, or a cache disk
 //     lost and replaced: a new epoch, see proto.ItemAck) starts at item 1,
 //     or at a SyncStart item of any seq: an agent whose acknowledged items
@@ -73,6 +77,8 @@ const (
 	DefaultMaxUploads    = 4
 	DefaultHealthEvery   = time.Minute
 	DefaultGroupCommit   = 2 * time.Millisecond
+	DefaultRetainBytes   = 64 << 20
+	DefaultRecycleFiles  = 16
 )
 
 // Errors. Each is wrapped with the machine and item it concerns.
@@ -118,6 +124,23 @@ type Config struct {
 	MaxUploads int
 	// HealthEvery is the PSHealth period.
 	HealthEvery time.Duration
+	// RetainBytes is the memory budget, in item bytes, for items kept as
+	// received from the moment their group commit made them durable until
+	// their upload is confirmed, so that sealing them need not read the
+	// cache file back. An item that would take the retained bytes past it
+	// is not kept: it is sealed from its cache file, as every item is after
+	// a restart. The cache file is written and fsynced before the
+	// acknowledgement either way: durability does not depend on it.
+	// Default DefaultRetainBytes; negative: keep none (always read back).
+	RetainBytes int64
+	// RecycleFiles is how many uploaded items' files the server keeps to
+	// write later items of the same machine into, instead of deleting them
+	// and creating new ones: allocating and freeing a file's pages (tmpfs,
+	// most file systems) costs more than writing over them. They take disk
+	// space beyond CacheCapBytes, at most RecycleFiles times the largest
+	// item, and are removed by a restart's scan. Default
+	// DefaultRecycleFiles; negative: none (every uploaded file is deleted).
+	RecycleFiles int
 }
 
 func (c Config) withDefaults() Config {
@@ -147,6 +170,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.GroupCommit <= 0 {
 		c.GroupCommit = DefaultGroupCommit
+	}
+	if c.RetainBytes == 0 {
+		c.RetainBytes = DefaultRetainBytes
+	}
+	if c.RecycleFiles == 0 {
+		c.RecycleFiles = DefaultRecycleFiles
 	}
 	return c
 }
@@ -193,6 +222,13 @@ type Server struct {
 
 	memBytes     int64 // item and sealed bytes held by the pipeline
 	peakMemBytes int64
+	// retainedBytes are the item bytes of entries that keep their data
+	// (entry.data), at most Config.RetainBytes.
+	retainedBytes int64
+	// freeFiles counts the recycled files (machine.free) and those a
+	// cleanup op in flight may recycle, at most Config.RecycleFiles.
+	freeFiles     int
+	recycledItems int64 // items committed over a recycled file since start
 
 	startedAt time.Time
 	lastNow   time.Time // the clock at the latest event, for Status
@@ -255,7 +291,7 @@ func (s *Server) start(ctx runtime.Context) {
 	s.order = nil
 	s.ops = runtime.Ops[*opInfo]{}
 	s.spare = nil // an op of the previous life may still hold them
-	s.inFlight, s.usedBytes, s.memBytes = 0, 0, 0
+	s.inFlight, s.usedBytes, s.memBytes, s.retainedBytes, s.freeFiles = 0, 0, 0, 0, 0
 	s.containerReady = false
 	s.startedAt = ctx.Now()
 	s.retryAt = time.Time{}
@@ -403,6 +439,7 @@ type pendingItem struct {
 	data                []byte // the item as received (the message's, kept as is)
 	codec               batch.Codec
 	fileBytes, rawBytes int64
+	reused              bool // its group commit writes it over a recycled file
 }
 
 // groupCommit starts the group commit of the items received since the last
@@ -428,6 +465,11 @@ func (s *Server) groupCommit(ctx runtime.Context) {
 	seen := map[*machine]bool{}
 	for i, p := range batch {
 		items[i] = stagedItem{machine: p.m.name, seq: p.seq, data: p.data, codec: p.codec, dirKnown: s.disk.dirsMade[p.m.name]}
+		if n := len(p.m.free); n > 0 { // the commit uses the file up, whatever happens
+			items[i].reuse, p.m.free = p.m.free[n-1], p.m.free[:n-1]
+			s.freeFiles--
+			p.reused = true
+		}
 		bytes += p.fileBytes
 		if !seen[p.m] {
 			seen[p.m] = true
@@ -469,7 +511,15 @@ func (s *Server) commitDone(ctx runtime.Context, batch []*pendingItem, res []com
 			continue
 		}
 		m.acked = p.seq
-		m.items = append(m.items, &entry{seq: p.seq, fileBytes: p.fileBytes, rawBytes: p.rawBytes})
+		if p.reused {
+			s.recycledItems++
+		}
+		e := &entry{seq: p.seq, fileBytes: p.fileBytes, rawBytes: p.rawBytes}
+		if s.retainedBytes+p.rawBytes <= s.cfg.RetainBytes {
+			e.data, e.codec = p.data, p.codec
+			s.retainedBytes += p.rawBytes
+		}
+		m.items = append(m.items, e)
 	}
 	for _, m := range touched {
 		c := out[m.name]
@@ -487,6 +537,7 @@ func (s *Server) commitDone(ctx runtime.Context, batch []*pendingItem, res []com
 		switch {
 		case isNoSpace(c.err):
 			err = fmt.Errorf("%w: disk full: %w", ErrCacheFull, c.err)
+			s.dropFree(ctx)
 		case c.stage:
 			err = fmt.Errorf("processsrv: cache disk write failed: %w", c.err)
 		default:

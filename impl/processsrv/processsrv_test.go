@@ -424,7 +424,9 @@ func TestRestart(t *testing.T) {
 	if diff := cmp.Diff(append(names("db01", 1, 2, 3), names("web01", 1)...), e.blobs()); diff != "" {
 		t.Errorf("uploads resumed (-want +got):\n%s", diff)
 	}
-	if diff := cmp.Diff([]string{"db01/acked", "web01/acked"}, e.cacheFiles()); diff != "" {
+	// The uploaded files are kept to be written over (recycled), renamed.
+	if diff := cmp.Diff([]string{"db01/00000000000000000001.free", "db01/00000000000000000002.free", "db01/00000000000000000003.free",
+		"db01/acked", "web01/00000000000000000001.free", "web01/acked"}, e.cacheFiles()); diff != "" {
 		t.Errorf("cache files after uploads (-want +got):\n%s", diff)
 	}
 	last := map[string]uint64{}
@@ -439,6 +441,9 @@ func TestRestart(t *testing.T) {
 	}
 
 	e.start(nil) // the acknowledged seq survives with no item file left
+	if diff := cmp.Diff([]string{"db01/acked", "web01/acked"}, e.cacheFiles()); diff != "" {
+		t.Errorf("cache files after a restart's scan (-want +got):\n%s", diff)
+	}
 	want := []ack{{3, proto.AckOK, ""}, {3, proto.AckOK, ""}, {4, proto.AckOK, ""}}
 	e.d.Receive(agentAddr, &proto.StreamHello{Machine: "db01"})
 	got := e.acks()
@@ -480,7 +485,7 @@ func TestRestartAfterUploadBeforeDelete(t *testing.T) {
 	if !bytes.Equal(first, second) {
 		t.Error("re-upload after restart changed the sealed bytes")
 	}
-	if diff := cmp.Diff([]string{"db01/acked"}, e.cacheFiles()); diff != "" {
+	if diff := cmp.Diff([]string{"db01/00000000000000000001.free", "db01/acked"}, e.cacheFiles()); diff != "" {
 		t.Errorf("cache files (-want +got):\n%s", diff)
 	}
 	if got := len(e.store.puts); got != 2 {
@@ -815,8 +820,10 @@ func TestCorruptFrameDropped(t *testing.T) {
 
 // A cached file damaged on disk is not uploaded: the seal fails its CRC,
 // the error is reported and retried (it may be a transient read error).
+// The file is read only when the item's bytes are not retained (as after a
+// restart): RetainBytes -1 keeps none.
 func TestCorruptCacheFile(t *testing.T) {
-	e := newEnv(t, func(c *Config) { c.MaxUploads = 1 })
+	e := newEnv(t, func(c *Config) { c.MaxUploads = 1; c.RetainBytes = -1 })
 	e.hold()
 	e.sendItem("db01", 1) // sealing
 	e.sendItem("db01", 2) // waits on disk
@@ -839,6 +846,71 @@ func TestCorruptCacheFile(t *testing.T) {
 	}
 	if len(e.d.Timers()) < 2 { // health and retry
 		t.Errorf("no retry timer: %v", e.d.Timers())
+	}
+}
+
+// TestSealFromRetained: within RetainBytes an item is sealed from the bytes
+// as received (no read of its cache file: a seal op with no disk work, and
+// a cache file damaged after the fsync does not matter); past the budget,
+// from its cache file (read and checked: the damage is found). Every
+// upload confirmed gives its bytes back.
+func TestSealFromRetained(t *testing.T) {
+	item := int64(len(makeItem("db01", 1)))
+	e := newEnv(t, func(c *Config) { c.MaxUploads = 1; c.RetainBytes = 2 * item })
+	e.hold()
+	for seq := uint64(1); seq <= 3; seq++ {
+		e.sendItem("db01", seq)
+	}
+	if got := e.srv.Status().RetainedBytes; got != 2*item {
+		t.Fatalf("retained %d bytes, want the budget's %d (items 1 and 2)", got, 2*item)
+	}
+	for _, seq := range []uint64{2, 3} { // damage items 2 (retained) and 3 (not)
+		p := filepath.Join(e.cfg.CacheDir, "db01", itemName(seq))
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b[len(b)-1] ^= 1
+		if err := os.WriteFile(p, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var disk []bool
+	for i := 0; i < 20 && e.d.PendingOps() > 0; i++ { // one op at a time, oldest first
+		op := e.d.Ops()[0]
+		if strings.HasPrefix(op.Name, "seal ") {
+			disk = append(disk, op.Disk != nil)
+		}
+		e.d.DeliverOpsWhere(func(d runtime.Done) bool { return d.Name == op.Name })
+	}
+	if diff := cmp.Diff([]bool{false, false, true}, disk); diff != "" {
+		t.Errorf("seal ops reading the cache file, items 1-3 (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(names("db01", 1, 2), e.blobs()); diff != "" {
+		t.Errorf("blobs (-want +got):\n%s", diff)
+	}
+	s, err := batch.NewSealer(testKey, batch.CodecS2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for seq := uint64(1); seq <= 2; seq++ {
+		name := proto.CacheBlobName("db01", seq)
+		sealed, _, err := e.store.Get(context.Background(), prefix+proto.ContainerCache, name, blob.ReadOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := s.Open(nil, name, sealed)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if !bytes.Equal(got, makeItem("db01", seq)) {
+			t.Errorf("%s opens to other bytes than the item received", name)
+		}
+	}
+	st := e.srv.Status()
+	if !strings.Contains(st.LastError, "corrupt cache file") || st.RetainedBytes != 0 || st.Machines[0].UploadedUpTo != 2 {
+		t.Errorf("status: retained %d, uploaded up to %d, last error %q; want 0, 2, a corrupt cache file",
+			st.RetainedBytes, st.Machines[0].UploadedUpTo, st.LastError)
 	}
 }
 
@@ -960,7 +1032,7 @@ func TestStateWriteFailureKeepsFile(t *testing.T) {
 		t.Errorf("hints (-want +got):\n%s", diff)
 	}
 	e.d.Advance(10 * time.Second) // two retries: the second one succeeds
-	if diff := cmp.Diff([]string{"db01/acked"}, e.cacheFiles()); diff != "" {
+	if diff := cmp.Diff([]string{"db01/00000000000000000001.free", "db01/acked"}, e.cacheFiles()); diff != "" {
 		t.Errorf("cache files after retry (-want +got):\n%s", diff)
 	}
 	if st := e.srv.Status(); st.CacheUsedBytes != 0 {
@@ -1107,5 +1179,165 @@ func TestDiskFullMidBatch(t *testing.T) {
 	}
 	if st := e.srv.Status(); st.CacheUsedBytes != fileBytes {
 		t.Errorf("cache used %d bytes, want %d (the refused item's are given back)", st.CacheUsedBytes, fileBytes)
+	}
+}
+
+// makeItemSized is machine m's item seq with n bytes of realistic data.
+func makeItemSized(m string, seq uint64, n int) []byte {
+	data := make([]byte, n)
+	blockdev.FillRealistic(rand.New(rand.NewPCG(seq, uint64(n))), data)
+	it := &batch.Item{Machine: m, Seq: seq, Kind: batch.KindChunk, Gen: 1, Runs: []batch.Run{{Off: int64(seq) * itemBytes, Data: data}}}
+	return it.Marshal()
+}
+
+// TestRecycledFiles: uploaded files are kept (at most RecycleFiles) and
+// later items written over them — a smaller item cut to its length, a
+// larger one grown — and sealed from them (RetainBytes -1: read back) to
+// their own bytes.
+func TestRecycledFiles(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.RecycleFiles = 2; c.RetainBytes = -1 })
+	e.hold()
+	for seq := uint64(1); seq <= 3; seq++ {
+		e.sendItem("db01", seq)
+	}
+	e.release()
+	var free []string
+	for _, f := range e.cacheFiles() {
+		if strings.HasSuffix(f, freeSuffix) {
+			free = append(free, f)
+		} else if f != "db01/acked" {
+			t.Errorf("cache file %s left after the uploads", f)
+		}
+	}
+	if len(free) != 2 {
+		t.Fatalf("free files after 3 uploads: %v, want RecycleFiles 2", free)
+	}
+	e.hold()
+	items := map[uint64][]byte{4: makeItemSized("db01", 4, itemBytes/4), 5: makeItemSized("db01", 5, 2*itemBytes)}
+	for seq := uint64(4); seq <= 5; seq++ {
+		if diff := cmp.Diff([]ack{{seq, proto.AckOK, ""}}, summarize(e.send(&proto.ItemMsg{Machine: "db01", Seq: seq, Data: items[seq]}))); diff != "" {
+			t.Fatalf("ack of item %d (-want +got):\n%s", seq, diff)
+		}
+	}
+	if diff := cmp.Diff([]string{"db01/00000000000000000004.item", "db01/00000000000000000005.item", "db01/acked"}, e.cacheFiles()); diff != "" {
+		t.Errorf("cache files: the free files became the items (-want +got):\n%s", diff)
+	}
+	for seq, it := range items {
+		b, err := os.ReadFile(filepath.Join(e.cfg.CacheDir, "db01", itemName(seq)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, _, err := openRecord(b); err != nil || !bytes.Equal(got, it) {
+			t.Errorf("item %d's recycled file: %v, holds the item: %v", seq, err, bytes.Equal(got, it))
+		}
+	}
+	e.release()
+	s, err := batch.NewSealer(testKey, batch.CodecS2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for seq, it := range items {
+		name := proto.CacheBlobName("db01", seq)
+		sealed, _, err := e.store.Get(context.Background(), prefix+proto.ContainerCache, name, blob.ReadOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, err := s.Open(nil, name, sealed); err != nil || !bytes.Equal(got, it) {
+			t.Errorf("%s does not open to its item: %v", name, err)
+		}
+	}
+	if st := e.srv.Status(); st.Errors != 0 || st.CacheUsedBytes != 0 || st.RecycledItems != 2 {
+		t.Errorf("status: %d errors (%s), %d cache bytes used, %d items recycled (want 2)", st.Errors, st.LastError, st.CacheUsedBytes, st.RecycledItems)
+	}
+	if e.srv.freeFiles != 2 {
+		t.Errorf("%d free files counted, want 2", e.srv.freeFiles)
+	}
+}
+
+// syncFailFS fails the fsync of directories.
+type syncFailFS struct{ fsys.FS }
+
+func (f syncFailFS) Open(name string) (fsys.File, error) {
+	fl, err := f.FS.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	if st, err := fl.Stat(); err == nil && st.IsDir() {
+		return syncFailFile{fl}, nil
+	}
+	return fl, nil
+}
+
+type syncFailFile struct{ fsys.File }
+
+func (syncFailFile) Sync() error { return syscall.EIO }
+
+// TestRecycleNeedsDurableRename: a file is recycled only once its rename
+// from .item is durable (the machine directory fsynced); when that fsync
+// fails, the free files are removed, never reused (a crash could bring
+// the old name back on bytes written over).
+func TestRecycleNeedsDurableRename(t *testing.T) {
+	for _, fail := range []bool{false, true} {
+		t.Run(fmt.Sprintf("dir-fsync-fails=%v", fail), func(t *testing.T) {
+			dir := t.TempDir()
+			c := newCacheDisk(fsys.OS{}, dir).cacheFiles
+			for seq := uint64(1); seq <= 2; seq++ {
+				f, from, err := c.stageItem("db01", seq, makeItem("db01", seq), batch.CodecS2, seq > 1, 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := c.commitItem("db01", seq, from, f); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if fail {
+				c.fs = syncFailFS{c.fs}
+			}
+			res := c.removeUploaded("db01", []uploadedFile{{1, true}, {2, false}}, 0, true)
+			want := removed{deleted: []uint64{1, 2}, recycled: []uint64{1}, planned: 1}
+			wantFiles := []string{"00000000000000000001.free"}
+			if fail {
+				want.recycled, wantFiles = nil, nil
+			}
+			if diff := cmp.Diff(want, res, cmp.AllowUnexported(removed{}), cmpopts.EquateEmpty()); diff != "" {
+				t.Errorf("outcome (-want +got):\n%s", diff)
+			}
+			ents, err := os.ReadDir(filepath.Join(dir, "db01"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, e := range ents {
+				got = append(got, e.Name())
+			}
+			if diff := cmp.Diff(wantFiles, got, cmpopts.EquateEmpty()); diff != "" {
+				t.Errorf("files (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestDiskFullDropsFreeFiles: a full disk gives back the space of every
+// recycled file, whichever machine's it was, and recycles no more until
+// an item is taken again.
+func TestDiskFullDropsFreeFiles(t *testing.T) {
+	e := newEnv(t, nil)
+	e.sendItem("web01", 1)
+	if diff := cmp.Diff([]string{"web01/00000000000000000001.free", "web01/acked"}, e.cacheFiles()); diff != "" {
+		t.Fatalf("cache files (-want +got):\n%s", diff)
+	}
+	e.srv.disk.write = func(f fsys.File, p []byte) (int, error) {
+		return 0, &os.PathError{Op: "write", Path: f.Name(), Err: syscall.ENOSPC}
+	}
+	got := summarize(e.sendItem("db01", 1))
+	if diff := cmp.Diff([]ack{{0, proto.AckCacheFull, "no space left on device"}}, got, reasonHas); diff != "" {
+		t.Errorf("acks (-want +got):\n%s", diff)
+	}
+	e.d.DeliverOps() // the removal
+	if diff := cmp.Diff([]string{"web01/acked"}, e.cacheFiles()); diff != "" {
+		t.Errorf("cache files after the disk filled (-want +got):\n%s", diff)
+	}
+	if e.srv.freeFiles != 0 || len(e.srv.machines["web01"].free) != 0 {
+		t.Errorf("free files still counted: %d, web01's %v", e.srv.freeFiles, e.srv.machines["web01"].free)
 	}
 }

@@ -99,6 +99,8 @@ type Status struct {
 	InFlight          int   // items in the pipeline (sealing or uploading), <= MaxUploads
 	PipelineBytes     int64 // bytes the pipeline holds in memory now (items being sealed, sealed items being uploaded)
 	PeakPipelineBytes int64 // the most PipelineBytes has been since start
+	RetainedBytes     int64 // item bytes kept as received until uploaded, <= Config.RetainBytes
+	RecycledItems     int64 // items written over a recycled file since start (Config.RecycleFiles)
 
 	Errors    int64  // errors since start (refused items, disk and storage failures)
 	LastError string // the latest of them, "" if none
@@ -125,7 +127,7 @@ func (s *Server) Status() Status {
 	st := Status{
 		Server: s.name, CacheUsedBytes: s.usedBytes, CacheCapBytes: s.cfg.CacheCapBytes, CacheFull: s.full,
 		ContainerReady: s.containerReady, InFlight: s.inFlight, PipelineBytes: s.memBytes,
-		PeakPipelineBytes: s.peakMemBytes, Errors: s.errs, LastError: s.lastErr,
+		PeakPipelineBytes: s.peakMemBytes, RetainedBytes: s.retainedBytes, RecycledItems: s.recycledItems, Errors: s.errs, LastError: s.lastErr,
 	}
 	for _, name := range s.order {
 		m := s.machines[name]

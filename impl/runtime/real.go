@@ -19,7 +19,7 @@ var (
 	ErrNoActor      = errors.New("runtime: no such actor")
 	ErrActorPanic   = errors.New("runtime: actor panicked")
 	ErrOpPanic      = errors.New("runtime: op panicked")
-	ErrNotFrame     = errors.New("runtime: send of a frame that wire.Open refuses")
+	ErrNotFrame     = errors.New("runtime: send of bytes that are not a wire frame (wire.Peek)")
 	ErrHelloMissing = errors.New("runtime: connection did not start with a hello frame")
 	ErrStopTimeout  = errors.New("runtime: ops still running after the stop timeout")
 )

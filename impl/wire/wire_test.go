@@ -81,7 +81,18 @@ func TestDecodeRejectsDamage(t *testing.T) {
 			if !errors.Is(err, tt.want) {
 				t.Fatalf("Decode = %v, %v; want error %v", m, err, tt.want)
 			}
+			// Peek checks all but the CRC.
+			want := tt.want
+			if want == ErrChecksum {
+				want = nil
+			}
+			if _, err := Peek(tt.frame); !errors.Is(err, want) || (want == nil) != (err == nil) {
+				t.Errorf("Peek: %v, want error %v", err, want)
+			}
 		})
+	}
+	if k, err := Peek(good); err != nil || k != sample().WireKind() {
+		t.Errorf("Peek of a good frame = %v, %v; want %v", k, err, sample().WireKind())
 	}
 }
 
