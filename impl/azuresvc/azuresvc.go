@@ -119,6 +119,8 @@ type machine struct {
 	// agent's resync numbers its SyncStart on past them. probed is the
 	// last item probed and found not to be such a SyncStart.
 	refused, probed uint64
+	refusedErr      string    // why refused did not open (what EventItemRefused says)
+	refusedSent     time.Time // when EventItemRefused was last sent
 	verified        time.Time // when the catalog was last verified against storage
 	// fo are failover's requests (failover.go), served in arrival order;
 	// the head is the one in progress.
@@ -371,6 +373,11 @@ func (s *Service) poll(ctx runtime.Context) {
 			s.send(ctx, &proto.ReplicaEvent{Machine: m.name, Event: proto.EventSyncComplete, Gen: m.cat.Gen,
 				Applied: m.cat.Applied, Detail: "announce"})
 		}
+		if m.waitsForResync() && s.now.Sub(m.refusedSent) >= s.cfg.AnnounceEvery {
+			m.refusedSent = s.now
+			ctx.Log().Info("azuresvc: refused item reported again", "machine", m.name, "item", m.refused)
+			s.send(ctx, m.refusedEvent())
+		}
 		if m.sums != nil && s.sumsValid(m) && s.now.Sub(m.sumsSent) >= s.cfg.ChecksumResend {
 			ctx.Log().Info("azuresvc: checksums sent again", "machine", m.name, "gen", m.cat.Gen, "messages", len(m.sums))
 			s.sendSums(ctx, m)
@@ -581,13 +588,28 @@ func refusable(err error) bool {
 // skipped after it are sent again as blocks that differ.
 func (s *Service) refuse(ctx runtime.Context, m *machine, seq uint64, err error) {
 	text := s.scrub(err.Error())
-	m.refused, m.probed, m.lastErr = seq, seq, text
+	m.refused, m.probed, m.lastErr, m.refusedErr, m.refusedSent = seq, seq, text, text, s.now
 	ctx.Log().Error("azuresvc: item refused, never applied: waiting for a resync", "machine", m.name, "item", seq, "err", text)
-	ev := &proto.ReplicaEvent{Machine: m.name, Event: proto.EventItemRefused, Seq: seq, Detail: text}
+	s.send(ctx, m.refusedEvent())
+}
+
+// refusedEvent is the EventItemRefused of m's refused item. poll sends it
+// again AnnounceEvery after it was last sent, while the item still blocks the stream: a
+// configuration server that was down when it was first sent would
+// otherwise never order the resync, and the machine would wait for it
+// forever (swarm seed 110: cs-crash and corrupt-blob together). The
+// configuration server ignores a refused item it has already seen.
+func (m *machine) refusedEvent() *proto.ReplicaEvent {
+	ev := &proto.ReplicaEvent{Machine: m.name, Event: proto.EventItemRefused, Seq: m.refused, Detail: m.refusedErr}
 	if m.cat != nil {
 		ev.Gen, ev.Applied = m.cat.Gen, m.cat.Applied
 	}
-	s.send(ctx, ev)
+	return ev
+}
+
+// waitsForResync says whether m's stream is stuck at a refused item.
+func (m *machine) waitsForResync() bool {
+	return m.refused != 0 && m.cat != nil && m.refused == m.cat.Applied+1
 }
 
 func (s *Service) startLoad(ctx runtime.Context, m *machine) {

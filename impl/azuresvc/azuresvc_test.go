@@ -513,8 +513,9 @@ func TestTamperedItem(t *testing.T) {
 }
 
 // TestRefusedItemResync: an item whose blob does not open (it fails AES-GCM
-// authentication, or does not decode) is refused: reported once as
-// item-refused, never applied, never retried; the items after it are not
+// authentication, or does not decode) is refused: reported as
+// item-refused (once, then again every AnnounceEvery while it blocks the
+// stream), never applied, never retried; the items after it are not
 // applied either. The resync the configuration server then orders starts
 // with a SyncStart of a newer generation numbered after them: the service
 // skips ahead to it, and the resync leaves the replica exactly the source.
@@ -554,6 +555,13 @@ func TestRefusedItemResync(t *testing.T) {
 				}
 				d.Advance(DefaultPollEvery)
 			}
+			// Reported again while it blocks the stream (a configuration
+			// server that was down missed the first report: swarm seed 110).
+			d.Advance(DefaultAnnounceEvery)
+			evs, _ := toCS(t, d)
+			if refused := eventsOf(evs, proto.EventItemRefused); len(refused) != 1 || refused[0].Seq != target.Seq || refused[0].Detail == "" {
+				t.Fatalf("after %v: item-refused events %+v, want item %d again", DefaultAnnounceEvery, refused, target.Seq)
+			}
 			// Refused for the expected reason.
 			sl, _ := batch.NewSealer(testKey, batch.CodecS2)
 			raw, _, _ := store.Get(context.Background(), cacheContainer(testPrefix), name, blob.ReadOptions{})
@@ -580,9 +588,14 @@ func TestRefusedItemResync(t *testing.T) {
 			upload(t, store, resync...)
 			hint(d, "db01", last(resync))
 			d.Advance(DefaultPollEvery)
-			evs, _ := toCS(t, d)
+			evs, _ = toCS(t, d)
 			if names := eventNames(evs); !slices.Contains(names, "point:db01-c-20") || slices.Contains(names, proto.EventItemRefused) {
 				t.Errorf("events after the resync: %v", names)
+			}
+			// The resync replaced the refused item: no more reports of it.
+			d.Advance(DefaultAnnounceEvery)
+			if evs, _ := toCS(t, d); len(eventsOf(evs, proto.EventItemRefused)) != 0 {
+				t.Errorf("item-refused reported after the resync: %v", eventNames(evs))
 			}
 			c := loadCatalog(t, store, "db01")
 			if c.Gen != 2 || !c.Synced || c.Applied != last(resync) {
@@ -1116,4 +1129,15 @@ func TestResyncPastLostItems(t *testing.T) {
 		t.Fatalf("after the resync: %+v, want applied %d, gen 2, synced", got, last)
 	}
 	checkReplica(t, store, m)
+}
+
+// eventsOf are the events of evs named event.
+func eventsOf(evs []*proto.ReplicaEvent, event string) []*proto.ReplicaEvent {
+	var out []*proto.ReplicaEvent
+	for _, e := range evs {
+		if e.Event == event {
+			out = append(out, e)
+		}
+	}
+	return out
 }
