@@ -150,6 +150,11 @@ func runSwarm(ctx context.Context, cmd *cobra.Command, f swarmFlags) error {
 				progressLine(ew, done, total, len(failures))
 			}
 		}})
+	if rep.Setup != nil {
+		// No seed was judged: no summary, no rate, no reproduction.
+		return fmt.Errorf("swarm: seed %d could not be set up, so the swarm stopped (%d seed(s) not started): %s",
+			rep.Setup.Plan.Seed, rep.NotRun, rep.Setup.Verdict)
+	}
 	// Each failing seed once more, from the file written out: the proof
 	// that the file alone reproduces it.
 	for i, r := range rep.Results {
@@ -268,6 +273,16 @@ func runSeedProcess(ctx context.Context, exe string, p swarm.Plan, path, storage
 			}
 		}
 	}
+	// A child that could not set the seed up (exit 2 without a panic's
+	// trace: no fixtures, no working directory, a script the harness
+	// refuses) says nothing about the system, and every seed would fail
+	// the same way: the swarm stops (Result.Setup).
+	panicked := strings.Contains(out.String(), "panic: ") && strings.Contains(out.String(), "\ngoroutine ")
+	if code == exitSetup && !panicked {
+		res.Setup = true
+		res.Verdict = swarm.SetupVerdict(res.Failures, lastLine(out.String()))
+		return res
+	}
 	switch {
 	case !closed:
 		tail := strings.TrimSpace(out.String())
@@ -283,6 +298,12 @@ func runSeedProcess(ctx context.Context, exe string, p swarm.Plan, path, storage
 		}
 	}
 	return res
+}
+
+// lastLine is the last non-empty line of s.
+func lastLine(s string) string {
+	ls := strings.Split(strings.TrimSpace(s), "\n")
+	return ls[len(ls)-1]
 }
 
 func firstLineOf(s string) string {

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -32,5 +33,28 @@ func TestSwarmBadFlags(t *testing.T) {
 		if strings.Contains(out.String(), "seed-") {
 			t.Errorf("%v: ran seeds: %s", tt.args, out.String())
 		}
+	}
+}
+
+// TestSwarmStopsOnSetupError: a seed that cannot be set up (here: the
+// worlds' working directory does not exist) stops the swarm at once with
+// exit 2 and the child's error, starts no other seed, and prints no
+// summary nor rate as if seeds had run.
+func TestSwarmStopsOnSetupError(t *testing.T) {
+	t.Setenv(asV2A, "1")
+	t.Setenv("V2A_WORKDIR", filepath.Join(t.TempDir(), "missing"))
+	var out, errb bytes.Buffer
+	code := execute(t.Context(), []string{"swarm", "--seeds", "5", "--jobs", "1", "--out", t.TempDir(), "--progress-every", "0"}, &out, &errb)
+	if code != exitSetup {
+		t.Fatalf("exit %d, want %d\nstdout:\n%s\nstderr:\n%s", code, exitSetup, out.String(), errb.String())
+	}
+	for _, want := range []string{"seed 1 could not be set up", "4 seed(s) not started", "missing"} {
+		if !strings.Contains(errb.String(), want) {
+			t.Errorf("stderr misses %q:\n%s", want, errb.String())
+		}
+	}
+	t.Logf("stderr: %s", errb.String())
+	if strings.Contains(out.String(), "seeds/hour") || strings.Contains(out.String(), "FAILED") {
+		t.Errorf("a summary as if seeds ran:\n%s", out.String())
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -134,5 +135,39 @@ func TestSameFailures(t *testing.T) {
 	}
 	if SameFailures(nil, nil) {
 		t.Error("no failures reproduce nothing")
+	}
+}
+
+// TestSwarmStopsOnSetup: a seed that cannot be set up stops the swarm: no
+// seed after it starts, the running ones are cancelled, and the report
+// names it. In-process, Run marks a seed whose world cannot be built (its
+// working directory is missing) as a set-up failure, not a failed check.
+func TestSwarmStopsOnSetup(t *testing.T) {
+	var (
+		mu      sync.Mutex
+		started []uint64
+	)
+	fake := func(ctx context.Context, p Plan) Result {
+		mu.Lock()
+		started = append(started, p.Seed)
+		mu.Unlock()
+		switch p.Seed {
+		case 2:
+			return Result{Plan: p, Setup: true, Verdict: "seed-2.scn:5: harness: no fixtures"}
+		case 1:
+			<-ctx.Done() // running beside seed 2: cancelled by it
+			return Result{Plan: p, Interrupted: true, Verdict: "interrupted"}
+		}
+		return Result{Plan: p, Passed: 1}
+	}
+	rep := Swarm(context.Background(), Config{Seeds: []uint64{1, 2, 3, 4, 5}, Jobs: 2, Exec: fake})
+	if rep.Setup == nil || rep.Setup.Plan.Seed != 2 || rep.NotRun != 3 || len(rep.Results) != 2 || rep.Failed() != 0 {
+		t.Fatalf("setup %+v, %d not run, %d results (%v started), %d failed", rep.Setup, rep.NotRun, len(rep.Results), started, rep.Failed())
+	}
+
+	t.Setenv("V2A_WORKDIR", t.TempDir()+"/missing")
+	r := InProcess(true)(t.Context(), Generate(1))
+	if !r.Setup || r.Failed() || !strings.Contains(r.Verdict, "seed-1.scn:") || !strings.Contains(r.Verdict, "missing") {
+		t.Fatalf("in-process: setup %v, failed %v, verdict %q", r.Setup, r.Failed(), r.Verdict)
 	}
 }
