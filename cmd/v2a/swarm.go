@@ -230,6 +230,7 @@ func runSeedProcess(ctx context.Context, exe string, p swarm.Plan, path, storage
 	// (removing its directory) as `v2a run` does on Ctrl-C; killed only if
 	// it has not within 10 s.
 	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
+	cmd.Env = childEnv(os.Environ())
 	cmd.WaitDelay = 10 * time.Second
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
@@ -298,6 +299,29 @@ func runSeedProcess(ctx context.Context, exe string, p swarm.Plan, path, storage
 		}
 	}
 	return res
+}
+
+// childEnv is a seed's child's environment: this one, with the Go
+// runtime told to give memory back with MADV_FREE (madvdontneed=0) unless
+// GODEBUG says otherwise. A world's heap swells and shrinks by hundreds of
+// MiB; with MADV_FREE the pages stay mapped until the kernel wants them,
+// so the next swell does not fault them in again (a seed spent a fifth of
+// its CPU in the kernel, about a sixth less of it with this).
+func childEnv(env []string) []string {
+	out := make([]string, 0, len(env)+1)
+	debug := "madvdontneed=0"
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, "GODEBUG="); ok {
+			if strings.Contains(v, "madvdontneed=") {
+				debug = v
+			} else if v != "" {
+				debug = v + "," + debug
+			}
+			continue
+		}
+		out = append(out, kv)
+	}
+	return append(out, "GODEBUG="+debug)
 }
 
 // lastLine is the last non-empty line of s.

@@ -58,3 +58,22 @@ func TestSwarmStopsOnSetupError(t *testing.T) {
 		t.Errorf("a summary as if seeds ran:\n%s", out.String())
 	}
 }
+
+// TestChildEnv: a seed's child runs with madvdontneed=0 added to GODEBUG,
+// unless GODEBUG already says how to give memory back.
+func TestChildEnv(t *testing.T) {
+	for _, tt := range []struct {
+		env  []string
+		want string
+	}{
+		{[]string{"A=1"}, "GODEBUG=madvdontneed=0"},
+		{[]string{"GODEBUG=gctrace=1", "A=1"}, "GODEBUG=gctrace=1,madvdontneed=0"},
+		{[]string{"GODEBUG=madvdontneed=1"}, "GODEBUG=madvdontneed=1"},
+		{[]string{"GODEBUG="}, "GODEBUG=madvdontneed=0"},
+	} {
+		got := childEnv(tt.env)
+		if got[len(got)-1] != tt.want || strings.Count(strings.Join(got, "\n"), "GODEBUG=") != 1 || (len(tt.env) > 1 && got[0] != "A=1") {
+			t.Errorf("childEnv(%q) = %q, want it ending in %q", tt.env, got, tt.want)
+		}
+	}
+}
