@@ -68,14 +68,19 @@ func ReadImage(ctx context.Context, s blob.Store, container, name, snapshot stri
 
 // ReadAt implements io.ReaderAt.
 func (im *Image) ReadAt(p []byte, off int64) (int, error) {
-	clear(p)
 	end := off + int64(len(p))
 	i := sort.Search(len(im.Ranges), func(i int) bool { return im.Ranges[i].Off+im.Ranges[i].Len > off })
+	at := off // p is filled up to here
 	for ; i < len(im.Ranges) && im.Ranges[i].Off < end; i++ {
 		r := im.Ranges[i]
 		lo, hi := max(off, r.Off), min(end, r.Off+r.Len)
+		if lo > at {
+			clear(p[at-off : lo-off]) // the hole before the range
+		}
 		copy(p[lo-off:hi-off], im.data[i][lo-r.Off:hi-r.Off])
+		at = max(at, hi)
 	}
+	clear(p[at-off:])
 	return len(p), nil
 }
 

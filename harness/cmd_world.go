@@ -36,20 +36,12 @@ func (r *Runner) world(a argMap) (string, error) {
 	}
 	t := r.Target
 	if p := a.str("target", ""); p != "" {
-		rp, err := Resolve(p)
-		if err != nil {
-			return "", err
-		}
-		if t, err = LoadTarget(rp); err != nil {
+		if t, err = loadFixtureTarget(p); err != nil {
 			return "", err
 		}
 	}
 	if t == nil {
-		rp, err := Resolve(DefaultTarget)
-		if err != nil {
-			return "", err
-		}
-		if t, err = LoadTarget(rp); err != nil {
+		if t, err = loadFixtureTarget(DefaultTarget); err != nil {
 			return "", err
 		}
 	}

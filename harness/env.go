@@ -99,11 +99,7 @@ type Env struct {
 func New(ctx context.Context, opts Options) (_ *Env, err error) {
 	t := opts.Target
 	if t == nil {
-		p, err := Resolve(DefaultTarget)
-		if err != nil {
-			return nil, err
-		}
-		if t, err = LoadTarget(p); err != nil {
+		if t, err = loadFixtureTarget(DefaultTarget); err != nil {
 			return nil, err
 		}
 	}
@@ -144,11 +140,11 @@ func New(ctx context.Context, opts Options) (_ *Env, err error) {
 	e.Workloads = workload.NewDriver(e.Sim.After)
 	e.Trace.Add(0, "harness", "world", fmt.Sprintf("target=%s seed=%d", t.Name, opts.Seed))
 
-	invPath, err := Resolve(t.Inventory)
+	invPath, inv, err := ReadFixture(t.Inventory)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("vsphere: load inventory: %w", err)
 	}
-	if e.Inventory, err = simvs.Load(invPath); err != nil {
+	if e.Inventory, err = simvs.Parse(invPath, inv); err != nil {
 		return nil, err
 	}
 	if err := e.buildVSphere(ctx); err != nil {

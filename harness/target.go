@@ -24,6 +24,7 @@
 package harness
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -33,6 +34,7 @@ import (
 
 	"sigs.k8s.io/yaml"
 
+	"github.com/v2a-dr/v2a/fixtures"
 	"github.com/v2a-dr/v2a/impl/vsphere/vcenter"
 	"github.com/v2a-dr/v2a/sim/azurite"
 	"github.com/v2a-dr/v2a/sim/strictyaml"
@@ -131,6 +133,11 @@ func LoadTarget(path string) (*Target, error) {
 	if err != nil {
 		return nil, fmt.Errorf("harness: target: %w", err)
 	}
+	return parseTarget(path, data)
+}
+
+// parseTarget decodes and validates a target read from path.
+func parseTarget(path string, data []byte) (*Target, error) {
 	var t Target
 	if err := yaml.UnmarshalStrict(data, &t); err != nil {
 		if where, known := strictyaml.UnknownField(data, reflect.TypeFor[Target]()); where != "" {
@@ -217,6 +224,45 @@ func ModuleRoot() (string, error) {
 		return "", fmt.Errorf("harness: %w: run v2a from the v2a checkout", err)
 	}
 	return root, nil
+}
+
+// ReadFixture reads a file named relative to the module root (a target's
+// inventory, the default target, world target=PATH): an absolute path as
+// it is; a relative one from the checkout v2a runs in, when it runs in one
+// (the files on disk win, so an edited fixture needs no rebuild); else,
+// for a path under fixtures/, the copy built into v2a (package fixtures),
+// so that an installed v2a builds its worlds anywhere. It returns the path
+// read (the relative path itself for a built-in copy), for messages.
+func ReadFixture(path string) (string, []byte, error) {
+	if filepath.IsAbs(path) {
+		b, err := os.ReadFile(path)
+		return path, b, err
+	}
+	root, rootErr := ModuleRoot()
+	if rootErr == nil {
+		p := filepath.Join(root, path)
+		b, err := os.ReadFile(p)
+		return p, b, err
+	}
+	b, err := fixtures.Read(filepath.ToSlash(path))
+	if err != nil {
+		if errors.Is(err, fixtures.ErrNotFixture) {
+			// Neither a checkout nor a built-in fixture: the checkout is
+			// what is missing.
+			return "", nil, fmt.Errorf("%w; %s is not built into v2a either", rootErr, path)
+		}
+		return "", nil, err
+	}
+	return path, b, nil
+}
+
+// loadFixtureTarget reads a target with ReadFixture.
+func loadFixtureTarget(path string) (*Target, error) {
+	p, data, err := ReadFixture(path)
+	if err != nil {
+		return nil, fmt.Errorf("harness: target: %w", err)
+	}
+	return parseTarget(p, data)
 }
 
 // Resolve makes a fixture path absolute against the module root.

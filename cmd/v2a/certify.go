@@ -162,11 +162,11 @@ func runCertify(ctx context.Context, w, errw io.Writer, f certifyFlags) error {
 	if err != nil {
 		return err
 	}
-	invPath, err := harness.Resolve(t.Inventory)
+	invPath, invData, err := harness.ReadFixture(t.Inventory)
 	if err != nil {
-		return err
+		return fmt.Errorf("vsphere: load inventory: %w", err)
 	}
-	inv, err := simvs.Load(invPath)
+	inv, err := simvs.Parse(invPath, invData)
 	if err != nil {
 		return err
 	}

@@ -14,7 +14,16 @@ import (
 	"github.com/v2a-dr/v2a/harness"
 )
 
+// asV2A, set in the environment, makes the test binary the v2a CLI: the
+// swarm's children (os.Executable) are then `v2a run`.
+const asV2A = "V2A_TEST_BINARY_IS_V2A"
+
 func TestMain(m *testing.M) {
+	if os.Getenv(asV2A) == "1" {
+		code := execute(context.Background(), os.Args[1:], os.Stdout, os.Stderr)
+		harness.Shutdown()
+		os.Exit(code)
+	}
 	code := m.Run()
 	harness.Shutdown()
 	os.Exit(code)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/v2a-dr/v2a/harness"
@@ -20,15 +21,21 @@ type Result struct {
 	// Interrupted: the run was stopped (Ctrl-C, the budget's context)
 	// before the end of its script; it is no verdict on the system.
 	Interrupted bool
-	TraceSum    string
-	Wall        time.Duration
+	// Setup: the seed could not be set up (a harness error, `v2a run`'s
+	// exit 2: no fixtures, no working directory, a script the harness
+	// refuses). It is no verdict on the system either, and every other
+	// seed would fail the same way: Swarm stops at once.
+	Setup    bool
+	TraceSum string
+	Wall     time.Duration
 	// Reproduced is set for a failing seed whose written .scn was run
 	// again: whether it failed the same checks.
 	Reproduced *bool
 }
 
-// Failed reports whether the seed failed.
-func (r Result) Failed() bool { return r.Verdict != "" && !r.Interrupted }
+// Failed reports whether the seed failed (a set-up failure is no failure
+// of the system: see Setup).
+func (r Result) Failed() bool { return r.Verdict != "" && !r.Interrupted && !r.Setup }
 
 // RunOptions configure Run.
 type RunOptions struct {
@@ -61,6 +68,10 @@ func Run(ctx context.Context, p Plan, script string, o RunOptions) Result {
 	if err := r.Verdict(s); err != nil {
 		res.Verdict = err.Error()
 	}
+	if r.SetupFailed && !res.Interrupted {
+		res.Setup = true
+		res.Verdict = SetupVerdict(res.Failures, res.Verdict)
+	}
 	if r.Env != nil {
 		res.TraceSum = r.Env.Trace.Sum()
 	}
@@ -82,4 +93,15 @@ func SameFailures(a, b []harness.Result) bool {
 		}
 	}
 	return true
+}
+
+// SetupVerdict is what a seed that could not be set up says: its first
+// script error (FILE:LINE: the error), else the runner's verdict.
+func SetupVerdict(fs []harness.Result, verdict string) string {
+	for _, f := range fs {
+		if f.Check == "script" && f.Evidence != "" {
+			return f.Subject + ": " + strings.TrimPrefix(errorLine(f.Evidence), "error: ")
+		}
+	}
+	return verdict
 }

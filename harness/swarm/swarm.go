@@ -65,22 +65,32 @@ type Config struct {
 // Report is a swarm run: every seed that ran, by seed.
 type Report struct {
 	Results []Result
-	// NotRun is how many seeds the budget (or an interrupt) left unstarted.
+	// NotRun is how many seeds the budget (or an interrupt, or a set-up
+	// failure) left unstarted.
 	NotRun int
 	Wall   time.Duration
+	// Setup is the first seed that could not be set up (Result.Setup), if
+	// one could not: the swarm stopped there, and judged nothing.
+	Setup *Result
 }
 
 // Swarm runs the seeds, Jobs at a time. The report is ordered by seed,
-// whatever the job count.
+// whatever the job count. A seed that cannot be set up stops the swarm at
+// once: no new seed starts, and the running ones are interrupted (every
+// seed would fail the same way, and a rate of seeds that never ran is no
+// rate).
 func Swarm(ctx context.Context, c Config) Report {
 	start := time.Now()
 	jobs := max(c.Jobs, 1)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	var (
 		mu      sync.Mutex
 		results []Result
 		wg      sync.WaitGroup
 		next    int
 		notRun  int
+		setup   *Result
 	)
 	take := func() (uint64, bool) {
 		mu.Lock()
@@ -108,6 +118,10 @@ func Swarm(ctx context.Context, c Config) Report {
 				}
 				r := c.Exec(ctx, Generate(s))
 				mu.Lock()
+				if r.Setup && setup == nil {
+					setup = &r
+					cancel()
+				}
 				results = append(results, r)
 				if c.Done != nil {
 					c.Done(r, len(results), len(c.Seeds))
@@ -118,7 +132,7 @@ func Swarm(ctx context.Context, c Config) Report {
 	}
 	wg.Wait()
 	sort.Slice(results, func(i, j int) bool { return results[i].Plan.Seed < results[j].Plan.Seed })
-	return Report{Results: results, NotRun: notRun, Wall: time.Since(start)}
+	return Report{Results: results, NotRun: notRun, Wall: time.Since(start), Setup: setup}
 }
 
 // Failed is how many seeds failed.

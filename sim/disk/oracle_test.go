@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"pgregory.net/rapid"
 )
 
 // recorder keeps every write with its data, so tests can build the image
@@ -271,4 +273,66 @@ func TestSubmitHeldWritesWaitInOrder(t *testing.T) {
 	if fmt.Sprint(acked) != fmt.Sprint(want) || !idle || m.Held() != 0 {
 		t.Fatalf("acked %v (want %v), idle %v, held %d", acked, want, idle, m.Held())
 	}
+}
+
+// TestMatchRangesProperty: judging an image with allocated ranges (read in
+// runs, with a cursor over sorted ranges, or a scan over unsorted ones) is
+// judging, with no ranges, the image whose blocks outside every range are
+// zero; and the cursor answers as a scan of the ranges does.
+func TestMatchRangesProperty(t *testing.T) {
+	m, rc := newMachine(t, 64*1024, 32*1024)
+	writeRandom(t, m, rc, rand.New(rand.NewPCG(4, 4)), 40)
+	rapid.Check(t, func(t *rapid.T) {
+		k := rapid.IntRange(0, len(rc.writes)).Draw(t, "k")
+		imgs := rc.image(prefix(k))
+		var ranges [][]ByteRange
+		var masked []io.ReaderAt
+		for d := range imgs {
+			size := m.Size(d)
+			var rs []ByteRange
+			off := int64(0)
+			for n := rapid.IntRange(0, 6).Draw(t, "n"); n > 0 && off < size; n-- {
+				// Sub-block offsets and lengths, adjacent ranges (gap 0).
+				off += 512 * rapid.Int64Range(0, 16).Draw(t, "gap")
+				ln := 512 * rapid.Int64Range(1, 24).Draw(t, "len")
+				if off >= size {
+					break
+				}
+				ln = min(ln, size-off)
+				rs = append(rs, ByteRange{Off: off, Len: ln})
+				off += ln
+			}
+			if rapid.Bool().Draw(t, "shuffle") && len(rs) > 1 {
+				rs[0], rs[len(rs)-1] = rs[len(rs)-1], rs[0]
+			}
+			ranges = append(ranges, rs)
+			full := make([]byte, size)
+			imgs[d].ReadAt(full, 0)
+			// A disk with nil ranges is read whole, as Match has always
+			// done (an image that lists no ranges is all zeros anyway).
+			for b := int64(0); b < size/bs; b++ {
+				if rs != nil && !overlaps(rs, b*bs, bs) {
+					clear(full[b*bs : (b+1)*bs])
+				}
+			}
+			masked = append(masked, bytes.NewReader(full))
+			c := newAllocCursor(rs)
+			for b := int64(0); b < size/bs; b++ {
+				if _, ok := c.at(b*bs, bs); ok != (rs == nil || overlaps(rs, b*bs, bs)) {
+					t.Fatalf("disk %d block %d: cursor says %v over %v", d, b, ok, rs)
+				}
+			}
+		}
+		got, err := m.Oracle().Match(imgs, ranges)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := m.Oracle().Match(masked, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Ks.String() != want.Ks.String() || got.Evidence != want.Evidence {
+			t.Fatalf("with ranges %v: %v %q; masked: %v %q", ranges, got.Ks, got.Evidence, want.Ks, want.Evidence)
+		}
+	})
 }

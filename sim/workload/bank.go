@@ -233,7 +233,7 @@ func CheckBank(img io.ReaderAt, start int64, clean bool) (Report, error) {
 	bal := make([]int64, lay.accounts)
 	for p := int64(0); p < lay.npages; p++ {
 		pg := pages[p*bs : (p+1)*bs]
-		if isZero(pg) {
+		if blockdev.IsZero(pg) {
 			for i := 0; i < bankRowsPerPage; i++ {
 				bal[int(p)*bankRowsPerPage+i] = initial
 			}

@@ -320,7 +320,7 @@ func CheckFS(img io.ReaderAt, start int64, clean bool) (Report, error) {
 	files, blocks := 0, int64(0)
 	for b := int64(0); b < lay.nitab; b++ {
 		blk := itable[b*bs : (b+1)*bs]
-		if isZero(blk) {
+		if blockdev.IsZero(blk) {
 			continue
 		}
 		if binary.BigEndian.Uint32(blk) != fsMagicInodes || !blockSealed(blk) || int64(binary.BigEndian.Uint32(blk[4:])) != b {

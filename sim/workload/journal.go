@@ -243,12 +243,3 @@ func cmpU64(a, b uint64) int {
 	}
 	return 0
 }
-
-func isZero(b []byte) bool {
-	for _, c := range b {
-		if c != 0 {
-			return false
-		}
-	}
-	return true
-}
