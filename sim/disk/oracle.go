@@ -1,7 +1,6 @@
 package disk
 
 import (
-	"encoding/binary"
 	"fmt"
 	"io"
 	"sort"
@@ -24,11 +23,7 @@ const bs = blockdev.BlockSize
 type digest [16]byte
 
 func hashBlock(b []byte) digest {
-	h := xxh3.Hash128(b)
-	var d digest
-	binary.LittleEndian.PutUint64(d[:8], h.Lo)
-	binary.LittleEndian.PutUint64(d[8:], h.Hi)
-	return d
+	return xxh3.Hash128(b).Bytes()
 }
 
 var zeroDigest = hashBlock(make([]byte, bs))
