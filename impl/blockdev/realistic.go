@@ -1,6 +1,7 @@
 package blockdev
 
 import (
+	"encoding/binary"
 	"math/rand/v2"
 	"strconv"
 )
@@ -20,7 +21,13 @@ func FillRealistic(r *rand.Rand, buf []byte) {
 		end := min(off+BlockSize, len(buf))
 		blk := buf[off:end]
 		if r.IntN(2) == 0 {
-			for i := range blk {
+			// Eight random bytes per draw (a draw per byte was most of the
+			// cost of generating a simulated guest's writes).
+			i := 0
+			for ; i+8 <= len(blk); i += 8 {
+				binary.LittleEndian.PutUint64(blk[i:], r.Uint64())
+			}
+			for ; i < len(blk); i++ {
 				blk[i] = byte(r.Uint32())
 			}
 			continue
