@@ -4,6 +4,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/v2a-dr/v2a/impl/proto"
 	"github.com/v2a-dr/v2a/impl/runtime/runtimetest"
 )
 
@@ -82,6 +83,54 @@ func TestBookmarkScheduleSurvivesRestart(t *testing.T) {
 			e.advance(5*time.Minute, 10*time.Second)
 			if n := crashTicks(e); n != 2 {
 				t.Fatalf("%d crash bookmarks 5 min later, want 2", n)
+			}
+		})
+	}
+}
+
+// TestBookmarkScheduleBeforeTheFirst: a restart before the first crash
+// bookmark keeps the schedule's origin (the Protect): the first bookmark is
+// due an interval after the protection began, not after the restart. Swarm
+// seeds 18, 23, 46, 59: an agent or a machine restarting more often than
+// the interval never made a point. The same for a restart that comes
+// during a resync (a new gen keeps the schedule).
+func TestBookmarkScheduleBeforeTheFirst(t *testing.T) {
+	for _, tt := range []struct {
+		name         string
+		machineCrash bool
+		resync       bool
+	}{
+		{"agent restart", false, false},
+		{"machine crash", true, false},
+		{"agent restart after a resync", false, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			g := newGuest(t, 1<<20)
+			e := newEnv(t, g, nil)
+			e.replicating()
+			every := proto.DefaultPolicy().CrashInterval
+			if tt.resync {
+				e.advance(time.Minute, 10*time.Second)
+				e.protect(2)
+			}
+			// 3 minutes after the protection, before any bookmark, the
+			// agent (or the machine) dies and is back at once.
+			for e.d.Now().Sub(runtimetest.Epoch) < 3*time.Minute {
+				g.write(0, 0, fill(4096, 1))
+				e.advance(10*time.Second, 10*time.Second)
+			}
+			if n := crashTicks(e); n != 0 {
+				t.Fatalf("%d crash bookmarks before the restart, want 0 (interval %s)", n, every)
+			}
+			if tt.machineCrash {
+				g.crash()
+			}
+			e.start()
+			e.run()
+			// Due an interval after the protection: 10 s past that, one.
+			e.advance(runtimetest.Epoch.Add(every+10*time.Second).Sub(e.d.Now()), 10*time.Second)
+			if n := crashTicks(e); n != 1 {
+				t.Fatalf("%d crash bookmarks %s after the protection, want 1: the schedule started over at the restart", n, every+10*time.Second)
 			}
 		})
 	}

@@ -29,9 +29,11 @@ type persisted struct {
 	// master: tag ids never repeat, even across restarts and clock steps.
 	LastTagN uint64 `json:"lastTagN,omitempty"`
 	// LastCrashBookmark and LastAppBookmark are when the bookmark timers
-	// last fired (Unix ns; 0: not yet under this protection), so that a
-	// restarted agent keeps the policy's cadence instead of starting it
-	// over (see armBookmarkTimers).
+	// last fired or, before they first do, when the schedule began (the
+	// Protect that started it) (Unix ns; 0: not known, as in a state file
+	// written before the origin was kept), so that a restarted agent keeps
+	// the policy's cadence instead of starting it over (see
+	// armBookmarkTimers).
 	LastCrashBookmark int64 `json:"lastCrashBookmark,omitempty"`
 	LastAppBookmark   int64 `json:"lastAppBookmark,omitempty"`
 	// StreamFloor is the stream position to number on from after the
