@@ -169,8 +169,9 @@ func (s *Server) sendProtect(ctx runtime.Context, m *machine) {
 }
 
 // heartbeat records an agent's report and reacts to what it shows the
-// agent missed: a lost Protect (idle, or still resync-required after a
-// resync was ordered) is sent again; a lost Unprotect likewise; change
+// agent missed: a lost Protect (idle, still resync-required after a resync
+// was ordered, or working on a generation below the machine's while the
+// Azure side has not seen that generation start) is sent again; a lost Unprotect likewise; change
 // tracking that broke orders a resync; a group member that reports another
 // group or an older GroupVersion gets its GroupConfig again.
 func (s *Server) heartbeat(ctx runtime.Context, from runtime.Addr, hb *proto.Heartbeat) {
@@ -210,6 +211,14 @@ func (s *Server) heartbeat(ctx runtime.Context, from runtime.Addr, hb *proto.Hea
 		} else {
 			protectSent = false
 		}
+	case hb.Gen < m.gen && m.syncStartedGen < m.gen:
+		// A resync this server ordered (the Azure side refused an item)
+		// whose Protect was lost: the agent, not knowing, replicates its
+		// older generation and never asks for one (swarm seed 130: the
+		// Protect gen 2 lost on the LAN, the machine resyncing forever).
+		ctx.Log().Info("configsrv: agent works on an older generation; Protect resent", "machine", m.name,
+			"gen", m.gen, "agent_gen", hb.Gen)
+		s.sendProtect(ctx, m)
 	case broken:
 		s.orderResync(ctx, m, fmt.Sprintf("agent reports phase %s, capture mode %s", hb.Phase, hb.Mode))
 	default:

@@ -287,7 +287,11 @@ func TestProtectResent(t *testing.T) {
 		{PhaseSyncing, nil},
 		{PhaseIdle, first},
 	} {
-		r.d.Receive(agentAddr("db01"), &proto.Heartbeat{Machine: "db01", Phase: tc.phase, Mode: "data"})
+		gen := uint64(1)
+		if tc.phase == PhaseIdle {
+			gen = 0
+		}
+		r.d.Receive(agentAddr("db01"), &proto.Heartbeat{Machine: "db01", Phase: tc.phase, Mode: "data", Gen: gen})
 		diff(t, "after heartbeat "+tc.phase, tc.want, protects(r.toAgent("db01")))
 	}
 }
@@ -699,6 +703,47 @@ func TestItemRefusedResync(t *testing.T) {
 	}
 	r.event(proto.ReplicaEvent{Machine: "db01", Event: proto.EventPointLost, PointID: "db01-c-9", Kind: proto.Crash, Detail: "snapshot of disk 0 gone from storage"})
 	diff(t, "alerts", []string{AlertPointLost + " db01/db01-c-9"}, active())
+}
+
+// TestRefusalProtectLost: the Protect of a resync this server ordered
+// (the Azure side refused an item) is lost; the agent goes on replicating
+// its older generation, never asking for a resync. Its heartbeat's
+// generation shows what it missed, and the Protect is resent until the
+// Azure side sees the new generation start — a heartbeat of the older
+// generation still in flight after that is not answered (swarm seed 130).
+func TestRefusalProtectLost(t *testing.T) {
+	r := newRig(t, nil)
+	r.protect("db01")
+	r.event(proto.ReplicaEvent{Machine: "db01", Event: proto.EventItemRefused, Seq: 27, Gen: 1, Detail: "batch: sealed item failed authentication"})
+	want := proto.Protect{Machine: "db01", Policy: proto.DefaultPolicy(), ProcessServer: string(psAddr), Gen: 2}
+	diff(t, "protect", []proto.Protect{want}, protects(r.toAgent("db01"))) // lost on the network
+	for _, tc := range []struct {
+		name  string
+		event *proto.ReplicaEvent // delivered before the heartbeat
+		hb    proto.Heartbeat
+		want  []proto.Protect
+	}{
+		{"agent on gen 1", nil, proto.Heartbeat{Phase: PhaseReplicating, Gen: 1}, []proto.Protect{want}},
+		{"again on gen 1", nil, proto.Heartbeat{Phase: PhaseReplicating, Gen: 1}, []proto.Protect{want}},
+		{"agent syncing gen 2", nil, proto.Heartbeat{Phase: PhaseSyncing, Gen: 2}, nil},
+		{"stale heartbeat after sync-started", &proto.ReplicaEvent{Machine: "db01", Event: proto.EventSyncStarted, Gen: 2},
+			proto.Heartbeat{Phase: PhaseReplicating, Gen: 1}, nil},
+	} {
+		if tc.event != nil {
+			r.event(*tc.event)
+		}
+		hb := tc.hb
+		hb.Machine, hb.Mode = "db01", "data"
+		r.d.Receive(agentAddr("db01"), &hb)
+		diff(t, tc.name, tc.want, protects(r.toAgent("db01")))
+	}
+	if g, st := r.machine("db01").Gen, r.machine("db01").State; g != 2 || st != StateResyncing {
+		t.Errorf("gen %d state %s, want gen 2 resyncing (no generation ordered by a resent Protect)", g, st)
+	}
+	r.event(proto.ReplicaEvent{Machine: "db01", Event: proto.EventSyncComplete, Gen: 2})
+	if st := r.machine("db01").State; st != StateProtected {
+		t.Errorf("state %s after the resync", st)
+	}
 }
 
 // TestFailbackPolicy: every policy gets its failback twin, with ASR's fixed
