@@ -333,7 +333,7 @@ func (s *Server) start(ctx runtime.Context) {
 
 // message handles one frame from a peer.
 func (s *Server) message(ctx runtime.Context, ev runtime.Message) {
-	msg, err := wire.Decode(ev.Data)
+	msg, err := ev.Decode() // the CRC checked once: by the runtime, else here
 	if err != nil {
 		ctx.Log().Warn("processsrv: dropped undecodable frame", "from", string(ev.From), "err", err.Error())
 		return
