@@ -351,7 +351,7 @@ func (s *Server) message(ctx runtime.Context, ev runtime.Message) {
 		ctx.Log().Info("processsrv: stream hello", "machine", m.Machine, "acked", acked)
 		s.ack(ctx, ev.From, m.Machine, acked, proto.AckOK, "")
 	case *proto.ItemMsg:
-		s.item(ctx, ev.From, m)
+		s.item(ctx, ev.From, m, ev.Data)
 	default:
 		ctx.Log().Warn("processsrv: dropped unexpected message", "from", string(ev.From), "kind", wire.KindName(msg.WireKind()))
 	}
@@ -361,8 +361,10 @@ func (s *Server) ack(ctx runtime.Context, to runtime.Addr, machine string, acked
 	ctx.Send(to, wire.Encode(&proto.ItemAck{Machine: machine, Acked: acked, Status: status, Reason: reason, Epoch: s.epoch}))
 }
 
-// item accepts the next item of a machine's stream, or says why not.
-func (s *Server) item(ctx runtime.Context, from runtime.Addr, msg *proto.ItemMsg) {
+// item accepts the next item of a machine's stream, or says why not. frame
+// is the frame msg was decoded from, its CRC checked (by the runtime or by
+// Decode).
+func (s *Server) item(ctx runtime.Context, from runtime.Addr, msg *proto.ItemMsg, frame []byte) {
 	if err := checkMachineName(msg.Machine); err != nil {
 		ctx.Log().Warn("processsrv: refused item", "seq", msg.Seq, "err", err.Error())
 		s.ack(ctx, from, msg.Machine, 0, proto.AckRefused, err.Error())
@@ -425,8 +427,11 @@ func (s *Server) item(ctx runtime.Context, from runtime.Addr, msg *proto.ItemMsg
 		m.acked, m.hinted = acked, acked
 	}
 	m.received, m.from = msg.Seq, from
+	// The cache record's CRC-32C of the item, from the frame's (checked
+	// already): a megabyte less to checksum per item.
+	crc, crcKnown := wire.SpanCRC(frame, msg.Data)
 	s.pending = append(s.pending, &pendingItem{m: m, seq: msg.Seq, data: msg.Data, codec: codec,
-		fileBytes: fileBytes, rawBytes: int64(len(msg.Data))})
+		fileBytes: fileBytes, rawBytes: int64(len(msg.Data)), crc: crc, crcKnown: crcKnown})
 	s.usedBytes += fileBytes
 	s.timers.Arm(ctx, timerCommit, s.cfg.GroupCommit)
 }
@@ -438,6 +443,8 @@ type pendingItem struct {
 	seq                 uint64
 	data                []byte // the item as received (the message's, kept as is)
 	codec               batch.Codec
+	crc                 uint32 // data's CRC-32C, when crcKnown
+	crcKnown            bool
 	fileBytes, rawBytes int64
 	reused              bool // its group commit writes it over a recycled file
 }
@@ -464,7 +471,8 @@ func (s *Server) groupCommit(ctx runtime.Context) {
 	dirs := 0
 	seen := map[*machine]bool{}
 	for i, p := range batch {
-		items[i] = stagedItem{machine: p.m.name, seq: p.seq, data: p.data, codec: p.codec, dirKnown: s.disk.dirsMade[p.m.name]}
+		items[i] = stagedItem{machine: p.m.name, seq: p.seq, data: p.data, codec: p.codec, crc: p.crc, crcKnown: p.crcKnown,
+			dirKnown: s.disk.dirsMade[p.m.name]}
 		if n := len(p.m.free); n > 0 { // the commit uses the file up, whatever happens
 			items[i].reuse, p.m.free = p.m.free[n-1], p.m.free[:n-1]
 			s.freeFiles--

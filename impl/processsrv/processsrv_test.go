@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"log/slog"
 	"math/rand/v2"
 	"os"
@@ -1282,7 +1283,7 @@ func TestRecycleNeedsDurableRename(t *testing.T) {
 			dir := t.TempDir()
 			c := newCacheDisk(fsys.OS{}, dir).cacheFiles
 			for seq := uint64(1); seq <= 2; seq++ {
-				f, from, err := c.stageItem("db01", seq, makeItem("db01", seq), batch.CodecS2, seq > 1, 0)
+				f, from, err := c.stageItem("db01", seq, makeItem("db01", seq), batch.CodecS2, crc32.Checksum(makeItem("db01", seq), castagnoli), seq > 1, 0)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -1339,5 +1340,41 @@ func TestDiskFullDropsFreeFiles(t *testing.T) {
 	}
 	if e.srv.freeFiles != 0 || len(e.srv.machines["web01"].free) != 0 {
 		t.Errorf("free files still counted: %d, web01's %v", e.srv.freeFiles, e.srv.machines["web01"].free)
+	}
+}
+
+// The cache record's CRC-32C of an item is taken from the frame it came in
+// (wire.SpanCRC), not computed over the item again; and it is the item's:
+// the file reads back. A staged item without one (not from a frame) has it
+// computed by the commit.
+func TestRecordCRCFromFrame(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.RetainBytes = -1 })
+	e.hold()
+	item := makeItem("db01", 1)
+	e.d.Receive(agentAddr, &proto.ItemMsg{Machine: "db01", Seq: 1, Data: item})
+	if len(e.srv.pending) != 1 || !e.srv.pending[0].crcKnown || e.srv.pending[0].crc != crc32.Checksum(item, castagnoli) {
+		t.Fatalf("pending %+v: want one item with its CRC known from the frame, %08x", e.srv.pending, crc32.Checksum(item, castagnoli))
+	}
+	e.d.Advance(e.srv.cfg.GroupCommit)
+	e.commit()
+	rec, err := os.ReadFile(filepath.Join(e.cfg.CacheDir, "db01", itemName(1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _, err := openRecord(rec); err != nil || !bytes.Equal(got, item) {
+		t.Errorf("record of item 1: %v", err)
+	}
+
+	c := newCacheDisk(fsys.OS{}, t.TempDir()).cacheFiles
+	res := c.commitBatch([]stagedItem{{machine: "web01", seq: 1, data: item, codec: batch.CodecS2}})
+	if len(res) != 1 || res[0].err != nil || res[0].upTo != 1 {
+		t.Fatalf("commit without a CRC: %+v", res)
+	}
+	rec, err = os.ReadFile(c.itemPath("web01", 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := openRecord(rec); err != nil {
+		t.Errorf("record of an item committed without a CRC: %v", err)
 	}
 }
