@@ -266,6 +266,9 @@ func streamThroughPS(b *testing.B, s blob.Store, ca *pki.CA, prefix string, d *p
 		// the leg is short of requests for Azurite.
 		cfg.MaxUploads = n
 	}
+	if n, err := strconv.Atoi(os.Getenv("V2A_BENCH_PS_SEALAHEAD")); err == nil {
+		cfg.SealAhead = n // items sealed ahead of the upload slots (default 0)
+	}
 	if os.Getenv("V2A_BENCH_PS_DISK") == "readback" {
 		// The cache path before retained items and recycled files, for a
 		// comparison in the same conditions: every item read back from its
@@ -352,7 +355,8 @@ type psLeg struct {
 // it had before (RetainBytes and RecycleFiles -1: each item read back from
 // its cache file to be sealed, each file created and deleted), to compare.
 // V2A_BENCH_PS_MAXUPLOADS=N gives the process server N uploads at once
-// (the reference keeps 4): an experiment. V2A_BENCH_PS_TIMELINE=PATH
+// (the reference keeps 4): an experiment. V2A_BENCH_PS_SEALAHEAD=N sets
+// its Config.SealAhead. V2A_BENCH_PS_TIMELINE=PATH
 // writes each round's per-item timeline (acknowledged, upload began and
 // ended) to PATH.<round>.
 func BenchmarkProcessServerToAzurite(b *testing.B) {

@@ -36,7 +36,8 @@
 //     keeps it, renamed, for a later item to be written over: see
 //     Config.RecycleFiles) and tells the Azure side with an Uploaded hint.
 //     Items of one machine are started in sequence order; at most
-//     MaxUploads items are in the pipeline at once (seal or upload), and
+//     MaxUploads items are uploading at once, at most MaxUploads +
+//     SealAhead are in the pipeline (sealing, sealed or uploading), and
 //     at most RetainBytes of items are kept as received: the backlog lives
 //     on the cache disk.
 //  4. A stream the cache holds no record of (a new machine, or a cache disk
@@ -120,8 +121,16 @@ type Config struct {
 	// Azure is where Uploaded hints go; ConfigServer where PSHealth goes.
 	Azure        runtime.Addr
 	ConfigServer runtime.Addr
-	// MaxUploads bounds the items in the pipeline (sealing or uploading).
+	// MaxUploads bounds the uploads at once, and with SealAhead the items
+	// in the pipeline (sealing, sealed, uploading).
 	MaxUploads int
+	// SealAhead is how many items may be sealed, or sealing, beyond the
+	// MaxUploads slots: an upload that ends then starts the next one at
+	// once, with an item sealed meanwhile, instead of leaving its slot
+	// empty while the next item is sealed. Their sealed bytes are held
+	// until their upload ends. Default 0: none (a seal takes an upload
+	// slot).
+	SealAhead int
 	// HealthEvery is the PSHealth period.
 	HealthEvery time.Duration
 	// RetainBytes is the memory budget, in item bytes, for items kept as
@@ -162,6 +171,7 @@ func (c Config) withDefaults() Config {
 	if c.MaxUploads <= 0 {
 		c.MaxUploads = DefaultMaxUploads
 	}
+	c.SealAhead = max(c.SealAhead, 0)
 	if c.HealthEvery <= 0 {
 		c.HealthEvery = DefaultHealthEvery
 	}
@@ -209,11 +219,13 @@ type Server struct {
 	containerTries int
 	cleanupTries   int // failed attempts in a row to delete uploaded files
 
-	ops      runtime.Ops[*opInfo]
-	inFlight int       // items sealing or uploading
-	workers  []*worker // idle sealers
+	ops       runtime.Ops[*opInfo]
+	inFlight  int          // items sealing, sealed or uploading
+	uploading int          // of them, uploading
+	sealedQ   []sealedItem // of them, sealed and waiting for an upload slot, in the order they were sealed
+	workers   []*worker    // idle sealers
 	// spare are sealed items' buffers whose uploads returned, at most
-	// MaxUploads, reused by the next seals: a 1 MiB allocation (and its
+	// MaxUploads+SealAhead, reused by the next seals: a 1 MiB allocation (and its
 	// zeroing and collection) less per item.
 	spare [][]byte
 
@@ -291,7 +303,8 @@ func (s *Server) start(ctx runtime.Context) {
 	s.order = nil
 	s.ops = runtime.Ops[*opInfo]{}
 	s.spare = nil // an op of the previous life may still hold them
-	s.inFlight, s.usedBytes, s.memBytes, s.retainedBytes, s.freeFiles = 0, 0, 0, 0, 0
+	s.inFlight, s.uploading, s.sealedQ = 0, 0, nil
+	s.usedBytes, s.memBytes, s.retainedBytes, s.freeFiles = 0, 0, 0, 0
 	s.containerReady = false
 	s.startedAt = ctx.Now()
 	s.retryAt = time.Time{}

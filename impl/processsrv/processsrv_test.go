@@ -647,13 +647,14 @@ func TestContainerCreatedAndRetried(t *testing.T) {
 
 // probe records the pipeline's in-flight count after every event.
 type probe struct {
-	s           *Server
-	maxInFlight int
+	s                         *Server
+	maxInFlight, maxUploading int
 }
 
 func (p *probe) Handle(ctx runtime.Context, ev runtime.Event) {
 	p.s.Handle(ctx, ev)
 	p.maxInFlight = max(p.maxInFlight, p.s.Status().InFlight)
+	p.maxUploading = max(p.maxUploading, p.s.uploading)
 }
 
 func TestMaxUploads(t *testing.T) {
@@ -1376,5 +1377,71 @@ func TestRecordCRCFromFrame(t *testing.T) {
 	}
 	if _, _, err := openRecord(rec); err != nil {
 		t.Errorf("record of an item committed without a CRC: %v", err)
+	}
+}
+
+// With SealAhead, items are sealed beyond the upload slots and wait,
+// sealed, for one: an upload that ends hands its slot to the item sealed
+// first at once, without a seal in between; never more than MaxUploads
+// upload, nor MaxUploads+SealAhead are in the pipeline; every blob opens
+// to its own item.
+func TestSealAhead(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.MaxUploads = 2; c.SealAhead = 1 })
+	p := &probe{s: e.srv}
+	e.d.Actor = p
+	e.hold()
+	const n = 6
+	for seq := uint64(1); seq <= n; seq++ {
+		e.sendItem("db01", seq)
+	}
+	isSeal := func(d runtime.Done) bool { return strings.HasPrefix(d.Name, "seal ") }
+	isPut := func(d runtime.Done) bool { return strings.HasPrefix(d.Name, "upload ") }
+	e.d.DeliverOpsWhere(isSeal)
+	if st := e.srv.Status(); st.InFlight != 3 || e.srv.uploading != 2 || len(e.srv.sealedQ) != 1 || e.srv.sealedQ[0].seq != 3 {
+		t.Fatalf("after the first seals: in flight %d, uploading %d, sealed waiting %v; want 3, 2, item 3", st.InFlight, e.srv.uploading, e.srv.sealedQ)
+	}
+	// One upload ends: item 3 takes its slot at once (no seal between),
+	// and item 4's seal starts.
+	var first runtime.Done
+	e.d.DeliverOpsWhere(func(d runtime.Done) bool {
+		if first.Name == "" && isPut(d) {
+			first = d
+			return true
+		}
+		return false
+	})
+	if e.srv.uploading != 2 || len(e.srv.sealedQ) != 0 {
+		t.Errorf("after an upload ended: uploading %d, sealed waiting %d; want 2, 0", e.srv.uploading, len(e.srv.sealedQ))
+	}
+	var sealing []string
+	for _, op := range e.d.Ops() {
+		if strings.HasPrefix(op.Name, "seal ") {
+			sealing = append(sealing, op.Name)
+		}
+	}
+	if diff := cmp.Diff([]string{"seal " + proto.CacheBlobName("db01", 4)}, sealing); diff != "" {
+		t.Errorf("seals running (-want +got):\n%s", diff)
+	}
+	e.release()
+	st := e.srv.Status()
+	if st.UploadedItems != n || st.InFlight != 0 || st.PipelineBytes != 0 || e.srv.uploading != 0 {
+		t.Errorf("after: %+v, uploading %d", st, e.srv.uploading)
+	}
+	if p.maxInFlight != 3 || p.maxUploading != 2 {
+		t.Errorf("max in flight %d, uploading %d; want MaxUploads+SealAhead 3, MaxUploads 2", p.maxInFlight, p.maxUploading)
+	}
+	s, err := batch.NewSealer(testKey, batch.CodecS2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for seq := uint64(1); seq <= n; seq++ {
+		name := proto.CacheBlobName("db01", seq)
+		sealed, _, err := e.store.Get(context.Background(), prefix+proto.ContainerCache, name, blob.ReadOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, err := s.Open(nil, name, sealed); err != nil || !bytes.Equal(got, makeItem("db01", seq)) {
+			t.Errorf("%s does not open to its item: %v", name, err)
+		}
 	}
 }
