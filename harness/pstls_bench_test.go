@@ -81,9 +81,11 @@ func newPSBenchData(b *testing.B) *psBenchData {
 
 // uploadReference is Azurite's own rate: the sealed items put straight
 // with the azblob client, psBenchUploads at a time, into a fresh
-// container. It returns the wall time of the puts (not the container's
-// creation, as the process server's leg starts with its container made).
-func uploadReference(b *testing.B, s blob.Store, container string, d *psBenchData) time.Duration {
+// container. It returns when the puts started and their wall time (not
+// the container's creation, as the process server's leg starts with its
+// container made), and the schedstat of Azurite's main thread (pid) over
+// them.
+func uploadReference(b *testing.B, s blob.Store, container string, d *psBenchData, azuritePid int) (start time.Time, took time.Duration, azurite schedTimes) {
 	b.Helper()
 	ctx := context.Background()
 	if err := s.CreateContainer(ctx, container); err != nil {
@@ -93,7 +95,8 @@ func uploadReference(b *testing.B, s blob.Store, container string, d *psBenchDat
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	errs := make(chan error, psBenchUploads)
-	start := time.Now()
+	s0 := readSched(azuritePid)
+	start = time.Now()
 	for range psBenchUploads {
 		wg.Add(1)
 		go func() {
@@ -111,13 +114,14 @@ func uploadReference(b *testing.B, s blob.Store, container string, d *psBenchDat
 		}()
 	}
 	wg.Wait()
-	took := time.Since(start)
+	took = time.Since(start)
+	azurite = readSched(azuritePid).sub(s0)
 	close(errs)
 	for err := range errs {
 		b.Fatal(err)
 	}
 	checkUploaded(b, s, container, len(d.sealed))
-	return took
+	return start, took, azurite
 }
 
 // checkUploaded fails the benchmark unless the container holds n blobs: a
@@ -140,6 +144,9 @@ type psFeeder struct {
 	frames      [][]byte
 	sent, acked uint64
 	allAcked    *atomic.Int64 // when the last item was acknowledged (UnixNano)
+	// ackedAt[i] is when item i+1 was first acknowledged (read once the
+	// leg is over, for its timeline).
+	ackedAt []time.Time
 }
 
 func (f *psFeeder) Handle(ctx runtime.Context, ev runtime.Event) {
@@ -157,6 +164,9 @@ func (f *psFeeder) Handle(ctx runtime.Context, ev runtime.Event) {
 		}
 		if a.Status != proto.AckOK {
 			panic(fmt.Sprintf("process server answered %s: %s", a.Status, a.Reason))
+		}
+		for now := time.Now(); f.acked < a.Acked && f.acked < uint64(len(f.ackedAt)); f.acked++ {
+			f.ackedAt[f.acked] = now
 		}
 		f.acked = max(f.acked, a.Acked)
 		f.sent = max(f.sent, f.acked)
@@ -233,7 +243,7 @@ func (w *psWorld) stop() {
 // them to Azurite. It returns the wall time from the first item sent (the
 // agent's spawn, with the process server's container made) to the Uploaded
 // hint for the last item.
-func streamThroughPS(b *testing.B, s blob.Store, ca *pki.CA, prefix string, d *psBenchData) psLeg {
+func streamThroughPS(b *testing.B, s blob.Store, ca *pki.CA, prefix string, d *psBenchData, azuritePid int) psLeg {
 	b.Helper()
 	cache, err := os.MkdirTemp(WorkBase(), "v2a-bench-cache-")
 	if err != nil {
@@ -250,6 +260,15 @@ func streamThroughPS(b *testing.B, s blob.Store, ca *pki.CA, prefix string, d *p
 	cfg := processsrv.Config{Name: "ps01", CacheDir: cache, CacheCapBytes: 1 << 40, Store: s,
 		ContainerPrefix: prefix, Key: psBenchKey, Codec: batch.CodecS2, MaxUploads: psBenchUploads,
 		Azure: psBenchAzure, ConfigServer: runtime.MakeAddr("cs01", runtime.PortConfig)}
+	if n, err := strconv.Atoi(os.Getenv("V2A_BENCH_PS_MAXUPLOADS")); err == nil && n > 0 {
+		// An experiment, not the benchmark: the process server's uploads
+		// at once (the reference keeps psBenchUploads), to see whether
+		// the leg is short of requests for Azurite.
+		cfg.MaxUploads = n
+	}
+	if n, err := strconv.Atoi(os.Getenv("V2A_BENCH_PS_SEALAHEAD")); err == nil {
+		cfg.SealAhead = n // items sealed ahead of the upload slots (default 0)
+	}
 	if os.Getenv("V2A_BENCH_PS_DISK") == "readback" {
 		// The cache path before retained items and recycled files, for a
 		// comparison in the same conditions: every item read back from its
@@ -274,8 +293,10 @@ func streamThroughPS(b *testing.B, s blob.Store, ca *pki.CA, prefix string, d *p
 		}
 	}
 	var allAcked atomic.Int64
+	feeder := &psFeeder{frames: d.frames, allAcked: &allAcked, ackedAt: make([]time.Time, len(d.frames))}
+	s0 := readSched(azuritePid)
 	start := time.Now()
-	if err := w.agent.Spawn(psBenchAgent, func() runtime.Actor { return &psFeeder{frames: d.frames, allAcked: &allAcked} }); err != nil {
+	if err := w.agent.Spawn(psBenchAgent, func() runtime.Actor { return feeder }); err != nil {
 		b.Fatal(err)
 	}
 	select {
@@ -285,6 +306,7 @@ func streamThroughPS(b *testing.B, s blob.Store, ca *pki.CA, prefix string, d *p
 		b.Fatalf("%d of %d items uploaded in 10 minutes: %s", st.UploadedItems, psBenchItems, st.LastError)
 	}
 	took := time.Since(start)
+	azurite := readSched(azuritePid).sub(s0)
 	// The feeder may read the last ack after the last upload's hint came.
 	for deadline := time.Now().Add(time.Minute); allAcked.Load() == 0; time.Sleep(time.Millisecond) {
 		if time.Now().After(deadline) {
@@ -297,14 +319,18 @@ func streamThroughPS(b *testing.B, s blob.Store, ca *pki.CA, prefix string, d *p
 			st.UploadedItems, st.RawBytes, psBenchItems, d.rawBytes, st.Errors, st.LastError)
 	}
 	checkUploaded(b, s, prefix+proto.ContainerCache, psBenchItems)
-	return psLeg{took: took, acked: time.Unix(0, allAcked.Load()).Sub(start), st: st}
+	return psLeg{start: start, took: took, azurite: azurite, acked: time.Unix(0, allAcked.Load()).Sub(start), st: st, ackedAt: feeder.ackedAt}
 }
 
-// psLeg is what streamThroughPS measured: the whole leg, the part until
-// the last item was acknowledged (cached), and the server's final status.
+// psLeg is what streamThroughPS measured: when it started, the whole leg,
+// the part until the last item was acknowledged (cached), the server's
+// final status, and when each item was acknowledged.
 type psLeg struct {
+	start       time.Time
 	took, acked time.Duration
 	st          processsrv.Status
+	ackedAt     []time.Time
+	azurite     schedTimes // Azurite's main thread over the timed part
 }
 
 // BenchmarkProcessServerToAzurite is issue 11's throughput benchmark on the
@@ -328,15 +354,21 @@ type psLeg struct {
 // V2A_BENCH_PS_DISK=readback runs the process server with the cache path
 // it had before (RetainBytes and RecycleFiles -1: each item read back from
 // its cache file to be sealed, each file created and deleted), to compare.
+// V2A_BENCH_PS_MAXUPLOADS=N gives the process server N uploads at once
+// (the reference keeps 4): an experiment. V2A_BENCH_PS_SEALAHEAD=N sets
+// its Config.SealAhead. V2A_BENCH_PS_TIMELINE=PATH
+// writes each round's per-item timeline (acknowledged, upload began and
+// ended) to PATH.<round>.
 func BenchmarkProcessServerToAzurite(b *testing.B) {
 	inst, err := sharedAzurite(context.Background(), "")
 	if err != nil {
 		b.Fatal(err)
 	}
-	s, err := azblob.NewFromConnectionString(inst.ConnectionString())
+	az, err := azblob.NewFromConnectionString(inst.ConnectionString())
 	if err != nil {
 		b.Fatal(err)
 	}
+	s := &putLog{Store: az}
 	ca, err := pki.NewCA("vault-bench", time.Now())
 	if err != nil {
 		b.Fatal(err)
@@ -346,6 +378,9 @@ func BenchmarkProcessServerToAzurite(b *testing.B) {
 	var refCPU, psCPU cpuTimes
 	var ratios []float64 // per round: reference time over process server time
 	var ratio, peak, recycled float64
+	var refBusy, psBusy, psShort, psBusyAfter float64 // uploads in flight, summed over rounds
+	var refSched, psSched schedTimes                  // Azurite's main thread over each leg
+	timeline := os.Getenv("V2A_BENCH_PS_TIMELINE")
 	round := 0
 	b.SetBytes(2 * d.rawBytes)
 	for b.Loop() {
@@ -354,21 +389,37 @@ func BenchmarkProcessServerToAzurite(b *testing.B) {
 		refBefore := ref
 		// Reference and process server alternate which goes first, so
 		// that a load that drifts over the run weighs on both alike.
-		if round%2 == 1 {
+		refLeg := func() {
+			s.take()
 			c0 := readCPU(b, inst.Pid())
-			ref += uploadReference(b, s, prefix+"ref", d)
+			start, took, az := uploadReference(b, s, prefix+"ref", d, inst.Pid())
 			refCPU = refCPU.add(readCPU(b, inst.Pid()).sub(c0))
+			refSched = refSched.add(az)
+			ref += took
+			mean, _ := occupancy(s.take(), start, start.Add(took), psBenchUploads)
+			refBusy += mean
 		}
+		if round%2 == 1 {
+			refLeg()
+		}
+		s.take()
 		c0 := readCPU(b, inst.Pid())
-		leg := streamThroughPS(b, s, ca, prefix, d)
+		leg := streamThroughPS(b, s, ca, prefix, d, inst.Pid())
 		psCPU = psCPU.add(readCPU(b, inst.Pid()).sub(c0))
+		psSched = psSched.add(leg.azurite)
+		spans := s.take()
+		end, lastAck := leg.start.Add(leg.took), leg.start.Add(leg.acked)
+		mean, short := occupancy(spans, leg.start, end, psBenchUploads)
+		after, _ := occupancy(spans, lastAck, end, psBenchUploads)
+		psBusy, psShort, psBusyAfter = psBusy+mean, psShort+short, psBusyAfter+after
+		if timeline != "" {
+			writeTimeline(b, fmt.Sprintf("%s.%d", timeline, round), leg, spans)
+		}
 		ps, acked = ps+leg.took, acked+leg.acked
 		ratio, peak = leg.st.Ratio, max(peak, float64(leg.st.PeakPipelineBytes)/(1<<20))
 		recycled += float64(leg.st.RecycledItems) / psBenchItems
 		if round%2 == 0 {
-			c0 := readCPU(b, inst.Pid())
-			ref += uploadReference(b, s, prefix+"ref", d)
-			refCPU = refCPU.add(readCPU(b, inst.Pid()).sub(c0))
+			refLeg()
 		}
 		ratios = append(ratios, (ref-refBefore).Seconds()/leg.took.Seconds())
 	}
@@ -394,6 +445,22 @@ func BenchmarkProcessServerToAzurite(b *testing.B) {
 		// The ratio a machine with no core to spare would show: each leg's
 		// CPU time, v2a's and Azurite's together.
 		b.ReportMetric(float64(refCPU.self+refCPU.azurite)/float64(psCPU.self+psCPU.azurite), "cpu-x-azurite")
+	}
+	// How busy each leg kept the storage: the mean number of uploads in
+	// flight (the reference keeps psBenchUploads going all along), over
+	// the process server's whole leg and after its last ack; and the share
+	// of its leg with fewer than psBenchUploads in flight.
+	b.ReportMetric(refBusy/float64(round), "ref-uploading")
+	b.ReportMetric(psBusy/float64(round), "ps-uploading")
+	b.ReportMetric(psBusyAfter/float64(round), "ps-uploading-after-acked")
+	b.ReportMetric(psShort/float64(round), "ps-under-width")
+	// Azurite's main thread over each leg: the share of the leg's time it
+	// ran and the share it waited for a CPU (the rest it was idle).
+	if refSched.run > 0 {
+		b.ReportMetric(refSched.run.Seconds()/ref.Seconds(), "ref-azurite-run")
+		b.ReportMetric(refSched.wait.Seconds()/ref.Seconds(), "ref-azurite-wait")
+		b.ReportMetric(psSched.run.Seconds()/ps.Seconds(), "ps-azurite-run")
+		b.ReportMetric(psSched.wait.Seconds()/ps.Seconds(), "ps-azurite-wait")
 	}
 	b.ReportMetric(ratio, "compression")
 	b.ReportMetric(peak, "pipeline-peak-MiB")

@@ -390,7 +390,7 @@ func (t *Target) loadDone(ctx runtime.Context, d runtime.Done) {
 }
 
 func (t *Target) message(ctx runtime.Context, ev runtime.Message) {
-	msg, err := wire.Decode(ev.Data)
+	msg, err := ev.Decode() // the CRC checked once: by the runtime, else here
 	if err != nil {
 		ctx.Log().Warn("mastertarget: frame refused", "from", string(ev.From), "err", err.Error())
 		return

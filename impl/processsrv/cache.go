@@ -55,12 +55,18 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // recordHeader is the header of a cache file holding item.
 func recordHeader(item []byte, codec batch.Codec) [recordHeaderLen]byte {
+	return recordHeaderCRC(len(item), codec, crc32.Checksum(item, castagnoli))
+}
+
+// recordHeaderCRC is the header of a cache file holding an item of n
+// bytes whose CRC-32C is crc.
+func recordHeaderCRC(n int, codec batch.Codec, crc uint32) [recordHeaderLen]byte {
 	var h [recordHeaderLen]byte
 	copy(h[:], "V2AC")
 	h[4] = recordVersion
 	h[5] = byte(codec)
-	binary.BigEndian.PutUint32(h[8:], uint32(len(item)))
-	binary.BigEndian.PutUint32(h[12:], crc32.Checksum(item, castagnoli))
+	binary.BigEndian.PutUint32(h[8:], uint32(n))
+	binary.BigEndian.PutUint32(h[12:], crc)
 	return h
 }
 
@@ -155,16 +161,16 @@ func (c cacheFiles) ensureDir(m string, known bool) error {
 	return nil
 }
 
-// stageItem writes item as machine m's item seq, to be sealed with codec,
-// without fsync, and returns the open file and the path it was written
+// stageItem writes item, whose CRC-32C is crc, as machine m's item seq,
+// to be sealed with codec, without fsync, and returns the open file and the path it was written
 // to: the free file of uploaded item reuse (0: none) when it is there,
 // else the item's temporary name. The item is not durable until
 // commitItem and then syncMachineDir.
-func (c cacheFiles) stageItem(m string, seq uint64, item []byte, codec batch.Codec, dirKnown bool, reuse uint64) (fsys.File, string, error) {
+func (c cacheFiles) stageItem(m string, seq uint64, item []byte, codec batch.Codec, crc uint32, dirKnown bool, reuse uint64) (fsys.File, string, error) {
 	if err := c.ensureDir(m, dirKnown); err != nil {
 		return nil, "", fmt.Errorf("item %d of %s: %w", seq, m, err)
 	}
-	h := recordHeader(item, codec)
+	h := recordHeaderCRC(len(item), codec, crc)
 	if reuse != 0 {
 		p := c.freePath(m, reuse)
 		f, err := c.stageTo(p, true, h[:], item)
@@ -505,10 +511,14 @@ func readFile(fsy fsys.FS, path string, buf []byte) ([]byte, error) {
 // stagedItem is an item the group commit is to make durable: a copy of
 // what the actor knew when it started the commit.
 type stagedItem struct {
-	machine  string
-	seq      uint64
-	data     []byte // the item, as received; not modified by anyone
-	codec    batch.Codec
+	machine string
+	seq     uint64
+	data    []byte // the item, as received; not modified by anyone
+	codec   batch.Codec
+	// crc is data's CRC-32C when crcKnown (taken from the frame it came
+	// in, wire.SpanCRC); else the commit computes it.
+	crc      uint32
+	crcKnown bool
 	dirKnown bool // the machine's directory exists (cacheDisk.dirsMade)
 	// reuse is the uploaded item whose free file the item is written
 	// into (0: a new file). The commit uses it up whatever happens: it
@@ -560,7 +570,11 @@ func (c cacheFiles) commitBatch(items []stagedItem) []committed {
 			}
 			continue // a write of this machine failed: the rest waits
 		}
-		f, from, err := c.stageItem(it.machine, it.seq, it.data, it.codec, it.dirKnown || known[it.machine], it.reuse)
+		crc := it.crc
+		if !it.crcKnown {
+			crc = crc32.Checksum(it.data, castagnoli)
+		}
+		f, from, err := c.stageItem(it.machine, it.seq, it.data, it.codec, crc, it.dirKnown || known[it.machine], it.reuse)
 		if err != nil {
 			out[i].err, out[i].stage = err, true
 			continue

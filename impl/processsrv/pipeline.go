@@ -21,6 +21,7 @@ type entryState uint8
 const (
 	stateCached    entryState = iota // on the cache disk, waiting for a pipeline slot
 	stateSealing                     // a seal Op reads and seals it
+	stateSealed                      // sealed, waiting for an upload slot (Config.SealAhead)
 	stateUploading                   // a Put Op uploads it
 	stateUploaded                    // in the cache container; its file awaits deletion
 )
@@ -218,7 +219,7 @@ func (s *Server) pump(ctx runtime.Context) {
 		return
 	}
 	now := ctx.Now()
-	for s.inFlight < s.cfg.MaxUploads {
+	for s.inFlight < s.cfg.MaxUploads+s.cfg.SealAhead {
 		m, e := s.nextItem(now)
 		if e == nil {
 			break
@@ -329,7 +330,15 @@ func (s *Server) done(ctx runtime.Context, ev runtime.Done) {
 		}
 		out := ev.Value.(sealed)
 		m.codec = out.codec
-		s.startPut(ctx, m, e, out.data)
+		if s.uploading < s.cfg.MaxUploads {
+			s.startPut(ctx, m, e, out.data)
+			return
+		}
+		// Every upload slot is taken (only with SealAhead): it waits,
+		// sealed, for the next one to free.
+		e.state = stateSealed
+		s.hold(int64(len(out.data)))
+		s.sealedQ = append(s.sealedQ, sealedItem{machine: m.name, seq: e.seq, data: out.data})
 	case opCommit:
 		s.commitDone(ctx, info.batch, ev.Value.([]committed))
 	case opCleanup:
@@ -339,8 +348,16 @@ func (s *Server) done(ctx runtime.Context, ev runtime.Done) {
 	case opPut:
 		s.release(info.heldBytes)
 		s.inFlight--
+		s.uploading--
+		if len(s.sealedQ) > 0 { // its slot goes to the item sealed first
+			q := s.sealedQ[0]
+			s.sealedQ = s.sealedQ[1:]
+			s.release(int64(len(q.data)))
+			qm := s.machines[q.machine]
+			s.startPut(ctx, qm, qm.find(q.seq), q.data)
+		}
 		// The Put has returned: the store no longer reads the buffer.
-		if len(s.spare) < s.cfg.MaxUploads {
+		if len(s.spare) < s.cfg.MaxUploads+s.cfg.SealAhead {
 			s.spare = append(s.spare, info.buf)
 		}
 		m := s.machines[info.machine]
@@ -362,8 +379,16 @@ func (s *Server) done(ctx runtime.Context, ev runtime.Done) {
 	}
 }
 
+// sealedItem is an item sealed and waiting for an upload slot.
+type sealedItem struct {
+	machine string
+	seq     uint64
+	data    []byte
+}
+
 func (s *Server) startPut(ctx runtime.Context, m *machine, e *entry, sealed []byte) {
 	e.state = stateUploading
+	s.uploading++
 	n := int64(len(sealed))
 	s.hold(n)
 	st, c, name := s.cfg.Store, s.container(), proto.CacheBlobName(m.name, e.seq)

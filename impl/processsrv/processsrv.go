@@ -36,7 +36,8 @@
 //     keeps it, renamed, for a later item to be written over: see
 //     Config.RecycleFiles) and tells the Azure side with an Uploaded hint.
 //     Items of one machine are started in sequence order; at most
-//     MaxUploads items are in the pipeline at once (seal or upload), and
+//     MaxUploads items are uploading at once, at most MaxUploads +
+//     SealAhead are in the pipeline (sealing, sealed or uploading), and
 //     at most RetainBytes of items are kept as received: the backlog lives
 //     on the cache disk.
 //  4. A stream the cache holds no record of (a new machine, or a cache disk
@@ -120,8 +121,16 @@ type Config struct {
 	// Azure is where Uploaded hints go; ConfigServer where PSHealth goes.
 	Azure        runtime.Addr
 	ConfigServer runtime.Addr
-	// MaxUploads bounds the items in the pipeline (sealing or uploading).
+	// MaxUploads bounds the uploads at once, and with SealAhead the items
+	// in the pipeline (sealing, sealed, uploading).
 	MaxUploads int
+	// SealAhead is how many items may be sealed, or sealing, beyond the
+	// MaxUploads slots: an upload that ends then starts the next one at
+	// once, with an item sealed meanwhile, instead of leaving its slot
+	// empty while the next item is sealed. Their sealed bytes are held
+	// until their upload ends. Default 0: none (a seal takes an upload
+	// slot).
+	SealAhead int
 	// HealthEvery is the PSHealth period.
 	HealthEvery time.Duration
 	// RetainBytes is the memory budget, in item bytes, for items kept as
@@ -162,6 +171,7 @@ func (c Config) withDefaults() Config {
 	if c.MaxUploads <= 0 {
 		c.MaxUploads = DefaultMaxUploads
 	}
+	c.SealAhead = max(c.SealAhead, 0)
 	if c.HealthEvery <= 0 {
 		c.HealthEvery = DefaultHealthEvery
 	}
@@ -209,11 +219,13 @@ type Server struct {
 	containerTries int
 	cleanupTries   int // failed attempts in a row to delete uploaded files
 
-	ops      runtime.Ops[*opInfo]
-	inFlight int       // items sealing or uploading
-	workers  []*worker // idle sealers
+	ops       runtime.Ops[*opInfo]
+	inFlight  int          // items sealing, sealed or uploading
+	uploading int          // of them, uploading
+	sealedQ   []sealedItem // of them, sealed and waiting for an upload slot, in the order they were sealed
+	workers   []*worker    // idle sealers
 	// spare are sealed items' buffers whose uploads returned, at most
-	// MaxUploads, reused by the next seals: a 1 MiB allocation (and its
+	// MaxUploads+SealAhead, reused by the next seals: a 1 MiB allocation (and its
 	// zeroing and collection) less per item.
 	spare [][]byte
 
@@ -291,7 +303,8 @@ func (s *Server) start(ctx runtime.Context) {
 	s.order = nil
 	s.ops = runtime.Ops[*opInfo]{}
 	s.spare = nil // an op of the previous life may still hold them
-	s.inFlight, s.usedBytes, s.memBytes, s.retainedBytes, s.freeFiles = 0, 0, 0, 0, 0
+	s.inFlight, s.uploading, s.sealedQ = 0, 0, nil
+	s.usedBytes, s.memBytes, s.retainedBytes, s.freeFiles = 0, 0, 0, 0
 	s.containerReady = false
 	s.startedAt = ctx.Now()
 	s.retryAt = time.Time{}
@@ -333,7 +346,7 @@ func (s *Server) start(ctx runtime.Context) {
 
 // message handles one frame from a peer.
 func (s *Server) message(ctx runtime.Context, ev runtime.Message) {
-	msg, err := wire.Decode(ev.Data)
+	msg, err := ev.Decode() // the CRC checked once: by the runtime, else here
 	if err != nil {
 		ctx.Log().Warn("processsrv: dropped undecodable frame", "from", string(ev.From), "err", err.Error())
 		return
@@ -351,7 +364,7 @@ func (s *Server) message(ctx runtime.Context, ev runtime.Message) {
 		ctx.Log().Info("processsrv: stream hello", "machine", m.Machine, "acked", acked)
 		s.ack(ctx, ev.From, m.Machine, acked, proto.AckOK, "")
 	case *proto.ItemMsg:
-		s.item(ctx, ev.From, m)
+		s.item(ctx, ev.From, m, ev.Data)
 	default:
 		ctx.Log().Warn("processsrv: dropped unexpected message", "from", string(ev.From), "kind", wire.KindName(msg.WireKind()))
 	}
@@ -361,8 +374,10 @@ func (s *Server) ack(ctx runtime.Context, to runtime.Addr, machine string, acked
 	ctx.Send(to, wire.Encode(&proto.ItemAck{Machine: machine, Acked: acked, Status: status, Reason: reason, Epoch: s.epoch}))
 }
 
-// item accepts the next item of a machine's stream, or says why not.
-func (s *Server) item(ctx runtime.Context, from runtime.Addr, msg *proto.ItemMsg) {
+// item accepts the next item of a machine's stream, or says why not. frame
+// is the frame msg was decoded from, its CRC checked (by the runtime or by
+// Decode).
+func (s *Server) item(ctx runtime.Context, from runtime.Addr, msg *proto.ItemMsg, frame []byte) {
 	if err := checkMachineName(msg.Machine); err != nil {
 		ctx.Log().Warn("processsrv: refused item", "seq", msg.Seq, "err", err.Error())
 		s.ack(ctx, from, msg.Machine, 0, proto.AckRefused, err.Error())
@@ -425,8 +440,11 @@ func (s *Server) item(ctx runtime.Context, from runtime.Addr, msg *proto.ItemMsg
 		m.acked, m.hinted = acked, acked
 	}
 	m.received, m.from = msg.Seq, from
+	// The cache record's CRC-32C of the item, from the frame's (checked
+	// already): a megabyte less to checksum per item.
+	crc, crcKnown := wire.SpanCRC(frame, msg.Data)
 	s.pending = append(s.pending, &pendingItem{m: m, seq: msg.Seq, data: msg.Data, codec: codec,
-		fileBytes: fileBytes, rawBytes: int64(len(msg.Data))})
+		fileBytes: fileBytes, rawBytes: int64(len(msg.Data)), crc: crc, crcKnown: crcKnown})
 	s.usedBytes += fileBytes
 	s.timers.Arm(ctx, timerCommit, s.cfg.GroupCommit)
 }
@@ -438,6 +456,8 @@ type pendingItem struct {
 	seq                 uint64
 	data                []byte // the item as received (the message's, kept as is)
 	codec               batch.Codec
+	crc                 uint32 // data's CRC-32C, when crcKnown
+	crcKnown            bool
 	fileBytes, rawBytes int64
 	reused              bool // its group commit writes it over a recycled file
 }
@@ -464,7 +484,8 @@ func (s *Server) groupCommit(ctx runtime.Context) {
 	dirs := 0
 	seen := map[*machine]bool{}
 	for i, p := range batch {
-		items[i] = stagedItem{machine: p.m.name, seq: p.seq, data: p.data, codec: p.codec, dirKnown: s.disk.dirsMade[p.m.name]}
+		items[i] = stagedItem{machine: p.m.name, seq: p.seq, data: p.data, codec: p.codec, crc: p.crc, crcKnown: p.crcKnown,
+			dirKnown: s.disk.dirsMade[p.m.name]}
 		if n := len(p.m.free); n > 0 { // the commit uses the file up, whatever happens
 			items[i].reuse, p.m.free = p.m.free[n-1], p.m.free[:n-1]
 			s.freeFiles--

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"log/slog"
 	"math/rand/v2"
 	"os"
@@ -646,13 +647,14 @@ func TestContainerCreatedAndRetried(t *testing.T) {
 
 // probe records the pipeline's in-flight count after every event.
 type probe struct {
-	s           *Server
-	maxInFlight int
+	s                         *Server
+	maxInFlight, maxUploading int
 }
 
 func (p *probe) Handle(ctx runtime.Context, ev runtime.Event) {
 	p.s.Handle(ctx, ev)
 	p.maxInFlight = max(p.maxInFlight, p.s.Status().InFlight)
+	p.maxUploading = max(p.maxUploading, p.s.uploading)
 }
 
 func TestMaxUploads(t *testing.T) {
@@ -1282,7 +1284,7 @@ func TestRecycleNeedsDurableRename(t *testing.T) {
 			dir := t.TempDir()
 			c := newCacheDisk(fsys.OS{}, dir).cacheFiles
 			for seq := uint64(1); seq <= 2; seq++ {
-				f, from, err := c.stageItem("db01", seq, makeItem("db01", seq), batch.CodecS2, seq > 1, 0)
+				f, from, err := c.stageItem("db01", seq, makeItem("db01", seq), batch.CodecS2, crc32.Checksum(makeItem("db01", seq), castagnoli), seq > 1, 0)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -1339,5 +1341,107 @@ func TestDiskFullDropsFreeFiles(t *testing.T) {
 	}
 	if e.srv.freeFiles != 0 || len(e.srv.machines["web01"].free) != 0 {
 		t.Errorf("free files still counted: %d, web01's %v", e.srv.freeFiles, e.srv.machines["web01"].free)
+	}
+}
+
+// The cache record's CRC-32C of an item is taken from the frame it came in
+// (wire.SpanCRC), not computed over the item again; and it is the item's:
+// the file reads back. A staged item without one (not from a frame) has it
+// computed by the commit.
+func TestRecordCRCFromFrame(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.RetainBytes = -1 })
+	e.hold()
+	item := makeItem("db01", 1)
+	e.d.Receive(agentAddr, &proto.ItemMsg{Machine: "db01", Seq: 1, Data: item})
+	if len(e.srv.pending) != 1 || !e.srv.pending[0].crcKnown || e.srv.pending[0].crc != crc32.Checksum(item, castagnoli) {
+		t.Fatalf("pending %+v: want one item with its CRC known from the frame, %08x", e.srv.pending, crc32.Checksum(item, castagnoli))
+	}
+	e.d.Advance(e.srv.cfg.GroupCommit)
+	e.commit()
+	rec, err := os.ReadFile(filepath.Join(e.cfg.CacheDir, "db01", itemName(1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _, err := openRecord(rec); err != nil || !bytes.Equal(got, item) {
+		t.Errorf("record of item 1: %v", err)
+	}
+
+	c := newCacheDisk(fsys.OS{}, t.TempDir()).cacheFiles
+	res := c.commitBatch([]stagedItem{{machine: "web01", seq: 1, data: item, codec: batch.CodecS2}})
+	if len(res) != 1 || res[0].err != nil || res[0].upTo != 1 {
+		t.Fatalf("commit without a CRC: %+v", res)
+	}
+	rec, err = os.ReadFile(c.itemPath("web01", 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := openRecord(rec); err != nil {
+		t.Errorf("record of an item committed without a CRC: %v", err)
+	}
+}
+
+// With SealAhead, items are sealed beyond the upload slots and wait,
+// sealed, for one: an upload that ends hands its slot to the item sealed
+// first at once, without a seal in between; never more than MaxUploads
+// upload, nor MaxUploads+SealAhead are in the pipeline; every blob opens
+// to its own item.
+func TestSealAhead(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.MaxUploads = 2; c.SealAhead = 1 })
+	p := &probe{s: e.srv}
+	e.d.Actor = p
+	e.hold()
+	const n = 6
+	for seq := uint64(1); seq <= n; seq++ {
+		e.sendItem("db01", seq)
+	}
+	isSeal := func(d runtime.Done) bool { return strings.HasPrefix(d.Name, "seal ") }
+	isPut := func(d runtime.Done) bool { return strings.HasPrefix(d.Name, "upload ") }
+	e.d.DeliverOpsWhere(isSeal)
+	if st := e.srv.Status(); st.InFlight != 3 || e.srv.uploading != 2 || len(e.srv.sealedQ) != 1 || e.srv.sealedQ[0].seq != 3 {
+		t.Fatalf("after the first seals: in flight %d, uploading %d, sealed waiting %v; want 3, 2, item 3", st.InFlight, e.srv.uploading, e.srv.sealedQ)
+	}
+	// One upload ends: item 3 takes its slot at once (no seal between),
+	// and item 4's seal starts.
+	var first runtime.Done
+	e.d.DeliverOpsWhere(func(d runtime.Done) bool {
+		if first.Name == "" && isPut(d) {
+			first = d
+			return true
+		}
+		return false
+	})
+	if e.srv.uploading != 2 || len(e.srv.sealedQ) != 0 {
+		t.Errorf("after an upload ended: uploading %d, sealed waiting %d; want 2, 0", e.srv.uploading, len(e.srv.sealedQ))
+	}
+	var sealing []string
+	for _, op := range e.d.Ops() {
+		if strings.HasPrefix(op.Name, "seal ") {
+			sealing = append(sealing, op.Name)
+		}
+	}
+	if diff := cmp.Diff([]string{"seal " + proto.CacheBlobName("db01", 4)}, sealing); diff != "" {
+		t.Errorf("seals running (-want +got):\n%s", diff)
+	}
+	e.release()
+	st := e.srv.Status()
+	if st.UploadedItems != n || st.InFlight != 0 || st.PipelineBytes != 0 || e.srv.uploading != 0 {
+		t.Errorf("after: %+v, uploading %d", st, e.srv.uploading)
+	}
+	if p.maxInFlight != 3 || p.maxUploading != 2 {
+		t.Errorf("max in flight %d, uploading %d; want MaxUploads+SealAhead 3, MaxUploads 2", p.maxInFlight, p.maxUploading)
+	}
+	s, err := batch.NewSealer(testKey, batch.CodecS2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for seq := uint64(1); seq <= n; seq++ {
+		name := proto.CacheBlobName("db01", seq)
+		sealed, _, err := e.store.Get(context.Background(), prefix+proto.ContainerCache, name, blob.ReadOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, err := s.Open(nil, name, sealed); err != nil || !bytes.Equal(got, makeItem("db01", seq)) {
+			t.Errorf("%s does not open to its item: %v", name, err)
+		}
 	}
 }

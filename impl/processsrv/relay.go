@@ -97,7 +97,7 @@ func (r *Relay) health(ctx runtime.Context) {
 }
 
 func (r *Relay) message(ctx runtime.Context, ev runtime.Message) {
-	msg, err := wire.Decode(ev.Data)
+	msg, err := ev.Decode() // the CRC checked once: by the runtime, else here
 	if err != nil {
 		ctx.Log().Warn("processsrv: relay dropped undecodable frame", "from", string(ev.From), "err", err.Error())
 		return

@@ -96,7 +96,7 @@ type Status struct {
 	EstimateUpload    time.Duration // BacklogBytes at that rate; EstimateUnknown if stalled
 
 	ContainerReady    bool  // the cache container was created (uploads can run)
-	InFlight          int   // items in the pipeline (sealing or uploading), <= MaxUploads
+	InFlight          int   // items in the pipeline (sealing, sealed or uploading), <= MaxUploads+SealAhead
 	PipelineBytes     int64 // bytes the pipeline holds in memory now (items being sealed, sealed items being uploaded)
 	PeakPipelineBytes int64 // the most PipelineBytes has been since start
 	RetainedBytes     int64 // item bytes kept as received until uploaded, <= Config.RetainBytes

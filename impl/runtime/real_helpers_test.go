@@ -1,6 +1,7 @@
 package runtime
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -8,6 +9,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/big"
@@ -47,7 +49,10 @@ func summary(ev Event) string {
 	case Started:
 		return "started"
 	case Message:
-		m, err := wire.Decode(ev.Data)
+		if !ev.Opened { // the Real checks every frame's CRC on arrival
+			return fmt.Sprintf("message from %s not opened by the runtime", ev.From)
+		}
+		m, err := ev.Decode()
 		if err != nil {
 			return fmt.Sprintf("bad message from %s: %v", ev.From, err)
 		}
@@ -258,5 +263,35 @@ func stop(t *testing.T, r *Real) {
 	t.Helper()
 	if err := r.Stop(); err != nil {
 		t.Errorf("Stop: %v", err)
+	}
+}
+
+// TestMessageDecode: the CRC is checked once, by whoever received the
+// frame: Decode checks it unless the driver did (Opened).
+func TestMessageDecode(t *testing.T) {
+	good := frame("x", 1)
+	badCRC := bytes.Clone(good)
+	badCRC[len(badCRC)-1] ^= 1
+	for _, tc := range []struct {
+		name    string
+		msg     Message
+		wantErr error
+	}{
+		{"good", Message{Data: good}, nil},
+		{"good, opened", Message{Data: good, Opened: true}, nil},
+		{"bad crc", Message{Data: badCRC}, wire.ErrChecksum},
+		// What the driver opened is not checked again.
+		{"bad crc, opened", Message{Data: badCRC, Opened: true}, nil},
+		{"bad magic, opened", Message{Data: append([]byte("x2"), good[2:]...), Opened: true}, wire.ErrMagic},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m, err := tc.msg.Decode()
+			if !errors.Is(err, tc.wantErr) || (err == nil) != (tc.wantErr == nil) {
+				t.Fatalf("Decode = %v, %v; want error %v", m, err, tc.wantErr)
+			}
+			if err == nil && m.(*testMsg).Text != "x" {
+				t.Errorf("Decode = %+v, want the message sent", m)
+			}
+		})
 	}
 }

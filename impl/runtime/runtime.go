@@ -27,6 +27,8 @@ import (
 	"net"
 	"strconv"
 	"time"
+
+	"github.com/v2a-dr/v2a/impl/wire"
 )
 
 // Addr is an actor's network address, "host:port". Port numbers are the real
@@ -77,10 +79,27 @@ type Event interface{ isEvent() }
 type Started struct{}
 
 // Message is a frame received from another actor. Data is an impl/wire frame;
-// decode it with wire.Decode, which rejects a corrupt or foreign frame.
+// decode it with Decode, which rejects a corrupt or foreign frame.
+//
+// Who checks a frame's CRC-32C: the driver that received it, if it did
+// (Opened), else Decode — once per frame either way. The Real checks every
+// frame it reads off a connection (wire.Open, before delivery: a corrupt
+// frame closes its connection and never reaches the actor); the simulator
+// and the test driver deliver the bytes as sent, not Opened.
 type Message struct {
 	From Addr
 	Data []byte
+	// Opened: the driver checked Data with wire.Open on arrival.
+	Opened bool
+}
+
+// Decode decodes the message's frame: wire.DecodeOpened when the driver
+// checked it on arrival (Opened), else wire.Decode, which checks its CRC.
+func (m Message) Decode() (wire.Msg, error) {
+	if m.Opened {
+		return wire.DecodeOpened(m.Data)
+	}
+	return wire.Decode(m.Data)
 }
 
 // Timer is a timer set with Context.After firing.

@@ -179,7 +179,7 @@ func (inc *incarnation) serve(raw net.Conn) {
 			inc.log.Error("runtime: closing inbound connection on a bad frame", "peer", string(from), "remote", remote, "err", err)
 			return
 		}
-		inc.post(Message{From: from, Data: frame})
+		inc.post(Message{From: from, Data: frame, Opened: true}) // readFrame checked its CRC
 	}
 }
 

@@ -141,6 +141,25 @@ func Decode(frame []byte) (Msg, error) {
 	if err != nil {
 		return nil, err
 	}
+	return decode(k, payload)
+}
+
+// DecodeOpened decodes the message in a frame that Open has already
+// accepted: it checks what Peek checks (magic, version, length) but not
+// the CRC, so that a frame's CRC is computed once on its way in, by
+// whoever received it (a runtime reading it off a connection), not once
+// more by the actor decoding it. A frame that was not opened must go
+// through Decode.
+func DecodeOpened(frame []byte) (Msg, error) {
+	k, err := Peek(frame)
+	if err != nil {
+		return nil, err
+	}
+	return decode(k, frame[headerLen:len(frame)-4])
+}
+
+// decode decodes the payload of a checked frame of kind k.
+func decode(k Kind, payload []byte) (Msg, error) {
 	registryMu.RLock()
 	newMsg, ok := registry[k]
 	registryMu.RUnlock()

@@ -89,10 +89,40 @@ func TestDecodeRejectsDamage(t *testing.T) {
 			if _, err := Peek(tt.frame); !errors.Is(err, want) || (want == nil) != (err == nil) {
 				t.Errorf("Peek: %v, want error %v", err, want)
 			}
+			// DecodeOpened too: the CRC is its caller's (Open's) to have
+			// checked. A flipped payload bit decodes to another message.
+			m, err = DecodeOpened(tt.frame)
+			if !errors.Is(err, want) || (want == nil) != (err == nil) {
+				t.Errorf("DecodeOpened = %v, %v; want error %v", m, err, want)
+			}
 		})
 	}
 	if k, err := Peek(good); err != nil || k != sample().WireKind() {
 		t.Errorf("Peek of a good frame = %v, %v; want %v", k, err, sample().WireKind())
+	}
+}
+
+// DecodeOpened decodes a good frame as Decode does, and refuses the
+// malformed payloads Decode refuses (a checksum that is right does not
+// make a payload well-formed).
+func TestDecodeOpened(t *testing.T) {
+	in := sample()
+	out, err := DecodeOpened(Encode(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(in, out); diff != "" {
+		t.Errorf("DecodeOpened (-in +out):\n%s", diff)
+	}
+	f := Encode(sample())
+	f[3], f[4] = 0xff, 0xfe
+	if _, err := DecodeOpened(reseal(f)); !errors.Is(err, ErrKind) {
+		t.Errorf("unknown kind: err = %v, want ErrKind", err)
+	}
+	payload := Encode(sample())[headerLen:]
+	short := append([]byte{'v', '2', Version, 0xff, 0xf0, 0, 0, 0, 3}, payload[:3]...)
+	if _, err := DecodeOpened(reseal(append(short, 0, 0, 0, 0))); !errors.Is(err, ErrPayload) {
+		t.Errorf("payload cut mid-field: err = %v, want ErrPayload", err)
 	}
 }
 
