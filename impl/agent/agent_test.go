@@ -718,7 +718,8 @@ func TestUnprotect(t *testing.T) {
 // metadata record was read cannot be honoured once a restarted agent reads
 // that record again (the disk moved on since): it is dropped from the
 // stream, and the replica still converges. Until the restarted agent has
-// read the log again, it inserts no bookmark.
+// read the log again, it inserts no bookmark; once it has, the skipped
+// one is retried (after every re-read record): the replica's only point.
 func TestRestartDropsBookmarkAfterRereadMetadata(t *testing.T) {
 	g := newGuest(t, 1<<20)
 	e := newEnv(t, g, func(c *Config) { c.DataBudget = 64 << 10 })
@@ -730,19 +731,28 @@ func TestRestartDropsBookmarkAfterRereadMetadata(t *testing.T) {
 	if got := e.a.Status().BookmarksInserted; !cmp.Equal(got, []BookmarkCount{{"crash", 1}}) {
 		t.Fatalf("inserted %v, want the crash bookmark", got)
 	}
+	dropped := e.a.Status().LastBookmark
 	g.write(0, 0, fill(4096, 2)) // after the bookmark, over the metadata record's range
+	lastBefore := g.filter.Stats().LastSeq
 	// The agent restarts while the process server is unreachable: nothing
 	// is re-read, so no bookmark can be honoured yet.
 	e.start()
 	e.advance(5*time.Minute, 10*time.Second)
+	if s := e.a.Status(); s.BookmarksInserted != nil {
+		t.Fatalf("inserted %v before the log was read again, want none", s.BookmarksInserted)
+	}
 	e.auto = true
 	e.advance(20*time.Second, time.Second)
+	s := e.a.Status()
 	want := []SkipCount{{"crash", "metadata-reread", 1}, {"crash", "undrained-metadata", 1}}
-	if diff := cmp.Diff(want, e.a.Status().BookmarksSkipped); diff != "" {
+	if diff := cmp.Diff(want, s.BookmarksSkipped); diff != "" {
 		t.Errorf("skipped -want +got:\n%s", diff)
 	}
-	if len(e.az.points) != 0 {
-		t.Errorf("replica points %v, want none", e.az.points)
+	if diff := cmp.Diff([]BookmarkCount{{"crash", 1}}, s.BookmarksRetried); diff != "" {
+		t.Errorf("retried -want +got:\n%s", diff)
+	}
+	if len(e.az.marks) != 1 || e.az.marks[0].ID == dropped || e.az.marks[0].Seq <= lastBefore {
+		t.Errorf("replica marks %+v, want one retried bookmark after record %d (not %s, dropped)", e.az.marks, lastBefore, dropped)
 	}
 	e.checkReplica()
 }
