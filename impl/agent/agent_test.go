@@ -505,10 +505,8 @@ func TestBitmapModeResync(t *testing.T) {
 		e.advance(2*time.Second, time.Second)
 		note()
 	}
-	for _, m := range e.sentToCS() {
-		if r, ok := m.(*proto.ResyncNeeded); ok {
-			t.Errorf("ResyncNeeded %q: bitmap mode resyncs its blocks itself", r.Reason)
-		}
+	for _, r := range e.resyncReasons() {
+		t.Errorf("ResyncNeeded %q: bitmap mode resyncs its blocks itself", r)
 	}
 	// The resync's metadata records are few: under half the budget, so
 	// data mode at once (bookmarks wait until they are re-read).
@@ -541,16 +539,13 @@ func TestBitmapModeWithoutBitmap(t *testing.T) {
 	}
 	e.sentToCS()
 	e.d.Advance(62 * time.Second) // the drain timer at 2 s makes the agent notice
-	var resyncs int
-	for _, m := range e.sentToCS() {
-		if r, ok := m.(*proto.ResyncNeeded); ok {
-			resyncs++
-			if !strings.Contains(r.Reason, "metadata budget") {
-				t.Errorf("reason %q", r.Reason)
-			}
+	reasons := e.resyncReasons()
+	for _, r := range reasons {
+		if !strings.Contains(r, "metadata budget") {
+			t.Errorf("reason %q", r)
 		}
 	}
-	if resyncs != 3 {
+	if resyncs := len(reasons); resyncs != 3 {
 		t.Errorf("ResyncNeeded sent %d times in 62 s, want 3 (at 2 s, then every 30 s)", resyncs)
 	}
 	if s := e.a.Status(); s.Phase != PhaseResyncRequired {
@@ -662,12 +657,7 @@ func TestCorruptLogAsksForResync(t *testing.T) {
 	e.start()
 	e.run()
 	e.advance(31*time.Second, time.Second)
-	var reasons []string
-	for _, m := range e.sentToCS() {
-		if r, ok := m.(*proto.ResyncNeeded); ok {
-			reasons = append(reasons, r.Reason)
-		}
-	}
+	reasons := e.resyncReasons()
 	if len(reasons) != 2 || !strings.Contains(reasons[0], "damaged") {
 		t.Fatalf("ResyncNeeded reasons %q, want 2 naming the damage", reasons)
 	}
@@ -781,12 +771,7 @@ func TestProcessServerLostCache(t *testing.T) {
 		g.write(0, int64(i)*4096, fill(4096, byte(i+1)))
 	}
 	e.drain()
-	var reasons []string
-	for _, m := range e.sentToCS() {
-		if r, ok := m.(*proto.ResyncNeeded); ok {
-			reasons = append(reasons, r.Reason)
-		}
-	}
+	reasons := e.resyncReasons()
 	if len(reasons) == 0 || !strings.Contains(reasons[0], "no longer has items") {
 		t.Fatalf("ResyncNeeded %q, want one saying the process server lost items (status %+v)", reasons, e.a.Status())
 	}
@@ -838,12 +823,7 @@ func TestProcessServerLostCacheWhileAgentDown(t *testing.T) {
 		g.write(0, int64(i)*4096, fill(4096, byte(i+1)))
 	}
 	e.advance(time.Minute, time.Second)
-	var reasons []string
-	for _, m := range e.sentToCS() {
-		if r, ok := m.(*proto.ResyncNeeded); ok {
-			reasons = append(reasons, r.Reason)
-		}
-	}
+	reasons := e.resyncReasons()
 	if len(reasons) == 0 || !strings.Contains(reasons[0], "lost its cache while the agent was down") {
 		t.Fatalf("ResyncNeeded %q, want one saying the process server lost its cache while the agent was down (status %+v)", reasons, e.a.Status())
 	}
