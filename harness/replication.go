@@ -547,7 +547,10 @@ func (g *simGuest) Attach(f *agent.Filter) {
 
 func (g *simGuest) Freeze() error {
 	return g.m.Flushing(func() error {
-		if wl := g.e.Workloads.Workload(g.name); wl != nil {
+		// Only a running application is quiesced: a stopped workload's
+		// (its machine was powered off, e.g. for a failback) would flush
+		// its past incarnation's memory onto the disks.
+		if wl := g.e.Workloads.Running(g.name); wl != nil {
 			return wl.Freeze()
 		}
 		if g.e.Deployment != nil && g.e.Deployment.freeze != nil {
@@ -558,7 +561,7 @@ func (g *simGuest) Freeze() error {
 }
 
 func (g *simGuest) Thaw() {
-	if wl := g.e.Workloads.Workload(g.name); wl != nil {
+	if wl := g.e.Workloads.Running(g.name); wl != nil {
 		wl.Thaw()
 	}
 	if g.e.Deployment != nil && g.e.Deployment.thaw != nil {

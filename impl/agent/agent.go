@@ -207,7 +207,10 @@ type Agent struct {
 	bitmapResyncs int64
 	bookmarks     bookmarkStats
 	freezing      bool // an app-consistent bookmark's freeze op runs
-	lastErr       string
+	// retry, by kind: a bookmark skipped for a retryable reason since
+	// that kind's last tick waits for retryBookmarks.
+	retry   [proto.App + 1]bool
+	lastErr string
 
 	// Multi-VM consistency: the group (nil: in none), and the tag
 	// protocol's two sides, each with its own state and timers: the
@@ -257,6 +260,7 @@ func (a *Agent) Handle(ctx runtime.Context, ev runtime.Event) {
 		return
 	}
 	a.observe(ctx)
+	a.retryBookmarks(ctx)
 	if a.sync != nil {
 		a.pumpSync(ctx)
 	} else {

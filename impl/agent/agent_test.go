@@ -505,10 +505,8 @@ func TestBitmapModeResync(t *testing.T) {
 		e.advance(2*time.Second, time.Second)
 		note()
 	}
-	for _, m := range e.sentToCS() {
-		if r, ok := m.(*proto.ResyncNeeded); ok {
-			t.Errorf("ResyncNeeded %q: bitmap mode resyncs its blocks itself", r.Reason)
-		}
+	for _, r := range e.resyncReasons() {
+		t.Errorf("ResyncNeeded %q: bitmap mode resyncs its blocks itself", r)
 	}
 	// The resync's metadata records are few: under half the budget, so
 	// data mode at once (bookmarks wait until they are re-read).
@@ -541,16 +539,13 @@ func TestBitmapModeWithoutBitmap(t *testing.T) {
 	}
 	e.sentToCS()
 	e.d.Advance(62 * time.Second) // the drain timer at 2 s makes the agent notice
-	var resyncs int
-	for _, m := range e.sentToCS() {
-		if r, ok := m.(*proto.ResyncNeeded); ok {
-			resyncs++
-			if !strings.Contains(r.Reason, "metadata budget") {
-				t.Errorf("reason %q", r.Reason)
-			}
+	reasons := e.resyncReasons()
+	for _, r := range reasons {
+		if !strings.Contains(r, "metadata budget") {
+			t.Errorf("reason %q", r)
 		}
 	}
-	if resyncs != 3 {
+	if resyncs := len(reasons); resyncs != 3 {
 		t.Errorf("ResyncNeeded sent %d times in 62 s, want 3 (at 2 s, then every 30 s)", resyncs)
 	}
 	if s := e.a.Status(); s.Phase != PhaseResyncRequired {
@@ -662,12 +657,7 @@ func TestCorruptLogAsksForResync(t *testing.T) {
 	e.start()
 	e.run()
 	e.advance(31*time.Second, time.Second)
-	var reasons []string
-	for _, m := range e.sentToCS() {
-		if r, ok := m.(*proto.ResyncNeeded); ok {
-			reasons = append(reasons, r.Reason)
-		}
-	}
+	reasons := e.resyncReasons()
 	if len(reasons) != 2 || !strings.Contains(reasons[0], "damaged") {
 		t.Fatalf("ResyncNeeded reasons %q, want 2 naming the damage", reasons)
 	}
@@ -718,7 +708,8 @@ func TestUnprotect(t *testing.T) {
 // metadata record was read cannot be honoured once a restarted agent reads
 // that record again (the disk moved on since): it is dropped from the
 // stream, and the replica still converges. Until the restarted agent has
-// read the log again, it inserts no bookmark.
+// read the log again, it inserts no bookmark; once it has, the skipped
+// one is retried (after every re-read record): the replica's only point.
 func TestRestartDropsBookmarkAfterRereadMetadata(t *testing.T) {
 	g := newGuest(t, 1<<20)
 	e := newEnv(t, g, func(c *Config) { c.DataBudget = 64 << 10 })
@@ -730,19 +721,28 @@ func TestRestartDropsBookmarkAfterRereadMetadata(t *testing.T) {
 	if got := e.a.Status().BookmarksInserted; !cmp.Equal(got, []BookmarkCount{{"crash", 1}}) {
 		t.Fatalf("inserted %v, want the crash bookmark", got)
 	}
+	dropped := e.a.Status().LastBookmark
 	g.write(0, 0, fill(4096, 2)) // after the bookmark, over the metadata record's range
+	lastBefore := g.filter.Stats().LastSeq
 	// The agent restarts while the process server is unreachable: nothing
 	// is re-read, so no bookmark can be honoured yet.
 	e.start()
 	e.advance(5*time.Minute, 10*time.Second)
+	if s := e.a.Status(); s.BookmarksInserted != nil {
+		t.Fatalf("inserted %v before the log was read again, want none", s.BookmarksInserted)
+	}
 	e.auto = true
 	e.advance(20*time.Second, time.Second)
+	s := e.a.Status()
 	want := []SkipCount{{"crash", "metadata-reread", 1}, {"crash", "undrained-metadata", 1}}
-	if diff := cmp.Diff(want, e.a.Status().BookmarksSkipped); diff != "" {
+	if diff := cmp.Diff(want, s.BookmarksSkipped); diff != "" {
 		t.Errorf("skipped -want +got:\n%s", diff)
 	}
-	if len(e.az.points) != 0 {
-		t.Errorf("replica points %v, want none", e.az.points)
+	if diff := cmp.Diff([]BookmarkCount{{"crash", 1}}, s.BookmarksRetried); diff != "" {
+		t.Errorf("retried -want +got:\n%s", diff)
+	}
+	if len(e.az.marks) != 1 || e.az.marks[0].ID == dropped || e.az.marks[0].Seq <= lastBefore {
+		t.Errorf("replica marks %+v, want one retried bookmark after record %d (not %s, dropped)", e.az.marks, lastBefore, dropped)
 	}
 	e.checkReplica()
 }
@@ -771,12 +771,7 @@ func TestProcessServerLostCache(t *testing.T) {
 		g.write(0, int64(i)*4096, fill(4096, byte(i+1)))
 	}
 	e.drain()
-	var reasons []string
-	for _, m := range e.sentToCS() {
-		if r, ok := m.(*proto.ResyncNeeded); ok {
-			reasons = append(reasons, r.Reason)
-		}
-	}
+	reasons := e.resyncReasons()
 	if len(reasons) == 0 || !strings.Contains(reasons[0], "no longer has items") {
 		t.Fatalf("ResyncNeeded %q, want one saying the process server lost items (status %+v)", reasons, e.a.Status())
 	}
@@ -828,12 +823,7 @@ func TestProcessServerLostCacheWhileAgentDown(t *testing.T) {
 		g.write(0, int64(i)*4096, fill(4096, byte(i+1)))
 	}
 	e.advance(time.Minute, time.Second)
-	var reasons []string
-	for _, m := range e.sentToCS() {
-		if r, ok := m.(*proto.ResyncNeeded); ok {
-			reasons = append(reasons, r.Reason)
-		}
-	}
+	reasons := e.resyncReasons()
 	if len(reasons) == 0 || !strings.Contains(reasons[0], "lost its cache while the agent was down") {
 		t.Fatalf("ResyncNeeded %q, want one saying the process server lost its cache while the agent was down (status %+v)", reasons, e.a.Status())
 	}

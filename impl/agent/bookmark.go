@@ -31,21 +31,29 @@ type SkipCount struct {
 type bookmarkStats struct {
 	inserted map[string]int64
 	skipped  map[[2]string]int64
-	last     string // id of the last bookmark inserted
+	retried  map[string]int64 // inserted late, by retryBookmarks (counted in inserted too)
+	last     string           // id of the last bookmark inserted
 }
 
 func newBookmarkStats() bookmarkStats {
-	return bookmarkStats{inserted: map[string]int64{}, skipped: map[[2]string]int64{}}
+	return bookmarkStats{inserted: map[string]int64{}, skipped: map[[2]string]int64{}, retried: map[string]int64{}}
 }
 
 func (b *bookmarkStats) skip(kind, reason string) { b.skipped[[2]string{kind, reason}]++ }
 
-func (b *bookmarkStats) lists() ([]BookmarkCount, []SkipCount) {
-	var ins []BookmarkCount
-	for k, n := range b.inserted {
-		ins = append(ins, BookmarkCount{Kind: k, Count: n})
+// counts lists the counts of m sorted by kind.
+func counts(m map[string]int64) []BookmarkCount {
+	var out []BookmarkCount
+	for k, n := range m {
+		out = append(out, BookmarkCount{Kind: k, Count: n})
 	}
-	sort.Slice(ins, func(i, j int) bool { return ins[i].Kind < ins[j].Kind })
+	sort.Slice(out, func(i, j int) bool { return out[i].Kind < out[j].Kind })
+	return out
+}
+
+// lists returns the inserted, skipped and retried counts, sorted.
+func (b *bookmarkStats) lists() ([]BookmarkCount, []SkipCount, []BookmarkCount) {
+	ins := counts(b.inserted)
 	var sk []SkipCount
 	for k, n := range b.skipped {
 		sk = append(sk, SkipCount{Kind: k[0], Reason: k[1], Count: n})
@@ -56,7 +64,7 @@ func (b *bookmarkStats) lists() ([]BookmarkCount, []SkipCount) {
 		}
 		return sk[i].Reason < sk[j].Reason
 	})
-	return ins, sk
+	return ins, sk, counts(b.retried)
 }
 
 // armBookmarkTimers (re)starts the policy's bookmark schedule. The next
@@ -88,8 +96,10 @@ func bookmarkDue(now time.Time, lastNano int64, every time.Duration) time.Durati
 
 // bookmarkTick runs a bookmark timer: the next is set an interval on, the
 // time of this one persisted (for armBookmarkTimers after a restart), then
-// the bookmark inserted or its skip counted.
+// the bookmark inserted or its skip counted. A retry still waiting from the
+// previous tick is dropped: this bookmark takes its place.
 func (a *Agent) bookmarkTick(ctx runtime.Context, kind proto.Consistency) {
+	a.retry[kind] = false
 	if kind == proto.App {
 		a.set(ctx, tApp, a.st.Policy.AppInterval)
 		a.st.LastAppBookmark = ctx.Now().UnixNano()
@@ -98,7 +108,41 @@ func (a *Agent) bookmarkTick(ctx runtime.Context, kind proto.Consistency) {
 		a.st.LastCrashBookmark = ctx.Now().UnixNano()
 	}
 	a.save(ctx)
-	a.bookmark(ctx, kind)
+	a.bookmark(ctx, kind, false)
+}
+
+// retryable says whether a bookmark skipped (or dropped) for reason is
+// retried before the next regular one: the log could not honour it only
+// because metadata records waited to be re-read from the disks (after an
+// agent restart every untrimmed record is read again as one), which the
+// drain does on its own, soon. Otherwise the next point would come a whole
+// interval later: two intervals without a point (swarm seeds 23 and 59).
+func retryable(reason string) bool {
+	return reason == "undrained-metadata" || reason == "metadata-reread"
+}
+
+// retryBookmarks inserts the bookmarks waiting for a retry (skipped for a
+// retryable reason since their kind's last tick) once the log can honour
+// one: every metadata record re-read from the disks, so the bookmark's cut
+// comes after those re-reads and the point is the disks' image at its
+// insertion, as a regular bookmark's. The schedule is not moved: the next
+// regular bookmark is due when it was (its timer is untouched). A retry is
+// dropped when the agent leaves replication (a sync makes its own point).
+func (a *Agent) retryBookmarks(ctx runtime.Context) {
+	for _, kind := range []proto.Consistency{proto.Crash, proto.App} {
+		if !a.retry[kind] {
+			continue
+		}
+		if a.phase != PhaseReplicating {
+			a.retry[kind] = false
+			continue
+		}
+		if a.bookmarkBlocker() != "" || a.filter.Holding() || (kind == proto.App && a.freezing) {
+			continue // not yet
+		}
+		a.retry[kind] = false
+		a.bookmark(ctx, kind, true)
+	}
 }
 
 // bookmark inserts a bookmark of kind if the log can honour one now, and
@@ -106,8 +150,9 @@ func (a *Agent) bookmarkTick(ctx runtime.Context, kind proto.Consistency) {
 // the guest first: Freeze runs in an op ("freeze", durable, so that a
 // successful freeze is always thawed whatever happened meanwhile), and the
 // bookmark is inserted when it completes — if the log can still honour
-// one — then the guest thawed.
-func (a *Agent) bookmark(ctx runtime.Context, kind proto.Consistency) {
+// one — then the guest thawed. retry says it is a retry (retryBookmarks):
+// its skip was counted already, and a new skip is not.
+func (a *Agent) bookmark(ctx runtime.Context, kind proto.Consistency, retry bool) {
 	reason := a.bookmarkBlocker()
 	if reason == "" && a.filter.Holding() {
 		reason = "group-round" // writes are held for a group tag: it is the point
@@ -116,11 +161,11 @@ func (a *Agent) bookmark(ctx runtime.Context, kind proto.Consistency) {
 		reason = "freeze-in-progress"
 	}
 	if reason != "" {
-		a.skipBookmark(ctx, kind, reason)
+		a.skipBookmark(ctx, kind, reason, retry)
 		return
 	}
 	if kind != proto.App {
-		a.insertBookmark(ctx, kind)
+		a.insertBookmark(ctx, kind, retry)
 		return
 	}
 	g := a.cfg.Guest
@@ -130,7 +175,7 @@ func (a *Agent) bookmark(ctx runtime.Context, kind proto.Consistency) {
 		a.freezing = false
 		if d.Err != nil {
 			a.lastErr = "freeze: " + d.Err.Error()
-			a.skipBookmark(ctx, kind, "freeze-failed")
+			a.skipBookmark(ctx, kind, "freeze-failed", retry)
 			return
 		}
 		defer g.Thaw()
@@ -139,17 +184,17 @@ func (a *Agent) bookmark(ctx runtime.Context, kind proto.Consistency) {
 			reason = "group-round"
 		}
 		if reason != "" {
-			a.skipBookmark(ctx, kind, reason)
+			a.skipBookmark(ctx, kind, reason, retry)
 			return
 		}
-		a.insertBookmark(ctx, kind)
+		a.insertBookmark(ctx, kind, retry)
 	})
 }
 
 // insertBookmark appends a bookmark of kind to the change log (a record
 // kept in the filter's memory like a guest write's: the drain moves it to
 // the log and fsyncs it before it is read).
-func (a *Agent) insertBookmark(ctx runtime.Context, kind proto.Consistency) {
+func (a *Agent) insertBookmark(ctx runtime.Context, kind proto.Consistency, retry bool) {
 	name := kind.String()
 	id := proto.BookmarkID(a.cfg.Machine, kind, a.filter.NextSeq())
 	seq, err := a.filter.InsertBookmark(kind, id, ctx.Now().UnixNano())
@@ -164,10 +209,15 @@ func (a *Agent) insertBookmark(ctx runtime.Context, kind proto.Consistency) {
 		a.bookmarks.inserted[name]++
 		a.bookmarks.last = id
 		a.drainBookmark()
+		if retry {
+			a.bookmarks.retried[name]++
+			ctx.Log().Info("agent: bookmark", "machine", a.cfg.Machine, "kind", name, "id", id, "seq", seq, "retry", true)
+			return
+		}
 		ctx.Log().Info("agent: bookmark", "machine", a.cfg.Machine, "kind", name, "id", id, "seq", seq)
 		return
 	}
-	a.skipBookmark(ctx, kind, reason)
+	a.skipBookmark(ctx, kind, reason, retry)
 }
 
 // drainBookmark makes the drain after a bookmark come at once when the
@@ -183,9 +233,19 @@ func (a *Agent) drainBookmark() {
 	}
 }
 
-// skipBookmark counts and logs a bookmark of kind not inserted.
-func (a *Agent) skipBookmark(ctx runtime.Context, kind proto.Consistency, reason string) {
-	a.bookmarks.skip(kind.String(), reason)
+// skipBookmark counts and logs a bookmark of kind not inserted (a retry's
+// skip is not counted again: its first was), and arms its retry if the
+// reason is retryable.
+func (a *Agent) skipBookmark(ctx runtime.Context, kind proto.Consistency, reason string, retry bool) {
+	if !retry {
+		a.bookmarks.skip(kind.String(), reason)
+	}
+	if retryable(reason) {
+		a.retry[kind] = true
+		ctx.Log().Info("agent: bookmark skipped", "machine", a.cfg.Machine, "kind", kind.String(), "reason", reason,
+			"retry", "when-drained")
+		return
+	}
 	ctx.Log().Info("agent: bookmark skipped", "machine", a.cfg.Machine, "kind", kind.String(), "reason", reason)
 }
 

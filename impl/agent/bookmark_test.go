@@ -4,6 +4,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/v2a-dr/v2a/impl/proto"
 	"github.com/v2a-dr/v2a/impl/runtime/runtimetest"
 )
@@ -154,4 +155,89 @@ func TestBookmarkDue(t *testing.T) {
 			t.Errorf("%s: due in %s, want %s", c.name, got, c.want)
 		}
 	}
+}
+
+// crashInserted counts the crash bookmarks this agent process inserted,
+// and how many of them were retries.
+func crashInserted(e *env) (n, retried int64) {
+	s := e.a.Status()
+	for _, c := range s.BookmarksInserted {
+		if c.Kind == "crash" {
+			n += c.Count
+		}
+	}
+	for _, c := range s.BookmarksRetried {
+		if c.Kind == "crash" {
+			retried += c.Count
+		}
+	}
+	return n, retried
+}
+
+// TestBookmarkRetriedWhenDrained: a crash bookmark skipped because a
+// restarted agent's records wait to be re-read as metadata is inserted as
+// soon as the re-read is done, after every re-read record (so the point is
+// the disks' image at its insertion), and the schedule is not moved: the
+// next regular bookmark is due an interval after the skipped one. Swarm
+// seeds 23 and 59: the agent died before its first crash bookmark and came
+// back just after it was due; the overdue bookmark was skipped and the
+// next came a whole interval later, 2 intervals after protection without
+// a point.
+func TestBookmarkRetriedWhenDrained(t *testing.T) {
+	g := newGuest(t, 1<<20)
+	e := newEnv(t, g, nil)
+	e.replicating()
+	every := proto.DefaultPolicy().CrashInterval
+	for e.d.Now().Sub(runtimetest.Epoch) < every-time.Minute {
+		g.write(0, 0, fill(4096, 1))
+		e.advance(10*time.Second, 10*time.Second)
+	}
+	// Writes the agent has not drained when it dies (the filter keeps them:
+	// a restarted agent reads them again, as metadata).
+	for i := range 8 {
+		g.write(0, int64(i)*4096, fill(4096, byte(2+i)))
+	}
+	if n := crashTicks(e); n != 0 {
+		t.Fatalf("%d crash bookmarks before the agent died, want 0", n)
+	}
+	lastBefore := g.filter.Stats().LastSeq
+	// Back 11 s after the first bookmark was due: it is overdue.
+	// The overdue bookmark fires before the process server has answered
+	// the restarted stream's hello, so before any re-read.
+	restart := runtimetest.Epoch.Add(every + 11*time.Second)
+	e.a = New(e.cfg)
+	e.auto = false
+	e.d = runtimetest.NewAt(t, e.addr, e.a, restart)
+	e.advance(time.Second, time.Second)
+	e.auto = true
+	e.run()
+	s := e.a.Status()
+	if diff := cmp.Diff([]SkipCount{{Kind: "crash", Reason: "undrained-metadata", Count: 1}}, s.BookmarksSkipped); diff != "" {
+		t.Fatalf("the overdue bookmark at the restart (-want +got):\n%s", diff)
+	}
+	// The re-read takes a drain or two: then the bookmark is inserted.
+	e.advance(30*time.Second, time.Second)
+	if n, r := crashInserted(e); n != 1 || r != 1 {
+		t.Fatalf("30 s after the restart: %d crash bookmarks inserted (%d retried), want 1 retried: the skipped one waits an interval", n, r)
+	}
+	var got []mark
+	for _, m := range e.az.marks {
+		if m.Kind == proto.Crash {
+			got = append(got, m)
+		}
+	}
+	if len(got) != 1 || got[0].Seq <= lastBefore {
+		t.Fatalf("crash marks applied %+v, want one after record %d (the last re-read): its cut must follow the re-reads", got, lastBefore)
+	}
+	// The schedule is the skipped bookmark's: the next is due an interval
+	// after it, not after the retry.
+	e.advance(every-time.Minute, 10*time.Second)
+	if n, _ := crashInserted(e); n != 1 {
+		t.Fatalf("%d crash bookmarks %s after the restart, want 1 (the next is due at %s)", n, e.d.Now().Sub(restart), every)
+	}
+	e.advance(time.Minute, 10*time.Second)
+	if n, r := crashInserted(e); n != 2 || r != 1 {
+		t.Fatalf("%d crash bookmarks (%d retried) an interval after the restart, want 2 (1)", n, r)
+	}
+	e.checkReplica()
 }

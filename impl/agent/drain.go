@@ -97,9 +97,14 @@ func (a *Agent) buildLogItem(ctx runtime.Context, recs []hrl.Record) {
 			if r.Seq <= a.redrainUpTo && a.redrainMeta {
 				// Inserted before this restart, when the metadata records
 				// before it had been read; they were just read again, later.
+				// Retried once the re-reads are done, as a skip for
+				// undrained metadata is (unless a tick came since).
 				a.bookmarks.skip(r.BookmarkKind.String(), "metadata-reread")
+				if r.BookmarkKind.Valid() {
+					a.retry[r.BookmarkKind] = true
+				}
 				ctx.Log().Info("agent: bookmark dropped", "machine", a.cfg.Machine, "id", r.BookmarkID,
-					"reason", "metadata-reread")
+					"reason", "metadata-reread", "retry", "when-drained")
 				continue
 			}
 			it.Records = append(it.Records, batch.Record{Seq: r.Seq, Type: batch.RecBookmark,

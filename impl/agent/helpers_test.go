@@ -436,6 +436,19 @@ func (e *env) sentSeqs() []uint64 {
 
 func (e *env) sentToCS() []wire.Msg { return e.d.SentTo(csAddr) }
 
+// resyncReasons returns the reasons of the ResyncNeeded messages among
+// what the agent sent the configuration server since the last look (like
+// sentToCS, it takes them: the other messages are dropped).
+func (e *env) resyncReasons() []string {
+	var reasons []string
+	for _, m := range e.sentToCS() {
+		if r, ok := m.(*proto.ResyncNeeded); ok {
+			reasons = append(reasons, r.Reason)
+		}
+	}
+	return reasons
+}
+
 // itemsOf returns the accepted items of kind.
 func (e *env) itemsOf(kind batch.Kind) []*batch.Item {
 	var out []*batch.Item

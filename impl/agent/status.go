@@ -58,8 +58,13 @@ type Status struct {
 
 	// BookmarksInserted and BookmarksSkipped are sorted by kind (and
 	// reason); LastBookmark is the id of the last bookmark inserted.
+	// BookmarksRetried counts (by kind) bookmarks inserted late, once the
+	// log could honour them, after a skip for undrained metadata (counted
+	// in BookmarksSkipped) and before the next regular one; they are
+	// counted in BookmarksInserted too.
 	BookmarksInserted []BookmarkCount
 	BookmarksSkipped  []SkipCount
+	BookmarksRetried  []BookmarkCount
 	LastBookmark      string
 
 	// LastError is the last error the agent met, "" if none.
@@ -98,7 +103,7 @@ func (a *Agent) Status() Status {
 	if a.sentUpTo > a.acked {
 		s.InFlight = int(a.sentUpTo - a.acked)
 	}
-	s.BookmarksInserted, s.BookmarksSkipped = a.bookmarks.lists()
+	s.BookmarksInserted, s.BookmarksSkipped, s.BookmarksRetried = a.bookmarks.lists()
 	if g := a.group; g != nil {
 		s.Group, s.GroupVersion, s.GroupMaster, s.IsMaster = g.Group, g.Version, g.Master, a.isMaster()
 	}

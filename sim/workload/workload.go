@@ -190,6 +190,18 @@ func (d *Driver) Stop(name string) {
 	}
 }
 
+// Running returns the machine's workload if it runs (started, not
+// stopped; a paused one runs: its machine crashed and it goes on once the
+// machine is back), or nil. A stopped workload's application is gone from
+// the guest (its machine was powered off): there is nothing to quiesce,
+// and its memory is a past incarnation's.
+func (d *Driver) Running(name string) Workload {
+	if rn := d.running[name]; rn != nil && !rn.stopped {
+		return rn.wl
+	}
+	return nil
+}
+
 // Workload returns the machine's workload, or nil.
 func (d *Driver) Workload(name string) Workload {
 	if rn := d.running[name]; rn != nil {

@@ -308,3 +308,37 @@ func TestDriverPauseResume(t *testing.T) {
 		t.Fatal("resumed workload did not write")
 	}
 }
+
+// TestDriverRunning: Running gives a started workload, paused too (its
+// machine crashed and comes back), and nil once it is stopped (its machine
+// powered off: a guest's freeze has no application to quiesce), while
+// Workload still gives it (the checks read its images).
+func TestDriverRunning(t *testing.T) {
+	d := NewDriver(func(time.Duration, string, func()) {})
+	wl, err := New(Spec{Kind: "random", ChurnBps: 4096}, &memDisk{size: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Running("vm") != nil {
+		t.Fatal("Running gives a workload never started")
+	}
+	d.Start("vm", wl, rand.New(rand.NewPCG(1, 1)), 0)
+	for _, step := range []struct {
+		do      func()
+		name    string
+		running bool
+	}{
+		{func() {}, "started", true},
+		{func() { d.Pause("vm") }, "paused", true},
+		{func() { d.Resume("vm") }, "resumed", true},
+		{func() { d.Stop("vm") }, "stopped", false},
+	} {
+		step.do()
+		if got := d.Running("vm") != nil; got != step.running {
+			t.Errorf("%s: running %v, want %v", step.name, got, step.running)
+		}
+		if d.Workload("vm") != wl {
+			t.Errorf("%s: Workload does not give the workload", step.name)
+		}
+	}
+}
