@@ -156,6 +156,7 @@ const (
 	// timeout and resend (tagMaster's timers); a member's hold deadline
 	// (tagMember's).
 	tGroupRound  = "group-round"
+	tGroupRetry  = "group-round-retry"
 	tTagPhase    = "tag-phase-timeout"
 	tTagResend   = "tag-phase-resend"
 	tTagDeadline = "tag-hold-deadline"

@@ -20,6 +20,7 @@ import (
 type groupSchedule struct {
 	nextCrash, nextApp time.Time         // zero: none of that kind
 	pending            proto.Consistency // a round that came due while another ran; 0: none
+	retry              proto.Consistency // a revoked round's kind, tried again at tGroupRetry; 0: none
 }
 
 // onGroupConfig applies a GroupConfig: a newer version (or another group)
@@ -87,6 +88,7 @@ func (a *Agent) leaveGroup(ctx runtime.Context) {
 	}
 	a.group = nil
 	a.master.timers.Cancel(ctx, tGroupRound)
+	a.master.timers.Cancel(ctx, tGroupRetry)
 	a.master.sched = groupSchedule{}
 	if a.st.Gen > 0 {
 		a.save(ctx)
@@ -109,6 +111,7 @@ func (a *Agent) isMaster() bool { return a.group != nil && a.group.Master == a.c
 func (tm *tagMaster) scheduleGroup(ctx runtime.Context) {
 	a := tm.a
 	tm.timers.Cancel(ctx, tGroupRound)
+	tm.timers.Cancel(ctx, tGroupRetry)
 	tm.sched = groupSchedule{}
 	if !a.isMaster() {
 		return
@@ -154,6 +157,8 @@ func (tm *tagMaster) groupTimer(ctx runtime.Context) {
 	}
 	tm.armGroupTimer(ctx)
 	if kind != 0 {
+		tm.sched.retry = 0 // the regular round replaces a retry
+		tm.timers.Cancel(ctx, tGroupRetry)
 		tm.dueRound(ctx, kind)
 	}
 }
@@ -198,6 +203,10 @@ type RoundStats struct {
 	// TagRound.Reason).
 	Started, Committed, Revoked int64
 	RevokedBy                   []ReasonCount
+	// Retried counts retries that came due GroupRetry after a revoked
+	// round; each starts a round (counted in Started too) unless a round
+	// runs or the agent is not replicating.
+	Retried int64
 	// Skipped counts due rounds not started, by reason: the agent's phase
 	// when it was not replicating.
 	Skipped []ReasonCount
@@ -211,9 +220,9 @@ type RoundStats struct {
 }
 
 type roundStats struct {
-	started, committed, revoked int64
-	revokedBy, skipped          map[string]int64
-	lastTag, lastOutcome        string
+	started, committed, revoked, retried int64
+	revokedBy, skipped                   map[string]int64
+	lastTag, lastOutcome                 string
 }
 
 // MemberStats is what this agent did as a member of group rounds (the

@@ -107,7 +107,7 @@ func (a *Agent) Status() Status {
 	if g := a.group; g != nil {
 		s.Group, s.GroupVersion, s.GroupMaster, s.IsMaster = g.Group, g.Version, g.Master, a.isMaster()
 	}
-	s.Rounds = RoundStats{Started: a.master.stats.started, Committed: a.master.stats.committed, Revoked: a.master.stats.revoked,
+	s.Rounds = RoundStats{Started: a.master.stats.started, Committed: a.master.stats.committed, Revoked: a.master.stats.revoked, Retried: a.master.stats.retried,
 		RevokedBy: reasonList(a.master.stats.revokedBy), Skipped: reasonList(a.master.stats.skipped),
 		LastTag: a.master.stats.lastTag, LastOutcome: a.master.stats.lastOutcome}
 	if r := a.master.round; r != nil {

@@ -901,3 +901,48 @@ func TestPhasesErr(t *testing.T) {
 		})
 	}
 }
+
+// TestRevokedRoundRetried: a round revoked because a member did not answer
+// is tried again GroupRetry later, again while the member stays silent,
+// and commits once it answers; after that the schedule goes on as before
+// (the next regular round at its time, no retry in between). Without the
+// retry the group would wait a whole interval for its first point (swarm
+// seed 59).
+func TestRevokedRoundRetried(t *testing.T) {
+	gc := testGroup("vm01", "vm02")
+	gc.CrashInterval = 10 * time.Minute
+	n := newTagNet(t, 1, gc.Members, gc)
+	n.writeEvery = time.Second
+	silent := true
+	n.drop = func(m netMsg) bool { return silent && m.to.Host() == "vm02" && m.phase() == proto.PhaseBegin }
+	start := n.now
+	type want struct {
+		at       time.Duration // since start, when the rounds are looked at
+		outcomes []string
+		retried  int64
+	}
+	const noAnswer = proto.RoundRevoked + " begin: vm02 did not answer"
+	for _, w := range []want{
+		{10*time.Minute + 30*time.Second, []string{noAnswer}, 0},
+		{11*time.Minute + 30*time.Second, []string{noAnswer, noAnswer}, 1},
+		{12*time.Minute + 30*time.Second, []string{noAnswer, noAnswer, proto.RoundCommitted + " "}, 2},
+		{19*time.Minute + 50*time.Second, []string{noAnswer, noAnswer, proto.RoundCommitted + " "}, 2},
+		{20*time.Minute + 30*time.Second, []string{noAnswer, noAnswer, proto.RoundCommitted + " ", proto.RoundCommitted + " "}, 2},
+	} {
+		n.run(start.Add(w.at).Sub(n.now))
+		rs := n.rounds()
+		if diff := cmp.Diff(w.outcomes, outcomes(rs)); diff != "" {
+			t.Fatalf("at +%v: rounds -want +got:\n%s", w.at, diff)
+		}
+		if got := n.node("vm01").e.a.Status().Rounds.Retried; got != w.retried {
+			t.Errorf("at +%v: %d retried, want %d", w.at, got, w.retried)
+		}
+		silent = len(rs) < 2 // vm02 answers from the second retry on
+	}
+	n.settle()
+	if diff := cmp.Diff(committedTags(n.rounds()), n.groupPoints("g1")); diff != "" {
+		t.Errorf("group points -committed +got:\n%s", diff)
+	}
+	n.checkHolds(gc)
+	n.checkWrites()
+}

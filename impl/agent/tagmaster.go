@@ -50,6 +50,8 @@ func (tm *tagMaster) timer(ctx runtime.Context, name string) {
 	switch name {
 	case tGroupRound:
 		tm.groupTimer(ctx)
+	case tGroupRetry:
+		tm.retryTimer(ctx)
 	case tTagPhase:
 		tm.phaseTimeout(ctx)
 	case tTagResend:
@@ -310,5 +312,49 @@ func (tm *tagMaster) finishRound(ctx runtime.Context, outcome string) {
 	if kind := tm.sched.pending; kind != 0 && a.isMaster() {
 		tm.sched.pending = 0
 		tm.dueRound(ctx, kind)
+		return
 	}
+	if outcome == proto.RoundCommitted {
+		tm.sched.retry = 0
+		tm.timers.Cancel(ctx, tGroupRetry)
+		return
+	}
+	tm.scheduleRetry(ctx, r.tag.Kind)
+}
+
+// GroupRetry is how long after a revoked round its master tries a round of
+// the same kind again, while the next regular round is due later than
+// that: a member that was down or busy for one round does not cost the
+// group a whole interval without a point (swarm seed 59: a member's agent
+// down across the first round, no group point for 26 minutes of a
+// 15-minute schedule). The schedule is not moved: regular rounds stay due
+// at their times, and a regular round replaces a pending retry.
+const GroupRetry = time.Minute
+
+// scheduleRetry arms a retry of a revoked round of kind, unless the next
+// regular round of that kind comes first.
+func (tm *tagMaster) scheduleRetry(ctx runtime.Context, kind proto.Consistency) {
+	if !tm.a.isMaster() {
+		return
+	}
+	next := tm.sched.nextCrash
+	if kind == proto.App {
+		next = tm.sched.nextApp
+	}
+	if next.IsZero() || !ctx.Now().Add(GroupRetry).Before(next) {
+		return
+	}
+	tm.sched.retry = kind
+	tm.timers.Set(ctx, tGroupRetry, GroupRetry)
+}
+
+// retryTimer: a revoked round's retry is due.
+func (tm *tagMaster) retryTimer(ctx runtime.Context) {
+	kind := tm.sched.retry
+	tm.sched.retry = 0
+	if kind == 0 || !tm.a.isMaster() {
+		return
+	}
+	tm.stats.retried++
+	tm.dueRound(ctx, kind)
 }
