@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"time"
 
 	"github.com/v2a-dr/v2a/impl/csstore"
@@ -71,6 +72,7 @@ type persister struct {
 
 	committed map[csstore.Ref][]byte // durable part of each record as last committed
 	written   map[csstore.Ref][]byte // whole record as last committed
+	snaps     map[csstore.Ref]any    // durable part as last committed, decoded (see snapshot); nil: none
 	final     map[csstore.Ref]bool   // finished jobs and cleared alerts committed: never encoded again
 
 	inflight *storeWrite
@@ -189,15 +191,17 @@ func (s *Server) loaded(ctx runtime.Context, ev runtime.Done) {
 	}
 	p.loading, p.loaded = false, true
 	p.committed, p.written, p.final = map[csstore.Ref][]byte{}, map[csstore.Ref][]byte{}, map[csstore.Ref]bool{}
+	p.snaps = map[csstore.Ref]any{}
 	for _, r := range recs {
 		p.written[r.Ref()] = r.Data
 	}
 	// What the store holds, as this binary encodes it: a record whose
 	// encoding differs (an older binary's) is rewritten by the first write.
-	for _, e := range s.records(nil) {
+	for _, e := range s.records(nil, nil) {
 		if bytes.Equal(p.written[e.ref], e.full) {
 			p.committed[e.ref] = e.durable
 			p.final[e.ref] = e.final
+			p.snaps[e.ref] = snapshot(e)
 		}
 	}
 	ctx.Log().Info("configsrv: state loaded", "machines", len(s.machines), "policies", len(s.policies), "groups", len(s.groups),
@@ -243,7 +247,13 @@ func (s *Server) afterEvent(ctx runtime.Context, out []outMsg, volatile bool) {
 		return
 	}
 	var recs []encoded
-	for _, e := range s.records(p.final) {
+	var same unchanged
+	if !volatile {
+		// Only a durable change needs a write: a record equal to its
+		// committed snapshot cannot have one, and is not encoded.
+		same = p.unchanged
+	}
+	for _, e := range s.records(p.final, same) {
 		if !bytes.Equal(p.committed[e.ref], e.durable) || (volatile && !bytes.Equal(p.written[e.ref], e.full)) {
 			recs = append(recs, e)
 		}
@@ -266,6 +276,12 @@ func (s *Server) afterEvent(ctx runtime.Context, out []outMsg, volatile bool) {
 		Run:  func(ctx context.Context) (any, error) { return nil, st.Apply(ctx, b) }}, storeOp{write: w})
 }
 
+// unchanged is an unchanged for the records as last committed.
+func (p *persister) unchanged(ref csstore.Ref, val any) bool {
+	snap := p.snaps[ref]
+	return snap != nil && reflect.DeepEqual(snap, val)
+}
+
 // writeDone sends what waited for the write, then writes what changed
 // since.
 func (s *Server) writeDone(ctx runtime.Context, w *storeWrite, ev runtime.Done) {
@@ -282,6 +298,7 @@ func (s *Server) writeDone(ctx runtime.Context, w *storeWrite, ev runtime.Done) 
 	}
 	for _, e := range w.recs {
 		p.committed[e.ref], p.written[e.ref] = e.durable, e.full
+		p.snaps[e.ref] = snapshot(e)
 		if e.final {
 			p.final[e.ref] = true
 		}

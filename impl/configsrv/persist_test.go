@@ -1,6 +1,7 @@
 package configsrv
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -386,4 +387,71 @@ func TestRestartDuringReprotect(t *testing.T) {
 			t.Fatalf("a new reprotect after the restart: %s", rep.Reason)
 		}
 	})
+}
+
+// TestUnchangedSkipsOnlyUnchanged: after every step of a busy world, the
+// records the write path leaves unencoded (equal to their committed
+// snapshot) are exactly ones whose durable bytes equal the committed
+// ones, so no durable change is missed; and the fast path is used (a
+// snapshot for every machine, policy and group committed), so the check
+// has something to judge.
+func TestUnchangedSkipsOnlyUnchanged(t *testing.T) {
+	st := openDB(t, filepath.Join(t.TempDir(), "cs.db"))
+	r := newRig(t, func(c *Config) { c.Store = st })
+	judge := func(step string) {
+		t.Helper()
+		p := r.s.persist
+		kept := map[csstore.Ref]bool{}
+		for _, e := range r.s.records(p.final, p.unchanged) {
+			kept[e.ref] = true
+		}
+		for _, e := range r.s.records(p.final, nil) {
+			if !bytes.Equal(p.committed[e.ref], e.durable) && !kept[e.ref] {
+				t.Errorf("%s: %v changed (durable %s, committed %s) but the fast path skipped it", step, e.ref, e.durable, p.committed[e.ref])
+			}
+		}
+	}
+	judge("start")
+	r.mustOK(&proto.CreatePolicy{Policy: proto.Policy{Name: "gold", RPOThreshold: 30 * time.Minute, Retention: 2 * time.Hour,
+		CrashInterval: 5 * time.Minute, AppInterval: time.Hour, Compression: "zstd"}})
+	judge("policy")
+	r.protect("db01")
+	judge("protect")
+	for i := 1; i <= 3; i++ {
+		r.event(proto.ReplicaEvent{Machine: "db01", Event: proto.EventPoint, PointID: fmt.Sprintf("db01-c-%d", i), Kind: proto.Crash, PointTime: r.d.Now()})
+		judge(fmt.Sprintf("point %d", i))
+		r.d.Advance(time.Minute)
+		judge(fmt.Sprintf("minute %d", i))
+	}
+	r.register("phys01", r.keys, true)
+	judge("physical")
+	r.mustOK(&proto.EnableGroup{Group: "orders", Machines: []string{"web01", "phys01"}, Policy: "gold"})
+	judge("group")
+	r.register("web01", r.keys, false)
+	judge("register")
+	// Tamper with a live record without an event: the fast path must see
+	// it (a snapshot shares nothing with the live state).
+	m := r.s.machines["db01"]
+	m.points["db01-c-planted"] = r.d.Now()
+	p := r.s.persist
+	found := false
+	for _, e := range r.s.records(p.final, p.unchanged) {
+		found = found || e.ref == (csstore.Ref{Kind: csstore.KindMachine, Key: "db01"})
+	}
+	if !found {
+		t.Fatal("a point added to db01 in place was not seen as a change")
+	}
+	delete(m.points, "db01-c-planted")
+	engaged := 0
+	for ref, snap := range p.snaps {
+		if snap == nil && ref.Kind != csstore.KindJob && ref.Kind != csstore.KindAlert {
+			t.Errorf("%v has no snapshot: every event encodes it", ref)
+		}
+		if snap != nil {
+			engaged++
+		}
+	}
+	if engaged < 3 {
+		t.Fatalf("only %d snapshots: the fast path is not exercised", engaged)
+	}
 }

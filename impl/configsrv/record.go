@@ -1,8 +1,10 @@
 package configsrv
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
+	"reflect"
 	"slices"
 	"sort"
 	"strconv"
@@ -294,6 +296,9 @@ type encoded struct {
 	full    []byte
 	durable []byte
 	final   bool // a finished job or cleared alert: it never changes again
+	// val is the durable part as a Go value (a record with its volatile
+	// fields zeroed), of the type that durable decodes into: see snapshot.
+	val any
 }
 
 func mustJSON(v any) []byte {
@@ -307,15 +312,28 @@ func mustJSON(v any) []byte {
 
 func jobKey(id int) string { return strconv.Itoa(id) }
 
+// unchanged reports whether a record whose durable part is val is known,
+// without encoding it, to encode to the committed durable bytes: it holds
+// only when val deeply equals the committed snapshot (see snapshot), and
+// equal values encode alike. false means "encode and compare".
+type unchanged func(ref csstore.Ref, val any) bool
+
 // records encodes every record the store must hold, except finished jobs
-// and cleared alerts already in final (their records never change).
-func (s *Server) records(final map[csstore.Ref]bool) []encoded {
+// and cleared alerts already in final (their records never change) and,
+// when same is not nil, the records same says are unchanged (leaving them
+// out saves encoding every machine after every event: only the records an
+// event changed are encoded).
+func (s *Server) records(final map[csstore.Ref]bool, same unchanged) []encoded {
 	var out []encoded
 	for _, m := range s.sortedMachines() {
+		ref := csstore.Ref{Kind: csstore.KindMachine, Key: m.name}
 		r := m.record()
-		full := mustJSON(r)
-		r.zeroVolatile()
-		out = append(out, encoded{ref: csstore.Ref{Kind: csstore.KindMachine, Key: m.name}, full: full, durable: mustJSON(r)})
+		d := r
+		d.zeroVolatile()
+		if same != nil && same(ref, d) {
+			continue
+		}
+		out = append(out, encoded{ref: ref, full: mustJSON(r), durable: mustJSON(d), val: d})
 	}
 	names := make([]string, 0, len(s.policies))
 	for n := range s.policies {
@@ -323,33 +341,70 @@ func (s *Server) records(final map[csstore.Ref]bool) []encoded {
 	}
 	sort.Strings(names)
 	for _, n := range names {
+		ref := csstore.Ref{Kind: csstore.KindPolicy, Key: n}
+		if same != nil && same(ref, s.policies[n]) {
+			continue
+		}
 		b := mustJSON(s.policies[n])
-		out = append(out, encoded{ref: csstore.Ref{Kind: csstore.KindPolicy, Key: n}, full: b, durable: b})
+		out = append(out, encoded{ref: ref, full: b, durable: b, val: s.policies[n]})
 	}
 	for _, g := range s.sortedGroups() {
+		ref := csstore.Ref{Kind: csstore.KindGroup, Key: g.name}
 		r := g.record()
-		full := mustJSON(r)
-		r.zeroVolatile()
-		out = append(out, encoded{ref: csstore.Ref{Kind: csstore.KindGroup, Key: g.name}, full: full, durable: mustJSON(r)})
+		d := r
+		d.zeroVolatile()
+		if same != nil && same(ref, d) {
+			continue
+		}
+		out = append(out, encoded{ref: ref, full: mustJSON(r), durable: mustJSON(d), val: d})
 	}
 	for _, j := range s.jobs {
 		ref := csstore.Ref{Kind: csstore.KindJob, Key: jobKey(j.id)}
 		if final[ref] {
 			continue
 		}
-		b := mustJSON(j.record())
-		out = append(out, encoded{ref: ref, full: b, durable: b, final: j.status != JobRunning})
+		r := j.record()
+		if same != nil && same(ref, r) {
+			continue
+		}
+		b := mustJSON(r)
+		out = append(out, encoded{ref: ref, full: b, durable: b, final: j.status != JobRunning, val: r})
 	}
 	for i, a := range s.alerts {
 		ref := csstore.Ref{Kind: csstore.KindAlert, Key: jobKey(i + 1)}
 		if final[ref] {
 			continue
 		}
-		b := mustJSON(alertRec{ID: i + 1, AlertStatus: AlertStatus{Name: a.name, Subject: a.subject, Detail: a.detail,
-			Raised: a.raised, Cleared: a.cleared}})
-		out = append(out, encoded{ref: ref, full: b, durable: b, final: !a.cleared.IsZero()})
+		r := alertRec{ID: i + 1, AlertStatus: AlertStatus{Name: a.name, Subject: a.subject, Detail: a.detail,
+			Raised: a.raised, Cleared: a.cleared}}
+		if same != nil && same(ref, r) {
+			continue
+		}
+		b := mustJSON(r)
+		out = append(out, encoded{ref: ref, full: b, durable: b, final: !a.cleared.IsZero(), val: r})
 	}
 	return out
+}
+
+// snapshot is a deep copy of a committed record's durable part, for
+// unchanged: the committed bytes decoded into a fresh value of val's type
+// (so it shares no map or slice with the live state). It is nil — no fast
+// path for that record, every event encodes it — when the bytes do not
+// decode back to a value that encodes to the same bytes: equality with
+// the snapshot must imply equal bytes.
+func snapshot(e encoded) any {
+	if e.val == nil {
+		return nil
+	}
+	p := reflect.New(reflect.TypeOf(e.val))
+	if err := json.Unmarshal(e.durable, p.Interface()); err != nil {
+		return nil
+	}
+	v := p.Elem().Interface()
+	if b, err := json.Marshal(v); err != nil || !bytes.Equal(b, e.durable) {
+		return nil
+	}
+	return v
 }
 
 // restore replaces the server's machines, policies, groups, jobs and

@@ -413,6 +413,7 @@ func (f *FS) Truncate(name string, size int64) error {
 	if n.dir {
 		return perr("truncate", name, syscall.EISDIR)
 	}
+	n.unshare(len(n.data))
 	n.data = resize(n.data, size)
 	n.dirty(int(size))
 	return nil
@@ -425,17 +426,24 @@ func (n *node) dirty(off int) {
 	}
 }
 
-// sync makes a file's content durable, copying only what changed when
-// the change is a pure append.
+// sync makes a file's content durable. It copies nothing: durable
+// becomes a view of data's bytes, and the first write below its end
+// afterwards copies it (unshare), so a file only ever appended to is never
+// copied, and one rewritten in place is copied once per Sync, as before.
 func (n *node) sync() {
-	switch {
-	case n.dirtyFrom < 0:
-	case n.dirtyFrom >= len(n.durable) && len(n.data) >= len(n.durable):
-		n.durable = append(grow(n.durable, len(n.data)), n.data[len(n.durable):]...)
-	default:
-		n.durable = slices.Clone(n.data)
+	if n.dirtyFrom >= 0 {
+		n.durable = n.data[:len(n.data):len(n.data)]
 	}
 	n.dirtyFrom = -1
+}
+
+// unshare gives durable bytes of its own before data is changed from
+// offset from on, if durable is a view of data's bytes that the change
+// would overwrite.
+func (n *node) unshare(from int) {
+	if from < len(n.durable) && cap(n.data) > 0 && &n.data[:1][0] == &n.durable[:1][0] {
+		n.durable = slices.Clone(n.durable)
+	}
 }
 
 func resize(b []byte, size int64) []byte {
@@ -567,11 +575,20 @@ func (h *file) WriteAt(p []byte, off int64) (int, error) {
 }
 
 func (h *file) writeAt(p []byte, off int64) {
-	h.n.dirty(int(off))
-	if end := off + int64(len(p)); end > int64(len(h.n.data)) {
-		h.n.data = resize(h.n.data, end)
+	n := h.n
+	n.dirty(int(off))
+	n.unshare(int(min(off, int64(len(n.data)))))
+	end := off + int64(len(p))
+	if off == int64(len(n.data)) && end > int64(cap(n.data)) && end >= 2*int64(cap(n.data)) {
+		// An append at least as large as the file so far (a new file's
+		// first write): append copies it in without zeroing first.
+		n.data = append(n.data, p...)
+		return
 	}
-	copy(h.n.data[off:], p)
+	if end > int64(len(n.data)) {
+		n.data = resize(n.data, end)
+	}
+	copy(n.data[off:], p)
 }
 
 // Sync makes a file's content, or a directory's entries, durable.
@@ -598,6 +615,7 @@ func (h *file) Truncate(size int64) error {
 	if size < 0 {
 		return perr("truncate", h.name, fs.ErrInvalid)
 	}
+	h.n.unshare(len(h.n.data))
 	h.n.data = resize(h.n.data, size)
 	h.n.dirty(int(size))
 	return nil

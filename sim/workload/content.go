@@ -2,7 +2,9 @@ package workload
 
 import (
 	"encoding/base64"
+	"encoding/binary"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 )
 
@@ -54,10 +56,16 @@ func appendToken(dst []byte, r *rand.Rand, n int) []byte {
 // appendBinary appends n random raw bytes: an encrypted or compressed
 // field (a card number under tokenisation, a thumbnail).
 func appendBinary(dst []byte, r *rand.Rand, n int) []byte {
-	for i := 0; i < n; i += 8 {
+	dst = slices.Grow(dst, n)
+	i := 0
+	for ; i+8 <= n; i += 8 {
+		dst = binary.LittleEndian.AppendUint64(dst, r.Uint64())
+	}
+	if i < n {
 		v := r.Uint64()
-		for j := 0; j < 8 && i+j < n; j++ {
-			dst = append(dst, byte(v>>(8*j)))
+		for ; i < n; i++ {
+			dst = append(dst, byte(v))
+			v >>= 8
 		}
 	}
 	return dst

@@ -50,6 +50,16 @@ type FS struct {
 	used   []bool // data blocks in use
 	cursor int64  // next-fit allocator position in the data area
 	live   int
+	// texts caches each inode's text, which depends only on the inode's
+	// number and transaction: a block is re-rendered after every change
+	// to one of its inodes, and drawing the other texts again was most
+	// of the cost of a simulated file system.
+	texts []inodeText
+}
+
+type inodeText struct {
+	txid uint64 // the inode's transaction the text is for; 0: none
+	text []byte
 }
 
 type fsInode struct {
@@ -101,7 +111,8 @@ func NewFS(w Writer, spec Spec) (*FS, error) {
 		return nil, fmt.Errorf("workload: fs needs %d bytes, region has %d", fsMinBlocks*blockdev.BlockSize, spec.RegionLen)
 	}
 	lay := newFSLayout(blocks)
-	f := &FS{lay: lay, inodes: make([]fsInode, lay.nitab*fsInodesPerBlock), used: make([]bool, lay.ndata)}
+	f := &FS{lay: lay, inodes: make([]fsInode, lay.nitab*fsInodesPerBlock),
+		texts: make([]inodeText, lay.nitab*fsInodesPerBlock), used: make([]bool, lay.ndata)}
 	f.journaled = journaled{w: w, spec: spec, magicMarker: fsMagicMarker, home: lay.itable, render: f.inodeBlock,
 		dirty: map[int64]bool{}, gap: time.Duration(float64(time.Second) / spec.TxPerSec)}
 	f.pending = f.formatWrites()
@@ -130,7 +141,6 @@ func (f *FS) inodeBlock(b int64) []byte {
 	binary.BigEndian.PutUint32(buf[0:], fsMagicInodes)
 	binary.BigEndian.PutUint32(buf[4:], uint32(b))
 	binary.BigEndian.PutUint64(buf[8:], f.txid)
-	var text []byte
 	for i := 0; i < fsInodesPerBlock; i++ {
 		ino := int(b)*fsInodesPerBlock + i
 		in := f.inodes[ino]
@@ -143,16 +153,28 @@ func (f *FS) inodeBlock(b int64) []byte {
 		binary.BigEndian.PutUint32(rec[8:], uint32(in.nblocks))
 		binary.BigEndian.PutUint32(rec[12:], in.crc)
 		binary.BigEndian.PutUint64(rec[16:], in.txid)
-		r := rand.New(rand.NewPCG(uint64(ino), in.txid))
-		text = append(text[:0], "/srv/data/"...)
-		text = append(append(text, pick(r, memoWords)...), '/')
-		text = appendDate(text, r)
-		text = append(text, ".json|"...)
-		text = appendRowText(text, r)
-		copy(rec[24:], text)
+		copy(rec[24:], f.inodeText(ino, in.txid))
 	}
 	sealBlock(buf)
 	return buf
+}
+
+// inodeText is the path and attributes of inode ino as created by
+// transaction txid: drawn from a source seeded by both, so the same
+// inode and transaction always give the same text.
+func (f *FS) inodeText(ino int, txid uint64) []byte {
+	c := &f.texts[ino]
+	if c.txid == txid && c.text != nil {
+		return c.text
+	}
+	r := rand.New(rand.NewPCG(uint64(ino), txid))
+	text := append(c.text[:0], "/srv/data/"...)
+	text = append(append(text, pick(r, memoWords)...), '/')
+	text = appendDate(text, r)
+	text = append(text, ".json|"...)
+	text = appendRowText(text, r)
+	c.txid, c.text = txid, text
+	return text
 }
 
 // Step implements Workload: the next write of the operation or checkpoint

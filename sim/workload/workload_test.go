@@ -342,3 +342,30 @@ func TestDriverRunning(t *testing.T) {
 		}
 	}
 }
+
+// TestInodeTextCache: every inode-table block the file system renders
+// with its text cache equals the block rendered afresh (an empty cache),
+// after creates and deletes that reuse inode numbers.
+func TestInodeTextCache(t *testing.T) {
+	_, wl := runKind(t, "fs", 400)
+	f := wl.(*FS)
+	if f.live == 0 {
+		t.Fatal("no live inode: nothing to judge")
+	}
+	fresh := *f
+	fresh.texts = make([]inodeText, len(f.texts))
+	cached := 0
+	for _, c := range f.texts {
+		if c.txid != 0 {
+			cached++
+		}
+	}
+	if cached == 0 {
+		t.Fatal("the cache holds nothing: nothing to judge")
+	}
+	for b := int64(0); b < f.lay.nitab; b++ {
+		if got, want := f.inodeBlock(b), fresh.inodeBlock(b); !bytes.Equal(got, want) {
+			t.Fatalf("inode-table block %d differs from a fresh rendering", b)
+		}
+	}
+}
