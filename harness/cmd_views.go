@@ -116,18 +116,30 @@ func (s StatusRow) WrittenMiB() string { return mib(s.Written) }
 // SentMiB is Sent as `status` prints it.
 func (s StatusRow) SentMiB() string { return mib(s.Sent) }
 
+// liveStatus is the deployment and the configuration server's status
+// behind a live view (StatusRows, GroupRounds): an error when there is no
+// world yet, nothing deployed, or the configuration server is down. It
+// reads state and runs no virtual time.
+func (r *Runner) liveStatus() (*Deployment, configsrv.Status, error) {
+	if r.Env == nil {
+		return nil, configsrv.Status{}, fmt.Errorf("no world yet")
+	}
+	d, err := r.deployment()
+	if err != nil {
+		return nil, configsrv.Status{}, err
+	}
+	st, err := d.csStatus()
+	if err != nil {
+		return nil, configsrv.Status{}, err
+	}
+	return d, st, nil
+}
+
 // StatusRows is the portal's per-machine table (what `status` prints), one
 // row per machine with a policy or a registered agent, in the
 // configuration server's order. It reads state and runs no virtual time.
 func (r *Runner) StatusRows() ([]StatusRow, error) {
-	if r.Env == nil {
-		return nil, fmt.Errorf("no world yet")
-	}
-	d, err := r.deployment()
-	if err != nil {
-		return nil, err
-	}
-	st, err := d.csStatus()
+	d, st, err := r.liveStatus()
 	if err != nil {
 		return nil, err
 	}

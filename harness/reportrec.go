@@ -162,16 +162,9 @@ func reportRound(r configsrv.RoundStatus) report.Round {
 // (report.RoundsSVG): a live view for the dashboard. It only reads the
 // world.
 func (r *Runner) GroupRounds() ([]report.Group, error) {
-	if r.Env == nil {
-		return nil, fmt.Errorf("harness: group rounds: no world yet")
-	}
-	d, err := r.deployment()
+	_, st, err := r.liveStatus()
 	if err != nil {
-		return nil, err
-	}
-	st, err := d.csStatus()
-	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("harness: group rounds: %w", err)
 	}
 	var out []report.Group
 	for _, g := range st.Groups {

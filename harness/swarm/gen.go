@@ -75,6 +75,14 @@ type Plan struct {
 	Script    string // the .scn text
 }
 
+// judgeSlack is what the generator runs past one crash interval after
+// every machine is protected before a points check: the harness's
+// schedule slack (a minute: a machine without points is judged once
+// protected for longer than a crash interval and that slack) and a
+// minute more, so that a machine without a point is a failure, not
+// "nothing to judge yet".
+const judgeSlack = 2 * time.Minute
+
 // genStream is the second word of the generator's PCG state: the seed is
 // the first, so seed N draws the same plan whoever asks.
 const genStream = 0x5357_4152_4d5f_7631 // "SWARM_v1"
@@ -226,14 +234,25 @@ func (g *gen) draw() {
 	for i := 0; i < episodes; i++ {
 		g.episode()
 	}
+	// The safety check judges every point made so far, but a machine that
+	// an episode made resync (a lost cache, a corrupt item, a partition)
+	// has no point to judge until a crash interval after it is protected
+	// again, and nothing to judge fails the check. So: heal what could
+	// keep it from being protected (partitions; clogs, the full cache's
+	// may outlast its episode), wait until every machine is, and run one
+	// crash interval, the schedule's slack and a minute more. The LAN's
+	// link faults stay on: the check still runs under them.
 	safety := "holds"
 	if len(g.p.Groups) > 0 {
 		safety += ",cut"
 	}
+	g.directive("fault heal")
+	g.directive("wait state=protected timeout=2h")
+	g.run(g.crash + judgeSlack)
 	g.directive("check what=(points,%s)%s", safety, g.groupArg())
 
-	// The liveness phase: heal everything, run on, demand convergence.
-	g.directive("fault heal")
+	// The liveness phase: switch the link faults off, run on, demand
+	// convergence.
 	for _, lf := range g.linkFaults {
 		switch lf[0] {
 		case KindJitter:

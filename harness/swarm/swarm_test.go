@@ -21,8 +21,8 @@ func TestMain(m *testing.M) {
 
 // shortSeeds are the seeds `make test` runs: seed 1, a VM and a physical
 // server through an Azure-side crash, a torn log, LAN loss and a lost
-// cache (1 h 7 min simulated); seed 9, one VM through a clogged uplink
-// and a corrupted stream item (49 min); both end with a test-failover
+// cache (1 h 14 min simulated); seed 9, one VM through a clogged uplink
+// and a corrupted stream item (56 min); both end with a test-failover
 // drill.
 var shortSeeds = []uint64{1, 9}
 
