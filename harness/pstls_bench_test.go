@@ -32,10 +32,19 @@ import (
 const (
 	psBenchItemBytes = 1 << 20
 	psBenchItems     = 128 // per leg per round: 128 MiB
-	psBenchUploads   = processsrv.DefaultMaxUploads
 	psBenchWindow    = 16 // items the agent stand-in keeps unacknowledged
 	psBenchMachine   = "db01"
 )
+
+// psBenchUploads is how many uploads each leg keeps going at once: the
+// process server's default, or V2A_BENCH_UPLOADS for both legs alike (a
+// fair comparison at another concurrency).
+var psBenchUploads = func() int {
+	if n, err := strconv.Atoi(os.Getenv("V2A_BENCH_UPLOADS")); err == nil && n > 0 {
+		return n
+	}
+	return processsrv.DefaultMaxUploads
+}()
 
 var (
 	psBenchPS    = runtime.MakeAddr("ps01", runtime.PortProcess)
@@ -354,6 +363,7 @@ type psLeg struct {
 // V2A_BENCH_PS_DISK=readback runs the process server with the cache path
 // it had before (RetainBytes and RecycleFiles -1: each item read back from
 // its cache file to be sealed, each file created and deleted), to compare.
+// V2A_BENCH_UPLOADS=N gives both legs N uploads at once.
 // V2A_BENCH_PS_MAXUPLOADS=N gives the process server N uploads at once
 // (the reference keeps 4): an experiment. V2A_BENCH_PS_SEALAHEAD=N sets
 // its Config.SealAhead. V2A_BENCH_PS_TIMELINE=PATH
