@@ -68,7 +68,7 @@ func BenchmarkSimInitialSync(b *testing.B) {
 		if az0 >= 0 {
 			b.ReportMetric((pidCPU(inst.Pid()) - az0).Seconds(), "azurite-cpu-s")
 		}
-		b.Logf("storage %s", e.StorageRequests())
+		b.Logf("storage %s; bytes %s", e.StorageRequests(), e.StorageBytes())
 		e.Close()
 	}
 }

@@ -7,8 +7,13 @@
 // (`<prefix>catalog/<machine>.json`, updated with ETag conditions).
 //
 // The Service is a runtime.Actor. It learns of items from Uploaded hints and
-// from listing the cache container on a timer; the listing is the truth (a
-// hint only makes it list sooner). Per machine, items are applied strictly in
+// from listing the cache container on a timer; the listing is the truth. A
+// hint names the items the process server has uploaded: the Service fetches
+// them without listing (a hinted item that is not there is only forgotten
+// until a listing shows it). The poll lists at PollEvery while anything is
+// pending, and backs off, doubling up to PollMax, while its listings find
+// nothing new: with hints flowing, listing is only the net for a lost hint,
+// and a lost hint is found within PollMax. Per machine, items are applied strictly in
 // stream order, one storage Op chain at a time: a missing item number means
 // wait, never skip. Different machines proceed concurrently. An item that
 // does not open (tampered, corrupt, another vault's key) or does not fit the
@@ -52,9 +57,15 @@ type Config struct {
 	ContainerPrefix string       // e.g. "v2a-ab12-"; containers are <prefix>cache, replica, catalog
 	Key             [32]byte     // the vault's data key (vault.Keys.Data)
 	ConfigServer    runtime.Addr // where ReplicaEvents and Checksums go; default proto.HostConfigServer:443
-	// PollEvery is how often the cache container is listed (default 10 s).
-	// A failed item is retried at the next poll.
+	// PollEvery is how often the cache container is listed (default 10 s)
+	// while anything is pending. A failed item is retried at the next poll.
 	PollEvery time.Duration
+	// PollMax is the longest time between two listings: while the poll's
+	// listings find nothing that hints had not already announced, the time
+	// between them doubles from PollEvery up to PollMax (default 5 min;
+	// PollMax <= PollEvery turns the backoff off). The announcements and
+	// resends below still go every PollEvery.
+	PollMax time.Duration
 	// ChecksumResend is how often a sync's checksums are sent again while
 	// no chunk of the sync has arrived (the agent may have missed them;
 	// default 30 s).
@@ -72,6 +83,7 @@ type Config struct {
 // Defaults.
 const (
 	DefaultPollEvery      = 10 * time.Second
+	DefaultPollMax        = 5 * time.Minute
 	DefaultChecksumResend = 30 * time.Second
 	DefaultAnnounceEvery  = time.Minute
 	DefaultVerifyEvery    = 15 * time.Minute
@@ -87,11 +99,16 @@ type Service struct {
 	listing  bool      // a listing Op is in flight
 	relist   bool      // list again when it is done (a hint came meanwhile)
 	pollList bool      // the listing in flight was the poll's (it releases held machines)
-	lastAnn  time.Time
-	machines map[string]*machine
-	groups   *tracker // the replication groups: fed catalog changes, answers with actions
-	ops      runtime.Ops[pending]
-	timers   runtime.Timers
+	// listEvery is the poll's current time between listings (PollEvery
+	// doubled after each quiet listing, up to PollMax); lastPollList is
+	// when the poll last listed.
+	listEvery    time.Duration
+	lastPollList time.Time
+	lastAnn      time.Time
+	machines     map[string]*machine
+	groups       *tracker // the replication groups: fed catalog changes, answers with actions
+	ops          runtime.Ops[pending]
+	timers       runtime.Timers
 }
 
 // machine is the actor's view of one replicated machine.
@@ -103,14 +120,18 @@ type machine struct {
 	held     bool // an attempt failed: wait for the next poll
 	sweepDue bool // look for orphan snapshots (after a load or a failure)
 	sealer   *batch.Sealer
-	listed   map[uint64]int64   // item seq -> sealed size, per the last listing
-	want     *setting           // from a PolicyFor, until the catalog holds it
-	sums     []*proto.Checksums // computed for sumsItem
-	sumsItem uint64
-	sumsSent time.Time
-	applied  uint64 // items applied by this incarnation
-	failures int
-	lastErr  string
+	listed   map[uint64]int64 // item seq -> sealed size, per the last listing (0: announced by a hint, size unknown)
+	// hinted is the highest item an Uploaded hint announced; hintedAtList
+	// is what it was when the listing in flight started (a listing does not
+	// show items hinted after it started, so those are kept).
+	hinted, hintedAtList uint64
+	want                 *setting           // from a PolicyFor, until the catalog holds it
+	sums                 []*proto.Checksums // computed for sumsItem
+	sumsItem             uint64
+	sumsSent             time.Time
+	applied              uint64 // items applied by this incarnation
+	failures             int
+	lastErr              string
 	// refused is an item that did not open (corrupt in storage): it is
 	// never applied. Until a SyncStart of a newer generation arrives (the
 	// resync the configuration server orders), the items after it are
@@ -181,6 +202,10 @@ func New(cfg Config) *Service {
 	if cfg.VerifyEvery <= 0 {
 		cfg.VerifyEvery = DefaultVerifyEvery
 	}
+	if cfg.PollMax == 0 {
+		cfg.PollMax = DefaultPollMax
+	}
+	cfg.PollMax = max(cfg.PollMax, cfg.PollEvery)
 	return &Service{cfg: cfg, st: storage{store: cfg.Store, prefix: cfg.ContainerPrefix},
 		machines: map[string]*machine{}, groups: newTracker()}
 }
@@ -195,6 +220,7 @@ func (s *Service) Handle(ctx runtime.Context, ev runtime.Event) {
 		s.ready, s.setup, s.listing, s.relist = false, false, false, false
 		s.machines, s.groups = map[string]*machine{}, newTracker()
 		s.ops, s.timers = runtime.Ops[pending]{}, runtime.Timers{}
+		s.listEvery, s.lastPollList = s.cfg.PollEvery, time.Time{}
 		ctx.Log().Info("azuresvc: started", "poll_every", s.cfg.PollEvery.String())
 		s.startSetup(ctx)
 		s.timers.Set(ctx, timerPoll, s.cfg.PollEvery)
@@ -221,10 +247,7 @@ func (s *Service) message(ctx runtime.Context, ev runtime.Message) {
 		if m.Machine == "" {
 			return
 		}
-		mc := s.machine(m.Machine)
-		if mc.cat == nil || m.UpTo > mc.cat.Applied {
-			s.startList(ctx, false)
-		}
+		s.hint(ctx, s.machine(m.Machine), m.UpTo)
 	case *proto.PolicyFor:
 		if m.Machine == "" {
 			return
@@ -352,7 +375,29 @@ func (s *Service) do(ctx runtime.Context, acts []action) {
 	}
 }
 
-// timerPoll is the period of the cache listing.
+// hint records that the process server has uploaded m's items up to upTo
+// and fetches the next one if m is idle. An announced item that turns out
+// missing (NotFound when fetched) is forgotten until a listing or another
+// hint names it again.
+func (s *Service) hint(ctx runtime.Context, m *machine, upTo uint64) {
+	if m.cat != nil {
+		m.announce(m.cat.Applied+1, upTo)
+	} // else the catalog's load announces them (Applied unknown until then)
+	m.hinted = max(m.hinted, upTo)
+	s.kick(ctx, m)
+}
+
+// announce adds the items from..to to m's listed items, size unknown.
+func (m *machine) announce(from, to uint64) {
+	for seq := from; seq <= to; seq++ {
+		if _, ok := m.listed[seq]; !ok {
+			m.listed[seq] = 0
+		}
+	}
+}
+
+// timerPoll is the period of the poll: listings (backed off while quiet),
+// announcements and resends.
 const timerPoll = "poll"
 
 func (s *Service) poll(ctx runtime.Context) {
@@ -360,7 +405,19 @@ func (s *Service) poll(ctx runtime.Context) {
 		s.startSetup(ctx)
 		return
 	}
-	s.startList(ctx, true)
+	if !s.quiet() {
+		s.listEvery = s.cfg.PollEvery
+	}
+	if s.lastPollList.IsZero() || s.now.Sub(s.lastPollList) >= s.listEvery {
+		s.lastPollList = s.now
+		s.startList(ctx, true)
+	} else {
+		// Housekeeping that time makes due (retention, verification)
+		// starts from kick; a listing's end kicks every machine too.
+		for _, m := range s.sortedMachines() {
+			s.kick(ctx, m)
+		}
+	}
 	announce := s.now.Sub(s.lastAnn) >= s.cfg.AnnounceEvery
 	if announce {
 		s.lastAnn = s.now
@@ -383,6 +440,27 @@ func (s *Service) poll(ctx runtime.Context) {
 			s.sendSums(ctx, m)
 		}
 	}
+}
+
+// quiet says whether nothing is pending that a listing at PollEvery could
+// help: every machine loaded and idle or applying what it knows of, none
+// held after a failure, stuck at a refused item or missing its next item
+// while later ones wait, no group held, no failover request waiting.
+func (s *Service) quiet() bool {
+	if s.groups.anyHeld() {
+		return false
+	}
+	for _, m := range s.machines {
+		if m.cat == nil || m.held || m.refused != 0 || len(m.fo) > 0 {
+			return false
+		}
+		for seq := range m.listed {
+			if _, next := m.listed[m.cat.Applied+1]; seq > m.cat.Applied && !next {
+				return false // a gap: the listing is the truth
+			}
+		}
+	}
+	return true
 }
 
 // sumsValid says whether the replica still is what its SyncStart
@@ -433,6 +511,9 @@ func (s *Service) startList(ctx runtime.Context, poll bool) {
 		return
 	}
 	s.listing, s.pollList = true, poll
+	for _, m := range s.machines {
+		m.hintedAtList = m.hinted
+	}
 	st := s.st
 	s.start(ctx, pending{kind: opList}, runtime.Op{Name: "azuresvc-list", Run: func(ctx context.Context) (any, error) {
 		out := listed{items: map[string]map[uint64]int64{}}
@@ -767,6 +848,7 @@ func (s *Service) done(ctx runtime.Context, ev runtime.Done) {
 		}
 		r := ev.Value.(applyResult)
 		s.adopt(m, r.cat, r.etag)
+		m.announce(m.cat.Applied+1, m.hinted)
 		m.sweepDue = true
 		ctx.Log().Info("azuresvc: catalog loaded", "machine", m.name, "applied", m.cat.Applied,
 			"applied_log_seq", m.cat.AppliedLogSeq, "gen", m.cat.Gen, "synced", m.cat.Synced, "points", len(m.cat.Points))
@@ -881,6 +963,7 @@ func (s *Service) listDone(ctx runtime.Context, ev runtime.Done) {
 	if poll {
 		s.groups.release()
 	}
+	found := false
 	if ev.Err != nil {
 		ctx.Log().Warn("azuresvc: cache listing failed", "err", s.scrub(ev.Err.Error()))
 	} else {
@@ -893,14 +976,33 @@ func (s *Service) listDone(ctx runtime.Context, ev runtime.Done) {
 			s.machine(name)
 		}
 		for _, m := range s.sortedMachines() {
-			m.listed = l.items[m.name]
-			if m.listed == nil {
-				m.listed = map[uint64]int64{}
+			next := l.items[m.name]
+			if next == nil {
+				next = map[uint64]int64{}
 			}
+			for seq := range next {
+				if _, known := m.listed[seq]; !known && (m.cat == nil || seq > m.cat.Applied) {
+					found = true // a hint was lost, or never sent
+				}
+			}
+			// Items hinted while the listing ran may be newer than it.
+			for seq, size := range m.listed {
+				if _, ok := next[seq]; !ok && seq > m.hintedAtList && seq <= m.hinted {
+					next[seq] = size
+				}
+			}
+			m.listed = next
 		}
 		if l.foreign > 0 {
 			ctx.Log().Warn("azuresvc: cache blobs with foreign names ignored", "count", l.foreign)
 		}
+	}
+	switch {
+	case found:
+		s.listEvery = s.cfg.PollEvery // hints are being lost
+	case poll && ev.Err == nil && s.quiet():
+		// Nothing the hints had not announced: list less often.
+		s.listEvery = min(2*s.listEvery, s.cfg.PollMax)
 	}
 	for _, m := range s.sortedMachines() {
 		if poll {

@@ -1041,7 +1041,9 @@ func TestTransientPageWriteRetried(t *testing.T) {
 func TestCorruptFrameDropped(t *testing.T) {
 	store := memStore()
 	d := start(t, store)
-	good := wire.Encode(&proto.Uploaded{Machine: "db01", UpTo: 1})
+	m := newModel("db01")
+	items := stream(m)
+	good := wire.Encode(&proto.Uploaded{Machine: "db01", UpTo: last(items)})
 	flipped := slices.Clone(good)
 	flipped[len(flipped)-6] ^= 1
 	for _, frame := range [][]byte{nil, []byte("garbage"), good[:len(good)-3], flipped,
@@ -1051,8 +1053,6 @@ func TestCorruptFrameDropped(t *testing.T) {
 	if sent := d.Sent(); len(sent) != 0 {
 		t.Errorf("sent %v in answer to bad frames", sent)
 	}
-	m := newModel("db01")
-	items := stream(m)
 	upload(t, store, items...)
 	d.ReceiveFrame(psAddr, good)
 	checkReplica(t, store, m)
