@@ -20,6 +20,17 @@
 // replica is reported to the configuration server as
 // ReplicaEvent{apply-error}, left in place, and retried at the next poll.
 //
+// A log item that holds only writes is not applied on its own: it waits
+// (decoded, in memory; its blob stays in the cache) for the items after it,
+// and a run of such items is applied together with the next item that
+// holds anything else (a bookmark, a revoke), as one Op: the writes between
+// two bookmarks are coalesced into few page writes (the replica must equal
+// the source at bookmarks, not between them), and the catalog is stored
+// once. A point is therefore made as soon as the item with its bookmark
+// arrives, as before. A waiting run is applied on its own after DeferFor,
+// when it holds DeferBytes, or when anything else needs the machine (a
+// failover request, a policy change, an item that is not a log).
+//
 // Everything durable is in storage: a Service built after a crash reloads
 // the catalogs and goes on; applying any item again changes nothing (see
 // applier.bookmark for why recovery points stay right).
@@ -74,6 +85,14 @@ type Config struct {
 	// synced machine, so that a lost one does not leave the configuration
 	// server waiting (default 1 min).
 	AnnounceEvery time.Duration
+	// DeferFor is the longest a log item of writes only waits to be
+	// applied with the items after it (default 10 min, twice the default
+	// crash interval, so that a run reaches the next bookmark; negative:
+	// apply every item at once). Checked at every poll. It delays no
+	// point: only how far the catalog's applied item lags a paused stream.
+	DeferFor time.Duration
+	// DeferBytes bounds the write data waiting per machine (default 32 MiB).
+	DeferBytes int64
 	// VerifyEvery is how often each machine's catalog is verified against
 	// storage: a point whose snapshot is gone is dropped and reported
 	// (EventPointLost) (default 15 min).
@@ -84,6 +103,8 @@ type Config struct {
 const (
 	DefaultPollEvery      = 10 * time.Second
 	DefaultPollMax        = 5 * time.Minute
+	DefaultDeferFor       = 10 * time.Minute
+	DefaultDeferBytes     = 32 << 20
 	DefaultChecksumResend = 30 * time.Second
 	DefaultAnnounceEvery  = time.Minute
 	DefaultVerifyEvery    = 15 * time.Minute
@@ -143,6 +164,12 @@ type machine struct {
 	refusedErr      string    // why refused did not open (what EventItemRefused says)
 	refusedSent     time.Time // when EventItemRefused was last sent
 	verified        time.Time // when the catalog was last verified against storage
+	// deferred are fetched log items of writes only, Applied+1 on, waiting
+	// to be applied with the next (see the package doc); deferredBytes is
+	// their write data, deferredSince when the first was fetched.
+	deferred      []*batch.Item
+	deferredBytes int64
+	deferredSince time.Time
 	// fo are failover's requests (failover.go), served in arrival order;
 	// the head is the one in progress.
 	fo []foRequest
@@ -173,10 +200,11 @@ const (
 type pending struct {
 	kind    opKind
 	machine string
-	seq     uint64 // opFetch, opApply
-	probe   bool   // opFetch: looking past a refused or missing item for a newer generation's SyncStart
-	gen     uint64 // opRanges, opSums
-	item    uint64 // opRanges, opSums: the SyncStart item
+	seq     uint64   // opFetch, opApply (the last item applied)
+	seqs    []uint64 // opApply: the items applied, in order
+	probe   bool     // opFetch: looking past a refused or missing item for a newer generation's SyncStart
+	gen     uint64   // opRanges, opSums
+	item    uint64   // opRanges, opSums: the SyncStart item
 	stale   []uint64
 	group   string      // opGroupLoad, opGroupUpdate
 	change  groupChange // opGroupUpdate
@@ -201,6 +229,12 @@ func New(cfg Config) *Service {
 	}
 	if cfg.VerifyEvery <= 0 {
 		cfg.VerifyEvery = DefaultVerifyEvery
+	}
+	if cfg.DeferFor == 0 {
+		cfg.DeferFor = DefaultDeferFor
+	}
+	if cfg.DeferBytes <= 0 {
+		cfg.DeferBytes = DefaultDeferBytes
 	}
 	if cfg.PollMax == 0 {
 		cfg.PollMax = DefaultPollMax
@@ -560,6 +594,20 @@ func (s *Service) kick(ctx runtime.Context, m *machine) {
 		s.startLoad(ctx, m)
 		return
 	}
+	if len(m.deferred) > 0 {
+		// Fetch the next item while the run may grow; apply the run when
+		// it may not, or when anything else needs the machine.
+		next := m.deferred[len(m.deferred)-1].Seq + 1
+		size, listed := m.listed[next]
+		other := len(m.fo) > 0 || m.want != nil || m.sweepDue || m.refused != 0
+		switch {
+		case other || m.deferredBytes >= s.cfg.DeferBytes || s.now.Sub(m.deferredSince) >= s.cfg.DeferFor:
+			s.startApply(ctx, m, nil, false)
+		case listed && !m.held:
+			s.startFetch(ctx, m, next, size, false)
+		}
+		return
+	}
 	if s.serveFailover(ctx, m) {
 		return
 	}
@@ -736,13 +784,53 @@ func (s *Service) startFetch(ctx runtime.Context, m *machine, seq uint64, size i
 	}})
 }
 
-// startApply applies it; resync says it is the SyncStart of a newer
-// generation found past a refused item, which may skip ahead.
+// deferrable says whether it may wait to be applied with the items after
+// it: a log item of writes only, the next of m's stream.
+func (s *Service) deferrable(m *machine, it *batch.Item) bool {
+	if s.cfg.DeferFor < 0 || it.Kind != batch.KindLog || it.Seq != m.cat.Applied+1+uint64(len(m.deferred)) {
+		return false
+	}
+	for _, r := range it.Records {
+		if r.Type != batch.RecWrite {
+			return false
+		}
+	}
+	return true
+}
+
+// startApply applies m's deferred items and then it (nil: the deferred
+// items alone); resync says it is the SyncStart of a newer generation found
+// past a refused item, which may skip ahead. A run of log items is applied
+// as one merged item (mergeLogs); an item of another kind after deferred
+// ones is applied after them in the same Op.
 func (s *Service) startApply(ctx runtime.Context, m *machine, it *batch.Item, resync bool) {
-	st, now, cat, etag, name, th := s.st, s.now, m.cat.Clone(), m.etag, proto.CacheBlobName(m.name, it.Seq), s.thinningFor(m)
-	s.start(ctx, pending{kind: opApply, machine: m.name, seq: it.Seq}, runtime.Op{Name: "azuresvc-apply-" + it.Kind.String(), Bytes: it.Size(), Run: func(ctx context.Context) (any, error) {
+	items := m.deferred
+	m.deferred, m.deferredBytes, m.deferredSince = nil, 0, time.Time{}
+	if it != nil {
+		items = append(items, it)
+	}
+	m.busy = true
+	var size int64
+	seqs := make([]uint64, len(items))
+	names := make([]string, len(items))
+	for i, x := range items {
+		size += x.Size()
+		seqs[i], names[i] = x.Seq, proto.CacheBlobName(m.name, x.Seq)
+	}
+	// The runs to apply in order: consecutive log items merged into one.
+	var runs [][]*batch.Item
+	for _, x := range items {
+		if n := len(runs); n > 0 && x.Kind == batch.KindLog && runs[n-1][0].Kind == batch.KindLog {
+			runs[n-1] = append(runs[n-1], x)
+		} else {
+			runs = append(runs, []*batch.Item{x})
+		}
+	}
+	lastItem := items[len(items)-1]
+	st, now, cat, etag, th := s.st, s.now, m.cat.Clone(), m.etag, s.thinningFor(m)
+	s.start(ctx, pending{kind: opApply, machine: m.name, seq: lastItem.Seq, seqs: seqs}, runtime.Op{Name: "azuresvc-apply-" + lastItem.Kind.String(), Bytes: size, Run: func(ctx context.Context) (any, error) {
 		a := &applier{ctx: ctx, st: st, now: now, cat: cat, etag: etag, th: th, resync: resync}
-		err := a.run(it, name)
+		err := a.run(runs, names)
 		return a.result(), err
 	}})
 }
@@ -884,6 +972,15 @@ func (s *Service) done(ctx runtime.Context, ev runtime.Done) {
 				break
 			}
 		}
+		if !p.probe && s.deferrable(m, it) {
+			if len(m.deferred) == 0 {
+				m.deferredSince = s.now
+			}
+			m.deferred = append(m.deferred, it)
+			m.deferredBytes += it.Size()
+			m.busy = false
+			break
+		}
 		// Still busy: the apply Op follows at once, so no other work of
 		// this machine can come between.
 		s.startApply(ctx, m, it, p.probe)
@@ -899,9 +996,11 @@ func (s *Service) done(ctx runtime.Context, ev runtime.Done) {
 				m.applied += m.cat.Applied - before
 			}
 			if p.kind == opApply && ev.Err == nil {
-				// The Op deleted this item's blob; any other listed item
+				// The Op deleted these items' blobs; any other listed item
 				// at or below Applied is deleted by a cleanup Op.
-				delete(m.listed, p.seq)
+				for _, seq := range p.seqs {
+					delete(m.listed, seq)
+				}
 			}
 		} else {
 			s.adopt(m, nil, m.etag) // unknown outcome (the Op panicked): reload
@@ -915,7 +1014,7 @@ func (s *Service) done(ctx runtime.Context, ev runtime.Done) {
 			m.sweepDue = false
 		}
 		if p.kind == opApply {
-			ctx.Log().Info("azuresvc: item applied", "machine", m.name, "item", p.seq, "applied_log_seq", m.cat.AppliedLogSeq)
+			ctx.Log().Info("azuresvc: item applied", "machine", m.name, "item", p.seq, "items", len(p.seqs), "applied_log_seq", m.cat.AppliedLogSeq)
 		}
 	case opRanges:
 		if ev.Err != nil {

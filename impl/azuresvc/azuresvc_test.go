@@ -51,6 +51,11 @@ func stream(m *model) []*batch.Item {
 		m.bookmark(proto.Crash, m.machine+"-c-8", t0.Add(3*time.Minute)),
 		m.write(0, 8192, m.data(4096)),
 	))
+	// Writes only: applied together with the next item (deferred).
+	items = append(items, m.log(
+		m.write(0, 8192, m.data(8192)),
+		m.write(1, 2048, m.data(1024)),
+	))
 	items = append(items, m.log(
 		m.write(0, 3<<20-4096, m.data(4096+(4<<20))), // over 4 MiB: a split page write
 		m.bookmark(proto.Crash, m.machine+"-c-10", t0.Add(4*time.Minute)),
@@ -314,7 +319,9 @@ func TestDuplicates(t *testing.T) {
 				hint(d, "db01", it.Seq)
 			}
 			hint(d, "db01", last(items))
-			d.Advance(DefaultPollEvery)
+			// A last item of writes only waits for the next at most
+			// DeferFor.
+			d.Advance(DefaultDeferFor + DefaultPollEvery)
 			evs, _ := toCS(t, d)
 			points := 0
 			for _, e := range evs {

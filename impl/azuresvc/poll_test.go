@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/v2a-dr/v2a/impl/batch"
+	"github.com/v2a-dr/v2a/impl/proto"
 	"github.com/v2a-dr/v2a/impl/runtime/runtimetest"
 )
 
@@ -111,5 +113,79 @@ func TestNoBackoff(t *testing.T) {
 	d.Advance(10 * DefaultPollEvery)
 	if n := c.take() / 2; n != 10 {
 		t.Errorf("%d listings in 10 polls, want 10", n)
+	}
+}
+
+// TestDeferredWritesCoalesce: log items of writes only wait for the item
+// with the next bookmark and are applied with it, in fewer page writes and
+// catalog puts than one by one, to the same replica and points; a run
+// whose next item never comes is applied after DeferFor.
+func TestDeferredWritesCoalesce(t *testing.T) {
+	type counts struct{ writes, puts int }
+	run := func(t *testing.T, deferFor time.Duration) counts {
+		var mu sync.Mutex
+		var c counts
+		store := &hookStore{Store: memStore(), hook: func(op, container, _ string) error {
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case op == "WritePages":
+				c.writes++
+			case op == "Put" && container == catalogContainer(testPrefix):
+				c.puts++
+			}
+			return nil
+		}}
+		d := runtimetest.New(t, azAddr, New(Config{Store: store, ContainerPrefix: testPrefix, Key: testKey, DeferFor: deferFor}))
+		m := newModel("db01")
+		items := []*batch.Item{m.syncStart(1 << 20), m.chunk(0, batch.Run{Off: 0, Data: m.data(64 << 10)}), m.syncEnd(1)}
+		upload(t, store, items...)
+		hint(d, "db01", last(items))
+		mu.Lock()
+		c = counts{}
+		mu.Unlock()
+		// Five items rewrite the same two pages, then a bookmark.
+		for i := 0; i < 5; i++ {
+			it := m.log(m.write(0, 8192, m.data(4096)), m.write(0, 65536, m.data(512)))
+			upload(t, store, it)
+			hint(d, "db01", it.Seq)
+			d.Advance(50 * time.Second)
+		}
+		it := m.log(m.write(0, 12288, m.data(4096)), m.bookmark(proto.Crash, "db01-c-1", runtimetest.Epoch.Add(5*time.Minute)))
+		upload(t, store, it)
+		hint(d, "db01", it.Seq)
+		checkReplica(t, store, m)
+		checkPoints(t, store, m)
+		// A run with no item after it.
+		tail := m.log(m.write(0, 0, m.data(4096)))
+		upload(t, store, tail)
+		hint(d, "db01", tail.Seq)
+		if got := service(d).Status().Machines[0]; deferFor > 0 && got.Applied != it.Seq {
+			t.Errorf("applied %d before DeferFor, want %d (the run waits)", got.Applied, it.Seq)
+		}
+		d.Advance(max(deferFor, 0) + DefaultPollEvery)
+		checkReplica(t, store, m)
+		if got := service(d).Status().Machines[0]; got.Applied != tail.Seq || got.Waiting != 0 {
+			t.Errorf("applied %d waiting %d after DeferFor, want %d 0", got.Applied, got.Waiting, tail.Seq)
+		}
+		if got := cacheBlobs(t, store); len(got) != 0 {
+			t.Errorf("cache still holds %v", got)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		return c
+	}
+	var one, deferred counts
+	t.Run("one by one", func(t *testing.T) { one = run(t, -1) })
+	t.Run("deferred", func(t *testing.T) { deferred = run(t, DefaultDeferFor) })
+	// One by one: 2 writes and 1 catalog put for each of the 5, 1 write
+	// and 2 puts (point, item) for the bookmark's item, 1 and 1 for the
+	// tail. Deferred: the 6 items' writes coalesced, 2 puts; the
+	// tail alone.
+	if want := (counts{writes: 12, puts: 8}); one != want {
+		t.Errorf("one by one: %+v, want %+v", one, want)
+	}
+	if want := (counts{writes: 3, puts: 3}); deferred != want {
+		t.Errorf("deferred: %+v, want %+v", deferred, want)
 	}
 }
