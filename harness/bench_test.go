@@ -35,7 +35,7 @@ func benchStore(b *testing.B) blob.Store {
 // for 2 simulated hours, reported as simulated seconds per wall second.
 func BenchmarkSimInitialSync(b *testing.B) {
 	// Azurite is started before the clock: its start (a node process
-	// loading its modules: 1.5 s of CPU, 1.5-5 s of wall) used to be
+	// loading its modules: 1.5 s of CPU, 4.8 s of wall at load 10) used to be
 	// counted in the first run of every benchmark process, which is why
 	// first runs were ~2 s slower than the next. The first run still
 	// costs Azurite ~1.5 s more CPU than the next (its JIT warming up).
