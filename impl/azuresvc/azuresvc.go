@@ -412,14 +412,24 @@ func (s *Service) do(ctx runtime.Context, acts []action) {
 // hint records that the process server has uploaded m's items up to upTo
 // and fetches the next one if m is idle. An announced item that turns out
 // missing (NotFound when fetched) is forgotten until a listing or another
-// hint names it again.
+// hint names it again. A hint more than hintWindow items ahead is not
+// enumerated: it lists the cache instead (after a lost cache the stream
+// goes on far past a gap of items that never come).
 func (s *Service) hint(ctx runtime.Context, m *machine, upTo uint64) {
-	if m.cat != nil {
+	if m.cat != nil && upTo > m.cat.Applied {
+		if upTo-m.cat.Applied > hintWindow {
+			s.startList(ctx, false)
+			return
+		}
 		m.announce(m.cat.Applied+1, upTo)
 	} // else the catalog's load announces them (Applied unknown until then)
 	m.hinted = max(m.hinted, upTo)
 	s.kick(ctx, m)
 }
+
+// hintWindow is how far ahead of the applied item a hint is trusted to
+// name items one by one.
+const hintWindow = 64
 
 // announce adds the items from..to to m's listed items, size unknown.
 func (m *machine) announce(from, to uint64) {
@@ -936,7 +946,13 @@ func (s *Service) done(ctx runtime.Context, ev runtime.Done) {
 		}
 		r := ev.Value.(applyResult)
 		s.adopt(m, r.cat, r.etag)
-		m.announce(m.cat.Applied+1, m.hinted)
+		if m.hinted > m.cat.Applied {
+			if m.hinted-m.cat.Applied <= hintWindow {
+				m.announce(m.cat.Applied+1, m.hinted)
+			} else {
+				s.startList(ctx, false)
+			}
+		}
 		m.sweepDue = true
 		ctx.Log().Info("azuresvc: catalog loaded", "machine", m.name, "applied", m.cat.Applied,
 			"applied_log_seq", m.cat.AppliedLogSeq, "gen", m.cat.Gen, "synced", m.cat.Synced, "points", len(m.cat.Points))

@@ -189,3 +189,29 @@ func TestDeferredWritesCoalesce(t *testing.T) {
 		t.Errorf("deferred: %+v, want %+v", deferred, want)
 	}
 }
+
+// TestHintFarAheadLists: a hint far past the applied item (the stream
+// went on past items lost with the process server's cache) is not
+// enumerated item by item: the service lists the cache, once.
+func TestHintFarAheadLists(t *testing.T) {
+	var c listCounter
+	store := &hookStore{Store: memStore(), hook: c.hook}
+	d := startPolling(t, store, 0)
+	m := newModel("db01")
+	items := stream(m)
+	upload(t, store, items...)
+	hint(d, "db01", last(items))
+	checkReplica(t, store, m)
+	c.take()
+	var gets int
+	store.hook = func(op, _, _ string) error {
+		if op == "Get" {
+			gets++
+		}
+		return c.hook(op, "", "")
+	}
+	hint(d, "db01", last(items)+1_000_000)
+	if n, g := c.take(), gets; n != 2 || g != 0 {
+		t.Errorf("a hint 1,000,000 items ahead: %d List calls and %d gets, want 2 (one listing) and 0", n, g)
+	}
+}
