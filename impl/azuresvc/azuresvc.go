@@ -610,6 +610,16 @@ func (s *Service) kick(ctx runtime.Context, m *machine) {
 		next := m.deferred[len(m.deferred)-1].Seq + 1
 		size, listed := m.listed[next]
 		other := len(m.fo) > 0 || m.want != nil || m.sweepDue || m.refused != 0
+		if !listed {
+			// Items after a missing one: the run cannot grow until the
+			// gap fills, if ever (a lost cache): apply it, so that the
+			// probing past the gap starts now.
+			for seq := range m.listed {
+				if seq > next {
+					other = true
+				}
+			}
+		}
 		switch {
 		case other || m.deferredBytes >= s.cfg.DeferBytes || s.now.Sub(m.deferredSince) >= s.cfg.DeferFor:
 			s.startApply(ctx, m, nil, false)
