@@ -97,6 +97,15 @@ func (e *Env) StorageRequests() string {
 	return e.counts.Counts()
 }
 
+// StorageBytes reports the payload bytes of blob storage requests so far
+// (sent by puts and page writes, received by gets), by method.
+func (e *Env) StorageBytes() string {
+	if e.counts == nil {
+		return ""
+	}
+	return e.counts.Bytes()
+}
+
 // deleteContainers removes the world's containers from a shared store.
 func (e *Env) deleteContainers() {
 	if e.keepContainers {

@@ -16,6 +16,31 @@ type countingStore struct {
 	blob.Store
 	mu sync.Mutex
 	n  map[string]int64
+	// bytes are the payload bytes by method (puts and page writes sent,
+	// gets received): Azurite's cost grows with them as well as with the
+	// requests.
+	bytes map[string]int64
+}
+
+func (c *countingStore) addBytes(m string, n int) {
+	c.mu.Lock()
+	if c.bytes == nil {
+		c.bytes = map[string]int64{}
+	}
+	c.bytes[m] += int64(n)
+	c.mu.Unlock()
+}
+
+// Bytes returns the payload bytes by method, as "method=n" sorted by
+// method.
+func (c *countingStore) Bytes() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var parts []string
+	for _, k := range sortedKeys(c.bytes) {
+		parts = append(parts, fmt.Sprintf("%s=%d", k, c.bytes[k]))
+	}
+	return strings.Join(parts, " ")
 }
 
 func (c *countingStore) count(m string) {
@@ -58,11 +83,14 @@ func (c *countingStore) List(ctx context.Context, ct, p string) ([]blob.Item, er
 }
 func (c *countingStore) Put(ctx context.Context, ct, n string, d []byte, o blob.WriteOptions) (string, error) {
 	c.count("put")
+	c.addBytes("put", len(d))
 	return c.Store.Put(ctx, ct, n, d, o)
 }
 func (c *countingStore) Get(ctx context.Context, ct, n string, o blob.ReadOptions) ([]byte, blob.Props, error) {
 	c.count("get")
-	return c.Store.Get(ctx, ct, n, o)
+	data, p, err := c.Store.Get(ctx, ct, n, o)
+	c.addBytes("get", len(data))
+	return data, p, err
 }
 func (c *countingStore) Properties(ctx context.Context, ct, n string) (blob.Props, error) {
 	c.count("properties")
@@ -74,6 +102,7 @@ func (c *countingStore) Delete(ctx context.Context, ct, n string, o blob.WriteOp
 }
 func (c *countingStore) WritePages(ctx context.Context, ct, n string, off int64, d []byte, o blob.WriteOptions) (string, error) {
 	c.count("write-pages")
+	c.addBytes("write-pages", len(d))
 	return c.Store.WritePages(ctx, ct, n, off, d, o)
 }
 func (c *countingStore) PageRanges(ctx context.Context, ct, n, s string) ([]blob.Range, error) {

@@ -69,6 +69,9 @@ type applier struct {
 	// resync allows a SyncStart of a newer generation to skip the items
 	// between Applied and it: the service found it past a refused item.
 	resync bool
+	// first is the first item a merged log item holds (see mergeLogs); 0
+	// for an item applied alone.
+	first uint64
 }
 
 type pendingWrite struct {
@@ -155,33 +158,63 @@ func (a *applier) result() applyResult {
 	return applyResult{cat: a.cat, etag: a.etag, events: a.events, notes: a.notes}
 }
 
-// run applies it, reloading the catalog and starting the item over when a
-// put loses an ETag race. Starting over is safe for the same reasons a
-// restart is (see bookmark). The cache blob is deleted once the catalog
-// records the item.
-func (a *applier) run(it *batch.Item, cacheName string) error {
-	for round := 0; ; round++ {
-		err := a.apply(it)
-		if errors.Is(err, errConflict) && round < maxConflicts {
-			a.note(slog.LevelWarn, "azuresvc: catalog changed underneath, reloading", "item", it.Seq)
-			if err := a.reload(); err != nil {
+// run applies runs in order, each a single item or consecutive log items
+// applied as one (mergeLogs), reloading the catalog and starting a run over
+// when a put loses an ETag race. Starting over is safe for the same reasons
+// a restart is (see bookmark). The cache blobs (cacheNames) are deleted once
+// the catalog records every item.
+func (a *applier) run(runs [][]*batch.Item, cacheNames []string) error {
+	for _, items := range runs {
+		it := mergeLogs(items)
+		a.first = 0
+		if len(items) > 1 {
+			a.first = items[0].Seq
+		}
+		for round := 0; ; round++ {
+			err := a.apply(it)
+			if errors.Is(err, errConflict) && round < maxConflicts {
+				a.note(slog.LevelWarn, "azuresvc: catalog changed underneath, reloading", "item", it.Seq)
+				if err := a.reload(); err != nil {
+					return err
+				}
+				a.reloaded = true
+				continue
+			}
+			if err != nil {
 				return err
 			}
-			a.reloaded = true
-			continue
+			break
 		}
-		if err != nil {
-			return err
-		}
-		break
 	}
-	err := a.st.store.Delete(a.ctx, cacheContainer(a.st.prefix), cacheName, blob.WriteOptions{})
-	if err != nil && !errors.Is(err, blob.ErrNotFound) {
-		// Applied and recorded: a later listing finds the blob again and
-		// deletes it then.
-		a.note(slog.LevelWarn, "azuresvc: delete applied item failed", "item", it.Seq, "err", err.Error())
+	for _, name := range cacheNames {
+		err := a.st.store.Delete(a.ctx, cacheContainer(a.st.prefix), name, blob.WriteOptions{})
+		if err != nil && !errors.Is(err, blob.ErrNotFound) {
+			// Applied and recorded: a later listing finds the blob again
+			// and deletes it then.
+			a.note(slog.LevelWarn, "azuresvc: delete applied item failed", "blob", name, "err", err.Error())
+		}
 	}
 	return nil
+}
+
+// mergeLogs makes one log item of consecutive log items: the last's number
+// and header, the records of all in order. Applying it is applying them one
+// by one, except that the catalog is stored once, at the end, and writes
+// are coalesced across the items' boundaries — neither seen from a point:
+// the records between two bookmarks are applied in order and flushed before
+// the second's snapshot either way, and a crash before the end leaves every
+// item in the cache to be applied again from the catalog's position.
+func mergeLogs(items []*batch.Item) *batch.Item {
+	if len(items) == 1 {
+		return items[0]
+	}
+	m := *items[len(items)-1]
+	m.First = items[0].First
+	m.Records = nil
+	for _, it := range items {
+		m.Records = append(m.Records, it.Records...)
+	}
+	return &m
 }
 
 func (a *applier) apply(it *batch.Item) error {
@@ -189,7 +222,11 @@ func (a *applier) apply(it *batch.Item) error {
 		return nil // a duplicate: already applied and recorded
 	}
 	skip := a.resync && it.Kind == batch.KindSyncStart && it.Gen > a.cat.Gen
-	if it.Seq != a.cat.Applied+1 {
+	first := it.Seq
+	if a.first != 0 {
+		first = a.first // a merged item: the catalog may be anywhere in it (a reload)
+	}
+	if next := a.cat.Applied + 1; next < first || next > it.Seq {
 		if !skip {
 			return fmt.Errorf("%w: item %d of %s, expected %d", ErrApply, it.Seq, it.Machine, a.cat.Applied+1)
 		}

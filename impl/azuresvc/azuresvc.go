@@ -7,13 +7,29 @@
 // (`<prefix>catalog/<machine>.json`, updated with ETag conditions).
 //
 // The Service is a runtime.Actor. It learns of items from Uploaded hints and
-// from listing the cache container on a timer; the listing is the truth (a
-// hint only makes it list sooner). Per machine, items are applied strictly in
+// from listing the cache container on a timer; the listing is the truth. A
+// hint names the items the process server has uploaded: the Service fetches
+// them without listing (a hinted item that is not there is only forgotten
+// until a listing shows it). The poll lists at PollEvery while anything is
+// pending, and backs off, doubling up to PollMax, while its listings find
+// nothing new: with hints flowing, listing is only the net for a lost hint,
+// and a lost hint is found within PollMax. Per machine, items are applied strictly in
 // stream order, one storage Op chain at a time: a missing item number means
 // wait, never skip. Different machines proceed concurrently. An item that
 // does not open (tampered, corrupt, another vault's key) or does not fit the
 // replica is reported to the configuration server as
 // ReplicaEvent{apply-error}, left in place, and retried at the next poll.
+//
+// A log item that holds only writes is not applied on its own: it waits
+// (decoded, in memory; its blob stays in the cache) for the items after it,
+// and a run of such items is applied together with the next item that
+// holds anything else (a bookmark, a revoke), as one Op: the writes between
+// two bookmarks are coalesced into few page writes (the replica must equal
+// the source at bookmarks, not between them), and the catalog is stored
+// once. A point is therefore made as soon as the item with its bookmark
+// arrives, as before. A waiting run is applied on its own after DeferFor,
+// when it holds DeferBytes, or when anything else needs the machine (a
+// failover request, a policy change, an item that is not a log).
 //
 // Everything durable is in storage: a Service built after a crash reloads
 // the catalogs and goes on; applying any item again changes nothing (see
@@ -52,9 +68,15 @@ type Config struct {
 	ContainerPrefix string       // e.g. "v2a-ab12-"; containers are <prefix>cache, replica, catalog
 	Key             [32]byte     // the vault's data key (vault.Keys.Data)
 	ConfigServer    runtime.Addr // where ReplicaEvents and Checksums go; default proto.HostConfigServer:443
-	// PollEvery is how often the cache container is listed (default 10 s).
-	// A failed item is retried at the next poll.
+	// PollEvery is how often the cache container is listed (default 10 s)
+	// while anything is pending. A failed item is retried at the next poll.
 	PollEvery time.Duration
+	// PollMax is the longest time between two listings: while the poll's
+	// listings find nothing that hints had not already announced, the time
+	// between them doubles from PollEvery up to PollMax (default 5 min;
+	// PollMax <= PollEvery turns the backoff off). The announcements and
+	// resends below still go every PollEvery.
+	PollMax time.Duration
 	// ChecksumResend is how often a sync's checksums are sent again while
 	// no chunk of the sync has arrived (the agent may have missed them;
 	// default 30 s).
@@ -63,6 +85,14 @@ type Config struct {
 	// synced machine, so that a lost one does not leave the configuration
 	// server waiting (default 1 min).
 	AnnounceEvery time.Duration
+	// DeferFor is the longest a log item of writes only waits to be
+	// applied with the items after it (default 10 min, twice the default
+	// crash interval, so that a run reaches the next bookmark; negative:
+	// apply every item at once). Checked at every poll. It delays no
+	// point: only how far the catalog's applied item lags a paused stream.
+	DeferFor time.Duration
+	// DeferBytes bounds the write data waiting per machine (default 32 MiB).
+	DeferBytes int64
 	// VerifyEvery is how often each machine's catalog is verified against
 	// storage: a point whose snapshot is gone is dropped and reported
 	// (EventPointLost) (default 15 min).
@@ -72,6 +102,9 @@ type Config struct {
 // Defaults.
 const (
 	DefaultPollEvery      = 10 * time.Second
+	DefaultPollMax        = 5 * time.Minute
+	DefaultDeferFor       = 10 * time.Minute
+	DefaultDeferBytes     = 32 << 20
 	DefaultChecksumResend = 30 * time.Second
 	DefaultAnnounceEvery  = time.Minute
 	DefaultVerifyEvery    = 15 * time.Minute
@@ -87,11 +120,16 @@ type Service struct {
 	listing  bool      // a listing Op is in flight
 	relist   bool      // list again when it is done (a hint came meanwhile)
 	pollList bool      // the listing in flight was the poll's (it releases held machines)
-	lastAnn  time.Time
-	machines map[string]*machine
-	groups   *tracker // the replication groups: fed catalog changes, answers with actions
-	ops      runtime.Ops[pending]
-	timers   runtime.Timers
+	// listEvery is the poll's current time between listings (PollEvery
+	// doubled after each quiet listing, up to PollMax); lastPollList is
+	// when the poll last listed.
+	listEvery    time.Duration
+	lastPollList time.Time
+	lastAnn      time.Time
+	machines     map[string]*machine
+	groups       *tracker // the replication groups: fed catalog changes, answers with actions
+	ops          runtime.Ops[pending]
+	timers       runtime.Timers
 }
 
 // machine is the actor's view of one replicated machine.
@@ -103,14 +141,18 @@ type machine struct {
 	held     bool // an attempt failed: wait for the next poll
 	sweepDue bool // look for orphan snapshots (after a load or a failure)
 	sealer   *batch.Sealer
-	listed   map[uint64]int64   // item seq -> sealed size, per the last listing
-	want     *setting           // from a PolicyFor, until the catalog holds it
-	sums     []*proto.Checksums // computed for sumsItem
-	sumsItem uint64
-	sumsSent time.Time
-	applied  uint64 // items applied by this incarnation
-	failures int
-	lastErr  string
+	listed   map[uint64]int64 // item seq -> sealed size, per the last listing (0: announced by a hint, size unknown)
+	// hinted is the highest item an Uploaded hint announced; hintedAtList
+	// is what it was when the listing in flight started (a listing does not
+	// show items hinted after it started, so those are kept).
+	hinted, hintedAtList uint64
+	want                 *setting           // from a PolicyFor, until the catalog holds it
+	sums                 []*proto.Checksums // computed for sumsItem
+	sumsItem             uint64
+	sumsSent             time.Time
+	applied              uint64 // items applied by this incarnation
+	failures             int
+	lastErr              string
 	// refused is an item that did not open (corrupt in storage): it is
 	// never applied. Until a SyncStart of a newer generation arrives (the
 	// resync the configuration server orders), the items after it are
@@ -122,6 +164,12 @@ type machine struct {
 	refusedErr      string    // why refused did not open (what EventItemRefused says)
 	refusedSent     time.Time // when EventItemRefused was last sent
 	verified        time.Time // when the catalog was last verified against storage
+	// deferred are fetched log items of writes only, Applied+1 on, waiting
+	// to be applied with the next (see the package doc); deferredBytes is
+	// their write data, deferredSince when the first was fetched.
+	deferred      []*batch.Item
+	deferredBytes int64
+	deferredSince time.Time
 	// fo are failover's requests (failover.go), served in arrival order;
 	// the head is the one in progress.
 	fo []foRequest
@@ -152,10 +200,11 @@ const (
 type pending struct {
 	kind    opKind
 	machine string
-	seq     uint64 // opFetch, opApply
-	probe   bool   // opFetch: looking past a refused or missing item for a newer generation's SyncStart
-	gen     uint64 // opRanges, opSums
-	item    uint64 // opRanges, opSums: the SyncStart item
+	seq     uint64   // opFetch, opApply (the last item applied)
+	seqs    []uint64 // opApply: the items applied, in order
+	probe   bool     // opFetch: looking past a refused or missing item for a newer generation's SyncStart
+	gen     uint64   // opRanges, opSums
+	item    uint64   // opRanges, opSums: the SyncStart item
 	stale   []uint64
 	group   string      // opGroupLoad, opGroupUpdate
 	change  groupChange // opGroupUpdate
@@ -181,6 +230,16 @@ func New(cfg Config) *Service {
 	if cfg.VerifyEvery <= 0 {
 		cfg.VerifyEvery = DefaultVerifyEvery
 	}
+	if cfg.DeferFor == 0 {
+		cfg.DeferFor = DefaultDeferFor
+	}
+	if cfg.DeferBytes <= 0 {
+		cfg.DeferBytes = DefaultDeferBytes
+	}
+	if cfg.PollMax == 0 {
+		cfg.PollMax = DefaultPollMax
+	}
+	cfg.PollMax = max(cfg.PollMax, cfg.PollEvery)
 	return &Service{cfg: cfg, st: storage{store: cfg.Store, prefix: cfg.ContainerPrefix},
 		machines: map[string]*machine{}, groups: newTracker()}
 }
@@ -195,6 +254,7 @@ func (s *Service) Handle(ctx runtime.Context, ev runtime.Event) {
 		s.ready, s.setup, s.listing, s.relist = false, false, false, false
 		s.machines, s.groups = map[string]*machine{}, newTracker()
 		s.ops, s.timers = runtime.Ops[pending]{}, runtime.Timers{}
+		s.listEvery, s.lastPollList = s.cfg.PollEvery, time.Time{}
 		ctx.Log().Info("azuresvc: started", "poll_every", s.cfg.PollEvery.String())
 		s.startSetup(ctx)
 		s.timers.Set(ctx, timerPoll, s.cfg.PollEvery)
@@ -221,10 +281,7 @@ func (s *Service) message(ctx runtime.Context, ev runtime.Message) {
 		if m.Machine == "" {
 			return
 		}
-		mc := s.machine(m.Machine)
-		if mc.cat == nil || m.UpTo > mc.cat.Applied {
-			s.startList(ctx, false)
-		}
+		s.hint(ctx, s.machine(m.Machine), m.UpTo)
 	case *proto.PolicyFor:
 		if m.Machine == "" {
 			return
@@ -352,7 +409,39 @@ func (s *Service) do(ctx runtime.Context, acts []action) {
 	}
 }
 
-// timerPoll is the period of the cache listing.
+// hint records that the process server has uploaded m's items up to upTo
+// and fetches the next one if m is idle. An announced item that turns out
+// missing (NotFound when fetched) is forgotten until a listing or another
+// hint names it again. A hint more than hintWindow items ahead is not
+// enumerated: it lists the cache instead (after a lost cache the stream
+// goes on far past a gap of items that never come).
+func (s *Service) hint(ctx runtime.Context, m *machine, upTo uint64) {
+	if m.cat != nil && upTo > m.cat.Applied {
+		if upTo-m.cat.Applied > hintWindow {
+			s.startList(ctx, false)
+			return
+		}
+		m.announce(m.cat.Applied+1, upTo)
+	} // else the catalog's load announces them (Applied unknown until then)
+	m.hinted = max(m.hinted, upTo)
+	s.kick(ctx, m)
+}
+
+// hintWindow is how far ahead of the applied item a hint is trusted to
+// name items one by one.
+const hintWindow = 64
+
+// announce adds the items from..to to m's listed items, size unknown.
+func (m *machine) announce(from, to uint64) {
+	for seq := from; seq <= to; seq++ {
+		if _, ok := m.listed[seq]; !ok {
+			m.listed[seq] = 0
+		}
+	}
+}
+
+// timerPoll is the period of the poll: listings (backed off while quiet),
+// announcements and resends.
 const timerPoll = "poll"
 
 func (s *Service) poll(ctx runtime.Context) {
@@ -360,7 +449,19 @@ func (s *Service) poll(ctx runtime.Context) {
 		s.startSetup(ctx)
 		return
 	}
-	s.startList(ctx, true)
+	if !s.quiet() {
+		s.listEvery = s.cfg.PollEvery
+	}
+	if s.lastPollList.IsZero() || s.now.Sub(s.lastPollList) >= s.listEvery {
+		s.lastPollList = s.now
+		s.startList(ctx, true)
+	} else {
+		// Housekeeping that time makes due (retention, verification)
+		// starts from kick; a listing's end kicks every machine too.
+		for _, m := range s.sortedMachines() {
+			s.kick(ctx, m)
+		}
+	}
 	announce := s.now.Sub(s.lastAnn) >= s.cfg.AnnounceEvery
 	if announce {
 		s.lastAnn = s.now
@@ -383,6 +484,27 @@ func (s *Service) poll(ctx runtime.Context) {
 			s.sendSums(ctx, m)
 		}
 	}
+}
+
+// quiet says whether nothing is pending that a listing at PollEvery could
+// help: every machine loaded and idle or applying what it knows of, none
+// held after a failure, stuck at a refused item or missing its next item
+// while later ones wait, no group held, no failover request waiting.
+func (s *Service) quiet() bool {
+	if s.groups.anyHeld() {
+		return false
+	}
+	for _, m := range s.machines {
+		if m.cat == nil || m.held || m.refused != 0 || len(m.fo) > 0 {
+			return false
+		}
+		for seq := range m.listed {
+			if _, next := m.listed[m.cat.Applied+1]; seq > m.cat.Applied && !next {
+				return false // a gap: the listing is the truth
+			}
+		}
+	}
+	return true
 }
 
 // sumsValid says whether the replica still is what its SyncStart
@@ -433,6 +555,9 @@ func (s *Service) startList(ctx runtime.Context, poll bool) {
 		return
 	}
 	s.listing, s.pollList = true, poll
+	for _, m := range s.machines {
+		m.hintedAtList = m.hinted
+	}
 	st := s.st
 	s.start(ctx, pending{kind: opList}, runtime.Op{Name: "azuresvc-list", Run: func(ctx context.Context) (any, error) {
 		out := listed{items: map[string]map[uint64]int64{}}
@@ -477,6 +602,30 @@ func (s *Service) kick(ctx runtime.Context, m *machine) {
 	}
 	if m.cat == nil {
 		s.startLoad(ctx, m)
+		return
+	}
+	if len(m.deferred) > 0 {
+		// Fetch the next item while the run may grow; apply the run when
+		// it may not, or when anything else needs the machine.
+		next := m.deferred[len(m.deferred)-1].Seq + 1
+		size, listed := m.listed[next]
+		other := len(m.fo) > 0 || m.want != nil || m.sweepDue || m.refused != 0
+		if !listed {
+			// Items after a missing one: the run cannot grow until the
+			// gap fills, if ever (a lost cache): apply it, so that the
+			// probing past the gap starts now.
+			for seq := range m.listed {
+				if seq > next {
+					other = true
+				}
+			}
+		}
+		switch {
+		case other || m.deferredBytes >= s.cfg.DeferBytes || s.now.Sub(m.deferredSince) >= s.cfg.DeferFor:
+			s.startApply(ctx, m, nil, false)
+		case listed && !m.held:
+			s.startFetch(ctx, m, next, size, false)
+		}
 		return
 	}
 	if s.serveFailover(ctx, m) {
@@ -655,13 +804,53 @@ func (s *Service) startFetch(ctx runtime.Context, m *machine, seq uint64, size i
 	}})
 }
 
-// startApply applies it; resync says it is the SyncStart of a newer
-// generation found past a refused item, which may skip ahead.
+// deferrable says whether it may wait to be applied with the items after
+// it: a log item of writes only, the next of m's stream.
+func (s *Service) deferrable(m *machine, it *batch.Item) bool {
+	if s.cfg.DeferFor < 0 || it.Kind != batch.KindLog || it.Seq != m.cat.Applied+1+uint64(len(m.deferred)) {
+		return false
+	}
+	for _, r := range it.Records {
+		if r.Type != batch.RecWrite {
+			return false
+		}
+	}
+	return true
+}
+
+// startApply applies m's deferred items and then it (nil: the deferred
+// items alone); resync says it is the SyncStart of a newer generation found
+// past a refused item, which may skip ahead. A run of log items is applied
+// as one merged item (mergeLogs); an item of another kind after deferred
+// ones is applied after them in the same Op.
 func (s *Service) startApply(ctx runtime.Context, m *machine, it *batch.Item, resync bool) {
-	st, now, cat, etag, name, th := s.st, s.now, m.cat.Clone(), m.etag, proto.CacheBlobName(m.name, it.Seq), s.thinningFor(m)
-	s.start(ctx, pending{kind: opApply, machine: m.name, seq: it.Seq}, runtime.Op{Name: "azuresvc-apply-" + it.Kind.String(), Bytes: it.Size(), Run: func(ctx context.Context) (any, error) {
+	items := m.deferred
+	m.deferred, m.deferredBytes, m.deferredSince = nil, 0, time.Time{}
+	if it != nil {
+		items = append(items, it)
+	}
+	m.busy = true
+	var size int64
+	seqs := make([]uint64, len(items))
+	names := make([]string, len(items))
+	for i, x := range items {
+		size += x.Size()
+		seqs[i], names[i] = x.Seq, proto.CacheBlobName(m.name, x.Seq)
+	}
+	// The runs to apply in order: consecutive log items merged into one.
+	var runs [][]*batch.Item
+	for _, x := range items {
+		if n := len(runs); n > 0 && x.Kind == batch.KindLog && runs[n-1][0].Kind == batch.KindLog {
+			runs[n-1] = append(runs[n-1], x)
+		} else {
+			runs = append(runs, []*batch.Item{x})
+		}
+	}
+	lastItem := items[len(items)-1]
+	st, now, cat, etag, th := s.st, s.now, m.cat.Clone(), m.etag, s.thinningFor(m)
+	s.start(ctx, pending{kind: opApply, machine: m.name, seq: lastItem.Seq, seqs: seqs}, runtime.Op{Name: "azuresvc-apply-" + lastItem.Kind.String(), Bytes: size, Run: func(ctx context.Context) (any, error) {
 		a := &applier{ctx: ctx, st: st, now: now, cat: cat, etag: etag, th: th, resync: resync}
-		err := a.run(it, name)
+		err := a.run(runs, names)
 		return a.result(), err
 	}})
 }
@@ -767,6 +956,13 @@ func (s *Service) done(ctx runtime.Context, ev runtime.Done) {
 		}
 		r := ev.Value.(applyResult)
 		s.adopt(m, r.cat, r.etag)
+		if m.hinted > m.cat.Applied {
+			if m.hinted-m.cat.Applied <= hintWindow {
+				m.announce(m.cat.Applied+1, m.hinted)
+			} else {
+				s.startList(ctx, false)
+			}
+		}
 		m.sweepDue = true
 		ctx.Log().Info("azuresvc: catalog loaded", "machine", m.name, "applied", m.cat.Applied,
 			"applied_log_seq", m.cat.AppliedLogSeq, "gen", m.cat.Gen, "synced", m.cat.Synced, "points", len(m.cat.Points))
@@ -802,6 +998,15 @@ func (s *Service) done(ctx runtime.Context, ev runtime.Done) {
 				break
 			}
 		}
+		if !p.probe && s.deferrable(m, it) {
+			if len(m.deferred) == 0 {
+				m.deferredSince = s.now
+			}
+			m.deferred = append(m.deferred, it)
+			m.deferredBytes += it.Size()
+			m.busy = false
+			break
+		}
 		// Still busy: the apply Op follows at once, so no other work of
 		// this machine can come between.
 		s.startApply(ctx, m, it, p.probe)
@@ -817,9 +1022,11 @@ func (s *Service) done(ctx runtime.Context, ev runtime.Done) {
 				m.applied += m.cat.Applied - before
 			}
 			if p.kind == opApply && ev.Err == nil {
-				// The Op deleted this item's blob; any other listed item
+				// The Op deleted these items' blobs; any other listed item
 				// at or below Applied is deleted by a cleanup Op.
-				delete(m.listed, p.seq)
+				for _, seq := range p.seqs {
+					delete(m.listed, seq)
+				}
 			}
 		} else {
 			s.adopt(m, nil, m.etag) // unknown outcome (the Op panicked): reload
@@ -833,7 +1040,7 @@ func (s *Service) done(ctx runtime.Context, ev runtime.Done) {
 			m.sweepDue = false
 		}
 		if p.kind == opApply {
-			ctx.Log().Info("azuresvc: item applied", "machine", m.name, "item", p.seq, "applied_log_seq", m.cat.AppliedLogSeq)
+			ctx.Log().Info("azuresvc: item applied", "machine", m.name, "item", p.seq, "items", len(p.seqs), "applied_log_seq", m.cat.AppliedLogSeq)
 		}
 	case opRanges:
 		if ev.Err != nil {
@@ -881,6 +1088,7 @@ func (s *Service) listDone(ctx runtime.Context, ev runtime.Done) {
 	if poll {
 		s.groups.release()
 	}
+	found := false
 	if ev.Err != nil {
 		ctx.Log().Warn("azuresvc: cache listing failed", "err", s.scrub(ev.Err.Error()))
 	} else {
@@ -893,14 +1101,33 @@ func (s *Service) listDone(ctx runtime.Context, ev runtime.Done) {
 			s.machine(name)
 		}
 		for _, m := range s.sortedMachines() {
-			m.listed = l.items[m.name]
-			if m.listed == nil {
-				m.listed = map[uint64]int64{}
+			next := l.items[m.name]
+			if next == nil {
+				next = map[uint64]int64{}
 			}
+			for seq := range next {
+				if _, known := m.listed[seq]; !known && (m.cat == nil || seq > m.cat.Applied) {
+					found = true // a hint was lost, or never sent
+				}
+			}
+			// Items hinted while the listing ran may be newer than it.
+			for seq, size := range m.listed {
+				if _, ok := next[seq]; !ok && seq > m.hintedAtList && seq <= m.hinted {
+					next[seq] = size
+				}
+			}
+			m.listed = next
 		}
 		if l.foreign > 0 {
 			ctx.Log().Warn("azuresvc: cache blobs with foreign names ignored", "count", l.foreign)
 		}
+	}
+	switch {
+	case found:
+		s.listEvery = s.cfg.PollEvery // hints are being lost
+	case poll && ev.Err == nil && s.quiet():
+		// Nothing the hints had not announced: list less often.
+		s.listEvery = min(2*s.listEvery, s.cfg.PollMax)
 	}
 	for _, m := range s.sortedMachines() {
 		if poll {

@@ -51,6 +51,11 @@ func stream(m *model) []*batch.Item {
 		m.bookmark(proto.Crash, m.machine+"-c-8", t0.Add(3*time.Minute)),
 		m.write(0, 8192, m.data(4096)),
 	))
+	// Writes only: applied together with the next item (deferred).
+	items = append(items, m.log(
+		m.write(0, 8192, m.data(8192)),
+		m.write(1, 2048, m.data(1024)),
+	))
 	items = append(items, m.log(
 		m.write(0, 3<<20-4096, m.data(4096+(4<<20))), // over 4 MiB: a split page write
 		m.bookmark(proto.Crash, m.machine+"-c-10", t0.Add(4*time.Minute)),
@@ -314,7 +319,9 @@ func TestDuplicates(t *testing.T) {
 				hint(d, "db01", it.Seq)
 			}
 			hint(d, "db01", last(items))
-			d.Advance(DefaultPollEvery)
+			// A last item of writes only waits for the next at most
+			// DeferFor.
+			d.Advance(DefaultDeferFor + DefaultPollEvery)
 			evs, _ := toCS(t, d)
 			points := 0
 			for _, e := range evs {
@@ -1041,7 +1048,9 @@ func TestTransientPageWriteRetried(t *testing.T) {
 func TestCorruptFrameDropped(t *testing.T) {
 	store := memStore()
 	d := start(t, store)
-	good := wire.Encode(&proto.Uploaded{Machine: "db01", UpTo: 1})
+	m := newModel("db01")
+	items := stream(m)
+	good := wire.Encode(&proto.Uploaded{Machine: "db01", UpTo: last(items)})
 	flipped := slices.Clone(good)
 	flipped[len(flipped)-6] ^= 1
 	for _, frame := range [][]byte{nil, []byte("garbage"), good[:len(good)-3], flipped,
@@ -1051,8 +1060,6 @@ func TestCorruptFrameDropped(t *testing.T) {
 	if sent := d.Sent(); len(sent) != 0 {
 		t.Errorf("sent %v in answer to bad frames", sent)
 	}
-	m := newModel("db01")
-	items := stream(m)
 	upload(t, store, items...)
 	d.ReceiveFrame(psAddr, good)
 	checkReplica(t, store, m)

@@ -183,6 +183,16 @@ func (t *tracker) listed(groups []string) {
 	}
 }
 
+// anyHeld says whether a group waits for a poll to try again.
+func (t *tracker) anyHeld() bool {
+	for _, g := range t.groups {
+		if g.held {
+			return true
+		}
+	}
+	return false
+}
+
 // release lets every held group try again (a poll).
 func (t *tracker) release() {
 	for _, g := range t.groups {
