@@ -625,6 +625,12 @@ func (s *Service) kick(ctx runtime.Context, m *machine) {
 			s.startApply(ctx, m, nil, false)
 		case listed && !m.held:
 			s.startFetch(ctx, m, next, size, false)
+		case s.verifyDue(m):
+			// Waiting for the run's next item must not starve the
+			// verification: with a steady stream a run is nearly always
+			// waiting, and a point whose snapshot is gone would stay in
+			// the catalog (the deferred items do not depend on it).
+			s.startVerify(ctx, m)
 		}
 		return
 	}
@@ -689,7 +695,7 @@ func (s *Service) kick(ctx runtime.Context, m *machine) {
 		s.startCleanup(ctx, m, stale)
 		return
 	}
-	if len(m.cat.Points) > 0 && s.now.Sub(m.verified) >= s.cfg.VerifyEvery {
+	if s.verifyDue(m) {
 		s.startVerify(ctx, m)
 		return
 	}
@@ -711,6 +717,11 @@ func (m *machine) nextProbe(next uint64) (seq uint64, size int64, ok bool) {
 }
 
 // startVerify checks that every point's snapshots are still in storage.
+// verifyDue says whether m's catalog is due to be verified against storage.
+func (s *Service) verifyDue(m *machine) bool {
+	return len(m.cat.Points) > 0 && s.now.Sub(m.verified) >= s.cfg.VerifyEvery
+}
+
 func (s *Service) startVerify(ctx runtime.Context, m *machine) {
 	m.busy, m.verified = true, s.now
 	st, now, cat, etag, th := s.st, s.now, m.cat.Clone(), m.etag, s.thinningFor(m)

@@ -662,6 +662,39 @@ func TestSnapshotLost(t *testing.T) {
 	}
 }
 
+// TestSnapshotLostWhileRunWaits: a machine whose stream is nearly always a
+// run of deferred write items waiting for its next item (a steady writer)
+// is still verified: a point whose snapshot is gone is dropped and reported
+// within VerifyEvery while the run still waits (swarm seeds 16, 22, 23 and
+// 37: the verification starved behind deferred runs, and the catalog kept
+// a point that could no longer be read).
+func TestSnapshotLostWhileRunWaits(t *testing.T) {
+	store := memStore()
+	d := runtimetest.New(t, azAddr, New(Config{Store: store, ContainerPrefix: testPrefix, Key: testKey, DeferFor: time.Hour}))
+	m := newModel("db01")
+	items := stream(m)
+	upload(t, store, items...)
+	hint(d, "db01", last(items))
+	checkPoints(t, store, m)
+	toCS(t, d)
+	waiting := m.log(m.write(0, 0, m.data(4096)))
+	upload(t, store, waiting)
+	hint(d, "db01", waiting.Seq)
+	c := loadCatalog(t, store, "db01")
+	lost := c.Points[0]
+	if err := store.DeleteSnapshot(context.Background(), replicaContainer(testPrefix), c.Disks[0].Blob, lost.Snapshots[0]); err != nil {
+		t.Fatal(err)
+	}
+	d.Advance(DefaultVerifyEvery + DefaultPollEvery)
+	if got := service(d).Status().Machines[0]; got.Waiting == 0 {
+		t.Fatalf("no run waiting (applied %d): nothing to judge", got.Applied)
+	}
+	evs, _ := toCS(t, d)
+	if names := eventNames(evs); !slices.Contains(names, proto.EventPointLost+":"+lost.ID) {
+		t.Fatalf("events %v, want %s:%s while the run waits", names, proto.EventPointLost, lost.ID)
+	}
+}
+
 // applyOne applies a chunk to the standard stream's replica after its
 // SyncStart, to classify an item's error without the actor.
 func applyOne(t *testing.T, it *batch.Item) error {
