@@ -19,6 +19,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/v2a-dr/v2a/impl/azuresvc"
 )
 
 // Inventory is the fixture the swarm's worlds are drawn from
@@ -268,7 +270,12 @@ func (g *gen) draw() {
 	if g.enabled[KindDeleteSnapshot] {
 		g.used[KindDeleteSnapshot] = true
 		g.directive("fault delete-snapshot vm=%s point=oldest", g.pick(ms))
-		g.run(15 * time.Minute)
+		// The Azure side finds a deleted snapshot when it verifies the
+		// catalog (every VerifyEvery, at a poll): until then the point is
+		// listed and cannot be read, so the checks wait for that and a
+		// poll more (15m exactly raced the verification: seeds 16, 22,
+		// 23 and 37).
+		g.run(azuresvc.DefaultVerifyEvery + 2*time.Minute)
 	}
 	bound := 2*g.crash + 5*time.Minute
 	g.directive("check what=(converged) bound=%s", fmtDur(bound))
