@@ -32,7 +32,7 @@ import (
 const (
 	psBenchItemBytes = 1 << 20
 	psBenchItems     = 128 // per leg per round: 128 MiB
-	psBenchWindow    = 16 // items the agent stand-in keeps unacknowledged
+	psBenchWindow    = 16  // items the agent stand-in keeps unacknowledged
 	psBenchMachine   = "db01"
 )
 
