@@ -180,9 +180,15 @@ func buildAzure(c Config, keys vault.Keys) (component, error) {
 	if err != nil {
 		return component{}, err
 	}
-	cfg := azuresvc.Config{Store: store, ContainerPrefix: c.ContainerPrefix, Key: keys.Data,
-		ConfigServer: runtime.Addr(c.ConfigServer), PollEvery: c.PollEvery.D()}
+	cfg := azureConfig(c, store, keys)
 	return component{addr: runtime.MakeAddr(c.Host, runtime.PortConfig), factory: func() runtime.Actor { return azuresvc.New(cfg) }}, nil
+}
+
+// azureConfig is the Azure side's configuration from the daemon's.
+func azureConfig(c Config, store blob.Store, keys vault.Keys) azuresvc.Config {
+	return azuresvc.Config{Store: store, ContainerPrefix: c.ContainerPrefix, Key: keys.Data,
+		ConfigServer: runtime.Addr(c.ConfigServer), PollEvery: c.PollEvery.D(), PollMax: c.PollMax.D(),
+		DeferFor: c.DeferFor.D()}
 }
 
 func openStore(daemon string, c Config) (*azblob.Store, error) {

@@ -132,6 +132,8 @@ type Config struct {
 	ContainerPrefix             string   `json:"container-prefix"`
 	CacheBytes                  int64    `json:"cache-bytes"`
 	PollEvery                   Duration `json:"poll-every"`
+	PollMax                     Duration `json:"poll-max"`
+	DeferFor                    Duration `json:"defer-for"`
 
 	// Agent.
 	Machine       string   `json:"machine"`
@@ -201,7 +203,9 @@ var (
 		hostOption,
 		enrollOption,
 		{"config-server", "logical address of the configuration server", func(c *Config) any { return &c.ConfigServer }},
-		{"poll-every", "how often the cache container is listed (0: the service's default)", func(c *Config) any { return &c.PollEvery }},
+		{"poll-every", "how often the cache container is listed while anything is pending (0: the service's default)", func(c *Config) any { return &c.PollEvery }},
+		{"poll-max", "the longest time between two listings while they find nothing the process server's hints had not announced (0: the service's default, 5m)", func(c *Config) any { return &c.PollMax }},
+		{"defer-for", "how long a log item of writes only may wait to be applied with the items after it (0: the service's default, 10m; negative: apply each item at once)", func(c *Config) any { return &c.DeferFor }},
 	}
 	agentOptions = []option{
 		dataDirOption,

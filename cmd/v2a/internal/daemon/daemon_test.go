@@ -18,6 +18,7 @@ import (
 
 	"github.com/v2a-dr/v2a/impl/pki/enroll"
 	"github.com/v2a-dr/v2a/impl/runtime"
+	"github.com/v2a-dr/v2a/impl/vault"
 )
 
 // TestOptionsAreConfigKeys: every flag of every daemon is a config key of
@@ -222,5 +223,33 @@ func TestRetryUnreachable(t *testing.T) {
 				t.Errorf("%d retries logged for %d tries:\n%s", retries, tries, logs.String())
 			}
 		})
+	}
+}
+
+// TestAzureTuning: the Azure side's poll and deferral flags reach its
+// configuration; unset, they leave the service's defaults (zero) to it.
+func TestAzureTuning(t *testing.T) {
+	for _, tc := range []struct {
+		args                         []string
+		pollEvery, pollMax, deferFor time.Duration
+	}{
+		{nil, 0, 0, 0},
+		{[]string{"--poll-every", "5s", "--poll-max", "1m", "--defer-for", "-1s"}, 5 * time.Second, time.Minute, -time.Second},
+	} {
+		flagged := Defaults("azuresvc")
+		fs := pflag.NewFlagSet("azuresvc", pflag.ContinueOnError)
+		bind(fs, "azuresvc", &flagged)
+		if err := fs.Parse(tc.args); err != nil {
+			t.Fatal(err)
+		}
+		c, err := resolveConfig("azuresvc", &flagged, fs.Changed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := azureConfig(c, nil, vault.Keys{})
+		if got.PollEvery != tc.pollEvery || got.PollMax != tc.pollMax || got.DeferFor != tc.deferFor {
+			t.Errorf("%v: poll-every %v poll-max %v defer-for %v, want %v %v %v", tc.args,
+				got.PollEvery, got.PollMax, got.DeferFor, tc.pollEvery, tc.pollMax, tc.deferFor)
+		}
 	}
 }
