@@ -169,8 +169,12 @@ protect:
 	common := []string{"--peers", peers}
 	procs := []*proc{
 		startDaemon(t, bin, "configsrv", env, append(append([]string{"configsrv", "--config", csConf}, common...), tlsArgs("cs01")...)...),
+		// --defer-for 5s: the write items after the agent's restart are
+		// applied within seconds, not with the next bookmark a crash
+		// interval later (the default 10m), which the wait below would
+		// not see; deferral is still exercised.
 		startDaemon(t, bin, "azuresvc", env, append(append([]string{"azuresvc", "--listen", azure,
-			"--container-prefix", prefix, "--poll-every", "2s"}, common...), tlsArgs("asr.azure")...)...),
+			"--container-prefix", prefix, "--poll-every", "2s", "--defer-for", "5s"}, common...), tlsArgs("asr.azure")...)...),
 		startDaemon(t, bin, "processsrv", env, append(append([]string{"processsrv", "--listen", ps, "--data-dir", filepath.Join(dir, "ps"),
 			"--container-prefix", prefix}, common...), tlsArgs("ps01")...)...),
 	}
