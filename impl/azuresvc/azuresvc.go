@@ -431,6 +431,20 @@ func (s *Service) hint(ctx runtime.Context, m *machine, upTo uint64) {
 // name items one by one.
 const hintWindow = 64
 
+// gapAfter says whether item seq+1 is not listed while a later one is:
+// the stream cannot go on past seq until the missing item comes, if ever.
+func (m *machine) gapAfter(seq uint64) bool {
+	if _, ok := m.listed[seq+1]; ok {
+		return false
+	}
+	for s := range m.listed {
+		if s > seq {
+			return true
+		}
+	}
+	return false
+}
+
 // announce adds the items from..to to m's listed items, size unknown.
 func (m *machine) announce(from, to uint64) {
 	for seq := from; seq <= to; seq++ {
@@ -498,10 +512,8 @@ func (s *Service) quiet() bool {
 		if m.cat == nil || m.held || m.refused != 0 || len(m.fo) > 0 {
 			return false
 		}
-		for seq := range m.listed {
-			if _, next := m.listed[m.cat.Applied+1]; seq > m.cat.Applied && !next {
-				return false // a gap: the listing is the truth
-			}
+		if m.gapAfter(m.cat.Applied) {
+			return false // the listing is the truth
 		}
 	}
 	return true
@@ -610,15 +622,11 @@ func (s *Service) kick(ctx runtime.Context, m *machine) {
 		next := m.deferred[len(m.deferred)-1].Seq + 1
 		size, listed := m.listed[next]
 		other := len(m.fo) > 0 || m.want != nil || m.sweepDue || m.refused != 0
-		if !listed {
+		if m.gapAfter(next - 1) {
 			// Items after a missing one: the run cannot grow until the
 			// gap fills, if ever (a lost cache): apply it, so that the
 			// probing past the gap starts now.
-			for seq := range m.listed {
-				if seq > next {
-					other = true
-				}
-			}
+			other = true
 		}
 		switch {
 		case other || m.deferredBytes >= s.cfg.DeferBytes || s.now.Sub(m.deferredSince) >= s.cfg.DeferFor:
@@ -1231,8 +1239,7 @@ func (s *Service) Status() Status {
 					ms.Waiting++
 				}
 			}
-			_, hasNext := m.listed[m.cat.Applied+1]
-			ms.Gap = ms.Waiting > 0 && !hasNext
+			ms.Gap = m.gapAfter(m.cat.Applied)
 		}
 		st.Machines = append(st.Machines, ms)
 	}
