@@ -3,6 +3,8 @@ package agent
 import (
 	"context"
 	"errors"
+	"maps"
+	"slices"
 	"sort"
 	"time"
 
@@ -41,14 +43,18 @@ func newBookmarkStats() bookmarkStats {
 
 func (b *bookmarkStats) skip(kind, reason string) { b.skipped[[2]string{kind, reason}]++ }
 
+// sortedCounts lists the counts of m sorted by key, each made by mk.
+func sortedCounts[T any](m map[string]int64, mk func(key string, n int64) T) []T {
+	var out []T
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		out = append(out, mk(k, m[k]))
+	}
+	return out
+}
+
 // counts lists the counts of m sorted by kind.
 func counts(m map[string]int64) []BookmarkCount {
-	var out []BookmarkCount
-	for k, n := range m {
-		out = append(out, BookmarkCount{Kind: k, Count: n})
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Kind < out[j].Kind })
-	return out
+	return sortedCounts(m, func(k string, n int64) BookmarkCount { return BookmarkCount{Kind: k, Count: n} })
 }
 
 // lists returns the inserted, skipped and retried counts, sorted.
@@ -137,7 +143,7 @@ func (a *Agent) retryBookmarks(ctx runtime.Context) {
 			a.retry[kind] = false
 			continue
 		}
-		if a.bookmarkBlocker() != "" || a.filter.Holding() || (kind == proto.App && a.freezing) {
+		if a.bookmarkReason(kind) != "" {
 			continue // not yet
 		}
 		a.retry[kind] = false
@@ -153,14 +159,7 @@ func (a *Agent) retryBookmarks(ctx runtime.Context) {
 // one — then the guest thawed. retry says it is a retry (retryBookmarks):
 // its skip was counted already, and a new skip is not.
 func (a *Agent) bookmark(ctx runtime.Context, kind proto.Consistency, retry bool) {
-	reason := a.bookmarkBlocker()
-	if reason == "" && a.filter.Holding() {
-		reason = "group-round" // writes are held for a group tag: it is the point
-	}
-	if reason == "" && kind == proto.App && a.freezing {
-		reason = "freeze-in-progress"
-	}
-	if reason != "" {
+	if reason := a.bookmarkReason(kind); reason != "" {
 		a.skipBookmark(ctx, kind, reason, retry)
 		return
 	}
@@ -179,11 +178,7 @@ func (a *Agent) bookmark(ctx runtime.Context, kind proto.Consistency, retry bool
 			return
 		}
 		defer g.Thaw()
-		reason := a.bookmarkBlocker()
-		if reason == "" && a.filter.Holding() {
-			reason = "group-round"
-		}
-		if reason != "" {
+		if reason := a.bookmarkReason(kind); reason != "" {
 			a.skipBookmark(ctx, kind, reason, retry)
 			return
 		}
@@ -247,6 +242,22 @@ func (a *Agent) skipBookmark(ctx runtime.Context, kind proto.Consistency, reason
 		return
 	}
 	ctx.Log().Info("agent: bookmark skipped", "machine", a.cfg.Machine, "kind", kind.String(), "reason", reason)
+}
+
+// bookmarkReason says why a bookmark of kind cannot be inserted now, or
+// "": the log cannot honour one (bookmarkBlocker), the writes are held
+// for a group tag ("group-round": the tag is the point), or an app
+// bookmark's freeze is already running ("freeze-in-progress").
+func (a *Agent) bookmarkReason(kind proto.Consistency) string {
+	switch {
+	case a.bookmarkBlocker() != "":
+		return a.bookmarkBlocker()
+	case a.filter.Holding():
+		return "group-round"
+	case kind == proto.App && a.freezing:
+		return "freeze-in-progress"
+	}
+	return ""
 }
 
 // bookmarkBlocker says why no bookmark can be honoured now, or "".

@@ -188,12 +188,7 @@ type ReasonCount struct {
 }
 
 func reasonList(m map[string]int64) []ReasonCount {
-	var out []ReasonCount
-	for r, n := range m {
-		out = append(out, ReasonCount{Reason: r, Count: n})
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Reason < out[j].Reason })
-	return out
+	return sortedCounts(m, func(r string, n int64) ReasonCount { return ReasonCount{Reason: r, Count: n} })
 }
 
 // RoundStats is what this agent did as its group's master.
