@@ -186,12 +186,12 @@ func (a *applier) run(runs [][]*batch.Item, cacheNames []string) error {
 			break
 		}
 	}
-	for _, name := range cacheNames {
-		err := a.st.store.Delete(a.ctx, cacheContainer(a.st.prefix), name, blob.WriteOptions{})
+	// One request for the run's items (a blob batch), not one each.
+	for i, err := range a.st.store.DeleteBatch(a.ctx, cacheContainer(a.st.prefix), cacheNames) {
 		if err != nil && !errors.Is(err, blob.ErrNotFound) {
 			// Applied and recorded: a later listing finds the blob again
 			// and deletes it then.
-			a.note(slog.LevelWarn, "azuresvc: delete applied item failed", "blob", name, "err", err.Error())
+			a.note(slog.LevelWarn, "azuresvc: delete applied item failed", "blob", cacheNames[i], "err", err.Error())
 		}
 	}
 	return nil

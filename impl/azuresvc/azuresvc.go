@@ -922,8 +922,11 @@ func (s *Service) startCleanup(ctx runtime.Context, m *machine, stale []uint64) 
 	m.busy = true
 	st, name := s.st, m.name
 	s.start(ctx, pending{kind: opCleanup, machine: m.name, stale: stale}, runtime.Op{Name: "azuresvc-delete-applied", Run: func(ctx context.Context) (any, error) {
-		for _, seq := range stale {
-			err := st.store.Delete(ctx, cacheContainer(st.prefix), proto.CacheBlobName(name, seq), blob.WriteOptions{})
+		names := make([]string, len(stale))
+		for i, seq := range stale {
+			names[i] = proto.CacheBlobName(name, seq)
+		}
+		for _, err := range st.store.DeleteBatch(ctx, cacheContainer(st.prefix), names) {
 			if err != nil && !errors.Is(err, blob.ErrNotFound) {
 				return nil, err
 			}

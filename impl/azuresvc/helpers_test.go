@@ -359,6 +359,13 @@ func (h *hookStore) Delete(ctx context.Context, c, n string, o blob.WriteOptions
 	}
 	return h.Store.Delete(ctx, c, n, o)
 }
+func (h *hookStore) DeleteBatch(ctx context.Context, c string, names []string) []error {
+	errs := make([]error, len(names))
+	for i, n := range names {
+		errs[i] = h.Delete(ctx, c, n, blob.WriteOptions{})
+	}
+	return errs
+}
 func (h *hookStore) CreatePageBlob(ctx context.Context, c, n string, size int64, o blob.WriteOptions) (string, error) {
 	if err := h.before("CreatePageBlob", c, n); err != nil {
 		return "", err

@@ -124,3 +124,13 @@ func TestErrorf(t *testing.T) {
 		t.Errorf("ExistsError %v is not both ErrExists and ErrConditionFailed", err)
 	}
 }
+
+func TestBatchRequests(t *testing.T) {
+	for _, c := range []struct{ n, batches, plain int }{
+		{0, 0, 0}, {1, 0, 1}, {2, 1, 0}, {MaxBatch, 1, 0}, {MaxBatch + 1, 1, 1}, {MaxBatch + 2, 2, 0}, {2*MaxBatch + 1, 2, 1},
+	} {
+		if b, p := BatchRequests(c.n); b != c.batches || p != c.plain {
+			t.Errorf("BatchRequests(%d) = %d batches, %d plain; want %d, %d", c.n, b, p, c.batches, c.plain)
+		}
+	}
+}

@@ -315,6 +315,86 @@ func (s *Store) Delete(ctx context.Context, c, name string, opts blob.WriteOptio
 	return mapWriteErr(op, c, name, opts, err)
 }
 
+// DeleteBatch implements blob.Store with Blob Batch requests of up to
+// blob.MaxBatch deletes each (blob.BatchRequests).
+func (s *Store) DeleteBatch(ctx context.Context, c string, names []string) []error {
+	errs := make([]error, len(names))
+	for lo := 0; lo < len(names); lo += blob.MaxBatch {
+		hi := min(lo+blob.MaxBatch, len(names))
+		s.deleteBatch(ctx, c, names[lo:hi], errs[lo:hi])
+	}
+	return errs
+}
+
+// deleteBatch deletes names (at most blob.MaxBatch) in one request and
+// sets errs, one per name.
+func (s *Store) deleteBatch(ctx context.Context, c string, names []string, errs []error) {
+	const op = "delete"
+	if len(names) == 1 {
+		// A batch of one is two billed transactions: a plain delete is one.
+		errs[0] = s.Delete(ctx, c, names[0], blob.WriteOptions{})
+		return
+	}
+	all := func(err error) {
+		for i, name := range names {
+			errs[i] = mapErr(op, c, name, err)
+		}
+	}
+	if err := blob.CheckNames(c, ""); err != nil {
+		for i, name := range names {
+			errs[i] = blob.Errorf(op, c, name, err, "")
+		}
+		return
+	}
+	cc := s.container(c)
+	bb, err := cc.NewBatchBuilder()
+	if err != nil {
+		all(err)
+		return
+	}
+	// Only the names that are valid go in the batch; idx maps a
+	// sub-request (its Content-ID) back to its name.
+	var idx []int
+	for i, name := range names {
+		if err := blob.CheckNames(c, name); err != nil {
+			errs[i] = blob.Errorf(op, c, name, err, "")
+			continue
+		}
+		opts := &container.BatchDeleteOptions{DeleteOptions: sdkblob.DeleteOptions{
+			DeleteSnapshots: to.Ptr(sdkblob.DeleteSnapshotsOptionTypeInclude)}}
+		if err := bb.Delete(name, opts); err != nil {
+			errs[i] = blob.Errorf(op, c, name, blob.ErrInvalid, err.Error())
+			continue
+		}
+		idx = append(idx, i)
+		// Not known deleted until the answer says so.
+		errs[i] = blob.Errorf(op, c, name, errNoAnswer, "")
+	}
+	if len(idx) == 0 {
+		return
+	}
+	resp, err := cc.SubmitBatch(ctx, bb, nil)
+	if err != nil {
+		for _, i := range idx {
+			errs[i] = mapErr(op, c, names[i], err)
+		}
+		return
+	}
+	for _, r := range resp.Responses {
+		if r.ContentID == nil || *r.ContentID < 0 || *r.ContentID >= len(idx) {
+			continue
+		}
+		i := idx[*r.ContentID]
+		errs[i] = mapErr(op, c, names[i], r.Error)
+		if r.Error == nil {
+			s.sizes.Delete(c + "/" + names[i])
+		}
+	}
+}
+
+// errNoAnswer is a batch's sub-request the answer did not mention.
+var errNoAnswer = errors.New("blob: azblob: the batch answer has no result for this blob")
+
 // SetMetadata implements blob.Store.
 func (s *Store) SetMetadata(ctx context.Context, c, name string, md map[string]string, opts blob.WriteOptions) (string, error) {
 	const op = "set metadata"

@@ -64,6 +64,7 @@ func RunWith(t *testing.T, newStore func(t *testing.T) blob.Store, o Options) {
 		{"Copy", testCopy},
 		{"CopyApart", testCopyApart},
 		{"CopyErrors", testCopyErrors},
+		{"DeleteBatch", testDeleteBatch},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -767,6 +768,54 @@ func testLeases(t *testing.T, s blob.Store, c string) {
 	wantErr(t, "AcquireLease 10s", s.AcquireLease(ctx, c, "disk", idA, 10*time.Second), blob.ErrInvalid)
 	wantErr(t, "AcquireLease empty id", s.AcquireLease(ctx, c, "disk", "", 0), blob.ErrInvalid)
 	wantErr(t, "RenewLease missing", s.RenewLease(ctx, c, "missing", idA), blob.ErrNotFound)
+}
+
+// testDeleteBatch: every name gets its own result, in order; a blob's
+// snapshots go with it; a leased blob stays; a list longer than MaxBatch is
+// split.
+func testDeleteBatch(t *testing.T, s blob.Store, c string) {
+	ctx := context.Background()
+	const id = "55555555-5555-4555-8555-555555555555"
+	if errs := s.DeleteBatch(ctx, c, nil); len(errs) != 0 {
+		t.Errorf("DeleteBatch of no names: %d results, want 0", len(errs))
+	}
+	for _, n := range []string{"a", "b", "snapped", "leased"} {
+		must[string](t, "Put "+n)(s.Put(ctx, c, n, []byte(n), blob.WriteOptions{}))
+	}
+	must[string](t, "Snapshot")(s.Snapshot(ctx, c, "snapped", nil))
+	wantErr(t, "AcquireLease", s.AcquireLease(ctx, c, "leased", id, 0), nil)
+	names := []string{"a", "missing", "snapped", "leased", "b"}
+	errs := s.DeleteBatch(ctx, c, names)
+	if len(errs) != len(names) {
+		t.Fatalf("DeleteBatch: %d results for %d names", len(errs), len(names))
+	}
+	for i, want := range []error{nil, blob.ErrNotFound, nil, blob.ErrLeased, nil} {
+		wantErr(t, "DeleteBatch "+names[i], errs[i], want)
+		if errs[i] != nil && !strings.Contains(errs[i].Error(), names[i]) {
+			t.Errorf("DeleteBatch %s: error %q does not name the blob", names[i], errs[i])
+		}
+	}
+	items := must[[]blob.Item](t, "List")(s.List(ctx, c, ""))
+	if len(items) != 1 || items[0].Name != "leased" {
+		t.Errorf("after DeleteBatch the container holds %v, want only the leased blob", items)
+	}
+	_, err := s.Snapshots(ctx, c, "snapped")
+	wantErr(t, "Snapshots of a blob deleted in a batch", err, blob.ErrNotFound)
+	wantErr(t, "ReleaseLease", s.ReleaseLease(ctx, c, "leased", id), nil)
+
+	// More names than one request carries.
+	var many []string
+	for i := range blob.MaxBatch + 3 {
+		n := fmt.Sprintf("m%04d", i)
+		many = append(many, n)
+		must[string](t, "Put "+n)(s.Put(ctx, c, n, nil, blob.WriteOptions{}))
+	}
+	for i, err := range s.DeleteBatch(ctx, c, many) {
+		wantErr(t, "DeleteBatch "+many[i], err, nil)
+	}
+	if items := must[[]blob.Item](t, "List")(s.List(ctx, c, "m")); len(items) != 0 {
+		t.Errorf("after deleting %d blobs in batches, %d are left", len(many), len(items))
+	}
 }
 
 func testLeaseBreak(t *testing.T, s blob.Store, c string) {

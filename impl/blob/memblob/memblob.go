@@ -475,6 +475,15 @@ func (s *Store) Delete(_ context.Context, c, name string, opts blob.WriteOptions
 	return nil
 }
 
+// DeleteBatch implements blob.Store: Delete of each name, in order.
+func (s *Store) DeleteBatch(ctx context.Context, c string, names []string) []error {
+	errs := make([]error, len(names))
+	for i, name := range names {
+		errs[i] = s.Delete(ctx, c, name, blob.WriteOptions{})
+	}
+	return errs
+}
+
 // update runs fn on an existing blob after the write checks, and gives the
 // blob a new ETag when fn succeeds.
 func (s *Store) update(op, c, name string, opts blob.WriteOptions, fn func(o *object) error) (string, error) {
