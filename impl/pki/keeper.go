@@ -125,15 +125,26 @@ func (k *Keeper) verifyConnection(cs tls.ConnectionState) error {
 
 // ServerConfig is ServerConfig of the current identity, read at each
 // handshake, that also refuses a client whose certificate is revoked.
-func (k *Keeper) ServerConfig() *tls.Config {
-	cfg := ServerConfig(k.Identity())
-	cfg.Certificates = nil
-	cfg.GetCertificate = func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
-		c := k.Identity().tlsCert()
-		return &c, nil
+func (k *Keeper) ServerConfig() *tls.Config { return k.ServerConfigWith(nil) }
+
+// ServerConfigWith is ServerConfig with change applied to the
+// configuration of every handshake (the enrollment listener relaxes
+// ClientAuth). Each handshake gets its configuration from
+// GetConfigForClient, built from the identity current then, so that
+// certificates set on the returned configuration itself (httptest adds
+// its own) are never presented.
+func (k *Keeper) ServerConfigWith(change func(*tls.Config)) *tls.Config {
+	build := func() *tls.Config {
+		cfg := ServerConfig(k.Identity())
+		cfg.VerifyConnection = k.verifyConnection
+		if change != nil {
+			change(cfg)
+		}
+		return cfg
 	}
-	cfg.VerifyConnection = k.verifyConnection
-	return cfg
+	outer := build()
+	outer.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) { return build(), nil }
+	return outer
 }
 
 // ClientConfig is ClientConfig of the current identity, read at each

@@ -77,11 +77,6 @@ func serve(t *testing.T, h http.Handler, id pki.Identity) string {
 	srv := httptest.NewUnstartedServer(h)
 	srv.TLS = ServerTLS(id)
 	srv.StartTLS()
-	// StartTLS adds its own certificate to a configuration without one,
-	// and crypto/tls prefers it to GetCertificate for a client that sends
-	// no server name (a URL with an IP address): take it out again (the
-	// listener shares this configuration and has accepted nothing yet).
-	srv.TLS.Certificates = nil
 	t.Cleanup(srv.Close)
 	return srv.URL
 }

@@ -254,8 +254,8 @@ func (h *Handler) revoke(w http.ResponseWriter, log *slog.Logger, r *http.Reques
 // CA: a foreign or expired one fails the handshake). Revocation is judged
 // by the handler, which can then say so in its answer.
 func ServerTLSKeeper(k *pki.Keeper) *tls.Config {
-	cfg := k.ServerConfig()
-	cfg.ClientAuth = tls.VerifyClientCertIfGiven
-	cfg.VerifyConnection = nil
-	return cfg
+	return k.ServerConfigWith(func(cfg *tls.Config) {
+		cfg.ClientAuth = tls.VerifyClientCertIfGiven
+		cfg.VerifyConnection = nil
+	})
 }

@@ -30,7 +30,6 @@ func lifecycleWorld(t *testing.T) (*world, *pki.Keeper, string) {
 	srv := httptest.NewUnstartedServer(w.h)
 	srv.TLS = ServerTLSKeeper(k)
 	srv.StartTLS()
-	srv.TLS.Certificates = nil // see serve
 	t.Cleanup(srv.Close)
 	return w, k, srv.URL
 }
