@@ -72,17 +72,24 @@ func (w *certWatch) run(ctx context.Context) {
 func (w *certWatch) check(ctx context.Context) {
 	now := time.Now()
 	id := w.k.Identity()
+	if now.After(id.Cert.NotAfter) {
+		// Nothing to ask with it: the configuration server refuses an
+		// expired certificate like every other peer.
+		if !w.expiredSaid {
+			w.expiredSaid = true
+			w.log.Error("daemon: this host's certificate has expired: every vault peer refuses new connections with it (enroll again with the vault passphrase)",
+				"host", id.Host, "serial", pki.SerialText(id.Cert.SerialNumber), "not_after", id.Cert.NotAfter.UTC().Format(time.RFC3339))
+		}
+		return
+	}
+	if w.revokedSaid {
+		return // revoked: nothing to renew, and asking again would only be refused
+	}
 	if w.ca == nil && w.c.Enroll != "" {
 		w.fetchRevoked(ctx)
 	}
-	if w.c.CertRenew && pki.RenewDue(id.Cert, now) && (w.ca != nil || w.c.Enroll != "") {
+	if w.c.CertRenew && pki.RenewDue(id.Cert, now) && (w.ca != nil || w.c.Enroll != "") && !w.revokedSaid {
 		w.renew(ctx, id)
-		id = w.k.Identity()
-	}
-	if now.After(id.Cert.NotAfter) && !w.expiredSaid {
-		w.expiredSaid = true
-		w.log.Error("daemon: this host's certificate has expired: every vault peer refuses new connections with it (enroll again with the vault passphrase)",
-			"host", id.Host, "serial", pki.SerialText(id.Cert.SerialNumber), "not_after", id.Cert.NotAfter.UTC().Format(time.RFC3339))
 	}
 }
 
