@@ -238,10 +238,11 @@ func procExit(err error) int {
 }
 
 // judgeDroppedChange is judgePoint on hist without the last write before
-// seq that changed a block (the negative control: it must fail). Unlike
-// judgeDropped it skips writes of the bytes already there, which a point
-// after an agent's restart may end with (the bank replays its journal at
-// boot), and whose loss no judge could see.
+// seq whose bytes the point must show: the last writer of some block
+// before seq, which changed that block (the negative control: it must
+// fail). Unlike judgeDropped it skips writes of the bytes already there,
+// which a point after an agent's restart may end with (the bank replays
+// its journal at boot), and whose loss no judge could see.
 func judgeDroppedChange(hist []daemon.HistoryRecord, img []byte, seq uint64) error {
 	idx := make([]int, 0, len(hist))
 	for i, r := range hist {
@@ -252,28 +253,31 @@ func judgeDroppedChange(hist []daemon.HistoryRecord, img []byte, seq uint64) err
 	sort.SliceStable(idx, func(a, b int) bool { return hist[idx[a]].Seq < hist[idx[b]].Seq })
 	const bs = 4096
 	zero := sha256.Sum256(make([]byte, bs))
-	state := map[int64]string{} // block -> digest; missing: zero
-	last := -1
+	type blockState struct {
+		digest, before string // after its last writer, and before it
+		writer         int    // index in hist of its last writer
+	}
+	blocks := map[int64]*blockState{}
 	for _, i := range idx {
 		r := hist[i]
-		changed := false
 		for j, d := range r.Blocks {
 			b := r.Off/bs + int64(j)
-			before, ok := state[b]
-			if !ok {
-				before = hex.EncodeToString(zero[:16])
+			st := blocks[b]
+			if st == nil {
+				st = &blockState{digest: hex.EncodeToString(zero[:16])}
+				blocks[b] = st
 			}
-			if before != d {
-				changed = true
-			}
-			state[b] = d
+			st.before, st.digest, st.writer = st.digest, d, i
 		}
-		if changed {
-			last = i
+	}
+	last := -1
+	for _, st := range blocks {
+		if st.before != st.digest && (last < 0 || hist[st.writer].Seq > hist[last].Seq) {
+			last = st.writer
 		}
 	}
 	if last < 0 {
-		return errors.New("no write before the point changed a block")
+		return errors.New("no write before the point is visible in it")
 	}
 	dropped := append(append([]daemon.HistoryRecord(nil), hist[:last]...), hist[last+1:]...)
 	_, err := judgePoint(dropped, img, seq)
@@ -290,18 +294,22 @@ func TestJudgeDroppedChange(t *testing.T) {
 	for j := range bs {
 		img[bs+j] = 7
 	}
-	d := digest(img[bs:])
-	hist := []daemon.HistoryRecord{
-		{Boot: 1, K: 1, Seq: 1, Off: bs, Len: bs, Blocks: []string{d}},
-		{Boot: 2, K: 1, Seq: 2, Off: bs, Len: bs, Blocks: []string{d}}, // the same bytes again
+	for j := range bs {
+		img[j] = 3
 	}
-	if _, err := judgePoint(hist, img, 3); err != nil {
+	d0, d1 := digest(img[:bs]), digest(img[bs:])
+	hist := []daemon.HistoryRecord{
+		{Boot: 1, K: 1, Seq: 1, Off: 0, Len: bs, Blocks: []string{d0}},
+		{Boot: 1, K: 2, Seq: 2, Off: bs, Len: bs, Blocks: []string{d1}},
+		{Boot: 2, K: 1, Seq: 3, Off: bs, Len: bs, Blocks: []string{d1}}, // the same bytes again: write 2 is not visible either
+	}
+	if _, err := judgePoint(hist, img, 4); err != nil {
 		t.Fatalf("the history's own image: %v", err)
 	}
-	if err := judgeDropped(hist, img, 3); err != nil {
+	if err := judgeDropped(hist, img, 4); err != nil {
 		t.Fatalf("dropping the rewrite was seen (%v): the case this judge is for did not arise", err)
 	}
-	if err := judgeDroppedChange(hist, img, 3); err == nil {
-		t.Error("dropping the write that changed the block was judged exact")
+	if err := judgeDroppedChange(hist, img, 4); err == nil || !strings.Contains(err.Error(), "block 0 is not") {
+		t.Errorf("dropping write 1, the last visible one: %v, want block 0 judged wrong", err)
 	}
 }
