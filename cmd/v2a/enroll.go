@@ -73,6 +73,60 @@ name; an unreachable URL.`,
 	return c
 }
 
+func newRevokeCmd() *cobra.Command {
+	var cs, host, serial, passFile string
+	c := &cobra.Command{
+		Use:   "revoke --cs URL (--host NAME | --serial HEX)",
+		Short: "Revoke a host's certificates (a machine unregistered) or one certificate (reported stolen)",
+		Long: `Ask the running configuration server to revoke every certificate it issued
+to the logical host NAME (its enrollment and every renewal), or the one
+certificate with serial number HEX (as 'enroll' and the daemons' logs print
+it), proving the vault passphrase as enrollment does. The revocation is kept
+in the configuration server's database.
+
+From then on the configuration server refuses the certificate at once: new
+connections fail their TLS handshake, and a connection already open is cut
+at its next message; it can no longer renew. Process servers, the Azure side
+and agents fetch the revocation list every --cert-check (1 min by default),
+so they refuse it within that period plus one request (30 s at most). The
+host's own log says that its certificate was revoked. To let the machine back
+in, enroll it again (a new certificate).
+
+The passphrase comes from $V2A_PASSPHRASE or --passphrase-file, never a
+flag. Errors (exit 2): "wrong vault passphrase"; "no certificate on record"
+for a host the configuration server never issued one to.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if (host == "") == (serial == "") {
+				return fmt.Errorf("revoke: give --host or --serial, not both")
+			}
+			pass, err := vaultPassphrase("revoke", passFile)
+			if err != nil {
+				return err
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), time.Minute)
+			defer cancel()
+			done, err := enroll.Client{}.Revoke(ctx, cs, pass, host, serial)
+			if err != nil {
+				return err
+			}
+			if len(done) == 0 {
+				fmt.Fprintln(cmd.OutOrStdout(), "nothing new revoked: revoked already")
+			}
+			for _, r := range done {
+				fmt.Fprintf(cmd.OutOrStdout(), "revoked %s serial %s\n", r.Host, r.Serial)
+			}
+			return nil
+		},
+	}
+	c.Flags().StringVar(&cs, "cs", "", "the configuration server's enrollment URL (https://HOST:PORT)")
+	c.Flags().StringVar(&host, "host", "", "revoke every certificate of this logical host")
+	c.Flags().StringVar(&serial, "serial", "", "revoke the certificate with this serial number (hexadecimal)")
+	c.Flags().StringVar(&passFile, "passphrase-file", "", "read the vault passphrase from this file (default: $V2A_PASSPHRASE)")
+	c.MarkFlagRequired("cs")
+	return c
+}
+
 func newCACmd() *cobra.Command {
 	c := &cobra.Command{
 		Use:   "ca",

@@ -56,7 +56,7 @@ func execute(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	root.AddCommand(newRunCmd(), newCertifyCmd(), newDemoCmd(), newListCmd(), newMutantsCmd(), newSwarmCmd(), newVCSimCmd())
 	root.AddCommand(newDaemonCmds()...)
-	root.AddCommand(newEnrollCmd(), newCACmd(), newServeCmd())
+	root.AddCommand(newEnrollCmd(), newRevokeCmd(), newCACmd(), newServeCmd())
 	root.SetHelpCommand(newHelpCmd(root))
 	root.SetArgs(args)
 	root.SetOut(stdout)

@@ -79,10 +79,58 @@ func (s Store) SaveIdentity(dir string, id Identity) error {
 	})
 }
 
+// SaveRenewal replaces the certificate and key in dir with id's (a renewed
+// identity: same host, same CA, a new key). Both files are written to
+// temporary names and fsynced first, then renamed into place key first,
+// then certificate, then the directory is fsynced. A crash before the
+// first rename leaves the old pair; one between the two renames leaves
+// the new key beside the old certificate and the new certificate still in
+// its temporary file, which LoadIdentity finishes renaming (RecoverRenewal).
+// Either way the directory holds a matching pair: never a mix.
+func (s Store) SaveRenewal(dir string, id Identity) error {
+	keyPEM, err := keyPEM(id.Key)
+	if err != nil {
+		return err
+	}
+	return s.writeAll(dir, []file{
+		{KeyFile, keyPEM, 0o600},
+		{CertFile, certPEM(id.Cert), 0o644},
+	})
+}
+
+// tmpName is the temporary file writeAll writes name to.
+func tmpName(dir, name string) string { return filepath.Join(dir, "."+name+".tmp") }
+
+// recoverRenewal finishes a SaveRenewal that a crash cut between its two
+// renames: when key.pem does not match cert.pem but matches the fully
+// written temporary certificate, that certificate is renamed into place.
+// It reports whether it did.
+func (s Store) recoverRenewal(dir string, cert *x509.Certificate, key crypto.Signer) (*x509.Certificate, bool, error) {
+	if pub, ok := cert.PublicKey.(interface{ Equal(crypto.PublicKey) bool }); ok && pub.Equal(key.Public()) {
+		return cert, false, nil
+	}
+	tmp := tmpName(dir, CertFile)
+	next, err := s.readCert(tmp)
+	if err != nil {
+		return cert, false, nil // no renewal to finish: Check will say the pair does not match
+	}
+	if pub, ok := next.PublicKey.(interface{ Equal(crypto.PublicKey) bool }); !ok || !pub.Equal(key.Public()) {
+		return cert, false, nil
+	}
+	if err := s.FS.Rename(tmp, filepath.Join(dir, CertFile)); err != nil {
+		return nil, false, fmt.Errorf("pki: finishing an interrupted renewal in %s: %w", dir, err)
+	}
+	if err := fsys.SyncDir(s.FS, dir); err != nil {
+		return nil, false, fmt.Errorf("pki: sync %s: %w", dir, err)
+	}
+	return next, true, nil
+}
+
 // LoadIdentity reads the identity in dir and checks it (Identity.Check at
 // time at): a key that is not the certificate's, a certificate the CA did
 // not sign, or one outside its validity is an error naming the directory.
-// The host is the certificate's common name.
+// The host is the certificate's common name. A renewal a crash
+// interrupted (SaveRenewal) is finished first.
 func (s Store) LoadIdentity(dir string, at time.Time) (Identity, error) {
 	cert, err := s.readCert(filepath.Join(dir, CertFile))
 	if err != nil {
@@ -94,6 +142,9 @@ func (s Store) LoadIdentity(dir string, at time.Time) (Identity, error) {
 	}
 	ca, err := s.readCert(filepath.Join(dir, CAFile))
 	if err != nil {
+		return Identity{}, err
+	}
+	if cert, _, err = s.recoverRenewal(dir, cert, key); err != nil {
 		return Identity{}, err
 	}
 	id := Identity{Host: cert.Subject.CommonName, Cert: cert, Key: key, CA: ca}
@@ -164,7 +215,7 @@ func (s Store) writeAll(dir string, files []file) error {
 		}
 	}()
 	for _, f := range files {
-		tmp := filepath.Join(dir, "."+f.name+".tmp")
+		tmp := tmpName(dir, f.name)
 		w, err := s.FS.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, f.perm)
 		if err != nil {
 			return fmt.Errorf("pki: %w", err)

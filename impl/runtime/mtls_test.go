@@ -184,3 +184,50 @@ func checkLog(t *testing.T, side string, s *logSink, w logWant, attrs map[string
 		t.Errorf("%s log %q at level %v, want ERROR", side, rec.Msg, rec.Level)
 	}
 }
+
+// TestAdmitRevoked: a peer whose certificate is revoked while it is
+// connected is cut off at its next frame (RealOptions.Admit), and its
+// reconnection is refused by the handshake, both logged naming the
+// revocation; until then its frames arrive (the negative control).
+func TestAdmitRevoked(t *testing.T) {
+	ca, err := pki.NewCA("vault-1", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := enrolled(t, ca, addrA.Host(), addrB.Host())
+	ka, kb := pki.NewKeeper(ids[addrA.Host()]), pki.NewKeeper(ids[addrB.Host()])
+	srvLogs := newLogSink()
+	r1 := NewReal(RealOptions{Listen: loopback, ServerTLS: kb.ServerConfig(), Admit: kb.Check, Logger: srvLogs.logger()})
+	r2 := NewReal(RealOptions{Listen: loopback, ClientTLS: ka.ClientConfig(),
+		Resolve: func(a Addr) (string, error) { return r1.BoundAddr(a), nil }})
+	fb, _, seenB := newRecorder(nil)
+	if err := r1.Spawn(addrB, fb); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, seenB, "started")
+	n := uint64(0)
+	fa, _, _ := newRecorder(func(ctx Context, ev Event) {
+		switch ev.(type) {
+		case Started, Timer:
+			n++
+			ctx.Send(addrB, frame("ping", n))
+			ctx.After(20*time.Millisecond, "again")
+		}
+	})
+	if err := r2.Spawn(addrA, fa); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, seenB, "msg from=a.example:9443 ping 2") // admitted, on one connection
+	serial := pki.SerialText(ids[addrA.Host()].Cert.SerialNumber)
+	kb.SetRevoked([]pki.Revocation{{Serial: ids[addrA.Host()].Cert.SerialNumber, Host: addrA.Host()}})
+	rec := srvLogs.waitLog(t, "runtime: closing inbound connection: peer no longer admitted", map[string]any{"peer": string(addrA)})
+	if got := fmt.Sprint(rec.Attrs["err"]); !strings.Contains(got, "revoked") || !strings.Contains(got, serial) {
+		t.Errorf("cut-off log err = %q, want the revocation and serial %s", got, serial)
+	}
+	rec = srvLogs.waitLog(t, "runtime: refusing inbound connection: TLS handshake failed", nil)
+	if got := fmt.Sprint(rec.Attrs["err"]); !strings.Contains(got, "certificate revoked by the configuration server") {
+		t.Errorf("reconnection refusal err = %q, want the revocation", got)
+	}
+	stop(t, r2)
+	stop(t, r1)
+}

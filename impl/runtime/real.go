@@ -2,6 +2,7 @@ package runtime
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -48,6 +49,14 @@ type RealOptions struct {
 	// verifies client certificates, a connection whose certificate does not
 	// name the host of the sender its hello claims is refused (ErrImpostor).
 	ServerTLS *tls.Config
+	// Admit, when set with ServerTLS, judges the verified certificate of an
+	// inbound connection's peer after its hello and again before each frame
+	// is delivered, so that a peer whose certificate is revoked while it
+	// is connected is cut off at its next frame rather than at its next
+	// connection. An error closes the connection, logged with it. It is
+	// called on connection goroutines: it must be safe for concurrent use
+	// and cheap (pki.Keeper.Check is a binary search).
+	Admit func(peer *x509.Certificate) error
 	// ClientTLS, when set, makes every outbound connection speak TLS with it.
 	// An empty ServerName is filled with the destination Addr's host, so
 	// certificates name the logical hosts (ps01, cs01), not IP addresses.

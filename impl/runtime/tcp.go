@@ -167,6 +167,12 @@ func (inc *incarnation) serve(raw net.Conn) {
 		}
 	}
 	raw.SetReadDeadline(time.Time{})
+	admit := func() error { return nil }
+	if tc, ok := c.(*tls.Conn); ok && inc.r.opts.Admit != nil {
+		if pc := tc.ConnectionState().PeerCertificates; len(pc) > 0 {
+			admit = func() error { return inc.r.opts.Admit(pc[0]) }
+		}
+	}
 	for {
 		k, frame, err := readFrame(br)
 		if err == nil && k == KindHello {
@@ -177,6 +183,12 @@ func (inc *incarnation) serve(raw net.Conn) {
 				return
 			}
 			inc.log.Error("runtime: closing inbound connection on a bad frame", "peer", string(from), "remote", remote, "err", err)
+			return
+		}
+		if err := admit(); err != nil {
+			if !inc.dead() {
+				inc.log.Error("runtime: closing inbound connection: peer no longer admitted", "peer", string(from), "remote", remote, "err", err)
+			}
 			return
 		}
 		inc.post(Message{From: from, Data: frame, Opened: true}) // readFrame checked its CRC

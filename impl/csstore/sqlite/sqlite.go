@@ -6,8 +6,9 @@
 // Durability: the database runs in WAL mode with synchronous=FULL, so a
 // transaction that committed (Apply returned nil) survives a crash of the
 // process or of the machine. Schema: one table per record kind, key and
-// data; schema changes are numbered migrations (this file's migrations),
-// applied in one transaction at Open, the version kept in
+// data, and the certificate register (csstore.Certs, certs.go); schema
+// changes are numbered migrations (this file's migrations), applied in
+// one transaction at Open, the version kept in
 // PRAGMA user_version. A database whose version is newer than this
 // binary's is refused (csstore.ErrNewerSchema) before anything is written
 // to it, as is a file that is not a SQLite database or fails its
@@ -45,6 +46,11 @@ var migrations = []string{
 	 CREATE TABLE groups (key TEXT PRIMARY KEY, data BLOB NOT NULL);
 	 CREATE TABLE jobs (key TEXT PRIMARY KEY, data BLOB NOT NULL);
 	 CREATE TABLE alerts (key TEXT PRIMARY KEY, data BLOB NOT NULL);`,
+	// 2: the vault CA's register of issued and revoked certificates
+	// (csstore.Certs). Times are Unix nanoseconds; revoked is NULL while
+	// the certificate is not.
+	`CREATE TABLE certs (serial TEXT PRIMARY KEY, host TEXT NOT NULL, not_after INTEGER NOT NULL, revoked INTEGER);
+	 CREATE INDEX certs_host ON certs (host);`,
 }
 
 // SchemaVersion is the schema version this binary writes.
@@ -72,7 +78,10 @@ type Store struct {
 	sync string // the synchronous pragma: FULL, or OFF with Options.NoSync
 }
 
-var _ csstore.Store = (*Store)(nil)
+var (
+	_ csstore.Store = (*Store)(nil)
+	_ csstore.Certs = (*Store)(nil)
+)
 
 // Open opens (creating it if needed) the database at path and brings its
 // schema to SchemaVersion. It refuses, leaving the file as it was, a file

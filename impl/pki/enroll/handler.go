@@ -1,27 +1,59 @@
 package enroll
 
 import (
+	"context"
 	"crypto/tls"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"time"
 
+	"github.com/v2a-dr/v2a/impl/csstore"
 	"github.com/v2a-dr/v2a/impl/pki"
 	"github.com/v2a-dr/v2a/impl/vault"
 )
 
-// Handler serves Path for the configuration server: it issues a host
-// certificate to whoever proves the vault passphrase, and logs every
-// refusal with the host, the remote address and the reason.
+// Handler serves Paths for the configuration server: it issues a host
+// certificate to whoever proves the vault passphrase, renews and revokes
+// them (lifecycle.go), and logs every refusal with the host, the remote
+// address and the reason.
 type Handler struct {
 	CA       *pki.CA
 	Keys     vault.Keys
 	Now      func() time.Time // the clock of certificates' validity
 	Validity time.Duration    // of issued certificates; 0 means pki.HostValidity
 	Log      *slog.Logger     // nil discards
+	// Certs, when set, records every certificate issued and keeps the
+	// revocations (RevokePath needs it).
+	Certs csstore.Certs
+	// Keeper, when set, is the configuration server's own: its revocation
+	// list is what the handler refuses and serves, and Reload refreshes it
+	// from Certs after every revocation, so that the server's TLS
+	// listeners refuse a revoked peer from the next handshake on.
+	Keeper *pki.Keeper
+}
+
+// Reload sets the Keeper's revocation list from Certs (at start, and
+// after each revocation).
+func (h *Handler) Reload(ctx context.Context) error {
+	if h.Certs == nil || h.Keeper == nil {
+		return nil
+	}
+	list, err := h.Certs.Revoked(ctx, h.Now())
+	if err != nil {
+		return fmt.Errorf("enroll: revocation list: %w", err)
+	}
+	rs := make([]pki.Revocation, 0, len(list))
+	for _, c := range list {
+		n, err := pki.ParseSerial(c.Serial)
+		if err != nil {
+			return fmt.Errorf("enroll: revocation list: %w", err)
+		}
+		rs = append(rs, pki.Revocation{Serial: n, Host: c.Host})
+	}
+	h.Keeper.SetRevoked(rs)
+	return nil
 }
 
 // ServeHTTP implements http.Handler.
@@ -30,7 +62,18 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	if r.URL.Path != Path {
+	switch r.URL.Path {
+	case Path:
+	case RenewPath:
+		h.renew(w, log, r)
+		return
+	case RevokedPath:
+		h.revoked(w, log, r)
+		return
+	case RevokePath:
+		h.revoke(w, log, r)
+		return
+	default:
 		http.NotFound(w, r)
 		return
 	}
@@ -63,17 +106,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.refuse(w, log, r, http.StatusForbidden, req.Host, ReasonWrongPassphrase)
 		return
 	}
-	validity := h.Validity
-	if validity == 0 {
-		validity = pki.HostValidity
-	}
-	cert, err := h.CA.IssueCSR(req.CSR, req.Host, h.Now(), validity)
-	if err != nil {
-		status := http.StatusBadRequest
-		if !errors.Is(err, pki.ErrBadCSR) {
-			status = http.StatusInternalServerError
-		}
-		h.refuse(w, log, r, status, req.Host, err.Error())
+	cert, ok := h.issue(w, log, r, req.CSR, req.Host)
+	if !ok {
 		return
 	}
 	ans := Answer{Cert: cert.Raw, CA: h.CA.Cert.Raw}
@@ -94,12 +128,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	json.NewEncoder(w).Encode(v)
 }
 
-// ServerTLS is the TLS configuration of the enrollment listener: the
-// configuration server's certificate, TLS 1.3 at least, and no client
-// certificate asked for (an enrolling host has none yet).
+// ServerTLS is ServerTLSKeeper of a fixed identity.
 func ServerTLS(id pki.Identity) *tls.Config {
-	cfg := pki.ServerConfig(id)
-	cfg.ClientAuth = tls.NoClientCert
-	cfg.ClientCAs = nil
-	return cfg
+	return ServerTLSKeeper(pki.NewKeeper(id))
 }

@@ -130,7 +130,7 @@ func buildConfigServer(c Config, pass string, log *slog.Logger) (component, erro
 	log.Info("daemon: database", "db", db)
 	return component{addr: self, factory: func() runtime.Actor {
 		return &protector{srv: configsrv.New(cfg), want: c.Protect, asked: map[string]bool{}}
-	}, stopped: closeAll}, nil
+	}, stopped: closeAll, certs: store}, nil
 }
 
 // openVCenter logs in to the configuration server's vCenter: an

@@ -109,8 +109,14 @@ type Config struct {
 	Azure         string `json:"azure"`
 
 	// Enroll is the configuration server's enrollment URL: a daemon whose
-	// tls-dir has no certificate yet gets one there at start.
+	// tls-dir has no certificate yet gets one there at start, renews it
+	// there, and fetches the revocation list from there.
 	Enroll string `json:"enroll"`
+
+	// Certificate lifecycle (certs.go).
+	CertCheck    Duration `json:"cert-check"`    // period of the expiry check and the revocation list's fetch
+	CertRenew    bool     `json:"cert-renew"`    // renew when a third of the validity is left
+	CertValidity Duration `json:"cert-validity"` // configsrv: validity of the host certificates it issues
 
 	// Configuration server.
 	Protect             map[string]string `json:"protect"`
@@ -165,6 +171,8 @@ var (
 		{"vault-id", "the Recovery Services vault's id", func(c *Config) any { return &c.VaultID }},
 		{"stop-timeout", "how long a drain waits for in-flight operations", func(c *Config) any { return &c.StopTimeout }},
 		{"seed", "seed of the components' random draws", func(c *Config) any { return &c.Seed }},
+		{"cert-check", "with tls-dir: how often the daemon checks its certificate's expiry and (with enroll) fetches the vault's revocation list from the configuration server, so its TLS listener refuses revoked peers", func(c *Config) any { return &c.CertCheck }},
+		{"cert-renew", "with tls-dir: when less than a third of the certificate's validity is left, get a new one (a new key, over mutual TLS with the current certificate; the configuration server renews its own from the CA) and use it for new connections without a restart", func(c *Config) any { return &c.CertRenew }},
 	}
 	dataDirOption = option{"data-dir", "directory for the daemon's durable files", func(c *Config) any { return &c.DataDir }}
 	hostOption    = option{"host", "this daemon's logical host name (its address is host:port of its service)", func(c *Config) any { return &c.Host }}
@@ -173,7 +181,8 @@ var (
 		hostOption,
 		dataDirOption,
 		{"db", "the configuration server's SQLite database (empty: data-dir/cs.db); machines, policies, jobs, alerts, groups and registrations survive a restart", func(c *Config) any { return &c.DB }},
-		{"enroll-listen", "TCP address of the enrollment endpoint (HTTPS), served when tls-dir is set: the vault CA is made there at first start", func(c *Config) any { return &c.EnrollListen }},
+		{"enroll-listen", "TCP address of the enrollment endpoint (HTTPS), served when tls-dir is set: the vault CA is made there at first start; it also renews certificates, serves the revocation list and takes revocations (v2a revoke)", func(c *Config) any { return &c.EnrollListen }},
+		{"cert-validity", "validity of the host certificates the vault CA issues at enrollment and renewal (0: one year); short ones are for tests", func(c *Config) any { return &c.CertValidity }},
 		{"vcenter-url", "the vCenter SDK URL to discover VMs from and push-install through (https://HOST/sdk; empty: physical servers only)", func(c *Config) any { return &c.VCenterURL }},
 		{"vcenter-user", "the vCenter user", func(c *Config) any { return &c.VCenterUser }},
 		{"vcenter-thumbprint", "SHA-1 (or SHA-256) thumbprint of the vCenter's certificate, trusted as govc does", func(c *Config) any { return &c.VCenterThumbprint }},
@@ -228,6 +237,7 @@ var configOnlyKeys = map[string][]string{"configsrv": {"policies"}}
 // Defaults returns the configuration of a daemon before any file or flag.
 func Defaults(daemon string) Config {
 	c := Config{LogLevel: "info", LogFormat: "text", VaultID: "vault-1", StopTimeout: Duration(10 * time.Second),
+		CertCheck: Duration(time.Minute), CertRenew: true,
 		ContainerPrefix: "v2a-", DataDir: "v2a-" + daemon, DiskBytes: 64 << 20, WorkloadRate: 5,
 		ConfigServer: "cs01:443", ProcessServer: "ps01:9443", Azure: "asr.azure:443"}
 	switch daemon {

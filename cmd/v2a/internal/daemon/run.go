@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 
+	"github.com/v2a-dr/v2a/impl/csstore"
 	"github.com/v2a-dr/v2a/impl/pki"
 	"github.com/v2a-dr/v2a/impl/runtime"
 )
@@ -27,6 +28,9 @@ type component struct {
 	stopping func() error
 	// stopped runs after the runtime stopped: flush and close files.
 	stopped func() error
+	// certs is the configuration server's certificate register (its
+	// database), which its enrollment endpoint records in.
+	certs csstore.Certs
 }
 
 // Run runs daemon with configuration c until ctx is done or a signal
@@ -47,18 +51,43 @@ func Run(ctx context.Context, daemon string, c Config, stderr io.Writer, sig <-c
 		return err
 	}
 	opts := runtime.RealOptions{Seed: c.Seed, Logger: log, StopTimeout: c.StopTimeout.D()}
-	var enrollSrv *enrollServer
+	var (
+		enrollSrv *enrollServer
+		keeper    *pki.Keeper
+		ca        *pki.CA
+	)
 	if c.TLSDir != "" {
 		var id pki.Identity
-		if id, enrollSrv, err = setUpTLS(ctx, daemon, c, pass, log); err != nil {
+		if id, ca, err = setUpTLS(ctx, daemon, c, pass, log); err != nil {
 			return err
 		}
-		opts.ServerTLS, opts.ClientTLS = pki.ServerConfig(id), pki.ClientConfig(id)
+		keeper = pki.NewKeeper(id)
+		opts.ServerTLS, opts.ClientTLS, opts.Admit = keeper.ServerConfig(), keeper.ClientConfig(), keeper.Check
 	}
 	comp, err := build(daemon, c, pass, log)
 	if err != nil {
-		enrollSrv.close()
 		return err
+	}
+	if ca != nil {
+		if enrollSrv, err = startEnrollment(ca, keeper, comp.certs, c, pass, log); err != nil {
+			if comp.stopped != nil {
+				comp.stopped()
+			}
+			return err
+		}
+	}
+	if keeper != nil {
+		wctx, cancel := context.WithCancel(ctx)
+		w := newCertWatch(daemon, c, keeper, ca, log)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			w.run(wctx)
+		}()
+		defer func() {
+			cancel()
+			<-done
+		}()
 	}
 	if enrollSrv != nil {
 		stopped := comp.stopped

@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/v2a-dr/v2a/impl/csstore"
 	"github.com/v2a-dr/v2a/impl/pki"
 	"github.com/v2a-dr/v2a/impl/pki/enroll"
 	"github.com/v2a-dr/v2a/impl/runtime"
@@ -52,22 +53,18 @@ const (
 // directory).
 //
 // The configuration server is the vault's CA: at first start it makes the
-// CA and its own certificate there (pki.InitServer), and it serves the
-// enrollment endpoint on c.EnrollListen, returned running. Another daemon
+// CA and its own certificate there (pki.InitServer), returned with the CA
+// (startEnrollment then serves the enrollment endpoint). Another daemon
 // given c.Enroll whose directory has no certificate yet enrolls first: it
 // proves the passphrase and writes what the configuration server issued (a
 // refusal, such as "wrong vault passphrase", is an ErrConfig error).
-func setUpTLS(ctx context.Context, daemon string, c Config, pass string, log *slog.Logger) (pki.Identity, *enrollServer, error) {
+func setUpTLS(ctx context.Context, daemon string, c Config, pass string, log *slog.Logger) (pki.Identity, *pki.CA, error) {
 	if daemon == "configsrv" {
 		ca, id, err := pki.InitServer(c.TLSDir, c.VaultID, c.Host, time.Now())
 		if err != nil {
 			return pki.Identity{}, nil, fmt.Errorf("%w: configsrv: tls-dir %s: %w", ErrConfig, c.TLSDir, err)
 		}
-		srv, err := startEnrollment(ca, id, c, pass, log)
-		if err != nil {
-			return pki.Identity{}, nil, err
-		}
-		return id, srv, nil
+		return id, ca, nil
 	}
 	if c.Enroll != "" {
 		if _, err := os.Stat(filepath.Join(c.TLSDir, CertFile)); errors.Is(err, os.ErrNotExist) {
@@ -133,9 +130,17 @@ type enrollServer struct {
 	done chan error
 }
 
-func startEnrollment(ca *pki.CA, id pki.Identity, c Config, pass string, log *slog.Logger) (*enrollServer, error) {
+// startEnrollment serves the enrollment endpoint (enrollment, renewal,
+// the revocation list, revocation) on c.EnrollListen with the
+// configuration server's keeper k, recording certificates in certs; k's
+// revocation list is loaded from certs first.
+func startEnrollment(ca *pki.CA, k *pki.Keeper, certs csstore.Certs, c Config, pass string, log *slog.Logger) (*enrollServer, error) {
 	keys, err := vault.Derive(c.VaultID, pass)
 	if err != nil {
+		return nil, fmt.Errorf("%w: configsrv: %w", ErrConfig, err)
+	}
+	h := &enroll.Handler{CA: ca, Keys: keys, Now: time.Now, Validity: c.CertValidity.D(), Log: log, Certs: certs, Keeper: k}
+	if err := h.Reload(context.Background()); err != nil {
 		return nil, fmt.Errorf("%w: configsrv: %w", ErrConfig, err)
 	}
 	ln, err := net.Listen("tcp", c.EnrollListen)
@@ -146,8 +151,10 @@ func startEnrollment(ca *pki.CA, id pki.Identity, c Config, pass string, log *sl
 		return nil, fmt.Errorf("%w: configsrv cannot serve enrollment on %s: %w", ErrConfig, c.EnrollListen, err)
 	}
 	mux := http.NewServeMux()
-	mux.Handle(enroll.Path, &enroll.Handler{CA: ca, Keys: keys, Now: time.Now, Log: log})
-	e := &enrollServer{done: make(chan error, 1), srv: &http.Server{Handler: mux, TLSConfig: enroll.ServerTLS(id),
+	for _, p := range enroll.Paths {
+		mux.Handle(p, h)
+	}
+	e := &enrollServer{done: make(chan error, 1), srv: &http.Server{Handler: mux, TLSConfig: enroll.ServerTLSKeeper(k),
 		ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}}
 	go func() { e.done <- e.srv.ServeTLS(ln, "", "") }()
 	log.Info("daemon: enrollment endpoint", "url", "https://"+ln.Addr().String(), "ca", ca.Cert.Subject.CommonName)
