@@ -142,6 +142,8 @@ const (
 	DefaultSize   = "Standard_D2s_v3"
 	MaxPlanVMs    = 100 // Azure Site Recovery's limit per plan
 	MaxPlanGroups = 7
+	// maxEarly bounds the messages kept while the records load.
+	maxEarly = 4096
 	// maxThrottled bounds the retries of one Begin answered 429, and
 	// maxPollErrors the failed polls of one operation.
 	maxThrottled  = 100
@@ -233,6 +235,7 @@ type Orchestrator struct {
 	timers   map[runtime.TimerID]func(runtime.Context)
 	waiting  map[string]func(runtime.Context, wire.Msg) // request id → continuation (a Reply or TargetPoints)
 	seq      int                                        // job ids and vault request ids
+	p        persister
 }
 
 // New returns an Orchestrator.
@@ -254,7 +257,8 @@ func New(cfg Config) *Orchestrator {
 	}
 	return &Orchestrator{cfg: cfg, byID: map[string]*job{}, machines: map[string]*MachineState{},
 		targets: map[string]target{}, timers: map[runtime.TimerID]func(runtime.Context){},
-		waiting: map[string]func(runtime.Context, wire.Msg){}}
+		waiting: map[string]func(runtime.Context, wire.Msg){},
+		p:       persister{latest: map[string][]byte{}, pending: map[string][]byte{}}}
 }
 
 // Jobs returns a deep copy of every job, oldest first.
@@ -280,6 +284,11 @@ func (o *Orchestrator) Handle(ctx runtime.Context, ev runtime.Event) {
 	switch ev := ev.(type) {
 	case runtime.Started:
 		ctx.Log().Info("failover: started", "poll_every", o.cfg.PollEvery.String())
+		if o.cfg.Store == nil {
+			o.p.loaded = true
+		} else {
+			o.startLoad(ctx)
+		}
 	case runtime.Timer:
 		if fn, ok := o.timers[ev.ID]; ok {
 			delete(o.timers, ev.ID)
@@ -288,8 +297,17 @@ func (o *Orchestrator) Handle(ctx runtime.Context, ev runtime.Event) {
 	case runtime.Done:
 		o.ops.Dispatch(ctx, ev)
 	case runtime.Message:
+		if !o.p.loaded {
+			// Served once the records are loaded; past maxEarly dropped
+			// (senders retry as for a lost frame).
+			if len(o.p.early) < maxEarly {
+				o.p.early = append(o.p.early, ev)
+			}
+			return
+		}
 		o.message(ctx, ev)
 	}
+	o.flush(ctx)
 }
 
 func (o *Orchestrator) message(ctx runtime.Context, ev runtime.Message) {
@@ -305,12 +323,12 @@ func (o *Orchestrator) message(ctx runtime.Context, ev runtime.Message) {
 		o.answer(ctx, m.Req, m)
 	case *proto.SetTarget:
 		err := o.setTarget(m)
-		o.reply(ctx, ev.From, msg, m.Req, m.Machine, "", err)
+		o.saved(func(ctx runtime.Context) { o.reply(ctx, ev.From, msg, m.Req, m.Machine, "", err) })
 	case *proto.FailoverRequest:
 		o.request(ctx, ev.From, m)
 	case *proto.JobAction:
 		err := o.action(ctx, m)
-		o.reply(ctx, ev.From, msg, m.Req, m.JobID, m.JobID, err)
+		o.saved(func(ctx runtime.Context) { o.reply(ctx, ev.From, msg, m.Req, m.JobID, m.JobID, err) })
 	default:
 		ctx.Log().Debug("failover: message ignored", "from", string(ev.From), "kind", wire.KindName(msg.WireKind()))
 	}

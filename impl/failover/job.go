@@ -319,6 +319,14 @@ func (o *Orchestrator) action(ctx runtime.Context, m *proto.JobAction) error {
 	if !ok {
 		return fmt.Errorf("%w: %q", ErrUnknownJob, m.JobID)
 	}
+	switch m.Action {
+	case proto.ActionAck, proto.ActionResume, proto.ActionSkip:
+	default:
+		if slices.Contains(j.AllowedActions, m.Action) {
+			return fmt.Errorf("%w: %s on job %s: an operation, not a job action: request %s of the job's machines", ErrAction, m.Action, j.ID, m.Action)
+		}
+		return fmt.Errorf("%w: %s on job %s: want ack, resume or skip", ErrAction, m.Action, j.ID)
+	}
 	if !slices.Contains(j.AllowedActions, m.Action) {
 		return fmt.Errorf("%w: %s on job %s (%s; allowed: %s)", ErrAction, m.Action, j.ID, j.State, strings.Join(j.AllowedActions, ","))
 	}

@@ -278,7 +278,9 @@ func (o *Orchestrator) startJob(ctx runtime.Context, from runtime.Addr, m *proto
 	o.byID[id] = j
 	j.phases = o.phases(j)
 	ctx.Log().Info("failover: job started", "job", id, "op", m.Op, "plan", j.Plan, "vms", len(j.VMs), "point", m.Point.Kind, "skipped", len(skip))
-	o.reply(ctx, from, m, m.Req, subject, id, nil)
+	// Answered once the job and its machines are written: a crash after
+	// the answer cannot take the job back.
+	o.saved(func(ctx runtime.Context) { o.reply(ctx, from, m, m.Req, subject, id, nil) })
 	o.next(ctx, j)
 }
 

@@ -142,22 +142,26 @@ func (o *Orchestrator) copyDisks(ctx runtime.Context, j *job, r *vmRun, done fun
 			}
 		})
 	}
-	o.call(ctx, j, "failover-copy", o.cfg.StoragePeer, func(c context.Context) (any, error) {
-		if err := store.CreateContainer(c, fc); err != nil {
-			return nil, err
-		}
-		for _, x := range cps {
-			if _, err := store.StartCopy(c, fc, x.dst, rc, x.src, x.snap); err != nil {
+	// The copies start once their names are written in the machine's
+	// record (see persist.go).
+	o.savedFor(j, func(ctx runtime.Context) {
+		o.call(ctx, j, "failover-copy", o.cfg.StoragePeer, func(c context.Context) (any, error) {
+			if err := store.CreateContainer(c, fc); err != nil {
 				return nil, err
 			}
-		}
-		return nil, nil
-	}, func(ctx runtime.Context, _ any, err error) {
-		if err != nil {
-			end(ctx, err)
-			return
-		}
-		check(ctx, 0)
+			for _, x := range cps {
+				if _, err := store.StartCopy(c, fc, x.dst, rc, x.src, x.snap); err != nil {
+					return nil, err
+				}
+			}
+			return nil, nil
+		}, func(ctx runtime.Context, _ any, err error) {
+			if err != nil {
+				end(ctx, err)
+				return
+			}
+			check(ctx, 0)
+		})
 	})
 }
 
@@ -201,7 +205,7 @@ func (o *Orchestrator) createDisks(ctx runtime.Context, j *job, r *vmRun, done f
 				one(ctx, i+1)
 			})
 	}
-	one(ctx, 0)
+	o.savedFor(j, func(ctx runtime.Context) { one(ctx, 0) }) // once the disks are recorded
 }
 
 // createNIC makes r's NIC: in a test, in the chosen network, in the
@@ -218,9 +222,16 @@ func (o *Orchestrator) createNIC(ctx runtime.Context, j *job, r *vmRun, done fun
 	}
 	r.nic = compute.Ref{Kind: compute.KindNIC, Group: o.cfg.Group, Name: r.name + "-nic"}
 	st.NICs = append(st.NICs, r.nic)
-	fabric := o.cfg.Fabric
 	spec := compute.NICSpec{Group: o.cfg.Group, Name: r.nic.Name, Network: netRef,
 		Tags: map[string]string{compute.TagSource: r.machine, compute.TagJob: j.ID}}
+	o.savedFor(j, func(ctx runtime.Context) { // once the NIC is recorded
+		o.createdNIC(ctx, j, r, ti, netRef, spec, t, done)
+	})
+}
+
+// createdNIC places and creates r's NIC, as task ti.
+func (o *Orchestrator) createdNIC(ctx runtime.Context, j *job, r *vmRun, ti int, netRef compute.Ref, spec compute.NICSpec, t target, done func(runtime.Context, error)) {
+	fabric := o.cfg.Fabric
 	o.lro(ctx, j, "create-nic", func(c context.Context) (compute.Pending, error) {
 		n, err := fabric.Network(c, netRef)
 		if err != nil {
@@ -303,17 +314,19 @@ func (o *Orchestrator) createVM(ctx runtime.Context, j *job, r *vmRun, disks []c
 		Tags: map[string]string{compute.TagSource: r.machine, compute.TagPoint: r.point.ID, compute.TagJob: j.ID,
 			compute.TagHydrate: strconv.FormatBool(t.hydrate)}}
 	fabric := o.cfg.Fabric
-	o.lro(ctx, j, "create-vm", func(c context.Context) (compute.Pending, error) { return fabric.BeginCreateVM(c, spec) },
-		func(ctx runtime.Context, err error) {
-			if err != nil {
-				reason := fmt.Sprintf("failover: create VM %s: %s", r.name, o.errText(err))
-				o.taskEnd(ctx, j, ti, TaskFailed, asrCode(TaskVM, err), reason)
-				done(ctx, errors.New(reason))
-				return
-			}
-			o.taskEnd(ctx, j, ti, TaskSucceeded, 0, "")
-			o.health(ctx, j, r, done)
-		})
+	o.savedFor(j, func(ctx runtime.Context) { // once the VM is recorded
+		o.lro(ctx, j, "create-vm", func(c context.Context) (compute.Pending, error) { return fabric.BeginCreateVM(c, spec) },
+			func(ctx runtime.Context, err error) {
+				if err != nil {
+					reason := fmt.Sprintf("failover: create VM %s: %s", r.name, o.errText(err))
+					o.taskEnd(ctx, j, ti, TaskFailed, asrCode(TaskVM, err), reason)
+					done(ctx, errors.New(reason))
+					return
+				}
+				o.taskEnd(ctx, j, ti, TaskSucceeded, 0, "")
+				o.health(ctx, j, r, done)
+			})
+	})
 }
 
 // health reads the VM's instance view: healthy when its guest is ready.
