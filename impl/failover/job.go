@@ -183,6 +183,9 @@ type vmRun struct {
 	oldVM    compute.Ref
 	oldDisks []compute.Ref
 	oldBlobs []string
+	// redo: a change point that makes the VM its failover never brought
+	// up (see changePoint).
+	redo bool
 	// failback
 	replGroup  string              // its replication group at failover
 	backPoints []proto.TargetPoint // the master target's, oldest first

@@ -303,7 +303,7 @@ type loaded struct {
 	jobs     []jobRecord
 }
 
-// LoadRecords reads and decodes every record of the orchestrator whose
+// loadRecords reads and decodes every record of the orchestrator whose
 // container is prefix+ContainerRecovery. A missing container is no
 // records. A record that does not decode, or is of another version than
 // RecordVersion, is an error wrapping ErrRecord that names it.
@@ -370,6 +370,34 @@ func (l *loaded) add(name string, data []byte) error {
 	}
 	l.raw[name] = data
 	return nil
+}
+
+// State is the orchestrator's durable state: its machines by name, its
+// jobs oldest first, as stored.
+type State struct {
+	Machines []MachineState
+	Jobs     []Job
+}
+
+// LoadState reads the records of the orchestrator whose container prefix
+// is prefix, as it would at start (before it fails the jobs that were
+// running). A missing container is an empty State; an error wrapping
+// ErrRecord names the record that does not decode or is of another
+// version.
+func LoadState(ctx context.Context, store blob.Store, prefix string) (State, error) {
+	l, err := loadRecords(ctx, store, prefix)
+	if err != nil {
+		return State{}, err
+	}
+	var st State
+	for _, m := range l.machines {
+		st.Machines = append(st.Machines, m.Machine)
+	}
+	slices.SortFunc(st.Machines, func(a, b MachineState) int { return strings.Compare(a.Machine, b.Machine) })
+	for _, j := range l.jobs {
+		st.Jobs = append(st.Jobs, j.Job)
+	}
+	return st, nil
 }
 
 // startLoad reads the records; on success the orchestrator serves.

@@ -231,6 +231,9 @@ func (o *Orchestrator) allowed(op string, st *MachineState, plan bool) error {
 	case proto.OpCommit:
 		switch st.State {
 		case StateFailedOver:
+			if st.Point == "" {
+				return fmt.Errorf("%w: %s: its failover (job %s) never brought the Azure VM up: change the recovery point first", ErrNotFailed, st.Machine, st.Job)
+			}
 		case StateFailedBack:
 			if !backOK {
 				return fmt.Errorf("%w: %s: its failback (job %s) did not succeed: run the failback again first", ErrFailedBack, st.Machine, st.Job)

@@ -350,7 +350,7 @@ func (o *Orchestrator) health(ctx runtime.Context, j *job, r *vmRun, done func(r
 		st.Point = r.point.ID
 		o.taskEnd(ctx, j, ti, TaskSucceeded, 0, "")
 		ctx.Log().Info("failover: vm healthy", "job", j.ID, "vm", r.machine, "azure_vm", r.name, "point", r.point.ID, "rto", j.VMRTO(r.machine).String())
-		if j.Op == proto.OpFailover {
+		if j.Op == proto.OpFailover || r.redo {
 			o.tellFailedOver(ctx, j, r, done)
 			return
 		}
@@ -470,8 +470,36 @@ func (o *Orchestrator) deleteCreated(ctx runtime.Context, j *job, r *vmRun, done
 // changePoint moves a failed-over machine to its newly chosen point: new
 // disks from it, the old VM deleted, a new VM on the same NIC booted from
 // the new disks, then the old disks and blobs deleted.
+//
+// A machine whose failover never brought its VM up (it failed, or the
+// recovery service restarted during it) has nothing to keep: whatever the
+// failover recorded is deleted, then disks, NIC and VM are made anew from
+// the new point, as the failover would have, and the configuration server
+// is told once the VM is healthy.
 func (o *Orchestrator) changePoint(ctx runtime.Context, j *job, r *vmRun, done func(runtime.Context, error)) {
 	st := o.machine(r.machine)
+	if st.Point == "" {
+		r.redo = true
+		o.deleteCreated(ctx, j, r, func(ctx runtime.Context, err error) {
+			if err != nil {
+				done(ctx, err)
+				return
+			}
+			o.prepare(ctx, j, r, func(ctx runtime.Context, err error) {
+				if err != nil {
+					done(ctx, err)
+					return
+				}
+				o.createVM(ctx, j, r, r.disks, func(ctx runtime.Context, err error) {
+					if err == nil {
+						st.Job = j.ID
+					}
+					done(ctx, err)
+				})
+			})
+		})
+		return
+	}
 	r.oldVM, r.oldDisks, r.oldBlobs = st.VM, st.Disks, st.Blobs
 	st.Disks, st.Blobs = append([]compute.Ref(nil), st.Disks...), append([]string(nil), st.Blobs...)
 	if len(st.NICs) == 0 {
