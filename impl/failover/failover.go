@@ -270,6 +270,10 @@ func (o *Orchestrator) Jobs() []Job {
 	return out
 }
 
+// Loaded reports whether the orchestrator has loaded its records and
+// serves (at once without a Config.Store).
+func (o *Orchestrator) Loaded() bool { return o.p.loaded }
+
 // Machines returns a copy of every machine failover knows, by name.
 func (o *Orchestrator) Machines() []MachineState {
 	var out []MachineState
