@@ -61,6 +61,22 @@
 // is asked for, so a cleanup deletes it even when the job failed midway
 // (deleting what does not exist is not an error on ARM).
 //
+// # Restarts
+//
+// With Config.Store, jobs and machine records survive a restart (see
+// persist.go for the rules): they are JSON blobs in the container
+// ContainerPrefix+ContainerRecovery, each create is asked of the fabric
+// only once the record naming it is written, a reply to the portal only
+// once what its request changed is, and at Started the records are loaded
+// before anything is served. A job the restart interrupted is failed
+// ("interrupted: the recovery service restarted during <task>") with the
+// operation that makes sense next in its AllowedActions: a test
+// failover's cleanup (deleting exactly what it recorded), a failover's
+// change of point, else the same operation again. What is not kept: a
+// job's in-memory progress (it is never resumed), and requests in flight
+// to the Azure side, the configuration server or the master target
+// (their answers to the old incarnation are dropped).
+//
 // The orchestrator never writes a catalog: points are read with
 // proto.LoadCatalog and changed only through the Azure side's requests.
 package failover
