@@ -164,6 +164,10 @@ const (
 	// maxPollErrors the failed polls of one operation.
 	maxThrottled  = 100
 	maxPollErrors = 20
+	// maxDeleteConflicts bounds the retries (every PollEvery) of a delete
+	// refused with a conflict: a resource still being made, e.g. by a job
+	// a restart interrupted (a hydrated VM takes up to 13 min).
+	maxDeleteConflicts = 80
 )
 
 // ContainerFailover is the suffix of the container that holds the blobs

@@ -366,6 +366,7 @@ func (o *Orchestrator) deleteAll(ctx runtime.Context, j *job, r *vmRun, task str
 	}
 	ti := o.task(ctx, j, task, r.machine, r.group)
 	fabric := o.cfg.Fabric
+	conflicts := 0
 	var one func(ctx runtime.Context, i int)
 	one = func(ctx runtime.Context, i int) {
 		if i == len(refs) {
@@ -376,6 +377,18 @@ func (o *Orchestrator) deleteAll(ctx runtime.Context, j *job, r *vmRun, task str
 		ref := refs[i]
 		o.lro(ctx, j, "delete", func(c context.Context) (compute.Pending, error) { return fabric.BeginDelete(c, ref) },
 			func(ctx runtime.Context, err error) {
+				if errors.Is(err, compute.ErrConflict) && conflicts < maxDeleteConflicts {
+					// Busy: still being made by a job a restart
+					// interrupted (the fabric went on with it).
+					conflicts++
+					ctx.Log().Info("failover: delete refused for now, retrying", "job", j.ID, "ref", ref.String(), "after", o.cfg.PollEvery.String(), "try", conflicts, "reason", o.errText(err))
+					o.after(ctx, o.cfg.PollEvery, "failover-retry", func(ctx runtime.Context) {
+						if j.State == JobInProgress {
+							one(ctx, i)
+						}
+					})
+					return
+				}
 				if err != nil && !errors.Is(err, compute.ErrNotFound) {
 					reason := fmt.Sprintf("failover: delete %s: %s", ref, o.errText(err))
 					o.taskEnd(ctx, j, ti, TaskFailed, 0, reason)
