@@ -278,7 +278,7 @@ func New(cfg Config) *Orchestrator {
 	return &Orchestrator{cfg: cfg, byID: map[string]*job{}, machines: map[string]*MachineState{},
 		targets: map[string]target{}, timers: map[runtime.TimerID]func(runtime.Context){},
 		waiting: map[string]func(runtime.Context, wire.Msg){},
-		p:       persister{latest: map[string][]byte{}, pending: map[string][]byte{}}}
+		p:       persister{latest: map[string][]byte{}, pending: map[string][]byte{}, final: map[string]bool{}}}
 }
 
 // Jobs returns a deep copy of every job, oldest first.

@@ -129,10 +129,15 @@ type persister struct {
 	pending  map[string][]byte // encoded, not written yet
 	inflight bool
 	retrying bool
-	ver      int // bumped by each event that changed a record
-	durable  int // the newest ver whose records are all written
-	waiters  []waiter
-	fresh    []func(runtime.Context) // registered during this event
+	// failingSince is when the writes began to fail (zero: they do not).
+	failingSince time.Time
+	// final: jobs that succeeded, as written: they never change again and
+	// are not encoded again.
+	final   map[string]bool
+	ver     int // bumped by each event that changed a record
+	durable int // the newest ver whose records are all written
+	waiters []waiter
+	fresh   []func(runtime.Context) // registered during this event
 }
 
 type waiter struct {
@@ -165,6 +170,9 @@ func (o *Orchestrator) encodeRecords() (map[string][]byte, error) {
 		out[machineBlob(name)] = b
 	}
 	for i, j := range o.jobs {
+		if o.p.final[j.ID] {
+			continue
+		}
 		b, err := json.Marshal(jobRecord{Version: RecordVersion, Order: i, Job: j.Job})
 		if err != nil {
 			return nil, fmt.Errorf("failover: encode job %s: %w", j.ID, err)
@@ -209,6 +217,11 @@ func (o *Orchestrator) flush(ctx runtime.Context) {
 			for _, name := range sortedKeys(recs) {
 				if !bytes.Equal(p.latest[name], recs[name]) {
 					p.latest[name], p.pending[name], changed = recs[name], recs[name], true
+				}
+			}
+			for _, j := range o.jobs {
+				if j.State == JobSucceeded {
+					p.final[j.ID] = true
 				}
 			}
 			if changed {
@@ -270,13 +283,27 @@ func (o *Orchestrator) startWrite(ctx runtime.Context) {
 				}
 			}
 			p.retrying = true
+			if p.failingSince.IsZero() {
+				p.failingSince = ctx.Now()
+			}
 			ctx.Log().Warn("failover: records not written; retrying", "records", len(recs), "after", storeRetry.String(), "err", o.errText(d.Err))
 			o.after(ctx, storeRetry, "failover-save-retry", func(ctx runtime.Context) { p.retrying = false })
+			if ctx.Now().Sub(p.failingSince) >= o.cfg.VaultTimeout {
+				// No create may start unrecorded: the running jobs
+				// cannot go on. They fail (their machines keep what
+				// they recorded); the records are still retried.
+				reason := fmt.Sprintf("failover: the recovery service could not write its records for %s: %s", ctx.Now().Sub(p.failingSince), o.errText(d.Err))
+				for _, j := range o.jobs {
+					if j.State == JobInProgress {
+						o.fail(ctx, j, reason, false)
+					}
+				}
+			}
 			return
 		}
 		// The write took everything pending when it started (a failed
 		// one's records were put back before): all up to ver is written.
-		p.durable = ver
+		p.durable, p.failingSince = ver, time.Time{}
 	})
 }
 

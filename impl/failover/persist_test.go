@@ -411,3 +411,53 @@ func mustJSON(t *testing.T, v any) string {
 	must(t, err)
 	return string(b)
 }
+
+// failingStore fails every write of the orchestrator's records while
+// *down is set.
+type failingStore struct {
+	blob.Store
+	down *bool
+}
+
+func (s failingStore) Put(ctx context.Context, c, name string, data []byte, opts blob.WriteOptions) (string, error) {
+	if *s.down && c == prefix+failover.ContainerRecovery {
+		return "", fmt.Errorf("memblob: put %s/%s: %w", c, name, blob.ErrNotFound)
+	}
+	return s.Store.Put(ctx, c, name, data, opts)
+}
+
+// TestRecordsUnwritable: while the records cannot be written no create
+// starts; past VaultTimeout the running job fails with the reason, and
+// once storage is back the records catch up with it.
+func TestRecordsUnwritable(t *testing.T) {
+	e := standard(t, options{latency: fabricLatency})
+	down := false
+	e.cfg.Store = failingStore{Store: e.store, down: &down}
+	e.restart()
+	id := e.start(testRequest("r1", "web01"))
+	down = true
+	for range 12 * 15 {
+		e.d.Advance(5 * time.Second)
+		e.pump()
+	}
+	j := e.job(id)
+	if j.State != failover.JobFailed || len(j.Errors) == 0 || !strings.Contains(j.Errors[0], "could not write its records for 10m") {
+		t.Fatalf("job %s %v: want failed, records unwritable for 10m%s", j.State, j.Errors, taskList(j))
+	}
+	// The copy and the disk were recorded before storage went away; the
+	// NIC and the VM, asked for later, were not made.
+	inv := e.inventory()
+	if len(inv.NICs)+len(inv.VMs) != 0 || len(inv.Disks) != 1 {
+		t.Errorf("made while nothing could be recorded: NICs %v, VMs %v (disks %v)", inv.NICs, inv.VMs, inv.Disks)
+	}
+	down = false
+	e.d.Advance(10 * time.Second)
+	e.pump()
+	st := e.stored()
+	if len(st.Jobs) != 1 || st.Jobs[0].State != failover.JobFailed {
+		t.Errorf("stored once storage is back: %+v", st.Jobs)
+	}
+	if len(st.Machines) == 0 || !slices.ContainsFunc(st.Machines[len(st.Machines)-1].Disks, func(r compute.Ref) bool { return r == inv.Disks[0].Ref }) {
+		t.Errorf("stored machines %+v do not name disk %s", st.Machines, inv.Disks[0].Ref)
+	}
+}
