@@ -47,7 +47,8 @@ import (
 // At the load, a job that was running (or waiting for a manual action, or
 // for resume or skip) when the service stopped is failed with the reason
 // "interrupted: the recovery service restarted during <task>"; its
-// in-flight tasks fail with it, and its machines are free. What it created
+// in-flight tasks fail with it (their end, and the job's, is the load's
+// time: when the service learnt of it), and its machines are free. What it created
 // stays recorded in its machines, and its AllowedActions name the
 // operation that makes sense next (see interruptedActions).
 
