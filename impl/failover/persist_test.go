@@ -461,3 +461,62 @@ func TestRecordsUnwritable(t *testing.T) {
 		t.Errorf("stored machines %+v do not name disk %s", st.Machines, inv.Disks[0].Ref)
 	}
 }
+
+// TestInterruptedFailoverChangePoint: a failover the restart interrupted
+// before its VM came up leaves the machine failed over; commit is refused
+// until a VM has come up; change point deletes whatever the failover
+// recorded and brings the VM up from the new point, and the configuration
+// server is told.
+func TestInterruptedFailoverChangePoint(t *testing.T) {
+	e := standard(t, options{latency: fabricLatency})
+	id := e.start(&proto.FailoverRequest{Req: "r1", Op: proto.OpFailover, VMs: []string{"db01"},
+		Point: proto.PointChoice{Kind: proto.PointLatestProcessed}})
+	for e.job(id).State == failover.JobInProgress && taskIndex(e.job(id), failover.TaskVM, "db01") < 0 {
+		e.d.Advance(5 * time.Second)
+		e.pump()
+	}
+	e.d.Advance(5 * time.Second) // the VM create is under way
+	e.pump()
+	e.restart()
+	j := e.job(id)
+	if j.State != failover.JobFailed || !slices.Equal(j.AllowedActions, []string{proto.OpChangePoint}) {
+		t.Fatalf("interrupted failover: %s, allowed %v, errors %v", j.State, j.AllowedActions, j.Errors)
+	}
+	if m := e.machine("db01"); m.State != failover.StateFailedOver || m.Point != "" || m.VM.Name != "db01" {
+		t.Fatalf("db01 after the restart: %+v", m)
+	}
+	e.send(&proto.FailoverRequest{Req: "r2", Op: proto.OpCommit, VMs: []string{"db01"}})
+	if r := e.lastReply(); r.OK || !strings.Contains(r.Reason, "never brought the Azure VM up") {
+		t.Errorf("commit of a VM that never came up: %+v", r)
+	}
+	cp := e.start(&proto.FailoverRequest{Req: "r3", Op: proto.OpChangePoint, VMs: []string{"db01"},
+		Point: proto.PointChoice{Kind: proto.PointCustom, ID: "g1:a:100"}})
+	cj := e.wait(cp, time.Hour)
+	if cj.State != failover.JobSucceeded {
+		t.Fatalf("change point %s: %v%s", cj.State, cj.Errors, taskList(cj))
+	}
+	want := []string{failover.TaskDeleteVM, failover.TaskDeleteNICs, failover.TaskDeleteDisks, failover.TaskDeleteBlobs,
+		failover.TaskCopy, failover.TaskDisks, failover.TaskNIC, failover.TaskVM, failover.TaskHealth, failover.TaskTellCS}
+	if diff := cmp.Diff(want, names(cj, "db01")); diff != "" {
+		t.Errorf("change point tasks (-want +got):\n%s", diff)
+	}
+	inv := e.inventory()
+	if len(inv.VMs) != 1 || len(inv.NICs) != 1 || len(inv.Disks) != 2 {
+		t.Fatalf("after change point: VMs %v NICs %v disks %v: want db01's one VM, NIC and two disks", inv.VMs, inv.NICs, inv.Disks)
+	}
+	for _, d := range inv.Disks {
+		if d.Tags[compute.TagJob] != cp || d.Tags[compute.TagPoint] != "g1:a:100" {
+			t.Errorf("disk %s tags %v: want made by %s from g1:a:100", d.Ref, d.Tags, cp)
+		}
+	}
+	if !slices.ContainsFunc(e.csIn, func(s string) bool { return strings.HasPrefix(s, "failed-over db01 db01 ") }) {
+		t.Errorf("configuration server got %v: want failed-over db01", e.csIn)
+	}
+	if m := e.machine("db01"); m.Point != "g1:a:100" || m.State != failover.StateFailedOver {
+		t.Errorf("db01 after change point: %+v", m)
+	}
+	c := e.start(&proto.FailoverRequest{Req: "r4", Op: proto.OpCommit, VMs: []string{"db01"}})
+	if cj := e.wait(c, time.Hour); cj.State != failover.JobSucceeded {
+		t.Errorf("commit after change point %s: %v", cj.State, cj.Errors)
+	}
+}
