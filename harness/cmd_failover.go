@@ -520,6 +520,9 @@ func jobLine(j failover.Job) string {
 	what := j.Plan
 	if what == "" {
 		what = strings.Join(sortedKeys(j.Point), ",")
+		if what == "" { // a cleanup: no point
+			what = strings.Join(slices.Sorted(slices.Values(j.VMs)), ",")
+		}
 	} else {
 		what = "plan " + what
 	}
@@ -583,7 +586,12 @@ func formatJob(j failover.Job, verbose bool) string {
 	for _, e := range j.Errors {
 		fmt.Fprintf(&b, "  error: %s\n", e)
 	}
-	if len(j.AllowedActions) > 0 {
+	switch {
+	case len(j.AllowedActions) > 0 && j.State == failover.JobFailed && !j.Ended.IsZero():
+		// An ended job's AllowedActions are operations on its machines
+		// (an interrupted job's: see failover.interruptedActions).
+		fmt.Fprintf(&b, "  allowed next: %s\n", strings.Join(j.AllowedActions, " or "))
+	case len(j.AllowedActions) > 0:
 		fmt.Fprintf(&b, "  waiting for: %s\n", strings.Join(j.AllowedActions, " or "))
 	}
 	return b.String()

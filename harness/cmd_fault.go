@@ -36,6 +36,9 @@ import (
 //	                                 memory is lost, its bitmap drives a
 //	                                 resync). Any other host: the host, whose
 //	                                 disk loses what was not fsynced
+//	                                 (host=recovery: the failover
+//	                                 orchestrator, whose jobs and records
+//	                                 are reloaded from storage on restart)
 //	fault restart host=X [what=agent|machine]
 //	fault lose-cache host=ps01       the process server crashes and comes back
 //	                                 on a new, empty cache disk

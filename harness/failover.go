@@ -227,14 +227,44 @@ func (fo *Failover) newJob() string {
 	return fmt.Sprintf("job-%d", fo.nextJob)
 }
 
-// Jobs are the orchestrator's jobs.
+// Jobs are the orchestrator's jobs. While the recovery host is down they
+// are an error saying so; right after its restart the world runs (a
+// minute at most) until the orchestrator has loaded its records.
 func (fo *Failover) Jobs() ([]failover.Job, error) {
+	js, err := fo.jobsNow()
+	if errors.Is(err, errRecoveryLoading) {
+		fo.d.e.RunUntil(time.Minute, func() bool {
+			js, err = fo.jobsNow()
+			return !errors.Is(err, errRecoveryLoading)
+		})
+	}
+	return js, err
+}
+
+// errRecoveryLoading: the restarted orchestrator has not loaded its
+// records yet.
+var errRecoveryLoading = errors.New("the recovery service is loading its records")
+
+// jobsNow are the orchestrator's jobs as it holds them now, without
+// running the world.
+func (fo *Failover) jobsNow() ([]failover.Job, error) {
 	if !fo.started {
 		return nil, nil
 	}
-	return runtime.InspectAs(fo.d.e.ctx, fo.d.e.Sim, AddrRecovery, func(a runtime.Actor) []failover.Job {
-		return a.(*failover.Orchestrator).Jobs()
+	e := fo.d.e
+	if e.Sim.Down(HostRecovery) {
+		return nil, fmt.Errorf("the recovery service (host %s) is down: `fault restart host=%s` brings it back", HostRecovery, HostRecovery)
+	}
+	var loaded bool
+	js, err := runtime.InspectAs(e.ctx, e.Sim, AddrRecovery, func(a runtime.Actor) []failover.Job {
+		o := a.(*failover.Orchestrator)
+		loaded = o.Loaded()
+		return o.Jobs()
 	})
+	if err == nil && !loaded {
+		return nil, errRecoveryLoading
+	}
+	return js, err
 }
 
 // Job is one job by id.
@@ -243,6 +273,10 @@ func (fo *Failover) Job(id string) (failover.Job, error) {
 	if err != nil {
 		return failover.Job{}, err
 	}
+	return jobByID(js, id)
+}
+
+func jobByID(js []failover.Job, id string) (failover.Job, error) {
 	for _, j := range js {
 		if j.ID == id {
 			return j, nil
@@ -273,7 +307,14 @@ func (fo *Failover) waitJob(id string, limit time.Duration) (failover.Job, error
 	var j failover.Job
 	var err error
 	fo.d.e.RunUntil(limit, func() bool {
-		j, err = fo.Job(id)
+		var js []failover.Job
+		js, err = fo.jobsNow()
+		if errors.Is(err, errRecoveryLoading) {
+			return false
+		}
+		if err == nil {
+			j, err = jobByID(js, id)
+		}
 		return err != nil || jobSettled(j)
 	})
 	if err != nil {

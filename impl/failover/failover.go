@@ -61,6 +61,22 @@
 // is asked for, so a cleanup deletes it even when the job failed midway
 // (deleting what does not exist is not an error on ARM).
 //
+// # Restarts
+//
+// With Config.Store, jobs and machine records survive a restart (see
+// persist.go for the rules): they are JSON blobs in the container
+// ContainerPrefix+ContainerRecovery, each create is asked of the fabric
+// only once the record naming it is written, a reply to the portal only
+// once what its request changed is, and at Started the records are loaded
+// before anything is served. A job the restart interrupted is failed
+// ("interrupted: the recovery service restarted during <task>") with the
+// operation that makes sense next in its AllowedActions: a test
+// failover's cleanup (deleting exactly what it recorded), a failover's
+// change of point, else the same operation again. What is not kept: a
+// job's in-memory progress (it is never resumed), and requests in flight
+// to the Azure side, the configuration server or the master target
+// (their answers to the old incarnation are dropped).
+//
 // The orchestrator never writes a catalog: points are read with
 // proto.LoadCatalog and changed only through the Azure side's requests.
 package failover
@@ -142,10 +158,16 @@ const (
 	DefaultSize   = "Standard_D2s_v3"
 	MaxPlanVMs    = 100 // Azure Site Recovery's limit per plan
 	MaxPlanGroups = 7
+	// maxEarly bounds the messages kept while the records load.
+	maxEarly = 4096
 	// maxThrottled bounds the retries of one Begin answered 429, and
 	// maxPollErrors the failed polls of one operation.
 	maxThrottled  = 100
 	maxPollErrors = 20
+	// maxDeleteConflicts bounds the retries (every PollEvery) of a delete
+	// refused with a conflict: a resource still being made, e.g. by a job
+	// a restart interrupted (a hydrated VM takes up to 13 min).
+	maxDeleteConflicts = 80
 )
 
 // ContainerFailover is the suffix of the container that holds the blobs
@@ -233,6 +255,7 @@ type Orchestrator struct {
 	timers   map[runtime.TimerID]func(runtime.Context)
 	waiting  map[string]func(runtime.Context, wire.Msg) // request id → continuation (a Reply or TargetPoints)
 	seq      int                                        // job ids and vault request ids
+	p        persister
 }
 
 // New returns an Orchestrator.
@@ -254,7 +277,8 @@ func New(cfg Config) *Orchestrator {
 	}
 	return &Orchestrator{cfg: cfg, byID: map[string]*job{}, machines: map[string]*MachineState{},
 		targets: map[string]target{}, timers: map[runtime.TimerID]func(runtime.Context){},
-		waiting: map[string]func(runtime.Context, wire.Msg){}}
+		waiting: map[string]func(runtime.Context, wire.Msg){},
+		p:       persister{latest: map[string][]byte{}, pending: map[string][]byte{}, final: map[string]bool{}}}
 }
 
 // Jobs returns a deep copy of every job, oldest first.
@@ -265,6 +289,10 @@ func (o *Orchestrator) Jobs() []Job {
 	}
 	return out
 }
+
+// Loaded reports whether the orchestrator has loaded its records and
+// serves (at once without a Config.Store).
+func (o *Orchestrator) Loaded() bool { return o.p.loaded }
 
 // Machines returns a copy of every machine failover knows, by name.
 func (o *Orchestrator) Machines() []MachineState {
@@ -280,6 +308,11 @@ func (o *Orchestrator) Handle(ctx runtime.Context, ev runtime.Event) {
 	switch ev := ev.(type) {
 	case runtime.Started:
 		ctx.Log().Info("failover: started", "poll_every", o.cfg.PollEvery.String())
+		if o.cfg.Store == nil {
+			o.p.loaded = true
+		} else {
+			o.startLoad(ctx)
+		}
 	case runtime.Timer:
 		if fn, ok := o.timers[ev.ID]; ok {
 			delete(o.timers, ev.ID)
@@ -288,8 +321,17 @@ func (o *Orchestrator) Handle(ctx runtime.Context, ev runtime.Event) {
 	case runtime.Done:
 		o.ops.Dispatch(ctx, ev)
 	case runtime.Message:
+		if !o.p.loaded {
+			// Served once the records are loaded; past maxEarly dropped
+			// (senders retry as for a lost frame).
+			if len(o.p.early) < maxEarly {
+				o.p.early = append(o.p.early, ev)
+			}
+			return
+		}
 		o.message(ctx, ev)
 	}
+	o.flush(ctx)
 }
 
 func (o *Orchestrator) message(ctx runtime.Context, ev runtime.Message) {
@@ -305,12 +347,12 @@ func (o *Orchestrator) message(ctx runtime.Context, ev runtime.Message) {
 		o.answer(ctx, m.Req, m)
 	case *proto.SetTarget:
 		err := o.setTarget(m)
-		o.reply(ctx, ev.From, msg, m.Req, m.Machine, "", err)
+		o.saved(func(ctx runtime.Context) { o.reply(ctx, ev.From, msg, m.Req, m.Machine, "", err) })
 	case *proto.FailoverRequest:
 		o.request(ctx, ev.From, m)
 	case *proto.JobAction:
 		err := o.action(ctx, m)
-		o.reply(ctx, ev.From, msg, m.Req, m.JobID, m.JobID, err)
+		o.saved(func(ctx runtime.Context) { o.reply(ctx, ev.From, msg, m.Req, m.JobID, m.JobID, err) })
 	default:
 		ctx.Log().Debug("failover: message ignored", "from", string(ev.From), "kind", wire.KindName(msg.WireKind()))
 	}

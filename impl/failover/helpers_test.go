@@ -47,6 +47,8 @@ var (
 // fake Azure side that answers the orchestrator's requests.
 type env struct {
 	t       tester
+	tb      testing.TB
+	cfg     failover.Config
 	d       *runtimetest.Driver
 	o       *failover.Orchestrator
 	store   *memblob.Store
@@ -157,11 +159,13 @@ func newEnvFor(t testing.TB, rt tester, opts options) *env {
 	if opts.noMT {
 		mt = ""
 	}
-	e.o = failover.New(failover.Config{Fabric: f, FabricPeer: "management.azure", Store: e.store, StoragePeer: proto.HostStorage,
+	e.cfg = failover.Config{Fabric: f, FabricPeer: "management.azure", Store: e.store, StoragePeer: proto.HostStorage,
 		ContainerPrefix: prefix, Vault: vaultAddr, Runbooks: e.runbooks, VSphere: opts.vsphere, VSpherePeer: "vc01", Group: rg, Production: prodNet, PollEvery: 15 * time.Second,
-		ConfigServer: csAddr, MasterTarget: mt, OnPremBoot: e.onPremBoot})
+		ConfigServer: csAddr, MasterTarget: mt, OnPremBoot: e.onPremBoot}
+	e.o = failover.New(e.cfg)
+	e.tb = t
 	e.d = runtimetest.New(t, foAddr, e.o)
-	clock = e.d.Now
+	clock = func() time.Time { return e.d.Now() }
 	if testing.Verbose() {
 		e.d.SetLogger(slog.New(slog.NewTextHandler(testWriter{t}, nil)))
 	}
@@ -480,4 +484,15 @@ func taskList(j failover.Job) string {
 		fmt.Fprintf(&b, "\n  %s | %s | g%d | %s %d %s", t.Name, t.VM, t.Group, t.State, t.Code, t.Reason)
 	}
 	return b.String()
+}
+
+// restart crashes the orchestrator and starts a new one on the same
+// storage account and fabric: its timers, pending answers and memory are
+// gone; the fabric's operations go on; the clock goes on.
+func (e *env) restart() {
+	e.t.Helper()
+	e.d.Sent() // what the old one sent is lost with it
+	e.o = failover.New(e.cfg)
+	e.d = runtimetest.NewAt(e.tb, foAddr, e.o, e.d.Now())
+	e.pump()
 }

@@ -183,6 +183,9 @@ type vmRun struct {
 	oldVM    compute.Ref
 	oldDisks []compute.Ref
 	oldBlobs []string
+	// redo: a change point that makes the VM its failover never brought
+	// up (see changePoint).
+	redo bool
 	// failback
 	replGroup  string              // its replication group at failover
 	backPoints []proto.TargetPoint // the master target's, oldest first
@@ -318,6 +321,14 @@ func (o *Orchestrator) action(ctx runtime.Context, m *proto.JobAction) error {
 	j, ok := o.byID[m.JobID]
 	if !ok {
 		return fmt.Errorf("%w: %q", ErrUnknownJob, m.JobID)
+	}
+	switch m.Action {
+	case proto.ActionAck, proto.ActionResume, proto.ActionSkip:
+	default:
+		if slices.Contains(j.AllowedActions, m.Action) {
+			return fmt.Errorf("%w: %s on job %s: an operation, not a job action: request %s of the job's machines", ErrAction, m.Action, j.ID, m.Action)
+		}
+		return fmt.Errorf("%w: %s on job %s: want ack, resume or skip", ErrAction, m.Action, j.ID)
 	}
 	if !slices.Contains(j.AllowedActions, m.Action) {
 		return fmt.Errorf("%w: %s on job %s (%s; allowed: %s)", ErrAction, m.Action, j.ID, j.State, strings.Join(j.AllowedActions, ","))

@@ -231,6 +231,9 @@ func (o *Orchestrator) allowed(op string, st *MachineState, plan bool) error {
 	case proto.OpCommit:
 		switch st.State {
 		case StateFailedOver:
+			if st.Point == "" {
+				return fmt.Errorf("%w: %s: its failover (job %s) never brought the Azure VM up: change the recovery point first", ErrNotFailed, st.Machine, st.Job)
+			}
 		case StateFailedBack:
 			if !backOK {
 				return fmt.Errorf("%w: %s: its failback (job %s) did not succeed: run the failback again first", ErrFailedBack, st.Machine, st.Job)
@@ -278,7 +281,9 @@ func (o *Orchestrator) startJob(ctx runtime.Context, from runtime.Addr, m *proto
 	o.byID[id] = j
 	j.phases = o.phases(j)
 	ctx.Log().Info("failover: job started", "job", id, "op", m.Op, "plan", j.Plan, "vms", len(j.VMs), "point", m.Point.Kind, "skipped", len(skip))
-	o.reply(ctx, from, m, m.Req, subject, id, nil)
+	// Answered once the job and its machines are written: a crash after
+	// the answer cannot take the job back.
+	o.saved(func(ctx runtime.Context) { o.reply(ctx, from, m, m.Req, subject, id, nil) })
 	o.next(ctx, j)
 }
 

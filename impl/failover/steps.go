@@ -142,22 +142,26 @@ func (o *Orchestrator) copyDisks(ctx runtime.Context, j *job, r *vmRun, done fun
 			}
 		})
 	}
-	o.call(ctx, j, "failover-copy", o.cfg.StoragePeer, func(c context.Context) (any, error) {
-		if err := store.CreateContainer(c, fc); err != nil {
-			return nil, err
-		}
-		for _, x := range cps {
-			if _, err := store.StartCopy(c, fc, x.dst, rc, x.src, x.snap); err != nil {
+	// The copies start once their names are written in the machine's
+	// record (see persist.go).
+	o.savedFor(j, func(ctx runtime.Context) {
+		o.call(ctx, j, "failover-copy", o.cfg.StoragePeer, func(c context.Context) (any, error) {
+			if err := store.CreateContainer(c, fc); err != nil {
 				return nil, err
 			}
-		}
-		return nil, nil
-	}, func(ctx runtime.Context, _ any, err error) {
-		if err != nil {
-			end(ctx, err)
-			return
-		}
-		check(ctx, 0)
+			for _, x := range cps {
+				if _, err := store.StartCopy(c, fc, x.dst, rc, x.src, x.snap); err != nil {
+					return nil, err
+				}
+			}
+			return nil, nil
+		}, func(ctx runtime.Context, _ any, err error) {
+			if err != nil {
+				end(ctx, err)
+				return
+			}
+			check(ctx, 0)
+		})
 	})
 }
 
@@ -201,7 +205,7 @@ func (o *Orchestrator) createDisks(ctx runtime.Context, j *job, r *vmRun, done f
 				one(ctx, i+1)
 			})
 	}
-	one(ctx, 0)
+	o.savedFor(j, func(ctx runtime.Context) { one(ctx, 0) }) // once the disks are recorded
 }
 
 // createNIC makes r's NIC: in a test, in the chosen network, in the
@@ -218,9 +222,16 @@ func (o *Orchestrator) createNIC(ctx runtime.Context, j *job, r *vmRun, done fun
 	}
 	r.nic = compute.Ref{Kind: compute.KindNIC, Group: o.cfg.Group, Name: r.name + "-nic"}
 	st.NICs = append(st.NICs, r.nic)
-	fabric := o.cfg.Fabric
 	spec := compute.NICSpec{Group: o.cfg.Group, Name: r.nic.Name, Network: netRef,
 		Tags: map[string]string{compute.TagSource: r.machine, compute.TagJob: j.ID}}
+	o.savedFor(j, func(ctx runtime.Context) { // once the NIC is recorded
+		o.createdNIC(ctx, j, r, ti, netRef, spec, t, done)
+	})
+}
+
+// createdNIC places and creates r's NIC, as task ti.
+func (o *Orchestrator) createdNIC(ctx runtime.Context, j *job, r *vmRun, ti int, netRef compute.Ref, spec compute.NICSpec, t target, done func(runtime.Context, error)) {
+	fabric := o.cfg.Fabric
 	o.lro(ctx, j, "create-nic", func(c context.Context) (compute.Pending, error) {
 		n, err := fabric.Network(c, netRef)
 		if err != nil {
@@ -303,17 +314,19 @@ func (o *Orchestrator) createVM(ctx runtime.Context, j *job, r *vmRun, disks []c
 		Tags: map[string]string{compute.TagSource: r.machine, compute.TagPoint: r.point.ID, compute.TagJob: j.ID,
 			compute.TagHydrate: strconv.FormatBool(t.hydrate)}}
 	fabric := o.cfg.Fabric
-	o.lro(ctx, j, "create-vm", func(c context.Context) (compute.Pending, error) { return fabric.BeginCreateVM(c, spec) },
-		func(ctx runtime.Context, err error) {
-			if err != nil {
-				reason := fmt.Sprintf("failover: create VM %s: %s", r.name, o.errText(err))
-				o.taskEnd(ctx, j, ti, TaskFailed, asrCode(TaskVM, err), reason)
-				done(ctx, errors.New(reason))
-				return
-			}
-			o.taskEnd(ctx, j, ti, TaskSucceeded, 0, "")
-			o.health(ctx, j, r, done)
-		})
+	o.savedFor(j, func(ctx runtime.Context) { // once the VM is recorded
+		o.lro(ctx, j, "create-vm", func(c context.Context) (compute.Pending, error) { return fabric.BeginCreateVM(c, spec) },
+			func(ctx runtime.Context, err error) {
+				if err != nil {
+					reason := fmt.Sprintf("failover: create VM %s: %s", r.name, o.errText(err))
+					o.taskEnd(ctx, j, ti, TaskFailed, asrCode(TaskVM, err), reason)
+					done(ctx, errors.New(reason))
+					return
+				}
+				o.taskEnd(ctx, j, ti, TaskSucceeded, 0, "")
+				o.health(ctx, j, r, done)
+			})
+	})
 }
 
 // health reads the VM's instance view: healthy when its guest is ready.
@@ -337,7 +350,7 @@ func (o *Orchestrator) health(ctx runtime.Context, j *job, r *vmRun, done func(r
 		st.Point = r.point.ID
 		o.taskEnd(ctx, j, ti, TaskSucceeded, 0, "")
 		ctx.Log().Info("failover: vm healthy", "job", j.ID, "vm", r.machine, "azure_vm", r.name, "point", r.point.ID, "rto", j.VMRTO(r.machine).String())
-		if j.Op == proto.OpFailover {
+		if j.Op == proto.OpFailover || r.redo {
 			o.tellFailedOver(ctx, j, r, done)
 			return
 		}
@@ -353,6 +366,7 @@ func (o *Orchestrator) deleteAll(ctx runtime.Context, j *job, r *vmRun, task str
 	}
 	ti := o.task(ctx, j, task, r.machine, r.group)
 	fabric := o.cfg.Fabric
+	conflicts := 0
 	var one func(ctx runtime.Context, i int)
 	one = func(ctx runtime.Context, i int) {
 		if i == len(refs) {
@@ -363,6 +377,18 @@ func (o *Orchestrator) deleteAll(ctx runtime.Context, j *job, r *vmRun, task str
 		ref := refs[i]
 		o.lro(ctx, j, "delete", func(c context.Context) (compute.Pending, error) { return fabric.BeginDelete(c, ref) },
 			func(ctx runtime.Context, err error) {
+				if errors.Is(err, compute.ErrConflict) && conflicts < maxDeleteConflicts {
+					// Busy: still being made by a job a restart
+					// interrupted (the fabric went on with it).
+					conflicts++
+					ctx.Log().Info("failover: delete refused for now, retrying", "job", j.ID, "ref", ref.String(), "after", o.cfg.PollEvery.String(), "try", conflicts, "reason", o.errText(err))
+					o.after(ctx, o.cfg.PollEvery, "failover-retry", func(ctx runtime.Context) {
+						if j.State == JobInProgress {
+							one(ctx, i)
+						}
+					})
+					return
+				}
 				if err != nil && !errors.Is(err, compute.ErrNotFound) {
 					reason := fmt.Sprintf("failover: delete %s: %s", ref, o.errText(err))
 					o.taskEnd(ctx, j, ti, TaskFailed, 0, reason)
@@ -457,8 +483,36 @@ func (o *Orchestrator) deleteCreated(ctx runtime.Context, j *job, r *vmRun, done
 // changePoint moves a failed-over machine to its newly chosen point: new
 // disks from it, the old VM deleted, a new VM on the same NIC booted from
 // the new disks, then the old disks and blobs deleted.
+//
+// A machine whose failover never brought its VM up (it failed, or the
+// recovery service restarted during it) has nothing to keep: whatever the
+// failover recorded is deleted, then disks, NIC and VM are made anew from
+// the new point, as the failover would have, and the configuration server
+// is told once the VM is healthy.
 func (o *Orchestrator) changePoint(ctx runtime.Context, j *job, r *vmRun, done func(runtime.Context, error)) {
 	st := o.machine(r.machine)
+	if st.Point == "" {
+		r.redo = true
+		o.deleteCreated(ctx, j, r, func(ctx runtime.Context, err error) {
+			if err != nil {
+				done(ctx, err)
+				return
+			}
+			o.prepare(ctx, j, r, func(ctx runtime.Context, err error) {
+				if err != nil {
+					done(ctx, err)
+					return
+				}
+				o.createVM(ctx, j, r, r.disks, func(ctx runtime.Context, err error) {
+					if err == nil {
+						st.Job = j.ID
+					}
+					done(ctx, err)
+				})
+			})
+		})
+		return
+	}
 	r.oldVM, r.oldDisks, r.oldBlobs = st.VM, st.Disks, st.Blobs
 	st.Disks, st.Blobs = append([]compute.Ref(nil), st.Disks...), append([]string(nil), st.Blobs...)
 	if len(st.NICs) == 0 {
