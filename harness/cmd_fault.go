@@ -483,7 +483,7 @@ func (r *Runner) corruptBlob(a argMap) (string, error) {
 				msg, err := d.corruptNewestItem(vm)
 				if err != nil {
 					e.Trace.Add(e.Sim.Elapsed(), "harness", "error", "fault corrupt-blob: "+err.Error())
-					return fmt.Errorf("fault corrupt-blob: %w", err)
+					return err // the message names the fault
 				}
 				e.Trace.Add(e.Sim.Elapsed(), "harness", "fault", msg)
 				return nil
