@@ -95,8 +95,10 @@ func hasError(out string) bool {
 
 // Step runs one directive and applies the verdict rule to its output: an
 // error its expected output (d.Expected) does not announce is counted as a
-// failed "script" check. An error printed because the run was interrupted
-// is no verdict on the system and is not counted.
+// failed "script" check; an armed fault that fired during the command and
+// failed to inject is counted too, announced or not. An error printed
+// because the run was interrupted is no verdict on the system and is not
+// counted.
 func (r *Runner) Step(d Directive) string {
 	out := r.Exec(d)
 	r.Recorder.attach(r.Env) // from the command that built the world on
