@@ -2,10 +2,15 @@ package harness
 
 import (
 	"context"
+	"encoding/json"
 	"strings"
 	"testing"
 
+	"github.com/cockroachdb/datadriven"
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/v2a-dr/v2a/impl/blob"
+	"github.com/v2a-dr/v2a/impl/proto"
 )
 
 // TestArmedFaultOutcomes: each outcome of an armed fault, a negative
@@ -261,6 +266,58 @@ func TestUnfiredKey(t *testing.T) {
 			}
 			if len(r.faults) != 0 {
 				t.Errorf("a refused fault was armed: %+v", r.faults[0])
+			}
+		})
+	}
+}
+
+// TestDeleteSnapshotNothingToDelete: delete-snapshot of a point whose
+// catalog entry lists no snapshot deletes nothing, and says so as an
+// error rather than reporting a fault injected; the control, a point with
+// a snapshot of a catalogued disk, gets past that to the storage (which
+// has no such snapshot: a different error).
+func TestDeleteSnapshotNothingToDelete(t *testing.T) {
+	for _, c := range []struct {
+		name      string
+		snapshots []string
+		err       string
+	}{
+		{"no snapshot", nil, "error: fault delete-snapshot: point rp-1 of db01 has no snapshot of a catalogued disk to delete (0 snapshot(s), 1 disk(s))"},
+		{"a snapshot", []string{"2026-11-30T00:00:00Z"}, "error: fault delete-snapshot: disk 0 of db01: "},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			s, err := NewScript("t.scn", []byte("world seed=3 machines=(db01)\n----\n\ndeploy\n----\n"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := &Runner{Ctx: context.Background(), MemoryStorage: true}
+			defer r.Close()
+			r.RunScript(s, nil)
+			if r.Tally.Failed > 0 {
+				t.Fatalf("set-up: %v", r.Tally.Failures)
+			}
+			store, prefix, err := r.Env.Storage()
+			if err != nil {
+				t.Fatal(err)
+			}
+			cat := proto.NewCatalog("db01")
+			cat.Disks = []proto.Disk{{Blob: "db01-disk0"}}
+			cat.Points = []proto.Point{{ID: "rp-1", Kind: proto.Crash, Seq: 1, Snapshots: c.snapshots}}
+			data, err := json.Marshal(cat)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_ = store.CreateContainer(r.Env.ctx, prefix+proto.ContainerCatalog) // may exist
+			if _, err := store.Put(r.Env.ctx, prefix+proto.ContainerCatalog, proto.CatalogBlobName("db01"), data, blob.WriteOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			before := r.Env.Trace.Sum()
+			out := r.Exec(Directive{Pos: "t.scn:7", Cmd: "fault", Args: []datadriven.CmdArg{{Key: "delete-snapshot"}, {Key: "vm", Vals: []string{"db01"}}}})
+			if !strings.HasPrefix(out, c.err) {
+				t.Errorf("output %q, want it to start %q", out, c.err)
+			}
+			if c.snapshots == nil && r.Env.Trace.Sum() != before {
+				t.Errorf("a delete-snapshot that deleted nothing wrote a trace line")
 			}
 		})
 	}
