@@ -14,7 +14,7 @@ import (
 // Commands' keys are in the command table (commands.go).
 
 // faultKeys is each fault's keys (besides the bare kind itself and the
-// trigger keys on= and onhost=, which every fault takes).
+// trigger keys on=, onhost= and unfired=, which every fault takes).
 var faultKeys = map[string][]string{
 	"partition":       {"a", "b"},
 	"heal":            {},
@@ -84,7 +84,7 @@ func checkFaultArgs(cas []datadriven.CmdArg) error {
 		return fmt.Errorf("fault: say which: %s", orList(faultNames))
 	}
 	kind := kinds[0]
-	known := append([]string{"on", "onhost"}, faultKeys[kind]...)
+	known := append([]string{"on", "onhost", "unfired"}, faultKeys[kind]...)
 	for _, c := range cas {
 		if c.Key == kind {
 			continue
@@ -102,6 +102,14 @@ func checkFaultArgs(cas []datadriven.CmdArg) error {
 // checkFaultValues checks the values of a fault's numeric keys with the
 // same ranges its handler uses.
 func checkFaultValues(kind string, a argMap) error {
+	if _, ok := a["unfired"]; ok {
+		switch u := a.str("unfired", ""); {
+		case u != "ok" && u != "fail":
+			return fmt.Errorf("fault %s: unfired=%s, want ok (the fault may legitimately not fire) or fail (the default: a fault that never fires fails the run)", kind, u)
+		case a.str("on", "") == "" && kind != "corrupt-blob":
+			return fmt.Errorf("fault %s: unfired= is for a fault armed to fire later (on=EVENT, or corrupt-blob): this one is injected now", kind)
+		}
+	}
 	var err error
 	switch kind {
 	case "clog":

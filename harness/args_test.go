@@ -52,7 +52,7 @@ func TestArgValidation(t *testing.T) {
 	for _, tc := range []struct{ line, want string }{
 		{"write vm=db01 of=4096", `write: unknown key "of" (write takes vm, disk, off, len, byte)`},
 		{"write vm=db01 off=0 off=4096", "write: off= given twice"},
-		{"fault loss p=0.1 vm=db01", `fault loss: unknown key "vm" (fault loss takes on, onhost, path, from, to, p)`},
+		{"fault loss p=0.1 vm=db01", `fault loss: unknown key "vm" (fault loss takes on, onhost, unfired, path, from, to, p)`},
 		{"fault heal crash host=x", "fault: one fault per command, got heal and crash"},
 		{"fault meteor", `fault: unknown fault "meteor"`},
 		{"fault host=x", "fault: say which"},

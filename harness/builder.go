@@ -22,8 +22,9 @@ type T interface {
 // .scn script says. Each call is one script command run at once by the same
 // Runner (Step, with the verdict rule of `v2a run`): an error fails the
 // test at once (Fatalf, with the command and its output); a failed check
-// fails it too (Errorf, with the evidence). The world is removed when the
-// test ends.
+// fails it too (Errorf, with the evidence); so does a fault armed with
+// on= that never fired by the end of the test. The world is removed when
+// the test ends.
 //
 //	harness.NewScenario(t).
 //		World(harness.WorldSpec{Machines: []string{"db01"}, Workload: "bank"}).
@@ -36,6 +37,8 @@ type Scenario struct {
 	r   *Runner
 	n   int
 	out string
+	// stopped: a command's error stopped the test (Fatalf).
+	stopped bool
 }
 
 // NewScenario starts a scenario for a test. Call Shutdown from TestMain
@@ -44,7 +47,22 @@ func NewScenario(t T) *Scenario {
 	t.Helper()
 	s := &Scenario{t: t, r: &Runner{Ctx: context.Background(), Script: "builder"}}
 	t.Cleanup(s.r.Close)
+	t.Cleanup(s.finish) // runs first: the world is still up
 	return s
+}
+
+// finish judges the end of the scenario as the end of a script: a fault
+// armed (on=, corrupt-blob) that never fired fails the test, unless armed
+// with unfired=ok. A test already stopped by an error is not judged again.
+func (s *Scenario) finish() {
+	if s.stopped {
+		return
+	}
+	before := len(s.r.Tally.Failures)
+	s.r.Finish()
+	for _, f := range s.r.Tally.Failures[before:] {
+		s.t.Errorf("harness: %s: %s", f.Subject, f.Evidence)
+	}
 }
 
 // WorldSpec is the world to build (the `world` command). Zero values take
@@ -146,6 +164,7 @@ func (s *Scenario) Do(line string) *Scenario {
 	pos := fmt.Sprintf("builder:%d", s.n)
 	cmd, args, err := datadriven.ParseLine(line)
 	if err != nil {
+		s.stopped = true
 		s.t.Fatalf("harness: %s: %q: %v", pos, line, err)
 		return s
 	}
@@ -153,6 +172,7 @@ func (s *Scenario) Do(line string) *Scenario {
 	s.out = s.r.Step(Directive{Pos: pos, Cmd: cmd, Args: args})
 	for _, f := range s.r.Tally.Failures[before:] {
 		if f.Check == "script" {
+			s.stopped = true
 			s.t.Fatalf("harness: %s: %s:\n%s", pos, line, s.out)
 		}
 	}

@@ -43,6 +43,21 @@ import (
 //	fault lose-cache host=ps01       the process server crashes and comes back
 //	                                 on a new, empty cache disk
 //	fault heal
+//
+// Any fault can be armed to fire later: on=EVENT [onhost=H] injects it right
+// after the first trace line (of H) that contains EVENT, '-' read as a
+// space; corrupt-blob is always armed, on the machine's next upload. An
+// armed fault must do what it says (armedfault.go): one whose trigger came
+// but whose injection failed fails the run, at the command during which it
+// fired; one still armed when the script ends fails it too, naming the
+// line that armed it — unless armed with unfired=ok, for a fault that may
+// legitimately not fire. `fault heal` does not disarm armed faults.
+//
+// A fault that finds nothing to damage is an error, not a silent pass
+// (delete-snapshot of a point without snapshots, corrupt-blob with no item,
+// tear-hrl or corrupt-hrl of a machine without a change log). One
+// exception: corrupt-hrl of a log with no record on stable media is a
+// documented no-op that counts as injected (hrlFault: swarm seed 317).
 func (r *Runner) fault(a argMap) (string, error) {
 	e := r.Env
 	if len(a) == 0 {
@@ -75,19 +90,30 @@ func (r *Runner) fault(a argMap) (string, error) {
 		}
 		rest := argMap{}
 		for k, v := range a {
-			if k != "on" && k != "onhost" {
+			if !faultTriggerKeys[k] {
 				rest[k] = v
 			}
 		}
 		text := strings.ReplaceAll(on, "-", " ")
+		of := strings.TrimSuffix(who, ":")
+		trigger := fmt.Sprintf("%q", text)
+		if of != "" {
+			trigger += " of " + of
+		}
+		f := r.arm(a, trigger)
 		e.Trace.OnLine(who, text, func() {
+			r.triggered(f)
 			e.Sim.After(0, "fault/"+kind, func() {
-				if _, err := r.fault(rest); err != nil {
-					e.Trace.Add(e.Sim.Elapsed(), "harness", "error", "triggered fault: "+err.Error())
-				}
+				r.inject(f, func() error {
+					_, err := r.fault(rest)
+					if err != nil {
+						e.Trace.Add(e.Sim.Elapsed(), "harness", "error", "triggered fault: "+err.Error())
+					}
+					return err
+				})
 			})
 		})
-		return fmt.Sprintf("armed: %s after the next %q of %s\n", kind, text, strings.TrimSuffix(who, ":")), nil
+		return fmt.Sprintf("armed: %s after the next %q of %s\n", kind, text, of), nil
 	}
 	var msg string
 	switch kind {
@@ -452,14 +478,19 @@ func (r *Runner) corruptBlob(a argMap) (string, error) {
 		return "", fmt.Errorf("fault corrupt-blob: container=%s: only the cache container's items can be corrupted", c)
 	}
 	e := r.Env
+	f := r.arm(a, fmt.Sprintf("%q of %s", "done upload "+vm+"/", HostProcessServer))
 	e.Trace.OnLine(HostProcessServer, "done upload "+vm+"/", func() {
+		r.triggered(f)
 		e.Sim.After(0, "fault/corrupt-blob", func() {
-			msg, err := d.corruptNewestItem(vm)
-			if err != nil {
-				e.Trace.Add(e.Sim.Elapsed(), "harness", "error", "fault corrupt-blob: "+err.Error())
-				return
-			}
-			e.Trace.Add(e.Sim.Elapsed(), "harness", "fault", msg)
+			r.inject(f, func() error {
+				msg, err := d.corruptNewestItem(vm)
+				if err != nil {
+					e.Trace.Add(e.Sim.Elapsed(), "harness", "error", "fault corrupt-blob: "+err.Error())
+					return err // the message names the fault
+				}
+				e.Trace.Add(e.Sim.Elapsed(), "harness", "fault", msg)
+				return nil
+			})
 		})
 	})
 	return fmt.Sprintf("armed: corrupt-blob of %s's next item uploaded to the cache container\n", vm), nil
@@ -505,6 +536,7 @@ func (r *Runner) deleteSnapshot(a argMap) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	deleted := 0
 	for k, s := range p.Snapshots {
 		if k >= len(cat.Disks) {
 			break
@@ -512,8 +544,13 @@ func (r *Runner) deleteSnapshot(a argMap) (string, error) {
 		if err := store.DeleteSnapshot(d.e.ctx, prefix+"replica", cat.Disks[k].Blob, s); err != nil {
 			return "", fmt.Errorf("fault delete-snapshot: disk %d of %s: %w", k, vm, err)
 		}
+		deleted++
 	}
-	msg := fmt.Sprintf("delete-snapshot %s: deleted the %d snapshot(s) of point %s (%s)", vm, len(p.Snapshots), p.ID, p.Kind)
+	if deleted == 0 {
+		// Nothing deleted is no fault injected: say so rather than pass.
+		return "", fmt.Errorf("fault delete-snapshot: point %s of %s has no snapshot of a catalogued disk to delete (%d snapshot(s), %d disk(s))", p.ID, vm, len(p.Snapshots), len(cat.Disks))
+	}
+	msg := fmt.Sprintf("delete-snapshot %s: deleted the %d snapshot(s) of point %s (%s)", vm, deleted, p.ID, p.Kind)
 	r.Env.Trace.Add(r.Env.Sim.Elapsed(), "harness", "fault", msg)
 	return msg + "\n", nil
 }

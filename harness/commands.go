@@ -49,8 +49,8 @@ var commands = []Command{
 		Summary: "property checks, counted in the closing line (default: disks, invariants)", Example: "check what=(points,schedule,rpo)",
 		run: (*Runner).check},
 	{Name: "fault", Keys: nil,
-		Usage:   "KIND [key=value…] [on=EVENT onhost=H]",
-		Summary: "inject one fault (KIND: " + strings.Join(faultNames, ", ") + "); `on=` fires it right after an event",
+		Usage:   "KIND [key=value…] [on=EVENT onhost=H] [unfired=ok]",
+		Summary: "inject one fault (KIND: " + strings.Join(faultNames, ", ") + "); `on=` arms it to fire right after an event (corrupt-blob is always armed, on the machine's next upload); an armed fault that fires but cannot be injected fails the run, and so does one that never fires by the script's end unless armed with `unfired=ok`",
 		Example: "fault crash host=ord-db on=group-tag",
 		run:     (*Runner).fault},
 	{Name: "network", Keys: []string{},
@@ -247,9 +247,9 @@ func CommandTable(markdown bool) string {
 		fmt.Fprintf(&b, "%s\n    %s\n    e.g. %s\n", syn, c.Summary, c.Example)
 	}
 	if markdown {
-		b.WriteString("\nFaults (`fault KIND`), each with its keys besides `on=` and `onhost=`:\n\n| fault | keys |\n| --- | --- |\n")
+		b.WriteString("\nFaults (`fault KIND`), each with its keys besides `on=`, `onhost=` and `unfired=`:\n\n| fault | keys |\n| --- | --- |\n")
 	} else {
-		b.WriteString("\nfaults (fault KIND), each with its keys besides on= and onhost=:\n")
+		b.WriteString("\nfaults (fault KIND), each with its keys besides on=, onhost= and unfired=:\n")
 	}
 	for _, f := range faultNames {
 		keys := keyList(faultKeys[f])

@@ -22,7 +22,11 @@ import (
 //   - a failed property check fails the run, whatever the expected output
 //     recorded — unless the script declares `# expect: failed-checks` in
 //     its header (a negative control: no-points.scn), and then it fails
-//     unless some property check did fail.
+//     unless some property check did fail;
+//   - an armed fault (`on=`, corrupt-blob) that fired and could not be
+//     injected is a failed "script" check, whatever the expected output
+//     recorded, and so is one that never fired by the end of the script,
+//     unless armed with `unfired=ok` (armedfault.go).
 
 // ExpectFailedChecks is the header line a script declares when failed
 // checks are what it shows.
@@ -91,12 +95,20 @@ func hasError(out string) bool {
 
 // Step runs one directive and applies the verdict rule to its output: an
 // error its expected output (d.Expected) does not announce is counted as a
-// failed "script" check. An error printed because the run was interrupted
-// is no verdict on the system and is not counted.
+// failed "script" check; an armed fault that fired during the command and
+// failed to inject is counted too, announced or not. An error printed
+// because the run was interrupted is no verdict on the system and is not
+// counted.
 func (r *Runner) Step(d Directive) string {
 	out := r.Exec(d)
 	r.Recorder.attach(r.Env) // from the command that built the world on
-	if r.interrupted() || !hasError(out) || hasError(d.Expected) {
+	if r.interrupted() {
+		return out
+	}
+	// A fault that fired during the command and failed fails the run even
+	// when the expected output records it: a golden cannot bless it.
+	r.Tally.Add(r.lastFaults...)
+	if !r.lastOwnError || hasError(d.Expected) {
 		return out
 	}
 	r.Tally.Add(Result{Check: "script", Subject: d.Pos, Verdict: Illegal, Evidence: strings.TrimSpace(out)})
@@ -143,12 +155,14 @@ func (r *Runner) RunScript(s *Script, emit func(d Directive, out string)) (inter
 			break // the script is malformed: what follows would only fail too
 		}
 	}
+	r.Finish()
 	return false
 }
 
 // Verdict judges a run of s by the rule above: nil when it passed, else
 // an error that says why.
 func (r *Runner) Verdict(s *Script) error {
+	r.Finish()
 	var script, checks int
 	for _, f := range r.Tally.Failures {
 		if f.Check == "script" {

@@ -17,7 +17,9 @@ import (
 // Each command's output is compared with the expectation in the file, the
 // cockroachdb/datadriven way (`go test -rewrite` rewrites the file; review
 // the diff). The test fails on an output that differs, on an `error:` the
-// file does not expect, and on a failed check — whatever the file recorded,
+// file does not expect, on an armed fault (`on=`, corrupt-blob) that failed
+// to inject or never fired (unless armed with `unfired=ok`), and on a
+// failed check — whatever the file recorded,
 // unless its header declares `# expect: failed-checks` (then it fails if
 // no check failed). The verdict is the one `v2a run FILE` gives.
 //

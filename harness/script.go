@@ -131,6 +131,19 @@ type Runner struct {
 	OnProgress    func(Progress)
 	ProgressEvery time.Duration
 	prog          progressState
+
+	// cur is the directive being executed (the line a fault is armed on).
+	cur Directive
+	// faults is every fault armed so far, with its outcome (armedfault.go);
+	// injecting is the one whose injection is running.
+	faults    []*armedFault
+	injecting *armedFault
+	// finished: Finish judged the armed faults.
+	finished bool
+	// lastFaults: the faults the last Exec reported as failed (Step counts
+	// them); lastOwnError: its command itself printed an error.
+	lastFaults   []Result
+	lastOwnError bool
 }
 
 // setupError is an error in the script's structure rather than in the
@@ -157,9 +170,11 @@ func (r *Runner) Exec(d Directive) string {
 	if r.Env != nil {
 		start = r.Env.Sim.Elapsed()
 	}
+	r.cur = d
 	out, err := r.exec(d)
+	failed := r.takeFailedFaults()
 	if r.Env != nil {
-		r.history = append(r.history, stepRecord{d: d, start: start, end: r.Env.Sim.Elapsed(), failed: err != nil})
+		r.history = append(r.history, stepRecord{d: d, start: start, end: r.Env.Sim.Elapsed(), failed: err != nil || len(failed) > 0})
 	}
 	r.lastSetup = false
 	var ae argError
@@ -179,6 +194,22 @@ func (r *Runner) Exec(d Directive) string {
 		r.interruptSaid = true
 		out += fmt.Sprintf("error: interrupted at %s of virtual time\n", sched.FormatElapsed(r.Env.Sim.Elapsed()))
 	}
+	// A fault armed earlier that fired during this command and could not be
+	// injected: said here, where it happened (Step counts it whatever the
+	// expected output says).
+	r.lastOwnError, r.lastFaults = hasError(out), nil
+	for _, f := range failed {
+		msg := r.clean("error: " + f.failure())
+		out += msg + "\n"
+		r.lastFaults = append(r.lastFaults, Result{Check: "script", Subject: f.pos, Verdict: Illegal, Evidence: msg})
+	}
+	return r.clean(out)
+}
+
+// clean spells what differs between checkouts and worlds the same in
+// every run: paths under the module root relative to it, the world's
+// random container prefix as <prefix>-.
+func (r *Runner) clean(out string) string {
 	if root, rerr := ModuleRoot(); rerr == nil {
 		out = strings.ReplaceAll(out, root+string(filepath.Separator), "")
 	}

@@ -50,7 +50,9 @@ exactly two lines that scripts rely on:
 
 The same scenario and seed always give the same trace hash.
 
-Exit codes: 0 every check passed; 1 a check failed; 2 the run could not be
+Exit codes: 0 every check passed; 1 a check failed (or a command printed an
+unexpected error, or an armed fault failed to inject or never fired: see
+'fault' in 'v2a help'); 2 the run could not be
 set up (a bad flag, a script that cannot be read or parsed, an unknown
 command, a command before 'world', 'world' twice, a world that cannot be
 built); 130 interrupted (Ctrl-C or SIGTERM: the running command stops at

@@ -76,6 +76,11 @@ func TestExitCodes(t *testing.T) {
 		{"an error the script expects is output, not a failure", []string{"run", script(t, "status\n----\nerror: status: no world yet: start the script with `world`")}, exitOK, "checks: 0 passed, 0 failed"},
 		{"declared failed checks but none failed", []string{"run", script(t, harness.ExpectFailedChecks+"\n\nstatus\n----\nerror: status: no world yet: start the script with `world`")}, exitChecks, "checks: 0 passed, 0 failed"},
 		{"bad argument is a failed run, not a set-up error", []string{"run", script(t, "world machines=(db01)", "write vm=db01 off=0 len=-1")}, exitChecks, "error: write: len=-1"},
+		{"an armed fault that never fired fails the run", []string{"run", script(t, "world machines=(db01)", "fault crash host=db01 on=no-such-event", "run for=1s"), "--storage", "memblob"}, exitChecks, "/s.scn:3 ILLEGAL"},
+		{"an armed fault that never fired says why", []string{"run", script(t, "world machines=(db01)", "fault crash host=db01 on=no-such-event", "run for=1s"), "--storage", "memblob"}, exitChecks, `evidence: error: fault crash host=db01 (line 3) armed on "no such event" of db01 never fired`},
+		{"an armed fault allowed not to fire", []string{"run", script(t, "world machines=(db01)", "fault crash host=db01 on=no-such-event unfired=ok", "run for=1s"), "--storage", "memblob"}, exitOK, "checks: 0 passed, 0 failed"},
+		{"an armed fault that fired and failed fails the run where it fired", []string{"run", script(t, "world machines=(db01)", "fault machine-crash vm=db01 on=fault-partition", "fault partition a=onprem b=azure", "run for=1s"), "--storage", "memblob"}, exitChecks, "> run for=1s\n  time +00:00:01.000000\n  db01       writes=0 bytes=0\n  error: fault machine-crash vm=db01 (line 3) armed on \"fault partition\" fired at +00:00:00.000000 and failed: no replication deployed yet"},
+		{"an armed fault that fired and injected passes", []string{"run", script(t, "world machines=(db01)", "fault partition a=db01 b=ps01 on=fault-crash-db01", "fault crash host=db01", "run for=1s"), "--storage", "memblob"}, exitOK, "checks: 0 passed, 0 failed"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -413,6 +413,12 @@ func (g *gen) inject(k string) (undo []string) {
 		g.linkFault(k)
 		return nil
 	case KindCorruptBlob:
+		// Armed on the machine's next upload, which always comes: the
+		// machine is protected, and it uploads at least a crash point's
+		// tag every crash interval while the script runs on for at least
+		// the settle time; one that never came would fail `converged`
+		// too. So no unfired=ok: a corrupt-blob that never fired (or
+		// fired and found nothing to corrupt) fails the seed.
 		g.directive("fault corrupt-blob vm=%s", g.pick(g.hrlOK0()))
 		return nil
 	}
