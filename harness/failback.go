@@ -462,7 +462,10 @@ func (fb *Failback) relayBytes(machine string) int64 {
 	}
 	st, err := fb.relayStatus()
 	if err != nil {
-		return 0
+		// Down (crashed and not restarted yet): it passes nothing on, and
+		// what it had is kept (a sync may complete meanwhile with what
+		// was in flight: swarm seed 35).
+		return fb.relayCrashed[machine]
 	}
 	for _, pm := range st.PerMachine {
 		if pm.Machine == machine {
