@@ -278,7 +278,13 @@ func (a *Agent) advance(ctx runtime.Context, acked uint64) {
 		a.st.StreamFloor = 0 // the process server has the stream past it now
 		a.save(ctx)
 	}
-	a.cancel(ctx, tRetx) // transmit re-arms it for what is still in flight
+	if !a.probing {
+		// transmit re-arms it for what is still in flight. While probing
+		// transmit sends nothing and arms nothing: the timer is the
+		// probe's, and an in-flight item's ack leaves it running, or a
+		// lost answer to the hello would stall the stream for good.
+		a.cancel(ctx, tRetx)
+	}
 	if trimTo > 0 {
 		a.trimLog(ctx, trimTo)
 	}
