@@ -197,12 +197,16 @@ func (a *Agent) onAck(ctx runtime.Context, m *proto.ItemAck) {
 		a.queue = nil
 		ctx.Log().Info("agent: stream open", "machine", a.cfg.Machine, "acked", m.Acked)
 	}
-	if a.probing && (m.Acked <= a.acked || m.Acked >= a.probeHigh) {
+	if a.probing && (m.Acked >= a.probeHigh || m.Acked <= a.acked && m.Status != proto.AckGap) {
 		// The path works again and nothing sent before the probe is still
 		// landing (an answer that moves nothing is the hello's; one that
 		// reaches everything sent ends it too): resume after what the
 		// receiver has. An ack that moves the position short of that is an
-		// item that was in flight: the probe goes on.
+		// item that was in flight: the probe goes on. So does a gap: the
+		// answer to an item sent before the probe that landed after a lost
+		// one, not the hello's (a master target's crash lost the items
+		// before it; ending the probe at every late item's gap resent the
+		// whole window each time, a storm over a slow VPN: swarm seed 13).
 		a.probing = false
 		a.cancel(ctx, tRetx)
 	}
