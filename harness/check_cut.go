@@ -91,10 +91,11 @@ func (d *Deployment) CheckGroupPoints(group string) []Result {
 				ok = false
 				continue
 			}
-			r := judgePoint(m.Oracle(), subj+"/"+mp.Machine, mp.Seq, imgs, ranges)
+			o := d.oracleAt(mp.Machine, gp.Time)
+			r := judgePoint(o, subj+"/"+mp.Machine, mp.Seq, imgs, ranges)
 			r.Check = "member"
 			out = append(out, r)
-			cut[mp.Machine] = m.Oracle().KForSeq(mp.Seq)
+			cut[mp.Machine] = o.KForSeq(mp.Seq)
 			images[mp.Machine] = imgs
 		}
 		if !ok {

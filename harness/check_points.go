@@ -161,7 +161,7 @@ func (d *Deployment) checkCatalog(m string, cat *azuresvc.Catalog, pc PointCheck
 	var out []Result
 	mach := d.e.Machines[m]
 	pts := append([]azuresvc.Point(nil), cat.Points...)
-	sort.Slice(pts, func(i, j int) bool { return pts[i].Seq < pts[j].Seq })
+	sort.Slice(pts, func(i, j int) bool { return pointBefore(pts[i], pts[j]) })
 	if len(pts) == 0 {
 		// Nothing to judge is never a pass: monotonic and retention hold
 		// trivially on no points, and that is exactly what a replica that
@@ -177,7 +177,7 @@ func (d *Deployment) checkCatalog(m string, cat *azuresvc.Catalog, pc PointCheck
 				out = append(out, Result{Check: "write-order", Subject: subj, Verdict: Unknown, Evidence: err.Error()})
 				continue
 			}
-			out = append(out, judgePoint(mach.Oracle(), subj, p.Seq, imgs, ranges))
+			out = append(out, judgePoint(d.oracleAt(m, p.Time), subj, p.Seq, imgs, ranges))
 			if wl != nil {
 				rep, err := wl.Check(imgs, p.Kind == proto.App)
 				r := Result{Check: "invariant", Subject: subj, Verdict: OK, Detail: p.Kind.String() + " " + rep.Summary}
@@ -190,6 +190,17 @@ func (d *Deployment) checkCatalog(m string, cat *azuresvc.Catalog, pc PointCheck
 	}
 	out = append(out, checkMonotonic(m, pts), checkRetention(m, pts, d.e.Sim.Now(), pc.Policy, d.made.made(m), d.inGroup(m)))
 	return out
+}
+
+// pointBefore orders points as the failover does (failover.newer): by
+// sync generation, then change-log position. A log position alone does
+// not order them across a new agent's log: a physical server that failed
+// back to a new VM, whose fresh agent counts from 1 again.
+func pointBefore(a, b azuresvc.Point) bool {
+	if a.Gen != b.Gen {
+		return a.Gen < b.Gen
+	}
+	return a.Seq < b.Seq
 }
 
 // noPoints is the verdict on a machine without recovery points; see

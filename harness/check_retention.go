@@ -10,6 +10,8 @@ import (
 	"github.com/v2a-dr/v2a/impl/proto"
 )
 
+// checkMonotonic: points in pointBefore order have non-decreasing times,
+// distinct ids, and distinct log positions within a generation.
 func checkMonotonic(m string, pts []azuresvc.Point) Result {
 	r := Result{Check: "monotonic", Subject: m, Verdict: OK, Detail: fmt.Sprintf("%d points", len(pts))}
 	seen := map[string]bool{}
@@ -19,7 +21,7 @@ func checkMonotonic(m string, pts []azuresvc.Point) Result {
 			return r
 		}
 		seen[p.ID] = true
-		if i > 0 && (p.Seq == pts[i-1].Seq || p.Time.Before(pts[i-1].Time)) {
+		if i > 0 && (p.Seq == pts[i-1].Seq && p.Gen == pts[i-1].Gen || p.Time.Before(pts[i-1].Time)) {
 			r.Verdict = Illegal
 			r.Evidence = fmt.Sprintf("point %s (seq %d, %s) follows %s (seq %d, %s)", p.ID, p.Seq, p.Time.Format(time.TimeOnly), pts[i-1].ID, pts[i-1].Seq, pts[i-1].Time.Format(time.TimeOnly))
 			return r

@@ -261,6 +261,9 @@ func (r *Runner) fault(a argMap) (string, error) {
 			if h == HostConfigServer && e.Deployment != nil && !e.Sim.Down(h) {
 				e.Deployment.noteConfigCrash()
 			}
+			if h == HostAzurePS && e.Deployment != nil && !e.Sim.Down(h) {
+				e.Deployment.fb.noteRelayCrash()
+			}
 			e.Sim.Crash(h)
 		} else {
 			e.Sim.Restart(h)

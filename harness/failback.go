@@ -80,6 +80,11 @@ type Failback struct {
 	// booted are the on-premises disks as a failback left them, by VM:
 	// what round-trip judges (the guest writes on them afterwards).
 	booted map[string][][]byte
+	// relayCrashed is, by machine, what the process server in Azure had
+	// passed on for it before its crashes (its counters are its memory,
+	// and a crash loses them): relayBytes adds it, so that the figure
+	// stays an upper bound across a crash.
+	relayCrashed map[string]int64
 }
 
 // azureGuest is the simulated guest of a failed-over VM.
@@ -457,14 +462,36 @@ func (fb *Failback) relayBytes(machine string) int64 {
 	}
 	st, err := fb.relayStatus()
 	if err != nil {
-		return 0
+		// Down (crashed and not restarted yet): it passes nothing on, and
+		// what it had is kept (a sync may complete meanwhile with what
+		// was in flight: swarm seed 35).
+		return fb.relayCrashed[machine]
 	}
 	for _, pm := range st.PerMachine {
 		if pm.Machine == machine {
-			return pm.ItemBytes
+			return fb.relayCrashed[machine] + pm.ItemBytes
 		}
 	}
-	return 0
+	return fb.relayCrashed[machine]
+}
+
+// noteRelayCrash is called just before the process server in Azure
+// crashes: it keeps what the relay had passed on for each machine (see
+// relayCrashed).
+func (fb *Failback) noteRelayCrash() {
+	if fb == nil || !fb.started {
+		return
+	}
+	st, err := fb.relayStatus()
+	if err != nil {
+		return
+	}
+	if fb.relayCrashed == nil {
+		fb.relayCrashed = map[string]int64{}
+	}
+	for _, pm := range st.PerMachine {
+		fb.relayCrashed[pm.Machine] += pm.ItemBytes
+	}
 }
 
 // changedBytes is the bytes of the 4 KiB blocks changed in Azure since a
@@ -708,6 +735,15 @@ func (d *Deployment) guestPowerOn(vm vsphere.VM) {
 		return
 	}
 	e.closers = append(e.closers, func() { m.Close() })
+	if old := e.Machines[name]; old != nil && old != m {
+		// A new history begins: the Azure points of the old one (the
+		// failover's committed point, a point kept across the round
+		// trip) are still judged by the writes that made them.
+		if d.pastHistories == nil {
+			d.pastHistories = map[string][]pastHistory{}
+		}
+		d.pastHistories[name] = append(d.pastHistories[name], pastHistory{until: e.Sim.Now(), oracle: old.Oracle()})
+	}
 	e.Machines[name] = m
 	m.IgnoreGate(d.opts.IgnoreHold)
 	if g == nil {
@@ -754,6 +790,30 @@ func (d *Deployment) guestPowerOn(vm vsphere.VM) {
 	if err := d.InstallAgent(name); err != nil {
 		e.Trace.Add(e.Sim.Elapsed(), name, "power-on", "agent: "+err.Error())
 	}
+}
+
+// pastHistory is a write history a machine's name had until a failback
+// booted a new guest on failed-back disks.
+type pastHistory struct {
+	until  time.Time
+	oracle *disk.Oracle
+}
+
+// oracleAt is the write history an Azure point of machine m made at t
+// belongs to: the history the name had then (a point is made from writes
+// logged before its bookmark, so one made before a new history began is
+// the old history's), else the machine's current one; nil without a
+// simulated machine.
+func (d *Deployment) oracleAt(m string, t time.Time) *disk.Oracle {
+	for _, h := range d.pastHistories[m] {
+		if t.Before(h.until) {
+			return h.oracle
+		}
+	}
+	if mach := d.e.Machines[m]; mach != nil {
+		return mach.Oracle()
+	}
+	return nil
 }
 
 // failbackMTHost is the master target's host: the configuration server's

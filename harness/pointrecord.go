@@ -101,19 +101,29 @@ func (r *pointRecord) made(machine string) []madePoint {
 }
 
 // csTap is the configuration server with the point record listening in on
-// the ReplicaEvents it receives. It changes nothing the server sees.
+// the ReplicaEvents the Azure side (azure) sends it. It changes nothing the
+// server sees. The master target's ReplicaEvents (failback points, made on
+// premises and pruned by the failback policy) are no Azure recovery
+// points: recording them would make retention owe the Azure catalog
+// points it never held (swarm: every failback seed failed retention).
 type csTap struct {
 	*configsrv.Server
-	rec *pointRecord
+	rec   *pointRecord
+	azure runtime.Addr
 }
 
 func (t *csTap) Handle(ctx runtime.Context, ev runtime.Event) {
-	if m, ok := ev.(runtime.Message); ok {
+	t.listen(ev)
+	t.Server.Handle(ctx, ev)
+}
+
+// listen records a ReplicaEvent the Azure side sent.
+func (t *csTap) listen(ev runtime.Event) {
+	if m, ok := ev.(runtime.Message); ok && m.From == t.azure {
 		if msg, err := wire.Decode(m.Data); err == nil {
 			if re, ok := msg.(*proto.ReplicaEvent); ok {
 				t.rec.observe(re)
 			}
 		}
 	}
-	t.Server.Handle(ctx, ev)
 }

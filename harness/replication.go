@@ -126,6 +126,10 @@ type Deployment struct {
 	// vc is the vSphere client the components use: vCenter's, with the
 	// simulated guests powered with their VMs (poweredVC).
 	vc vsphere.Client
+	// pastHistories are the write histories a machine's name had before
+	// a failback booted a new one (guestPowerOn), oldest first: the
+	// points the Azure side made then are judged by them (oracleAt).
+	pastHistories map[string][]pastHistory
 }
 
 // Paths on the hosts' disks (every host has its own).
@@ -252,7 +256,7 @@ func (e *Env) Deploy(opts DeployOptions) (*Deployment, error) {
 				Azure: AddrAzure, ConfigServer: AddrConfigServer})
 		}},
 		{AddrConfigServer, func() runtime.Actor {
-			return &csTap{rec: d.made, Server: configsrv.New(configsrv.Config{VaultID: opts.VaultID, Passphrase: opts.Passphrase, VSphere: d.vc,
+			return &csTap{rec: d.made, azure: AddrAzure, Server: configsrv.New(configsrv.Config{VaultID: opts.VaultID, Passphrase: opts.Passphrase, VSphere: d.vc,
 				ProcessServer: AddrProcessServer, Azure: AddrAzure,
 				InstallAuth: vsphere.GuestAuth{Username: guest.Username, Password: guest.Password}, Store: d.openConfigStore()})}
 		}},

@@ -50,7 +50,10 @@ corrupt change logs, a corrupted stream item, a deleted snapshot, a lost or
 full cache), as a .scn script of ordinary harness commands. It runs with the
 safety checks live (points, holds, cut), heals every fault, runs on, and
 demands liveness (check what=converged: every machine protected again,
-RPO within its bound, no job stuck).
+RPO within its bound, no job stuck). Some seeds then drill the healed
+world: a test failover and its cleanup, or a failover, failback and
+reprotect to Azure (the round trip), judged and followed by the liveness
+and safety checks again.
 
 A failing seed's script is written to DIR/seed-N.scn, run once more from the
 file to show that it reproduces, and its reproduce line printed. The summary

@@ -57,11 +57,24 @@ const (
 	// test failover of 1–2 machines into an isolated network, judged
 	// (image, isolation), then cleaned up (leftovers).
 	KindTestFailover = "test-failover"
+	// KindFailback is no fault either but the round trip on the healed
+	// world: an unplanned failover of 1–2 ungrouped machines or of one
+	// whole group, image, commit, a reprotect to on-premises over the
+	// VPN (perhaps through VPN drops, or a crash of the master target or
+	// of the process server in Azure), a failback to the latest point
+	// (round-trip, vpn-bytes, path), commit, a reprotect to Azure, and
+	// the liveness and safety checks again.
+	KindFailback = "failback"
 )
 
 // Kinds is every fault kind, in the summary's order.
 var Kinds = []string{KindAgentCrash, KindPSCrash, KindCSCrash, KindAzureCrash, KindMachineCrash, KindTornHRL, KindCorruptHRL,
-	KindPartition, KindClog, KindLoss, KindDuplicate, KindReorder, KindJitter, KindCorruptBlob, KindDeleteSnapshot, KindLoseCache, KindFullCache, KindTestFailover}
+	KindPartition, KindClog, KindLoss, KindDuplicate, KindReorder, KindJitter, KindCorruptBlob, KindDeleteSnapshot, KindLoseCache, KindFullCache, KindTestFailover, KindFailback}
+
+// drills are the kinds that are no fault of the safety phase but a drill
+// on the healed world, each drawn from a stream of its own (so that
+// adding one left every other seed's script as it was).
+var drills = []string{KindTestFailover, KindFailback}
 
 // Plan is what a seed drew.
 type Plan struct {
@@ -89,6 +102,13 @@ const judgeSlack = 2 * time.Minute
 // the first, so seed N draws the same plan whoever asks.
 const genStream = 0x5357_4152_4d5f_7631 // "SWARM_v1"
 
+// Streams of the drills: the test failover's and the failback's, each the
+// seed's own (see drills).
+const (
+	drillStream    = genStream + 1
+	failbackStream = genStream + 2
+)
+
 // Generate draws the plan of seed: a world, a policy, workloads, groups
 // and a fault mix, written as a .scn script. Same seed, same script.
 func Generate(seed uint64) Plan {
@@ -99,8 +119,10 @@ func Generate(seed uint64) Plan {
 
 type gen struct {
 	r *rand.Rand
-	// drill is the test failover's own random stream.
-	drill *rand.Rand
+	// drill is the test failover's own random stream; fb the failback's.
+	drill, fb *rand.Rand
+	// prodNet: the production network is made (by the first drill).
+	prodNet bool
 	// faults is the enabled fault kinds the episodes pick from.
 	faults []string
 	p      Plan
@@ -154,7 +176,7 @@ func (g *gen) draw() {
 	// The fault mix: each kind on with probability 1/3 (swarm testing:
 	// a seed that leaves a fault out explores what others mask).
 	g.enabled, g.used = map[string]bool{}, map[string]bool{}
-	for _, k := range Kinds[:len(Kinds)-1] {
+	for _, k := range Kinds[:len(Kinds)-len(drills)] {
 		if r.IntN(3) == 0 {
 			g.enabled[k] = true
 			g.p.Kinds = append(g.p.Kinds, k)
@@ -163,10 +185,15 @@ func (g *gen) draw() {
 	g.faults = append([]string{}, g.p.Kinds...)
 	// The drill draws from its own stream, so that adding it left every
 	// seed's world and faults as they were.
-	g.drill = rand.New(rand.NewPCG(g.p.Seed, genStream+1))
+	g.drill = rand.New(rand.NewPCG(g.p.Seed, drillStream))
 	if g.drill.IntN(4) == 0 {
 		g.enabled[KindTestFailover] = true
 		g.p.Kinds = append(g.p.Kinds, KindTestFailover)
+	}
+	g.fb = rand.New(rand.NewPCG(g.p.Seed, failbackStream))
+	if g.fb.IntN(4) == 0 {
+		g.enabled[KindFailback] = true
+		g.p.Kinds = append(g.p.Kinds, KindFailback)
 	}
 	// Groups: 0–2, of 2–4 VMs each, disjoint.
 	free := append([]string{}, vms...)
@@ -284,6 +311,10 @@ func (g *gen) draw() {
 		g.used[KindTestFailover] = true
 		g.testFailover()
 	}
+	if g.enabled[KindFailback] {
+		g.used[KindFailback] = true
+		g.failback(single, safety, bound)
+	}
 	for _, k := range Kinds {
 		if g.used[k] {
 			g.p.Used = append(g.p.Used, k)
@@ -327,8 +358,8 @@ func (g *gen) episode() {
 	picked := map[string]bool{}
 	for n := 1 + r.IntN(3); n > 0; n-- {
 		k := g.pick(g.faults)
-		if picked[k] || k == KindDeleteSnapshot || k == KindFullCache || k == KindTestFailover {
-			continue // delete-snapshot and the drill come after healing; full-cache is the deployment's
+		if picked[k] || k == KindDeleteSnapshot || k == KindFullCache || slices.Contains(drills, k) {
+			continue // delete-snapshot and the drills come after healing; full-cache is the deployment's
 		}
 		picked[k] = true
 		g.used[k] = true
@@ -433,20 +464,154 @@ func (g *gen) testFailover() {
 	g.drill.Shuffle(len(ms), func(i, j int) { ms[i], ms[j] = ms[j], ms[i] })
 	ms = ms[:1+g.drill.IntN(min(2, len(ms)))]
 	sort.Strings(ms)
-	g.directive("azure-network name=prod cidr=10.0.0.0/16 subnets=(app:10.0.1.0/24) production")
+	g.prodNetwork()
 	g.directive("azure-network name=drill cidr=10.0.0.0/16 subnets=(app:10.0.1.0/24)")
 	for i, m := range ms {
-		hydrate := " hydrate" // Linux and physical sources
-		if n := slices.Index(VMs, m); n >= 0 && (n+1)%3 == 0 {
-			hydrate = "" // Windows VMs (fixtures/inventory/swarm.yaml)
-		}
-		g.directive("target vm=%s subnet=app ip=10.0.1.%d%s", m, 10+i, hydrate)
+		g.directive("target vm=%s subnet=app ip=10.0.1.%d%s", m, 10+i, hydrate(m))
 	}
 	vms := strings.Join(ms, ",")
 	g.directive("test-failover vms=(%s) point=latest network=drill", vms)
 	g.directive("check what=(image,isolation)")
 	g.directive("cleanup vms=(%s)", vms)
 	g.directive("check what=(leftovers)")
+}
+
+// hydrate is the target option a machine's failover needs: hydration for
+// Linux and physical sources, none for the Windows VMs (every third VM of
+// fixtures/inventory/swarm.yaml).
+func hydrate(m string) string {
+	if n := slices.Index(VMs, m); n >= 0 && (n+1)%3 == 0 {
+		return ""
+	}
+	return " hydrate"
+}
+
+// prodNetwork makes the production network once, for whichever drill
+// comes first.
+func (g *gen) prodNetwork() {
+	if !g.prodNet {
+		g.directive("azure-network name=prod cidr=10.0.0.0/16 subnets=(app:10.0.1.0/24) production")
+		g.prodNet = true
+	}
+}
+
+// Faults of the failback leg, drawn from the failback's stream.
+const (
+	fbNoFault  = iota
+	fbVPNDrops // the VPN drops once or twice for 20 s while the syncs run
+	fbMTCrash  // the configuration server's host (the master target's) crashes mid-sync
+	fbPSCrash  // the process server in Azure crashes mid-sync
+	fbFaults
+)
+
+// failback is the round trip of 1–2 ungrouped machines (single) or of one
+// whole group, once the world converged: an unplanned failover to the
+// latest processed point (image), commit, the guests change data in
+// Azure, a reprotect to on-premises over the VPN (the original VM for a
+// VM, a new VM for a physical server, which has no other way back),
+// perhaps through a fault, a failback to the latest point (round-trip,
+// vpn-bytes, path), commit, a reprotect to Azure, a few writes on
+// premises; then the world must converge again and every point (those
+// made before the round trip judged by the history they came from) pass
+// the safety checks.
+func (g *gen) failback(single []string, safety string, bound time.Duration) {
+	r := g.fb
+	var ms []string
+	if len(g.p.Groups) > 0 && (len(single) == 0 || r.IntN(3) == 0) {
+		ms = append(ms, g.p.Groups[r.IntN(len(g.p.Groups))]...)
+	} else {
+		ms = append(ms, single...)
+		r.Shuffle(len(ms), func(i, j int) { ms[i], ms[j] = ms[j], ms[i] })
+		ms = ms[:1+r.IntN(min(2, len(ms)))]
+		sort.Strings(ms)
+	}
+	vms := strings.Join(ms, ",")
+	var orig, alt []string
+	for _, m := range ms {
+		if slices.Contains(g.p.Physical, m) {
+			alt = append(alt, m)
+		} else {
+			orig = append(orig, m)
+		}
+	}
+	g.prodNetwork()
+	for i, m := range ms {
+		g.directive("target vm=%s subnet=app ip=10.0.1.%d%s", m, 20+i, hydrate(m))
+	}
+	g.directive("failover vms=(%s) point=latest-processed shutdown", vms)
+	g.directive("check what=(image)")
+	g.directive("commit vms=(%s)", vms)
+	churn := []int{1024, 4096, 16384}[r.IntN(3)]
+	g.directive("azure-workload vms=(%s) churn=%d", vms, churn)
+	g.run(g.fbBetween(5*time.Minute, 30*time.Minute))
+	g.directive("failback-infra")
+	g.directive("vpn state=up")
+	// The agents in the Azure VMs register again within a retry (30 s).
+	g.run(2 * time.Minute)
+	fault := r.IntN(fbFaults)
+	wait := ""
+	if fault != fbNoFault {
+		// A slow VPN, so that the syncs are running when the fault comes.
+		g.directive("fault clog path=vpn from=azure to=onprem factor=%d for=1h", 20+r.IntN(60))
+		wait = " wait=0"
+	}
+	if len(orig) > 0 {
+		g.directive("reprotect vms=(%s) location=original%s", strings.Join(orig, ","), wait)
+	}
+	if len(alt) > 0 {
+		g.directive("reprotect vms=(%s) location=alternate%s", strings.Join(alt, ","), wait)
+	}
+	switch fault {
+	case fbVPNDrops:
+		for n := 1 + r.IntN(2); n > 0; n-- {
+			g.run(time.Duration(5+r.IntN(20)) * time.Second)
+			g.directive("vpn state=down")
+			g.run(time.Duration(10+r.IntN(50)) * time.Second)
+			g.directive("vpn state=up")
+		}
+	case fbMTCrash, fbPSCrash:
+		h := map[int]string{fbMTCrash: "cs01", fbPSCrash: "ps-azure"}[fault]
+		g.run(time.Duration(5+r.IntN(30)) * time.Second)
+		g.directive("fault crash host=%s", h)
+		g.run(time.Duration(10+r.IntN(110)) * time.Second)
+		g.directive("fault restart host=%s", h)
+	}
+	if fault != fbNoFault {
+		g.directive("wait state=protected vms=(%s) timeout=2h", vms)
+		g.directive("fault heal")
+	}
+	// Failback replication: points every 5 minutes (the failback policy).
+	g.run(g.fbBetween(10*time.Minute, 20*time.Minute))
+	g.directive("failback vms=(%s) point=latest", vms)
+	judge := "round-trip,vpn-bytes,path"
+	if fault == fbMTCrash {
+		// The master target's crash loses the items it had received and
+		// not applied: they are sent again, rightly, and vpn-bytes's bound
+		// (the changed blocks, once) is not theirs (seeds 52 and 64).
+		judge = "round-trip,path"
+	}
+	g.directive("check what=(%s) vms=(%s)", judge, vms)
+	g.directive("commit vms=(%s)", vms)
+	g.directive("reprotect-azure vms=(%s)", vms)
+	// The guests write on premises again (below the applications'
+	// regions, as the Azure workload did), so that the new history has
+	// writes for its points to be judged by.
+	for _, m := range ms {
+		for n := 1 + r.IntN(3); n > 0; n-- {
+			g.directive("write vm=%s off=%d len=%d byte=0x%02x", m, (8+r.IntN(24))<<20, 4096*(1+r.IntN(4)), 1+r.IntN(255))
+		}
+	}
+	g.directive("wait state=protected timeout=2h")
+	g.run(g.crash + judgeSlack)
+	g.directive("check what=(converged) bound=%s", fmtDur(bound))
+	g.directive("check what=(points,rpo,disks,invariants,%s) bound=%s%s", safety, fmtDur(bound), g.groupArg())
+	g.directive("check what=(round-trip) vms=(%s)", vms)
+}
+
+// fbBetween is between from the failback's stream.
+func (g *gen) fbBetween(lo, hi time.Duration) time.Duration {
+	n := int64((hi - lo) / time.Minute)
+	return lo + time.Duration(g.fb.Int64N(n+1))*time.Minute
 }
 
 // linkFault remembers a LAN fault to switch off before the liveness phase.

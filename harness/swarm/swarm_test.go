@@ -3,7 +3,9 @@ package swarm
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -23,8 +25,10 @@ func TestMain(m *testing.M) {
 // server through an Azure-side crash, a torn log, LAN loss and a lost
 // cache (1 h 14 min simulated); seed 9, one VM through a clogged uplink
 // and a corrupted stream item (56 min); both end with a test-failover
-// drill.
-var shortSeeds = []uint64{1, 9}
+// drill; seed 20, one VM through a corrupt log, a partition and a full
+// cache, then the failback round trip with two VPN drops mid-reprotect
+// (3.6 s of wall time on a quiet machine).
+var shortSeeds = []uint64{1, 9, 20}
 
 // TestSwarmShort runs a short swarm in-process on memblob: every seed
 // must pass, the report must be ordered by seed and say what ran.
@@ -42,9 +46,21 @@ func TestSwarmShort(t *testing.T) {
 	if len(rep.Results) != len(shortSeeds) || rep.NotRun != 0 {
 		t.Fatalf("%d results, %d not run, for %d seeds", len(rep.Results), rep.NotRun, len(shortSeeds))
 	}
+	// Both drills ran: the short swarm judges them too.
+	for _, k := range []string{KindTestFailover, KindFailback} {
+		n := 0
+		for _, r := range rep.Results {
+			if slices.Contains(r.Plan.Used, k) {
+				n++
+			}
+		}
+		if n == 0 {
+			t.Errorf("no short seed drills %s", k)
+		}
+	}
 	var b bytes.Buffer
 	rep.WriteSummary(&b)
-	if !strings.Contains(b.String(), "seeds: 2 ran, 0 failed") {
+	if !strings.Contains(b.String(), fmt.Sprintf("seeds: %d ran, 0 failed", len(shortSeeds))) {
 		t.Errorf("summary:\n%s", b.String())
 	}
 	t.Logf("%s(took %s)", b.String(), time.Since(start).Round(time.Second))

@@ -197,12 +197,16 @@ func (a *Agent) onAck(ctx runtime.Context, m *proto.ItemAck) {
 		a.queue = nil
 		ctx.Log().Info("agent: stream open", "machine", a.cfg.Machine, "acked", m.Acked)
 	}
-	if a.probing && (m.Acked <= a.acked || m.Acked >= a.probeHigh) {
+	if a.probing && (m.Acked >= a.probeHigh || m.Acked <= a.acked && m.Status != proto.AckGap) {
 		// The path works again and nothing sent before the probe is still
 		// landing (an answer that moves nothing is the hello's; one that
 		// reaches everything sent ends it too): resume after what the
 		// receiver has. An ack that moves the position short of that is an
-		// item that was in flight: the probe goes on.
+		// item that was in flight: the probe goes on. So does a gap: the
+		// answer to an item sent before the probe that landed after a lost
+		// one, not the hello's (a master target's crash lost the items
+		// before it; ending the probe at every late item's gap resent the
+		// whole window each time, a storm over a slow VPN: swarm seed 13).
 		a.probing = false
 		a.cancel(ctx, tRetx)
 	}
@@ -278,7 +282,13 @@ func (a *Agent) advance(ctx runtime.Context, acked uint64) {
 		a.st.StreamFloor = 0 // the process server has the stream past it now
 		a.save(ctx)
 	}
-	a.cancel(ctx, tRetx) // transmit re-arms it for what is still in flight
+	if !a.probing {
+		// transmit re-arms it for what is still in flight. While probing
+		// transmit sends nothing and arms nothing: the timer is the
+		// probe's, and an in-flight item's ack leaves it running, or a
+		// lost answer to the hello would stall the stream for good.
+		a.cancel(ctx, tRetx)
+	}
 	if trimTo > 0 {
 		a.trimLog(ctx, trimTo)
 	}

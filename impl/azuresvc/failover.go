@@ -228,9 +228,17 @@ func (s *Service) finishLatest(ctx runtime.Context, m *machine) bool {
 	if len(m.fo) == 0 || m.fo[0].kind != foLatest || !m.fo[0].listed {
 		return false
 	}
+	// The newest point of this generation. A point of an older one may be
+	// of an older log (a resync sets AppliedLogSeq to its LogFrom−1, and a
+	// fresh agent's log numbers from 1 again: a physical server failed
+	// back to a new VM), whose positions say nothing of what of this log
+	// is in a point. Without a point of this generation, the synced
+	// replica (the source at AppliedLogSeq) is made one.
 	var newest uint64
 	for _, p := range m.cat.Points {
-		newest = max(newest, p.Seq)
+		if p.Gen == m.cat.Gen {
+			newest = max(newest, p.Seq)
+		}
 	}
 	if m.cat.AppliedLogSeq <= newest {
 		ctx.Log().Info("azuresvc: latest: nothing pending, no point made", "machine", m.name, "applied_log_seq", m.cat.AppliedLogSeq)

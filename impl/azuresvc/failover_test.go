@@ -276,3 +276,44 @@ func TestResumeReplication(t *testing.T) {
 	checkReplica(t, store, m)
 	checkPoints(t, store, m)
 }
+
+// TestMakeLatestAfterANewLog: a physical server that failed back to a new
+// VM has a fresh agent whose change log numbers from 1 again (a resync
+// sets AppliedLogSeq to its LogFrom−1). The points of the old log (the
+// failover's committed point, kept in the catalog) stand at higher log
+// positions than anything of the new one: they do not say what of the
+// new log is in a point. Pending writes of the new log past its newest
+// point are made into a latest point; before, the old log's positions
+// hid them ("nothing pending") and a failover to latest lost them.
+func TestMakeLatestAfterANewLog(t *testing.T) {
+	d, m, store := replicated(t)
+	oldNewest := loadCatalog(t, store, "db01").Points
+	// The new VM's agent: a resync of generation 2 with a log from 1.
+	items := []*batch.Item{m.syncStart(disk0Size, disk1Size)}
+	m.logSeq = 0
+	items = append(items, m.syncEnd(0))
+	items = append(items, m.log(
+		m.write(0, 0, m.data(4096)),
+		m.bookmark(proto.Crash, "db01-c-new-2", runtimetest.Epoch.Add(time.Hour)),
+		m.write(0, 4096, m.data(4096)),
+	))
+	upload(t, store, items...)
+	hint(d, "db01", last(items))
+	c := loadCatalog(t, store, "db01")
+	if c.Gen != 2 || c.AppliedLogSeq != 3 || len(c.Points) != len(oldNewest)+1 {
+		t.Fatalf("new log not applied: gen %d, applied log seq %d, %d points", c.Gen, c.AppliedLogSeq, len(c.Points))
+	}
+	d.Receive(foAddr, &proto.MakeLatest{Req: "r1", Machine: "db01"})
+	id := proto.LatestPointID("db01", 4)
+	m.points[id] = m.snapshotImages()
+	// Made and pointed: nothing pending again (the control).
+	d.Receive(foAddr, &proto.MakeLatest{Req: "r2", Machine: "db01"})
+	want := []*proto.Reply{
+		{Request: "make-latest", Subject: "db01", OK: true, Req: "r1", Result: id},
+		{Request: "make-latest", Subject: "db01", OK: true, Req: "r2"},
+	}
+	if diff := cmp.Diff(want, replies(t, d)); diff != "" {
+		t.Errorf("replies (-want +got):\n%s", diff)
+	}
+	checkPoints(t, store, m)
+}

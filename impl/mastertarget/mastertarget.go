@@ -530,7 +530,9 @@ func (t *Target) attachDone(ctx runtime.Context, name string, d runtime.Done) {
 // process server in Azure) with the machine's durable position: the
 // stream's numbering is the master target's, as it is the process
 // server's in the forward direction. A machine not attached, or failed
-// back, is refused as its items would be.
+// back, is refused as its items would be. With items queued, the acks of
+// their applies are the answer (they came before the hello, on the same
+// path).
 func (t *Target) hello(ctx runtime.Context, from runtime.Addr, msg *proto.StreamHello) {
 	m, ok := t.machines[msg.Machine]
 	switch {
@@ -538,6 +540,12 @@ func (t *Target) hello(ctx runtime.Context, from runtime.Addr, msg *proto.Stream
 		t.ack(ctx, from, msg.Machine, 0, proto.AckRefused, fmt.Errorf("%w: %s", ErrNotAttached, msg.Machine))
 	case m.st.FailedBack != "" || m.st.Rollback != "":
 		t.ack(ctx, from, msg.Machine, m.st.Applied, proto.AckRefused, closedErr(m))
+	case len(m.queue) > 0:
+		// Items sent before the hello are here, queued, and their applies
+		// answer it: an answer now, at Applied, would have a probing agent
+		// send them all again — over a slow VPN, each resend queued behind
+		// the last (swarm seed 13).
+		m.sender = from
 	default:
 		m.sender = from
 		t.ack(ctx, from, msg.Machine, m.st.Applied, proto.AckOK, nil)

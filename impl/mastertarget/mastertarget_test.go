@@ -620,3 +620,37 @@ func TestStreamHello(t *testing.T) {
 		t.Errorf("hello after two items and a restart: %+v, want OK at 2", a)
 	}
 }
+
+// TestStreamHelloWithItemsQueued: a hello that finds items queued (they
+// came before it, on the same path) is answered by their applies' acks,
+// not at once at the applied position: a probing agent would take that
+// answer for "nothing more arrived" and send them all again (over a slow
+// VPN each resend queued behind the last: swarm seed 13). With nothing
+// queued it is answered at once (the control).
+func TestStreamHelloWithItemsQueued(t *testing.T) {
+	r := newRig(t)
+	if rep := r.attach("db01", disks); !rep.OK {
+		t.Fatal(rep.Reason)
+	}
+	items := stream()
+	r.send(items[0])
+	r.d.AutoDeliverOps = false
+	for _, it := range items[1:3] {
+		if acks := r.send(it); len(acks) != 0 {
+			t.Fatalf("item %d answered before its apply: %+v", it.Seq, acks)
+		}
+	}
+	r.d.Receive(sender, &proto.StreamHello{Machine: "db01"})
+	if acks := r.acks(); len(acks) != 0 {
+		t.Fatalf("hello with items 2-3 queued answered at once: %+v", acks)
+	}
+	r.d.DeliverOps()
+	acks := r.acks()
+	if len(acks) == 0 || acks[len(acks)-1].Acked != 3 || acks[len(acks)-1].Status != proto.AckOK {
+		t.Fatalf("after the applies: %+v, want OK at 3", acks)
+	}
+	r.d.Receive(sender, &proto.StreamHello{Machine: "db01"})
+	if acks := r.acks(); len(acks) != 1 || acks[0].Acked != 3 || acks[0].Status != proto.AckOK {
+		t.Fatalf("hello with nothing queued: %+v, want one answer, OK at 3", acks)
+	}
+}
