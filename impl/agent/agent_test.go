@@ -258,6 +258,49 @@ func TestStreamWindow(t *testing.T) {
 	}
 }
 
+// probeWorld is the probe tests' stream: items of one 4 KiB write, a window
+// of 4, ten writes drained and the first window sent (nothing acked, the
+// driver answering nothing by itself). base is the receiver's position
+// before them.
+func probeWorld(t *testing.T, probe bool) (e *env, base uint64) {
+	t.Helper()
+	g := newGuest(t, 1<<20)
+	e = newEnv(t, g, func(c *Config) { c.ItemBytes = 4096; c.Window = 4; c.DrainBytes = 1 << 30; c.ProbeFirst = probe })
+	e.replicating()
+	base = e.ps.acked
+	for i := 0; i < 10; i++ {
+		g.write(0, int64(i)*4096, fill(4096, byte(i+1)))
+	}
+	e.auto = false
+	e.drain()
+	if got := len(e.sentSeqs()); got != 4 {
+		t.Fatalf("first window: %d items, want 4", got)
+	}
+	return e, base
+}
+
+// sent is what the agent sent the process server since the last look:
+// items (numbered from a base) and hellos.
+type sent struct {
+	Items  []uint64
+	Hellos int
+}
+
+// sentSince takes what was sent to the process server since the last
+// look, items numbered after base.
+func (e *env) sentSince(base uint64) sent {
+	var s sent
+	for _, m := range e.d.SentTo(psAddr) {
+		switch m := m.(type) {
+		case *proto.ItemMsg:
+			s.Items = append(s.Items, m.Seq-base)
+		case *proto.StreamHello:
+			s.Hellos++
+		}
+	}
+	return s
+}
+
 // TestProbeFirst: with ProbeFirst a retransmission timeout sends only
 // StreamHello, again every timeout until answered, and the answer's
 // position is where sending resumes: items the receiver has (their acks
@@ -266,34 +309,8 @@ func TestStreamWindow(t *testing.T) {
 func TestProbeFirst(t *testing.T) {
 	for _, probe := range []bool{true, false} {
 		t.Run(fmt.Sprintf("probe=%v", probe), func(t *testing.T) {
-			g := newGuest(t, 1<<20)
-			e := newEnv(t, g, func(c *Config) { c.ItemBytes = 4096; c.Window = 4; c.DrainBytes = 1 << 30; c.ProbeFirst = probe })
-			e.replicating()
-			base := e.ps.acked
-			for i := 0; i < 10; i++ {
-				g.write(0, int64(i)*4096, fill(4096, byte(i+1)))
-			}
-			e.auto = false
-			e.drain()
-			if got := len(e.sentSeqs()); got != 4 {
-				t.Fatalf("first window: %d items, want 4", got)
-			}
-			type sent struct {
-				Items  []uint64
-				Hellos int
-			}
-			step := func() sent {
-				var s sent
-				for _, m := range e.d.SentTo(psAddr) {
-					switch m := m.(type) {
-					case *proto.ItemMsg:
-						s.Items = append(s.Items, m.Seq-base)
-					case *proto.StreamHello:
-						s.Hellos++
-					}
-				}
-				return s
-			}
+			e, base := probeWorld(t, probe)
+			step := func() sent { return e.sentSince(base) }
 			var got []sent
 			e.d.Advance(10 * time.Second) // the acks were lost
 			got = append(got, step())
@@ -325,34 +342,8 @@ func TestProbeFirst(t *testing.T) {
 // transmit sends nothing while probing: the stream stalled for good, the
 // reprotect never completed.
 func TestProbeOutlivesAnInFlightAck(t *testing.T) {
-	g := newGuest(t, 1<<20)
-	e := newEnv(t, g, func(c *Config) { c.ItemBytes = 4096; c.Window = 4; c.DrainBytes = 1 << 30; c.ProbeFirst = true })
-	e.replicating()
-	base := e.ps.acked
-	for i := 0; i < 10; i++ {
-		g.write(0, int64(i)*4096, fill(4096, byte(i+1)))
-	}
-	e.auto = false
-	e.drain()
-	if got := len(e.sentSeqs()); got != 4 {
-		t.Fatalf("first window: %d items, want 4", got)
-	}
-	type sent struct {
-		Items  []uint64
-		Hellos int
-	}
-	step := func() sent {
-		var s sent
-		for _, m := range e.d.SentTo(psAddr) {
-			switch m := m.(type) {
-			case *proto.ItemMsg:
-				s.Items = append(s.Items, m.Seq-base)
-			case *proto.StreamHello:
-				s.Hellos++
-			}
-		}
-		return s
-	}
+	e, base := probeWorld(t, true)
+	step := func() sent { return e.sentSince(base) }
 	var got []sent
 	e.d.Advance(10 * time.Second) // the acks were lost: a hello
 	got = append(got, step())
@@ -379,27 +370,8 @@ func TestProbeOutlivesAnInFlightAck(t *testing.T) {
 // probe and resent the whole window (swarm seed 13: 1.71 GiB over a slow
 // VPN for a 64 MiB disk, the reprotect never done).
 func TestProbeIgnoresAGap(t *testing.T) {
-	g := newGuest(t, 1<<20)
-	e := newEnv(t, g, func(c *Config) { c.ItemBytes = 4096; c.Window = 4; c.DrainBytes = 1 << 30; c.ProbeFirst = true })
-	e.replicating()
-	base := e.ps.acked
-	for i := 0; i < 10; i++ {
-		g.write(0, int64(i)*4096, fill(4096, byte(i+1)))
-	}
-	e.auto = false
-	e.drain()
-	if got := len(e.sentSeqs()); got != 4 {
-		t.Fatalf("first window: %d items, want 4", got)
-	}
-	items := func() []uint64 {
-		var out []uint64
-		for _, m := range e.d.SentTo(psAddr) {
-			if m, ok := m.(*proto.ItemMsg); ok {
-				out = append(out, m.Seq-base)
-			}
-		}
-		return out
-	}
+	e, base := probeWorld(t, true)
+	items := func() []uint64 { return e.sentSince(base).Items }
 	e.d.Advance(10 * time.Second) // item 1 was lost: a hello
 	items()
 	// Items 2, 3 and 4 land after the loss: gaps, and the probe goes on.
