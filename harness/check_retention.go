@@ -180,6 +180,23 @@ func checkRetention(m string, pts []azuresvc.Point, now time.Time, pol proto.Pol
 	// the group point's time, which may lie a little across the hour from
 	// the member's own: there, some point of the hour, give or take the
 	// slack, must be kept).
+	//
+	// An hour from which the Azure side took a point away for a reason
+	// retention does not decide (a failover's commit deletes every other
+	// point, a revoked round, a lost snapshot) is not judged: that point
+	// may have been the one the hour kept, and its others were pruned
+	// before — as a minute with such a point is not judged above.
+	goneHour := map[int64]bool{}
+	for _, p := range made {
+		if p.Gone == "" {
+			continue
+		}
+		for _, t := range []time.Time{p.Time, p.Time.Add(-retentionSlack), p.Time.Add(retentionSlack)} {
+			if group || t.Equal(p.Time) {
+				goneHour[t.UTC().Truncate(time.Hour).Unix()/3600] = true
+			}
+		}
+	}
 	seenHour := map[int64]bool{}
 	for _, p := range older {
 		if !p.Time.Before(now.Add(-azuresvc.KeepAllFor)) {
@@ -190,8 +207,8 @@ func checkRetention(m string, pts []azuresvc.Point, now time.Time, pol proto.Pol
 		}
 		hs := p.Time.UTC().Truncate(time.Hour)
 		h := hs.Unix() / 3600
-		if seenHour[h] {
-			continue // not the hour's earliest
+		if seenHour[h] || goneHour[h] {
+			continue // not the hour's earliest, or an hour not judged
 		}
 		seenHour[h] = true
 		hours++

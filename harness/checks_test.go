@@ -288,6 +288,36 @@ func TestRetentionBothWays(t *testing.T) {
 	}
 }
 
+// TestRetentionAfterCommit: a failover's commit deletes every point but
+// the committed one (Gone "commit"). An hour whose kept point went that
+// way had its other points pruned by retention before: it is not owed one
+// any more (swarm seed 141, a failback seed committing after 3 hours of
+// points). The same catalog with those points deleted unrecorded fails.
+func TestRetentionAfterCommit(t *testing.T) {
+	pol := proto.DefaultPolicy()
+	made, kept, now := thinnedRun()
+	last := kept[len(kept)-1]
+	committed := []azuresvc.Point{last}
+	record := madeOf(made)
+	keptID := map[string]bool{}
+	for _, p := range kept {
+		keptID[p.ID] = true
+	}
+	for i := range record {
+		if keptID[record[i].ID] && record[i].ID != last.ID {
+			record[i].Gone, record[i].Removed = "commit", "commit"
+		}
+	}
+	for _, group := range []bool{false, true} {
+		if r := checkRetention("vm", committed, now, pol, record, group); r.Verdict != OK {
+			t.Errorf("after a commit (group %v): %s", group, r)
+		}
+		if r := checkRetention("vm", committed, now, pol, madeOf(made), group); r.Verdict != Illegal {
+			t.Errorf("points deleted with no record of why passed (group %v): %s", group, r)
+		}
+	}
+}
+
 // TestNothingToJudgeFails: a machine or group that should have points and
 // has none fails; too early to judge is unknown; never ok.
 func TestNothingToJudgeFails(t *testing.T) {
