@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"strings"
 	"time"
 
@@ -64,32 +63,14 @@ func (c Client) Get(ctx context.Context, csURL, host, passphrase string) (pki.Id
 	if err := pki.ValidHost(host); err != nil {
 		return pki.Identity{}, fmt.Errorf("enroll: %w", err)
 	}
-	u, err := url.Parse(csURL)
-	if err != nil || u.Scheme != "https" || u.Host == "" {
-		return pki.Identity{}, fmt.Errorf("enroll: configuration server URL %q: want https://HOST:PORT", csURL)
-	}
-	u.Path = Path
-	endpoint := u.String()
-	hc := c.HTTP
-	if hc == nil {
-		hc = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
-			TLSClientConfig: &tls.Config{MinVersion: tls.VersionTLS13, InsecureSkipVerify: true},
-		}}
-	}
-	var at time.Time // zero: crypto/x509 judges by the real clock
-	if c.Now != nil {
-		at = c.Now()
-	}
-
-	var info Info
-	resp, err := c.do(ctx, hc, http.MethodGet, endpoint, nil, &info)
+	endpoint, err := endpoint(csURL, Path)
 	if err != nil {
 		return pki.Identity{}, err
 	}
-	resp.Body.Close()
-	keys, err := vault.Derive(info.VaultID, passphrase)
+	hc := c.passphraseClient()
+	info, keys, err := c.vaultKeys(ctx, hc, endpoint, passphrase)
 	if err != nil {
-		return pki.Identity{}, fmt.Errorf("enroll: %w", err)
+		return pki.Identity{}, err
 	}
 
 	csr, key, err := pki.NewCSR(host)
@@ -106,7 +87,7 @@ func (c Client) Get(ctx context.Context, csURL, host, passphrase string) (pki.Id
 		return pki.Identity{}, fmt.Errorf("enroll: %w", err)
 	}
 	var ans Answer
-	resp, err = c.do(ctx, hc, http.MethodPost, endpoint, body, &ans)
+	resp, err := c.do(ctx, hc, http.MethodPost, endpoint, body, &ans)
 	if err != nil {
 		if errors.Is(err, ErrWrongPassphrase) {
 			return pki.Identity{}, fmt.Errorf("%w (host %s, vault %s, %s)", ErrWrongPassphrase, host, info.VaultID, endpoint)
@@ -117,7 +98,44 @@ func (c Client) Get(ctx context.Context, csURL, host, passphrase string) (pki.Id
 	if !keys.VerifyMAC(ans.MAC, purposeAnswer, []byte(host), req.Nonce, ans.Cert, ans.CA) {
 		return pki.Identity{}, fmt.Errorf("%w (%s)", ErrTampered, endpoint)
 	}
-	return checkAnswer(ans, host, key, resp.TLS, at)
+	return checkAnswer(ans, host, key, resp.TLS, c.at())
+}
+
+// passphraseClient is c.HTTP, or the default client of the exchanges the
+// vault passphrase authenticates (enrollment, revocation): any server
+// certificate is accepted, the answers' MACs standing in for it.
+func (c Client) passphraseClient() *http.Client {
+	if c.HTTP != nil {
+		return c.HTTP
+	}
+	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{MinVersion: tls.VersionTLS13, InsecureSkipVerify: true},
+	}}
+}
+
+// vaultKeys asks the enrollment endpoint which vault it serves and derives
+// that vault's keys from the passphrase.
+func (c Client) vaultKeys(ctx context.Context, hc *http.Client, endpoint, passphrase string) (Info, vault.Keys, error) {
+	var info Info
+	resp, err := c.do(ctx, hc, http.MethodGet, endpoint, nil, &info)
+	if err != nil {
+		return Info{}, vault.Keys{}, err
+	}
+	resp.Body.Close()
+	keys, err := vault.Derive(info.VaultID, passphrase)
+	if err != nil {
+		return Info{}, vault.Keys{}, fmt.Errorf("enroll: %w", err)
+	}
+	return info, keys, nil
+}
+
+// at is the time issued certificates are judged at: c.Now, or zero (the
+// real clock, as crypto/x509 takes it).
+func (c Client) at() time.Time {
+	if c.Now != nil {
+		return c.Now()
+	}
+	return time.Time{}
 }
 
 // checkAnswer turns an authenticated answer into an identity, checking it

@@ -3,7 +3,6 @@ package enroll
 import (
 	"context"
 	"crypto/rand"
-	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
@@ -13,7 +12,6 @@ import (
 	"time"
 
 	"github.com/v2a-dr/v2a/impl/pki"
-	"github.com/v2a-dr/v2a/impl/vault"
 )
 
 // mtls is an HTTP client presenting k's current certificate and accepting
@@ -62,11 +60,7 @@ func (c Client) Renew(ctx context.Context, csURL, csHost string, k *pki.Keeper) 
 		return pki.Identity{}, fmt.Errorf("%w: certificate: %w", ErrBadAnswer, err)
 	}
 	id := pki.Identity{Host: cur.Host, Cert: cert, Key: key, CA: cur.CA}
-	var at time.Time
-	if c.Now != nil {
-		at = c.Now()
-	}
-	if err := id.Check(at); err != nil {
+	if err := id.Check(c.at()); err != nil {
 		return pki.Identity{}, fmt.Errorf("%w: %w", ErrBadAnswer, err)
 	}
 	return id, nil
@@ -120,20 +114,11 @@ func (c Client) Revoke(ctx context.Context, csURL, passphrase, host, serial stri
 	if err != nil {
 		return nil, err
 	}
-	hc := c.HTTP
-	if hc == nil {
-		hc = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
-			TLSClientConfig: &tls.Config{MinVersion: tls.VersionTLS13, InsecureSkipVerify: true}, // the MACs authenticate
-		}}
-	}
-	ep0, _ := endpoint(csURL, Path)
-	var info Info
-	if _, err := c.do(ctx, hc, http.MethodGet, ep0, nil, &info); err != nil {
-		return nil, err
-	}
-	keys, err := vault.Derive(info.VaultID, passphrase)
+	hc := c.passphraseClient()
+	ep0, _ := endpoint(csURL, Path) // the same URL: it parsed above
+	_, keys, err := c.vaultKeys(ctx, hc, ep0, passphrase)
 	if err != nil {
-		return nil, fmt.Errorf("enroll: %w", err)
+		return nil, err
 	}
 	req := RevokeRequest{Host: host, Serial: serial, Nonce: make([]byte, nonceLen)}
 	if _, err := rand.Read(req.Nonce); err != nil {
