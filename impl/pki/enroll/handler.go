@@ -88,9 +88,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var req Request
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
+	if err := decode(w, r, &req); err != nil {
 		h.refuse(w, log, r, http.StatusBadRequest, "", fmt.Sprintf("malformed request: %v", err))
 		return
 	}

@@ -89,6 +89,24 @@ type RevokeAnswer struct {
 	MAC     []byte        `json:"mac"`     // vault MAC "revoke answer" over Nonce and revokedText(Revoked)
 }
 
+// allowed says whether r's method is method, and otherwise answers 405.
+func allowed(w http.ResponseWriter, r *http.Request, method string) bool {
+	if r.Method == method {
+		return true
+	}
+	w.Header().Set("Allow", method)
+	writeJSON(w, http.StatusMethodNotAllowed, Refusal{Reason: "method " + r.Method + " not allowed"})
+	return false
+}
+
+// decode reads r's JSON body (at most maxBody bytes, no unknown fields)
+// into v.
+func decode(w http.ResponseWriter, r *http.Request, v any) error {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
+	dec.DisallowUnknownFields()
+	return dec.Decode(v)
+}
+
 func revokedText(rs []RevokedCert) []byte {
 	var b strings.Builder
 	for _, r := range rs {
@@ -116,9 +134,7 @@ func (h *Handler) peer(w http.ResponseWriter, log *slog.Logger, r *http.Request)
 }
 
 func (h *Handler) renew(w http.ResponseWriter, log *slog.Logger, r *http.Request) {
-	if r.Method != http.MethodPost {
-		w.Header().Set("Allow", "POST")
-		writeJSON(w, http.StatusMethodNotAllowed, Refusal{Reason: "method " + r.Method + " not allowed"})
+	if !allowed(w, r, http.MethodPost) {
 		return
 	}
 	old := h.peer(w, log, r)
@@ -127,9 +143,7 @@ func (h *Handler) renew(w http.ResponseWriter, log *slog.Logger, r *http.Request
 	}
 	host := old.Subject.CommonName
 	var req RenewRequest
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
+	if err := decode(w, r, &req); err != nil {
 		h.refuse(w, log, r, http.StatusBadRequest, host, fmt.Sprintf("malformed request: %v", err))
 		return
 	}
@@ -171,9 +185,7 @@ func (h *Handler) issue(w http.ResponseWriter, log *slog.Logger, r *http.Request
 }
 
 func (h *Handler) revoked(w http.ResponseWriter, log *slog.Logger, r *http.Request) {
-	if r.Method != http.MethodGet {
-		w.Header().Set("Allow", "GET")
-		writeJSON(w, http.StatusMethodNotAllowed, Refusal{Reason: "method " + r.Method + " not allowed"})
+	if !allowed(w, r, http.MethodGet) {
 		return
 	}
 	if h.peer(w, log, r) == nil {
@@ -189,15 +201,11 @@ func (h *Handler) revoked(w http.ResponseWriter, log *slog.Logger, r *http.Reque
 }
 
 func (h *Handler) revoke(w http.ResponseWriter, log *slog.Logger, r *http.Request) {
-	if r.Method != http.MethodPost {
-		w.Header().Set("Allow", "POST")
-		writeJSON(w, http.StatusMethodNotAllowed, Refusal{Reason: "method " + r.Method + " not allowed"})
+	if !allowed(w, r, http.MethodPost) {
 		return
 	}
 	var req RevokeRequest
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
+	if err := decode(w, r, &req); err != nil {
 		h.refuse(w, log, r, http.StatusBadRequest, "", fmt.Sprintf("malformed request: %v", err))
 		return
 	}
