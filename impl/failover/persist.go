@@ -372,32 +372,37 @@ func (l *loaded) add(name string, data []byte) error {
 	if *head.Version != RecordVersion {
 		return fmt.Errorf("%w: %s: version %d, this orchestrator reads version %d", ErrRecord, name, *head.Version, RecordVersion)
 	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
+	var err error
 	switch {
 	case strings.HasPrefix(name, "machine/") && strings.HasSuffix(name, ".json"):
-		var r machineRecord
-		if err := dec.Decode(&r); err != nil {
-			return fmt.Errorf("%w: %s: %v", ErrRecord, name, err)
-		}
-		if want := machineBlob(r.Machine.Machine); want != name {
-			return fmt.Errorf("%w: %s holds machine %q (want %s)", ErrRecord, name, r.Machine.Machine, want)
-		}
-		l.machines = append(l.machines, r)
+		l.machines, err = decodeRecord(l.machines, name, data, "machine",
+			func(r machineRecord) (string, string) { return r.Machine.Machine, machineBlob(r.Machine.Machine) })
 	case strings.HasPrefix(name, "job/") && strings.HasSuffix(name, ".json"):
-		var r jobRecord
-		if err := dec.Decode(&r); err != nil {
-			return fmt.Errorf("%w: %s: %v", ErrRecord, name, err)
-		}
-		if want := jobBlob(r.Job.ID); want != name {
-			return fmt.Errorf("%w: %s holds job %q (want %s)", ErrRecord, name, r.Job.ID, want)
-		}
-		l.jobs = append(l.jobs, r)
+		l.jobs, err = decodeRecord(l.jobs, name, data, "job",
+			func(r jobRecord) (string, string) { return r.Job.ID, jobBlob(r.Job.ID) })
 	default:
-		return fmt.Errorf("%w: %s: not a machine/ or job/ record", ErrRecord, name)
+		err = fmt.Errorf("%w: %s: not a machine/ or job/ record", ErrRecord, name)
+	}
+	if err != nil {
+		return err
 	}
 	l.raw[name] = data
 	return nil
+}
+
+// decodeRecord decodes the record blob name (strictly: no unknown field)
+// and appends it to rs, unless it is not the record its name says (key gives its id and the blob name that id belongs in).
+func decodeRecord[R any](rs []R, name string, data []byte, what string, key func(R) (id, blob string)) ([]R, error) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	var r R
+	if err := dec.Decode(&r); err != nil {
+		return rs, fmt.Errorf("%w: %s: %v", ErrRecord, name, err)
+	}
+	if id, want := key(r); want != name {
+		return rs, fmt.Errorf("%w: %s holds %s %q (want %s)", ErrRecord, name, what, id, want)
+	}
+	return append(rs, r), nil
 }
 
 // State is the orchestrator's durable state: its machines by name, its
