@@ -391,7 +391,8 @@ func (l *loaded) add(name string, data []byte) error {
 }
 
 // decodeRecord decodes the record blob name (strictly: no unknown field)
-// and appends it to rs, unless it is not the record its name says (key gives its id and the blob name that id belongs in).
+// and appends it to rs, unless it is not the record its name says (key
+// gives the record's id and the blob name that id belongs in).
 func decodeRecord[R any](rs []R, name string, data []byte, what string, key func(R) (id, blob string)) ([]R, error) {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
